@@ -1,0 +1,154 @@
+"""``NodeGateway``: the bridge of one broker node, running in the node's process.
+
+Inbound (node → bus): outbox envelopes are parsed and put on ``chat.outbox`` or
+``chat.group-outbox`` keyed by conversation (``EnvelopeError`` goes back to the node,
+which answers the user); device readings go to ``chat.telemetry``; inbox subscribe
+and release become ``online``/``offline`` presence records with an epoch.
+
+Outbound (bus → node): ``chat.deliver.<node>`` records are published to the users'
+inboxes. While a user's replay is under way (from an ``online`` until the matching
+replay ``done``), live deliveries are held back and sent after the replay, skipping
+ids the replay already carried, so a conversation's order holds across reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from chatmq.broker.identity import Identity
+from chatmq.bus.base import Bus, Record
+from chatmq.envelopes import EnvelopeError, MessageIn, dumps, parse_outbox
+from chatmq.ids import conversation_key, now_ms
+from chatmq.services.worker import BusWorker
+from chatmq.topics import GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
+
+log = logging.getLogger(__name__)
+
+
+class InboxSink(Protocol):
+    """Where deliveries go: the broker node."""
+
+    async def deliver(self, user_id: str, payload: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class _Inbox:
+    conns: set[int] = field(default_factory=set)
+    epoch: int = 0
+    replaying: bool = False
+    held: list[dict[str, Any]] = field(default_factory=list)
+    replayed: set[str] = field(default_factory=set)
+
+
+class _Epochs:
+    """Strictly increasing epochs, ordered across restarts (nanoseconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns(), self._last + 1)
+        return self._last
+
+
+class NodeGateway(BusWorker):
+    """Implements ``chatmq.broker.node.NodeHooks`` and consumes the node's delivery topic."""
+
+    def __init__(self, bus: Bus, node: str, max_payload: int) -> None:
+        super().__init__(bus)
+        self.node = node
+        self.group = f"node.{node}"
+        self.topics = [deliver_topic(node)]
+        self._max_payload = max_payload
+        self._sink: InboxSink | None = None
+        self._inboxes: dict[str, _Inbox] = {}
+        self._epochs = _Epochs()
+
+    def attach(self, sink: InboxSink) -> None:
+        self._sink = sink
+
+    def online_users(self) -> list[str]:
+        return list(self._inboxes)
+
+    # --- node hooks ------------------------------------------------------------------
+    async def inbox_subscribed(self, user_id: str, conn: object) -> None:
+        inbox = self._inboxes.setdefault(user_id, _Inbox())
+        inbox.conns.add(id(conn))
+        inbox.epoch = self._epochs.next()
+        inbox.replaying = True
+        await self._presence("online", user_id, inbox.epoch)
+
+    async def inbox_released(self, user_id: str, conn: object) -> None:
+        inbox = self._inboxes.get(user_id)
+        if inbox is None:
+            return
+        inbox.conns.discard(id(conn))
+        if not inbox.conns:
+            del self._inboxes[user_id]
+            await self._presence("offline", user_id, inbox.epoch)
+
+    async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
+        if identity.kind == "device":
+            await self._telemetry(identity, payload)
+            return
+        env = parse_outbox(payload, self._max_payload)
+        record = orjson.dumps({"from": identity.id, "node": self.node, "env": env.model_dump()})
+        if isinstance(env, MessageIn):
+            if env.group is not None:
+                await self._bus.publish(GROUP_OUTBOX, env.group.encode(), record)
+            else:
+                key = conversation_key(identity.id, env.to)
+                await self._bus.publish(OUTBOX, key.encode(), record)
+        else:
+            await self._bus.publish(OUTBOX, identity.id.encode(), record)
+
+    async def _telemetry(self, identity: Identity, payload: bytes) -> None:
+        if len(payload) > self._max_payload:
+            raise EnvelopeError("too_large", "reading exceeds the payload limit")
+        try:
+            reading = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError("invalid_envelope", f"reading is not valid JSON: {exc}") from exc
+        if not isinstance(reading, dict):
+            raise EnvelopeError("invalid_envelope", "reading must be a JSON object")
+        record = {"device": identity.id, "owner": identity.owner, "reading": reading, "ts": now_ms()}
+        await self._bus.publish(TELEMETRY, identity.id.encode(), orjson.dumps(record))
+
+    async def _presence(self, event: str, user_id: str, epoch: int) -> None:
+        value = orjson.dumps({"event": event, "user": user_id, "node": self.node, "epoch": epoch})
+        await self._bus.publish(PRESENCE, user_id.encode(), value)
+
+    # --- deliveries ------------------------------------------------------------------
+    async def process(self, records: list[Record]) -> None:
+        for record in records:
+            await self._deliver(orjson.loads(record.value))
+
+    async def _deliver(self, item: dict[str, Any]) -> None:
+        inbox = self._inboxes.get(item["user"])
+        if inbox is None:
+            return  # not on this node (any more): messages stay pending in the store
+        user, envs, replay = item["user"], item["envs"], item.get("replay")
+        if replay is None:
+            if inbox.replaying:
+                inbox.held.extend(envs)
+            else:
+                await self._send(user, envs)
+            return
+        if replay == "page":
+            inbox.replayed.update(e["id"] for e in envs if "id" in e)
+            await self._send(user, envs)
+        elif replay == "done" and item.get("epoch") == inbox.epoch and inbox.replaying:
+            held = [e for e in inbox.held if e.get("type") != "message" or e.get("id") not in inbox.replayed]
+            inbox.replaying, inbox.held, inbox.replayed = False, [], set()
+            await self._send(user, held)
+
+    async def _send(self, user: str, envs: list[dict[str, Any]]) -> None:
+        if self._sink is None:
+            raise RuntimeError("gateway has no broker attached")
+        for env in envs:
+            await self._sink.deliver(user, dumps(env))

@@ -1,0 +1,51 @@
+"""Who is on a connection, and the per-identity topic ACL of the contract.
+
+* A user may publish only to ``users/{own id}/outbox`` and subscribe (and receive)
+  only ``users/{own id}/inbox``.
+* A device may publish only to ``devices/{own id}/telemetry`` and subscribe to nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated connection's principal."""
+
+    kind: Literal["user", "device"]
+    id: str
+    owner: str | None = None  # a device's owning user
+
+
+def inbox_topic(user_id: str) -> str:
+    return f"users/{user_id}/inbox"
+
+
+def outbox_topic(user_id: str) -> str:
+    return f"users/{user_id}/outbox"
+
+
+def telemetry_topic(device_id: str) -> str:
+    return f"devices/{device_id}/telemetry"
+
+
+def may_subscribe(identity: Identity | None, topic_filter: str) -> bool:
+    """Whether ``identity`` may subscribe to ``topic_filter`` (exact: no wildcards are granted)."""
+    return identity is not None and identity.kind == "user" and topic_filter == inbox_topic(identity.id)
+
+
+def may_receive(identity: Identity | None, topic: str) -> bool:
+    """Whether a message on ``topic`` may be sent to ``identity``."""
+    return may_subscribe(identity, topic)
+
+
+def may_publish(identity: Identity | None, topic: str) -> bool:
+    """Whether ``identity`` may publish to ``topic``."""
+    if identity is None:
+        return False
+    if identity.kind == "user":
+        return topic == outbox_topic(identity.id)
+    return topic == telemetry_topic(identity.id)

@@ -1,0 +1,170 @@
+"""``ChatBroker``: an amqtt broker node with chatmq's authentication, ACL and chat hooks.
+
+amqtt (pinned to an exact version) provides listeners, codecs and sessions. This class
+replaces four of its paths, each covered by the end-to-end tests:
+
+* ``_authenticate``: CONNECT credentials through ``Authenticator`` (no plugins);
+* ``_topic_filtering``: the per-identity ACL of ``chatmq.broker.identity`` for
+  SUBSCRIBE (denied → return code 0x80) and for every message sent to a client;
+* ``_handle_message_delivery``: an inbound PUBLISH goes to ``NodeHooks.published`` in
+  the order received, instead of amqtt's fire-and-forget plugin events; a denied
+  PUBLISH is dropped and answered with an ``error`` envelope in the user's inbox;
+* subscription, unsubscription and disconnect report inbox presence to the hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any, Protocol
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action, ListenerConfig
+from amqtt.mqtt.constants import QOS_1
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+
+from chatmq.broker.authenticator import Authenticator
+from chatmq.broker.identity import Identity, inbox_topic, may_publish, may_receive, may_subscribe
+from chatmq.broker.ratelimit import TokenBucket
+from chatmq.envelopes import EnvelopeError, dumps, error_envelope
+
+log = logging.getLogger(__name__)
+
+
+class NodeHooks(Protocol):
+    """What the node reports to the chat gateway. Calls for one connection come in order."""
+
+    async def inbox_subscribed(self, user_id: str, conn: object) -> None:
+        """Connection ``conn`` of ``user_id`` now receives ``users/{id}/inbox``."""
+
+    async def inbox_released(self, user_id: str, conn: object) -> None:
+        """Connection ``conn`` no longer receives the inbox (unsubscribed or gone)."""
+
+    async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
+        """An ACL-checked PUBLISH; raise ``EnvelopeError`` to answer the user with an ``error``."""
+
+
+def listeners_config(host: str, mqtt_port: int, ws_port: int | None) -> dict[str, Any]:
+    """amqtt listener configuration: TCP as ``default``, WebSocket as ``ws`` when ``ws_port`` is set."""
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
+    if ws_port is not None:
+        listeners["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
+    return listeners
+
+
+class ChatBroker(Broker):  # type: ignore[misc]
+    """A broker node for authenticated chat users and devices."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        mqtt_port: int,
+        ws_port: int | None,
+        authenticator: Authenticator,
+        hooks: NodeHooks,
+        rate: float,
+        burst: int,
+    ) -> None:
+        config = {"listeners": listeners_config(host, mqtt_port, ws_port), "plugins": {}}
+        super().__init__(config)
+        self._authenticator = authenticator
+        self._hooks = hooks
+        self._rate = rate
+        self._burst = burst
+        self._identities: weakref.WeakKeyDictionary[Session, Identity] = weakref.WeakKeyDictionary()
+        self._buckets: weakref.WeakKeyDictionary[BrokerProtocolHandler, TokenBucket] = weakref.WeakKeyDictionary()
+        self._inbox_conns: dict[BrokerProtocolHandler, str] = {}
+
+    def identity(self, session: Session) -> Identity | None:
+        return self._identities.get(session)
+
+    async def deliver(self, user_id: str, payload: bytes) -> None:
+        """Publish ``payload`` (QoS 1) to the user's inbox on this node."""
+        await self.internal_message_broadcast(inbox_topic(user_id), payload, QOS_1)
+
+    # --- replaced amqtt paths ------------------------------------------------------
+    async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
+        identity = await self._authenticator.authenticate(session.username, session.password)
+        if identity is None:
+            return False
+        self._identities[session] = identity
+        return True
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        identity = self._identities.get(session)
+        if action == Action.SUBSCRIBE:
+            return may_subscribe(identity, topic)
+        if action == Action.RECEIVE:
+            return may_receive(identity, topic)
+        return may_publish(identity, topic)
+
+    async def _handle_subscription(
+        self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
+    ) -> None:
+        await super()._handle_subscription(client_session, handler, subscribe_waiter)
+        identity = self._identities.get(client_session)
+        if identity is None or identity.kind != "user":
+            return
+        wanted = inbox_topic(identity.id)
+        if any(topic == wanted for topic, _qos in subscribe_waiter.result().topics):
+            self._inbox_conns[handler] = identity.id
+            await self._hooks.inbox_subscribed(identity.id, handler)
+
+    async def _handle_unsubscription(
+        self, client_session: Session, handler: BrokerProtocolHandler, unsubscribe_waiter: asyncio.Future[Any]
+    ) -> None:
+        await super()._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+        user = self._inbox_conns.get(handler)
+        if user is not None and inbox_topic(user) in unsubscribe_waiter.result().topics:
+            del self._inbox_conns[handler]
+            await self._hooks.inbox_released(user, handler)
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        try:
+            await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        finally:
+            user = self._inbox_conns.pop(handler, None)
+            if user is not None:
+                await self._hooks.inbox_released(user, handler)
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        message = wait_deliver.result()
+        if message is None:
+            return True
+        topic = message.topic
+        if not topic or "#" in topic or "+" in topic:
+            log.warning("[MQTT-3.3.2-2] %s published to invalid topic %r; closing", client_session.client_id, topic)
+            return False
+        identity = self._identities.get(client_session)
+        if identity is None:
+            return False
+        data = bytes(message.data or b"")
+        if not may_publish(identity, topic):
+            await self._refuse(identity, EnvelopeError("forbidden", f"publishing to {topic!r} is not allowed"))
+            return True
+        bucket = self._buckets.get(handler)
+        if bucket is None:
+            bucket = self._buckets[handler] = TokenBucket(self._rate, self._burst)
+        if not bucket.take():
+            await self._refuse(identity, EnvelopeError("rate_limited", "too many messages; slow down"))
+            return True
+        try:
+            await self._hooks.published(identity, topic, data)
+        except EnvelopeError as exc:
+            await self._refuse(identity, exc)
+        except Exception:
+            log.exception("failed to take a publish from %s", identity.id)
+        return True
+
+    async def _refuse(self, identity: Identity, exc: EnvelopeError) -> None:
+        if identity.kind == "user":
+            await self.deliver(identity.id, dumps(error_envelope(exc.code, exc.reason, exc.client_id)))
+        else:
+            log.info("refused publish from device %s: %s", identity.id, exc.reason)

@@ -1,0 +1,1 @@
+"""Packaged configuration files (``chatmq.toml``: every key with its default)."""

@@ -1,0 +1,100 @@
+"""Passwords (argon2) and tokens (signed, expiring JWTs).
+
+Access tokens carry ``sub`` (user id), ``typ="access"``, ``adm`` (admin flag) and
+``exp``; refresh tokens carry ``typ="refresh"`` and a random ``jti``. Both are HS256
+signed with the configured key. ``verify_*`` raise ``AuthError`` on any problem.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from chatmq.errors import AuthError
+
+_hasher = PasswordHasher()
+_ALGORITHM = "HS256"
+_DUMMY_HASH = _hasher.hash("chatmq-timing-equaliser")
+
+
+def hash_secret(secret: str) -> str:
+    """An argon2id hash of a password or device secret."""
+    return _hasher.hash(secret)
+
+
+def verify_secret(stored_hash: str | None, secret: str) -> bool:
+    """True when ``secret`` matches ``stored_hash``; spends the same time when there is no hash."""
+    try:
+        return _hasher.verify(stored_hash or _DUMMY_HASH, secret) and stored_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """What ``/auth/login`` and ``/auth/refresh`` return."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """The verified content of an access token."""
+
+    user_id: str
+    admin: bool
+    expires_at: int
+
+
+class TokenService:
+    """Issues and verifies tokens with one signing key."""
+
+    def __init__(self, key: str, access_ttl: int, refresh_ttl: int) -> None:
+        self._key = key
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def issue(self, user_id: str, admin: bool = False) -> TokenPair:
+        """A fresh access and refresh token for ``user_id``."""
+        now = int(time.time())
+        access = jwt.encode(
+            {"sub": user_id, "typ": "access", "adm": admin, "iat": now, "exp": now + self.access_ttl},
+            self._key, algorithm=_ALGORITHM,
+        )
+        refresh = jwt.encode(
+            {"sub": user_id, "typ": "refresh", "jti": secrets.token_hex(12), "iat": now,
+             "exp": now + self.refresh_ttl},
+            self._key, algorithm=_ALGORITHM,
+        )
+        return TokenPair(access, refresh, self.access_ttl, user_id)
+
+    def _decode(self, token: str, typ: str) -> dict[str, object]:
+        try:
+            claims: dict[str, object] = jwt.decode(
+                token, self._key, algorithms=[_ALGORITHM], options={"require": ["exp", "sub", "typ"]}
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError("invalid token") from exc
+        if claims.get("typ") != typ or not isinstance(claims.get("sub"), str):
+            raise AuthError(f"not an {typ} token")
+        return claims
+
+    def verify_access(self, token: str) -> AccessClaims:
+        """The claims of a valid, unexpired access token; ``AuthError`` otherwise."""
+        claims = self._decode(token, "access")
+        exp = claims["exp"]
+        return AccessClaims(str(claims["sub"]), bool(claims.get("adm", False)), int(exp) if isinstance(exp, int) else 0)
+
+    def verify_refresh(self, token: str) -> str:
+        """The user id of a valid, unexpired refresh token; ``AuthError`` otherwise."""
+        return str(self._decode(token, "refresh")["sub"])

@@ -1,0 +1,108 @@
+"""The ``chatmq`` command: every part of chatmq runs through it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from chatmq.errors import ConfigError
+from chatmq.settings import Settings
+
+app = typer.Typer(help="chatmq: chat and device messaging over MQTT.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file (default: $CHATMQ_CONFIG, "
+                                                 "./chatmq.toml, then the packaged defaults).")]
+HostOpt = Annotated[str | None, typer.Option(help="Address to bind [CHATMQ_HOST].")]
+MqttPortOpt = Annotated[int | None, typer.Option(help="MQTT over TCP port [CHATMQ_MQTT_PORT].")]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "websockets", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _load(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return Settings.load(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop  # optional
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws_port: Annotated[int | None, typer.Option(help="MQTT over WebSocket port [CHATMQ_WS_PORT].")] = None,
+    http_port: Annotated[int | None, typer.Option(help="REST API port [CHATMQ_HTTP_PORT].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="SQLite data folder [CHATMQ_DATA_DIR].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error [CHATMQ_LOG_LEVEL].")] = None,
+) -> None:
+    """Run everything in one process: broker node, routers, storage (SQLite) and the REST API."""
+    settings = _load(config, host=host, mqtt_port=mqtt_port, ws_port=ws_port, http_port=http_port,
+                     data_dir=data_dir, log_level=log_level)
+    _setup_logging(settings.log_level)
+    from chatmq.embedded import EmbeddedServer
+
+    try:
+        _run(EmbeddedServer(settings).run_until_signalled())
+    except OSError as exc:
+        typer.echo(f"chatmq: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def broker(
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous",
+                                                  help="Plain MQTT node, no chat logic.")] = False,
+    node: Annotated[str | None, typer.Option(help="Node name in a cluster [CHATMQ_NODE].")] = None,
+) -> None:
+    """Run a broker node. With --allow-anonymous: a plain MQTT broker for benchmarks and conformance tests."""
+    settings = _load(config, host=host, mqtt_port=mqtt_port, node=node,
+                     allow_anonymous=True if allow_anonymous else None)
+    _setup_logging(settings.log_level)
+    if not settings.allow_anonymous:
+        typer.echo("chatmq: cluster broker nodes need the Kafka bus, which is not built yet; "
+                   "run 'chatmq serve' (embedded) or 'chatmq broker --allow-anonymous'.", err=True)
+        raise typer.Exit(2)
+    from chatmq.broker.plain import run_plain_broker
+
+    _run(run_plain_broker(settings.host, settings.mqtt_port))
+
+
+def _mount_client() -> None:
+    from chatmq.devices.cli import app as client_app
+
+    app.add_typer(client_app, name="client", help="Chat from the command line (register, login, send, listen).")
+
+
+_mount_client()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Configuration: defaults, then a TOML file, then ``CHATMQ_*`` environment variables, then flags.
+
+``Settings.load()`` is the one entry point. Every key of the TOML file has an
+environment variable of the same name in upper case with the prefix ``CHATMQ_``
+(``mqtt_port`` → ``CHATMQ_MQTT_PORT``) and, for the serving keys, a command-line flag
+(``--mqtt-port``). ``config/chatmq.toml`` lists every key with its default.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from chatmq.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path(str(importlib.resources.files("chatmq.config").joinpath("chatmq.toml")))
+
+
+class Settings(BaseSettings):
+    """Every setting of a chatmq process. Field docs are the configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix="CHATMQ_", extra="forbid", validate_default=True)
+
+    _toml_file: ClassVar[Path | None] = None
+
+    node: str = Field("n1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name of this broker node.")
+    host: str = Field("127.0.0.1", description="Address every listener binds to.")
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="MQTT over TCP.")
+    ws_port: int = Field(8083, ge=0, le=65535, description="MQTT over WebSocket (path ws_path).")
+    ws_path: str = Field("/mqtt", description="Path of the MQTT-over-WebSocket endpoint.")
+    http_port: int = Field(8000, ge=0, le=65535, description="REST API.")
+    data_dir: Path = Field(Path("./data"), description="Folder for the SQLite store and the token key.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    jwt_secret: str | None = Field(
+        None, min_length=32, description="Token signing key; when unset one is made and kept in data_dir."
+    )
+    access_token_ttl: int = Field(900, gt=0, description="Access token lifetime in seconds.")
+    refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
+
+    max_payload: int = Field(64 * 1024, gt=0, description="Largest outbox payload in bytes.")
+    rate_limit_per_sec: float = Field(200.0, gt=0, description="Outbox publishes per second per connection.")
+    rate_limit_burst: int = Field(400, gt=0, description="Outbox burst allowance per connection.")
+    replay_batch: int = Field(200, gt=0, le=10_000, description="Pending messages per replay page.")
+    bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
+    allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Build the settings; ``overrides`` (flags) win over the environment, which wins over the file.
+
+        The file is ``config_file``, else ``$CHATMQ_CONFIG``, else ``./chatmq.toml`` when it
+        exists, else the packaged defaults. ``None`` overrides are ignored.
+        Raises ``ConfigError`` naming the bad key and why.
+        """
+        path = config_file or (Path(os.environ["CHATMQ_CONFIG"]) if os.environ.get("CHATMQ_CONFIG") else None)
+        if path is None and Path("chatmq.toml").is_file():
+            path = Path("chatmq.toml")
+        if path is not None and not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        target = path or DEFAULT_CONFIG_FILE
+        try:
+            with target.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {target} is not valid TOML: {exc}") from exc
+        cls._toml_file = target
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"invalid configuration ({target}): {problems}") from exc
+        finally:
+            cls._toml_file = None
+
+    def signing_key(self) -> str:
+        """The token signing key: ``jwt_secret``, else one kept in ``data_dir/jwt.secret`` (made once, mode 0600)."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt.secret"
+        if path.is_file():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key

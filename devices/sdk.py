@@ -1,0 +1,872 @@
+"""The Python device SDK: one ``ChatClient`` speaking chatmq's public contract.
+
+REST calls (``/api/v1``) go through a synchronous ``httpx.Client``; the MQTT session is a
+paho-mqtt 2.x client whose network loop runs in paho's own thread (``loop_start``).
+
+Contracts
+---------
+- ``register``/``login``/``refresh`` talk to ``/api/v1/auth/*``; ``login`` and ``refresh``
+  store the tokens on the client (see ``tokens``) and call ``on_tokens_changed``.
+- Authenticated REST calls refresh the access token first when it is near expiry, and
+  once more after a 401 when a refresh token is known.
+- ``connect`` opens the MQTT session (username = user id, password = access token),
+  subscribes QoS 1 to ``users/{uid}/inbox`` and returns only after the SUBACK. It raises
+  ``NotAuthorizedError`` on a "not authorized" CONNACK, ``SubscribeDeniedError`` on a
+  refused SUBSCRIBE, ``ConnectTimeoutError`` when neither arrives in time and
+  ``ServerUnreachableError`` when the broker cannot be reached.
+- After ``connect`` paho reconnects by itself with a 1–30 s backoff. Before every
+  reconnect the access token is refreshed when it is near expiry; on a "not authorized"
+  CONNACK while running the token is refreshed once and paho retries. Every successful
+  (re)connect re-subscribes to the inbox.
+- Inbox envelopes are JSON objects; undecodable payloads are logged and dropped.
+  ``message`` envelopes are de-duplicated by server id: a message delivered twice is
+  handed to the application once, but every delivery is answered with a ``delivered``
+  receipt (when ``auto_delivered``) so the server stops replaying it. The receipt is
+  published only after the ``on_message`` callback returned.
+- Application callbacks run in paho's thread; any exception they raise is logged and
+  swallowed so that the network loop keeps running. Long work belongs elsewhere.
+- Every envelope is also kept (``messages``, ``receipts``, ``events``, ``errors``,
+  ``acks``) and the ``wait_*`` methods block until something arrives.
+- Tokens and passwords are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+from chatmq.errors import ChatMQError
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = [
+    "AckTimeoutError",
+    "ApiError",
+    "AuthenticationError",
+    "ChatClient",
+    "ChatClientError",
+    "ChatTimeoutError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "Envelope",
+    "MessageRejectedError",
+    "NotAuthorizedError",
+    "NotLoggedInError",
+    "ServerUnreachableError",
+    "SubscribeDeniedError",
+    "Tokens",
+    "build_message",
+    "build_receipt",
+    "token_expiry",
+]
+
+log = logging.getLogger(__name__)
+
+Envelope = dict[str, Any]
+"""A decoded JSON envelope (see the contract in ``docs``/``DESIGN.md``)."""
+
+Transport = Literal["tcp", "websockets"]
+T = TypeVar("T")
+
+#: CONNACK reason codes (MQTT 5 numbering, as paho reports them) that mean bad credentials.
+_AUTH_REFUSED = {134, 135}  # "Bad user name or password", "Not authorized"
+#: How many message ids are remembered for de-duplication.
+_SEEN_LIMIT = 10_000
+#: Refresh the access token when it expires within this many seconds.
+REFRESH_MARGIN = 30.0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ChatClientError(ChatMQError):
+    """Root of every error the SDK raises on purpose."""
+
+
+class NotLoggedInError(ChatClientError):
+    """The operation needs a user id and tokens (call ``login`` or ``set_tokens``)."""
+
+
+class ServerUnreachableError(ChatClientError):
+    """The REST server or the MQTT broker could not be reached."""
+
+    retriable = True
+
+
+class ApiError(ChatClientError):
+    """The REST API answered with an error status."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"HTTP {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class AuthenticationError(ApiError):
+    """The REST API answered 401: bad credentials, or the session expired."""
+
+
+class ConnectError(ChatClientError):
+    """The MQTT session could not be opened."""
+
+
+class NotAuthorizedError(ConnectError):
+    """The broker refused CONNECT ("not authorized" / bad credentials)."""
+
+
+class ConnectTimeoutError(ConnectError, TimeoutError):
+    """No CONNACK/SUBACK arrived within the timeout."""
+
+    retriable = True
+
+
+class SubscribeDeniedError(ConnectError):
+    """The broker refused the inbox subscription (SUBACK 0x80)."""
+
+
+class ChatTimeoutError(ChatClientError, TimeoutError):
+    """A ``wait_*`` call ran out of time."""
+
+    retriable = True
+
+
+class AckTimeoutError(ChatTimeoutError):
+    """No ``ack`` (nor ``error``) arrived for a sent message in time; resend with the same id."""
+
+
+class MessageRejectedError(ChatClientError):
+    """The server answered a publish with an ``error`` envelope."""
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self.code = str(envelope.get("code", "unknown"))
+        self.reason = str(envelope.get("reason", ""))
+        self.client_id: str | None = envelope.get("client_id")
+        super().__init__(f"{self.code}: {self.reason}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """A login session: whose it is, both tokens, and when the access token expires (epoch s)."""
+
+    user_id: str
+    access_token: str
+    refresh_token: str | None
+    expires_at: float | None
+
+    def __repr__(self) -> str:  # never show the tokens themselves
+        return f"Tokens(user_id={self.user_id!r}, expires_at={self.expires_at!r})"
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying it; ``None`` when absent or unreadable."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = orjson.loads(raw)
+    except (binascii.Error, ValueError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        return float(exp)
+    return None
+
+
+def new_client_id() -> str:
+    """A fresh client message id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+def build_message(
+    body: dict[str, Any], *, to: str | None = None, group: str | None = None, client_id: str | None = None
+) -> Envelope:
+    """An outbox ``message`` envelope for exactly one of ``to`` (user id) or ``group`` (group id)."""
+    if (to is None) == (group is None):
+        raise ValueError("exactly one of 'to' and 'group' is required")
+    if not isinstance(body, dict):
+        raise TypeError("body must be a dict")
+    envelope: Envelope = {"type": "message", "id": client_id or new_client_id()}
+    if to is not None:
+        envelope["to"] = to
+    else:
+        envelope["group"] = group
+    envelope["body"] = body
+    return envelope
+
+
+def build_receipt(status: Literal["delivered", "read"], ids: Iterable[str]) -> Envelope:
+    """An outbox ``receipt`` envelope for the server ids ``ids`` (must not be empty)."""
+    id_list = list(ids)
+    if status not in ("delivered", "read"):
+        raise ValueError("status must be 'delivered' or 'read'")
+    if not id_list:
+        raise ValueError("a receipt needs at least one id")
+    return {"type": "receipt", "status": status, "ids": id_list}
+
+
+# --------------------------------------------------------------------------- client
+
+
+class ChatClient:
+    """A chat user's client: REST for accounts/contacts/groups/history, MQTT for messaging.
+
+    Callbacks (set as attributes, each taking one envelope unless noted) run in paho's
+    network thread: ``on_message``, ``on_receipt``, ``on_event``, ``on_error``,
+    ``on_ack``, ``on_connection_change(connected: bool)`` and
+    ``on_tokens_changed(tokens: Tokens)``.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        mqtt_host: str,
+        mqtt_port: int,
+        *,
+        transport: Transport = "tcp",
+        ws_path: str = "/mqtt",
+        client_id: str | None = None,
+        auto_delivered: bool = True,
+        keepalive: int = 30,
+        tls: bool = False,
+        http_timeout: float = 10.0,
+        http_transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base = api_url.rstrip("/")
+        if not base.endswith("/api/v1"):
+            base += "/api/v1"
+        self.api_url = base
+        self.mqtt_host = mqtt_host
+        self.mqtt_port = mqtt_port
+        self.transport: Transport = transport
+        self.client_id = client_id or f"chatmq-py-{uuid.uuid4().hex[:16]}"
+        self.auto_delivered = auto_delivered
+        self.keepalive = keepalive
+
+        self._http = httpx.Client(base_url=base, timeout=http_timeout, transport=http_transport)
+
+        self.user_id: str | None = None
+        self._access_token: str | None = None
+        self._refresh_token: str | None = None
+        self._expires_at: float | None = None
+        self._auth_lock = threading.RLock()
+
+        # Application callbacks.
+        self.on_message: Callable[[Envelope], None] | None = None
+        self.on_receipt: Callable[[Envelope], None] | None = None
+        self.on_event: Callable[[Envelope], None] | None = None
+        self.on_error: Callable[[Envelope], None] | None = None
+        self.on_ack: Callable[[Envelope], None] | None = None
+        self.on_connection_change: Callable[[bool], None] | None = None
+        self.on_tokens_changed: Callable[[Tokens], None] | None = None
+
+        # What arrived, guarded by ``_cond``.
+        self._cond = threading.Condition()
+        self.messages: list[Envelope] = []
+        self.receipts: list[Envelope] = []
+        self.events: list[Envelope] = []
+        self.errors: list[Envelope] = []
+        self.acks: dict[str, Envelope] = {}
+        self._errors_by_client_id: dict[str, Envelope] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._handling = 0  # inbox messages whose callback/receipt is in progress
+        self._pending: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes not yet acknowledged
+
+        # Connection state.
+        self.connected = False
+        self._running = False  # set once connect() succeeded, cleared by disconnect()
+        self._ready = threading.Event()
+        self._connect_error: ConnectError | None = None
+        self._sub_mid: int | None = None
+        self._auth_retry_used = False
+        self.fatal_error: ChatClientError | None = None
+
+        self.mqtt = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            transport=transport,
+            clean_session=True,
+        )
+        if transport == "websockets":
+            self.mqtt.ws_set_options(path=ws_path)
+        if tls:
+            self.mqtt.tls_set()
+        self.mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.mqtt.on_pre_connect = self._on_mqtt_pre_connect
+        self.mqtt.on_connect = self._on_mqtt_connect
+        self.mqtt.on_subscribe = self._on_mqtt_subscribe
+        self.mqtt.on_disconnect = self._on_mqtt_disconnect
+        self.mqtt.on_message = self._on_mqtt_message
+
+    # ------------------------------------------------------------------ context
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Disconnect MQTT (if connected) and close the HTTP client; calling it twice is harmless."""
+        self.disconnect()
+        self._http.close()
+
+    # ------------------------------------------------------------------ tokens
+
+    @property
+    def inbox_topic(self) -> str:
+        """``users/{uid}/inbox``."""
+        return f"users/{self._require_user()}/inbox"
+
+    @property
+    def outbox_topic(self) -> str:
+        """``users/{uid}/outbox``."""
+        return f"users/{self._require_user()}/outbox"
+
+    @property
+    def tokens(self) -> Tokens | None:
+        """The current session, or ``None`` before ``login``/``set_tokens``."""
+        with self._auth_lock:
+            if self.user_id is None or self._access_token is None:
+                return None
+            return Tokens(self.user_id, self._access_token, self._refresh_token, self._expires_at)
+
+    def set_tokens(
+        self,
+        user_id: str,
+        access_token: str,
+        refresh_token: str | None = None,
+        expires_in: float | None = None,
+    ) -> None:
+        """Adopt a session obtained elsewhere (for example a saved profile).
+
+        The access token's expiry is read from its ``exp`` claim, or from ``expires_in``.
+        Calls ``on_tokens_changed``.
+        """
+        tokens = self._store_tokens(user_id, access_token, refresh_token, expires_in)
+        self._safe_call(self.on_tokens_changed, tokens)
+
+    def _store_tokens(
+        self, user_id: str, access_token: str, refresh_token: str | None, expires_in: float | None
+    ) -> Tokens:
+        expiry = token_expiry(access_token)
+        if expiry is None and expires_in is not None:
+            expiry = time.time() + expires_in
+        with self._auth_lock:
+            self.user_id = user_id
+            self._access_token = access_token
+            self._refresh_token = refresh_token
+            self._expires_at = expiry
+            self.mqtt.username_pw_set(user_id, access_token)
+            return Tokens(user_id, access_token, refresh_token, expiry)
+
+    def token_needs_refresh(self, margin: float = REFRESH_MARGIN, now: float | None = None) -> bool:
+        """True when a refresh token is known and the access token expires within ``margin`` s.
+
+        An access token of unknown expiry is never refreshed pre-emptively.
+        """
+        with self._auth_lock:
+            if self._refresh_token is None or self._expires_at is None:
+                return False
+            return self._expires_at - (time.time() if now is None else now) <= margin
+
+    # ------------------------------------------------------------------ REST
+
+    def _require_user(self) -> str:
+        if self.user_id is None:
+            raise NotLoggedInError("not logged in")
+        return self.user_id
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+        _retry: bool = True,
+    ) -> Any:
+        headers: dict[str, str] = {}
+        if auth:
+            if self._access_token is None:
+                raise NotLoggedInError("not logged in")
+            if self.token_needs_refresh():
+                self.refresh()
+            headers["Authorization"] = f"Bearer {self._access_token}"
+        try:
+            response = self._http.request(method, path, json=json, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"cannot reach {self.api_url}: {exc}") from exc
+        if response.status_code == 401 and auth and _retry and self._refresh_token is not None:
+            self.refresh()
+            return self._request(method, path, json=json, params=params, auth=auth, _retry=False)
+        if response.status_code >= 400:
+            detail = _error_detail(response)
+            if response.status_code == 401:
+                raise AuthenticationError(401, detail)
+            raise ApiError(response.status_code, detail)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(response.status_code, "response is not JSON") from exc
+
+    def register(self, username: str, password: str, display_name: str | None = None) -> str:
+        """Create an account (``POST /auth/register``); return its user id. Does not log in."""
+        payload: dict[str, Any] = {"username": username, "password": password}
+        if display_name is not None:
+            payload["display_name"] = display_name
+        data = self._request("POST", "/auth/register", json=payload, auth=False)
+        return str(data["user_id"])
+
+    def login(self, username: str, password: str) -> str:
+        """Log in (``POST /auth/login``), keep the tokens, and return the user id."""
+        credentials = {"username": username, "password": password}
+        data = self._request("POST", "/auth/login", json=credentials, auth=False)
+        self.set_tokens(str(data["user_id"]), data["access_token"], data.get("refresh_token"),
+                        data.get("expires_in"))
+        return str(data["user_id"])
+
+    def refresh(self) -> Tokens:
+        """Exchange the refresh token for new tokens (``POST /auth/refresh``) and keep them.
+
+        Raises ``NotLoggedInError`` without a refresh token and ``AuthenticationError`` when
+        the server refuses it (the session is over: log in again). Thread-safe.
+        """
+        with self._auth_lock:
+            if self._refresh_token is None or self.user_id is None:
+                raise NotLoggedInError("no refresh token; log in first")
+            try:
+                data = self._request("POST", "/auth/refresh", json={"refresh_token": self._refresh_token},
+                                     auth=False)
+            except AuthenticationError as exc:
+                raise AuthenticationError(401, f"session expired, log in again ({exc.detail})") from exc
+            user_id = str(data.get("user_id") or self.user_id)
+            refresh_token = data.get("refresh_token") or self._refresh_token
+            tokens = self._store_tokens(user_id, data["access_token"], refresh_token, data.get("expires_in"))
+        log.info("access token refreshed for %s", user_id)
+        self._safe_call(self.on_tokens_changed, tokens)
+        return tokens
+
+    def me(self) -> dict[str, Any]:
+        """``GET /users/me``."""
+        data: dict[str, Any] = self._request("GET", "/users/me")
+        return data
+
+    def contacts(self, usernames: Iterable[str]) -> dict[str, str]:
+        """``POST /contacts/sync``: the registered ones among ``usernames``, as ``{username: user_id}``."""
+        data = self._request("POST", "/contacts/sync", json={"usernames": list(usernames)})
+        registered = data.get("registered", {}) if isinstance(data, dict) else {}
+        return {str(k): str(v) for k, v in registered.items()}
+
+    def create_group(self, name: str, members: Iterable[str]) -> dict[str, Any]:
+        """``POST /groups``: a group named ``name`` with ``members`` (user ids); the caller is admin."""
+        data: dict[str, Any] = self._request("POST", "/groups", json={"name": name, "members": list(members)})
+        return data
+
+    def history(self, peer_id: str, before: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """``GET /conversations/{peer_id}/messages``: stored messages, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        data: dict[str, Any] = self._request("GET", f"/conversations/{quote(peer_id, safe='')}/messages",
+                                             params=params)
+        return data
+
+    # ------------------------------------------------------------------ MQTT session
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Open the MQTT session and subscribe to the inbox; return after the SUBACK.
+
+        See the module docstring for the errors raised. Calling it while connected is a no-op.
+        """
+        if self._running:
+            return
+        user_id = self._require_user()
+        if self._access_token is None:
+            raise NotLoggedInError("not logged in")
+        if self.token_needs_refresh():
+            self.refresh()
+        with self._auth_lock:
+            self.mqtt.username_pw_set(user_id, self._access_token)
+        self._ready.clear()
+        self._connect_error = None
+        self.fatal_error = None
+        self._auth_retry_used = False
+        try:
+            self.mqtt.connect(self.mqtt_host, self.mqtt_port, keepalive=self.keepalive)
+        except OSError as exc:  # includes paho's WebsocketConnectionError
+            raise ServerUnreachableError(
+                f"cannot reach MQTT broker at {self.mqtt_host}:{self.mqtt_port}: {exc}") from exc
+        self.mqtt.loop_start()
+        if not self._ready.wait(timeout):
+            self._stop_loop()
+            raise ConnectTimeoutError(
+                f"no answer from MQTT broker at {self.mqtt_host}:{self.mqtt_port} within {timeout:g}s")
+        if self._connect_error is not None:
+            self._stop_loop()
+            raise self._connect_error
+        self._running = True
+
+    def disconnect(self, flush_timeout: float = 2.0) -> None:
+        """Close the MQTT session and stop paho's thread; harmless when not connected.
+
+        While connected it first waits up to ``flush_timeout`` s (see ``flush``) so that
+        receipts for messages just handed to the app reach the broker.
+        """
+        if self.connected and flush_timeout > 0:
+            self.flush(flush_timeout)
+        self._running = False
+        self._stop_loop()
+        self._set_connected(False)
+
+    def _stop_loop(self) -> None:
+        try:
+            self.mqtt.disconnect()
+        except Exception:  # pragma: no cover - paho may refuse when never connected
+            log.debug("disconnect failed", exc_info=True)
+        self.mqtt.loop_stop()
+
+    def _publish(self, envelope: Envelope | bytes) -> None:
+        payload = envelope if isinstance(envelope, bytes) else orjson.dumps(envelope)
+        info = self.mqtt.publish(self.outbox_topic, payload, qos=1)
+        rc = getattr(info, "rc", mqtt.MQTT_ERR_SUCCESS)
+        if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise ChatClientError(f"publish failed: {mqtt.error_string(rc)}")
+        if isinstance(info, mqtt.MQTTMessageInfo):
+            with self._cond:
+                self._pending = [i for i in self._pending if not _settled(i)]
+                self._pending.append(info)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until no inbox message is being handled and every QoS 1 publish was acknowledged.
+
+        Returns False when that did not happen within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._handling == 0, timeout):
+                return False
+            pending = list(self._pending)
+        for info in pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                info.wait_for_publish(remaining)
+            except (RuntimeError, ValueError):  # not connected / queue full: cannot flush now
+                return False
+            if not info.is_published():
+                return False
+        with self._cond:
+            self._pending = [i for i in self._pending if not _settled(i)]
+        return True
+
+    def send(self, to: str, body: dict[str, Any] | str, client_id: str | None = None) -> str:
+        """Publish a direct message to user ``to``; return its client id.
+
+        A ``str`` body is sent as ``{"text": body}``. Pass the same ``client_id`` to resend
+        a message that got no ack (the server de-duplicates it). While disconnected paho
+        queues the publish and sends it after reconnecting.
+        """
+        envelope = build_message(_body(body), to=to, client_id=client_id)
+        self._publish(envelope)
+        return str(envelope["id"])
+
+    def send_group(self, group_id: str, body: dict[str, Any] | str, client_id: str | None = None) -> str:
+        """Publish a message to group ``group_id``; return its client id (see ``send``)."""
+        envelope = build_message(_body(body), group=group_id, client_id=client_id)
+        self._publish(envelope)
+        return str(envelope["id"])
+
+    def send_raw(self, payload: bytes) -> None:
+        """Publish ``payload`` to the outbox as it is (for testing the server's validation)."""
+        self._publish(payload)
+
+    def send_receipt(self, status: Literal["delivered", "read"], ids: Iterable[str]) -> None:
+        """Publish a ``receipt`` for server ids ``ids``; nothing when ``ids`` is empty."""
+        id_list = list(ids)
+        if id_list:
+            self._publish(build_receipt(status, id_list))
+
+    def mark_read(self, ids: Iterable[str]) -> None:
+        """Tell the senders that the messages ``ids`` (server ids) were read."""
+        self.send_receipt("read", ids)
+
+    def mark_delivered(self, ids: Iterable[str]) -> None:
+        """Confirm delivery of ``ids`` (needed only with ``auto_delivered=False``)."""
+        self.send_receipt("delivered", ids)
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float) -> T:
+        """Block until ``predicate()`` (checked whenever an envelope arrives) is truthy; return it.
+
+        Raises ``ChatTimeoutError`` after ``timeout`` seconds.
+        """
+        with self._cond:
+            result = self._cond.wait_for(predicate, timeout)
+        if not result:
+            raise ChatTimeoutError(f"condition not met within {timeout:g}s")
+        return result
+
+    def wait_messages(self, n: int, timeout: float) -> list[Envelope]:
+        """Block until at least ``n`` distinct messages arrived; return (a copy of) all of them."""
+        try:
+            self.wait_for(lambda: len(self.messages) >= n, timeout)
+        except ChatTimeoutError:
+            raise ChatTimeoutError(f"got {len(self.messages)} of {n} messages within {timeout:g}s") from None
+        with self._cond:
+            return list(self.messages)
+
+    def wait_ack(self, client_id: str, timeout: float) -> Envelope:
+        """Block until the ``ack`` for ``client_id`` arrives and return it.
+
+        Raises ``MessageRejectedError`` when an ``error`` for ``client_id`` arrives instead,
+        and ``AckTimeoutError`` when neither arrives within ``timeout`` seconds.
+        """
+        def answered() -> bool:
+            return client_id in self.acks or client_id in self._errors_by_client_id
+
+        try:
+            self.wait_for(answered, timeout)
+        except ChatTimeoutError:
+            raise AckTimeoutError(f"no ack for message {client_id} within {timeout:g}s") from None
+        with self._cond:
+            ack = self.acks.get(client_id)
+            if ack is not None:
+                return ack
+            raise MessageRejectedError(self._errors_by_client_id[client_id])
+
+    def clear(self) -> None:
+        """Forget the kept envelopes (de-duplication memory is kept)."""
+        with self._cond:
+            self.messages.clear()
+            self.receipts.clear()
+            self.events.clear()
+            self.errors.clear()
+            self.acks.clear()
+            self._errors_by_client_id.clear()
+
+    # ------------------------------------------------------------------ paho callbacks
+
+    def _safe_call(self, callback: Callable[[T], None] | None, arg: T) -> None:
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception:
+            log.exception("application callback %r raised", getattr(callback, "__name__", callback))
+
+    def _set_connected(self, value: bool) -> None:
+        if self.connected == value:
+            return
+        self.connected = value
+        self._safe_call(self.on_connection_change, value)
+
+    def _on_mqtt_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        """Before every (re)connect: refresh a token that is (nearly) expired; never raise."""
+        if not self._running:
+            return
+        try:
+            if self.token_needs_refresh():
+                self.refresh()
+        except ChatClientError as exc:
+            log.warning("token refresh before reconnect failed: %s", exc)
+        except Exception:
+            log.exception("token refresh before reconnect failed")
+
+    def _on_mqtt_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            if reason_code.is_failure:
+                self._handle_connack_failure(reason_code)
+                return
+            self._auth_retry_used = False
+            self._set_connected(True)
+            result, mid = client.subscribe(self.inbox_topic, qos=1)
+            if result != mqtt.MQTT_ERR_SUCCESS:
+                log.warning("subscribe to inbox failed: %s", mqtt.error_string(result))
+            self._sub_mid = mid
+        except Exception:
+            log.exception("error in on_connect")
+
+    def _handle_connack_failure(self, reason_code: ReasonCode) -> None:
+        auth_refused = reason_code.value in _AUTH_REFUSED
+        name = reason_code.getName()
+        if not self._running:  # the first connect: report to the caller of connect()
+            self._connect_error = (
+                NotAuthorizedError(f"broker refused the credentials: {name}") if auth_refused
+                else ConnectError(f"broker refused the connection: {name}")
+            )
+            self._ready.set()
+            return
+        log.warning("reconnect refused by broker: %s", name)
+        if not auth_refused:
+            return  # paho retries with backoff
+        if self._auth_retry_used or self._refresh_token is None:
+            self.fatal_error = NotAuthorizedError(f"broker refused the credentials: {name}; log in again")
+            log.error("giving up reconnecting: credentials refused after a token refresh")
+            self._running = False
+            self.mqtt.disconnect()  # ends paho's loop; no more retries
+            return
+        self._auth_retry_used = True
+        try:
+            self.refresh()  # updates username_pw_set; paho retries after its backoff
+        except ChatClientError as exc:
+            log.warning("token refresh after refused reconnect failed: %s", exc)
+
+    def _on_mqtt_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._sub_mid:
+            return
+        denied = any(rc.is_failure for rc in reason_codes)
+        if denied:
+            log.error("inbox subscription refused by broker")
+        if not self._running:
+            if denied:
+                topic = self.inbox_topic
+                self._connect_error = SubscribeDeniedError(f"broker refused the subscription to {topic}")
+            self._ready.set()
+
+    def _on_mqtt_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.info("MQTT connection lost (%s)%s", reason_code.getName(),
+                     "; reconnecting" if self._running else "")
+        self._set_connected(False)
+
+    def _on_mqtt_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """Decode one inbox payload and dispatch it; never raises."""
+        try:
+            envelope = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            log.warning("dropping undecodable payload on %s (%d bytes)", msg.topic, len(msg.payload))
+            return
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+            log.warning("dropping payload on %s: not an envelope", msg.topic)
+            return
+        try:
+            self.handle_envelope(envelope)
+        except Exception:
+            log.exception("error handling a %s envelope", envelope.get("type"))
+
+    def handle_envelope(self, envelope: Envelope) -> None:
+        """Dispatch one decoded inbox envelope (what the paho ``on_message`` handler does)."""
+        kind = envelope["type"]
+        if kind == "message":
+            self._handle_message(envelope)
+        elif kind == "ack":
+            client_id = envelope.get("client_id")
+            if isinstance(client_id, str):
+                with self._cond:
+                    self.acks[client_id] = envelope
+                    self._cond.notify_all()
+            self._safe_call(self.on_ack, envelope)
+        elif kind == "receipt":
+            self._keep(self.receipts, envelope)
+            self._safe_call(self.on_receipt, envelope)
+        elif kind == "event":
+            self._keep(self.events, envelope)
+            self._safe_call(self.on_event, envelope)
+        elif kind == "error":
+            with self._cond:
+                self.errors.append(envelope)
+                client_id = envelope.get("client_id")
+                if isinstance(client_id, str):
+                    self._errors_by_client_id[client_id] = envelope
+                self._cond.notify_all()
+            log.info("server error %s for %s", envelope.get("code"), envelope.get("client_id"))
+            self._safe_call(self.on_error, envelope)
+        else:
+            log.debug("ignoring inbox envelope of unknown type %r", kind)
+
+    def _keep(self, target: list[Envelope], envelope: Envelope) -> None:
+        with self._cond:
+            target.append(envelope)
+            self._cond.notify_all()
+
+    def _handle_message(self, envelope: Envelope) -> None:
+        server_id = envelope.get("id")
+        if not isinstance(server_id, str) or not server_id:
+            log.warning("dropping message envelope without a server id")
+            return
+        with self._cond:
+            self._handling += 1
+        try:
+            self._deliver(server_id, envelope)
+        finally:
+            with self._cond:
+                self._handling -= 1
+                self._cond.notify_all()
+
+    def _deliver(self, server_id: str, envelope: Envelope) -> None:
+        with self._cond:
+            duplicate = server_id in self._seen
+            if duplicate:
+                self._seen.move_to_end(server_id)
+            else:
+                self._seen[server_id] = None
+                if len(self._seen) > _SEEN_LIMIT:
+                    self._seen.popitem(last=False)
+                self.messages.append(envelope)
+                self._cond.notify_all()
+        if duplicate:
+            log.debug("message %s delivered again; not handed to the app", server_id)
+        else:
+            self._safe_call(self.on_message, envelope)
+        if self.auto_delivered:
+            try:
+                self.send_receipt("delivered", [server_id])
+            except ChatClientError as exc:
+                log.warning("could not publish delivered receipt: %s", exc)
+
+
+def _settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """Published, or failed in a way ``flush`` cannot wait for (so no longer tracked)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return True
+
+
+def _body(body: dict[str, Any] | str) -> dict[str, Any]:
+    return {"text": body} if isinstance(body, str) else body
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.reason_phrase or "error"
+    if isinstance(data, dict):
+        detail = data.get("detail", data)
+        if isinstance(detail, str):
+            return detail
+        return orjson.dumps(detail).decode()
+    return str(data)

@@ -1,0 +1,1 @@
+"""Services: router, group router, sessions, storage, REST API."""

@@ -1,0 +1,64 @@
+"""Accepting messages: commit a batch to the store, then ack each sender and deliver to recipients.
+
+The ``ack`` is published only after ``Store.accept_messages`` committed, so an ack means
+durable. A repeated (sender, client id) is acked again with the first server id and
+not delivered again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from chatmq.envelopes import ack_envelope, error_envelope, message_envelope
+from chatmq.envelopes import ErrorCode
+from chatmq.ids import now_ms, server_id
+from chatmq.services.outlet import Outlet
+from chatmq.services.store import NewMessage, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An outbox message from ``sender`` (connected to ``node``) for ``recipients``."""
+
+    sender: str
+    node: str
+    client_id: str
+    to: str | None
+    group: str | None
+    conversation: str
+    body: dict[str, Any]
+    recipients: list[str]
+
+
+class Acceptor:
+    def __init__(self, store: Store, outlet: Outlet) -> None:
+        self._store = store
+        self._outlet = outlet
+
+    async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None) -> None:
+        """Answer the sender's connection with an ``error`` envelope."""
+        await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
+
+    async def accept(self, subs: list[Submission]) -> None:
+        """Store ``subs`` in one transaction, then ack and deliver in their order."""
+        if not subs:
+            return
+        news: list[NewMessage] = []
+        for s in subs:
+            sid, ts = server_id(), now_ms()
+            envelopes = {
+                r: message_envelope(sid, s.client_id, s.sender, r, s.group, s.body, ts) for r in s.recipients
+            }
+            news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, s.body, ts, envelopes))
+        results = await self._store.accept_messages(news)
+        acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        deliveries: list[tuple[str, dict[str, Any]]] = []
+        for sub, new, result in zip(subs, news, results, strict=True):
+            acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
+            if not result.duplicate:
+                deliveries.extend(new.envelopes.items())
+        for (node, sender), envs in acks.items():
+            await self._outlet.to_node(node, sender, envs)
+        await self._outlet.deliver(deliveries)

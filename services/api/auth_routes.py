@@ -1,0 +1,71 @@
+"""``/auth``: register, login and refresh (the only ``/api/v1`` routes without a token)."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from chatmq import ids
+from chatmq.auth import hash_secret, verify_secret
+from chatmq.errors import AuthError, ConflictError
+from chatmq.services.api.deps import Ctx
+from chatmq.services.api.errors import ApiError, unauthorized
+from chatmq.services.api.models import (
+    LoginRequest,
+    RefreshRequest,
+    RegisterRequest,
+    RegisterResponse,
+    TokenResponse,
+)
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_BAD_CREDENTIALS = "invalid username or password"
+
+
+def _tokens(ctx: Ctx, user_id: str, admin: bool) -> TokenResponse:
+    pair = ctx.tokens.issue(user_id, admin=admin)
+    return TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token,
+                         expires_in=pair.expires_in, user_id=pair.user_id)
+
+
+@router.post("/register", status_code=201, response_model=RegisterResponse,
+             responses={409: {"description": "The username is taken."}})
+async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
+    """Create an account; the password is kept as an argon2 hash."""
+    if await ctx.store.get_user_by_username(body.username) is not None:
+        raise ApiError(409, "username is taken")
+    password_hash = await anyio.to_thread.run_sync(hash_secret, body.password)
+    try:
+        user = await ctx.store.create_user(ids.user_id(), body.username, password_hash, body.display_name)
+    except ConflictError:
+        raise ApiError(409, "username is taken") from None
+    return RegisterResponse(user_id=user.user_id, username=user.username)
+
+
+@router.post("/login", response_model=TokenResponse,
+             responses={401: {"description": "Bad credentials or a disabled account."}})
+async def login(body: LoginRequest, ctx: Ctx) -> TokenResponse:
+    """Trade a username and password for an access and a refresh token."""
+    user = await ctx.store.get_user_by_username(body.username)
+    ok = await anyio.to_thread.run_sync(verify_secret, user.password_hash if user else None, body.password)
+    if user is None or not ok:
+        raise unauthorized(_BAD_CREDENTIALS)
+    if user.disabled:
+        raise unauthorized("account disabled")
+    return _tokens(ctx, user.user_id, user.is_admin)
+
+
+@router.post("/refresh", response_model=TokenResponse,
+             responses={401: {"description": "Invalid or expired refresh token, or the account is gone."}})
+async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
+    """Trade a valid refresh token for a new pair of tokens."""
+    try:
+        user_id = ctx.tokens.verify_refresh(body.refresh_token)
+    except AuthError as exc:
+        raise unauthorized(str(exc)) from None
+    user = await ctx.store.get_user(user_id)
+    if user is None:
+        raise unauthorized("unknown user")
+    if user.disabled:
+        raise unauthorized("account disabled")
+    return _tokens(ctx, user.user_id, user.is_admin)

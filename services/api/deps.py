@@ -1,0 +1,74 @@
+"""Dependencies shared by the routes: the API context and the authenticated caller."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from chatmq.auth import TokenService
+from chatmq.errors import AuthError
+from chatmq.services.api.errors import forbidden, unauthorized
+from chatmq.services.api.notifier import Notifier
+from chatmq.services.store.base import Store, User
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """What every route needs; kept on ``app.state.ctx``."""
+
+    store: Store
+    tokens: TokenService
+    notifier: Notifier
+    max_page: int
+
+    async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
+        """Send an event to ``user_ids`` (each once). The change it reports is already committed,
+        so a failing notifier is logged and does not fail the request."""
+        recipients = list(dict.fromkeys(user_ids))
+        if not recipients:
+            return
+        try:
+            await self.notifier.notify(recipients, envelope)
+        except Exception:
+            log.exception("notifier failed for event %s to %d users", envelope.get("event"), len(recipients))
+
+
+def get_ctx(request: Request) -> ApiContext:
+    """The ``ApiContext`` of the running app."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(get_ctx)]
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh.")
+
+
+async def current_user(
+    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> User:
+    """The caller, from ``Authorization: Bearer <access token>``.
+
+    401 (with ``WWW-Authenticate: Bearer``) when the token is missing, invalid or expired
+    or its user no longer exists; 403 when the user is disabled.
+    """
+    if credentials is None or not credentials.credentials:
+        raise unauthorized("missing bearer token")
+    try:
+        claims = ctx.tokens.verify_access(credentials.credentials)
+    except AuthError as exc:
+        raise unauthorized(str(exc)) from None
+    user = await ctx.store.get_user(claims.user_id)
+    if user is None:
+        raise unauthorized("unknown user")
+    if user.disabled:
+        raise forbidden("account disabled")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

@@ -1,0 +1,218 @@
+"""Request and response bodies of the REST API (they make up the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from chatmq.envelopes import ID_PATTERN
+from chatmq.services.store.base import Device, Group, StoredMessage, User
+from pydantic import BaseModel, ConfigDict, Field
+
+USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"
+MAX_CONTACTS = 1000
+MAX_MEMBERS_PER_REQUEST = 1000
+
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN, description="3 to 32 of a-z 0-9 _ . -")]
+Password = Annotated[str, Field(min_length=8, max_length=256)]
+EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
+GroupName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# auth --------------------------------------------------------------------------
+class RegisterRequest(_Body):
+    """``POST /auth/register``."""
+
+    username: Username
+    password: Password
+    display_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class RegisterResponse(BaseModel):
+    """The new user."""
+
+    user_id: str
+    username: str
+
+
+class LoginRequest(_Body):
+    """``POST /auth/login``. Any string is accepted; wrong ones simply fail with 401."""
+
+    username: Annotated[str, Field(max_length=256)]
+    password: Annotated[str, Field(max_length=256)]
+
+
+class RefreshRequest(_Body):
+    """``POST /auth/refresh``."""
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class TokenResponse(BaseModel):
+    """Tokens from login or refresh; ``expires_in`` is the access token's lifetime in seconds."""
+
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    user_id: str
+
+
+# users and contacts ------------------------------------------------------------
+class UserOut(BaseModel):
+    """``GET /users/me``; ``created_at`` is in ms since the epoch."""
+
+    user_id: str
+    username: str
+    display_name: str | None
+    created_at: int
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(user_id=user.user_id, username=user.username, display_name=user.display_name,
+                   created_at=user.created_at)
+
+
+class ContactsSyncRequest(_Body):
+    """``POST /contacts/sync``: usernames from the caller's address book."""
+
+    usernames: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_CONTACTS)]
+
+
+class ContactsSyncResponse(BaseModel):
+    """The registered ones among the asked usernames."""
+
+    registered: dict[str, str] = Field(description="username → user_id")
+
+
+# push tokens -------------------------------------------------------------------
+class PushTokenRequest(_Body):
+    """``POST /push-tokens``."""
+
+    platform: Literal["android", "ios", "web"]
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class PushTokenOut(BaseModel):
+    """A registered push token."""
+
+    platform: str
+    token: str
+    created_at: int
+
+
+# devices -----------------------------------------------------------------------
+class DeviceCreateRequest(_Body):
+    """``POST /devices``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class DeviceCreated(BaseModel):
+    """A new device with its MQTT credentials (username = ``device_id``, password = ``secret``).
+
+    The secret is shown only here; the server keeps only its hash.
+    """
+
+    device_id: str
+    secret: str
+    name: str
+    created_at: int
+
+
+class DeviceOut(BaseModel):
+    """A live device of the caller."""
+
+    device_id: str
+    name: str
+    created_at: int
+
+    @classmethod
+    def of(cls, device: Device) -> DeviceOut:
+        return cls(device_id=device.device_id, name=device.name, created_at=device.created_at)
+
+
+# groups ------------------------------------------------------------------------
+class GroupCreateRequest(_Body):
+    """``POST /groups``: the caller becomes admin, ``members`` plain members."""
+
+    name: GroupName
+    members: Annotated[list[EntityId], Field(max_length=MAX_MEMBERS_PER_REQUEST)] = Field(
+        default_factory=list
+    )
+
+
+class GroupRenameRequest(_Body):
+    """``PATCH /groups/{id}``."""
+
+    name: GroupName
+
+
+class MembersAddRequest(_Body):
+    """``POST /groups/{id}/members``."""
+
+    members: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_MEMBERS_PER_REQUEST)]
+
+
+class MemberOut(BaseModel):
+    """One member of a group."""
+
+    user_id: str
+    role: Literal["admin", "member"]
+
+
+class GroupOut(BaseModel):
+    """A group with its members; ``created_at`` is in ms since the epoch."""
+
+    group_id: str
+    name: str
+    members: list[MemberOut]
+    created_by: str
+    created_at: int
+
+    @classmethod
+    def of(cls, group: Group) -> GroupOut:
+        return cls(
+            group_id=group.group_id, name=group.name, created_by=group.created_by,
+            created_at=group.created_at,
+            members=[MemberOut(user_id=m.user_id, role=m.role) for m in group.members],
+        )
+
+
+# history -----------------------------------------------------------------------
+class HistoryMessage(BaseModel):
+    """A stored message, in the shape of the inbox ``message`` envelope."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    type: Literal["message"] = "message"
+    id: str
+    client_id: str
+    from_: str = Field(alias="from")
+    to: str | None
+    group: str | None
+    body: dict[str, Any]
+    ts: int
+
+    @classmethod
+    def of(cls, msg: StoredMessage) -> HistoryMessage:
+        return cls.model_validate({
+            "id": msg.server_id, "client_id": msg.client_id, "from": msg.sender, "to": msg.to,
+            "group": msg.group, "body": msg.body, "ts": msg.ts,
+        })
+
+
+class HistoryPage(BaseModel):
+    """Messages newest first; pass ``next_before`` as ``before`` for the next (older) page."""
+
+    messages: list[HistoryMessage]
+    next_before: str | None
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,16 @@
+"""How the API hands ``event`` envelopes to users' inboxes."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Notifier(Protocol):
+    """Delivers an inbox envelope to users (online now, or as a pending notice later).
+
+    The API calls it after a group change is committed, with every recipient once.
+    """
+
+    async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
+        """Put ``envelope`` into the inbox of every user in ``user_ids``."""
+        ...

@@ -1,0 +1,80 @@
+"""The router: 1:1 messages and receipts from ``chat.outbox``.
+
+Messages: the recipient must be a registered user (else ``unknown_recipient``); the
+message is committed with one pending item for the recipient, acked, and delivered
+when the recipient is online. Receipts: only for messages addressed to the receipt's
+sender (directly or through a group they are in); ``delivered`` removes them from
+the sender's pending queue; the receipt goes back to each message's original sender.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from chatmq.bus.base import Bus, Record
+from chatmq.envelopes import receipt_envelope
+from chatmq.ids import conversation_key
+from chatmq.services.acceptance import Acceptor, Submission
+from chatmq.services.outlet import Outlet
+from chatmq.services.store import Store
+from chatmq.services.worker import BusWorker
+from chatmq.topics import OUTBOX
+
+log = logging.getLogger(__name__)
+
+
+class Router(BusWorker):
+    group = "router"
+    topics = [OUTBOX]
+
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+        super().__init__(bus)
+        self._store = store
+        self._outlet = outlet
+        self._acceptor = Acceptor(store, outlet)
+
+    async def process(self, records: list[Record]) -> None:
+        items = [orjson.loads(r.value) for r in records]
+        recipients = {i["env"]["to"] for i in items if i["env"]["type"] == "message"}
+        known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
+        batch: list[Submission] = []
+        for item in items:
+            env, sender, node = item["env"], item["from"], item["node"]
+            if env["type"] == "receipt":
+                await self._acceptor.accept(batch)  # keep order: earlier messages first
+                batch = []
+                await self._receipt(sender, env["status"], env["ids"])
+            elif env["to"] not in known:
+                await self._acceptor.refuse(sender, node, "unknown_recipient",
+                                            f"no user {env['to']!r}", env["id"])
+            else:
+                batch.append(Submission(sender, node, env["id"], env["to"], None,
+                                        conversation_key(sender, env["to"]), env["body"], [env["to"]]))
+        await self._acceptor.accept(batch)
+
+    async def _receipt(self, user: str, status: str, ids: list[str]) -> None:
+        messages = await self._store.get_messages(ids)
+        groups: dict[str, bool] = {}
+        allowed: list[Any] = []
+        for m in messages:
+            if m.group is not None:
+                if m.group not in groups:
+                    g = await self._store.get_group(m.group)
+                    groups[m.group] = g is not None and g.is_member(user)
+                if groups[m.group] and m.sender != user:
+                    allowed.append(m)
+            elif m.to == user:
+                allowed.append(m)
+        if not allowed:
+            return
+        if status == "delivered":
+            await self._store.remove_pending(user, [m.server_id for m in allowed])
+        by_sender: dict[str, list[str]] = defaultdict(list)
+        for m in allowed:
+            by_sender[m.sender].append(m.server_id)
+        for sender, sids in by_sender.items():
+            await self._outlet.notify([sender], receipt_envelope(status, sids, user))

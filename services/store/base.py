@@ -1,0 +1,259 @@
+"""The store interface: users, devices, push tokens, groups, messages (history) and pending inbox items.
+
+Every method is a coroutine; implementations run blocking drivers off the event loop.
+Methods raise ``NotFoundError`` / ``ConflictError`` from ``chatmq.errors`` where named,
+and ``StoreError`` when the backend fails (the call then had no effect).
+
+Pending items are what a user's inbox still owes them, in insertion order (``seq``):
+``kind="message"`` items stay until the user confirms them with a ``delivered``
+receipt (``remove_pending``); ``kind="notice"`` items (receipts and events for a user
+who was offline) are removed once replayed (``remove_notices``).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    username: str
+    display_name: str | None
+    password_hash: str
+    created_at: int  # ms
+    disabled: bool = False
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    owner_id: str
+    name: str
+    secret_hash: str
+    created_at: int  # ms
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PushToken:
+    user_id: str
+    platform: str
+    token: str
+    created_at: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    user_id: str
+    role: Literal["admin", "member"]
+    joined_at: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    group_id: str
+    name: str
+    created_by: str
+    created_at: int  # ms
+    members: tuple[GroupMember, ...] = ()
+
+    def member_ids(self) -> list[str]:
+        return [m.user_id for m in self.members]
+
+    def is_member(self, user_id: str) -> bool:
+        return any(m.user_id == user_id for m in self.members)
+
+    def is_admin(self, user_id: str) -> bool:
+        return any(m.user_id == user_id and m.role == "admin" for m in self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message the router accepts: one history row plus one pending item per recipient.
+
+    ``envelopes`` maps each recipient user id to the exact inbox envelope stored as that
+    recipient's pending item (a 1:1 message has one recipient; a group message one per
+    member except the sender).
+    """
+
+    server_id: str
+    client_id: str
+    sender: str
+    to: str | None
+    group: str | None
+    conversation: str
+    body: dict[str, Any]
+    ts: int  # ms
+    envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as kept in history."""
+
+    server_id: str
+    client_id: str
+    sender: str
+    to: str | None
+    group: str | None
+    conversation: str
+    body: dict[str, Any]
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    """Outcome of ``accept_messages`` for one message.
+
+    ``duplicate`` is True when (sender, client_id) was seen before: nothing was stored and
+    ``server_id``/``ts`` are those of the earlier message.
+    """
+
+    server_id: str
+    ts: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    seq: int
+    item_id: str
+    kind: Literal["message", "notice"]
+    envelope: dict[str, Any]
+
+
+class Store(abc.ABC):
+    """Persistent state of chatmq. ``start()`` opens (and migrates), ``stop()`` closes."""
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    # users ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_user(
+        self, user_id: str, username: str, password_hash: str, display_name: str | None, is_admin: bool = False
+    ) -> User:
+        """Insert a user; ``ConflictError`` when the username is taken."""
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def get_user_by_username(self, username: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def user_ids_by_usernames(self, usernames: list[str]) -> dict[str, str]:
+        """``{username: user_id}`` for those of ``usernames`` that are registered."""
+
+    @abc.abstractmethod
+    async def existing_user_ids(self, user_ids: list[str]) -> set[str]:
+        """The subset of ``user_ids`` that are registered users."""
+
+    @abc.abstractmethod
+    async def set_user_flags(self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None) -> None:
+        """Change a user's flags; ``NotFoundError`` when there is no such user."""
+
+    @abc.abstractmethod
+    async def count_users(self) -> int: ...
+
+    # push tokens ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
+        """Register (or re-register, moving it to ``user_id``) a push token."""
+
+    @abc.abstractmethod
+    async def remove_push_token(self, user_id: str, token: str) -> bool:
+        """Remove the caller's token; False when the caller had no such token."""
+
+    @abc.abstractmethod
+    async def push_tokens(self, user_id: str) -> list[PushToken]: ...
+
+    # devices --------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device: ...
+
+    @abc.abstractmethod
+    async def get_device(self, device_id: str) -> Device | None: ...
+
+    @abc.abstractmethod
+    async def list_devices(self, owner_id: str) -> list[Device]:
+        """The owner's devices that are not revoked, oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_device(self, owner_id: str, device_id: str) -> bool:
+        """Revoke the owner's device; False when the owner has no such live device."""
+
+    # groups ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
+        """Create a group; ``creator`` is its admin, ``members`` (deduplicated) plain members."""
+
+    @abc.abstractmethod
+    async def get_group(self, group_id: str) -> Group | None: ...
+
+    @abc.abstractmethod
+    async def groups_of(self, user_id: str) -> list[Group]:
+        """The groups ``user_id`` is a member of, oldest first."""
+
+    @abc.abstractmethod
+    async def rename_group(self, group_id: str, name: str) -> Group:
+        """``NotFoundError`` when there is no such group."""
+
+    @abc.abstractmethod
+    async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
+        """Add plain members; returns those actually added (not already members)."""
+
+    @abc.abstractmethod
+    async def remove_member(self, group_id: str, user_id: str) -> str | None:
+        """Remove a member. When the last admin leaves and members remain, the longest-standing
+        member becomes admin and its id is returned; otherwise None. An empty group is deleted.
+        ``NotFoundError`` when ``user_id`` is not a member."""
+
+    # messages and pending -------------------------------------------------------
+    @abc.abstractmethod
+    async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
+        """Atomically store a batch: for each message, unless (sender, client_id) was seen,
+        a history row and a pending ``message`` item per envelope. Results are in input order.
+        A repeated (sender, client_id) inside the batch counts as a duplicate of the first."""
+
+    @abc.abstractmethod
+    async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
+        """The stored messages among ``server_ids`` (unknown ids are skipped)."""
+
+    @abc.abstractmethod
+    async def history(self, conversation: str, before: str | None, limit: int) -> list[StoredMessage]:
+        """A conversation's messages with server id < ``before`` (all when None), newest first."""
+
+    @abc.abstractmethod
+    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Append ``(user_id, item_id, envelope)`` notice items to users' pending queues."""
+
+    @abc.abstractmethod
+    async def pending(self, user_id: str, after_seq: int, limit: int) -> list[PendingItem]:
+        """Up to ``limit`` of the user's pending items with seq > ``after_seq``, in seq order."""
+
+    @abc.abstractmethod
+    async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
+        """Remove the user's pending ``message`` items among ``server_ids``; returns the removed ids."""
+
+    @abc.abstractmethod
+    async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
+        """Remove the user's ``notice`` items with these seqs."""
+
+    @abc.abstractmethod
+    async def count_pending(self, user_id: str | None = None) -> int:
+        """Pending ``message`` items of one user, or of everyone."""

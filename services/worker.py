@@ -1,0 +1,84 @@
+"""``BusWorker``: the consume → process → commit loop every service runs.
+
+A batch is committed only after ``process`` returned. When ``process`` raises, the
+batch is retried after a pause; a record that keeps failing is logged and skipped
+after ``max_attempts`` so one poisoned record cannot stop everyone else's messages.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+
+from chatmq.bus.base import Bus, Consumer, Record
+from chatmq.errors import BusClosedError
+from chatmq.tasks import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class BusWorker(abc.ABC):
+    """Subclasses name their ``group`` and ``topics`` and implement ``process``."""
+
+    group: str
+    topics: list[str]
+    max_attempts = 5
+    retry_pause = 0.5
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._consumer: Consumer | None = None
+        self._tasks = Supervisor(type(self).__name__)
+        self.processed = 0
+
+    async def start(self) -> None:
+        self._consumer = self._bus.consumer(self.group, self.topics)
+        await self._consumer.start()
+        self._tasks.spawn(self._run(self._consumer), "loop")
+
+    async def stop(self) -> None:
+        await self._tasks.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def __aenter__(self) -> BusWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @abc.abstractmethod
+    async def process(self, records: list[Record]) -> None:
+        """Handle a batch, in order per partition; raise to have it retried."""
+
+    async def _run(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                records = await consumer.getmany(timeout=1.0, max_records=500)
+            except BusClosedError:
+                return
+            if not records:
+                continue
+            await self._process_with_retries(records)
+            await consumer.commit(records)
+            self.processed += len(records)
+
+    async def _process_with_retries(self, records: list[Record]) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self.process(records)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: batch of %d failed (attempt %d)", type(self).__name__, len(records), attempt)
+                await asyncio.sleep(self.retry_pause * attempt)
+        # isolate the poisoned record(s): process one at a time, skipping failures
+        for record in records:
+            try:
+                await self.process([record])
+            except Exception:
+                log.exception("%s: skipping record %s/%d@%d", type(self).__name__,
+                              record.topic, record.partition, record.offset)

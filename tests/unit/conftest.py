@@ -1,0 +1,73 @@
+"""Shared fixtures of the unit tests.
+
+API tests: ``api`` is an ``ApiHarness`` (a real ``SQLiteStore`` in ``tmp_path``, a real
+``TokenService``, a recording notifier and an httpx client on the app).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chatmq import ids
+from chatmq.auth import TokenService, hash_secret
+from chatmq.services.api import create_app
+from chatmq.services.store.sqlite import SQLiteStore
+
+TOKEN_KEY = "x" * 40
+PASSWORD = "correct horse battery"
+
+
+class RecordingNotifier:
+    """A ``Notifier`` that keeps every call as ``(user_ids, envelope)``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
+        self.calls.append((list(user_ids), envelope))
+
+    def events(self, name: str) -> list[tuple[list[str], dict[str, Any]]]:
+        """The calls whose envelope is the ``event`` named ``name``."""
+        return [c for c in self.calls if c[1].get("type") == "event" and c[1].get("event") == name]
+
+
+@dataclass
+class ApiHarness:
+    """Everything an API test touches."""
+
+    client: httpx.AsyncClient
+    store: SQLiteStore
+    tokens: TokenService
+    notifier: RecordingNotifier
+    _hash: list[str] = field(default_factory=list)
+
+    async def user(self, username: str, *, admin: bool = False, display_name: str | None = None) -> str:
+        """A registered user (made through the store, password ``PASSWORD``); returns its id."""
+        if not self._hash:
+            self._hash.append(hash_secret(PASSWORD))
+        user = await self.store.create_user(ids.user_id(), username, self._hash[0], display_name, admin)
+        return user.user_id
+
+    def auth(self, user_id: str) -> dict[str, str]:
+        """Headers carrying a fresh access token of ``user_id``."""
+        return {"Authorization": f"Bearer {self.tokens.issue(user_id).access_token}"}
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[ApiHarness]:
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    await store.start()
+    tokens = TokenService(TOKEN_KEY, 900, 3600)
+    notifier = RecordingNotifier()
+    app = create_app(store, tokens, notifier)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            yield ApiHarness(client, store, tokens, notifier)
+    finally:
+        await store.stop()

@@ -1,0 +1,312 @@
+"""REST API: /healthz, /auth/*, /users/me, /contacts/sync, /push-tokens, and bearer authentication."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import jwt
+import pytest
+
+from chatmq.auth import verify_secret
+from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
+
+V1 = "/api/v1"
+
+
+async def _register(api: ApiHarness, username: str, password: str = PASSWORD) -> str:
+    r = await api.client.post(f"{V1}/auth/register", json={"username": username, "password": password})
+    assert r.status_code == 201, r.text
+    user_id: str = r.json()["user_id"]
+    return user_id
+
+
+def _expired_access(user_id: str) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "typ": "access", "adm": False, "iat": now - 100, "exp": now - 10},
+                      TOKEN_KEY, algorithm="HS256")
+
+
+# health ------------------------------------------------------------------------
+async def test_healthz_needs_no_token(api: ApiHarness) -> None:
+    r = await api.client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+async def test_openapi_lists_the_contract_routes(api: ApiHarness) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    for path in ("/auth/register", "/auth/login", "/auth/refresh", "/users/me", "/contacts/sync",
+                 "/push-tokens", "/devices", "/groups", "/groups/{group_id}/members/{user_id}",
+                 "/conversations/{peer}/messages"):
+        assert f"{V1}{path}" in doc["paths"]
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]
+    assert "RegisterRequest" in doc["components"]["schemas"]
+
+
+# register ----------------------------------------------------------------------
+async def test_register_creates_a_user_with_a_hashed_password(api: ApiHarness) -> None:
+    r = await api.client.post(f"{V1}/auth/register",
+                              json={"username": "alice", "password": PASSWORD, "display_name": "Alice A."})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["username"] == "alice"
+    assert body["user_id"].startswith("u")
+    user = await api.store.get_user(body["user_id"])
+    assert user is not None
+    assert user.username == "alice"
+    assert user.display_name == "Alice A."
+    assert PASSWORD not in user.password_hash
+    assert verify_secret(user.password_hash, PASSWORD)
+
+
+async def test_register_taken_username_is_409(api: ApiHarness) -> None:
+    await _register(api, "alice")
+    r = await api.client.post(f"{V1}/auth/register", json={"username": "alice", "password": "another pass"})
+    assert r.status_code == 409
+    assert "taken" in r.json()["detail"]
+    assert await api.store.count_users() == 1
+
+
+@pytest.mark.parametrize("username", ["ab", "x" * 33, "Alice", "al ice", "al@ice", "émile", ""])
+async def test_register_rejects_bad_usernames(api: ApiHarness, username: str) -> None:
+    r = await api.client.post(f"{V1}/auth/register", json={"username": username, "password": PASSWORD})
+    assert r.status_code == 422
+    assert await api.store.count_users() == 0
+
+
+@pytest.mark.parametrize("username", ["abc", "x" * 32, "a_b.c-d9"])
+async def test_register_accepts_edge_usernames(api: ApiHarness, username: str) -> None:
+    await _register(api, username)
+
+
+@pytest.mark.parametrize(("password", "status"), [("x" * 7, 422), ("x" * 8, 201), ("x" * 256, 201),
+                                                  ("x" * 257, 422)])
+async def test_register_password_length(api: ApiHarness, password: str, status: int) -> None:
+    r = await api.client.post(f"{V1}/auth/register", json={"username": "bob", "password": password})
+    assert r.status_code == status
+
+
+async def test_register_bad_json_is_422(api: ApiHarness) -> None:
+    r = await api.client.post(f"{V1}/auth/register", content=b"{not json",
+                              headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    r = await api.client.post(f"{V1}/auth/register", json={"username": "alice"})
+    assert r.status_code == 422
+
+
+# login -------------------------------------------------------------------------
+async def test_login_returns_tokens(api: ApiHarness) -> None:
+    user_id = await _register(api, "alice")
+    r = await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 900
+    assert body["user_id"] == user_id
+    claims = api.tokens.verify_access(body["access_token"])
+    assert claims.user_id == user_id
+    assert claims.admin is False
+    assert api.tokens.verify_refresh(body["refresh_token"]) == user_id
+
+
+async def test_login_of_an_operator_carries_the_admin_flag(api: ApiHarness) -> None:
+    await api.user("root", admin=True)
+    r = await api.client.post(f"{V1}/auth/login", json={"username": "root", "password": PASSWORD})
+    assert r.status_code == 200
+    assert api.tokens.verify_access(r.json()["access_token"]).admin is True
+
+
+async def test_login_bad_credentials_same_401_for_unknown_user_and_wrong_password(api: ApiHarness) -> None:
+    await _register(api, "alice")
+    wrong = await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": "wrong password"})
+    unknown = await api.client.post(f"{V1}/auth/login", json={"username": "nobody", "password": PASSWORD})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert "access_token" not in wrong.json()
+
+
+async def test_login_disabled_user_is_401(api: ApiHarness) -> None:
+    user_id = await _register(api, "alice")
+    await api.store.set_user_flags(user_id, disabled=True)
+    r = await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 401
+    assert "access_token" not in r.json()
+
+
+async def test_passwords_and_tokens_are_never_logged(api: ApiHarness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await _register(api, "alice", "my secret passphrase")
+    r = await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": "my secret passphrase"})
+    body = r.json()
+    await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": body["refresh_token"]})
+    await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": "wrong passphrase!"})
+    text = caplog.text
+    for secret in ("my secret passphrase", "wrong passphrase!", body["access_token"], body["refresh_token"]):
+        assert secret not in text
+
+
+# refresh -----------------------------------------------------------------------
+async def test_refresh_returns_working_new_tokens(api: ApiHarness) -> None:
+    user_id = await _register(api, "alice")
+    login = (await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": PASSWORD})).json()
+    r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": login["refresh_token"]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["user_id"] == user_id
+    assert body["token_type"] == "bearer"
+    assert body["refresh_token"] != login["refresh_token"]
+    me = await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.status_code == 200
+    assert me.json()["user_id"] == user_id
+
+
+async def test_refresh_refuses_an_access_token_and_garbage(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    access = api.tokens.issue(user_id).access_token
+    for token in (access, "garbage", jwt.encode({"sub": user_id, "typ": "refresh", "exp": 9999999999},
+                                                "another-key" * 4, algorithm="HS256")):
+        r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": token})
+        assert r.status_code == 401, token
+        assert "access_token" not in r.json()
+
+
+async def test_refresh_expired_token_is_401(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    now = int(time.time())
+    expired = jwt.encode({"sub": user_id, "typ": "refresh", "jti": "j", "iat": now - 100, "exp": now - 1},
+                         TOKEN_KEY, algorithm="HS256")
+    r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": expired})
+    assert r.status_code == 401
+    assert "expired" in r.json()["detail"]
+
+
+async def test_refresh_refused_for_disabled_and_unknown_users(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    await api.store.set_user_flags(user_id, disabled=True)
+    r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": api.tokens.issue(user_id).refresh_token})
+    assert r.status_code == 401
+    ghost = api.tokens.issue("u0000000000000000").refresh_token
+    r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": ghost})
+    assert r.status_code == 401
+
+
+# bearer authentication ---------------------------------------------------------
+async def test_users_me(api: ApiHarness) -> None:
+    user_id = await api.user("alice", display_name="Alice")
+    r = await api.client.get(f"{V1}/users/me", headers=api.auth(user_id))
+    assert r.status_code == 200
+    body = r.json()
+    stored = await api.store.get_user(user_id)
+    assert stored is not None
+    assert body == {"user_id": user_id, "username": "alice", "display_name": "Alice",
+                    "created_at": stored.created_at}
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer ", "Basic YWxpY2U6cGFzcw==", "Bearer not.a.jwt"])
+async def test_missing_or_invalid_token_is_401_with_challenge(api: ApiHarness, header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    r = await api.client.get(f"{V1}/users/me", headers=headers)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["detail"]
+
+
+async def test_expired_access_token_is_401(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    r = await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {_expired_access(user_id)}"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert "expired" in r.json()["detail"]
+
+
+async def test_refresh_token_is_not_an_access_token(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    refresh = api.tokens.issue(user_id).refresh_token
+    r = await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {refresh}"})
+    assert r.status_code == 401
+
+
+async def test_token_of_a_user_that_does_not_exist_is_401(api: ApiHarness) -> None:
+    r = await api.client.get(f"{V1}/users/me", headers=api.auth("u0000000000000000"))
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_disabled_user_is_403(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    headers = api.auth(user_id)
+    await api.store.set_user_flags(user_id, disabled=True)
+    r = await api.client.get(f"{V1}/users/me", headers=headers)
+    assert r.status_code == 403
+    assert "disabled" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/users/me"), ("POST", "/contacts/sync"), ("POST", "/push-tokens"), ("DELETE", "/push-tokens/t"),
+    ("POST", "/devices"), ("GET", "/devices"), ("DELETE", "/devices/d1"), ("POST", "/groups"),
+    ("GET", "/groups"), ("GET", "/groups/g1"), ("PATCH", "/groups/g1"), ("POST", "/groups/g1/members"),
+    ("DELETE", "/groups/g1/members/u1"), ("GET", "/conversations/u1/messages"),
+])
+async def test_every_other_route_needs_a_token(api: ApiHarness, method: str, path: str) -> None:
+    r = await api.client.request(method, f"{V1}{path}")
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+# contacts ----------------------------------------------------------------------
+async def test_contacts_sync_returns_the_registered_ones(api: ApiHarness) -> None:
+    me = await api.user("alice")
+    bob = await api.user("bob")
+    carol = await api.user("carol")
+    r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me),
+                              json={"usernames": ["bob", "carol", "nobody", "bob", "Not A Name"]})
+    assert r.status_code == 200
+    assert r.json() == {"registered": {"bob": bob, "carol": carol}}
+
+
+async def test_contacts_sync_empty_and_too_many(api: ApiHarness) -> None:
+    me = await api.user("alice")
+    r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me), json={"usernames": []})
+    assert r.status_code == 200
+    assert r.json() == {"registered": {}}
+    many = [f"user{i}" for i in range(1000)]
+    r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me), json={"usernames": many})
+    assert r.status_code == 200
+    r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me), json={"usernames": [*many, "x"]})
+    assert r.status_code == 422
+
+
+# push tokens -------------------------------------------------------------------
+@pytest.mark.parametrize("platform", ["android", "ios", "web"])
+async def test_push_token_register_and_remove(api: ApiHarness, platform: str) -> None:
+    me = await api.user("alice")
+    r = await api.client.post(f"{V1}/push-tokens", headers=api.auth(me),
+                              json={"platform": platform, "token": "tok:123"})
+    assert r.status_code == 201
+    assert r.json()["platform"] == platform
+    assert [(t.platform, t.token) for t in await api.store.push_tokens(me)] == [(platform, "tok:123")]
+    r = await api.client.delete(f"{V1}/push-tokens/tok:123", headers=api.auth(me))
+    assert r.status_code == 204
+    assert r.content == b""
+    assert await api.store.push_tokens(me) == []
+
+
+async def test_push_token_bad_platform_or_empty_token_is_422(api: ApiHarness) -> None:
+    me = await api.user("alice")
+    for body in ({"platform": "windows", "token": "t"}, {"platform": "ios", "token": ""}, {"platform": "ios"}):
+        r = await api.client.post(f"{V1}/push-tokens", headers=api.auth(me), json=body)
+        assert r.status_code == 422
+    assert await api.store.push_tokens(me) == []
+
+
+async def test_push_token_delete_unknown_or_foreign_is_404(api: ApiHarness) -> None:
+    me = await api.user("alice")
+    bob = await api.user("bob")
+    await api.client.post(f"{V1}/push-tokens", headers=api.auth(bob), json={"platform": "ios", "token": "bobs"})
+    r = await api.client.delete(f"{V1}/push-tokens/bobs", headers=api.auth(me))
+    assert r.status_code == 404
+    r = await api.client.delete(f"{V1}/push-tokens/nothing", headers=api.auth(me))
+    assert r.status_code == 404
+    assert [t.token for t in await api.store.push_tokens(bob)] == ["bobs"]

@@ -1,0 +1,35 @@
+"""The per-identity topic ACL of the contract."""
+
+from chatmq.broker.identity import Identity, may_publish, may_receive, may_subscribe
+from chatmq.broker.ratelimit import TokenBucket
+
+alice = Identity("user", "ua")
+sensor = Identity("device", "d1", owner="ua")
+
+
+def test_user_acl() -> None:
+    assert may_subscribe(alice, "users/ua/inbox")
+    assert not may_subscribe(alice, "users/ub/inbox")
+    assert not may_subscribe(alice, "users/+/inbox")
+    assert not may_subscribe(alice, "#")
+    assert may_publish(alice, "users/ua/outbox")
+    assert not may_publish(alice, "users/ub/outbox")
+    assert not may_publish(alice, "users/ua/inbox")
+    assert may_receive(alice, "users/ua/inbox")
+    assert not may_receive(alice, "users/ub/inbox")
+
+
+def test_device_acl() -> None:
+    assert may_publish(sensor, "devices/d1/telemetry")
+    assert not may_publish(sensor, "devices/d2/telemetry")
+    assert not may_publish(sensor, "users/ua/outbox")
+    assert not may_subscribe(sensor, "devices/d1/telemetry")
+    assert not may_subscribe(None, "users/ua/inbox")
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=10, burst=2)
+    t0 = bucket._last
+    assert bucket.take(t0) and bucket.take(t0)
+    assert not bucket.take(t0)
+    assert bucket.take(t0 + 0.1)

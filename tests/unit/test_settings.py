@@ -1,0 +1,47 @@
+"""Settings precedence and errors."""
+
+from pathlib import Path
+
+import pytest
+
+from chatmq.errors import ConfigError
+from chatmq.settings import Settings
+
+
+def test_defaults_come_from_packaged_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHATMQ_CONFIG", raising=False)
+    s = Settings.load()
+    assert (s.mqtt_port, s.ws_port, s.http_port, s.max_payload) == (1883, 8083, 8000, 65536)
+
+
+def test_precedence_flag_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("mqtt_port = 1000\nws_port = 1001\nhttp_port = 1002\n")
+    monkeypatch.setenv("CHATMQ_WS_PORT", "2001")
+    monkeypatch.setenv("CHATMQ_HTTP_PORT", "2002")
+    s = Settings.load(cfg, http_port=3002)
+    assert (s.mqtt_port, s.ws_port, s.http_port) == (1000, 2001, 3002)
+
+
+def test_bad_values_are_clear(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("mqtt_port = 99999\n")
+    with pytest.raises(ConfigError, match="mqtt_port"):
+        Settings.load(cfg)
+    cfg.write_text("mqt_port = 1\n")
+    with pytest.raises(ConfigError, match="mqt_port"):
+        Settings.load(cfg)
+    cfg.write_text("mqtt_port = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Settings.load(cfg)
+    with pytest.raises(ConfigError, match="does not exist"):
+        Settings.load(tmp_path / "missing.toml")
+
+
+def test_signing_key_is_made_once(tmp_path: Path) -> None:
+    s = Settings.load(None, data_dir=tmp_path / "d")
+    key = s.signing_key()
+    assert len(key) >= 32
+    assert s.signing_key() == key
+    assert (tmp_path / "d" / "jwt.secret").stat().st_mode & 0o077 == 0

@@ -1,0 +1,812 @@
+"""The ``Store`` contract, run against every implementation in ``STORE_FACTORIES``.
+
+A factory takes the test's ``tmp_path`` and returns a new, unstarted store; calling it twice
+with the same path must give two handles on the same data (that is how restart is tested).
+Add a MongoDB factory to ``STORE_FACTORIES`` to run the whole suite against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chatmq import ids
+from chatmq.errors import ConflictError, NotFoundError, StoreError
+from chatmq.services.store.base import NewMessage, PendingItem, Store
+from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
+
+StoreFactory = Callable[[Path], Store]
+
+
+def _sqlite_store(tmp_path: Path) -> Store:
+    return SQLiteStore(tmp_path / "chatmq.db")
+
+
+STORE_FACTORIES = [pytest.param(_sqlite_store, id="sqlite")]
+
+
+@pytest.fixture(params=STORE_FACTORIES)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """A function making new (unstarted) handles on this test's store data."""
+    factory: StoreFactory = request.param
+    return lambda: factory(tmp_path)
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    s = make_store()
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+# helpers ----------------------------------------------------------------------
+def new_message(
+    sender: str,
+    *,
+    to: str | None = None,
+    group: str | None = None,
+    recipients: list[str] | None = None,
+    client_id: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> NewMessage:
+    """A message as the router would build it, with one envelope per recipient."""
+    sid = ids.server_id()
+    body = body if body is not None else {"text": f"hello {sid}"}
+    if recipients is None:
+        assert to is not None
+        recipients = [to]
+    return NewMessage(
+        server_id=sid,
+        client_id=client_id if client_id is not None else "c-" + sid,
+        sender=sender,
+        to=to,
+        group=group,
+        conversation=ids.conversation_key(sender, to, group),
+        body=body,
+        ts=ids.now_ms(),
+        envelopes={
+            r: {"type": "message", "id": sid, "from": sender, "for": r, "body": body} for r in recipients
+        },
+    )
+
+
+async def all_pending(store: Store, user_id: str) -> list[PendingItem]:
+    return await store.pending(user_id, 0, 10_000)
+
+
+# lifecycle --------------------------------------------------------------------
+async def test_methods_before_start_raise_store_error(make_store: Callable[[], Store]) -> None:
+    s = make_store()
+    with pytest.raises(StoreError):
+        await s.get_user("u1")
+    with pytest.raises(StoreError):
+        await s.create_user("u1", "alice", "h", None)
+
+
+async def test_methods_after_stop_raise_and_stop_twice_is_harmless(make_store: Callable[[], Store]) -> None:
+    s = make_store()
+    await s.start()
+    await s.create_user("u1", "alice", "h", None)
+    await s.stop()
+    await s.stop()
+    with pytest.raises(StoreError):
+        await s.get_user("u1")
+    with pytest.raises(StoreError):
+        await s.count_pending()
+
+
+async def test_async_context_manager(make_store: Callable[[], Store]) -> None:
+    async with make_store() as s:
+        await s.create_user("u1", "alice", "h", None)
+        assert await s.count_users() == 1
+    with pytest.raises(StoreError):
+        await s.count_users()
+
+
+async def test_concurrent_operations(store: Store) -> None:
+    await asyncio.gather(*(store.create_user(f"u{i}", f"user{i}", "h", None) for i in range(50)))
+    assert await store.count_users() == 50
+    results = await asyncio.gather(
+        *(store.create_user(f"x{i}", "same-name", "h", None) for i in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert sum(isinstance(r, ConflictError) for r in results) == 4
+    assert await store.count_users() == 51
+
+
+# users ------------------------------------------------------------------------
+async def test_create_and_get_user(store: Store) -> None:
+    before = ids.now_ms()
+    user = await store.create_user("u1", "alice", "hash-a", "Alice")
+    after = ids.now_ms()
+    assert (user.user_id, user.username, user.display_name, user.password_hash) == (
+        "u1",
+        "alice",
+        "Alice",
+        "hash-a",
+    )
+    assert before <= user.created_at <= after
+    assert not user.disabled
+    assert not user.is_admin
+
+    assert await store.get_user("u1") == user
+    assert await store.get_user_by_username("alice") == user
+    assert await store.get_user("nobody") is None
+    assert await store.get_user_by_username("nobody") is None
+
+    admin = await store.create_user("u2", "root", "hash-r", None, is_admin=True)
+    assert admin.is_admin
+    assert admin.display_name is None
+    assert await store.get_user("u2") == admin
+    assert await store.count_users() == 2
+
+
+async def test_username_conflict(store: Store) -> None:
+    original = await store.create_user("u1", "alice", "hash-a", "Alice")
+    with pytest.raises(ConflictError):
+        await store.create_user("u2", "alice", "hash-b", "Other Alice")
+    assert await store.count_users() == 1
+    assert await store.get_user("u2") is None
+    assert await store.get_user_by_username("alice") == original
+
+
+async def test_contacts_lookup(store: Store) -> None:
+    await store.create_user("u1", "alice", "h", None)
+    await store.create_user("u2", "bob", "h", None)
+    await store.create_user("u3", "carol", "h", None)
+
+    found = await store.user_ids_by_usernames(["bob", "alice", "mallory", "bob"])
+    assert found == {"alice": "u1", "bob": "u2"}
+    assert await store.user_ids_by_usernames([]) == {}
+    assert await store.user_ids_by_usernames(["nobody"]) == {}
+
+    assert await store.existing_user_ids(["u3", "u9", "u1", "u1"]) == {"u1", "u3"}
+    assert await store.existing_user_ids([]) == set()
+
+
+async def test_contacts_lookup_many(store: Store) -> None:
+    for i in range(1200):
+        await store.create_user(f"u{i:04}", f"user{i:04}", "h", None)
+    names = [f"user{i:04}" for i in range(0, 2400, 2)]  # half of them exist
+    found = await store.user_ids_by_usernames(names)
+    assert found == {f"user{i:04}": f"u{i:04}" for i in range(0, 1200, 2)}
+    existing = await store.existing_user_ids([f"u{i:04}" for i in range(0, 2400, 2)])
+    assert existing == {f"u{i:04}" for i in range(0, 1200, 2)}
+
+
+async def test_user_flags(store: Store) -> None:
+    await store.create_user("u1", "alice", "h", None)
+
+    await store.set_user_flags("u1", disabled=True)
+    user = await store.get_user("u1")
+    assert user is not None
+    assert (user.disabled, user.is_admin) == (True, False)
+
+    await store.set_user_flags("u1", is_admin=True)
+    user = await store.get_user("u1")
+    assert user is not None
+    assert (user.disabled, user.is_admin) == (True, True)
+
+    await store.set_user_flags("u1", disabled=False)
+    user = await store.get_user("u1")
+    assert user is not None
+    assert (user.disabled, user.is_admin) == (False, True)
+
+    await store.set_user_flags("u1")  # nothing to change, still fine
+    user = await store.get_user("u1")
+    assert user is not None
+    assert (user.disabled, user.is_admin) == (False, True)
+
+    await store.set_user_flags("u1", disabled=True, is_admin=False)
+    user = await store.get_user("u1")
+    assert user is not None
+    assert (user.disabled, user.is_admin) == (True, False)
+
+    with pytest.raises(NotFoundError):
+        await store.set_user_flags("nobody", disabled=True)
+    with pytest.raises(NotFoundError):
+        await store.set_user_flags("nobody")
+
+
+# push tokens ------------------------------------------------------------------
+async def test_push_tokens_add_list_remove(store: Store) -> None:
+    assert await store.push_tokens("u1") == []
+    before = ids.now_ms()
+    t1 = await store.add_push_token("u1", "fcm", "tok-1")
+    assert (t1.user_id, t1.platform, t1.token) == ("u1", "fcm", "tok-1")
+    assert t1.created_at >= before
+    t2 = await store.add_push_token("u1", "apns", "tok-2")
+
+    tokens = await store.push_tokens("u1")
+    assert [t.token for t in tokens] == ["tok-1", "tok-2"]
+    assert tokens == [t1, t2]
+
+    # re-registering the same token by the same user does not duplicate it
+    again = await store.add_push_token("u1", "fcm", "tok-1")
+    assert again.user_id == "u1"
+    assert sorted(t.token for t in await store.push_tokens("u1")) == ["tok-1", "tok-2"]
+
+    assert await store.remove_push_token("u2", "tok-1") is False  # not the caller's token
+    assert len(await store.push_tokens("u1")) == 2
+    assert await store.remove_push_token("u1", "tok-1") is True
+    assert [t.token for t in await store.push_tokens("u1")] == ["tok-2"]
+    assert await store.remove_push_token("u1", "tok-1") is False
+    assert await store.remove_push_token("u1", "never") is False
+
+
+async def test_push_token_moves_to_new_user(store: Store) -> None:
+    await store.add_push_token("u1", "fcm", "shared")
+    await store.add_push_token("u1", "fcm", "mine")
+
+    moved = await store.add_push_token("u2", "apns", "shared")
+    assert (moved.user_id, moved.platform, moved.token) == ("u2", "apns", "shared")
+
+    assert [t.token for t in await store.push_tokens("u1")] == ["mine"]
+    u2_tokens = await store.push_tokens("u2")
+    assert [(t.user_id, t.platform, t.token) for t in u2_tokens] == [("u2", "apns", "shared")]
+
+    # the previous owner can no longer remove it
+    assert await store.remove_push_token("u1", "shared") is False
+    assert await store.remove_push_token("u2", "shared") is True
+    assert await store.push_tokens("u2") == []
+
+
+# devices ----------------------------------------------------------------------
+async def test_devices_create_list_revoke(store: Store) -> None:
+    before = ids.now_ms()
+    d1 = await store.create_device("d1", "u1", "kitchen", "sh1")
+    d2 = await store.create_device("d2", "u1", "garage", "sh2")
+    d3 = await store.create_device("d3", "u2", "other", "sh3")
+    assert (d1.device_id, d1.owner_id, d1.name, d1.secret_hash, d1.revoked) == (
+        "d1",
+        "u1",
+        "kitchen",
+        "sh1",
+        False,
+    )
+    assert d1.created_at >= before
+
+    assert await store.get_device("d1") == d1
+    assert await store.get_device("nope") is None
+    assert await store.list_devices("u1") == [d1, d2]  # oldest first
+    assert await store.list_devices("u2") == [d3]
+    assert await store.list_devices("u3") == []
+
+    assert await store.revoke_device("u2", "d1") is False  # not the owner
+    assert await store.revoke_device("u1", "nope") is False
+    assert await store.revoke_device("u1", "d1") is True
+    assert await store.revoke_device("u1", "d1") is False  # no longer live
+
+    assert await store.list_devices("u1") == [d2]
+    revoked = await store.get_device("d1")
+    assert revoked is not None
+    assert revoked.revoked
+    assert (revoked.owner_id, revoked.name, revoked.secret_hash) == ("u1", "kitchen", "sh1")
+
+
+async def test_device_id_conflict(store: Store) -> None:
+    d1 = await store.create_device("d1", "u1", "kitchen", "sh1")
+    with pytest.raises(ConflictError):
+        await store.create_device("d1", "u2", "other", "sh2")
+    assert await store.get_device("d1") == d1
+    assert await store.list_devices("u2") == []
+
+
+# groups -----------------------------------------------------------------------
+async def test_create_and_get_group(store: Store) -> None:
+    before = ids.now_ms()
+    group = await store.create_group("g1", "friends", "u1", ["u2", "u3", "u2", "u1"])
+    assert (group.group_id, group.name, group.created_by) == ("g1", "friends", "u1")
+    assert group.created_at >= before
+    assert group.member_ids() == ["u1", "u2", "u3"]  # creator first, deduplicated
+    assert [m.role for m in group.members] == ["admin", "member", "member"]
+    joined = [m.joined_at for m in group.members]
+    assert joined == sorted(joined)
+    assert len(set(joined)) == len(joined)  # strictly increasing
+    assert group.is_admin("u1")
+    assert not group.is_admin("u2")
+    assert group.is_member("u3")
+
+    assert await store.get_group("g1") == group
+    assert await store.get_group("nope") is None
+
+    with pytest.raises(ConflictError):
+        await store.create_group("g1", "again", "u9", [])
+    assert await store.get_group("g1") == group
+
+
+async def test_create_group_creator_only(store: Store) -> None:
+    group = await store.create_group("g1", "solo", "u1", [])
+    assert [(m.user_id, m.role) for m in group.members] == [("u1", "admin")]
+
+
+async def test_groups_of(store: Store) -> None:
+    g1 = await store.create_group("g1", "one", "u1", ["u2"])
+    g2 = await store.create_group("g2", "two", "u2", ["u3"])
+    g3 = await store.create_group("g3", "three", "u3", ["u1", "u2"])
+
+    assert [g.group_id for g in await store.groups_of("u1")] == ["g1", "g3"]
+    assert await store.groups_of("u2") == [g1, g2, g3]
+    assert [g.group_id for g in await store.groups_of("u3")] == ["g2", "g3"]
+    assert await store.groups_of("u9") == []
+
+
+async def test_rename_group(store: Store) -> None:
+    created = await store.create_group("g1", "old", "u1", ["u2"])
+    renamed = await store.rename_group("g1", "new")
+    assert renamed.name == "new"
+    assert renamed.members == created.members
+    assert (renamed.created_by, renamed.created_at) == (created.created_by, created.created_at)
+    assert await store.get_group("g1") == renamed
+    with pytest.raises(NotFoundError):
+        await store.rename_group("nope", "x")
+
+
+async def test_add_members_returns_only_new(store: Store) -> None:
+    created = await store.create_group("g1", "g", "u1", ["u2"])
+    added = await store.add_members("g1", ["u2", "u3", "u1", "u4", "u3"])
+    assert added == ["u3", "u4"]
+
+    group = await store.get_group("g1")
+    assert group is not None
+    assert group.member_ids() == ["u1", "u2", "u3", "u4"]
+    assert [m.role for m in group.members] == ["admin", "member", "member", "member"]
+    last_before = max(m.joined_at for m in created.members)
+    new_joined = [m.joined_at for m in group.members if m.user_id in ("u3", "u4")]
+    assert all(j > last_before for j in new_joined)
+    assert new_joined[0] < new_joined[1]
+
+    assert await store.add_members("g1", ["u1", "u4"]) == []
+    assert await store.add_members("g1", []) == []
+    assert [g.group_id for g in await store.groups_of("u4")] == ["g1"]
+
+    with pytest.raises(NotFoundError):
+        await store.add_members("nope", ["u1"])
+
+
+async def test_remove_plain_member(store: Store) -> None:
+    await store.create_group("g1", "g", "u1", ["u2", "u3"])
+    assert await store.remove_member("g1", "u2") is None
+    group = await store.get_group("g1")
+    assert group is not None
+    assert group.member_ids() == ["u1", "u3"]
+    assert group.is_admin("u1")
+    assert await store.groups_of("u2") == []
+
+    with pytest.raises(NotFoundError):
+        await store.remove_member("g1", "u2")  # no longer a member
+    with pytest.raises(NotFoundError):
+        await store.remove_member("g1", "u9")
+    with pytest.raises(NotFoundError):
+        await store.remove_member("nope", "u1")
+
+
+async def test_remove_last_admin_promotes_longest_standing(store: Store) -> None:
+    await store.create_group("g1", "g", "u1", ["u3", "u2"])  # u3 joined before u2
+    await store.add_members("g1", ["u0"])  # smallest id, but joined last
+
+    assert await store.remove_member("g1", "u1") == "u3"
+    group = await store.get_group("g1")
+    assert group is not None
+    assert [(m.user_id, m.role) for m in group.members] == [
+        ("u3", "admin"),
+        ("u2", "member"),
+        ("u0", "member"),
+    ]
+
+    # a plain member leaving does not promote anyone
+    assert await store.remove_member("g1", "u2") is None
+    group = await store.get_group("g1")
+    assert group is not None
+    assert [(m.user_id, m.role) for m in group.members] == [("u3", "admin"), ("u0", "member")]
+
+    assert await store.remove_member("g1", "u3") == "u0"
+    group = await store.get_group("g1")
+    assert group is not None
+    assert [(m.user_id, m.role) for m in group.members] == [("u0", "admin")]
+
+
+async def test_group_deleted_when_empty(store: Store) -> None:
+    await store.create_group("g1", "g", "u1", ["u2"])
+    await store.create_group("g2", "keep", "u2", [])
+    assert await store.remove_member("g1", "u1") == "u2"
+    assert await store.remove_member("g1", "u2") is None  # last one out
+
+    assert await store.get_group("g1") is None
+    assert [g.group_id for g in await store.groups_of("u2")] == ["g2"]
+    with pytest.raises(NotFoundError):
+        await store.remove_member("g1", "u2")
+    with pytest.raises(NotFoundError):
+        await store.rename_group("g1", "x")
+
+    # the id is free again and no old member survived
+    again = await store.create_group("g1", "fresh", "u5", [])
+    assert again.member_ids() == ["u5"]
+    assert again.name == "fresh"
+
+
+# messages ---------------------------------------------------------------------
+async def test_accept_batch_stores_history_and_pending(store: Store) -> None:
+    await store.create_group("g1", "g", "alice", ["bob", "carol"])
+    m1 = new_message("alice", to="bob", body={"text": "hi bob", "nested": {"n": [1, 2.5, None, True]}})
+    m2 = new_message("bob", to="alice", body={"text": "héllo ✓"})
+    m3 = new_message("alice", group="g1", recipients=["bob", "carol"])
+
+    results = await store.accept_messages([m1, m2, m3])
+    assert [(r.server_id, r.ts, r.duplicate) for r in results] == [
+        (m1.server_id, m1.ts, False),
+        (m2.server_id, m2.ts, False),
+        (m3.server_id, m3.ts, False),
+    ]
+
+    bob = await all_pending(store, "bob")
+    assert [(p.item_id, p.kind) for p in bob] == [(m1.server_id, "message"), (m3.server_id, "message")]
+    assert bob[0].envelope == m1.envelopes["bob"]
+    assert bob[1].envelope == m3.envelopes["bob"]
+    assert bob[0].seq < bob[1].seq
+
+    carol = await all_pending(store, "carol")
+    assert [(p.item_id, p.envelope) for p in carol] == [(m3.server_id, m3.envelopes["carol"])]
+
+    alice = await all_pending(store, "alice")
+    assert [(p.item_id, p.envelope) for p in alice] == [(m2.server_id, m2.envelopes["alice"])]
+
+    assert await store.count_pending("bob") == 2
+    assert await store.count_pending("carol") == 1
+    assert await store.count_pending("alice") == 1
+    assert await store.count_pending("dave") == 0
+    assert await store.count_pending() == 4
+
+    stored = await store.get_messages([m1.server_id, m3.server_id])
+    assert [s.server_id for s in stored] == [m1.server_id, m3.server_id]
+    s1, s3 = stored
+    assert (s1.client_id, s1.sender, s1.to, s1.group, s1.conversation, s1.body, s1.ts) == (
+        m1.client_id,
+        "alice",
+        "bob",
+        None,
+        m1.conversation,
+        m1.body,
+        m1.ts,
+    )
+    assert (s3.sender, s3.to, s3.group, s3.conversation, s3.body) == ("alice", None, "g1", "g1", m3.body)
+
+    pair = ids.conversation_key("alice", "bob")
+    assert [s.server_id for s in await store.history(pair, None, 10)] == [m2.server_id, m1.server_id]
+    assert [s.server_id for s in await store.history("g1", None, 10)] == [m3.server_id]
+
+
+async def test_accept_empty_batch(store: Store) -> None:
+    assert await store.accept_messages([]) == []
+    assert await store.count_pending() == 0
+
+
+async def test_duplicate_across_batches(store: Store) -> None:
+    first = new_message("alice", to="bob", client_id="c1")
+    [r1] = await store.accept_messages([first])
+    assert not r1.duplicate
+
+    resend = new_message("alice", to="bob", client_id="c1", body={"text": "changed"})
+    assert resend.server_id != first.server_id
+    [r2] = await store.accept_messages([resend])
+    assert (r2.server_id, r2.ts, r2.duplicate) == (first.server_id, first.ts, True)
+
+    assert await store.get_messages([resend.server_id]) == []
+    assert [p.item_id for p in await all_pending(store, "bob")] == [first.server_id]
+    history = await store.history(first.conversation, None, 10)
+    assert [(s.server_id, s.body) for s in history] == [(first.server_id, first.body)]
+
+    # the same client id from another sender is a different message
+    other = new_message("carol", to="bob", client_id="c1")
+    [r3] = await store.accept_messages([other])
+    assert (r3.server_id, r3.duplicate) == (other.server_id, False)
+    assert await store.count_pending("bob") == 2
+
+
+async def test_duplicate_inside_batch(store: Store) -> None:
+    a = new_message("alice", to="bob", client_id="same")
+    b = new_message("bob", to="alice")
+    a_again = new_message("alice", to="bob", client_id="same", body={"text": "second copy"})
+    results = await store.accept_messages([a, b, a_again])
+    assert [(r.server_id, r.ts, r.duplicate) for r in results] == [
+        (a.server_id, a.ts, False),
+        (b.server_id, b.ts, False),
+        (a.server_id, a.ts, True),
+    ]
+    assert await store.get_messages([a_again.server_id]) == []
+    assert [p.item_id for p in await all_pending(store, "bob")] == [a.server_id]
+    assert await store.count_pending() == 2
+    assert [s.server_id for s in await store.history(a.conversation, None, 10)] == [b.server_id, a.server_id]
+
+
+async def test_failed_batch_stores_nothing(store: Store) -> None:
+    existing = new_message("alice", to="bob")
+    await store.accept_messages([existing])
+
+    fresh = new_message("carol", to="dave")
+    clash = new_message("erin", to="frank")
+    clash = NewMessage(  # reuses a server id already in history: the batch fails as a whole
+        server_id=existing.server_id,
+        client_id=clash.client_id,
+        sender=clash.sender,
+        to=clash.to,
+        group=None,
+        conversation=clash.conversation,
+        body=clash.body,
+        ts=clash.ts,
+        envelopes=clash.envelopes,
+    )
+    with pytest.raises(StoreError):
+        await store.accept_messages([fresh, clash])
+
+    assert await store.get_messages([fresh.server_id]) == []
+    assert await store.count_pending("dave") == 0
+    assert await store.count_pending("frank") == 0
+    assert await store.count_pending() == 1
+    # the store is still usable and the failed message can be accepted later
+    [r] = await store.accept_messages([fresh])
+    assert not r.duplicate
+
+
+async def test_history_order_and_paging(store: Store) -> None:
+    msgs = [new_message("alice" if i % 2 else "bob", to="bob" if i % 2 else "alice") for i in range(7)]
+    noise = new_message("alice", to="carol")
+    await store.accept_messages([*msgs[:3], noise])
+    await store.accept_messages(msgs[3:])
+    conv = ids.conversation_key("alice", "bob")
+    newest_first = [m.server_id for m in reversed(msgs)]
+
+    assert [s.server_id for s in await store.history(conv, None, 100)] == newest_first
+    page1 = await store.history(conv, None, 3)
+    assert [s.server_id for s in page1] == newest_first[:3]
+    page2 = await store.history(conv, page1[-1].server_id, 3)
+    assert [s.server_id for s in page2] == newest_first[3:6]
+    page3 = await store.history(conv, page2[-1].server_id, 3)
+    assert [s.server_id for s in page3] == newest_first[6:]
+    assert await store.history(conv, page3[-1].server_id, 3) == []
+
+    # ``before`` is exclusive and need not be a stored id
+    assert [s.server_id for s in await store.history(conv, msgs[4].server_id, 100)] == newest_first[3:]
+    assert await store.history(conv, "0", 10) == []
+    assert [s.server_id for s in await store.history(conv, "z", 2)] == newest_first[:2]
+
+    assert [s.server_id for s in await store.history(noise.conversation, None, 10)] == [noise.server_id]
+    assert await store.history("nobody:none", None, 10) == []
+
+
+async def test_get_messages(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    m2 = new_message("bob", to="alice")
+    await store.accept_messages([m1, m2])
+    got = await store.get_messages([m2.server_id, "unknown", m1.server_id])
+    assert {s.server_id for s in got} == {m1.server_id, m2.server_id}
+    by_id = {s.server_id: s for s in got}
+    assert by_id[m1.server_id].body == m1.body
+    assert by_id[m2.server_id].sender == "bob"
+    assert await store.get_messages([]) == []
+    assert await store.get_messages(["unknown"]) == []
+
+
+# pending, notices ---------------------------------------------------------------
+async def test_notices_and_pending_paging(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    await store.accept_messages([m1])
+    await store.add_notices(
+        [
+            ("bob", "n1", {"type": "receipt", "status": "read", "id": "x"}),
+            ("carol", "n2", {"type": "event", "what": "joined"}),
+        ]
+    )
+    m2 = new_message("alice", to="bob")
+    await store.accept_messages([m2])
+    await store.add_notices([("bob", "n3", {"type": "event", "n": 3})])
+    await store.add_notices([])
+
+    items = await all_pending(store, "bob")
+    assert [(p.item_id, p.kind) for p in items] == [
+        (m1.server_id, "message"),
+        ("n1", "notice"),
+        (m2.server_id, "message"),
+        ("n3", "notice"),
+    ]
+    seqs = [p.seq for p in items]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 4
+    assert items[1].envelope == {"type": "receipt", "status": "read", "id": "x"}
+
+    carol = await all_pending(store, "carol")
+    assert [(p.item_id, p.kind, p.envelope) for p in carol] == [
+        ("n2", "notice", {"type": "event", "what": "joined"})
+    ]
+
+    # paging with after_seq and limit
+    page1 = await store.pending("bob", 0, 2)
+    assert page1 == items[:2]
+    page2 = await store.pending("bob", page1[-1].seq, 2)
+    assert page2 == items[2:]
+    assert await store.pending("bob", page2[-1].seq, 2) == []
+    assert await store.pending("bob", items[0].seq, 100) == items[1:]
+    assert await store.pending("nobody", 0, 10) == []
+
+    # notices are not counted as pending messages
+    assert await store.count_pending("bob") == 2
+    assert await store.count_pending("carol") == 0
+    assert await store.count_pending() == 2
+
+
+async def test_remove_pending(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    m2 = new_message("alice", group="g1", recipients=["bob", "carol"])
+    m3 = new_message("alice", to="bob")
+    await store.accept_messages([m1, m2, m3])
+    await store.add_notices([("bob", "note-1", {"type": "event"})])
+
+    removed = await store.remove_pending("bob", [m2.server_id, "unknown", m1.server_id, "note-1"])
+    assert sorted(removed) == sorted([m1.server_id, m2.server_id])
+
+    bob = await all_pending(store, "bob")
+    assert [(p.item_id, p.kind) for p in bob] == [(m3.server_id, "message"), ("note-1", "notice")]
+    # carol's copy of the group message is untouched
+    assert [p.item_id for p in await all_pending(store, "carol")] == [m2.server_id]
+
+    # removing again removes nothing
+    assert await store.remove_pending("bob", [m1.server_id, m2.server_id]) == []
+    # another user's items cannot be removed
+    assert await store.remove_pending("dave", [m3.server_id]) == []
+    assert await store.remove_pending("bob", []) == []
+    assert await store.count_pending("bob") == 1
+    assert await store.count_pending() == 2
+
+    # history is not affected by delivery
+    assert len(await store.get_messages([m1.server_id, m2.server_id, m3.server_id])) == 3
+
+
+async def test_remove_notices(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    await store.accept_messages([m1])
+    await store.add_notices(
+        [("bob", "n1", {"k": 1}), ("bob", "n2", {"k": 2}), ("bob", "n3", {"k": 3}), ("carol", "c1", {"k": 4})]
+    )
+    bob = await all_pending(store, "bob")
+    by_id = {p.item_id: p.seq for p in bob}
+    carol_seq = (await all_pending(store, "carol"))[0].seq
+
+    # only bob's notices with these seqs go: not his message item, not carol's notice
+    await store.remove_notices("bob", [by_id["n1"], by_id["n3"], by_id[m1.server_id], carol_seq, 999_999])
+    assert [p.item_id for p in await all_pending(store, "bob")] == [m1.server_id, "n2"]
+    assert [p.item_id for p in await all_pending(store, "carol")] == ["c1"]
+
+    await store.remove_notices("bob", [])
+    await store.remove_notices("bob", [by_id["n2"]])
+    assert [p.item_id for p in await all_pending(store, "bob")] == [m1.server_id]
+    assert await store.count_pending("bob") == 1
+
+
+async def test_pending_seq_keeps_growing(store: Store) -> None:
+    await store.add_notices([("bob", "n1", {})])
+    [first] = await all_pending(store, "bob")
+    await store.remove_notices("bob", [first.seq])
+    await store.add_notices([("bob", "n2", {})])
+    [second] = await all_pending(store, "bob")
+    assert second.seq > first.seq  # a client's after_seq cursor never sees a reused seq
+
+
+# restart ------------------------------------------------------------------------
+async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
+    s = make_store()
+    await s.start()
+    user = await s.create_user("u1", "alice", "hash", "Alice", is_admin=True)
+    await s.create_user("u2", "bob", "hash", None)
+    await s.set_user_flags("u2", disabled=True)
+    token = await s.add_push_token("u1", "fcm", "tok")
+    d1 = await s.create_device("d1", "u1", "sensor", "sh")
+    await s.create_device("d2", "u1", "old", "sh")
+    await s.revoke_device("u1", "d2")
+    await s.create_group("g1", "team", "u1", ["u2"])
+    await s.remove_member("g1", "u1")  # u2 promoted
+    group = await s.get_group("g1")
+    m1 = new_message("u1", to="u2", client_id="c1")
+    m2 = new_message("u2", group="g1", recipients=["u1"])
+    await s.accept_messages([m1, m2])
+    await s.add_notices([("u1", "n1", {"type": "receipt"})])
+    pending_u1 = await all_pending(s, "u1")
+    await s.stop()
+
+    s2 = make_store()
+    await s2.start()
+    try:
+        assert await s2.get_user("u1") == user
+        bob = await s2.get_user_by_username("bob")
+        assert bob is not None
+        assert bob.disabled
+        assert await s2.count_users() == 2
+        assert await s2.push_tokens("u1") == [token]
+        assert await s2.list_devices("u1") == [d1]
+        assert await s2.get_group("g1") == group
+        assert group is not None
+        assert group.is_admin("u2")
+        assert [s.server_id for s in await s2.history(m1.conversation, None, 10)] == [m1.server_id]
+        assert [(s.server_id, s.body) for s in await s2.get_messages([m2.server_id])] == [
+            (m2.server_id, m2.body)
+        ]
+        assert await all_pending(s2, "u1") == pending_u1
+        assert [p.item_id for p in await all_pending(s2, "u2")] == [m1.server_id]
+        # deduplication state survives too
+        [dup] = await s2.accept_messages([new_message("u1", to="u2", client_id="c1")])
+        assert (dup.server_id, dup.duplicate) == (m1.server_id, True)
+        # and new seqs continue after the old ones
+        await s2.add_notices([("u1", "n2", {})])
+        assert (await all_pending(s2, "u1"))[-1].seq > pending_u1[-1].seq
+    finally:
+        await s2.stop()
+
+
+# SQLite specifics ---------------------------------------------------------------
+async def test_sqlite_pragmas_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "chatmq.db"
+    s = SQLiteStore(path)
+    await s.start()
+    try:
+        assert path.exists()  # the parent folders were created
+        pragmas = await s._run(
+            lambda conn: tuple(
+                conn.execute(f"PRAGMA {p}").fetchone()[0]
+                for p in ("journal_mode", "synchronous", "foreign_keys", "user_version")
+            )
+        )
+        assert pragmas == ("wal", 2, 1, SCHEMA_VERSION)  # synchronous 2 == FULL
+    finally:
+        await s.stop()
+
+
+async def test_sqlite_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        conn.commit()
+    s = SQLiteStore(path)
+    with pytest.raises(StoreError):
+        await s.start()
+    with pytest.raises(StoreError):
+        await s.count_users()
+    await s.stop()
+
+
+async def test_sqlite_promotion_tie_breaks_on_user_id(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "chatmq.db")
+    await s.start()
+    try:
+        await s.create_group("g1", "g", "admin", ["u-b", "u-a", "u-c"])
+        await s._run(
+            lambda conn: conn.execute("UPDATE group_members SET joined_at = 5 WHERE role = 'member'")
+        )
+        assert await s.remove_member("g1", "admin") == "u-a"
+        group = await s.get_group("g1")
+        assert group is not None
+        assert [(m.user_id, m.role) for m in group.members] == [
+            ("u-a", "admin"),
+            ("u-b", "member"),
+            ("u-c", "member"),
+        ]
+    finally:
+        await s.stop()
+
+
+async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "chatmq.db")
+    await s.start()
+    await s.create_user("u1", "alice", "h", None)
+    await s.stop()
+    await s.start()
+    try:
+        assert await s.count_users() == 1
+    finally:
+        await s.stop()
