@@ -31,14 +31,14 @@ log = logging.getLogger(__name__)
 
 
 class InboxSink(Protocol):
-    """Where deliveries go: the broker node."""
+    """Where deliveries go: the broker node (``ChatBroker.send``)."""
 
-    async def deliver(self, user_id: str, payload: bytes) -> None: ...
+    def send(self, user_id: str, conns: list[object], payload: bytes) -> None: ...
 
 
 @dataclass(slots=True)
 class _Inbox:
-    conns: set[int] = field(default_factory=set)
+    conns: dict[int, object] = field(default_factory=dict)
     epoch: int = 0
     replaying: bool = False
     held: list[dict[str, Any]] = field(default_factory=list)
@@ -78,7 +78,7 @@ class NodeGateway(BusWorker):
     # --- node hooks ------------------------------------------------------------------
     async def inbox_subscribed(self, user_id: str, conn: object) -> None:
         inbox = self._inboxes.setdefault(user_id, _Inbox())
-        inbox.conns.add(id(conn))
+        inbox.conns[id(conn)] = conn
         inbox.epoch = self._epochs.next()
         inbox.replaying = True
         await self._presence("online", user_id, inbox.epoch)
@@ -87,7 +87,7 @@ class NodeGateway(BusWorker):
         inbox = self._inboxes.get(user_id)
         if inbox is None:
             return
-        inbox.conns.discard(id(conn))
+        inbox.conns.pop(id(conn), None)
         if not inbox.conns:
             del self._inboxes[user_id]
             await self._presence("offline", user_id, inbox.epoch)
@@ -139,10 +139,12 @@ class NodeGateway(BusWorker):
             else:
                 await self._send(user, envs)
             return
+        if item.get("epoch") != inbox.epoch:
+            return  # a replay superseded by a newer subscription: that one's replay follows
         if replay == "page":
             inbox.replayed.update(e["id"] for e in envs if "id" in e)
             await self._send(user, envs)
-        elif replay == "done" and item.get("epoch") == inbox.epoch and inbox.replaying:
+        elif replay == "done" and inbox.replaying:
             held = [e for e in inbox.held if e.get("type") != "message" or e.get("id") not in inbox.replayed]
             inbox.replaying, inbox.held, inbox.replayed = False, [], set()
             await self._send(user, held)
@@ -150,5 +152,9 @@ class NodeGateway(BusWorker):
     async def _send(self, user: str, envs: list[dict[str, Any]]) -> None:
         if self._sink is None:
             raise RuntimeError("gateway has no broker attached")
+        inbox = self._inboxes.get(user)
+        if inbox is None:
+            return
+        conns = list(inbox.conns.values())
         for env in envs:
-            await self._sink.deliver(user, dumps(env))
+            self._sink.send(user, conns, dumps(env))

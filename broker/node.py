@@ -74,27 +74,52 @@ class ChatBroker(Broker):  # type: ignore[misc]
         self._hooks = hooks
         self._rate = rate
         self._burst = burst
-        self._identities: weakref.WeakKeyDictionary[Session, Identity] = weakref.WeakKeyDictionary()
+        # by id(session) (amqtt sessions are unhashable); the value holds the session so the id stays unique
+        self._identities: dict[int, tuple[Session, Identity]] = {}
         self._buckets: weakref.WeakKeyDictionary[BrokerProtocolHandler, TokenBucket] = weakref.WeakKeyDictionary()
         self._inbox_conns: dict[BrokerProtocolHandler, str] = {}
+        self._deliveries: set[asyncio.Future[Any]] = set()
 
     def identity(self, session: Session) -> Identity | None:
-        return self._identities.get(session)
+        entry = self._identities.get(id(session))
+        return entry[1] if entry is not None else None
 
-    async def deliver(self, user_id: str, payload: bytes) -> None:
-        """Publish ``payload`` (QoS 1) to the user's inbox on this node."""
-        await self.internal_message_broadcast(inbox_topic(user_id), payload, QOS_1)
+    def send(self, user_id: str, conns: list[object], payload: bytes) -> None:
+        """Publish ``payload`` (QoS 1) on ``users/{user_id}/inbox`` to each of ``conns`` (connection
+        handlers that subscribed it), in call order per connection.
+
+        Deliveries go straight to the connections, not through amqtt's broadcast queue, so
+        nothing meant for a connection that has gone reaches the next connection of the user
+        ahead of its replay.
+        """
+        topic = inbox_topic(user_id)
+        for conn in conns:
+            if not isinstance(conn, BrokerProtocolHandler) or conn not in self._inbox_conns:
+                continue
+            task = asyncio.ensure_future(conn.mqtt_publish(topic, payload, QOS_1, retain=False))
+            self._deliveries.add(task)
+            task.add_done_callback(self._delivery_done)
+
+    def _delivery_done(self, task: asyncio.Future[Any]) -> None:
+        self._deliveries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("inbox delivery failed: %s", task.exception())
+
+    async def shutdown(self) -> None:
+        for task in list(self._deliveries):
+            task.cancel()
+        await super().shutdown()
 
     # --- replaced amqtt paths ------------------------------------------------------
     async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
         identity = await self._authenticator.authenticate(session.username, session.password)
         if identity is None:
             return False
-        self._identities[session] = identity
+        self._identities[id(session)] = (session, identity)
         return True
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        identity = self._identities.get(session)
+        identity = self.identity(session)
         if action == Action.SUBSCRIBE:
             return may_subscribe(identity, topic)
         if action == Action.RECEIVE:
@@ -105,7 +130,7 @@ class ChatBroker(Broker):  # type: ignore[misc]
         self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
     ) -> None:
         await super()._handle_subscription(client_session, handler, subscribe_waiter)
-        identity = self._identities.get(client_session)
+        identity = self.identity(client_session)
         if identity is None or identity.kind != "user":
             return
         wanted = inbox_topic(identity.id)
@@ -128,6 +153,8 @@ class ChatBroker(Broker):  # type: ignore[misc]
         try:
             await super()._handle_disconnect(client_session, handler, disconnect_waiter)
         finally:
+            if client_session.clean_session:  # a persistent session keeps its identity for its next connect
+                self._identities.pop(id(client_session), None)
             user = self._inbox_conns.pop(handler, None)
             if user is not None:
                 await self._hooks.inbox_released(user, handler)
@@ -142,29 +169,30 @@ class ChatBroker(Broker):  # type: ignore[misc]
         if not topic or "#" in topic or "+" in topic:
             log.warning("[MQTT-3.3.2-2] %s published to invalid topic %r; closing", client_session.client_id, topic)
             return False
-        identity = self._identities.get(client_session)
+        identity = self.identity(client_session)
         if identity is None:
             return False
         data = bytes(message.data or b"")
         if not may_publish(identity, topic):
-            await self._refuse(identity, EnvelopeError("forbidden", f"publishing to {topic!r} is not allowed"))
+            self._refuse(identity, handler, EnvelopeError("forbidden", f"publishing to {topic!r} is not allowed"))
             return True
         bucket = self._buckets.get(handler)
         if bucket is None:
             bucket = self._buckets[handler] = TokenBucket(self._rate, self._burst)
         if not bucket.take():
-            await self._refuse(identity, EnvelopeError("rate_limited", "too many messages; slow down"))
+            self._refuse(identity, handler, EnvelopeError("rate_limited", "too many messages; slow down"))
             return True
         try:
             await self._hooks.published(identity, topic, data)
         except EnvelopeError as exc:
-            await self._refuse(identity, exc)
+            self._refuse(identity, handler, exc)
         except Exception:
             log.exception("failed to take a publish from %s", identity.id)
         return True
 
-    async def _refuse(self, identity: Identity, exc: EnvelopeError) -> None:
+    def _refuse(self, identity: Identity, handler: BrokerProtocolHandler, exc: EnvelopeError) -> None:
+        """Answer the refused PUBLISH with an ``error`` on the same connection (if it reads its inbox)."""
         if identity.kind == "user":
-            await self.deliver(identity.id, dumps(error_envelope(exc.code, exc.reason, exc.client_id)))
+            self.send(identity.id, [handler], dumps(error_envelope(exc.code, exc.reason, exc.client_id)))
         else:
             log.info("refused publish from device %s: %s", identity.id, exc.reason)

@@ -56,12 +56,7 @@ class EmbeddedServer:
             NoticeWorker(self.bus, self.outlet),
             self.gateway,
         ]
-        self.broker = ChatBroker(
-            host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port,
-            authenticator=Authenticator(self.store, self.tokens), hooks=self.gateway,
-            rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
-        )
-        self.gateway.attach(self.broker)
+        self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()
         app = create_app(self.store, self.tokens, BusNotifier(self.bus))
         self._http = _Uvicorn(uvicorn.Config(
             app, host=s.host, port=s.http_port, log_level="warning", lifespan="off", access_log=False,
@@ -75,6 +70,12 @@ class EmbeddedServer:
         await self.bus.ensure_topics(topic_specs(s.bus_partitions, [s.node]))
         for worker in self.workers:
             await worker.start()
+        self.broker = ChatBroker(
+            host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port,
+            authenticator=Authenticator(self.store, self.tokens), hooks=self.gateway,
+            rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
+        )
+        self.gateway.attach(self.broker)
         await self.broker.start()
         log.info("MQTT over TCP listening on mqtt://%s:%d", s.host, s.mqtt_port)
         log.info("MQTT over WebSocket listening on ws://%s:%d%s", s.host, s.ws_port, s.ws_path)
@@ -94,8 +95,9 @@ class EmbeddedServer:
             self._http.should_exit = True
             with contextlib.suppress(Exception):
                 await self._http_task
-        with contextlib.suppress(Exception):
-            await self.broker.shutdown()
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.shutdown()
         for worker in reversed(self.workers):
             await worker.stop()
         await self.bus.stop()

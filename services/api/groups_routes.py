@@ -8,6 +8,8 @@ Every change is committed first, then announced with an ``event`` envelope throu
 
 from __future__ import annotations
 
+from typing import Any
+
 from chatmq import ids
 from chatmq.envelopes import event_envelope
 from chatmq.errors import NotFoundError
@@ -19,9 +21,11 @@ from fastapi import APIRouter, Response
 
 router = APIRouter(prefix="/groups", tags=["groups"])
 
-_NOT_FOUND = {404: {"description": "No such group."}}
-_FORBIDDEN = {403: {"description": "The caller may not do this (not a member, or not an admin)."}}
-_UNKNOWN = {422: {"description": "Unknown user ids, or an invalid body."}}
+_Responses = dict[int | str, dict[str, Any]]
+
+_NOT_FOUND: _Responses = {404: {"description": "No such group."}}
+_FORBIDDEN: _Responses = {403: {"description": "The caller may not do this (not a member, or not an admin)."}}
+_UNKNOWN: _Responses = {422: {"description": "Unknown user ids, or an invalid body."}}
 
 
 async def _check_users_exist(ctx: Ctx, user_ids: list[str]) -> None:

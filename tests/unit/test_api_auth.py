@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
+import httpx
 import jwt
 import pytest
-
 from chatmq.auth import verify_secret
+
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
 
 V1 = "/api/v1"
@@ -19,6 +20,10 @@ async def _register(api: ApiHarness, username: str, password: str = PASSWORD) ->
     assert r.status_code == 201, r.text
     user_id: str = r.json()["user_id"]
     return user_id
+
+
+async def _login(api: ApiHarness, username: str, password: str) -> httpx.Response:
+    return await api.client.post(f"{V1}/auth/login", json={"username": username, "password": password})
 
 
 def _expired_access(user_id: str) -> str:
@@ -119,8 +124,8 @@ async def test_login_of_an_operator_carries_the_admin_flag(api: ApiHarness) -> N
 
 async def test_login_bad_credentials_same_401_for_unknown_user_and_wrong_password(api: ApiHarness) -> None:
     await _register(api, "alice")
-    wrong = await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": "wrong password"})
-    unknown = await api.client.post(f"{V1}/auth/login", json={"username": "nobody", "password": PASSWORD})
+    wrong = await _login(api, "alice", "wrong password")
+    unknown = await _login(api, "nobody", PASSWORD)
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert "access_token" not in wrong.json()
@@ -134,14 +139,16 @@ async def test_login_disabled_user_is_401(api: ApiHarness) -> None:
     assert "access_token" not in r.json()
 
 
-async def test_passwords_and_tokens_are_never_logged(api: ApiHarness, caplog: pytest.LogCaptureFixture) -> None:
+async def test_passwords_and_tokens_are_never_logged(
+    api: ApiHarness, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     await _register(api, "alice", "my secret passphrase")
-    r = await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": "my secret passphrase"})
+    r = await _login(api, "alice", "my secret passphrase")
     body = r.json()
     await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": body["refresh_token"]})
     await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
-    await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": "wrong passphrase!"})
+    await _login(api, "alice", "wrong passphrase!")
     text = caplog.text
     for secret in ("my secret passphrase", "wrong passphrase!", body["access_token"], body["refresh_token"]):
         assert secret not in text
@@ -150,7 +157,7 @@ async def test_passwords_and_tokens_are_never_logged(api: ApiHarness, caplog: py
 # refresh -----------------------------------------------------------------------
 async def test_refresh_returns_working_new_tokens(api: ApiHarness) -> None:
     user_id = await _register(api, "alice")
-    login = (await api.client.post(f"{V1}/auth/login", json={"username": "alice", "password": PASSWORD})).json()
+    login = (await _login(api, "alice", PASSWORD)).json()
     r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": login["refresh_token"]})
     assert r.status_code == 200
     body = r.json()
@@ -185,7 +192,8 @@ async def test_refresh_expired_token_is_401(api: ApiHarness) -> None:
 async def test_refresh_refused_for_disabled_and_unknown_users(api: ApiHarness) -> None:
     user_id = await api.user("alice")
     await api.store.set_user_flags(user_id, disabled=True)
-    r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": api.tokens.issue(user_id).refresh_token})
+    refresh = api.tokens.issue(user_id).refresh_token
+    r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": refresh})
     assert r.status_code == 401
     ghost = api.tokens.issue("u0000000000000000").refresh_token
     r = await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": ghost})
@@ -215,7 +223,8 @@ async def test_missing_or_invalid_token_is_401_with_challenge(api: ApiHarness, h
 
 async def test_expired_access_token_is_401(api: ApiHarness) -> None:
     user_id = await api.user("alice")
-    r = await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {_expired_access(user_id)}"})
+    headers = {"Authorization": f"Bearer {_expired_access(user_id)}"}
+    r = await api.client.get(f"{V1}/users/me", headers=headers)
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     assert "expired" in r.json()["detail"]
@@ -295,7 +304,8 @@ async def test_push_token_register_and_remove(api: ApiHarness, platform: str) ->
 
 async def test_push_token_bad_platform_or_empty_token_is_422(api: ApiHarness) -> None:
     me = await api.user("alice")
-    for body in ({"platform": "windows", "token": "t"}, {"platform": "ios", "token": ""}, {"platform": "ios"}):
+    bodies = ({"platform": "windows", "token": "t"}, {"platform": "ios", "token": ""}, {"platform": "ios"})
+    for body in bodies:
         r = await api.client.post(f"{V1}/push-tokens", headers=api.auth(me), json=body)
         assert r.status_code == 422
     assert await api.store.push_tokens(me) == []
@@ -304,9 +314,21 @@ async def test_push_token_bad_platform_or_empty_token_is_422(api: ApiHarness) ->
 async def test_push_token_delete_unknown_or_foreign_is_404(api: ApiHarness) -> None:
     me = await api.user("alice")
     bob = await api.user("bob")
-    await api.client.post(f"{V1}/push-tokens", headers=api.auth(bob), json={"platform": "ios", "token": "bobs"})
+    body = {"platform": "ios", "token": "bobs"}
+    r = await api.client.post(f"{V1}/push-tokens", headers=api.auth(bob), json=body)
+    assert r.status_code == 201
     r = await api.client.delete(f"{V1}/push-tokens/bobs", headers=api.auth(me))
     assert r.status_code == 404
     r = await api.client.delete(f"{V1}/push-tokens/nothing", headers=api.auth(me))
     assert r.status_code == 404
     assert [t.token for t in await api.store.push_tokens(bob)] == ["bobs"]
+
+
+async def test_a_failing_store_is_503(api: ApiHarness) -> None:
+    user_id = await api.user("alice")
+    headers = api.auth(user_id)
+    await api.store.stop()
+    r = await api.client.get(f"{V1}/users/me", headers=headers)
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    assert r.json() == {"detail": "storage is unavailable, try again"}

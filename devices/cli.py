@@ -1,0 +1,524 @@
+"""The command-line chat client, mounted by the main CLI as ``chatmq client ...``.
+
+Commands: ``register``, ``login``, ``logout``, ``send``, ``listen``, ``chat``.
+
+A successful ``login`` saves a profile (``{server, user_id, username, access_token,
+refresh_token, contacts}``) as ``$CHATMQ_HOME/<profile>.json`` (default
+``~/.config/chatmq/``), readable by the owner only (mode 0600). The other commands use
+that profile, refresh an expired access token (and save the new one), and fail with a
+one-line message and exit code 1, never a traceback, when not logged in, when the
+server cannot be reached or when the server refuses something. Usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
+
+import orjson
+import typer
+from chatmq.devices.sdk import (
+    AckTimeoutError,
+    ApiError,
+    AuthenticationError,
+    ChatClient,
+    ChatClientError,
+    Envelope,
+    MessageRejectedError,
+    NotLoggedInError,
+    ServerUnreachableError,
+    Tokens,
+)
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+DEFAULT_MQTT_PORT = 1883
+DEFAULT_WS_PORT = 8083
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+app = typer.Typer(
+    name="client",
+    help="Chat from the command line: register, log in, send, listen, chat.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# ----------------------------------------------------------------------------- options
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", envvar="CHATMQ_SERVER", show_default=False,
+                 help=f"REST base URL (default: the profile's server, else {DEFAULT_SERVER})."),
+]
+MqttHostOpt = Annotated[
+    str | None, typer.Option("--mqtt-host", show_default=False, help="MQTT host (default: host of --server).")
+]
+MqttPortOpt = Annotated[
+    int | None,
+    typer.Option("--mqtt-port", show_default=False,
+                 help=f"MQTT port (default: {DEFAULT_MQTT_PORT}, or {DEFAULT_WS_PORT} with --ws)."),
+]
+WsOpt = Annotated[bool, typer.Option("--ws", help="Use MQTT over WebSocket (path /mqtt).")]
+ProfileOpt = Annotated[str, typer.Option("--profile", envvar="CHATMQ_PROFILE", help="Saved login to use.")]
+PasswordOpt = Annotated[
+    str, typer.Option("--password", envvar="CHATMQ_PASSWORD", prompt=True, hide_input=True,
+                      help="Password (prompted, hidden, when absent).")
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the server.")]
+GroupOpt = Annotated[
+    str | None, typer.Option("--group", "-g", help="Send to this group id instead of a user.")
+]
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+@dataclass
+class Profile:
+    """A saved login. ``contacts`` caches ``{username: user_id}`` from contact syncs."""
+
+    server: str
+    user_id: str
+    username: str
+    access_token: str
+    refresh_token: str | None
+    contacts: dict[str, str] = field(default_factory=dict)
+
+    def name_of(self, user_id: str | None) -> str:
+        """The username for ``user_id`` when known, else the id itself."""
+        if user_id is None:
+            return "?"
+        if user_id == self.user_id:
+            return self.username
+        for username, uid in self.contacts.items():
+            if uid == user_id:
+                return username
+        return user_id
+
+
+def chatmq_home() -> Path:
+    """``$CHATMQ_HOME``, else ``~/.config/chatmq``."""
+    home = os.environ.get("CHATMQ_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".config" / "chatmq"
+
+
+def profile_path(name: str) -> Path:
+    """Where profile ``name`` is stored; rejects names that are not plain file names."""
+    if not _PROFILE_NAME.match(name) or name in (".", ".."):
+        raise typer.BadParameter(f"invalid profile name {name!r} (use letters, digits, '_', '.', '-')",
+                                 param_hint="--profile")
+    return chatmq_home() / f"{name}.json"
+
+
+def save_profile(name: str, profile: Profile) -> Path:
+    """Write ``profile`` atomically with mode 0600 (directory 0700); return its path."""
+    path = profile_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = orjson.dumps(asdict(profile), option=orjson.OPT_INDENT_2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.chmod(path, 0o600)
+    return path
+
+
+def load_profile(name: str) -> Profile:
+    """The saved profile ``name``; ``NotLoggedInError`` when there is none (or it is unreadable)."""
+    path = profile_path(name)
+    hint = f"not logged in (profile '{name}'); run: chatmq client login USERNAME"
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise NotLoggedInError(hint) from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise NotLoggedInError(f"profile {path} is unreadable ({exc}); log in again") from None
+    try:
+        return Profile(
+            server=str(raw["server"]), user_id=str(raw["user_id"]), username=str(raw["username"]),
+            access_token=str(raw["access_token"]),
+            refresh_token=str(raw["refresh_token"]) if raw.get("refresh_token") else None,
+            contacts={str(k): str(v) for k, v in (raw.get("contacts") or {}).items()},
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise NotLoggedInError(f"profile {path} is incomplete; log in again") from None
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the REST API and the MQTT broker are."""
+
+    server: str
+    mqtt_host: str
+    mqtt_port: int
+    ws: bool
+
+
+def resolve_endpoint(server: str | None, mqtt_host: str | None, mqtt_port: int | None, ws: bool,
+                     fallback_server: str | None = None) -> Endpoint:
+    """Fill in the defaults: server → profile's → ``DEFAULT_SERVER``; MQTT host ← server's host."""
+    url = (server or fallback_server or DEFAULT_SERVER).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--server")
+    host = mqtt_host or parts.hostname
+    port = mqtt_port if mqtt_port is not None else (DEFAULT_WS_PORT if ws else DEFAULT_MQTT_PORT)
+    return Endpoint(url, host, port, ws)
+
+
+def make_client(endpoint: Endpoint) -> ChatClient:
+    """The ``ChatClient`` for ``endpoint`` (tests replace this to inject an HTTP transport)."""
+    return ChatClient(endpoint.server, endpoint.mqtt_host, endpoint.mqtt_port,
+                      transport="websockets" if endpoint.ws else "tcp")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _handle_errors() -> Iterator[None]:
+    """Turn SDK errors into one ``error: ...`` line on stderr and exit code 1."""
+    try:
+        yield
+    except NotLoggedInError as exc:
+        _fail(str(exc))
+    except ServerUnreachableError as exc:
+        _fail(f"server unreachable: {exc}")
+    except AuthenticationError as exc:
+        _fail(f"not authorized: {exc.detail}")
+    except ApiError as exc:
+        _fail(f"server refused the request: {exc}")
+    except ChatClientError as exc:
+        _fail(str(exc))
+
+
+@contextmanager
+def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_port: int | None,
+             ws: bool) -> Iterator[tuple[ChatClient, Profile]]:
+    """A client logged in from the saved profile, with a fresh access token; closed on exit.
+
+    Refreshed tokens are written back to the profile.
+    """
+    profile = load_profile(profile_name)
+    endpoint = resolve_endpoint(server, mqtt_host, mqtt_port, ws, profile.server)
+    client = make_client(endpoint)
+    try:
+        client.set_tokens(profile.user_id, profile.access_token, profile.refresh_token)
+
+        def persist(tokens: Tokens) -> None:
+            profile.access_token = tokens.access_token
+            profile.refresh_token = tokens.refresh_token
+            save_profile(profile_name, profile)
+
+        client.on_tokens_changed = persist
+        if client.token_needs_refresh():
+            client.refresh()
+        yield client, profile
+    finally:
+        client.close()
+
+
+def _resolve_user(client: ChatClient, profile: Profile, profile_name: str, username: str) -> str:
+    """The user id of ``username`` via contact sync (cached in the profile)."""
+    found = client.contacts([username])
+    user_id = found.get(username)
+    if user_id is None:
+        _fail(f"no such user: {username}")
+    if profile.contacts.get(username) != user_id:
+        profile.contacts[username] = user_id
+        save_profile(profile_name, profile)
+    return user_id
+
+
+def _target(
+    peer_or_text: str | None, text: str | None, group: str | None, needs_text: bool
+) -> tuple[str, str]:
+    """Sort out ``PEER TEXT`` vs ``--group G TEXT``; return ``(peer or group, text)``."""
+    if group is not None:
+        if needs_text:
+            if peer_or_text is None or text is not None:
+                raise typer.BadParameter("with --group give only TEXT")
+            return group, peer_or_text
+        if peer_or_text is not None:
+            raise typer.BadParameter("give either PEER or --group, not both")
+        return group, ""
+    if peer_or_text is None:
+        raise typer.BadParameter("missing PEER (a username) or --group GROUP_ID")
+    if needs_text and text is None:
+        raise typer.BadParameter("missing TEXT")
+    return peer_or_text, text or ""
+
+
+def _clock(envelope: Envelope) -> str:
+    ts = envelope.get("ts")
+    seconds = ts / 1000 if isinstance(ts, int | float) and not isinstance(ts, bool) else time.time()
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def _text_of(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("text"), str):
+        return str(body["text"])
+    return orjson.dumps(body).decode()
+
+
+def format_envelope(envelope: Envelope, profile: Profile) -> tuple[str, bool]:
+    """One display line for an inbox envelope and whether it belongs on stderr."""
+    kind = envelope.get("type")
+    clock = _clock(envelope)
+    if kind == "message":
+        sender = profile.name_of(envelope.get("from"))
+        group = envelope.get("group")
+        where = f"[{group}] " if group else ""
+        return f"[{clock}] {where}{sender}: {_text_of(envelope.get('body'))}", False
+    if kind == "receipt":
+        ids = ", ".join(str(i) for i in envelope.get("ids") or [])
+        by = profile.name_of(envelope.get("from"))
+        return f"[{clock}] * {envelope.get('status')} by {by}: {ids}", False
+    if kind == "event":
+        rest = {k: v for k, v in envelope.items() if k not in ("type", "event")}
+        return f"[{clock}] * event {envelope.get('event')}: {orjson.dumps(rest).decode()}", False
+    if kind == "error":
+        return f"[{clock}] ! error {envelope.get('code')}: {envelope.get('reason')}", True
+    return f"[{clock}] ? {orjson.dumps(envelope).decode()}", False
+
+
+_print_lock = threading.Lock()
+
+
+def _show(line: str, err: bool = False) -> None:
+    with _print_lock:
+        typer.echo(line, err=err)
+        (sys.stderr if err else sys.stdout).flush()
+
+
+def _connection_line(up: bool) -> None:
+    _show("* connected" if up else "* connection lost, reconnecting…", err=True)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command()
+def register(
+    username: Annotated[str, typer.Argument(help="Username: [a-z0-9_.-]{3,32}.")],
+    password: PasswordOpt,
+    display_name: Annotated[str | None, typer.Option("--display-name", help="Name shown to others.")] = None,
+    server: ServerOpt = None,
+) -> None:
+    """Create an account (then run `login`)."""
+    endpoint = resolve_endpoint(server, None, None, False)
+    with _handle_errors(), make_client(endpoint) as client:
+        user_id = client.register(username, password, display_name)
+    typer.echo(f"registered {username} ({user_id})")
+
+
+@app.command()
+def login(
+    username: Annotated[str, typer.Argument(help="Your username.")],
+    password: PasswordOpt,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+) -> None:
+    """Log in and save the tokens to the profile (mode 0600)."""
+    endpoint = resolve_endpoint(server, None, None, False)
+    path = profile_path(profile)
+    with _handle_errors(), make_client(endpoint) as client:
+        user_id = client.login(username, password)
+        tokens = client.tokens
+        assert tokens is not None
+        contacts: dict[str, str] = {}
+        with suppress(NotLoggedInError):
+            old = load_profile(profile)
+            if old.server == endpoint.server and old.user_id == user_id:
+                contacts = old.contacts
+        save_profile(profile, Profile(endpoint.server, user_id, username, tokens.access_token,
+                                      tokens.refresh_token, contacts))
+    typer.echo(f"logged in as {username} ({user_id}); profile saved to {path}")
+
+
+@app.command()
+def logout(profile: ProfileOpt = "default") -> None:
+    """Forget the saved profile."""
+    path = profile_path(profile)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        _fail(f"not logged in (profile '{profile}')")
+    typer.echo(f"logged out (removed {path})")
+
+
+@app.command()
+def send(
+    peer: Annotated[
+        str | None, typer.Argument(metavar="PEER", help="Recipient's username.", show_default=False)
+    ] = None,
+    text: Annotated[
+        str | None, typer.Argument(metavar="TEXT", help="Message text.", show_default=False)
+    ] = None,
+    group: GroupOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+) -> None:
+    """Send TEXT to user PEER (`send PEER TEXT`) or to a group (`send --group GROUP_ID TEXT`).
+
+    Waits for the server's ack and prints `sent <server id>`.
+    """
+    target, message = _target(peer, text, group, needs_text=True)
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws) as (client, prof):
+        to = None if group else _resolve_user(client, prof, profile, target)
+        client.connect(timeout=timeout)
+        body = {"text": message}
+        client_id = client.send_group(target, body) if to is None else client.send(to, body)
+        try:
+            ack = client.wait_ack(client_id, timeout)
+        except MessageRejectedError as exc:
+            _fail(f"message refused: {exc.code}: {exc.reason}")
+        except AckTimeoutError:
+            _fail(f"no ack from the server within {timeout:g}s (message {client_id} may not have been sent)")
+    typer.echo(f"sent {ack.get('id')}")
+
+
+@app.command()
+def listen(
+    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit after N messages.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.1,
+                                                  help="Exit after this many seconds.")] = None,
+    mark_read: Annotated[bool, typer.Option("--mark-read", help="Send read receipts for shown messages.")]
+    = False,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+) -> None:
+    """Print incoming messages, receipts and events until Ctrl-C.
+
+    Messages print as `[HH:MM:SS] <from>: <text>` (`[HH:MM:SS] [<group>] <from>: <text>`
+    for groups). With --count, exits 0 after N messages and 1 if --timeout passes first.
+    """
+    inbox: queue.Queue[Envelope] = queue.Queue()
+    received = 0
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws) as (client, prof):
+        client.on_message = client.on_receipt = client.on_event = client.on_error = inbox.put
+        client.connect(timeout=timeout or 10.0)
+        client.on_connection_change = _connection_line
+        _show(f"* listening as {prof.username} ({prof.user_id}); Ctrl-C to stop", err=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while count is None or received < count:
+                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+                try:
+                    envelope = inbox.get(timeout=wait)
+                except queue.Empty:
+                    if client.fatal_error is not None:
+                        raise client.fatal_error from None
+                    continue
+                line, err = format_envelope(envelope, prof)
+                _show(line, err)
+                if envelope.get("type") == "message":
+                    received += 1
+                    if mark_read:
+                        client.mark_read([str(envelope["id"])])
+        except KeyboardInterrupt:
+            return
+    if count is not None and received < count:
+        _fail(f"timed out after {received} of {count} messages")
+
+
+@app.command()
+def chat(
+    peer: Annotated[str | None, typer.Argument(metavar="PEER", help="Username to chat with.",
+                                               show_default=False)] = None,
+    group: GroupOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+) -> None:
+    """Interactive chat with PEER (or --group): prints incoming messages, sends each typed line.
+
+    Messages from the peer are marked read as they are shown. End with Ctrl-D, /quit or Ctrl-C.
+    """
+    target, _ = _target(peer, None, group, needs_text=False)
+    sent: list[str] = []
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws) as (client, prof):
+        peer_id = None if group else _resolve_user(client, prof, profile, target)
+
+        def shown(envelope: Envelope) -> None:
+            line, err = format_envelope(envelope, prof)
+            _show(line, err)
+            if envelope.get("type") == "message" and (
+                (group is not None and envelope.get("group") == group)
+                or (peer_id is not None and envelope.get("from") == peer_id and not envelope.get("group"))
+            ):
+                client.mark_read([str(envelope["id"])])
+
+        client.on_message = client.on_receipt = client.on_event = client.on_error = shown
+        client.connect(timeout=timeout)
+        client.on_connection_change = _connection_line
+        _show(f"* chatting with {target} as {prof.username}; type a line and press Enter, Ctrl-D to quit",
+              err=True)
+        try:
+            for raw in sys.stdin:
+                line = raw.rstrip("\r\n")
+                if line.strip() == "/quit":
+                    break
+                if not line.strip():
+                    continue
+                body = {"text": line}
+                if peer_id is None:
+                    sent.append(client.send_group(target, body))
+                else:
+                    sent.append(client.send(peer_id, body))
+        except KeyboardInterrupt:
+            return
+        unacked = 0
+        deadline = time.monotonic() + timeout
+        for client_id in sent:
+            try:
+                client.wait_ack(client_id, max(0.1, deadline - time.monotonic()))
+            except MessageRejectedError:
+                unacked += 1  # already shown by the error handler
+            except AckTimeoutError:
+                unacked += 1
+        if unacked:
+            _fail(f"{unacked} of {len(sent)} messages were not acknowledged")
+
+
+def main() -> None:  # pragma: no cover - for `python -m chatmq.devices.cli`
+    """Run the client app on its own."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

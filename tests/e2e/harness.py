@@ -1,0 +1,117 @@
+"""Runs ``chatmq serve`` as a real subprocess on free ports for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from chatmq.devices.sdk import ChatClient, Transport
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """One ``chatmq serve`` process; ``start``/``stop`` may be called again (same data dir and ports)."""
+
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    mqtt_port: int = field(default_factory=free_port)
+    ws_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env.pop("CHATMQ_CONFIG", None)
+        cmd = [sys.executable, "-m", "chatmq.cli", "serve", "--host", self.host,
+               "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
+               "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.data_dir.parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chatmq serve exited with {self.proc.returncode}:\n{self.log()}")
+            if "ready" in self.log():
+                try:
+                    if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"chatmq serve did not become ready:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the process and wait; returns its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signing_key(self) -> str:
+        return (self.data_dir / "jwt.secret").read_text().strip()
+
+
+def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
+    """Start a server in ``tmp``; stop it afterwards and check that it stopped cleanly."""
+    server = ServerProcess(tmp / "data", tmp / "server.log", env=dict(env))
+    server.start()
+    try:
+        yield server
+    finally:
+        code = server.stop()
+        assert code == 0, f"server exit code {code}:\n{server.log()[-4000:]}"
+
+
+Users = Callable[..., ChatClient]
+
+
+def user_factory(server: ServerProcess) -> Iterator[Users]:
+    """Yields ``make(name=None, transport="tcp", connect=True, **kw)``: a registered, logged-in client."""
+    clients: list[ChatClient] = []
+
+    def make(name: str | None = None, transport: Transport = "tcp", connect: bool = True,
+             **kw: object) -> ChatClient:
+        username = name or f"u{uuid.uuid4().hex[:12]}"
+        port = server.ws_port if transport == "websockets" else server.mqtt_port
+        c = ChatClient(server.api_url, server.host, port, transport=transport, **kw)  # type: ignore[arg-type]
+        clients.append(c)
+        c.register(username, "correct horse battery")
+        c.login(username, "correct horse battery")
+        if connect:
+            c.connect()
+        return c
+
+    yield make
+    for c in clients:
+        c.close()

@@ -1,0 +1,169 @@
+"""Refusals: ACL denials, bad tokens at CONNECT, and each bad envelope's ``error`` while everyone carries on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import jwt
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.e2e.harness import ServerProcess, Users
+
+TIMEOUT = 15
+
+
+class RawClient:
+    """A bare paho client for protocol-level checks."""
+
+    def __init__(self, server: ServerProcess, username: str, password: str, transport: str = "tcp") -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{time.monotonic_ns()}",
+                                  transport=transport)  # type: ignore[arg-type]
+        if transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
+        self.client.username_pw_set(username, password)
+        self.connack: ReasonCode | None = None
+        self.granted: list[ReasonCode] = []
+        self.inbox: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        port = server.ws_port if transport == "websockets" else server.mqtt_port
+        self.client.connect(server.host, port)
+        self.client.loop_start()
+
+    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        with self._cond:
+            self.connack = rc
+            self._cond.notify_all()
+
+    def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
+        with self._cond:
+            self.granted = rcs
+            self._cond.notify_all()
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.inbox.append(orjson.loads(msg.payload))
+            self._cond.notify_all()
+
+    def wait(self, predicate: Any, timeout: float = TIMEOUT) -> Any:
+        with self._cond:
+            assert self._cond.wait_for(predicate, timeout), "timed out"
+            return predicate()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def raw(server: ServerProcess) -> Any:
+    made: list[RawClient] = []
+
+    def make(username: str, password: str, transport: str = "tcp") -> RawClient:
+        made.append(RawClient(server, username, password, transport))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_bad_and_expired_tokens_are_refused_at_connect(server: ServerProcess, users: Users, raw: Any,
+                                                       transport: str) -> None:
+    alice = users(connect=False)
+    tokens = alice.tokens
+    assert tokens is not None
+    assert alice.user_id is not None
+    bad = raw(alice.user_id, "not-a-token", transport)
+    assert bad.wait(lambda: bad.connack).is_failure
+    assert "authorized" in str(bad.connack).lower()
+    expired = jwt.encode({"sub": alice.user_id, "typ": "access", "adm": False, "exp": int(time.time()) - 5},
+                         server.signing_key(), algorithm="HS256")
+    late = raw(alice.user_id, expired, transport)
+    assert late.wait(lambda: late.connack).is_failure
+    other = users(connect=False)
+    assert other.tokens is not None
+    stolen = raw(alice.user_id, other.tokens.access_token, transport)  # someone else's valid token
+    assert stolen.wait(lambda: stolen.connack).is_failure
+    good = raw(alice.user_id, tokens.access_token, transport)
+    assert not good.wait(lambda: good.connack).is_failure
+
+
+def test_subscribing_to_someone_elses_inbox_is_denied(users: Users, raw: Any) -> None:
+    alice, bob = users(connect=False), users()
+    assert alice.user_id and alice.tokens and bob.user_id
+    c = raw(alice.user_id, alice.tokens.access_token)
+    c.wait(lambda: c.connack)
+    c.client.subscribe([(f"users/{bob.user_id}/inbox", 1), ("#", 1), (f"users/{alice.user_id}/inbox", 1)])
+    codes = c.wait(lambda: c.granted)
+    assert [rc.value for rc in codes] == [0x80, 0x80, 1]
+    # bob's messages never reach alice
+    carol = users()
+    carol.wait_ack(carol.send(bob.user_id, "for bob only"), TIMEOUT)
+    bob.wait_messages(1, TIMEOUT)
+    time.sleep(0.3)
+    assert all(m.get("type") != "message" for m in c.inbox)
+
+
+def test_publishing_to_someone_elses_outbox_is_answered_with_forbidden(users: Users) -> None:
+    alice, bob = users(), users()
+    alice.mqtt.publish(f"users/{bob.user_id}/outbox", orjson.dumps(
+        {"type": "message", "id": "x1", "to": alice.user_id, "body": {"text": "spoof"}}), qos=1)
+    err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
+    assert err["code"] == "forbidden"
+    time.sleep(0.3)
+    assert alice.messages == [] and bob.messages == []
+    # the connection carries on
+    alice.wait_ack(alice.send(bob.user_id, "still here"), TIMEOUT)
+    assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "still here"}
+
+
+@pytest.mark.parametrize(("payload", "code", "client_id"), [
+    (b"{not json", "invalid_envelope", None),
+    (b'{"type":"message","id":"bad-to","to":42,"body":{}}', "invalid_envelope", "bad-to"),
+    (b'{"type":"message","id":"bad-body","to":"u1","body":[1]}', "invalid_envelope", "bad-body"),
+    (b'{"type":"receipt","status":"seen","ids":["x"]}', "invalid_envelope", None),
+    (b'{"type":"message","id":"nobody","to":"u0000000000000000","body":{}}', "unknown_recipient", "nobody"),
+    (b'{"type":"message","id":"nogroup","group":"g0000000000000000","body":{}}', "unknown_recipient", "nogroup"),
+])
+def test_bad_envelopes_get_their_error_and_others_carry_on(users: Users, payload: bytes, code: str,
+                                                           client_id: str | None) -> None:
+    alice, bob = users(), users()
+    alice.send_raw(payload)
+    err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
+    assert (err["type"], err["code"], err["client_id"]) == ("error", code, client_id)
+    assert err["reason"]
+    alice.wait_ack(alice.send(bob.user_id, "after the error"), TIMEOUT)
+    bob.wait_ack(bob.send(alice.user_id, "bob unaffected"), TIMEOUT)
+    assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "after the error"}
+    assert alice.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "bob unaffected"}
+
+
+def test_group_send_by_a_non_member_is_refused(users: Users) -> None:
+    alice, bob, eve = users(), users(), users()
+    gid = alice.create_group("club", [bob.user_id])["group_id"]
+    cid = eve.send_group(gid, "let me in")
+    err = eve.wait_for(lambda: eve.errors, TIMEOUT)[0]
+    assert (err["code"], err["client_id"]) == ("not_member", cid)
+    alice.wait_ack(alice.send_group(gid, "members only"), TIMEOUT)
+    assert [m["body"]["text"] for m in bob.wait_messages(1, TIMEOUT)] == ["members only"]
+    time.sleep(0.3)
+    assert eve.messages == []
+
+
+def test_payload_over_the_limit_is_too_large(users: Users) -> None:
+    alice, bob = users(), users()
+    cid = alice.send(bob.user_id, {"blob": "x" * (64 * 1024)})
+    err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
+    assert (err["code"], err["client_id"]) == ("too_large", None)
+    assert cid not in alice.acks
+    alice.wait_ack(alice.send(bob.user_id, "small"), TIMEOUT)
+    assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "small"}]

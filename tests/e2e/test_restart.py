@@ -1,0 +1,50 @@
+"""Pending messages survive a restart of the server process; SIGINT and SIGTERM stop it cleanly."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from chatmq.devices.sdk import ChatClient
+from tests.e2e.harness import ServerProcess
+
+TIMEOUT = 15
+
+
+def client(server: ServerProcess, name: str, register: bool = True) -> ChatClient:
+    c = ChatClient(server.api_url, server.host, server.mqtt_port)
+    if register:
+        c.register(name, "correct horse battery")
+    c.login(name, "correct horse battery")
+    return c
+
+
+def test_pending_messages_survive_a_restart(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+    server.start()
+    alice, bob = client(server, "alice"), client(server, "bob")
+    try:
+        alice.connect()
+        sent = [alice.send(bob.user_id, {"n": i}) for i in range(25)]
+        for cid in sent:
+            alice.wait_ack(cid, TIMEOUT)
+        alice.close()
+        assert server.stop(signal.SIGINT) == 0
+        assert "stopped" in server.log()
+
+        server.start()
+        bob = client(server, "bob", register=False)
+        bob.connect()
+        got = bob.wait_messages(25, TIMEOUT)
+        assert [m["body"] for m in got] == [{"n": i} for i in range(25)]
+    finally:
+        bob.close()
+        alice.close()
+        assert server.stop(signal.SIGTERM) == 0
+
+
+def test_listener_lines_are_logged(server: ServerProcess) -> None:
+    log = server.log()
+    assert f"mqtt://{server.host}:{server.mqtt_port}" in log
+    assert f"ws://{server.host}:{server.ws_port}/mqtt" in log
+    assert f"http://{server.host}:{server.http_port}/api/v1" in log

@@ -1,0 +1,310 @@
+"""``ChatClient`` against a real MQTT broker: a plain in-process amqtt broker.
+
+The chatmq server is played by ``FakeChatServer``, a paho client that reads every
+outbox, acks messages and forwards them to the recipient's inbox; a small amqtt auth
+plugin accepts only the passwords in ``VALID_TOKENS`` so CONNACK refusals are real.
+``BrokerThread`` and ``FakeChatServer`` are reused by the CLI tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from amqtt.broker import Broker
+from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import Session
+from chatmq.devices.sdk import ChatClient, NotAuthorizedError
+from paho.mqtt.enums import CallbackAPIVersion
+
+SERVER_SECRET = "fake-server-secret"
+VALID_TOKENS: set[str] = {SERVER_SECRET}
+
+
+class TokenAuthPlugin(BaseAuthPlugin):
+    """amqtt auth plugin: the password must be one of ``VALID_TOKENS``."""
+
+    @dataclass
+    class Config:
+        """No options."""
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        return session.password in VALID_TOKENS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+class BrokerThread:
+    """An amqtt broker on its own event loop in a thread; ``start``/``stop`` may repeat."""
+
+    def __init__(self, port: int | None = None, ws_port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.ws_port = ws_port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Broker | None = None
+
+    def _config(self) -> dict[str, Any]:
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}}
+        if self.ws_port is not None:
+            listeners["ws"] = {"type": "ws", "bind": f"127.0.0.1:{self.ws_port}"}
+        return {"listeners": listeners, "plugins": {f"{__name__}.TokenAuthPlugin": {}}}
+
+    def start(self) -> None:
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def boot() -> None:
+            try:
+                self._broker = Broker(self._config())
+                await self._broker.start()
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+            finally:
+                started.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.create_task(boot())
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
+        self._thread.start()
+        assert started.wait(10), "broker did not start"
+        if failure:
+            self.stop()
+            raise failure[0]
+
+    def stop(self) -> None:
+        loop, thread, broker = self._loop, self._thread, self._broker
+        if loop is None or thread is None:
+            return
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        self._loop = self._thread = self._broker = None
+
+
+class FakeChatServer:
+    """Plays chatmq's server: acks and forwards messages, records receipts and raw payloads."""
+
+    def __init__(self, port: int) -> None:
+        self.outbox: list[tuple[str, bytes]] = []  # (user id, payload)
+        self.receipts: list[tuple[str, dict[str, Any]]] = []  # (user id, receipt envelope)
+        self.counter = 0
+        self._lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="fake-server")
+        self.client.username_pw_set("server", SERVER_SECRET)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "fake server could not subscribe"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        client.subscribe("users/+/outbox", qos=1)
+
+    def deliver(self, user_id: str, envelope: dict[str, Any]) -> None:
+        self.client.publish(f"users/{user_id}/inbox", orjson.dumps(envelope), qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        sender = msg.topic.split("/")[1]
+        with self._lock:
+            self.outbox.append((sender, msg.payload))
+        try:
+            envelope = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            self.deliver(sender, {"type": "error", "client_id": None, "code": "invalid_envelope",
+                                  "reason": "payload is not valid JSON"})
+            return
+        if envelope.get("type") == "receipt":
+            with self._lock:
+                self.receipts.append((sender, envelope))
+            return
+        if envelope.get("to") == "u_nobody":
+            self.deliver(sender, {"type": "error", "client_id": envelope["id"], "code": "unknown_recipient",
+                                  "reason": "no such user"})
+            return
+        with self._lock:
+            self.counter += 1
+            server_id = f"s{self.counter:04d}"
+        ts = int(time.time() * 1000)
+        self.deliver(sender, {"type": "ack", "client_id": envelope["id"], "id": server_id, "ts": ts})
+        if envelope.get("to"):
+            self.deliver(envelope["to"], {
+                "type": "message", "id": server_id, "client_id": envelope["id"], "from": sender,
+                "to": envelope["to"], "group": None, "body": envelope["body"], "ts": ts,
+            })
+
+    def receipts_of(self, user_id: str, status: str) -> list[str]:
+        with self._lock:
+            return [i for uid, r in self.receipts if uid == user_id and r["status"] == status for i in r["ids"]]
+
+
+@pytest.fixture
+def broker() -> Iterator[BrokerThread]:
+    b = BrokerThread()
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def server(broker: BrokerThread) -> Iterator[FakeChatServer]:
+    s = FakeChatServer(broker.port)
+    yield s
+    s.close()
+
+
+def user(broker: BrokerThread, user_id: str, token: str, **kwargs: Any) -> ChatClient:
+    VALID_TOKENS.add(token)
+    client = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, **kwargs)
+    client.set_tokens(user_id, token)
+    return client
+
+
+def test_send_ack_receive_and_receipts(broker: BrokerThread, server: FakeChatServer) -> None:
+    with user(broker, "u_alice", "tok-a") as alice, user(broker, "u_bob", "tok-b") as bob:
+        alice.connect(timeout=5)
+        bob.connect(timeout=5)
+        assert alice.connected
+        assert bob.connected
+        cid = alice.send("u_bob", {"text": "hello bob"})
+        ack = alice.wait_ack(cid, 5)
+        [got] = bob.wait_messages(1, 5)
+        assert got["id"] == ack["id"]
+        assert got["from"] == "u_alice"
+        assert got["body"] == {"text": "hello bob"}
+        assert wait_until(lambda: server.receipts_of("u_bob", "delivered")) == [ack["id"]]
+        bob.mark_read([got["id"]])
+        assert wait_until(lambda: server.receipts_of("u_bob", "read")) == [ack["id"]]
+
+
+def test_replayed_message_is_handed_once_and_receipted_twice(
+    broker: BrokerThread, server: FakeChatServer
+) -> None:
+    with user(broker, "u_bob", "tok-b") as bob:
+        handed: list[dict[str, Any]] = []
+        bob.on_message = handed.append
+        bob.connect(timeout=5)
+        envelope = {"type": "message", "id": "s9", "client_id": "c9", "from": "u_alice", "to": "u_bob",
+                    "group": None, "body": {"text": "again"}, "ts": 1}
+        server.deliver("u_bob", envelope)
+        server.deliver("u_bob", envelope)
+        wait_until(lambda: len(server.receipts_of("u_bob", "delivered")) == 2)
+        assert handed == [envelope]
+        assert bob.messages == [envelope]
+
+
+def test_error_envelope_and_raw_publish(broker: BrokerThread, server: FakeChatServer) -> None:
+    with user(broker, "u_alice", "tok-a") as alice:
+        alice.connect(timeout=5)
+        cid = alice.send("u_nobody", "hi")
+        with pytest.raises(Exception, match="unknown_recipient"):
+            alice.wait_ack(cid, 5)
+        alice.send_raw(b"not json")
+        wait_until(lambda: any(e["code"] == "invalid_envelope" for e in alice.errors))
+        assert ("u_alice", b"not json") in server.outbox
+
+
+def test_refused_credentials_raise_not_authorized(broker: BrokerThread) -> None:
+    client = ChatClient("http://chat.invalid", "127.0.0.1", broker.port)
+    client.set_tokens("u_alice", "forged-token")
+    with client, pytest.raises(NotAuthorizedError, match="[Nn]ot authorized"):
+        client.connect(timeout=5)
+    assert not client.connected
+
+
+def test_reconnect_refreshes_the_token_and_resubscribes(broker: BrokerThread, server: FakeChatServer) -> None:
+    refreshes: list[str] = []
+
+    def rest(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v1/auth/refresh"
+        refreshes.append(orjson.loads(request.content)["refresh_token"])
+        return httpx.Response(200, json={"access_token": "tok-new", "refresh_token": "r2", "expires_in": 900,
+                                         "user_id": "u_bob", "token_type": "bearer"})
+
+    VALID_TOKENS.add("tok-old")
+    bob = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, http_transport=httpx.MockTransport(rest))
+    bob.set_tokens("u_bob", "tok-old", "r1")
+    changes: list[bool] = []
+    bob.on_connection_change = changes.append
+    with bob:
+        bob.connect(timeout=5)
+        VALID_TOKENS.discard("tok-old")  # the old token is no longer accepted ...
+        VALID_TOKENS.add("tok-new")
+        broker.stop()  # ... and the connection drops
+        wait_until(lambda: changes == [True, False])
+        broker.start()
+        wait_until(lambda: changes == [True, False, True], timeout=20)
+        assert refreshes == ["r1"]
+        assert bob.tokens is not None
+        assert bob.tokens.access_token == "tok-new"
+        wait_until(lambda: server.client.is_connected(), timeout=10)
+        server.subscribed.clear()
+        wait_until(lambda: server.subscribed.is_set() or server.client.is_connected(), timeout=10)
+        envelope = {"type": "message", "id": "s1", "client_id": "c1", "from": "u_alice", "to": "u_bob",
+                    "group": None, "body": {"text": "after reconnect"}, "ts": 1}
+
+        def delivered() -> bool:
+            server.deliver("u_bob", envelope)  # repeated until the new subscription is there
+            return bool(bob.messages)
+
+        wait_until(delivered, timeout=10)
+        assert bob.messages == [envelope]
+
+
+def test_websocket_transport() -> None:
+    b = BrokerThread(ws_port=free_port())
+    b.start()
+    try:
+        VALID_TOKENS.add("tok-ws")
+        client = ChatClient("http://chat.invalid", "127.0.0.1", b.ws_port or 0, transport="websockets")
+        client.set_tokens("u_ws", "tok-ws")
+        with client:
+            client.connect(timeout=5)
+            assert client.connected
+        assert not client.connected
+    finally:
+        b.stop()
