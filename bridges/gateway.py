@@ -60,10 +60,8 @@ class NodeGateway(BusWorker):
     """Implements ``chatmq.broker.node.NodeHooks`` and consumes the node's delivery topic."""
 
     def __init__(self, bus: Bus, node: str, max_payload: int) -> None:
-        super().__init__(bus)
+        super().__init__(bus, f"node.{node}", [deliver_topic(node)])
         self.node = node
-        self.group = f"node.{node}"
-        self.topics = [deliver_topic(node)]
         self._max_payload = max_payload
         self._sink: InboxSink | None = None
         self._inboxes: dict[str, _Inbox] = {}

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import typer
+
 from chatmq.devices.sdk import (
     AckTimeoutError,
     ApiError,

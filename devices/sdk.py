@@ -47,10 +47,11 @@ from urllib.parse import quote
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
-from chatmq.errors import ChatMQError
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from chatmq.errors import ChatMQError
 
 __all__ = [
     "AckTimeoutError",
@@ -232,6 +233,10 @@ class ChatClient:
     network thread: ``on_message``, ``on_receipt``, ``on_event``, ``on_error``,
     ``on_ack``, ``on_connection_change(connected: bool)`` and
     ``on_tokens_changed(tokens: Tokens)``.
+
+    ``mqtt`` is the underlying paho client (a fresh one is made when ``connect`` is called
+    again after ``disconnect``). ``connected`` tells whether the MQTT session is up;
+    ``fatal_error`` is set when reconnecting was given up (credentials refused twice).
     """
 
     def __init__(
@@ -298,22 +303,32 @@ class ChatClient:
         self._auth_retry_used = False
         self.fatal_error: ChatClientError | None = None
 
-        self.mqtt = mqtt.Client(
+        self._tls = tls
+        self._ws_path = ws_path
+        self._loop_used = False  # paho's loop_start() leaks its socketpair when called twice
+        self.mqtt = self._make_mqtt()
+
+    def _make_mqtt(self) -> mqtt.Client:
+        """A paho client with this client's options and callbacks installed."""
+        client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            transport=transport,
+            transport=self.transport,
             clean_session=True,
         )
-        if transport == "websockets":
-            self.mqtt.ws_set_options(path=ws_path)
-        if tls:
-            self.mqtt.tls_set()
-        self.mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.mqtt.on_pre_connect = self._on_mqtt_pre_connect
-        self.mqtt.on_connect = self._on_mqtt_connect
-        self.mqtt.on_subscribe = self._on_mqtt_subscribe
-        self.mqtt.on_disconnect = self._on_mqtt_disconnect
-        self.mqtt.on_message = self._on_mqtt_message
+        if self.transport == "websockets":
+            client.ws_set_options(path=self._ws_path)
+        if self._tls:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if self.user_id is not None and self._access_token is not None:
+            client.username_pw_set(self.user_id, self._access_token)
+        client.on_pre_connect = self._on_mqtt_pre_connect
+        client.on_connect = self._on_mqtt_connect
+        client.on_subscribe = self._on_mqtt_subscribe
+        client.on_disconnect = self._on_mqtt_disconnect
+        client.on_message = self._on_mqtt_message
+        return client
 
     # ------------------------------------------------------------------ context
 
@@ -506,6 +521,8 @@ class ChatClient:
             raise NotLoggedInError("not logged in")
         if self.token_needs_refresh():
             self.refresh()
+        if self._loop_used:  # connecting again after disconnect(): start from a fresh paho client
+            self.mqtt = self._make_mqtt()
         with self._auth_lock:
             self.mqtt.username_pw_set(user_id, self._access_token)
         self._ready.clear()
@@ -518,6 +535,7 @@ class ChatClient:
             raise ServerUnreachableError(
                 f"cannot reach MQTT broker at {self.mqtt_host}:{self.mqtt_port}: {exc}") from exc
         self.mqtt.loop_start()
+        self._loop_used = True
         if not self._ready.wait(timeout):
             self._stop_loop()
             raise ConnectTimeoutError(

@@ -11,8 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from chatmq.envelopes import ack_envelope, error_envelope, message_envelope
-from chatmq.envelopes import ErrorCode
+from chatmq.envelopes import ErrorCode, ack_envelope, error_envelope, message_envelope
 from chatmq.ids import now_ms, server_id
 from chatmq.services.outlet import Outlet
 from chatmq.services.store import NewMessage, Store

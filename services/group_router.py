@@ -18,11 +18,9 @@ from chatmq.topics import GROUP_OUTBOX
 
 
 class GroupRouter(BusWorker):
-    group = "group-router"
-    topics = [GROUP_OUTBOX]
 
     def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
-        super().__init__(bus)
+        super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
         self._acceptor = Acceptor(store, outlet)
 

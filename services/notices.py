@@ -26,11 +26,9 @@ class BusNotifier:
 class NoticeWorker(BusWorker):
     """Delivers ``chat.notices`` to online users and keeps them pending for offline ones."""
 
-    group = "notices"
-    topics = [NOTICES]
 
     def __init__(self, bus: Bus, outlet: Outlet) -> None:
-        super().__init__(bus)
+        super().__init__(bus, "notices", [NOTICES])
         self._outlet = outlet
 
     async def process(self, records: list[Record]) -> None:

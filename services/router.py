@@ -28,11 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class Router(BusWorker):
-    group = "router"
-    topics = [OUTBOX]
 
     def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
-        super().__init__(bus)
+        super().__init__(bus, "router", [OUTBOX])
         self._store = store
         self._outlet = outlet
         self._acceptor = Acceptor(store, outlet)

@@ -20,11 +20,9 @@ from chatmq.topics import PRESENCE, deliver_topic
 
 
 class ReplayService(BusWorker):
-    group = "storage"
-    topics = [PRESENCE]
 
     def __init__(self, bus: Bus, store: Store, registry: SessionRegistry, page: int) -> None:
-        super().__init__(bus)
+        super().__init__(bus, "storage", [PRESENCE])
         self._store = store
         self._registry = registry
         self._page = page

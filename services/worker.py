@@ -19,15 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class BusWorker(abc.ABC):
-    """Subclasses name their ``group`` and ``topics`` and implement ``process``."""
+    """Subclasses pass their consumer ``group`` and ``topics`` and implement ``process``."""
 
-    group: str
-    topics: list[str]
     max_attempts = 5
     retry_pause = 0.5
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, group: str, topics: list[str]) -> None:
         self._bus = bus
+        self.group = group
+        self.topics = topics
         self._consumer: Consumer | None = None
         self._tasks = Supervisor(type(self).__name__)
         self.processed = 0

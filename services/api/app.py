@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, FastAPI
+
 import chatmq
 from chatmq.auth import TokenService
 from chatmq.services.api import auth_routes, devices_routes, groups_routes, health_routes, users_routes
@@ -10,7 +12,6 @@ from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
 from chatmq.services.api.notifier import Notifier
 from chatmq.services.store.base import Store
-from fastapi import APIRouter, FastAPI
 
 API_PREFIX = "/api/v1"
 

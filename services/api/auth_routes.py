@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import anyio.to_thread
+from fastapi import APIRouter
+
 from chatmq import ids
 from chatmq.auth import hash_secret, verify_secret
 from chatmq.errors import AuthError, ConflictError
@@ -15,7 +17,6 @@ from chatmq.services.api.models import (
     RegisterResponse,
     TokenResponse,
 )
-from fastapi import APIRouter
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -6,13 +6,14 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from chatmq.auth import TokenService
 from chatmq.errors import AuthError
 from chatmq.services.api.errors import forbidden, unauthorized
 from chatmq.services.api.notifier import Notifier
 from chatmq.services.store.base import Store, User
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 log = logging.getLogger(__name__)
 

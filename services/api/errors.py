@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chatmq.errors import AuthError, ConflictError, ForbiddenError, NotFoundError, StoreError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from chatmq.errors import AuthError, ConflictError, ForbiddenError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Response
+
 from chatmq import ids
 from chatmq.envelopes import event_envelope
 from chatmq.errors import NotFoundError
@@ -17,7 +19,6 @@ from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, forbidden, not_found
 from chatmq.services.api.models import GroupCreateRequest, GroupOut, GroupRenameRequest, MembersAddRequest
 from chatmq.services.store.base import Group
-from fastapi import APIRouter, Response
 
 router = APIRouter(prefix="/groups", tags=["groups"])
 

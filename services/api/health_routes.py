@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from chatmq.services.api.models import Health
 from fastapi import APIRouter
+
+from chatmq.services.api.models import Health
 
 router = APIRouter(tags=["health"])
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from chatmq.envelopes import ID_PATTERN
 from chatmq.services.store.base import Device, Group, StoredMessage, User
-from pydantic import BaseModel, ConfigDict, Field
 
 USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"
 MAX_CONTACTS = 1000

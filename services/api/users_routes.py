@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Response
+
 from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import not_found
 from chatmq.services.api.models import (
@@ -11,7 +13,6 @@ from chatmq.services.api.models import (
     PushTokenRequest,
     UserOut,
 )
-from fastapi import APIRouter, Response
 
 router = APIRouter(tags=["users"])
 

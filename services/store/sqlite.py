@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import orjson
+
 from chatmq.errors import ConflictError, NotFoundError, StoreError
 from chatmq.ids import now_ms
 from chatmq.services.store.base import (

@@ -18,6 +18,20 @@ import httpx
 from chatmq.devices.sdk import ChatClient, Transport
 
 
+class Peer(ChatClient):
+    """A test user's client, with its id and token as plain ``str``."""
+
+    @property
+    def uid(self) -> str:
+        assert self.user_id is not None, "not logged in"
+        return self.user_id
+
+    @property
+    def access_token(self) -> str:
+        assert self.tokens is not None, "not logged in"
+        return self.tokens.access_token
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,18 +107,18 @@ def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
         assert code == 0, f"server exit code {code}:\n{server.log()[-4000:]}"
 
 
-Users = Callable[..., ChatClient]
+Users = Callable[..., Peer]
 
 
 def user_factory(server: ServerProcess) -> Iterator[Users]:
     """Yields ``make(name=None, transport="tcp", connect=True, **kw)``: a registered, logged-in client."""
-    clients: list[ChatClient] = []
+    clients: list[Peer] = []
 
     def make(name: str | None = None, transport: Transport = "tcp", connect: bool = True,
-             **kw: object) -> ChatClient:
+             **kw: object) -> Peer:
         username = name or f"u{uuid.uuid4().hex[:12]}"
         port = server.ws_port if transport == "websockets" else server.mqtt_port
-        c = ChatClient(server.api_url, server.host, port, transport=transport, **kw)  # type: ignore[arg-type]
+        c = Peer(server.api_url, server.host, port, transport=transport, **kw)  # type: ignore[arg-type]
         clients.append(c)
         c.register(username, "correct horse battery")
         c.login(username, "correct horse battery")

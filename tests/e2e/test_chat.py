@@ -15,43 +15,45 @@ def bodies(messages: list[dict[str, object]]) -> list[object]:
 
 def test_one_to_one_both_online(users: Users, transport: str) -> None:
     alice, bob = users(transport=transport), users(transport=transport)
-    sent = [alice.send(bob.user_id, {"n": i}) for i in range(20)]
+    sent = [alice.send(bob.uid, {"n": i}) for i in range(20)]
     acks = [alice.wait_ack(cid, TIMEOUT) for cid in sent]
     got = bob.wait_messages(20, TIMEOUT)
     assert bodies(got) == [{"n": i} for i in range(20)]
     assert [m["id"] for m in got] == [a["id"] for a in acks]
-    assert all(m["from"] == alice.user_id and m["to"] == bob.user_id and m["group"] is None for m in got)
+    assert all(m["from"] == alice.uid and m["to"] == bob.uid and m["group"] is None for m in got)
     assert [m["client_id"] for m in got] == sent
     assert alice.messages == []
 
 
 def test_both_ways_mixed_transports(users: Users) -> None:
     alice, bob = users(transport="tcp"), users(transport="websockets")
-    alice.wait_ack(alice.send(bob.user_id, "hi bob"), TIMEOUT)
+    alice.wait_ack(alice.send(bob.uid, "hi bob"), TIMEOUT)
     assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "hi bob"}
-    bob.wait_ack(bob.send(alice.user_id, "hi alice"), TIMEOUT)
+    bob.wait_ack(bob.send(alice.uid, "hi alice"), TIMEOUT)
     assert alice.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "hi alice"}
 
 
 def test_group_of_three(users: Users, transport: str) -> None:
     alice, bob, carol = (users(transport=transport) for _ in range(3))
-    group = alice.create_group("friends", [bob.user_id, carol.user_id])
+    group = alice.create_group("friends", [bob.uid, carol.uid])
     gid = group["group_id"]
     for member in (alice, bob, carol):
-        member.wait_for(lambda m=member: any(e["event"] == "group_created" for e in m.events), TIMEOUT)
+        created = member.wait_for(lambda m=member: [e for e in m.events if e["event"] == "group_created"],  # type: ignore[misc]
+                                  TIMEOUT)
+        assert created[0]["group"]["group_id"] == gid
     alice.wait_ack(alice.send_group(gid, "hello all"), TIMEOUT)
     bob.wait_ack(bob.send_group(gid, "hi from bob"), TIMEOUT)
     for member, expected in ((bob, ["hello all"]), (carol, ["hello all", "hi from bob"]),
                              (alice, ["hi from bob"])):
         got = member.wait_messages(len(expected), TIMEOUT)
         assert [m["body"]["text"] for m in got] == expected
-        assert all(m["group"] == gid and m["to"] == member.user_id for m in got)
+        assert all(m["group"] == gid and m["to"] == member.uid for m in got)
 
 
 def test_offline_recipient_gets_exactly_its_pending_in_order(users: Users) -> None:
     alice = users()
     bob = users(connect=False)
-    sent = [alice.send(bob.user_id, {"n": i}) for i in range(50)]
+    sent = [alice.send(bob.uid, {"n": i}) for i in range(50)]
     for cid in sent:
         alice.wait_ack(cid, TIMEOUT)
     bob.connect()
@@ -64,7 +66,7 @@ def test_offline_recipient_gets_exactly_its_pending_in_order(users: Users) -> No
     bob.clear()
     bob._seen.clear()
     bob.connect()
-    alice.wait_ack(alice.send(bob.user_id, {"n": "after"}), TIMEOUT)
+    alice.wait_ack(alice.send(bob.uid, {"n": "after"}), TIMEOUT)
     assert bodies(bob.wait_messages(1, TIMEOUT)) == [{"n": "after"}]
 
 
@@ -72,7 +74,7 @@ def test_disconnect_in_the_middle_of_replay_loses_nothing(users: Users) -> None:
     alice = users()
     bob = users(connect=False, auto_delivered=False)
     n = 400
-    sent = [alice.send(bob.user_id, {"n": i}) for i in range(n)]
+    sent = [alice.send(bob.uid, {"n": i}) for i in range(n)]
     for cid in sent:
         alice.wait_ack(cid, TIMEOUT)
     bob.connect()
@@ -91,48 +93,48 @@ def test_disconnect_in_the_middle_of_replay_loses_nothing(users: Users) -> None:
 
 def test_receipts_flow_back_to_the_sender(users: Users) -> None:
     alice, bob = users(), users()
-    cid = alice.send(bob.user_id, "read me")
+    cid = alice.send(bob.uid, "read me")
     sid = alice.wait_ack(cid, TIMEOUT)["id"]
     bob.wait_messages(1, TIMEOUT)
     delivered = alice.wait_for(lambda: [r for r in alice.receipts if r["status"] == "delivered"], TIMEOUT)
-    assert delivered[0]["ids"] == [sid] and delivered[0]["from"] == bob.user_id
+    assert (delivered[0]["ids"], delivered[0]["from"]) == ([sid], bob.uid)
     bob.mark_read([sid])
     read = alice.wait_for(lambda: [r for r in alice.receipts if r["status"] == "read"], TIMEOUT)
-    assert read[0]["ids"] == [sid] and read[0]["from"] == bob.user_id
+    assert (read[0]["ids"], read[0]["from"]) == ([sid], bob.uid)
 
 
 def test_receipt_for_someone_elses_message_is_ignored(users: Users) -> None:
     alice, bob, mallory = users(), users(), users()
-    sid = alice.wait_ack(alice.send(bob.user_id, "private"), TIMEOUT)["id"]
+    sid = alice.wait_ack(alice.send(bob.uid, "private"), TIMEOUT)["id"]
     bob.wait_messages(1, TIMEOUT)
     mallory.mark_read([sid])
     bob.mark_read([sid])
     read = alice.wait_for(lambda: [r for r in alice.receipts if r["status"] == "read"], TIMEOUT)
-    assert [r["from"] for r in read] == [bob.user_id]
+    assert [r["from"] for r in read] == [bob.uid]
 
 
 def test_repeated_client_id_is_delivered_once(users: Users) -> None:
     alice, bob = users(), users(auto_delivered=False)
-    first = alice.wait_ack(alice.send(bob.user_id, "once", client_id="fixed-1"), TIMEOUT)
+    first = alice.wait_ack(alice.send(bob.uid, "once", client_id="fixed-1"), TIMEOUT)
     alice.acks.clear()
-    second = alice.wait_ack(alice.send(bob.user_id, "once", client_id="fixed-1"), TIMEOUT)
+    second = alice.wait_ack(alice.send(bob.uid, "once", client_id="fixed-1"), TIMEOUT)
     assert first["id"] == second["id"]
-    alice.wait_ack(alice.send(bob.user_id, "marker"), TIMEOUT)
-    raw: list[bytes] = []
+    alice.wait_ack(alice.send(bob.uid, "marker"), TIMEOUT)
+    raw: list[bytes | bytearray] = []
     bob.mqtt.on_message = lambda c, u, m: raw.append(m.payload)  # count every inbox PUBLISH
     bob.disconnect()
     bob.connect()
     bob.wait_for(lambda: len(raw) >= 2, TIMEOUT)
-    history = bob.history(alice.user_id)["messages"]
+    history = bob.history(alice.uid)["messages"]
     assert [m["body"] for m in history] == [{"text": "marker"}, {"text": "once"}]
 
 
 def test_history_pages_newest_first(users: Users) -> None:
     alice, bob = users(), users()
-    ids = [alice.wait_ack(alice.send(bob.user_id, {"n": i}), TIMEOUT)["id"] for i in range(7)]
-    page1 = bob.history(alice.user_id, limit=4)
+    ids = [alice.wait_ack(alice.send(bob.uid, {"n": i}), TIMEOUT)["id"] for i in range(7)]
+    page1 = bob.history(alice.uid, limit=4)
     assert [m["id"] for m in page1["messages"]] == ids[::-1][:4]
-    page2 = bob.history(alice.user_id, before=page1["next_before"], limit=4)
+    page2 = bob.history(alice.uid, before=page1["next_before"], limit=4)
     assert [m["id"] for m in page2["messages"]] == ids[::-1][4:]
     assert page2["next_before"] is None
 

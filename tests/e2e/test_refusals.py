@@ -79,35 +79,30 @@ def raw(server: ServerProcess) -> Any:
 def test_bad_and_expired_tokens_are_refused_at_connect(server: ServerProcess, users: Users, raw: Any,
                                                        transport: str) -> None:
     alice = users(connect=False)
-    tokens = alice.tokens
-    assert tokens is not None
-    assert alice.user_id is not None
-    bad = raw(alice.user_id, "not-a-token", transport)
+    bad = raw(alice.uid, "not-a-token", transport)
     assert bad.wait(lambda: bad.connack).is_failure
     assert "authorized" in str(bad.connack).lower()
-    expired = jwt.encode({"sub": alice.user_id, "typ": "access", "adm": False, "exp": int(time.time()) - 5},
+    expired = jwt.encode({"sub": alice.uid, "typ": "access", "adm": False, "exp": int(time.time()) - 5},
                          server.signing_key(), algorithm="HS256")
-    late = raw(alice.user_id, expired, transport)
+    late = raw(alice.uid, expired, transport)
     assert late.wait(lambda: late.connack).is_failure
     other = users(connect=False)
-    assert other.tokens is not None
-    stolen = raw(alice.user_id, other.tokens.access_token, transport)  # someone else's valid token
+    stolen = raw(alice.uid, other.access_token, transport)  # someone else's valid token
     assert stolen.wait(lambda: stolen.connack).is_failure
-    good = raw(alice.user_id, tokens.access_token, transport)
+    good = raw(alice.uid, alice.access_token, transport)
     assert not good.wait(lambda: good.connack).is_failure
 
 
 def test_subscribing_to_someone_elses_inbox_is_denied(users: Users, raw: Any) -> None:
     alice, bob = users(connect=False), users()
-    assert alice.user_id and alice.tokens and bob.user_id
-    c = raw(alice.user_id, alice.tokens.access_token)
+    c = raw(alice.uid, alice.access_token)
     c.wait(lambda: c.connack)
-    c.client.subscribe([(f"users/{bob.user_id}/inbox", 1), ("#", 1), (f"users/{alice.user_id}/inbox", 1)])
+    c.client.subscribe([(f"users/{bob.uid}/inbox", 1), ("#", 1), (f"users/{alice.uid}/inbox", 1)])
     codes = c.wait(lambda: c.granted)
     assert [rc.value for rc in codes] == [0x80, 0x80, 1]
     # bob's messages never reach alice
     carol = users()
-    carol.wait_ack(carol.send(bob.user_id, "for bob only"), TIMEOUT)
+    carol.wait_ack(carol.send(bob.uid, "for bob only"), TIMEOUT)
     bob.wait_messages(1, TIMEOUT)
     time.sleep(0.3)
     assert all(m.get("type") != "message" for m in c.inbox)
@@ -115,14 +110,14 @@ def test_subscribing_to_someone_elses_inbox_is_denied(users: Users, raw: Any) ->
 
 def test_publishing_to_someone_elses_outbox_is_answered_with_forbidden(users: Users) -> None:
     alice, bob = users(), users()
-    alice.mqtt.publish(f"users/{bob.user_id}/outbox", orjson.dumps(
-        {"type": "message", "id": "x1", "to": alice.user_id, "body": {"text": "spoof"}}), qos=1)
+    alice.mqtt.publish(f"users/{bob.uid}/outbox", orjson.dumps(
+        {"type": "message", "id": "x1", "to": alice.uid, "body": {"text": "spoof"}}), qos=1)
     err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
     assert err["code"] == "forbidden"
     time.sleep(0.3)
-    assert alice.messages == [] and bob.messages == []
+    assert (alice.messages, bob.messages) == ([], [])
     # the connection carries on
-    alice.wait_ack(alice.send(bob.user_id, "still here"), TIMEOUT)
+    alice.wait_ack(alice.send(bob.uid, "still here"), TIMEOUT)
     assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "still here"}
 
 
@@ -141,15 +136,15 @@ def test_bad_envelopes_get_their_error_and_others_carry_on(users: Users, payload
     err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
     assert (err["type"], err["code"], err["client_id"]) == ("error", code, client_id)
     assert err["reason"]
-    alice.wait_ack(alice.send(bob.user_id, "after the error"), TIMEOUT)
-    bob.wait_ack(bob.send(alice.user_id, "bob unaffected"), TIMEOUT)
+    alice.wait_ack(alice.send(bob.uid, "after the error"), TIMEOUT)
+    bob.wait_ack(bob.send(alice.uid, "bob unaffected"), TIMEOUT)
     assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "after the error"}
     assert alice.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "bob unaffected"}
 
 
 def test_group_send_by_a_non_member_is_refused(users: Users) -> None:
     alice, bob, eve = users(), users(), users()
-    gid = alice.create_group("club", [bob.user_id])["group_id"]
+    gid = alice.create_group("club", [bob.uid])["group_id"]
     cid = eve.send_group(gid, "let me in")
     err = eve.wait_for(lambda: eve.errors, TIMEOUT)[0]
     assert (err["code"], err["client_id"]) == ("not_member", cid)
@@ -161,9 +156,9 @@ def test_group_send_by_a_non_member_is_refused(users: Users) -> None:
 
 def test_payload_over_the_limit_is_too_large(users: Users) -> None:
     alice, bob = users(), users()
-    cid = alice.send(bob.user_id, {"blob": "x" * (64 * 1024)})
+    cid = alice.send(bob.uid, {"blob": "x" * (64 * 1024)})
     err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
     assert (err["code"], err["client_id"]) == ("too_large", None)
     assert cid not in alice.acks
-    alice.wait_ack(alice.send(bob.user_id, "small"), TIMEOUT)
+    alice.wait_ack(alice.send(bob.uid, "small"), TIMEOUT)
     assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "small"}]

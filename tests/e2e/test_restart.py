@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from chatmq.devices.sdk import ChatClient
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import Peer, ServerProcess
 
 TIMEOUT = 15
 
 
-def client(server: ServerProcess, name: str, register: bool = True) -> ChatClient:
-    c = ChatClient(server.api_url, server.host, server.mqtt_port)
+def client(server: ServerProcess, name: str, register: bool = True) -> Peer:
+    c = Peer(server.api_url, server.host, server.mqtt_port)
     if register:
         c.register(name, "correct horse battery")
     c.login(name, "correct horse battery")
@@ -25,7 +24,7 @@ def test_pending_messages_survive_a_restart(tmp_path: Path) -> None:
     alice, bob = client(server, "alice"), client(server, "bob")
     try:
         alice.connect()
-        sent = [alice.send(bob.user_id, {"n": i}) for i in range(25)]
+        sent = [alice.send(bob.uid, {"n": i}) for i in range(25)]
         for cid in sent:
             alice.wait_ack(cid, TIMEOUT)
         alice.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from chatmq import ids
 from chatmq.auth import TokenService, hash_secret
 from chatmq.services.api import create_app

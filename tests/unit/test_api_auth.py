@@ -8,8 +8,8 @@ import time
 import httpx
 import jwt
 import pytest
-from chatmq.auth import verify_secret
 
+from chatmq.auth import verify_secret
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
 
 V1 = "/api/v1"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from chatmq.auth import verify_secret
 
+from chatmq.auth import verify_secret
 from tests.unit.conftest import ApiHarness
 
 V1 = "/api/v1"

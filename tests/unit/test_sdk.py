@@ -18,6 +18,9 @@ import jwt
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
 from chatmq.devices.sdk import (
     AckTimeoutError,
     ApiError,
@@ -37,8 +40,6 @@ from chatmq.devices.sdk import (
 )
 from chatmq.envelopes import MessageIn, ReceiptIn, parse_outbox
 from chatmq.errors import ChatMQError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
 
 KEY = "k" * 40
 UID = "u_alice"

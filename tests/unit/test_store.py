@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chatmq import ids
 from chatmq.errors import ConflictError, NotFoundError, StoreError
 from chatmq.services.store.base import NewMessage, PendingItem, Store
