@@ -1,9 +1,10 @@
 """``NodeGateway``: the bridge of one broker node, running in the node's process.
 
-Inbound (node → bus): outbox envelopes are parsed and put on ``chat.outbox`` or
-``chat.group-outbox`` keyed by conversation (``EnvelopeError`` goes back to the node,
-which answers the user); device readings go to ``chat.telemetry``; inbox subscribe
-and release become ``online``/``offline`` presence records with an epoch.
+Inbound (node → bus): connects and disconnects go to ``chat.connections``; outbox
+envelopes are parsed and put on ``chat.outbox`` or ``chat.group-outbox`` keyed by
+conversation (``EnvelopeError`` goes back to the node, which answers the user); device
+readings go to ``chat.telemetry``; inbox subscribe and release become
+``online``/``offline`` presence records with an epoch.
 
 Outbound (bus → node): ``chat.deliver.<node>`` records are published to the users'
 inboxes. While a user's replay is under way (from an ``online`` until the matching
@@ -25,7 +26,7 @@ from chatmq.bus.base import Bus, Record
 from chatmq.envelopes import EnvelopeError, MessageIn, dumps, parse_outbox
 from chatmq.ids import conversation_key, now_ms
 from chatmq.services.worker import BusWorker
-from chatmq.topics import GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
+from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,17 @@ class NodeGateway(BusWorker):
         return list(self._inboxes)
 
     # --- node hooks ------------------------------------------------------------------
+    async def connected(self, identity: Identity, client_id: str, transport: str) -> None:
+        await self._connection("connected", identity, client_id, transport)
+
+    async def disconnected(self, identity: Identity, client_id: str) -> None:
+        await self._connection("disconnected", identity, client_id, None)
+
+    async def _connection(self, event: str, identity: Identity, client_id: str, transport: str | None) -> None:
+        value = {"event": event, "kind": identity.kind, "id": identity.id, "client_id": client_id,
+                 "node": self.node, "transport": transport, "ts": now_ms()}
+        await self._bus.publish(CONNECTIONS, identity.id.encode(), orjson.dumps(value))
+
     async def inbox_subscribed(self, user_id: str, conn: object) -> None:
         inbox = self._inboxes.setdefault(user_id, _Inbox())
         inbox.conns[id(conn)] = conn

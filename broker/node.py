@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 class NodeHooks(Protocol):
     """What the node reports to the chat gateway. Calls for one connection come in order."""
 
+    async def connected(self, identity: Identity, client_id: str, transport: str) -> None:
+        """A client authenticated (``transport`` is ``tcp`` or ``ws``)."""
+
+    async def disconnected(self, identity: Identity, client_id: str) -> None:
+        """An authenticated client's connection ended (cleanly or not)."""
+
     async def inbox_subscribed(self, user_id: str, conn: object) -> None:
         """Connection ``conn`` of ``user_id`` now receives ``users/{id}/inbox``."""
 
@@ -111,11 +117,12 @@ class ChatBroker(Broker):  # type: ignore[misc]
         await super().shutdown()
 
     # --- replaced amqtt paths ------------------------------------------------------
-    async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
+    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
         identity = await self._authenticator.authenticate(session.username, session.password)
         if identity is None:
             return False
         self._identities[id(session)] = (session, identity)
+        await self._hooks.connected(identity, session.client_id or "", str(listener.get("type", "tcp")))
         return True
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
@@ -153,6 +160,9 @@ class ChatBroker(Broker):  # type: ignore[misc]
         try:
             await super()._handle_disconnect(client_session, handler, disconnect_waiter)
         finally:
+            identity = self.identity(client_session)
+            if identity is not None:
+                await self._hooks.disconnected(identity, client_session.client_id or "")
             if client_session.clean_session:  # a persistent session keeps its identity for its next connect
                 self._identities.pop(id(client_session), None)
             user = self._inbox_conns.pop(handler, None)

@@ -16,11 +16,12 @@ from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.node import ChatBroker
 from chatmq.bus.memory import MemoryBus
 from chatmq.services.api.app import create_app
+from chatmq.services.connections import ConnectionFollower
 from chatmq.services.group_router import GroupRouter
 from chatmq.services.notices import BusNotifier, NoticeWorker
 from chatmq.services.outlet import Outlet
 from chatmq.services.router import Router
-from chatmq.services.sessions import SessionRegistry
+from chatmq.services.sessions import ConnectionTable, SessionRegistry
 from chatmq.services.storage import ReplayService
 from chatmq.services.store.sqlite import SQLiteStore
 from chatmq.settings import Settings
@@ -47,6 +48,7 @@ class EmbeddedServer:
         self.bus = MemoryBus(default_partitions=s.bus_partitions)
         self.tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl)
         self.registry = SessionRegistry()
+        self.connections = ConnectionTable()
         self.outlet = Outlet(self.bus, self.registry, self.store)
         self.gateway = NodeGateway(self.bus, s.node, s.max_payload)
         self.workers = [
@@ -54,6 +56,7 @@ class EmbeddedServer:
             Router(self.bus, self.store, self.outlet),
             GroupRouter(self.bus, self.store, self.outlet),
             NoticeWorker(self.bus, self.outlet),
+            ConnectionFollower(self.bus, self.connections),
             self.gateway,
         ]
         self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()

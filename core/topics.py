@@ -7,6 +7,8 @@
 * ``chat.deliver.<node>`` (key: user): ``{"user", "envs": [...], "replay": null|"page"|"done", "epoch"}``.
 * ``chat.notices`` (key: first user): ``{"users": [...], "env": <inbox envelope>}`` from the API.
 * ``chat.telemetry`` (key: device): ``{"device", "owner", "reading": {...}, "ts"}``.
+* ``chat.connections`` (key: user or device): ``{"event": "connected"|"disconnected", "kind":
+  "user"|"device", "id", "client_id", "node", "transport": "tcp"|"ws"|null, "ts"}``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ GROUP_OUTBOX = "chat.group-outbox"
 PRESENCE = "chat.presence"
 NOTICES = "chat.notices"
 TELEMETRY = "chat.telemetry"
+CONNECTIONS = "chat.connections"
 
 
 def deliver_topic(node: str) -> str:
@@ -27,5 +30,5 @@ def deliver_topic(node: str) -> str:
 
 def topic_specs(partitions: int, nodes: list[str]) -> list[TopicSpec]:
     """Every topic chatmq uses, for ``Bus.ensure_topics``."""
-    names = [OUTBOX, GROUP_OUTBOX, NOTICES, TELEMETRY] + [deliver_topic(n) for n in nodes]
+    names = [OUTBOX, GROUP_OUTBOX, NOTICES, TELEMETRY, CONNECTIONS] + [deliver_topic(n) for n in nodes]
     return [TopicSpec(n, partitions) for n in names] + [TopicSpec(PRESENCE, partitions, compacted=False)]

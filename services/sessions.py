@@ -47,3 +47,38 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._by_user)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One live MQTT connection, as ``chat.connections`` reported it."""
+
+    kind: str  # "user" | "device"
+    id: str
+    client_id: str
+    node: str
+    transport: str
+    since: int  # ms
+
+
+class ConnectionTable:
+    """Live connections by (node, client id), from ``chat.connections`` records applied in order."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], Connection] = {}
+
+    def apply(self, record: dict[str, Any]) -> None:
+        key = (record["node"], record["client_id"])
+        if record["event"] == "connected":
+            self._by_key[key] = Connection(record["kind"], record["id"], record["client_id"], record["node"],
+                                           record.get("transport") or "tcp", int(record["ts"]))
+        else:
+            current = self._by_key.get(key)
+            if current is not None and current.id == record["id"]:
+                del self._by_key[key]
+
+    def all(self) -> list[Connection]:
+        return sorted(self._by_key.values(), key=lambda c: c.since)
+
+    def of(self, principal_id: str) -> list[Connection]:
+        return [c for c in self.all() if c.id == principal_id]

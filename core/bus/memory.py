@@ -45,7 +45,7 @@ class MemoryBus(Bus):
     a partition holds at most ``max_backlog`` unconsumed records, the oldest beyond are dropped
     and counted in ``dropped`` (the store, not the bus, holds every acknowledged message)."""
 
-    def __init__(self, default_partitions: int = 8, max_backlog: int = 1_000_000) -> None:
+    def __init__(self, default_partitions: int = 8, max_backlog: int = 100_000) -> None:
         self._default_partitions = default_partitions
         self._max_backlog = max_backlog
         self.dropped = 0

@@ -29,3 +29,22 @@ def test_stale_online_is_ignored() -> None:
     assert not r.apply(ev("online", "u1", "n1", 10))
     assert r.node_of("u1") == "n2"
     assert len(r) == 1
+
+
+def conn(event: str, cid: str, who: str = "u1", node: str = "n1", ts: int = 1) -> dict[str, object]:
+    return {"event": event, "kind": "user", "id": who, "client_id": cid, "node": node, "transport": "ws", "ts": ts}
+
+
+def test_connection_table() -> None:
+    from chatmq.services.sessions import ConnectionTable
+
+    t = ConnectionTable()
+    t.apply(conn("connected", "phone", ts=1))
+    t.apply(conn("connected", "laptop", ts=2))
+    t.apply(conn("connected", "x", who="u2", ts=3))
+    assert [c.client_id for c in t.of("u1")] == ["phone", "laptop"]
+    t.apply(conn("disconnected", "phone"))
+    assert [c.client_id for c in t.all()] == ["laptop", "x"]
+    t.apply(conn("connected", "laptop", who="u3", ts=4))  # client id taken over by another user
+    t.apply(conn("disconnected", "laptop", who="u1"))  # late disconnect of the old one
+    assert [(c.id, c.transport) for c in t.of("u3")] == [("u3", "ws")]
