@@ -226,6 +226,14 @@ def build_receipt(status: Literal["delivered", "read"], ids: Iterable[str]) -> E
 # --------------------------------------------------------------------------- client
 
 
+def release_sockets(client: mqtt.Client) -> None:
+    """Close the wake-up socket pair paho 2.x opens in ``loop_start`` and leaves open after
+    ``loop_stop`` (it is otherwise closed only when the client is garbage-collected)."""
+    reset = getattr(client, "_reset_sockets", None)
+    if callable(reset):
+        reset(sockpair_only=True)
+
+
 class ChatClient:
     """A chat user's client: REST for accounts/contacts/groups/history, MQTT for messaging.
 
@@ -563,6 +571,7 @@ class ChatClient:
         except Exception:  # pragma: no cover - paho may refuse when never connected
             log.debug("disconnect failed", exc_info=True)
         self.mqtt.loop_stop()
+        release_sockets(self.mqtt)
 
     def _publish(self, envelope: Envelope | bytes) -> None:
         payload = envelope if isinstance(envelope, bytes) else orjson.dumps(envelope)

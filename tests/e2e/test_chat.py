@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.harness import ServerProcess, Users
+from tests.e2e.harness import RawClient, ServerProcess, Users
 
 TIMEOUT = 15
 
@@ -113,18 +113,23 @@ def test_receipt_for_someone_elses_message_is_ignored(users: Users) -> None:
     assert [r["from"] for r in read] == [bob.uid]
 
 
-def test_repeated_client_id_is_delivered_once(users: Users) -> None:
-    alice, bob = users(), users(auto_delivered=False)
+def test_repeated_client_id_is_delivered_once(server: ServerProcess, users: Users) -> None:
+    alice, bob = users(), users(connect=False)
     first = alice.wait_ack(alice.send(bob.uid, "once", client_id="fixed-1"), TIMEOUT)
     alice.acks.clear()
     second = alice.wait_ack(alice.send(bob.uid, "once", client_id="fixed-1"), TIMEOUT)
     assert first["id"] == second["id"]
     alice.wait_ack(alice.send(bob.uid, "marker"), TIMEOUT)
-    raw: list[bytes | bytearray] = []
-    bob.mqtt.on_message = lambda c, u, m: raw.append(m.payload)  # count every inbox PUBLISH
-    bob.disconnect()
-    bob.connect()
-    bob.wait_for(lambda: len(raw) >= 2, TIMEOUT)
+    # a bare subscriber sees every PUBLISH the server sends, with no client-side de-duplication
+    inbox = RawClient(server, bob.uid, bob.access_token)
+    try:
+        inbox.wait(lambda: inbox.connack)
+        inbox.client.subscribe(f"users/{bob.uid}/inbox", 1)
+        inbox.wait(lambda: any(m.get("body") == {"text": "marker"} for m in inbox.inbox))
+        messages = [m for m in inbox.inbox if m["type"] == "message"]
+        assert [m["body"]["text"] for m in messages] == ["once", "marker"]
+    finally:
+        inbox.close()
     history = bob.history(alice.uid)["messages"]
     assert [m["body"] for m in history] == [{"text": "marker"}, {"text": "once"}]
 

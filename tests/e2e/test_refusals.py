@@ -2,65 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import jwt
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.e2e.harness import ServerProcess, Users
+from tests.e2e.harness import RawClient, ServerProcess, Users
 
 TIMEOUT = 15
-
-
-class RawClient:
-    """A bare paho client for protocol-level checks."""
-
-    def __init__(self, server: ServerProcess, username: str, password: str, transport: str = "tcp") -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{time.monotonic_ns()}",
-                                  transport=transport)  # type: ignore[arg-type]
-        if transport == "websockets":
-            self.client.ws_set_options(path="/mqtt")
-        self.client.username_pw_set(username, password)
-        self.connack: ReasonCode | None = None
-        self.granted: list[ReasonCode] = []
-        self.inbox: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        port = server.ws_port if transport == "websockets" else server.mqtt_port
-        self.client.connect(server.host, port)
-        self.client.loop_start()
-
-    def _on_connect(self, c: mqtt.Client, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-        with self._cond:
-            self.connack = rc
-            self._cond.notify_all()
-
-    def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
-        with self._cond:
-            self.granted = rcs
-            self._cond.notify_all()
-
-    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._cond:
-            self.inbox.append(orjson.loads(msg.payload))
-            self._cond.notify_all()
-
-    def wait(self, predicate: Any, timeout: float = TIMEOUT) -> Any:
-        with self._cond:
-            assert self._cond.wait_for(predicate, timeout), "timed out"
-            return predicate()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ def test_pending_messages_survive_a_restart(tmp_path: Path) -> None:
         for cid in sent:
             alice.wait_ack(cid, TIMEOUT)
         alice.close()
+        bob.close()
         assert server.stop(signal.SIGINT) == 0
         assert "stopped" in server.log()
 

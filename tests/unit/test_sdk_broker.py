@@ -26,7 +26,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from paho.mqtt.enums import CallbackAPIVersion
 
-from chatmq.devices.sdk import ChatClient, NotAuthorizedError
+from chatmq.devices.sdk import ChatClient, NotAuthorizedError, release_sockets
 
 SERVER_SECRET = "fake-server-secret"
 VALID_TOKENS: set[str] = {SERVER_SECRET}
@@ -155,6 +155,7 @@ class FakeChatServer:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        release_sockets(self.client)
 
     def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
         client.subscribe("users/+/outbox", qos=1)
