@@ -284,6 +284,18 @@ def _text_of(body: Any) -> str:
     return orjson.dumps(body).decode()
 
 
+def learn_sender(client: ChatClient, profile: Profile, envelope: Envelope) -> None:
+    """Look up the username of an envelope's unknown sender once, so lines show names, not ids."""
+    sender = envelope.get("from")
+    if not isinstance(sender, str) or sender == profile.user_id or sender in profile.contacts.values():
+        return
+    try:
+        found = client.user(sender)
+    except ChatClientError:
+        return
+    profile.contacts[str(found["username"])] = sender
+
+
 def format_envelope(envelope: Envelope, profile: Profile) -> tuple[str, bool]:
     """One display line for an inbox envelope and whether it belongs on stderr."""
     kind = envelope.get("type")
@@ -442,6 +454,7 @@ def listen(
                     if client.fatal_error is not None:
                         raise client.fatal_error from None
                     continue
+                learn_sender(client, prof, envelope)
                 line, err = format_envelope(envelope, prof)
                 _show(line, err)
                 if envelope.get("type") == "message":
@@ -476,6 +489,7 @@ def chat(
         peer_id = None if group else _resolve_user(client, prof, profile, target)
 
         def shown(envelope: Envelope) -> None:
+            learn_sender(client, prof, envelope)
             line, err = format_envelope(envelope, prof)
             _show(line, err)
             if envelope.get("type") == "message" and (

@@ -495,6 +495,11 @@ class ChatClient:
         data: dict[str, Any] = self._request("GET", "/users/me")
         return data
 
+    def user(self, user_id: str) -> dict[str, Any]:
+        """``GET /users/{user_id}``: ``{user_id, username, display_name}``."""
+        data: dict[str, Any] = self._request("GET", f"/users/{user_id}")
+        return data
+
     def contacts(self, usernames: Iterable[str]) -> dict[str, str]:
         """``POST /contacts/sync``: the registered ones among ``usernames``, as ``{username: user_id}``."""
         data = self._request("POST", "/contacts/sync", json={"usernames": list(usernames)})

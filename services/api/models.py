@@ -63,6 +63,14 @@ class TokenResponse(BaseModel):
 
 
 # users and contacts ------------------------------------------------------------
+class PublicUserOut(BaseModel):
+    """``GET /users/{user_id}``: what any user may see of another."""
+
+    user_id: str
+    username: str
+    display_name: str | None
+
+
 class UserOut(BaseModel):
     """``GET /users/me``; ``created_at`` is in ms since the epoch."""
 

@@ -9,6 +9,7 @@ from chatmq.services.api.errors import not_found
 from chatmq.services.api.models import (
     ContactsSyncRequest,
     ContactsSyncResponse,
+    PublicUserOut,
     PushTokenOut,
     PushTokenRequest,
     UserOut,
@@ -21,6 +22,15 @@ router = APIRouter(tags=["users"])
 async def me(user: CurrentUser) -> UserOut:
     """The caller's profile."""
     return UserOut.of(user)
+
+
+@router.get("/users/{user_id}", response_model=PublicUserOut)
+async def user_profile(user_id: str, user: CurrentUser, ctx: Ctx) -> PublicUserOut:
+    """Another user's public profile (username and display name), so clients can show names."""
+    found = await ctx.store.get_user(user_id)
+    if found is None:
+        raise not_found("no such user")
+    return PublicUserOut(user_id=found.user_id, username=found.username, display_name=found.display_name)
 
 
 @router.post("/contacts/sync", response_model=ContactsSyncResponse)

@@ -6,7 +6,7 @@ API tests: ``api`` is an ``ApiHarness`` (a real ``SQLiteStore`` in ``tmp_path``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from chatmq import ids
 from chatmq.auth import TokenService, hash_secret
 from chatmq.services.api import create_app
 from chatmq.services.store.sqlite import SQLiteStore
+from tests.unit.test_sdk_broker import BrokerThread, FakeChatServer
 
 TOKEN_KEY = "x" * 40
 PASSWORD = "correct horse battery"
@@ -71,3 +72,19 @@ async def api(tmp_path: Path) -> AsyncIterator[ApiHarness]:
             yield ApiHarness(client, store, tokens, notifier)
     finally:
         await store.stop()
+
+
+# an in-process amqtt broker with a fake chat server on it (tests/unit/test_sdk_broker.py)
+@pytest.fixture
+def broker() -> Iterator[BrokerThread]:
+    b = BrokerThread()
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def server(broker: BrokerThread) -> Iterator[FakeChatServer]:
+    s = FakeChatServer(broker.port)
+    yield s
+    s.close()

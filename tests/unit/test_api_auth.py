@@ -332,3 +332,16 @@ async def test_a_failing_store_is_503(api: ApiHarness) -> None:
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
     assert r.json() == {"detail": "storage is unavailable, try again"}
+
+
+# other users' public profiles -----------------------------------------------------
+async def test_public_profile_of_another_user(api: ApiHarness) -> None:
+    alice = await api.user("alice")
+    bob = await api.user("bob", display_name="Bob B.")
+    r = await api.client.get(f"{V1}/users/{bob}", headers=api.auth(alice))
+    assert r.status_code == 200
+    assert r.json() == {"user_id": bob, "username": "bob", "display_name": "Bob B."}
+    assert "password" not in r.text
+    missing = await api.client.get(f"{V1}/users/u0000000000000000", headers=api.auth(alice))
+    assert missing.status_code == 404
+    assert (await api.client.get(f"{V1}/users/{bob}")).status_code == 401

@@ -11,7 +11,6 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -320,19 +319,6 @@ def test_logout() -> None:
 # ------------------------------------------------------------------ commands against a broker
 
 
-@pytest.fixture
-def broker() -> Iterator[BrokerThread]:
-    b = BrokerThread()
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def server(broker: BrokerThread) -> Iterator[FakeChatServer]:
-    s = FakeChatServer(broker.port)
-    yield s
-    s.close()
 
 
 def logged_in(api: FakeApi, user_id: str, username: str, name: str = "default", **changes: Any) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,19 +199,6 @@ class FakeChatServer:
             return [i for uid, r in self.receipts if uid == user_id and r["status"] == status for i in r["ids"]]
 
 
-@pytest.fixture
-def broker() -> Iterator[BrokerThread]:
-    b = BrokerThread()
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def server(broker: BrokerThread) -> Iterator[FakeChatServer]:
-    s = FakeChatServer(broker.port)
-    yield s
-    s.close()
 
 
 def user(broker: BrokerThread, user_id: str, token: str, **kwargs: Any) -> ChatClient:

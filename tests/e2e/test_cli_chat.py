@@ -1,0 +1,60 @@
+"""The README's two-terminal chat: ``chatmq client`` commands as subprocesses against ``chatmq serve``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.harness import ServerProcess
+
+
+def cli(server: ServerProcess, *args: str, transport_ws: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "chatmq.cli", "client", *args, "--server", server.api_url]
+    if args[0] in ("send", "listen", "chat"):
+        cmd += ["--mqtt-port", str(server.ws_port if transport_ws else server.mqtt_port)]
+        if transport_ws:
+            cmd.append("--ws")
+    return cmd
+
+
+def run(cmd: list[str], home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHATMQ_HOME": str(home)}
+    return subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_two_terminals_chat(server: ServerProcess, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for name in ("carla", "dmitri"):
+        assert run(cli(server, "register", name, "--password", f"{name}-secret"), home).returncode == 0
+        r = run(cli(server, "login", name, "--password", f"{name}-secret", "--profile", name), home)
+        assert r.returncode == 0, r.stderr
+    env = {**os.environ, "CHATMQ_HOME": str(home)}
+    listener = subprocess.Popen(cli(server, "listen", "--profile", "carla", "--count", "3", "--timeout", "40"),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        sent = run(cli(server, "send", "carla", "hello carla", "--profile", "dmitri"), home)
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith("sent ")
+        ws = run(cli(server, "send", "carla", "over websocket", "--profile", "dmitri", transport_ws=True), home)
+        assert ws.returncode == 0, ws.stderr
+        chat = run(cli(server, "chat", "carla", "--profile", "dmitri"), home, stdin="typed line\n")
+        assert chat.returncode == 0, chat.stderr
+        out, err = listener.communicate(timeout=45)
+    finally:
+        listener.kill()
+    assert listener.returncode == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "dmitri: hello carla", "dmitri: over websocket", "dmitri: typed line"]
+
+
+def test_send_without_login_is_a_clear_error(server: ServerProcess, tmp_path: Path) -> None:
+    home = tmp_path / "empty"
+    r = run(cli(server, "send", "nobody", "hi", "--profile", "ghost"), home)
+    assert r.returncode == 1
+    assert "log in" in r.stderr.lower() or "not logged in" in r.stderr.lower()
+    assert "Traceback" not in r.stderr
