@@ -28,7 +28,7 @@ from amqtt.session import Session
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.identity import Identity, inbox_topic, may_publish, may_receive, may_subscribe
 from chatmq.broker.ratelimit import TokenBucket
-from chatmq.envelopes import EnvelopeError, dumps, error_envelope
+from chatmq.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ class ChatBroker(Broker):  # type: ignore[misc]
         if bucket is None:
             bucket = self._buckets[handler] = TokenBucket(self._rate, self._burst)
         if not bucket.take():
-            self._refuse(identity, handler, EnvelopeError("rate_limited", "too many messages; slow down"))
+            self._refuse(identity, handler, EnvelopeError("rate_limited", "too many messages; slow down",
+                                                          client_id_of(data)))
             return True
         try:
             await self._hooks.published(identity, topic, data)

@@ -22,11 +22,25 @@ HostOpt = Annotated[str | None, typer.Option(help="Address to bind [CHATMQ_HOST]
 MqttPortOpt = Annotated[int | None, typer.Option(help="MQTT over TCP port [CHATMQ_MQTT_PORT].")]
 
 
+class _BadHandshakeFilter(logging.Filter):
+    """websockets logs every malformed handshake (a client's fault) as an ERROR with a traceback;
+    keep one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "opening handshake failed":
+            cause = record.exc_info[1] if record.exc_info else None
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "rejected a bad WebSocket handshake: %s", (cause,), None, None)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions", "websockets", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("websockets.server").addFilter(_BadHandshakeFilter())
 
 
 def _load(config: Path | None, **overrides: Any) -> Settings:

@@ -71,7 +71,7 @@ def parse_outbox(payload: bytes, max_payload: int) -> MessageIn | ReceiptIn:
         raise EnvelopeError("invalid_envelope", f"payload is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise EnvelopeError("invalid_envelope", "envelope must be a JSON object")
-    client_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    client_id = raw["id"] if isinstance(raw.get("id"), str) else None
     if raw.get("type") not in ("message", "receipt"):
         raise EnvelopeError("invalid_envelope", "field 'type' must be 'message' or 'receipt'", client_id)
     try:
@@ -80,6 +80,16 @@ def parse_outbox(payload: bytes, max_payload: int) -> MessageIn | ReceiptIn:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"][1:]) or "envelope"
         raise EnvelopeError("invalid_envelope", f"{where}: {err['msg']}", client_id) from exc
+
+
+def client_id_of(payload: bytes) -> str | None:
+    """The ``id`` of an outbox payload when it can be read, else None (for answering refusals)."""
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def dumps(envelope: dict[str, Any]) -> bytes:

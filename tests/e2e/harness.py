@@ -149,7 +149,8 @@ class ServerProcess:
 
 
 def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
-    """Start a server in ``tmp``; stop it afterwards and check that it stopped cleanly."""
+    """Start a server in ``tmp``; stop it afterwards and check that it stopped cleanly and logged
+    no traceback (bad input must be answered, never crash a task)."""
     server = ServerProcess(tmp / "data", tmp / "server.log", env=dict(env))
     server.start()
     try:
@@ -157,6 +158,7 @@ def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
     finally:
         code = server.stop()
         assert code == 0, f"server exit code {code}:\n{server.log()[-4000:]}"
+        assert "Traceback" not in server.log(), server.log()[-8000:]
 
 
 Users = Callable[..., Peer]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -113,3 +114,21 @@ def test_payload_over_the_limit_is_too_large(users: Users) -> None:
     assert cid not in alice.acks
     alice.wait_ack(alice.send(bob.uid, "small"), TIMEOUT)
     assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "small"}]
+
+
+def test_garbage_on_the_mqtt_and_websocket_ports_harms_no_one(server: ServerProcess, users: Users) -> None:
+    import socket
+
+    alice, bob = users(), users()
+    junk = [b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", b"\x30\xff\xff\xff\xff\x0f", bytes(range(256)),
+            b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00",  # CONNECT, no credentials
+            b"\x82\x08\x00\x01\x00\x03a/b\x01"]  # SUBSCRIBE before CONNECT
+    for port in (server.mqtt_port, server.ws_port):
+        for payload in junk:
+            with socket.create_connection((server.host, port), timeout=5) as s:
+                s.sendall(payload)
+                s.settimeout(0.5)
+                with contextlib.suppress(OSError):
+                    s.recv(64)
+    alice.wait_ack(alice.send(bob.uid, "still fine"), TIMEOUT)
+    assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "still fine"}]

@@ -40,3 +40,12 @@ def test_too_large() -> None:
     with pytest.raises(EnvelopeError) as info:
         parse_outbox(b"x" * 101, 100)
     assert info.value.code == "too_large"
+
+
+def test_client_id_of() -> None:
+    from chatmq.envelopes import client_id_of
+
+    assert client_id_of(b'{"id":"c9","type":"message"}') == "c9"
+    assert client_id_of(b'{"id":5}') is None
+    assert client_id_of(b"[]") is None
+    assert client_id_of(b"\xff") is None

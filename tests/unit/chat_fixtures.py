@@ -1,0 +1,219 @@
+"""Shared helpers of the chat-service unit tests (router, group router, replay, gateway, outlet, notices).
+
+Everything here is real: a started ``MemoryBus`` with every chatmq topic declared, a real
+``SQLiteStore`` in the test's ``tmp_path``, a real ``SessionRegistry`` and ``Outlet``. A
+``Probe`` is a separate consumer group that reads what lands on topics (by default the
+delivery topics of both nodes), so the services' own consumer groups are left alone.
+
+Outbox records are built the way ``NodeGateway.published`` builds them (the envelope is
+parsed by ``parse_outbox`` and dumped back), so the services see exactly what a node sends.
+Each test module wraps ``open_chat`` in its own small fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chatmq import ids
+from chatmq.bus.base import Record
+from chatmq.bus.memory import MemoryBus, MemoryConsumer
+from chatmq.envelopes import dumps, message_envelope, parse_outbox
+from chatmq.services.outlet import Outlet
+from chatmq.services.sessions import SessionRegistry
+from chatmq.services.store.base import NewMessage, PendingItem
+from chatmq.services.store.sqlite import SQLiteStore
+from chatmq.topics import GROUP_OUTBOX, NOTICES, OUTBOX, PRESENCE, deliver_topic, topic_specs
+
+NODE = "n1"
+OTHER_NODE = "n2"
+NODES = [NODE, OTHER_NODE]
+PARTITIONS = 8
+MAX_PAYLOAD = 64 * 1024
+
+_offsets = itertools.count()
+
+
+def record(topic: str, key: str, value: dict[str, Any]) -> Record:
+    """A record as a consumer would get it (for calling ``process`` directly)."""
+    return Record(topic, 0, next(_offsets), key.encode(), orjson.dumps(value))
+
+
+def message(client_id: str, *, to: str | None = None, group: str | None = None, text: str = "hi") -> dict[str, Any]:
+    """An outbox ``message`` envelope as a client sends it."""
+    env: dict[str, Any] = {"type": "message", "id": client_id, "body": {"text": text}}
+    if to is not None:
+        env["to"] = to
+    if group is not None:
+        env["group"] = group
+    return env
+
+
+def receipt(status: str, server_ids: list[str]) -> dict[str, Any]:
+    """An outbox ``receipt`` envelope as a client sends it."""
+    return {"type": "receipt", "status": status, "ids": server_ids}
+
+
+def outbox_record(sender: str, env: dict[str, Any], node: str = NODE) -> Record:
+    """The bus record ``NodeGateway.published`` makes of ``env`` from ``sender`` on ``node``."""
+    parsed = parse_outbox(dumps(env), MAX_PAYLOAD).model_dump()
+    value = {"from": sender, "node": node, "env": parsed}
+    if parsed["type"] == "receipt":
+        return record(OUTBOX, sender, value)
+    if parsed["group"] is not None:
+        return record(GROUP_OUTBOX, parsed["group"], value)
+    return record(OUTBOX, ids.conversation_key(sender, parsed["to"]), value)
+
+
+def presence_record(event: str, user: str, node: str = NODE, epoch: int = 1) -> Record:
+    """A ``chat.presence`` record as the gateway publishes it."""
+    return record(PRESENCE, user, {"event": event, "user": user, "node": node, "epoch": epoch})
+
+
+def notices_record(users: list[str], env: dict[str, Any]) -> Record:
+    """A ``chat.notices`` record as ``BusNotifier`` publishes it."""
+    return record(NOTICES, users[0], {"users": users, "env": env})
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One record of a ``chat.deliver.<node>`` topic."""
+
+    node: str
+    key: str
+    user: str
+    envs: list[dict[str, Any]]
+    replay: str | None
+    epoch: int | None
+
+
+class Probe:
+    """A consumer in its own group that collects what lands on ``topics``."""
+
+    def __init__(self, bus: MemoryBus, topics: list[str], group: str = "probe") -> None:
+        self.consumer: MemoryConsumer = bus.consumer(group, topics)
+        self.records: list[Record] = []
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def drain(self) -> list[Record]:
+        """Everything that arrived since the last call (in order per partition)."""
+        got = await self.consumer.getmany(timeout=0, max_records=10_000)
+        if got:
+            await self.consumer.commit(got)
+        self.records.extend(got)
+        return got
+
+    async def wait_for(self, count: int, timeout: float = 3.0) -> list[Record]:
+        """Wait until at least ``count`` records arrived since the last call; return them."""
+        got: list[Record] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(got) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"expected {count} records, got {len(got)}: {got}")
+            batch = await self.consumer.getmany(timeout=min(remaining, 0.05), max_records=10_000)
+            if batch:
+                await self.consumer.commit(batch)
+                got.extend(batch)
+        self.records.extend(got)
+        return got
+
+
+def as_delivery(r: Record) -> Delivery:
+    item = orjson.loads(r.value)
+    node = r.topic.removeprefix("chat.deliver.")
+    return Delivery(node, r.key.decode(), item["user"], item["envs"], item.get("replay"), item.get("epoch"))
+
+
+def envs_of(deliveries: list[Delivery], user: str, node: str | None = None) -> list[dict[str, Any]]:
+    """Every envelope sent to ``user`` (on ``node``, or any node), in order."""
+    return [e for d in deliveries if d.user == user and (node is None or d.node == node) for e in d.envs]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
+    """Poll ``check`` until it holds (AssertionError after ``timeout`` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+class Chat:
+    """The real parts every chat-service test uses, started."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.bus = MemoryBus(default_partitions=PARTITIONS)
+        self.store = SQLiteStore(tmp_path / "db")
+        self.registry = SessionRegistry()
+        self.outlet = Outlet(self.bus, self.registry, self.store)
+        self.probe = Probe(self.bus, [deliver_topic(n) for n in NODES])
+        self._names = itertools.count()
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.bus.ensure_topics(topic_specs(PARTITIONS, NODES))
+        await self.store.start()
+        await self.probe.start()
+
+    async def stop(self) -> None:
+        await self.probe.stop()
+        await self.store.stop()
+        await self.bus.stop()
+
+    async def user(self, name: str | None = None) -> str:
+        """A new registered user; returns its id."""
+        username = name or f"user{next(self._names)}"
+        created = await self.store.create_user(ids.user_id(), username, "not-a-real-hash", None)
+        return created.user_id
+
+    def online(self, user: str, node: str = NODE, epoch: int = 1) -> None:
+        """Tell the registry that ``user`` is on ``node``."""
+        assert self.registry.apply({"event": "online", "user": user, "node": node, "epoch": epoch})
+
+    async def deliveries(self) -> list[Delivery]:
+        """The delivery records that arrived since the last call."""
+        return [as_delivery(r) for r in await self.probe.drain()]
+
+    async def wait_deliveries(self, count: int, timeout: float = 3.0) -> list[Delivery]:
+        """Wait for at least ``count`` delivery records since the last call."""
+        return [as_delivery(r) for r in await self.probe.wait_for(count, timeout)]
+
+    async def pending(self, user: str) -> list[PendingItem]:
+        return await self.store.pending(user, 0, 10_000)
+
+    async def commit_message(self, sender: str, to: str, client_id: str, text: str = "hi") -> str:
+        """A 1:1 message committed straight into the store (pending for ``to``); returns its server id."""
+        sid, ts = ids.server_id(), ids.now_ms()
+        env = message_envelope(sid, client_id, sender, to, None, {"text": text}, ts)
+        [result] = await self.store.accept_messages([
+            NewMessage(sid, client_id, sender, to, None, ids.conversation_key(sender, to), {"text": text}, ts,
+                       {to: env})
+        ])
+        assert not result.duplicate
+        return sid
+
+
+@asynccontextmanager
+async def open_chat(tmp_path: Path) -> AsyncIterator[Chat]:
+    """A started ``Chat``, stopped on exit."""
+    chat = Chat(tmp_path)
+    await chat.start()
+    try:
+        yield chat
+    finally:
+        await chat.stop()
