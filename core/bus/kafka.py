@@ -1,0 +1,155 @@
+"""``KafkaBus``: the bus on Apache Kafka through aiokafka (cluster mode).
+
+* Topics are created from their ``TopicSpec`` at start (``ensure_topics``), with the
+  configured replication factor; compacted topics get ``cleanup.policy=compact``.
+* The producer is idempotent with ``acks=all``: ``publish`` returns once the record is
+  committed to every in-sync replica. Records are keyed; Kafka's partitioner keeps one
+  key on one partition, so a conversation keeps its order.
+* Consumers join their group with auto-commit off and ``auto_offset_reset=earliest``;
+  ``commit`` stores the position after the given records (at-least-once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from chatmq.bus.base import Bus, Consumer, Record, TopicSpec
+from chatmq.errors import BusClosedError, BusError
+
+log = logging.getLogger(__name__)
+
+
+def _require_aiokafka() -> Any:
+    try:
+        import aiokafka
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BusError("the Kafka bus needs aiokafka: pip install 'chatmq[cluster]'") from exc
+    return aiokafka
+
+
+class KafkaBus(Bus):
+    """A connection to a Kafka cluster at ``bootstrap`` (``host:port[,host:port…]``)."""
+
+    def __init__(self, bootstrap: str, *, replication_factor: int = 1, client_id: str = "chatmq",
+                 linger_ms: int = 2) -> None:
+        self._bootstrap = bootstrap
+        self._replication = replication_factor
+        self._client_id = client_id
+        self._linger_ms = linger_ms
+        self._producer: Any = None
+
+    async def start(self) -> None:
+        aiokafka = _require_aiokafka()
+        self._producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all",
+            enable_idempotence=True, linger_ms=self._linger_ms,
+        )
+        try:
+            await self._producer.start()
+        except Exception as exc:
+            self._producer = None
+            raise BusError(f"cannot reach Kafka at {self._bootstrap}: {exc}") from exc
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def ensure_topics(self, specs: list[TopicSpec]) -> None:
+        _require_aiokafka()
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=f"{self._client_id}-admin")
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(s.name, s.partitions, self._replication,
+                         topic_configs={"cleanup.policy": "compact"} if s.compacted else {})
+                for s in specs if s.name not in existing
+            ]
+            if wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another process made them meanwhile
+                    await admin.create_topics(wanted)
+                log.info("created Kafka topics: %s", ", ".join(t.name for t in wanted))
+        finally:
+            await admin.close()
+
+    def _live_producer(self) -> Any:
+        if self._producer is None:
+            raise BusClosedError("Kafka bus is not running")
+        return self._producer
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        try:
+            await self._live_producer().send_and_wait(topic, value, key=key)
+        except BusClosedError:
+            raise
+        except Exception as exc:
+            raise BusError(f"publish to {topic} failed: {exc}") from exc
+
+    async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+        producer = self._live_producer()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in items]
+            for future in futures:
+                await future
+        except Exception as exc:
+            raise BusError(f"publish to {topic} failed: {exc}") from exc
+
+    def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
+        return KafkaConsumer(self._bootstrap, group, topics, self._client_id)
+
+
+class KafkaConsumer(Consumer):
+    """A member of a Kafka consumer group."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str) -> None:
+        self._bootstrap = bootstrap
+        self.group = group
+        self.topics = topics
+        self._client_id = client_id
+        self._consumer: Any = None
+
+    async def start(self) -> None:
+        aiokafka = _require_aiokafka()
+        self._consumer = aiokafka.AIOKafkaConsumer(
+            *self.topics, bootstrap_servers=self._bootstrap, group_id=self.group, client_id=self._client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        try:
+            await self._consumer.start()
+        except Exception as exc:
+            self._consumer = None
+            raise BusError(f"cannot join group {self.group} at {self._bootstrap}: {exc}") from exc
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def getmany(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+        if self._consumer is None:
+            raise BusClosedError("consumer is not running")
+        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        out: list[Record] = []
+        for tp, records in batches.items():
+            out.extend(Record(tp.topic, tp.partition, r.offset, r.key or b"", r.value or b"") for r in records)
+        return out
+
+    async def commit(self, records: list[Record]) -> None:
+        if self._consumer is None:
+            raise BusClosedError("consumer is stopped")
+        from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+        latest: dict[tuple[str, int], int] = {}
+        for r in records:
+            latest[(r.topic, r.partition)] = max(latest.get((r.topic, r.partition), -1), r.offset + 1)
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in latest.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:
+            raise BusError(f"commit for group {self.group} failed: {exc}") from exc
