@@ -30,14 +30,21 @@ class BusWorker(abc.ABC):
         self.topics = topics
         self._consumer: Consumer | None = None
         self._tasks = Supervisor(type(self).__name__)
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
         self.processed = 0
 
     async def start(self) -> None:
+        self._stopping = False
         self._consumer = self._bus.consumer(self.group, self.topics)
         await self._consumer.start()
-        self._tasks.spawn(self._run(self._consumer), "loop")
+        self._loop = self._tasks.spawn(self._run(self._consumer), "loop")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the batch in hand and commit it (waiting up to ``grace`` seconds), then leave the group."""
+        self._stopping = True
+        if self._loop is not None and not self._loop.done():
+            await asyncio.wait([self._loop], timeout=grace)
         await self._tasks.stop()
         if self._consumer is not None:
             await self._consumer.stop()
@@ -54,9 +61,9 @@ class BusWorker(abc.ABC):
         """Handle a batch, in order per partition; raise to have it retried."""
 
     async def _run(self, consumer: Consumer) -> None:
-        while True:
+        while not self._stopping:
             try:
-                records = await consumer.getmany(timeout=1.0, max_records=500)
+                records = await consumer.getmany(timeout=0.2, max_records=500)
             except BusClosedError:
                 return
             if not records:
