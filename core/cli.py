@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatmq.errors import ConfigError
+from chatmq.errors import ChatMQError, ConfigError
 from chatmq.settings import Settings
 
 app = typer.Typer(help="chatmq: chat and device messaging over MQTT.", no_args_is_help=True,
@@ -78,8 +78,8 @@ def serve(
 
     try:
         _run(EmbeddedServer(settings).run_until_signalled())
-    except OSError as exc:
-        typer.echo(f"chatmq: cannot start: {exc}", err=True)
+    except (ChatMQError, OSError) as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
         raise typer.Exit(1) from exc
 
 

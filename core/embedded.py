@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 
 import uvicorn
+from amqtt.errors import BrokerError
 
 from chatmq.auth import TokenService
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.node import ChatBroker
 from chatmq.bus.memory import MemoryBus
+from chatmq.errors import ChatMQError
 from chatmq.services.api.app import create_app
 from chatmq.services.connections import ConnectionFollower
 from chatmq.services.group_router import GroupRouter
@@ -36,6 +39,15 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _bind(what: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket for ``what``; ``ChatMQError`` naming the address when it is taken."""
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise ChatMQError(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class EmbeddedServer:
@@ -65,9 +77,21 @@ class EmbeddedServer:
             app, host=s.host, port=s.http_port, log_level="warning", lifespan="off", access_log=False,
         ))
         self._http_task: asyncio.Task[None] | None = None
+        self._http_socket: socket.socket | None = None
 
     async def start(self) -> None:
+        """Bring everything up; on any failure stop what started and raise ``ChatMQError`` saying why."""
+        try:
+            await self._start()
+        except Exception as exc:
+            await self.stop()
+            if isinstance(exc, ChatMQError):
+                raise
+            raise ChatMQError(f"cannot start: {exc}") from exc
+
+    async def _start(self) -> None:
         s = self.settings
+        http_socket = self._http_socket = _bind("REST API", s.host, s.http_port)
         await self.store.start()
         await self.bus.start()
         await self.bus.ensure_topics(topic_specs(s.bus_partitions, [s.node]))
@@ -79,14 +103,18 @@ class EmbeddedServer:
             rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
         )
         self.gateway.attach(self.broker)
-        await self.broker.start()
+        try:
+            await self.broker.start()
+        except BrokerError as exc:
+            cause = exc.__cause__ or exc
+            raise ChatMQError(f"MQTT listeners on {s.host} (ports {s.mqtt_port}, {s.ws_port}): {cause}") from exc
         log.info("MQTT over TCP listening on mqtt://%s:%d", s.host, s.mqtt_port)
         log.info("MQTT over WebSocket listening on ws://%s:%d%s", s.host, s.ws_port, s.ws_path)
-        self._http_task = asyncio.create_task(self._http.serve(), name="http")
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[http_socket]), name="http")
         while not self._http.started:
             if self._http_task.done():
                 await self._http_task
-                raise RuntimeError(f"REST API could not listen on {s.host}:{s.http_port}")
+                raise ChatMQError(f"REST API could not start on {s.host}:{s.http_port}")
             await asyncio.sleep(0.02)
         log.info("REST API listening on http://%s:%d/api/v1", s.host, s.http_port)
         log.info("data in %s; ready", s.data_dir.resolve())
@@ -98,6 +126,8 @@ class EmbeddedServer:
             self._http.should_exit = True
             with contextlib.suppress(Exception):
                 await self._http_task
+        if self._http_socket is not None:
+            self._http_socket.close()
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.shutdown()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
 
 import orjson
 
@@ -20,7 +19,7 @@ from chatmq.envelopes import receipt_envelope
 from chatmq.ids import conversation_key
 from chatmq.services.acceptance import Acceptor, Submission
 from chatmq.services.outlet import Outlet
-from chatmq.services.store import Store
+from chatmq.services.store import Group, Store, StoredMessage
 from chatmq.services.worker import BusWorker
 from chatmq.topics import OUTBOX
 
@@ -55,22 +54,25 @@ class Router(BusWorker):
         await self._acceptor.accept(batch)
 
     async def _receipt(self, user: str, status: str, ids: list[str]) -> None:
+        """A receipt counts for messages addressed to ``user``: a 1:1 message to them, a group
+        message still pending for them (even after they left the group), or a message of a group
+        they are a member of (members may read the group's whole history)."""
         messages = await self._store.get_messages(ids)
-        groups: dict[str, bool] = {}
-        allowed: list[Any] = []
+        # a delivered receipt confirms the user's own pending copies: those were addressed to them
+        confirmed = set(await self._store.remove_pending(user, ids)) if status == "delivered" else set()
+        groups: dict[str, Group | None] = {}
+        allowed: list[StoredMessage] = []
         for m in messages:
-            if m.group is not None:
-                if m.group not in groups:
-                    g = await self._store.get_group(m.group)
-                    groups[m.group] = g is not None and g.is_member(user)
-                if groups[m.group] and m.sender != user:
-                    allowed.append(m)
-            elif m.to == user:
+            if m.sender == user:
+                continue
+            if m.server_id in confirmed or (m.group is None and m.to == user):
                 allowed.append(m)
-        if not allowed:
-            return
-        if status == "delivered":
-            await self._store.remove_pending(user, [m.server_id for m in allowed])
+            elif m.group is not None:
+                if m.group not in groups:
+                    groups[m.group] = await self._store.get_group(m.group)
+                group = groups[m.group]
+                if group is not None and group.is_member(user):
+                    allowed.append(m)
         by_sender: dict[str, list[str]] = defaultdict(list)
         for m in allowed:
             by_sender[m.sender].append(m.server_id)

@@ -1,8 +1,11 @@
 """``BusWorker``: the consume → process → commit loop every service runs.
 
 A batch is committed only after ``process`` returned. When ``process`` raises, the
-batch is retried after a pause; a record that keeps failing is logged and skipped
-after ``max_attempts`` so one poisoned record cannot stop everyone else's messages.
+batch is retried after a pause; after ``max_attempts`` its records are tried one at a
+time: a record failing with a retriable error (``ChatMQError.retriable``: the store or
+bus is away) is retried until it succeeds, any other failing record is logged and
+skipped, so one poisoned record cannot stop everyone else's messages. A refused
+commit (the partitions moved to another member) leaves the records to their new owner.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import asyncio
 import logging
 
 from chatmq.bus.base import Bus, Consumer, Record
-from chatmq.errors import BusClosedError
+from chatmq.errors import BusClosedError, BusError
 from chatmq.tasks import Supervisor
 
 log = logging.getLogger(__name__)
+
+
+class _Abandoned(Exception):
+    """Raised inside the loop to give up a batch without committing it (the worker is stopping)."""
 
 
 class BusWorker(abc.ABC):
@@ -68,8 +75,18 @@ class BusWorker(abc.ABC):
                 return
             if not records:
                 continue
-            await self._process_with_retries(records)
-            await consumer.commit(records)
+            try:
+                await self._process_with_retries(records)
+            except _Abandoned:
+                return  # stopping mid-retry: not committed, the next owner of the partitions takes over
+            try:
+                await consumer.commit(records)
+            except BusClosedError:
+                return
+            except BusError as exc:  # e.g. the partitions moved to another member meanwhile
+                log.warning("%s: commit refused (%s); the partitions' new owner processes them again",
+                            type(self).__name__, exc)
+                continue
             self.processed += len(records)
 
     async def _process_with_retries(self, records: list[Record]) -> None:
@@ -82,10 +99,24 @@ class BusWorker(abc.ABC):
             except Exception:
                 log.exception("%s: batch of %d failed (attempt %d)", type(self).__name__, len(records), attempt)
                 await asyncio.sleep(self.retry_pause * attempt)
-        # isolate the poisoned record(s): process one at a time, skipping failures
+        # isolate the failure: one record at a time. A retriable error (the store or bus is away)
+        # is retried with capped backoff until it clears; any other skips that record only.
         for record in records:
-            try:
-                await self.process([record])
-            except Exception:
-                log.exception("%s: skipping record %s/%d@%d", type(self).__name__,
-                              record.topic, record.partition, record.offset)
+            attempt = 0
+            while True:
+                try:
+                    await self.process([record])
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not getattr(exc, "retriable", False):
+                        log.exception("%s: skipping record %s/%d@%d", type(self).__name__,
+                                      record.topic, record.partition, record.offset)
+                        break
+                    if self._stopping:
+                        raise _Abandoned from exc
+                    attempt += 1
+                    log.warning("%s: %s; retrying record %s/%d@%d", type(self).__name__, exc,
+                                record.topic, record.partition, record.offset)
+                    await asyncio.sleep(min(5.0, self.retry_pause * attempt))

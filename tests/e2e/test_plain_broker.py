@@ -35,7 +35,12 @@ def test_plain_broker_relays_anonymous_clients(tmp_path: Path) -> None:
         clients += [sub, pub]
         subscribed = threading.Event()
         sub.on_subscribe = lambda *a: subscribed.set()
-        sub.on_message = lambda c, u, m: (got.append(m.payload), arrived.set())
+
+        def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+            got.append(bytes(m.payload))
+            arrived.set()
+
+        sub.on_message = on_message
         sub.connect("127.0.0.1", port)
         sub.loop_start()
         sub.subscribe("sensors/#", 1)
