@@ -35,12 +35,26 @@ class _BadHandshakeFilter(logging.Filter):
         return True
 
 
+class _NoTracebackFilter(logging.Filter):
+    """Drops the traceback of one known message whose cause chatmq reports in a line of its own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self._message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == self._message:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions", "websockets", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("websockets.server").addFilter(_BadHandshakeFilter())
+    logging.getLogger("amqtt.broker").addFilter(_NoTracebackFilter("Broker startup failed"))
 
 
 def _load(config: Path | None, **overrides: Any) -> Settings:

@@ -48,3 +48,24 @@ def test_listener_lines_are_logged(server: ServerProcess) -> None:
     assert f"mqtt://{server.host}:{server.mqtt_port}" in log
     assert f"ws://{server.host}:{server.ws_port}/mqtt" in log
     assert f"http://{server.host}:{server.http_port}/api/v1" in log
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.e2e.harness import free_port
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for flag in ("--http-port", "--mqtt-port"):
+            args = {"--http-port": str(free_port()), "--mqtt-port": str(free_port()), "--ws-port": str(free_port())}
+            args[flag] = str(port)
+            r = subprocess.run([sys.executable, "-m", "chatmq.cli", "serve", "--data-dir", str(tmp_path / "d"),
+                                *[x for kv in args.items() for x in kv]],
+                               capture_output=True, text=True, timeout=60, check=False)
+            assert r.returncode == 1
+            assert f"{port}" in r.stderr
+            assert "in use" in r.stderr
+            assert "Traceback" not in r.stderr
