@@ -26,6 +26,10 @@
 #   nginx/               prefix, generated nginx.conf, temp paths; vm/ victoria-metrics' data
 # `down` keeps all of it; delete the folder to start from scratch.
 #
+# Kafka's command-line tools are in the same jars, e.g.
+#   java -cp "$dir/kafka/lib/*" org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --list
+# (also ConsoleProducer, consumer.ConsoleConsumer, ClusterTool, GetOffsetShell under org.apache.kafka.tools).
+#
 # Environment (defaults in brackets):
 #   CHATMQ_SERVICES_DIR            [<repo>/.services]
 #   CHATMQ_KAFKA_PORT              [9092]   client (PLAINTEXT) listener
@@ -88,18 +92,19 @@ show_log_tail() { # file [lines]
   fi
 }
 
-# Run a long step with its output in a log file, printing a line every 15 s meanwhile.
+# Run a long step with its output appended to a log file, printing a line every 15 s meanwhile.
 run_logged() { # label logfile cmd...
   local label=$1 logf=$2; shift 2
   local t0; t0=$(now)
   say "$label (output: $logf) ..."
-  "$@" >"$logf" 2>&1 &
+  printf '\n==== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$logf"
+  "$@" >>"$logf" 2>&1 9>&- &
   local pid=$! next=15 waited=0 rc=0
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
     waited=$((waited + 1))
     if [ "$waited" -ge "$next" ]; then
-      say "  ... still $label (${waited}s)"
+      say "  ... still at it (${waited}s; last output: $(tail -n 1 "$logf" | cut -c1-100))"
       next=$((next + 15))
     fi
   done
@@ -108,7 +113,7 @@ run_logged() { # label logfile cmd...
     show_log_tail "$logf" 40
     die "$label failed (exit $rc); see $logf"
   fi
-  say "$label: done in $(since "$t0")"
+  say "  done in $(since "$t0")"
 }
 
 as_root() {
@@ -126,6 +131,16 @@ apt_install() { # packages...
   fi
   run_logged "apt-get install $*" "$dir/logs/apt-install.log" \
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# A live process: not gone, and not a zombie waiting for its parent (here pid 1, which may
+# take a second or two) to reap it.
+alive() { # pid
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
 }
 
 pidfile() { printf '%s/run/%s.pid' "$dir" "$1"; }
@@ -149,7 +164,7 @@ running_pid() { # service
   [ -s "$f" ] || return 1
   pid=$(cat "$f")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   local cmd
   cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ $cmd == *"$(marker "$1")"* ]] || return 1
@@ -178,9 +193,11 @@ spawn() { # service cmd...
   lf=$(logfile "$name")
   rm -f "$pf"
   printf '\n==== %s: %s starting: %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$lf"
-  setsid bash -c 'echo $$ >"$1"; shift; exec nohup "$@"' spawn "$pf" "$@" </dev/null >>"$lf" 2>&1 &
-  local i
-  for i in $(seq 50); do [ -s "$pf" ] && break; sleep 0.1; done
+  # 9>&-: the server must not inherit the lock of this script (see main).
+  # shellcheck disable=SC2016 # $$ and $@ are the inner shell's
+  setsid bash -c 'echo $$ >"$1"; shift; exec nohup "$@"' spawn "$pf" "$@" </dev/null >>"$lf" 2>&1 9>&- &
+  local _
+  for _ in $(seq 50); do [ -s "$pf" ] && break; sleep 0.1; done
   [ -s "$pf" ] || die "$name: could not start (no pid file $pf)"
 }
 
@@ -202,7 +219,7 @@ probe() { # service
 stop_pid() { # service pid
   local name=$1 pid=$2 waited=0
   kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if [ "$waited" -ge $((STOP_TIMEOUT * 10)) ]; then
       warn "$name (pid $pid) still running ${STOP_TIMEOUT}s after SIGTERM: sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
@@ -224,7 +241,7 @@ wait_ready() { # service pid t0
       say "$name: ready in $(since "$t0") — $out"
       return 0
     fi
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       rm -f "$(pidfile "$name")"
       show_log_tail "$(logfile "$name")" 40
       die "$name exited during startup (last check: $out); see $(logfile "$name")"
@@ -292,7 +309,8 @@ kafka_install() {
     "$dir/logs/kafka-install.log" \
     mvn -B -q -f "$pom" dependency:copy-dependencies -DoutputDirectory="$lib" -DincludeScope=runtime
   ls "$lib"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka: no kafka_2.13 jar in $lib after Maven"
-  say "kafka: $(ls "$lib"/*.jar | wc -l) jars, $(basename "$(ls "$lib"/kafka_2.13-*.jar)")"
+  local jars=("$lib"/*.jar) main=("$lib"/kafka_2.13-*.jar)
+  say "kafka: ${#jars[@]} jars, $(basename "${main[0]}")"
   echo "$want" >"$stamp"
 }
 

@@ -45,13 +45,13 @@ class _Reader:
         self.data = data
         self.pos = 0
 
-    def take(self, fmt: str):
+    def take(self, fmt: str) -> int:
         size = struct.calcsize(fmt)
         if self.pos + size > len(self.data):
             raise ProbeError("short Kafka response")
         (value,) = struct.unpack_from(fmt, self.data, self.pos)
         self.pos += size
-        return value
+        return int(value)
 
     def string(self) -> str | None:
         n = self.take(">h")
