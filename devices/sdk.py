@@ -651,7 +651,8 @@ class ChatClient:
     # ------------------------------------------------------------------ waiting
 
     def wait_for(self, predicate: Callable[[], T], timeout: float) -> T:
-        """Block until ``predicate()`` (checked whenever an envelope arrives) is truthy; return it.
+        """Block until ``predicate()`` (checked whenever an envelope arrives or the connection state
+        changes) is truthy; return it.
 
         Raises ``ChatTimeoutError`` after ``timeout`` seconds.
         """
@@ -712,7 +713,9 @@ class ChatClient:
     def _set_connected(self, value: bool) -> None:
         if self.connected == value:
             return
-        self.connected = value
+        with self._cond:  # wake wait_for() predicates that look at the connection state
+            self.connected = value
+            self._cond.notify_all()
         self._safe_call(self.on_connection_change, value)
 
     def _on_mqtt_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:

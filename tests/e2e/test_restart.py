@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.harness import Peer, ServerProcess
 
 TIMEOUT = 15
+
+
+def poll(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def client(server: ServerProcess, name: str, register: bool = True) -> Peer:
@@ -69,3 +78,27 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
             assert f"{port}" in r.stderr
             assert "in use" in r.stderr
             assert "Traceback" not in r.stderr
+
+
+def test_clients_reconnect_by_themselves_after_a_restart(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+    server.start()
+    alice, bob = client(server, "alice"), client(server, "bob")
+    changes: list[bool] = []
+    try:
+        alice.connect()
+        bob.on_connection_change = changes.append
+        bob.connect()
+        assert server.stop(signal.SIGTERM) == 0
+        poll(lambda: not bob.connected, TIMEOUT)
+        server.start()
+        # neither client is told to connect again: paho's backoff brings both back
+        poll(lambda: bob.connected and alice.connected, 40)
+        sent = alice.send(bob.uid, "after the restart")
+        alice.wait_ack(sent, TIMEOUT)
+        assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "after the restart"}]
+        assert changes[:3] == [True, False, True]
+    finally:
+        alice.close()
+        bob.close()
+        assert server.stop(signal.SIGTERM) == 0
