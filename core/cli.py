@@ -120,9 +120,11 @@ def broker(
 
 
 def _mount_client() -> None:
+    from chatmq.devices.bench_broker import app as bench_app
     from chatmq.devices.cli import app as client_app
 
     app.add_typer(client_app, name="client", help="Chat from the command line (register, login, send, listen).")
+    app.add_typer(bench_app, name="bench", help="Benchmarks, side by side with Mosquitto.")
 
 
 _mount_client()
