@@ -23,7 +23,7 @@ import orjson
 
 from chatmq.broker.identity import Identity
 from chatmq.bus.base import Bus, Record
-from chatmq.envelopes import EnvelopeError, MessageIn, dumps, parse_outbox
+from chatmq.envelopes import MessageIn, dumps, parse_object, parse_outbox
 from chatmq.ids import conversation_key, now_ms
 from chatmq.services.worker import BusWorker
 from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
@@ -118,14 +118,7 @@ class NodeGateway(BusWorker):
             await self._bus.publish(OUTBOX, identity.id.encode(), record)
 
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
-        if len(payload) > self._max_payload:
-            raise EnvelopeError("too_large", "reading exceeds the payload limit")
-        try:
-            reading = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise EnvelopeError("invalid_envelope", f"reading is not valid JSON: {exc}") from exc
-        if not isinstance(reading, dict):
-            raise EnvelopeError("invalid_envelope", "reading must be a JSON object")
+        reading = parse_object(payload, self._max_payload, "reading")
         record = {"device": identity.id, "owner": identity.owner, "reading": reading, "ts": now_ms()}
         await self._bus.publish(TELEMETRY, identity.id.encode(), orjson.dumps(record))
 

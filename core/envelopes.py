@@ -61,16 +61,23 @@ OutboxEnvelope = Annotated[MessageIn | ReceiptIn, Field(discriminator="type")]
 _outbox_adapter: TypeAdapter[MessageIn | ReceiptIn] = TypeAdapter(OutboxEnvelope)
 
 
-def parse_outbox(payload: bytes, max_payload: int) -> MessageIn | ReceiptIn:
-    """Parse one outbox payload; raise ``EnvelopeError`` with code ``too_large`` or ``invalid_envelope``."""
+def parse_object(payload: bytes, max_payload: int, what: str = "envelope") -> dict[str, Any]:
+    """A JSON object of at most ``max_payload`` bytes; ``EnvelopeError`` (``too_large`` or
+    ``invalid_envelope``) naming ``what`` otherwise."""
     if len(payload) > max_payload:
-        raise EnvelopeError("too_large", f"payload of {len(payload)} bytes exceeds the limit of {max_payload}")
+        raise EnvelopeError("too_large", f"{what} of {len(payload)} bytes exceeds the limit of {max_payload}")
     try:
         raw = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise EnvelopeError("invalid_envelope", f"payload is not valid JSON: {exc}") from exc
+        raise EnvelopeError("invalid_envelope", f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise EnvelopeError("invalid_envelope", "envelope must be a JSON object")
+        raise EnvelopeError("invalid_envelope", f"{what} must be a JSON object")
+    return raw
+
+
+def parse_outbox(payload: bytes, max_payload: int) -> MessageIn | ReceiptIn:
+    """Parse one outbox payload; raise ``EnvelopeError`` with code ``too_large`` or ``invalid_envelope``."""
+    raw = parse_object(payload, max_payload)
     client_id = raw["id"] if isinstance(raw.get("id"), str) else None
     if raw.get("type") not in ("message", "receipt"):
         raise EnvelopeError("invalid_envelope", "field 'type' must be 'message' or 'receipt'", client_id)

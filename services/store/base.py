@@ -16,6 +16,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatmq.ids import now_ms
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -26,6 +28,12 @@ class User:
     created_at: int  # ms
     disabled: bool = False
     is_admin: bool = False
+
+    @classmethod
+    def new(cls, user_id: str, username: str, password_hash: str, display_name: str | None,
+            is_admin: bool = False) -> User:
+        """A user being registered now (not disabled)."""
+        return cls(user_id, username, display_name, password_hash, now_ms(), False, is_admin)
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,15 +366,7 @@ class MongoStore(Store):
         is_admin: bool = False,
     ) -> User:
         """Insert a user; ``ConflictError`` when the username (or the user id) is taken."""
-        user = User(
-            user_id=user_id,
-            username=username,
-            display_name=display_name,
-            password_hash=password_hash,
-            created_at=now_ms(),
-            disabled=False,
-            is_admin=is_admin,
-        )
+        user = User.new(user_id, username, password_hash, display_name, is_admin)
         users = self._coll("users")
         with _mongo_errors():
             try:
