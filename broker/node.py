@@ -106,6 +106,22 @@ class ChatBroker(Broker):  # type: ignore[misc]
             self._deliveries.add(task)
             task.add_done_callback(self._delivery_done)
 
+    async def kick(self, client_id: str) -> bool:
+        """Close the live connection with MQTT client id ``client_id``; False when there is none."""
+        entry = self._sessions.get(client_id)
+        if entry is None or entry[0].transitions.state != "connected":
+            return False
+        await self._stop_handler(entry[1])
+        return True
+
+    async def kick_principal(self, principal_id: str) -> int:
+        """Close every live connection of a user or device id, and of the user's devices."""
+        doomed = [
+            session.client_id for session, identity in list(self._identities.values())
+            if principal_id in (identity.id, identity.owner) and session.client_id
+        ]
+        return sum([await self.kick(client_id) for client_id in doomed])
+
     def _delivery_done(self, task: asyncio.Future[Any]) -> None:
         self._deliveries.discard(task)
         if not task.cancelled() and task.exception() is not None:

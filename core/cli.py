@@ -119,6 +119,38 @@ def broker(
     _run(run_plain_broker(settings.host, settings.mqtt_port))
 
 
+admin_app = typer.Typer(help="Operators' tasks.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("create")
+def admin_create(
+    username: Annotated[str, typer.Argument(help="Username: [a-z0-9_.-]{3,32}.")],
+    password: Annotated[str, typer.Option(envvar="CHATMQ_ADMIN_PASSWORD", prompt=True, hide_input=True,
+                                          confirmation_prompt=True, help="Password (8+ characters).")],
+    config: ConfigOpt = None,
+    data_dir: Annotated[Path | None, typer.Option(help="SQLite data folder [CHATMQ_DATA_DIR].")] = None,
+) -> None:
+    """Create the first admin (or make an existing user an admin) in the embedded store."""
+    import re
+
+    settings = _load(config, data_dir=data_dir)
+    if not re.fullmatch(r"[a-z0-9_.-]{3,32}", username):
+        typer.echo("chatmq: usernames are 3-32 characters of a-z 0-9 _ . -", err=True)
+        raise typer.Exit(2)
+    if len(password) < 8:
+        typer.echo("chatmq: the password needs at least 8 characters", err=True)
+        raise typer.Exit(2)
+    from chatmq.admin import ensure_admin
+
+    try:
+        user_id, created = asyncio.run(ensure_admin(settings.data_dir, username, password))
+    except ChatMQError as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{'created admin' if created else 'made admin'} {username} ({user_id})")
+
+
 def _mount_client() -> None:
     from chatmq.devices.bench_broker import app as bench_app
     from chatmq.devices.cli import app as client_app

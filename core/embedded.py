@@ -24,7 +24,7 @@ from chatmq.services.group_router import GroupRouter
 from chatmq.services.notices import BusNotifier, NoticeWorker
 from chatmq.services.outlet import Outlet
 from chatmq.services.router import Router
-from chatmq.services.sessions import ConnectionTable, SessionRegistry
+from chatmq.services.sessions import Connection, ConnectionTable, SessionRegistry
 from chatmq.services.storage import ReplayService
 from chatmq.services.store.sqlite import SQLiteStore
 from chatmq.settings import Settings
@@ -50,6 +50,27 @@ def _bind(what: str, host: str, port: int) -> socket.socket:
     return sock
 
 
+class _LocalControl:
+    """``SessionControl`` for the one node of the embedded server."""
+
+    def __init__(self, server: EmbeddedServer) -> None:
+        self._server = server
+
+    def sessions(self) -> list[Connection]:
+        return self._server.connections.all()
+
+    async def kick(self, client_id: str) -> bool:
+        broker = self._server.broker
+        return broker is not None and await broker.kick(client_id)
+
+    async def kick_principal(self, principal_id: str) -> int:
+        broker = self._server.broker
+        return 0 if broker is None else await broker.kick_principal(principal_id)
+
+    def online_users(self) -> int:
+        return len(self._server.registry)
+
+
 class EmbeddedServer:
     """``start()`` brings every part up in dependency order; ``stop()`` takes them down in reverse."""
 
@@ -72,7 +93,7 @@ class EmbeddedServer:
             self.gateway,
         ]
         self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()
-        app = create_app(self.store, self.tokens, BusNotifier(self.bus))
+        app = create_app(self.store, self.tokens, BusNotifier(self.bus), control=_LocalControl(self))
         self._http = _Uvicorn(uvicorn.Config(
             app, host=s.host, port=s.http_port, log_level="warning", lifespan="off", access_log=False,
         ))

@@ -6,7 +6,15 @@ from fastapi import APIRouter, FastAPI
 
 import chatmq
 from chatmq.auth import TokenService
-from chatmq.services.api import auth_routes, devices_routes, groups_routes, health_routes, users_routes
+from chatmq.services.api import (
+    admin_routes,
+    auth_routes,
+    devices_routes,
+    groups_routes,
+    health_routes,
+    users_routes,
+)
+from chatmq.services.api.control import SessionControl
 from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
@@ -16,17 +24,19 @@ from chatmq.services.store.base import Store
 API_PREFIX = "/api/v1"
 
 
-def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100) -> FastAPI:
+def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
+               control: SessionControl | None = None) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
-    inboxes, ``max_page`` bounds the ``limit`` of history pages.
+    inboxes, ``max_page`` bounds the ``limit`` of history pages, ``control`` (when given)
+    lets the operator API list and close live sessions.
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
     app = FastAPI(title="chatmq", version=chatmq.__version__,
                   description="REST API of chatmq: accounts, contacts, devices, groups and history.")
-    app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page)
+    app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control)
     install_error_handlers(app)
 
     v1 = APIRouter(prefix=API_PREFIX)
@@ -35,6 +45,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(devices_routes.router)
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
+    v1.include_router(admin_routes.router)
     app.include_router(v1)
     app.include_router(health_routes.router)
     return app

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatmq.auth import TokenService
 from chatmq.errors import AuthError
+from chatmq.services.api.control import SessionControl
 from chatmq.services.api.errors import forbidden, unauthorized
 from chatmq.services.api.notifier import Notifier
 from chatmq.services.store.base import Store, User
@@ -26,6 +27,7 @@ class ApiContext:
     tokens: TokenService
     notifier: Notifier
     max_page: int
+    control: SessionControl | None = None
 
     async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
         """Send an event to ``user_ids`` (each once). The change it reports is already committed,

@@ -17,6 +17,7 @@ import pytest
 from chatmq import ids
 from chatmq.auth import TokenService, hash_secret
 from chatmq.services.api import create_app
+from chatmq.services.sessions import Connection
 from chatmq.services.store.sqlite import SQLiteStore
 from tests.unit.test_sdk_broker import BrokerThread, FakeChatServer
 
@@ -38,6 +39,29 @@ class RecordingNotifier:
         return [c for c in self.calls if c[1].get("type") == "event" and c[1].get("event") == name]
 
 
+class FakeControl:
+    """A ``SessionControl`` over a list of connections; kicking removes them."""
+
+    def __init__(self) -> None:
+        self.connections: list[Connection] = []
+
+    def sessions(self) -> list[Connection]:
+        return list(self.connections)
+
+    async def kick(self, client_id: str) -> bool:
+        before = len(self.connections)
+        self.connections = [c for c in self.connections if c.client_id != client_id]
+        return len(self.connections) < before
+
+    async def kick_principal(self, principal_id: str) -> int:
+        before = len(self.connections)
+        self.connections = [c for c in self.connections if c.id != principal_id]
+        return before - len(self.connections)
+
+    def online_users(self) -> int:
+        return len({c.id for c in self.connections if c.kind == "user"})
+
+
 @dataclass
 class ApiHarness:
     """Everything an API test touches."""
@@ -46,6 +70,7 @@ class ApiHarness:
     store: SQLiteStore
     tokens: TokenService
     notifier: RecordingNotifier
+    control: FakeControl
     _hash: list[str] = field(default_factory=list)
 
     async def user(self, username: str, *, admin: bool = False, display_name: str | None = None) -> str:
@@ -66,10 +91,11 @@ async def api(tmp_path: Path) -> AsyncIterator[ApiHarness]:
     await store.start()
     tokens = TokenService(TOKEN_KEY, 900, 3600)
     notifier = RecordingNotifier()
-    app = create_app(store, tokens, notifier)
+    control = FakeControl()
+    app = create_app(store, tokens, notifier, control=control)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield ApiHarness(client, store, tokens, notifier)
+            yield ApiHarness(client, store, tokens, notifier, control)
     finally:
         await store.stop()
 
