@@ -128,7 +128,7 @@ async def small_page_api(api: ApiHarness) -> AsyncIterator[ApiHarness]:
     tokens = TokenService(TOKEN_KEY, 900, 3600)
     app = create_app(api.store, tokens, RecordingNotifier(), max_page=10)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        yield ApiHarness(client, api.store, tokens, RecordingNotifier())
+        yield ApiHarness(client, api.store, tokens, RecordingNotifier(), api.control)
 
 
 async def test_max_page_bounds_the_limit_and_the_default(small_page_api: ApiHarness) -> None:
