@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: install everything the tests need, lint, type-check, test.
-# Extra arguments go to pytest (e.g. -k e2e).
+# The whole check, as CI runs it: install everything the tests need (Python packages; Kafka and
+# FerretDB through scripts/services.sh), lint, type-check, test. Extra arguments go to pytest
+# (e.g. -k e2e). CHATMQ_SKIP_SERVICES=1 skips the servers (and so the cluster-marked tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHATMQ_EXTRAS=test scripts/bootstrap.sh
@@ -8,6 +9,13 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 PYTHON=.venv/bin/python scripts/typecheck.sh
+echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol)"
+if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo; then
+  export CHATMQ_KAFKA_BOOTSTRAP="127.0.0.1:${CHATMQ_KAFKA_PORT:-9092}"
+  export CHATMQ_MONGO_URL="mongodb://127.0.0.1:${CHATMQ_MONGO_PORT:-27017}"
+else
+  echo "WARNING: Kafka/MongoDB servers are not running: the cluster-marked tests will be skipped" >&2
+fi
 echo "== pytest"
 mkdir -p test-artifacts
 set +e
