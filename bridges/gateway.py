@@ -132,15 +132,16 @@ class NodeGateway(BusWorker):
             await self._deliver(orjson.loads(record.value))
 
     async def _deliver(self, item: dict[str, Any]) -> None:
+        if "users" in item:  # a group fan-out: one envelope for several members on this node
+            for user in item["users"]:
+                await self._live(user, [{**item["env"], "to": user}])
+            return
         inbox = self._inboxes.get(item["user"])
         if inbox is None:
             return  # not on this node (any more): messages stay pending in the store
         user, envs, replay = item["user"], item["envs"], item.get("replay")
         if replay is None:
-            if inbox.replaying:
-                inbox.held.extend(envs)
-            else:
-                await self._send(user, envs)
+            await self._live(user, envs)
             return
         if item.get("epoch") != inbox.epoch:
             return  # a replay superseded by a newer subscription: that one's replay follows
@@ -151,6 +152,16 @@ class NodeGateway(BusWorker):
             held = [e for e in inbox.held if e.get("type") != "message" or e.get("id") not in inbox.replayed]
             inbox.replaying, inbox.held, inbox.replayed = False, [], set()
             await self._send(user, held)
+
+    async def _live(self, user: str, envs: list[dict[str, Any]]) -> None:
+        """Live deliveries: held back while the user's replay is under way, sent otherwise."""
+        inbox = self._inboxes.get(user)
+        if inbox is None:
+            return  # not on this node (any more): messages stay pending in the store
+        if inbox.replaying:
+            inbox.held.extend(envs)
+        else:
+            await self._send(user, envs)
 
     async def _send(self, user: str, envs: list[dict[str, Any]]) -> None:
         if self._sink is None:

@@ -115,9 +115,10 @@ def ack_envelope(client_id: str, server_id: str, ts: int) -> dict[str, Any]:
 
 
 def message_envelope(
-    server_id: str, client_id: str, sender: str, to: str, group: str | None, body: dict[str, Any], ts: int
+    server_id: str, client_id: str, sender: str, to: str | None, group: str | None, body: dict[str, Any], ts: int
 ) -> dict[str, Any]:
-    """``message`` as delivered to recipient ``to`` (a group message carries ``group``)."""
+    """``message`` as delivered to recipient ``to`` (a group message carries ``group``; ``to`` is None
+    only in a fan-out template, which the node completes per member)."""
     return {
         "type": "message", "id": server_id, "client_id": client_id, "from": sender,
         "to": to, "group": group, "body": body, "ts": ts,

@@ -4,7 +4,8 @@
   ``{"from": user_id, "node": node, "env": <outbox envelope>}`` — 1:1 messages and receipts.
 * ``chat.group-outbox`` (key: group id): the same record for group messages.
 * ``chat.presence`` (key: user): ``{"event": "online"|"offline", "user", "node", "epoch"}``.
-* ``chat.deliver.<node>`` (key: user): ``{"user", "envs": [...], "replay": null|"page"|"done", "epoch"}``.
+* ``chat.deliver.<node>`` (key: user): ``{"user", "envs": [...], "replay": null|"page"|"done", "epoch"}``;
+  or (key: group) a group fan-out ``{"users": [members on that node], "env": <message without "to">}``.
 * ``chat.notices`` (key: first user): ``{"users": [...], "env": <inbox envelope>}`` from the API.
 * ``chat.telemetry`` (key: device): ``{"device", "owner", "reading": {...}, "ts"}``.
 * ``chat.connections`` (key: user or device): ``{"event": "connected"|"disconnected", "kind":

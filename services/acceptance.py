@@ -54,10 +54,19 @@ class Acceptor:
         results = await self._store.accept_messages(news)
         acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         deliveries: list[tuple[str, dict[str, Any]]] = []
+        fan_outs: list[tuple[str, list[str], dict[str, Any]]] = []
         for sub, new, result in zip(subs, news, results, strict=True):
             acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
-            if not result.duplicate:
+            if result.duplicate:
+                continue
+            if sub.group is None:
                 deliveries.extend(new.envelopes.items())
+            elif sub.recipients:  # one record per node with the member list, not one per member
+                template = message_envelope(new.server_id, sub.client_id, sub.sender, None, sub.group, sub.body,
+                                            new.ts)
+                fan_outs.append((sub.group, sub.recipients, template))
         for (node, sender), envs in acks.items():
             await self._outlet.to_node(node, sender, envs)
         await self._outlet.deliver(deliveries)
+        for group, members, template in fan_outs:
+            await self._outlet.fan_out(group, members, template)

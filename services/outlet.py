@@ -46,6 +46,23 @@ class Outlet:
             ])
         return offline
 
+    async def fan_out(self, key: str, users: list[str], template: dict[str, Any]) -> list[str]:
+        """Send one group message to ``users``: one record per node carrying the member list and the
+        envelope without ``to`` (the node fills it in per member), keyed by ``key`` (the group) so the
+        group's order holds. Returns the offline users."""
+        by_node: dict[str, list[str]] = defaultdict(list)
+        offline: list[str] = []
+        for user in users:
+            node = self._registry.node_of(user)
+            if node is None:
+                offline.append(user)
+            else:
+                by_node[node].append(user)
+        for node, members in by_node.items():
+            await self._bus.publish(deliver_topic(node), key.encode(),
+                                    orjson.dumps({"users": members, "env": template}))
+        return offline
+
     async def notify(self, users: list[str], env: dict[str, Any]) -> None:
         """Send a receipt or event to ``users``; offline users get it on their next connect."""
         offline = await self.deliver([(u, env) for u in users])

@@ -132,10 +132,15 @@ class Probe:
         return got
 
 
-def as_delivery(r: Record) -> Delivery:
+def as_deliveries(r: Record) -> list[Delivery]:
+    """The per-user deliveries of one record; a group fan-out record is one per member, with the
+    ``to`` the node fills in."""
     item = orjson.loads(r.value)
     node = r.topic.removeprefix("chat.deliver.")
-    return Delivery(node, r.key.decode(), item["user"], item["envs"], item.get("replay"), item.get("epoch"))
+    if "users" in item:
+        return [Delivery(node, r.key.decode(), user, [{**item["env"], "to": user}], None, None)
+                for user in item["users"]]
+    return [Delivery(node, r.key.decode(), item["user"], item["envs"], item.get("replay"), item.get("epoch"))]
 
 
 def envs_of(deliveries: list[Delivery], user: str, node: str | None = None) -> list[dict[str, Any]]:
@@ -187,11 +192,19 @@ class Chat:
 
     async def deliveries(self) -> list[Delivery]:
         """The delivery records that arrived since the last call."""
-        return [as_delivery(r) for r in await self.probe.drain()]
+        return [d for r in await self.probe.drain() for d in as_deliveries(r)]
 
     async def wait_deliveries(self, count: int, timeout: float = 3.0) -> list[Delivery]:
-        """Wait for at least ``count`` delivery records since the last call."""
-        return [as_delivery(r) for r in await self.probe.wait_for(count, timeout)]
+        """Wait for at least ``count`` per-user deliveries since the last call."""
+        got: list[Delivery] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(got) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"expected {count} deliveries, got {len(got)}: {got}")
+            got += [d for r in await self.probe.wait_for(1, remaining) for d in as_deliveries(r)]
+        return got
 
     async def pending(self, user: str) -> list[PendingItem]:
         return await self.store.pending(user, 0, 10_000)

@@ -359,3 +359,22 @@ async def _until(check: Callable[[], bool]) -> None:
         return check()
 
     await eventually(holds)
+
+
+async def test_group_fan_out_fills_in_each_member_and_respects_replays(
+    gateway: NodeGateway, bus_probe: Probe, sink: RecordingSink
+) -> None:
+    carol = "uc-carol"
+    epoch = await _subscribe(gateway, bus_probe, ALICE, object())
+    await gateway.process([_done(ALICE, epoch)])
+    carol_epoch = await _subscribe(gateway, bus_probe, carol, object())  # carol's replay is under way
+    template = message_envelope("g1", "c-g1", BOB, None, "grp", {"text": "hi all"}, 1)
+    fan_out = record(deliver_topic(NODE), "grp", {"users": [ALICE, carol, "ud-not-here"], "env": template})
+
+    await gateway.process([fan_out])
+    assert sink.envs(ALICE) == [{**template, "to": ALICE}]
+    assert sink.envs(carol) == []  # held until carol's replay is done
+    assert sink.envs("ud-not-here") == []
+
+    await gateway.process([_done(carol, carol_epoch)])
+    assert sink.envs(carol) == [{**template, "to": carol}]

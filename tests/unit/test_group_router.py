@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from chatmq import ids
@@ -129,10 +130,29 @@ async def test_mixed_batch_keeps_order_and_refuses_only_the_bad_ones(chat: Chat,
     assert sorted((e["type"], e["client_id"]) for e in answers_a if e["type"] != "message") == [
         ("ack", "a1"), ("ack", "a3"), ("error", "a2")]
     assert [e["client_id"] for e in answers_a if e["type"] == "message"] == ["b2"]
-    assert [e["client_id"] for e in envs_of(deliveries, c)] == ["a1", "b1", "b2", "a3"]
-    assert [(e["client_id"], e["group"]) for e in envs_of(deliveries, c)] == [
-        ("a1", gid), ("b1", other), ("b2", gid), ("a3", gid)]
+    # order holds per conversation (each group's fan-out is keyed by the group)
+    got_c = envs_of(deliveries, c)
+    assert [e["client_id"] for e in got_c if e["group"] == gid] == ["a1", "b2", "a3"]
+    assert [e["client_id"] for e in got_c if e["group"] == other] == ["b1"]
+    assert all(e["to"] == c for e in got_c)
     assert [i.envelope["client_id"] for i in await chat.pending(c)] == ["a1", "b1", "b2", "a3"]
+
+
+async def test_a_group_message_is_one_record_per_node(chat: Chat, group_router: GroupRouter) -> None:
+    a = await chat.user()
+    members = [await chat.user() for _ in range(5)]
+    gid = ids.group_id()
+    await chat.store.create_group(gid, "crowd", a, members)
+    for u in members[:3]:
+        chat.online(u, "n1")
+    chat.online(members[3], "n2")  # members[4] is offline: pending only
+
+    await group_router.process([outbox_record(a, message("m1", group=gid))])
+
+    records = [r for r in await chat.probe.drain() if r.key == gid.encode()]
+    assert sorted((r.topic, len(orjson.loads(r.value)["users"])) for r in records) == [
+        ("chat.deliver.n1", 3), ("chat.deliver.n2", 1)]
+    assert len(await chat.pending(members[4])) == 1
 
 
 async def test_group_of_one_is_acked_with_no_copies(chat: Chat, group_router: GroupRouter) -> None:
