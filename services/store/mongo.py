@@ -103,10 +103,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar, cast
 
-import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -126,6 +125,7 @@ from chatmq.services.store.base import (
     StoredMessage,
     User,
 )
+from chatmq.services.store.common import chunks, json_object, json_text
 
 __all__ = ["MongoStore"]
 
@@ -152,17 +152,6 @@ _CAS_ATTEMPTS = 50
 _SEQ_KEY = "pending_seq"
 
 
-def _dumps(value: Mapping[str, Any]) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads(text: str) -> dict[str, Any]:
-    return cast(dict[str, Any], orjson.loads(text))
-
-
-def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
 
 
 def _unique(items: Iterable[T]) -> list[T]:
@@ -247,7 +236,7 @@ def _message(doc: Doc) -> StoredMessage:
         to=doc.get("to"),
         group=doc.get("group"),
         conversation=doc["conversation"],
-        body=_loads(doc["body"]),
+        body=json_object(doc["body"]),
         ts=int(doc["ts"]),
     )
 
@@ -257,7 +246,7 @@ def _pending_item(doc: Doc) -> PendingItem:
         seq=int(doc["_id"]),
         item_id=doc["item_id"],
         kind=cast(Literal["message", "notice"], doc["kind"]),
-        envelope=_loads(doc["envelope"]),
+        envelope=json_object(doc["envelope"]),
     )
 
 
@@ -401,7 +390,7 @@ class MongoStore(Store):
         users = self._coll("users")
         found: dict[str, str] = {}
         with _mongo_errors():
-            for chunk in _chunks(_unique(usernames)):
+            for chunk in chunks(_unique(usernames), _CHUNK):
                 async for doc in users.find({"username": {"$in": list(chunk)}}, {"username": 1}):
                     found[doc["username"]] = doc["_id"]
         return found
@@ -410,7 +399,7 @@ class MongoStore(Store):
         users = self._coll("users")
         found: set[str] = set()
         with _mongo_errors():
-            for chunk in _chunks(_unique(user_ids)):
+            for chunk in chunks(_unique(user_ids), _CHUNK):
                 async for doc in users.find({"_id": {"$in": list(chunk)}}, {"_id": 1}):
                     found.add(doc["_id"])
         return found
@@ -687,7 +676,7 @@ class MongoStore(Store):
     async def _insert_pending(self, docs: list[Doc]) -> None:
         """Insert pending items, skipping those whose (user, item id) or seq is already there."""
         pending = self._coll("pending")
-        for chunk in _chunks(docs):
+        for chunk in chunks(docs, _CHUNK):
             try:
                 await pending.insert_many(list(chunk), ordered=False)
             except BulkWriteError as exc:
@@ -727,7 +716,7 @@ class MongoStore(Store):
                     "to": m.to,
                     "group": m.group,
                     "conversation": m.conversation,
-                    "body": _dumps(m.body),
+                    "body": json_text(m.body),
                     "ts": m.ts,
                     "committed": False,
                     "pending": [
@@ -736,7 +725,7 @@ class MongoStore(Store):
                             "user_id": user,
                             "item_id": m.server_id,
                             "kind": "message",
-                            "envelope": _dumps(env),
+                            "envelope": json_text(env),
                         }
                         for user, env in m.envelopes.items()
                     ],
@@ -745,7 +734,7 @@ class MongoStore(Store):
             ]
             inserted = await self._insert_records(records, winners)
             await self._insert_pending([p for r in records if r["_id"] in inserted for p in r["pending"]])
-            for chunk in _chunks(sorted(inserted)):
+            for chunk in chunks(sorted(inserted), _CHUNK):
                 await coll.update_many(
                     {"_id": {"$in": list(chunk)}}, {"$set": {"committed": True}, "$unset": {"pending": ""}}
                 )
@@ -794,7 +783,7 @@ class MongoStore(Store):
         records already inserted stay uncommitted (crash window 2 of the module docstring)."""
         coll = self._coll("messages")
         inserted: set[str] = set()
-        for chunk in _chunks(records):
+        for chunk in chunks(records, _CHUNK):
             failed: set[int] = set()
             try:
                 await coll.insert_many(list(chunk), ordered=False)
@@ -830,7 +819,7 @@ class MongoStore(Store):
         ids = _unique(server_ids)
         found: dict[str, StoredMessage] = {}
         with _mongo_errors():
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 async for doc in coll.find({"_id": {"$in": list(chunk)}, "committed": True}):
                     found[doc["_id"]] = _message(doc)
         return [found[i] for i in ids if i in found]
@@ -860,7 +849,7 @@ class MongoStore(Store):
             seqs = await self._reserve_seqs(len(rows))
             await self._insert_pending(
                 [
-                    {"_id": seq, "user_id": user, "item_id": item_id, "kind": "notice", "envelope": _dumps(env)}
+                    {"_id": seq, "user_id": user, "item_id": item_id, "kind": "notice", "envelope": json_text(env)}
                     for seq, ((user, item_id), env) in zip(seqs, rows, strict=True)
                 ]
             )
@@ -881,7 +870,7 @@ class MongoStore(Store):
         ids = _unique(server_ids)
         removed: set[str] = set()
         with _mongo_errors():
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 query = {"user_id": user_id, "kind": "message", "item_id": {"$in": list(chunk)}}
                 docs = [doc async for doc in coll.find(query, {"item_id": 1})]
                 if docs:
@@ -892,7 +881,7 @@ class MongoStore(Store):
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
         coll = self._coll("pending")
         with _mongo_errors():
-            for chunk in _chunks(_unique(seqs)):
+            for chunk in chunks(_unique(seqs), _CHUNK):
                 await coll.delete_many({"user_id": user_id, "kind": "notice", "_id": {"$in": list(chunk)}})
 
     async def count_pending(self, user_id: str | None = None) -> int:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
-
-import orjson
 
 from chatmq.errors import ConflictError, NotFoundError, StoreError
 from chatmq.ids import now_ms
@@ -31,6 +29,7 @@ from chatmq.services.store.base import (
     StoredMessage,
     User,
 )
+from chatmq.services.store.common import chunks, json_object, json_text
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -110,17 +109,6 @@ _DEVICE_COLS = "device_id, owner_id, name, secret_hash, created_at, revoked"
 _MESSAGE_COLS = "server_id, client_id, sender, recipient, group_id, conversation, body, ts"
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads(text: str) -> dict[str, Any]:
-    return cast(dict[str, Any], orjson.loads(text))
-
-
-def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
 
 
 def _marks(n: int) -> str:
@@ -163,7 +151,7 @@ def _message(row: sqlite3.Row) -> StoredMessage:
         to=row["recipient"],
         group=row["group_id"],
         conversation=row["conversation"],
-        body=_loads(row["body"]),
+        body=json_object(row["body"]),
         ts=row["ts"],
     )
 
@@ -365,7 +353,7 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection) -> dict[str, str]:
             found: dict[str, str] = {}
-            for chunk in _chunks(names):
+            for chunk in chunks(names, _CHUNK):
                 for row in conn.execute(
                     f"SELECT username, user_id FROM users WHERE username IN ({_marks(len(chunk))})", chunk
                 ):
@@ -379,7 +367,7 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection) -> set[str]:
             found: set[str] = set()
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 found.update(
                     row["user_id"]
                     for row in conn.execute(
@@ -614,8 +602,8 @@ class SQLiteStore(Store):
         already used by a different message fails the whole batch with ``StoreError``."""
         rows = [
             (
-                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, _dumps(m.body), m.ts),
-                [(user, m.server_id, _dumps(env)) for user, env in m.envelopes.items()],
+                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, json_text(m.body), m.ts),
+                [(user, m.server_id, json_text(env)) for user, env in m.envelopes.items()],
             )
             for m in messages
         ]
@@ -651,7 +639,7 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection) -> list[StoredMessage]:
             found: dict[str, StoredMessage] = {}
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 for r in conn.execute(
                     f"SELECT {_MESSAGE_COLS} FROM messages WHERE server_id IN ({_marks(len(chunk))})", chunk
                 ):
@@ -683,7 +671,7 @@ class SQLiteStore(Store):
     async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Append notice items in one transaction. An ``item_id`` the user already has pending
         (of either kind) is skipped, so re-adding the same notice is harmless."""
-        rows = [(user, item_id, _dumps(env)) for user, item_id, env in notices]
+        rows = [(user, item_id, json_text(env)) for user, item_id, env in notices]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -705,7 +693,7 @@ class SQLiteStore(Store):
                     seq=r["seq"],
                     item_id=r["item_id"],
                     kind=cast(Literal["message", "notice"], r["kind"]),
-                    envelope=_loads(r["envelope"]),
+                    envelope=json_object(r["envelope"]),
                 )
                 for r in conn.execute(
                     "SELECT seq, item_id, kind, envelope FROM pending WHERE user_id = ? AND seq > ?"
@@ -723,7 +711,7 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection) -> list[str]:
             removed: set[str] = set()
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 removed.update(
                     r[0]
                     for r in conn.execute(
@@ -742,7 +730,7 @@ class SQLiteStore(Store):
         unique_seqs = _unique(seqs)
 
         def op(conn: sqlite3.Connection) -> None:
-            for chunk in _chunks(unique_seqs):
+            for chunk in chunks(unique_seqs, _CHUNK):
                 conn.execute(
                     f"DELETE FROM pending WHERE user_id = ? AND kind = 'notice'"
                     f" AND seq IN ({_marks(len(chunk))})",
