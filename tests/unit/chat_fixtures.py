@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 
 from chatmq import ids
+from chatmq.bridges.gateway import NodeGateway
+from chatmq.broker.identity import Identity, outbox_topic
 from chatmq.bus.base import Record
 from chatmq.bus.memory import MemoryBus, MemoryConsumer
 from chatmq.envelopes import dumps, message_envelope, parse_outbox
@@ -30,6 +32,7 @@ from chatmq.services.outlet import Outlet
 from chatmq.services.sessions import SessionRegistry
 from chatmq.services.store.base import NewMessage, PendingItem
 from chatmq.services.store.sqlite import SQLiteStore
+from chatmq.services.worker import BusWorker
 from chatmq.topics import GROUP_OUTBOX, NOTICES, OUTBOX, PRESENCE, deliver_topic, topic_specs
 
 NODE = "n1"
@@ -146,6 +149,19 @@ def as_deliveries(r: Record) -> list[Delivery]:
 def envs_of(deliveries: list[Delivery], user: str, node: str | None = None) -> list[dict[str, Any]]:
     """Every envelope sent to ``user`` (on ``node``, or any node), in order."""
     return [e for d in deliveries if d.user == user and (node is None or d.node == node) for e in d.envs]
+
+
+async def through_gateway(chat: Chat, worker: BusWorker, sender: str, envelope: dict[str, Any],
+                          deliveries: int) -> list[Delivery]:
+    """Start ``worker``, publish ``envelope`` from ``sender`` the way node ``NODE`` does, and wait
+    for ``deliveries`` per-user deliveries; the worker is stopped again."""
+    gateway = NodeGateway(chat.bus, NODE, MAX_PAYLOAD)
+    await worker.start()
+    try:
+        await gateway.published(Identity("user", sender), outbox_topic(sender), dumps(envelope))
+        return await chat.wait_deliveries(deliveries)
+    finally:
+        await worker.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:

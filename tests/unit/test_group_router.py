@@ -9,11 +9,8 @@ import orjson
 import pytest
 
 from chatmq import ids
-from chatmq.bridges.gateway import NodeGateway
-from chatmq.broker.identity import Identity, outbox_topic
-from chatmq.envelopes import dumps
 from chatmq.services.group_router import GroupRouter
-from tests.unit.chat_fixtures import MAX_PAYLOAD, NODE, OTHER_NODE, Chat, envs_of, message, open_chat, outbox_record
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, message, open_chat, outbox_record, through_gateway
 
 
 @pytest.fixture
@@ -175,14 +172,7 @@ async def test_started_group_router_takes_messages_published_by_the_gateway(
     gid, a, b, _c = await _team(chat)
     chat.online(a)
     chat.online(b, OTHER_NODE)
-    gateway = NodeGateway(chat.bus, NODE, MAX_PAYLOAD)
-
-    await group_router.start()
-    try:
-        await gateway.published(Identity("user", a), outbox_topic(a), dumps(message("g1", group=gid)))
-        deliveries = await chat.wait_deliveries(2)
-    finally:
-        await group_router.stop()
+    deliveries = await through_gateway(chat, group_router, a, message("g1", group=gid), 2)
 
     [ack] = envs_of(deliveries, a, NODE)
     [copy] = envs_of(deliveries, b, OTHER_NODE)

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from chatmq import ids
-from chatmq.bridges.gateway import NodeGateway
-from chatmq.broker.identity import Identity, outbox_topic
-from chatmq.envelopes import dumps
 from chatmq.services.group_router import GroupRouter
 from chatmq.services.router import Router
 from tests.unit.chat_fixtures import (
-    MAX_PAYLOAD,
     NODE,
     OTHER_NODE,
     Chat,
@@ -23,6 +19,7 @@ from tests.unit.chat_fixtures import (
     open_chat,
     outbox_record,
     receipt,
+    through_gateway,
 )
 
 
@@ -193,14 +190,7 @@ async def test_started_router_takes_messages_published_by_the_gateway(chat: Chat
     a, b = await chat.user(), await chat.user()
     chat.online(a)
     chat.online(b, OTHER_NODE)
-    gateway = NodeGateway(chat.bus, NODE, MAX_PAYLOAD)
-
-    await router.start()
-    try:
-        await gateway.published(Identity("user", a), outbox_topic(a), dumps(message("c1", to=b)))
-        deliveries = await chat.wait_deliveries(2)
-    finally:
-        await router.stop()
+    deliveries = await through_gateway(chat, router, a, message("c1", to=b), 2)
 
     [ack] = envs_of(deliveries, a, NODE)
     [msg] = envs_of(deliveries, b, OTHER_NODE)
