@@ -19,6 +19,7 @@ from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
 from chatmq.services.api.notifier import Notifier
+from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
 
 API_PREFIX = "/api/v1"
@@ -48,4 +49,5 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(admin_routes.router)
     app.include_router(v1)
     app.include_router(health_routes.router)
+    mount_web_client(app)  # the browser client at / (built by scripts/web.sh)
     return app

@@ -1,0 +1,360 @@
+// The page: sign-in, the conversation list and the open conversation, drawn from a ChatSession.
+// All user-provided text goes into the DOM as text (textContent), never as HTML.
+
+import { Api, ApiError } from './api.js';
+import { ChatSession } from './session.js';
+
+const $ = (id) => document.getElementById(id);
+const TOKENS_KEY = 'chatmq:tokens';
+const MQTT_KEY = 'chatmq:mqtt-url';
+const TICKS = {
+  pending: ['🕓', 'Sending'],
+  sent: ['✓', 'Sent'],
+  delivered: ['✓✓', 'Delivered'],
+  read: ['✓✓', 'Read'],
+  failed: ['!', 'Not sent'],
+};
+
+/**
+ * Where MQTT over WebSocket is: ?mqtt=URL (remembered), else what was used last, else
+ * /mqtt on this origin behind a proxy on a default port (nginx), else port 8083 on this host.
+ */
+function defaultMqttUrl() {
+  const fromQuery = new URLSearchParams(location.search).get('mqtt');
+  if (fromQuery) {
+    localStorage.setItem(MQTT_KEY, fromQuery);
+    return fromQuery;
+  }
+  const remembered = localStorage.getItem(MQTT_KEY);
+  if (remembered) return remembered;
+  const ws = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  if (!location.port) return `${ws}//${location.host}/mqtt`;
+  return `${ws}//${location.hostname}:8083/mqtt`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function timeOf(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+function textOf(body) {
+  if (body && typeof body.text === 'string') return body.text;
+  return JSON.stringify(body);
+}
+
+function showError(id, err) {
+  $(id).textContent = err ? (err instanceof ApiError || err instanceof Error ? err.message : String(err)) : '';
+}
+
+const api = new Api('/api/v1', (tokens) => {
+  if (tokens) localStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
+  else localStorage.removeItem(TOKENS_KEY);
+  if (!tokens && session) signedOut();
+});
+let session = null;
+
+// --- sign-in ---------------------------------------------------------------------------
+function credentials() {
+  return {
+    username: $('auth-username').value.trim().toLowerCase(),
+    password: $('auth-password').value,
+    display: $('auth-display').value.trim(),
+  };
+}
+
+async function logIn(register) {
+  showError('auth-error', null);
+  const { username, password, display } = credentials();
+  if (!username || password.length < 8) {
+    showError('auth-error', 'Enter a username and a password of at least 8 characters.');
+    return;
+  }
+  localStorage.setItem(MQTT_KEY, $('auth-mqtt').value.trim() || defaultMqttUrl());
+  try {
+    if (register) await api.register(username, password, display || undefined);
+    await api.login(username, password);
+    await startSession();
+  } catch (e) {
+    showError('auth-error', e);
+  }
+}
+
+async function startSession() {
+  const me = await api.me();
+  session = new ChatSession(api, me, localStorage.getItem(MQTT_KEY) || defaultMqttUrl());
+  session.addEventListener('change', render);
+  $('auth').hidden = true;
+  $('chat').hidden = false;
+  $('auth-password').value = '';
+  $('whoami').textContent = `Signed in as ${me.display_name || me.username}`;
+  render();
+  await session.start();
+}
+
+function signedOut() {
+  if (session) session.stop();
+  session = null;
+  $('chat').hidden = true;
+  $('auth').hidden = false;
+  $('auth-username').focus();
+}
+
+$('auth-form').addEventListener('submit', (e) => { e.preventDefault(); logIn(false); });
+$('register-button').addEventListener('click', () => logIn(true));
+$('logout-button').addEventListener('click', () => api.logout());
+
+// --- rendering ---------------------------------------------------------------------------
+const CONNECTION_TEXT = { online: 'Online', connecting: 'Connecting…', offline: 'Offline, reconnecting…' };
+
+function render() {
+  if (!session) return;
+  const conn = $('connection');
+  if (conn.dataset.state !== session.connection) {
+    conn.dataset.state = session.connection;
+    conn.textContent = CONNECTION_TEXT[session.connection];
+  }
+  renderConversationList();
+  renderConversation();
+}
+
+function renderConversationList() {
+  const list = $('conversation-list');
+  const items = session.conversationKeys().map((key) => {
+    const c = session.convs.get(key);
+    const unread = session.unreadCount(key);
+    const last = c.messages[c.messages.length - 1];
+    const label = `${session.title(key)}${c.isGroup ? ' (group)' : ''}${unread ? `, ${unread} unread` : ''}`;
+    return el('li', {},
+      el('button', {
+        type: 'button', class: 'conversation', 'data-key': key, 'aria-label': label,
+        'aria-current': key === session.openKey ? 'true' : null,
+        onclick: () => openConversation(key),
+      },
+      el('span', { class: 'name', text: session.title(key) }),
+      c.isGroup ? el('span', { class: 'kind', text: 'group' }) : null,
+      unread ? el('span', { class: 'badge', text: String(unread) }) : null,
+      el('span', { class: 'preview', text: last ? textOf(last.body) : '' })));
+  });
+  const focused = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.key;
+  list.replaceChildren(...items);
+  if (focused) {
+    const again = list.querySelector(`[data-key="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
+}
+
+function renderMessage(m, isGroup) {
+  const mine = m.from === session.me.user_id;
+  const [tick, tickLabel] = mine ? TICKS[m.status] || TICKS.sent : [];
+  return el('li', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': m.id || m.client_id },
+    isGroup && !mine ? el('span', { class: 'sender', text: session.nameOf(m.from) }) : null,
+    el('span', { class: 'text', text: textOf(m.body) }),
+    el('span', { class: 'meta' },
+      el('time', { datetime: new Date(m.ts).toISOString(), text: timeOf(m.ts) }),
+      mine ? el('span', { class: `tick ${m.status}`, role: 'img', 'aria-label': tickLabel, title: m.error || tickLabel,
+        text: tick }) : null));
+}
+
+let renderedKey = null;
+let renderedCount = 0;
+
+function renderConversation() {
+  const key = session.openKey;
+  const box = $('messages');
+  document.body.classList.toggle('has-open', !!key);
+  $('composer').hidden = !key;
+  $('empty-hint').hidden = !!key;
+  $('members-button').hidden = !(key && key.startsWith('g'));
+  if (!key) {
+    $('conversation-title').textContent = 'No conversation open';
+    $('message-list').replaceChildren();
+    $('older-button').hidden = true;
+    renderedKey = null;
+    return;
+  }
+  const c = session.convs.get(key);
+  $('conversation-title').textContent = session.title(key);
+  $('older-button').hidden = !session.hasOlder(key);
+  $('older-button').disabled = c.loading;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  $('message-list').replaceChildren(...c.messages.map((m) => renderMessage(m, c.isGroup)));
+  if (renderedKey !== key || (atBottom && c.messages.length !== renderedCount)) {
+    box.scrollTop = box.scrollHeight;
+  } else {
+    box.scrollTop = box.scrollHeight - fromBottom; // older messages were added above: keep the view
+  }
+  renderedKey = key;
+  renderedCount = c.messages.length;
+  if (dialogGroup === key && $('members-dialog').open) renderMembers();
+}
+
+function openConversation(key) {
+  session.open(key);
+  $('composer-input').focus();
+}
+
+// --- conversation actions ------------------------------------------------------------------
+$('composer').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const input = $('composer-input');
+  const text = input.value.trim();
+  if (!text || !session || !session.openKey) return;
+  session.send(session.openKey, text);
+  input.value = '';
+  input.focus();
+});
+$('composer-input').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $('composer').requestSubmit();
+  }
+});
+$('older-button').addEventListener('click', () => session && session.openKey && session.loadOlder(session.openKey));
+$('messages').addEventListener('scroll', () => {
+  const box = $('messages');
+  if (box.scrollTop < 30 && session && session.openKey && session.hasOlder(session.openKey)) {
+    session.loadOlder(session.openKey).catch(() => {});
+  }
+});
+$('back-button').addEventListener('click', () => {
+  const key = session && session.openKey;
+  session.open(null);
+  const again = key && document.querySelector(`[data-key="${CSS.escape(key)}"]`);
+  if (again) again.focus();
+});
+document.addEventListener('visibilitychange', () => {
+  if (session && session.openKey) session.markRead(session.openKey);
+});
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && session && session.openKey && !document.querySelector('dialog[open]')) {
+    $('back-button').click();
+  }
+});
+
+$('contact-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  showError('contact-error', null);
+  const input = $('contact-input');
+  const name = input.value.trim().toLowerCase();
+  if (!name) return;
+  try {
+    const missing = await session.syncContacts([name]);
+    if (missing.length) showError('contact-error', `No user named ${name}`);
+    else input.value = '';
+  } catch (err) {
+    showError('contact-error', err);
+  }
+});
+
+// --- groups ----------------------------------------------------------------------------------
+for (const button of document.querySelectorAll('dialog [data-close]')) {
+  button.addEventListener('click', () => button.closest('dialog').close());
+}
+
+$('new-group-button').addEventListener('click', () => {
+  showError('group-error', null);
+  $('group-name').value = '';
+  const boxes = session.contacts().map((id) => el('div', { class: 'check' },
+    el('input', { type: 'checkbox', id: `cand-${id}`, value: id }),
+    el('label', { for: `cand-${id}`, text: session.nameOf(id) })));
+  $('group-candidates').replaceChildren(...(boxes.length ? boxes : [el('p', { class: 'hint', text: 'Add contacts first.' })]));
+  $('group-dialog').showModal();
+  $('group-name').focus();
+});
+
+$('group-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = $('group-name').value.trim();
+  if (!name) { showError('group-error', 'Give the group a name.'); return; }
+  const members = [...$('group-candidates').querySelectorAll('input:checked')].map((i) => i.value);
+  try {
+    const g = await session.createGroup(name, members);
+    $('group-dialog').close();
+    openConversation(g.group_id);
+  } catch (err) {
+    showError('group-error', err);
+  }
+});
+
+let dialogGroup = null;
+
+function renderMembers() {
+  const g = session.groups.get(dialogGroup);
+  if (!g) { $('members-dialog').close(); return; }
+  const admin = session.isAdmin(dialogGroup);
+  $('members-dialog-title').textContent = `Members of ${g.name}`;
+  $('rename-form').hidden = !admin;
+  $('add-member-form').hidden = !admin;
+  $('member-list').replaceChildren(...g.members.map((m) => {
+    const name = m.user_id === session.me.user_id ? `${session.nameOf(m.user_id)} (you)` : session.nameOf(m.user_id);
+    return el('li', {},
+      el('span', { text: name }),
+      m.role === 'admin' ? el('span', { class: 'kind', text: 'admin' }) : null,
+      admin && m.user_id !== session.me.user_id
+        ? el('button', { type: 'button', class: 'danger small', 'aria-label': `Remove ${session.nameOf(m.user_id)}`,
+          text: 'Remove', onclick: () => memberAction(() => session.removeMember(dialogGroup, m.user_id)) })
+        : null);
+  }));
+  const inGroup = new Set(g.members.map((m) => m.user_id));
+  const options = session.contacts().filter((id) => !inGroup.has(id))
+    .map((id) => el('option', { value: id, text: session.nameOf(id) }));
+  $('add-member-select').replaceChildren(...options);
+  $('add-member-form').querySelector('button').disabled = !options.length;
+}
+
+async function memberAction(fn) {
+  showError('members-error', null);
+  try {
+    await fn();
+    if (session.groups.has(dialogGroup)) renderMembers();
+    else $('members-dialog').close();
+  } catch (err) {
+    showError('members-error', err);
+  }
+}
+
+$('members-button').addEventListener('click', () => {
+  dialogGroup = session.openKey;
+  showError('members-error', null);
+  $('rename-input').value = session.title(dialogGroup);
+  renderMembers();
+  $('members-dialog').showModal();
+});
+$('add-member-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const id = $('add-member-select').value;
+  if (id) memberAction(() => session.addMembers(dialogGroup, [id]));
+});
+$('rename-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const name = $('rename-input').value.trim();
+  if (name) memberAction(() => session.renameGroup(dialogGroup, name));
+});
+$('leave-button').addEventListener('click', () => memberAction(() => session.removeMember(dialogGroup, session.me.user_id)));
+
+// --- start ---------------------------------------------------------------------------------
+$('auth-mqtt').value = defaultMqttUrl();
+const stored = localStorage.getItem(TOKENS_KEY);
+if (stored) {
+  // signed in before: refresh the tokens (the access token may have expired) and go on
+  api.tokens = JSON.parse(stored);
+  api.refresh().then(startSession).catch(() => {
+    localStorage.removeItem(TOKENS_KEY);
+    $('auth-username').focus();
+  });
+} else {
+  $('auth-username').focus();
+}

@@ -1,0 +1,464 @@
+// The signed-in user's chat state and its MQTT connection (MQTT.js over WebSocket).
+//
+// Speaks only the public contract: CONNECT with username = user id and password = access
+// token, subscribe users/{me}/inbox (QoS 1) on every connect (the server replays what is
+// pending), publish envelopes to users/{me}/outbox. Every message received gets a
+// `delivered` receipt at once, and a `read` receipt when its conversation is on screen.
+// Messages without an `ack` are published again, with the same client id, on every
+// connect (the server dedupes them). The server replays a message until it gets our
+// `delivered`, so repeats are dropped here by server id.
+
+import mqtt from 'mqtt';
+
+export const PAGE = 30;
+const STATUS_RANK = { failed: -1, pending: 0, sent: 1, delivered: 2, read: 3 };
+
+function uuid() {
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return 'c' + Date.now().toString(16) + Math.random().toString(16).slice(2);
+}
+
+/** Sort key of a message: server ids are time-ordered fixed-width hex; unacked ones go last. */
+function sortKey(m) {
+  return m.id || `~${String(m.seq).padStart(12, '0')}`;
+}
+
+export class ChatSession extends EventTarget {
+  /**
+   * @param {import('./api.js').Api} api  signed in
+   * @param {{user_id: string, username: string, display_name: string|null}} me
+   * @param {string} mqttUrl  e.g. ws://127.0.0.1:8083/mqtt
+   */
+  constructor(api, me, mqttUrl) {
+    super();
+    this.api = api;
+    this.me = me;
+    this.mqttUrl = mqttUrl;
+    this.users = new Map([[me.user_id, me]]);
+    this.groups = new Map();
+    this.convs = new Map();
+    this.msgById = new Map();
+    this.outgoing = new Map(); // client id -> message waiting for its ack
+    this.openKey = null;
+    this.connection = 'connecting';
+    this.client = null;
+    this.seq = 0;
+    this.lastError = null;
+    this.pendingDelivered = [];
+    this.changeQueued = false;
+    this.contactNames = this.load('contacts', []);
+    this.unread = this.load('unread', {});
+    this.readIds = new Set();
+  }
+
+  // --- persistence (per user, in localStorage) ---------------------------------
+  load(name, fallback) {
+    try {
+      const v = localStorage.getItem(`chatmq:${this.me.user_id}:${name}`);
+      return v ? JSON.parse(v) : fallback;
+    } catch {
+      return fallback;
+    }
+  }
+
+  save(name, value) {
+    localStorage.setItem(`chatmq:${this.me.user_id}:${name}`, JSON.stringify(value));
+  }
+
+  changed() {
+    if (this.changeQueued) return;
+    this.changeQueued = true;
+    queueMicrotask(() => {
+      this.changeQueued = false;
+      this.dispatchEvent(new Event('change'));
+    });
+  }
+
+  // --- start and stop ---------------------------------------------------------
+  /** Loads contacts, groups and the first history page of each conversation, then connects. */
+  async start() {
+    this.connect();
+    const [groups] = await Promise.all([this.api.groups(), this.syncContacts(this.contactNames)]);
+    for (const g of groups) this.putGroup(g);
+    await Promise.all([...this.convs.keys()].slice(0, 50).map((k) => this.loadOlder(k).catch(() => {})));
+    this.changed();
+  }
+
+  stop() {
+    if (this.client) this.client.end(true);
+    this.client = null;
+  }
+
+  connect() {
+    const clientId = `web-${this.me.user_id}-${uuid().slice(0, 8)}`;
+    const client = mqtt.connect(this.mqttUrl, {
+      clientId,
+      username: this.me.user_id,
+      password: this.api.accessToken,
+      protocolVersion: 4,
+      clean: true,
+      resubscribe: false, // we subscribe on every connect ourselves
+      reconnectPeriod: 1000,
+      connectTimeout: 10000,
+      keepalive: 30,
+    });
+    this.client = client;
+    const inbox = `users/${this.me.user_id}/inbox`;
+    client.on('connect', () => {
+      client.subscribe(inbox, { qos: 1 }, (err, granted) => {
+        if (err || !granted || granted.some((g) => g.qos === 128)) {
+          this.lastError = 'The server refused the inbox subscription';
+          this.changed();
+          return;
+        }
+        this.setConnection('online');
+        for (const m of this.outgoing.values()) this.publish(this.envelopeOf(m));
+      });
+    });
+    client.on('reconnect', () => {
+      client.options.password = this.api.accessToken; // tokens are refreshed in the background
+      this.setConnection('connecting');
+    });
+    client.on('close', () => this.setConnection('offline'));
+    client.on('offline', () => this.setConnection('offline'));
+    client.on('error', (err) => {
+      if (err && (err.code === 4 || err.code === 5)) {
+        // bad or expired token: refresh it and connect again (MQTT.js does not retry refusals)
+        this.setConnection('offline');
+        this.api.refresh().then(() => {
+          client.options.password = this.api.accessToken;
+          client.reconnect();
+        }).catch(() => {});
+      }
+    });
+    client.on('message', (_topic, payload) => {
+      let env;
+      try {
+        env = JSON.parse(new TextDecoder().decode(payload));
+      } catch {
+        return;
+      }
+      this.onEnvelope(env);
+    });
+  }
+
+  setConnection(state) {
+    if (this.connection === state) return;
+    this.connection = state;
+    this.changed();
+  }
+
+  publish(envelope) {
+    if (!this.client) return;
+    this.client.publish(`users/${this.me.user_id}/outbox`, JSON.stringify(envelope), { qos: 1 });
+  }
+
+  // --- conversations ------------------------------------------------------------
+  /** The conversation with a user id or in a group id (group ids start with "g"). */
+  conv(key) {
+    let c = this.convs.get(key);
+    if (!c) {
+      c = { key, isGroup: key.startsWith('g'), messages: [], nextBefore: undefined, loading: false };
+      this.convs.set(key, c);
+      if (!c.isGroup) this.profile(key);
+    }
+    return c;
+  }
+
+  unreadCount(key) {
+    return (this.unread[key] || []).length;
+  }
+
+  title(key) {
+    if (key.startsWith('g')) {
+      const g = this.groups.get(key);
+      return g ? g.name : 'Group';
+    }
+    return this.nameOf(key);
+  }
+
+  nameOf(userId) {
+    const u = this.users.get(userId);
+    if (!u) return userId;
+    return u.display_name || u.username;
+  }
+
+  /** Fetches (once) the public profile of a user id, for names. */
+  profile(userId) {
+    if (this.users.has(userId)) return;
+    this.users.set(userId, { user_id: userId, username: userId, display_name: null, loading: true });
+    this.api.user(userId).then((u) => {
+      this.users.set(userId, u);
+      if (this.convs.has(userId) && !this.contactNames.includes(u.username)) {
+        this.contactNames.push(u.username);
+        this.save('contacts', this.contactNames);
+      }
+      this.changed();
+    }).catch(() => {});
+  }
+
+  /** Conversation keys, the most recent first. */
+  conversationKeys() {
+    const last = (c) => (c.messages.length ? sortKey(c.messages[c.messages.length - 1]) : '');
+    return [...this.convs.values()]
+      .filter((c) => c.key !== this.me.user_id && (!c.isGroup || this.groups.has(c.key)))
+      .sort((a, b) => (last(b) > last(a) ? 1 : last(b) < last(a) ? -1 : this.title(a.key).localeCompare(this.title(b.key))))
+      .map((c) => c.key);
+  }
+
+  contacts() {
+    return [...this.convs.values()].filter((c) => !c.isGroup && c.key !== this.me.user_id).map((c) => c.key);
+  }
+
+  /** Looks usernames up (POST /contacts/sync); returns the ones that are not registered. */
+  async syncContacts(usernames) {
+    const names = [...new Set(usernames.map((n) => n.trim().toLowerCase()).filter(Boolean))];
+    if (!names.length) return [];
+    const { registered } = await this.api.syncContacts(names);
+    for (const [username, userId] of Object.entries(registered)) {
+      if (userId === this.me.user_id) continue;
+      if (!this.contactNames.includes(username)) this.contactNames.push(username);
+      this.conv(userId);
+    }
+    this.save('contacts', this.contactNames);
+    this.changed();
+    return names.filter((n) => !(n in registered));
+  }
+
+  /** Loads the next older history page of a conversation (GET /conversations/{id}/messages). */
+  async loadOlder(key) {
+    const c = this.conv(key);
+    if (c.loading || c.nextBefore === null) return;
+    c.loading = true;
+    try {
+      const page = await this.api.history(key, c.nextBefore, PAGE);
+      for (const env of page.messages) this.addMessage(env, 'sent');
+      c.nextBefore = page.next_before;
+    } finally {
+      c.loading = false;
+      this.changed();
+    }
+  }
+
+  hasOlder(key) {
+    const c = this.convs.get(key);
+    return !!c && c.nextBefore !== null;
+  }
+
+  /** Adds a server message envelope (dropping repeats); returns it, or null for a repeat. */
+  addMessage(env, ownStatus) {
+    if (this.msgById.has(env.id)) return null;
+    const mine = env.from === this.me.user_id;
+    const key = env.group || (mine ? env.to : env.from);
+    const c = this.conv(key);
+    let m = mine && env.client_id ? this.outgoing.get(env.client_id) : undefined;
+    if (m) {
+      this.outgoing.delete(env.client_id);
+      Object.assign(m, { id: env.id, ts: env.ts, status: 'sent' });
+    } else {
+      m = { ...env, seq: ++this.seq, status: mine ? ownStatus : null, deliveredBy: new Set(), readBy: new Set() };
+      c.messages.push(m);
+    }
+    if (!mine) this.profile(env.from);
+    this.msgById.set(env.id, m);
+    c.messages.sort((a, b) => (sortKey(a) < sortKey(b) ? -1 : sortKey(a) > sortKey(b) ? 1 : 0));
+    return m;
+  }
+
+  // --- sending --------------------------------------------------------------------
+  envelopeOf(m) {
+    const env = { type: 'message', id: m.client_id, body: m.body };
+    if (m.group) env.group = m.group;
+    else env.to = m.to;
+    return env;
+  }
+
+  /** Sends a text to a conversation; it shows at once as pending until the server's ack. */
+  send(key, text) {
+    const c = this.conv(key);
+    const m = {
+      id: null, client_id: uuid(), from: this.me.user_id, to: c.isGroup ? null : key, group: c.isGroup ? key : null,
+      body: { text }, ts: Date.now(), seq: ++this.seq, status: 'pending', deliveredBy: new Set(), readBy: new Set(),
+    };
+    c.messages.push(m);
+    this.outgoing.set(m.client_id, m);
+    if (this.connection === 'online') this.publish(this.envelopeOf(m));
+    this.changed();
+  }
+
+  // --- receiving ------------------------------------------------------------------
+  onEnvelope(env) {
+    if (!env || typeof env !== 'object') return;
+    switch (env.type) {
+      case 'ack': {
+        const m = this.outgoing.get(env.client_id);
+        if (m) {
+          this.outgoing.delete(env.client_id);
+          Object.assign(m, { id: env.id, ts: env.ts, status: 'sent' });
+          this.msgById.set(env.id, m);
+        }
+        break;
+      }
+      case 'message': {
+        // a repeat of a message already shown (replayed, or loaded from history first) still
+        // counts as unread until we sent `read` for it
+        this.addMessage(env, 'sent');
+        if (env.from !== this.me.user_id) {
+          this.queueDelivered(env.id);
+          const key = env.group || env.from;
+          const list = this.unread[key] || (this.unread[key] = []);
+          if (!list.includes(env.id) && !this.readIds.has(env.id)) {
+            list.push(env.id);
+            this.save('unread', this.unread);
+          }
+          if (key === this.openKey) this.markRead(key);
+        }
+        break;
+      }
+      case 'receipt':
+        this.onReceipt(env);
+        break;
+      case 'event':
+        this.onEvent(env);
+        break;
+      case 'error': {
+        const m = env.client_id && this.outgoing.get(env.client_id);
+        if (m) {
+          this.outgoing.delete(env.client_id);
+          m.status = 'failed';
+          m.error = env.reason || env.code;
+        }
+        this.lastError = `${env.code}: ${env.reason || ''}`;
+        break;
+      }
+      default:
+        return;
+    }
+    this.changed();
+  }
+
+  queueDelivered(id) {
+    this.pendingDelivered.push(id);
+    if (this.pendingDelivered.length > 1) return;
+    queueMicrotask(() => {
+      const ids = this.pendingDelivered;
+      this.pendingDelivered = [];
+      this.publish({ type: 'receipt', status: 'delivered', ids });
+    });
+  }
+
+  onReceipt(env) {
+    for (const id of env.ids || []) {
+      const m = this.msgById.get(id);
+      if (!m || m.from !== this.me.user_id) continue;
+      m.deliveredBy.add(env.from);
+      if (env.status === 'read') m.readBy.add(env.from);
+      let status = 'delivered';
+      if (m.group) {
+        const g = this.groups.get(m.group);
+        const others = g ? g.members.map((x) => x.user_id).filter((u) => u !== this.me.user_id) : [];
+        if (others.length && others.every((u) => m.readBy.has(u))) status = 'read';
+        else if (others.length && !others.every((u) => m.deliveredBy.has(u))) status = 'sent';
+      } else if (m.readBy.size) {
+        status = 'read';
+      }
+      if (STATUS_RANK[status] > STATUS_RANK[m.status]) m.status = status;
+    }
+  }
+
+  putGroup(g) {
+    this.groups.set(g.group_id, g);
+    for (const mem of g.members) this.profile(mem.user_id);
+    this.conv(g.group_id);
+  }
+
+  refreshGroup(id) {
+    return this.api.group(id).then((g) => { this.putGroup(g); this.changed(); }).catch(() => {});
+  }
+
+  onEvent(env) {
+    switch (env.event) {
+      case 'group_created':
+        if (env.group) this.putGroup(env.group);
+        break;
+      case 'member_added':
+        this.refreshGroup(env.group_id);
+        break;
+      case 'member_removed':
+        if (env.user_id === this.me.user_id) {
+          this.groups.delete(env.group_id);
+          this.convs.delete(env.group_id);
+          if (this.openKey === env.group_id) this.openKey = null;
+        } else {
+          this.refreshGroup(env.group_id);
+        }
+        break;
+      case 'group_renamed': {
+        const g = this.groups.get(env.group_id);
+        if (g) g.name = env.name;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // --- reading ----------------------------------------------------------------------
+  /** Opens a conversation (null closes it) and marks what is unread there as read. */
+  open(key) {
+    this.openKey = key;
+    if (key) {
+      const c = this.conv(key);
+      if (c.nextBefore === undefined) this.loadOlder(key).catch(() => {});
+      this.markRead(key);
+    }
+    this.changed();
+  }
+
+  /** Sends a `read` receipt for the conversation's unread messages, when the page is visible. */
+  markRead(key) {
+    const ids = this.unread[key];
+    if (!ids || !ids.length || document.visibilityState === 'hidden') return;
+    this.publish({ type: 'receipt', status: 'read', ids });
+    for (const id of ids) this.readIds.add(id);
+    delete this.unread[key];
+    this.save('unread', this.unread);
+    this.changed();
+  }
+
+  // --- groups ---------------------------------------------------------------------
+  async createGroup(name, members) {
+    const g = await this.api.createGroup(name, members);
+    this.putGroup(g);
+    this.changed();
+    return g;
+  }
+
+  isAdmin(groupId) {
+    const g = this.groups.get(groupId);
+    return !!g && g.members.some((m) => m.user_id === this.me.user_id && m.role === 'admin');
+  }
+
+  async addMembers(groupId, members) {
+    await this.api.addMembers(groupId, members);
+    await this.refreshGroup(groupId);
+  }
+
+  async removeMember(groupId, userId) {
+    await this.api.removeMember(groupId, userId);
+    if (userId === this.me.user_id) {
+      this.groups.delete(groupId);
+      this.convs.delete(groupId);
+      if (this.openKey === groupId) this.openKey = null;
+      this.changed();
+    } else {
+      await this.refreshGroup(groupId);
+    }
+  }
+
+  async renameGroup(groupId, name) {
+    const g = await this.api.renameGroup(groupId, name);
+    this.putGroup(g);
+    this.changed();
+  }
+}
