@@ -16,6 +16,8 @@ if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo; 
 else
   echo "WARNING: Kafka/MongoDB servers are not running: the cluster-marked tests will be skipped" >&2
 fi
+echo "== web client, and Chromium for the browser-marked tests (no Chromium: they are skipped)"
+scripts/web.sh --browser
 echo "== pytest"
 mkdir -p test-artifacts
 set +e

@@ -1,0 +1,93 @@
+"""Fixtures of the browser tests: Debian's Chromium (headless, through Playwright), the system
+under test (``target``) and users, each in a browser context of their own.
+
+``target`` is parametrized by ``TARGETS``. Today that is the embedded server only; the cluster
+(nginx in front of broker nodes and the API) joins as another parameter yielding its URLs,
+and every test that takes ``target`` then runs against both.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ViewportSize, sync_playwright
+
+from chatmq.services.api.web import default_web_dir
+from tests.browser.chat_page import ChatPage, Target
+from tests.e2e.harness import ServerProcess, serve
+
+CHROMIUM = os.environ.get("CHATMQ_CHROMIUM", "/usr/bin/chromium")
+# as the machine notes advise: no sandbox (root), and no calls home (the network is closed)
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+PHONE = ViewportSize(width=390, height=844)
+DESKTOP = ViewportSize(width=1100, height=700)
+TARGETS = ["embedded"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium; skips (saying how to fix it) when it or the built client is missing."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `scripts/web.sh --browser` installs Debian's package")
+    if not (default_web_dir() / "index.html").is_file():
+        pytest.skip(f"the web client is not built ({default_web_dir()}): run scripts/web.sh")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def embedded_target(server: ServerProcess) -> Target:
+    return Target("embedded", server.api_url, f"ws://{server.host}:{server.ws_port}/mqtt")
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from serve(tmp_path_factory.mktemp("chatmq-web"))
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def target(request: pytest.FixtureRequest) -> Target:
+    """The system under test (see the module docstring)."""
+    if request.param == "embedded":
+        server: ServerProcess = request.getfixturevalue("embedded_server")
+        return embedded_target(server)
+    raise AssertionError(f"unknown target {request.param}")
+
+
+Users = Callable[..., ChatPage]
+
+
+def make_users(browser: Browser, target: Target) -> Iterator[Users]:
+    """Yields ``make(label, phone=False)``: a new user (unique username starting with ``label``)
+    registered through the page in a fresh browser context (phone-sized with ``phone``).
+    Afterwards checks that no page raised an uncaught error."""
+    contexts: list[BrowserContext] = []
+    pages: list[ChatPage] = []
+
+    def make(label: str, phone: bool = False) -> ChatPage:
+        ctx = browser.new_context(viewport=PHONE if phone else DESKTOP,
+                                  is_mobile=phone, has_touch=phone)
+        contexts.append(ctx)
+        page = ChatPage(ctx, target, f"{label}_{uuid.uuid4().hex[:6]}")
+        pages.append(page)
+        page.register()
+        return page
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+    errors = [e for p in pages for e in p.errors]
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def users(browser: Browser, target: Target) -> Iterator[Users]:
+    yield from make_users(browser, target)

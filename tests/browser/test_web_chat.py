@@ -1,0 +1,152 @@
+"""The web client in a real browser: users chat 1:1 and in groups, see ticks and unread counts,
+get what was sent while they were away, and scroll back through history.
+
+Runs against every ``target`` (conftest.py). Screenshots go to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.chat_page import PASSWORD, Target
+from tests.browser.conftest import Users
+
+pytestmark = pytest.mark.browser
+
+
+def test_two_users_chat_both_ways_and_ticks_turn_to_read(users: Users) -> None:
+    alice = users("alice")
+    bob = users("bob", phone=True)
+
+    alice.add_contact(bob.username)
+    alice.open(bob.username)
+    alice.send("hi bob, lunch today?")
+    # bob is online but has not opened the conversation: delivered, not read
+    alice.expect_tick("hi bob, lunch today?", "Delivered")
+    bob.expect_unread(alice.username, 1)
+    expect(bob.conversation(alice.username)).to_contain_text("hi bob, lunch today?")  # preview
+
+    bob.open(alice.username)
+    expect(bob.message("hi bob, lunch today?")).to_be_visible()
+    alice.expect_tick("hi bob, lunch today?", "Read")
+    bob.show_list()  # on a phone the list is a screen of its own
+    bob.expect_unread(alice.username, 0)
+
+    bob.open(alice.username)
+    bob.send("yes, 12:30 at the usual place")
+    expect(alice.message("yes, 12:30 at the usual place")).to_be_visible()
+    bob.expect_tick("yes, 12:30 at the usual place", "Read")  # alice has the conversation open
+    alice.expect_unread(bob.username, 0)
+    alice.screenshot("two-users-alice")
+    bob.screenshot("two-users-bob-phone")
+
+
+def test_messages_sent_while_offline_appear_after_reconnect(users: Users) -> None:
+    alice = users("alice")
+    bob = users("bob")
+    bob.add_contact(alice.username)
+
+    bob.page.close()  # bob goes away; his browser profile keeps him signed in
+    alice.add_contact(bob.username)
+    alice.open(bob.username)
+    for text in ("are you there?", "call me when you are back"):
+        alice.send(text)
+        alice.expect_tick(text, "Sent")
+    alice.page.wait_for_timeout(500)
+    alice.expect_tick("call me when you are back", "Sent")  # still only sent: nobody received it
+
+    bob.reopen()
+    bob.expect_unread(alice.username, 2)
+    alice.expect_tick("are you there?", "Delivered")
+    alice.expect_tick("call me when you are back", "Delivered")
+    bob.open(alice.username)
+    expect(bob.message("are you there?")).to_be_visible()
+    expect(bob.message("call me when you are back")).to_be_visible()
+    expect(bob.log.get_by_role("listitem")).to_have_count(2)  # each once, though also in history
+    alice.expect_tick("call me when you are back", "Read")
+    bob.screenshot("offline-bob-after-reconnect")
+
+
+def test_group_chat_of_three_with_member_management(users: Users) -> None:
+    alice = users("alice")
+    bob = users("bob")
+    carol = users("carol", phone=True)
+    for name in (bob.username, carol.username):
+        alice.add_contact(name)
+
+    page = alice.page
+    page.get_by_role("button", name="New group").click()
+    dialog = page.get_by_role("dialog", name="New group")
+    dialog.get_by_label("Group name").fill("Weekend plans")
+    dialog.get_by_label(bob.username).check()
+    dialog.get_by_label(carol.username).check()
+    dialog.get_by_role("button", name="Create group").click()
+    expect(page.get_by_role("heading", level=2, name="Weekend plans")).to_be_visible()
+
+    for member in (bob, carol):  # the group_created event puts it into their lists
+        expect(member.conversation("Weekend plans")).to_be_visible()
+    alice.send("hiking on Saturday?")
+    for member in (bob, carol):
+        member.expect_unread("Weekend plans", 1)
+    alice.expect_tick("hiking on Saturday?", "Delivered")
+    bob.open("Weekend plans")
+    expect(bob.message("hiking on Saturday?")).to_contain_text(alice.username)  # the sender's name
+    alice.page.wait_for_timeout(300)
+    alice.expect_tick("hiking on Saturday?", "Delivered")  # read by one of two only
+    carol.open("Weekend plans")
+    alice.expect_tick("hiking on Saturday?", "Read")
+
+    bob.send("count me in")
+    carol.send("me too, I'll bring snacks")
+    for member in (alice, bob, carol):
+        expect(member.message("count me in")).to_be_visible()
+        expect(member.message("me too, I'll bring snacks")).to_be_visible()
+    expect(alice.message("count me in")).to_contain_text(bob.username)
+    bob.expect_tick("count me in", "Read")
+    alice.screenshot("group-alice")
+    carol.screenshot("group-carol-phone")
+
+    # the admin removes carol: the group leaves her list, and her messages stop reaching it
+    page.get_by_role("button", name="Members").click()
+    members = page.get_by_role("dialog", name="Members of Weekend plans")
+    expect(members.get_by_role("listitem")).to_have_count(3)
+    members.get_by_role("button", name=f"Remove {carol.username}").click()
+    expect(members.get_by_role("listitem")).to_have_count(2)
+    members.get_by_role("button", name="Close").click()
+    expect(carol.conversation("Weekend plans")).to_have_count(0)
+    alice.send("see you all at 9")
+    expect(bob.message("see you all at 9")).to_be_visible()
+
+
+def test_history_scrolls_back_to_the_first_message(users: Users, target: Target) -> None:
+    alice = users("alice")
+    bob_name = "bob_hist_" + alice.username.split("_")[1]
+    httpx.post(f"{target.base_url}/api/v1/auth/register",
+               json={"username": bob_name, "password": PASSWORD}).raise_for_status()
+    alice.add_contact(bob_name)
+    alice.open(bob_name)
+    texts = [f"note {i:02d}" for i in range(1, 41)]
+    for text in texts:
+        alice.send(text)
+    alice.expect_tick(texts[-1], "Sent")
+
+    alice.reopen()  # a new tab knows only what the history API gives, a page at a time
+    alice.open(bob_name)
+    items = alice.log.get_by_role("listitem")
+    expect(items.last).to_contain_text("note 40")
+    expect(alice.message("note 01")).to_have_count(0)
+    expect(alice.page.get_by_role("button", name="Load older messages")).to_be_visible()
+
+    alice.log.hover()
+    for _ in range(10):  # scroll up with the mouse wheel until the first message is there
+        if alice.message("note 01").count():
+            break
+        alice.page.mouse.wheel(0, -5000)
+        alice.page.wait_for_timeout(300)
+    expect(alice.message("note 01")).to_be_visible()
+    expect(items).to_have_count(40)
+    assert [t.split("\n")[0] for t in items.all_inner_texts()] == texts  # oldest first, none twice
+    expect(alice.page.get_by_role("button", name="Load older messages")).to_be_hidden()
+    alice.screenshot("history-scrolled-back")
