@@ -74,6 +74,14 @@ class NodeGateway(BusWorker):
     def online_users(self) -> list[str]:
         return list(self._inboxes)
 
+    async def announce_start(self) -> None:
+        """Tell the registry and the connection table that this node (re)starts: whoever was on it
+        before is gone (``node_started`` on ``chat.presence`` and ``chat.connections``)."""
+        value = orjson.dumps({"event": "node_started", "node": self.node, "epoch": self._epochs.next(),
+                              "ts": now_ms()})
+        await self._bus.publish(PRESENCE, self.node.encode(), value)
+        await self._bus.publish(CONNECTIONS, self.node.encode(), value)
+
     # --- node hooks ------------------------------------------------------------------
     async def connected(self, identity: Identity, client_id: str, transport: str) -> None:
         await self._connection("connected", identity, client_id, transport)

@@ -20,6 +20,9 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML fil
                                                  "./chatmq.toml, then the packaged defaults).")]
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [CHATMQ_HOST].")]
 MqttPortOpt = Annotated[int | None, typer.Option(help="MQTT over TCP port [CHATMQ_MQTT_PORT].")]
+WsPortOpt = Annotated[int | None, typer.Option(help="MQTT over WebSocket port [CHATMQ_WS_PORT].")]
+HttpPortOpt = Annotated[int | None, typer.Option(help="REST API port [CHATMQ_HTTP_PORT].")]
+LogLevelOpt = Annotated[str | None, typer.Option(help="debug|info|warning|error [CHATMQ_LOG_LEVEL].")]
 
 
 class _BadHandshakeFilter(logging.Filter):
@@ -79,10 +82,10 @@ def serve(
     config: ConfigOpt = None,
     host: HostOpt = None,
     mqtt_port: MqttPortOpt = None,
-    ws_port: Annotated[int | None, typer.Option(help="MQTT over WebSocket port [CHATMQ_WS_PORT].")] = None,
-    http_port: Annotated[int | None, typer.Option(help="REST API port [CHATMQ_HTTP_PORT].")] = None,
+    ws_port: WsPortOpt = None,
+    http_port: HttpPortOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="SQLite data folder [CHATMQ_DATA_DIR].")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error [CHATMQ_LOG_LEVEL].")] = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run everything in one process: broker node, routers, storage (SQLite) and the REST API."""
     settings = _load(config, host=host, mqtt_port=mqtt_port, ws_port=ws_port, http_port=http_port,
@@ -91,7 +94,28 @@ def serve(
     from chatmq.embedded import EmbeddedServer
 
     try:
-        _run(EmbeddedServer(settings).run_until_signalled())
+        _run(EmbeddedServer(settings).run_until_signalled(f"data in {settings.data_dir.resolve()}; ready"))
+    except (ChatMQError, OSError) as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _run_part(part: str, settings: Settings) -> None:
+    """Run cluster part ``part`` until SIGINT/SIGTERM; exit 2 on bad configuration, 1 when it cannot start."""
+    _setup_logging(settings.log_level)
+    try:
+        from chatmq.parts import PARTS
+
+        stack = PARTS[part](settings)
+    except ImportError as exc:
+        typer.echo(f"chatmq: the cluster parts need the Kafka and MongoDB clients: "
+                   f"pip install 'chatmq[cluster]' ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    except ConfigError as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        _run(stack.run_until_signalled(f"{stack.name} ready"))
     except (ChatMQError, OSError) as exc:
         typer.echo(f"chatmq: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -102,21 +126,48 @@ def broker(
     config: ConfigOpt = None,
     host: HostOpt = None,
     mqtt_port: MqttPortOpt = None,
+    ws_port: WsPortOpt = None,
+    node: Annotated[str | None, typer.Option(help="Node name in the cluster [CHATMQ_NODE].")] = None,
     allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous",
                                                   help="Plain MQTT node, no chat logic.")] = False,
-    node: Annotated[str | None, typer.Option(help="Node name in a cluster [CHATMQ_NODE].")] = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
-    """Run a broker node. With --allow-anonymous: a plain MQTT broker for benchmarks and conformance tests."""
-    settings = _load(config, host=host, mqtt_port=mqtt_port, node=node,
+    """Run a broker node of a cluster (with its bridge to Kafka). With --allow-anonymous: a plain MQTT
+    broker for benchmarks and conformance tests."""
+    settings = _load(config, host=host, mqtt_port=mqtt_port, ws_port=ws_port, node=node, log_level=log_level,
                      allow_anonymous=True if allow_anonymous else None)
-    _setup_logging(settings.log_level)
-    if not settings.allow_anonymous:
-        typer.echo("chatmq: cluster broker nodes need the Kafka bus, which is not built yet; "
-                   "run 'chatmq serve' (embedded) or 'chatmq broker --allow-anonymous'.", err=True)
-        raise typer.Exit(2)
-    from chatmq.broker.plain import run_plain_broker
+    if settings.allow_anonymous:
+        _setup_logging(settings.log_level)
+        from chatmq.broker.plain import run_plain_broker
 
-    _run(run_plain_broker(settings.host, settings.mqtt_port))
+        _run(run_plain_broker(settings.host, settings.mqtt_port))
+        return
+    _run_part("broker", settings)
+
+
+@app.command()
+def router(config: ConfigOpt = None, log_level: LogLevelOpt = None) -> None:
+    """Run a router (1:1 messages and receipts) of a cluster; copies share the work."""
+    _run_part("router", _load(config, log_level=log_level))
+
+
+@app.command("group-router")
+def group_router(config: ConfigOpt = None, log_level: LogLevelOpt = None) -> None:
+    """Run a group router of a cluster; copies share the work."""
+    _run_part("group-router", _load(config, log_level=log_level))
+
+
+@app.command()
+def storage(config: ConfigOpt = None, log_level: LogLevelOpt = None) -> None:
+    """Run the storage service of a cluster: session registry, offline replay, notices."""
+    _run_part("storage", _load(config, log_level=log_level))
+
+
+@app.command()
+def api(config: ConfigOpt = None, host: HostOpt = None, http_port: HttpPortOpt = None,
+        log_level: LogLevelOpt = None) -> None:
+    """Run the REST API of a cluster; copies behind nginx share the requests."""
+    _run_part("api", _load(config, host=host, http_port=http_port, log_level=log_level))
 
 
 admin_app = typer.Typer(help="Operators' tasks.", no_args_is_help=True)

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
     allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
 
+    # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")
+    kafka_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+                              description="Prefix of every Kafka topic and consumer group (one deployment).")
+    kafka_replication: int = Field(1, ge=1, le=16, description="Replication factor of the topics chatmq creates.")
+    mongo_url: str | None = Field(None, description="MongoDB connection string (mongodb://host:port).")
+    mongo_db: str = Field("chatmq", pattern=r"^[A-Za-z0-9_-]{1,63}$", description="MongoDB database name.")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -100,6 +108,16 @@ class Settings(BaseSettings):
             raise ConfigError(f"invalid configuration ({target}): {problems}") from exc
         finally:
             cls._toml_file = None
+
+    def require_cluster(self, part: str) -> tuple[str, str]:
+        """``(kafka_bootstrap, mongo_url)`` for a cluster part; ``ConfigError`` naming what is missing."""
+        kafka, mongo = self.kafka_bootstrap, self.mongo_url
+        if not kafka or not mongo:
+            missing = [k for k, v in (("kafka_bootstrap", kafka), ("mongo_url", mongo)) if not v]
+            keys = " and ".join(f"{k} (CHATMQ_{k.upper()})" for k in missing)
+            raise ConfigError(f"chatmq {part} is a cluster part: set {keys}, e.g. in config/cluster.toml "
+                              "(or run everything in one process: chatmq serve)")
+        return kafka, mongo
 
     def signing_key(self) -> str:
         """The token signing key: ``jwt_secret``, else one kept in ``data_dir/jwt.secret`` (made once, mode 0600)."""

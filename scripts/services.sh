@@ -4,6 +4,7 @@
 #   scripts/services.sh up     [kafka|mongo|nginx|metrics ...]   install if needed, start, wait until ready
 #   scripts/services.sh down   [kafka|mongo|nginx|metrics ...]   stop (SIGTERM, wait, then SIGKILL); data is kept
 #   scripts/services.sh status [kafka|mongo|nginx|metrics ...]   one line per service; exit 3 if any is stopped
+#   scripts/services.sh install [kafka|mongo|nginx|metrics ...]  install only (nginx: with the stream module)
 #
 # No name means all four. Each server listens on 127.0.0.1 only.
 #
@@ -74,7 +75,7 @@ warn() { printf 'services: WARNING: %s\n' "$*" >&2; }
 die() { printf 'services: ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -409,11 +410,20 @@ nginx_bin() {
   fi
 }
 
+# The cluster's nginx balances MQTT over TCP with the stream module, a separate Debian package.
+NGINX_STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+
 nginx_install() {
-  nginx_bin >/dev/null && return 0
-  apt_install nginx-light
+  local want=()
+  nginx_bin >/dev/null || want+=(nginx-light)
+  [ -f "$NGINX_STREAM_MODULE" ] || want+=(libnginx-mod-stream)
+  [ ${#want[@]} -eq 0 ] && return 0
+  apt_install "${want[@]}"
   nginx_bin >/dev/null || die "nginx: not found after apt-get install nginx-light"
+  [ -f "$NGINX_STREAM_MODULE" ] || die "nginx: $NGINX_STREAM_MODULE missing after apt-get install libnginx-mod-stream"
 }
+
+metrics_install() { command -v victoria-metrics >/dev/null || apt_install victoria-metrics; }
 
 nginx_up() {
   nginx_install
@@ -511,7 +521,7 @@ main() {
   [ ${#names[@]} -gt 0 ] || names=("${ALL[@]}")
 
   case $cmd in
-    up | down | status) ;;
+    up | down | status | install) ;;
     -h | --help | help) usage ;;
     *) usage ;;
   esac
@@ -534,6 +544,7 @@ main() {
   for n in "${names[@]}"; do
     case $cmd in
       up) "${n}_up" ;;
+      install) "${n}_install" ;;
       down) do_down "$n" ;;
     esac
   done

@@ -14,13 +14,13 @@ import orjson
 
 from chatmq.bus.base import Bus
 from chatmq.ids import server_id
-from chatmq.services.sessions import SessionRegistry
+from chatmq.services.sessions import Registry
 from chatmq.services.store import Store
 from chatmq.topics import deliver_topic
 
 
 class Outlet:
-    def __init__(self, bus: Bus, registry: SessionRegistry, store: Store) -> None:
+    def __init__(self, bus: Bus, registry: Registry, store: Store) -> None:
         self._bus = bus
         self._registry = registry
         self._store = store
@@ -34,8 +34,9 @@ class Outlet:
         """Send each ``(user, envelope)`` to online users in order; return the offline users."""
         by_node: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         offline: list[str] = []
+        nodes = await self._registry.nodes_of(list({user for user, _ in items}))
         for user, env in items:
-            node = self._registry.node_of(user)
+            node = nodes.get(user)
             if node is None:
                 offline.append(user)
             else:
@@ -52,8 +53,9 @@ class Outlet:
         group's order holds. Returns the offline users."""
         by_node: dict[str, list[str]] = defaultdict(list)
         offline: list[str] = []
+        nodes = await self._registry.nodes_of(users)
         for user in users:
-            node = self._registry.node_of(user)
+            node = nodes.get(user)
             if node is None:
                 offline.append(user)
             else:

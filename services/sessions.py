@@ -3,12 +3,24 @@
 Presence records carry an epoch that grows with time; an ``offline`` only removes the
 entry it belongs to (same node, epoch not older), so a late disconnect from an old
 node cannot erase a newer connection, and a newer ``online`` on another node takes over.
+A ``node_started`` record (``{"event": "node_started", "node", "epoch"}``) forgets the
+entries a node had before it restarted.
+
+Two implementations of ``Registry``: ``SessionRegistry`` in memory (embedded mode: the
+storage service and the routers share the process) and ``StoreRegistry`` in the store
+(cluster mode: shared by every router copy and surviving restarts). Either way the
+storage service records an ``online`` before it reads the user's pending items, and the
+routers look the registry up after they committed a message, so a message is either seen
+pending by the replay or delivered live (the store orders the two).
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
+
+from chatmq.services.store.base import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,14 +30,83 @@ class Presence:
     epoch: int
 
 
-class SessionRegistry:
-    """In-memory view of ``chat.presence``, applied in order per user."""
+class Registry(abc.ABC):
+    """Where each online user is, fed with ``chat.presence`` records in order per user."""
+
+    async def update(self, record: dict[str, Any]) -> bool:
+        """Apply one presence record; True when it changed the registry."""
+        node, epoch = record["node"], int(record["epoch"])
+        if record["event"] == "node_started":
+            return await self.forget_node(node, epoch) > 0
+        if record["event"] == "online":
+            return await self.set_online(record["user"], node, epoch)
+        return await self.set_offline(record["user"], node, epoch)
+
+    @abc.abstractmethod
+    async def set_online(self, user: str, node: str, epoch: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def set_offline(self, user: str, node: str, epoch: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def forget_node(self, node: str, before_epoch: int) -> int: ...
+
+    @abc.abstractmethod
+    async def nodes_of(self, users: list[str]) -> dict[str, str]:
+        """``{user: node}`` for the online ones among ``users``."""
+
+    @abc.abstractmethod
+    async def online_count(self) -> int: ...
+
+
+class StoreRegistry(Registry):
+    """The registry kept in the store (``Store.set_online`` and friends)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def set_online(self, user: str, node: str, epoch: int) -> bool:
+        return await self._store.set_online(user, node, epoch)
+
+    async def set_offline(self, user: str, node: str, epoch: int) -> bool:
+        return await self._store.set_offline(user, node, epoch)
+
+    async def forget_node(self, node: str, before_epoch: int) -> int:
+        return await self._store.forget_node(node, before_epoch)
+
+    async def nodes_of(self, users: list[str]) -> dict[str, str]:
+        return await self._store.nodes_of(users) if users else {}
+
+    async def online_count(self) -> int:
+        return await self._store.count_online()
+
+
+class SessionRegistry(Registry):
+    """The registry in memory (one process)."""
 
     def __init__(self) -> None:
         self._by_user: dict[str, Presence] = {}
 
+    async def set_online(self, user: str, node: str, epoch: int) -> bool:
+        return self.apply({"event": "online", "user": user, "node": node, "epoch": epoch})
+
+    async def set_offline(self, user: str, node: str, epoch: int) -> bool:
+        return self.apply({"event": "offline", "user": user, "node": node, "epoch": epoch})
+
+    async def forget_node(self, node: str, before_epoch: int) -> int:
+        stale = [p.user for p in self._by_user.values() if p.node == node and p.epoch < before_epoch]
+        for user in stale:
+            del self._by_user[user]
+        return len(stale)
+
+    async def nodes_of(self, users: list[str]) -> dict[str, str]:
+        return {u: p.node for u in users if (p := self._by_user.get(u)) is not None}
+
+    async def online_count(self) -> int:
+        return len(self._by_user)
+
     def apply(self, record: dict[str, Any]) -> bool:
-        """Apply one presence record; True when it changed the registry."""
+        """Apply one ``online``/``offline`` record at once (synchronously); True when it changed the registry."""
         user, node, epoch = record["user"], record["node"], int(record["epoch"])
         current = self._by_user.get(user)
         if record["event"] == "online":
@@ -68,6 +149,12 @@ class ConnectionTable:
         self._by_key: dict[tuple[str, str], Connection] = {}
 
     def apply(self, record: dict[str, Any]) -> None:
+        """Apply a ``connected``/``disconnected`` record, or a ``node_started`` (the node's earlier
+        connections are gone)."""
+        if record["event"] == "node_started":
+            for key in [k for k in self._by_key if k[0] == record["node"]]:
+                del self._by_key[key]
+            return
         key = (record["node"], record["client_id"])
         if record["event"] == "connected":
             self._by_key[key] = Connection(record["kind"], record["id"], record["client_id"], record["node"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import orjson
 
 from chatmq.bus.base import Bus, Record
-from chatmq.services.sessions import SessionRegistry
+from chatmq.services.sessions import Registry
 from chatmq.services.store import Store
 from chatmq.services.worker import BusWorker
 from chatmq.topics import PRESENCE, deliver_topic
@@ -21,7 +21,7 @@ from chatmq.topics import PRESENCE, deliver_topic
 
 class ReplayService(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, registry: SessionRegistry, page: int) -> None:
+    def __init__(self, bus: Bus, store: Store, registry: Registry, page: int) -> None:
         super().__init__(bus, "storage", [PRESENCE])
         self._store = store
         self._registry = registry
@@ -30,7 +30,7 @@ class ReplayService(BusWorker):
     async def process(self, records: list[Record]) -> None:
         for record in records:
             event = orjson.loads(record.value)
-            self._registry.apply(event)
+            await self._registry.update(event)
             if event["event"] == "online":
                 await self.replay(event["user"], event["node"], int(event["epoch"]))
 

@@ -7,6 +7,8 @@
   key on one partition, so a conversation keeps its order.
 * Consumers join their group with auto-commit off and ``auto_offset_reset=earliest``;
   ``commit`` stores the position after the given records (at-least-once).
+* ``prefix`` namespaces one deployment on a shared Kafka: every topic and consumer group
+  name gets it in Kafka, and records come back with the plain topic name.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class KafkaBus(Bus):
     """A connection to a Kafka cluster at ``bootstrap`` (``host:port[,host:port…]``)."""
 
     def __init__(self, bootstrap: str, *, replication_factor: int = 1, client_id: str = "chatmq",
-                 linger_ms: int = 2) -> None:
+                 linger_ms: int = 2, prefix: str = "") -> None:
         self._bootstrap = bootstrap
+        self._prefix = prefix
         self._replication = replication_factor
         self._client_id = client_id
         self._linger_ms = linger_ms
@@ -67,9 +70,9 @@ class KafkaBus(Bus):
         try:
             existing = set(await admin.list_topics())
             wanted = [
-                NewTopic(s.name, s.partitions, self._replication,
+                NewTopic(self._prefix + s.name, s.partitions, self._replication,
                          topic_configs={"cleanup.policy": "compact"} if s.compacted else {})
-                for s in specs if s.name not in existing
+                for s in specs if self._prefix + s.name not in existing
             ]
             if wanted:
                 with contextlib.suppress(TopicAlreadyExistsError):  # another process made them meanwhile
@@ -85,7 +88,7 @@ class KafkaBus(Bus):
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         try:
-            await self._live_producer().send_and_wait(topic, value, key=key)
+            await self._live_producer().send_and_wait(self._prefix + topic, value, key=key)
         except BusClosedError:
             raise
         except Exception as exc:
@@ -94,21 +97,22 @@ class KafkaBus(Bus):
     async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
         producer = self._live_producer()
         try:
-            futures = [await producer.send(topic, value, key=key) for key, value in items]
+            futures = [await producer.send(self._prefix + topic, value, key=key) for key, value in items]
             for future in futures:
                 await future
         except Exception as exc:
             raise BusError(f"publish to {topic} failed: {exc}") from exc
 
     def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
-        return KafkaConsumer(self._bootstrap, group, topics, self._client_id)
+        return KafkaConsumer(self._bootstrap, group, topics, self._client_id, self._prefix)
 
 
 class KafkaConsumer(Consumer):
     """A member of a Kafka consumer group."""
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str) -> None:
+    def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str, prefix: str = "") -> None:
         self._bootstrap = bootstrap
+        self._prefix = prefix
         self.group = group
         self.topics = topics
         self._client_id = client_id
@@ -117,7 +121,8 @@ class KafkaConsumer(Consumer):
     async def start(self) -> None:
         aiokafka = _require_aiokafka()
         self._consumer = aiokafka.AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self._bootstrap, group_id=self.group, client_id=self._client_id,
+            *(self._prefix + t for t in self.topics), bootstrap_servers=self._bootstrap,
+            group_id=self._prefix + self.group, client_id=self._client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
         )
         try:
@@ -137,7 +142,8 @@ class KafkaConsumer(Consumer):
         batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         out: list[Record] = []
         for tp, records in batches.items():
-            out.extend(Record(tp.topic, tp.partition, r.offset, r.key or b"", r.value or b"") for r in records)
+            topic = tp.topic[len(self._prefix):]
+            out.extend(Record(topic, tp.partition, r.offset, r.key or b"", r.value or b"") for r in records)
         return out
 
     async def commit(self, records: list[Record]) -> None:
@@ -148,7 +154,7 @@ class KafkaConsumer(Consumer):
         latest: dict[tuple[str, int], int] = {}
         for r in records:
             latest[(r.topic, r.partition)] = max(latest.get((r.topic, r.partition), -1), r.offset + 1)
-        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in latest.items()}
+        offsets = {TopicPartition(self._prefix + t, p): OffsetAndMetadata(o, "") for (t, p), o in latest.items()}
         try:
             await self._consumer.commit(offsets)
         except Exception as exc:

@@ -99,6 +99,6 @@ async def stats(_: Admin, ctx: Ctx) -> StatsOut:
     return StatsOut(
         users=await ctx.store.count_users(),
         connections=len(control.sessions()) if control else 0,
-        online_users=control.online_users() if control else 0,
+        online_users=await control.online_users() if control else 0,
         pending_messages=await ctx.store.count_pending(),
     )

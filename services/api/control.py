@@ -23,6 +23,6 @@ class SessionControl(Protocol):
         """Close every connection of a user (and of the user's devices); how many were closed."""
         ...
 
-    def online_users(self) -> int:
+    async def online_users(self) -> int:
         """Users with at least one connection reading their inbox."""
         ...

@@ -4,6 +4,11 @@ Every method is a coroutine; implementations run blocking drivers off the event 
 Methods raise ``NotFoundError`` / ``ConflictError`` from ``chatmq.errors`` where named,
 and ``StoreError`` when the backend fails (the call then had no effect).
 
+Presence (the session registry of cluster mode) is ``user -> (node, epoch)``: ``set_online``
+keeps the newest epoch, ``set_offline`` removes only the entry it belongs to (same node, epoch
+not newer), so a late disconnect from an old node cannot erase a newer connection. Writes for
+one user come from one consumer at a time (``chat.presence`` is keyed by user).
+
 Pending items are what a user's inbox still owes them, in insertion order (``seq``):
 ``kind="message"`` items stay until the user confirms them with a ``delivered``
 receipt (``remove_pending``); ``kind="notice"`` items (receipts and events for a user
@@ -265,3 +270,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_pending(self, user_id: str | None = None) -> int:
         """Pending ``message`` items of one user, or of everyone."""
+
+    # presence (session registry) --------------------------------------------------
+    @abc.abstractmethod
+    async def set_online(self, user_id: str, node: str, epoch: int) -> bool:
+        """Record ``user_id`` on ``node`` unless a newer epoch is recorded; True when recorded."""
+
+    @abc.abstractmethod
+    async def set_offline(self, user_id: str, node: str, epoch: int) -> bool:
+        """Remove the user's entry if it is on ``node`` with an epoch not above ``epoch``; True when removed."""
+
+    @abc.abstractmethod
+    async def nodes_of(self, user_ids: list[str]) -> dict[str, str]:
+        """``{user_id: node}`` for those of ``user_ids`` that are online."""
+
+    @abc.abstractmethod
+    async def forget_node(self, node: str, before_epoch: int) -> int:
+        """Remove every entry on ``node`` with an epoch below ``before_epoch`` (the node restarted);
+        returns how many were removed."""
+
+    @abc.abstractmethod
+    async def count_online(self) -> int:
+        """Users with an entry."""

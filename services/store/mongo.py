@@ -26,6 +26,7 @@ Collections
   committed[, pending]}``; unique ``(sender, client_id)``, ``(conversation, _id)``.
 - ``pending`` ``{_id: seq, user_id, item_id, kind, envelope}``; unique ``(user_id, item_id)``,
   ``(user_id, _id)`` (the ``_id`` is the seq).
+- ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
 - ``seq_blocks`` ``{_id: block, n, at}`` and ``counters`` ``{_id: "pending_seq", b}``: the seq
   allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -332,6 +333,7 @@ class MongoStore(Store):
             [("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique"
         )
         await db.pending.create_index([("user_id", ASCENDING), ("_id", ASCENDING)], name="user_seq")
+        await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
 
     async def stop(self) -> None:
         """Close the connection pool; idempotent. Operations still running fail with ``StoreError``."""
@@ -891,3 +893,44 @@ class MongoStore(Store):
             query["user_id"] = user_id
         with _mongo_errors():
             return await coll.count_documents(query)
+
+    # presence -------------------------------------------------------------------
+    async def set_online(self, user_id: str, node: str, epoch: int) -> bool:
+        """Read, then replace (FerretDB updates are not atomic): exact because one consumer at a
+        time writes a user's presence; a lost race on the first insert is a duplicate key."""
+        coll = self._coll("presence")
+        with _mongo_errors():
+            current = await coll.find_one({"_id": user_id}, {"epoch": 1})
+            if current is not None and int(current["epoch"]) > epoch:
+                return False
+            try:
+                await coll.replace_one({"_id": user_id}, {"node": node, "epoch": epoch}, upsert=True)
+            except DuplicateKeyError:
+                return False
+        return True
+
+    async def set_offline(self, user_id: str, node: str, epoch: int) -> bool:
+        coll = self._coll("presence")
+        with _mongo_errors():
+            result = await coll.delete_one({"_id": user_id, "node": node, "epoch": {"$lte": epoch}})
+        return result.deleted_count == 1
+
+    async def nodes_of(self, user_ids: list[str]) -> dict[str, str]:
+        coll = self._coll("presence")
+        found: dict[str, str] = {}
+        with _mongo_errors():
+            for chunk in chunks(_unique(user_ids), _CHUNK):
+                async for doc in coll.find({"_id": {"$in": list(chunk)}}, {"node": 1}):
+                    found[doc["_id"]] = doc["node"]
+        return found
+
+    async def forget_node(self, node: str, before_epoch: int) -> int:
+        coll = self._coll("presence")
+        with _mongo_errors():
+            result = await coll.delete_many({"node": node, "epoch": {"$lt": before_epoch}})
+        return result.deleted_count
+
+    async def count_online(self) -> int:
+        coll = self._coll("presence")
+        with _mongo_errors():
+            return await coll.count_documents({})

@@ -102,6 +102,12 @@ CREATE TABLE IF NOT EXISTS pending (
     UNIQUE (user_id, item_id)
 );
 CREATE INDEX IF NOT EXISTS pending_user_seq ON pending (user_id, seq);
+CREATE TABLE IF NOT EXISTS presence (
+    user_id TEXT PRIMARY KEY,
+    node    TEXT NOT NULL,
+    epoch   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
 """
 
 _USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin"
@@ -753,3 +759,45 @@ class SQLiteStore(Store):
             return int(row[0])
 
         return await self._run(op)
+
+    # presence -------------------------------------------------------------------
+    async def set_online(self, user_id: str, node: str, epoch: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "INSERT INTO presence (user_id, node, epoch) VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE"
+                " SET node = excluded.node, epoch = excluded.epoch WHERE excluded.epoch >= presence.epoch"
+                " RETURNING user_id",
+                (user_id, node, epoch),
+            ).fetchone()
+            return row is not None
+
+        return await self._write(op)
+
+    async def set_offline(self, user_id: str, node: str, epoch: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM presence WHERE user_id = ? AND node = ? AND epoch <= ?",
+                               (user_id, node, epoch))
+            return cur.rowcount == 1
+
+        return await self._write(op)
+
+    async def nodes_of(self, user_ids: list[str]) -> dict[str, str]:
+        ids = _unique(user_ids)
+
+        def op(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for chunk in chunks(ids, _CHUNK):
+                found.update((r[0], r[1]) for r in conn.execute(
+                    f"SELECT user_id, node FROM presence WHERE user_id IN ({_marks(len(chunk))})", chunk))
+            return found
+
+        return await self._run(op)
+
+    async def forget_node(self, node: str, before_epoch: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM presence WHERE node = ? AND epoch < ?", (node, before_epoch)).rowcount
+
+        return await self._write(op)
+
+    async def count_online(self) -> int:
+        return await self._run(lambda conn: int(conn.execute("SELECT COUNT(*) FROM presence").fetchone()[0]))

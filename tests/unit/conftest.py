@@ -58,7 +58,7 @@ class FakeControl:
         self.connections = [c for c in self.connections if c.id != principal_id]
         return before - len(self.connections)
 
-    def online_users(self) -> int:
+    async def online_users(self) -> int:
         return len({c.id for c in self.connections if c.kind == "user"})
 
 

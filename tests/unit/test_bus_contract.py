@@ -26,7 +26,7 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
             pytest.skip("CHATMQ_KAFKA_BOOTSTRAP is not set (scripts/services.sh up kafka)")
         from chatmq.bus.kafka import KafkaBus
 
-        b = KafkaBus(KAFKA)
+        b = KafkaBus(KAFKA, prefix=f"p{uuid.uuid4().hex[:6]}.")  # records must come back without it
     await b.start()
     yield b
     await b.stop()
@@ -56,6 +56,7 @@ async def test_records_keep_their_order_per_key(bus: Bus) -> None:
     try:
         records = await drain(c, 60)
         assert len(records) == 60
+        assert {r.topic for r in records} == {t}
         for key in (b"k0", b"k1", b"k2"):
             values = [int(r.value) for r in records if r.key == key]
             assert values == sorted(values)

@@ -1027,3 +1027,42 @@ async def test_mongo_keeps_any_json_body(mongo_handles: Callable[[], MongoStore]
         assert [p.envelope for p in await all_pending(s, "bob")] == [m.envelopes["bob"], {"$set": {"k.k": True}}]
     finally:
         await s.stop()
+
+
+async def test_presence_newest_epoch_wins(store: Store) -> None:
+    assert await store.set_online("u1", "n1", 10)
+    assert await store.set_online("u1", "n2", 20)  # a newer connection on another node takes over
+    assert not await store.set_online("u1", "n1", 15)  # a late online from the old node does not
+    assert await store.nodes_of(["u1", "u2"]) == {"u1": "n2"}
+    assert await store.count_online() == 1
+
+
+async def test_presence_late_offline_cannot_erase_newer_connection(store: Store) -> None:
+    await store.set_online("u1", "n1", 10)
+    await store.set_online("u1", "n2", 20)
+    assert not await store.set_offline("u1", "n1", 10)  # the old node's disconnect comes late
+    assert await store.nodes_of(["u1"]) == {"u1": "n2"}
+    assert not await store.set_offline("u1", "n2", 19)  # older than the entry
+    assert await store.set_offline("u1", "n2", 20)
+    assert await store.nodes_of(["u1"]) == {}
+    assert not await store.set_offline("u1", "n2", 20)  # twice is harmless
+    assert await store.count_online() == 0
+
+
+async def test_presence_survives_restart_and_forget_node(make_store: Callable[[], Store]) -> None:
+    async with make_store() as store:
+        await store.set_online("a", "n1", 10)
+        await store.set_online("b", "n1", 30)
+        await store.set_online("c", "n2", 10)
+    async with make_store() as store:
+        assert await store.nodes_of(["a", "b", "c"]) == {"a": "n1", "b": "n1", "c": "n2"}
+        assert await store.forget_node("n1", 20) == 1  # n1 restarted at 20: "b" connected after that
+        assert await store.nodes_of(["a", "b", "c"]) == {"b": "n1", "c": "n2"}
+
+
+async def test_presence_lookup_many(store: Store) -> None:
+    users = [f"user{i}" for i in range(1200)]
+    for i, u in enumerate(users[::2]):
+        await store.set_online(u, f"n{i % 2}", i + 1)
+    found = await store.nodes_of(users)
+    assert set(found) == set(users[::2])

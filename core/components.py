@@ -1,0 +1,186 @@
+"""Building blocks of every chatmq process: components with ``start``/``stop``, stacked in order.
+
+A process (the embedded server, or one part of a cluster) is a ``Stack`` of components
+started in dependency order and stopped in reverse. ``HttpServer`` serves a FastAPI app
+with uvicorn; ``BrokerNode`` runs a ``ChatBroker`` with its gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Protocol
+
+import uvicorn
+from amqtt.errors import BrokerError
+from fastapi import FastAPI
+
+from chatmq.bridges.gateway import NodeGateway
+from chatmq.broker.authenticator import Authenticator
+from chatmq.broker.node import ChatBroker
+from chatmq.bus.base import Bus, TopicSpec
+from chatmq.errors import ChatMQError
+from chatmq.settings import Settings
+
+log = logging.getLogger("chatmq")
+
+
+class Component(Protocol):
+    """Anything a process starts and stops: stores, buses, workers, servers."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Stack:
+    """``components`` started in order and stopped in reverse; ``name`` is logged."""
+
+    def __init__(self, name: str, components: list[Component]) -> None:
+        self.name = name
+        self.components = components
+        self._started: list[Component] = []
+
+    async def start(self) -> None:
+        """Start everything; on a failure stop what started and raise ``ChatMQError`` saying why."""
+        try:
+            for component in self.components:
+                await component.start()
+                self._started.append(component)
+        except Exception as exc:
+            await self.stop()
+            if isinstance(exc, ChatMQError):
+                raise
+            raise ChatMQError(f"{self.name} cannot start: {exc}") from exc
+
+    async def stop(self) -> None:
+        """Stop what started, in reverse order; a failing component is logged and the rest still stop."""
+        while self._started:
+            component = self._started.pop()
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("%s: stopping %s failed", self.name, type(component).__name__)
+
+    async def run_until_signalled(self, ready: str = "ready") -> None:
+        """Start, log ``ready``, serve until SIGINT/SIGTERM, then stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        log.info("%s", ready)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await self.stop()
+            log.info("stopped")
+
+
+class BusTopics:
+    """Starts the bus and declares ``specs`` (creating the topics that are missing); stops the bus."""
+
+    def __init__(self, bus: Bus, specs: list[TopicSpec]) -> None:
+        self._bus, self._specs = bus, specs
+
+    async def start(self) -> None:
+        await self._bus.start()
+        await self._bus.ensure_topics(self._specs)
+
+    async def stop(self) -> None:
+        await self._bus.stop()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """Serves ``app`` on ``host:port``. ``bind()`` may be called early so a taken port fails first."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, what: str = "REST API", path: str = "/api/v1") -> None:
+        self._what, self._host, self._port, self._path = what, host, port, path
+        self._server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                               access_log=False))
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def bind(self) -> None:
+        """Take the port now; ``ChatMQError`` naming the address when it is taken."""
+        if self._socket is None:
+            try:
+                self._socket = socket.create_server((self._host, self._port), reuse_port=False)
+            except OSError as exc:
+                raise ChatMQError(f"{self._what} cannot listen on {self._host}:{self._port}: "
+                                  f"{exc.strerror or exc}") from exc
+
+    async def start(self) -> None:
+        self.bind()
+        assert self._socket is not None
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="http")
+        while not self._server.started:
+            if self._task.done():
+                await self._task
+                raise ChatMQError(f"{self._what} could not start on {self._host}:{self._port}")
+            await asyncio.sleep(0.02)
+        log.info("%s listening on http://%s:%d%s", self._what, self._host, self._port, self._path)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._task
+            self._task = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+class BrokerNode:
+    """The MQTT listeners of one node: a ``ChatBroker`` feeding ``gateway``.
+
+    On start the gateway announces the node (so registries forget who was on it before a
+    restart), then the listeners open.
+    """
+
+    def __init__(self, settings: Settings, authenticator: Authenticator, gateway: NodeGateway) -> None:
+        self._settings = settings
+        self._authenticator = authenticator
+        self._gateway = gateway
+        self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()
+
+    async def start(self) -> None:
+        s = self._settings
+        await self._gateway.announce_start()
+        self.broker = ChatBroker(
+            host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port, authenticator=self._authenticator,
+            hooks=self._gateway, rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
+        )
+        self._gateway.attach(self.broker)
+        try:
+            await self.broker.start()
+        except BrokerError as exc:
+            cause = exc.__cause__ or exc
+            raise ChatMQError(f"MQTT listeners on {s.host} (ports {s.mqtt_port}, {s.ws_port}): {cause}") from exc
+        log.info("node %s: MQTT over TCP listening on mqtt://%s:%d", s.node, s.host, s.mqtt_port)
+        log.info("node %s: MQTT over WebSocket listening on ws://%s:%d%s", s.node, s.host, s.ws_port, s.ws_path)
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.shutdown()
+
+    async def kick(self, client_id: str) -> bool:
+        return self.broker is not None and await self.broker.kick(client_id)
+
+    async def kick_principal(self, principal_id: str) -> int:
+        return 0 if self.broker is None else await self.broker.kick_principal(principal_id)
