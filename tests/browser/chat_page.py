@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 PASSWORD = "correct horse battery"
@@ -33,6 +34,11 @@ class Target:
     def page_url(self) -> str:
         """The page, told where MQTT is (the client remembers it for later visits)."""
         return f"{self.base_url}/?mqtt={quote(self.mqtt_url, safe='')}"
+
+    def register(self, username: str) -> None:
+        """Creates an account over REST (for users that the test does not drive in a page)."""
+        httpx.post(f"{self.base_url}/api/v1/auth/register",
+                   json={"username": username, "password": PASSWORD}).raise_for_status()
 
 
 class ChatPage:

@@ -6,11 +6,12 @@ Runs against every ``target`` (conftest.py). Screenshots go to test-artifacts/br
 
 from __future__ import annotations
 
-import httpx
-import pytest
-from playwright.sync_api import expect
+import uuid
 
-from tests.browser.chat_page import PASSWORD, Target
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tests.browser.chat_page import PASSWORD, ChatPage, Target
 from tests.browser.conftest import Users
 
 pytestmark = pytest.mark.browser
@@ -123,8 +124,7 @@ def test_group_chat_of_three_with_member_management(users: Users) -> None:
 def test_history_scrolls_back_to_the_first_message(users: Users, target: Target) -> None:
     alice = users("alice")
     bob_name = "bob_hist_" + alice.username.split("_")[1]
-    httpx.post(f"{target.base_url}/api/v1/auth/register",
-               json={"username": bob_name, "password": PASSWORD}).raise_for_status()
+    target.register(bob_name)
     alice.add_contact(bob_name)
     alice.open(bob_name)
     texts = [f"note {i:02d}" for i in range(1, 41)]
@@ -150,3 +150,43 @@ def test_history_scrolls_back_to_the_first_message(users: Users, target: Target)
     assert [t.split("\n")[0] for t in items.all_inner_texts()] == texts  # oldest first, none twice
     expect(alice.page.get_by_role("button", name="Load older messages")).to_be_hidden()
     alice.screenshot("history-scrolled-back")
+
+
+def test_usable_by_keyboard_alone(browser: Browser, target: Target) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    alice, bob = f"alice_kb_{suffix}", f"bob_kb_{suffix}"
+    for name in (alice, bob):  # the accounts exist; everything in the page is done by keyboard
+        target.register(name)
+    context = browser.new_context()
+    try:
+        tab = ChatPage(context, target, alice)
+        page, keys = tab.page, tab.page.keyboard
+        page.goto(target.page_url)
+        expect(page.get_by_label("Username", exact=True)).to_be_focused()
+        keys.type(alice)
+        keys.press("Tab")
+        keys.type(PASSWORD)
+        keys.press("Enter")
+        tab.expect_online()
+
+        expect(page.get_by_label("Add contact by username")).to_be_focused()
+        keys.type(bob)
+        keys.press("Enter")
+        entry = tab.conversation(bob)
+        expect(entry).to_be_visible()
+        for _ in range(8):  # Tab on to the new conversation
+            if entry.evaluate("e => e === document.activeElement"):
+                break
+            keys.press("Tab")
+        expect(entry).to_be_focused()
+        keys.press("Enter")
+        expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+        keys.type("typed, not clicked")
+        keys.press("Enter")
+        tab.expect_tick("typed, not clicked", "Sent")
+        keys.press("Escape")  # closes the conversation, back on its entry in the list
+        expect(entry).to_be_focused()
+        expect(entry).to_contain_text("typed, not clicked")
+        assert not tab.errors
+    finally:
+        context.close()

@@ -100,6 +100,7 @@ async function startSession() {
   $('auth-password').value = '';
   $('whoami').textContent = `Signed in as ${me.display_name || me.username}`;
   render();
+  $('contact-input').focus();
   await session.start();
 }
 
@@ -203,6 +204,7 @@ function renderConversation() {
 
 function openConversation(key) {
   session.open(key);
+  render(); // now, so that the message box is shown before it takes the focus
   $('composer-input').focus();
 }
 
