@@ -1,4 +1,5 @@
-"""The connection indicator and automatic reconnect, across a restart of the embedded server.
+"""The connection indicator and automatic reconnect, across a restart of the embedded server
+that outlasts the access tokens (the client refreshes them to connect again).
 
 Needs a server it may stop and start, so it runs against its own embedded server rather than
 ``target``.
@@ -18,9 +19,12 @@ from tests.e2e.harness import ServerProcess, serve
 pytestmark = pytest.mark.browser
 
 
+TOKEN_TTL = 3  # seconds: access tokens expire while the server is down
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    yield from serve(tmp_path)
+    yield from serve(tmp_path, CHATMQ_ACCESS_TOKEN_TTL=str(TOKEN_TTL))
 
 
 @pytest.fixture
@@ -42,6 +46,7 @@ def test_reconnects_resubscribes_and_sends_what_was_typed_offline(users: Users, 
     alice.send("typed while offline")
     alice.expect_tick("typed while offline", "Sending")
     alice.screenshot("reconnect-alice-offline")
+    alice.page.wait_for_timeout((TOKEN_TTL + 1) * 1000)  # the tokens the pages hold have expired
 
     server.start()
     alice.expect_online()

@@ -109,16 +109,32 @@ def test_group_chat_of_three_with_member_management(users: Users) -> None:
     alice.screenshot("group-alice")
     carol.screenshot("group-carol-phone")
 
-    # the admin removes carol: the group leaves her list, and her messages stop reaching it
+    # the admin removes carol: the group leaves her list
     page.get_by_role("button", name="Members").click()
     members = page.get_by_role("dialog", name="Members of Weekend plans")
     expect(members.get_by_role("listitem")).to_have_count(3)
     members.get_by_role("button", name=f"Remove {carol.username}").click()
     expect(members.get_by_role("listitem")).to_have_count(2)
-    members.get_by_role("button", name="Close").click()
     expect(carol.conversation("Weekend plans")).to_have_count(0)
+    alice.page.keyboard.press("Escape")  # closes the dialog, not the conversation
     alice.send("see you all at 9")
     expect(bob.message("see you all at 9")).to_be_visible()
+
+    # ... adds her back and renames the group: both show up for the members
+    page.get_by_role("button", name="Members").click()
+    members.get_by_label("Add a contact").select_option(label=carol.username)
+    members.get_by_role("button", name="Add member").click()
+    expect(members.get_by_role("listitem")).to_have_count(3)
+    members.get_by_label("Group name").fill("Saturday hike")
+    members.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("dialog", name="Members of Saturday hike")).to_be_visible()
+    page.get_by_role("dialog").get_by_role("button", name="Close").click()
+    expect(page.get_by_role("heading", level=2, name="Saturday hike")).to_be_visible()
+    for member in (bob, carol):
+        expect(member.conversation("Saturday hike")).to_be_visible()
+    alice.send("welcome back carol")
+    carol.open("Saturday hike")
+    expect(carol.message("welcome back carol")).to_be_visible()
 
 
 def test_history_scrolls_back_to_the_first_message(users: Users, target: Target) -> None:
