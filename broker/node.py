@@ -1,14 +1,14 @@
-"""``ChatBroker``: an amqtt broker node with chatmq's authentication, ACL and chat hooks.
+"""``ChatBroker``: a broker node with chatmq's authentication, ACL and chat hooks.
 
-amqtt (pinned to an exact version) provides listeners, codecs and sessions. This class
-replaces four of its paths, each covered by the end-to-end tests:
+It is a ``NodeBroker`` (chatmq's session handling and delivery path over amqtt's listeners,
+codecs and sessions) that also replaces:
 
 * ``_authenticate``: CONNECT credentials through ``Authenticator`` (no plugins);
-* ``_topic_filtering``: the per-identity ACL of ``chatmq.broker.identity`` for
-  SUBSCRIBE (denied → return code 0x80) and for every message sent to a client;
-* ``_handle_message_delivery``: an inbound PUBLISH goes to ``NodeHooks.published`` in
-  the order received, instead of amqtt's fire-and-forget plugin events; a denied
-  PUBLISH is dropped and answered with an ``error`` envelope in the user's inbox;
+* ``_topic_filtering`` and ``may_receive``: the per-identity ACL of ``chatmq.broker.identity``
+  for SUBSCRIBE (denied → return code 0x80), PUBLISH, and every message sent to a client
+  (retained replays included);
+* ``on_publish``: an inbound PUBLISH goes to ``NodeHooks.published`` in the order received; a
+  denied PUBLISH is dropped and answered with an ``error`` envelope in the user's inbox;
 * subscription, unsubscription and disconnect report inbox presence to the hooks.
 """
 
@@ -19,15 +19,18 @@ import logging
 import weakref
 from typing import Any, Protocol
 
-from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.mqtt.constants import QOS_1
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.session import Session
 
 from chatmq.broker.authenticator import Authenticator
+from chatmq.broker.base import NodeBroker
+from chatmq.broker.connection import NodeConnection
 from chatmq.broker.identity import Identity, inbox_topic, may_publish, may_receive, may_subscribe
+from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
+from chatmq.broker.wire import Publish
 from chatmq.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,10 @@ def listeners_config(host: str, mqtt_port: int, ws_port: int | None) -> dict[str
     return listeners
 
 
-class ChatBroker(Broker):  # type: ignore[misc]
+class ChatBroker(NodeBroker):
     """A broker node for authenticated chat users and devices."""
+
+    checks_receive = True
 
     def __init__(
         self,
@@ -73,9 +78,10 @@ class ChatBroker(Broker):  # type: ignore[misc]
         hooks: NodeHooks,
         rate: float,
         burst: int,
+        limits: DeliveryLimits | None = None,
     ) -> None:
         config = {"listeners": listeners_config(host, mqtt_port, ws_port), "plugins": {}}
-        super().__init__(config)
+        super().__init__(config, limits)
         self._authenticator = authenticator
         self._hooks = hooks
         self._rate = rate
@@ -84,7 +90,6 @@ class ChatBroker(Broker):  # type: ignore[misc]
         self._identities: dict[int, tuple[Session, Identity]] = {}
         self._buckets: weakref.WeakKeyDictionary[BrokerProtocolHandler, TokenBucket] = weakref.WeakKeyDictionary()
         self._inbox_conns: dict[BrokerProtocolHandler, str] = {}
-        self._deliveries: set[asyncio.Future[Any]] = set()
 
     def identity(self, session: Session) -> Identity | None:
         entry = self._identities.get(id(session))
@@ -94,17 +99,15 @@ class ChatBroker(Broker):  # type: ignore[misc]
         """Publish ``payload`` (QoS 1) on ``users/{user_id}/inbox`` to each of ``conns`` (connection
         handlers that subscribed it), in call order per connection.
 
-        Deliveries go straight to the connections, not through amqtt's broadcast queue, so
+        Deliveries go into those connections' outboxes directly, not through the router, so
         nothing meant for a connection that has gone reaches the next connection of the user
         ahead of its replay.
         """
         topic = inbox_topic(user_id)
         for conn in conns:
-            if not isinstance(conn, BrokerProtocolHandler) or conn not in self._inbox_conns:
+            if not isinstance(conn, NodeConnection) or conn not in self._inbox_conns or conn.session is None:
                 continue
-            task = asyncio.ensure_future(conn.mqtt_publish(topic, payload, QOS_1, retain=False))
-            self._deliveries.add(task)
-            task.add_done_callback(self._delivery_done)
+            self.router.deliver(conn.session.client_id, topic, payload, QOS_1)
 
     async def kick(self, client_id: str) -> bool:
         """Close the live connection with MQTT client id ``client_id``; False when there is none."""
@@ -121,16 +124,6 @@ class ChatBroker(Broker):  # type: ignore[misc]
             if principal_id in (identity.id, identity.owner) and session.client_id
         ]
         return sum([await self.kick(client_id) for client_id in doomed])
-
-    def _delivery_done(self, task: asyncio.Future[Any]) -> None:
-        self._deliveries.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("inbox delivery failed: %s", task.exception())
-
-    async def shutdown(self) -> None:
-        for task in list(self._deliveries):
-            task.cancel()
-        await super().shutdown()
 
     # --- replaced amqtt paths ------------------------------------------------------
     async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
@@ -149,24 +142,25 @@ class ChatBroker(Broker):  # type: ignore[misc]
             return may_receive(identity, topic)
         return may_publish(identity, topic)
 
-    async def _handle_subscription(
-        self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
-    ) -> None:
-        await super()._handle_subscription(client_session, handler, subscribe_waiter)
-        identity = self.identity(client_session)
+    def may_receive(self, session: Session, topic: str) -> bool:
+        return may_receive(self.identity(session), topic)
+
+    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
+        codes = await super().on_subscribe(session, handler, subscription)
+        identity = self.identity(session)
         if identity is None or identity.kind != "user":
-            return
+            return codes
         wanted = inbox_topic(identity.id)
-        if any(topic == wanted for topic, _qos in subscribe_waiter.result().topics):
+        pairs = zip(subscription.topics, codes, strict=True)
+        if any(topic == wanted and code != 0x80 for (topic, _qos), code in pairs):
             self._inbox_conns[handler] = identity.id
             await self._hooks.inbox_subscribed(identity.id, handler)
+        return codes
 
-    async def _handle_unsubscription(
-        self, client_session: Session, handler: BrokerProtocolHandler, unsubscribe_waiter: asyncio.Future[Any]
-    ) -> None:
-        await super()._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+    async def on_unsubscribe(self, session: Session, handler: NodeConnection, unsubscription: UnSubscription) -> None:
+        await super().on_unsubscribe(session, handler, unsubscription)
         user = self._inbox_conns.get(handler)
-        if user is not None and inbox_topic(user) in unsubscribe_waiter.result().topics:
+        if user is not None and inbox_topic(user) in unsubscription.topics:
             del self._inbox_conns[handler]
             await self._hooks.inbox_released(user, handler)
 
@@ -185,12 +179,7 @@ class ChatBroker(Broker):  # type: ignore[misc]
             if user is not None:
                 await self._hooks.inbox_released(user, handler)
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
-    ) -> bool:
-        message = wait_deliver.result()
-        if message is None:
-            return True
+    async def on_publish(self, client_session: Session, handler: NodeConnection, message: Publish) -> bool:
         topic = message.topic
         if not topic or "#" in topic or "+" in topic:
             log.warning("[MQTT-3.3.2-2] %s published to invalid topic %r; closing", client_session.client_id, topic)
@@ -198,7 +187,7 @@ class ChatBroker(Broker):  # type: ignore[misc]
         identity = self.identity(client_session)
         if identity is None:
             return False
-        data = bytes(message.data or b"")
+        data = message.payload
         if not may_publish(identity, topic):
             self._refuse(identity, handler, EnvelopeError("forbidden", f"publishing to {topic!r} is not allowed"))
             return True

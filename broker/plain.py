@@ -1,5 +1,5 @@
-"""A plain MQTT broker node (``chatmq broker --allow-anonymous``): amqtt with anonymous access and no
-chat logic, for benchmarks and conformance tests."""
+"""A plain MQTT broker node (``chatmq broker --allow-anonymous``): anonymous access, no chat logic,
+chatmq's delivery path (``NodeBroker``). Used by the benchmarks and the conformance tests."""
 
 from __future__ import annotations
 
@@ -7,25 +7,40 @@ import asyncio
 import logging
 import signal
 
-from amqtt.broker import Broker
+from amqtt.contexts import ListenerConfig
+from amqtt.session import Session
 
+from chatmq.broker.base import NodeBroker
 from chatmq.broker.node import listeners_config
+from chatmq.broker.outbox import DeliveryLimits
 
 log = logging.getLogger("chatmq")
 
 
-async def run_plain_broker(host: str, port: int) -> None:
-    """Serve anonymous MQTT on ``host:port`` until SIGINT/SIGTERM."""
-    broker = Broker({
-        "listeners": listeners_config(host, port, None),
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    })
+class PlainBroker(NodeBroker):
+    """Every client may connect, publish, subscribe and receive anything; sessions are kept for
+    anonymous clients as for any other."""
+
+    def __init__(self, host: str, mqtt_port: int, ws_port: int | None = None,
+                 limits: DeliveryLimits | None = None) -> None:
+        super().__init__({"listeners": listeners_config(host, mqtt_port, ws_port), "plugins": {}}, limits)
+
+    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
+        return True
+
+
+async def run_plain_broker(host: str, port: int, ws_port: int | None = None,
+                           limits: DeliveryLimits | None = None) -> None:
+    """Serve anonymous MQTT on ``host:port`` (and WebSocket on ``ws_port``) until SIGINT/SIGTERM."""
+    broker = PlainBroker(host, port, ws_port, limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await broker.start()
     log.info("plain MQTT broker listening on mqtt://%s:%d (anonymous)", host, port)
+    if ws_port is not None:
+        log.info("plain MQTT broker listening on ws://%s:%d (anonymous)", host, ws_port)
     try:
         await stop.wait()
     finally:

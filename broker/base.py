@@ -1,0 +1,228 @@
+"""``NodeBroker``: amqtt's ``Broker`` with chatmq's session handling and delivery path.
+
+amqtt (pinned exactly) still provides the listeners, CONNECT parsing, the ``Session`` object and
+CONNACK. From the CONNECT on, this class and its helpers replace amqtt's paths:
+
+* connections are ``NodeConnection``s (one read loop, no task per packet), each bound to its
+  session's ``Outbox`` (one batched write per turn, bounded queue, per-subscriber packet ids);
+* publishes are routed by ``Router`` (subscription index, QoS downgrade, receive ACL) instead of
+  ``_run_broadcast``, which scanned every filter per message;
+* sessions: a clean-session CONNECT ends any session with that client id, closing its live
+  connection ([MQTT-3.1.2-6], [MQTT-3.1.4-2]); a persistent CONNECT takes the session over
+  (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]).
+  Persistent sessions are kept for anonymous clients too (amqtt dropped them);
+* retained messages go only to a new subscription's matching topics, through the receive ACL
+  (amqtt replayed every retained message to every (re)connecting session);
+* an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will.
+
+Subclasses decide who may connect (``_authenticate``), publish and subscribe (``_topic_filtering``),
+receive (``may_receive``), and may extend ``on_publish``/``on_subscribe``/``on_unsubscribe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker, Server
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
+from amqtt.session import Session
+from amqtt.utils import gen_client_id
+
+from chatmq.broker.connection import NodeConnection
+from chatmq.broker.outbox import DeliveryLimits
+from chatmq.broker.router import Router
+from chatmq.broker.wire import Publish
+
+log = logging.getLogger(__name__)
+
+
+class NodeBroker(Broker):  # type: ignore[misc]
+    """A broker node whose delivery path is chatmq's (see the module docstring)."""
+
+    checks_receive = False
+    """Whether ``may_receive`` is asked per delivery (the chat node's ACL); off for the plain node."""
+
+    def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None) -> None:
+        super().__init__(config)
+        self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
+
+    # --- hooks for subclasses ------------------------------------------------------
+    def may_receive(self, session: Session, topic: str) -> bool:
+        """Whether ``session`` may be sent a message on ``topic`` (asked when ``checks_receive``)."""
+        return True
+
+    def _receive_allowed(self, client_id: object, topic: str) -> bool:
+        entry = self._sessions.get(client_id)
+        return entry is not None and self.may_receive(entry[0], topic)
+
+    async def on_publish(self, session: Session, handler: NodeConnection, message: Publish) -> bool:
+        """A client's PUBLISH, in arrival order; False closes its connection (protocol error).
+
+        Topics with ``+``, ``#`` or U+0000 close the connection ([MQTT-3.3.2-2], [MQTT-4.7.3-2]);
+        ``$SYS/…`` is the broker's and is ignored; anything else the ACL allows is routed.
+        """
+        topic = message.topic
+        if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+            log.info("%s published to invalid topic %r: closing", session.client_id, topic)
+            return False
+        if topic.startswith("$SYS"):
+            return True
+        if not await self._topic_filtering(session, topic, Action.PUBLISH):
+            return True
+        self.router.publish(topic, message.payload, message.qos, message.retain)
+        return True
+
+    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
+        """Subscribe (ACL-checked per filter), SUBACK, then the retained messages of each new filter.
+        Returns the SUBACK return codes."""
+        client_id = session.client_id
+        codes: list[int] = []
+        granted: list[tuple[str, int]] = []
+        for topic_filter, qos in subscription.topics:
+            if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
+                codes.append(0x80)
+                continue
+            code = self.router.subscribe(client_id, topic_filter, qos, replay=False)
+            codes.append(code)
+            if code != 0x80:
+                granted.append((topic_filter, code))
+        await handler.mqtt_acknowledge_subscription(subscription.packet_id, codes)
+        for topic_filter, qos in granted:
+            self.router.replay_retained(client_id, topic_filter, qos)
+        return codes
+
+    async def on_unsubscribe(self, session: Session, handler: NodeConnection, unsubscription: UnSubscription) -> None:
+        """Remove each filter exactly as given ([MQTT-3.10.4-1]), then UNSUBACK ([MQTT-3.10.4-4])."""
+        for topic_filter in unsubscription.topics:
+            self.router.unsubscribe(session.client_id, topic_filter)
+        await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id)
+
+    # --- session lifecycle (replaces amqtt's) ----------------------------------------
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, session = await NodeConnection.init_from_connect(reader, writer, self.plugins_manager)
+        except (AMQTTError, NoDataError) as exc:
+            log.info("no valid CONNECT from %s:%s: %s", remote_address, remote_port, exc)
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            log.info("CONNECT refused from %s:%s: %s", remote_address, remote_port, exc)
+            await writer.close()
+            raise
+        client_id = session.client_id
+        if session.clean_session:
+            if client_id:
+                await self._end_session(client_id)
+            else:
+                session.client_id = gen_client_id()  # [MQTT-3.1.3-6]
+            session.parent = 0
+            return handler, session
+        entry = self._sessions.get(client_id)
+        if entry is None or entry[0].clean_session:
+            if entry is not None:
+                await self._end_session(client_id)
+            session.parent = 0
+            return handler, session
+        existing, old = entry
+        if existing.transitions.is_connected():
+            log.info("%s connected again: taking the session over", client_id)
+            await self._stop_handler(old)
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
+                     "username", "password", "remote_address", "remote_port", "ssl_object"):
+            setattr(existing, name, getattr(session, name))
+        existing.parent = 1  # [MQTT-3.2.2-2] session present
+        return handler, existing
+
+    async def _end_session(self, client_id: str) -> None:
+        """Forget ``client_id``'s session, closing its live connection first (a takeover)."""
+        entry = self._sessions.pop(client_id, None)
+        self.router.forget(client_id)
+        if entry is not None and entry[0].transitions.is_connected():
+            log.info("%s connected again: closing its previous connection", client_id)
+            await self._stop_handler(entry[1])
+
+    async def _handle_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        server: Server,
+        listener_name: str,
+    ) -> None:
+        assert isinstance(handler, NodeConnection)
+        authenticated = await self._authenticate(client_session, self.listeners_config[listener_name])
+        client_id = client_session.client_id
+        if client_session.transitions.is_connected():  # a takeover whose old connection is still closing
+            client_session.transitions.disconnect()
+        client_session.transitions.connect()
+        handler.attach(client_session, reader, writer)
+        if not authenticated:
+            client_session.parent = 0
+            await handler.mqtt_connack_authorize(False)
+            client_session.transitions.disconnect()
+            await writer.close()
+            return
+        self._sessions[client_id] = (client_session, handler)
+        await handler.mqtt_connack_authorize(True)
+        await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=client_id,
+                                              client_session=client_session)
+        ended = handler.bind(self, self.router.outbox(client_id))
+        await handler.start()
+        await asyncio.wait([ended])
+        await self._handle_disconnect(client_session, handler, ended)
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        """The connection ended: the will unless it sent DISCONNECT ([MQTT-3.1.2-8], [MQTT-3.1.2-10]);
+        a clean session is forgotten, a persistent one keeps queueing QoS 1/2 until it returns."""
+        clean_end = isinstance(disconnect_waiter.result(), DisconnectPacket)
+        client_id = client_session.client_id
+        if not clean_end and client_session.will_flag and client_session.will_topic:
+            will = bytes(client_session.will_message or b"")
+            self.router.publish(client_session.will_topic, will, client_session.will_qos or 0,
+                                bool(client_session.will_retain))
+        await self._stop_handler(handler)
+        current = self._sessions.get(client_id)
+        if current is None or current[1] is not handler:
+            return  # taken over (or ended) by a newer connection: leave its state alone
+        assert isinstance(handler, NodeConnection)
+        if handler.outbox is not None and handler.transport is not None:
+            handler.outbox.detach(handler.transport)
+        client_session.transitions.disconnect()
+        if client_session.clean_session:
+            del self._sessions[client_id]
+            self.router.forget(client_id)
+        await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
+                                              client_session=client_session)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        await super()._cleanup_session(client_id)
+        self.router.forget(client_id)
+
+    async def _delete_session(self, client_id: str) -> None:
+        await self._end_session(client_id)
+
+    async def _session_monitor(self) -> None:
+        """amqtt's monitor expired anonymous persistent sessions; ours are kept, so nothing to do."""
+        await asyncio.Event().wait()
+
+    # --- amqtt's broadcast entry points, for plugins and internal messages --------------
+    async def _broadcast_message(self, session: Session | None, topic: str | None,
+                                 data: bytes | bytearray | None, force_qos: int | None = None) -> None:
+        if topic:
+            self.router.publish(topic, bytes(data or b""), force_qos or 0)
+
+    async def retain_message(self, source_session: Session | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+        if topic_name:
+            self.router.retain(topic_name, bytes(data or b""), qos or 0)

@@ -1,0 +1,229 @@
+"""``NodeConnection``: one client connection's read loop, replacing amqtt's per-packet tasks.
+
+amqtt's ``ProtocolHandler._reader_loop`` reads each packet field by field and starts a task per
+packet; its deliveries start more tasks and wait on futures per message. This handler keeps
+amqtt's CONNECT handling, session object and CONNACK, and replaces the rest:
+
+* it reads the socket in chunks and cuts them into packets (``wire.PacketSplitter``);
+* every packet is handled in arrival order, inline: PUBLISH goes to the node (``NodeBroker.
+  on_publish``, awaited, so a slow node slows its publishers instead of queueing without end),
+  then its PUBACK/PUBREC is queued on the session's ``Outbox``; SUBSCRIBE and UNSUBSCRIBE go to
+  the node the same way, so a client's PUBLISH after its SUBSCRIBE sees that subscription;
+* acknowledgements of deliveries (PUBACK, PUBREC, PUBCOMP) update the outbox's in-flight table;
+* a QoS 2 PUBLISH is routed once: a resent one (same packet id before PUBREL) is only
+  acknowledged again ([MQTT-4.3.3-2], method A);
+* keepalive: no packet for 1.5 × the keepalive closes the connection as a network failure, so
+  the will is published ([MQTT-3.1.2-24], [MQTT-3.1.2-8]);
+* a malformed packet, a second CONNECT or a packet a server must not receive closes the
+  connection ([MQTT-4.8.0-1], [MQTT-3.1.0-2]); nothing a peer sends raises out of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from amqtt.adapters import BufferReader
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.constants import QOS_0
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.packet import MQTTFixedHeader
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
+from amqtt.mqtt.subscribe import SubscribePacket
+from amqtt.mqtt.unsubscribe import UnsubscribePacket
+
+from chatmq.broker.outbox import Outbox
+from chatmq.broker.transports import Closable, chunk_reader, transport_for
+from chatmq.broker.wire import (
+    DISCONNECT,
+    PINGREQ,
+    PINGRESP_BYTES,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MalformedPacketError,
+    Packet,
+    PacketSplitter,
+    decode_packet_id,
+    decode_publish,
+    encode_ack,
+    encode_remaining_length,
+)
+
+if TYPE_CHECKING:
+    from chatmq.broker.base import NodeBroker
+
+log = logging.getLogger(__name__)
+
+
+class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
+    """A broker-side MQTT connection bound to a ``NodeBroker`` and its session's ``Outbox``."""
+
+    node: NodeBroker
+    outbox: Outbox | None = None
+    transport: Closable | None = None
+    _last_read: float = 0.0
+    _keepalive_timer: asyncio.TimerHandle | None = None
+
+    def bind(self, node: NodeBroker, outbox: Outbox) -> asyncio.Future[DisconnectPacket | None]:
+        """Attach the session's outbox to this connection (after CONNACK, before ``start``).
+
+        Returns the future of the connection's end: its DISCONNECT packet, or None when it ended
+        otherwise (taken before the read loop starts, so an early end is never missed)."""
+        assert self.writer is not None
+        self.node = node
+        self.outbox = outbox
+        self.transport = transport_for(self.writer)
+        ended: asyncio.Future[DisconnectPacket | None] = self._loop.create_future()
+        self._disconnect_waiter = ended
+        outbox.attach(self.transport, self.close_transport)
+        return ended
+
+    def close_transport(self) -> None:
+        """Close the connection now; the read loop then ends it as a network failure (will sent)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- keepalive ---------------------------------------------------------------
+    def _arm_keepalive(self) -> None:
+        keep_alive = self.session.keep_alive if self.session is not None else 0
+        if keep_alive > 0:
+            self._keepalive_timer = self._loop.call_later(keep_alive * 1.5, self._check_keepalive)
+
+    def _check_keepalive(self) -> None:
+        keep_alive = self.session.keep_alive if self.session is not None else 0
+        idle = self._loop.time() - self._last_read
+        if idle >= keep_alive * 1.5:
+            log.info("%s sent nothing for %.1f s (keepalive %d s): closing",
+                     self.session.client_id if self.session else "?", idle, keep_alive)
+            self.close_transport()
+            return
+        self._keepalive_timer = self._loop.call_later(keep_alive * 1.5 - idle, self._check_keepalive)
+
+    # --- the read loop -----------------------------------------------------------
+    async def _reader_loop(self) -> None:
+        assert self._reader_ready is not None
+        assert self.reader is not None
+        read = chunk_reader(self.reader)
+        splitter = PacketSplitter()
+        self._last_read = self._loop.time()
+        self._arm_keepalive()
+        self._reader_ready.set()
+        try:
+            while True:
+                data = await read()
+                if not data:
+                    break
+                self._last_read = self._loop.time()
+                if not await self._handle_all(splitter.feed(data)):
+                    break
+        except MalformedPacketError as exc:
+            log.info("%s: malformed packet, closing: %s", self._who(), exc)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%s: unexpected error in the read loop, closing", self._who())
+        finally:
+            if self._keepalive_timer is not None:
+                self._keepalive_timer.cancel()
+            self.close_transport()
+            await self.handle_connection_closed()
+            self._reader_stopped.set()
+        await self.stop()
+
+    def _who(self) -> str:
+        return str(self.session.client_id) if self.session is not None else "?"
+
+    async def _handle_all(self, packets: list[Packet]) -> bool:
+        for packet in packets:
+            if not await self._handle(packet):
+                return False
+        return True
+
+    async def _handle(self, packet: Packet) -> bool:
+        """Handle one packet; False ends the connection."""
+        outbox = self.outbox
+        session = self.session
+        assert outbox is not None
+        assert session is not None
+        kind = packet.kind
+        if kind == PUBLISH:
+            message = decode_publish(packet.flags, packet.body)
+            packet_id = message.packet_id
+            if message.qos == 2 and packet_id in outbox.qos2_received:
+                outbox.send_raw(encode_ack(PUBREC, packet_id))
+                return True
+            if not await self.node.on_publish(session, self, message):
+                return False
+            if packet_id is not None:
+                if message.qos == 1:
+                    outbox.send_raw(encode_ack(PUBACK, packet_id))
+                else:
+                    outbox.qos2_received.add(packet_id)
+                    outbox.send_raw(encode_ack(PUBREC, packet_id))
+            return True
+        if kind == PUBACK:
+            outbox.on_puback(decode_packet_id(packet.body))
+        elif kind == PUBREC:
+            outbox.on_pubrec(decode_packet_id(packet.body))
+        elif kind == PUBREL:
+            packet_id = decode_packet_id(packet.body)
+            outbox.qos2_received.discard(packet_id)
+            outbox.send_raw(encode_ack(PUBCOMP, packet_id))
+        elif kind == PUBCOMP:
+            outbox.on_pubcomp(decode_packet_id(packet.body))
+        elif kind == PINGREQ:
+            outbox.send_raw(PINGRESP_BYTES)
+        elif kind == SUBSCRIBE:
+            sub = await self._decode(SubscribePacket, packet.flags, packet.body)
+            if not isinstance(sub, SubscribePacket) or not sub.payload.topics:
+                raise MalformedPacketError("SUBSCRIBE without topic filters [MQTT-3.8.3-3]")
+            for _topic, qos in sub.payload.topics:
+                if qos not in (0, 1, 2):
+                    raise MalformedPacketError(f"SUBSCRIBE with requested QoS {qos} [MQTT-3-8.3-4]")
+            await self.node.on_subscribe(session, self, Subscription(sub.variable_header.packet_id,
+                                                                     sub.payload.topics))
+        elif kind == UNSUBSCRIBE:
+            unsub = await self._decode(UnsubscribePacket, packet.flags, packet.body)
+            if not isinstance(unsub, UnsubscribePacket) or not unsub.payload.topics:
+                raise MalformedPacketError("UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]")
+            await self.node.on_unsubscribe(session, self, UnSubscription(unsub.variable_header.packet_id,
+                                                                         unsub.payload.topics))
+        elif kind == DISCONNECT:
+            await self.handle_disconnect(DisconnectPacket())
+            return False
+        else:
+            log.info("%s sent packet type %d, which a server must not receive: closing", self._who(), kind)
+            return False
+        return True
+
+    @staticmethod
+    async def _decode(cls: type[SubscribePacket] | type[UnsubscribePacket], flags: int, body: bytes) -> object:
+        header = MQTTFixedHeader(SUBSCRIBE if cls is SubscribePacket else UNSUBSCRIBE, flags, len(body))
+        try:
+            return await cls.from_stream(BufferReader(body), fixed_header=header)
+        except (AMQTTError, MQTTError, NoDataError, ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise MalformedPacketError(f"bad {cls.__name__}: {exc}") from exc
+
+    # --- replaced amqtt entry points ---------------------------------------------
+    async def mqtt_acknowledge_subscription(self, packet_id: int, return_codes: list[int]) -> None:
+        """SUBACK through the outbox, so it is written before the retained messages it precedes."""
+        assert self.outbox is not None
+        body = packet_id.to_bytes(2, "big") + bytes(return_codes)
+        self.outbox.send_raw(b"\x90" + encode_remaining_length(len(body)) + body)
+
+    async def mqtt_acknowledge_unsubscription(self, packet_id: int) -> None:
+        assert self.outbox is not None
+        self.outbox.send_raw(bytes((0xB0, 2)) + packet_id.to_bytes(2, "big"))
+
+    async def mqtt_publish(self, topic: str, data: bytes | bytearray, qos: int | None, retain: bool,
+                           ack_timeout: int | None = None) -> None:
+        """amqtt's per-message publish, kept for callers of the old API: queues on the outbox."""
+        assert self.outbox is not None
+        self.outbox.push(self.node.router.encoded(topic), bytes(data), qos or QOS_0, retain)
+

@@ -1,0 +1,251 @@
+"""``Outbox``: what a broker node still owes one client session, and the one place that writes it.
+
+Each session has one outbox, kept across reconnects of a persistent session (clean session 0).
+It holds
+
+* a bounded FIFO of messages not yet sent (``DeliveryLimits.queue_size``);
+* the QoS 1/2 messages sent and not yet acknowledged (at most ``max_inflight``), by the packet
+  id this outbox gave them: packet ids are per subscriber, never the publisher's;
+* control packets to send (PUBACK/PUBREC/PUBCOMP to the client's own publishes, PINGRESP).
+
+Contracts
+---------
+* No task per message. ``push`` and ``send_raw`` append and, once per event-loop turn, one
+  ``flush`` encodes everything sendable into a single write on the transport.
+* While the transport holds more than ``high_water`` unsent bytes, nothing more is written; the
+  outbox resumes when the transport says it drained. Messages wait in the queue meanwhile.
+* Drop policy when the queue is full: a QoS 0 message is dropped and counted
+  (``DeliveryStats.dropped_qos0``). A QoS 1/2 message is never dropped silently: while the client
+  is connected the outbox asks for that connection to be closed as too slow
+  (``slow_disconnects``) and keeps the message (for a persistent session it is sent after the
+  next connect; a clean session ends and is discarded with it, as MQTT prescribes); while a
+  persistent session is away, the message is refused, counted (``dropped_offline``) and logged.
+* While no transport is attached (the client is away) QoS 0 messages are not queued
+  ([MQTT-3.1.2-5]: only QoS 1/2 are stored for a disconnected session).
+* ``attach`` (a reconnect) first resends every unacknowledged PUBLISH with DUP set, and PUBREL
+  for QoS 2 messages already received, in their original order ([MQTT-4.4.0-1]), then the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from chatmq.broker.wire import PUBREL, encode_ack, encode_publish
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLimits:
+    """Per-client delivery bounds (settings ``broker_queue_size``, ``broker_max_inflight``)."""
+
+    queue_size: int = 1000
+    max_inflight: int = 100
+    high_water: int = 256 * 1024
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    """Counters shared by all the outboxes of one node."""
+
+    delivered: int = 0
+    dropped_qos0: int = 0
+    slow_disconnects: int = 0
+    dropped_offline: int = 0
+
+
+class Transport(Protocol):
+    """Where an outbox writes: one connection's socket (TCP or WebSocket)."""
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (whole packets) after everything written before."""
+
+    def buffered(self) -> int:
+        """Bytes written and not yet handed to the network."""
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, after the buffered bytes have gone out (or the connection ended)."""
+
+
+class _Inflight:
+    __slots__ = ("payload", "qos", "released", "retain", "topic")
+
+    def __init__(self, topic: bytes, payload: bytes, qos: int, retain: bool) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.released = False  # QoS 2: PUBREC came and PUBREL was sent
+
+
+class Outbox:
+    """One session's outgoing messages. See the module docstring for the contracts."""
+
+    __slots__ = ("_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_scheduled", "_stats",
+                 "_transport", "_waiting_drain", "inflight", "qos2_received")
+
+    def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
+        self._limits = limits
+        self._stats = stats
+        self._queue: deque[tuple[bytes, bytes, int, bool]] = deque()
+        self._raw: list[bytes] = []
+        self.inflight: dict[int, _Inflight] = {}
+        self.qos2_received: set[int] = set()
+        """Packet ids of the client's QoS 2 publishes routed and not yet released (PUBREL)."""
+        self._next_id = 0
+        self._transport: Transport | None = None
+        self._on_overflow: Callable[[], None] | None = None
+        self._scheduled = False
+        self._waiting_drain = False
+
+    # --- state -------------------------------------------------------------------
+    @property
+    def online(self) -> bool:
+        return self._transport is not None
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting to be sent (not counting those in flight)."""
+        return len(self._queue)
+
+    def attach(self, transport: Transport, on_overflow: Callable[[], None]) -> None:
+        """A connection took this session: resend what is in flight (DUP), then the queue."""
+        self._transport = transport
+        self._on_overflow = on_overflow
+        self._waiting_drain = False
+        for packet_id, entry in self.inflight.items():
+            if entry.released:
+                self._raw.append(encode_ack(PUBREL, packet_id))
+            else:
+                self._raw.append(encode_publish(entry.topic, entry.payload, entry.qos, packet_id,
+                                                retain=entry.retain, dup=True))
+        self._schedule()
+
+    def detach(self, transport: Transport | None = None) -> None:
+        """The connection ended; control packets not yet written are dropped with it. With
+        ``transport``, only if that is still the attached one (a takeover may have replaced it)."""
+        if transport is not None and transport is not self._transport:
+            return
+        self._transport = None
+        self._on_overflow = None
+        self._raw.clear()
+
+    def clear(self) -> None:
+        """Forget everything (a clean session ended)."""
+        self.detach()
+        self._queue.clear()
+        self.inflight.clear()
+        self.qos2_received.clear()
+
+    # --- input -------------------------------------------------------------------
+    def push(self, topic: bytes, payload: bytes, qos: int, retain: bool = False) -> bool:
+        """Queue a message (``topic`` as ``wire.encode_topic`` made it) at the delivered ``qos``.
+        Returns whether it was queued; see the drop policy in the module docstring."""
+        online = self._transport is not None
+        if not online and qos == 0:
+            return False
+        if len(self._queue) >= self._limits.queue_size:
+            if qos == 0:
+                self._stats.dropped_qos0 += 1
+                return False
+            if not online:
+                self._stats.dropped_offline += 1
+                log.warning("queue of an absent persistent session is full (%d): QoS %d message refused",
+                            self._limits.queue_size, qos)
+                return False
+            on_overflow = self._on_overflow
+            self._on_overflow = None
+            if on_overflow is not None:
+                self._stats.slow_disconnects += 1
+                log.warning("subscriber too slow (%d messages queued): closing its connection", len(self._queue))
+                on_overflow()
+        self._queue.append((topic, payload, qos, retain))
+        if online:
+            self._schedule()
+        return True
+
+    def send_raw(self, packet: bytes) -> None:
+        """Send a control packet (an ack or PINGRESP) with the next write, if connected."""
+        if self._transport is not None:
+            self._raw.append(packet)
+            self._schedule()
+
+    def on_puback(self, packet_id: int) -> None:
+        entry = self.inflight.get(packet_id)
+        if entry is not None and entry.qos == 1:
+            del self.inflight[packet_id]
+            if self._queue:
+                self._schedule()
+
+    def on_pubrec(self, packet_id: int) -> None:
+        entry = self.inflight.get(packet_id)
+        if entry is not None and entry.qos == 2:
+            entry.released = True
+        self.send_raw(encode_ack(PUBREL, packet_id))  # [MQTT-4.3.3-1]: PUBREL also for an id we forgot
+
+    def on_pubcomp(self, packet_id: int) -> None:
+        entry = self.inflight.get(packet_id)
+        if entry is not None and entry.released:
+            del self.inflight[packet_id]
+            if self._queue:
+                self._schedule()
+
+    # --- output ------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._waiting_drain:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def _packet_id(self) -> int:
+        next_id = self._next_id
+        inflight = self.inflight
+        while True:
+            next_id = next_id % 65535 + 1
+            if next_id not in inflight:
+                self._next_id = next_id
+                return next_id
+
+    def flush(self) -> None:
+        """Write everything sendable now in one write (called by the event loop; safe to call directly)."""
+        self._scheduled = False
+        transport = self._transport
+        if transport is None or self._waiting_drain:
+            return
+        frames = self._raw
+        self._raw = []
+        queue = self._queue
+        inflight = self.inflight
+        max_inflight = self._limits.max_inflight
+        sent = 0
+        while queue:
+            topic, payload, qos, retain = queue[0]
+            if qos:
+                if len(inflight) >= max_inflight:
+                    break
+                packet_id = self._packet_id()
+                inflight[packet_id] = _Inflight(topic, payload, qos, retain)
+                frames.append(encode_publish(topic, payload, qos, packet_id, retain=retain))
+            else:
+                frames.append(encode_publish(topic, payload, 0, None, retain=retain))
+            queue.popleft()
+            sent += 1
+            if sent >= 512:  # bound one write; the rest follows on the next turn
+                self._schedule()
+                break
+        if not frames:
+            return
+        self._stats.delivered += sent
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if transport.buffered() > self._limits.high_water:
+            self._waiting_drain = True
+            transport.when_drained(self._drained)
+
+    def _drained(self) -> None:
+        self._waiting_drain = False
+        if self._transport is not None and (self._queue or self._raw):
+            self._schedule()

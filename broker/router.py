@@ -1,0 +1,167 @@
+"""``Router``: who gets a published message, at what QoS, and the node's retained messages.
+
+It replaces amqtt's ``Broker._run_broadcast`` (a task per message that scans every subscription
+filter and delivers at the subscription's QoS) with one synchronous call per publish:
+
+* subscribers come from ``TopicIndex.match`` (cost grows with the matches, not the subscriptions),
+  each once, at the maximum QoS of its matching filters ([MQTT-3.3.5-1]);
+* the delivered QoS is ``min(publish QoS, subscription QoS)`` ([MQTT-3.8.4-6]);
+* a receive check (``may_receive``, the node's ACL) is asked per subscriber;
+* each message goes into the subscriber's ``Outbox`` with RETAIN clear ([MQTT-3.3.1-9]).
+
+Retained messages ([MQTT-3.3.1-5] .. [MQTT-3.3.1-11]): a PUBLISH with RETAIN and a payload
+replaces the topic's retained message, one with an empty payload removes it. They are sent,
+with RETAIN set, only to a subscription just made, only for topics its filter matches, and only
+where ``may_receive`` allows: never to a session merely because it (re)connected.
+
+No I/O and no awaiting: the outboxes do the writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from chatmq.broker.outbox import DeliveryLimits, DeliveryStats, Outbox
+from chatmq.broker.topic_index import TopicIndex, TopicIndexError
+from chatmq.broker.wire import encode_topic
+
+ReceiveCheck = Callable[[Hashable, str], bool]
+"""``may_receive(subscriber, topic)``: whether the node's ACL lets ``subscriber`` receive ``topic``."""
+
+_TOPIC_CACHE_LIMIT = 50_000
+
+
+def _allow_all(_subscriber: Hashable, _topic: str) -> bool:
+    return True
+
+
+@dataclass(slots=True)
+class Retained:
+    """A retained message: the topic's last PUBLISH with RETAIN and a payload."""
+
+    topic: str
+    payload: bytes
+    qos: int
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches ``topic_filter`` (both valid), with the ``$`` rule ([MQTT-4.7.2-1])."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return topic_filter == topic
+    levels = topic.split("/")
+    parts = topic_filter.split("/")
+    for i, part in enumerate(parts):
+        if part == "#":
+            return True
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(parts) == len(levels)
+
+
+class Router:
+    """The node's subscriptions, outboxes and retained messages, by subscriber key (the client id)."""
+
+    def __init__(self, limits: DeliveryLimits | None = None, may_receive: ReceiveCheck | None = None) -> None:
+        self.limits = limits or DeliveryLimits()
+        self.stats = DeliveryStats()
+        self.index: TopicIndex[str] = TopicIndex()
+        self.outboxes: dict[str, Outbox] = {}
+        self.retained: dict[str, Retained] = {}
+        self._may_receive: ReceiveCheck = may_receive or _allow_all
+        self._topics: dict[str, bytes] = {}
+
+    # --- sessions ----------------------------------------------------------------
+    def outbox(self, client_id: str) -> Outbox:
+        """The session's outbox, made on first use."""
+        box = self.outboxes.get(client_id)
+        if box is None:
+            box = self.outboxes[client_id] = Outbox(self.limits, self.stats)
+        return box
+
+    def forget(self, client_id: str) -> None:
+        """The session ended for good: drop its subscriptions and everything it was owed."""
+        self.index.unsubscribe_all(client_id)
+        box = self.outboxes.pop(client_id, None)
+        if box is not None:
+            box.clear()
+
+    # --- subscriptions -----------------------------------------------------------
+    def subscribe(self, client_id: str, topic_filter: str, qos: int, *, replay: bool = True) -> int:
+        """Add (or re-grade) a subscription and, with ``replay``, send the retained messages it
+        matches. Returns the granted QoS, or 0x80 for an invalid filter (SUBACK failure code)."""
+        granted = min(max(qos, 0), 2)
+        try:
+            self.index.subscribe(client_id, topic_filter, granted)
+        except TopicIndexError:
+            return 0x80
+        if replay:
+            self.replay_retained(client_id, topic_filter, granted)
+        return granted
+
+    def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
+        """Remove one subscription; False when there was none (or the filter is invalid)."""
+        try:
+            return self.index.unsubscribe(client_id, topic_filter)
+        except TopicIndexError:
+            return False
+
+    def replay_retained(self, client_id: str, topic_filter: str, qos: int) -> int:
+        """Send the retained messages matching ``topic_filter`` to ``client_id`` (RETAIN set). Returns how many."""
+        box = self.outbox(client_id)
+        if "+" in topic_filter or "#" in topic_filter:
+            found = [r for topic, r in self.retained.items() if filter_matches(topic_filter, topic)]
+        else:
+            one = self.retained.get(topic_filter)
+            found = [one] if one is not None else []
+        sent = 0
+        for message in found:
+            if self._may_receive(client_id, message.topic):
+                box.push(self.encoded(message.topic), message.payload, min(qos, message.qos), True)
+                sent += 1
+        return sent
+
+    # --- publishing --------------------------------------------------------------
+    def encoded(self, topic: str) -> bytes:
+        """``topic`` as a length-prefixed UTF-8 string, cached."""
+        raw = self._topics.get(topic)
+        if raw is None:
+            if len(self._topics) >= _TOPIC_CACHE_LIMIT:
+                self._topics.clear()
+            raw = self._topics[topic] = encode_topic(topic)
+        return raw
+
+    def retain(self, topic: str, payload: bytes, qos: int) -> None:
+        """Store ``topic``'s retained message, or remove it when ``payload`` is empty ([MQTT-3.3.1-10])."""
+        if payload:
+            self.retained[topic] = Retained(topic, payload, qos)
+        else:
+            self.retained.pop(topic, None)
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
+        """Route one message; ``retain`` also stores (or, with an empty payload, clears) the topic's
+        retained message. Returns the number of subscribers it was queued for."""
+        if retain:
+            self.retain(topic, payload, qos)
+        matches = self.index.match(topic)
+        if not matches:
+            return 0
+        encoded = self.encoded(topic)
+        outboxes = self.outboxes
+        may_receive = self._may_receive
+        check = may_receive is not _allow_all
+        queued = 0
+        for client_id, sub_qos in matches.items():
+            box = outboxes.get(client_id)
+            if box is None or (check and not may_receive(client_id, topic)):
+                continue
+            if box.push(encoded, payload, qos if qos < sub_qos else sub_qos):
+                queued += 1
+        return queued
+
+    def deliver(self, client_id: str, topic: str, payload: bytes, qos: int) -> bool:
+        """Queue a message for one session directly (the chat node's inbox deliveries)."""
+        box = self.outboxes.get(client_id)
+        return box is not None and box.push(self.encoded(topic), payload, qos)

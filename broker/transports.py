@@ -1,0 +1,176 @@
+"""How the broker's own read and write paths reach a connection under amqtt's adapters.
+
+amqtt (pinned) wraps every connection in a ``ReaderAdapter``/``WriterAdapter`` whose reads are
+per packet field and whose WebSocket writer is not safe for concurrent use. The delivery path
+reads in large chunks and writes whole batches instead, through the objects here:
+
+* ``chunk_reader(reader)``: an async callable returning the next bytes received (``b""`` at
+  the end of the connection);
+* ``transport_for(writer)``: an ``outbox.Transport`` for the connection, which also ``close()``s it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WebSocketsReader,
+    WebSocketsWriter,
+    WriterAdapter,
+)
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+
+CHUNK = 256 * 1024
+
+
+def chunk_reader(reader: ReaderAdapter) -> Callable[[], Awaitable[bytes]]:
+    """The fastest way to read ``reader``'s connection in chunks."""
+    if isinstance(reader, StreamReaderAdapter):
+        stream: asyncio.StreamReader = reader._reader
+
+        async def read_stream() -> bytes:
+            try:
+                data: bytes = await stream.read(CHUNK)
+            except (ConnectionError, OSError):
+                return b""
+            return data
+
+        return read_stream
+    if isinstance(reader, WebSocketsReader):
+        conn: Connection = reader._protocol
+
+        async def read_ws() -> bytes:
+            try:
+                message: str | bytes = await conn.recv()
+            except ConnectionClosed:
+                return b""
+            return message.encode() if isinstance(message, str) else bytes(message)
+
+        return read_ws
+
+    async def read_any() -> bytes:
+        try:
+            data: bytes = await reader.read(1)
+        except (ConnectionError, OSError, EOFError):
+            return b""
+        return data
+
+    return read_any
+
+
+class StreamTransport:
+    """A TCP (or TLS) connection: writes go straight to the asyncio transport."""
+
+    __slots__ = ("_drains", "_writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._drains: set[asyncio.Future[None]] = set()
+
+    def write(self, data: bytes) -> None:
+        if not self._writer.transport.is_closing():
+            self._writer.transport.write(data)
+
+    def buffered(self) -> int:
+        return int(self._writer.transport.get_write_buffer_size())
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        task = asyncio.ensure_future(self._writer.drain())
+        self._drains.add(task)
+
+        def done(t: asyncio.Future[None]) -> None:
+            self._drains.discard(t)
+            if not t.cancelled():
+                t.exception()  # a reset connection: its reader ends the session
+            callback()
+
+        task.add_done_callback(done)
+
+    def close(self) -> None:
+        self._writer.transport.close()
+        for task in list(self._drains):
+            task.cancel()
+
+
+class QueuedTransport:
+    """A connection written through an awaitable ``send`` (WebSocket, or any other amqtt adapter):
+    batches go out one ``send`` at a time, from one sender task that lives while there is data."""
+
+    __slots__ = ("_callbacks", "_close", "_pending", "_send_one", "_sender", "_size")
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]], close: Callable[[], None]) -> None:
+        self._send_one = send
+        self._close = close
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._sender: asyncio.Task[None] | None = None
+        self._callbacks: list[Callable[[], None]] = []
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._size += len(data)
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._pending:
+                data = b"".join(self._pending)
+                self._pending.clear()
+                try:
+                    await self._send_one(data)
+                except (ConnectionClosed, ConnectionError, OSError):
+                    self._pending.clear()
+                finally:
+                    self._size -= len(data)
+        finally:
+            self._sender = None
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
+
+    def buffered(self) -> int:
+        return self._size
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        if self._sender is None:
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._callbacks.append(callback)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close()
+        if self._sender is not None:
+            self._sender.cancel()
+
+
+Closable = StreamTransport | QueuedTransport
+
+
+def transport_for(writer: WriterAdapter) -> Closable:
+    """The ``Transport`` for amqtt's ``writer``."""
+    if isinstance(writer, StreamWriterAdapter):
+        return StreamTransport(writer._writer)
+    if isinstance(writer, WebSocketsWriter):
+        conn: Connection = writer._protocol
+        return QueuedTransport(conn.send, conn.transport.close)
+
+    async def send(data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    closing: set[asyncio.Future[None]] = set()
+
+    def close() -> None:
+        task = asyncio.ensure_future(writer.close())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    return QueuedTransport(send, close)

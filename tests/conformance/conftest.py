@@ -1,0 +1,58 @@
+"""The conformance tests run against ``chatmq broker --allow-anonymous`` (the plain node), started
+once per module as a subprocess on a free port; ``raw()`` opens raw-socket clients to it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conformance.raw import RawClient
+from tests.e2e.harness import free_port
+
+
+class PlainNode:
+    def __init__(self, port: int, log: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.port = port
+        self.log_path = log
+        self.proc = proc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNode]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("plain") / "broker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "chatmq.cli", "broker", "--allow-anonymous",
+                                 "--host", "127.0.0.1", "--mqtt-port", str(port)], stdout=out, stderr=out)
+    node = PlainNode(port, log, proc)
+    deadline = time.monotonic() + 20
+    while f"mqtt://127.0.0.1:{port}" not in node.log():
+        assert proc.poll() is None, node.log()
+        assert time.monotonic() < deadline, node.log()
+        time.sleep(0.05)
+    yield node
+    proc.terminate()
+    assert proc.wait(20) == 0, node.log()
+    assert "Traceback" not in node.log(), node.log()[-8000:]
+
+
+@pytest.fixture
+def raw(node: PlainNode) -> Iterator[Callable[[], RawClient]]:
+    clients: list[RawClient] = []
+
+    def make() -> RawClient:
+        client = RawClient(node.port)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

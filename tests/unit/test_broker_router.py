@@ -1,0 +1,139 @@
+"""The broker's routing and retained messages (``chatmq.broker.router``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from chatmq.broker.router import Router, filter_matches
+from chatmq.broker.topic_index import InvalidFilterError, TopicIndex
+from chatmq.broker.wire import PUBLISH, PacketSplitter, Publish, decode_publish
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def buffered(self) -> int:
+        return 0
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def publishes(self) -> list[Publish]:
+        return [decode_publish(p.flags, p.body) for p in PacketSplitter().feed(self.data) if p.kind == PUBLISH]
+
+
+def connect(router: Router, client_id: str) -> Sink:
+    sink = Sink()
+    router.outbox(client_id).attach(sink, lambda: None)
+    return sink
+
+
+async def turn() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_delivered_qos_is_the_lower_of_publish_and_subscription() -> None:
+    router = Router()
+    low, high = connect(router, "low"), connect(router, "high")
+    router.subscribe("low", "t", 0)
+    router.subscribe("high", "t", 2)
+    router.publish("t", b"x", 1)
+    await turn()
+    assert [p.qos for p in low.publishes()] == [0]
+    assert [p.qos for p in high.publishes()] == [1]
+
+
+async def test_overlapping_subscriptions_get_one_copy_at_the_highest_qos() -> None:
+    router = Router()
+    sink = connect(router, "c")
+    router.subscribe("c", "a/#", 0)
+    router.subscribe("c", "a/+", 1)
+    router.subscribe("c", "a/b", 0)
+    router.publish("a/b", b"x", 2)
+    await turn()
+    assert [(p.payload, p.qos) for p in sink.publishes()] == [(b"x", 1)]
+
+
+async def test_the_receive_check_is_asked_per_subscriber() -> None:
+    router = Router(may_receive=lambda client, topic: client == "allowed")
+    allowed, denied = connect(router, "allowed"), connect(router, "denied")
+    for client in ("allowed", "denied"):
+        router.subscribe(client, "#", 1)
+    router.publish("t", b"x", 1)
+    await turn()
+    assert len(allowed.publishes()) == 1
+    assert denied.publishes() == []
+
+
+async def test_retained_messages_replay_only_for_the_new_filter_with_retain_set() -> None:
+    router = Router()
+    router.publish("a/1", b"one", 1, retain=True)
+    router.publish("b/1", b"other", 1, retain=True)
+    sink = connect(router, "c")
+    router.subscribe("c", "a/+", 1)
+    await turn()
+    assert [(p.topic, p.retain) for p in sink.publishes()] == [("a/1", True)]
+    router.publish("a/1", b"live", 1, retain=True)
+    await turn()
+    assert [(p.payload, p.retain) for p in sink.publishes()][1:] == [(b"live", False)]  # [MQTT-3.3.1-9]
+
+
+async def test_an_empty_retained_publish_clears_the_topic() -> None:
+    router = Router()
+    router.publish("t", b"kept", 0, retain=True)
+    router.publish("t", b"", 0, retain=True)
+    sink = connect(router, "c")
+    router.subscribe("c", "t", 0)
+    await turn()
+    assert sink.publishes() == []
+
+
+async def test_retained_replay_respects_the_receive_check() -> None:
+    router = Router(may_receive=lambda client, topic: topic != "secret")
+    router.publish("secret", b"s", 0, retain=True)
+    router.publish("open", b"o", 0, retain=True)
+    sink = connect(router, "c")
+    router.subscribe("c", "#", 0)
+    await turn()
+    assert [p.topic for p in sink.publishes()] == ["open"]
+
+
+async def test_invalid_filters_are_refused_with_0x80() -> None:
+    router = Router()
+    assert router.subscribe("c", "a/#/b", 1) == 0x80
+    assert router.subscribe("c", "a+", 1) == 0x80
+    assert router.subscribe("c", "a/+", 2) == 2
+
+
+async def test_forget_drops_subscriptions_and_what_was_owed() -> None:
+    router = Router()
+    connect(router, "c")
+    router.subscribe("c", "t", 1)
+    router.forget("c")
+    assert router.publish("t", b"x", 1) == 0
+    assert "c" not in router.outboxes
+
+
+LEVEL = st.sampled_from(["a", "b", "", "$x", "+", "#"])
+
+
+@given(st.lists(LEVEL, min_size=1, max_size=4), st.lists(st.sampled_from(["a", "b", "", "$x"]), min_size=1, max_size=4))
+def test_filter_matches_agrees_with_the_index(filter_levels: list[str], topic_levels: list[str]) -> None:
+    topic_filter = "/".join(filter_levels)
+    topic = "/".join(topic_levels)
+    assume(topic != "")
+    index: TopicIndex[str] = TopicIndex()
+    try:
+        index.subscribe("s", topic_filter, 0)
+    except InvalidFilterError:
+        assume(False)
+    assert filter_matches(topic_filter, topic) == ("s" in index.match(topic))

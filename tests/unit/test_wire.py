@@ -1,0 +1,100 @@
+"""MQTT framing of the broker's hot path (``chatmq.broker.wire``)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatmq.broker.wire import (
+    PUBACK,
+    PUBLISH,
+    PUBREL,
+    MalformedPacketError,
+    PacketSplitter,
+    decode_packet_id,
+    decode_publish,
+    encode_ack,
+    encode_publish,
+    encode_remaining_length,
+    encode_topic,
+)
+
+
+def test_publish_round_trips_through_the_splitter() -> None:
+    frame = encode_publish(encode_topic("a/b"), b"hello", 1, 7, retain=True, dup=True)
+    [packet] = PacketSplitter().feed(frame)
+    assert packet.kind == PUBLISH
+    message = decode_publish(packet.flags, packet.body)
+    assert (message.topic, message.payload, message.qos, message.packet_id) == ("a/b", b"hello", 1, 7)
+    assert message.retain
+    assert message.dup
+
+
+def test_qos0_publish_has_no_packet_id() -> None:
+    [packet] = PacketSplitter().feed(encode_publish(encode_topic("t"), b"x", 0, None))
+    assert decode_publish(packet.flags, packet.body).packet_id is None
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=8), st.integers(min_value=1, max_value=50))
+def test_packets_split_anywhere_come_out_whole_and_in_order(payloads: list[bytes], cut: int) -> None:
+    stream = b"".join(encode_publish(encode_topic(f"t/{i}"), p, 0, None) for i, p in enumerate(payloads))
+    splitter = PacketSplitter()
+    got = []
+    for start in range(0, len(stream), cut):
+        got += splitter.feed(stream[start:start + cut])
+    assert [decode_publish(p.flags, p.body).payload for p in got] == payloads
+    assert splitter.pending == 0
+
+
+@pytest.mark.parametrize("length", [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455])
+def test_remaining_length_encoding_matches_the_spec_table(length: int) -> None:
+    encoded = encode_remaining_length(length)
+    assert len(encoded) == 1 + (length > 127) + (length > 16_383) + (length > 2_097_151)
+    value = sum((b & 0x7F) << (7 * i) for i, b in enumerate(encoded))
+    assert value == length
+
+
+def test_a_five_byte_remaining_length_is_malformed() -> None:
+    with pytest.raises(MalformedPacketError):
+        PacketSplitter().feed(b"\x30\xff\xff\xff\xff\x01")
+
+
+def test_an_oversized_packet_is_refused_before_it_is_buffered() -> None:
+    with pytest.raises(MalformedPacketError):
+        PacketSplitter(max_packet=10).feed(b"\x30\x0b")
+
+
+def test_wrong_reserved_flags_are_malformed() -> None:
+    with pytest.raises(MalformedPacketError):
+        PacketSplitter().feed(b"\x60\x02\x00\x01")  # PUBREL must carry flags 0b0010 [MQTT-3.6.1-1]
+
+
+@pytest.mark.parametrize(("flags", "body"), [
+    (0b0110, b"\x00\x01t\x00\x01"),  # QoS 3
+    (0b1000, b"\x00\x01tpayload"),  # DUP at QoS 0
+    (0b0010, b"\x00\x01t\x00\x00"),  # packet id 0
+    (0b0000, b"\x00\x05ab"),  # topic longer than the packet
+    (0b0000, b"\x00\x02\xff\xfe"),  # topic not UTF-8
+    (0b0000, b"\x00"),
+])
+def test_bad_publishes_are_malformed(flags: int, body: bytes) -> None:
+    with pytest.raises(MalformedPacketError):
+        decode_publish(flags, body)
+
+
+@given(st.binary(max_size=64))
+def test_no_input_raises_anything_but_malformed(data: bytes) -> None:
+    try:
+        for packet in PacketSplitter().feed(data):
+            if packet.kind == PUBLISH:
+                decode_publish(packet.flags, packet.body)
+            elif packet.kind == PUBACK:
+                decode_packet_id(packet.body)
+    except MalformedPacketError:
+        pass
+
+
+def test_acks_carry_their_packet_id_and_pubrel_its_flags() -> None:
+    assert encode_ack(PUBACK, 0x1234) == b"\x40\x02\x12\x34"
+    assert encode_ack(PUBREL, 1) == b"\x62\x02\x00\x01"
