@@ -33,9 +33,12 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chatmq.broker.wire import PUBREL, encode_ack, encode_publish
+
+if TYPE_CHECKING:
+    from chatmq.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,13 @@ log = logging.getLogger(__name__)
 class DeliveryLimits:
     """Per-client delivery bounds (settings ``broker_queue_size``, ``broker_max_inflight``)."""
 
-    queue_size: int = 1000
+    queue_size: int = 10_000
     max_inflight: int = 100
     high_water: int = 256 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryLimits:
+        return cls(queue_size=settings.broker_queue_size, max_inflight=settings.broker_max_inflight)
 
 
 @dataclass(slots=True)

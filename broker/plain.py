@@ -13,6 +13,7 @@ from amqtt.session import Session
 from chatmq.broker.base import NodeBroker
 from chatmq.broker.node import listeners_config
 from chatmq.broker.outbox import DeliveryLimits
+from chatmq.settings import Settings
 
 log = logging.getLogger("chatmq")
 
@@ -29,10 +30,10 @@ class PlainBroker(NodeBroker):
         return True
 
 
-async def run_plain_broker(host: str, port: int, ws_port: int | None = None,
-                           limits: DeliveryLimits | None = None) -> None:
-    """Serve anonymous MQTT on ``host:port`` (and WebSocket on ``ws_port``) until SIGINT/SIGTERM."""
-    broker = PlainBroker(host, port, ws_port, limits)
+async def run_plain_broker(host: str, port: int, ws_port: int | None = None, settings: Settings | None = None) -> None:
+    """Serve anonymous MQTT on ``host:port`` (and WebSocket on ``ws_port`` when given) until
+    SIGINT/SIGTERM, with the delivery limits of ``settings`` (else the defaults)."""
+    broker = PlainBroker(host, port, ws_port, DeliveryLimits.from_settings(settings) if settings else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

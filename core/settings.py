@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     replay_batch: int = Field(200, gt=0, le=10_000, description="Pending messages per replay page.")
     bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
     allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
+    broker_queue_size: int = Field(10_000, gt=0, description="Messages queued per MQTT client beyond those in "
+                                   "flight; past it QoS 0 is dropped (counted) and a QoS 1/2 subscriber is "
+                                   "disconnected as too slow.")
+    broker_max_inflight: int = Field(100, gt=0, le=65535, description="QoS 1/2 messages sent to one MQTT client "
+                                     "and not yet acknowledged.")
 
     # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")
