@@ -80,10 +80,15 @@ class ChatPage:
         expect(self.connection).to_have_text("Online", timeout=20_000)
 
     # --- the conversation list ---------------------------------------------------------
-    def add_contact(self, username: str) -> None:
-        self.page.get_by_label("Add contact by username").fill(username)
+    def add_contacts(self, *usernames: str) -> None:
+        """Types the usernames (comma-separated) into the contact box and waits for their entries."""
+        self.page.get_by_label("Add contact by username").fill(", ".join(usernames))
         self.page.get_by_role("button", name="Add", exact=True).click()
-        expect(self.conversation(username)).to_be_visible()
+        for username in usernames:
+            expect(self.conversation(username)).to_be_visible()
+
+    def add_contact(self, username: str) -> None:
+        self.add_contacts(username)
 
     def conversation(self, title: str) -> Locator:
         """The conversation's entry in the list; its accessible name is the title, then

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ViewportSize, expect, sync_playwright
 
 from chatmq.services.api.web import default_web_dir
 from tests.browser.chat_page import ChatPage, Target
@@ -29,6 +29,8 @@ CHROMIUM_ARGS = [
 PHONE = ViewportSize(width=390, height=844)
 DESKTOP = ViewportSize(width=1100, height=700)
 TARGETS = ["embedded"]
+
+expect.set_options(timeout=10_000)  # what a user sees may take a moment on a busy 2-core CI machine
 
 
 @pytest.fixture(scope="module")

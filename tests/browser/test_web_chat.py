@@ -21,6 +21,10 @@ def test_two_users_chat_both_ways_and_ticks_turn_to_read(users: Users) -> None:
     alice = users("alice")
     bob = users("bob", phone=True)
 
+    contact_box = alice.page.get_by_label("Add contact by username")
+    contact_box.fill("nobody_by_that_name")
+    contact_box.press("Enter")
+    expect(alice.page.get_by_role("alert")).to_have_text("No user named nobody_by_that_name")
     alice.add_contact(bob.username)
     alice.open(bob.username)
     alice.send("hi bob, lunch today?")
@@ -74,8 +78,7 @@ def test_group_chat_of_three_with_member_management(users: Users) -> None:
     alice = users("alice")
     bob = users("bob")
     carol = users("carol", phone=True)
-    for name in (bob.username, carol.username):
-        alice.add_contact(name)
+    alice.add_contacts(bob.username, carol.username)
 
     page = alice.page
     page.get_by_role("button", name="New group").click()

@@ -250,11 +250,11 @@ $('contact-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   showError('contact-error', null);
   const input = $('contact-input');
-  const name = input.value.trim().toLowerCase();
-  if (!name) return;
+  const names = input.value.split(/[\s,;]+/).filter(Boolean);
+  if (!names.length) return;
   try {
-    const missing = await session.syncContacts([name]);
-    if (missing.length) showError('contact-error', `No user named ${name}`);
+    const missing = await session.syncContacts(names);
+    if (missing.length) showError('contact-error', `No user named ${missing.join(', ')}`);
     else input.value = '';
   } catch (err) {
     showError('contact-error', err);
