@@ -38,6 +38,7 @@ from amqtt.utils import gen_client_id
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
+from chatmq.broker.topic_index import TopicIndexError
 from chatmq.broker.wire import Publish
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     checks_receive = False
     """Whether ``may_receive`` is asked per delivery (the chat node's ACL); off for the plain node."""
+
+    checks_publish = True
+    """Whether ``_topic_filtering`` is asked per PUBLISH; off for the plain node, which allows all."""
 
     def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None) -> None:
         super().__init__(config)
@@ -69,12 +73,14 @@ class NodeBroker(Broker):  # type: ignore[misc]
         ``$SYS/…`` is the broker's and is ignored; anything else the ACL allows is routed.
         """
         topic = message.topic
-        if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+        try:
+            self.router.encoded(topic)
+        except TopicIndexError:
             log.info("%s published to invalid topic %r: closing", session.client_id, topic)
             return False
         if topic.startswith("$SYS"):
             return True
-        if not await self._topic_filtering(session, topic, Action.PUBLISH):
+        if self.checks_publish and not await self._topic_filtering(session, topic, Action.PUBLISH):
             return True
         self.router.publish(topic, message.payload, message.qos, message.retain)
         return True

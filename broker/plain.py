@@ -22,6 +22,8 @@ class PlainBroker(NodeBroker):
     """Every client may connect, publish, subscribe and receive anything; sessions are kept for
     anonymous clients as for any other."""
 
+    checks_publish = False
+
     def __init__(self, host: str, mqtt_port: int, ws_port: int | None = None,
                  limits: DeliveryLimits | None = None) -> None:
         super().__init__({"listeners": listeners_config(host, mqtt_port, ws_port), "plugins": {}}, limits)

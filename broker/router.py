@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from chatmq.broker.outbox import DeliveryLimits, DeliveryStats, Outbox
-from chatmq.broker.topic_index import TopicIndex, TopicIndexError
+from chatmq.broker.topic_index import TopicIndex, TopicIndexError, validate_topic
 from chatmq.broker.wire import encode_topic
 
 ReceiveCheck = Callable[[Hashable, str], bool]
@@ -125,9 +125,11 @@ class Router:
 
     # --- publishing --------------------------------------------------------------
     def encoded(self, topic: str) -> bytes:
-        """``topic`` as a length-prefixed UTF-8 string, cached."""
+        """``topic`` as a length-prefixed UTF-8 string, cached; raises ``InvalidTopicError`` for an
+        invalid topic name (a cached topic was valid)."""
         raw = self._topics.get(topic)
         if raw is None:
+            validate_topic(topic)
             if len(self._topics) >= _TOPIC_CACHE_LIMIT:
                 self._topics.clear()
             raw = self._topics[topic] = encode_topic(topic)
@@ -142,13 +144,14 @@ class Router:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
         """Route one message; ``retain`` also stores (or, with an empty payload, clears) the topic's
-        retained message. Returns the number of subscribers it was queued for."""
+        retained message. Returns the number of subscribers it was queued for.
+        Raises ``InvalidTopicError`` for an invalid topic name."""
+        encoded = self.encoded(topic)
         if retain:
             self.retain(topic, payload, qos)
-        matches = self.index.match(topic)
+        matches = self.index.match(topic, validated=True)
         if not matches:
             return 0
-        encoded = self.encoded(topic)
         outboxes = self.outboxes
         may_receive = self._may_receive
         check = may_receive is not _allow_all

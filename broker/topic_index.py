@@ -271,12 +271,14 @@ class TopicIndex(Generic[S]):
         self._count -= len(own)
         return len(own)
 
-    def match(self, topic: str) -> dict[S, int]:
+    def match(self, topic: str, *, validated: bool = False) -> dict[S, int]:
         """Every subscriber with a filter matching ``topic``, with its highest matching QoS.
 
-        The dict is new and belongs to the caller. Raises ``InvalidTopicError``.
+        The dict is new and belongs to the caller. Raises ``InvalidTopicError``, unless the caller
+        says with ``validated`` that ``validate_topic`` already accepted ``topic``.
         """
-        validate_topic(topic)
+        if not validated:
+            validate_topic(topic)
         exact = self._exact.get(topic)
         out: dict[S, int] = dict(exact) if exact is not None else {}
         root = self._root

@@ -83,6 +83,7 @@ FULL_ROW_TIMEOUT = 30.0
 QUICK_ROW_TIMEOUT = 15.0
 LADDER_DIVISORS = (625, 25)  # each row runs messages // d first (at least MIN_LADDER_MESSAGES), then all
 MIN_LADDER_MESSAGES = 10
+MAX_QUEUED = 100_000  # per-client queue bound, the same for both brokers
 LADDER_BUDGET = 0.6  # climb only when the next size should take at most this share of --row-timeout
 
 def echo(line: str) -> None:
@@ -363,7 +364,7 @@ def mosquitto_config(port: int, log_path: Path, *, as_root: bool | None = None) 
     lines = [
         f"listener {port} {HOST}",
         "allow_anonymous true",
-        "max_queued_messages 100000",
+        f"max_queued_messages {MAX_QUEUED}",
         "persistence false",
         f"log_dest file {log_path}",
         "log_type error",
@@ -659,10 +660,12 @@ def mqtt_ping(host: str, port: int, timeout: float = 2.0) -> bool:
 class BrokerProcess:
     """A broker under test, run as a child process in its own session (Ctrl-C reaches us, not it)."""
 
-    def __init__(self, key: str, name: str, cmd: Sequence[str], port: int, log_path: Path) -> None:
+    def __init__(self, key: str, name: str, cmd: Sequence[str], port: int, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.key = key  # "chatmq" or "mosquitto": the key of its results
         self.name = name
         self.cmd = list(cmd)
+        self.env = env
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -685,7 +688,8 @@ class BrokerProcess:
         echo(f"bench: starting {self.name} on {HOST}:{self.port}")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         env={**os.environ, **self.env} if self.env else None)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -738,10 +742,12 @@ class BrokerProcess:
 
 
 def chatmq_broker(port: int, workdir: Path) -> BrokerProcess:
-    """The chatmq plain broker node (``python -m chatmq.cli broker --allow-anonymous``)."""
+    """The chatmq plain broker node (``python -m chatmq.cli broker --allow-anonymous``), with
+    Mosquitto's queue bound; each keeps its own default in-flight window (Mosquitto 20, chatmq 100)."""
     cmd = [sys.executable, "-m", "chatmq.cli", "broker", "--allow-anonymous", "--host", HOST,
            "--mqtt-port", str(port)]
-    return BrokerProcess("chatmq", "chatmq", cmd, port, workdir / "chatmq.log")
+    env = {"CHATMQ_BROKER_QUEUE_SIZE": str(MAX_QUEUED)}
+    return BrokerProcess("chatmq", "chatmq", cmd, port, workdir / "chatmq.log", env)
 
 
 def mosquitto_broker(exe: Path, port: int, workdir: Path) -> BrokerProcess:
