@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,10 +67,24 @@ def target(request: pytest.FixtureRequest) -> Target:
 Users = Callable[..., ChatPage]
 
 
-def make_users(browser: Browser, target: Target) -> Iterator[Users]:
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+def make_users(browser: Browser, target: Target, test: pytest.Item | None = None) -> Iterator[Users]:
     """Yields ``make(label, phone=False)``: a new user (unique username starting with ``label``)
     registered through the page in a fresh browser context (phone-sized with ``phone``).
-    Afterwards checks that no page raised an uncaught error."""
+    Afterwards checks that no page raised an uncaught error; when ``test`` failed, saves a
+    screenshot of every open page (``failed-<test>-<user>.png`` in test-artifacts/browser/)."""
     contexts: list[BrowserContext] = []
     pages: list[ChatPage] = []
 
@@ -84,6 +98,10 @@ def make_users(browser: Browser, target: Target) -> Iterator[Users]:
         return page
 
     yield make
+    if test is not None and test.stash.get(FAILED, False):
+        for page in pages:
+            if not page.page.is_closed():
+                page.screenshot(f"failed-{test.name}-{page.username}")
     for ctx in contexts:
         ctx.close()
     errors = [e for p in pages for e in p.errors]
@@ -91,5 +109,5 @@ def make_users(browser: Browser, target: Target) -> Iterator[Users]:
 
 
 @pytest.fixture
-def users(browser: Browser, target: Target) -> Iterator[Users]:
-    yield from make_users(browser, target)
+def users(browser: Browser, target: Target, request: pytest.FixtureRequest) -> Iterator[Users]:
+    yield from make_users(browser, target, request.node)

@@ -28,8 +28,8 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def users(browser: Browser, server: ServerProcess) -> Iterator[Users]:
-    yield from make_users(browser, embedded_target(server))
+def users(browser: Browser, server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[Users]:
+    yield from make_users(browser, embedded_target(server), request.node)
 
 
 def test_reconnects_resubscribes_and_sends_what_was_typed_offline(users: Users, server: ServerProcess) -> None:
