@@ -24,7 +24,8 @@ def test_two_users_chat_both_ways_and_ticks_turn_to_read(users: Users) -> None:
     contact_box = alice.page.get_by_label("Add contact by username")
     contact_box.fill("nobody_by_that_name")
     contact_box.press("Enter")
-    expect(alice.page.get_by_role("alert")).to_have_text("No user named nobody_by_that_name")
+    expect(alice.page.get_by_role("alert").filter(has_text="No user named")).to_have_text(
+        "No user named nobody_by_that_name")
     alice.add_contact(bob.username)
     alice.open(bob.username)
     alice.send("hi bob, lunch today?")
@@ -46,6 +47,13 @@ def test_two_users_chat_both_ways_and_ticks_turn_to_read(users: Users) -> None:
     alice.expect_unread(bob.username, 0)
     alice.screenshot("two-users-alice")
     bob.screenshot("two-users-bob-phone")
+
+    alice.send("far too long " * 6000)  # over the default 64 KiB payload limit
+    expect(alice.log.get_by_role("listitem").last.get_by_role("img")).to_have_accessible_name("Not sent")
+    expect(alice.page.get_by_role("alert").filter(has_text="Not sent")).to_contain_text("too large")
+    alice.send("a short one again")
+    alice.expect_tick("a short one again", "Read")
+    expect(alice.page.get_by_role("alert").filter(has_text="Not sent")).to_have_count(0)
 
 
 def test_messages_sent_while_offline_appear_after_reconnect(users: Users) -> None:

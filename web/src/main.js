@@ -126,6 +126,8 @@ function render() {
     conn.dataset.state = session.connection;
     conn.textContent = CONNECTION_TEXT[session.connection];
   }
+  const error = session.lastError || '';
+  if ($('chat-error').textContent !== error) $('chat-error').textContent = error;
   renderConversationList();
   renderConversation();
 }

@@ -11,6 +11,8 @@
 import mqtt from 'mqtt';
 
 export const PAGE = 30;
+/** The server's default `max_payload` (bytes of an outbox envelope). */
+const MAX_PAYLOAD = 65536;
 const STATUS_RANK = { failed: -1, pending: 0, sent: 1, delivered: 2, read: 3 };
 
 function uuid() {
@@ -281,8 +283,17 @@ export class ChatSession extends EventTarget {
       body: { text }, ts: Date.now(), seq: ++this.seq, status: 'pending', deliveredBy: new Set(), readBy: new Set(),
     };
     c.messages.push(m);
-    this.outgoing.set(m.client_id, m);
-    if (this.connection === 'online') this.publish(this.envelopeOf(m));
+    this.lastError = null;
+    const size = new TextEncoder().encode(JSON.stringify(this.envelopeOf(m))).length;
+    if (size > MAX_PAYLOAD) {
+      // the server would refuse it without naming it (client_id null): refuse it here
+      m.status = 'failed';
+      m.error = `too large: ${size} bytes, the limit is ${MAX_PAYLOAD}`;
+      this.lastError = `Not sent: ${m.error}`;
+    } else {
+      this.outgoing.set(m.client_id, m);
+      if (this.connection === 'online') this.publish(this.envelopeOf(m));
+    }
     this.changed();
   }
 
@@ -328,7 +339,7 @@ export class ChatSession extends EventTarget {
           m.status = 'failed';
           m.error = env.reason || env.code;
         }
-        this.lastError = `${env.code}: ${env.reason || ''}`;
+        this.lastError = `Not sent: ${env.reason || env.code}`;
         break;
       }
       default:
