@@ -214,6 +214,13 @@ def test_usable_by_keyboard_alone(browser: Browser, target: Target) -> None:
         keys.press("Escape")  # closes the conversation, back on its entry in the list
         expect(entry).to_be_focused()
         expect(entry).to_contain_text("typed, not clicked")
+
+        page.get_by_role("button", name="Log out").press("Enter")
+        expect(page.get_by_label("Username", exact=True)).to_be_focused()
+        page.reload()  # signed out for good: the tokens are gone from the browser
+        page.wait_for_timeout(1500)  # time enough to sign in again from stored tokens, were there any
+        expect(page.get_by_role("button", name="Log in")).to_be_visible()
+        expect(page.get_by_role("status")).to_be_hidden()
         assert not tab.errors
     finally:
         context.close()
