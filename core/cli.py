@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -140,7 +141,7 @@ def broker(
         _setup_logging(settings.log_level)
         from chatmq.broker.plain import run_plain_broker
 
-        _run(run_plain_broker(settings.host, settings.mqtt_port))
+        _run(run_plain_broker(settings.host, settings.mqtt_port, ws_port=ws_port, settings=settings))
         return
     _run_part("broker", settings)
 
@@ -170,6 +171,65 @@ def api(config: ConfigOpt = None, host: HostOpt = None, http_port: HttpPortOpt =
     _run_part("api", _load(config, host=host, http_port=http_port, log_level=log_level))
 
 
+cluster_app = typer.Typer(help="A development cluster on this machine.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    config: ConfigOpt = None,
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="Broker nodes.")] = 2,
+    routers: Annotated[int, typer.Option(min=1, max=16, help="Router copies.")] = 1,
+    group_routers: Annotated[int, typer.Option(min=1, max=16, help="Group router copies.")] = 1,
+    apis: Annotated[int, typer.Option(min=1, max=16, help="REST API copies.")] = 1,
+    host: HostOpt = None,
+    mqtt_port: Annotated[int, typer.Option(help="nginx's MQTT over TCP port.")] = 1883,
+    ws_port: Annotated[int, typer.Option(help="nginx's MQTT over WebSocket port.")] = 8083,
+    http_port: Annotated[int, typer.Option(help="nginx's REST API port.")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="Logs, nginx config, token key [./cluster-data].")] = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Start a local cluster (every part its own process, nginx in front) until Ctrl-C.
+
+    Kafka and MongoDB must be running (scripts/services.sh up kafka mongo); their addresses
+    come from config/cluster.toml or CHATMQ_KAFKA_BOOTSTRAP / CHATMQ_MONGO_URL.
+    """
+    import signal
+
+    from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
+
+    settings = _load(config or CLUSTER_CONFIG, host=host, data_dir=data_dir, log_level=log_level)
+    _setup_logging(settings.log_level)
+    try:
+        cluster = LocalCluster(settings, data_dir=settings.data_dir, nodes=nodes, routers=routers,
+                               group_routers=group_routers, apis=apis, mqtt_port=mqtt_port, ws_port=ws_port,
+                               http_port=http_port, config_file=config)
+        cluster.start()
+    except ConfigError as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ChatMQError as exc:
+        typer.echo(f"chatmq: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda sig, _frame: stopping.append(sig))
+    typer.echo(f"cluster ready: {', '.join(cluster.parts)} behind nginx; logs in {cluster.data_dir / 'logs'}\n"
+               f"  MQTT mqtt://{cluster.host}:{mqtt_port}  WebSocket ws://{cluster.host}:{ws_port}/mqtt  "
+               f"REST {cluster.api_url}/api/v1\nCtrl-C stops it.")
+    reported: set[str] = set()
+    try:
+        while not stopping:
+            for name in cluster.dead_parts():
+                if name not in reported:
+                    reported.add(name)
+                    typer.echo(f"chatmq: part {name} exited; see {cluster.parts[name].log_path}", err=True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    typer.echo("stopping the cluster")
+    cluster.stop()
+
+
 admin_app = typer.Typer(help="Operators' tasks.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 
@@ -182,7 +242,8 @@ def admin_create(
     config: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="SQLite data folder [CHATMQ_DATA_DIR].")] = None,
 ) -> None:
-    """Create the first admin (or make an existing user an admin) in the embedded store."""
+    """Create the first admin (or make an existing user an admin): in MongoDB when mongo_url is set
+    (a cluster: -c config/cluster.toml or CHATMQ_MONGO_URL), else in the SQLite store under data_dir."""
     import re
 
     settings = _load(config, data_dir=data_dir)
@@ -192,10 +253,10 @@ def admin_create(
     if len(password) < 8:
         typer.echo("chatmq: the password needs at least 8 characters", err=True)
         raise typer.Exit(2)
-    from chatmq.admin import ensure_admin
+    from chatmq.admin import ensure_admin, open_store
 
     try:
-        user_id, created = asyncio.run(ensure_admin(settings.data_dir, username, password))
+        user_id, created = asyncio.run(ensure_admin(open_store(settings), username, password))
     except ChatMQError as exc:
         typer.echo(f"chatmq: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -39,19 +39,30 @@ class Router(BusWorker):
         recipients = {i["env"]["to"] for i in items if i["env"]["type"] == "message"}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         batch: list[Submission] = []
+        receipts: dict[tuple[str, str], list[str]] = {}  # a run of receipts, merged per (user, status)
         for item in items:
             env, sender, node = item["env"], item["from"], item["node"]
             if env["type"] == "receipt":
                 await self._acceptor.accept(batch)  # keep order: earlier messages first
                 batch = []
-                await self._receipt(sender, env["status"], env["ids"])
-            elif env["to"] not in known:
+                receipts.setdefault((sender, env["status"]), []).extend(env["ids"])
+                continue
+            await self._receipts(receipts)  # and earlier receipts before later messages
+            receipts = {}
+            if env["to"] not in known:
                 await self._acceptor.refuse(sender, node, "unknown_recipient",
                                             f"no user {env['to']!r}", env["id"])
             else:
                 batch.append(Submission(sender, node, env["id"], env["to"], None,
                                         conversation_key(sender, env["to"]), env["body"], [env["to"]]))
         await self._acceptor.accept(batch)
+        await self._receipts(receipts)
+
+    async def _receipts(self, runs: dict[tuple[str, str], list[str]]) -> None:
+        """Handle a run of receipts merged per (user, status), in the order each pair first came
+        (clients confirm one message at a time: one store round trip per pair instead of per receipt)."""
+        for (user, status), ids in runs.items():
+            await self._receipt(user, status, list(dict.fromkeys(ids)))
 
     async def _receipt(self, user: str, status: str, ids: list[str]) -> None:
         """A receipt counts for messages addressed to ``user``: a 1:1 message to them, a group

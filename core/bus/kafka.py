@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -78,8 +79,26 @@ class KafkaBus(Bus):
                 with contextlib.suppress(TopicAlreadyExistsError):  # another process made them meanwhile
                     await admin.create_topics(wanted)
                 log.info("created Kafka topics: %s", ", ".join(t.name for t in wanted))
+            await self._wait_for_leaders(admin, [self._prefix + s.name for s in specs])
         finally:
             await admin.close()
+
+    @staticmethod
+    async def _wait_for_leaders(admin: Any, names: list[str], timeout: float = 30.0) -> None:
+        """Until every partition of ``names`` has a leader (a new topic has none for a moment, and
+        consumers joining then only log errors); ``BusError`` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            topics = await admin.describe_topics(names)
+            waiting = [t["topic"] for t in topics
+                       if t["error_code"] != 0 or not t["partitions"]
+                       or any(p["error_code"] != 0 or p["leader"] < 0 for p in t["partitions"])]
+            if not waiting:
+                return
+            if loop.time() > deadline:
+                raise BusError(f"Kafka topics without a leader after {timeout:g}s: {', '.join(waiting)}")
+            await asyncio.sleep(0.1)
 
     def _live_producer(self) -> Any:
         if self._producer is None:

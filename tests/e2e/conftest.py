@@ -5,16 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ServerProcess, Users, serve, user_factory
+from tests.e2e.harness import Deployment, Users, cluster, serve, user_factory
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from serve(tmp_path_factory.mktemp("chatmq"))
+@pytest.fixture(scope="module", params=["embedded", pytest.param("cluster", marks=pytest.mark.cluster)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The system under test: ``chatmq serve``, or a cluster on Kafka and MongoDB behind nginx."""
+    if request.param == "embedded":
+        yield from serve(tmp_path_factory.mktemp("chatmq"))
+    else:
+        yield from cluster(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture
-def users(server: ServerProcess) -> Iterator[Users]:
+def users(server: Deployment) -> Iterator[Users]:
     yield from user_factory(server)
 
 

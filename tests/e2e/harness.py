@@ -1,4 +1,9 @@
-"""Runs ``chatmq serve`` as a real subprocess on free ports for the end-to-end tests."""
+"""Runs chatmq for the end-to-end tests: ``chatmq serve`` (embedded) or a ``LocalCluster`` (every
+part its own process, on the real Kafka and MongoDB, behind nginx), both on free ports.
+
+Tests take a ``Deployment``: where to connect, the token key, the logs, and how to point
+``chatmq admin`` at its store.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -38,10 +43,32 @@ class Peer(ChatClient):
         return self.tokens.access_token
 
 
+class Deployment(Protocol):
+    """A running chatmq, embedded or clustered."""
+
+    host: str
+    mqtt_port: int
+    ws_port: int
+    http_port: int
+
+    @property
+    def api_url(self) -> str: ...
+
+    def log(self) -> str:
+        """Everything its processes logged."""
+        ...
+
+    def signing_key(self) -> str: ...
+
+    def store_cli(self) -> tuple[list[str], dict[str, str]]:
+        """Arguments and environment that point ``chatmq admin …`` at its store."""
+        ...
+
+
 class RawClient:
     """A bare paho client for protocol-level checks."""
 
-    def __init__(self, server: ServerProcess, username: str, password: str, transport: str = "tcp") -> None:
+    def __init__(self, server: Deployment, username: str, password: str, transport: str = "tcp") -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{time.monotonic_ns()}",
                                   transport=transport)  # type: ignore[arg-type]
         if transport == "websockets":
@@ -147,6 +174,9 @@ class ServerProcess:
     def signing_key(self) -> str:
         return (self.data_dir / "jwt.secret").read_text().strip()
 
+    def store_cli(self) -> tuple[list[str], dict[str, str]]:
+        return ["--data-dir", str(self.data_dir)], {}
+
 
 def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
     """Start a server in ``tmp``; stop it afterwards and check that it stopped cleanly and logged
@@ -164,7 +194,7 @@ def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
 Users = Callable[..., Peer]
 
 
-def user_factory(server: ServerProcess) -> Iterator[Users]:
+def user_factory(server: Deployment) -> Iterator[Users]:
     """Yields ``make(name=None, transport="tcp", connect=True, **kw)``: a registered, logged-in client."""
     clients: list[Peer] = []
 
@@ -183,3 +213,67 @@ def user_factory(server: ServerProcess) -> Iterator[Users]:
     yield make
     for c in clients:
         c.close()
+
+
+KAFKA = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP")
+MONGO = os.environ.get("CHATMQ_MONGO_URL")
+
+
+class ClusterDeployment:
+    """A ``LocalCluster`` with topics and database of its own (``name``), reached through nginx."""
+
+    def __init__(self, tmp: Path, name: str, *, nodes: int = 2, routers: int = 1) -> None:
+        from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
+        from chatmq.settings import Settings
+
+        if not (KAFKA and MONGO):
+            raise RuntimeError("CHATMQ_KAFKA_BOOTSTRAP and CHATMQ_MONGO_URL must name the servers")
+        self.name = name
+        self.settings = Settings.load(CLUSTER_CONFIG, kafka_bootstrap=KAFKA, mongo_url=MONGO, kafka_prefix=f"{name}.",
+                                      mongo_db=name, data_dir=tmp / "cluster", jwt_secret="t" * 40)
+        self.cluster = LocalCluster(self.settings, data_dir=tmp / "cluster", mqtt_port=free_port(),
+                                    ws_port=free_port(), http_port=free_port(), nodes=nodes, routers=routers)
+        self.host = self.cluster.host
+        self.mqtt_port, self.ws_port, self.http_port = (self.cluster.mqtt_port, self.cluster.ws_port,
+                                                        self.cluster.http_port)
+
+    @property
+    def api_url(self) -> str:
+        return self.cluster.api_url
+
+    def log(self) -> str:
+        return "\n".join(f"--- {name}\n{part.log()}" for name, part in self.cluster.parts.items())
+
+    def signing_key(self) -> str:
+        return self.settings.signing_key()
+
+    def store_cli(self) -> tuple[list[str], dict[str, str]]:
+        return [], {"CHATMQ_MONGO_URL": MONGO or "", "CHATMQ_MONGO_DB": self.name}
+
+    def drop_database(self) -> None:
+        import pymongo
+
+        client: pymongo.MongoClient[dict[str, Any]]
+        with pymongo.MongoClient(MONGO, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(self.name)
+
+
+def cluster(tmp: Path, *, nodes: int = 2, routers: int = 1) -> Iterator[ClusterDeployment]:
+    """Start a cluster in ``tmp``; stop it afterwards and check that every part stopped cleanly and
+    logged no traceback."""
+    import pytest
+
+    if not (KAFKA and MONGO):
+        pytest.skip("CHATMQ_KAFKA_BOOTSTRAP / CHATMQ_MONGO_URL are not set (scripts/services.sh up kafka mongo)")
+    deployment = ClusterDeployment(tmp, f"e2e{uuid.uuid4().hex[:10]}", nodes=nodes, routers=routers)
+    deployment.cluster.start()
+    try:
+        yield deployment
+    finally:
+        alive = {name for name, part in deployment.cluster.parts.items() if part.alive()}
+        deployment.cluster.stop()
+        codes = {name: part.proc.returncode for name, part in deployment.cluster.parts.items()
+                 if name in alive and part.proc is not None}
+        deployment.drop_database()
+        assert all(code == 0 for code in codes.values()), f"exit codes {codes}:\n{deployment.log()[-6000:]}"
+        assert "Traceback" not in deployment.log(), deployment.log()[-10000:]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.e2e.harness import RawClient, ServerProcess, Users
+from tests.e2e.harness import Deployment, RawClient, Users
 
 TIMEOUT = 15
 
@@ -22,11 +22,11 @@ def poll(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
         time.sleep(0.05)
 
 
-def admin_headers(server: ServerProcess) -> dict[str, str]:
-    env = {**os.environ, "CHATMQ_ADMIN_PASSWORD": "operator-secret"}
-    made = subprocess.run([sys.executable, "-m", "chatmq.cli", "admin", "create", "operator",
-                           "--data-dir", str(server.data_dir)], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+def admin_headers(server: Deployment) -> dict[str, str]:
+    args, store_env = server.store_cli()
+    env = {**os.environ, **store_env, "CHATMQ_ADMIN_PASSWORD": "operator-secret"}
+    made = subprocess.run([sys.executable, "-m", "chatmq.cli", "admin", "create", "operator", *args],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert made.returncode == 0, made.stderr
     assert "admin operator" in made.stdout
     tokens = httpx.post(f"{server.api_url}/api/v1/auth/login",
@@ -34,7 +34,7 @@ def admin_headers(server: ServerProcess) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
-def test_operator_lists_kicks_and_disables(server: ServerProcess, users: Users) -> None:
+def test_operator_lists_kicks_and_disables(server: Deployment, users: Users) -> None:
     headers = admin_headers(server)
     api = f"{server.api_url}/api/v1/admin"
     alice, bob = users(transport="websockets"), users()
@@ -67,8 +67,9 @@ def test_operator_lists_kicks_and_disables(server: ServerProcess, users: Users) 
     assert httpx.post(f"{api}/users/{bob.uid}/enable", headers=headers).status_code == 204
 
 
-def test_admin_create_refuses_bad_input(server: ServerProcess) -> None:
-    r = subprocess.run([sys.executable, "-m", "chatmq.cli", "admin", "create", "X!", "--password", "short",
-                        "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60, check=False)
+def test_admin_create_refuses_bad_input(server: Deployment) -> None:
+    args, store_env = server.store_cli()
+    r = subprocess.run([sys.executable, "-m", "chatmq.cli", "admin", "create", "X!", "--password", "short", *args],
+                       env={**os.environ, **store_env}, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2
     assert "usernames" in r.stderr

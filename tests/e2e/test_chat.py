@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.harness import RawClient, ServerProcess, Users
+from tests.e2e.harness import Deployment, RawClient, Users
 
 TIMEOUT = 15
 
@@ -113,7 +113,7 @@ def test_receipt_for_someone_elses_message_is_ignored(users: Users) -> None:
     assert [r["from"] for r in read] == [bob.uid]
 
 
-def test_repeated_client_id_is_delivered_once(server: ServerProcess, users: Users) -> None:
+def test_repeated_client_id_is_delivered_once(server: Deployment, users: Users) -> None:
     alice, bob = users(), users(connect=False)
     first = alice.wait_ack(alice.send(bob.uid, "once", client_id="fixed-1"), TIMEOUT)
     alice.acks.clear()
@@ -144,6 +144,6 @@ def test_history_pages_newest_first(users: Users) -> None:
     assert page2["next_before"] is None
 
 
-def test_unauthenticated_rest_is_refused(server: ServerProcess) -> None:
+def test_unauthenticated_rest_is_refused(server: Deployment) -> None:
     r = httpx.get(f"{server.api_url}/api/v1/users/me")
     assert r.status_code == 401

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.harness import ServerProcess
+from tests.e2e.harness import Deployment
 
 
-def cli(server: ServerProcess, *args: str, transport_ws: bool = False) -> list[str]:
+def cli(server: Deployment, *args: str, transport_ws: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "chatmq.cli", "client", *args, "--server", server.api_url]
     if args[0] in ("send", "listen", "chat"):
         cmd += ["--mqtt-port", str(server.ws_port if transport_ws else server.mqtt_port)]
@@ -25,7 +25,7 @@ def run(cmd: list[str], home: Path, stdin: str | None = None) -> subprocess.Comp
     return subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_two_terminals_chat(server: ServerProcess, tmp_path: Path) -> None:
+def test_two_terminals_chat(server: Deployment, tmp_path: Path) -> None:
     home = tmp_path / "home"
     for name in ("carla", "dmitri"):
         assert run(cli(server, "register", name, "--password", f"{name}-secret"), home).returncode == 0
@@ -52,7 +52,7 @@ def test_two_terminals_chat(server: ServerProcess, tmp_path: Path) -> None:
         "dmitri: hello carla", "dmitri: over websocket", "dmitri: typed line"]
 
 
-def test_send_without_login_is_a_clear_error(server: ServerProcess, tmp_path: Path) -> None:
+def test_send_without_login_is_a_clear_error(server: Deployment, tmp_path: Path) -> None:
     home = tmp_path / "empty"
     r = run(cli(server, "send", "nobody", "hi", "--profile", "ghost"), home)
     assert r.returncode == 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from tests.e2e.harness import RawClient, ServerProcess, Users
+from tests.e2e.harness import Deployment, RawClient, Users
 
 
-def test_device_credentials_connect_publish_and_revoke(server: ServerProcess, users: Users) -> None:
+def test_device_credentials_connect_publish_and_revoke(server: Deployment, users: Users) -> None:
     owner = users(connect=False)
     headers = {"Authorization": f"Bearer {owner.access_token}"}
     created = httpx.post(f"{server.api_url}/api/v1/devices", json={"name": "thermometer"}, headers=headers)

@@ -10,13 +10,13 @@ import jwt
 import orjson
 import pytest
 
-from tests.e2e.harness import RawClient, ServerProcess, Users
+from tests.e2e.harness import Deployment, RawClient, Users
 
 TIMEOUT = 15
 
 
 @pytest.fixture
-def raw(server: ServerProcess) -> Any:
+def raw(server: Deployment) -> Any:
     made: list[RawClient] = []
 
     def make(username: str, password: str, transport: str = "tcp") -> RawClient:
@@ -28,7 +28,7 @@ def raw(server: ServerProcess) -> Any:
         c.close()
 
 
-def test_bad_and_expired_tokens_are_refused_at_connect(server: ServerProcess, users: Users, raw: Any,
+def test_bad_and_expired_tokens_are_refused_at_connect(server: Deployment, users: Users, raw: Any,
                                                        transport: str) -> None:
     alice = users(connect=False)
     bad = raw(alice.uid, "not-a-token", transport)
@@ -116,7 +116,7 @@ def test_payload_over_the_limit_is_too_large(users: Users) -> None:
     assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "small"}]
 
 
-def test_garbage_on_the_mqtt_and_websocket_ports_harms_no_one(server: ServerProcess, users: Users) -> None:
+def test_garbage_on_the_mqtt_and_websocket_ports_harms_no_one(server: Deployment, users: Users) -> None:
     import socket
 
     alice, bob = users(), users()

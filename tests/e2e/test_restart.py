@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.e2e.harness import Peer, ServerProcess
+import pytest
+
+from tests.e2e.harness import Peer, ServerProcess, serve
 
 TIMEOUT = 15
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The embedded server only: these tests are about its process (the cluster's: tests/cluster)."""
+    yield from serve(tmp_path_factory.mktemp("chatmq"))
 
 
 def poll(predicate: Callable[[], bool], timeout: float) -> None:

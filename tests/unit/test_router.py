@@ -244,6 +244,21 @@ async def test_receipt_goes_to_each_online_original_sender(chat: Chat, router: R
     assert await chat.pending(a) == []  # online: no notice kept
 
 
+async def test_a_run_of_one_id_receipts_is_confirmed_and_reported_together(chat: Chat, router: Router) -> None:
+    a, b = await chat.user(), await chat.user()
+    chat.online(a)
+    ms = [await chat.commit_message(a, b, f"c{i}") for i in range(5)]
+
+    await router.process([outbox_record(b, receipt("delivered", [m])) for m in ms]
+                         + [outbox_record(b, receipt("read", [ms[0]])), outbox_record(b, receipt("delivered", [ms[0]]))])
+
+    assert await chat.pending(b) == []
+    assert envs_of(await chat.deliveries(), a) == [
+        {"type": "receipt", "status": "delivered", "ids": ms, "from": b},
+        {"type": "receipt", "status": "read", "ids": [ms[0]], "from": b},
+    ]
+
+
 async def test_receipt_for_offline_sender_is_kept_as_a_notice(chat: Chat, router: Router) -> None:
     a, b = await chat.user(), await chat.user()
     m1 = await chat.commit_message(a, b, "c1")
