@@ -123,7 +123,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             log.info("CONNECT refused from %s:%s: %s", remote_address, remote_port, exc)
             await writer.close()
             raise
-        client_id = session.client_id
+        client_id = session.client_id or ""
         if session.clean_session:
             if client_id:
                 await self._end_session(client_id)
@@ -183,7 +183,13 @@ class NodeBroker(Broker):  # type: ignore[misc]
                                               client_session=client_session)
         ended = handler.bind(self, self.router.outbox(client_id))
         await handler.start()
-        await asyncio.wait([ended])
+        try:
+            await ended
+        except asyncio.CancelledError:  # the listener is going away: end the session as a lost connection
+            lost: asyncio.Future[DisconnectPacket | None] = asyncio.get_running_loop().create_future()
+            lost.set_result(None)
+            await self._handle_disconnect(client_session, handler, lost)
+            raise
         await self._handle_disconnect(client_session, handler, ended)
 
     async def _handle_disconnect(

@@ -21,19 +21,25 @@ amqtt's CONNECT handling, session object and CONNACK, and replaces the rest:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from amqtt.adapters import BufferReader
+from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
+from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.constants import QOS_0
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.mqtt.subscribe import SubscribePacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
+from amqtt.plugins.manager import PluginManager
+from amqtt.session import Session
 
 from chatmq.broker.outbox import Outbox
+from chatmq.broker.session import NodeSession
 from chatmq.broker.transports import Closable, chunk_reader, transport_for
 from chatmq.broker.wire import (
     DISCONNECT,
@@ -60,6 +66,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_PROTOCOL_LEVEL = 4  # MQTT 3.1.1
+
 
 class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     """A broker-side MQTT connection bound to a ``NodeBroker`` and its session's ``Outbox``."""
@@ -69,6 +77,93 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     transport: Closable | None = None
     _last_read: float = 0.0
     _keepalive_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, plugins_manager: PluginManager[Any], session: Session | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        # amqtt's handler attributes that its remaining code (CONNACK, handle_disconnect) reads;
+        # not its per-connection queues, events and ack waiters, which this class never uses
+        self.logger = log
+        self.session = None
+        self.reader: ReaderAdapter | None = None
+        self.writer: WriterAdapter | None = None
+        self.plugins_manager = plugins_manager
+        self._loop = loop or asyncio.get_running_loop()
+        self._reader_task: asyncio.Task[None] | None = None
+        self._keepalive_task = None
+        self._write_lock = asyncio.Lock()
+        self._disconnect_waiter: asyncio.Future[DisconnectPacket | None] | None = None
+        if session is not None:
+            self._init_session(session)
+
+    def _init_session(self, session: Session) -> None:
+        self.session = session
+        self.keepalive_timeout = session.keep_alive if session.keep_alive > 0 else None
+
+    @classmethod
+    async def init_from_connect(
+        cls, reader: ReaderAdapter, writer: WriterAdapter, plugins_manager: PluginManager[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> tuple[NodeConnection, NodeSession]:
+        """Read the CONNECT (amqtt's codec) and check it as amqtt does; returns a connection and a
+        new ``NodeSession``. A refused CONNECT is answered (CONNACK with the reason) and raises
+        ``MQTTError``; bytes that are no CONNECT raise ``AMQTTError``/``NoDataError``."""
+        connect = await ConnectPacket.from_stream(reader)
+        header, payload = connect.variable_header, connect.payload
+        if header is None or payload is None:
+            raise MQTTError("CONNECT without variable header or payload")
+        if header.will_flag and (payload.will_topic is None or payload.will_message is None):
+            raise MQTTError("will flag set without will topic and message [MQTT-3.1.2-9]")
+        if header.reserved_flag:
+            raise MQTTError("CONNECT reserved flag set [MQTT-3.1.2-3]")
+        if connect.proto_name != "MQTT":
+            raise MQTTError(f"protocol name {connect.proto_name!r} [MQTT-3.1.2-1]")
+        refusal = None
+        if connect.proto_level != _PROTOCOL_LEVEL:
+            refusal = UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
+        elif (connect.password_flag and not connect.username_flag) or (
+                connect.username_flag and connect.username is None) or (
+                connect.password_flag and connect.password is None):
+            refusal = BAD_USERNAME_PASSWORD  # [MQTT-3.1.2-22]
+        elif not connect.clean_session_flag and payload.client_id_is_random:
+            refusal = IDENTIFIER_REJECTED  # [MQTT-3.1.3-8]
+        if refusal is not None:
+            await ConnackPacket.build(0, refusal).to_stream(writer)  # session present 0 [MQTT-3.2.2-4]
+            await writer.close()
+            raise MQTTError(f"CONNECT refused with return code {refusal}")
+        session = NodeSession()
+        session.client_id = connect.client_id
+        session.clean_session = connect.clean_session_flag
+        session.will_flag = connect.will_flag
+        session.will_retain = connect.will_retain_flag
+        session.will_qos = connect.will_qos
+        session.will_topic = connect.will_topic
+        session.will_message = connect.will_message
+        session.username = connect.username
+        session.password = connect.password
+        peer = writer.get_peer_info()
+        if peer is not None:
+            session.remote_address, session.remote_port = peer
+        session.keep_alive = max(connect.keep_alive, 0)
+        return cls(plugins_manager, loop=loop), session
+
+    async def start(self) -> None:
+        """Start the read loop (in flight messages are resent by the outbox, not here)."""
+        self._reader_task = self._loop.create_task(self._reader_loop())
+
+    async def stop(self) -> None:
+        """End the read loop (unless called from it) and close the connection; harmless twice."""
+        task = self._reader_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        if self._disconnect_waiter is not None and not self._disconnect_waiter.done():
+            self._disconnect_waiter.set_result(None)
+        if self.writer is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, OSError):
+                await self.writer.close()
 
     def bind(self, node: NodeBroker, outbox: Outbox) -> asyncio.Future[DisconnectPacket | None]:
         """Attach the session's outbox to this connection (after CONNACK, before ``start``).
@@ -107,13 +202,11 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
 
     # --- the read loop -----------------------------------------------------------
     async def _reader_loop(self) -> None:
-        assert self._reader_ready is not None
         assert self.reader is not None
         read = chunk_reader(self.reader)
         splitter = PacketSplitter()
         self._last_read = self._loop.time()
         self._arm_keepalive()
-        self._reader_ready.set()
         try:
             while True:
                 data = await read()
@@ -133,7 +226,6 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 self._keepalive_timer.cancel()
             self.close_transport()
             await self.handle_connection_closed()
-            self._reader_stopped.set()
         await self.stop()
 
     def _who(self) -> str:

@@ -1,0 +1,77 @@
+"""``NodeSession``: amqtt's ``Session`` without what chatmq's delivery path does not use.
+
+amqtt builds a ``transitions.Machine`` (about 16 KiB and a good share of the CPU of a CONNECT)
+and four asyncio queues per session. chatmq keeps undelivered messages in ``Outbox`` and
+needs only three states, so a ``NodeSession`` has a three-state ``SessionState`` in place of the
+Machine (same ``state``/``is_connected``/``connect``/``disconnect`` surface, same enter hooks)
+and shares one never-used queue for amqtt's ``retained_messages`` and
+``delivered_message_queue``, which nothing in chatmq's paths fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from amqtt.session import ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage, Session
+
+_NEVER_FILLED: asyncio.Queue[ApplicationMessage] = asyncio.Queue()
+
+
+class SessionState:
+    """The session's connection state: ``new``, ``connected`` or ``disconnected``."""
+
+    __slots__ = ("_session", "state")
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.state = "new"
+
+    def is_connected(self) -> bool:
+        return self.state == "connected"
+
+    def connect(self) -> None:
+        self.state = "connected"
+        self._session._on_enter_connected()
+
+    def disconnect(self) -> None:
+        was_connected = self.state == "connected"
+        self.state = "disconnected"
+        if was_connected:
+            self._session._on_enter_disconnected()
+
+
+class NodeSession(Session):  # type: ignore[misc]
+    """A client session of a chatmq node (see the module docstring)."""
+
+    def __init__(self) -> None:  # amqtt's attributes, set here without calling Session.__init__
+        self.transitions: Any = SessionState(self)
+        self.remote_address: str | None = None
+        self.remote_port: int | None = None
+        self.client_id: str | None = None
+        self.clean_session: bool | None = None
+        self.will_flag = False
+        self.will_message: bytes | bytearray | None = None
+        self.will_qos: int | None = None
+        self.will_retain: bool | None = None
+        self.will_topic: str | None = None
+        self.keep_alive = 0
+        self.publish_retry_delay = 0
+        self.broker_uri: str | None = None
+        self.username: str | None = None
+        self.password: str | None = None
+        self.cafile: str | None = None
+        self.capath: str | None = None
+        self.cadata: bytes | None = None
+        self._packet_id = 0
+        self.parent = 0
+        self.last_connect_time: int | None = None
+        self.ssl_object: Any = None
+        self.last_disconnect_time: int | None = None
+        self.attributes: dict[str, Any] = {}
+        self.inflight_out: OrderedDict[int, OutgoingApplicationMessage] = OrderedDict()
+        self.inflight_in: OrderedDict[int, IncomingApplicationMessage] = OrderedDict()
+        self.retained_messages = _NEVER_FILLED
+        self.delivered_message_queue = _NEVER_FILLED
+        self.is_anonymous = False
