@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.node import ChatBroker
+from chatmq.broker.outbox import DeliveryLimits
 from chatmq.bus.base import Bus, TopicSpec
 from chatmq.errors import ChatMQError
 from chatmq.settings import Settings
@@ -164,6 +165,7 @@ class BrokerNode:
         self.broker = ChatBroker(
             host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port, authenticator=self._authenticator,
             hooks=self._gateway, rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
+            limits=DeliveryLimits.from_settings(s),
         )
         self._gateway.attach(self.broker)
         try:
