@@ -6,6 +6,10 @@ conversation (``EnvelopeError`` goes back to the node, which answers the user); 
 readings go to ``chat.telemetry``; inbox subscribe and release become
 ``online``/``offline`` presence records with an epoch.
 
+A publish the bus cannot take (Kafka away) is retried with backoff for up to
+``outage_grace`` seconds before it is given up (the client then resends it without an
+ack); meanwhile later publishes of that connection wait, so their order holds.
+
 Outbound (bus → node): ``chat.deliver.<node>`` records are published to the users'
 inboxes. While a user's replay is under way (from an ``online`` until the matching
 replay ``done``), live deliveries are held back and sent after the replay, skipping
@@ -14,6 +18,7 @@ ids the replay already carried, so a conversation's order holds across reconnect
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ import orjson
 from chatmq.broker.identity import Identity
 from chatmq.bus.base import Bus, Record
 from chatmq.envelopes import MessageIn, dumps, parse_object, parse_outbox
+from chatmq.errors import ChatMQError
 from chatmq.ids import conversation_key, now_ms
 from chatmq.services.worker import BusWorker
 from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
@@ -60,9 +66,10 @@ class _Epochs:
 class NodeGateway(BusWorker):
     """Implements ``chatmq.broker.node.NodeHooks`` and consumes the node's delivery topic."""
 
-    def __init__(self, bus: Bus, node: str, max_payload: int) -> None:
+    def __init__(self, bus: Bus, node: str, max_payload: int, outage_grace: float = 300.0) -> None:
         super().__init__(bus, f"node.{node}", [deliver_topic(node)])
         self.node = node
+        self._outage_grace = outage_grace
         self._max_payload = max_payload
         self._sink: InboxSink | None = None
         self._inboxes: dict[str, _Inbox] = {}
@@ -118,17 +125,32 @@ class NodeGateway(BusWorker):
         record = orjson.dumps({"from": identity.id, "node": self.node, "env": env.model_dump()})
         if isinstance(env, MessageIn):
             if env.group is not None:
-                await self._bus.publish(GROUP_OUTBOX, env.group.encode(), record)
+                await self._durably(GROUP_OUTBOX, env.group.encode(), record)
             else:
                 key = conversation_key(identity.id, env.to)
-                await self._bus.publish(OUTBOX, key.encode(), record)
+                await self._durably(OUTBOX, key.encode(), record)
         else:
-            await self._bus.publish(OUTBOX, identity.id.encode(), record)
+            await self._durably(OUTBOX, identity.id.encode(), record)
 
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
         reading = parse_object(payload, self._max_payload, "reading")
         record = {"device": identity.id, "owner": identity.owner, "reading": reading, "ts": now_ms()}
-        await self._bus.publish(TELEMETRY, identity.id.encode(), orjson.dumps(record))
+        await self._durably(TELEMETRY, identity.id.encode(), orjson.dumps(record))
+
+    async def _durably(self, topic: str, key: bytes, value: bytes) -> None:
+        """Publish, retrying retriable bus errors with backoff for up to ``outage_grace`` seconds."""
+        deadline = time.monotonic() + self._outage_grace
+        pause = 0.2
+        while True:
+            try:
+                await self._bus.publish(topic, key, value)
+                return
+            except ChatMQError as exc:
+                if not exc.retriable or time.monotonic() + pause > deadline:
+                    raise
+                log.warning("bus unavailable (%s); retrying a publish to %s in %.1fs", exc, topic, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     async def _presence(self, event: str, user_id: str, epoch: int) -> None:
         value = orjson.dumps({"event": event, "user": user_id, "node": self.node, "epoch": epoch})

@@ -18,6 +18,10 @@ Contracts
   reconnect the access token is refreshed when it is near expiry; on a "not authorized"
   CONNACK while running the token is refreshed once and paho retries. Every successful
   (re)connect re-subscribes to the inbox.
+- Sent messages are kept until their ``ack`` (or ``error``) arrives; after every reconnect
+  the ones still unanswered are published again with the same client ids (the server
+  de-duplicates them), so a message whose ack was lost with a node is not lost
+  (``unacked()``; at most 10,000 are kept, the oldest dropped with a warning).
 - Inbox envelopes are JSON objects; undecodable payloads are logged and dropped.
   ``message`` envelopes are de-duplicated by server id: a message delivered twice is
   handed to the application once, but every delivery is answered with a ``delivered``
@@ -86,6 +90,7 @@ T = TypeVar("T")
 _AUTH_REFUSED = {134, 135}  # "Bad user name or password", "Not authorized"
 #: How many message ids are remembered for de-duplication.
 _SEEN_LIMIT = 10_000
+_UNACKED_LIMIT = 10_000
 #: Refresh the access token when it expires within this many seconds.
 REFRESH_MARGIN = 30.0
 
@@ -297,6 +302,7 @@ class ChatClient:
         self.events: list[Envelope] = []
         self.errors: list[Envelope] = []
         self.acks: dict[str, Envelope] = {}
+        self._unacked: OrderedDict[str, Envelope] = OrderedDict()
         self._errors_by_client_id: dict[str, Envelope] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._handling = 0  # inbox messages whose callback/receipt is in progress
@@ -578,6 +584,29 @@ class ChatClient:
         self.mqtt.loop_stop()
         release_sockets(self.mqtt)
 
+    def _publish_message(self, envelope: Envelope) -> None:
+        """Publish a message envelope and keep it until its ack or error."""
+        with self._cond:
+            self._unacked[str(envelope["id"])] = envelope
+            if len(self._unacked) > _UNACKED_LIMIT:
+                dropped, _ = self._unacked.popitem(last=False)
+                log.warning("more than %d messages without an ack; no longer resending %s", _UNACKED_LIMIT, dropped)
+        self._publish(envelope)
+
+    def unacked(self) -> list[Envelope]:
+        """Sent messages that got neither an ``ack`` nor an ``error`` yet, oldest first."""
+        with self._cond:
+            return list(self._unacked.values())
+
+    def _resend_unacked(self) -> None:
+        """After a reconnect: publish again what is still unanswered (same client ids)."""
+        for envelope in self.unacked():
+            try:
+                self._publish(envelope)
+            except ChatClientError as exc:
+                log.warning("could not resend %s: %s", envelope.get("id"), exc)
+                return
+
     def _publish(self, envelope: Envelope | bytes) -> None:
         payload = envelope if isinstance(envelope, bytes) else orjson.dumps(envelope)
         info = self.mqtt.publish(self.outbox_topic, payload, qos=1)
@@ -621,13 +650,13 @@ class ChatClient:
         queues the publish and sends it after reconnecting.
         """
         envelope = build_message(_body(body), to=to, client_id=client_id)
-        self._publish(envelope)
+        self._publish_message(envelope)
         return str(envelope["id"])
 
     def send_group(self, group_id: str, body: dict[str, Any] | str, client_id: str | None = None) -> str:
         """Publish a message to group ``group_id``; return its client id (see ``send``)."""
         envelope = build_message(_body(body), group=group_id, client_id=client_id)
-        self._publish(envelope)
+        self._publish_message(envelope)
         return str(envelope["id"])
 
     def send_raw(self, payload: bytes) -> None:
@@ -786,6 +815,8 @@ class ChatClient:
                 topic = self.inbox_topic
                 self._connect_error = SubscribeDeniedError(f"broker refused the subscription to {topic}")
             self._ready.set()
+        elif not denied:
+            self._resend_unacked()
 
     def _on_mqtt_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
@@ -821,6 +852,7 @@ class ChatClient:
             if isinstance(client_id, str):
                 with self._cond:
                     self.acks[client_id] = envelope
+                    self._unacked.pop(client_id, None)
                     self._cond.notify_all()
             self._safe_call(self.on_ack, envelope)
         elif kind == "receipt":
@@ -835,6 +867,7 @@ class ChatClient:
                 client_id = envelope.get("client_id")
                 if isinstance(client_id, str):
                     self._errors_by_client_id[client_id] = envelope
+                    self._unacked.pop(client_id, None)
                 self._cond.notify_all()
             log.info("server error %s for %s", envelope.get("code"), envelope.get("client_id"))
             self._safe_call(self.on_error, envelope)

@@ -1,8 +1,10 @@
 """Accepting messages: commit a batch to the store, then ack each sender and deliver to recipients.
 
 The ``ack`` is published only after ``Store.accept_messages`` committed, so an ack means
-durable. A repeated (sender, client id) is acked again with the first server id and
-not delivered again.
+durable. A repeated (sender, client id) is acked again with the first server id; the copies of it
+still pending for recipients are delivered again (the first attempt may have stopped
+between the commit and the delivery: a router killed there), and clients drop what they
+already have by server id.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ class Acceptor:
         acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         deliveries: list[tuple[str, dict[str, Any]]] = []
         fan_outs: list[tuple[str, list[str], dict[str, Any]]] = []
+        repeated: list[str] = []
         for sub, new, result in zip(subs, news, results, strict=True):
             acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
             if result.duplicate:
+                repeated.append(result.server_id)
                 continue
             if sub.group is None:
                 deliveries.extend(new.envelopes.items())
@@ -67,6 +71,10 @@ class Acceptor:
                 fan_outs.append((sub.group, sub.recipients, template))
         for (node, sender), envs in acks.items():
             await self._outlet.to_node(node, sender, envs)
+        fresh = {r.server_id for r in results if not r.duplicate}
+        repeated = [sid for sid in dict.fromkeys(repeated) if sid not in fresh]  # a repeat inside the batch goes once
+        if repeated:
+            deliveries.extend(await self._store.pending_copies(repeated))
         await self._outlet.deliver(deliveries)
         for group, members, template in fan_outs:
             await self._outlet.fan_out(group, members, template)

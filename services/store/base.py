@@ -260,6 +260,11 @@ class Store(abc.ABC):
         """Up to ``limit`` of the user's pending items with seq > ``after_seq``, in seq order."""
 
     @abc.abstractmethod
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """``(user_id, envelope)`` of every pending ``message`` item among ``server_ids`` (whoever
+        holds it), in seq order: what a message still owes its recipients."""
+
+    @abc.abstractmethod
     async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
         """Remove the user's pending ``message`` items among ``server_ids``; returns the removed ids."""
 

@@ -333,6 +333,7 @@ class MongoStore(Store):
             [("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique"
         )
         await db.pending.create_index([("user_id", ASCENDING), ("_id", ASCENDING)], name="user_seq")
+        await db.pending.create_index([("item_id", ASCENDING)], name="item")
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
 
     async def stop(self) -> None:
@@ -863,6 +864,15 @@ class MongoStore(Store):
         with _mongo_errors():
             cursor = coll.find({"user_id": user_id, "_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(limit)
             return [_pending_item(doc) async for doc in cursor]
+
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        coll = self._coll("pending")
+        docs: list[Doc] = []
+        with _mongo_errors():
+            for chunk in chunks(_unique(server_ids), _CHUNK):
+                docs.extend([d async for d in coll.find({"kind": "message", "item_id": {"$in": list(chunk)}})])
+        docs.sort(key=lambda d: int(d["_id"]))
+        return [(d["user_id"], json_object(d["envelope"])) for d in docs]
 
     async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
         """Remove the user's ``message`` items among ``server_ids``; returns the removed ids in

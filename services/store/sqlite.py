@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS pending (
     UNIQUE (user_id, item_id)
 );
 CREATE INDEX IF NOT EXISTS pending_user_seq ON pending (user_id, seq);
+CREATE INDEX IF NOT EXISTS pending_item ON pending (item_id);
 CREATE TABLE IF NOT EXISTS presence (
     user_id TEXT PRIMARY KEY,
     node    TEXT NOT NULL,
@@ -707,6 +708,19 @@ class SQLiteStore(Store):
                     (user_id, after_seq, limit),
                 )
             ]
+
+        return await self._run(op)
+
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        ids = _unique(server_ids)
+
+        def op(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+            rows: list[tuple[int, str, str]] = []
+            for chunk in chunks(ids, _CHUNK):
+                rows.extend((r[0], r[1], r[2]) for r in conn.execute(
+                    f"SELECT seq, user_id, envelope FROM pending WHERE kind = 'message'"
+                    f" AND item_id IN ({_marks(len(chunk))})", chunk).fetchall())
+            return [(user, json_object(env)) for _seq, user, env in sorted(rows)]
 
         return await self._run(op)
 

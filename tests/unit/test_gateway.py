@@ -378,3 +378,39 @@ async def test_group_fan_out_fills_in_each_member_and_respects_replays(
 
     await gateway.process([_done(carol, carol_epoch)])
     assert sink.envs(carol) == [{**template, "to": carol}]
+
+
+class _FlakyBus:
+    """Wraps the chat's bus: the first ``failures`` publishes fail as when Kafka is away."""
+
+    def __init__(self, bus: Any, failures: int, error: Exception) -> None:
+        self._bus, self.failures, self._error = bus, failures, error
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self._error
+        await self._bus.publish(topic, key, value)
+
+
+async def test_a_publish_waits_out_a_bus_outage(chat: Chat, bus_probe: Probe) -> None:
+    from chatmq.errors import BusError
+
+    flaky = _FlakyBus(chat.bus, 3, BusError("Kafka is away"))
+    g = NodeGateway(flaky, NODE, MAX)  # type: ignore[arg-type]
+    await g.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c1", to=BOB, text="later")))
+    assert flaky.failures == 0
+    [r] = [r for r in await bus_probe.drain() if r.topic == OUTBOX]
+    assert _value(r)["env"]["body"] == {"text": "later"}
+
+
+async def test_a_publish_gives_up_after_the_grace_or_on_a_final_error(chat: Chat, bus_probe: Probe) -> None:
+    from chatmq.errors import BusClosedError, BusError
+
+    g = NodeGateway(_FlakyBus(chat.bus, 100, BusError("Kafka is away")), NODE, MAX, outage_grace=0.5)  # type: ignore[arg-type]
+    with pytest.raises(BusError, match="away"):
+        await g.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c1", to=BOB)))
+    closed = NodeGateway(_FlakyBus(chat.bus, 1, BusClosedError("stopped")), NODE, MAX)  # type: ignore[arg-type]
+    with pytest.raises(BusClosedError):
+        await closed.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c2", to=BOB)))
+    assert [r for r in await bus_probe.drain() if r.topic == OUTBOX] == []

@@ -324,3 +324,26 @@ def test_connect_again_after_disconnect(broker: BrokerThread, server: FakeChatSe
         cid = alice.send("u_bob", "still here")
         assert alice.wait_ack(cid, 5)["client_id"] == cid
     assert changes == [True, False, True, False]
+
+
+def test_unacked_messages_are_sent_again_after_a_reconnect(broker: BrokerThread, server: FakeChatServer) -> None:
+    with user(broker, "u_alice", "tok-a") as alice:
+        changes: list[bool] = []
+        alice.on_connection_change = changes.append
+        alice.connect(timeout=5)
+        server.silent = True  # the server takes the message but its ack never comes
+        lost = alice.send("u_bob", "first try")
+        wait_until(lambda: any(b"first try" in p for _u, p in server.outbox))
+        assert [e["id"] for e in alice.unacked()] == [lost]
+        server.silent = False
+        broker.stop()
+        wait_until(lambda: changes == [True, False])
+        broker.start()
+        wait_until(lambda: changes == [True, False, True], timeout=20)
+        wait_until(lambda: server.client.is_connected(), timeout=10)
+        ack = alice.wait_ack(lost, 10)  # sent again, with the same client id
+        assert ack["client_id"] == lost
+        assert alice.unacked() == []
+        copies = [orjson.loads(p) for _u, p in server.outbox if b"first try" in p]
+        assert len(copies) >= 2
+        assert {c["id"] for c in copies} == {lost}

@@ -1066,3 +1066,13 @@ async def test_presence_lookup_many(store: Store) -> None:
         await store.set_online(u, f"n{i % 2}", i + 1)
     found = await store.nodes_of(users)
     assert set(found) == set(users[::2])
+
+
+async def test_pending_copies_are_what_recipients_still_hold(store: Store) -> None:
+    m1 = new_message("a", to="b")
+    m2 = new_message("a", group="g1", recipients=["b", "c"])
+    await store.accept_messages([m1, m2])
+    assert await store.pending_copies([m2.server_id, m1.server_id, "unknown"]) == [
+        ("b", m1.envelopes["b"]), ("b", m2.envelopes["b"]), ("c", m2.envelopes["c"])]
+    await store.remove_pending("b", [m1.server_id, m2.server_id])
+    assert await store.pending_copies([m1.server_id, m2.server_id]) == [("c", m2.envelopes["c"])]
