@@ -44,8 +44,13 @@ def chunk_reader(reader: ReaderAdapter) -> Callable[[], Awaitable[bytes]]:
         return read_stream
     if isinstance(reader, WebSocketsReader):
         conn: Connection = reader._protocol
+        leftover: list[bytes] = [reader._stream.read()]  # what amqtt read past the CONNECT
 
         async def read_ws() -> bytes:
+            if leftover:
+                rest = leftover.pop()
+                if rest:
+                    return bytes(rest)
             try:
                 message: str | bytes = await conn.recv()
             except ConnectionClosed:

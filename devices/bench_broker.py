@@ -148,6 +148,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"  # the load generator or the broker failed
     NOT_YET = "not yet"  # the row is not implemented yet
     SKIPPED = "skipped"  # left out by --rows
+    UNSUPPORTED = "unsupported"  # the broker cannot do what the row measures
 
 
 @dataclass
@@ -175,9 +176,11 @@ class Measurement:
                 and self.messages_per_pair < self.requested_per_pair)
 
     def value(self, unit: str) -> float | None:
-        """The row's headline figure: msg/s, KiB per connection or connections per second."""
+        """The row's headline figure: msg/s, KiB per connection, connections per second or p99 ms."""
         if unit == "KiB/conn":
             return self.rss_kib_per_conn
+        if unit == "p99 ms":
+            return self.p99_ms if self.p99_ms is not None and self.p99_ms >= 0 else None
         return self.conn_rate if unit == "conn/s" else self.rate
 
     def to_json(self) -> dict[str, Any]:
@@ -194,7 +197,7 @@ class RowResult:
 
     key: str
     title: str
-    unit: str  # "msg/s", "KiB/conn" or "conn/s"
+    unit: str  # "msg/s", "KiB/conn", "conn/s" or "p99 ms"
     mosquitto: Measurement
     chatmq: Measurement
     baseline: str | None = None  # the row this one is compared with (idle variants)
@@ -202,7 +205,8 @@ class RowResult:
 
     @property
     def ratio(self) -> float | None:
-        """chatmq / Mosquitto of the headline figure (higher is better for msg/s, lower for RSS)."""
+        """chatmq / Mosquitto of the headline figure (higher is better for msg/s and conn/s, lower
+        for RSS and latency)."""
         return ratio(self.chatmq.value(self.unit), self.mosquitto.value(self.unit))
 
     def to_json(self) -> dict[str, Any]:
@@ -233,7 +237,12 @@ def format_figure(m: Measurement, unit: str) -> str:
     value = m.value(unit)
     if value is None:
         return str(m.status)
-    text = f"{value:,.1f} KiB" if unit == "KiB/conn" else f"{value:,.0f} {unit}"
+    if unit == "KiB/conn":
+        text = f"{value:,.1f} KiB"
+    elif unit == "p99 ms":
+        text = f"p99 {value:,.1f} ms"
+    else:
+        text = f"{value:,.0f} {unit}"
     if m.reduced:
         text += "*"
     if m.status is Status.LOST:
@@ -263,7 +272,7 @@ def row_notes(row: RowResult, rows: dict[str, RowResult]) -> list[str]:
     for name, m in (("Mosquitto", row.mosquitto), ("chatmq", row.chatmq)):
         if m.reduced:
             notes.append(f"{name} at {m.messages_per_pair:,}/pair" + (f" ({m.note})" if m.note else ""))
-        elif m.note and m.status not in (Status.NOT_YET, Status.SKIPPED):
+        elif m.note and m.status not in (Status.NOT_YET, Status.SKIPPED, Status.UNSUPPORTED):
             notes.append(f"{name}: {m.note}")
     base = rows.get(row.baseline) if row.baseline else None
     if base is not None:
@@ -488,7 +497,7 @@ class IdleClients:
             try:
                 async with asyncio.timeout(timeout):
                     transport, _ = await loop.create_connection(
-                        functools.partial(_IdleProtocol, greeting, done), self.host, self.port)
+                        functools.partial(self._protocol, greeting, done), self.host, self.port)
                     await done
             except (OSError, TimeoutError, IdleClientError):
                 if transport is not None:
@@ -519,14 +528,120 @@ class IdleClients:
             first = group.exceptions[0]
             raise IdleClientError(f"could not open {n} idle clients: {first!r}") from first
 
+    def _protocol(self, greeting: bytes, done: asyncio.Future[int]) -> asyncio.Protocol:
+        return _IdleProtocol(greeting, done)
+
+    def _goodbye(self) -> bytes:
+        return DISCONNECT
+
     async def close(self) -> None:
         """Sends DISCONNECT on every connection and closes it; harmless when already closed."""
         transports, self._transports = self._transports, []
+        goodbye = self._goodbye()
         for t in transports:
             if not t.is_closing():
-                t.write(DISCONNECT)
+                t.write(goodbye)
                 t.close()
         await asyncio.sleep(0)  # let the loop run the close callbacks
+
+
+WS_PATH = "/mqtt"
+
+
+def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One masked client frame (RFC 6455 §5.2) carrying ``payload``; the mask is fixed (a benchmark)."""
+    mask = b"\x11\x22\x33\x44"
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def ws_unframe(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete unmasked server frames at the start of ``buf`` as ``(opcode, payload)``, and the rest."""
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    while len(buf) - pos >= 2:
+        opcode, n = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+        head = 2
+        if n == 126:
+            if len(buf) - pos < 4:
+                break
+            n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+        elif n == 127:
+            if len(buf) - pos < 10:
+                break
+            n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+        if len(buf) - pos < head + n:
+            break
+        frames.append((opcode, buf[pos + head:pos + head + n]))
+        pos += head + n
+    return frames, buf[pos:]
+
+
+class _WsIdleProtocol(asyncio.Protocol):
+    """One idle MQTT-over-WebSocket client: upgrade, then CONNECT and SUBSCRIBE in one frame; answers
+    pings; checks CONNACK and SUBACK, then sits."""
+
+    def __init__(self, host: str, greeting: bytes, done: asyncio.Future[int]) -> None:
+        self._request = (f"GET {WS_PATH} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n").encode()
+        self._greeting = greeting
+        self._done = done
+        self._upgraded = False
+        self._buf = b""
+        self._mqtt = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._buf += data
+        if not self._upgraded:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = self._buf[:self._buf.find(b"\r\n")]
+            if b" 101 " not in status and not self._done.done():
+                self._done.set_exception(IdleClientError(f"WebSocket upgrade refused: {status!r}"))
+                return
+            self._upgraded = True
+            self._buf = self._buf[end + 4:]
+            self.transport.write(ws_frame(self._greeting))
+        frames, self._buf = ws_unframe(self._buf)
+        for opcode, payload in frames:
+            if opcode == 0x9:  # ping
+                self.transport.write(ws_frame(payload, 0xA))
+            elif opcode in (0x0, 0x2) and not self._done.done():
+                self._mqtt += payload
+                if len(self._mqtt) >= 9:
+                    try:
+                        self._done.set_result(check_handshake(self._mqtt))
+                    except IdleClientError as exc:
+                        self._done.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_exception(IdleClientError(f"connection closed before SUBACK ({exc or 'EOF'})"))
+
+
+class WsIdleClients(IdleClients):
+    """``IdleClients`` over WebSocket (path ``/mqtt``, subprotocol ``mqtt``)."""
+
+    def _protocol(self, greeting: bytes, done: asyncio.Future[int]) -> asyncio.Protocol:
+        return _WsIdleProtocol(f"{self.host}:{self.port}", greeting, done)
+
+    def _goodbye(self) -> bytes:
+        return ws_frame(DISCONNECT)
 
 
 def raise_nofile(needed: int) -> int:
@@ -661,11 +776,12 @@ class BrokerProcess:
     """A broker under test, run as a child process in its own session (Ctrl-C reaches us, not it)."""
 
     def __init__(self, key: str, name: str, cmd: Sequence[str], port: int, log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ws_port: int | None = None) -> None:
         self.key = key  # "chatmq" or "mosquitto": the key of its results
         self.name = name
         self.cmd = list(cmd)
         self.env = env
+        self.ws_port = ws_port  # MQTT over WebSocket (path /mqtt), when the broker has it
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -741,13 +857,15 @@ class BrokerProcess:
         return time.monotonic() - start
 
 
-def chatmq_broker(port: int, workdir: Path) -> BrokerProcess:
+def chatmq_broker(port: int, workdir: Path, ws_port: int | None = None) -> BrokerProcess:
     """The chatmq plain broker node (``python -m chatmq.cli broker --allow-anonymous``), with
     Mosquitto's queue bound; each keeps its own default in-flight window (Mosquitto 20, chatmq 100)."""
     cmd = [sys.executable, "-m", "chatmq.cli", "broker", "--allow-anonymous", "--host", HOST,
            "--mqtt-port", str(port)]
+    if ws_port is not None:
+        cmd += ["--ws-port", str(ws_port)]
     env = {"CHATMQ_BROKER_QUEUE_SIZE": str(MAX_QUEUED)}
-    return BrokerProcess("chatmq", "chatmq", cmd, port, workdir / "chatmq.log", env)
+    return BrokerProcess("chatmq", "chatmq", cmd, port, workdir / "chatmq.log", env, ws_port)
 
 
 def mosquitto_broker(exe: Path, port: int, workdir: Path) -> BrokerProcess:
@@ -762,7 +880,7 @@ def mosquitto_broker(exe: Path, port: int, workdir: Path) -> BrokerProcess:
 def running_brokers(mosquitto_exe: Path, workdir: Path) -> Iterator[dict[str, BrokerProcess]]:
     """Both brokers started on free ports; both stopped on leaving, whatever happened."""
     brokers = {"mosquitto": mosquitto_broker(mosquitto_exe, free_port(), workdir),
-               "chatmq": chatmq_broker(free_port(), workdir)}
+               "chatmq": chatmq_broker(free_port(), workdir, free_port())}
     try:
         for b in brokers.values():
             b.start()
@@ -776,7 +894,8 @@ def running_brokers(mosquitto_exe: Path, workdir: Path) -> Iterator[dict[str, Br
 # Fan-in and fan-out load (mqttrelay has 1:1 pairs only)
 # --------------------------------------------------------------------------------------------
 
-FAN_TOPICS = {"fanin": "fan/in", "fanout": "fan/out"}
+FAN_TOPICS = {"fanin": "fan/in", "fanout": "fan/out", "pairs": "fan/pairs"}
+PACE_TICK = 0.005  # a rate-limited publisher sends what is due every 5 ms
 FAN_WINDOW = 64  # QoS 1 messages in flight per publisher, as mqttrelay
 SAMPLE_EVERY = 16  # one latency sample per this many messages received
 
@@ -930,25 +1049,34 @@ class _Receiver:
         self._pending = buf[n * size:]
 
 
-async def _publish(conn: _FanConn, layout: PublishLayout, messages: int) -> None:
-    """Sends ``messages`` PUBLISH packets, QoS 1 with a window of ``FAN_WINDOW``."""
+async def _publish(conn: _FanConn, layout: PublishLayout, messages: int, rate: float | None = None) -> None:
+    """Sends ``messages`` PUBLISH packets, QoS 1 with a window of ``FAN_WINDOW``; with ``rate``, at
+    most that many per second (what is due every ``PACE_TICK``), else as fast as the broker takes them."""
     assert conn.transport is not None
     template = layout.template()
     size, pid_off, pay_off = layout.length, layout.packet_id_offset, layout.payload_offset
     sent = 0
+    start = time.monotonic()
     while sent < messages:
+        if rate is not None:
+            due = min(messages, int((time.monotonic() - start) * rate) + 1)
+            if due <= sent:
+                await asyncio.sleep(PACE_TICK)
+                continue
+        else:
+            due = messages
         if layout.qos:
             while sent - conn.acked >= FAN_WINDOW:
                 conn.ack_event.clear()
                 await conn.ack_event.wait()
                 if conn.closed.done():
                     conn.closed.result()
-            n = min(FAN_WINDOW - (sent - conn.acked), messages - sent)
+            n = min(FAN_WINDOW - (sent - conn.acked), due - sent)
         else:
             await conn.writable.wait()
             if conn.closed.done():
                 conn.closed.result()
-            n = min(256, messages - sent)
+            n = min(256, due - sent)
         buf = bytearray(template * n)
         stamp = time.monotonic_ns().to_bytes(8, "little")
         for k in range(n):
@@ -963,20 +1091,30 @@ async def _publish(conn: _FanConn, layout: PublishLayout, messages: int) -> None
 
 
 async def fan_load(host: str, port: int, mode: str, clients: int, messages: int, qos: int, size: int,
-                   deadline: float = 120.0, stall: float = 10.0) -> tuple[RelayResult, str | None]:
-    """A fan-in (``clients`` publishers → one subscriber) or fan-out (one publisher → ``clients``
-    subscribers) run of ``messages`` per publisher; returns mqttrelay's figures (``pairs`` = clients,
-    ``total`` = deliveries expected) and an error, if any. The run ends when every delivery arrived,
-    after ``deadline`` seconds, or when, once deliveries have begun, nothing arrived for ``stall``
+                   deadline: float = 120.0, stall: float = 10.0,
+                   rate: float | None = None) -> tuple[RelayResult, str | None]:
+    """A fan-in (``clients`` publishers → one subscriber), fan-out (one publisher → ``clients``
+    subscribers) or pairs (``clients`` publisher/subscriber pairs, each on its own topic, like
+    mqttrelay) run of ``messages`` per publisher, with ``rate`` the total publishes per second (else
+    as fast as the broker takes them); returns mqttrelay's figures (``pairs`` = clients, ``total`` =
+    deliveries expected) and an error, if any. The run ends when every delivery arrived, after
+    ``deadline`` seconds, or when, once deliveries have begun, nothing arrived for ``stall``
     seconds after the last publish (a broker that dropped messages: Mosquitto drops QoS 1 messages
     past ``max_queued_messages``). A slow broker that has delivered nothing yet is waited for."""
     if mode not in FAN_TOPICS:
-        raise ValueError(f"mode must be fanin or fanout, not {mode!r}")
+        raise ValueError(f"mode must be fanin, fanout or pairs, not {mode!r}")
     loop = asyncio.get_running_loop()
-    layout = PublishLayout(f"{FAN_TOPICS[mode]}/{os.getpid()}", qos, size)  # no run sees another's messages
-    pubs, subs = (clients, 1) if mode == "fanin" else (1, clients)
-    per_sub = messages * pubs
+    base = f"{FAN_TOPICS[mode]}/{os.getpid()}"  # no run sees another's messages
+    if mode == "pairs":
+        pub_layouts = sub_layouts = [PublishLayout(f"{base}/{i:05d}", qos, size) for i in range(clients)]
+    elif mode == "fanin":
+        pub_layouts, sub_layouts = [PublishLayout(base, qos, size)] * clients, [PublishLayout(base, qos, size)]
+    else:
+        pub_layouts, sub_layouts = [PublishLayout(base, qos, size)], [PublishLayout(base, qos, size)] * clients
+    pubs, subs = len(pub_layouts), len(sub_layouts)
+    per_sub = messages * (pubs if mode == "fanin" else 1)
     total = per_sub * subs
+    per_pub_rate = rate / pubs if rate else None
     got = 0
     last = time.monotonic()
     all_in: asyncio.Future[None] = loop.create_future()
@@ -995,7 +1133,7 @@ async def fan_load(host: str, port: int, mode: str, clients: int, messages: int,
     async def connect(cid: str, receiver: _Receiver | None) -> _FanConn:
         greeting = encode_connect(cid)
         if receiver is not None:
-            greeting += encode_subscribe(1, layout.topic, qos)
+            greeting += encode_subscribe(1, receiver.layout.topic, qos)
         conn = _FanConn(greeting, 9 if receiver is not None else 4, receiver)
         await loop.create_connection(lambda: conn, host, port)
         conns.append(conn)
@@ -1009,15 +1147,15 @@ async def fan_load(host: str, port: int, mode: str, clients: int, messages: int,
     error: str | None = None
     t0 = time.monotonic()
     try:
-        for i in range(subs):
-            receivers.append(_Receiver(layout, per_sub, progress))
+        for i, sub_layout in enumerate(sub_layouts):
+            receivers.append(_Receiver(sub_layout, per_sub, progress))
             await connect(f"{prefix}-sub-{i}", receivers[-1])
         publishers = [await connect(f"{prefix}-pub-{i}", None) for i in range(pubs)]
         t0 = last = time.monotonic()
         async with asyncio.timeout(deadline):
             async with asyncio.TaskGroup() as tg:
-                for conn in publishers:
-                    tg.create_task(_publish(conn, layout, messages))
+                for conn, pub_layout in zip(publishers, pub_layouts, strict=True):
+                    tg.create_task(_publish(conn, pub_layout, messages, per_pub_rate))
             while not all_in.done():  # all sent: wait for the rest, unless deliveries have stopped
                 await asyncio.wait([all_in], timeout=0.25)
                 if got and time.monotonic() - last > stall:
@@ -1061,12 +1199,13 @@ class RowSpec:
 
     key: str
     title: str
-    kind: str  # "relay", "fanin", "fanout", "connect", "rss" or "not yet"
+    kind: str  # "relay", "fanin", "fanout", "halfrate", "connect", "rss", "ws_connect", "ws_rss" or "not yet"
     qos: int = 0
     idle: bool = False
     baseline: str | None = None
     unit: str = "msg/s"
     reason: str = ""  # why the row is not yet measured
+    rate_of: str | None = None  # "halfrate": the row whose rate, halved, this one runs at
 
 
 def row_specs(idle: int) -> list[RowSpec]:
@@ -1077,14 +1216,16 @@ def row_specs(idle: int) -> list[RowSpec]:
         RowSpec("qos1", "QoS 1 relay", "relay", qos=1),
         RowSpec("fanin", "fan-in QoS 0 (10 → 1)", "fanin", qos=0),
         RowSpec("fanout", "fan-out QoS 1 (1 → 10)", "fanout", qos=1),
+        RowSpec("qos0_half", "QoS 0 relay at half its max rate", "halfrate", qos=0, unit="p99 ms", rate_of="qos0"),
+        RowSpec("qos1_half", "QoS 1 relay at half its max rate", "halfrate", qos=1, unit="p99 ms", rate_of="qos1"),
         RowSpec("qos0_idle", f"QoS 0 relay + {n}", "relay", qos=0, idle=True, baseline="qos0"),
         RowSpec("qos1_idle", f"QoS 1 relay + {n}", "relay", qos=1, idle=True, baseline="qos1"),
         RowSpec("fanin_idle", f"fan-in QoS 0 + {n}", "fanin", qos=0, idle=True, baseline="fanin"),
         RowSpec("fanout_idle", f"fan-out QoS 1 + {n}", "fanout", qos=1, idle=True, baseline="fanout"),
         RowSpec("connect_idle", f"connecting {idle:,} idle subscribers", "connect", idle=True, unit="conn/s"),
         RowSpec("rss_idle", "RSS per idle TCP connection", "rss", idle=True, unit="KiB/conn"),
-        RowSpec("ws", f"{idle:,} WebSocket connections", "not yet",
-                reason="needs a WebSocket listener on the plain chatmq node and a WebSocket idle client"),
+        RowSpec("ws", f"connecting {idle:,} WebSocket subscribers", "ws_connect", idle=True, unit="conn/s"),
+        RowSpec("ws_rss", "RSS per idle WebSocket connection", "ws_rss", idle=True, unit="KiB/conn"),
     ]
 
 
@@ -1206,6 +1347,28 @@ def run_load_row(spec: RowSpec, relay: Path, broker: BrokerProcess, load: Load,
     return m
 
 
+HALF_RATE_SECONDS = 5.0  # how long a half-rate run lasts
+
+
+def run_halfrate_row(spec: RowSpec, broker: BrokerProcess, load: Load, full: Measurement | None) -> Measurement:
+    """``spec.rate_of``'s load (pairs, QoS) paced at half the rate ``full`` measured on this broker,
+    for ``HALF_RATE_SECONDS``: the latency of a loaded but not saturated broker."""
+    if full is None or not full.rate:
+        return Measurement(Status.FAILED, note=f"needs the {spec.rate_of} row's rate")
+    rate = full.rate / 2
+    messages = max(MIN_LADDER_MESSAGES, int(rate * HALF_RATE_SECONDS / load.pairs))
+    broker.settle()
+    echo(f"bench:   {broker.name}: QoS {spec.qos} pairs at {rate:,.0f} msg/s, {load.pairs} x {messages:,} msgs")
+    cmd = [sys.executable, "-m", "chatmq.devices.bench_broker", "fanload", "pairs", HOST, str(broker.port),
+           str(load.pairs), str(messages), str(spec.qos), str(load.size), "--rate", f"{rate:.0f}",
+           "--deadline", str(load.row_timeout + 30)]
+    m = run_load_once(cmd, load.row_timeout + HALF_RATE_SECONDS, messages)
+    echo(f"bench:     -> {_summary(m)}")
+    m.note = (f"{m.note}; " if m.note else "") + (f"paced at {rate:,.0f} msg/s, got {m.rate:,.0f}"
+                                                  if m.rate else f"paced at {rate:,.0f} msg/s")
+    return m
+
+
 def _summary(m: Measurement) -> str:
     if m.rate is None:
         return f"{m.status} {m.note}".strip()
@@ -1245,6 +1408,8 @@ def run_idle_phase(relay: Path, broker: BrokerProcess, load: Load, specs: Sequen
                 echo(f"bench:   {broker.name}: {exc}; the next rows run without idle clients")
 
         for spec in specs:
+            if spec.kind in ("ws_connect", "ws_rss"):
+                continue  # after the rows that need the TCP idle clients alone
             if spec.kind == "rss":
                 results[spec.key][broker.key] = Measurement(
                     Status.OK, rss_kib_per_conn=per_conn, seconds=setup,
@@ -1255,8 +1420,51 @@ def run_idle_phase(relay: Path, broker: BrokerProcess, load: Load, specs: Sequen
                     note=f"{load.idle:,} in {setup:.1f} s")
             else:
                 results[spec.key][broker.key] = run_load_row(spec, relay, broker, load, reset)
+        ws_specs = [spec for spec in specs if spec.kind in ("ws_connect", "ws_rss")]
+        if ws_specs:
+            run_ws_rows(loop, broker, load, ws_specs, results)
     finally:
         _close_loop(loop, clients)
+
+
+def run_ws_rows(loop: asyncio.AbstractEventLoop, broker: BrokerProcess, load: Load, specs: Sequence[RowSpec],
+                results: dict[str, dict[str, Measurement]]) -> None:
+    """Opens ``load.idle`` idle WebSocket clients (beside the TCP ones) and measures how fast they
+    connected and the broker's RSS per connection; a broker without WebSocket is ``unsupported``."""
+    if broker.ws_port is None:
+        for spec in specs:
+            results[spec.key][broker.key] = Measurement(
+                Status.UNSUPPORTED, note="Debian's Mosquitto 2.0.11 is built without WebSocket support")
+        return
+    clients = WsIdleClients(HOST, broker.ws_port, prefix=f"ws-{os.getpid()}")
+    try:
+        broker.settle()
+        before = read_rss_kib(broker.pid)
+        echo(f"bench:   {broker.name}: opening {load.idle:,} idle WebSocket clients (RSS {before:,} KiB)")
+        t0 = time.monotonic()
+        try:
+            loop.run_until_complete(clients.open(load.idle))
+        except IdleClientError as exc:
+            for spec in specs:
+                results[spec.key][broker.key] = Measurement(Status.FAILED, note=str(exc))
+            return
+        setup = time.monotonic() - t0
+        broker.settle()
+        after = read_rss_kib(broker.pid)
+        per_conn = (after - before) / load.idle
+        echo(f"bench:     -> {load.idle:,} WebSocket clients in {setup:.1f} s; RSS {after:,} KiB, "
+             f"{per_conn:.1f} KiB per connection")
+        for spec in specs:
+            if spec.kind == "ws_rss":
+                results[spec.key][broker.key] = Measurement(
+                    Status.OK, rss_kib_per_conn=per_conn, seconds=setup,
+                    note=f"RSS {before / 1024:,.0f} → {after / 1024:,.0f} MiB")
+            else:
+                results[spec.key][broker.key] = Measurement(
+                    Status.OK, conn_rate=load.idle / setup if setup > 0 else None, seconds=setup,
+                    note=f"{load.idle:,} in {setup:.1f} s, all held at once")
+    finally:
+        loop.run_until_complete(clients.close())
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop, clients: IdleClients) -> None:
@@ -1293,7 +1501,11 @@ def run_benchmark(load: Load, mosquitto_exe: Path, relay: Path, only: set[str] |
                 for spec in plain:
                     echo(f"bench: row {spec.key}: {spec.title}")
                     for n in names:
-                        results[spec.key][n] = run_load_row(spec, relay, brokers[n], load, brokers[n].restart)
+                        if spec.kind == "halfrate":
+                            full = results.get(spec.rate_of or "", {}).get(n)
+                            results[spec.key][n] = run_halfrate_row(spec, brokers[n], load, full)
+                        else:
+                            results[spec.key][n] = run_load_row(spec, relay, brokers[n], load, brokers[n].restart)
         if idle:
             echo(f"bench: rows with {load.idle:,} idle clients (fresh brokers)")
             with running_brokers(mosquitto_exe, _workdir(Path(tmp), "idle")) as brokers:
@@ -1302,7 +1514,7 @@ def run_benchmark(load: Load, mosquitto_exe: Path, relay: Path, only: set[str] |
     rows = [RowResult(s.key, s.title, s.unit, results[s.key]["mosquitto"], results[s.key]["chatmq"], s.baseline)
             for s in specs]
     for row in rows:
-        if row.key == "rss_idle":
+        if row.key in ("rss_idle", "ws_rss"):
             row.notes.append("broker VmRSS growth while the idle clients connected, per client (lower is better)")
         if row.mosquitto.status is Status.NOT_YET:
             row.notes.append(f"not yet: {row.mosquitto.note}")
@@ -1417,8 +1629,8 @@ def broker(
     try:
         mosq = ensure_mosquitto()
         relay = ensure_relay(relay_src)
-        limit = raise_nofile(load.idle + 1024)
-        if limit < load.idle + 256:
+        limit = raise_nofile(2 * load.idle + 1024)  # TCP and WebSocket idle clients at once
+        if limit < 2 * load.idle + 256:
             raise BenchError(f"open-file limit {limit} is too low for {load.idle:,} idle clients; "
                              f"lower --idle or raise ulimit -n")
         echo(f"bench: mosquitto {mosquitto_version(mosq)} at {mosq}; mqttrelay at {relay}; open files {limit:,}")
@@ -1457,7 +1669,7 @@ def render(json_file: Annotated[Path, typer.Argument(help="JSON written by 'benc
 
 @app.command("fanload", hidden=True)
 def fanload(
-    mode: Annotated[str, typer.Argument(help="fanin or fanout")],
+    mode: Annotated[str, typer.Argument(help="fanin, fanout or pairs")],
     host: str,
     port: int,
     clients: int,
@@ -1465,10 +1677,11 @@ def fanload(
     qos: int,
     size: int,
     deadline: Annotated[float, typer.Option(help="Seconds before giving up.")] = 120.0,
+    rate: Annotated[float | None, typer.Option(help="Total publishes per second (default: flat out).")] = None,
 ) -> None:
-    """The fan-in/fan-out load generator run by ``bench broker``: prints a line in mqttrelay's format;
-    exits 0 when all arrived, 1 when some were lost (or the deadline passed), 2 on errors."""
-    coro = fan_load(host, port, mode, clients, messages, qos, size, deadline)
+    """The fan-in/fan-out/pairs load generator run by ``bench broker``: prints a line in mqttrelay's
+    format; exits 0 when all arrived, 1 when some were lost (or the deadline passed), 2 on errors."""
+    coro = fan_load(host, port, mode, clients, messages, qos, size, deadline, rate=rate)
     try:
         import uvloop
 

@@ -369,7 +369,7 @@ async def test_fan_load_delivers_everything(amqtt_broker: tuple[Broker, int], mo
 
 
 async def test_fan_load_rejects_an_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="fanin or fanout"):
+    with pytest.raises(ValueError, match="fanin, fanout or pairs"):
         await bb.fan_load("127.0.0.1", 1, "sideways", 1, 1, 0, 64)
 
 
@@ -537,3 +537,47 @@ def test_cli_help_lists_the_broker_command() -> None:
     assert result.exit_code == 0
     assert "broker" in result.output
     assert "fanload" not in result.output
+
+
+async def test_fan_load_pairs_at_a_rate_delivers_everything(amqtt_broker: tuple[Broker, int]) -> None:
+    _, port = amqtt_broker
+    result, error = await bb.fan_load("127.0.0.1", port, "pairs", 3, 20, 1, 64, deadline=60, rate=600)
+    assert error is None
+    assert (result.total, result.lost, result.pairs) == (60, 0, 3)
+    assert result.elapsed_s >= 0.05  # 20 per publisher at 200/s each: paced, not flat out
+
+
+def test_websocket_frames_carry_their_payload() -> None:
+    frame = bb.ws_frame(b"\x10\x02ab")
+    assert frame[0] == 0x82
+    assert frame[1] == 0x80 | 4  # masked, 4 bytes
+    mask = frame[2:6]
+    assert bytes(b ^ mask[i % 4] for i, b in enumerate(frame[6:])) == b"\x10\x02ab"
+    server = b"\x82\x04\x20\x02\x00\x00" + b"\x89\x00" + b"\x82\x7e\x00\x80" + b"x" * 128 + b"\x82\x05ab"
+    frames, rest = bb.ws_unframe(server)
+    assert frames == [(2, b"\x20\x02\x00\x00"), (9, b""), (2, b"x" * 128)]
+    assert rest == b"\x82\x05ab"
+
+
+async def test_websocket_idle_clients_connect_and_subscribe_on_the_plain_node() -> None:
+    from chatmq.broker.plain import PlainBroker
+
+    port, ws_port = bb.free_port(), bb.free_port()
+    node = PlainBroker("127.0.0.1", port, ws_port)
+    await node.start()
+    clients = bb.WsIdleClients("127.0.0.1", ws_port, prefix="w")
+    try:
+        await clients.open(20, concurrency=5)
+        assert len(clients) == 20
+        assert node.router.index.subscriber_count() == 20
+    finally:
+        await clients.close()
+        await node.shutdown()
+
+
+def test_half_rate_rows_report_p99_lower_is_better() -> None:
+    fast = bb.Measurement(Status.OK, rate=1000.0, p50_ms=1.0, p99_ms=4.0)
+    slow = bb.Measurement(Status.OK, rate=1000.0, p50_ms=2.0, p99_ms=8.0)
+    row = bb.RowResult("qos1_half", "QoS 1 relay at half its max rate", "p99 ms", slow, fast)
+    assert row.ratio == 0.5
+    assert bb.format_figure(fast, "p99 ms") == "p99 4.0 ms"
