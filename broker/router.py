@@ -165,6 +165,10 @@ class Router:
         return queued
 
     def deliver(self, client_id: str, topic: str, payload: bytes, qos: int) -> bool:
-        """Queue a message for one session directly (the chat node's inbox deliveries)."""
+        """Queue a message for one session directly (the chat node's inbox deliveries), at the lower
+        of ``qos`` and the QoS of the session's subscription to exactly ``topic``, if it has one."""
         box = self.outboxes.get(client_id)
-        return box is not None and box.push(self.encoded(topic), payload, qos)
+        if box is None:
+            return False
+        granted = self.index.qos_of(client_id, topic)
+        return box.push(self.encoded(topic), payload, qos if granted is None else min(qos, granted))

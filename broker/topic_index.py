@@ -220,6 +220,11 @@ class TopicIndex(Generic[S]):
         """A copy of ``subscriber``'s subscriptions as ``{filter: qos}``, in subscription order."""
         return dict(self._by_subscriber.get(subscriber, {}))
 
+    def qos_of(self, subscriber: S, topic_filter: str) -> int | None:
+        """The QoS of ``subscriber``'s subscription to exactly ``topic_filter``, or None."""
+        own = self._by_subscriber.get(subscriber)
+        return None if own is None else own.get(topic_filter)
+
     def subscribe(self, subscriber: S, topic_filter: str, qos: int) -> bool:
         """Subscribe ``subscriber`` to ``topic_filter`` with ``qos``.
 

@@ -78,7 +78,8 @@ class RawClient:
         self.sock.sendall(data)
 
     def connect(self, client_id: str = "", *, clean: bool = True, keepalive: int = 0,
-                will: tuple[str, bytes, int, bool] | None = None) -> Received:
+                will: tuple[str, bytes, int, bool] | None = None,
+                username: str | None = None, password: str | None = None) -> Received:
         """CONNECT and return the CONNACK (``body[0]`` session present, ``body[1]`` return code)."""
         flags = 0x02 if clean else 0
         payload = _string(client_id)
@@ -86,6 +87,12 @@ class RawClient:
             topic, message, qos, retain = will
             flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
             payload += _string(topic) + _string(message)
+        if username is not None:
+            flags |= 0x80
+            payload += _string(username)
+        if password is not None:
+            flags |= 0x40
+            payload += _string(password)
         body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
         self.send(_frame(0x10, body))
         return self.expect(CONNACK)

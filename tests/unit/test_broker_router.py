@@ -137,3 +137,13 @@ def test_filter_matches_agrees_with_the_index(filter_levels: list[str], topic_le
     except InvalidFilterError:
         assume(False)
     assert filter_matches(topic_filter, topic) == ("s" in index.match(topic))
+
+
+async def test_direct_delivery_is_downgraded_to_the_subscription_qos() -> None:
+    router = Router()
+    sink = connect(router, "c")
+    router.subscribe("c", "users/u/inbox", 0)
+    assert router.deliver("c", "users/u/inbox", b"x", 1)
+    assert not router.deliver("nobody", "users/u/inbox", b"x", 1)
+    await turn()
+    assert [p.qos for p in sink.publishes()] == [0]
