@@ -165,6 +165,7 @@ class LocalCluster:
             if _port_open(self.host, front):
                 raise ChatMQError(f"port {self.host}:{front} is taken: choose other front ports")
         deadline = time.monotonic() + timeout
+        self.parts = {}
         try:
             for part in self._plan():
                 self.parts[part.name] = part

@@ -18,10 +18,12 @@ Contracts
   reconnect the access token is refreshed when it is near expiry; on a "not authorized"
   CONNACK while running the token is refreshed once and paho retries. Every successful
   (re)connect re-subscribes to the inbox.
-- Sent messages are kept until their ``ack`` (or ``error``) arrives; after every reconnect
-  the ones still unanswered are published again with the same client ids (the server
-  de-duplicates them), so a message whose ack was lost with a node is not lost
-  (``unacked()``; at most 10,000 are kept, the oldest dropped with a warning).
+- Sent messages are kept until their ``ack`` (or ``error``) arrives. While disconnected a
+  message is only kept; on every (re)connect, right after the inbox SUBSCRIBE, the ones
+  still unanswered are published again in order with the same client ids (the server
+  de-duplicates them) before any new one, so a message whose ack was lost with a node is
+  not lost and a conversation keeps its order (``unacked()``; at most 10,000 are kept,
+  the oldest dropped with a warning).
 - Inbox envelopes are JSON objects; undecodable payloads are logged and dropped.
   ``message`` envelopes are de-duplicated by server id: a message delivered twice is
   handed to the application once, but every delivery is answered with a ``delivered``
@@ -303,6 +305,7 @@ class ChatClient:
         self.errors: list[Envelope] = []
         self.acks: dict[str, Envelope] = {}
         self._unacked: OrderedDict[str, Envelope] = OrderedDict()
+        self._send_lock = threading.RLock()  # callbacks under it may send
         self._errors_by_client_id: dict[str, Envelope] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._handling = 0  # inbox messages whose callback/receipt is in progress
@@ -585,13 +588,18 @@ class ChatClient:
         release_sockets(self.mqtt)
 
     def _publish_message(self, envelope: Envelope) -> None:
-        """Publish a message envelope and keep it until its ack or error."""
-        with self._cond:
-            self._unacked[str(envelope["id"])] = envelope
-            if len(self._unacked) > _UNACKED_LIMIT:
-                dropped, _ = self._unacked.popitem(last=False)
-                log.warning("more than %d messages without an ack; no longer resending %s", _UNACKED_LIMIT, dropped)
-        self._publish(envelope)
+        """Keep a message envelope until its ack or error; publish it now when connected (else the
+        next connect does). ``NotLoggedInError`` before ``login``/``set_tokens``."""
+        self._require_user()
+        with self._send_lock:
+            with self._cond:
+                self._unacked[str(envelope["id"])] = envelope
+                if len(self._unacked) > _UNACKED_LIMIT:
+                    dropped, _ = self._unacked.popitem(last=False)
+                    log.warning("more than %d messages without an ack; no longer resending %s",
+                                _UNACKED_LIMIT, dropped)
+            if self.connected:
+                self._publish(envelope)
 
     def unacked(self) -> list[Envelope]:
         """Sent messages that got neither an ``ack`` nor an ``error`` yet, oldest first."""
@@ -599,7 +607,7 @@ class ChatClient:
             return list(self._unacked.values())
 
     def _resend_unacked(self) -> None:
-        """After a reconnect: publish again what is still unanswered (same client ids)."""
+        """On a connect (holding ``_send_lock``): publish what is still unanswered (same client ids)."""
         for envelope in self.unacked():
             try:
                 self._publish(envelope)
@@ -768,11 +776,13 @@ class ChatClient:
                 self._handle_connack_failure(reason_code)
                 return
             self._auth_retry_used = False
-            self._set_connected(True)
-            result, mid = client.subscribe(self.inbox_topic, qos=1)
-            if result != mqtt.MQTT_ERR_SUCCESS:
-                log.warning("subscribe to inbox failed: %s", mqtt.error_string(result))
-            self._sub_mid = mid
+            with self._send_lock:  # the inbox first (acks go there), then what waits, then new sends
+                result, mid = client.subscribe(self.inbox_topic, qos=1)
+                if result != mqtt.MQTT_ERR_SUCCESS:
+                    log.warning("subscribe to inbox failed: %s", mqtt.error_string(result))
+                self._sub_mid = mid
+                self._resend_unacked()
+                self._set_connected(True)
         except Exception:
             log.exception("error in on_connect")
 
@@ -815,8 +825,6 @@ class ChatClient:
                 topic = self.inbox_topic
                 self._connect_error = SubscribeDeniedError(f"broker refused the subscription to {topic}")
             self._ready.set()
-        elif not denied:
-            self._resend_unacked()
 
     def _on_mqtt_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,

@@ -16,7 +16,7 @@ from typing import Any
 from chatmq.envelopes import ErrorCode, ack_envelope, error_envelope, message_envelope
 from chatmq.ids import now_ms, server_id
 from chatmq.services.outlet import Outlet
-from chatmq.services.store import NewMessage, Store
+from chatmq.services.store.base import AcceptResult, NewMessage, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +54,15 @@ class Acceptor:
             }
             news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, s.body, ts, envelopes))
         results = await self._store.accept_messages(news)
+        copies = await self._pending_copies(results)
         acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         deliveries: list[tuple[str, dict[str, Any]]] = []
         fan_outs: list[tuple[str, list[str], dict[str, Any]]] = []
-        repeated: list[str] = []
         for sub, new, result in zip(subs, news, results, strict=True):
             acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
             if result.duplicate:
-                repeated.append(result.server_id)
-                continue
-            if sub.group is None:
+                deliveries.extend(copies.pop(result.server_id, []))  # in its place: order holds
+            elif sub.group is None:
                 deliveries.extend(new.envelopes.items())
             elif sub.recipients:  # one record per node with the member list, not one per member
                 template = message_envelope(new.server_id, sub.client_id, sub.sender, None, sub.group, sub.body,
@@ -71,10 +70,17 @@ class Acceptor:
                 fan_outs.append((sub.group, sub.recipients, template))
         for (node, sender), envs in acks.items():
             await self._outlet.to_node(node, sender, envs)
-        fresh = {r.server_id for r in results if not r.duplicate}
-        repeated = [sid for sid in dict.fromkeys(repeated) if sid not in fresh]  # a repeat inside the batch goes once
-        if repeated:
-            deliveries.extend(await self._store.pending_copies(repeated))
         await self._outlet.deliver(deliveries)
         for group, members, template in fan_outs:
             await self._outlet.fan_out(group, members, template)
+
+    async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """The still-pending copies of the repeated messages among ``results`` (not those first stored
+        in this very batch), by server id."""
+        fresh = {r.server_id for r in results if not r.duplicate}
+        repeated = list(dict.fromkeys(r.server_id for r in results if r.duplicate and r.server_id not in fresh))
+        copies: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        if repeated:
+            for user, env in await self._store.pending_copies(repeated):
+                copies[str(env["id"])].append((user, env))
+        return copies

@@ -250,6 +250,18 @@ class ClusterDeployment:
     def store_cli(self) -> tuple[list[str], dict[str, str]]:
         return [], {"CHATMQ_MONGO_URL": MONGO or "", "CHATMQ_MONGO_DB": self.name}
 
+    def node_port(self, node: str) -> int:
+        """The MQTT over TCP port of broker node ``node`` itself (not nginx's)."""
+        return self.cluster.parts[node].ports["mqtt"]
+
+    def nodes_of(self, *user_ids: str) -> dict[str, str]:
+        """``{user: node}`` from the session registry."""
+        import pymongo
+
+        client: pymongo.MongoClient[dict[str, Any]]
+        with pymongo.MongoClient(MONGO, serverSelectionTimeoutMS=5000) as client:
+            return {d["_id"]: d["node"] for d in client[self.name].presence.find({"_id": {"$in": list(user_ids)}})}
+
     def drop_database(self) -> None:
         import pymongo
 

@@ -98,6 +98,7 @@ def client() -> Iterator[ChatClient]:
 def recorder(client: ChatClient, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(client.mqtt, "publish", rec)
+    client.connected = True  # messages are published only while connected (else kept for the next connect)
     return rec
 
 
@@ -185,6 +186,15 @@ def test_mark_read_publishes_a_read_receipt_and_nothing_for_no_ids(
     client.mark_read([])
     client.mark_read(["s1", "s2"])
     assert recorder.envelopes == [{"type": "receipt", "status": "read", "ids": ["s1", "s2"]}]
+
+
+def test_a_message_sent_while_disconnected_waits_for_the_connect(client: ChatClient, recorder: Recorder) -> None:
+    client.connected = False
+    cid = client.send("u_bob", "later")
+    assert recorder.calls == []
+    assert [e["id"] for e in client.unacked()] == [cid]
+    client.handle_envelope({"type": "ack", "client_id": cid, "id": "s1", "ts": 1})
+    assert client.unacked() == []
 
 
 def test_send_before_login_raises() -> None:
@@ -594,6 +604,7 @@ def test_pre_connect_refreshes_a_token_near_expiry(api: FakeApi) -> None:
 
 
 def test_connection_state_changes_are_reported(client: ChatClient, recorder: Recorder) -> None:
+    client.connected = False
     changes: list[bool] = []
     client.on_connection_change = changes.append
     subscribed: list[tuple[str, int]] = []
