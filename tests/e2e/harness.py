@@ -260,7 +260,8 @@ class ClusterDeployment:
 
         client: pymongo.MongoClient[dict[str, Any]]
         with pymongo.MongoClient(MONGO, serverSelectionTimeoutMS=5000) as client:
-            return {d["_id"]: d["node"] for d in client[self.name].presence.find({"_id": {"$in": list(user_ids)}})}
+            docs: list[dict[str, Any]] = list(client[self.name].presence.find({"_id": {"$in": list(user_ids)}}))
+            return {d["_id"]: d["node"] for d in docs}
 
     def drop_database(self) -> None:
         import pymongo
