@@ -694,3 +694,13 @@ def test_fuzz_raises_only_topic_index_errors(ops: list[tuple[str, str, int]]) ->
         else:
             assert error is None
     assert len(index) == len(model)
+
+
+def test_qos_of_reports_one_exact_subscription() -> None:
+    index: TopicIndex[str] = TopicIndex()
+    index.subscribe("s", "a/+", 1)
+    assert index.qos_of("s", "a/+") == 1
+    assert index.qos_of("s", "a/b") is None
+    assert index.qos_of("other", "a/+") is None
+    index.subscribe("s", "a/+", 2)
+    assert index.qos_of("s", "a/+") == 2
