@@ -1376,28 +1376,57 @@ def _summary(m: Measurement) -> str:
             f"({m.seconds:.1f} s)")
 
 
+@dataclass(frozen=True)
+class Opened:
+    """How a broker took ``count`` idle clients: seconds, and its RSS before and after (KiB)."""
+
+    count: int
+    seconds: float
+    rss_before: int
+    rss_after: int
+
+    def rss(self) -> Measurement:
+        """RSS growth per connection."""
+        return Measurement(Status.OK, rss_kib_per_conn=(self.rss_after - self.rss_before) / self.count,
+                           seconds=self.seconds,
+                           note=f"RSS {self.rss_before / 1024:,.0f} → {self.rss_after / 1024:,.0f} MiB")
+
+    def connect_rate(self) -> Measurement:
+        """Connections (CONNECT and SUBSCRIBE answered) per second, all held at once."""
+        return Measurement(Status.OK, conn_rate=self.count / self.seconds if self.seconds > 0 else None,
+                           seconds=self.seconds, note=f"{self.count:,} in {self.seconds:.1f} s")
+
+
+def open_measured(loop: asyncio.AbstractEventLoop, broker: BrokerProcess, clients: IdleClients, n: int,
+                  what: str) -> Opened:
+    """Opens ``n`` of ``clients`` on an idle ``broker``, timing it and reading its RSS before and after
+    (once it is idle again). Raises ``IdleClientError``."""
+    broker.settle()
+    before = read_rss_kib(broker.pid)
+    echo(f"bench:   {broker.name}: opening {n:,} {what} (RSS {before:,} KiB)")
+    t0 = time.monotonic()
+    loop.run_until_complete(clients.open(n))
+    seconds = time.monotonic() - t0
+    broker.settle()
+    opened = Opened(n, seconds, before, read_rss_kib(broker.pid))
+    echo(f"bench:     -> {n:,} in {seconds:.1f} s; RSS {opened.rss_after:,} KiB, "
+         f"{opened.rss().rss_kib_per_conn:.1f} KiB per connection")
+    return opened
+
+
 def run_idle_phase(relay: Path, broker: BrokerProcess, load: Load, specs: Sequence[RowSpec],
                    results: dict[str, dict[str, Measurement]]) -> None:
     """Opens ``load.idle`` idle clients on ``broker``, measures RSS per connection, runs the idle rows."""
     loop = asyncio.new_event_loop()  # kept (not running) between rows: the idle connections stay open
     clients = IdleClients(HOST, broker.port)
     try:
-        broker.settle()
-        before = read_rss_kib(broker.pid)
-        echo(f"bench:   {broker.name}: opening {load.idle:,} idle subscribed clients (RSS {before:,} KiB)")
-        t0 = time.monotonic()
         try:
-            loop.run_until_complete(clients.open(load.idle))
+            opened = open_measured(loop, broker, clients, load.idle, "idle subscribed clients")
         except IdleClientError as exc:
             for spec in specs:
                 results[spec.key][broker.key] = Measurement(Status.FAILED, note=str(exc))
             return
-        setup = time.monotonic() - t0
-        broker.settle()
-        after = read_rss_kib(broker.pid)
-        per_conn = (after - before) / load.idle
-        echo(f"bench:     -> {load.idle:,} clients in {setup:.1f} s; RSS {after:,} KiB, "
-             f"{per_conn:.1f} KiB per connection")
+
         def reset() -> None:
             loop.run_until_complete(clients.close())
             broker.restart()
@@ -1411,13 +1440,9 @@ def run_idle_phase(relay: Path, broker: BrokerProcess, load: Load, specs: Sequen
             if spec.kind in ("ws_connect", "ws_rss"):
                 continue  # after the rows that need the TCP idle clients alone
             if spec.kind == "rss":
-                results[spec.key][broker.key] = Measurement(
-                    Status.OK, rss_kib_per_conn=per_conn, seconds=setup,
-                    note=f"RSS {before / 1024:,.0f} → {after / 1024:,.0f} MiB")
+                results[spec.key][broker.key] = opened.rss()
             elif spec.kind == "connect":
-                results[spec.key][broker.key] = Measurement(
-                    Status.OK, conn_rate=load.idle / setup if setup > 0 else None, seconds=setup,
-                    note=f"{load.idle:,} in {setup:.1f} s")
+                results[spec.key][broker.key] = opened.connect_rate()
             else:
                 results[spec.key][broker.key] = run_load_row(spec, relay, broker, load, reset)
         ws_specs = [spec for spec in specs if spec.kind in ("ws_connect", "ws_rss")]
@@ -1438,31 +1463,14 @@ def run_ws_rows(loop: asyncio.AbstractEventLoop, broker: BrokerProcess, load: Lo
         return
     clients = WsIdleClients(HOST, broker.ws_port, prefix=f"ws-{os.getpid()}")
     try:
-        broker.settle()
-        before = read_rss_kib(broker.pid)
-        echo(f"bench:   {broker.name}: opening {load.idle:,} idle WebSocket clients (RSS {before:,} KiB)")
-        t0 = time.monotonic()
         try:
-            loop.run_until_complete(clients.open(load.idle))
+            opened = open_measured(loop, broker, clients, load.idle, "idle WebSocket clients")
         except IdleClientError as exc:
             for spec in specs:
                 results[spec.key][broker.key] = Measurement(Status.FAILED, note=str(exc))
             return
-        setup = time.monotonic() - t0
-        broker.settle()
-        after = read_rss_kib(broker.pid)
-        per_conn = (after - before) / load.idle
-        echo(f"bench:     -> {load.idle:,} WebSocket clients in {setup:.1f} s; RSS {after:,} KiB, "
-             f"{per_conn:.1f} KiB per connection")
         for spec in specs:
-            if spec.kind == "ws_rss":
-                results[spec.key][broker.key] = Measurement(
-                    Status.OK, rss_kib_per_conn=per_conn, seconds=setup,
-                    note=f"RSS {before / 1024:,.0f} → {after / 1024:,.0f} MiB")
-            else:
-                results[spec.key][broker.key] = Measurement(
-                    Status.OK, conn_rate=load.idle / setup if setup > 0 else None, seconds=setup,
-                    note=f"{load.idle:,} in {setup:.1f} s, all held at once")
+            results[spec.key][broker.key] = opened.rss() if spec.kind == "ws_rss" else opened.connect_rate()
     finally:
         loop.run_until_complete(clients.close())
 
