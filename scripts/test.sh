@@ -9,12 +9,12 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 PYTHON=.venv/bin/python scripts/typecheck.sh
-echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol)"
-if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo; then
+echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol; nginx for the cluster's front)"
+if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo && scripts/services.sh install nginx; then
   export CHATMQ_KAFKA_BOOTSTRAP="127.0.0.1:${CHATMQ_KAFKA_PORT:-9092}"
   export CHATMQ_MONGO_URL="mongodb://127.0.0.1:${CHATMQ_MONGO_PORT:-27017}"
 else
-  echo "WARNING: Kafka/MongoDB servers are not running: the cluster-marked tests will be skipped" >&2
+  echo "WARNING: Kafka/MongoDB/nginx are not available: the cluster-marked tests will be skipped" >&2
 fi
 echo "== web client, and Chromium for the browser-marked tests (no Chromium: they are skipped)"
 scripts/web.sh --browser
