@@ -1,9 +1,9 @@
 """Fixtures of the browser tests: Debian's Chromium (headless, through Playwright), the system
 under test (``target``) and users, each in a browser context of their own.
 
-``target`` is parametrized by ``TARGETS``. Today that is the embedded server only; the cluster
-(nginx in front of broker nodes and the API) joins as another parameter yielding its URLs,
-and every test that takes ``target`` then runs against both.
+``target`` is parametrized by ``TARGETS``: the embedded server, and a cluster (two broker
+nodes and the API behind nginx, on the real Kafka and MongoDB; marked ``cluster``). Every
+test that takes ``target`` runs against both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, ViewportSize, expect, s
 
 from chatmq.services.api.web import default_web_dir
 from tests.browser.chat_page import ChatPage, Target
-from tests.e2e.harness import ServerProcess, serve
+from tests.e2e.harness import ClusterDeployment, ServerProcess, cluster, serve
 
 CHROMIUM = os.environ.get("CHATMQ_CHROMIUM", "/usr/bin/chromium")
 # as the machine notes advise: no sandbox (root), and no calls home (the network is closed)
@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 ]
 PHONE = ViewportSize(width=390, height=844)
 DESKTOP = ViewportSize(width=1100, height=700)
-TARGETS = ["embedded"]
+TARGETS = ["embedded", pytest.param("cluster", marks=pytest.mark.cluster)]
 
 expect.set_options(timeout=10_000)  # what a user sees may take a moment on a busy 2-core CI machine
 
@@ -55,12 +55,20 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     yield from serve(tmp_path_factory.mktemp("chatmq-web"))
 
 
+@pytest.fixture(scope="module")
+def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeployment]:
+    yield from cluster(tmp_path_factory.mktemp("cluster-web"))
+
+
 @pytest.fixture(scope="module", params=TARGETS)
 def target(request: pytest.FixtureRequest) -> Target:
     """The system under test (see the module docstring)."""
     if request.param == "embedded":
         server: ServerProcess = request.getfixturevalue("embedded_server")
         return embedded_target(server)
+    if request.param == "cluster":
+        front: ClusterDeployment = request.getfixturevalue("cluster_server")
+        return Target("cluster", front.api_url, f"ws://{front.host}:{front.ws_port}/mqtt")
     raise AssertionError(f"unknown target {request.param}")
 
 
