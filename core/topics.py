@@ -1,4 +1,4 @@
-"""Bus topic names and the JSON records they carry.
+"""Bus topic names and the JSON records they carry; the topics are declared in ``config/topics.toml``.
 
 * ``chat.outbox`` (key: conversation, or the user for receipts):
   ``{"from": user_id, "node": node, "env": <outbox envelope>}`` — 1:1 messages and receipts.
@@ -18,7 +18,12 @@
 
 from __future__ import annotations
 
+import importlib.resources
+import tomllib
+from pathlib import Path
+
 from chatmq.bus.base import TopicSpec
+from chatmq.errors import ConfigError
 
 OUTBOX = "chat.outbox"
 GROUP_OUTBOX = "chat.group-outbox"
@@ -34,7 +39,25 @@ def deliver_topic(node: str) -> str:
     return f"chat.deliver.{node}"
 
 
-def topic_specs(partitions: int, nodes: list[str]) -> list[TopicSpec]:
-    """Every topic chatmq uses, for ``Bus.ensure_topics``."""
-    names = [OUTBOX, GROUP_OUTBOX, NOTICES, TELEMETRY, CONNECTIONS, CONTROL] + [deliver_topic(n) for n in nodes]
-    return [TopicSpec(n, partitions) for n in names] + [TopicSpec(PRESENCE, partitions, compacted=False)]
+TOPICS_FILE = Path(str(importlib.resources.files("chatmq.config").joinpath("topics.toml")))
+
+
+def topic_specs(partitions: int, nodes: list[str], path: Path = TOPICS_FILE) -> list[TopicSpec]:
+    """The topics declared in ``config/topics.toml`` (``chat.deliver.{node}`` once per node of
+    ``nodes``), with ``partitions`` where a topic does not set its own. ``ConfigError`` when the
+    file is unreadable or a declaration is bad."""
+    try:
+        declared = tomllib.loads(path.read_text()).get("topic", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"topic declarations {path}: {exc}") from exc
+    specs: list[TopicSpec] = []
+    for entry in declared:
+        name, count, compacted = entry.get("name"), entry.get("partitions", partitions), entry.get("compacted", False)
+        if not isinstance(name, str) or not isinstance(count, int) or count < 1 or not isinstance(compacted, bool):
+            raise ConfigError(f"topic declarations {path}: bad entry {entry!r}")
+        names = [name.format(node=n) for n in nodes] if "{node}" in name else [name]
+        specs.extend(TopicSpec(n, count, compacted) for n in names)
+    missing = {OUTBOX, GROUP_OUTBOX, PRESENCE, NOTICES, TELEMETRY, CONNECTIONS, CONTROL} - {t.name for t in specs}
+    if missing:
+        raise ConfigError(f"topic declarations {path}: missing {', '.join(sorted(missing))}")
+    return specs

@@ -45,3 +45,21 @@ def test_signing_key_is_made_once(tmp_path: Path) -> None:
     assert len(key) >= 32
     assert s.signing_key() == key
     assert (tmp_path / "d" / "jwt.secret").stat().st_mode & 0o077 == 0
+
+
+def test_topics_come_from_the_declarations_in_config(tmp_path: Path) -> None:
+    from chatmq.bus.base import TopicSpec
+    from chatmq.topics import CONTROL, OUTBOX, PRESENCE, TOPICS_FILE, topic_specs
+
+    specs = {t.name: t for t in topic_specs(6, ["n1", "n2"])}
+    assert specs[OUTBOX] == TopicSpec(OUTBOX, 6)
+    assert {PRESENCE, CONTROL, "chat.deliver.n1", "chat.deliver.n2"} <= set(specs)
+    own = tmp_path / "topics.toml"
+    own.write_text(TOPICS_FILE.read_text() + '\n[[topic]]\nname = "chat.extra"\npartitions = 3\ncompacted = true\n')
+    assert topic_specs(6, [], own)[-1] == TopicSpec("chat.extra", 3, True)
+    own.write_text('[[topic]]\nname = "chat.outbox"\npartitions = 0\n')
+    with pytest.raises(ConfigError, match="bad entry"):
+        topic_specs(6, [], own)
+    own.write_text('[[topic]]\nname = "chat.outbox"\n')
+    with pytest.raises(ConfigError, match=r"missing chat\.connections"):
+        topic_specs(6, [], own)
