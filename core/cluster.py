@@ -105,11 +105,13 @@ class LocalCluster:
 
     ``settings`` names Kafka and MongoDB (``require_cluster``) and is handed to every part
     through the environment, with the token key (``settings.signing_key()``, so one shared key).
+    The parts also see the caller's ``CHATMQ_*`` environment and ``env`` (other settings, such
+    as limits), under the cluster's own values.
     """
 
     def __init__(self, settings: Settings, *, data_dir: Path, nodes: int = 2, routers: int = 1,
                  group_routers: int = 1, apis: int = 1, mqtt_port: int = 1883, ws_port: int = 8083,
-                 http_port: int = 8000, config_file: Path | None = None) -> None:
+                 http_port: int = 8000, config_file: Path | None = None, env: dict[str, str] | None = None) -> None:
         settings.require_cluster("cluster up")
         if min(nodes, routers, group_routers, apis) < 1:
             raise ChatMQError("a cluster needs at least one of each part")
@@ -119,6 +121,7 @@ class LocalCluster:
         self.mqtt_port, self.ws_port, self.http_port = mqtt_port, ws_port, http_port
         self._config_file = (config_file or CLUSTER_CONFIG).resolve()
         self._counts = {"nodes": nodes, "routers": routers, "group_routers": group_routers, "apis": apis}
+        self._extra_env = dict(env or {})
         self.parts: dict[str, PartProcess] = {}
         self._nginx: subprocess.Popen[bytes] | None = None
 
@@ -134,7 +137,7 @@ class LocalCluster:
             "KAFKA_REPLICATION": str(s.kafka_replication), "MONGO_URL": s.mongo_url or "",
             "MONGO_DB": s.mongo_db, "BUS_PARTITIONS": str(s.bus_partitions), "JWT_SECRET": s.signing_key(),
         }
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
+        env = {**os.environ, **self._extra_env}
         env.update({f"CHATMQ_{k}": v for k, v in values.items()})
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -222,7 +222,8 @@ MONGO = os.environ.get("CHATMQ_MONGO_URL")
 class ClusterDeployment:
     """A ``LocalCluster`` with topics and database of its own (``name``), reached through nginx."""
 
-    def __init__(self, tmp: Path, name: str, *, nodes: int = 2, routers: int = 1) -> None:
+    def __init__(self, tmp: Path, name: str, *, nodes: int = 2, routers: int = 1,
+                 env: dict[str, str] | None = None) -> None:
         from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
         from chatmq.settings import Settings
 
@@ -232,7 +233,8 @@ class ClusterDeployment:
         self.settings = Settings.load(CLUSTER_CONFIG, kafka_bootstrap=KAFKA, mongo_url=MONGO, kafka_prefix=f"{name}.",
                                       mongo_db=name, data_dir=tmp / "cluster", jwt_secret="t" * 40)
         self.cluster = LocalCluster(self.settings, data_dir=tmp / "cluster", mqtt_port=free_port(),
-                                    ws_port=free_port(), http_port=free_port(), nodes=nodes, routers=routers)
+                                    ws_port=free_port(), http_port=free_port(), nodes=nodes, routers=routers,
+                                    env=env)
         self.host = self.cluster.host
         self.mqtt_port, self.ws_port, self.http_port = (self.cluster.mqtt_port, self.cluster.ws_port,
                                                         self.cluster.http_port)
@@ -271,14 +273,15 @@ class ClusterDeployment:
             client.drop_database(self.name)
 
 
-def cluster(tmp: Path, *, nodes: int = 2, routers: int = 1) -> Iterator[ClusterDeployment]:
+def cluster(tmp: Path, *, nodes: int = 2, routers: int = 1,
+            env: dict[str, str] | None = None) -> Iterator[ClusterDeployment]:
     """Start a cluster in ``tmp``; stop it afterwards and check that every part stopped cleanly and
     logged no traceback."""
     import pytest
 
     if not (KAFKA and MONGO):
         pytest.skip("CHATMQ_KAFKA_BOOTSTRAP / CHATMQ_MONGO_URL are not set (scripts/services.sh up kafka mongo)")
-    deployment = ClusterDeployment(tmp, f"e2e{uuid.uuid4().hex[:10]}", nodes=nodes, routers=routers)
+    deployment = ClusterDeployment(tmp, f"e2e{uuid.uuid4().hex[:10]}", nodes=nodes, routers=routers, env=env)
     deployment.cluster.start()
     try:
         yield deployment

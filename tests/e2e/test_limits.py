@@ -6,19 +6,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import ServerProcess, Users, serve, user_factory
+from tests.e2e.harness import Deployment, Users, cluster, serve, user_factory
 
 TIMEOUT = 15
+LIMITS = {"CHATMQ_MAX_PAYLOAD": "1024", "CHATMQ_RATE_LIMIT_PER_SEC": "2", "CHATMQ_RATE_LIMIT_BURST": "5"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from serve(tmp_path_factory.mktemp("limits"), CHATMQ_MAX_PAYLOAD="1024",
-                     CHATMQ_RATE_LIMIT_PER_SEC="2", CHATMQ_RATE_LIMIT_BURST="5")
+@pytest.fixture(scope="module", params=["embedded", pytest.param("cluster", marks=pytest.mark.cluster)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if request.param == "embedded":
+        yield from serve(tmp_path_factory.mktemp("limits"), **LIMITS)
+    else:
+        yield from cluster(tmp_path_factory.mktemp("limits-cluster"), env=LIMITS)
 
 
 @pytest.fixture
-def users(server: ServerProcess) -> Iterator[Users]:
+def users(server: Deployment) -> Iterator[Users]:
     yield from user_factory(server)
 
 
