@@ -4,6 +4,7 @@ chatmq's delivery path (``NodeBroker``). Used by the benchmarks and the conforma
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -41,6 +42,7 @@ async def run_plain_broker(host: str, port: int, ws_port: int | None = None, set
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await broker.start()
+    gc.freeze()  # what start-up made lives as long as the process: keep it out of every full collection
     log.info("plain MQTT broker listening on mqtt://%s:%d (anonymous)", host, port)
     if ws_port is not None:
         log.info("plain MQTT broker listening on ws://%s:%d (anonymous)", host, ws_port)

@@ -1,0 +1,50 @@
+"""The plain node in-process (``chatmq.broker.plain``): bad bytes never crash it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import pytest
+
+from chatmq.broker.plain import PlainBroker
+from chatmq.devices.bench_broker import encode_connect, encode_subscribe, free_port
+
+
+async def _session(port: int, junk: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(encode_connect("fuzz") + junk)
+        await writer.drain()
+        async with asyncio.timeout(2):
+            while await reader.read(4096):
+                pass
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_random_bytes_after_connect_close_at_most_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    node = PlainBroker("127.0.0.1", port)
+    await node.start()
+    rng = random.Random(3)
+    prefixes = [b"", b"\x30", b"\x32", b"\x34", b"\x82", b"\xa2", b"\x62\x02", b"\x40\x03", b"\xc0\x00", b"\x10"]
+    try:
+        with caplog.at_level(logging.WARNING, logger="chatmq"):
+            await asyncio.gather(*(
+                _session(port, rng.choice(prefixes) + rng.randbytes(rng.randrange(0, 60)))
+                for _ in range(150)
+            ))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(encode_connect("healthy") + encode_subscribe(1, "ok/t", 0))
+        async with asyncio.timeout(5):
+            assert (await reader.readexactly(9))[:2] == b"\x20\x02"
+            writer.write(b"\x30\x07\x00\x04ok/tA")
+            assert await reader.readexactly(9) == b"\x30\x07\x00\x04ok/tA"
+        writer.close()
+    finally:
+        await node.shutdown()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
