@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.conformance.raw import PUBACK, PUBCOMP, PUBREC, RawClient
+from tests.conformance.raw import PUBACK, PUBCOMP, PUBREC, PUBREL, RawClient
 
 Raw = Callable[[], RawClient]
 
@@ -102,3 +102,31 @@ def test_protocol_4_8_0_1_malformed_packets_close_the_connection_not_the_node(ra
     healthy.subscribe(("junk/ok", 0))
     healthy.publish("junk/ok", b"fine")
     assert healthy.publishes(1)[0].payload == b"fine"
+
+
+def test_qos_4_3_3_2_a_resent_qos2_publish_is_delivered_once(raw: Raw) -> None:
+    sub = raw()
+    sub.connect("qos2-once-sub")
+    sub.subscribe(("qos2/once", 0))
+    pub = raw()
+    pub.connect("qos2-once-pub")
+    pub.publish("qos2/once", b"exactly once", 2, packet_id=9)
+    assert pub.expect(PUBREC).packet_id == 9
+    pub.send(b"\x3c" + bytes([2 + 9 + 2 + 12]) + b"\x00\x09qos2/once\x00\x09exactly once")  # DUP resend
+    assert pub.expect(PUBREC).packet_id == 9
+    pub.ack(PUBREL, 9)
+    assert pub.expect(PUBCOMP).packet_id == 9
+    assert [p.payload for p in sub.publishes(1)] == [b"exactly once"]
+    assert sub.nothing_for(0.3)
+
+
+def test_unsubscribe_3_10_4_4_unsuback_always_and_no_more_messages(raw: Raw) -> None:
+    sub = raw()
+    sub.connect("unsub-1")
+    sub.subscribe(("unsub/a", 0))
+    sub.unsubscribe("unsub/a", "never/subscribed")  # [MQTT-3.10.4-5]: UNSUBACK even with no match
+    pub = raw()
+    pub.connect("unsub-pub")
+    pub.publish("unsub/a", b"x", 1)
+    pub.expect(PUBACK)
+    assert sub.nothing_for(0.3)
