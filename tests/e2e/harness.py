@@ -169,7 +169,7 @@ class ServerProcess:
         return (self.data_dir / "jwt.secret").read_text().strip()
 
     def store_cli(self) -> tuple[list[str], dict[str, str]]:
-        return ["--data-dir", str(self.data_dir)], {}
+        return ["--data-dir", str(self.data_dir)], {"CHATMQ_MONGO_URL": ""}  # SQLite, even when a cluster is around
 
 
 def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
