@@ -73,16 +73,15 @@ class NodeBroker(Broker):  # type: ignore[misc]
         ``$SYS/…`` is the broker's and is ignored; anything else the ACL allows is routed.
         """
         topic = message.topic
-        try:
-            self.router.encoded(topic)
-        except TopicIndexError:
-            log.info("%s published to invalid topic %r: closing", session.client_id, topic)
-            return False
-        if topic.startswith("$SYS"):
+        if topic[:4] == "$SYS":
             return True
         if self.checks_publish and not await self._topic_filtering(session, topic, Action.PUBLISH):
             return True
-        self.router.publish(topic, message.payload, message.qos, message.retain)
+        try:
+            self.router.publish(topic, message.payload, message.qos, message.retain)
+        except TopicIndexError:
+            log.info("%s published to invalid topic %r: closing", session.client_id, topic)
+            return False
         return True
 
     async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:

@@ -76,37 +76,45 @@ class PacketSplitter:
     def feed(self, data: bytes) -> list[Packet]:
         buffer = self._buffer + data if self._buffer else data
         packets: list[Packet] = []
+        append = packets.append
+        required_flags = _REQUIRED_FLAGS
+        max_packet = self._max_packet
         pos = 0
         end = len(buffer)
         while end - pos >= 2:
             first = buffer[pos]
-            length = 0
-            shift = 0
-            i = pos + 1
-            complete = False
-            while i < end:
-                byte = buffer[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    complete = True
-                    break
-                shift += 7
-                if shift > 21:
-                    raise MalformedPacketError("remaining length longer than four bytes")
-            if not complete:
-                break  # the length itself is not complete yet
-            if length > self._max_packet:
-                raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({self._max_packet})")
+            length = buffer[pos + 1]
+            i = pos + 2
+            if length & 0x80:  # a remaining length of more than one byte
+                length &= 0x7F
+                shift = 7
+                complete = False
+                while i < end:
+                    byte = buffer[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        complete = True
+                        break
+                    shift += 7
+                    if shift > 21:
+                        raise MalformedPacketError("remaining length longer than four bytes")
+                if not complete:
+                    break  # the length itself is not complete yet
+                if length > max_packet:
+                    raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({max_packet})")
+            elif length > max_packet:
+                raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({max_packet})")
             if end - i < length:
                 break
             kind = first >> 4
             flags = first & 0x0F
-            required = _REQUIRED_FLAGS.get(kind)
-            if required is not None and flags != required:
-                raise MalformedPacketError(f"packet type {kind} with reserved flags {flags:#x}")
-            packets.append(Packet(kind, flags, buffer[i:i + length]))
+            if kind != PUBLISH:
+                required = required_flags.get(kind)
+                if required is not None and flags != required:
+                    raise MalformedPacketError(f"packet type {kind} with reserved flags {flags:#x}")
             pos = i + length
+            append(Packet(kind, flags, buffer[i:pos]))
         self._buffer = buffer[pos:] if pos < end else b""
         return packets
 
