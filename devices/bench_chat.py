@@ -382,6 +382,7 @@ class RowResult:
     p99_ms: float | None
     client_cpu: float
     cpu: dict[str, float]
+    cpu_ms_per_message: dict[str, float]
     errors: dict[str, int]
     notes: list[str] = field(default_factory=list)
 
@@ -395,7 +396,7 @@ def percentile(sorted_values: Sequence[int], q: float) -> float | None:
 
 
 class CpuMeter:
-    """CPU time of named processes between ``start`` and ``shares``, as a share of one core."""
+    """CPU time of named processes (and of this one, as ``client``) since ``start``."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self._pids = pids
@@ -413,11 +414,10 @@ class CpuMeter:
     def start(self) -> None:
         self._t0, self._cpu0 = time.monotonic(), self._read()
 
-    def shares(self) -> dict[str, float]:
-        """``{name: share of a core}`` since ``start`` (``client`` is this process)."""
+    def used(self) -> tuple[float, dict[str, float]]:
+        """Wall seconds since ``start`` and ``{name: CPU seconds}`` used since then."""
         wall = max(time.monotonic() - self._t0, 1e-9)
-        return {name: round((cpu - self._cpu0[name]) / wall, 3) for name, cpu in self._read().items()
-                if name in self._cpu0}
+        return wall, {name: cpu - self._cpu0[name] for name, cpu in self._read().items() if name in self._cpu0}
 
 
 class Runner:
@@ -501,13 +501,16 @@ class Runner:
         end, end_us = loop.time(), now_us()
         window_deliveries = tally.delivered - delivered_at_from
         window_seconds = max(end - measure_from, 1e-9)
-        cpu = meter.shares()
+        wall, cpu_sending = meter.used()
         await self._drain(tally, progress, spec.title)
+        _, cpu_all = meter.used()  # sending and draining: all the work the row's messages caused
         send_seconds = max(end - t0, 1e-9)
         lat = sorted(lat for sent, lat in zip(tally.send_us, tally.latency_us, strict=True)
                      if from_us <= sent <= end_us)  # messages sent after the warm-up
         p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+        cpu = {name: round(used / wall, 3) for name, used in cpu_sending.items()}
         client = cpu.pop("client", 0.0)
+        per_message = {name: round(1000 * used / max(tally.sent, 1), 3) for name, used in cpu_all.items()}
         lost = tally.expected - tally.delivered
         return RowResult(
             key=spec.key, title=spec.title, rate=round(window_deliveries / window_seconds, 1),
@@ -516,7 +519,7 @@ class Runner:
             lost=lost, duplicated=tally.duplicated, unacked=tally.sent - tally.acked, stray=tally.stray,
             receipts_back=tally.receipts_back,
             p50_ms=None if p50 is None else round(p50 / 1000, 1), p99_ms=None if p99 is None else round(p99 / 1000, 1),
-            client_cpu=client, cpu=cpu, errors=dict(tally.errors),
+            client_cpu=client, cpu=cpu, cpu_ms_per_message=per_message, errors=dict(tally.errors),
         )
 
     async def _pace(self, senders: list[ChatConnection], per_sender: float, t0: float, until: float) -> None:
@@ -857,12 +860,21 @@ def markdown_table(rows: Sequence[RowResult]) -> str:
 
 
 def cpu_table(rows: Sequence[RowResult]) -> str:
-    """CPU per process and row, as a share of one core (100% = one core busy)."""
-    names = sorted({n for r in rows for n in r.cpu}, key=lambda n: (-max(r.cpu.get(n, 0) for r in rows), n))
-    lines = ["| process | " + " | ".join(r.title for r in rows) + " |",
-             "|---|" + "---:|" * len(rows),
-             "| load generator (this process) | " + " | ".join(f"{r.client_cpu:.0%}" for r in rows) + " |"]
-    lines += [f"| {n} | " + " | ".join(f"{r.cpu.get(n, 0.0):.0%}" for r in rows) + " |" for n in names]
+    """CPU per process and row: the share of one core while sending (100% = one core busy), and CPU
+    milliseconds per message sent, counted over sending and draining (all the work the row's
+    messages caused; less sensitive to other load on the machine than rates are)."""
+    names = sorted({n for r in rows for n in r.cpu_ms_per_message if n != "client"},
+                   key=lambda n: (-max(r.cpu_ms_per_message.get(n, 0) for r in rows), n))
+
+    def cell(r: RowResult, name: str) -> str:
+        share = r.client_cpu if name == "client" else r.cpu.get(name, 0.0)
+        return f"{share:.0%} · {r.cpu_ms_per_message.get(name, 0.0):.3f}"
+
+    lines = ["| process | " + " | ".join(r.title for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for name, label in [("client", "load generator (this process)"), *((n, n) for n in names)]:
+        lines.append(f"| {label} | " + " | ".join(cell(r, name) for r in rows) + " |")
+    servers = [sum(v for n, v in r.cpu_ms_per_message.items() if n != "client") for r in rows]
+    lines.append("| all server processes, ms per message | " + " | ".join(f"{v:.3f}" for v in servers) + " |")
     return "\n".join(lines)
 
 
@@ -878,8 +890,8 @@ def describe(meta: dict[str, Any]) -> str:
 
 def report_markdown(rows: Sequence[RowResult], meta: dict[str, Any]) -> str:
     """The report: where, the table, then CPU per process."""
-    return (f"{describe(meta)}\n\n{markdown_table(rows)}\n\nCPU per process (share of one core, "
-            f"while sending):\n\n{cpu_table(rows)}\n")
+    return (f"{describe(meta)}\n\n{markdown_table(rows)}\n\nCPU per process: share of one core while "
+            f"sending · CPU ms per message (sending and draining):\n\n{cpu_table(rows)}\n")
 
 
 def rows_from_json(data: dict[str, Any]) -> list[RowResult]:

@@ -1,0 +1,81 @@
+"""``chatmq.devices.bench_chat``: the pure parts of the chat benchmark (packet framing, quantiles,
+pairing, the report). Speed is never asserted: the benchmark measures it (``docs/benchmarks.md``);
+``tests/e2e/test_bench_chat.py`` runs it."""
+
+from __future__ import annotations
+
+from chatmq.devices.bench_broker import encode_remaining_length
+from chatmq.devices.bench_chat import (
+    ROWS,
+    BenchUser,
+    PacketReader,
+    RowResult,
+    Target,
+    cpu_table,
+    encode_connect_auth,
+    encode_publish_qos1,
+    markdown_table,
+    pair_targets,
+    percentile,
+    publish_parts,
+    report_markdown,
+    rows_from_json,
+)
+
+
+def test_a_publish_round_trips_through_the_reader_split_anywhere() -> None:
+    topic = len(b"users/u1/outbox").to_bytes(2, "big") + b"users/u1/outbox"
+    payload = b'{"type":"message"}' * 20  # a two-byte remaining length
+    packet = encode_publish_qos1(topic, 7, payload)
+    stream = packet + b"\x40\x02\x00\x07" + packet
+    for cut in range(len(stream) + 1):
+        reader = PacketReader()
+        packets = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert [first for first, _ in packets] == [0x32, 0x40, 0x32]
+        assert publish_parts(packets[0][0], packets[0][1]) == (b"users/u1/outbox", 7, payload)
+        assert packets[1][1] == b"\x00\x07"
+
+
+def test_connect_carries_the_credentials() -> None:
+    packet = encode_connect_auth("c1", "u1", "tok")
+    body = packet[1 + len(encode_remaining_length(len(packet) - 2)):]
+    assert packet[0] == 0x10
+    assert body[7] == 0xC2  # username, password, clean session
+    assert body.endswith(b"\x00\x02u1\x00\x03tok")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([5], 0.99) == 5
+    assert percentile([], 0.5) is None
+
+
+def test_pairs_chat_both_ways() -> None:
+    users = [BenchUser(i, f"u{i}", "t") for i in range(4)]
+    assert pair_targets(users) == {0: Target("u1", None, 1), 1: Target("u0", None, 1),
+                                   2: Target("u3", None, 1), 3: Target("u2", None, 1)}
+
+
+def _row(key: str, title: str) -> RowResult:
+    return RowResult(key=key, title=title, rate=1234.5, send_rate=1300.0, target_rate=None, seconds=3.0, sent=3900,
+                     expected=3900, delivered=3900, lost=0, duplicated=0, unacked=0, stray=0, receipts_back=3900,
+                     p50_ms=12.5, p99_ms=80.0, client_cpu=0.2, cpu={"serve": 0.9},
+                     cpu_ms_per_message={"serve": 0.5, "client": 0.1}, errors={"rate_limited": 2})
+
+
+def test_report_has_every_row_and_process() -> None:
+    rows = [_row(spec.key, spec.title) for spec in ROWS]
+    meta = {"mode": "embedded", "run": "quick", "started": "2026-01-01T00:00:00+00:00", "commit": "abc",
+            "load": {"pairs": 10, "group_size": 5, "duration": 3.0, "window": 20},
+            "machine": {"cores": 2, "cpu": "x", "python": "3.11"}}
+    table = markdown_table(rows)
+    assert table.count("\n") == 1 + len(ROWS)
+    assert "1,234 | 1,300 | 12.5 / 80.0 | 0 / 0 | 20% | errors: rate_limited 2" in table
+    cpu = cpu_table(rows)
+    assert "| serve | 90% · 0.500 |" in cpu
+    assert "| load generator (this process) | 20% · 0.100 |" in cpu
+    report = report_markdown(rows, meta)
+    assert report.startswith("embedded mode, quick run")
+    assert rows_from_json({"rows": [vars(r) for r in rows]}) == rows
