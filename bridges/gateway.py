@@ -31,6 +31,7 @@ from chatmq.bus.base import Bus, Record
 from chatmq.envelopes import MessageIn, dumps, parse_object, parse_outbox
 from chatmq.errors import ChatMQError
 from chatmq.ids import conversation_key, now_ms
+from chatmq.services.control import announce_takeover
 from chatmq.services.worker import BusWorker
 from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 
@@ -66,9 +67,11 @@ class _Epochs:
 class NodeGateway(BusWorker):
     """Implements ``chatmq.broker.node.NodeHooks`` and consumes the node's delivery topic."""
 
-    def __init__(self, bus: Bus, node: str, max_payload: int, outage_grace: float = 300.0) -> None:
+    def __init__(self, bus: Bus, node: str, max_payload: int, outage_grace: float = 300.0,
+                 cluster: bool = False) -> None:
         super().__init__(bus, f"node.{node}", [deliver_topic(node)])
         self.node = node
+        self._cluster = cluster  # other nodes exist: announce takeovers of client ids
         self._outage_grace = outage_grace
         self._max_payload = max_payload
         self._sink: InboxSink | None = None
@@ -92,6 +95,8 @@ class NodeGateway(BusWorker):
     # --- node hooks ------------------------------------------------------------------
     async def connected(self, identity: Identity, client_id: str, transport: str) -> None:
         await self._connection("connected", identity, client_id, transport)
+        if client_id and self._cluster:
+            await announce_takeover(self._bus, self.node, client_id)
 
     async def disconnected(self, identity: Identity, client_id: str) -> None:
         await self._connection("disconnected", identity, client_id, None)

@@ -62,7 +62,7 @@ class _Cluster:
 
 def broker_part(settings: Settings) -> Stack:
     c = _Cluster(settings, "broker")
-    gateway = NodeGateway(c.bus, settings.node, settings.max_payload)
+    gateway = NodeGateway(c.bus, settings.node, settings.max_payload, cluster=True)
     node = BrokerNode(settings, Authenticator(c.store, c.tokens()), gateway)
     return Stack(f"node {settings.node}", [*c.base([settings.node]), gateway,
                                            ControlWorker(c.bus, settings.node, node), node])

@@ -13,7 +13,8 @@
   "user"|"device", "id", "client_id", "node", "transport": "tcp"|"ws"|null, "ts"}``; the same
   ``node_started`` record as on ``chat.presence``.
 * ``chat.control`` (key: node or principal): operator commands for the broker nodes (cluster mode),
-  ``{"action": "kick", "client_id", "node"}`` or ``{"action": "kick_principal", "id"}`` (every node).
+  ``{"action": "kick", "client_id", "node"}``, ``{"action": "kick_principal", "id"}`` (every node), or
+  ``{"action": "takeover", "client_id", "node"}`` (a node took a connection: the others close theirs).
 """
 
 from __future__ import annotations

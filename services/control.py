@@ -4,7 +4,9 @@ The API process keeps a ``ConnectionTable`` (from ``chat.connections``, read fro
 start by a group of its own) and implements ``SessionControl`` with it: listing is local,
 closing a session publishes a command that the node holding it carries out
 (``ControlWorker``, one per node, in the node's process). A ``kick_principal`` goes to
-every node, since only the nodes know which devices belong to a user. Commands carry their
+every node, since only the nodes know which devices belong to a user. A node that accepts a
+connection publishes a ``takeover`` for its client id, and the other nodes close a connection
+with that id ([MQTT-3.1.4-2] across the cluster: nginx may put the new one on another node). Commands carry their
 time; a node ignores those older than itself (a new node's group reads the topic from the
 start).
 """
@@ -64,6 +66,12 @@ class BusSessionControl:
         await self._bus.publish(CONTROL, key.encode(), orjson.dumps({**command, "ts": now_ms()}))
 
 
+async def announce_takeover(bus: Bus, node: str, client_id: str) -> None:
+    """Tell the other nodes that ``client_id`` is now connected to ``node``."""
+    await bus.publish(CONTROL, client_id.encode(),
+                      orjson.dumps({"action": "takeover", "client_id": client_id, "node": node, "ts": now_ms()}))
+
+
 class ControlWorker(BusWorker):
     """Carries out ``chat.control`` commands for node ``node`` (its own consumer group)."""
 
@@ -81,9 +89,13 @@ class ControlWorker(BusWorker):
             action = command.get("action")
             if action == "kick" and command.get("node") == self._node:
                 await self._kicker.kick(str(command["client_id"]))
+            elif action == "takeover" and command.get("node") != self._node:
+                if await self._kicker.kick(str(command["client_id"])):
+                    log.info("closed %s: the client connected again on node %s", command["client_id"],
+                             command.get("node"))
             elif action == "kick_principal":
                 closed = await self._kicker.kick_principal(str(command["id"]))
                 if closed:
                     log.info("closed %d connection(s) of %s on operator request", closed, command["id"])
-            elif action not in ("kick", "kick_principal"):
+            elif action not in ("kick", "kick_principal", "takeover"):
                 log.warning("ignoring unknown control command %r", action)

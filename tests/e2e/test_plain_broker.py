@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -60,7 +61,10 @@ def test_plain_broker_relays_anonymous_clients(tmp_path: Path) -> None:
 
 
 def test_broker_without_anonymous_explains_what_is_missing() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("CHATMQ_KAFKA_BOOTSTRAP", "CHATMQ_MONGO_URL")}
     r = subprocess.run([sys.executable, "-m", "chatmq.cli", "broker", "--mqtt-port", "1"],
-                       capture_output=True, text=True, timeout=60, check=False)
+                       capture_output=True, text=True, timeout=60, check=False, env=env)
     assert r.returncode == 2
+    assert "kafka_bootstrap" in r.stderr
+    assert "mongo_url" in r.stderr
     assert "chatmq serve" in r.stderr
