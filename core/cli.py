@@ -52,6 +52,17 @@ class _NoTracebackFilter(logging.Filter):
         return True
 
 
+class _TransientKafkaFilter(logging.Filter):
+    """aiokafka logs an ERROR each time it asks a partition leader that is still loading a new
+    topic (it retries at once and succeeds): keep those at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "NotLeaderForPartitionError" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,6 +70,7 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("websockets.server").addFilter(_BadHandshakeFilter())
     logging.getLogger("amqtt.broker").addFilter(_NoTracebackFilter("Broker startup failed"))
+    logging.getLogger("aiokafka.consumer.fetcher").addFilter(_TransientKafkaFilter())
 
 
 def _load(config: Path | None, **overrides: Any) -> Settings:
