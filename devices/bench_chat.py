@@ -16,7 +16,7 @@ chat …`` before the CLI mounts it). It
    or their group with a send timestamp in the body; recipients record the latency from
    publish to arrival, PUBACK the delivery and send one ``delivered`` receipt per burst of
    arrivals; the rate is deliveries per second while all senders were sending;
-4. after each row waits until every message arrived (or ``DRAIN_SECONDS``), counts what was lost
+4. after each row waits until every message arrived (while they keep arriving), counts what was lost
    and duplicated, and reads every server process's CPU time from ``/proc``;
 5. stops everything (also on Ctrl-C and SIGTERM), prints a Markdown report, writes it to
    ``--markdown`` and every figure to ``--json``.
@@ -73,7 +73,8 @@ RATE_LIMIT = {"rate_limit_per_sec": "1000000", "rate_limit_burst": "1000000"}
 FULL_DURATION, QUICK_DURATION = 15.0, 3.0
 FULL_PAIRS, QUICK_PAIRS = 50, 10
 WINDOW = 20  # messages per sender not yet delivered to every recipient, in the max-rate rows
-DRAIN_SECONDS = 60.0  # after a row, how long to wait for what is still on its way
+DRAIN_SECONDS = 300.0  # after a row, how long at most to wait for what is still on its way
+DRAIN_STALL = 20.0  # ... and how long without any delivery or ack
 PASSWORD = "bench-password-123"
 PROGRESS_EVERY = 2.0
 
@@ -537,14 +538,21 @@ class Runner:
             await asyncio.sleep(0.01)
 
     async def _drain(self, tally: RowTally, progress: Callable[[str], None], title: str) -> None:
-        """Wait until every message of the row reached every recipient and was acked (at most
-        ``DRAIN_SECONDS``), then a moment for the last receipts."""
+        """Wait until every message of the row reached every recipient and was acked, while that
+        makes progress: at most ``DRAIN_STALL`` seconds without a delivery or ack, ``DRAIN_SECONDS``
+        in all. Then a moment for the last receipts."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + DRAIN_SECONDS
-        next_report = loop.time() + PROGRESS_EVERY
-        while (tally.outstanding or tally.acked < tally.sent) and loop.time() < deadline:
+        start = last_change = loop.time()
+        seen = (tally.delivered, tally.acked)
+        next_report = start + PROGRESS_EVERY
+        while tally.outstanding or tally.acked < tally.sent:
             await asyncio.sleep(0.05)
-            if loop.time() >= next_report:
+            now = loop.time()
+            if (tally.delivered, tally.acked) != seen:
+                seen, last_change = (tally.delivered, tally.acked), now
+            if now - last_change > DRAIN_STALL or now - start > DRAIN_SECONDS:
+                break
+            if now >= next_report:
                 next_report += PROGRESS_EVERY
                 progress(f"{title}: draining, {tally.outstanding:,} on the way, "
                          f"{tally.sent - tally.acked:,} not acked")

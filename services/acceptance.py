@@ -68,11 +68,9 @@ class Acceptor:
                 template = message_envelope(new.server_id, sub.client_id, sub.sender, None, sub.group, sub.body,
                                             new.ts)
                 fan_outs.append((sub.group, sub.recipients, template))
-        for (node, sender), envs in acks.items():
-            await self._outlet.to_node(node, sender, envs)
+        await self._outlet.to_nodes([(node, sender, envs) for (node, sender), envs in acks.items()])
         await self._outlet.deliver(deliveries)
-        for group, members, template in fan_outs:
-            await self._outlet.fan_out(group, members, template)
+        await self._outlet.fan_out_many(fan_outs)
 
     async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         """The still-pending copies of the repeated messages among ``results`` (not those first stored

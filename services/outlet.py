@@ -30,6 +30,16 @@ class Outlet:
         if envs:
             await self._bus.publish(deliver_topic(node), user.encode(), orjson.dumps({"user": user, "envs": envs}))
 
+    async def to_nodes(self, answers: list[tuple[str, str, list[dict[str, Any]]]]) -> None:
+        """``to_node`` for several ``(node, user, envelopes)`` at once, in order: one bus write per node
+        (on Kafka one round trip for the batch instead of one per user)."""
+        by_node: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for node, user, envs in answers:
+            if envs:
+                by_node[node].append((user.encode(), orjson.dumps({"user": user, "envs": envs})))
+        for node, records in by_node.items():
+            await self._bus.publish_many(deliver_topic(node), records)
+
     async def deliver(self, items: list[tuple[str, dict[str, Any]]]) -> list[str]:
         """Send each ``(user, envelope)`` to online users in order; return the offline users."""
         by_node: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -51,22 +61,37 @@ class Outlet:
         """Send one group message to ``users``: one record per node carrying the member list and the
         envelope without ``to`` (the node fills it in per member), keyed by ``key`` (the group) so the
         group's order holds. Returns the offline users."""
-        by_node: dict[str, list[str]] = defaultdict(list)
+        return await self.fan_out_many([(key, users, template)])
+
+    async def fan_out_many(self, items: list[tuple[str, list[str], dict[str, Any]]]) -> list[str]:
+        """``fan_out`` for several ``(key, users, template)`` at once, in order: one registry lookup and
+        one bus write per node for the batch. Returns the offline users (once per item)."""
+        by_node: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
         offline: list[str] = []
-        nodes = await self._registry.nodes_of(users)
-        for user in users:
-            node = nodes.get(user)
-            if node is None:
-                offline.append(user)
-            else:
-                by_node[node].append(user)
-        for node, members in by_node.items():
-            await self._bus.publish(deliver_topic(node), key.encode(),
-                                    orjson.dumps({"users": members, "env": template}))
+        nodes = await self._registry.nodes_of(list({u for _, users, _ in items for u in users}))
+        for key, users, template in items:
+            members_on: dict[str, list[str]] = defaultdict(list)
+            for user in users:
+                node = nodes.get(user)
+                if node is None:
+                    offline.append(user)
+                else:
+                    members_on[node].append(user)
+            for node, members in members_on.items():
+                by_node[node].append((key.encode(), orjson.dumps({"users": members, "env": template})))
+        for node, records in by_node.items():
+            await self._bus.publish_many(deliver_topic(node), records)
         return offline
 
     async def notify(self, users: list[str], env: dict[str, Any]) -> None:
         """Send a receipt or event to ``users``; offline users get it on their next connect."""
-        offline = await self.deliver([(u, env) for u in users])
+        await self.notify_many([(u, env) for u in users])
+
+    async def notify_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """``notify`` for several ``(user, envelope)`` at once, in order: one registry lookup, one
+        bus write per node, one store write for the offline users' notices."""
+        if not items:
+            return
+        offline = set(await self.deliver(items))
         if offline:
-            await self._store.add_notices([(u, server_id(), env) for u in offline])
+            await self._store.add_notices([(u, server_id(), env) for u, env in items if u in offline])
