@@ -1437,30 +1437,29 @@ def run_idle_phase(relay: Path, broker: BrokerProcess, load: Load, specs: Sequen
                 echo(f"bench:   {broker.name}: {exc}; the next rows run without idle clients")
 
         for spec in specs:
-            if spec.kind in ("ws_connect", "ws_rss"):
-                continue  # after the rows that need the TCP idle clients alone
             if spec.kind == "rss":
                 results[spec.key][broker.key] = opened.rss()
             elif spec.kind == "connect":
                 results[spec.key][broker.key] = opened.connect_rate()
             else:
                 results[spec.key][broker.key] = run_load_row(spec, relay, broker, load, reset)
-        ws_specs = [spec for spec in specs if spec.kind in ("ws_connect", "ws_rss")]
-        if ws_specs:
-            run_ws_rows(loop, broker, load, ws_specs, results)
     finally:
         _close_loop(loop, clients)
 
 
-def run_ws_rows(loop: asyncio.AbstractEventLoop, broker: BrokerProcess, load: Load, specs: Sequence[RowSpec],
-                results: dict[str, dict[str, Measurement]]) -> None:
-    """Opens ``load.idle`` idle WebSocket clients (beside the TCP ones) and measures how fast they
-    connected and the broker's RSS per connection; a broker without WebSocket is ``unsupported``."""
+WS_KINDS = ("ws_connect", "ws_rss")
+
+
+def run_ws_phase(broker: BrokerProcess, load: Load, specs: Sequence[RowSpec],
+                 results: dict[str, dict[str, Measurement]]) -> None:
+    """Opens ``load.idle`` idle WebSocket clients on a fresh ``broker`` and measures how fast they
+    connected and its RSS per connection; a broker without WebSocket is ``unsupported``."""
     if broker.ws_port is None:
         for spec in specs:
             results[spec.key][broker.key] = Measurement(
                 Status.UNSUPPORTED, note="Debian's Mosquitto 2.0.11 is built without WebSocket support")
         return
+    loop = asyncio.new_event_loop()
     clients = WsIdleClients(HOST, broker.ws_port, prefix=f"ws-{os.getpid()}")
     try:
         try:
@@ -1472,7 +1471,7 @@ def run_ws_rows(loop: asyncio.AbstractEventLoop, broker: BrokerProcess, load: Lo
         for spec in specs:
             results[spec.key][broker.key] = opened.rss() if spec.kind == "ws_rss" else opened.connect_rate()
     finally:
-        loop.run_until_complete(clients.close())
+        _close_loop(loop, clients)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop, clients: IdleClients) -> None:
@@ -1501,7 +1500,8 @@ def run_benchmark(load: Load, mosquitto_exe: Path, relay: Path, only: set[str] |
                 results[spec.key][n] = Measurement(Status.NOT_YET, note=spec.reason)
     pending = [s for s in specs if not results[s.key]]
     plain = [s for s in pending if not s.idle]
-    idle = [s for s in pending if s.idle]
+    ws = [s for s in pending if s.kind in WS_KINDS]
+    idle = [s for s in pending if s.idle and s.kind not in WS_KINDS]
     with tempfile.TemporaryDirectory(prefix="chatmq-bench-") as tmp:
         if plain:
             echo("bench: rows without idle clients (fresh brokers)")
@@ -1519,6 +1519,11 @@ def run_benchmark(load: Load, mosquitto_exe: Path, relay: Path, only: set[str] |
             with running_brokers(mosquitto_exe, _workdir(Path(tmp), "idle")) as brokers:
                 for n in names:
                     run_idle_phase(relay, brokers[n], load, idle, results)
+        if ws:
+            echo(f"bench: rows with {load.idle:,} idle WebSocket clients (fresh brokers)")
+            with running_brokers(mosquitto_exe, _workdir(Path(tmp), "ws")) as brokers:
+                for n in names:
+                    run_ws_phase(brokers[n], load, ws, results)
     rows = [RowResult(s.key, s.title, s.unit, results[s.key]["mosquitto"], results[s.key]["chatmq"], s.baseline)
             for s in specs]
     for row in rows:
@@ -1637,8 +1642,8 @@ def broker(
     try:
         mosq = ensure_mosquitto()
         relay = ensure_relay(relay_src)
-        limit = raise_nofile(2 * load.idle + 1024)  # TCP and WebSocket idle clients at once
-        if limit < 2 * load.idle + 256:
+        limit = raise_nofile(load.idle + 1024)
+        if limit < load.idle + 256:
             raise BenchError(f"open-file limit {limit} is too low for {load.idle:,} idle clients; "
                              f"lower --idle or raise ulimit -n")
         echo(f"bench: mosquitto {mosquitto_version(mosq)} at {mosq}; mqttrelay at {relay}; open files {limit:,}")
