@@ -424,7 +424,7 @@ class CpuMeter:
 class Runner:
     """Drives the rows over connected users (``Scheduler`` for the connections)."""
 
-    def __init__(self, duration: float, window: int, pids: dict[str, int]) -> None:
+    def __init__(self, duration: float, window: int, pids: Callable[[], dict[str, int]]) -> None:
         self.duration = duration
         self.window = window
         self.pids = pids
@@ -467,7 +467,8 @@ class Runner:
         for c in self.conns:
             c.target = targets.get(c.index)
             c.seen = set()
-        meter = CpuMeter(self.pids)
+        pids = self.pids()  # anew for each row: Kafka or FerretDB may have been restarted meanwhile
+        meter = CpuMeter(pids)
         loop = asyncio.get_running_loop()
         warmup = min(2.0, self.duration / 5)
         t0 = loop.time()
@@ -505,6 +506,7 @@ class Runner:
         wall, cpu_sending = meter.used()
         await self._drain(tally, progress, spec.title)
         _, cpu_all = meter.used()  # sending and draining: all the work the row's messages caused
+        gone = sorted(set(pids) - set(cpu_all))
         send_seconds = max(end - t0, 1e-9)
         lat = sorted(lat for sent, lat in zip(tally.send_us, tally.latency_us, strict=True)
                      if from_us <= sent <= end_us)  # messages sent after the warm-up
@@ -521,6 +523,7 @@ class Runner:
             receipts_back=tally.receipts_back,
             p50_ms=None if p50 is None else round(p50 / 1000, 1), p99_ms=None if p99 is None else round(p99 / 1000, 1),
             client_cpu=client, cpu=cpu, cpu_ms_per_message=per_message, errors=dict(tally.errors),
+            notes=[f"{', '.join(gone)} exited during the row (restarted by someone else?)"] if gone else [],
         )
 
     async def _pace(self, senders: list[ChatConnection], per_sender: float, t0: float, until: float) -> None:
@@ -811,7 +814,7 @@ async def run_rows(deployment: Deployment, load: Load, rows: Sequence[RowSpec]) 
     echo(f"bench: registering {2 * load.pairs} users")
     users = await make_users(deployment.api_url, 2 * load.pairs, tag)
     groups = await make_groups(deployment.api_url, users, load.group_size)
-    runner = Runner(load.duration, load.window, deployment.pids())
+    runner = Runner(load.duration, load.window, deployment.pids)
     echo(f"bench: connecting {len(users)} users over MQTT/TCP; {len(groups) // load.group_size} groups "
          f"of {load.group_size}")
     await connect_all(runner, users, deployment.mqtt_port)
