@@ -1,0 +1,39 @@
+"""The cluster parts as stacks of components (built, not started: the cluster tests start them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatmq.bus.kafka import KafkaBus
+from chatmq.cluster import CLUSTER_CONFIG
+from chatmq.components import BrokerNode, HttpServer
+from chatmq.errors import ConfigError
+from chatmq.parts import PARTS
+from chatmq.services.control import ControlWorker
+from chatmq.services.store.mongo import MongoStore
+from chatmq.settings import Settings
+
+
+def test_every_part_opens_kafka_and_mongodb_first(tmp_path: Path) -> None:
+    s = Settings.load(CLUSTER_CONFIG, kafka_bootstrap="127.0.0.1:1", mongo_url="mongodb://127.0.0.1:1",
+                      jwt_secret="k" * 40, data_dir=tmp_path, node="n7", kafka_prefix="dev.")
+    for name, build in PARTS.items():
+        stack = build(s)
+        assert isinstance(stack.components[0], MongoStore), name
+        assert type(stack.components[1]).__name__ == "BusTopics", name
+        assert all(not isinstance(c, KafkaBus) for c in stack.components), name  # the bus comes with its topics
+    node = PARTS["broker"](s)
+    assert node.name == "node n7"
+    assert isinstance(node.components[-1], BrokerNode)  # listeners open last, when the bridge is ready
+    assert any(isinstance(c, ControlWorker) for c in node.components)
+    assert isinstance(PARTS["api"](s).components[-1], HttpServer)
+
+
+def test_a_part_without_kafka_or_mongodb_says_which_setting_is_missing(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHATMQ_MONGO_URL", raising=False)
+    s = Settings.load(CLUSTER_CONFIG, kafka_bootstrap="127.0.0.1:1", mongo_url="", data_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"chatmq router is a cluster part: set mongo_url \(CHATMQ_MONGO_URL\)"):
+        PARTS["router"](s)
