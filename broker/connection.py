@@ -12,6 +12,8 @@ amqtt's CONNECT handling, session object and CONNACK, and replaces the rest:
 * acknowledgements of deliveries (PUBACK, PUBREC, PUBCOMP) update the outbox's in-flight table;
 * a QoS 2 PUBLISH is routed once: a resent one (same packet id before PUBREL) is only
   acknowledged again ([MQTT-4.3.3-2], method A);
+* back-pressure: when a read's publishes left a subscriber's outbox half full, the connection
+  is read again only once that outbox is down to a quarter, or after ``PRESSURE_WAIT``;
 * keepalive: no packet for 1.5 × the keepalive closes the connection as a network failure, so
   the will is published ([MQTT-3.1.2-24], [MQTT-3.1.2-8]);
 * a malformed packet, a second CONNECT or a packet a server must not receive closes the
@@ -67,6 +69,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PROTOCOL_LEVEL = 4  # MQTT 3.1.1
+
+PRESSURE_WAIT = 1.0
+"""Seconds a publisher's connection waits, per read, for a subscriber it pressed (``Outbox.relieved``)."""
 
 
 class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
@@ -205,6 +210,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert self.reader is not None
         read = chunk_reader(self.reader)
         splitter = PacketSplitter()
+        router = self.node.router
         self._last_read = self._loop.time()
         self._arm_keepalive()
         try:
@@ -213,8 +219,13 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 if not data:
                     break
                 self._last_read = self._loop.time()
+                router.pressed = None
                 if not await self._handle_all(splitter.feed(data)):
                     break
+                pressed = router.pressed
+                if pressed is not None:  # a subscriber fell behind this publisher: let it catch up
+                    router.pressed = None
+                    await pressed.relieved(PRESSURE_WAIT)
         except MalformedPacketError as exc:
             log.info("%s: malformed packet, closing: %s", self._who(), exc)
         except asyncio.CancelledError:

@@ -11,15 +11,20 @@ It holds
 Contracts
 ---------
 * No task per message. ``push`` and ``send_raw`` append and, once per event-loop turn, one
-  ``flush`` encodes everything sendable into a single write on the transport.
-* While the transport holds more than ``high_water`` unsent bytes, nothing more is written; the
-  outbox resumes when the transport says it drained. Messages wait in the queue meanwhile.
+  ``flush`` encodes everything sendable, up to ``high_water`` unsent bytes in the transport,
+  into a single write.
+* Once the transport holds ``high_water`` unsent bytes, nothing more is written; the outbox
+  resumes when the transport says it drained. Messages wait in the queue meanwhile.
 * Drop policy when the queue is full: a QoS 0 message is dropped and counted
   (``DeliveryStats.dropped_qos0``). A QoS 1/2 message is never dropped silently: while the client
   is connected the outbox asks for that connection to be closed as too slow
   (``slow_disconnects``) and keeps the message (for a persistent session it is sent after the
   next connect; a clean session ends and is discarded with it, as MQTT prescribes); while a
   persistent session is away, the message is refused, counted (``dropped_offline``) and logged.
+* Back-pressure before dropping: once the queue is half full the outbox is *pressed*; a
+  publisher whose messages pressed it waits (``relieved``, at most a given time) until the queue
+  is down to a quarter before its connection is read again. A subscriber that stays behind past
+  that wait is too slow, and the drop policy above applies.
 * While no transport is attached (the client is away) QoS 0 messages are not queued
   ([MQTT-3.1.2-5]: only QoS 1/2 are stored for a disconnected session).
 * ``attach`` (a reconnect) first resends every unacknowledged PUBLISH with DUP set, and PUBREL
@@ -93,8 +98,8 @@ class _Inflight:
 class Outbox:
     """One session's outgoing messages. See the module docstring for the contracts."""
 
-    __slots__ = ("_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_scheduled", "_stats",
-                 "_transport", "_waiting_drain", "inflight", "qos2_received")
+    __slots__ = ("_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_relief", "_scheduled", "_stats",
+                 "_transport", "_waiting_drain", "inflight", "pressure_mark", "qos2_received")
 
     def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
         self._limits = limits
@@ -109,6 +114,9 @@ class Outbox:
         self._on_overflow: Callable[[], None] | None = None
         self._scheduled = False
         self._waiting_drain = False
+        self.pressure_mark = max(1, limits.queue_size // 2)
+        """Queued messages from which the outbox is pressed (publishers feeding it should wait)."""
+        self._relief: asyncio.Future[None] | None = None
 
     # --- state -------------------------------------------------------------------
     @property
@@ -141,6 +149,7 @@ class Outbox:
         self._transport = None
         self._on_overflow = None
         self._raw.clear()
+        self._relieve()
 
     def clear(self) -> None:
         """Forget everything (a clean session ended)."""
@@ -202,6 +211,30 @@ class Outbox:
             if self._queue:
                 self._schedule()
 
+    # --- back-pressure -------------------------------------------------------------
+    @property
+    def pressed(self) -> bool:
+        return len(self._queue) >= self.pressure_mark
+
+    async def relieved(self, timeout: float) -> bool:
+        """Wait until the queue is down to a quarter of its bound, the client went away, or
+        ``timeout`` seconds passed; returns whether it was relieved."""
+        if not self.pressed or self._transport is None:
+            return True
+        if self._relief is None:
+            self._relief = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._relief)
+        except TimeoutError:
+            return False
+        return True
+
+    def _relieve(self) -> None:
+        relief, self._relief = self._relief, None
+        if relief is not None and not relief.done():
+            relief.set_result(None)
+
     # --- output ------------------------------------------------------------------
     def _schedule(self) -> None:
         if not self._scheduled and not self._waiting_drain:
@@ -228,27 +261,32 @@ class Outbox:
         queue = self._queue
         inflight = self.inflight
         max_inflight = self._limits.max_inflight
+        room = self._limits.high_water - transport.buffered()  # fill the transport up to high water
         sent = 0
-        while queue:
+        while queue and room > 0:
             topic, payload, qos, retain = queue[0]
             if qos:
                 if len(inflight) >= max_inflight:
                     break
                 packet_id = self._packet_id()
                 inflight[packet_id] = _Inflight(topic, payload, qos, retain)
-                frames.append(encode_publish(topic, payload, qos, packet_id, retain=retain))
+                frame = encode_publish(topic, payload, qos, packet_id, retain=retain)
             else:
-                frames.append(encode_publish(topic, payload, 0, None, retain=retain))
+                frame = encode_publish(topic, payload, 0, None, retain=retain)
+            frames.append(frame)
+            room -= len(frame)
             queue.popleft()
             sent += 1
-            if sent >= 512:  # bound one write; the rest follows on the next turn
-                self._schedule()
-                break
+        if self._relief is not None and len(queue) <= self.pressure_mark // 2:
+            self._relieve()
         if not frames:
+            if queue and room <= 0:
+                self._waiting_drain = True
+                transport.when_drained(self._drained)
             return
         self._stats.delivered += sent
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        if transport.buffered() > self._limits.high_water:
+        if transport.buffered() >= self._limits.high_water or (queue and room <= 0):
             self._waiting_drain = True
             transport.when_drained(self._drained)
 

@@ -72,6 +72,8 @@ class Router:
         self.retained: dict[str, Retained] = {}
         self._may_receive: ReceiveCheck = may_receive or _allow_all
         self._topics: dict[str, bytes] = {}
+        self.pressed: Outbox | None = None
+        """The last outbox a ``publish`` left pressed (``Outbox.pressed``), for the publisher to wait on."""
 
     # --- sessions ----------------------------------------------------------------
     def outbox(self, client_id: str) -> Outbox:
@@ -162,6 +164,8 @@ class Router:
                 continue
             if box.push(encoded, payload, qos if qos < sub_qos else sub_qos):
                 queued += 1
+            if box.queued >= box.pressure_mark:
+                self.pressed = box
         return queued
 
     def deliver(self, client_id: str, topic: str, payload: bytes, qos: int) -> bool:

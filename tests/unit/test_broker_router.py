@@ -8,6 +8,7 @@ from collections.abc import Callable
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router, filter_matches
 from chatmq.broker.topic_index import InvalidFilterError, TopicIndex
 from chatmq.broker.wire import PUBLISH, PacketSplitter, Publish, decode_publish
@@ -147,3 +148,13 @@ async def test_direct_delivery_is_downgraded_to_the_subscription_qos() -> None:
     assert not router.deliver("nobody", "users/u/inbox", b"x", 1)
     await turn()
     assert [p.qos for p in sink.publishes()] == [0]
+
+
+async def test_publish_names_the_outbox_it_left_half_full() -> None:
+    router = Router(DeliveryLimits(queue_size=4))
+    connect(router, "slow")
+    router.subscribe("slow", "t", 0)
+    router.publish("t", b"1", 0)
+    assert router.pressed is None
+    router.publish("t", b"2", 0)  # no turn of the loop yet: both still queued
+    assert router.pressed is router.outboxes["slow"]

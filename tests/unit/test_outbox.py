@@ -147,9 +147,9 @@ async def test_detach_by_an_old_connection_leaves_a_newer_one_attached() -> None
 
 async def test_a_congested_transport_is_not_written_until_it_drains() -> None:
     box, transport, _, _ = online(DeliveryLimits(high_water=10))
-    transport.backlog = 100
     box.push(TOPIC, b"a", 0)
     await turn()
+    transport.backlog = 100
     box.push(TOPIC, b"b", 0)
     await turn()
     assert [p.payload for p in transport.publishes()] == [b"a"]
@@ -158,3 +158,45 @@ async def test_a_congested_transport_is_not_written_until_it_drains() -> None:
         callback()
     await turn()
     assert [p.payload for p in transport.publishes()] == [b"a", b"b"]
+
+
+async def test_one_flush_fills_the_transport_up_to_high_water_and_waits_for_the_rest() -> None:
+    box, transport, _, _ = online(DeliveryLimits(high_water=100))
+    for i in range(20):
+        box.push(TOPIC, b"%02d" % i, 0)  # 7 bytes each
+    await turn()
+    assert len(transport.writes) == 1
+    assert len(transport.publishes()) == 15  # up to 100 bytes: 15 × 7 = 105
+    assert len(transport.drain_callbacks) == 1
+    transport.drain_callbacks.pop()()
+    await turn()
+    assert [p.payload for p in transport.publishes()] == [b"%02d" % i for i in range(20)]
+
+
+async def test_a_half_full_queue_presses_publishers_until_it_is_down_to_a_quarter() -> None:
+    box, transport, _, _ = online(DeliveryLimits(queue_size=8, high_water=10))
+    box.push(TOPIC, b"first", 0)
+    await turn()  # written; the transport is now over its high water
+    transport.backlog = 100
+    for i in range(4):
+        box.push(TOPIC, b"%d" % i, 0)
+    await turn()
+    assert box.pressed
+    waiter = asyncio.ensure_future(box.relieved(5))
+    await turn()
+    assert not waiter.done()
+    transport.backlog = 0
+    for callback in transport.drain_callbacks:
+        callback()
+    assert await waiter
+    assert not box.pressed
+
+
+async def test_a_subscriber_that_stays_behind_lets_the_publisher_go_after_the_wait() -> None:
+    box, transport, _, _ = online(DeliveryLimits(queue_size=2, high_water=1))
+    box.push(TOPIC, b"a", 0)
+    await turn()
+    transport.backlog = 100  # the subscriber reads nothing more
+    box.push(TOPIC, b"b", 0)
+    assert box.pressed
+    assert not await box.relieved(0.05)
