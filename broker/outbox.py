@@ -84,29 +84,25 @@ class Transport(Protocol):
         """Call ``callback`` once, after the buffered bytes have gone out (or the connection ended)."""
 
 
-class _Inflight:
-    __slots__ = ("payload", "qos", "released", "retain", "topic")
-
-    def __init__(self, topic: bytes, payload: bytes, qos: int, retain: bool) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.released = False  # QoS 2: PUBREC came and PUBREL was sent
+_Message = tuple[bytes, bytes, int, bool]
+"""A queued or in-flight message: encoded topic, payload, QoS, RETAIN. A tuple of atomic values,
+so the cyclic GC stops tracking it (in-flight messages live long enough to be promoted)."""
 
 
 class Outbox:
     """One session's outgoing messages. See the module docstring for the contracts."""
 
     __slots__ = ("_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_relief", "_scheduled", "_stats",
-                 "_transport", "_waiting_drain", "inflight", "pressure_mark", "qos2_received")
+                 "_transport", "_waiting_drain", "inflight", "pressure_mark", "qos2_received", "released")
 
     def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
         self._limits = limits
         self._stats = stats
-        self._queue: deque[tuple[bytes, bytes, int, bool]] = deque()
+        self._queue: deque[_Message] = deque()
         self._raw: list[bytes] = []
-        self.inflight: dict[int, _Inflight] = {}
+        self.inflight: dict[int, _Message] = {}
+        self.released: set[int] = set()
+        """In-flight QoS 2 packet ids whose PUBREC came (PUBREL sent, PUBCOMP awaited)."""
         self.qos2_received: set[int] = set()
         """Packet ids of the client's QoS 2 publishes routed and not yet released (PUBREL)."""
         self._next_id = 0
@@ -133,12 +129,11 @@ class Outbox:
         self._transport = transport
         self._on_overflow = on_overflow
         self._waiting_drain = False
-        for packet_id, entry in self.inflight.items():
-            if entry.released:
+        for packet_id, (topic, payload, qos, retain) in self.inflight.items():
+            if packet_id in self.released:
                 self._raw.append(encode_ack(PUBREL, packet_id))
             else:
-                self._raw.append(encode_publish(entry.topic, entry.payload, entry.qos, packet_id,
-                                                retain=entry.retain, dup=True))
+                self._raw.append(encode_publish(topic, payload, qos, packet_id, retain=retain, dup=True))
         self._schedule()
 
     def detach(self, transport: Transport | None = None) -> None:
@@ -156,6 +151,7 @@ class Outbox:
         self.detach()
         self._queue.clear()
         self.inflight.clear()
+        self.released.clear()
         self.qos2_received.clear()
 
     # --- input -------------------------------------------------------------------
@@ -193,20 +189,20 @@ class Outbox:
 
     def on_puback(self, packet_id: int) -> None:
         entry = self.inflight.get(packet_id)
-        if entry is not None and entry.qos == 1:
+        if entry is not None and entry[2] == 1:
             del self.inflight[packet_id]
             if self._queue:
                 self._schedule()
 
     def on_pubrec(self, packet_id: int) -> None:
         entry = self.inflight.get(packet_id)
-        if entry is not None and entry.qos == 2:
-            entry.released = True
+        if entry is not None and entry[2] == 2:
+            self.released.add(packet_id)
         self.send_raw(encode_ack(PUBREL, packet_id))  # [MQTT-4.3.3-1]: PUBREL also for an id we forgot
 
     def on_pubcomp(self, packet_id: int) -> None:
-        entry = self.inflight.get(packet_id)
-        if entry is not None and entry.released:
+        if packet_id in self.released:
+            self.released.discard(packet_id)
             del self.inflight[packet_id]
             if self._queue:
                 self._schedule()
@@ -264,12 +260,13 @@ class Outbox:
         room = self._limits.high_water - transport.buffered()  # fill the transport up to high water
         sent = 0
         while queue and room > 0:
-            topic, payload, qos, retain = queue[0]
+            message = queue[0]
+            topic, payload, qos, retain = message
             if qos:
                 if len(inflight) >= max_inflight:
                     break
                 packet_id = self._packet_id()
-                inflight[packet_id] = _Inflight(topic, payload, qos, retain)
+                inflight[packet_id] = message
                 frame = encode_publish(topic, payload, qos, packet_id, retain=retain)
             else:
                 frame = encode_publish(topic, payload, 0, None, retain=retain)
