@@ -457,6 +457,23 @@ class Runner:
             conn.send(n)
 
     # --- rows ---------------------------------------------------------------------------
+    async def warm_up(self, targets: dict[int, Target], timeout: float = 120.0) -> bool:
+        """One message from every user of ``targets``, waiting until all arrived (at most ``timeout``
+        seconds): every inbox's replay at connect is over (live deliveries wait for it), and the
+        first rows do not measure a cold start. Whether everything arrived."""
+        self.tally = tally = RowTally("warm.")
+        for c in self.conns:
+            c.target = targets.get(c.index)
+            c.seen = set()
+            c.send(1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if not tally.outstanding and tally.acked >= tally.sent:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     async def run_row(self, spec: RowSpec, targets: dict[int, Target], rate: float | None,
                       progress: Callable[[str], None]) -> RowResult:
         """Run one row: windowed (max rate) when ``rate`` is None, else paced at ``rate`` messages/s
@@ -818,7 +835,10 @@ async def run_rows(deployment: Deployment, load: Load, rows: Sequence[RowSpec]) 
     echo(f"bench: connecting {len(users)} users over MQTT/TCP; {len(groups) // load.group_size} groups "
          f"of {load.group_size}")
     await connect_all(runner, users, deployment.mqtt_port)
-    await asyncio.sleep(1.0)  # group events and presence settle
+    t = time.monotonic()
+    if not await runner.warm_up(pair_targets(users)):
+        raise BenchError("warm-up: not every user got its first message within 120 s")
+    echo(f"bench: warm-up: every user sent and got one message ({time.monotonic() - t:.1f} s)")
     results: dict[str, RowResult] = {}
     try:
         for spec in rows:
