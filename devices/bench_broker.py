@@ -6,9 +6,9 @@ CLI mounts ``app`` as ``chatmq bench``). It
 1. installs what it needs when missing: Debian ``mosquitto`` (``apt-get``; the package's system
    service is stopped and disabled, and port 1883 is never used) and the C load generator
    ``../shared/tools/mqttrelay.c``, built with ``cc -O2`` into ``.services/bin/mqttrelay``;
-2. starts the chatmq plain broker node (``python -m chatmq.cli broker --allow-anonymous``) and
-   Mosquitto (a generated config) on free 127.0.0.1 ports, and waits until each answers an MQTT
-   CONNECT;
+2. starts the chatmq plain broker node (``python -m chatmq.cli broker --allow-anonymous``, with
+   Mosquitto's queue bound of 100,000 and a WebSocket port) and Mosquitto (a generated config)
+   on free 127.0.0.1 ports, and waits until each answers an MQTT CONNECT;
 3. runs the same loads against each (rows, below), row by row, alternating brokers;
 4. stops both (also on Ctrl-C and errors), prints a Markdown table, writes it to ``--markdown``
    and everything measured to ``--json``.
@@ -22,9 +22,14 @@ Rows (``docs/benchmarks.md`` says more):
   pairs only);
 * ``*_idle``: the same four with ``--idle`` idle clients connected, each subscribed to a topic of
   its own (``IdleClients``: raw-socket asyncio, CONNECT and SUBSCRIBE in one write);
+* ``qos0_half``/``qos1_half``: the relay load paced at half the rate the broker reached in
+  ``qos0``/``qos1`` (``fan_load`` in ``pairs`` mode with ``--rate``): p99 latency of a loaded,
+  not saturated broker;
 * ``connect_idle``: how fast the broker took those idle clients (connections per second);
 * ``rss_idle``: the broker's ``VmRSS`` growth while those idle clients connected, per client;
-* ``ws``: not yet.
+* ``ws``/``ws_rss``: ``--idle`` idle clients over WebSocket (``WsIdleClients``), on fresh brokers:
+  connections per second and RSS per connection (Debian's Mosquitto has no WebSocket listener:
+  ``unsupported``).
 
 Each row climbs a ladder of sizes (``--ladder``): 1/625 of ``--messages``, then 1/25, then
 all of it, going up only while the next size should finish within 60% of ``--row-timeout`` at
