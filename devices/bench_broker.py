@@ -464,6 +464,10 @@ class _IdleProtocol(asyncio.Protocol):
         self.transport.write(self._greeting)
 
     def data_received(self, data: bytes) -> None:
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """MQTT bytes from the broker: the handshake's replies, then nothing that matters."""
         if self._done.done():
             return  # an idle client ignores anything after its handshake
         self._buf += data
@@ -589,20 +593,17 @@ def ws_unframe(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return frames, buf[pos:]
 
 
-class _WsIdleProtocol(asyncio.Protocol):
+class _WsIdleProtocol(_IdleProtocol):
     """One idle MQTT-over-WebSocket client: upgrade, then CONNECT and SUBSCRIBE in one frame; answers
     pings; checks CONNACK and SUBACK, then sits."""
 
     def __init__(self, host: str, greeting: bytes, done: asyncio.Future[int]) -> None:
+        super().__init__(ws_frame(greeting), done)
         self._request = (f"GET {WS_PATH} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n").encode()
-        self._greeting = greeting
-        self._done = done
         self._upgraded = False
-        self._buf = b""
-        self._mqtt = b""
-        self.transport: asyncio.Transport | None = None
+        self._frames = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -610,33 +611,24 @@ class _WsIdleProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
-        self._buf += data
+        self._frames += data
         if not self._upgraded:
-            end = self._buf.find(b"\r\n\r\n")
+            end = self._frames.find(b"\r\n\r\n")
             if end < 0:
                 return
-            status = self._buf[:self._buf.find(b"\r\n")]
+            status = self._frames[:self._frames.find(b"\r\n")]
             if b" 101 " not in status and not self._done.done():
                 self._done.set_exception(IdleClientError(f"WebSocket upgrade refused: {status!r}"))
                 return
             self._upgraded = True
-            self._buf = self._buf[end + 4:]
-            self.transport.write(ws_frame(self._greeting))
-        frames, self._buf = ws_unframe(self._buf)
+            self._frames = self._frames[end + 4:]
+            self.transport.write(self._greeting)
+        frames, self._frames = ws_unframe(self._frames)
         for opcode, payload in frames:
             if opcode == 0x9:  # ping
                 self.transport.write(ws_frame(payload, 0xA))
-            elif opcode in (0x0, 0x2) and not self._done.done():
-                self._mqtt += payload
-                if len(self._mqtt) >= 9:
-                    try:
-                        self._done.set_result(check_handshake(self._mqtt))
-                    except IdleClientError as exc:
-                        self._done.set_exception(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done.done():
-            self._done.set_exception(IdleClientError(f"connection closed before SUBACK ({exc or 'EOF'})"))
+            elif opcode in (0x0, 0x2):
+                self._take(payload)
 
 
 class WsIdleClients(IdleClients):

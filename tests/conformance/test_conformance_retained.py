@@ -9,13 +9,17 @@ from tests.conformance.raw import PUBACK, RawClient
 Raw = Callable[[], RawClient]
 
 
+def retain(pub: RawClient, topic: str, payload: bytes) -> None:
+    """A retained QoS 1 PUBLISH, acknowledged."""
+    pub.publish(topic, payload, 1, retain=True)
+    pub.expect(PUBACK)
+
+
 def test_retain_3_3_1_6_a_new_subscription_gets_only_the_retained_messages_its_filter_matches(raw: Raw) -> None:
     pub = raw()
     pub.connect("ret-pub-1")
-    pub.publish("ret1/a/x", b"ax", 1, retain=True)
-    pub.expect(PUBACK)
-    pub.publish("ret1/b/x", b"bx", 1, retain=True)
-    pub.expect(PUBACK)
+    retain(pub, "ret1/a/x", b"ax")
+    retain(pub, "ret1/b/x", b"bx")
     sub = raw()
     sub.connect("ret-sub-1")
     sub.subscribe(("ret1/a/#", 1))
@@ -52,10 +56,8 @@ def test_retain_reconnecting_persistent_session_gets_no_retained_replay(raw: Raw
 def test_retain_3_3_1_10_an_empty_retained_publish_clears_the_topic(raw: Raw) -> None:
     pub = raw()
     pub.connect("ret-pub-4")
-    pub.publish("ret4/t", b"old", 1, retain=True)
-    pub.expect(PUBACK)
-    pub.publish("ret4/t", b"", 1, retain=True)
-    pub.expect(PUBACK)
+    retain(pub, "ret4/t", b"old")
+    retain(pub, "ret4/t", b"")
     sub = raw()
     sub.connect("ret-sub-4")
     sub.subscribe(("ret4/#", 0))
@@ -65,8 +67,7 @@ def test_retain_3_3_1_10_an_empty_retained_publish_clears_the_topic(raw: Raw) ->
 def test_retain_3_3_1_8_resubscribing_replays_the_retained_message_again(raw: Raw) -> None:
     pub = raw()
     pub.connect("ret-pub-5")
-    pub.publish("ret5/t", b"kept", 1, retain=True)
-    pub.expect(PUBACK)
+    retain(pub, "ret5/t", b"kept")
     sub = raw()
     sub.connect("ret-sub-5")
     sub.subscribe(("ret5/t", 1))
