@@ -357,6 +357,8 @@ class RowSpec:
 ROWS = (
     RowSpec("one_to_one_max", "1:1, max rate", "pairs"),
     RowSpec("one_to_one_half", "1:1, half the max rate", "pairs", paced=True, share=0.5, of="one_to_one_max"),
+    RowSpec("one_to_one_quarter", "1:1, a quarter of the max rate", "pairs", paced=True, share=0.25,
+            of="one_to_one_max"),
     RowSpec("groups_max", "groups, max rate", "groups"),
 )
 
