@@ -36,6 +36,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from chatmq.broker.connection import NodeConnection
+from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
 from chatmq.broker.topic_index import TopicIndexError
@@ -224,8 +225,9 @@ class NodeBroker(Broker):  # type: ignore[misc]
         await self._end_session(client_id)
 
     async def _session_monitor(self) -> None:
-        """amqtt's monitor expired anonymous persistent sessions; ours are kept, so nothing to do."""
-        await asyncio.Event().wait()
+        """amqtt's monitor expired anonymous persistent sessions; ours are kept. This task runs the
+        node's ``GcFreezer`` instead (for the life of the broker)."""
+        await GcFreezer(lambda: len(self._sessions)).run()
 
     # --- amqtt's broadcast entry points, for plugins and internal messages --------------
     async def _broadcast_message(self, session: Session | None, topic: str | None,
