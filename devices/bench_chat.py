@@ -526,14 +526,17 @@ class Runner:
         wall, cpu_sending = meter.used()
         drained = await self._drain(tally, progress, spec.title)
         _, cpu_all = meter.used()  # sending and draining: all the work the row's messages caused
+        send_seconds = max(end - t0, 1e-9)
         gone = sorted(set(pids) - set(cpu_all))
         notes = [f"{', '.join(gone)} exited during the row (restarted by someone else?)"] if gone else []
         if tally.outstanding:
             notes.append(f"gave up waiting {drained:.0f} s after sending, {tally.outstanding:,} messages still on "
                          f"their way: counted as lost (they may only be late)")
-        send_seconds = max(end - t0, 1e-9)
         lat = sorted(lat for sent, lat in zip(tally.send_us, tally.latency_us, strict=True)
                      if from_us <= sent <= end_us)  # messages sent after the warm-up
+        if not lat and tally.latency_us:  # a closed loop that never got past its first window
+            lat = sorted(tally.latency_us)
+            notes.append("latency over all messages: none was sent after the warm-up")
         p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
         cpu = {name: round(used / wall, 3) for name, used in cpu_sending.items()}
         client = cpu.pop("client", 0.0)
