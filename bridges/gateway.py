@@ -13,7 +13,8 @@ ack); meanwhile later publishes of that connection wait, so their order holds.
 Outbound (bus → node): ``chat.deliver.<node>`` records are published to the users'
 inboxes. While a user's replay is under way (from an ``online`` until the matching
 replay ``done``), live deliveries are held back and sent after the replay, skipping
-ids the replay already carried, so a conversation's order holds across reconnects.
+ids the replay already carried, so a conversation's order holds across reconnects; a live
+copy of a replayed message that comes after the replay's end is dropped too.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class NodeGateway(BusWorker):
         inbox = self._inboxes.setdefault(user_id, _Inbox())
         inbox.conns[id(conn)] = conn
         inbox.epoch = self._epochs.next()
-        inbox.replaying = True
+        inbox.replaying, inbox.replayed = True, set()
         await self._presence("online", user_id, inbox.epoch)
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
@@ -185,8 +186,10 @@ class NodeGateway(BusWorker):
             await self._send(user, envs)
         elif replay == "done" and inbox.replaying:
             held = [e for e in inbox.held if e.get("type") != "message" or e.get("id") not in inbox.replayed]
-            inbox.replaying, inbox.held, inbox.replayed = False, [], set()
+            inbox.replaying, inbox.held = False, []
             await self._send(user, held)
+            # kept until the next subscription: a live copy of a replayed message may still come
+            # (a router that looked the user up after the replay read the store publishes after it)
 
     async def _live(self, user: str, envs: list[dict[str, Any]]) -> None:
         """Live deliveries: held back while the user's replay is under way, sent otherwise."""
@@ -195,8 +198,13 @@ class NodeGateway(BusWorker):
             return  # not on this node (any more): messages stay pending in the store
         if inbox.replaying:
             inbox.held.extend(envs)
-        else:
-            await self._send(user, envs)
+            return
+        if inbox.replayed:
+            late = [e for e in envs if e.get("type") == "message" and e.get("id") in inbox.replayed]
+            if late:
+                inbox.replayed.difference_update(e["id"] for e in late)
+                envs = [e for e in envs if e not in late]
+        await self._send(user, envs)
 
     async def _send(self, user: str, envs: list[dict[str, Any]]) -> None:
         if self._sink is None:
