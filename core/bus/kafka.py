@@ -53,7 +53,9 @@ class KafkaBus(Bus):
         try:
             await self._producer.start()
         except Exception as exc:
-            self._producer = None
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await producer.stop()  # it holds a connection pool even when it never connected
             raise BusError(f"cannot reach Kafka at {self._bootstrap}: {exc}") from exc
 
     async def stop(self) -> None:
@@ -147,7 +149,9 @@ class KafkaConsumer(Consumer):
         try:
             await self._consumer.start()
         except Exception as exc:
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
             raise BusError(f"cannot join group {self.group} at {self._bootstrap}: {exc}") from exc
 
     async def stop(self) -> None:

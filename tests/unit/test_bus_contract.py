@@ -127,3 +127,17 @@ async def test_getmany_returns_empty_after_its_timeout(bus: Bus) -> None:
         assert asyncio.get_running_loop().time() - started < 5
     finally:
         await c.stop()
+
+
+async def test_an_unreachable_kafka_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
+    from chatmq.bus.kafka import KafkaBus
+    from chatmq.errors import BusError
+
+    bus = KafkaBus("127.0.0.1:1")
+    with pytest.raises(BusError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+        await bus.start()
+    await bus.stop()  # harmless after a failed start
+    import gc
+
+    gc.collect()  # an unclosed aiokafka producer complains when it is collected
+    assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]
