@@ -23,12 +23,15 @@ Collections
   MongoDB; on FerretDB's SQLite backend that index never matches an array and queries scan,
   which is correct, only slower).
 - ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts,
-  committed[, pending]}``; unique ``(sender, client_id)``, ``(conversation, _id)``.
+  committed[, pending]}``; ``(conversation, _id)``. ``_id`` is its only unique key.
+- ``client_ids`` ``{_id: "<len(sender)>:<sender>:<client_id>", sid}``: the dedupe claims, one
+  per stored (sender, client_id), pointing at the message's server id. The sender's length
+  first makes the key unambiguous whatever characters the ids hold. Never deleted.
 - ``pending`` ``{_id: seq, user_id, item_id, kind, envelope}``; unique ``(user_id, item_id)``,
   ``(user_id, _id)`` (the ``_id`` is the seq).
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
-- ``seq_blocks`` ``{_id: block, n, at}`` and ``counters`` ``{_id: "pending_seq", b}``: the seq
-  allocator (below).
+- ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
+  ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
 MongoDB documents cannot (``"a.b"``, ``"$x"``), and text round-trips exactly.
 
@@ -60,51 +63,95 @@ win. What is atomic there, as on MongoDB: an insert against a unique index, and 
   both get True. Renames use ``find_one_and_update`` (atomic on MongoDB).
 - **Accepting messages** writes, per new message, a *commit record* first: the message
   document with ``committed: false`` and, inside it, the pending items it owes (each with
-  its reserved seq). Then the pending items are inserted (``insert_many(ordered=False)``,
+  its reserved seq). Then it *claims* the message's (sender, client_id) by inserting its
+  ``client_ids`` document: that insert against the unique ``_id`` is the dedupe decision,
+  atomic across processes. Then the pending items are inserted (``insert_many(ordered=False)``,
   duplicate keys ignored, so re-inserting is harmless), then ``committed`` is set and the
-  embedded list dropped. History and ``get_messages`` show committed messages only. A
-  duplicate-key error on ``(sender, client_id)`` when inserting the record means another
-  writer won: its message is the result, as a duplicate (and is finished if still
-  uncommitted). The record goes first, not the pending items, because a retried message gets
-  a *new* server id (``chatmq.services.acceptance`` makes one per attempt): pending items
-  written first under the old id would be orphans no retry could find or remove.
+  embedded list dropped (one ``update_one`` by ``_id`` per message). History and
+  ``get_messages`` show committed messages only. A lost claim (duplicate key) means another
+  writer stored that (sender, client_id) first: its ``client_ids`` document names the winner,
+  which is the result, as a duplicate (and is finished if still uncommitted); the loser's own
+  record, which nothing points to, is deleted. There is no lookup before the inserts: a resend
+  costs a record inserted and deleted again, a new message nothing extra. The record goes
+  before the claim, so a claim always names an existing record; the claim goes before the
+  pending items because a retried message gets a *new* server id
+  (``chatmq.services.acceptance`` makes one per attempt): pending items written before the
+  claim could be orphans no retry finds or removes.
 
 Crash windows of ``accept_messages`` (the process dies, or the connection fails and
 ``StoreError`` is raised, between steps):
 
 1. Before any record is inserted: nothing was stored; a retry starts over.
-2. After some records, before or during the pending inserts: the records are invisible (not
-   committed) and some pending items may already be in recipients' queues. A retry of the same
-   (sender, client_id) (the router's, or the client's resend) finds the record, inserts its
-   pending items (the same seqs; those already there are skipped), commits it, and returns it
-   as a duplicate: the sender is acked with the first server id, recipients get the message
-   from their pending queue (replayed on their next subscribe, not live). Nothing is lost and
-   nothing is stored twice; if no retry ever comes (the client is gone for good) the message
-   stays invisible in history while recipients whose items were written still see it.
-3. After the pending inserts, before the commit: as 2, with every pending item present.
-4. After the commit: done; a retry is a plain duplicate.
-A server id already used by another message fails the batch with ``StoreError`` before
-anything is written (checked up front, in the same query that finds earlier (sender,
-client_id) pairs). Should a concurrent writer take it in between, the records this call
-already inserted stay uncommitted, as in window 2 (deleting them could race a retry that is
-finishing one of them).
+2. After some records, before their claims: the records are invisible (not committed) and
+   unclaimed; no pending item exists for them. A retry starts over with new server ids; the
+   orphaned records stay behind, invisible (garbage a crash leaves, no harm).
+3. After the claims, before or during the pending inserts: the records are invisible and some
+   pending items may already be in recipients' queues. A retry of the same (sender, client_id)
+   (the router's, or the client's resend) loses the claim, finds the record through it,
+   inserts its pending items (the same seqs; those already there are skipped), commits it, and
+   returns it as a duplicate: the sender is acked with the first server id, recipients get the
+   message from their pending queue (replayed on their next subscribe, not live). Nothing is
+   lost and nothing is stored twice; if no retry ever comes (the client is gone for good) the
+   message stays invisible in history while recipients whose items were written still see it.
+4. After the pending inserts, before the commit: as 3, with every pending item present.
+5. After the commit: done; a retry is a plain duplicate.
+A server id already used by another message (the record insert hits the ``_id``) fails the
+batch with ``StoreError``; the records this call inserted are deleted first (no claim points
+to them yet), so nothing visible was written.
 
 ``StoreError`` therefore does not always mean "no effect" here: it means "not done yet; a
 retry with the same (sender, client_id) completes it" (the worker retries retriable errors, and
 a client with no ``ack`` resends). ``add_notices`` is idempotent per ``(user_id, item_id)`` in
 the same way.
 
-Speed on FerretDB 1.24 (SQLite backend): only ``_id`` equality filters are pushed down to
-SQLite and sorting never is, so other queries scan their collection (results are the same;
-real MongoDB uses the indexes created in ``start()``).
+Speed on FerretDB 1.24 (SQLite backend)
+----------------------------------------
+FerretDB pushes a filter down to SQLite only when it is exactly ``{_id: <string or
+ObjectId>}``, and never a sort. Any other filter (``{_id: {$in: ...}}``, ``{_id: x,
+committed: true}``, ``{sender, client_id}``, an integer ``_id``) reads and decodes the whole
+collection in Go: 40 ms at 1,000 documents, 645 ms at 20,000. Even the pushed-down filter is a
+scan, only a cheaper one: FerretDB's query says ``_ferretdb_sjson->'$._id'`` while its ``_id``
+index is on ``_ferretdb_sjson->"_id"``, so SQLite does not use the index (``explain`` shows
+``SCAN``) and a ``find_one`` by ``_id`` of a recent document took 115 ms at 20,000 documents
+(1 ms when the document is among the first rows). What does not scan: inserts (the unique
+indexes are checked through the index). So the hot path:
+
+- ``accept_messages`` decides duplicates by inserting ``client_ids`` documents (no query; the
+  old ``{sender, client_id}``/``$in`` lookup scanned ``messages`` in Go once per batch); it
+  reads only for lost claims (resends).
+- The commit, ``get_messages``, ``existing_user_ids`` and ``nodes_of`` use one operation by
+  ``_id`` per id for up to ``_SHORT`` ids, one ``$in`` operation for more (per id, SQLite scans
+  at ~6 µs a document; ``$in``, one Go scan at ~32 µs a document).
+- seq blocks have text ids, so probing for a free block is a SQLite scan, not a Go scan.
+The single-document reads of one call are issued together (``_each``): pymongo runs them on
+separate pooled connections. Writes go one after another: FerretDB makes each a SQLite write
+transaction, and concurrent ones contend for the write lock (twenty ``update_one`` took
+120 ms at once, 14 ms in turn). So the hot-path writes of one store object (the message,
+claim and pending inserts, the commits, the pending and notice deletes) take turns on an
+``asyncio.Lock``, also across concurrent calls: the router issues one ``remove_pending`` per
+user of a batch at once.
+Still scanning: the commit and ``get_messages`` (``messages`` grows without bound, so their
+cost still grows with it), the ``pending`` queries (``pending``, ``remove_pending``,
+``pending_copies``, ``remove_notices``, ``count_pending``: the collection holds undelivered items
+only, small while users are online), ``history`` and the group, device and push-token queries,
+``set_offline`` and ``forget_node`` on ``presence``. Real MongoDB uses the indexes created in
+``start()`` for all of them. Making the commit and ``get_messages`` independent of the size of
+``messages`` takes keeping uncommitted records and recently accepted messages in small
+collections of their own (not done).
+
+Databases written before the ``client_ids`` scheme (with a unique ``(sender, client_id)`` index
+on ``messages``, integer seq block ids) are not migrated: a resend of a message stored then is
+not recognised, and seq blocks start over at text ids (their seqs would not be above the old
+ones). Start such a deployment on a fresh database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar, cast
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -151,6 +198,13 @@ _PRUNE_AGE_MS = 600_000
 #: Compare-and-swap attempts on a group before giving up with ``StoreError``.
 _CAS_ATTEMPTS = 50
 _SEQ_KEY = "pending_seq"
+#: Single-document reads in flight at once (``_each``); pymongo's pool holds 100.
+_CONCURRENT = 64
+#: Lists of ids up to this long are read (and messages committed) with one operation by
+#: ``_id`` each instead of one ``{_id: {$in: ...}}``. On FerretDB's SQLite backend the first is
+#: a scan inside SQLite (its ``_id`` index is not used), about 6 µs a document; the second a
+#: scan decoding every document in Go, about 32 µs a document: the crossover is near 5.
+_SHORT = 4
 
 
 
@@ -158,6 +212,36 @@ _SEQ_KEY = "pending_seq"
 def _unique(items: Iterable[T]) -> list[T]:
     """``items`` without repeats, first occurrence order kept."""
     return list(dict.fromkeys(items))
+
+
+async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``calls`` concurrently, at most ``_CONCURRENT`` at a time, and return their results
+    in order. pymongo's pool runs them on separate connections: twenty ``find_one`` by ``_id``
+    took 9 ms on FerretDB-on-SQLite, against 1 ms for one. For reads only: concurrent writes
+    contend for SQLite's write lock and are slower than one after another. Every call runs to
+    its end; the first failure is then raised."""
+    results: list[T] = []
+    it = iter(calls)
+    while batch := list(itertools.islice(it, _CONCURRENT)):
+        done = await asyncio.gather(*batch, return_exceptions=True)
+        for r in done:
+            if isinstance(r, BaseException):
+                raise r
+        results += cast(list[T], done)
+    return results
+
+
+def _claim_key(sender: str, client_id: str) -> str:
+    """The ``_id`` of the ``client_ids`` document of (sender, client_id): the sender's length
+    first, so that no two pairs give the same key whatever characters the ids hold."""
+    return f"{len(sender)}:{sender}:{client_id}"
+
+
+def _block_id(block: int) -> str:
+    """The ``_id`` of seq block ``block`` in ``seq_blocks``: zero-padded text, so that blocks
+    sort as numbers and a probe is a string ``_id`` lookup (FerretDB's SQLite backend pushes
+    down ``_id`` equality only for strings and ObjectIds; an integer ``_id`` scans)."""
+    return f"{block:015d}"
 
 
 def _redact(url: str) -> str:
@@ -272,6 +356,8 @@ class MongoStore(Store):
         self._lock = asyncio.Lock()
         # Serializes seq block reservations of this store object.
         self._seq_lock = asyncio.Lock()
+        # Serializes this store object's hot-path writes (see "Speed" in the module docstring).
+        self._writes = asyncio.Lock()
         self._next_block: int | None = None
         self._next_block_at = 0
 
@@ -316,6 +402,7 @@ class MongoStore(Store):
             raise
         self._lock = asyncio.Lock()
         self._seq_lock = asyncio.Lock()
+        self._writes = asyncio.Lock()
         self._next_block = None
         self._client, self._db = client, db
 
@@ -325,9 +412,6 @@ class MongoStore(Store):
         await db.devices.create_index([("owner_id", ASCENDING), ("created_at", ASCENDING)], name="owner")
         await db.push_tokens.create_index([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user")
         await db.groups.create_index([("members.user_id", ASCENDING)], name="member")
-        await db.messages.create_index(
-            [("sender", ASCENDING), ("client_id", ASCENDING)], unique=True, name="sender_client_unique"
-        )
         await db.messages.create_index([("conversation", ASCENDING), ("_id", ASCENDING)], name="conversation")
         await db.pending.create_index(
             [("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique"
@@ -401,8 +485,12 @@ class MongoStore(Store):
     async def existing_user_ids(self, user_ids: list[str]) -> set[str]:
         users = self._coll("users")
         found: set[str] = set()
+        ids = _unique(user_ids)
         with _mongo_errors():
-            for chunk in chunks(_unique(user_ids), _CHUNK):
+            if len(ids) <= _SHORT:
+                docs = await _each(users.find_one({"_id": u}, {"_id": 1}) for u in ids)
+                return {d["_id"] for d in docs if d is not None}
+            for chunk in chunks(ids, _CHUNK):
                 async for doc in users.find({"_id": {"$in": list(chunk)}}, {"_id": 1}):
                     found.add(doc["_id"])
         return found
@@ -641,7 +729,7 @@ class MongoStore(Store):
             block = self._next_block
             while True:
                 try:
-                    await blocks.insert_one({"_id": block, "n": used, "at": now_ms()})
+                    await blocks.insert_one({"_id": _block_id(block), "n": used, "at": now_ms()})
                     break
                 except DuplicateKeyError:
                     block = await self._first_free_block(blocks, block + 1)
@@ -651,7 +739,8 @@ class MongoStore(Store):
             with contextlib.suppress(DuplicateKeyError):  # a concurrent first upsert: the hint is a hint
                 await counters.update_one({"_id": _SEQ_KEY}, {"$max": {"b": block}}, upsert=True)
         if block % _PRUNE_EVERY == 0 and block > _PRUNE_KEEP:
-            await blocks.delete_many({"_id": {"$lt": block - _PRUNE_KEEP}, "at": {"$lt": now_ms() - _PRUNE_AGE_MS}})
+            old = {"_id": {"$lt": _block_id(block - _PRUNE_KEEP)}, "at": {"$lt": now_ms() - _PRUNE_AGE_MS}}
+            await blocks.delete_many(old)
         return block
 
     @staticmethod
@@ -660,7 +749,7 @@ class MongoStore(Store):
         taken blocks are contiguous: gallop up to a free one, then binary-search down."""
 
         async def taken(block: int) -> bool:
-            return await blocks.find_one({"_id": block}, {"_id": 1}) is not None
+            return await blocks.find_one({"_id": _block_id(block)}, {"_id": 1}) is not None
 
         if not await taken(start):
             return start
@@ -681,7 +770,8 @@ class MongoStore(Store):
         pending = self._coll("pending")
         for chunk in chunks(docs, _CHUNK):
             try:
-                await pending.insert_many(list(chunk), ordered=False)
+                async with self._writes:
+                    await pending.insert_many(list(chunk), ordered=False)
             except BulkWriteError as exc:
                 if any(e.get("code") != _DUPLICATE_KEY for e in _write_errors(exc)):
                     raise
@@ -690,26 +780,19 @@ class MongoStore(Store):
     async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
         """Store a batch (see ``Store.accept_messages`` and, for what happens without
         transactions, the module docstring). A ``server_id`` already used by a different
-        message fails the whole batch with ``StoreError`` before anything is written."""
-        coll = self._coll("messages")
+        message fails the whole batch with ``StoreError`` before anything visible is written."""
+        self._coll("messages")  # StoreError when not started
         if not messages:
             return []
         first: dict[tuple[str, str], int] = {}
         for i, m in enumerate(messages):
             first.setdefault((m.sender, m.client_id), i)
+        fresh = [messages[i] for i in first.values()]
+        sids = [m.server_id for m in fresh]
+        if len(set(sids)) != len(sids):
+            raise StoreError("a server id is used twice in the batch")
+        winners: dict[tuple[str, str], Doc] = {}
         with _mongo_errors():
-            winners, used_ids = await self._lookup(list(first), [messages[i].server_id for i in first.values()])
-            fresh = [messages[i] for key, i in first.items() if key not in winners]
-            sids = [m.server_id for m in fresh]
-            if len(set(sids)) != len(sids):
-                raise StoreError("a server id is used twice in the batch")
-            clash = next((sid for sid in sids if sid in used_ids), None)
-            if clash is not None:
-                raise StoreError(f"server id {clash!r} is already used by another message")
-            for doc in winners.values():
-                if not doc.get("committed", False):
-                    await self._finish(doc)
-
             seqs = iter(await self._reserve_seqs(sum(len(m.envelopes) for m in fresh)))
             records: list[Doc] = [
                 {
@@ -735,12 +818,10 @@ class MongoStore(Store):
                 }
                 for m in fresh
             ]
-            inserted = await self._insert_records(records, winners)
-            await self._insert_pending([p for r in records if r["_id"] in inserted for p in r["pending"]])
-            for chunk in chunks(sorted(inserted), _CHUNK):
-                await coll.update_many(
-                    {"_id": {"$in": list(chunk)}}, {"$set": {"committed": True}, "$unset": {"pending": ""}}
-                )
+            await self._insert_records(records)
+            claimed = await self._claim(records, winners)
+            await self._insert_pending([p for r in records if r["_id"] in claimed for p in r["pending"]])
+            await self._commit(sorted(claimed))
 
         results: list[AcceptResult] = []
         for i, m in enumerate(messages):
@@ -755,73 +836,102 @@ class MongoStore(Store):
                 results.append(AcceptResult(server_id=earlier.server_id, ts=earlier.ts, duplicate=True))
         return results
 
-    async def _lookup(
-        self, keys: list[tuple[str, str]], server_ids: list[str]
-    ) -> tuple[dict[tuple[str, str], Doc], set[str]]:
-        """In one pass: the stored (committed or not) messages with these (sender, client_id)
-        pairs, and which of ``server_ids`` are taken by any message."""
+    async def _insert_records(self, records: list[Doc]) -> None:
+        """Insert the uncommitted message records, all or none: when a server id is taken (the
+        only unique key of ``messages``), the records this call inserted are deleted again (no
+        claim points to them yet) and ``StoreError`` is raised."""
         coll = self._coll("messages")
-        found: dict[tuple[str, str], Doc] = {}
-        used: set[str] = set()
-        wanted = set(keys)
-        for start in range(0, max(len(keys), len(server_ids)), _CHUNK):
-            by_sender: dict[str, list[str]] = {}
-            for sender, client_id in keys[start : start + _CHUNK]:
-                by_sender.setdefault(sender, []).append(client_id)
-            clauses: list[Doc] = [{"sender": s, "client_id": {"$in": cids}} for s, cids in by_sender.items()]
-            id_chunk = server_ids[start : start + _CHUNK]
-            if id_chunk:
-                clauses.append({"_id": {"$in": id_chunk}})
-            async for doc in coll.find({"$or": clauses}, {"body": 0}):
-                used.add(doc["_id"])
-                key = (doc["sender"], doc["client_id"])
-                if key in wanted:
-                    found[key] = doc
-        return found, used
-
-    async def _insert_records(self, records: list[Doc], winners: dict[tuple[str, str], Doc]) -> set[str]:
-        """Insert the uncommitted message records; returns the ids inserted. A record whose
-        (sender, client_id) another writer stored meanwhile loses: the winner goes into
-        ``winners`` (finished if need be). A server id taken meanwhile raises ``StoreError``;
-        records already inserted stay uncommitted (crash window 2 of the module docstring)."""
-        coll = self._coll("messages")
-        inserted: set[str] = set()
+        inserted: list[str] = []
         for chunk in chunks(records, _CHUNK):
-            failed: set[int] = set()
             try:
-                await coll.insert_many(list(chunk), ordered=False)
+                async with self._writes:
+                    await coll.insert_many(list(chunk), ordered=False)
+            except BulkWriteError as exc:
+                errors = _write_errors(exc)
+                failed = {int(e["index"]) for e in errors}
+                inserted += [r["_id"] for i, r in enumerate(chunk) if i not in failed]
+                for sid in inserted:
+                    await coll.delete_one({"_id": sid})
+                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                clash = chunk[min(failed)]["_id"]
+                raise StoreError(f"server id {clash!r} is already used by another message") from exc
+            inserted += [r["_id"] for r in chunk]
+
+    async def _claim(self, records: list[Doc], winners: dict[tuple[str, str], Doc]) -> set[str]:
+        """Claim each record's (sender, client_id) by inserting its ``client_ids`` document; returns
+        the server ids whose claim this call won. A lost claim means another writer stored that
+        (sender, client_id) first: its message goes into ``winners`` (finished if still
+        uncommitted) and this call's record is deleted (nothing points to it)."""
+        claims = self._coll("client_ids")
+        won = {r["_id"] for r in records}
+        lost: list[Doc] = []
+        for chunk in chunks(records, _CHUNK):
+            docs = [{"_id": _claim_key(r["sender"], r["client_id"]), "sid": r["_id"]} for r in chunk]
+            try:
+                async with self._writes:
+                    await claims.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
                 errors = _write_errors(exc)
                 if any(e.get("code") != _DUPLICATE_KEY for e in errors):
                     raise
-                failed = {int(e["index"]) for e in errors}
-            inserted.update(r["_id"] for i, r in enumerate(chunk) if i not in failed)
-            if failed:
-                keys = [(chunk[i]["sender"], chunk[i]["client_id"]) for i in sorted(failed)]
-                won, _ = await self._lookup(keys, [])
-                lost = [k for k in keys if k not in won]
-                if lost:  # no (sender, client_id) race: the server id was taken meanwhile
-                    raise StoreError(f"the server id of {lost[0]!r} is already used by another message")
-                for doc in won.values():
-                    if not doc.get("committed", False):
-                        await self._finish(doc)
-                winners.update(won)
-        return inserted
+                lost += [chunk[int(e["index"])] for e in errors]
+        if not lost:
+            return won
+        keys = [(r["sender"], r["client_id"]) for r in lost]
+        found = await _each(claims.find_one({"_id": _claim_key(*key)}) for key in keys)
+        winner_sids: list[str] = []
+        for record, claim in zip(lost, found, strict=True):
+            if claim is None:  # claims are never deleted
+                raise StoreError(f"the claim of {(record['sender'], record['client_id'])!r} vanished")
+            winner_sids.append(claim["sid"])
+        coll = self._coll("messages")
+        records_won = await _each(coll.find_one({"_id": sid}, {"body": 0}) for sid in winner_sids)
+        for key, record, sid, doc in zip(keys, lost, winner_sids, records_won, strict=True):
+            if sid == record["_id"]:  # our own claim from an earlier attempt with this very record
+                continue
+            if doc is None:  # records are inserted before their claim and never deleted after
+                raise StoreError(f"the message {sid!r} of claim {key!r} is missing")
+            if not doc.get("committed", False):
+                await self._finish(doc)
+            winners[key] = doc
+            won.discard(record["_id"])
+        for r in lost:
+            if r["_id"] not in won:
+                await coll.delete_one({"_id": r["_id"]})
+        return won
+
+    async def _commit(self, sids: list[str]) -> None:
+        """Mark the records committed and drop their embedded pending lists: up to ``_SHORT``
+        records one ``update_one({_id})`` each, one after another (concurrent writes contend for
+        SQLite's write lock), more with one ``update_many({_id: {$in: ...}})``."""
+        coll = self._coll("messages")
+        update = {"$set": {"committed": True}, "$unset": {"pending": ""}}
+        async with self._writes:
+            if len(sids) <= _SHORT:
+                for sid in sids:
+                    await coll.update_one({"_id": sid}, update)
+                return
+            for chunk in chunks(sids, _CHUNK):
+                await coll.update_many({"_id": {"$in": list(chunk)}}, update)
 
     async def _finish(self, doc: Doc) -> None:
         """Complete an uncommitted message record: insert its pending items, then commit it."""
         await self._insert_pending(list(doc.get("pending", [])))
-        await self._coll("messages").update_one(
-            {"_id": doc["_id"], "committed": False}, {"$set": {"committed": True}, "$unset": {"pending": ""}}
-        )
+        await self._commit([doc["_id"]])
         doc["committed"] = True
 
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
-        """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once)."""
+        """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once):
+        up to ``_SHORT`` ids one ``find_one`` by ``_id`` each, concurrently (uncommitted records
+        are skipped here), more with one ``$in`` query."""
         coll = self._coll("messages")
         ids = _unique(server_ids)
-        found: dict[str, StoredMessage] = {}
         with _mongo_errors():
+            if len(ids) <= _SHORT:
+                docs = await _each(coll.find_one({"_id": sid}) for sid in ids)
+                return [_message(d) for d in docs if d is not None and d.get("committed", False)]
+            found: dict[str, StoredMessage] = {}
             for chunk in chunks(ids, _CHUNK):
                 async for doc in coll.find({"_id": {"$in": list(chunk)}, "committed": True}):
                     found[doc["_id"]] = _message(doc)
@@ -886,7 +996,8 @@ class MongoStore(Store):
                 query = {"user_id": user_id, "kind": "message", "item_id": {"$in": list(chunk)}}
                 docs = [doc async for doc in coll.find(query, {"item_id": 1})]
                 if docs:
-                    await coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "user_id": user_id})
+                    async with self._writes:
+                        await coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "user_id": user_id})
                     removed.update(d["item_id"] for d in docs)
         return [i for i in ids if i in removed]
 
@@ -894,7 +1005,8 @@ class MongoStore(Store):
         coll = self._coll("pending")
         with _mongo_errors():
             for chunk in chunks(_unique(seqs), _CHUNK):
-                await coll.delete_many({"user_id": user_id, "kind": "notice", "_id": {"$in": list(chunk)}})
+                async with self._writes:
+                    await coll.delete_many({"user_id": user_id, "kind": "notice", "_id": {"$in": list(chunk)}})
 
     async def count_pending(self, user_id: str | None = None) -> int:
         coll = self._coll("pending")
@@ -928,8 +1040,12 @@ class MongoStore(Store):
     async def nodes_of(self, user_ids: list[str]) -> dict[str, str]:
         coll = self._coll("presence")
         found: dict[str, str] = {}
+        ids = _unique(user_ids)
         with _mongo_errors():
-            for chunk in chunks(_unique(user_ids), _CHUNK):
+            if len(ids) <= _SHORT:
+                docs = await _each(coll.find_one({"_id": u}, {"node": 1}) for u in ids)
+                return {d["_id"]: d["node"] for d in docs if d is not None}
+            for chunk in chunks(ids, _CHUNK):
                 async for doc in coll.find({"_id": {"$in": list(chunk)}}, {"node": 1}):
                     found[doc["_id"]] = doc["node"]
         return found

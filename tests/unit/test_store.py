@@ -577,6 +577,21 @@ async def test_duplicate_inside_batch(store: Store) -> None:
     assert [s.server_id for s in await store.history(a.conversation, None, 10)] == [b.server_id, a.server_id]
 
 
+async def test_client_ids_are_per_sender_whatever_they_hold(store: Store) -> None:
+    """(sender, client_id) pairs that would collide if the two were simply joined are distinct."""
+    msgs = [
+        new_message("a:1", to="bob", client_id="x"),
+        new_message("a", to="bob", client_id="1:x"),
+        new_message("1:a", to="bob", client_id="x"),
+        new_message("a:1:x", to="bob", client_id=""),
+    ]
+    results = await store.accept_messages(msgs)
+    assert [(r.server_id, r.duplicate) for r in results] == [(m.server_id, False) for m in msgs]
+    again = await store.accept_messages([new_message(m.sender, to="bob", client_id=m.client_id) for m in msgs])
+    assert [(r.server_id, r.duplicate) for r in again] == [(m.server_id, True) for m in msgs]
+    assert await store.count_pending("bob") == 4
+
+
 async def test_failed_batch_stores_nothing(store: Store) -> None:
     existing = new_message("alice", to="bob")
     await store.accept_messages([existing])
@@ -991,6 +1006,40 @@ async def test_mongo_concurrent_resends_store_one_message(mongo_handles: Callabl
     finally:
         for h in handles:
             await h.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_racing_batches_store_each_message_once(mongo_handles: Callable[[], MongoStore]) -> None:
+    """Two handles (as two processes) accept batches with the same (sender, client_id) pairs at
+    once, in opposite orders: each pair is stored once, both report that message, and the
+    losing copies leave nothing behind (no pending item, no history row)."""
+    a, b = mongo_handles(), mongo_handles()
+    await a.start()
+    await b.start()
+    try:
+        keys = [(f"s{i % 3}", f"c{i}") for i in range(30)]
+        batch_a = [new_message(s, to="bob", client_id=c) for s, c in keys]
+        batch_b = [new_message(s, to="bob", client_id=c) for s, c in reversed(keys)]
+        results_a, results_b = await asyncio.gather(a.accept_messages(batch_a), b.accept_messages(batch_b))
+        results_b.reverse()
+        winners: list[str] = []
+        for ra, rb in zip(results_a, results_b, strict=True):
+            assert ra.server_id == rb.server_id
+            assert [ra.duplicate, rb.duplicate].count(False) == 1
+            winners.append(ra.server_id)
+        losers = {m.server_id for m in [*batch_a, *batch_b]} - set(winners)
+        assert len(losers) == 30
+        assert sorted(p.item_id for p in await all_pending(a, "bob")) == sorted(winners)
+        assert await b.get_messages(sorted(losers)) == []
+        assert [m.server_id for m in await b.get_messages(winners)] == winners
+        stored = [m for s in ("s0", "s1", "s2") for m in await a.history(ids.conversation_key(s, "bob"), None, 100)]
+        assert sorted(m.server_id for m in stored) == sorted(winners)
+        # a later resend through either handle is a duplicate of the winner
+        [again] = await b.accept_messages([new_message("s0", to="bob", client_id="c0")])
+        assert (again.server_id, again.duplicate) == (winners[0], True)
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 @pytest.mark.cluster
