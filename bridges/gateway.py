@@ -200,10 +200,13 @@ class NodeGateway(BusWorker):
             inbox.held.extend(envs)
             return
         if inbox.replayed:
-            late = [e for e in envs if e.get("type") == "message" and e.get("id") in inbox.replayed]
-            if late:
-                inbox.replayed.difference_update(e["id"] for e in late)
-                envs = [e for e in envs if e not in late]
+            kept: list[dict[str, Any]] = []
+            for e in envs:
+                if e.get("type") == "message" and e.get("id") in inbox.replayed:
+                    inbox.replayed.discard(e["id"])  # the replay carried it: once is enough
+                else:
+                    kept.append(e)
+            envs = kept
         await self._send(user, envs)
 
     async def _send(self, user: str, envs: list[dict[str, Any]]) -> None:

@@ -63,13 +63,17 @@ class BusSessionControl:
         return await self._registry.online_count()
 
     async def _command(self, key: str, command: dict[str, Any]) -> None:
-        await self._bus.publish(CONTROL, key.encode(), orjson.dumps({**command, "ts": now_ms()}))
+        await publish_command(self._bus, key, command)
+
+
+async def publish_command(bus: Bus, key: str, command: dict[str, Any]) -> None:
+    """Put ``command`` (stamped with the time) on ``chat.control`` keyed by ``key``."""
+    await bus.publish(CONTROL, key.encode(), orjson.dumps({**command, "ts": now_ms()}))
 
 
 async def announce_takeover(bus: Bus, node: str, client_id: str) -> None:
     """Tell the other nodes that ``client_id`` is now connected to ``node``."""
-    await bus.publish(CONTROL, client_id.encode(),
-                      orjson.dumps({"action": "takeover", "client_id": client_id, "node": node, "ts": now_ms()}))
+    await publish_command(bus, client_id, {"action": "takeover", "client_id": client_id, "node": node})
 
 
 class ControlWorker(BusWorker):

@@ -27,8 +27,7 @@ class Outlet:
 
     async def to_node(self, node: str, user: str, envs: list[dict[str, Any]]) -> None:
         """Send to ``user`` on ``node`` (for answers to the connection that asked)."""
-        if envs:
-            await self._bus.publish(deliver_topic(node), user.encode(), orjson.dumps({"user": user, "envs": envs}))
+        await self.to_nodes([(node, user, envs)])
 
     async def to_nodes(self, answers: list[tuple[str, str, list[dict[str, Any]]]]) -> None:
         """``to_node`` for several ``(node, user, envelopes)`` at once, in order: one bus write per node
@@ -37,6 +36,10 @@ class Outlet:
         for node, user, envs in answers:
             if envs:
                 by_node[node].append((user.encode(), orjson.dumps({"user": user, "envs": envs})))
+        await self._publish(by_node)
+
+    async def _publish(self, by_node: dict[str, list[tuple[bytes, bytes]]]) -> None:
+        """Each node's ``(key, value)`` records on its delivery topic, in order, one write per node."""
         for node, records in by_node.items():
             await self._bus.publish_many(deliver_topic(node), records)
 
@@ -51,10 +54,7 @@ class Outlet:
                 offline.append(user)
             else:
                 by_node[node][user].append(env)
-        for node, users in by_node.items():
-            await self._bus.publish_many(deliver_topic(node), [
-                (user.encode(), orjson.dumps({"user": user, "envs": envs})) for user, envs in users.items()
-            ])
+        await self.to_nodes([(node, user, envs) for node, users in by_node.items() for user, envs in users.items()])
         return offline
 
     async def fan_out(self, key: str, users: list[str], template: dict[str, Any]) -> list[str]:
@@ -79,8 +79,7 @@ class Outlet:
                     members_on[node].append(user)
             for node, members in members_on.items():
                 by_node[node].append((key.encode(), orjson.dumps({"users": members, "env": template})))
-        for node, records in by_node.items():
-            await self._bus.publish_many(deliver_topic(node), records)
+        await self._publish(by_node)
         return offline
 
     async def notify(self, users: list[str], env: dict[str, Any]) -> None:

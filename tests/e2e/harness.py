@@ -7,6 +7,7 @@ Tests take a ``Deployment``: where to connect, the token key, the logs, and how 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -252,19 +253,22 @@ class ClusterDeployment:
 
     def nodes_of(self, *user_ids: str) -> dict[str, str]:
         """``{user: node}`` from the session registry."""
-        import pymongo
-
-        client: pymongo.MongoClient[dict[str, Any]]
-        with pymongo.MongoClient(MONGO, serverSelectionTimeoutMS=5000) as client:
-            docs: list[dict[str, Any]] = list(client[self.name].presence.find({"_id": {"$in": list(user_ids)}}))
-            return {d["_id"]: d["node"] for d in docs}
+        with self._database() as db:
+            docs: list[dict[str, Any]] = list(db.presence.find({"_id": {"$in": list(user_ids)}}))
+        return {d["_id"]: d["node"] for d in docs}
 
     def drop_database(self) -> None:
+        with self._database() as db:
+            db.client.drop_database(self.name)
+
+    @contextlib.contextmanager
+    def _database(self) -> Iterator[Any]:
+        """This cluster's MongoDB database, on a client closed afterwards."""
         import pymongo
 
         client: pymongo.MongoClient[dict[str, Any]]
         with pymongo.MongoClient(MONGO, serverSelectionTimeoutMS=5000) as client:
-            client.drop_database(self.name)
+            yield client[self.name]
 
 
 def cluster(tmp: Path, *, nodes: int = 2, routers: int = 1,
