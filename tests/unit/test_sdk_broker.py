@@ -336,11 +336,14 @@ def test_unacked_messages_are_sent_again_after_a_reconnect(broker: BrokerThread,
         wait_until(lambda: any(b"first try" in p for _u, p in server.outbox))
         assert [e["id"] for e in alice.unacked()] == [lost]
         server.silent = False
+        # the fake server (reconnecting after 1-2 s) must read outboxes again before alice is back
+        alice.mqtt.reconnect_delay_set(min_delay=5, max_delay=5)
+        server.subscribed.clear()
         broker.stop()
         wait_until(lambda: changes == [True, False])
         broker.start()
+        assert server.subscribed.wait(10), "fake server did not subscribe again"
         wait_until(lambda: changes == [True, False, True], timeout=20)
-        wait_until(lambda: server.client.is_connected(), timeout=10)
         ack = alice.wait_ack(lost, 10)  # sent again, with the same client id
         assert ack["client_id"] == lost
         assert alice.unacked() == []
