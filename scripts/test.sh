@@ -9,12 +9,14 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 PYTHON=.venv/bin/python scripts/typecheck.sh
-echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol; nginx for the cluster's front)"
-if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo && scripts/services.sh install nginx; then
+echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol, victoria-metrics; nginx for the cluster's front)"
+if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo metrics && scripts/services.sh install nginx; then
   export CHATMQ_KAFKA_BOOTSTRAP="127.0.0.1:${CHATMQ_KAFKA_PORT:-9092}"
   export CHATMQ_MONGO_URL="mongodb://127.0.0.1:${CHATMQ_MONGO_PORT:-27017}"
+  # not a setting (no process reads it): the tests' InfluxDB v2 write API (victoria-metrics)
+  export CHATMQ_TEST_INFLUX_URL="http://127.0.0.1:${CHATMQ_VM_PORT:-8428}"
 else
-  echo "WARNING: Kafka/MongoDB/nginx are not available: the cluster-marked tests will be skipped" >&2
+  echo "WARNING: Kafka/MongoDB/victoria-metrics/nginx are not available: the cluster-marked tests will be skipped" >&2
 fi
 echo "== web client, and Chromium for the browser-marked tests (no Chromium: they are skipped)"
 scripts/web.sh --browser
