@@ -279,10 +279,12 @@ def _mount_client() -> None:
     from chatmq.devices.bench_broker import app as bench_app
     from chatmq.devices.bench_chat import chat as bench_chat
     from chatmq.devices.cli import app as client_app
+    from chatmq.devices.simulate import app as devices_app
 
     app.add_typer(client_app, name="client", help="Chat from the command line (register, login, send, listen).")
     app.add_typer(bench_app, name="bench", help="Benchmarks: the broker node against Mosquitto; chat end to end.")
     bench_app.command("chat")(bench_chat)
+    app.add_typer(devices_app, name="devices", help="Simulated users and devices that chat and publish telemetry.")
 
 
 _mount_client()

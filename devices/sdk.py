@@ -520,6 +520,16 @@ class ChatClient:
         data: dict[str, Any] = self._request("POST", "/groups", json={"name": name, "members": list(members)})
         return data
 
+    def create_device(self, name: str) -> dict[str, Any]:
+        """``POST /devices``: an IoT device owned by the caller, ``{device_id, secret, ...}`` (connect it
+        with ``chatmq.devices.device_client.DeviceClient``)."""
+        data: dict[str, Any] = self._request("POST", "/devices", json={"name": name})
+        return data
+
+    def delete_device(self, device_id: str) -> None:
+        """``DELETE /devices/{id}``: revoke one of the caller's devices."""
+        self._request("DELETE", f"/devices/{quote(device_id, safe='')}")
+
     def history(self, peer_id: str, before: str | None = None, limit: int = 50) -> dict[str, Any]:
         """``GET /conversations/{peer_id}/messages``: stored messages, newest first."""
         params: dict[str, Any] = {"limit": limit}

@@ -1,0 +1,211 @@
+"""``DeviceClient``: an IoT device's MQTT session, publishing telemetry readings.
+
+Contracts
+---------
+- Credentials come from ``POST /api/v1/devices`` (``ChatClient.create_device``):
+  ``username`` = device id, ``password`` = secret.
+- ``connect`` opens the session, subscribes QoS 1 to ``devices/{id}/inbox`` (where the
+  server answers a bad reading with an ``error`` envelope) and returns after the SUBACK.
+  It raises ``NotAuthorizedError`` when the credentials are refused (unknown, wrong or
+  revoked device), ``SubscribeDeniedError`` when the inbox subscription is refused,
+  ``ConnectTimeoutError`` when the broker does not answer and ``ServerUnreachableError``
+  when it cannot be reached. paho reconnects by itself afterwards (1–30 s backoff) and
+  subscribes again.
+- ``publish`` sends one reading (a JSON object) QoS 1 to ``devices/{id}/telemetry``;
+  while disconnected paho queues it and sends it after reconnecting.
+- ``error`` envelopes are kept in ``errors`` (``wait_errors`` blocks for them) and handed
+  to ``on_error``, which runs in paho's thread; exceptions it raises are logged.
+- The secret is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from chatmq.devices.sdk import (
+    _AUTH_REFUSED,
+    ChatClientError,
+    ChatTimeoutError,
+    ConnectError,
+    ConnectTimeoutError,
+    Envelope,
+    NotAuthorizedError,
+    ServerUnreachableError,
+    SubscribeDeniedError,
+    Transport,
+    release_sockets,
+)
+
+log = logging.getLogger(__name__)
+
+def telemetry_topic(device_id: str) -> str:
+    return f"devices/{device_id}/telemetry"
+
+
+def device_inbox_topic(device_id: str) -> str:
+    return f"devices/{device_id}/inbox"
+
+
+class DeviceClient:
+    """One device's MQTT session (see the module docstring for the contract)."""
+
+    def __init__(
+        self,
+        mqtt_host: str,
+        mqtt_port: int,
+        device_id: str,
+        secret: str,
+        *,
+        transport: Transport = "tcp",
+        ws_path: str = "/mqtt",
+        client_id: str | None = None,
+        keepalive: int = 30,
+    ) -> None:
+        self.device_id = device_id
+        self.mqtt_host = mqtt_host
+        self.mqtt_port = mqtt_port
+        self.on_error: Callable[[Envelope], None] | None = None
+        self.errors: list[Envelope] = []
+        self.connected = False
+        self._keepalive = keepalive
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        self._connect_error: ConnectError | None = None
+        self._sub_mid: int | None = None
+        self._started = False
+        self.mqtt = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                client_id=client_id or f"chatmq-dev-{uuid.uuid4().hex[:16]}",
+                                transport=transport, clean_session=True)
+        if transport == "websockets":
+            self.mqtt.ws_set_options(path=ws_path)
+        self.mqtt.username_pw_set(device_id, secret)
+        self.mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_subscribe = self._on_subscribe
+        self.mqtt.on_disconnect = self._on_disconnect
+        self.mqtt.on_message = self._on_message
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def telemetry_topic(self) -> str:
+        return telemetry_topic(self.device_id)
+
+    @property
+    def inbox_topic(self) -> str:
+        return device_inbox_topic(self.device_id)
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Open the session and subscribe to the device's inbox; errors: see the module docstring."""
+        if self._started:
+            return
+        try:
+            self.mqtt.connect(self.mqtt_host, self.mqtt_port, keepalive=self._keepalive)
+        except OSError as exc:
+            raise ServerUnreachableError(
+                f"cannot reach MQTT broker at {self.mqtt_host}:{self.mqtt_port}: {exc}") from exc
+        self.mqtt.loop_start()
+        self._started = True
+        if not self._ready.wait(timeout):
+            self.close()
+            raise ConnectTimeoutError(
+                f"no answer from MQTT broker at {self.mqtt_host}:{self.mqtt_port} within {timeout:g}s")
+        if self._connect_error is not None:
+            error = self._connect_error
+            self.close()
+            raise error
+
+    def publish(self, reading: dict[str, Any], timeout: float | None = None) -> None:
+        """Publish one reading QoS 1; with ``timeout``, wait for the broker's PUBACK (``ChatTimeoutError``)."""
+        info = self.mqtt.publish(self.telemetry_topic, orjson.dumps(reading), qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise ChatClientError(f"publish failed: {mqtt.error_string(info.rc)}")
+        if timeout is not None:
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                raise ChatTimeoutError(f"reading not acknowledged: {exc}") from exc
+            if not info.is_published():
+                raise ChatTimeoutError(f"reading not acknowledged within {timeout:g}s")
+
+    def wait_errors(self, n: int, timeout: float) -> list[Envelope]:
+        """Block until at least ``n`` errors arrived; ``ChatTimeoutError`` otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.errors) >= n, max(0.0, deadline - time.monotonic())):
+                raise ChatTimeoutError(f"{len(self.errors)} of {n} errors arrived within {timeout:g}s")
+            return list(self.errors)
+
+    def close(self) -> None:
+        """Disconnect and stop paho's thread; calling it twice is harmless."""
+        if not self._started:
+            return
+        self._started = False
+        try:
+            self.mqtt.disconnect()
+        except Exception:  # pragma: no cover - paho may refuse when never connected
+            log.debug("disconnect failed", exc_info=True)
+        self.mqtt.loop_stop()
+        release_sockets(self.mqtt)
+        self.connected = False
+
+    # ------------------------------------------------------------------ paho callbacks
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            name = reason_code.getName()
+            if not self._ready.is_set():
+                self._connect_error = (NotAuthorizedError(f"broker refused the device's credentials: {name}")
+                                       if reason_code.value in _AUTH_REFUSED
+                                       else ConnectError(f"broker refused the connection: {name}"))
+                self._ready.set()
+            else:
+                log.warning("device %s: reconnect refused: %s", self.device_id, name)
+            return
+        self.connected = True
+        _, self._sub_mid = client.subscribe(self.inbox_topic, qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
+        if mid != self._sub_mid or self._ready.is_set():
+            return
+        if any(rc.is_failure for rc in reason_codes):
+            self._connect_error = SubscribeDeniedError(f"broker refused the subscription to {self.inbox_topic}")
+        self._ready.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        self.connected = False
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            envelope = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            log.warning("device %s: dropping undecodable payload (%d bytes)", self.device_id, len(msg.payload))
+            return
+        if not isinstance(envelope, dict) or envelope.get("type") != "error":
+            return
+        with self._cond:
+            self.errors.append(envelope)
+            self._cond.notify_all()
+        if self.on_error is not None:
+            try:
+                self.on_error(envelope)
+            except Exception:
+                log.exception("device %s: error in on_error", self.device_id)
