@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 import chatmq
 from chatmq.auth import TokenService
@@ -12,6 +15,7 @@ from chatmq.services.api import (
     devices_routes,
     groups_routes,
     health_routes,
+    problems,
     users_routes,
 )
 from chatmq.services.api.control import SessionControl
@@ -47,7 +51,21 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
     v1.include_router(admin_routes.router)
+    v1.include_router(problems.router)
     app.include_router(v1)
     app.include_router(health_routes.router)
     mount_web_client(app)  # the browser client at / (built by scripts/web.sh)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """The OpenAPI document shows every error answer as a ``Problem`` (``problems.document_problems``)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document_problems(
+                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -33,7 +33,7 @@ async def _check_users_exist(ctx: Ctx, user_ids: list[str]) -> None:
     existing = await ctx.store.existing_user_ids(user_ids) if user_ids else set()
     unknown = [u for u in user_ids if u not in existing]
     if unknown:
-        raise ApiError(422, f"unknown user ids: {', '.join(unknown)}", unknown_user_ids=unknown)
+        raise ApiError(422, f"unknown user ids: {', '.join(unknown)}", kind="unknown-users", unknown_user_ids=unknown)
 
 
 async def _group_for(ctx: Ctx, group_id: str, user_id: str, *, admin: bool = False) -> Group:

@@ -331,7 +331,9 @@ async def test_a_failing_store_is_503(api: ApiHarness) -> None:
     r = await api.client.get(f"{V1}/users/me", headers=headers)
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
-    assert r.json() == {"detail": "storage is unavailable, try again"}
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {"type": "/api/v1/problems/unavailable", "title": "Service unavailable", "status": 503,
+                        "detail": "storage is unavailable, try again", "instance": "/api/v1/users/me"}
 
 
 # other users' public profiles -----------------------------------------------------
