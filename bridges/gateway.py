@@ -3,7 +3,8 @@
 Inbound (node → bus): connects and disconnects go to ``chat.connections``; outbox
 envelopes are parsed and put on ``chat.outbox`` or ``chat.group-outbox`` keyed by
 conversation (``EnvelopeError`` goes back to the node, which answers the user); device
-readings go to ``chat.telemetry``; inbox subscribe and release become
+readings are checked (``chatmq.services.telemetry.reading``: an invalid one is an ``EnvelopeError``
+answered in the device's inbox) and go to ``chat.telemetry``; inbox subscribe and release become
 ``online``/``offline`` presence records with an epoch.
 
 A publish the bus cannot take (Kafka away) is retried with backoff for up to
@@ -29,10 +30,12 @@ import orjson
 
 from chatmq.broker.identity import Identity
 from chatmq.bus.base import Bus, Record
-from chatmq.envelopes import MessageIn, dumps, parse_object, parse_outbox
+from chatmq.envelopes import MessageIn, dumps, parse_outbox
 from chatmq.errors import ChatMQError
 from chatmq.ids import conversation_key, now_ms
+from chatmq.metrics import BUS_PUBLISH_RETRIES, DELIVERY_LATENCY, MESSAGES_IN, MESSAGES_OUT
 from chatmq.services.control import announce_takeover
+from chatmq.services.telemetry.reading import parse_reading
 from chatmq.services.worker import BusWorker
 from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 
@@ -69,8 +72,9 @@ class NodeGateway(BusWorker):
     """Implements ``chatmq.broker.node.NodeHooks`` and consumes the node's delivery topic."""
 
     def __init__(self, bus: Bus, node: str, max_payload: int, outage_grace: float = 300.0,
-                 cluster: bool = False) -> None:
+                 cluster: bool = False, telemetry: bool = True) -> None:
         super().__init__(bus, f"node.{node}", [deliver_topic(node)])
+        self._telemetry_on = telemetry  # False: readings are checked, then dropped
         self.node = node
         self._cluster = cluster  # other nodes exist: announce takeovers of client ids
         self._outage_grace = outage_grace
@@ -78,6 +82,11 @@ class NodeGateway(BusWorker):
         self._sink: InboxSink | None = None
         self._inboxes: dict[str, _Inbox] = {}
         self._epochs = _Epochs()
+        # metrics: children bound once, so the message path only increments
+        self._in = {t: MESSAGES_IN.labels(node, t) for t in ("message", "group_message", "receipt", "telemetry")}
+        self._out = {t: MESSAGES_OUT.labels(node, t) for t in ("message", "ack", "receipt", "event", "error")}
+        self._out_other = MESSAGES_OUT.labels(node, "other")
+        self._latency = {path: DELIVERY_LATENCY.labels(node, path) for path in ("live", "replay")}
 
     def attach(self, sink: InboxSink) -> None:
         self._sink = sink
@@ -126,20 +135,29 @@ class NodeGateway(BusWorker):
     async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
         if identity.kind == "device":
             await self._telemetry(identity, payload)
+            self._in["telemetry"].inc()
             return
         env = parse_outbox(payload, self._max_payload)
         record = orjson.dumps({"from": identity.id, "node": self.node, "env": env.model_dump()})
         if isinstance(env, MessageIn):
             if env.group is not None:
                 await self._durably(GROUP_OUTBOX, env.group.encode(), record)
+                self._in["group_message"].inc()
             else:
                 key = conversation_key(identity.id, env.to)
                 await self._durably(OUTBOX, key.encode(), record)
+                self._in["message"].inc()
         else:
             await self._durably(OUTBOX, identity.id.encode(), record)
+            self._in["receipt"].inc()
 
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
-        reading = parse_object(payload, self._max_payload, "reading")
+        """Check the reading (``EnvelopeError`` goes back to the device); put it on the bus unless
+        telemetry is off (embedded without ``influx_url``: nothing would read it)."""
+        valid = parse_reading(payload, self._max_payload)
+        if not self._telemetry_on:
+            return
+        reading: dict[str, Any] = dict(valid.fields) if valid.ts is None else {**valid.fields, "ts": valid.ts}
         record = {"device": identity.id, "owner": identity.owner, "reading": reading, "ts": now_ms()}
         await self._durably(TELEMETRY, identity.id.encode(), orjson.dumps(record))
 
@@ -155,6 +173,7 @@ class NodeGateway(BusWorker):
                 if not exc.retriable or time.monotonic() + pause > deadline:
                     raise
                 log.warning("bus unavailable (%s); retrying a publish to %s in %.1fs", exc, topic, pause)
+                BUS_PUBLISH_RETRIES.labels(topic).inc()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -183,7 +202,7 @@ class NodeGateway(BusWorker):
             return  # a replay superseded by a newer subscription: that one's replay follows
         if replay == "page":
             inbox.replayed.update(e["id"] for e in envs if "id" in e)
-            await self._send(user, envs)
+            await self._send(user, envs, "replay")
         elif replay == "done" and inbox.replaying:
             held = [e for e in inbox.held if e.get("type") != "message" or e.get("id") not in inbox.replayed]
             inbox.replaying, inbox.held = False, []
@@ -209,12 +228,21 @@ class NodeGateway(BusWorker):
             envs = kept
         await self._send(user, envs)
 
-    async def _send(self, user: str, envs: list[dict[str, Any]]) -> None:
+    async def _send(self, user: str, envs: list[dict[str, Any]], path: str = "live") -> None:
+        """Write ``envs`` to ``user``'s connections; counts them by type and measures each message's
+        latency from its server timestamp (``path``: live or replay)."""
         if self._sink is None:
             raise RuntimeError("gateway has no broker attached")
         inbox = self._inboxes.get(user)
         if inbox is None:
             return
         conns = list(inbox.conns.values())
+        now = time.time()
+        latency = self._latency[path]
         for env in envs:
             self._sink.send(user, conns, dumps(env))
+            kind: str = env.get("type", "")
+            self._out.get(kind, self._out_other).inc(len(conns))
+            ts = env.get("ts")
+            if kind == "message" and isinstance(ts, int):
+                latency.observe(max(0.0, now - ts / 1000))

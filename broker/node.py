@@ -8,7 +8,8 @@ codecs and sessions) that also replaces:
   for SUBSCRIBE (denied → return code 0x80), PUBLISH, and every message sent to a client
   (retained replays included);
 * ``on_publish``: an inbound PUBLISH goes to ``NodeHooks.published`` in the order received; a
-  denied PUBLISH is dropped and answered with an ``error`` envelope in the user's inbox;
+  denied PUBLISH is dropped and answered with an ``error`` envelope in the user's inbox (a device's:
+  ``devices/{id}/inbox``, when it subscribed it);
 * subscription, unsubscription and disconnect report inbox presence to the hooks.
 """
 
@@ -27,11 +28,19 @@ from amqtt.session import Session
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.base import NodeBroker
 from chatmq.broker.connection import NodeConnection
-from chatmq.broker.identity import Identity, inbox_topic, may_publish, may_receive, may_subscribe
+from chatmq.broker.identity import (
+    Identity,
+    device_inbox_topic,
+    inbox_topic,
+    may_publish,
+    may_receive,
+    may_subscribe,
+)
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
 from chatmq.broker.wire import Publish
 from chatmq.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
+from chatmq.metrics import MESSAGES_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +99,22 @@ class ChatBroker(NodeBroker):
         self._identities: dict[int, tuple[Session, Identity]] = {}
         self._buckets: weakref.WeakKeyDictionary[BrokerProtocolHandler, TokenBucket] = weakref.WeakKeyDictionary()
         self._inbox_conns: dict[BrokerProtocolHandler, str] = {}
+        self._transports: dict[int, str] = {}  # by id(session): the listener ("tcp", "ws") it last connected on
 
     def identity(self, session: Session) -> Identity | None:
         entry = self._identities.get(id(session))
         return entry[1] if entry is not None else None
+
+    def connection_counts(self) -> dict[tuple[str, str], int]:
+        """Live authenticated connections by ``(transport, kind)`` (``tcp``/``ws``, ``user``/``device``)."""
+        counts: dict[tuple[str, str], int] = {}
+        for session, _handler in list(self._sessions.values()):
+            entry = self._identities.get(id(session))
+            if entry is None or not session.transitions.is_connected():
+                continue
+            key = (self._transports.get(id(session), "tcp"), entry[1].kind)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def send(self, user_id: str, conns: list[object], payload: bytes) -> None:
         """Publish ``payload`` (QoS 1) on ``users/{user_id}/inbox`` to each of ``conns`` (connection
@@ -131,7 +152,8 @@ class ChatBroker(NodeBroker):
         if identity is None:
             return False
         self._identities[id(session)] = (session, identity)
-        await self._hooks.connected(identity, session.client_id or "", str(listener.get("type", "tcp")))
+        transport = self._transports[id(session)] = str(listener.get("type", "tcp"))
+        await self._hooks.connected(identity, session.client_id or "", transport)
         return True
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
@@ -175,6 +197,7 @@ class ChatBroker(NodeBroker):
                 await self._hooks.disconnected(identity, client_session.client_id or "")
             if client_session.clean_session:  # a persistent session keeps its identity for its next connect
                 self._identities.pop(id(client_session), None)
+                self._transports.pop(id(client_session), None)
             user = self._inbox_conns.pop(handler, None)
             if user is not None:
                 await self._hooks.inbox_released(user, handler)
@@ -208,7 +231,15 @@ class ChatBroker(NodeBroker):
 
     def _refuse(self, identity: Identity, handler: BrokerProtocolHandler, exc: EnvelopeError) -> None:
         """Answer the refused PUBLISH with an ``error`` on the same connection (if it reads its inbox)."""
+        MESSAGES_REFUSED.labels(exc.code).inc()
+        envelope = dumps(error_envelope(exc.code, exc.reason, exc.client_id))
         if identity.kind == "user":
-            self.send(identity.id, [handler], dumps(error_envelope(exc.code, exc.reason, exc.client_id)))
+            self.send(identity.id, [handler], envelope)
+            return
+        # a device reads its errors on devices/{id}/inbox, when this connection subscribed it
+        client_id = handler.session.client_id if handler.session is not None else None
+        topic = device_inbox_topic(identity.id)
+        if client_id and self.router.index.qos_of(client_id, topic) is not None:
+            self.router.deliver(client_id, topic, envelope, QOS_1)
         else:
             log.info("refused publish from device %s: %s", identity.id, exc.reason)

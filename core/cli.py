@@ -183,6 +183,18 @@ def api(config: ConfigOpt = None, host: HostOpt = None, http_port: HttpPortOpt =
     _run_part("api", _load(config, host=host, http_port=http_port, log_level=log_level))
 
 
+@app.command()
+def push(config: ConfigOpt = None, log_level: LogLevelOpt = None) -> None:
+    """Run the push service of a cluster (push_provider fcm or webhook); copies share the work."""
+    _run_part("push", _load(config, log_level=log_level))
+
+
+@app.command()
+def telemetry(config: ConfigOpt = None, log_level: LogLevelOpt = None) -> None:
+    """Run the telemetry service of a cluster: device readings to InfluxDB (influx_url); copies share the work."""
+    _run_part("telemetry", _load(config, log_level=log_level))
+
+
 cluster_app = typer.Typer(help="A development cluster on this machine.", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
 
@@ -227,7 +239,9 @@ def cluster_up(
     signal.signal(signal.SIGTERM, lambda sig, _frame: stopping.append(sig))
     typer.echo(f"cluster ready: {', '.join(cluster.parts)} behind nginx; logs in {cluster.data_dir / 'logs'}\n"
                f"  MQTT mqtt://{cluster.host}:{mqtt_port}  WebSocket ws://{cluster.host}:{ws_port}/mqtt  "
-               f"REST {cluster.api_url}/api/v1\nCtrl-C stops it.")
+               f"REST {cluster.api_url}/api/v1\n"
+               f"  /metrics, /healthz, /readyz: {', '.join(f'{n} {u}' for n, u in cluster.ops_urls().items())}\n"
+               "Ctrl-C stops it.")
     reported: set[str] = set()
     try:
         while not stopping:

@@ -1,7 +1,9 @@
 """``LocalCluster``: a development cluster on one machine (``chatmq cluster up``), also used by the tests.
 
 It starts each part as its own ``chatmq`` process (storage, routers, group routers, broker
-nodes, API copies) against the Kafka and MongoDB named in the settings, then nginx in front
+nodes, API copies, the push service when ``push_provider`` is set, the telemetry service when
+``influx_url`` is set) against the Kafka and
+MongoDB named in the settings, then nginx in front
 (``config/nginx-cluster.conf`` rendered with the parts' ports). The parts listen on free
 ports; clients use nginx's three ports. Logs go to ``<data_dir>/logs/<part>.log``.
 
@@ -149,6 +151,10 @@ class LocalCluster:
         logs = self.data_dir / "logs"
         env = self._env()
         plan: list[PartProcess] = [PartProcess("storage", ["storage"], logs / "storage.log", env)]
+        if env.get("CHATMQ_PUSH_PROVIDER", self.settings.push_provider) != "none":
+            plan.append(PartProcess("push", ["push"], logs / "push.log", env))
+        if env.get("CHATMQ_INFLUX_URL", self.settings.influx_url or ""):
+            plan.append(PartProcess("telemetry", ["telemetry"], logs / "telemetry.log", env))
         for i in range(1, self._counts["routers"] + 1):
             plan.append(PartProcess(f"router-{i}", ["router"], logs / f"router-{i}.log", env))
         for i in range(1, self._counts["group_routers"] + 1):
@@ -161,7 +167,14 @@ class LocalCluster:
             ports = {"http": free_port(self.host)}
             plan.append(PartProcess(f"api-{i}", ["api", "--http-port", str(ports["http"])],
                                     logs / f"api-{i}.log", env, ports))
+        for part in plan:  # /metrics, /healthz, /readyz: the API's own port, else an ops port; its name in the list
+            part.ports["ops"] = part.ports.get("http") or free_port(self.host)
+            part.env = {**part.env, "CHATMQ_OPS_PORT": str(part.ports["ops"]), "CHATMQ_INSTANCE": part.name}
         return plan
+
+    def ops_urls(self) -> dict[str, str]:
+        """Each part's base URL of ``/metrics``, ``/healthz`` and ``/readyz``, by part name."""
+        return {name: f"http://{self.host}:{part.ports['ops']}" for name, part in self.parts.items()}
 
     def start(self, timeout: float = 120.0) -> None:
         """Start every part and nginx, and wait until all are ready; on failure stop them and raise."""

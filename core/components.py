@@ -3,6 +3,10 @@
 A process (the embedded server, or one part of a cluster) is a ``Stack`` of components
 started in dependency order and stopped in reverse. ``HttpServer`` serves a FastAPI app
 with uvicorn; ``BrokerNode`` runs a ``ChatBroker`` with its gateway.
+
+Readiness: a component may also have ``async def check()`` raising an exception that says
+why it cannot serve (the store does not answer, the bus is unreachable, a consume loop
+ended). ``Stack.readiness()`` is ready when every component started and every check passed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import uvicorn
@@ -25,6 +30,16 @@ from chatmq.broker.node import ChatBroker
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.bus.base import Bus, TopicSpec
 from chatmq.errors import ChatMQError
+from chatmq.metrics import (
+    BROKER_DELIVERED,
+    BROKER_DROPPED,
+    BROKER_INFLIGHT,
+    BROKER_QUEUED,
+    BROKER_SLOW,
+    CONNECTIONS,
+    SOURCES,
+    Sample,
+)
 from chatmq.settings import Settings
 
 log = logging.getLogger("chatmq")
@@ -38,13 +53,64 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether a process can serve: ``components`` maps each component's name to ``ok`` or why not."""
+
+    ready: bool
+    components: dict[str, str]
+
+    @property
+    def not_ready(self) -> dict[str, str]:
+        return {name: state for name, state in self.components.items() if state != "ok"}
+
+
 class Stack:
     """``components`` started in order and stopped in reverse; ``name`` is logged."""
+
+    check_timeout = 2.0
+    """Seconds a component's readiness check may take before it counts as not ready."""
 
     def __init__(self, name: str, components: list[Component]) -> None:
         self.name = name
         self.components = components
         self._started: list[Component] = []
+
+    def component_names(self) -> list[str]:
+        """A name per component, in order: its class name, numbered when a class comes again."""
+        names: list[str] = []
+        for component in self.components:
+            base = type(component).__name__.lstrip("_")
+            name, n = base, 1
+            while name in names:
+                n += 1
+                name = f"{base}#{n}"
+            names.append(name)
+        return names
+
+    async def readiness(self) -> Readiness:
+        """Every component's state: ``not started``, ``ok``, or the reason its ``check()`` gave (or
+        that it took longer than ``check_timeout``). Checks run concurrently."""
+        started = {id(c) for c in self._started}
+
+        async def state(component: Component) -> str:
+            if id(component) not in started:
+                return "not started"
+            check: Callable[[], object] | None = getattr(component, "check", None)
+            if check is None:
+                return "ok"
+            try:
+                async with asyncio.timeout(self.check_timeout):
+                    await check()  # type: ignore[misc]
+            except TimeoutError:
+                return f"no answer within {self.check_timeout:g}s"
+            except Exception as exc:
+                return str(exc) or type(exc).__name__
+            return "ok"
+
+        states = await asyncio.gather(*(state(c) for c in self.components))
+        components = dict(zip(self.component_names(), states, strict=True))
+        return Readiness(all(s == "ok" for s in states), components)
 
     async def start(self) -> None:
         """Start everything; on a failure stop what started and raise ``ChatMQError`` saying why."""
@@ -96,6 +162,9 @@ class BusTopics:
     async def stop(self) -> None:
         await self._bus.stop()
 
+    async def check(self) -> None:
+        await self._bus.ping()
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: the process owns SIGINT/SIGTERM."""
@@ -116,13 +185,24 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
 
     def bind(self) -> None:
-        """Take the port now; ``ChatMQError`` naming the address when it is taken."""
+        """Take the port now (port 0: a free one, then ``port`` says which); ``ChatMQError`` naming the
+        address when it is taken."""
         if self._socket is None:
             try:
                 self._socket = socket.create_server((self._host, self._port), reuse_port=False)
             except OSError as exc:
                 raise ChatMQError(f"{self._what} cannot listen on {self._host}:{self._port}: "
                                   f"{exc.strerror or exc}") from exc
+            self._port = int(self._socket.getsockname()[1])
+
+    @property
+    def port(self) -> int:
+        """The port served (the one chosen once ``bind()`` took a free port for 0)."""
+        return self._port
+
+    async def check(self) -> None:
+        if self._task is None or self._task.done() or not self._server.started:
+            raise ChatMQError(f"{self._what} is not serving")
 
     async def start(self) -> None:
         self.bind()
@@ -158,6 +238,7 @@ class BrokerNode:
         self._authenticator = authenticator
         self._gateway = gateway
         self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()
+        self._unlist: Callable[[], None] | None = None
 
     async def start(self) -> None:
         s = self._settings
@@ -175,11 +256,41 @@ class BrokerNode:
             raise ChatMQError(f"MQTT listeners on {s.host} (ports {s.mqtt_port}, {s.ws_port}): {cause}") from exc
         log.info("node %s: MQTT over TCP listening on mqtt://%s:%d", s.node, s.host, s.mqtt_port)
         log.info("node %s: MQTT over WebSocket listening on ws://%s:%d%s", s.node, s.host, s.ws_port, s.ws_path)
+        self._unlist = SOURCES.add(self._samples)
 
     async def stop(self) -> None:
+        if self._unlist is not None:
+            self._unlist()
+            self._unlist = None
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.shutdown()
+
+    async def check(self) -> None:
+        state = "not made" if self.broker is None else self.broker.transitions.state
+        if state != "started":
+            raise ChatMQError(f"MQTT listeners: {state}")
+
+    def _samples(self) -> list[Sample]:
+        """The node's connections and outbox queues, read at scrape time (nothing counted per message)."""
+        broker, node = self.broker, self._settings.node
+        if broker is None:
+            return []
+        samples: list[Sample] = [(CONNECTIONS, (node, transport, kind), 0.0)
+                                 for transport in ("tcp", "ws") for kind in ("user", "device")]
+        samples += [(CONNECTIONS, (node, transport, kind), float(count))
+                    for (transport, kind), count in broker.connection_counts().items()]
+        outboxes = list(broker.router.outboxes.values())
+        stats = broker.router.stats
+        samples += [
+            (BROKER_QUEUED, (node,), float(sum(o.queued for o in outboxes))),
+            (BROKER_INFLIGHT, (node,), float(sum(len(o.inflight) for o in outboxes))),
+            (BROKER_DELIVERED, (node,), float(stats.delivered)),
+            (BROKER_DROPPED, (node, "qos0"), float(stats.dropped_qos0)),
+            (BROKER_DROPPED, (node, "offline"), float(stats.dropped_offline)),
+            (BROKER_SLOW, (node,), float(stats.slow_disconnects)),
+        ]
+        return samples
 
     async def kick(self, client_id: str) -> bool:
         return self.broker is not None and await self.broker.kick(client_id)

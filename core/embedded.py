@@ -11,15 +11,20 @@ from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.node import ChatBroker
 from chatmq.bus.memory import MemoryBus
 from chatmq.components import BrokerNode, BusTopics, Component, HttpServer, Stack
+from chatmq.ops import PendingSampler, operate
 from chatmq.services.api.app import create_app
 from chatmq.services.connections import ConnectionFollower
 from chatmq.services.group_router import GroupRouter
 from chatmq.services.notices import BusNotifier, NoticeWorker
 from chatmq.services.outlet import Outlet
+from chatmq.services.processes import ProcessFollower, ProcessTable
+from chatmq.services.push import push_worker
+from chatmq.services.push.publisher import PushPublisher
 from chatmq.services.router import Router
 from chatmq.services.sessions import Connection, ConnectionTable, SessionRegistry
 from chatmq.services.storage import ReplayService
 from chatmq.services.store.sqlite import SQLiteStore
+from chatmq.services.telemetry.wiring import influx_components
 from chatmq.settings import Settings
 from chatmq.topics import topic_specs
 
@@ -55,23 +60,32 @@ class EmbeddedServer(Stack):
         self.tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl)
         self.registry = SessionRegistry()
         self.connections = ConnectionTable()
-        self.outlet = Outlet(self.bus, self.registry, self.store)
-        self.gateway = NodeGateway(self.bus, s.node, s.max_payload)
+        self.outlet = Outlet(self.bus, self.registry, self.store, PushPublisher.from_settings(self.bus, s))
+        self.push = push_worker(self.bus, self.store, s)  # None unless push_provider is set
+        self.gateway = NodeGateway(self.bus, s.node, s.max_payload, telemetry=s.influx_url is not None)
         self.workers: list[Component] = [
             ReplayService(self.bus, self.store, self.registry, s.replay_batch),
             Router(self.bus, self.store, self.outlet),
             GroupRouter(self.bus, self.store, self.outlet),
             NoticeWorker(self.bus, self.outlet),
             ConnectionFollower(self.bus, self.connections),
+            *([self.push] if self.push is not None else []),
             self.gateway,
         ]
+        # InfluxDB writer, telemetry worker and metrics reporter, when influx_url is set
+        self.influx = influx_components(s, process="serve", node=s.node, bus=self.bus)
+        if not self.influx:
+            log.info("influx_url is unset: device readings are checked and then dropped; metrics only on /metrics")
         self.node = BrokerNode(s, Authenticator(self.store, self.tokens), self.gateway)
         app = create_app(self.store, self.tokens, BusNotifier(self.bus), control=_LocalControl(self))
         self.http = HttpServer(app, s.host, s.http_port)
+        self.processes = ProcessTable()
         super().__init__("chatmq", [
             _Prebound(self.http), self.store, BusTopics(self.bus, topic_specs(s.bus_partitions, [s.node])),
-            *self.workers, self.node, self.http,
+            *self.workers, *self.influx, self.node, self.http,
+            ProcessFollower(self.bus, self.processes), PendingSampler(self.store, s.heartbeat_interval),
         ])
+        operate(self, s, self.bus, "embedded", app=app, http_port=lambda: self.http.port, processes=self.processes)
 
     @property
     def broker(self) -> ChatBroker | None:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -69,6 +69,56 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(1, ge=1, le=16, description="Replication factor of the topics chatmq creates.")
     mongo_url: str | None = Field(None, description="MongoDB connection string (mongodb://host:port).")
     mongo_db: str = Field("chatmq", pattern=r"^[A-Za-z0-9_-]{1,63}$", description="MongoDB database name.")
+
+    # operations (README "Metrics and health"): /metrics, /healthz, /readyz on every process; heartbeats
+    ops_port: int = Field(0, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz of a part without "
+                          "a REST API (broker, router, ...); 0: a free port, logged and shown in the process list.")
+    heartbeat_interval: float = Field(5.0, gt=0, le=300, description="Seconds between a process's heartbeats on "
+                                      "chat.heartbeats (missing after 3 intervals without one); also how often the "
+                                      "pending messages are counted.")
+    instance: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@:-]{1,128}$", description="This process's name in "
+                                 "the process list (keep it across restarts); unset: <part>@<host>:<pid>.")
+
+    # telemetry and metrics to InfluxDB (services/telemetry): device readings and every process's metrics
+    influx_url: str | None = Field(None, pattern=r"^https?://", description="InfluxDB v2 write API base URL; "
+                                   "unset: readings and metrics are not written.")
+    influx_token: str | None = Field(None, description="InfluxDB API token (never logged).")
+    influx_org: str = Field("chatmq", min_length=1, description="InfluxDB organization.")
+    influx_bucket: str = Field("chatmq", min_length=1, description="InfluxDB bucket.")
+    influx_batch_size: int = Field(1000, ge=1, le=100_000, description="Points per InfluxDB write at most.")
+    influx_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds a batch of readings may wait "
+                                         "to fill before it is written.")
+    influx_tags: dict[str, str] = Field(default_factory=dict, description="Tags added to every point written "
+                                        "(e.g. deployment).")
+    telemetry_measurement: str = Field("telemetry", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                       description="InfluxDB measurement of device readings.")
+    metrics_interval: float = Field(10.0, ge=0.1, le=3600, description="Seconds between metrics written to "
+                                    "InfluxDB.")
+
+    # push notifications (services/push): a data message to each registered token of an offline recipient
+    push_provider: Literal["none", "fcm", "webhook"] = Field(
+        "none", description="Where push notifications go: none, Firebase Cloud Messaging, or a webhook.")
+    fcm_credentials: Path | None = Field(None, description="Service-account JSON of the Firebase project (fcm).")
+    fcm_url: str | None = Field(None, pattern=r"^https?://",
+                                description="FCM v1 send URL, {0} = project id; unset: FCM's own (tests, proxies).")
+    push_webhook_url: str | None = Field(None, pattern=r"^https?://",
+                                         description="URL that gets each notification as a JSON POST (webhook).")
+    push_preview: bool = Field(False, description="Put the start of a message's text in the push (off: privacy).")
+    push_preview_length: int = Field(100, ge=1, le=1000, description="Characters of text in a preview.")
+    push_ttl: int = Field(86400, ge=0, le=2419200, description="Seconds a push may wait for an offline device.")
+    push_group_events: bool = Field(False, description="Push group events (member added, renamed, ...) too.")
+    push_max_attempts: int = Field(5, ge=1, le=20, description="Sends per token before a push is given up "
+                                   "(retries on 429 and 5xx, exponential backoff, Retry-After honoured).")
+
+    @model_validator(mode="after")
+    def _push_target(self) -> Settings:
+        """The chosen push provider has what it needs."""
+        if self.push_provider == "fcm" and self.fcm_credentials is None:
+            raise ValueError("push_provider = fcm needs fcm_credentials (CHATMQ_FCM_CREDENTIALS): the path of "
+                             "the Firebase project's service-account JSON")
+        if self.push_provider == "webhook" and not self.push_webhook_url:
+            raise ValueError("push_provider = webhook needs push_webhook_url (CHATMQ_PUSH_WEBHOOK_URL)")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,12 @@
 * ``chat.control`` (key: node or principal): operator commands for the broker nodes (cluster mode),
   ``{"action": "kick", "client_id", "node"}``, ``{"action": "kick_principal", "id"}`` (every node), or
   ``{"action": "takeover", "client_id", "node"}`` (a node took a connection: the others close theirs).
+* ``chat.push`` (key: user): a push notification for an offline user (``chatmq.services.push.records``),
+  ``{"user", "kind": "message"|"event", "id", "from", "conversation", "group": bool, "event", "preview"}``.
+* ``chat.heartbeats`` (key: instance; compacted, one partition): every process every
+  ``heartbeat_interval`` (``chatmq.ops.heartbeat``), ``{"instance", "part", "node", "host", "pid", "ops_url",
+  "started", "ready", "not_ready": {component: reason}, "interval", "ts"}``; ``{"instance", "stopped": true, "ts"}``
+  when it stops cleanly.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ NOTICES = "chat.notices"
 TELEMETRY = "chat.telemetry"
 CONNECTIONS = "chat.connections"
 CONTROL = "chat.control"
+HEARTBEATS = "chat.heartbeats"
+PUSH = "chat.push"
 
 
 def deliver_topic(node: str) -> str:
@@ -58,7 +66,8 @@ def topic_specs(partitions: int, nodes: list[str], path: Path = TOPICS_FILE) -> 
             raise ConfigError(f"topic declarations {path}: bad entry {entry!r}")
         names = [name.format(node=n) for n in nodes] if "{node}" in name else [name]
         specs.extend(TopicSpec(n, count, compacted) for n in names)
-    missing = {OUTBOX, GROUP_OUTBOX, PRESENCE, NOTICES, TELEMETRY, CONNECTIONS, CONTROL} - {t.name for t in specs}
+    missing = {OUTBOX, GROUP_OUTBOX, PRESENCE, NOTICES, TELEMETRY, CONNECTIONS, CONTROL, PUSH,
+               HEARTBEATS} - {t.name for t in specs}
     if missing:
         raise ConfigError(f"topic declarations {path}: missing {', '.join(sorted(missing))}")
     return specs

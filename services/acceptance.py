@@ -4,7 +4,8 @@ The ``ack`` is published only after ``Store.accept_messages`` committed, so an a
 durable. A repeated (sender, client id) is acked again with the first server id; the copies of it
 still pending for recipients are delivered again (the first attempt may have stopped
 between the commit and the delivery: a router killed there), and clients drop what they
-already have by server id.
+already have by server id. Recipients who are offline get a push notification (``Outlet.push_offline``),
+last: a push never delays an ack or a delivery.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from typing import Any
 
 from chatmq.envelopes import ErrorCode, ack_envelope, error_envelope, message_envelope
 from chatmq.ids import now_ms, server_id
+from chatmq.metrics import MESSAGES_ACCEPTED, MESSAGES_REFUSED
 from chatmq.services.outlet import Outlet
 from chatmq.services.store.base import AcceptResult, NewMessage, Store
+
+_ACCEPTED = {(kind, result): MESSAGES_ACCEPTED.labels(kind, result)
+             for kind in ("direct", "group") for result in ("new", "duplicate")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,7 @@ class Acceptor:
 
     async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None) -> None:
         """Answer the sender's connection with an ``error`` envelope."""
+        MESSAGES_REFUSED.labels(code).inc()
         await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
 
     async def accept(self, subs: list[Submission]) -> None:
@@ -58,7 +64,9 @@ class Acceptor:
         acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         deliveries: list[tuple[str, dict[str, Any]]] = []
         fan_outs: list[tuple[str, list[str], dict[str, Any]]] = []
+        counts = dict.fromkeys(_ACCEPTED, 0)
         for sub, new, result in zip(subs, news, results, strict=True):
+            counts["direct" if sub.group is None else "group", "duplicate" if result.duplicate else "new"] += 1
             acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
             if result.duplicate:
                 deliveries.extend(copies.pop(result.server_id, []))  # in its place: order holds
@@ -68,9 +76,15 @@ class Acceptor:
                 template = message_envelope(new.server_id, sub.client_id, sub.sender, None, sub.group, sub.body,
                                             new.ts)
                 fan_outs.append((sub.group, sub.recipients, template))
+        for key, count in counts.items():
+            if count:
+                _ACCEPTED[key].inc(count)
         await self._outlet.to_nodes([(node, sender, envs) for (node, sender), envs in acks.items()])
-        await self._outlet.deliver(deliveries)
-        await self._outlet.fan_out_many(fan_outs)
+        offline = set(await self._outlet.deliver(deliveries))
+        absent = set(await self._outlet.fan_out_many(fan_outs))
+        # last, so it never delays an ack or a delivery: pushes for the recipients who are offline
+        await self._outlet.push_offline([*((u, env) for u, env in deliveries if u in offline),
+                                         *((u, t) for _, users, t in fan_outs for u in users if u in absent)])
 
     async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         """The still-pending copies of the repeated messages among ``results`` (not those first stored

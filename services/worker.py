@@ -15,7 +15,8 @@ import asyncio
 import logging
 
 from chatmq.bus.base import Bus, Consumer, Record
-from chatmq.errors import BusClosedError, BusError
+from chatmq.errors import BusClosedError, BusError, ChatMQError
+from chatmq.metrics import BUS_BATCH_FAILURES, BUS_RECORDS
 from chatmq.tasks import Supervisor
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class BusWorker(abc.ABC):
 
     max_attempts = 5
     retry_pause = 0.5
+    max_records = 500  # records per batch at most
+    linger = 0.0  # seconds to wait for more records after the first of a batch (batches writes downstream)
 
     def __init__(self, bus: Bus, group: str, topics: list[str]) -> None:
         self._bus = bus
@@ -40,6 +43,8 @@ class BusWorker(abc.ABC):
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
         self.processed = 0
+        self._processed_metric = BUS_RECORDS.labels(group)
+        self._failures_metric = BUS_BATCH_FAILURES.labels(group)
 
     async def start(self) -> None:
         self._stopping = False
@@ -56,6 +61,11 @@ class BusWorker(abc.ABC):
         if self._consumer is not None:
             await self._consumer.stop()
 
+    async def check(self) -> None:
+        """Readiness: raises ``ChatMQError`` saying why when the consume loop is not running."""
+        if self._loop is None or self._loop.done():
+            raise ChatMQError(f"consumer group {self.group}: not running")
+
     async def __aenter__(self) -> BusWorker:
         await self.start()
         return self
@@ -70,7 +80,7 @@ class BusWorker(abc.ABC):
     async def _run(self, consumer: Consumer) -> None:
         while not self._stopping:
             try:
-                records = await consumer.getmany(timeout=0.2, max_records=500)
+                records = await self._fetch(consumer)
             except BusClosedError:
                 return
             if not records:
@@ -88,6 +98,21 @@ class BusWorker(abc.ABC):
                             type(self).__name__, exc)
                 continue
             self.processed += len(records)
+            self._processed_metric.inc(len(records))
+
+    async def _fetch(self, consumer: Consumer) -> list[Record]:
+        """Up to ``max_records`` records; once one came, more for up to ``linger`` seconds."""
+        records = await consumer.getmany(timeout=0.2, max_records=self.max_records)
+        if not records or self.linger <= 0:
+            return records
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger
+        while len(records) < self.max_records and not self._stopping:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            records += await consumer.getmany(timeout=min(remaining, 0.2), max_records=self.max_records - len(records))
+        return records
 
     async def _process_with_retries(self, records: list[Record]) -> None:
         for attempt in range(1, self.max_attempts + 1):
@@ -97,6 +122,7 @@ class BusWorker(abc.ABC):
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._failures_metric.inc()
                 log.exception("%s: batch of %d failed (attempt %d)", type(self).__name__, len(records), attempt)
                 await asyncio.sleep(self.retry_pause * attempt)
         # isolate the failure: one record at a time. A retriable error (the store or bus is away)

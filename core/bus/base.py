@@ -86,6 +86,10 @@ class Bus(abc.ABC):
     async def stop(self) -> None: ...
 
     @abc.abstractmethod
+    async def ping(self) -> None:
+        """Readiness: raise ``BusError`` saying why when the bus cannot be reached."""
+
+    @abc.abstractmethod
     async def ensure_topics(self, specs: list[TopicSpec]) -> None:
         """Create the topics that do not exist yet."""
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from chatmq.bus.base import Bus, Consumer, Record, TopicSpec
 from chatmq.errors import BusClosedError, BusError
+from chatmq.metrics import BUS_PUBLISH_ERRORS, CONSUMER_LAG, SOURCES, Sample
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,14 @@ class KafkaBus(Bus):
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+    async def ping(self) -> None:
+        """Asks the cluster for its metadata: ``BusError`` when no broker answers."""
+        producer = self._live_producer()
+        try:
+            await producer.client.fetch_all_metadata()
+        except Exception as exc:
+            raise BusError(f"Kafka at {self._bootstrap} does not answer: {exc}") from exc
 
     async def ensure_topics(self, specs: list[TopicSpec]) -> None:
         _require_aiokafka()
@@ -113,6 +124,7 @@ class KafkaBus(Bus):
         except BusClosedError:
             raise
         except Exception as exc:
+            BUS_PUBLISH_ERRORS.labels(topic).inc()
             raise BusError(f"publish to {topic} failed: {exc}") from exc
 
     async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
@@ -122,6 +134,7 @@ class KafkaBus(Bus):
             for future in futures:
                 await future
         except Exception as exc:
+            BUS_PUBLISH_ERRORS.labels(topic).inc()
             raise BusError(f"publish to {topic} failed: {exc}") from exc
 
     def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
@@ -129,7 +142,14 @@ class KafkaBus(Bus):
 
 
 class KafkaConsumer(Consumer):
-    """A member of a Kafka consumer group."""
+    """A member of a Kafka consumer group.
+
+    While it runs, its lag (per topic: high-water mark minus position, summed over the partitions
+    assigned to it) is measured at most every ``lag_every`` seconds as ``getmany`` is called and
+    exported as ``chatmq_bus_consumer_lag``.
+    """
+
+    lag_every = 1.0
 
     def __init__(self, bootstrap: str, group: str, topics: list[str], client_id: str, prefix: str = "") -> None:
         self._bootstrap = bootstrap
@@ -138,6 +158,9 @@ class KafkaConsumer(Consumer):
         self.topics = topics
         self._client_id = client_id
         self._consumer: Any = None
+        self._lags: dict[str, int] = {}
+        self._lag_due = 0.0
+        self._unlist: Callable[[], None] | None = None
 
     async def start(self) -> None:
         aiokafka = _require_aiokafka()
@@ -153,16 +176,44 @@ class KafkaConsumer(Consumer):
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise BusError(f"cannot join group {self.group} at {self._bootstrap}: {exc}") from exc
+        self._lags = dict.fromkeys(self.topics, 0)
+        self._unlist = SOURCES.add(self._lag_samples)
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
+        if self._unlist is not None:
+            self._unlist()
+            self._unlist = None
         if consumer is not None:
             await consumer.stop()
+
+    def _lag_samples(self) -> list[Sample]:
+        return [(CONSUMER_LAG, (topic, self.group), float(lag)) for topic, lag in self._lags.items()]
+
+    async def _measure_lag(self) -> None:
+        """High-water mark minus position of every partition assigned whose high-water mark is known."""
+        consumer = self._consumer
+        lags = dict.fromkeys(self.topics, 0)
+        for tp in list(consumer.assignment()):
+            try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                position = await asyncio.wait_for(consumer.position(tp), 0.1)
+            except Exception:  # reassigned meanwhile (an AssertionError in aiokafka): measured next time
+                continue
+            topic = tp.topic[len(self._prefix):]
+            lags[topic] = lags.get(topic, 0) + max(0, highwater - position)
+        self._lags = lags
 
     async def getmany(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         if self._consumer is None:
             raise BusClosedError("consumer is not running")
         batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        now = time.monotonic()
+        if now >= self._lag_due and self._consumer is not None:
+            self._lag_due = now + self.lag_every
+            await self._measure_lag()
         out: list[Record] = []
         for tp, records in batches.items():
             topic = tp.topic[len(self._prefix):]

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatmq.bus.base import Bus, Consumer, Record, TopicSpec, partition_for
 from chatmq.errors import BusClosedError, BusError
+from chatmq.metrics import CONSUMER_LAG, SOURCES, Sample
 
 
 @dataclass(slots=True)
@@ -52,15 +54,25 @@ class MemoryBus(Bus):
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
         self._running = False
+        self._unlist: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self._running = True
+        if self._unlist is None:
+            self._unlist = SOURCES.add(self._lag_samples)
 
     async def stop(self) -> None:
         self._running = False
+        if self._unlist is not None:
+            self._unlist()
+            self._unlist = None
         for group in self._groups.values():
             for member in list(group.members):
                 member.wake()
+
+    async def ping(self) -> None:
+        if not self._running:
+            raise BusClosedError("bus is not running")
 
     async def ensure_topics(self, specs: list[TopicSpec]) -> None:
         for spec in specs:
@@ -156,14 +168,22 @@ class MemoryBus(Bus):
 
     def lag(self, group: str) -> int:
         """Records not yet committed by ``group`` over the topics its members read."""
+        return sum(self.lags(group).values())
+
+    def lags(self, group: str) -> dict[str, int]:
+        """Records not yet committed by ``group``, by topic its members read."""
         g = self._groups.get(group)
         if g is None:
-            return 0
-        total = 0
+            return {}
+        out: dict[str, int] = {}
         for name in {t for m in g.members for t in m.topics}:
-            for p, part in enumerate(self._topic(name).partitions):
-                total += part.end - g.committed.get((name, p), part.base)
-        return total
+            out[name] = sum(part.end - g.committed.get((name, p), part.base)
+                            for p, part in enumerate(self._topic(name).partitions))
+        return out
+
+    def _lag_samples(self) -> list[Sample]:
+        return [(CONSUMER_LAG, (topic, group), float(lag))
+                for group in list(self._groups) for topic, lag in self.lags(group).items()]
 
 
 class MemoryConsumer(Consumer):

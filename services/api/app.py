@@ -16,6 +16,7 @@ from chatmq.services.api import (
     groups_routes,
     health_routes,
     problems,
+    processes_routes,
     users_routes,
 )
 from chatmq.services.api.control import SessionControl
@@ -51,6 +52,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
     v1.include_router(admin_routes.router)
+    v1.include_router(processes_routes.router)
     v1.include_router(problems.router)
     app.include_router(v1)
     app.include_router(health_routes.router)

@@ -33,6 +33,7 @@ class User:
     created_at: int  # ms
     disabled: bool = False
     is_admin: bool = False
+    token_version: int = 0  # tokens carrying an older version are revoked (``Store.revoke_tokens``)
 
     @classmethod
     def new(cls, user_id: str, username: str, password_hash: str, display_name: str | None,
@@ -155,6 +156,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None: ...
 
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Readiness: raise ``StoreError`` saying why when the store cannot answer."""
+
     # users ----------------------------------------------------------------------
     @abc.abstractmethod
     async def create_user(
@@ -182,6 +187,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count_users(self) -> int: ...
+
+    @abc.abstractmethod
+    async def revoke_tokens(self, user_id: str) -> int:
+        """Raise the user's ``token_version`` (every token issued before carries a lower one and
+        stops working); returns the new version, which never goes down. ``NotFoundError`` when
+        there is no such user."""
+
+    @abc.abstractmethod
+    async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
+        """Up to ``limit`` users whose username starts with ``prefix`` and sorts after ``after``
+        (all when None), by username."""
 
     # push tokens ----------------------------------------------------------------
     @abc.abstractmethod
@@ -231,6 +247,16 @@ class Store(abc.ABC):
         """Add plain members; returns those actually added (not already members)."""
 
     @abc.abstractmethod
+    async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
+        """Up to ``limit`` groups with a group id above ``after`` (all when None), by group id
+        (a stable order for paging; ids are random, not time-ordered)."""
+
+    @abc.abstractmethod
+    async def delete_group(self, group_id: str) -> Group:
+        """Delete a group with its member list (its history and members' pending items stay);
+        returns the group as it was. ``NotFoundError`` when there is no such group."""
+
+    @abc.abstractmethod
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
         """Remove a member. When the last admin leaves and members remain, the longest-standing
         member becomes admin and its id is returned; otherwise None. An empty group is deleted.
@@ -275,6 +301,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_pending(self, user_id: str | None = None) -> int:
         """Pending ``message`` items of one user, or of everyone."""
+
+    @abc.abstractmethod
+    async def count_messages(self) -> int:
+        """Messages in history (for operators' statistics: may be an estimate where an exact count
+        would scan the collection)."""
+
+    @abc.abstractmethod
+    async def count_devices(self) -> int:
+        """Live (not revoked) devices."""
 
     # presence (session registry) --------------------------------------------------
     @abc.abstractmethod

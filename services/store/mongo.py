@@ -12,7 +12,7 @@ no-op), keys with ``.`` or a leading ``$`` inside documents, and atomic updates 
 Collections
 -----------
 - ``users`` ``{_id: user_id, username, display_name, password_hash, created_at, disabled,
-  is_admin}``; unique ``username``.
+  is_admin[, token_version]}``; unique ``username``.
 - ``devices`` ``{_id: device_id, owner_id, name, secret_hash, created_at, revoked, ord}``;
   ``(owner_id, created_at)``. ``push_tokens`` ``{_id: token, user_id, platform, created_at,
   ord}``; ``(user_id, created_at)``. ``ord`` is a time-ordered id that breaks ``created_at``
@@ -271,6 +271,7 @@ def _user(doc: Doc) -> User:
         created_at=int(doc["created_at"]),
         disabled=bool(doc.get("disabled", False)),
         is_admin=bool(doc.get("is_admin", False)),
+        token_version=int(doc.get("token_version", 0)),
     )
 
 
@@ -514,10 +515,39 @@ class MongoStore(Store):
         if not found:
             raise NotFoundError(f"no user {user_id!r}")
 
+    async def ping(self) -> None:
+        """The server's ``ping`` command; ``StoreError`` when it does not answer or the store is closed."""
+        if self._client is None:
+            raise StoreError("the store is not started")
+        with _mongo_errors():
+            await self._client.admin.command("ping")
+
     async def count_users(self) -> int:
         users = self._coll("users")
         with _mongo_errors():
             return await users.count_documents({})
+
+    async def revoke_tokens(self, user_id: str) -> int:
+        """``$inc`` under the store's lock: on FerretDB two processes revoking at once may raise the
+        version once instead of twice, which still revokes every token issued before either."""
+        users = self._coll("users")
+        with _mongo_errors():
+            async with self._lock:
+                doc = await users.find_one_and_update(
+                    {"_id": user_id}, {"$inc": {"token_version": 1}}, return_document=ReturnDocument.AFTER,
+                )  # no projection: FerretDB 1.24's findAndModify does not take one
+        if doc is None:
+            raise NotFoundError(f"no user {user_id!r}")
+        return int(doc["token_version"])
+
+    async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
+        users = self._coll("users")
+        query: Doc = {"username": {"$gt": after or ""}}
+        if prefix:
+            query = {"$and": [query, {"username": {"$regex": "^" + re.escape(prefix)}}]}
+        with _mongo_errors():
+            cursor = users.find(query).sort([("username", ASCENDING)]).limit(limit)
+            return [_user(doc) async for doc in cursor]
 
     # push tokens ----------------------------------------------------------------
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
@@ -676,6 +706,25 @@ class MongoStore(Store):
                     if result.matched_count:
                         return new
         raise StoreError(f"group {group_id!r} kept changing; try again")
+
+    async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
+        groups = self._coll("groups")
+        with _mongo_errors():
+            cursor = groups.find({"_id": {"$gt": after or ""}}).sort([("_id", ASCENDING)]).limit(limit)
+            return [_group(doc) async for doc in cursor]
+
+    async def delete_group(self, group_id: str) -> Group:
+        """Read, then delete by ``_id`` under the store's lock (a concurrent change's compare-and-swap
+        then matches nothing and finds the group gone)."""
+        groups = self._coll("groups")
+        with _mongo_errors():
+            async with self._lock:
+                doc = await groups.find_one({"_id": group_id})
+                if doc is not None:
+                    await groups.delete_one({"_id": group_id})
+        if doc is None:
+            raise NotFoundError(f"no group {group_id!r}")
+        return _group(doc)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
         """Remove a member. When the last admin leaves and members remain, the member with the
@@ -1015,6 +1064,18 @@ class MongoStore(Store):
             query["user_id"] = user_id
         with _mongo_errors():
             return await coll.count_documents(query)
+
+    async def count_messages(self) -> int:
+        """The collection's document count from its metadata (``estimated_document_count``: no scan);
+        it includes the rare uncommitted records a crash left behind."""
+        messages = self._coll("messages")
+        with _mongo_errors():
+            return await messages.estimated_document_count()
+
+    async def count_devices(self) -> int:
+        devices = self._coll("devices")
+        with _mongo_errors():
+            return await devices.count_documents({"revoked": False})
 
     # presence -------------------------------------------------------------------
     async def set_online(self, user_id: str, node: str, epoch: int) -> bool:

@@ -35,8 +35,9 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-#: The schema version this module creates (kept in ``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+#: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
+#: ``users.token_version`` (a version 1 database gets the column on start).
+SCHEMA_VERSION = 2
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 _CHUNK = 500
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     created_at    INTEGER NOT NULL,
     disabled      INTEGER NOT NULL DEFAULT 0,
-    is_admin      INTEGER NOT NULL DEFAULT 0
+    is_admin      INTEGER NOT NULL DEFAULT 0,
+    token_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS devices (
     device_id   TEXT PRIMARY KEY,
@@ -111,7 +113,7 @@ CREATE TABLE IF NOT EXISTS presence (
 CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
 """
 
-_USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin"
+_USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
 _DEVICE_COLS = "device_id, owner_id, name, secret_hash, created_at, revoked"
 _MESSAGE_COLS = "server_id, client_id, sender, recipient, group_id, conversation, body, ts"
 
@@ -136,6 +138,7 @@ def _user(row: sqlite3.Row) -> User:
         created_at=row["created_at"],
         disabled=bool(row["disabled"]),
         is_admin=bool(row["is_admin"]),
+        token_version=int(row["token_version"]),
     )
 
 
@@ -282,6 +285,9 @@ class SQLiteStore(Store):
             for statement in _SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            user_cols = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
+            if "token_version" not in user_cols:  # a version 1 database
+                conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -332,7 +338,7 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> User:
             try:
                 conn.execute(
-                    f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                    f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, 0, ?, 0)",
                     (user_id, username, display_name, password_hash, user.created_at, int(is_admin)),
                 )
             except sqlite3.IntegrityError as exc:
@@ -405,8 +411,35 @@ class SQLiteStore(Store):
 
         await self._write(op)
 
+    async def ping(self) -> None:
+        """``SELECT 1`` on the store's connection (waits behind the operations queued before it)."""
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
     async def count_users(self) -> int:
         return await self._run(lambda conn: int(conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]))
+
+    async def revoke_tokens(self, user_id: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE users SET token_version = token_version + 1 WHERE user_id = ? RETURNING token_version",
+                (user_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no user {user_id!r}")
+            return int(row[0])
+
+        return await self._write(op)
+
+    async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
+        def op(conn: sqlite3.Connection) -> list[User]:
+            rows = conn.execute(
+                f"SELECT {_USER_COLS} FROM users WHERE username >= ? AND username > ? AND substr(username, 1, ?) = ?"
+                " ORDER BY username LIMIT ?",
+                (prefix, after or "", len(prefix), prefix, limit),
+            )
+            return [_user(row) for row in rows]
+
+        return await self._run(op)
 
     # push tokens ----------------------------------------------------------------
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
@@ -571,6 +604,22 @@ class SQLiteStore(Store):
                 [(group_id, u, base + i) for i, u in enumerate(new)],
             )
             return new
+
+        return await self._write(op)
+
+    async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
+        def op(conn: sqlite3.Connection) -> list[Group]:
+            ids = [r["group_id"] for r in conn.execute(
+                "SELECT group_id FROM groups WHERE group_id > ? ORDER BY group_id LIMIT ?", (after or "", limit))]
+            return [g for g in (_load_group(conn, gid) for gid in ids) if g is not None]
+
+        return await self._run(op)
+
+    async def delete_group(self, group_id: str) -> Group:
+        def op(conn: sqlite3.Connection) -> Group:
+            group = _require_group(conn, group_id)
+            conn.execute("DELETE FROM groups WHERE group_id = ?", (group_id,))  # members cascade
+            return group
 
         return await self._write(op)
 
@@ -773,6 +822,13 @@ class SQLiteStore(Store):
             return int(row[0])
 
         return await self._run(op)
+
+    async def count_messages(self) -> int:
+        return await self._run(lambda conn: int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]))
+
+    async def count_devices(self) -> int:
+        return await self._run(
+            lambda conn: int(conn.execute("SELECT COUNT(*) FROM devices WHERE revoked = 0").fetchone()[0]))
 
     # presence -------------------------------------------------------------------
     async def set_online(self, user_id: str, node: str, epoch: int) -> bool:

@@ -66,6 +66,10 @@ class Deployment(Protocol):
         """Arguments and environment that point ``chatmq admin …`` at its store."""
         ...
 
+    def ops_urls(self) -> dict[str, str]:
+        """Base URL of ``/metrics``, ``/healthz``, ``/readyz`` of each of its processes, by name."""
+        ...
+
 
 class RawClient:
     """A bare paho client for protocol-level checks."""
@@ -172,6 +176,9 @@ class ServerProcess:
     def store_cli(self) -> tuple[list[str], dict[str, str]]:
         return ["--data-dir", str(self.data_dir)], {"CHATMQ_MONGO_URL": ""}  # SQLite, even when a cluster is around
 
+    def ops_urls(self) -> dict[str, str]:
+        return {"embedded": self.api_url}
+
 
 def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
     """Start a server in ``tmp``; stop it afterwards and check that it stopped cleanly and logged
@@ -246,6 +253,9 @@ class ClusterDeployment:
 
     def store_cli(self) -> tuple[list[str], dict[str, str]]:
         return [], {"CHATMQ_MONGO_URL": MONGO or "", "CHATMQ_MONGO_DB": self.name}
+
+    def ops_urls(self) -> dict[str, str]:
+        return self.cluster.ops_urls()
 
     def node_port(self, node: str) -> int:
         """The MQTT over TCP port of broker node ``node`` itself (not nginx's)."""
