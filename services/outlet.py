@@ -3,6 +3,8 @@
 ``deliver`` sends to users that are online (per the session registry) through their
 node's delivery topic and returns the users that were offline. ``notify`` does the
 same for receipts and events and keeps them as pending notices for offline users.
+With a ``PushPublisher`` (``push_provider`` set), ``push_offline`` and ``notify`` also ask for push
+notifications for offline users (group events only when ``push_group_events`` is on).
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import orjson
 
 from chatmq.bus.base import Bus
 from chatmq.ids import server_id
+from chatmq.services.push.publisher import PushPublisher
 from chatmq.services.sessions import Registry
 from chatmq.services.store import Store
 from chatmq.topics import deliver_topic
 
 
 class Outlet:
-    def __init__(self, bus: Bus, registry: Registry, store: Store) -> None:
+    def __init__(self, bus: Bus, registry: Registry, store: Store, push: PushPublisher | None = None) -> None:
         self._bus = bus
         self._registry = registry
         self._store = store
+        self._push = push
 
     async def to_node(self, node: str, user: str, envs: list[dict[str, Any]]) -> None:
         """Send to ``user`` on ``node`` (for answers to the connection that asked)."""
@@ -94,3 +98,11 @@ class Outlet:
         offline = set(await self.deliver(items))
         if offline:
             await self._store.add_notices([(u, server_id(), env) for u, env in items if u in offline])
+            if self._push is not None:
+                await self._push.events([(u, env) for u, env in items if u in offline])
+
+    async def push_offline(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Push notifications for inbox ``message`` envelopes ``(user, envelope)`` of users found offline
+        (nothing without a ``PushPublisher``); never raises for a failed bus write."""
+        if self._push is not None and items:
+            await self._push.messages(items)
