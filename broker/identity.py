@@ -2,7 +2,8 @@
 
 * A user may publish only to ``users/{own id}/outbox`` and subscribe (and receive)
   only ``users/{own id}/inbox``.
-* A device may publish only to ``devices/{own id}/telemetry`` and subscribe to nothing.
+* A device may publish only to ``devices/{own id}/telemetry`` and subscribe (and receive) only
+  ``devices/{own id}/inbox``, where the node answers a refused reading with an ``error``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,18 @@ def telemetry_topic(device_id: str) -> str:
     return f"devices/{device_id}/telemetry"
 
 
+def device_inbox_topic(device_id: str) -> str:
+    return f"devices/{device_id}/inbox"
+
+
+def own_inbox(identity: Identity) -> str:
+    """The one topic ``identity`` may subscribe to: its user or device inbox."""
+    return inbox_topic(identity.id) if identity.kind == "user" else device_inbox_topic(identity.id)
+
+
 def may_subscribe(identity: Identity | None, topic_filter: str) -> bool:
     """Whether ``identity`` may subscribe to ``topic_filter`` (exact: no wildcards are granted)."""
-    return identity is not None and identity.kind == "user" and topic_filter == inbox_topic(identity.id)
+    return identity is not None and topic_filter == own_inbox(identity)
 
 
 def may_receive(identity: Identity | None, topic: str) -> bool:

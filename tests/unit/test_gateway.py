@@ -213,6 +213,9 @@ async def test_device_reading_goes_to_telemetry(gateway: NodeGateway, bus_probe:
     (b"[21.5]", "invalid_envelope"),
     (b"21.5", "invalid_envelope"),
     (b'{"t":"' + b"x" * MAX + b'"}', "too_large"),
+    (b'{"temp": "warm"}', "invalid_envelope"),
+    (b"{}", "invalid_envelope"),
+    (b'{"temp": 1, "ts": 12}', "invalid_envelope"),
 ])
 async def test_bad_readings_raise_and_publish_nothing(
     gateway: NodeGateway, bus_probe: Probe, payload: bytes, code: str
@@ -221,6 +224,15 @@ async def test_bad_readings_raise_and_publish_nothing(
         await gateway.published(Identity("device", "d1", owner=ALICE), telemetry_topic("d1"), payload)
 
     assert info.value.code == code
+    assert await bus_probe.drain() == []
+
+
+async def test_with_telemetry_off_readings_are_checked_then_dropped(chat: Chat, bus_probe: Probe) -> None:
+    gateway = NodeGateway(chat.bus, NODE, MAX, telemetry=False)
+    device = Identity("device", "d1", owner=ALICE)
+    await gateway.published(device, telemetry_topic("d1"), b'{"temp": 21.5}')
+    with pytest.raises(EnvelopeError):
+        await gateway.published(device, telemetry_topic("d1"), b'{"temp": "warm"}')
     assert await bus_probe.drain() == []
 
 

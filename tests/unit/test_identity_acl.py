@@ -25,6 +25,15 @@ def test_device_acl() -> None:
     assert not may_publish(sensor, "users/ua/outbox")
     assert not may_subscribe(sensor, "devices/d1/telemetry")
     assert not may_subscribe(None, "users/ua/inbox")
+    # a device reads its own inbox (errors answering refused readings), nothing else
+    assert may_subscribe(sensor, "devices/d1/inbox")
+    assert may_receive(sensor, "devices/d1/inbox")
+    assert not may_subscribe(sensor, "devices/d2/inbox")
+    assert not may_subscribe(sensor, "devices/+/inbox")
+    assert not may_subscribe(sensor, "users/ua/inbox")
+    assert not may_receive(sensor, "users/ua/inbox")
+    assert not may_subscribe(alice, "devices/d1/inbox")
+    assert not may_publish(sensor, "devices/d1/inbox")
 
 
 def test_token_bucket() -> None:

@@ -1,0 +1,78 @@
+"""``TelemetryWorker``: device readings from ``chat.telemetry`` to InfluxDB.
+
+Each record (``{"device", "owner", "reading", "ts"}``, see ``chatmq.topics``) becomes one
+point: measurement ``measurement``, tags ``device`` and ``owner`` (and the process's
+``extra_tags``), the reading's fields as float fields, time = the reading's ``ts`` or,
+without one, the time the node received it (ms). The worker reads in batches of up to
+``batch_size`` records, waiting up to ``linger`` seconds for a batch to fill, and commits
+a batch on the bus only after InfluxDB accepted it (``InfluxWriter`` retries through an
+outage), so no reading is lost and none blocks other consumer groups. A record that is not
+a valid reading (it was validated at the node; this guards against foreign producers) or a
+point InfluxDB refuses as malformed is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from chatmq.bus.base import Bus, Record
+from chatmq.envelopes import EnvelopeError
+from chatmq.services.telemetry.reading import validate_reading
+from chatmq.services.telemetry.writer import InfluxWriter, line
+from chatmq.services.worker import BusWorker
+from chatmq.topics import TELEMETRY
+
+log = logging.getLogger(__name__)
+
+
+def reading_point(record: Mapping[str, Any], measurement: str,
+                  extra_tags: Mapping[str, str] | None = None) -> str:
+    """The point (line protocol) of one ``chat.telemetry`` record; ``ValueError`` when it is not a valid one."""
+    device, owner, reading, received = (record.get("device"), record.get("owner"), record.get("reading"),
+                                        record.get("ts"))
+    if not isinstance(device, str) or not device:
+        raise ValueError("record has no device")
+    if not isinstance(reading, dict):
+        raise ValueError("record has no reading object")
+    if isinstance(received, bool) or not isinstance(received, int):
+        raise ValueError("record has no receive time")
+    try:
+        valid = validate_reading(reading, now=received)
+    except EnvelopeError as exc:
+        raise ValueError(exc.reason) from exc
+    tags = {**(extra_tags or {}), "device": device, "owner": owner if isinstance(owner, str) else ""}
+    return line(measurement, tags, valid.fields, valid.ts if valid.ts is not None else received)
+
+
+class TelemetryWorker(BusWorker):
+    """Consumer group ``group`` on ``chat.telemetry``; see the module docstring."""
+
+    def __init__(self, bus: Bus, writer: InfluxWriter, *, measurement: str = "telemetry", batch_size: int = 1000,
+                 linger: float = 1.0, extra_tags: Mapping[str, str] | None = None, group: str = "telemetry") -> None:
+        super().__init__(bus, group, [TELEMETRY])
+        self._writer = writer
+        self.measurement = measurement
+        self.max_records = batch_size
+        self.linger = linger
+        self._extra_tags = dict(extra_tags or {})
+        self.skipped = 0
+
+    async def process(self, records: list[Record]) -> None:
+        points: list[str] = []
+        for record in records:
+            try:
+                value = orjson.loads(record.value)
+                if not isinstance(value, dict):
+                    raise ValueError("record is not a JSON object")
+                points.append(reading_point(value, self.measurement, self._extra_tags))
+            except ValueError as exc:  # orjson.JSONDecodeError is one
+                self.skipped += 1
+                log.warning("skipping telemetry record %s/%d@%d: %s", record.topic, record.partition,
+                            record.offset, exc)
+        if points:
+            result = await self._writer.write(points)
+            self.skipped += result.rejected

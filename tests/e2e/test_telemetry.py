@@ -1,0 +1,198 @@
+"""Device telemetry end to end, in both modes, against the real victoria-metrics (its InfluxDB v2 write API).
+
+A device registered through the API publishes readings over MQTT (TCP and WebSocket); they are
+read back from victoria-metrics with the device and owner as labels. Invalid readings get an
+``error`` on the device's inbox and disturb nobody; a revoked device is refused; every process
+writes its metrics. Each run writes under its own measurement and ``run`` tag
+(``influx_tags``), so runs never read each other's points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from chatmq.ids import now_ms
+from tests.e2e.harness import Deployment, Peer, RawClient, Users, cluster, serve, user_factory
+
+INFLUX = os.environ.get("CHATMQ_TEST_INFLUX_URL")
+TIMEOUT = 30.0
+
+
+@dataclass
+class Telemetry:
+    """A deployment writing to victoria-metrics under ``measurement`` with the tag ``run``."""
+
+    server: Deployment
+    mode: str
+    run: str
+
+    @property
+    def measurement(self) -> str:
+        return f"telemetry_{self.run}"
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """victoria-metrics' raw series matching ``match`` (after a flush), as JSON objects."""
+        assert INFLUX is not None
+        httpx.get(f"{INFLUX}/internal/force_flush", timeout=10).raise_for_status()
+        response = httpx.get(f"{INFLUX}/api/v1/export", params={"match[]": match}, timeout=10)
+        response.raise_for_status()
+        return [orjson.loads(line) for line in response.text.splitlines() if line.strip()]
+
+    def wait_series(self, match: str, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """Poll ``export(match)`` until ``done`` holds for it."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            series = self.export(match)
+            if done(series):
+                return series
+            assert time.monotonic() < deadline, f"victoria-metrics has {series} for {match}"
+            time.sleep(0.3)
+
+    def readings(self, device: str, field: str, n: int) -> tuple[dict[str, str], list[tuple[int, float]]]:
+        """The labels of ``device``'s ``field`` series and its ``(ts, value)`` points, once there are ``n``."""
+        match = f'{{__name__="{self.measurement}_{field}",device="{device}",run="{self.run}"}}'
+        [series] = self.wait_series(match, lambda s: len(s) == 1 and len(s[0]["values"]) >= n)
+        points = sorted(zip(series["timestamps"], series["values"], strict=True))
+        return series["metric"], points
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("cluster", marks=pytest.mark.cluster)])
+def telemetry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Telemetry]:
+    """chatmq (``serve`` or a cluster with its ``telemetry`` part) writing to victoria-metrics."""
+    if not INFLUX:
+        pytest.skip("CHATMQ_TEST_INFLUX_URL is not set (scripts/test.sh starts victoria-metrics and sets it)")
+    run = f"r{uuid.uuid4().hex[:12]}"
+    env = {"CHATMQ_INFLUX_URL": INFLUX, "CHATMQ_TELEMETRY_MEASUREMENT": f"telemetry_{run}",
+           "CHATMQ_INFLUX_TAGS": json.dumps({"run": run}), "CHATMQ_METRICS_INTERVAL": "1",
+           "CHATMQ_INFLUX_FLUSH_INTERVAL": "0.2"}
+    tmp: Path = tmp_path_factory.mktemp(f"telemetry-{request.param}")
+    servers = serve(tmp, **env) if request.param == "embedded" else cluster(tmp, env=env)
+    for server in servers:
+        yield Telemetry(server, request.param, run)
+
+
+@pytest.fixture
+def users(telemetry: Telemetry) -> Iterator[Users]:
+    yield from user_factory(telemetry.server)
+
+
+def new_device(server: Deployment, owner: Peer, name: str = "thermometer") -> tuple[str, str]:
+    created = httpx.post(f"{server.api_url}/api/v1/devices", json={"name": name},
+                         headers={"Authorization": f"Bearer {owner.access_token}"})
+    assert created.status_code == 201, created.text
+    return created.json()["device_id"], created.json()["secret"]
+
+
+def device_client(server: Deployment, device_id: str, secret: str, transport: str = "tcp") -> RawClient:
+    """A connected device reading its inbox ``devices/{id}/inbox``."""
+    dev = RawClient(server, device_id, secret, transport)
+    assert not dev.wait(lambda: dev.connack).is_failure
+    dev.client.subscribe(f"devices/{device_id}/inbox", 1)
+    assert [rc.value for rc in dev.wait(lambda: dev.granted)] == [1]
+    return dev
+
+
+def publish(dev: RawClient, device_id: str, payload: bytes | dict[str, Any]) -> None:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    info = dev.client.publish(f"devices/{device_id}/telemetry", data, qos=1)
+    info.wait_for_publish(10)
+    assert info.is_published()
+
+
+def test_readings_reach_influxdb_with_device_and_owner(telemetry: Telemetry, users: Users, transport: str) -> None:
+    owner = users(connect=False)
+    device_id, secret = new_device(telemetry.server, owner)
+    dev = device_client(telemetry.server, device_id, secret, transport)
+    try:
+        stamped = now_ms() - 5_000
+        publish(dev, device_id, {"temp": 21.5, "humidity": 40, "door_open": True, "ts": stamped})
+        before = now_ms()
+        publish(dev, device_id, {"temp": 22.25})
+        after = now_ms()
+    finally:
+        dev.close()
+
+    labels, points = telemetry.readings(device_id, "temp", 2)
+    assert labels == {"__name__": f"{telemetry.measurement}_temp", "device": device_id, "owner": owner.uid,
+                      "run": telemetry.run}
+    assert points[0] == (stamped, 21.5)  # the device's own time
+    assert points[1][1] == 22.25
+    assert before - 1000 <= points[1][0] <= after + 1000  # no ts: the time the node received it
+    assert telemetry.readings(device_id, "humidity", 1)[1] == [(stamped, 40.0)]
+    assert telemetry.readings(device_id, "door_open", 1)[1] == [(stamped, 1.0)]
+
+
+def test_invalid_readings_get_an_error_and_disturb_nobody(telemetry: Telemetry, users: Users) -> None:
+    owner, alice, bob = users(), users(), users()
+    device_id, secret = new_device(telemetry.server, owner)
+    other_id, _ = new_device(telemetry.server, owner, "other")
+    dev = device_client(telemetry.server, device_id, secret)
+    try:
+        bad: list[bytes] = [b"not json", b"[1, 2]", orjson.dumps({"temp": "warm"}), b"{}",
+                            orjson.dumps({"temp": 1, "ts": 12}), orjson.dumps({f"f{i}": i for i in range(65)}),
+                            orjson.dumps({"bad name": 1})]
+        for payload in bad:
+            publish(dev, device_id, payload)
+        errors = dev.wait(lambda: dev.inbox if len(dev.inbox) >= len(bad) else None)
+        assert [e["type"] for e in errors] == ["error"] * len(bad)
+        assert [e["code"] for e in errors] == ["invalid_envelope"] * 5 + ["too_large", "invalid_envelope"]
+        assert "not valid JSON" in errors[0]["reason"]
+        assert "field 'temp' must be a number" in errors[2]["reason"]
+
+        dev.client.publish(f"devices/{other_id}/telemetry", b'{"temp": 1}', qos=1).wait_for_publish(10)
+        forbidden = dev.wait(lambda: dev.inbox[len(bad)] if len(dev.inbox) > len(bad) else None)
+        assert forbidden["code"] == "forbidden"
+        dev.client.subscribe(f"devices/{other_id}/inbox", 1)  # another device's inbox: refused
+        assert [rc.value for rc in dev.wait(lambda: dev.granted if dev.granted[0].value != 1 else None)] == [0x80]
+
+        publish(dev, device_id, {"temp": 19.0})  # the same connection still works
+        alice.wait_ack(alice.send(bob.uid, "still here"), TIMEOUT)  # and so does everyone else's chat
+        assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "still here"}
+    finally:
+        dev.close()
+    assert telemetry.readings(device_id, "temp", 1)[1][0][1] == 19.0
+    assert telemetry.export(f'{{__name__=~"{telemetry.measurement}_.*",device="{other_id}"}}') == []
+
+
+def test_a_revoked_device_is_refused(telemetry: Telemetry, users: Users) -> None:
+    owner = users(connect=False)
+    device_id, secret = new_device(telemetry.server, owner)
+    dev = device_client(telemetry.server, device_id, secret)
+    publish(dev, device_id, {"temp": 1.0})
+    dev.close()
+    telemetry.readings(device_id, "temp", 1)
+    deleted = httpx.delete(f"{telemetry.server.api_url}/api/v1/devices/{device_id}",
+                           headers={"Authorization": f"Bearer {owner.access_token}"})
+    assert deleted.status_code == 204
+    revoked = RawClient(telemetry.server, device_id, secret)
+    try:
+        assert revoked.wait(lambda: revoked.connack).is_failure
+    finally:
+        revoked.close()
+
+
+def test_every_process_writes_its_metrics(telemetry: Telemetry) -> None:
+    expected = {"serve"} if telemetry.mode == "embedded" else {
+        "broker", "router", "group-router", "storage", "api", "telemetry"}
+
+    def processes(series: list[dict[str, Any]]) -> set[str]:
+        return {s["metric"].get("process", "") for s in series}
+
+    everything = telemetry.wait_series(f'{{run="{telemetry.run}",process!=""}}',
+                                       lambda s: expected <= processes(s))
+    assert all("copy" in s["metric"] for s in everything)
+    own = [s for s in everything if s["metric"]["__name__"].startswith("chatmq_")]
+    assert own, sorted({s["metric"]["__name__"] for s in everything})
+    nodes = {s["metric"].get("node") for s in everything if s["metric"].get("process") in ("serve", "broker")}
+    assert nodes >= ({"n1"} if telemetry.mode == "embedded" else {"n1", "n2"})
