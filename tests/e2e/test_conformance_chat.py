@@ -3,6 +3,9 @@ log in as chat users: the same delivery path as the plain node, behind the per-u
 
 from __future__ import annotations
 
+import httpx
+import orjson
+
 from tests.conformance.raw import PUBACK, RawClient
 from tests.e2e.harness import Deployment, Users
 
@@ -54,5 +57,28 @@ def test_chat_acl_another_users_inbox_is_refused_with_0x80(server: Deployment, u
         raw.connect(f"{bob.uid}-snoop", username=bob.uid, password=bob.access_token)
         codes = raw.subscribe((f"users/{alice.uid}/inbox", 1), ("#", 1), (f"users/{bob.uid}/inbox", 1))
         assert codes == [0x80, 0x80, 1]
+    finally:
+        raw.close()
+
+
+def test_chat_acl_a_device_reads_only_its_own_inbox_and_gets_its_errors_there(
+        server: Deployment, users: Users) -> None:
+    owner = users(connect=False)
+    headers = {"Authorization": f"Bearer {owner.access_token}"}
+    made = [httpx.post(f"{server.api_url}/api/v1/devices", json={"name": n}, headers=headers).json()
+            for n in ("a", "b")]
+    device, other = made[0]["device_id"], made[1]["device_id"]
+    raw = _raw(server)
+    try:
+        assert raw.connect(f"{device}-c", username=device, password=made[0]["secret"]).body[1] == 0
+        codes = raw.subscribe((f"devices/{other}/inbox", 1), ("devices/+/inbox", 1), ("#", 1),
+                              (f"users/{owner.uid}/inbox", 1), (f"devices/{device}/telemetry", 1),
+                              (f"devices/{device}/inbox", 1))
+        assert codes == [0x80, 0x80, 0x80, 0x80, 0x80, 1]
+        raw.publish(f"devices/{device}/telemetry", b'{"temp": "warm"}', 1)
+        raw.publish(f"devices/{device}/inbox", b'{"temp": 1}', 1)  # not a topic a device may publish to
+        got = [orjson.loads(p.payload) for p in raw.publishes(2, timeout=TIMEOUT)]
+        assert [(e["type"], e["code"]) for e in got] == [("error", "invalid_envelope"), ("error", "forbidden")]
+        assert "field 'temp' must be a number or a boolean" in got[0]["reason"]
     finally:
         raw.close()
