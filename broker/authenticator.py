@@ -16,7 +16,7 @@ class Authenticator:
     """Maps CONNECT credentials to an ``Identity``.
 
     * ``username`` = user id, ``password`` = a valid access token whose subject is that user,
-      who exists and is not disabled;
+      who exists and is not disabled, and not revoked (its token version is the user's);
     * ``username`` = device id, ``password`` = the device's secret, device not revoked and its
       owner not disabled.
     Anything else is refused (``None``).
@@ -48,5 +48,8 @@ class Authenticator:
         user = await self._store.get_user(username)
         if user is None or user.disabled:
             log.info("refused %s: unknown or disabled user", username)
+            return None
+        if claims.revoked_for(user.token_version):
+            log.info("refused %s: revoked token", username)
             return None
         return Identity("user", user.user_id)

@@ -1,8 +1,14 @@
 """Passwords (argon2) and tokens (signed, expiring JWTs).
 
 Access tokens carry ``sub`` (user id), ``typ="access"``, ``adm`` (admin flag) and
-``exp``; refresh tokens carry ``typ="refresh"`` and a random ``jti``. Both are HS256
-signed with the configured key. ``verify_*`` raise ``AuthError`` on any problem.
+``exp``; refresh tokens carry ``typ="refresh"`` and a random ``jti``. Both carry ``ver``, the
+user's token version when they were issued (absent: 0), and are HS256 signed with the
+configured key. ``verify_*`` raise ``AuthError`` on any problem.
+
+Revocation is by version, not by time: ``Store.revoke_tokens`` raises the user's version, and
+whoever verifies a token for a user they have loaded refuses it when its version is below the
+user's (``TokenClaims.revoked_for``). So a token issued in the same second (or millisecond) as a
+revocation is judged by which side of it it was issued on, never by its ``iat``.
 """
 
 from __future__ import annotations
@@ -46,12 +52,19 @@ class TokenPair:
 
 
 @dataclass(frozen=True, slots=True)
-class AccessClaims:
-    """The verified content of an access token."""
+class TokenClaims:
+    """The verified content of a token: whose, of which token version, and (access tokens) the
+    admin flag and expiry."""
 
     user_id: str
-    admin: bool
-    expires_at: int
+    version: int = 0
+    admin: bool = False
+    expires_at: int = 0
+
+    def revoked_for(self, user_token_version: int) -> bool:
+        """True when the user's tokens were revoked after this one was issued."""
+        return self.version < user_token_version
+
 
 
 class TokenService:
@@ -62,15 +75,16 @@ class TokenService:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
 
-    def issue(self, user_id: str, admin: bool = False) -> TokenPair:
-        """A fresh access and refresh token for ``user_id``."""
+    def issue(self, user_id: str, admin: bool = False, version: int = 0) -> TokenPair:
+        """A fresh access and refresh token for ``user_id``, of the user's token ``version``."""
         now = int(time.time())
         access = jwt.encode(
-            {"sub": user_id, "typ": "access", "adm": admin, "iat": now, "exp": now + self.access_ttl},
+            {"sub": user_id, "typ": "access", "adm": admin, "ver": version, "iat": now,
+             "exp": now + self.access_ttl},
             self._key, algorithm=_ALGORITHM,
         )
         refresh = jwt.encode(
-            {"sub": user_id, "typ": "refresh", "jti": secrets.token_hex(12), "iat": now,
+            {"sub": user_id, "typ": "refresh", "jti": secrets.token_hex(12), "ver": version, "iat": now,
              "exp": now + self.refresh_ttl},
             self._key, algorithm=_ALGORITHM,
         )
@@ -87,14 +101,23 @@ class TokenService:
             raise AuthError("invalid token") from exc
         if claims.get("typ") != typ or not isinstance(claims.get("sub"), str):
             raise AuthError(f"not an {typ} token")
+        if not isinstance(claims.get("ver", 0), int):
+            raise AuthError("invalid token")
         return claims
 
-    def verify_access(self, token: str) -> AccessClaims:
-        """The claims of a valid, unexpired access token; ``AuthError`` otherwise."""
+    def verify_access(self, token: str) -> TokenClaims:
+        """The claims of a valid, unexpired access token; ``AuthError`` otherwise. Whether it is
+        revoked is for the caller to check against the user (``TokenClaims.revoked_for``)."""
         claims = self._decode(token, "access")
         exp = claims["exp"]
-        return AccessClaims(str(claims["sub"]), bool(claims.get("adm", False)), int(exp) if isinstance(exp, int) else 0)
+        return TokenClaims(str(claims["sub"]), _int(claims.get("ver", 0)), bool(claims.get("adm", False)),
+                           int(exp) if isinstance(exp, int) else 0)
 
-    def verify_refresh(self, token: str) -> str:
-        """The user id of a valid, unexpired refresh token; ``AuthError`` otherwise."""
-        return str(self._decode(token, "refresh")["sub"])
+    def verify_refresh(self, token: str) -> TokenClaims:
+        """The claims (user id and version) of a valid, unexpired refresh token; ``AuthError`` otherwise."""
+        claims = self._decode(token, "refresh")
+        return TokenClaims(str(claims["sub"]), _int(claims.get("ver", 0)))
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0

@@ -1,14 +1,14 @@
-"""``/auth``: register, login and refresh (the only ``/api/v1`` routes without a token)."""
+"""``/auth``: register, login and refresh (the only ``/api/v1`` routes without a token), and logout."""
 
 from __future__ import annotations
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from chatmq import ids
 from chatmq.auth import hash_secret, verify_secret
 from chatmq.errors import AuthError, ConflictError
-from chatmq.services.api.deps import Ctx
+from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, unauthorized
 from chatmq.services.api.models import (
     LoginRequest,
@@ -17,14 +17,15 @@ from chatmq.services.api.models import (
     RegisterResponse,
     TokenResponse,
 )
+from chatmq.services.store.base import User
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 _BAD_CREDENTIALS = "invalid username or password"
 
 
-def _tokens(ctx: Ctx, user_id: str, admin: bool) -> TokenResponse:
-    pair = ctx.tokens.issue(user_id, admin=admin)
+def _tokens(ctx: Ctx, user: User) -> TokenResponse:
+    pair = ctx.tokens.issue(user.user_id, admin=user.is_admin, version=user.token_version)
     return TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token,
                          expires_in=pair.expires_in, user_id=pair.user_id)
 
@@ -53,7 +54,7 @@ async def login(body: LoginRequest, ctx: Ctx) -> TokenResponse:
         raise unauthorized(_BAD_CREDENTIALS)
     if user.disabled:
         raise unauthorized("account disabled")
-    return _tokens(ctx, user.user_id, user.is_admin)
+    return _tokens(ctx, user)
 
 
 @router.post("/refresh", response_model=TokenResponse,
@@ -61,12 +62,22 @@ async def login(body: LoginRequest, ctx: Ctx) -> TokenResponse:
 async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     """Trade a valid refresh token for a new pair of tokens."""
     try:
-        user_id = ctx.tokens.verify_refresh(body.refresh_token)
+        claims = ctx.tokens.verify_refresh(body.refresh_token)
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
-    user = await ctx.store.get_user(user_id)
+    user = await ctx.store.get_user(claims.user_id)
     if user is None:
         raise unauthorized("unknown user")
+    if claims.revoked_for(user.token_version):
+        raise unauthorized("token revoked")
     if user.disabled:
         raise unauthorized("account disabled")
-    return _tokens(ctx, user.user_id, user.is_admin)
+    return _tokens(ctx, user)
+
+
+@router.post("/logout", status_code=204, response_class=Response)
+async def logout(user: CurrentUser, ctx: Ctx) -> Response:
+    """Sign out everywhere: every access and refresh token of the caller issued until now stops
+    working (REST, refresh, MQTT CONNECT) and the caller's live sessions close."""
+    await ctx.revoke_tokens(user.user_id)
+    return Response(status_code=204)

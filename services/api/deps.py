@@ -40,6 +40,13 @@ class ApiContext:
         except Exception:
             log.exception("notifier failed for event %s to %d users", envelope.get("event"), len(recipients))
 
+    async def revoke_tokens(self, user_id: str) -> None:
+        """Revoke every token of ``user_id`` issued so far, then close the user's live sessions (and
+        their devices', which reconnect with their own secrets). ``NotFoundError`` for an unknown user."""
+        await self.store.revoke_tokens(user_id)
+        if self.control is not None:
+            await self.control.kick_principal(user_id)
+
 
 def get_ctx(request: Request) -> ApiContext:
     """The ``ApiContext`` of the running app."""
@@ -57,8 +64,8 @@ async def current_user(
 ) -> User:
     """The caller, from ``Authorization: Bearer <access token>``.
 
-    401 (with ``WWW-Authenticate: Bearer``) when the token is missing, invalid or expired
-    or its user no longer exists; 403 when the user is disabled.
+    401 (with ``WWW-Authenticate: Bearer``) when the token is missing, invalid, expired or
+    revoked or its user no longer exists; 403 when the user is disabled.
     """
     if credentials is None or not credentials.credentials:
         raise unauthorized("missing bearer token")
@@ -69,6 +76,8 @@ async def current_user(
     user = await ctx.store.get_user(claims.user_id)
     if user is None:
         raise unauthorized("unknown user")
+    if claims.revoked_for(user.token_version):
+        raise unauthorized("token revoked")
     if user.disabled:
         raise forbidden("account disabled")
     return user

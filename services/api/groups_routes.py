@@ -3,7 +3,7 @@
 Rules: the creator is admin; only admins rename or add; anyone may leave; only an admin
 removes someone else; when the last admin leaves, the store promotes another member.
 Every change is committed first, then announced with an ``event`` envelope through the
-``Notifier``.
+``Notifier`` (``group_changes``, shared with the operators' routes).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from fastapi import APIRouter, Response
 
 from chatmq import ids
 from chatmq.envelopes import event_envelope
-from chatmq.errors import NotFoundError
+from chatmq.services.api import group_changes as changes
 from chatmq.services.api.deps import Ctx, CurrentUser
-from chatmq.services.api.errors import ApiError, forbidden, not_found
+from chatmq.services.api.errors import forbidden, not_found
 from chatmq.services.api.models import GroupCreateRequest, GroupOut, GroupRenameRequest, MembersAddRequest
 from chatmq.services.store.base import Group
 
@@ -29,18 +29,9 @@ _FORBIDDEN: _Responses = {403: {"description": "The caller may not do this (not 
 _UNKNOWN: _Responses = {422: {"description": "Unknown user ids, or an invalid body."}}
 
 
-async def _check_users_exist(ctx: Ctx, user_ids: list[str]) -> None:
-    existing = await ctx.store.existing_user_ids(user_ids) if user_ids else set()
-    unknown = [u for u in user_ids if u not in existing]
-    if unknown:
-        raise ApiError(422, f"unknown user ids: {', '.join(unknown)}", kind="unknown-users", unknown_user_ids=unknown)
-
-
 async def _group_for(ctx: Ctx, group_id: str, user_id: str, *, admin: bool = False) -> Group:
     """The group, when ``user_id`` is a member (an admin when ``admin``); 404 / 403 otherwise."""
-    group = await ctx.store.get_group(group_id)
-    if group is None:
-        raise not_found("no such group")
+    group = await changes.load(ctx, group_id)
     if not group.is_member(user_id):
         raise forbidden("not a member of this group")
     if admin and not group.is_admin(user_id):
@@ -48,18 +39,11 @@ async def _group_for(ctx: Ctx, group_id: str, user_id: str, *, admin: bool = Fal
     return group
 
 
-async def _reload(ctx: Ctx, group_id: str) -> Group:
-    group = await ctx.store.get_group(group_id)
-    if group is None:  # deleted between our write and this read
-        raise not_found("no such group")
-    return group
-
-
 @router.post("", status_code=201, response_model=GroupOut, responses=_UNKNOWN)
 async def create_group(body: GroupCreateRequest, user: CurrentUser, ctx: Ctx) -> GroupOut:
     """Create a group with the caller as admin and ``members`` as members (all must be registered)."""
     members = [m for m in dict.fromkeys(body.members) if m != user.user_id]
-    await _check_users_exist(ctx, members)
+    await changes.check_users_exist(ctx, members)
     group = await ctx.store.create_group(ids.group_id(), body.name, user.user_id, members)
     out = GroupOut.of(group)
     event = event_envelope("group_created", group=out.model_dump(), by=user.user_id)
@@ -83,13 +67,7 @@ async def get_group(group_id: str, user: CurrentUser, ctx: Ctx) -> GroupOut:
 async def rename_group(group_id: str, body: GroupRenameRequest, user: CurrentUser, ctx: Ctx) -> GroupOut:
     """Rename a group (admins only)."""
     await _group_for(ctx, group_id, user.user_id, admin=True)
-    try:
-        group = await ctx.store.rename_group(group_id, body.name)
-    except NotFoundError:
-        raise not_found("no such group") from None
-    await ctx.notify(group.member_ids(),
-                     event_envelope("group_renamed", group_id=group_id, name=group.name, by=user.user_id))
-    return GroupOut.of(group)
+    return GroupOut.of(await changes.rename(ctx, group_id, body.name, user.user_id))
 
 
 @router.post("/{group_id}/members", response_model=GroupOut,
@@ -97,14 +75,7 @@ async def rename_group(group_id: str, body: GroupRenameRequest, user: CurrentUse
 async def add_members(group_id: str, body: MembersAddRequest, user: CurrentUser, ctx: Ctx) -> GroupOut:
     """Add members (admins only); those already in the group are left as they are."""
     await _group_for(ctx, group_id, user.user_id, admin=True)
-    wanted = list(dict.fromkeys(body.members))
-    await _check_users_exist(ctx, wanted)
-    added = await ctx.store.add_members(group_id, wanted)
-    group = await _reload(ctx, group_id)
-    if added:
-        await ctx.notify(group.member_ids(),
-                         event_envelope("member_added", group_id=group_id, members=added, by=user.user_id))
-    return GroupOut.of(group)
+    return GroupOut.of(await changes.add_members(ctx, group_id, body.members, user.user_id))
 
 
 @router.delete("/{group_id}/members/{user_id}", status_code=204, response_class=Response,
@@ -118,14 +89,5 @@ async def remove_member(group_id: str, user_id: str, user: CurrentUser, ctx: Ctx
     group = await _group_for(ctx, group_id, user.user_id, admin=user_id != user.user_id)
     if not group.is_member(user_id):
         raise not_found("no such member in this group")
-    try:
-        new_admin = await ctx.store.remove_member(group_id, user_id)
-    except NotFoundError:
-        raise not_found("no such member in this group") from None
-    remaining = await ctx.store.get_group(group_id)  # None once the group is empty (deleted)
-    recipients = [*(remaining.member_ids() if remaining else []), user_id]
-    fields: dict[str, str] = {"group_id": group_id, "user_id": user_id, "by": user.user_id}
-    if new_admin is not None:
-        fields["new_admin"] = new_admin
-    await ctx.notify(recipients, event_envelope("member_removed", **fields))
+    await changes.remove_member(ctx, group_id, user_id, user.user_id)
     return Response(status_code=204)

@@ -112,7 +112,7 @@ async def test_login_returns_tokens(api: ApiHarness) -> None:
     claims = api.tokens.verify_access(body["access_token"])
     assert claims.user_id == user_id
     assert claims.admin is False
-    assert api.tokens.verify_refresh(body["refresh_token"]) == user_id
+    assert api.tokens.verify_refresh(body["refresh_token"]).user_id == user_id
 
 
 async def test_login_of_an_operator_carries_the_admin_flag(api: ApiHarness) -> None:

@@ -1125,3 +1125,82 @@ async def test_pending_copies_are_what_recipients_still_hold(store: Store) -> No
         ("b", m1.envelopes["b"]), ("b", m2.envelopes["b"]), ("c", m2.envelopes["c"])]
     await store.remove_pending("b", [m1.server_id, m2.server_id])
     assert await store.pending_copies([m1.server_id, m2.server_id]) == [("c", m2.envelopes["c"])]
+
+
+# operators: token revocation, listings, group deletion, counts ------------------
+async def test_revoke_tokens_raises_the_version_and_survives_restart(make_store: Callable[[], Store]) -> None:
+    async with make_store() as store:
+        created = await store.create_user("u1", "alice", "h", None)
+        assert created.token_version == 0
+        assert await store.revoke_tokens("u1") == 1
+        assert await store.revoke_tokens("u1") == 2
+        with pytest.raises(NotFoundError):
+            await store.revoke_tokens("nobody")
+        await store.set_user_flags("u1", disabled=True)  # other changes keep the version
+    async with make_store() as store:
+        user = await store.get_user("u1")
+        assert user is not None
+        assert (user.token_version, user.disabled) == (2, True)
+        by_name = await store.get_user_by_username("alice")
+        assert by_name is not None
+        assert by_name.token_version == 2
+
+
+async def test_list_users_by_prefix_and_page(store: Store) -> None:
+    for i, name in enumerate(["bob", "alice", "alina", "al", "carol", "ali.b"]):
+        await store.create_user(f"u{i}", name, "h", None, is_admin=name == "carol")
+    assert [u.username for u in await store.list_users()] == ["al", "ali.b", "alice", "alina", "bob", "carol"]
+    assert [u.username for u in await store.list_users("ali")] == ["ali.b", "alice", "alina"]
+    assert [u.username for u in await store.list_users("ali", limit=2)] == ["ali.b", "alice"]
+    assert [u.username for u in await store.list_users("ali", after="alice")] == ["alina"]
+    assert [u.username for u in await store.list_users(after="alina", limit=10)] == ["bob", "carol"]
+    assert [u.is_admin for u in await store.list_users("carol")] == [True]
+    assert await store.list_users("zz") == []
+    assert await store.list_users("a.*") == []  # a prefix, not a pattern
+
+
+async def test_list_and_delete_groups(store: Store) -> None:
+    made = sorted([await store.create_group(ids.group_id(), "x", "a", ["b"]) for _ in range(3)],
+                  key=lambda g: g.group_id)
+    made = [await store.rename_group(g.group_id, f"g{i}") for i, g in enumerate(made)]
+    listed = await store.list_groups()
+    assert [g.group_id for g in listed] == [g.group_id for g in made]
+    assert listed[0].member_ids() == ["a", "b"]
+    assert [g.name for g in await store.list_groups(limit=2)] == ["g0", "g1"]
+    assert [g.name for g in await store.list_groups(after=made[0].group_id)] == ["g1", "g2"]
+    deleted = await store.delete_group(made[1].group_id)
+    assert (deleted.name, deleted.member_ids()) == ("g1", ["a", "b"])
+    assert await store.get_group(made[1].group_id) is None
+    assert sorted(g.name for g in await store.groups_of("b")) == ["g0", "g2"]
+    assert [g.name for g in await store.list_groups()] == ["g0", "g2"]
+    with pytest.raises(NotFoundError):
+        await store.delete_group(made[1].group_id)
+    with pytest.raises(NotFoundError):
+        await store.add_members(made[1].group_id, ["c"])
+
+
+async def test_count_messages_and_devices(store: Store) -> None:
+    assert (await store.count_messages(), await store.count_devices()) == (0, 0)
+    await store.accept_messages([new_message("a", to="b"), new_message("a", group="g", recipients=["b", "c"])])
+    await store.create_device("d1", "a", "one", "h")
+    await store.create_device("d2", "a", "two", "h")
+    await store.revoke_device("a", "d1")
+    assert (await store.count_messages(), await store.count_devices()) == (2, 1)
+
+
+async def test_sqlite_version_1_database_gets_token_versions(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE users (user_id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, display_name TEXT,"
+                     " password_hash TEXT NOT NULL, created_at INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,"
+                     " is_admin INTEGER NOT NULL DEFAULT 0)")
+        conn.execute("INSERT INTO users VALUES ('u1', 'alice', NULL, 'h', 1, 0, 1)")
+        conn.execute("PRAGMA user_version=1")
+        conn.commit()
+    store = SQLiteStore(path)
+    async with store:
+        user = await store.get_user("u1")
+        assert user is not None
+        assert (user.is_admin, user.token_version) == (True, 0)
+        assert await store.revoke_tokens("u1") == 1
+        assert await store._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
