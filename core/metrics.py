@@ -98,6 +98,17 @@ BUS_BATCH_FAILURES = Counter(
     "Batches of bus records whose processing raised (and was retried), by consumer group.",
     ["group"],
 )
+INFLUX_POINTS = Counter(
+    "chatmq_influx_points_total",
+    "Points this process handed to InfluxDB, by result: written, rejected (refused as malformed, skipped), "
+    "invalid (a telemetry record that is not a valid reading, skipped) or dropped (a metrics snapshot "
+    "InfluxDB did not take within one interval).",
+    ["result"],
+)
+INFLUX_WRITE_FAILURES = Counter(
+    "chatmq_influx_write_failures_total",
+    "InfluxDB write attempts that failed and were retried (server away, 5xx, 429, 401/403/404).",
+)
 
 
 # --- read at scrape time -------------------------------------------------------------------

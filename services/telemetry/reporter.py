@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from chatmq.ids import now_ms
+from chatmq.metrics import INFLUX_POINTS
 from chatmq.services.telemetry.writer import InfluxWriter, WriteAbandonedError, line
 from chatmq.tasks import Supervisor
 
@@ -88,6 +89,7 @@ class MetricsReporter:
             await self._writer.write(points, give_up_after=self.interval if give_up_after is None else give_up_after)
         except WriteAbandonedError as exc:
             self.dropped += 1
+            INFLUX_POINTS.labels("dropped").inc(len(points))
             log.debug("metrics snapshot dropped: %s", exc)
             return False
         self.reports += 1

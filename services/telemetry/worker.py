@@ -21,6 +21,7 @@ import orjson
 
 from chatmq.bus.base import Bus, Record
 from chatmq.envelopes import EnvelopeError
+from chatmq.metrics import INFLUX_POINTS
 from chatmq.services.telemetry.reading import validate_reading
 from chatmq.services.telemetry.writer import InfluxWriter, line
 from chatmq.services.worker import BusWorker
@@ -71,6 +72,7 @@ class TelemetryWorker(BusWorker):
                 points.append(reading_point(value, self.measurement, self._extra_tags))
             except ValueError as exc:  # orjson.JSONDecodeError is one
                 self.skipped += 1
+                INFLUX_POINTS.labels("invalid").inc()
                 log.warning("skipping telemetry record %s/%d@%d: %s", record.topic, record.partition,
                             record.offset, exc)
         if points:

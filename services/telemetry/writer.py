@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from influxdb_client.client.exceptions import InfluxDBError
@@ -40,6 +41,7 @@ from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
 from chatmq.errors import ChatMQError
+from chatmq.metrics import INFLUX_POINTS, INFLUX_WRITE_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class InfluxWriter:
         self._failing = False
         self.written = 0
         self.rejected = 0
+        self._written_total, self._rejected_total = INFLUX_POINTS.labels("written"), INFLUX_POINTS.labels("rejected")
+        self._shown_url = _without_credentials(url)
 
     async def start(self) -> None:
         """Open the HTTP client (aiohttp needs the running loop)."""
@@ -121,6 +125,8 @@ class InfluxWriter:
             written, rejected = written + ok, rejected + bad + sum(1 for p in lines if not p)
         self.written += written
         self.rejected += rejected
+        self._written_total.inc(written)
+        self._rejected_total.inc(rejected)
         return WriteResult(written, rejected)
 
     async def _write_lines(self, lines: list[str], deadline: float | None) -> tuple[int, int]:
@@ -169,17 +175,26 @@ class InfluxWriter:
             pause = min(pause * 2, self._max_backoff)
 
     def _failed(self, why: str, attempt: int, wait: float) -> None:
+        INFLUX_WRITE_FAILURES.inc()
         if not self._failing:
             self._failing = True
             log.warning("InfluxDB at %s does not take writes (%s); retrying every %g s at most",
-                        self.url, why, self._max_backoff)
+                        self._shown_url, why, self._max_backoff)
         else:
             log.debug("InfluxDB write attempt %d failed (%s); next in %.1f s", attempt, why, wait)
 
     def _recovered(self, attempt: int) -> None:
         if self._failing:
             self._failing = False
-            log.info("InfluxDB at %s takes writes again (after %d attempts)", self.url, attempt)
+            log.info("InfluxDB at %s takes writes again (after %d attempts)", self._shown_url, attempt)
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part, for logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _retry_after(exc: InfluxDBError) -> float | None:

@@ -53,3 +53,31 @@ def test_a_part_without_kafka_or_mongodb_says_which_setting_is_missing(tmp_path:
     s = Settings.load(CLUSTER_CONFIG, kafka_bootstrap="127.0.0.1:1", mongo_url="", data_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"chatmq router is a cluster part: set mongo_url \(CHATMQ_MONGO_URL\)"):
         PARTS["router"](s)
+
+
+def test_with_influx_url_every_part_reports_metrics_and_the_telemetry_part_writes_readings(tmp_path: Path) -> None:
+    from chatmq.services.telemetry.reporter import MetricsReporter
+    from chatmq.services.telemetry.worker import TelemetryWorker
+    from chatmq.services.telemetry.writer import InfluxWriter
+
+    base = {"kafka_bootstrap": "127.0.0.1:1", "mongo_url": "mongodb://127.0.0.1:1", "jwt_secret": "k" * 40,
+            "data_dir": tmp_path, "node": "n7"}
+    without = Settings.load(CLUSTER_CONFIG, **base)
+    with pytest.raises(ConfigError, match=r"chatmq telemetry .* set influx_url \(CHATMQ_INFLUX_URL\)"):
+        PARTS["telemetry"](without)
+    assert not any(isinstance(c, MetricsReporter) for c in PARTS["router"](without).components)
+
+    s = Settings.load(CLUSTER_CONFIG, **base, influx_url="http://127.0.0.1:1", influx_tags={"env": "t"})
+    for name, build in PARTS.items():
+        try:
+            stack = build(s)
+        except ConfigError:  # push needs a provider
+            continue
+        kinds = [type(c) for c in stack.components]
+        assert MetricsReporter in kinds, name
+        assert kinds.index(InfluxWriter) < kinds.index(MetricsReporter), name  # the writer stops last
+        reporter = next(c for c in stack.components if isinstance(c, MetricsReporter))
+        assert reporter.tags["process"] == name
+        assert reporter.tags["env"] == "t"
+        assert ("node" in reporter.tags) == (name == "broker")
+        assert (TelemetryWorker in kinds) == (name == "telemetry"), name

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
-from chatmq.services.telemetry.writer import InfluxWriter, WriteAbandonedError, line
+from chatmq.services.telemetry.writer import InfluxWriter, WriteAbandonedError, _without_credentials, line
 from tests.unit.fake_influx import FakeInflux
 
 
@@ -33,10 +34,21 @@ def test_line_escapes_and_skips_empty_tags() -> None:
         "temp,device=d\\ 1 v=1.5 1700000000123"
 
 
+def written_total() -> float:
+    return REGISTRY.get_sample_value("chatmq_influx_points_total", {"result": "written"}) or 0.0
+
+
+def test_credentials_in_the_url_are_not_shown() -> None:
+    assert _without_credentials("http://admin:hunter2@influx:8086/x") == "http://***@influx:8086/x"
+    assert _without_credentials("http://influx:8086") == "http://influx:8086"
+
+
 async def test_points_go_out_in_batches_with_bucket_org_precision_and_token(influx: FakeInflux) -> None:
+    before = written_total()
     async with writer_for(influx, batch_size=10) as writer:
         result = await writer.write(points(25))
     assert (result.written, result.rejected) == (25, 0)
+    assert written_total() - before == 25  # chatmq_influx_points_total{result="written"}
     assert [len(r.lines) for r in influx.requests] == [10, 10, 5]
     assert influx.accepted == points(25)
     first = influx.requests[0]
