@@ -19,6 +19,8 @@ from chatmq.auth import TokenService, hash_secret
 from chatmq.services.api import create_app
 from chatmq.services.sessions import Connection
 from chatmq.services.store.sqlite import SQLiteStore
+from tests.fakes.push import FakePushServer
+from tests.unit.fake_influx import FakeInflux
 from tests.unit.test_sdk_broker import BrokerThread, FakeChatServer
 
 TOKEN_KEY = "x" * 40
@@ -114,3 +116,26 @@ def server(broker: BrokerThread) -> Iterator[FakeChatServer]:
     s = FakeChatServer(broker.port)
     yield s
     s.close()
+
+
+# a local OAuth token endpoint + FCM v1 + push webhook (tests/fakes/push.py), one per test module
+@pytest.fixture(scope="module")
+def push_server() -> Iterator[FakePushServer]:
+    with FakePushServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def push_fake(push_server: FakePushServer) -> FakePushServer:
+    """``push_server`` with nothing sent or scripted yet."""
+    push_server.reset()
+    return push_server
+
+
+@pytest.fixture
+async def influx() -> AsyncIterator[FakeInflux]:
+    """A fake InfluxDB v2 write API on a local port (``tests/unit/fake_influx.py``)."""
+    fake = FakeInflux()
+    await fake.up()
+    yield fake
+    await fake.down()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
 
-import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chatmq.services.telemetry.reporter import MetricsReporter, process_tags, registry_points
@@ -44,14 +42,6 @@ def test_each_sample_is_a_point_named_like_its_prometheus_sample() -> None:
         f"chatmq_delivery_latency_seconds,node=n0,process=serve count=1 {TS}",
         f"chatmq_delivery_latency_seconds,node=n0,process=serve sum=0.05 {TS}",
     ])  # no *_created samples, no NaN
-
-
-@pytest.fixture
-async def influx() -> AsyncIterator[FakeInflux]:
-    fake = FakeInflux()
-    await fake.up()
-    yield fake
-    await fake.down()
 
 
 async def test_reports_on_an_interval_and_once_more_at_stop(influx: FakeInflux) -> None:

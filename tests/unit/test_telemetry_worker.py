@@ -46,14 +46,6 @@ def test_a_record_that_is_not_a_valid_reading_is_refused(value: dict[str, object
 
 
 @pytest.fixture
-async def influx() -> AsyncIterator[FakeInflux]:
-    fake = FakeInflux()
-    await fake.up()
-    yield fake
-    await fake.down()
-
-
-@pytest.fixture
 async def bus() -> AsyncIterator[MemoryBus]:
     b = MemoryBus(default_partitions=2)
     await b.start()

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
 
 from chatmq.services.telemetry.writer import InfluxWriter, WriteAbandonedError, _without_credentials, line
 from tests.unit.fake_influx import FakeInflux
-
-
-@pytest.fixture
-async def influx() -> AsyncIterator[FakeInflux]:
-    fake = FakeInflux()
-    await fake.up()
-    yield fake
-    await fake.down()
 
 
 def writer_for(fake: FakeInflux, batch_size: int = 1000) -> InfluxWriter:
