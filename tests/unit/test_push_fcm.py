@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,21 +25,9 @@ from tests.fakes.push import (
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakePushServer]:
-    with FakePushServer() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(server: FakePushServer) -> FakePushServer:
-    server.reset()
-    return server
-
-
-@pytest.fixture
-async def fcm(fake: FakePushServer, tmp_path: Path) -> AsyncIterator[FcmProvider]:
-    provider = FcmProvider(fake.service_account(tmp_path), url=fake.fcm_url)
+async def fcm(push_fake: FakePushServer, tmp_path: Path) -> AsyncIterator[FcmProvider]:
+    provider = FcmProvider(push_fake.service_account(tmp_path), url=push_fake.fcm_url)
     await provider.start()
     yield provider
     await provider.stop()
@@ -53,13 +41,13 @@ MESSAGE = Notification.of(PushRecord("ubob", "message", "ualice", False, "s1", "
 
 
 async def test_a_data_only_message_with_collapse_key_and_ttl_for_every_platform(
-    fcm: FcmProvider, fake: FakePushServer
+    fcm: FcmProvider, push_fake: FakePushServer
 ) -> None:
     before = int(time.time())
     outcome = await fcm.send(_token("tok-a"), MESSAGE)
 
     assert outcome.result is Result.SENT
-    [sent] = fake.sent
+    [sent] = push_fake.sent
     assert sent.path == f"/v1/projects/{PROJECT}/messages:send"
     assert sent.headers["authorization"].startswith("Bearer fake-access-")
     message = sent.body["message"]
@@ -76,21 +64,21 @@ async def test_a_data_only_message_with_collapse_key_and_ttl_for_every_platform(
     assert message["webpush"]["headers"] == {"TTL": "3600", "Topic": "ualice", "Urgency": "high"}
 
 
-async def test_events_are_not_urgent(fcm: FcmProvider, fake: FakePushServer) -> None:
+async def test_events_are_not_urgent(fcm: FcmProvider, push_fake: FakePushServer) -> None:
     event = Notification.of(PushRecord("ubob", "event", "g1", True, sender="ualice", event="member_added"), 60)
     assert (await fcm.send(_token("tok-e"), event)).result is Result.SENT
-    message = fake.sent[0].body["message"]
+    message = push_fake.sent[0].body["message"]
     assert message["android"]["priority"] == "normal"
     assert message["webpush"]["headers"]["Urgency"] == "normal"
     assert message["data"]["event"] == "member_added"
 
 
-async def test_one_oauth_token_serves_many_sends(fcm: FcmProvider, fake: FakePushServer) -> None:
-    issued = fake.token_requests
+async def test_one_oauth_token_serves_many_sends(fcm: FcmProvider, push_fake: FakePushServer) -> None:
+    issued = push_fake.token_requests
     for n in range(3):
         assert (await fcm.send(_token(f"tok-{n}"), MESSAGE)).result is Result.SENT
-    assert fake.token_requests - issued <= 1
-    assert len({s.headers["authorization"] for s in fake.sent}) == 1
+    assert push_fake.token_requests - issued <= 1
+    assert len({s.headers["authorization"] for s in push_fake.sent}) == 1
 
 
 @pytest.mark.parametrize("token", ["unregistered-1", "invalid-1", "mismatch-1"])
@@ -100,25 +88,25 @@ async def test_tokens_fcm_calls_dead_are_invalid(fcm: FcmProvider, token: str) -
     assert token not in outcome.detail  # never the token itself in what may be logged
 
 
-async def test_a_bad_message_fails_without_blaming_the_token(fcm: FcmProvider, fake: FakePushServer) -> None:
-    fake.script("tok-b", bad_message())
+async def test_a_bad_message_fails_without_blaming_the_token(fcm: FcmProvider, push_fake: FakePushServer) -> None:
+    push_fake.script("tok-b", bad_message())
     assert (await fcm.send(_token("tok-b"), MESSAGE)).result is Result.FAILED
 
 
 async def test_throttling_and_server_errors_are_retried_once_each_honouring_retry_after(
-    fcm: FcmProvider, fake: FakePushServer
+    fcm: FcmProvider, push_fake: FakePushServer
 ) -> None:
-    fake.script("tok-r", quota_exceeded(retry_after=7), unavailable(retry_after=2), internal())
+    push_fake.script("tok-r", quota_exceeded(retry_after=7), unavailable(retry_after=2), internal())
     outcomes = [await fcm.send(_token("tok-r"), MESSAGE) for _ in range(3)]
     assert [(o.result, o.retry_after) for o in outcomes] == [
         (Result.RETRY, 7.0), (Result.RETRY, 2.0), (Result.RETRY, None)]
     # firebase-admin's own retries (4 more on 500/503) are off: one request per send
-    assert [s.status for s in fake.to("tok-r")] == [429, 503, 500]
+    assert [s.status for s in push_fake.to("tok-r")] == [429, 503, 500]
     assert (await fcm.send(_token("tok-r"), MESSAGE)).result is Result.SENT
 
 
-async def test_unreachable_fcm_is_retried(fake: FakePushServer, tmp_path: Path) -> None:
-    provider = FcmProvider(fake.service_account(tmp_path), url="http://127.0.0.1:9/v1/projects/{0}/messages:send")
+async def test_unreachable_fcm_is_retried(push_fake: FakePushServer, tmp_path: Path) -> None:
+    provider = FcmProvider(push_fake.service_account(tmp_path), url="http://127.0.0.1:9/v1/projects/{0}/messages:send")
     await provider.start()
     try:
         assert (await provider.send(_token("tok-u"), MESSAGE)).result is Result.RETRY
@@ -126,17 +114,17 @@ async def test_unreachable_fcm_is_retried(fake: FakePushServer, tmp_path: Path) 
         await provider.stop()
 
 
-async def test_an_unreachable_token_endpoint_is_retried(fake: FakePushServer, tmp_path: Path) -> None:
-    account = fake.service_account(tmp_path)
+async def test_an_unreachable_token_endpoint_is_retried(push_fake: FakePushServer, tmp_path: Path) -> None:
+    account = push_fake.service_account(tmp_path)
     info = json.loads(account.read_text())
     account.write_text(json.dumps({**info, "token_uri": "http://127.0.0.1:9/token"}))
-    provider = FcmProvider(account, url=fake.fcm_url)
+    provider = FcmProvider(account, url=push_fake.fcm_url)
     await provider.start()
     try:
         outcome = await provider.send(_token("tok-o"), MESSAGE)
         assert outcome.result is Result.RETRY
         assert "OAuth" in outcome.detail
-        assert fake.sent == []
+        assert push_fake.sent == []
     finally:
         await provider.stop()
 
@@ -156,8 +144,8 @@ def test_a_bad_service_account_file_is_a_config_error(tmp_path: Path, content: s
     assert str(path) in str(caught.value)
 
 
-def test_a_service_account_without_project_is_a_config_error(fake: FakePushServer, tmp_path: Path) -> None:
-    account = fake.service_account(tmp_path)
+def test_a_service_account_without_project_is_a_config_error(push_fake: FakePushServer, tmp_path: Path) -> None:
+    account = push_fake.service_account(tmp_path)
     info = json.loads(account.read_text())
     del info["project_id"]
     account.write_text(json.dumps(info))

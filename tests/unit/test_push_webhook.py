@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,21 +13,9 @@ from chatmq.services.store.base import PushToken
 from tests.fakes.push import Answer, FakePushServer
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakePushServer]:
-    with FakePushServer() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(server: FakePushServer) -> FakePushServer:
-    server.reset()
-    return server
-
-
-@pytest.fixture
-async def webhook(fake: FakePushServer) -> AsyncIterator[WebhookProvider]:
-    provider = WebhookProvider(fake.webhook_url)
+async def webhook(push_fake: FakePushServer) -> AsyncIterator[WebhookProvider]:
+    provider = WebhookProvider(push_fake.webhook_url)
     await provider.start()
     yield provider
     await provider.stop()
@@ -36,11 +24,11 @@ async def webhook(fake: FakePushServer) -> AsyncIterator[WebhookProvider]:
 NOTE = Notification.of(PushRecord("ubob", "message", "gfriends", True, "s9", "ualice", preview="hi"), 120)
 
 
-async def test_posts_the_notification_as_json(webhook: WebhookProvider, fake: FakePushServer) -> None:
+async def test_posts_the_notification_as_json(webhook: WebhookProvider, push_fake: FakePushServer) -> None:
     outcome = await webhook.send(PushToken("ubob", "ios", "apns-tok", 0), NOTE)
 
     assert outcome.result is Result.SENT
-    [sent] = fake.sent
+    [sent] = push_fake.sent
     assert sent.path == "/webhook"
     assert sent.headers["content-type"] == "application/json"
     assert sent.body == {"token": "apns-tok", "platform": "ios", "collapse_key": "gfriends", "ttl": 120,
@@ -55,9 +43,9 @@ async def test_posts_the_notification_as_json(webhook: WebhookProvider, fake: Fa
     (Answer(502), Result.RETRY, None),
     (Answer(400), Result.FAILED, None),
 ])
-async def test_status_outcomes(webhook: WebhookProvider, fake: FakePushServer, answer: Answer, result: Result,
+async def test_status_outcomes(webhook: WebhookProvider, push_fake: FakePushServer, answer: Answer, result: Result,
                                after: float | None) -> None:
-    fake.script("tok", answer)
+    push_fake.script("tok", answer)
     outcome = await webhook.send(PushToken("ubob", "web", "tok", 0), NOTE)
     assert (outcome.result, outcome.retry_after) == (result, after)
 
