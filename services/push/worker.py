@@ -48,10 +48,12 @@ class PushWorker(BusWorker):
         self._slots = asyncio.Semaphore(concurrency)
         self._max_retrying = max_retrying
         self._retries = Supervisor("push-retries")
+        self._closing = False
         self.retrying = 0
         """Retries waiting or running now."""
 
     async def start(self) -> None:
+        self._closing = False
         await self.provider.start()
         try:
             await super().start()
@@ -61,6 +63,7 @@ class PushWorker(BusWorker):
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop consuming, cancel the retries still waiting, close the provider."""
+        self._closing = True  # no new retries from here: none can slip past the cancelling below
         try:
             await super().stop(grace)
             await self._retries.stop()
@@ -96,7 +99,8 @@ class PushWorker(BusWorker):
         elif outcome.result is Result.INVALID_TOKEN:
             counter.inc()
             await self._remove(token, outcome)
-        elif outcome.result is Result.RETRY and attempt < self._max_attempts and self.retrying < self._max_retrying:
+        elif (outcome.result is Result.RETRY and attempt < self._max_attempts
+              and self.retrying < self._max_retrying and not self._closing):
             counter.inc()
             delay = self._delay(attempt, outcome.retry_after)
             log.info("push to %s of user %s: %s; try %d in %.1f s", redact(token.token), token.user_id,
