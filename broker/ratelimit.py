@@ -6,7 +6,7 @@ import time
 
 
 class TokenBucket:
-    """``take()`` is True while the caller is within its rate."""
+    """``take()`` is True while the caller is within its rate; ``wait()`` says how long until it is."""
 
     __slots__ = ("_burst", "_last", "_rate", "_tokens")
 
@@ -16,11 +16,20 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = time.monotonic()
 
-    def take(self, now: float | None = None) -> bool:
+    def _refill(self, now: float | None) -> None:
         now = time.monotonic() if now is None else now
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
+
+    def take(self, now: float | None = None) -> bool:
+        self._refill(now)
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True
         return False
+
+    def wait(self, now: float | None = None) -> float:
+        """Seconds until ``take()`` would succeed (0.0: it would now); takes nothing."""
+        self._refill(now)
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self._rate
+

@@ -179,8 +179,9 @@ class HttpServer:
 
     def __init__(self, app: FastAPI, host: str, port: int, what: str = "REST API", path: str = "/api/v1") -> None:
         self._what, self._host, self._port, self._path = what, host, port, path
+        # proxy_headers off: the REST API trusts X-Forwarded-For only from its own trusted_proxies
         self._server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                               access_log=False))
+                                               access_log=False, proxy_headers=False))
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -13,6 +13,7 @@ from chatmq.bus.memory import MemoryBus
 from chatmq.components import BrokerNode, BusTopics, Component, HttpServer, Stack
 from chatmq.ops import PendingSampler, operate
 from chatmq.services.api.app import create_app
+from chatmq.services.api.ratelimit import AuthLimits
 from chatmq.services.connections import ConnectionFollower
 from chatmq.services.group_router import GroupRouter
 from chatmq.services.notices import BusNotifier, NoticeWorker
@@ -77,7 +78,8 @@ class EmbeddedServer(Stack):
         if not self.influx:
             log.info("influx_url is unset: device readings are checked and then dropped; metrics only on /metrics")
         self.node = BrokerNode(s, Authenticator(self.store, self.tokens), self.gateway)
-        app = create_app(self.store, self.tokens, BusNotifier(self.bus), control=_LocalControl(self))
+        app = create_app(self.store, self.tokens, BusNotifier(self.bus), control=_LocalControl(self),
+                         auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies)
         self.http = HttpServer(app, s.host, s.http_port)
         self.processes = ProcessTable()
         super().__init__("chatmq", [

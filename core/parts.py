@@ -34,6 +34,7 @@ from chatmq.components import BrokerNode, BusTopics, Component, HttpServer, Stac
 from chatmq.errors import ConfigError
 from chatmq.ops import PendingSampler, operate
 from chatmq.services.api.app import create_app
+from chatmq.services.api.ratelimit import AuthLimits
 from chatmq.services.connections import ConnectionFollower
 from chatmq.services.control import BusSessionControl, ControlWorker
 from chatmq.services.group_router import GroupRouter
@@ -117,7 +118,8 @@ def api_part(settings: Settings) -> Stack:
     # a group of its own, read from the start: every API copy sees every connection
     follower = ConnectionFollower(c.bus, table, group=f"api.{uuid.uuid4().hex[:12]}")
     control = BusSessionControl(c.bus, table, c.registry)
-    app = create_app(c.store, c.tokens(), BusNotifier(c.bus), control=control)
+    app = create_app(c.store, c.tokens(), BusNotifier(c.bus), control=control,
+                     auth_limits=AuthLimits.of(settings), trusted_proxies=settings.trusted_proxies)
     processes = ProcessTable()
     http = HttpServer(app, settings.host, settings.http_port)
     return c.stack("api", [*c.base(), follower, ProcessFollower(c.bus, processes, group=f"{follower.group}.processes"),

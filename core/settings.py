@@ -110,6 +110,17 @@ class Settings(BaseSettings):
     push_max_attempts: int = Field(5, ge=1, le=20, description="Sends per token before a push is given up "
                                    "(retries on 429 and 5xx, exponential backoff, Retry-After honoured).")
 
+    # REST rate limits of register, login and refresh (services/api/ratelimit.py): token buckets kept by each
+    # API process (in a cluster each API copy counts on its own); over a limit: 429 with Retry-After
+    auth_rate_per_address: float = Field(10.0, gt=0, description="Register, login and refresh requests per second "
+                                         "per client address (the refill rate).")
+    auth_burst_per_address: int = Field(200, ge=1, description="Such requests a client address may make at once.")
+    login_rate_per_username: float = Field(0.1, gt=0, description="Failed logins per second per username (the "
+                                           "refill rate); with none left, logins of that username are refused.")
+    login_burst_per_username: int = Field(10, ge=1, description="Failed logins a username may have at once.")
+    trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
+                                       "whose X-Forwarded-For names the client address, e.g. nginx.")
+
     @model_validator(mode="after")
     def _push_target(self) -> Settings:
         """The chosen push provider has what it needs."""

@@ -69,7 +69,8 @@ HOST = "127.0.0.1"
 Mode = Literal["embedded", "cluster"]
 DEFAULT_JSON = "test-artifacts/bench_chat_{mode}.json"
 DEFAULT_MARKDOWN = "test-artifacts/bench_chat_{mode}.md"
-RATE_LIMIT = {"rate_limit_per_sec": "1000000", "rate_limit_burst": "1000000"}
+RATE_LIMIT = {"rate_limit_per_sec": "1000000", "rate_limit_burst": "1000000",
+              "auth_rate_per_address": "1000000", "auth_burst_per_address": "1000000"}
 FULL_DURATION, QUICK_DURATION = 15.0, 3.0
 FULL_PAIRS, QUICK_PAIRS = 50, 10
 WINDOW = 20  # messages per sender not yet delivered to every recipient, in the max-rate rows

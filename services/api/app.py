@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import chatmq
 from chatmq.auth import TokenService
@@ -24,6 +26,7 @@ from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
 from chatmq.services.api.notifier import Notifier
+from chatmq.services.api.ratelimit import AuthLimiter, AuthLimits
 from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
 
@@ -31,18 +34,23 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
-               control: SessionControl | None = None) -> FastAPI:
+               control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
+               trusted_proxies: Sequence[str] = ("127.0.0.1",)) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
     inboxes, ``max_page`` bounds the ``limit`` of history pages, ``control`` (when given)
-    lets the operator API list and close live sessions.
+    lets the operator API list and close live sessions. ``auth_limits`` are the rate limits of
+    register, login and refresh; the client address they count by is the ``X-Forwarded-For``
+    address when the peer is one of ``trusted_proxies`` (addresses or networks).
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
     app = FastAPI(title="chatmq", version=chatmq.__version__,
                   description="REST API of chatmq: accounts, contacts, devices, groups and history.")
-    app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control)
+    app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
+                               limiter=AuthLimiter(auth_limits))
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
     install_error_handlers(app)
 
     v1 = APIRouter(prefix=API_PREFIX)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from chatmq import ids
 from chatmq.auth import hash_secret, verify_secret
 from chatmq.errors import AuthError, ConflictError
-from chatmq.services.api.deps import Ctx, CurrentUser
+from chatmq.services.api.deps import RATE_LIMITED, Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, unauthorized
 from chatmq.services.api.models import (
     LoginRequest,
@@ -21,6 +21,9 @@ from chatmq.services.store.base import User
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+_LIMITED: dict[int | str, dict[str, str]] = {429: {"description": "Too many requests from this address (or "
+                                                   "failed logins for this username); see Retry-After."}}
+
 _BAD_CREDENTIALS = "invalid username or password"
 
 
@@ -30,8 +33,8 @@ def _tokens(ctx: Ctx, user: User) -> TokenResponse:
                          expires_in=pair.expires_in, user_id=pair.user_id)
 
 
-@router.post("/register", status_code=201, response_model=RegisterResponse,
-             responses={409: {"description": "The username is taken."}})
+@router.post("/register", status_code=201, response_model=RegisterResponse, dependencies=RATE_LIMITED,
+             responses={409: {"description": "The username is taken."}, **_LIMITED})
 async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
     """Create an account; the password is kept as an argon2 hash."""
     if await ctx.store.get_user_by_username(body.username) is not None:
@@ -44,21 +47,24 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
     return RegisterResponse(user_id=user.user_id, username=user.username)
 
 
-@router.post("/login", response_model=TokenResponse,
-             responses={401: {"description": "Bad credentials or a disabled account."}})
+@router.post("/login", response_model=TokenResponse, dependencies=RATE_LIMITED,
+             responses={401: {"description": "Bad credentials or a disabled account."}, **_LIMITED})
 async def login(body: LoginRequest, ctx: Ctx) -> TokenResponse:
     """Trade a username and password for an access and a refresh token."""
+    ctx.limiter.check_username(body.username)
     user = await ctx.store.get_user_by_username(body.username)
     ok = await anyio.to_thread.run_sync(verify_secret, user.password_hash if user else None, body.password)
     if user is None or not ok:
+        ctx.limiter.login_failed(body.username)
         raise unauthorized(_BAD_CREDENTIALS)
     if user.disabled:
         raise unauthorized("account disabled")
     return _tokens(ctx, user)
 
 
-@router.post("/refresh", response_model=TokenResponse,
-             responses={401: {"description": "Invalid or expired refresh token, or the account is gone."}})
+@router.post("/refresh", response_model=TokenResponse, dependencies=RATE_LIMITED,
+             responses={401: {"description": "Invalid, expired or revoked refresh token, or the account is gone."},
+                        **_LIMITED})
 async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     """Trade a valid refresh token for a new pair of tokens."""
     try:

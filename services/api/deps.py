@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -14,6 +14,7 @@ from chatmq.errors import AuthError
 from chatmq.services.api.control import SessionControl
 from chatmq.services.api.errors import forbidden, unauthorized
 from chatmq.services.api.notifier import Notifier
+from chatmq.services.api.ratelimit import AuthLimiter
 from chatmq.services.store.base import Store, User
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class ApiContext:
     notifier: Notifier
     max_page: int
     control: SessionControl | None = None
+    limiter: AuthLimiter = field(default_factory=AuthLimiter)
 
     async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
         """Send an event to ``user_ids`` (each once). The change it reports is already committed,
@@ -55,6 +57,15 @@ def get_ctx(request: Request) -> ApiContext:
 
 
 Ctx = Annotated[ApiContext, Depends(get_ctx)]
+
+
+async def limit_address(request: Request, ctx: Ctx) -> None:
+    """Take a rate-limit token for the client's address (429 when it has none)."""
+    ctx.limiter.check_address(request)
+
+
+#: On register, login and refresh: rate limited per client address.
+RATE_LIMITED = [Depends(limit_address)]
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh.")
 
