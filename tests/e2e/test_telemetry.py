@@ -22,6 +22,7 @@ import httpx
 import orjson
 import pytest
 
+from chatmq.devices.device_client import DeviceClient
 from chatmq.ids import now_ms
 from tests.e2e.harness import Deployment, Peer, RawClient, Users, cluster, serve, user_factory
 
@@ -163,6 +164,19 @@ def test_invalid_readings_get_an_error_and_disturb_nobody(telemetry: Telemetry, 
         dev.close()
     assert telemetry.readings(device_id, "temp", 1)[1][0][1] == 19.0
     assert telemetry.export(f'{{__name__=~"{telemetry.measurement}_.*",device="{other_id}"}}') == []
+
+
+def test_the_sdk_device_client_publishes_readings_and_hears_its_errors(telemetry: Telemetry, users: Users) -> None:
+    owner = users(connect=False)
+    made = owner.create_device("sdk-sensor")
+    server = telemetry.server
+    with DeviceClient(server.host, server.ws_port, made["device_id"], made["secret"], transport="websockets") as dev:
+        dev.connect()
+        dev.publish({"temp": "warm"}, timeout=10)
+        [error] = dev.wait_errors(1, TIMEOUT)
+        assert (error["type"], error["code"]) == ("error", "invalid_envelope")
+        dev.publish({"temp": 7.5}, timeout=10)
+    assert telemetry.readings(made["device_id"], "temp", 1)[1][0][1] == 7.5
 
 
 def test_a_revoked_device_is_refused(telemetry: Telemetry, users: Users) -> None:
