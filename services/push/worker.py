@@ -60,6 +60,8 @@ class PushWorker(BusWorker):
         except BaseException:
             await self.provider.stop()
             raise
+        log.info("push notifications through %s (ttl %d s, up to %d sends per token)", self.provider.name,
+                 self._ttl, self._max_attempts)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop consuming, cancel the retries still waiting, close the provider."""
