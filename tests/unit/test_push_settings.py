@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chatmq.cli import app
+from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
 from chatmq.errors import ConfigError
 from chatmq.services.push import provider_from_settings
 from chatmq.services.push.webhook import WebhookProvider
@@ -68,3 +69,13 @@ def test_chatmq_serve_with_a_file_that_is_no_service_account_says_so(tmp_path: P
     assert result.exit_code == 1
     assert f"fcm_credentials {account}: not a readable Firebase service-account JSON" in result.output
     assert "secret-refresh" not in result.output
+
+
+def test_a_local_cluster_runs_the_push_part_only_when_push_is_configured(tmp_path: Path) -> None:
+    s = Settings.load(CLUSTER_CONFIG, kafka_bootstrap="127.0.0.1:9092", mongo_url="mongodb://127.0.0.1:1",
+                      jwt_secret="s" * 40, data_dir=tmp_path)
+    assert "push" not in {p.name for p in LocalCluster(s, data_dir=tmp_path)._plan()}
+    env = {"CHATMQ_PUSH_PROVIDER": "webhook", "CHATMQ_PUSH_WEBHOOK_URL": "http://127.0.0.1:9/push"}
+    plan = {p.name: p for p in LocalCluster(s, data_dir=tmp_path, env=env)._plan()}
+    assert plan["push"].args == ["push"]
+    assert plan["push"].env["CHATMQ_PUSH_WEBHOOK_URL"] == "http://127.0.0.1:9/push"
