@@ -141,3 +141,29 @@ async def test_an_unreachable_kafka_is_a_clear_error(caplog: pytest.LogCaptureFi
 
     gc.collect()  # an unclosed aiokafka producer complains when it is collected
     assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]
+
+
+async def test_a_consumers_lag_is_exported_per_topic_and_group(bus: Bus) -> None:
+    """``chatmq_bus_consumer_lag``: records on the topic that the group has not read (Kafka: high-water
+    mark minus the consumer's position) or not committed (in-process), here 7 of 10."""
+    from chatmq.bus.kafka import KafkaConsumer
+    from chatmq.metrics import CONSUMER_LAG, SOURCES
+
+    t = await topic(bus, partitions=1)
+    await bus.publish_many(t, [(b"k", str(i).encode()) for i in range(10)])
+    group = f"g-{t}"
+    c = bus.consumer(group, [t])
+    if isinstance(c, KafkaConsumer):
+        c.lag_every = 0.0  # measure on every read
+    await c.start()
+    try:
+        got: list[Record] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += await c.getmany(timeout=0.5, max_records=3 - len(got))
+        assert len(got) == 3
+        await c.commit(got)
+        assert SOURCES.samples()[CONSUMER_LAG][(t, group)] == 7
+    finally:
+        await c.stop()
+    assert (t, group) not in SOURCES.samples().get(CONSUMER_LAG, {})  # a stopped consumer is not reported

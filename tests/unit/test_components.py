@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
 
-from chatmq.components import HttpServer, Stack
+from chatmq.components import HttpServer, Readiness, Stack
 from chatmq.errors import ChatMQError
 
 
@@ -52,4 +53,56 @@ async def test_http_server_names_a_taken_port() -> None:
         server = HttpServer(FastAPI(), "127.0.0.1", port)
         with pytest.raises(ChatMQError, match=f"REST API cannot listen on 127.0.0.1:{port}"):
             server.bind()
+        await server.stop()
+
+
+class Checked(Part):
+    """A part whose readiness check raises ``why`` (or waits ``delay`` seconds first)."""
+
+    def __init__(self, name: str, log: list[str], why: str | None = None, delay: float = 0.0) -> None:
+        super().__init__(name, log)
+        self.why, self.delay = why, delay
+
+    async def check(self) -> None:
+        await asyncio.sleep(self.delay)
+        if self.why is not None:
+            raise ChatMQError(self.why)
+
+
+async def test_readiness_names_every_component_that_is_not_ready() -> None:
+    log: list[str] = []
+    ok, store, slow = Checked("ok", log), Checked("store", log, why="MongoDB does not answer"), Checked("s", log,
+                                                                                                        delay=5)
+    stack = Stack("demo", [Part("plain", log), ok, store, slow, Part("late", log)])
+    stack.check_timeout = 0.05
+    before = await stack.readiness()
+    assert not before.ready
+    assert set(before.components.values()) == {"not started"}
+    await stack.start()
+    stack._started.pop()  # "late" as if still starting
+    state = await stack.readiness()
+    assert not state.ready
+    assert state.components == {"Part": "ok", "Checked": "ok", "Checked#2": "MongoDB does not answer",
+                                "Checked#3": "no answer within 0.05s", "Part#2": "not started"}
+    assert state.not_ready == {"Checked#2": "MongoDB does not answer", "Checked#3": "no answer within 0.05s",
+                               "Part#2": "not started"}
+    store.why, slow.delay = None, 0.0
+    stack._started.append(stack.components[-1])
+    assert await stack.readiness() == Readiness(True, dict.fromkeys(stack.component_names(), "ok"))
+    await stack.stop()
+
+
+async def test_http_server_on_port_zero_says_which_port_and_is_ready_while_serving() -> None:
+    from fastapi import FastAPI
+
+    server = HttpServer(FastAPI(), "127.0.0.1", 0)
+    with pytest.raises(ChatMQError, match="REST API is not serving"):
+        await server.check()
+    await server.start()
+    try:
+        assert server.port > 0
+        await server.check()
+        with socket.create_connection(("127.0.0.1", server.port)):
+            pass
+    finally:
         await server.stop()
