@@ -11,7 +11,7 @@ per sample through an ``InfluxWriter``:
   series (or a victoria-metrics ``<measurement>_<field>`` name) reads like the Prometheus
   sample name; ``*_created`` samples (creation times) and non-finite values are left out;
 * tags = the process's tags (``process_tags``: ``process``, ``node`` where there is one,
-  ``copy``, and the configured extra tags) overlaid with the sample's labels;
+  ``instance``, and the configured extra tags) overlaid with the sample's labels;
 * time = when the registry was collected (ms).
 
 A snapshot InfluxDB does not take within one interval is dropped (counted in ``dropped``):
@@ -37,15 +37,17 @@ from chatmq.tasks import Supervisor
 log = logging.getLogger(__name__)
 
 
-def process_tags(process: str, node: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def process_tags(process: str, node: str | None = None, extra: Mapping[str, str] | None = None,
+                 instance: str | None = None) -> dict[str, str]:
     """The tags of every metric point of this process: ``process`` (the part: ``serve``, ``broker``,
-    ``router``, …), ``node`` (broker nodes and the embedded server), ``copy`` (``host:pid``, which
-    tells copies of a part apart) and ``extra`` (the ``influx_tags`` setting)."""
+    ``router``, …), ``node`` (broker nodes and the embedded server), ``instance`` (the ``instance``
+    setting, as in the process list, else ``<process>@<host>:<pid>``: it tells copies of a part
+    apart) and ``extra`` (the ``influx_tags`` setting)."""
     tags = dict(extra or {})
     tags["process"] = process
     if node:
         tags["node"] = node
-    tags["copy"] = f"{socket.gethostname()}:{os.getpid()}"
+    tags["instance"] = instance or f"{process}@{socket.gethostname()}:{os.getpid()}"
     return tags
 
 

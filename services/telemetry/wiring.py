@@ -35,5 +35,6 @@ def influx_components(settings: Settings, *, process: str, node: str | None = No
         components.append(TelemetryWorker(bus, writer, measurement=s.telemetry_measurement,
                                           batch_size=s.influx_batch_size, linger=s.influx_flush_interval,
                                           extra_tags=s.influx_tags))
-    components.append(MetricsReporter(writer, process_tags(process, node, s.influx_tags), s.metrics_interval))
+    tags = process_tags(process, node, s.influx_tags, s.instance)
+    components.append(MetricsReporter(writer, tags, s.metrics_interval))
     return components

@@ -136,7 +136,9 @@ def test_every_process_writes_its_metrics(telemetry: Telemetry) -> None:
 
     everything = telemetry.wait_series(f'{{run="{telemetry.run}",process!=""}}',
                                        lambda s: expected <= processes(s))
-    assert all("copy" in s["metric"] for s in everything)
+    assert all("instance" in s["metric"] for s in everything)
+    if telemetry.mode == "cluster":  # the cluster names its processes: n1, router-1, telemetry, ...
+        assert {s["metric"]["instance"] for s in everything} >= {"n1", "n2", "router-1", "api-1", "telemetry"}
     own = [s for s in everything if s["metric"]["__name__"].startswith("chatmq_")]
     assert own, sorted({s["metric"]["__name__"] for s in everything})
     nodes = {s["metric"].get("node") for s in everything if s["metric"].get("process") in ("serve", "broker")}

@@ -27,8 +27,9 @@ def sample_registry() -> CollectorRegistry:
 
 def test_process_tags() -> None:
     assert process_tags("router", extra={"deployment": "prod"}) == {
-        "deployment": "prod", "process": "router", "copy": f"{socket.gethostname()}:{os.getpid()}"}
-    assert process_tags("broker", "n2")["node"] == "n2"
+        "deployment": "prod", "process": "router", "instance": f"router@{socket.gethostname()}:{os.getpid()}"}
+    assert process_tags("broker", "n2", instance="n2")["node"] == "n2"
+    assert process_tags("broker", "n2", instance="n2")["instance"] == "n2"
 
 
 def test_each_sample_is_a_point_named_like_its_prometheus_sample() -> None:
