@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -263,30 +263,42 @@ app.add_typer(admin_app, name="admin")
 @admin_app.command("create")
 def admin_create(
     username: Annotated[str, typer.Argument(help="Username: [a-z0-9_.-]{3,32}.")],
-    password: Annotated[str, typer.Option(envvar="CHATMQ_ADMIN_PASSWORD", prompt=True, hide_input=True,
-                                          confirmation_prompt=True, help="Password (8+ characters).")],
+    password: Annotated[str | None, typer.Option(
+        envvar="CHATMQ_ADMIN_PASSWORD", show_envvar=True,
+        help="Password (8-256 characters). Unset: asked for without echo on a terminal. A command line is "
+             "visible to other users: prefer the prompt, the environment or --password-stdin.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first "
+                                                 "line of standard input.")] = False,
+    promote: Annotated[bool, typer.Option(help="Make an existing user an admin (their password stays).")] = False,
     config: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="SQLite data folder [CHATMQ_DATA_DIR].")] = None,
 ) -> None:
-    """Create the first admin (or make an existing user an admin): in MongoDB when mongo_url is set
-    (a cluster: -c config/cluster.toml or CHATMQ_MONGO_URL), else in the SQLite store under data_dir."""
-    import re
+    """Create the first admin (or, with --promote, make an existing user one): in MongoDB when mongo_url
+    is set (a cluster: -c config/cluster.toml or CHATMQ_MONGO_URL), else in the SQLite store under data_dir."""
+    from chatmq.admin import credential_problem, describe, ensure_admin, open_store
 
     settings = _load(config, data_dir=data_dir)
-    if not re.fullmatch(r"[a-z0-9_.-]{3,32}", username):
-        typer.echo("chatmq: usernames are 3-32 characters of a-z 0-9 _ . -", err=True)
-        raise typer.Exit(2)
-    if len(password) < 8:
-        typer.echo("chatmq: the password needs at least 8 characters", err=True)
-        raise typer.Exit(2)
-    from chatmq.admin import ensure_admin, open_store
-
+    if problem := credential_problem(username, "x" * 8):
+        _fail(problem, 2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None:
+        if not sys.stdin.isatty():
+            _fail("no password: type it at the prompt (on a terminal), or give CHATMQ_ADMIN_PASSWORD or "
+                  "--password-stdin", 2)
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if problem := credential_problem(username, password):
+        _fail(problem, 2)
     try:
-        user_id, created = asyncio.run(ensure_admin(open_store(settings), username, password))
+        user_id, outcome = asyncio.run(ensure_admin(open_store(settings), username, password, promote=promote))
     except ChatMQError as exc:
-        typer.echo(f"chatmq: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{'created admin' if created else 'made admin'} {username} ({user_id})")
+        _fail(f"{exc} ({describe(settings)})", 1)
+    typer.echo(f"{outcome.value} {username} ({user_id}) in {describe(settings)}")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"chatmq: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def _mount_client() -> None:
