@@ -63,3 +63,23 @@ def test_topics_come_from_the_declarations_in_config(tmp_path: Path) -> None:
     own.write_text('[[topic]]\nname = "chat.outbox"\n')
     with pytest.raises(ConfigError, match=r"missing chat\.connections"):
         topic_specs(6, [], own)
+
+
+def test_influx_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CHATMQ_INFLUX_URL", raising=False)
+    monkeypatch.delenv("CHATMQ_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    s = Settings.load()
+    assert (s.influx_url, s.influx_batch_size, s.telemetry_measurement, s.influx_tags) == (None, 1000, "telemetry", {})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('influx_url = "http://influx:8086"\ninflux_tags = { deployment = "prod" }\n')
+    monkeypatch.setenv("CHATMQ_METRICS_INTERVAL", "2.5")
+    s = Settings.load(cfg)
+    assert (s.influx_url, s.influx_tags, s.metrics_interval) == ("http://influx:8086", {"deployment": "prod"}, 2.5)
+    monkeypatch.setenv("CHATMQ_INFLUX_TAGS", '{"run": "r1"}')
+    assert Settings.load(cfg).influx_tags == {"deployment": "prod", "run": "r1"}  # pydantic-settings merges dicts
+    for key, value in (("influx_url", '"influx:8086"'), ("telemetry_measurement", '"bad name"'),
+                       ("influx_batch_size", "0")):
+        cfg.write_text(f"{key} = {value}\n")
+        with pytest.raises(ConfigError, match=key):
+            Settings.load(cfg)
