@@ -3,14 +3,13 @@ restarted (heartbeats every second here, so missing after three)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.e2e.harness import ClusterDeployment, cluster
-from tests.e2e.test_admin import admin_headers
+from tests.e2e.test_admin import admin_headers, poll
 
 pytestmark = pytest.mark.cluster
 
@@ -20,12 +19,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDepl
     """One broker node and two router copies, heartbeats every second."""
     yield from cluster(tmp_path_factory.mktemp("cluster"), nodes=1, routers=2, env={"CHATMQ_HEARTBEAT_INTERVAL": "1"})
 
-
-def poll(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def test_a_killed_part_is_missing_until_it_is_restarted(deployment: ClusterDeployment) -> None:
@@ -37,14 +30,14 @@ def test_a_killed_part_is_missing_until_it_is_restarted(deployment: ClusterDeplo
         assert answer.status_code == 200, answer.text
         return {p["instance"]: p["status"] for p in answer.json()}
 
-    poll(lambda: statuses() == dict.fromkeys(parts, "ready"))
+    poll(lambda: statuses() == dict.fromkeys(parts, "ready"), 30)
 
     deployment.cluster.kill("router-2")
-    poll(lambda: statuses()["router-2"] == "missing")
+    poll(lambda: statuses()["router-2"] == "missing", 30)
     assert statuses() == {**dict.fromkeys(parts, "ready"), "router-2": "missing"}
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{deployment.ops_urls()['router-2']}/healthz")
 
     deployment.cluster.restart("router-2")
-    poll(lambda: statuses() == dict.fromkeys(parts, "ready"))
+    poll(lambda: statuses() == dict.fromkeys(parts, "ready"), 30)
     assert httpx.get(f"{deployment.ops_urls()['router-2']}/readyz").json()["ready"] is True

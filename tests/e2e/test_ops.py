@@ -3,15 +3,13 @@ the operator's process list (``GET /api/v1/admin/processes``)."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import Deployment, Users
-from tests.e2e.test_admin import admin_headers
+from tests.e2e.test_admin import admin_headers, poll
 
 TIMEOUT = 15
 
@@ -36,12 +34,6 @@ def total(server: Deployment, name: str, **labels: str) -> float:
     return sum(value for url in server.ops_urls().values()
                for series, value in scrape(url).get(name, {}).items() if wanted <= series)
 
-
-def poll(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_a_chat_shows_in_the_nodes_metrics(server: Deployment, users: Users) -> None:
