@@ -127,8 +127,8 @@ _COMMON: dict[str, str] = {"500": "Internal server error (problem details).",
 
 
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite an OpenAPI document so every error response (4xx, 5xx) is a ``Problem`` in
-    ``application/problem+json``; add 401/403 to operations that need a bearer token, and 500/503
+    """Rewrite an OpenAPI document so every error response (4xx, 5xx) without a schema of its own
+    is a ``Problem`` in ``application/problem+json``; add 401/403 to operations that need a bearer token, and 500/503
     to every operation. Returns ``schema`` (changed in place)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(Problem.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
@@ -146,8 +146,15 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 for code, text in _COMMON.items():
                     responses.setdefault(code, {"description": text})
             for code, response in responses.items():
-                if code[0] in "45":
+                if code[0] in "45" and _generic(response.get("content")):
                     if code == "422" and response.get("description") == "Validation Error":
                         response["description"] = "The request is not valid (`errors` lists the fields)."
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}
     return schema
+
+
+def _generic(content: dict[str, Any] | None) -> bool:
+    """True for an error response without a schema of its own (none, or FastAPI's validation error)."""
+    if not content:
+        return True
+    return all(media.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError") for media in content.values())
