@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -70,11 +70,6 @@ DELIVERY_LATENCY = Histogram(
     ["node", "path"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
              3600.0),
-)
-PENDING_MESSAGES = Gauge(
-    "chatmq_pending_messages",
-    "Messages stored and not yet confirmed delivered by their recipient (sampled by the storage part, or "
-    "the embedded server, every heartbeat_interval).",
 )
 
 # --- the bus -----------------------------------------------------------------------------
@@ -134,6 +129,9 @@ BROKER_DROPPED = Family("chatmq_broker_dropped", "Messages a broker node dropped
                         "offline (the full queue of an absent persistent session).", "counter", ("node", "reason"))
 BROKER_SLOW = Family("chatmq_broker_slow_disconnects", "Connections a broker node closed because the client "
                      "read too slowly.", "counter", ("node",))
+PENDING_MESSAGES = Family("chatmq_pending_messages", "Messages stored and not yet confirmed delivered by their "
+                          "recipient (counted by the storage part, or the embedded server, every "
+                          "heartbeat_interval; only that process exports it).", "gauge", ())
 CONSUMER_LAG = Family("chatmq_bus_consumer_lag", "Records on the bus not yet read by a consumer group, by topic "
                       "and group: the high-water mark minus the group's position (Kafka, as last measured by "
                       "this process's consumer, about once a second), or minus its commit (the in-process bus).",

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from chatmq.bus.base import Bus
 from chatmq.components import HttpServer, Stack
 from chatmq.ids import now_ms
-from chatmq.metrics import PENDING_MESSAGES
+from chatmq.metrics import PENDING_MESSAGES, SOURCES, Sample
 from chatmq.services.api import health_routes
 from chatmq.services.processes import ProcessTable
 from chatmq.services.store.base import Store
@@ -97,16 +97,23 @@ class Heartbeat:
 
 
 class PendingSampler:
-    """Sets ``chatmq_pending_messages`` from ``store.count_pending()`` every ``interval`` seconds."""
+    """Exports ``chatmq_pending_messages``, counted by ``store.count_pending()`` every ``interval`` seconds
+    (the last count; nothing before the first)."""
 
     def __init__(self, store: Store, interval: float) -> None:
         self._store, self._interval = store, interval
         self._task: asyncio.Task[None] | None = None
+        self._pending: int | None = None
+        self._unlist: Callable[[], None] | None = None
 
     async def sample(self) -> None:
-        PENDING_MESSAGES.set(await self._store.count_pending())
+        self._pending = await self._store.count_pending()
+
+    def _samples(self) -> list[Sample]:
+        return [] if self._pending is None else [(PENDING_MESSAGES, (), float(self._pending))]
 
     async def start(self) -> None:
+        self._unlist = SOURCES.add(self._samples)
         self._task = asyncio.create_task(self._run(), name="pending-sampler")
 
     async def _run(self) -> None:
@@ -118,6 +125,9 @@ class PendingSampler:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
+        if self._unlist is not None:
+            self._unlist()
+            self._unlist = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -68,6 +68,16 @@ def test_a_chat_shows_in_the_nodes_metrics(server: Deployment, users: Users) -> 
     assert 0 <= delta["latency sum"] < 2 * TIMEOUT
 
 
+def test_pending_messages_are_counted_until_delivered(server: Deployment, users: Users) -> None:
+    alice, bob = users(), users(connect=False)
+    for i in range(3):
+        alice.wait_ack(alice.send(bob.uid, {"n": i}), TIMEOUT)
+    poll(lambda: total(server, "chatmq_pending_messages") == 3)  # every heartbeat_interval (5 s)
+    bob.connect()
+    assert len(bob.wait_messages(3, TIMEOUT)) == 3  # and confirmed delivered (the SDK's receipts)
+    poll(lambda: total(server, "chatmq_pending_messages") == 0)
+
+
 def test_every_process_is_live_and_ready(server: Deployment) -> None:
     urls = server.ops_urls()
     assert len(urls) == 1 or {"storage", "router-1", "group-router-1", "n1", "n2", "api-1"} <= set(urls)
