@@ -37,8 +37,13 @@ def test_the_plan_and_the_nginx_configuration(tmp_path: Path) -> None:
     assert env["CHATMQ_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
     assert env["CHATMQ_JWT_SECRET"] == "s" * 40  # one token key for every part
     assert env["CHATMQ_CONFIG"] == str(CLUSTER_CONFIG)
+    # every part its name in the process list and its /metrics, /healthz, /readyz: the API on its own port
+    assert {name: p.env["CHATMQ_INSTANCE"] for name, p in plan.items()} == {name: name for name in plan}
+    assert all(p.env["CHATMQ_OPS_PORT"] == str(p.ports["ops"]) for p in plan.values())
+    assert plan["api-1"].ports["ops"] == plan["api-1"].ports["http"]
 
     cluster.parts = plan
+    assert cluster.ops_urls()["router-2"] == f"http://127.0.0.1:{plan['router-2'].ports['ops']}"
     conf = cluster.render_nginx()
     assert not re.search(r"^[^#]*\{\{", conf, re.MULTILINE)  # every value filled in
     assert "listen 127.0.0.1:11883" in conf
