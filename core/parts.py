@@ -17,6 +17,9 @@ across restarts.
 | ``push`` | push notifications for offline users (``chat.push``) through FCM or a webhook (``push_provider``) |
 
 With ``influx_url`` set, every part also writes its metrics to InfluxDB on an interval (``MetricsReporter``).
+Every part serves ``/metrics``, ``/healthz`` and ``/readyz`` (on ``ops_port``; the API on its REST port) and
+announces itself on ``chat.heartbeats`` (``_Cluster.stack``, ``chatmq.ops.operate``); the storage part also
+counts the pending messages.
 """
 
 from __future__ import annotations
