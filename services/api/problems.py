@@ -35,31 +35,32 @@ class ProblemKind:
         return f"{PROBLEMS_PATH}/{self.slug}"
 
 
-KINDS: dict[str, ProblemKind] = {k.slug: k for k in (
-    ProblemKind("invalid-request", "The request is not valid", 422,
-                "The body, path or query does not have the documented shape; `errors` lists each field "
-                "(`field` is its path, e.g. `body.username`) with what is wrong with it."),
-    ProblemKind("unknown-users", "Unknown users", 422,
-                "Some of the named user ids are not registered; `unknown_user_ids` lists them."),
-    ProblemKind("unauthorized", "Authentication required", 401,
-                "The bearer token (or the credentials) is missing, invalid, expired or revoked. "
-                "Log in again (or refresh)."),
-    ProblemKind("forbidden", "Not allowed", 403,
-                "The caller may not do this: a disabled account, not an admin, not a member of the group."),
-    ProblemKind("not-found", "Not found", 404, "No such resource (user, group, device, session, route)."),
-    ProblemKind("method-not-allowed", "Method not allowed", 405,
-                "The path exists but not with this method; `Allow` lists the methods it has."),
-    ProblemKind("conflict", "Conflict", 409,
-                "The request conflicts with the current state (a taken username, disabling yourself)."),
-    ProblemKind("rate-limited", "Too many requests", 429,
-                "Too many attempts from this client address (or for this username); wait `Retry-After` "
-                "seconds (also in `retry_after`)."),
-    ProblemKind("internal-error", "Internal server error", 500,
-                "The server failed unexpectedly; the failure is logged on the server. Try again later."),
-    ProblemKind("unavailable", "Service unavailable", 503,
-                "A part the request needs (storage, session control) is unavailable; try again after "
-                "`Retry-After` seconds when given."),
-)}
+#: slug | status | title | description: one kind a line.
+_KIND_TABLE = """
+invalid-request | 422 | The request is not valid | The body, path or query does not have the documented shape; \
+`errors` lists each field (`field` is its path, e.g. `body.username`) with what is wrong with it.
+unknown-users | 422 | Unknown users | Some of the named user ids are not registered; `unknown_user_ids` lists them.
+unauthorized | 401 | Authentication required | The bearer token (or the credentials) is missing, invalid, expired \
+or revoked. Log in again (or refresh).
+forbidden | 403 | Not allowed | The caller may not do this: a disabled account, not an admin, not a member of the group.
+not-found | 404 | Not found | No such resource (user, group, device, session, route).
+method-not-allowed | 405 | Method not allowed | The path exists but not with this method; `Allow` lists the methods.
+conflict | 409 | Conflict | The request conflicts with the current state (a taken username, disabling yourself).
+rate-limited | 429 | Too many requests | Too many attempts from this client address (or for this username); wait \
+`Retry-After` seconds (also in `retry_after`).
+internal-error | 500 | Internal server error | The server failed unexpectedly; the failure is logged on the server. \
+Try again later.
+unavailable | 503 | Service unavailable | A part the request needs (storage, session control) is unavailable; try \
+again after `Retry-After` seconds when given.
+"""
+
+
+def _kinds(table: str) -> dict[str, ProblemKind]:
+    rows = (line.split(" | ") for line in table.strip().splitlines())
+    return {slug: ProblemKind(slug, title, int(status), description) for slug, status, title, description in rows}
+
+
+KINDS: dict[str, ProblemKind] = _kinds(_KIND_TABLE)
 
 #: The kind of an error that names none, by status (other statuses are ``about:blank``).
 DEFAULT_KIND_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
