@@ -8,7 +8,9 @@ without one, the time the node received it (ms). The worker reads in batches of 
 a batch on the bus only after InfluxDB accepted it (``InfluxWriter`` retries through an
 outage), so no reading is lost and none blocks other consumer groups. A record that is not
 a valid reading (it was validated at the node; this guards against foreign producers) or a
-point InfluxDB refuses as malformed is logged and skipped.
+point InfluxDB refuses as malformed is logged and skipped. A batch written twice (processed again
+after a rebalance moved its partitions) lands on the same series and times, so InfluxDB keeps one
+copy of each point.
 """
 
 from __future__ import annotations
