@@ -101,5 +101,8 @@ class MetricsReporter:
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + self.interval
-            await self.report()
+            try:
+                await self.report()
+            except Exception:  # a collector that raises (a bug) must not end the reporting
+                log.exception("collecting or writing the metrics failed")
             await asyncio.sleep(max(0.0, due - loop.time()))

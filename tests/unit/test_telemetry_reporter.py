@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
 
 from chatmq.services.telemetry.reporter import MetricsReporter, process_tags, registry_points
 from chatmq.services.telemetry.writer import InfluxWriter
@@ -71,3 +73,34 @@ async def test_a_snapshot_influxdb_does_not_take_in_one_interval_is_dropped(infl
         influx.outage = 0
         assert await reporter.report()
     assert len(influx.accepted) == 6
+
+
+class _Flaky:
+    """A collector that raises on its first collection."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collect(self) -> list[Metric]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("broken collector")
+        return []
+
+
+async def test_a_collector_that_raises_does_not_end_the_reporting(
+    influx: FakeInflux, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = sample_registry()
+    registry.register(_Flaky())
+    async with InfluxWriter(influx.url, token=None, org="o", bucket="b") as writer:
+        reporter = MetricsReporter(writer, {"process": "test"}, interval=0.05, registry=registry)
+        with caplog.at_level("ERROR"):
+            await reporter.start()
+
+            async def reported() -> bool:
+                return reporter.reports >= 1
+            await eventually(reported, 5)
+            await reporter.stop()
+    assert "collecting or writing the metrics failed" in caplog.text
+    assert influx.accepted
