@@ -387,6 +387,13 @@ export class ChatSession extends EventTarget {
     return this.api.group(id).then((g) => { this.putGroup(g); this.changed(); }).catch(() => {});
   }
 
+  /** Forgets a group the user is no longer in (removed, or the group was deleted). */
+  dropGroup(id) {
+    this.groups.delete(id);
+    this.convs.delete(id);
+    if (this.openKey === id) this.openKey = null;
+  }
+
   onEvent(env) {
     switch (env.event) {
       case 'group_created':
@@ -396,13 +403,11 @@ export class ChatSession extends EventTarget {
         this.refreshGroup(env.group_id);
         break;
       case 'member_removed':
-        if (env.user_id === this.me.user_id) {
-          this.groups.delete(env.group_id);
-          this.convs.delete(env.group_id);
-          if (this.openKey === env.group_id) this.openKey = null;
-        } else {
-          this.refreshGroup(env.group_id);
-        }
+        if (env.user_id === this.me.user_id) this.dropGroup(env.group_id);
+        else this.refreshGroup(env.group_id);
+        break;
+      case 'group_deleted': // an operator deleted the group (contract extension)
+        this.dropGroup(env.group_id);
         break;
       case 'group_renamed': {
         const g = this.groups.get(env.group_id);
