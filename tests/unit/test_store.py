@@ -1204,3 +1204,12 @@ async def test_sqlite_version_1_database_gets_token_versions(tmp_path: Path) -> 
         assert (user.is_admin, user.token_version) == (True, 0)
         assert await store.revoke_tokens("u1") == 1
         assert await store._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
+
+
+async def test_ping_answers_while_started_and_fails_once_stopped(make_store: Callable[[], Store]) -> None:
+    s = make_store()
+    await s.start()
+    await s.ping()
+    await s.stop()
+    with pytest.raises(StoreError):
+        await s.ping()
