@@ -167,3 +167,11 @@ async def test_a_consumers_lag_is_exported_per_topic_and_group(bus: Bus) -> None
     finally:
         await c.stop()
     assert (t, group) not in SOURCES.samples().get(CONSUMER_LAG, {})  # a stopped consumer is not reported
+
+
+async def test_ping_answers_while_running(bus: Bus) -> None:
+    await bus.ping()
+    await bus.stop()
+    with pytest.raises(BusClosedError):
+        await bus.ping()
+    await bus.start()  # the fixture stops it again
