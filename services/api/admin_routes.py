@@ -133,7 +133,7 @@ async def users(
     limit: PageLimit = 100,
 ) -> UsersPage:
     """Users by username, with their ``disabled`` and ``admin`` flags: whom to disable, enable or revoke."""
-    found = await ctx.store.list_users(prefix, after, limit)
+    found = await ctx.store.list_users(prefix.lower(), after, limit)  # usernames are lower case
     return UsersPage(users=[AdminUserOut.of(u) for u in found],
                      next_after=found[-1].username if len(found) == limit else None)
 

@@ -32,6 +32,12 @@ from chatmq.services.store.base import Store
 
 API_PREFIX = "/api/v1"
 
+_TAGS = [
+    {"name": "admin", "description": "The operators' API: every route needs the access token of an admin "
+                                     "(the first one is made with `chatmq admin create`); others get 403."},
+    {"name": "problems", "description": "What each problem `type` of an error answer means."},
+]
+
 
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
@@ -46,8 +52,9 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
-    app = FastAPI(title="chatmq", version=chatmq.__version__,
-                  description="REST API of chatmq: accounts, contacts, devices, groups and history.")
+    app = FastAPI(title="chatmq", version=chatmq.__version__, openapi_tags=_TAGS,
+                  description="REST API of chatmq: accounts, contacts, devices, groups and history, and the "
+                              "operators' API. Every error is an RFC 9457 problem details object.")
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
                                limiter=AuthLimiter(auth_limits))
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))

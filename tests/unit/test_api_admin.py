@@ -90,7 +90,7 @@ async def test_users_are_listed_by_username_with_flags_and_pages(api: ApiHarness
     root = await api.user("root", admin=True)
     ids = {name: await api.user(name, display_name=name.title()) for name in ("alice", "alina", "bob")}
     await api.store.set_user_flags(ids["alina"], disabled=True)
-    r = await api.client.get(f"{V1}/admin/users", params={"prefix": "ali"}, headers=api.auth(root))
+    r = await api.client.get(f"{V1}/admin/users", params={"prefix": "Ali"}, headers=api.auth(root))
     page = r.json()
     assert [(u["username"], u["disabled"], u["admin"]) for u in page["users"]] == [
         ("alice", False, False), ("alina", True, False)]
