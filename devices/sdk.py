@@ -530,6 +530,16 @@ class ChatClient:
         """``DELETE /devices/{id}``: revoke one of the caller's devices."""
         self._request("DELETE", f"/devices/{quote(device_id, safe='')}")
 
+    def add_push_token(self, platform: str, token: str) -> dict[str, Any]:
+        """``POST /push-tokens``: this phone's or browser's push token, so messages that arrive while the
+        user is offline are pushed to it."""
+        data: dict[str, Any] = self._request("POST", "/push-tokens", json={"platform": platform, "token": token})
+        return data
+
+    def remove_push_token(self, token: str) -> None:
+        """``DELETE /push-tokens/{token}``: no more pushes to it."""
+        self._request("DELETE", f"/push-tokens/{quote(token, safe='')}")
+
     def history(self, peer_id: str, before: str | None = None, limit: int = 50) -> dict[str, Any]:
         """``GET /conversations/{peer_id}/messages``: stored messages, newest first."""
         params: dict[str, Any] = {"limit": limit}

@@ -454,6 +454,12 @@ class FakeApi:
         if path == "/api/v1/groups":
             group = {"group_id": "g1", "name": body["name"], "members": body["members"]}
             return httpx.Response(201, json=group)
+        if path == "/api/v1/devices":
+            return httpx.Response(201, json={"device_id": "d1", "name": body["name"], "secret": "s"})
+        if path == "/api/v1/push-tokens":
+            return httpx.Response(201, json={"platform": body["platform"], "token": body["token"]})
+        if request.method == "DELETE" and path.startswith(("/api/v1/devices/", "/api/v1/push-tokens/")):
+            return httpx.Response(204)
         if path.startswith("/api/v1/conversations/"):
             page: dict[str, Any] = {"messages": [], "next_before": None, "query": dict(request.url.params)}
             return httpx.Response(200, json=page)
@@ -505,6 +511,17 @@ def test_authenticated_calls(rest: ChatClient, api: FakeApi) -> None:
     assert page["query"] == {"before": "s5", "limit": "10"}
     assert rest.history("u_bob")["query"] == {"limit": "50"}
     assert all(r.headers["authorization"].startswith("Bearer ") for r in api.requests[1:])
+
+
+def test_devices_and_push_tokens(rest: ChatClient, api: FakeApi) -> None:
+    rest.login("alice", "pw")
+    assert rest.create_device("thermo")["device_id"] == "d1"
+    assert orjson.loads(api.requests[-1].content) == {"name": "thermo"}
+    rest.delete_device("d1")
+    assert (api.requests[-1].method, api.requests[-1].url.path) == ("DELETE", "/api/v1/devices/d1")
+    assert rest.add_push_token("android", "tok/1") == {"platform": "android", "token": "tok/1"}
+    rest.remove_push_token("tok/1")
+    assert (api.requests[-1].method, api.requests[-1].url.raw_path) == ("DELETE", b"/api/v1/push-tokens/tok%2F1")
 
 
 def test_401_refreshes_once_and_retries(rest: ChatClient, api: FakeApi) -> None:
