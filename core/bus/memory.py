@@ -232,8 +232,10 @@ class MemoryConsumer(Consumer):
                 if batch:
                     self.positions[tp] = batch[-1].offset + 1
                     out.extend(batch)
-            if out or self._stopped or not self._bus._running:
+            if out or self._stopped:
                 return out
+            if not self._bus._running:  # a reader of a stopped bus must end, not poll an empty bus forever
+                raise BusClosedError("the bus is stopped")
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []

@@ -104,3 +104,13 @@ async def test_closed_bus_and_consumer_refuse(bus: MemoryBus) -> None:
     await bus.stop()
     with pytest.raises(BusClosedError):
         await bus.publish("t", b"k", b"v")
+
+
+async def test_a_reader_of_a_stopped_bus_gets_what_is_left_then_bus_closed(bus: MemoryBus) -> None:
+    await bus.publish("t", b"k", b"last")
+    c = bus.consumer("g", ["t"])
+    await c.start()
+    await bus.stop()
+    assert [r.value for r in await c.getmany(timeout=0.1)] == [b"last"]
+    with pytest.raises(BusClosedError):  # not an empty batch at once, forever: a worker would spin
+        await c.getmany(timeout=5.0)
