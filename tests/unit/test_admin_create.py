@@ -182,3 +182,36 @@ def test_the_prompt_on_a_terminal_does_not_echo(target: Target) -> None:
     assert user is not None
     assert user.is_admin
     assert verify_secret(user.password_hash, SECRET)
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not MONGO_URL, reason="CHATMQ_MONGO_URL is not set")
+def test_with_the_cluster_config_file(tmp_path: Path) -> None:
+    """``-c config/cluster.toml`` (here a copy naming a database of the test's own) puts the admin
+    in MongoDB, with no CHATMQ_MONGO_URL in the environment."""
+    from chatmq.cluster import CLUSTER_CONFIG
+
+    assert MONGO_URL
+    name = "t_admin_" + uuid.uuid4().hex[:12]
+    config = tmp_path / "cluster.toml"
+    text = CLUSTER_CONFIG.read_text()
+    assert 'mongo_db = "chatmq"' in text
+    assert 'mongo_url = "mongodb://127.0.0.1:27017"' in text
+    config.write_text(text.replace('mongo_db = "chatmq"', f'mongo_db = "{name}"')
+                      .replace('mongo_url = "mongodb://127.0.0.1:27017"', f'mongo_url = "{MONGO_URL}"'))
+    env: dict[str, str | None] = {"CHATMQ_MONGO_URL": None, "CHATMQ_MONGO_DB": None, "CHATMQ_CONFIG": None,
+                                  "CHATMQ_ADMIN_PASSWORD": SECRET}
+    try:
+        r = CliRunner().invoke(app, ["admin", "create", "operator", "-c", str(config)], env=env)
+        assert r.exit_code == 0, r.output
+        assert f"in MongoDB {MONGO_URL.split('://')[-1]}, database {name}" in r.output
+        target = Target({"CHATMQ_DATA_DIR": str(tmp_path), "CHATMQ_MONGO_URL": MONGO_URL, "CHATMQ_MONGO_DB": name})
+        user = target.user("operator")
+        assert user is not None
+        assert user.is_admin
+    finally:
+        from pymongo import MongoClient
+
+        client: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL)
+        client.drop_database(name)
+        client.close()
