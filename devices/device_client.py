@@ -38,12 +38,12 @@ from chatmq.devices.sdk import (
     ChatClientError,
     ChatTimeoutError,
     ConnectError,
-    ConnectTimeoutError,
     Envelope,
     NotAuthorizedError,
     ServerUnreachableError,
     SubscribeDeniedError,
     Transport,
+    open_session,
     release_sockets,
 )
 
@@ -114,17 +114,12 @@ class DeviceClient:
         """Open the session and subscribe to the device's inbox; errors: see the module docstring."""
         if self._started:
             return
-        try:
-            self.mqtt.connect(self.mqtt_host, self.mqtt_port, keepalive=self._keepalive)
-        except OSError as exc:
-            raise ServerUnreachableError(
-                f"cannot reach MQTT broker at {self.mqtt_host}:{self.mqtt_port}: {exc}") from exc
-        self.mqtt.loop_start()
         self._started = True
-        if not self._ready.wait(timeout):
-            self.close()
-            raise ConnectTimeoutError(
-                f"no answer from MQTT broker at {self.mqtt_host}:{self.mqtt_port} within {timeout:g}s")
+        try:
+            open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self._keepalive, self._ready, timeout, self.close)
+        except ServerUnreachableError:
+            self._started = False
+            raise
         if self._connect_error is not None:
             error = self._connect_error
             self.close()

@@ -241,6 +241,21 @@ def release_sockets(client: mqtt.Client) -> None:
         reset(sockpair_only=True)
 
 
+def open_session(client: mqtt.Client, host: str, port: int, keepalive: int, ready: threading.Event,
+                 timeout: float, abort: Callable[[], None]) -> None:
+    """Connect ``client``, start paho's network thread and wait until ``ready`` is set (by the caller's
+    CONNACK/SUBACK callbacks). ``ServerUnreachableError`` when the broker cannot be reached;
+    ``ConnectTimeoutError`` after calling ``abort`` when ``ready`` is not set within ``timeout`` s."""
+    try:
+        client.connect(host, port, keepalive=keepalive)
+    except OSError as exc:  # includes paho's WebsocketConnectionError
+        raise ServerUnreachableError(f"cannot reach MQTT broker at {host}:{port}: {exc}") from exc
+    client.loop_start()
+    if not ready.wait(timeout):
+        abort()
+        raise ConnectTimeoutError(f"no answer from MQTT broker at {host}:{port} within {timeout:g}s")
+
+
 class ChatClient:
     """A chat user's client: REST for accounts/contacts/groups/history, MQTT for messaging.
 
@@ -571,17 +586,8 @@ class ChatClient:
         self._connect_error = None
         self.fatal_error = None
         self._auth_retry_used = False
-        try:
-            self.mqtt.connect(self.mqtt_host, self.mqtt_port, keepalive=self.keepalive)
-        except OSError as exc:  # includes paho's WebsocketConnectionError
-            raise ServerUnreachableError(
-                f"cannot reach MQTT broker at {self.mqtt_host}:{self.mqtt_port}: {exc}") from exc
-        self.mqtt.loop_start()
         self._loop_used = True
-        if not self._ready.wait(timeout):
-            self._stop_loop()
-            raise ConnectTimeoutError(
-                f"no answer from MQTT broker at {self.mqtt_host}:{self.mqtt_port} within {timeout:g}s")
+        open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready, timeout, self._stop_loop)
         if self._connect_error is not None:
             self._stop_loop()
             raise self._connect_error
