@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,6 +103,8 @@ class Settings(BaseSettings):
                                 description="FCM v1 send URL, {0} = project id; unset: FCM's own (tests, proxies).")
     push_webhook_url: str | None = Field(None, pattern=r"^https?://",
                                          description="URL that gets each notification as a JSON POST (webhook).")
+    push_webhook_secret: SecretStr | None = Field(
+        None, min_length=16, description="Key of the HMAC-SHA256 signature on each webhook POST (X-Chatmq-Signature).")
     push_preview: bool = Field(False, description="Put the start of a message's text in the push (off: privacy).")
     push_preview_length: int = Field(100, ge=1, le=1000, description="Characters of text in a preview.")
     push_ttl: int = Field(86400, ge=0, le=2419200, description="Seconds a push may wait for an offline device.")

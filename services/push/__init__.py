@@ -26,7 +26,8 @@ def provider_from_settings(settings: Settings) -> PushProvider | None:
         from chatmq.services.push.webhook import WebhookProvider
 
         assert settings.push_webhook_url is not None  # Settings checks it
-        return WebhookProvider(settings.push_webhook_url)
+        secret = settings.push_webhook_secret
+        return WebhookProvider(settings.push_webhook_url, secret=secret.get_secret_value() if secret else None)
     if settings.push_provider == "fcm":
         try:
             from chatmq.services.push.fcm import FcmProvider

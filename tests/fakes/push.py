@@ -104,6 +104,7 @@ class Sent:
     headers: dict[str, str]
     body: dict[str, Any]
     status: int
+    raw: bytes = b""
 
     @property
     def token(self) -> str:
@@ -234,7 +235,7 @@ class FakePushServer:
         else:
             answer = self._answer_for(body["message"]["token"] if fcm else body["token"])
         with self._cond:
-            self.sent.append(Sent(path, headers, body, answer.status))
+            self.sent.append(Sent(path, headers, body, answer.status, raw))
             self._cond.notify_all()
         return answer
 

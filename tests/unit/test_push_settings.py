@@ -40,6 +40,16 @@ def test_the_webhook_provider_comes_from_the_settings() -> None:
     assert isinstance(provider_from_settings(s), WebhookProvider)
 
 
+def test_the_webhook_secret_is_long_enough_and_never_shown() -> None:
+    with pytest.raises(ConfigError, match="push_webhook_secret"):
+        Settings.load(push_provider="webhook", push_webhook_url="http://127.0.0.1:9/push", push_webhook_secret="short")
+    s = Settings.load(push_provider="webhook", push_webhook_url="http://127.0.0.1:9/push",
+                      push_webhook_secret="a-long-enough-secret")
+    assert "a-long-enough-secret" not in repr(s)
+    assert s.push_webhook_secret is not None
+    assert s.push_webhook_secret.get_secret_value() == "a-long-enough-secret"
+
+
 def _cluster_env(tmp_path: Path, **push: str) -> dict[str, str]:
     return {"CHATMQ_KAFKA_BOOTSTRAP": "127.0.0.1:1", "CHATMQ_MONGO_URL": "mongodb://127.0.0.1:1",
             "CHATMQ_DATA_DIR": str(tmp_path), "CHATMQ_JWT_SECRET": "k" * 40, "CHATMQ_CONFIG": "",

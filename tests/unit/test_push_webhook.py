@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from chatmq.services.push.provider import Notification, Result
 from chatmq.services.push.records import PushRecord
-from chatmq.services.push.webhook import WebhookProvider
+from chatmq.services.push.webhook import SIGNATURE_HEADER, WebhookProvider, signature
 from chatmq.services.store.base import PushToken
 from tests.fakes.push import Answer, FakePushServer
 
@@ -57,3 +60,25 @@ async def test_an_unreachable_webhook_is_retried() -> None:
         assert (await provider.send(PushToken("ubob", "web", "tok", 0), NOTE)).result is Result.RETRY
     finally:
         await provider.stop()
+
+
+async def test_a_secret_signs_every_post(push_fake: FakePushServer) -> None:
+    provider = WebhookProvider(push_fake.webhook_url, secret="s3cret-s3cret-s3cret")
+    await provider.start()
+    try:
+        before = int(time.time())
+        assert (await provider.send(PushToken("ubob", "ios", "apns-tok", 0), NOTE)).result is Result.SENT
+    finally:
+        await provider.stop()
+    [sent] = push_fake.sent
+    header = sent.headers[SIGNATURE_HEADER.lower()]
+    t = int(header.split(",")[0].removeprefix("t="))
+    assert before <= t <= int(time.time())
+    expected = hmac.new(b"s3cret-s3cret-s3cret", f"{t}.".encode() + sent.raw, hashlib.sha256).hexdigest()
+    assert header == f"t={t},v1={expected}"
+    assert signature("another-secret-value", t, sent.raw) != header
+
+
+async def test_no_secret_no_signature(webhook: WebhookProvider, push_fake: FakePushServer) -> None:
+    await webhook.send(PushToken("ubob", "ios", "apns-tok", 0), NOTE)
+    assert SIGNATURE_HEADER.lower() not in push_fake.sent[0].headers
