@@ -10,7 +10,9 @@ CONNACK. From the CONNECT on, this class and its helpers replace amqtt's paths:
 * sessions: a clean-session CONNECT ends any session with that client id, closing its live
   connection ([MQTT-3.1.2-6], [MQTT-3.1.4-2]); a persistent CONNECT takes the session over
   (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]).
-  Persistent sessions are kept for anonymous clients too (amqtt dropped them);
+  Persistent sessions are kept for anonymous clients too (amqtt dropped them), for
+  ``DeliveryLimits.session_expiry`` seconds after their connection ended (then the session, its
+  subscriptions and its queue are dropped, as Mosquitto's ``persistent_client_expiration``);
 * retained messages go only to a new subscription's matching topics, through the receive ACL
   (amqtt replayed every retained message to every (re)connecting session);
 * an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
@@ -57,6 +60,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
     def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None) -> None:
         super().__init__(config)
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
+        self._detached: dict[str, float] = {}
+        """Persistent sessions without a connection: client id → when it ended (monotonic)."""
 
     # --- hooks for subclasses ------------------------------------------------------
     def may_receive(self, session: Session, topic: str) -> bool:
@@ -150,6 +155,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
     async def _end_session(self, client_id: str) -> None:
         """Forget ``client_id``'s session, closing its live connection first (a takeover)."""
         entry = self._sessions.pop(client_id, None)
+        self._detached.pop(client_id, None)
         self.router.forget(client_id)
         if entry is not None and entry[0].transitions.is_connected():
             log.info("%s connected again: closing its previous connection", client_id)
@@ -178,6 +184,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             await writer.close()
             return
         self._sessions[client_id] = (client_session, handler)
+        self._detached.pop(client_id, None)
         await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=client_id,
                                               client_session=client_session)
@@ -214,6 +221,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
         if client_session.clean_session:
             del self._sessions[client_id]
             self.router.forget(client_id)
+        else:
+            self._detached[client_id] = time.monotonic()
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
                                               client_session=client_session)
 
@@ -225,9 +234,34 @@ class NodeBroker(Broker):  # type: ignore[misc]
         await self._end_session(client_id)
 
     async def _session_monitor(self) -> None:
-        """amqtt's monitor expired anonymous persistent sessions; ours are kept. This task runs the
-        node's ``GcFreezer`` instead (for the life of the broker)."""
-        await GcFreezer(lambda: len(self._sessions)).run()
+        """amqtt's monitor expired anonymous persistent sessions only. This task (for the life of the
+        broker) expires every persistent session ``session_expiry`` seconds after its connection ended,
+        and runs the node's ``GcFreezer``."""
+        await asyncio.gather(GcFreezer(lambda: len(self._sessions)).run(), self._expire_sessions())
+
+    async def _expire_sessions(self) -> None:
+        expiry = self.router.limits.session_expiry
+        if expiry <= 0:
+            return  # kept forever
+        while True:
+            await asyncio.sleep(min(60.0, max(0.2, expiry / 4)))
+            self.expire_detached(time.monotonic() - expiry)
+
+    def expire_detached(self, ended_before: float) -> int:
+        """Drop the persistent sessions whose connection ended before ``ended_before`` (monotonic) and
+        still has none: their subscriptions and queued messages go. Returns how many."""
+        expired = [cid for cid, ended in self._detached.items() if ended < ended_before]
+        for client_id in expired:
+            del self._detached[client_id]
+            entry = self._sessions.get(client_id)
+            if entry is not None and not entry[0].transitions.is_connected():
+                del self._sessions[client_id]
+                self.router.forget(client_id)
+        if expired:
+            shown = ", ".join(expired[:10]) + (", …" if len(expired) > 10 else "")
+            log.info("%d persistent session(s) expired (disconnected for over %g s): %s", len(expired),
+                     self.router.limits.session_expiry, shown)
+        return len(expired)
 
     # --- amqtt's broadcast entry points, for plugins and internal messages --------------
     async def _broadcast_message(self, session: Session | None, topic: str | None,

@@ -50,15 +50,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DeliveryLimits:
-    """Per-client delivery bounds (settings ``broker_queue_size``, ``broker_max_inflight``)."""
+    """Per-client delivery bounds (settings ``broker_queue_size``, ``broker_max_inflight``,
+    ``broker_session_expiry``: seconds a persistent session and its queue outlive its connection, 0 = forever)."""
 
     queue_size: int = 10_000
     max_inflight: int = 100
     high_water: int = 256 * 1024
+    session_expiry: float = 7200.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryLimits:
-        return cls(queue_size=settings.broker_queue_size, max_inflight=settings.broker_max_inflight)
+        return cls(queue_size=settings.broker_queue_size, max_inflight=settings.broker_max_inflight,
+                   session_expiry=settings.broker_session_expiry)
 
 
 @dataclass(slots=True)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     broker_queue_size: int = Field(10_000, gt=0, description="Messages queued per MQTT client beyond those in "
                                    "flight; past it QoS 0 is dropped (counted) and a QoS 1/2 subscriber is "
                                    "disconnected as too slow.")
+    broker_session_expiry: float = Field(7200.0, ge=0, description="Seconds a persistent (clean session 0) "
+                                         "MQTT session, its subscriptions and queued QoS 1/2 messages are kept "
+                                         "after its client disconnected; 0 = forever.")
     broker_max_inflight: int = Field(100, gt=0, le=65535, description="QoS 1/2 messages sent to one MQTT client "
                                      "and not yet acknowledged.")
 

@@ -3,6 +3,7 @@ once per module as a subprocess on a free port; ``raw()`` opens raw-socket clien
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -27,11 +28,18 @@ class PlainNode:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNode]:
+    yield from plain_node(tmp_path_factory)
+
+
+def plain_node(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator[PlainNode]:
+    """Run the plain node (with ``settings`` as ``CHATMQ_*`` variables) until the generator ends."""
     port = free_port()
     log = tmp_path_factory.mktemp("plain") / "broker.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
+    env.update({f"CHATMQ_{k.upper()}": v for k, v in settings.items()})
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "chatmq.cli", "broker", "--allow-anonymous",
-                                 "--host", "127.0.0.1", "--mqtt-port", str(port)], stdout=out, stderr=out)
+                                 "--host", "127.0.0.1", "--mqtt-port", str(port)], stdout=out, stderr=out, env=env)
     node = PlainNode(port, log, proc)
     deadline = time.monotonic() + 20
     while f"mqtt://127.0.0.1:{port}" not in node.log():
