@@ -11,7 +11,14 @@
 #   kafka    Apache Kafka 4.x, single node KRaft (broker+controller), jars from Maven Central
 #            (scripts/services/kafka/pom.xml). Ready when a Metadata request lists the broker.
 #   mongo    MongoDB wire protocol: FerretDB 1.24 embedded in our own Go program
-#            (scripts/services/ferretdb), SQLite backend. Ready when {ping: 1} answers ok.
+#            (scripts/services/ferretdb). Ready when {ping: 1} answers ok. Its backend is
+#            $CHATMQ_FERRETDB_BACKEND: sqlite (default; nothing else runs) or postgresql:
+#            then `up mongo` also installs Debian's postgresql if missing, initialises a
+#            cluster in <dir>/pg (trust auth, socket and 127.0.0.1 only; run as the postgres
+#            user when this script runs as root), starts it on $CHATMQ_PG_PORT, creates the
+#            database `ferretdb` and points FerretDB at it; `down mongo` stops both, FerretDB
+#            first; `status mongo` adds a `pg` line. A running mongo is not switched to the
+#            other backend: `down mongo` first (each backend keeps its own data).
 #   nginx    Debian's nginx, with $CHATMQ_NGINX_CONF or a generated minimal conf serving
 #            GET /healthz -> 200. Ready when /healthz answers 200 (any HTTP answer for a
 #            conf of your own).
@@ -24,6 +31,8 @@
 #   run/<service>.pid    pid of the running server; run/<service>.port its client port
 #   kafka/lib            the jars; kafka/server.properties; kafka/data (log.dirs, KRaft metadata)
 #   bin/chatmq-ferretdb  built from scripts/services/ferretdb; mongo/ its SQLite databases
+#   pg/data              the PostgreSQL cluster (postgresql backend), pg/sock its Unix socket,
+#                        logs/pg.log; run/mongo.backend the backend of the running mongo
 #   nginx/               prefix, generated nginx.conf, temp paths; vm/ victoria-metrics' data
 # `down` keeps all of it; delete the folder to start from scratch.
 #
@@ -37,6 +46,8 @@
 #   CHATMQ_KAFKA_CONTROLLER_PORT   [9093]   KRaft controller listener
 #   CHATMQ_KAFKA_HEAP              [512m]   -Xmx of the broker
 #   CHATMQ_MONGO_PORT              [27017]
+#   CHATMQ_FERRETDB_BACKEND        [sqlite] FerretDB's backend: sqlite or postgresql
+#   CHATMQ_PG_PORT                 [5433]   PostgreSQL's port (postgresql backend only)
 #   CHATMQ_NGINX_PORT              [8080]   port of the generated conf, and the one checked
 #   CHATMQ_NGINX_CONF              [generated]  an nginx.conf of your own; it must not set
 #                                  `pid` or `daemon` (given on the command line); relative
@@ -48,7 +59,7 @@
 #   JAVA_HOME                      [java on PATH]  Java 17+ for Kafka
 #
 # Needs: bash, python3, Java 17+ and Maven (kafka), Go 1.26 (mongo), root or sudo for
-# apt-get (nginx, metrics; installed only when missing).
+# apt-get (nginx, metrics, postgresql; installed only when missing).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,6 +72,9 @@ KAFKA_PORT=${CHATMQ_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${CHATMQ_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP=${CHATMQ_KAFKA_HEAP:-512m}
 MONGO_PORT=${CHATMQ_MONGO_PORT:-27017}
+FERRETDB_BACKEND=${CHATMQ_FERRETDB_BACKEND:-sqlite}
+PG_PORT=${CHATMQ_PG_PORT:-5433}
+PG_DB=ferretdb
 NGINX_PORT=${CHATMQ_NGINX_PORT:-8080}
 VM_PORT=${CHATMQ_VM_PORT:-8428}
 TIMEOUT=${CHATMQ_SERVICES_TIMEOUT:-120}
@@ -153,6 +167,7 @@ marker() {
   case $1 in
     kafka) echo kafka.Kafka ;;
     mongo) echo chatmq-ferretdb ;;
+    pg) echo "postgres -D $dir/pg/data" ;;
     nginx) echo nginx ;;
     metrics) echo victoria-metrics ;;
   esac
@@ -176,6 +191,7 @@ port_of() { # service (the port it was asked for now)
   case $1 in
     kafka) echo "$KAFKA_PORT" ;;
     mongo) echo "$MONGO_PORT" ;;
+    pg) echo "$PG_PORT" ;;
     nginx) echo "$NGINX_PORT" ;;
     metrics) echo "$VM_PORT" ;;
   esac
@@ -207,6 +223,7 @@ probe() { # service
   case $1 in
     kafka) "$py" "$here/probe.py" kafka "$host" "$KAFKA_PORT" ;;
     mongo) "$py" "$here/probe.py" mongo "$host" "$MONGO_PORT" ;;
+    pg) "$(pg_bindir)/pg_isready" -h "$host" -p "$PG_PORT" -U postgres -d postgres ;;
     nginx)
       if [ -n "${CHATMQ_NGINX_CONF:-}" ]; then
         "$py" "$here/probe.py" http "http://$host:$NGINX_PORT/" --any-status
@@ -217,12 +234,16 @@ probe() { # service
   esac
 }
 
+# PostgreSQL's SIGTERM ("smart") waits for every client to leave; SIGINT ("fast") ends them.
+stop_signal() { case $1 in pg) echo INT ;; *) echo TERM ;; esac; }
+
 stop_pid() { # service pid
-  local name=$1 pid=$2 waited=0
-  kill -TERM "$pid" 2>/dev/null || true
+  local name=$1 pid=$2 waited=0 sig
+  sig=$(stop_signal "$name")
+  kill -"$sig" "$pid" 2>/dev/null || true
   while alive "$pid"; do
     if [ "$waited" -ge $((STOP_TIMEOUT * 10)) ]; then
-      warn "$name (pid $pid) still running ${STOP_TIMEOUT}s after SIGTERM: sending SIGKILL"
+      warn "$name (pid $pid) still running ${STOP_TIMEOUT}s after SIG$sig: sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       sleep 0.2
       break
@@ -381,6 +402,7 @@ kafka_up() {
 # --- mongo (FerretDB) ------------------------------------------------------------------------
 
 mongo_install() {
+  [ "$FERRETDB_BACKEND" != postgresql ] || pg_install
   local src=$here/ferretdb bin=$dir/bin/chatmq-ferretdb
   if [ -x "$bin" ] && [ "$bin" -nt "$src/main.go" ] && [ "$bin" -nt "$src/go.mod" ] && [ "$bin" -nt "$src/go.sum" ]; then
     return 0
@@ -397,8 +419,83 @@ mongo_install() {
 
 mongo_up() {
   mongo_install
-  mkdir -p "$dir/mongo"
-  start_service mongo "$dir/bin/chatmq-ferretdb" -listen-addr "$host:$MONGO_PORT" -sqlite-dir "$dir/mongo"
+  local recorded
+  if running_pid mongo >/dev/null; then
+    recorded=$(cat "$dir/run/mongo.backend" 2>/dev/null || echo sqlite)
+    if [ "$recorded" != "$FERRETDB_BACKEND" ]; then
+      die "mongo is already running with the $recorded backend, not $FERRETDB_BACKEND: run 'scripts/services.sh down mongo' first"
+    fi
+  fi
+  case $FERRETDB_BACKEND in
+    sqlite)
+      mkdir -p "$dir/mongo"
+      start_service mongo "$dir/bin/chatmq-ferretdb" -listen-addr "$host:$MONGO_PORT" \
+        -handler sqlite -sqlite-dir "$dir/mongo" ;;
+    postgresql)
+      pg_up
+      start_service mongo "$dir/bin/chatmq-ferretdb" -listen-addr "$host:$MONGO_PORT" \
+        -handler postgresql -postgresql-url "postgres://postgres@$host:$PG_PORT/$PG_DB" ;;
+  esac
+  echo "$FERRETDB_BACKEND" >"$dir/run/mongo.backend"
+}
+
+# --- pg (PostgreSQL: mongo's postgresql backend) ---------------------------------------------
+
+# The newest installed server's bin folder (Debian: /usr/lib/postgresql/<major>/bin).
+pg_bindir() {
+  local d
+  d=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] || return 1
+  dirname "$d"
+}
+
+pg_install() {
+  pg_bindir >/dev/null || apt_install postgresql
+  pg_bindir >/dev/null || die "pg: no /usr/lib/postgresql/*/bin/postgres after apt-get install postgresql"
+}
+
+# PostgreSQL refuses to run as root: as root, its programs run as the postgres user (made by
+# Debian's package), which owns <dir>/pg/data and pg/sock; otherwise as the current user.
+# setpriv execs, so a server started this way keeps the pid that spawn recorded.
+pg_cmd() { # cmd... -> the array PGCMD
+  if [ "$(id -u)" -eq 0 ]; then
+    PGCMD=(setpriv --reuid=postgres --regid=postgres --init-groups -- "$@")
+  else
+    PGCMD=("$@")
+  fi
+}
+
+pg_up() {
+  pg_install
+  local bin data=$dir/pg/data sock=$dir/pg/sock
+  bin=$(pg_bindir)
+  if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+    die "pg: as root, PostgreSQL runs as the 'postgres' user, which does not exist (Debian's postgresql package makes it)"
+  fi
+  # A cluster without PG_VERSION is an initdb that did not finish: start again.
+  [ -s "$data/PG_VERSION" ] || rm -rf "$data"
+  mkdir -p "$data" "$sock"
+  [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$data" "$sock"
+  if [ ! -s "$data/PG_VERSION" ]; then
+    pg_cmd "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8
+    run_logged "pg: initdb $data" "$(logfile pg)" "${PGCMD[@]}"
+  fi
+  if ! running_pid pg >/dev/null; then
+    # Rewritten at every start: trust, but only over the socket and from 127.0.0.1.
+    printf '%s\n' "# Generated by scripts/services.sh at every 'up mongo' (postgresql backend): edits here are lost." \
+      'local all all trust' 'host  all all 127.0.0.1/32 trust' >"$data/pg_hba.conf"
+    [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$data/pg_hba.conf"
+  fi
+  pg_cmd "$bin/postgres" -D "$data" -c listen_addresses="$host" -c port="$PG_PORT" \
+    -c unix_socket_directories="$sock" -c logging_collector=off
+  start_service pg "${PGCMD[@]}"
+  local exists
+  exists=$("$bin/psql" -h "$host" -p "$PG_PORT" -U postgres -d postgres -XAtqc \
+    "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'") || die "pg: psql could not query $host:$PG_PORT; see $(logfile pg)"
+  if [ "$exists" != 1 ]; then
+    "$bin/createdb" -h "$host" -p "$PG_PORT" -U postgres "$PG_DB" || die "pg: createdb $PG_DB failed"
+    say "pg: created database $PG_DB"
+  fi
 }
 
 # --- nginx -----------------------------------------------------------------------------------
@@ -492,6 +589,11 @@ do_down() { # service
     say "$name: not running"
   fi
   rm -f "$(pidfile "$name")" "$dir/run/$name.port"
+  # mongo's PostgreSQL goes down after FerretDB, whichever backend is asked for now.
+  if [ "$name" = mongo ]; then
+    rm -f "$dir/run/mongo.backend"
+    if running_pid pg >/dev/null || [ -s "$(pidfile pg)" ]; then do_down pg; fi
+  fi
 }
 
 do_status() { # service; returns 1 when stopped
@@ -520,6 +622,10 @@ main() {
   done
   [ ${#names[@]} -gt 0 ] || names=("${ALL[@]}")
 
+  case $FERRETDB_BACKEND in
+    sqlite | postgresql) ;;
+    *) die "CHATMQ_FERRETDB_BACKEND=$FERRETDB_BACKEND: sqlite or postgresql" ;;
+  esac
   case $cmd in
     up | down | status | install) ;;
     -h | --help | help) usage ;;
@@ -528,8 +634,14 @@ main() {
 
   mkdir -p "$dir/logs" "$dir/run"
   if [ "$cmd" = status ]; then
-    local rc=0
-    for n in "${names[@]}"; do do_status "$n" || rc=3; done
+    local rc=0 backend
+    for n in "${names[@]}"; do
+      do_status "$n" || rc=3
+      if [ "$n" = mongo ]; then
+        backend=$(cat "$dir/run/mongo.backend" 2>/dev/null || echo "$FERRETDB_BACKEND")
+        if [ "$backend" = postgresql ] || running_pid pg >/dev/null; then do_status pg || rc=3; fi
+      fi
+    done
     return "$rc"
   fi
 
