@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, cast
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -78,7 +79,7 @@ DRAIN_SECONDS = 300.0  # after a row, how long at most to wait for what is still
 DRAIN_STALL = 60.0  # ... and how long without any delivery or ack
 PASSWORD = "bench-password-123"
 PROGRESS_EVERY = 2.0
-SHARED_SERVERS = ("kafka", "ferretdb", "nginx")  # cluster processes that are not chatmq's (name prefixes)
+SHARED_SERVERS = ("kafka", "ferretdb", "postgres", "nginx")  # cluster processes not chatmq's (name prefixes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,9 +540,10 @@ class Runner:
             lat = sorted(tally.latency_us)
             notes.append("latency over all messages: none was sent after the warm-up")
         p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
-        cpu = {name: round(used / wall, 3) for name, used in cpu_sending.items()}
+        cpu = {name: round(used / wall, 3) for name, used in merge_postgres(cpu_sending).items()}
         client = cpu.pop("client", 0.0)
-        per_message = {name: round(1000 * used / max(tally.sent, 1), 3) for name, used in cpu_all.items()}
+        per_message = {name: round(1000 * used / max(tally.sent, 1), 3)
+                       for name, used in merge_postgres(cpu_all).items()}
         lost = tally.expected - tally.delivered
         return RowResult(
             key=spec.key, title=spec.title, rate=round(window_deliveries / window_seconds, 1),
@@ -620,6 +622,62 @@ def find_pids(needle: str) -> list[int]:
     return found
 
 
+def _args(pid: int) -> list[str]:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    return []
+
+
+def _url_port(url: str, default: int) -> int:
+    with contextlib.suppress(ValueError):
+        return urlsplit(url).port or default
+    return default
+
+
+def _children(parent: int) -> list[int]:
+    """Direct children of ``parent`` (field 4 of ``/proc/<pid>/stat``)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+    return found
+
+
+def merge_postgres(used: dict[str, float]) -> dict[str, float]:
+    """``used`` with PostgreSQL's processes (``postgres``, ``postgres-2``, ...) summed as ``postgres``."""
+    out: dict[str, float] = {}
+    for name, value in used.items():
+        key = "postgres" if name.startswith("postgres") else name
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def store_server_pids(mongo_url: str) -> list[tuple[str, int]]:
+    """The FerretDB serving ``mongo_url`` and, when it runs on PostgreSQL, PostgreSQL's processes.
+
+    FerretDB is a ``ferretdb`` process whose command line has the URL's port (as
+    ``scripts/services.sh`` starts it: ``-listen-addr 127.0.0.1:<port>``), or every ``ferretdb``
+    process when none has. When its command line gives ``-postgresql-url``, the postmaster started
+    with that port (``postgres -D … -c port=<port>``) and its children (one backend per FerretDB
+    connection, and PostgreSQL's own workers) are ``postgres``, ``postgres-2``, ...
+    """
+    port = _url_port(mongo_url, 27017)
+    ferret = [p for p in find_pids("ferretdb") if p != os.getpid()]
+    ferret = [p for p in ferret if any(a.endswith(f":{port}") for a in _args(p))] or ferret
+    out = [("ferretdb", pid) for pid in ferret]
+    for pid in ferret:
+        args = _args(pid)
+        if "-postgresql-url" not in args[:-1]:
+            continue
+        pg_port = _url_port(args[args.index("-postgresql-url") + 1], 5432)
+        for master in find_pids("postgres -D"):
+            if f"port={pg_port}" in _args(master):
+                out += [("postgres", master), *(("postgres", child) for child in _children(master))]
+    return out
+
+
 class EmbeddedDeployment:
     """``chatmq serve`` in its own session, on free ports, storing in ``workdir/data``."""
 
@@ -696,10 +754,13 @@ class ClusterDeployment:
 
     def pids(self) -> dict[str, int]:
         out = {name: part.proc.pid for name, part in self.cluster.parts.items() if part.proc is not None}
-        for name, needle in (("kafka", "kafka.Kafka"), ("ferretdb", "ferretdb"),
-                             ("nginx", str(self.cluster.data_dir / "nginx"))):
-            for i, pid in enumerate(p for p in find_pids(needle) if p != os.getpid()):
-                out[name if i == 0 else f"{name}-{i + 1}"] = pid
+        servers = [("kafka", pid) for pid in find_pids("kafka.Kafka")] + store_server_pids(self.mongo)
+        servers += [("nginx", pid) for pid in find_pids(str(self.cluster.data_dir / "nginx"))]
+        seen: Counter[str] = Counter()
+        for name, pid in servers:
+            if pid != os.getpid():
+                seen[name] += 1
+                out[name if seen[name] == 1 else f"{name}-{seen[name]}"] = pid
         return out
 
     def stop(self) -> None:
@@ -916,8 +977,10 @@ def cpu_table(rows: Sequence[RowResult]) -> str:
     lines = ["| process | " + " | ".join(r.title for r in rows) + " |", "|---|" + "---:|" * len(rows)]
     for name, label in [("client", "load generator (this process)"), *((n, n) for n in names)]:
         lines.append(f"| {label} | " + " | ".join(cell(r, name) for r in rows) + " |")
+    servers = "Kafka, FerretDB, PostgreSQL, nginx" if any(n.startswith("postgres") for n in names) \
+        else "Kafka, FerretDB, nginx"
     for label, pick in (("chatmq processes", lambda n: not n.startswith(SHARED_SERVERS)),
-                        ("Kafka, FerretDB, nginx", lambda n: n.startswith(SHARED_SERVERS))):
+                        (servers, lambda n: n.startswith(SHARED_SERVERS))):
         totals = [sum(v for n, v in r.cpu_ms_per_message.items() if n != "client" and pick(n)) for r in rows]
         if any(totals):
             lines.append(f"| {label}: ms per message | " + " | ".join(f"{v:.3f}" for v in totals) + " |")

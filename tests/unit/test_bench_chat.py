@@ -15,6 +15,7 @@ from chatmq.devices.bench_chat import (
     encode_connect_auth,
     encode_publish_qos1,
     markdown_table,
+    merge_postgres,
     pair_targets,
     percentile,
     publish_parts,
@@ -79,3 +80,15 @@ def test_report_has_every_row_and_process() -> None:
     report = report_markdown(rows, meta)
     assert report.startswith("embedded mode, quick run")
     assert rows_from_json({"rows": [vars(r) for r in rows]}) == rows
+
+
+def test_postgresql_processes_are_one_line_counted_with_the_servers() -> None:
+    used = merge_postgres({"ferretdb": 1.0, "postgres": 0.5, "postgres-2": 0.25, "postgres-3": 0.25, "n1": 0.1})
+    assert used == {"ferretdb": 1.0, "postgres": 1.0, "n1": 0.1}
+    row = _row(ROWS[0].key, ROWS[0].title)
+    row.cpu_ms_per_message = {"n1": 0.1, "ferretdb": 2.0, "postgres": 1.0, "client": 0.1}
+    cpu = cpu_table([row])
+    assert "| Kafka, FerretDB, PostgreSQL, nginx: ms per message | 3.000 |" in cpu
+    assert "| chatmq processes: ms per message | 0.100 |" in cpu
+    row.cpu_ms_per_message = {"n1": 0.1, "ferretdb": 2.0}
+    assert "| Kafka, FerretDB, nginx: ms per message | 2.000 |" in cpu_table([row])
