@@ -15,7 +15,8 @@ CONNACK. From the CONNECT on, this class and its helpers replace amqtt's paths:
   subscriptions and its queue are dropped, as Mosquitto's ``persistent_client_expiration``);
 * retained messages go only to a new subscription's matching topics, through the receive ACL
   (amqtt replayed every retained message to every (re)connecting session);
-* an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will.
+* an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will;
+  every ended connection is counted by its ``CloseReason`` (``closes``).
 
 Subclasses decide who may connect (``_authenticate``), publish and subscribe (``_topic_filtering``),
 receive (``may_receive``), and may extend ``on_publish``/``on_subscribe``/``on_unsubscribe``.
@@ -24,6 +25,7 @@ receive (``may_receive``), and may extend ``on_publish``/``on_subscribe``/``on_u
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any
@@ -38,6 +40,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscripti
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
@@ -60,6 +63,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
     def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None) -> None:
         super().__init__(config)
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
+        self.closes: collections.Counter[CloseReason] = collections.Counter()
+        """Connections that ended since the start, by reason."""
         self._detached: dict[str, float] = {}
         """Persistent sessions without a connection: client id → when it ended (monotonic)."""
 
@@ -145,7 +150,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         existing, old = entry
         if existing.transitions.is_connected():
             log.info("%s connected again: taking the session over", client_id)
-            await self._stop_handler(old)
+            await self._close(old, CloseReason.TAKEN_OVER)
         for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
                      "username", "password", "remote_address", "remote_port", "ssl_object"):
             setattr(existing, name, getattr(session, name))
@@ -159,7 +164,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         self.router.forget(client_id)
         if entry is not None and entry[0].transitions.is_connected():
             log.info("%s connected again: closing its previous connection", client_id)
-            await self._stop_handler(entry[1])
+            await self._close(entry[1], CloseReason.TAKEN_OVER)
 
     async def _handle_client_session(
         self,
@@ -211,10 +216,11 @@ class NodeBroker(Broker):  # type: ignore[misc]
             self.router.publish(client_session.will_topic, will, client_session.will_qos or 0,
                                 bool(client_session.will_retain))
         await self._stop_handler(handler)
+        assert isinstance(handler, NodeConnection)
+        self.closes[handler.close_reason or CloseReason.CONNECTION_LOST] += 1
         current = self._sessions.get(client_id)
         if current is None or current[1] is not handler:
             return  # taken over (or ended) by a newer connection: leave its state alone
-        assert isinstance(handler, NodeConnection)
         if handler.outbox is not None and handler.transport is not None:
             handler.outbox.detach(handler.transport)
         client_session.transitions.disconnect()
@@ -225,6 +231,12 @@ class NodeBroker(Broker):  # type: ignore[misc]
             self._detached[client_id] = time.monotonic()
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
                                               client_session=client_session)
+
+    async def _close(self, handler: BrokerProtocolHandler, reason: CloseReason) -> None:
+        """Close ``handler``'s connection for ``reason`` and wait for its read loop to end."""
+        if isinstance(handler, NodeConnection):
+            handler.close(reason)
+        await self._stop_handler(handler)
 
     async def _cleanup_session(self, client_id: str) -> None:
         await super()._cleanup_session(client_id)

@@ -17,7 +17,8 @@ amqtt's CONNECT handling, session object and CONNACK, and replaces the rest:
 * keepalive: no packet for 1.5 × the keepalive closes the connection as a network failure, so
   the will is published ([MQTT-3.1.2-24], [MQTT-3.1.2-8]);
 * a malformed packet, a second CONNECT or a packet a server must not receive closes the
-  connection ([MQTT-4.8.0-1], [MQTT-3.1.0-2]); nothing a peer sends raises out of the loop.
+  connection ([MQTT-4.8.0-1], [MQTT-3.1.0-2]); nothing a peer sends raises out of the loop;
+* every end has one ``CloseReason`` (``close_reason``, the first one given to ``close``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from amqtt.mqtt.unsubscribe import UnsubscribePacket
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import Session
 
+from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
 from chatmq.broker.session import NodeSession
 from chatmq.broker.transports import Closable, chunk_reader, transport_for
@@ -82,6 +84,9 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     transport: Closable | None = None
     _last_read: float = 0.0
     _keepalive_timer: asyncio.TimerHandle | None = None
+    close_reason: CloseReason | None = None
+    """Why the connection ended (or is ending); None while it is open."""
+    _said_goodbye = False  # the client sent DISCONNECT
 
     def __init__(self, plugins_manager: PluginManager[Any], session: Session | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -181,13 +186,19 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         self.transport = transport_for(self.writer)
         ended: asyncio.Future[DisconnectPacket | None] = self._loop.create_future()
         self._disconnect_waiter = ended
-        outbox.attach(self.transport, self.close_transport)
+        outbox.attach(self.transport, self._too_slow)
         return ended
 
-    def close_transport(self) -> None:
-        """Close the connection now; the read loop then ends it as a network failure (will sent)."""
+    def close(self, reason: CloseReason) -> None:
+        """Close the connection now for ``reason`` (kept unless one was given before); the read loop
+        then ends it as a network failure (will sent). Harmless twice."""
+        if self.close_reason is None:
+            self.close_reason = reason
         if self.transport is not None:
             self.transport.close()
+
+    def _too_slow(self) -> None:
+        self.close(CloseReason.SLOW_CONSUMER)
 
     # --- keepalive ---------------------------------------------------------------
     def _arm_keepalive(self) -> None:
@@ -201,7 +212,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         if idle >= keep_alive * 1.5:
             log.info("%s sent nothing for %.1f s (keepalive %d s): closing",
                      self.session.client_id if self.session else "?", idle, keep_alive)
-            self.close_transport()
+            self.close(CloseReason.KEEPALIVE_TIMEOUT)
             return
         self._keepalive_timer = self._loop.call_later(keep_alive * 1.5 - idle, self._check_keepalive)
 
@@ -217,10 +228,12 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             while True:
                 data = await read()
                 if not data:
+                    reason = CloseReason.CONNECTION_LOST
                     break
                 self._last_read = self._loop.time()
                 router.pressed = None
                 if not await self._handle_all(splitter.feed(data)):
+                    reason = CloseReason.CLIENT_DISCONNECT if self._said_goodbye else CloseReason.PROTOCOL_ERROR
                     break
                 pressed = router.pressed
                 if pressed is not None:  # a subscriber fell behind this publisher: let it catch up
@@ -228,14 +241,16 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                     await pressed.relieved(PRESSURE_WAIT)
         except MalformedPacketError as exc:
             log.info("%s: malformed packet, closing: %s", self._who(), exc)
+            reason = CloseReason.PROTOCOL_ERROR
         except asyncio.CancelledError:
-            pass
+            reason = CloseReason.SHUTDOWN  # unless the canceller gave its reason first (takeover, kick)
         except Exception:
             log.exception("%s: unexpected error in the read loop, closing", self._who())
+            reason = CloseReason.INTERNAL_ERROR
         finally:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
-            self.close_transport()
+            self.close(reason)
             await self.handle_connection_closed()
         await self.stop()
 
@@ -298,6 +313,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             await self.node.on_unsubscribe(session, self, UnSubscription(unsub.variable_header.packet_id,
                                                                          unsub.payload.topics))
         elif kind == DISCONNECT:
+            self._said_goodbye = True
             await self.handle_disconnect(DisconnectPacket())
             return False
         else:

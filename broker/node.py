@@ -27,6 +27,7 @@ from amqtt.session import Session
 
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.base import NodeBroker
+from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.identity import (
     Identity,
@@ -135,7 +136,7 @@ class ChatBroker(NodeBroker):
         entry = self._sessions.get(client_id)
         if entry is None or entry[0].transitions.state != "connected":
             return False
-        await self._stop_handler(entry[1])
+        await self._close(entry[1], CloseReason.KICKED)
         return True
 
     async def kick_principal(self, principal_id: str) -> int:

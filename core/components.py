@@ -26,12 +26,14 @@ from fastapi import FastAPI
 
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.authenticator import Authenticator
+from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.node import ChatBroker
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.bus.base import Bus, TopicSpec
 from chatmq.errors import ChatMQError
 from chatmq.metrics import (
     BROKER_DELIVERED,
+    BROKER_DISCONNECTS,
     BROKER_DROPPED,
     BROKER_INFLIGHT,
     BROKER_QUEUED,
@@ -291,6 +293,7 @@ class BrokerNode:
             (BROKER_DROPPED, (node, "offline"), float(stats.dropped_offline)),
             (BROKER_SLOW, (node,), float(stats.slow_disconnects)),
         ]
+        samples += [(BROKER_DISCONNECTS, (node, reason.value), float(broker.closes[reason])) for reason in CloseReason]
         return samples
 
     async def kick(self, client_id: str) -> bool:

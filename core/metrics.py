@@ -129,6 +129,10 @@ BROKER_DROPPED = Family("chatmq_broker_dropped", "Messages a broker node dropped
                         "offline (the full queue of an absent persistent session).", "counter", ("node", "reason"))
 BROKER_SLOW = Family("chatmq_broker_slow_disconnects", "Connections a broker node closed because the client "
                      "read too slowly.", "counter", ("node",))
+BROKER_DISCONNECTS = Family("chatmq_broker_disconnects", "Client connections of a broker node that ended, by "
+                            "reason (client_disconnect, connection_lost, keepalive_timeout, protocol_error, "
+                            "slow_consumer, taken_over, kicked, shutdown, internal_error).", "counter",
+                            ("node", "reason"))
 PENDING_MESSAGES = Family("chatmq_pending_messages", "Messages stored and not yet confirmed delivered by their "
                           "recipient (counted by the storage part, or the embedded server, every "
                           "heartbeat_interval; only that process exports it).", "gauge", ())

@@ -68,6 +68,21 @@ def test_a_chat_shows_in_the_nodes_metrics(server: Deployment, users: Users) -> 
     assert 0 <= delta["latency sum"] < 2 * TIMEOUT
 
 
+def test_ended_connections_are_counted_by_reason(server: Deployment, users: Users) -> None:
+    def ended(reason: str) -> float:
+        return total(server, "chatmq_broker_disconnects_total", reason=reason)
+
+    before = {r: ended(r) for r in ("client_disconnect", "kicked")}
+    leaving = users()
+    leaving.disconnect()  # a clean DISCONNECT
+    poll(lambda: ended("client_disconnect") == before["client_disconnect"] + 1)
+    kicked = users()
+    answer = httpx.post(f"{server.api_url}/api/v1/admin/sessions/{kicked.client_id}/kick",
+                        headers=admin_headers(server))
+    assert answer.status_code == 204, answer.text
+    poll(lambda: ended("kicked") == before["kicked"] + 1)
+
+
 def test_pending_messages_are_counted_until_delivered(server: Deployment, users: Users) -> None:
     alice, bob = users(), users(connect=False)
     for i in range(3):
