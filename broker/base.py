@@ -1,7 +1,7 @@
 """``NodeBroker``: amqtt's ``Broker`` with chatmq's session handling and delivery path.
 
-amqtt (pinned exactly) still provides the listeners, CONNECT parsing, the ``Session`` object and
-CONNACK. From the CONNECT on, this class and its helpers replace amqtt's paths:
+amqtt (pinned exactly) still provides the listeners and the ``Session`` object (CONNECT and
+CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpers replace amqtt's paths:
 
 * connections are ``NodeConnection``s (one read loop, no task per packet), each bound to its
   session's ``Outbox`` (one batched write per turn, bounded queue, per-subscriber packet ids);
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from typing import Any
@@ -128,6 +129,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
             handler, session = await NodeConnection.init_from_connect(reader, writer, self.plugins_manager)
         except (AMQTTError, NoDataError) as exc:
             log.info("no valid CONNECT from %s:%s: %s", remote_address, remote_port, exc)
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.close()  # [MQTT-4.8.0-1]; amqtt left it open
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
             log.info("CONNECT refused from %s:%s: %s", remote_address, remote_port, exc)
@@ -190,7 +193,6 @@ class NodeBroker(Broker):  # type: ignore[misc]
             return
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)
-        await handler.mqtt_connack_authorize(True)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=client_id,
                                               client_session=client_session)
         ended = handler.bind(self, self.router.outbox(client_id))

@@ -28,18 +28,21 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
-from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.connack import (
+    BAD_USERNAME_PASSWORD,
+    CONNECTION_ACCEPTED,
+    IDENTIFIER_REJECTED,
+    NOT_AUTHORIZED,
+    UNACCEPTABLE_PROTOCOL_VERSION,
+)
 from amqtt.mqtt.constants import QOS_0
 from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
-from amqtt.mqtt.subscribe import SubscribePacket
-from amqtt.mqtt.unsubscribe import UnsubscribePacket
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
@@ -47,6 +50,7 @@ from chatmq.broker.session import NodeSession
 from chatmq.broker.transports import Closable, chunk_reader, transport_for
 from chatmq.broker.wire import (
     DISCONNECT,
+    MAX_CONNECT_LENGTH,
     PINGREQ,
     PINGRESP_BYTES,
     PUBACK,
@@ -59,9 +63,13 @@ from chatmq.broker.wire import (
     MalformedPacketError,
     Packet,
     PacketSplitter,
+    decode_connect,
     decode_packet_id,
     decode_publish,
+    decode_subscribe,
+    decode_unsubscribe,
     encode_ack,
+    encode_connack,
     encode_remaining_length,
 )
 
@@ -74,6 +82,39 @@ _PROTOCOL_LEVEL = 4  # MQTT 3.1.1
 
 PRESSURE_WAIT = 1.0
 """Seconds a publisher's connection waits, per read, for a subscriber it pressed (``Outbox.relieved``)."""
+
+
+async def read_connect(reader: ReaderAdapter) -> bytes:
+    """The body of the first packet on ``reader``, which must be a CONNECT (first byte 0x10,
+    [MQTT-3.1.0-1], [MQTT-2.2.2-2]): one read for the first byte and the remaining length, one for
+    the body. Raises ``NoDataError`` when the connection ends first and ``MalformedPacketError`` for
+    anything else."""
+    try:
+        head = await reader.read(2)
+        if len(head) < 2:
+            raise NoDataError("No data to decode MQTT packet fixed header")
+        if head[0] != 0x10:
+            raise MalformedPacketError(f"first packet is not a CONNECT (first byte {head[0]:#04x}) [MQTT-3.1.0-1]")
+        length = head[1] & 0x7F
+        shift = 7
+        byte = head[1]
+        while byte & 0x80:
+            if shift > 21:
+                raise MalformedPacketError("remaining length longer than four bytes")
+            more = await reader.read(1)
+            if not more:
+                raise NoDataError("No data to decode MQTT packet fixed header")
+            byte = more[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+        if length > MAX_CONNECT_LENGTH:
+            raise MalformedPacketError(f"CONNECT of {length} bytes, longer than MQTT 3.1.1 allows")
+        body = await reader.read(length) if length else b""
+        if len(body) < length:
+            raise NoDataError("No more data")
+        return bytes(body)
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise NoDataError("No more data") from exc
 
 
 class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
@@ -114,19 +155,20 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         cls, reader: ReaderAdapter, writer: WriterAdapter, plugins_manager: PluginManager[Any],
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> tuple[NodeConnection, NodeSession]:
-        """Read the CONNECT (amqtt's codec) and check it as amqtt does; returns a connection and a
+        """Read the CONNECT (``read_connect``) and check it as amqtt did; returns a connection and a
         new ``NodeSession``. A refused CONNECT is answered (CONNACK with the reason) and raises
         ``MQTTError``; bytes that are no CONNECT raise ``AMQTTError``/``NoDataError``."""
-        connect = await ConnectPacket.from_stream(reader)
-        header, payload = connect.variable_header, connect.payload
-        if header is None or payload is None:
-            raise MQTTError("CONNECT without variable header or payload")
-        if header.will_flag and (payload.will_topic is None or payload.will_message is None):
+        try:
+            connect = decode_connect(await read_connect(reader))
+        except MalformedPacketError as exc:
+            raise AMQTTError(str(exc)) from exc
+        if connect.will_flag and (connect.will_topic is None or connect.will_message is None):
             raise MQTTError("will flag set without will topic and message [MQTT-3.1.2-9]")
-        if header.reserved_flag:
+        if connect.reserved_flag:
             raise MQTTError("CONNECT reserved flag set [MQTT-3.1.2-3]")
         if connect.proto_name != "MQTT":
             raise MQTTError(f"protocol name {connect.proto_name!r} [MQTT-3.1.2-1]")
+        client_id_is_random = not connect.client_id
         refusal = None
         if connect.proto_level != _PROTOCOL_LEVEL:
             refusal = UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
@@ -134,17 +176,18 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 connect.username_flag and connect.username is None) or (
                 connect.password_flag and connect.password is None):
             refusal = BAD_USERNAME_PASSWORD  # [MQTT-3.1.2-22]
-        elif not connect.clean_session_flag and payload.client_id_is_random:
+        elif not connect.clean_session and client_id_is_random:
             refusal = IDENTIFIER_REJECTED  # [MQTT-3.1.3-8]
         if refusal is not None:
-            await ConnackPacket.build(0, refusal).to_stream(writer)  # session present 0 [MQTT-3.2.2-4]
+            writer.write(encode_connack(False, refusal))  # session present 0 [MQTT-3.2.2-4]
+            await writer.drain()
             await writer.close()
             raise MQTTError(f"CONNECT refused with return code {refusal}")
         session = NodeSession()
-        session.client_id = connect.client_id
-        session.clean_session = connect.clean_session_flag
+        session.client_id = gen_client_id() if client_id_is_random else connect.client_id  # [MQTT-3.1.3-6]
+        session.clean_session = connect.clean_session
         session.will_flag = connect.will_flag
-        session.will_retain = connect.will_retain_flag
+        session.will_retain = connect.will_retain
         session.will_qos = connect.will_qos
         session.will_topic = connect.will_topic
         session.will_message = connect.will_message
@@ -153,7 +196,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         peer = writer.get_peer_info()
         if peer is not None:
             session.remote_address, session.remote_port = peer
-        session.keep_alive = max(connect.keep_alive, 0)
+        session.keep_alive = connect.keep_alive
         return cls(plugins_manager, loop=loop), session
 
     async def start(self) -> None:
@@ -176,18 +219,31 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 await self.writer.close()
 
     def bind(self, node: NodeBroker, outbox: Outbox) -> asyncio.Future[DisconnectPacket | None]:
-        """Attach the session's outbox to this connection (after CONNACK, before ``start``).
+        """Attach the session's outbox to this connection (before ``start``) with the accepting
+        CONNACK first in it (session present: the session's ``parent``). The read loop's first
+        turn flushes it, so a SUBSCRIBE that came with the CONNECT is answered in the same write.
 
         Returns the future of the connection's end: its DISCONNECT packet, or None when it ended
         otherwise (taken before the read loop starts, so an early end is never missed)."""
         assert self.writer is not None
+        assert self.session is not None
         self.node = node
         self.outbox = outbox
         self.transport = transport_for(self.writer)
         ended: asyncio.Future[DisconnectPacket | None] = self._loop.create_future()
         self._disconnect_waiter = ended
-        outbox.attach(self.transport, self._too_slow)
+        outbox.attach(self.transport, self._too_slow,
+                      first=encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED), flush=False)
         return ended
+
+    async def mqtt_connack_authorize(self, authorize: bool) -> None:
+        """A CONNACK written now (the refusal path; ``bind`` queues the accepting one)."""
+        assert self.session is not None
+        assert self.writer is not None
+        code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
+        self.writer.write(encode_connack(bool(self.session.parent), code))
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
 
     def close(self, reason: CloseReason) -> None:
         """Close the connection now for ``reason`` (kept unless one was given before); the read loop
@@ -224,6 +280,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         router = self.node.router
         self._last_read = self._loop.time()
         self._arm_keepalive()
+        assert self.outbox is not None
+        self.outbox.schedule_flush()  # the CONNACK, with the answers to what came along with the CONNECT
         try:
             while True:
                 data = await read()
@@ -250,6 +308,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         finally:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
+            if reason is not CloseReason.SHUTDOWN and self.outbox is not None:
+                self.outbox.flush_control()  # the CONNACK and acks of what came with the DISCONNECT
             self.close(reason)
             await self.handle_connection_closed()
         await self.stop()
@@ -298,20 +358,11 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         elif kind == PINGREQ:
             outbox.send_raw(PINGRESP_BYTES)
         elif kind == SUBSCRIBE:
-            sub = await self._decode(SubscribePacket, packet.flags, packet.body)
-            if not isinstance(sub, SubscribePacket) or not sub.payload.topics:
-                raise MalformedPacketError("SUBSCRIBE without topic filters [MQTT-3.8.3-3]")
-            for _topic, qos in sub.payload.topics:
-                if qos not in (0, 1, 2):
-                    raise MalformedPacketError(f"SUBSCRIBE with requested QoS {qos} [MQTT-3-8.3-4]")
-            await self.node.on_subscribe(session, self, Subscription(sub.variable_header.packet_id,
-                                                                     sub.payload.topics))
+            packet_id, topics = decode_subscribe(packet.body)
+            await self.node.on_subscribe(session, self, Subscription(packet_id, topics))
         elif kind == UNSUBSCRIBE:
-            unsub = await self._decode(UnsubscribePacket, packet.flags, packet.body)
-            if not isinstance(unsub, UnsubscribePacket) or not unsub.payload.topics:
-                raise MalformedPacketError("UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]")
-            await self.node.on_unsubscribe(session, self, UnSubscription(unsub.variable_header.packet_id,
-                                                                         unsub.payload.topics))
+            packet_id, filters = decode_unsubscribe(packet.body)
+            await self.node.on_unsubscribe(session, self, UnSubscription(packet_id, filters))
         elif kind == DISCONNECT:
             self._said_goodbye = True
             await self.handle_disconnect(DisconnectPacket())
@@ -320,14 +371,6 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             log.info("%s sent packet type %d, which a server must not receive: closing", self._who(), kind)
             return False
         return True
-
-    @staticmethod
-    async def _decode(cls: type[SubscribePacket] | type[UnsubscribePacket], flags: int, body: bytes) -> object:
-        header = MQTTFixedHeader(SUBSCRIBE if cls is SubscribePacket else UNSUBSCRIBE, flags, len(body))
-        try:
-            return await cls.from_stream(BufferReader(body), fixed_header=header)
-        except (AMQTTError, MQTTError, NoDataError, ValueError, IndexError, UnicodeDecodeError) as exc:
-            raise MalformedPacketError(f"bad {cls.__name__}: {exc}") from exc
 
     # --- replaced amqtt entry points ---------------------------------------------
     async def mqtt_acknowledge_subscription(self, packet_id: int, return_codes: list[int]) -> None:

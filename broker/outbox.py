@@ -127,17 +127,23 @@ class Outbox:
         """Messages waiting to be sent (not counting those in flight)."""
         return len(self._queue)
 
-    def attach(self, transport: Transport, on_overflow: Callable[[], None]) -> None:
-        """A connection took this session: resend what is in flight (DUP), then the queue."""
+    def attach(self, transport: Transport, on_overflow: Callable[[], None], *, first: bytes = b"",
+               flush: bool = True) -> None:
+        """A connection took this session: ``first`` (its CONNACK), then what is in flight resent
+        (DUP), then the queue. With ``flush=False`` nothing is written until ``schedule_flush`` or
+        the next packet queued."""
         self._transport = transport
         self._on_overflow = on_overflow
         self._waiting_drain = False
+        if first:
+            self._raw.insert(0, first)
         for packet_id, (topic, payload, qos, retain) in self.inflight.items():
             if packet_id in self.released:
                 self._raw.append(encode_ack(PUBREL, packet_id))
             else:
                 self._raw.append(encode_publish(topic, payload, qos, packet_id, retain=retain, dup=True))
-        self._schedule()
+        if flush:
+            self._schedule()
 
     def detach(self, transport: Transport | None = None) -> None:
         """The connection ended; control packets not yet written are dropped with it. With
@@ -235,6 +241,17 @@ class Outbox:
             relief.set_result(None)
 
     # --- output ------------------------------------------------------------------
+    def flush_control(self) -> None:
+        """Write the control packets not written yet (a CONNACK, acks) now, before the connection
+        closes; queued messages stay queued."""
+        if self._transport is not None and self._raw:
+            frames, self._raw = self._raw, []
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def schedule_flush(self) -> None:
+        """Write what is queued at the event loop's next turn (one write for all queued by then)."""
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self._scheduled and not self._waiting_drain:
             self._scheduled = True

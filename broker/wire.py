@@ -1,10 +1,12 @@
 """MQTT 3.1.1 framing for the broker's hot path: split a byte stream into packets, and encode the
 packets the delivery path sends (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, PINGRESP).
 
-Pure functions and one small splitter, no I/O, so they are tested on their own. amqtt's packet
-classes remain the codecs of the rare packets (CONNECT, SUBSCRIBE, UNSUBSCRIBE, and the replies
-to them); this module exists because building an amqtt packet object per message costs several
-times more than the relay itself.
+Pure functions and one small splitter, no I/O, so they are tested on their own. It also decodes
+CONNECT, SUBSCRIBE and UNSUBSCRIBE and encodes CONNACK: amqtt's codecs read those field by field
+with an await per field and build several objects per packet, which was most of a connection's
+decoding cost (``chatmq bench broker``'s ``connect_idle`` row, docs/benchmarks.md). This module
+exists because building an amqtt packet object per message costs several times more than the
+relay itself.
 
 Errors are ``MalformedPacketError`` (a ``ChatMQError``): the connection that sent the bytes is
 closed ([MQTT-4.8.0-1]); nothing here raises anything else for any ``bytes`` input.
@@ -23,6 +25,9 @@ MAX_REMAINING_LENGTH = 268_435_455
 """The largest remaining length four bytes of variable-length encoding can carry (§2.2.3)."""
 
 PINGRESP_BYTES = b"\xd0\x00"
+
+MAX_CONNECT_LENGTH = 10 + 5 * (2 + 0xFFFF)
+"""The longest CONNECT body MQTT 3.1.1 allows: its fixed fields and five length-prefixed fields."""
 
 # the fixed-header flags each packet type must carry ([MQTT-2.2.2-1], [MQTT-2.2.2-2]); PUBLISH varies
 _REQUIRED_FLAGS = {PUBACK: 0, PUBREC: 0, PUBREL: 2, PUBCOMP: 0, SUBSCRIBE: 2, UNSUBSCRIBE: 2,
@@ -190,3 +195,186 @@ def encode_publish(topic: bytes, payload: bytes, qos: int, packet_id: int | None
 def encode_ack(kind: int, packet_id: int) -> bytes:
     """PUBACK, PUBREC, PUBREL (flags 0b0010) or PUBCOMP for ``packet_id``."""
     return bytes((kind << 4 | (2 if kind == PUBREL else 0), 2, packet_id >> 8, packet_id & 0xFF))
+
+
+@dataclass(slots=True)
+class Connect:
+    """A decoded CONNECT body. The fields its flags announce but the body lacks are ``None`` (as
+    amqtt left them), so the caller refuses or closes as before; ``client_id`` is ``None`` when the
+    body ends before it and ``""`` when it is empty."""
+
+    proto_name: str
+    proto_level: int
+    flags: int
+    keep_alive: int
+    client_id: str | None
+    will_topic: str | None = None
+    will_message: bytes | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def clean_session(self) -> bool:
+        return bool(self.flags & 0x02)
+
+    @property
+    def will_flag(self) -> bool:
+        return bool(self.flags & 0x04)
+
+    @property
+    def will_qos(self) -> int:
+        return (self.flags >> 3) & 3
+
+    @property
+    def will_retain(self) -> bool:
+        return bool(self.flags & 0x20)
+
+    @property
+    def password_flag(self) -> bool:
+        return bool(self.flags & 0x40)
+
+    @property
+    def username_flag(self) -> bool:
+        return bool(self.flags & 0x80)
+
+    @property
+    def reserved_flag(self) -> bool:
+        return bool(self.flags & 0x01)
+
+
+def _field(body: bytes, pos: int, what: str) -> tuple[bytes, int] | None:
+    """The length-prefixed field at ``pos`` and the position after it; None when the body ends at
+    ``pos``; raises when it ends inside the field."""
+    end = len(body)
+    if pos == end:
+        return None
+    if end - pos < 2:
+        raise MalformedPacketError(f"{what}: length cut off")
+    size = (body[pos] << 8) | body[pos + 1]
+    pos += 2
+    if end - pos < size:
+        raise MalformedPacketError(f"{what}: {size} bytes announced, {end - pos} left")
+    return body[pos:pos + size], pos + size
+
+
+def _text(raw: bytes, what: str) -> str:
+    """A UTF-8 string field ([MQTT-1.5.3-1]: ill-formed UTF-8 closes the connection; [MQTT-1.5.3-2]: no U+0000)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedPacketError(f"{what} is not UTF-8 [MQTT-1.5.3-1]") from exc
+    if "\x00" in text:
+        raise MalformedPacketError(f"{what} contains U+0000 [MQTT-1.5.3-2]")
+    return text
+
+
+def decode_connect(body: bytes) -> Connect:
+    """Decode a CONNECT's body (after the fixed header); raises ``MalformedPacketError``.
+
+    Checked here: the fixed fields are complete, every field present lies inside the body and
+    nothing follows the last one, strings are UTF-8 without U+0000, and the will QoS and will
+    retain flags are 0 without a will ([MQTT-3.1.2-13], [MQTT-3.1.2-15]) and the will QoS is not
+    3 ([MQTT-3.1.2-14]). The protocol name and level, the reserved flag and the credentials are
+    the caller's checks (some are answered with a CONNACK)."""
+    if len(body) < 2:
+        raise MalformedPacketError("CONNECT shorter than its protocol name")
+    name_len = (body[0] << 8) | body[1]
+    pos = 2 + name_len
+    if len(body) < pos + 4:
+        raise MalformedPacketError("CONNECT shorter than its variable header")
+    proto_name = body[2:pos].decode("utf-8", "replace")
+    proto_level, flags = body[pos], body[pos + 1]
+    keep_alive = (body[pos + 2] << 8) | body[pos + 3]
+    pos += 4
+    connect = Connect(proto_name, proto_level, flags, keep_alive, None)
+    if connect.will_flag:
+        if connect.will_qos == 3:
+            raise MalformedPacketError("CONNECT with will QoS 3 [MQTT-3.1.2-14]")
+    elif flags & 0x38:
+        raise MalformedPacketError("CONNECT with will QoS or will retain but no will [MQTT-3.1.2-13], [MQTT-3.1.2-15]")
+    field = _field(body, pos, "client id")
+    if field is None:
+        return connect
+    connect.client_id = _text(field[0], "client id")
+    pos = field[1]
+    if connect.will_flag:
+        field = _field(body, pos, "will topic")
+        if field is None:
+            return connect
+        topic, pos = field
+        field = _field(body, pos, "will message")
+        if field is None:
+            return connect
+        connect.will_topic = _text(topic, "will topic")
+        connect.will_message, pos = field
+    if connect.username_flag:
+        field = _field(body, pos, "user name")
+        if field is None:
+            return connect
+        connect.username = _text(field[0], "user name")
+        pos = field[1]
+    if connect.password_flag:
+        field = _field(body, pos, "password")
+        if field is None:
+            return connect
+        raw, pos = field
+        try:
+            connect.password = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            connect.password = str(raw)  # binary data (§3.1.3.5); kept as amqtt did
+    if pos != len(body):
+        raise MalformedPacketError(f"CONNECT with {len(body) - pos} bytes after its last field")
+    return connect
+
+
+def encode_connack(session_present: bool, return_code: int) -> bytes:
+    """A CONNACK (§3.2); session present is sent only with return code 0 ([MQTT-3.2.2-4])."""
+    return bytes((0x20, 2, 1 if session_present and return_code == 0 else 0, return_code))
+
+
+def _packet_id_of(body: bytes, what: str) -> int:
+    if len(body) < 2:
+        raise MalformedPacketError(f"{what} without a packet id")
+    packet_id = (body[0] << 8) | body[1]
+    if packet_id == 0:
+        raise MalformedPacketError(f"{what} with packet id 0 [MQTT-2.3.1-1]")
+    return packet_id
+
+
+def decode_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    """A SUBSCRIBE's packet id and (topic filter, requested QoS) pairs; raises ``MalformedPacketError``
+    (no filters [MQTT-3.8.3-3], a QoS byte other than 0, 1, 2 [MQTT-3-8.3-4], a cut-off filter,
+    a filter that is not UTF-8)."""
+    packet_id = _packet_id_of(body, "SUBSCRIBE")
+    topics: list[tuple[str, int]] = []
+    pos, end = 2, len(body)
+    while pos < end:
+        field = _field(body, pos, "SUBSCRIBE topic filter")
+        assert field is not None
+        raw, pos = field
+        if pos == end:
+            raise MalformedPacketError("SUBSCRIBE topic filter without its QoS byte")
+        qos = body[pos]
+        pos += 1
+        if qos > 2:
+            raise MalformedPacketError(f"SUBSCRIBE with requested QoS {qos} [MQTT-3-8.3-4]")
+        topics.append((_text(raw, "SUBSCRIBE topic filter"), qos))
+    if not topics:
+        raise MalformedPacketError("SUBSCRIBE without topic filters [MQTT-3.8.3-3]")
+    return packet_id, topics
+
+
+def decode_unsubscribe(body: bytes) -> tuple[int, list[str]]:
+    """An UNSUBSCRIBE's packet id and topic filters; raises ``MalformedPacketError`` (no filters
+    [MQTT-3.10.3-2], a cut-off filter, a filter that is not UTF-8)."""
+    packet_id = _packet_id_of(body, "UNSUBSCRIBE")
+    topics: list[str] = []
+    pos, end = 2, len(body)
+    while pos < end:
+        field = _field(body, pos, "UNSUBSCRIBE topic filter")
+        assert field is not None
+        raw, pos = field
+        topics.append(_text(raw, "UNSUBSCRIBE topic filter"))
+    if not topics:
+        raise MalformedPacketError("UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]")
+    return packet_id, topics
