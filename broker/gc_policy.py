@@ -9,7 +9,11 @@ clients lost a third of their rate to it).
 Connections live for minutes to days, so the freezer moves them into the permanent generation
 (``gc.freeze()``), which collections skip: whenever the number of sessions has grown by
 ``step`` (or a tenth) since the last freeze and held still for a tick, it collects once and
-freezes what is left. Cycles that die while frozen are not reclaimed until the next
+freezes what is left. While they are still growing by that much per tick (a burst of
+connections), it freezes without collecting (``burst_freezes``): the collector's own full
+passes, which come each time its long-lived objects grew by a quarter, otherwise walked every
+connection of the burst again and again (8 passes, 3 s of CPU, while 10,000 clients
+connected: docs/benchmarks.md). Cycles that die while frozen are not reclaimed until the next
 ``refresh``: every ``refresh`` seconds (if anything was frozen) it unfreezes, collects and
 freezes again, one full pass per refresh instead of many.
 """
@@ -28,15 +32,17 @@ log = logging.getLogger(__name__)
 class GcFreezer:
     """``run()`` until cancelled; ``size()`` is the node's current number of sessions."""
 
-    def __init__(self, size: Callable[[], int], *, step: int = 500, refresh: float = 600.0, tick: float = 2.0) -> None:
+    def __init__(self, size: Callable[[], int], *, step: int = 500, refresh: float = 600.0, tick: float = 0.5) -> None:
         self._size = size
         self._step = step
         self._refresh = refresh
         self._tick = tick
         self._frozen_at = 0  # sessions at the last freeze
+        self._burst_at = 0  # sessions at the last freeze, with or without a collection
         self._last_seen = -1
         self._refreshed = time.monotonic()
         self.freezes = 0
+        self.burst_freezes = 0
 
     def check(self) -> None:
         """One tick: freeze after growth that has settled, or refresh when it is time."""
@@ -44,11 +50,17 @@ class GcFreezer:
         settled, self._last_seen = size == self._last_seen, size
         if size < self._frozen_at // 2:
             self._frozen_at = size  # many left: the next growth counts from here
-        grown = size - self._frozen_at >= max(self._step, self._frozen_at // 10)
+        self._burst_at = max(self._frozen_at, min(self._burst_at, size))
+        threshold = max(self._step, self._frozen_at // 10)
+        grown = size - self._frozen_at >= threshold
         if grown and settled:
             self._freeze(f"{size} sessions")
-            self._frozen_at = size
-        elif self.freezes and time.monotonic() - self._refreshed >= self._refresh:
+            self._frozen_at = self._burst_at = size
+        elif not settled and size - self._burst_at >= threshold:  # still growing: no pass now
+            gc.freeze()
+            self.burst_freezes += 1
+            self._burst_at = size
+        elif (self.freezes or self.burst_freezes) and time.monotonic() - self._refreshed >= self._refresh:
             gc.unfreeze()
             self._freeze("refresh")
 

@@ -36,6 +36,42 @@ def test_freezes_once_growth_has_settled_and_not_for_small_changes() -> None:
     assert f.freezes == 2
 
 
+def test_a_burst_is_frozen_without_a_pass_each_tick_it_grows_then_collected_once_settled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    passes: list[int] = []
+    real_collect = gc.collect
+
+    def counted_collect(generation: int = 2) -> int:
+        passes.append(generation)
+        return real_collect(generation)
+
+    monkeypatch.setattr(gc, "collect", counted_collect)
+    sessions = [0]
+    f = GcFreezer(lambda: sessions[0], step=100, refresh=3600)
+    f.check()
+    for size in (120, 250, 300, 420):  # +120 frozen, +130 frozen, +50 not yet, +170 frozen
+        sessions[0] = size
+        f.check()
+    assert (f.burst_freezes, f.freezes, passes) == (3, 0, [])
+    assert gc.get_freeze_count() > 0
+    f.check()  # settled: one collection of what came since, then freeze
+    assert (f.burst_freezes, f.freezes, len(passes)) == (3, 1, 1)
+    f.check()
+    assert (f.burst_freezes, f.freezes, len(passes)) == (3, 1, 1)
+
+
+def test_a_burst_freeze_is_refreshed_on_time_too() -> None:
+    sessions = [0]
+    f = GcFreezer(lambda: sessions[0], step=100, refresh=0.0)
+    f.check()
+    sessions[0] = 200
+    f.check()
+    assert (f.burst_freezes, f.freezes) == (1, 0)
+    sessions[0] = 250  # still growing, by less than a step: the refresh is due
+    f.check()
+    assert f.freezes == 1
+
+
 def test_refreshes_what_it_froze_on_time() -> None:
     sessions = [1000]
     f = GcFreezer(lambda: sessions[0], step=100, refresh=0.0)
