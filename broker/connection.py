@@ -2,8 +2,11 @@
 
 amqtt's ``ProtocolHandler._reader_loop`` reads each packet field by field and starts a task per
 packet; its deliveries start more tasks and wait on futures per message. This handler keeps
-amqtt's CONNECT handling, session object and CONNACK, and replaces the rest:
+amqtt's session object and the checks its CONNECT handling made, and replaces the rest:
 
+* the CONNECT is read in two reads (``read_connect``) and decoded by ``wire.decode_connect``;
+  the accepting CONNACK is queued first on the outbox and goes out with the answers to what
+  came along with the CONNECT (a SUBSCRIBE), in one write;
 * it reads the socket in chunks and cuts them into packets (``wire.PacketSplitter``);
 * every packet is handled in arrival order, inline: PUBLISH goes to the node (``NodeBroker.
   on_publish``, awaited, so a slow node slows its publishers instead of queueing without end),

@@ -12,8 +12,8 @@ Connections live for minutes to days, so the freezer moves them into the permane
 freezes what is left. While they are still growing by that much per tick (a burst of
 connections), it freezes without collecting (``burst_freezes``): the collector's own full
 passes, which come each time its long-lived objects grew by a quarter, otherwise walked every
-connection of the burst again and again (8 passes, 3 s of CPU, while 10,000 clients
-connected: docs/benchmarks.md). Cycles that die while frozen are not reclaimed until the next
+connection of the burst again and again (8 passes, 1.1–1.7 s, while 10,000 clients connected
+and left: docs/benchmarks.md). Cycles that die while frozen are not reclaimed until the next
 ``refresh``: every ``refresh`` seconds (if anything was frozen) it unfreezes, collects and
 freezes again, one full pass per refresh instead of many.
 """
