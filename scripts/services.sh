@@ -15,10 +15,11 @@
 #            $CHATMQ_FERRETDB_BACKEND: sqlite (default; nothing else runs) or postgresql:
 #            then `up mongo` also installs Debian's postgresql if missing, initialises a
 #            cluster in <dir>/pg (trust auth, socket and 127.0.0.1 only; run as the postgres
-#            user when this script runs as root), starts it on $CHATMQ_PG_PORT, creates the
-#            database `ferretdb` and points FerretDB at it; `down mongo` stops both, FerretDB
-#            first; `status mongo` adds a `pg` line. A running mongo is not switched to the
-#            other backend: `down mongo` first (each backend keeps its own data).
+#            user, who must reach <dir>, when this script runs as root), starts it on
+#            $CHATMQ_PG_PORT, creates the database `ferretdb` and points FerretDB at it;
+#            `down mongo` stops both, FerretDB first; `status mongo` adds a `pg` line. A
+#            running mongo is not switched to the other backend: `down mongo` first (each
+#            backend keeps its own data).
 #   nginx    Debian's nginx, with $CHATMQ_NGINX_CONF or a generated minimal conf serving
 #            GET /healthz -> 200. Ready when /healthz answers 200 (any HTTP answer for a
 #            conf of your own).
@@ -476,6 +477,8 @@ pg_up() {
   [ -s "$data/PG_VERSION" ] || rm -rf "$data"
   mkdir -p "$data" "$sock"
   [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$data" "$sock"
+  pg_cmd test -w "$data" -a -w "$sock"
+  "${PGCMD[@]}" || die "pg: the postgres user cannot write $data and $sock (a parent folder closed to it?): set CHATMQ_SERVICES_DIR to a folder it can reach"
   if [ ! -s "$data/PG_VERSION" ]; then
     pg_cmd "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8
     run_logged "pg: initdb $data" "$(logfile pg)" "${PGCMD[@]}"
