@@ -17,9 +17,9 @@
 #            cluster in <dir>/pg (trust auth, socket and 127.0.0.1 only; run as the postgres
 #            user, who must reach <dir>, when this script runs as root), starts it on
 #            $CHATMQ_PG_PORT, creates the database `ferretdb` and points FerretDB at it;
-#            `down mongo` stops both, FerretDB first; `status mongo` adds a `pg` line. A
-#            running mongo is not switched to the other backend: `down mongo` first (each
-#            backend keeps its own data).
+#            `down mongo` stops both, FerretDB first (PostgreSQL with SIGINT, its "fast"
+#            shutdown); `status mongo` adds a `pg` line. A running mongo is not switched to
+#            the other backend: `down mongo` first (each backend keeps its own data).
 #   nginx    Debian's nginx, with $CHATMQ_NGINX_CONF or a generated minimal conf serving
 #            GET /healthz -> 200. Ready when /healthz answers 200 (any HTTP answer for a
 #            conf of your own).
@@ -584,7 +584,7 @@ do_down() { # service
   local name=$1 pid
   if pid=$(running_pid "$name"); then
     local t0; t0=$(now)
-    say "$name: stopping pid $pid (SIGTERM)"
+    say "$name: stopping pid $pid (SIG$(stop_signal "$name"))"
     stop_pid "$name" "$pid"
     printf '==== %s: %s stopped by scripts/services.sh down\n' "$(date -u +%FT%TZ)" "$name" >>"$(logfile "$name")"
     say "$name: stopped in $(since "$t0") (data kept in $dir)"
