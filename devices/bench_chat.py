@@ -393,7 +393,7 @@ class RowResult:
     notes: list[str] = field(default_factory=list)
 
 
-def percentile(sorted_values: Sequence[int], q: float) -> float | None:
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """The ``q`` quantile (0..1) of already sorted values, nearest rank; ``None`` when empty."""
     if not sorted_values:
         return None

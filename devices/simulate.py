@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import orjson
 import typer
 
+from chatmq.devices.bench_chat import percentile
 from chatmq.devices.device_client import DeviceClient
 from chatmq.devices.sdk import ApiError, ChatClient, ChatClientError, Envelope, Transport, new_client_id
 
@@ -77,15 +78,12 @@ class Tally:
             "deliveries_expected": self.expected, "deliveries": self.delivered,
             "lost": max(0, self.expected - self.delivered), "duplicates": self.duplicates,
             "receipts": self.receipts, "readings": self.readings, "errors": list(self.errors),
-            "latency_ms_p50": _quantile(lat, 0.50), "latency_ms_p99": _quantile(lat, 0.99),
+            "latency_ms_p50": _rounded(percentile(lat, 0.50)), "latency_ms_p99": _rounded(percentile(lat, 0.99)),
         }
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile of sorted ``values`` (nearest rank), ``None`` when empty."""
-    if not values:
-        return None
-    return round(values[max(1, math.ceil(q * len(values))) - 1], 1)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 @dataclass
