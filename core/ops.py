@@ -61,8 +61,12 @@ class Heartbeat:
     async def beat(self) -> None:
         """Publish one heartbeat with the stack's readiness now."""
         readiness = await self._stack.readiness()
-        record = {**self._info, "ops_url": self._ops_url(), "started": self._started, "ready": readiness.ready,
-                  "not_ready": readiness.not_ready, "interval": self.interval, "ts": now_ms()}
+        await self._publish({**self._info, "ops_url": self._ops_url(), "started": self._started,
+                             "ready": readiness.ready, "not_ready": readiness.not_ready,
+                             "interval": self.interval, "ts": now_ms()})
+
+    async def _publish(self, record: dict[str, object]) -> None:
+        """Put ``record`` on ``chat.heartbeats`` keyed by the instance; raises what the bus raises."""
         await self._bus.publish(HEARTBEATS, self.instance.encode(), orjson.dumps(record))
 
     async def start(self) -> None:
@@ -89,9 +93,8 @@ class Heartbeat:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        record = {"instance": self.instance, "stopped": True, "ts": now_ms()}
         try:
-            await self._bus.publish(HEARTBEATS, self.instance.encode(), orjson.dumps(record))
+            await self._publish({"instance": self.instance, "stopped": True, "ts": now_ms()})
         except Exception as exc:  # the bus is going away too: the process will show as missing
             log.warning("could not announce the stop on %s: %s", HEARTBEATS, exc)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
@@ -97,13 +97,8 @@ class ProcessTable:
         for instance, state in list(self._entries.items()):
             if now - state.last_seen > self.forget_after * 1000:
                 del self._entries[instance]
-        listed = [_with_status(s, self.status(s, now)) for s in self._entries.values()]
+        listed = [replace(s, status=self.status(s, now)) for s in self._entries.values()]
         return sorted(listed, key=lambda s: (s.part, s.instance))
-
-
-def _with_status(state: ProcessState, status: Status) -> ProcessState:
-    return ProcessState(state.instance, state.part, state.node, state.host, state.pid, state.ops_url,
-                        state.started, state.ready, state.not_ready, state.interval, state.last_seen, status)
 
 
 class ProcessFollower(BusWorker):

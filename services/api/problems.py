@@ -102,6 +102,11 @@ class ProblemType(BaseModel):
     status: int
     description: str
 
+    @classmethod
+    def of(cls, kind: ProblemKind) -> ProblemType:
+        """The document of ``kind``."""
+        return cls(type=kind.type, title=kind.title, status=kind.status, description=kind.description)
+
 
 router = APIRouter(prefix="/problems", tags=["problems"])
 
@@ -109,8 +114,7 @@ router = APIRouter(prefix="/problems", tags=["problems"])
 @router.get("", response_model=list[ProblemType])
 async def problem_types() -> list[ProblemType]:
     """Every kind of problem the API answers with."""
-    return [ProblemType(type=k.type, title=k.title, status=k.status, description=k.description)
-            for k in KINDS.values()]
+    return [ProblemType.of(k) for k in KINDS.values()]
 
 
 @router.get("/{slug}", response_model=ProblemType)
@@ -119,7 +123,7 @@ async def problem_type(slug: str) -> ProblemType:
     kind = KINDS.get(slug)
     if kind is None:
         raise HTTPException(404, "no such problem type")
-    return ProblemType(type=kind.type, title=kind.title, status=kind.status, description=kind.description)
+    return ProblemType.of(kind)
 
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -132,9 +136,9 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     is a ``Problem`` in ``application/problem+json``; add 401/403 to operations that need a bearer token, and 500/503
     to every operation. Returns ``schema`` (changed in place)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(Problem.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
-    components["Problem"] = {k: v for k, v in Problem.model_json_schema(
-        ref_template="#/components/schemas/{model}").items() if k != "$defs"}
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem.pop("$defs", {}))
+    components["Problem"] = problem
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     for path, item in schema.get("paths", {}).items():

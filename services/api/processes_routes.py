@@ -40,6 +40,4 @@ async def processes(_: Admin, request: Request) -> list[ProcessOut]:
     table: ProcessTable | None = getattr(request.app.state, "processes", None)
     if table is None:
         raise ApiError(503, "this process does not follow the heartbeats")
-    return [ProcessOut(instance=p.instance, part=p.part, node=p.node, host=p.host, pid=p.pid, ops_url=p.ops_url,
-                       started=p.started, last_seen=p.last_seen, status=p.status, not_ready=p.not_ready)
-            for p in table.processes()]
+    return [ProcessOut.model_validate(p, from_attributes=True) for p in table.processes()]
