@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable
 
 from chatmq.bus.base import Bus, Record
 from chatmq.errors import ChatMQError
@@ -83,8 +84,12 @@ class PushWorker(BusWorker):
         # every lookup before any send: a store failure retries the batch without sending twice
         found = await asyncio.gather(*(self._store.push_tokens(u) for u in users))
         tokens = dict(zip(users, found, strict=True))
-        await asyncio.gather(*(self._attempt(token, Notification.of(push, self._ttl), 1)
-                               for push in pushes for token in tokens[push.user]))
+        sends: list[Awaitable[None]] = []
+        for push in pushes:
+            if user_tokens := tokens[push.user]:
+                notification = Notification.of(push, self._ttl)  # once per push, shared by its tokens
+                sends.extend(self._attempt(token, notification, 1) for token in user_tokens)
+        await asyncio.gather(*sends)
 
     async def _attempt(self, token: PushToken, notification: Notification, attempt: int) -> None:
         """Send once and act on the outcome (count, remove a dead token, schedule a retry)."""

@@ -38,6 +38,7 @@ import aiohttp
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.client.write.point import Point
+from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 
 from chatmq.errors import ChatMQError
@@ -87,6 +88,7 @@ class InfluxWriter:
         self._timeout_ms = int(timeout * 1000)
         self._min_backoff, self._max_backoff = min_backoff, max_backoff
         self._client: InfluxDBClientAsync | None = None
+        self._write_api: WriteApiAsync | None = None
         self._closed = asyncio.Event()
         self._failing = False
         self.written = 0
@@ -99,12 +101,13 @@ class InfluxWriter:
         self._closed.clear()
         self._client = InfluxDBClientAsync(url=self.url, token=self._token or "", org=self.org,
                                            timeout=self._timeout_ms)
+        self._write_api = self._client.write_api()
 
     async def stop(self) -> None:
         """Wake writes that are retrying (they raise ``WriteAbandonedError``) and close the client."""
         self._closed.set()
         if self._client is not None:
-            client, self._client = self._client, None
+            client, self._client, self._write_api = self._client, None, None
             with contextlib.suppress(Exception):
                 await client.close()  # type: ignore[no-untyped-call]
 
@@ -148,13 +151,13 @@ class InfluxWriter:
         """None once InfluxDB accepted ``lines``; the HTTP status when it refused them as malformed."""
         pause = self._min_backoff
         attempt = 0
+        body = "\n".join(lines).encode()  # once: the same body goes out on every attempt
         while True:
-            if self._closed.is_set() or self._client is None:
+            if self._closed.is_set() or self._write_api is None:
                 raise WriteAbandonedError("the InfluxDB writer is stopped")
             attempt += 1
             try:
-                await self._client.write_api().write(self.bucket, self.org, "\n".join(lines).encode(),
-                                                     write_precision=_MS)
+                await self._write_api.write(self.bucket, self.org, body, write_precision=_MS)
             except InfluxDBError as exc:
                 status = getattr(exc, "status", None) or 0
                 if status in _MALFORMED:
