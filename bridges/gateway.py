@@ -3,7 +3,7 @@
 Inbound (node → bus): connects and disconnects go to ``chat.connections``; outbox
 envelopes are parsed and put on ``chat.outbox`` or ``chat.group-outbox`` keyed by
 conversation (``EnvelopeError`` goes back to the node, which answers the user); device
-readings are checked (``chatmq.services.telemetry.reading``: an invalid one is an ``EnvelopeError``
+readings are checked (``chatmq.core.readings``: an invalid one is an ``EnvelopeError``
 answered in the device's inbox) and go to ``chat.telemetry``; inbox subscribe and release become
 ``online``/``offline`` presence records with an epoch.
 
@@ -29,15 +29,15 @@ from typing import Any, Protocol
 import orjson
 
 from chatmq.broker.identity import Identity
-from chatmq.bus.base import Bus, Record
-from chatmq.envelopes import MessageIn, dumps, parse_outbox
-from chatmq.errors import ChatMQError
-from chatmq.ids import conversation_key, now_ms
-from chatmq.metrics import BUS_PUBLISH_RETRIES, DELIVERY_LATENCY, MESSAGES_IN, MESSAGES_OUT
-from chatmq.services.control import announce_takeover
-from chatmq.services.telemetry.reading import parse_reading
-from chatmq.services.worker import BusWorker
-from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
+from chatmq.core.bus.base import Bus, Record
+from chatmq.core.control import announce_takeover
+from chatmq.core.envelopes import MessageIn, dumps, parse_outbox
+from chatmq.core.errors import ChatMQError
+from chatmq.core.ids import conversation_key, now_ms
+from chatmq.core.metrics import BUS_PUBLISH_RETRIES, DELIVERY_LATENCY, MESSAGES_IN, MESSAGES_OUT
+from chatmq.core.readings import parse_reading
+from chatmq.core.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
+from chatmq.core.worker import BusWorker
 
 log = logging.getLogger(__name__)
 

@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from chatmq.auth import TokenService, verify_secret
 from chatmq.broker.identity import Identity
-from chatmq.errors import AuthError
-from chatmq.services.store import Store
+from chatmq.core.auth import Account, TokenService, live_account, verify_secret
+from chatmq.core.errors import AuthError
 
 log = logging.getLogger(__name__)
+
+
+class DeviceRecord(Protocol):
+    """What CONNECT needs of a device (``chatmq.services.store.base.Device``)."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def secret_hash(self) -> str: ...
+    @property
+    def revoked(self) -> bool: ...
+
+
+class Directory(Protocol):
+    """The users and devices CONNECT checks against (any store)."""
+
+    async def get_user(self, user_id: str) -> Account | None: ...
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None: ...
 
 
 class Authenticator:
@@ -22,7 +43,7 @@ class Authenticator:
     Anything else is refused (``None``).
     """
 
-    def __init__(self, store: Store, tokens: TokenService) -> None:
+    def __init__(self, store: Directory, tokens: TokenService) -> None:
         self._store = store
         self._tokens = tokens
 
@@ -39,17 +60,10 @@ class Authenticator:
             return None
         try:
             claims = self._tokens.verify_access(password)
+            if claims.user_id != username:
+                raise AuthError("token belongs to another user")
+            user = await live_account(self._store, claims)
         except AuthError as exc:
             log.info("refused %s: %s", username, exc)
-            return None
-        if claims.user_id != username:
-            log.info("refused %s: token belongs to another user", username)
-            return None
-        user = await self._store.get_user(username)
-        if user is None or user.disabled:
-            log.info("refused %s: unknown or disabled user", username)
-            return None
-        if claims.revoked_for(user.token_version):
-            log.info("refused %s: revoked token", username)
             return None
         return Identity("user", user.user_id)

@@ -40,8 +40,8 @@ from chatmq.broker.identity import (
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
 from chatmq.broker.wire import Publish
-from chatmq.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
-from chatmq.metrics import MESSAGES_REFUSED
+from chatmq.core.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
+from chatmq.core.metrics import MESSAGES_REFUSED
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 from chatmq.broker.wire import PUBREL, encode_ack, encode_publish
 
 if TYPE_CHECKING:
-    from chatmq.settings import Settings
+    from chatmq.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

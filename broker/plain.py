@@ -14,7 +14,7 @@ from amqtt.session import Session
 from chatmq.broker.base import NodeBroker
 from chatmq.broker.node import listeners_config
 from chatmq.broker.outbox import DeliveryLimits
-from chatmq.settings import Settings
+from chatmq.core.settings import Settings
 
 log = logging.getLogger("chatmq")
 

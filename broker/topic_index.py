@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from chatmq.errors import ChatMQError
+from chatmq.core.errors import ChatMQError
 
 __all__ = [
     "MAX_TOPIC_BYTES",

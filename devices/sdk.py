@@ -57,7 +57,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from chatmq.errors import ChatMQError
+from chatmq.core.errors import ChatMQError
 
 __all__ = [
     "AckTimeoutError",

@@ -9,6 +9,8 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 PYTHON=.venv/bin/python scripts/typecheck.sh
+echo "== layers (import-linter)"
+PYTHON=.venv/bin/python scripts/layers.sh
 echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol, victoria-metrics; nginx for the cluster's front)"
 if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo metrics && scripts/services.sh install nginx; then
   export CHATMQ_KAFKA_BOOTSTRAP="127.0.0.1:${CHATMQ_KAFKA_PORT:-9092}"

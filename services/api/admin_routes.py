@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
-from chatmq.errors import NotFoundError
+from chatmq.core.errors import NotFoundError
 from chatmq.services.api import group_changes as changes
 from chatmq.services.api.control import SessionControl
 from chatmq.services.api.deps import Ctx, CurrentUser

@@ -10,7 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import chatmq
-from chatmq.auth import TokenService
+from chatmq.core.auth import TokenService
 from chatmq.services.api import (
     admin_routes,
     auth_routes,

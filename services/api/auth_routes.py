@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import APIRouter, Response
 
-from chatmq import ids
-from chatmq.auth import hash_secret, verify_secret
-from chatmq.errors import AuthError, ConflictError
+from chatmq.core import ids
+from chatmq.core.auth import hash_secret, live_account, verify_secret
+from chatmq.core.errors import AuthError, ConflictError
 from chatmq.services.api.deps import RATE_LIMITED, Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, unauthorized
 from chatmq.services.api.models import (
@@ -69,15 +69,9 @@ async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     """Trade a valid refresh token for a new pair of tokens."""
     try:
         claims = ctx.tokens.verify_refresh(body.refresh_token)
+        user = await live_account(ctx.store, claims)
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
-    user = await ctx.store.get_user(claims.user_id)
-    if user is None:
-        raise unauthorized("unknown user")
-    if claims.revoked_for(user.token_version):
-        raise unauthorized("token revoked")
-    if user.disabled:
-        raise unauthorized("account disabled")
     return _tokens(ctx, user)
 
 

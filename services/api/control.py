@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from chatmq.services.sessions import Connection
+from chatmq.services.registry.sessions import Connection
 
 
 class SessionControl(Protocol):

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from chatmq.envelopes import ID_PATTERN
-from chatmq.ids import conversation_key
+from chatmq.core.envelopes import ID_PATTERN
+from chatmq.core.ids import conversation_key
 from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import forbidden, not_found
 from chatmq.services.api.models import HistoryMessage, HistoryPage

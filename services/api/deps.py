@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from chatmq.auth import TokenService
-from chatmq.errors import AuthError
+from chatmq.core.auth import AccountDisabledError, TokenService, live_account
+from chatmq.core.errors import AuthError
 from chatmq.services.api.control import SessionControl
 from chatmq.services.api.errors import forbidden, unauthorized
 from chatmq.services.api.notifier import Notifier
@@ -82,16 +82,11 @@ async def current_user(
         raise unauthorized("missing bearer token")
     try:
         claims = ctx.tokens.verify_access(credentials.credentials)
+        return await live_account(ctx.store, claims)
+    except AccountDisabledError as exc:
+        raise forbidden(str(exc)) from None
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
-    user = await ctx.store.get_user(claims.user_id)
-    if user is None:
-        raise unauthorized("unknown user")
-    if claims.revoked_for(user.token_version):
-        raise unauthorized("token revoked")
-    if user.disabled:
-        raise forbidden("account disabled")
-    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

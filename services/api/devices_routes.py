@@ -7,8 +7,8 @@ import secrets
 import anyio.to_thread
 from fastapi import APIRouter, Response
 
-from chatmq import ids
-from chatmq.auth import hash_secret
+from chatmq.core import ids
+from chatmq.core.auth import hash_secret
 from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import not_found
 from chatmq.services.api.models import DeviceCreated, DeviceCreateRequest, DeviceOut

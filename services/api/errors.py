@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chatmq.errors import AuthError, ConflictError, ForbiddenError, NotFoundError, StoreError
+from chatmq.core.errors import AuthError, ConflictError, ForbiddenError, NotFoundError, StoreError
 from chatmq.services.api.problems import PROBLEM_MEDIA_TYPE, kind_for
 
 log = logging.getLogger(__name__)

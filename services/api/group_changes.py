@@ -8,8 +8,8 @@ member and 422 (``unknown-users``) for unregistered user ids.
 
 from __future__ import annotations
 
-from chatmq.envelopes import event_envelope
-from chatmq.errors import NotFoundError
+from chatmq.core.envelopes import event_envelope
+from chatmq.core.errors import NotFoundError
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import ApiError, not_found
 from chatmq.services.store.base import Group

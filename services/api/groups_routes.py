@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from chatmq import ids
-from chatmq.envelopes import event_envelope
+from chatmq.core import ids
+from chatmq.core.envelopes import event_envelope
 from chatmq.services.api import group_changes as changes
 from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import forbidden, not_found

@@ -1,8 +1,8 @@
 """``/healthz``, ``/readyz`` and ``/metrics``: outside ``/api/v1`` and without authentication.
 
 Served by the REST API (the API part, the embedded server) and by the small ops app of every
-other part (``chatmq.ops``). ``/readyz`` asks ``app.state.readiness`` (``Stack.readiness`` of the
-process, set by ``chatmq.ops.operate``); an app without one (a bare test app) has nothing else to
+other part (``chatmq.run.ops``). ``/readyz`` asks ``app.state.readiness`` (``Stack.readiness`` of the
+process, set by ``chatmq.run.ops.operate``); an app without one (a bare test app) has nothing else to
 wait for and is ready.
 """
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from chatmq.services.api.models import Health
 
 if TYPE_CHECKING:
-    from chatmq.components import Readiness
+    from chatmq.core.lifecycle import Readiness
 
 router = APIRouter(tags=["health"])
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatmq.envelopes import ID_PATTERN
+from chatmq.core.envelopes import ID_PATTERN
 from chatmq.services.store.base import Device, Group, StoredMessage, User
 
 USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"

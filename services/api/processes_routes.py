@@ -1,7 +1,7 @@
 """``GET /admin/processes``: every process of the deployment from its heartbeats (admin only).
 
 The table is ``app.state.processes`` (a ``ProcessTable`` kept by the process's ``ProcessFollower``,
-set by ``chatmq.ops.operate``); an app without one answers 503.
+set by ``chatmq.run.ops.operate``); an app without one answers 503.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from chatmq.services.api.admin_routes import Admin
 from chatmq.services.api.errors import ApiError
-from chatmq.services.processes import ProcessTable
+from chatmq.services.registry.processes import ProcessTable
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

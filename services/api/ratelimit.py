@@ -28,7 +28,7 @@ from chatmq.broker.ratelimit import TokenBucket
 from chatmq.services.api.errors import ApiError
 
 if TYPE_CHECKING:
-    from chatmq.settings import Settings
+    from chatmq.core.settings import Settings
 
 MAX_KEYS = 100_000
 

@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-from chatmq.bus.base import Bus
-from chatmq.errors import ConfigError
+from chatmq.core.bus.base import Bus
+from chatmq.core.errors import ConfigError
+from chatmq.core.settings import Settings
 from chatmq.services.push.provider import PushProvider
 from chatmq.services.push.worker import PushWorker
 from chatmq.services.store.base import Store
-from chatmq.settings import Settings
 
 
 def provider_from_settings(settings: Settings) -> PushProvider | None:

@@ -36,7 +36,7 @@ import google.auth.exceptions
 import google.auth.transport.requests
 from firebase_admin import _http_client, _retry, credentials, exceptions, messaging
 
-from chatmq.errors import ChatMQError, ConfigError
+from chatmq.core.errors import ChatMQError, ConfigError
 from chatmq.services.push.provider import SENT, Notification, Outcome, Result, outcome_of_status, redact
 from chatmq.services.store.base import PushToken
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chatmq.bus.base import Bus
-from chatmq.metrics import PUSH_UNPUBLISHED
+from chatmq.core.bus.base import Bus
+from chatmq.core.metrics import PUSH_UNPUBLISHED
+from chatmq.core.settings import Settings
+from chatmq.core.topics import PUSH
 from chatmq.services.push.records import PushRecord
-from chatmq.settings import Settings
-from chatmq.topics import PUSH
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
-from chatmq.errors import ChatMQError
+from chatmq.core.errors import ChatMQError
 
 Kind = Literal["message", "event"]
 

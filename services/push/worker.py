@@ -19,15 +19,15 @@ import logging
 import random
 from collections.abc import Awaitable
 
-from chatmq.bus.base import Bus, Record
-from chatmq.errors import ChatMQError
-from chatmq.metrics import PUSH_RESULTS
+from chatmq.core.bus.base import Bus, Record
+from chatmq.core.errors import ChatMQError
+from chatmq.core.metrics import PUSH_RESULTS
+from chatmq.core.tasks import Supervisor
+from chatmq.core.topics import PUSH
+from chatmq.core.worker import BusWorker
 from chatmq.services.push.provider import Notification, Outcome, PushProvider, Result, redact
 from chatmq.services.push.records import BadPushRecord, PushRecord
 from chatmq.services.store.base import PushToken, Store
-from chatmq.services.worker import BusWorker
-from chatmq.tasks import Supervisor
-from chatmq.topics import PUSH
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The store interface: users, devices, push tokens, groups, messages (history) and pending inbox items.
 
 Every method is a coroutine; implementations run blocking drivers off the event loop.
-Methods raise ``NotFoundError`` / ``ConflictError`` from ``chatmq.errors`` where named,
+Methods raise ``NotFoundError`` / ``ConflictError`` from ``chatmq.core.errors`` where named,
 and ``StoreError`` when the backend fails (the call then had no effect).
 
 Presence (the session registry of cluster mode) is ``user -> (node, epoch)``: ``set_online``
@@ -21,7 +21,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chatmq.ids import now_ms
+from chatmq.core.ids import now_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ win. What is atomic there, as on MongoDB: an insert against a unique index, and 
   costs a record inserted and deleted again, a new message nothing extra. The record goes
   before the claim, so a claim always names an existing record; the claim goes before the
   pending items because a retried message gets a *new* server id
-  (``chatmq.services.acceptance`` makes one per attempt): pending items written before the
+  (``chatmq.services.chat.acceptance`` makes one per attempt): pending items written before the
   claim could be orphans no retry finds or removes.
 
 Crash windows of ``accept_messages`` (the process dies, or the connection fails and
@@ -169,8 +169,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from chatmq.errors import ConflictError, NotFoundError, StoreError
-from chatmq.ids import now_ms, server_id
+from chatmq.core.errors import ConflictError, NotFoundError, StoreError
+from chatmq.core.ids import now_ms, server_id
 from chatmq.services.store.base import (
     AcceptResult,
     Device,

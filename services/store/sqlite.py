@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from chatmq.errors import ConflictError, NotFoundError, StoreError
-from chatmq.ids import now_ms
+from chatmq.core.errors import ConflictError, NotFoundError, StoreError
+from chatmq.core.ids import now_ms
 from chatmq.services.store.base import (
     AcceptResult,
     Device,

@@ -1,7 +1,7 @@
 """``MetricsReporter``: the process's Prometheus metrics to InfluxDB on an interval.
 
 Every ``interval`` seconds (and once at start and once at stop) it collects every metric in
-a prometheus-client registry (the default ``REGISTRY``, where ``chatmq.metrics`` defines
+a prometheus-client registry (the default ``REGISTRY``, where ``chatmq.core.metrics`` defines
 chatmq's own, so a metric added later is written with no change here) and writes one point
 per sample through an ``InfluxWriter``:
 
@@ -29,10 +29,10 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from chatmq.ids import now_ms
-from chatmq.metrics import INFLUX_POINTS
+from chatmq.core.ids import now_ms
+from chatmq.core.metrics import INFLUX_POINTS
+from chatmq.core.tasks import Supervisor
 from chatmq.services.telemetry.writer import InfluxWriter, WriteAbandonedError, line
-from chatmq.tasks import Supervisor
 
 log = logging.getLogger(__name__)
 

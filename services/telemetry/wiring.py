@@ -9,10 +9,10 @@ the ``telemetry`` extra; with it and without the extra, ``ConfigError`` says wha
 
 from __future__ import annotations
 
-from chatmq.bus.base import Bus
-from chatmq.components import Component
-from chatmq.errors import ConfigError
-from chatmq.settings import Settings
+from chatmq.core.bus.base import Bus
+from chatmq.core.errors import ConfigError
+from chatmq.core.lifecycle import Component
+from chatmq.core.settings import Settings
 
 
 def influx_components(settings: Settings, *, process: str, node: str | None = None,

@@ -1,6 +1,6 @@
 """``TelemetryWorker``: device readings from ``chat.telemetry`` to InfluxDB.
 
-Each record (``{"device", "owner", "reading", "ts"}``, see ``chatmq.topics``) becomes one
+Each record (``{"device", "owner", "reading", "ts"}``, see ``chatmq.core.topics``) becomes one
 point: measurement ``measurement``, tags ``device`` and ``owner`` (and the process's
 ``extra_tags``), the reading's fields as float fields, time = the reading's ``ts`` or,
 without one, the time the node received it (ms). The worker reads in batches of up to
@@ -21,13 +21,13 @@ from typing import Any
 
 import orjson
 
-from chatmq.bus.base import Bus, Record
-from chatmq.envelopes import EnvelopeError
-from chatmq.metrics import INFLUX_POINTS
-from chatmq.services.telemetry.reading import validate_reading
+from chatmq.core.bus.base import Bus, Record
+from chatmq.core.envelopes import EnvelopeError
+from chatmq.core.metrics import INFLUX_POINTS
+from chatmq.core.readings import validate_reading
+from chatmq.core.topics import TELEMETRY
+from chatmq.core.worker import BusWorker
 from chatmq.services.telemetry.writer import InfluxWriter, line
-from chatmq.services.worker import BusWorker
-from chatmq.topics import TELEMETRY
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from influxdb_client.client.write.point import Point
 from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 
-from chatmq.errors import ChatMQError
-from chatmq.metrics import INFLUX_POINTS, INFLUX_WRITE_FAILURES
+from chatmq.core.errors import ChatMQError
+from chatmq.core.metrics import INFLUX_POINTS, INFLUX_WRITE_FAILURES
 
 log = logging.getLogger(__name__)
 

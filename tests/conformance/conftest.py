@@ -38,7 +38,7 @@ def plain_node(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Ite
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
     env.update({f"CHATMQ_{k.upper()}": v for k, v in settings.items()})
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "chatmq.cli", "broker", "--allow-anonymous",
+        proc = subprocess.Popen([sys.executable, "-m", "chatmq.run.cli", "broker", "--allow-anonymous",
                                  "--host", "127.0.0.1", "--mqtt-port", str(port)], stdout=out, stderr=out, env=env)
     node = PlainNode(port, log, proc)
     deadline = time.monotonic() + 20

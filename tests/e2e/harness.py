@@ -27,8 +27,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from chatmq.cluster import stop_process
 from chatmq.devices.sdk import ChatClient, Transport, release_sockets
+from chatmq.run.cluster import stop_process
 
 
 class Peer(ChatClient):
@@ -143,7 +143,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         env.pop("CHATMQ_CONFIG", None)
-        cmd = [sys.executable, "-m", "chatmq.cli", "serve", "--host", self.host,
+        cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", self.host,
                "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
                "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
         with self.log_path.open("ab") as log:
@@ -226,8 +226,8 @@ class ClusterDeployment:
 
     def __init__(self, tmp: Path, name: str, *, nodes: int = 2, routers: int = 1,
                  env: dict[str, str] | None = None) -> None:
-        from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
-        from chatmq.settings import Settings
+        from chatmq.core.settings import Settings
+        from chatmq.run.cluster import CLUSTER_CONFIG, LocalCluster
 
         if not (KAFKA and MONGO):
             raise RuntimeError("CHATMQ_KAFKA_BOOTSTRAP and CHATMQ_MONGO_URL must name the servers")

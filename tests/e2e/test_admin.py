@@ -33,7 +33,7 @@ def poll(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
 def admin_create(server: Deployment, *args: str, password: str = "operator-secret") -> subprocess.CompletedProcess[str]:
     cli, store_env = server.store_cli()
     env = {**os.environ, **store_env, "CHATMQ_ADMIN_PASSWORD": password}
-    return subprocess.run([sys.executable, "-m", "chatmq.cli", "admin", "create", *args, *cli],
+    return subprocess.run([sys.executable, "-m", "chatmq.run.cli", "admin", "create", *args, *cli],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from chatmq.devices.bench_chat import ROWS
+from chatmq.bench.bench_chat import ROWS
 
 
 def run_bench(tmp_path: Path, mode: str) -> dict[str, Any]:
     """Runs the quick benchmark in ``mode`` and checks its JSON and report; returns the JSON."""
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "chatmq.cli", "bench", "chat", "--mode", mode, "--quick", "--duration", "1.5",
+        [sys.executable, "-m", "chatmq.run.cli", "bench", "chat", "--mode", mode, "--quick", "--duration", "1.5",
          "--pairs", "4", "--json", str(out_json), "--markdown", str(out_md)],
         capture_output=True, text=True, timeout=600, check=False,
     )

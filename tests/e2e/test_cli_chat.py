@@ -12,7 +12,7 @@ from tests.e2e.harness import Deployment
 
 
 def cli(server: Deployment, *args: str, transport_ws: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "chatmq.cli", "client", *args, "--server", server.api_url]
+    cmd = [sys.executable, "-m", "chatmq.run.cli", "client", *args, "--server", server.api_url]
     if args[0] in ("send", "listen", "chat"):
         cmd += ["--mqtt-port", str(server.ws_port if transport_ws else server.mqtt_port)]
         if transport_ws:

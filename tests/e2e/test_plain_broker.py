@@ -20,7 +20,7 @@ def test_plain_broker_relays_anonymous_clients(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "broker.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "chatmq.cli", "broker", "--allow-anonymous",
+        proc = subprocess.Popen([sys.executable, "-m", "chatmq.run.cli", "broker", "--allow-anonymous",
                                  "--host", "127.0.0.1", "--mqtt-port", str(port)], stdout=out, stderr=out)
     got: list[bytes] = []
     arrived = threading.Event()
@@ -62,7 +62,7 @@ def test_plain_broker_relays_anonymous_clients(tmp_path: Path) -> None:
 
 def test_broker_without_anonymous_explains_what_is_missing() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CHATMQ_KAFKA_BOOTSTRAP", "CHATMQ_MONGO_URL")}
-    r = subprocess.run([sys.executable, "-m", "chatmq.cli", "broker", "--mqtt-port", "1"],
+    r = subprocess.run([sys.executable, "-m", "chatmq.run.cli", "broker", "--mqtt-port", "1"],
                        capture_output=True, text=True, timeout=60, check=False, env=env)
     assert r.returncode == 2
     assert "kafka_bootstrap" in r.stderr

@@ -79,7 +79,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         for flag in ("--http-port", "--mqtt-port"):
             args = {"--http-port": str(free_port()), "--mqtt-port": str(free_port()), "--ws-port": str(free_port())}
             args[flag] = str(port)
-            r = subprocess.run([sys.executable, "-m", "chatmq.cli", "serve", "--data-dir", str(tmp_path / "d"),
+            r = subprocess.run([sys.executable, "-m", "chatmq.run.cli", "serve", "--data-dir", str(tmp_path / "d"),
                                 *[x for kv in args.items() for x in kv]],
                                capture_output=True, text=True, timeout=60, check=False)
             assert r.returncode == 1

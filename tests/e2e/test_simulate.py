@@ -15,7 +15,7 @@ from tests.e2e.harness import Deployment
 
 def _simulate(server: Deployment, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path / "sim.json"
-    cmd = [sys.executable, "-m", "chatmq.cli", "devices", "simulate", "--server", server.api_url,
+    cmd = [sys.executable, "-m", "chatmq.run.cli", "devices", "simulate", "--server", server.api_url,
            "--mqtt-host", server.host, "--json", str(out), "--password", "sim password 1", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env), out
@@ -61,7 +61,7 @@ def test_simulation_over_websocket(server: Deployment, tmp_path: Path) -> None:
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
-    done = subprocess.run([sys.executable, "-m", "chatmq.cli", "devices", "simulate", "--count", "2",
+    done = subprocess.run([sys.executable, "-m", "chatmq.run.cli", "devices", "simulate", "--count", "2",
                            "--server", "http://127.0.0.1:9", "--duration", "1"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 1

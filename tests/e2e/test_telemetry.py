@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
+from chatmq.core.ids import now_ms
 from chatmq.devices.device_client import DeviceClient
-from chatmq.ids import now_ms
 from tests.e2e.harness import RawClient, Users, cluster, serve, user_factory
 from tests.e2e.victoria import INFLUX, TIMEOUT, Telemetry, device_client, influx_env, new_device, publish
 

@@ -22,18 +22,18 @@ from typing import Any
 
 import orjson
 
-from chatmq import ids
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.identity import Identity, outbox_topic
-from chatmq.bus.base import Record
-from chatmq.bus.memory import MemoryBus, MemoryConsumer
-from chatmq.envelopes import dumps, message_envelope, parse_outbox
-from chatmq.services.outlet import Outlet
-from chatmq.services.sessions import SessionRegistry
+from chatmq.core import ids
+from chatmq.core.bus.base import Record
+from chatmq.core.bus.memory import MemoryBus, MemoryConsumer
+from chatmq.core.envelopes import dumps, message_envelope, parse_outbox
+from chatmq.core.topics import GROUP_OUTBOX, NOTICES, OUTBOX, PRESENCE, deliver_topic, topic_specs
+from chatmq.core.worker import BusWorker
+from chatmq.services.chat.outlet import Outlet
+from chatmq.services.registry.sessions import SessionRegistry
 from chatmq.services.store.base import NewMessage, PendingItem
 from chatmq.services.store.sqlite import SQLiteStore
-from chatmq.services.worker import BusWorker
-from chatmq.topics import GROUP_OUTBOX, NOTICES, OUTBOX, PRESENCE, deliver_topic, topic_specs
 
 NODE = "n1"
 OTHER_NODE = "n2"

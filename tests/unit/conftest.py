@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from chatmq import ids
-from chatmq.auth import TokenService, hash_secret
+from chatmq.core import ids
+from chatmq.core.auth import TokenService, hash_secret
 from chatmq.services.api import create_app
-from chatmq.services.sessions import Connection
+from chatmq.services.registry.sessions import Connection
 from chatmq.services.store.sqlite import SQLiteStore
 from tests.fakes.push import FakePushServer
 from tests.unit.fake_influx import FakeInflux

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from chatmq.admin import open_store
-from chatmq.auth import hash_secret, verify_secret
-from chatmq.cli import app
+from chatmq.core.auth import hash_secret, verify_secret
+from chatmq.core.settings import Settings
+from chatmq.run.admin import open_store
+from chatmq.run.cli import app
 from chatmq.services.store.base import User
-from chatmq.settings import Settings
 
 MONGO_URL = os.environ.get("CHATMQ_MONGO_URL")
 SECRET = "operator-secret-1"
@@ -160,7 +160,7 @@ def _controlling_tty() -> None:
 
 def test_the_prompt_on_a_terminal_does_not_echo(target: Target) -> None:
     main, side = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "chatmq.cli", "admin", "create", "typist"],
+    proc = subprocess.Popen([sys.executable, "-m", "chatmq.run.cli", "admin", "create", "typist"],
                             stdin=side, stdout=side, stderr=side, env={**os.environ, **target.env},
                             start_new_session=True, preexec_fn=_controlling_tty)
     os.close(side)
@@ -189,7 +189,7 @@ def test_the_prompt_on_a_terminal_does_not_echo(target: Target) -> None:
 def test_with_the_cluster_config_file(tmp_path: Path) -> None:
     """``-c config/cluster.toml`` (here a copy naming a database of the test's own) puts the admin
     in MongoDB, with no CHATMQ_MONGO_URL in the environment."""
-    from chatmq.cluster import CLUSTER_CONFIG
+    from chatmq.run.cluster import CLUSTER_CONFIG
 
     assert MONGO_URL
     name = "t_admin_" + uuid.uuid4().hex[:12]

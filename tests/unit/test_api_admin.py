@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatmq.broker.authenticator import Authenticator
-from chatmq.services.sessions import Connection
+from chatmq.services.registry.sessions import Connection
 from chatmq.services.store.base import NewMessage
 from tests.unit.conftest import PASSWORD, ApiHarness
 

@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from chatmq.auth import verify_secret
+from chatmq.core.auth import verify_secret
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
 
 V1 = "/api/v1"

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from chatmq import ids
-from chatmq.auth import TokenService
-from chatmq.envelopes import message_envelope
-from chatmq.ids import conversation_key
+from chatmq.core import ids
+from chatmq.core.auth import TokenService
+from chatmq.core.envelopes import message_envelope
+from chatmq.core.ids import conversation_key
 from chatmq.services.api import create_app
 from chatmq.services.store.base import NewMessage
 from tests.unit.conftest import TOKEN_KEY, ApiHarness, RecordingNotifier

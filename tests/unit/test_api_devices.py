@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatmq.auth import verify_secret
+from chatmq.core.auth import verify_secret
 from tests.unit.conftest import ApiHarness
 
 V1 = "/api/v1"

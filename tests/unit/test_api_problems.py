@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatmq.auth import TokenService
+from chatmq.core.auth import TokenService
 from chatmq.services.api import create_app
 from chatmq.services.store.sqlite import SQLiteStore
 from tests.unit.conftest import TOKEN_KEY, ApiHarness, RecordingNotifier

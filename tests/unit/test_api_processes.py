@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from chatmq.services.api import create_app
-from chatmq.services.processes import ProcessTable
+from chatmq.services.registry.processes import ProcessTable
 from tests.unit.conftest import ApiHarness
 from tests.unit.test_processes import Clock, beat
 

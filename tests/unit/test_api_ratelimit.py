@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatmq.auth import TokenService
 from chatmq.broker.ratelimit import TokenBucket
+from chatmq.core.auth import TokenService
+from chatmq.core.settings import Settings
 from chatmq.services.api import create_app
 from chatmq.services.api.ratelimit import AuthLimits, KeyedBuckets
 from chatmq.services.store.sqlite import SQLiteStore
-from chatmq.settings import Settings
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, RecordingNotifier
 
 V1 = "/api/v1"

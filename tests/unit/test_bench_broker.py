@@ -1,4 +1,4 @@
-"""``chatmq.devices.bench_broker``: the pure parts of the broker benchmark.
+"""``chatmq.bench.bench_broker``: the pure parts of the broker benchmark.
 
 Parsing mqttrelay's output, ratios, the Markdown table and JSON, the Mosquitto config, the
 MQTT packets of the idle clients and of the fan load (checked against a real amqtt broker
@@ -19,8 +19,8 @@ import pytest
 from amqtt.broker import Broker
 from typer.testing import CliRunner
 
-from chatmq.devices import bench_broker as bb
-from chatmq.devices.bench_broker import (
+from chatmq.bench import bench_broker as bb
+from chatmq.bench.bench_broker import (
     IdleClientError,
     IdleClients,
     Load,
@@ -457,7 +457,7 @@ def test_load_commands() -> None:
     relay = bb.load_command(specs["qos1"], Path("/x/mqttrelay"), 5000, load, 123)
     assert relay == ["/x/mqttrelay", "127.0.0.1", "5000", "10", "123", "1", "64"]
     fan = bb.load_command(specs["fanout"], Path("/x/mqttrelay"), 5000, load, 123)
-    assert fan[:4] == [sys.executable, "-m", "chatmq.devices.bench_broker", "fanload"]
+    assert fan[:4] == [sys.executable, "-m", "chatmq.bench.bench_broker", "fanload"]
     assert fan[4:11] == ["fanout", "127.0.0.1", "5000", "10", "123", "1", "64"]
     assert fan[11] == "--deadline"
     assert float(fan[12]) > load.row_timeout

@@ -1,11 +1,11 @@
-"""``chatmq.devices.bench_chat``: the pure parts of the chat benchmark (packet framing, quantiles,
+"""``chatmq.bench.bench_chat``: the pure parts of the chat benchmark (packet framing, quantiles,
 pairing, the report). Speed is never asserted: the benchmark measures it (``docs/benchmarks.md``);
 ``tests/e2e/test_bench_chat.py`` runs it."""
 
 from __future__ import annotations
 
-from chatmq.devices.bench_broker import encode_remaining_length
-from chatmq.devices.bench_chat import (
+from chatmq.bench.bench_broker import encode_remaining_length
+from chatmq.bench.bench_chat import (
     ROWS,
     BenchUser,
     PacketReader,

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatmq.bus import Bus, Consumer, MemoryBus, Record, TopicSpec
-from chatmq.errors import BusClosedError
+from chatmq.core.bus import Bus, Consumer, MemoryBus, Record, TopicSpec
+from chatmq.core.errors import BusClosedError
 
 KAFKA = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP")
 
@@ -24,7 +24,7 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     else:
         if not KAFKA:
             pytest.skip("CHATMQ_KAFKA_BOOTSTRAP is not set (scripts/services.sh up kafka)")
-        from chatmq.bus.kafka import KafkaBus
+        from chatmq.core.bus.kafka import KafkaBus
 
         b = KafkaBus(KAFKA, prefix=f"p{uuid.uuid4().hex[:6]}.")  # records must come back without it
     await b.start()
@@ -130,8 +130,8 @@ async def test_getmany_returns_empty_after_its_timeout(bus: Bus) -> None:
 
 
 async def test_an_unreachable_kafka_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
-    from chatmq.bus.kafka import KafkaBus
-    from chatmq.errors import BusError
+    from chatmq.core.bus.kafka import KafkaBus
+    from chatmq.core.errors import BusError
 
     bus = KafkaBus("127.0.0.1:1")
     with pytest.raises(BusError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
@@ -146,8 +146,8 @@ async def test_an_unreachable_kafka_is_a_clear_error(caplog: pytest.LogCaptureFi
 async def test_a_consumers_lag_is_exported_per_topic_and_group(bus: Bus) -> None:
     """``chatmq_bus_consumer_lag``: records on the topic that the group has not read (Kafka: high-water
     mark minus the consumer's position) or not committed (in-process), here 7 of 10."""
-    from chatmq.bus.kafka import KafkaConsumer
-    from chatmq.metrics import CONSUMER_LAG, SOURCES
+    from chatmq.core.bus.kafka import KafkaConsumer
+    from chatmq.core.metrics import CONSUMER_LAG, SOURCES
 
     t = await topic(bus, partitions=1)
     await bus.publish_many(t, [(b"k", str(i).encode()) for i in range(10)])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chatmq.bus import MemoryBus, TopicSpec
-from chatmq.bus.base import partition_for
-from chatmq.errors import BusClosedError
+from chatmq.core.bus import MemoryBus, TopicSpec
+from chatmq.core.bus.base import partition_for
+from chatmq.core.errors import BusClosedError
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from chatmq.bench.bench_broker import encode_connect, free_port
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.plain import PlainBroker
-from chatmq.devices.bench_broker import encode_connect, free_port
 from tests.unit.chat_fixtures import eventually
 
 _writers: list[asyncio.StreamWriter] = []

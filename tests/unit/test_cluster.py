@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
-from chatmq.errors import ConfigError
-from chatmq.settings import Settings
+from chatmq.core.errors import ConfigError
+from chatmq.core.settings import Settings
+from chatmq.run.cluster import CLUSTER_CONFIG, LocalCluster
 
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -7,8 +7,9 @@ import socket
 
 import pytest
 
-from chatmq.components import HttpServer, Readiness, Stack
-from chatmq.errors import ChatMQError
+from chatmq.core.errors import ChatMQError
+from chatmq.core.lifecycle import Readiness, Stack
+from chatmq.run.components import HttpServer
 
 
 class Part:

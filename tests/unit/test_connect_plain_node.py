@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from chatmq.bench.bench_broker import encode_connect, encode_subscribe, free_port
 from chatmq.broker.plain import PlainBroker
-from chatmq.devices.bench_broker import encode_connect, encode_subscribe, free_port
 
 
 @pytest.fixture

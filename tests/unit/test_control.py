@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatmq.bus.memory import MemoryBus
-from chatmq.ids import now_ms
-from chatmq.services.control import BusSessionControl, ControlWorker, announce_takeover
-from chatmq.services.sessions import ConnectionTable, SessionRegistry
-from chatmq.topics import CONTROL, topic_specs
+from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.control import announce_takeover
+from chatmq.core.ids import now_ms
+from chatmq.core.topics import CONTROL, topic_specs
+from chatmq.services.registry.control import BusSessionControl, ControlWorker
+from chatmq.services.registry.sessions import ConnectionTable, SessionRegistry
 
 
 class FakeNode:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatmq.envelopes import EnvelopeError, MessageIn, ReceiptIn, parse_outbox
+from chatmq.core.envelopes import EnvelopeError, MessageIn, ReceiptIn, parse_outbox
 
 
 def test_message_to_user() -> None:
@@ -43,7 +43,7 @@ def test_too_large() -> None:
 
 
 def test_client_id_of() -> None:
-    from chatmq.envelopes import client_id_of
+    from chatmq.core.envelopes import client_id_of
 
     assert client_id_of(b'{"id":"c9","type":"message"}') == "c9"
     assert client_id_of(b'{"id":5}') is None

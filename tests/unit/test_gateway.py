@@ -11,9 +11,9 @@ import pytest
 
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.identity import Identity, outbox_topic, telemetry_topic
-from chatmq.bus.base import Record
-from chatmq.envelopes import EnvelopeError, ack_envelope, dumps, message_envelope, receipt_envelope
-from chatmq.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
+from chatmq.core.bus.base import Record
+from chatmq.core.envelopes import EnvelopeError, ack_envelope, dumps, message_envelope, receipt_envelope
+from chatmq.core.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 from tests.unit.chat_fixtures import NODE, Chat, Probe, eventually, message, open_chat, receipt, record
 
 MAX = 1024
@@ -420,7 +420,7 @@ class _FlakyBus:
 
 
 async def test_a_publish_waits_out_a_bus_outage(chat: Chat, bus_probe: Probe) -> None:
-    from chatmq.errors import BusError
+    from chatmq.core.errors import BusError
 
     flaky = _FlakyBus(chat.bus, 3, BusError("Kafka is away"))
     g = NodeGateway(flaky, NODE, MAX)  # type: ignore[arg-type]
@@ -431,7 +431,7 @@ async def test_a_publish_waits_out_a_bus_outage(chat: Chat, bus_probe: Probe) ->
 
 
 async def test_a_publish_gives_up_after_the_grace_or_on_a_final_error(chat: Chat, bus_probe: Probe) -> None:
-    from chatmq.errors import BusClosedError, BusError
+    from chatmq.core.errors import BusClosedError, BusError
 
     g = NodeGateway(_FlakyBus(chat.bus, 100, BusError("Kafka is away")), NODE, MAX, outage_grace=0.5)  # type: ignore[arg-type]
     with pytest.raises(BusError, match="away"):

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chatmq import ids
-from chatmq.services.group_router import GroupRouter
+from chatmq.core import ids
+from chatmq.services.chat.group_router import GroupRouter
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, message, open_chat, outbox_record, through_gateway
 
 

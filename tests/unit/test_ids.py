@@ -1,4 +1,4 @@
-from chatmq.ids import conversation_key, server_id
+from chatmq.core.ids import conversation_key, server_id
 
 
 def test_server_ids_are_unique_and_ordered() -> None:

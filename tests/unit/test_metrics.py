@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from chatmq import ids
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.identity import Identity, outbox_topic
-from chatmq.bus.base import Record
-from chatmq.envelopes import ack_envelope, message_envelope
-from chatmq.ids import now_ms
-from chatmq.metrics import CONNECTIONS, CONSUMER_LAG, Family, Sample, Sources
-from chatmq.services.router import Router
-from chatmq.services.worker import BusWorker
-from chatmq.topics import deliver_topic
+from chatmq.core import ids
+from chatmq.core.bus.base import Record
+from chatmq.core.envelopes import ack_envelope, message_envelope
+from chatmq.core.ids import now_ms
+from chatmq.core.metrics import CONNECTIONS, CONSUMER_LAG, Family, Sample, Sources
+from chatmq.core.topics import deliver_topic
+from chatmq.core.worker import BusWorker
+from chatmq.services.chat.router import Router
 from tests.unit.chat_fixtures import NODE, Chat, message, open_chat, outbox_record, record
 from tests.unit.test_gateway import RecordingSink
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chatmq.envelopes import event_envelope
-from chatmq.services.notices import BusNotifier, NoticeWorker
-from chatmq.topics import NOTICES
+from chatmq.core.envelopes import event_envelope
+from chatmq.core.topics import NOTICES
+from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, Probe, envs_of, eventually, notices_record, open_chat
 
 

@@ -1,4 +1,4 @@
-"""``chatmq.ops``: a part's ops endpoints, its heartbeats (read back by a ``ProcessFollower``) and the
+"""``chatmq.run.ops``: a part's ops endpoints, its heartbeats (read back by a ``ProcessFollower``) and the
 pending-messages sampler; ``/readyz`` answers from the stack's readiness."""
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from chatmq.bus.memory import MemoryBus
-from chatmq.components import BusTopics, HttpServer, Stack
-from chatmq.errors import ChatMQError
-from chatmq.ops import Heartbeat, PendingSampler, operate
-from chatmq.services.processes import ProcessFollower, ProcessTable
+from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.errors import ChatMQError
+from chatmq.core.lifecycle import BusTopics, Stack
+from chatmq.core.settings import Settings
+from chatmq.core.topics import topic_specs
+from chatmq.run.components import HttpServer
+from chatmq.run.ops import Heartbeat, PendingSampler, operate
+from chatmq.services.registry.processes import ProcessFollower, ProcessTable
 from chatmq.services.store.base import NewMessage
 from chatmq.services.store.sqlite import SQLiteStore
-from chatmq.settings import Settings
-from chatmq.topics import topic_specs
 
 
 class Switch:

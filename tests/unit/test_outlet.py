@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatmq.envelopes import ack_envelope, event_envelope, receipt_envelope
-from chatmq.services.outlet import Outlet
+from chatmq.core.envelopes import ack_envelope, event_envelope, receipt_envelope
+from chatmq.services.chat.outlet import Outlet
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat
 
 

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from chatmq.bus.kafka import KafkaBus
-from chatmq.cluster import CLUSTER_CONFIG
-from chatmq.components import BrokerNode, Component, HttpServer, Stack
-from chatmq.errors import ConfigError
-from chatmq.ops import Heartbeat
-from chatmq.parts import PARTS
-from chatmq.services.control import ControlWorker
+from chatmq.core.bus.kafka import KafkaBus
+from chatmq.core.errors import ConfigError
+from chatmq.core.lifecycle import Component, Stack
+from chatmq.core.settings import Settings
+from chatmq.run.cluster import CLUSTER_CONFIG
+from chatmq.run.components import BrokerNode, HttpServer
+from chatmq.run.ops import Heartbeat
+from chatmq.run.parts import PARTS
+from chatmq.services.registry.control import ControlWorker
 from chatmq.services.store.mongo import MongoStore
-from chatmq.settings import Settings
 
 
 def _without_ops(stack: Stack) -> list[Component]:

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from chatmq.bench.bench_broker import encode_connect, encode_subscribe, free_port
 from chatmq.broker.plain import PlainBroker
-from chatmq.devices.bench_broker import encode_connect, encode_subscribe, free_port
 
 
 async def _session(port: int, junk: bytes) -> None:

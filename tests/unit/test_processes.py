@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from chatmq.bus.base import Record
-from chatmq.bus.memory import MemoryBus
-from chatmq.services.processes import MISSING_AFTER, ProcessFollower, ProcessTable
-from chatmq.topics import HEARTBEATS
+from chatmq.core.bus.base import Record
+from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.topics import HEARTBEATS
+from chatmq.services.registry.processes import MISSING_AFTER, ProcessFollower, ProcessTable
 
 
 class Clock:

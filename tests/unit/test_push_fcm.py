@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chatmq.errors import ConfigError
+from chatmq.core.errors import ConfigError
 from chatmq.services.push.fcm import FcmProvider
 from chatmq.services.push.provider import Notification, Result
 from chatmq.services.push.records import PushRecord

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from chatmq.envelopes import event_envelope, message_envelope, receipt_envelope
+from chatmq.core.envelopes import event_envelope, message_envelope, receipt_envelope
 from chatmq.services.push.provider import Notification, Result, collapse_key, outcome_of_status, retry_after
 from chatmq.services.push.records import BadPushRecord, PushRecord
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chatmq.cli import app
-from chatmq.cluster import CLUSTER_CONFIG, LocalCluster
-from chatmq.errors import ConfigError
+from chatmq.core.errors import ConfigError
+from chatmq.core.settings import Settings
+from chatmq.run.cli import app
+from chatmq.run.cluster import CLUSTER_CONFIG, LocalCluster
 from chatmq.services.push import provider_from_settings
 from chatmq.services.push.webhook import WebhookProvider
-from chatmq.settings import Settings
 
 runner = CliRunner()
 

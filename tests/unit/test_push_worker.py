@@ -16,19 +16,19 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from chatmq.bus.memory import MemoryBus
-from chatmq.envelopes import event_envelope
-from chatmq.errors import BusError
-from chatmq.services.group_router import GroupRouter
-from chatmq.services.notices import NoticeWorker
-from chatmq.services.outlet import Outlet
+from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.envelopes import event_envelope
+from chatmq.core.errors import BusError
+from chatmq.core.topics import PUSH, deliver_topic
+from chatmq.services.chat.group_router import GroupRouter
+from chatmq.services.chat.notices import NoticeWorker
+from chatmq.services.chat.outlet import Outlet
+from chatmq.services.chat.router import Router
 from chatmq.services.push.fcm import FcmProvider
 from chatmq.services.push.provider import PushProvider
 from chatmq.services.push.publisher import PushPublisher
 from chatmq.services.push.webhook import WebhookProvider
 from chatmq.services.push.worker import PushWorker
-from chatmq.services.router import Router
-from chatmq.topics import PUSH, deliver_topic
 from tests.fakes.push import Answer, FakePushServer, quota_exceeded, unavailable
 from tests.unit.chat_fixtures import (
     NODE,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chatmq import ids
-from chatmq.services.group_router import GroupRouter
-from chatmq.services.router import Router
+from chatmq.core import ids
+from chatmq.services.chat.group_router import GroupRouter
+from chatmq.services.chat.router import Router
 from tests.unit.chat_fixtures import (
     NODE,
     OTHER_NODE,

@@ -21,6 +21,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from chatmq.core.envelopes import MessageIn, ReceiptIn, parse_outbox
+from chatmq.core.errors import ChatMQError
 from chatmq.devices.sdk import (
     AckTimeoutError,
     ApiError,
@@ -38,8 +40,6 @@ from chatmq.devices.sdk import (
     build_receipt,
     token_expiry,
 )
-from chatmq.envelopes import MessageIn, ReceiptIn, parse_outbox
-from chatmq.errors import ChatMQError
 
 KEY = "k" * 40
 UID = "u_alice"

@@ -1,6 +1,6 @@
 """SessionRegistry: epochs decide between nodes."""
 
-from chatmq.services.sessions import SessionRegistry
+from chatmq.services.registry.sessions import SessionRegistry
 
 
 def ev(event: str, user: str, node: str, epoch: int) -> dict[str, object]:
@@ -36,7 +36,7 @@ def conn(event: str, cid: str, who: str = "u1", node: str = "n1", ts: int = 1) -
 
 
 def test_connection_table() -> None:
-    from chatmq.services.sessions import ConnectionTable
+    from chatmq.services.registry.sessions import ConnectionTable
 
     t = ConnectionTable()
     t.apply(conn("connected", "phone", ts=1))

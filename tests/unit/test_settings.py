@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from chatmq.errors import ConfigError
-from chatmq.settings import Settings
+from chatmq.core.errors import ConfigError
+from chatmq.core.settings import Settings
 
 
 def test_defaults_come_from_packaged_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -48,8 +48,8 @@ def test_signing_key_is_made_once(tmp_path: Path) -> None:
 
 
 def test_topics_come_from_the_declarations_in_config(tmp_path: Path) -> None:
-    from chatmq.bus.base import TopicSpec
-    from chatmq.topics import CONTROL, OUTBOX, PRESENCE, TOPICS_FILE, topic_specs
+    from chatmq.core.bus.base import TopicSpec
+    from chatmq.core.topics import CONTROL, OUTBOX, PRESENCE, TOPICS_FILE, topic_specs
 
     specs = {t.name: t for t in topic_specs(6, ["n1", "n2"])}
     assert specs[OUTBOX] == TopicSpec(OUTBOX, 6)

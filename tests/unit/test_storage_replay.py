@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from chatmq import ids
 from chatmq.bridges.gateway import NodeGateway
-from chatmq.envelopes import event_envelope, receipt_envelope
-from chatmq.services.storage import ReplayService
+from chatmq.core import ids
+from chatmq.core.envelopes import event_envelope, receipt_envelope
+from chatmq.services.chat.storage import ReplayService
 from chatmq.services.store.base import PendingItem
 from tests.unit.chat_fixtures import (
     MAX_PAYLOAD,

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chatmq import ids
-from chatmq.errors import ConflictError, NotFoundError, StoreError
+from chatmq.core import ids
+from chatmq.core.errors import ConflictError, NotFoundError, StoreError
 from chatmq.services.store.base import NewMessage, PendingItem, Store
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 

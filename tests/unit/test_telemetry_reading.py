@@ -1,12 +1,12 @@
-"""The reading format devices publish to ``devices/{id}/telemetry`` (``chatmq.services.telemetry.reading``)."""
+"""The reading format devices publish to ``devices/{id}/telemetry`` (``chatmq.core.readings``)."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from chatmq.envelopes import EnvelopeError
-from chatmq.services.telemetry.reading import MAX_FIELDS, MIN_TS, Reading, parse_reading
+from chatmq.core.envelopes import EnvelopeError
+from chatmq.core.readings import MAX_FIELDS, MIN_TS, Reading, parse_reading
 
 NOW = 1_800_000_000_000
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from chatmq.bus.base import TopicSpec
-from chatmq.bus.memory import MemoryBus
+from chatmq.core.bus.base import TopicSpec
+from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.topics import TELEMETRY
 from chatmq.services.telemetry.worker import TelemetryWorker, reading_point
 from chatmq.services.telemetry.writer import InfluxWriter
-from chatmq.topics import TELEMETRY
 from tests.unit.chat_fixtures import eventually
 from tests.unit.fake_influx import FakeInflux
 

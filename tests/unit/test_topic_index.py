@@ -25,7 +25,7 @@ from chatmq.broker.topic_index import (
     TopicIndex,
     TopicIndexError,
 )
-from chatmq.errors import ChatMQError
+from chatmq.core.errors import ChatMQError
 
 # -- the brute-force reference -------------------------------------------------------------
 

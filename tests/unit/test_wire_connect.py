@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatmq.bench.bench_broker import encode_connect, encode_string, encode_subscribe
 from chatmq.broker.wire import (
     MalformedPacketError,
     decode_connect,
@@ -16,7 +17,6 @@ from chatmq.broker.wire import (
     decode_unsubscribe,
     encode_connack,
 )
-from chatmq.devices.bench_broker import encode_connect, encode_string, encode_subscribe
 
 
 def _s(text: str | bytes) -> bytes:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatmq.bus.base import Record, TopicSpec, partition_for
-from chatmq.bus.memory import MemoryBus
-from chatmq.services.worker import BusWorker
+from chatmq.core.bus.base import Record, TopicSpec, partition_for
+from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.worker import BusWorker
 from tests.unit.chat_fixtures import eventually
 
 TOPIC = "t"

@@ -1,0 +1,205 @@
+"""Configuration: defaults, then a TOML file, then ``CHATMQ_*`` environment variables, then flags.
+
+``Settings.load()`` is the one entry point. Every key of the TOML file has an
+environment variable of the same name in upper case with the prefix ``CHATMQ_``
+(``mqtt_port`` → ``CHATMQ_MQTT_PORT``) and, for the serving keys, a command-line flag
+(``--mqtt-port``). ``config/chatmq.toml`` lists every key with its default.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from chatmq.core.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path(str(importlib.resources.files("chatmq.config").joinpath("chatmq.toml")))
+
+
+class Settings(BaseSettings):
+    """Every setting of a chatmq process. Field docs are the configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix="CHATMQ_", extra="forbid", validate_default=True)
+
+    _toml_file: ClassVar[Path | None] = None
+
+    node: str = Field("n1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name of this broker node.")
+    host: str = Field("127.0.0.1", description="Address every listener binds to.")
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="MQTT over TCP.")
+    ws_port: int = Field(8083, ge=0, le=65535, description="MQTT over WebSocket (path ws_path).")
+    ws_path: str = Field("/mqtt", description="Path of the MQTT-over-WebSocket endpoint.")
+    http_port: int = Field(8000, ge=0, le=65535, description="REST API.")
+    data_dir: Path = Field(Path("./data"), description="Folder for the SQLite store and the token key.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    jwt_secret: str | None = Field(
+        None, min_length=32, description="Token signing key; when unset one is made and kept in data_dir."
+    )
+    access_token_ttl: int = Field(900, gt=0, description="Access token lifetime in seconds.")
+    refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
+
+    max_payload: int = Field(64 * 1024, gt=0, description="Largest outbox payload in bytes.")
+    rate_limit_per_sec: float = Field(200.0, gt=0, description="Outbox publishes per second per connection.")
+    rate_limit_burst: int = Field(400, gt=0, description="Outbox burst allowance per connection.")
+    replay_batch: int = Field(200, gt=0, le=10_000, description="Pending messages per replay page.")
+    bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
+    allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
+    broker_queue_size: int = Field(10_000, gt=0, description="Messages queued per MQTT client beyond those in "
+                                   "flight; past it QoS 0 is dropped (counted) and a QoS 1/2 subscriber is "
+                                   "disconnected as too slow.")
+    broker_session_expiry: float = Field(7200.0, ge=0, description="Seconds a persistent (clean session 0) "
+                                         "MQTT session, its subscriptions and queued QoS 1/2 messages are kept "
+                                         "after its client disconnected; 0 = forever.")
+    broker_max_inflight: int = Field(100, gt=0, le=65535, description="QoS 1/2 messages sent to one MQTT client "
+                                     "and not yet acknowledged.")
+
+    # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")
+    kafka_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+                              description="Prefix of every Kafka topic and consumer group (one deployment).")
+    kafka_replication: int = Field(1, ge=1, le=16, description="Replication factor of the topics chatmq creates.")
+    mongo_url: str | None = Field(None, description="MongoDB connection string (mongodb://host:port).")
+    mongo_db: str = Field("chatmq", pattern=r"^[A-Za-z0-9_-]{1,63}$", description="MongoDB database name.")
+
+    # operations (README "Metrics and health"): /metrics, /healthz, /readyz on every process; heartbeats
+    ops_port: int = Field(0, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz of a part without "
+                          "a REST API (broker, router, ...); 0: a free port, logged and shown in the process list.")
+    heartbeat_interval: float = Field(5.0, gt=0, le=300, description="Seconds between a process's heartbeats on "
+                                      "chat.heartbeats (missing after 3 intervals without one); also how often the "
+                                      "pending messages are counted.")
+    instance: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@:-]{1,128}$", description="This process's name in "
+                                 "the process list (keep it across restarts); unset: <part>@<host>:<pid>.")
+
+    # telemetry and metrics to InfluxDB (services/telemetry): device readings and every process's metrics
+    influx_url: str | None = Field(None, pattern=r"^https?://", description="InfluxDB v2 write API base URL; "
+                                   "unset: readings and metrics are not written.")
+    influx_token: str | None = Field(None, description="InfluxDB API token (never logged).")
+    influx_org: str = Field("chatmq", min_length=1, description="InfluxDB organization.")
+    influx_bucket: str = Field("chatmq", min_length=1, description="InfluxDB bucket.")
+    influx_batch_size: int = Field(1000, ge=1, le=100_000, description="Points per InfluxDB write at most.")
+    influx_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds a batch of readings may wait "
+                                         "to fill before it is written.")
+    influx_tags: dict[str, str] = Field(default_factory=dict, description="Tags added to every point written "
+                                        "(e.g. deployment).")
+    telemetry_measurement: str = Field("telemetry", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                       description="InfluxDB measurement of device readings.")
+    metrics_interval: float = Field(10.0, ge=0.1, le=3600, description="Seconds between metrics written to "
+                                    "InfluxDB.")
+
+    # push notifications (services/push): a data message to each registered token of an offline recipient
+    push_provider: Literal["none", "fcm", "webhook"] = Field(
+        "none", description="Where push notifications go: none, Firebase Cloud Messaging, or a webhook.")
+    fcm_credentials: Path | None = Field(None, description="Service-account JSON of the Firebase project (fcm).")
+    fcm_url: str | None = Field(None, pattern=r"^https?://",
+                                description="FCM v1 send URL, {0} = project id; unset: FCM's own (tests, proxies).")
+    push_webhook_url: str | None = Field(None, pattern=r"^https?://",
+                                         description="URL that gets each notification as a JSON POST (webhook).")
+    push_webhook_secret: SecretStr | None = Field(
+        None, min_length=16, description="Key of the HMAC-SHA256 signature on each webhook POST (X-Chatmq-Signature).")
+    push_preview: bool = Field(False, description="Put the start of a message's text in the push (off: privacy).")
+    push_preview_length: int = Field(100, ge=1, le=1000, description="Characters of text in a preview.")
+    push_ttl: int = Field(86400, ge=0, le=2419200, description="Seconds a push may wait for an offline device.")
+    push_group_events: bool = Field(False, description="Push group events (member added, renamed, ...) too.")
+    push_max_attempts: int = Field(5, ge=1, le=20, description="Sends per token before a push is given up "
+                                   "(retries on 429 and 5xx, exponential backoff, Retry-After honoured).")
+
+    # REST rate limits of register, login and refresh (services/api/ratelimit.py): token buckets kept by each
+    # API process (in a cluster each API copy counts on its own); over a limit: 429 with Retry-After
+    auth_rate_per_address: float = Field(10.0, gt=0, description="Register, login and refresh requests per second "
+                                         "per client address (the refill rate).")
+    auth_burst_per_address: int = Field(200, ge=1, description="Such requests a client address may make at once.")
+    login_rate_per_username: float = Field(0.1, gt=0, description="Failed logins per second per username (the "
+                                           "refill rate); with none left, logins of that username are refused.")
+    login_burst_per_username: int = Field(10, ge=1, description="Failed logins a username may have at once.")
+    trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
+                                       "whose X-Forwarded-For names the client address, e.g. nginx.")
+
+    @model_validator(mode="after")
+    def _push_target(self) -> Settings:
+        """The chosen push provider has what it needs."""
+        if self.push_provider == "fcm" and self.fcm_credentials is None:
+            raise ValueError("push_provider = fcm needs fcm_credentials (CHATMQ_FCM_CREDENTIALS): the path of "
+                             "the Firebase project's service-account JSON")
+        if self.push_provider == "webhook" and not self.push_webhook_url:
+            raise ValueError("push_provider = webhook needs push_webhook_url (CHATMQ_PUSH_WEBHOOK_URL)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Build the settings; ``overrides`` (flags) win over the environment, which wins over the file.
+
+        The file is ``config_file``, else ``$CHATMQ_CONFIG``, else ``./chatmq.toml`` when it
+        exists, else the packaged defaults. ``None`` overrides are ignored.
+        Raises ``ConfigError`` naming the bad key and why.
+        """
+        path = config_file or (Path(os.environ["CHATMQ_CONFIG"]) if os.environ.get("CHATMQ_CONFIG") else None)
+        if path is None and Path("chatmq.toml").is_file():
+            path = Path("chatmq.toml")
+        if path is not None and not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        target = path or DEFAULT_CONFIG_FILE
+        try:
+            with target.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {target} is not valid TOML: {exc}") from exc
+        cls._toml_file = target
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"invalid configuration ({target}): {problems}") from exc
+        finally:
+            cls._toml_file = None
+
+    def require_cluster(self, part: str) -> tuple[str, str]:
+        """``(kafka_bootstrap, mongo_url)`` for a cluster part; ``ConfigError`` naming what is missing."""
+        kafka, mongo = self.kafka_bootstrap, self.mongo_url
+        if not kafka or not mongo:
+            missing = [k for k, v in (("kafka_bootstrap", kafka), ("mongo_url", mongo)) if not v]
+            keys = " and ".join(f"{k} (CHATMQ_{k.upper()})" for k in missing)
+            raise ConfigError(f"chatmq {part} is a cluster part: set {keys}, e.g. in config/cluster.toml "
+                              "(or run everything in one process: chatmq serve)")
+        return kafka, mongo
+
+    def signing_key(self) -> str:
+        """The token signing key: ``jwt_secret``, else one kept in ``data_dir/jwt.secret`` (made once, mode 0600)."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt.secret"
+        if path.is_file():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key

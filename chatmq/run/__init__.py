@@ -1,0 +1,1 @@
+"""Run layer: the CLI, the embedded stack, the cluster parts, ops endpoints and admin commands."""

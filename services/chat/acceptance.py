@@ -1,0 +1,98 @@
+"""Accepting messages: commit a batch to the store, then ack each sender and deliver to recipients.
+
+The ``ack`` is published only after ``Store.accept_messages`` committed, so an ack means
+durable. A repeated (sender, client id) is acked again with the first server id; the copies of it
+still pending for recipients are delivered again (the first attempt may have stopped
+between the commit and the delivery: a router killed there), and clients drop what they
+already have by server id. Recipients who are offline get a push notification (``Outlet.push_offline``),
+last: a push never delays an ack or a delivery.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from chatmq.core.envelopes import ErrorCode, ack_envelope, error_envelope, message_envelope
+from chatmq.core.ids import now_ms, server_id
+from chatmq.core.metrics import MESSAGES_ACCEPTED, MESSAGES_REFUSED
+from chatmq.services.chat.outlet import Outlet
+from chatmq.services.store.base import AcceptResult, NewMessage, Store
+
+_ACCEPTED = {(kind, result): MESSAGES_ACCEPTED.labels(kind, result)
+             for kind in ("direct", "group") for result in ("new", "duplicate")}
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An outbox message from ``sender`` (connected to ``node``) for ``recipients``."""
+
+    sender: str
+    node: str
+    client_id: str
+    to: str | None
+    group: str | None
+    conversation: str
+    body: dict[str, Any]
+    recipients: list[str]
+
+
+class Acceptor:
+    def __init__(self, store: Store, outlet: Outlet) -> None:
+        self._store = store
+        self._outlet = outlet
+
+    async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None) -> None:
+        """Answer the sender's connection with an ``error`` envelope."""
+        MESSAGES_REFUSED.labels(code).inc()
+        await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
+
+    async def accept(self, subs: list[Submission]) -> None:
+        """Store ``subs`` in one transaction, then ack and deliver in their order."""
+        if not subs:
+            return
+        news: list[NewMessage] = []
+        for s in subs:
+            sid, ts = server_id(), now_ms()
+            envelopes = {
+                r: message_envelope(sid, s.client_id, s.sender, r, s.group, s.body, ts) for r in s.recipients
+            }
+            news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, s.body, ts, envelopes))
+        results = await self._store.accept_messages(news)
+        copies = await self._pending_copies(results)
+        acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        deliveries: list[tuple[str, dict[str, Any]]] = []
+        fan_outs: list[tuple[str, list[str], dict[str, Any]]] = []
+        counts = dict.fromkeys(_ACCEPTED, 0)
+        for sub, new, result in zip(subs, news, results, strict=True):
+            counts["direct" if sub.group is None else "group", "duplicate" if result.duplicate else "new"] += 1
+            acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
+            if result.duplicate:
+                deliveries.extend(copies.pop(result.server_id, []))  # in its place: order holds
+            elif sub.group is None:
+                deliveries.extend(new.envelopes.items())
+            elif sub.recipients:  # one record per node with the member list, not one per member
+                template = message_envelope(new.server_id, sub.client_id, sub.sender, None, sub.group, sub.body,
+                                            new.ts)
+                fan_outs.append((sub.group, sub.recipients, template))
+        for key, count in counts.items():
+            if count:
+                _ACCEPTED[key].inc(count)
+        await self._outlet.to_nodes([(node, sender, envs) for (node, sender), envs in acks.items()])
+        offline = set(await self._outlet.deliver(deliveries))
+        absent = set(await self._outlet.fan_out_many(fan_outs))
+        # last, so it never delays an ack or a delivery: pushes for the recipients who are offline
+        await self._outlet.push_offline([*((u, env) for u, env in deliveries if u in offline),
+                                         *((u, t) for _, users, t in fan_outs for u in users if u in absent)])
+
+    async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """The still-pending copies of the repeated messages among ``results`` (not those first stored
+        in this very batch), by server id."""
+        fresh = {r.server_id for r in results if not r.duplicate}
+        repeated = list(dict.fromkeys(r.server_id for r in results if r.duplicate and r.server_id not in fresh))
+        copies: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        if repeated:
+            for user, env in await self._store.pending_copies(repeated):
+                copies[str(env["id"])].append((user, env))
+        return copies

@@ -1,0 +1,44 @@
+"""The group router: group messages from ``chat.group-outbox``.
+
+The sender must be a member (else ``not_member``; an unknown group is
+``unknown_recipient``). One copy per member except the sender, each carrying the
+group id, is committed as that member's pending item, then acked and delivered.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from chatmq.core.bus.base import Bus, Record
+from chatmq.core.topics import GROUP_OUTBOX
+from chatmq.core.worker import BusWorker
+from chatmq.services.chat.acceptance import Acceptor, Submission
+from chatmq.services.chat.outlet import Outlet
+from chatmq.services.store import Group, Store
+
+
+class GroupRouter(BusWorker):
+
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+        super().__init__(bus, "group-router", [GROUP_OUTBOX])
+        self._store = store
+        self._acceptor = Acceptor(store, outlet)
+
+    async def process(self, records: list[Record]) -> None:
+        groups: dict[str, Group | None] = {}
+        batch: list[Submission] = []
+        for record in records:
+            item = orjson.loads(record.value)
+            env, sender, node = item["env"], item["from"], item["node"]
+            gid = env["group"]
+            if gid not in groups:
+                groups[gid] = await self._store.get_group(gid)
+            group = groups[gid]
+            if group is None:
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env["id"])
+            elif not group.is_member(sender):
+                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env["id"])
+            else:
+                recipients = [m for m in group.member_ids() if m != sender]
+                batch.append(Submission(sender, node, env["id"], None, gid, gid, env["body"], recipients))
+        await self._acceptor.accept(batch)

@@ -1,0 +1,96 @@
+"""Operator control of live sessions in cluster mode, over ``chat.control``.
+
+The API process keeps a ``ConnectionTable`` (from ``chat.connections``, read from the
+start by a group of its own) and implements ``SessionControl`` with it: listing is local,
+closing a session publishes a command that the node holding it carries out
+(``ControlWorker``, one per node, in the node's process). A ``kick_principal`` goes to
+every node, since only the nodes know which devices belong to a user. A node that accepts a
+connection publishes a ``takeover`` for its client id, and the other nodes close a connection
+with that id ([MQTT-3.1.4-2] across the cluster: nginx may put the new one on another node). Commands carry their
+time; a node ignores those older than itself (a new node's group reads the topic from the
+start).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import orjson
+
+from chatmq.core.bus.base import Bus, Record
+from chatmq.core.control import publish_command
+from chatmq.core.ids import now_ms
+from chatmq.core.topics import CONTROL
+from chatmq.core.worker import BusWorker
+from chatmq.services.registry.sessions import Connection, ConnectionTable, Registry
+
+log = logging.getLogger(__name__)
+
+
+class Kicker(Protocol):
+    """What a node offers the control worker (``chatmq.run.components.BrokerNode``)."""
+
+    async def kick(self, client_id: str) -> bool: ...
+
+    async def kick_principal(self, principal_id: str) -> int: ...
+
+
+class BusSessionControl:
+    """``SessionControl`` of the cluster's API: sessions from ``table``, commands over the bus."""
+
+    def __init__(self, bus: Bus, table: ConnectionTable, registry: Registry) -> None:
+        self._bus = bus
+        self._table = table
+        self._registry = registry
+
+    def sessions(self) -> list[Connection]:
+        return self._table.all()
+
+    async def kick(self, client_id: str) -> bool:
+        """Ask the node holding ``client_id`` to close it; False when no node reported such a session."""
+        holders = [c for c in self._table.all() if c.client_id == client_id]
+        for conn in holders:
+            await self._command(conn.node, {"action": "kick", "client_id": client_id, "node": conn.node})
+        return bool(holders)
+
+    async def kick_principal(self, principal_id: str) -> int:
+        """Ask every node to close the connections of ``principal_id`` and its devices; returns the
+        number of the principal's own connections known here (devices are counted by the nodes)."""
+        await self._command(principal_id, {"action": "kick_principal", "id": principal_id})
+        return len(self._table.of(principal_id))
+
+    async def online_users(self) -> int:
+        return await self._registry.online_count()
+
+    async def _command(self, key: str, command: dict[str, Any]) -> None:
+        await publish_command(self._bus, key, command)
+
+
+class ControlWorker(BusWorker):
+    """Carries out ``chat.control`` commands for node ``node`` (its own consumer group)."""
+
+    def __init__(self, bus: Bus, node: str, kicker: Kicker) -> None:
+        super().__init__(bus, f"control.{node}", [CONTROL])
+        self._node = node
+        self._kicker = kicker
+        self._since = now_ms()
+
+    async def process(self, records: list[Record]) -> None:
+        for record in records:
+            command = orjson.loads(record.value)
+            if int(command.get("ts", 0)) < self._since:
+                continue  # from before this node started: its sessions are not there any more
+            action = command.get("action")
+            if action == "kick" and command.get("node") == self._node:
+                await self._kicker.kick(str(command["client_id"]))
+            elif action == "takeover" and command.get("node") != self._node:
+                if await self._kicker.kick(str(command["client_id"])):
+                    log.info("closed %s: the client connected again on node %s", command["client_id"],
+                             command.get("node"))
+            elif action == "kick_principal":
+                closed = await self._kicker.kick_principal(str(command["id"]))
+                if closed:
+                    log.info("closed %d connection(s) of %s on operator request", closed, command["id"])
+            elif action not in ("kick", "kick_principal", "takeover"):
+                log.warning("ignoring unknown control command %r", action)
