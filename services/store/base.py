@@ -140,27 +140,9 @@ class PendingItem:
     envelope: dict[str, Any]
 
 
-class Store(abc.ABC):
-    """Persistent state of chatmq. ``start()`` opens (and migrates), ``stop()`` closes."""
+class UserStore(abc.ABC):
+    """The store's role: users, their push tokens and devices."""
 
-    async def __aenter__(self) -> Store:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @abc.abstractmethod
-    async def start(self) -> None: ...
-
-    @abc.abstractmethod
-    async def stop(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Readiness: raise ``StoreError`` saying why when the store cannot answer."""
-
-    # users ----------------------------------------------------------------------
     @abc.abstractmethod
     async def create_user(
         self, user_id: str, username: str, password_hash: str, display_name: str | None, is_admin: bool = False
@@ -199,7 +181,6 @@ class Store(abc.ABC):
         """Up to ``limit`` users whose username starts with ``prefix`` and sorts after ``after``
         (all when None), by username."""
 
-    # push tokens ----------------------------------------------------------------
     @abc.abstractmethod
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
         """Register (or re-register, moving it to ``user_id``) a push token."""
@@ -211,7 +192,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def push_tokens(self, user_id: str) -> list[PushToken]: ...
 
-    # devices --------------------------------------------------------------------
     @abc.abstractmethod
     async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device: ...
 
@@ -226,7 +206,14 @@ class Store(abc.ABC):
     async def revoke_device(self, owner_id: str, device_id: str) -> bool:
         """Revoke the owner's device; False when the owner has no such live device."""
 
-    # groups ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def count_devices(self) -> int:
+        """Live (not revoked) devices."""
+
+
+class GroupStore(abc.ABC):
+    """The store's role: groups and their members."""
+
     @abc.abstractmethod
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
         """Create a group; ``creator`` is its admin, ``members`` (deduplicated) plain members."""
@@ -262,7 +249,10 @@ class Store(abc.ABC):
         member becomes admin and its id is returned; otherwise None. An empty group is deleted.
         ``NotFoundError`` when ``user_id`` is not a member."""
 
-    # messages and pending -------------------------------------------------------
+
+class MessageStore(abc.ABC):
+    """The store's role: accepting messages (deduped by sender and client id) and reading history."""
+
     @abc.abstractmethod
     async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
         """Atomically store a batch: for each message, unless (sender, client_id) was seen,
@@ -276,6 +266,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def history(self, conversation: str, before: str | None, limit: int) -> list[StoredMessage]:
         """A conversation's messages with server id < ``before`` (all when None), newest first."""
+
+    @abc.abstractmethod
+    async def count_messages(self) -> int:
+        """Messages in history (for operators' statistics: may be an estimate where an exact count
+        would scan the collection)."""
+
+
+class PendingStore(abc.ABC):
+    """The store's role: what waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
     @abc.abstractmethod
     async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
@@ -302,16 +301,10 @@ class Store(abc.ABC):
     async def count_pending(self, user_id: str | None = None) -> int:
         """Pending ``message`` items of one user, or of everyone."""
 
-    @abc.abstractmethod
-    async def count_messages(self) -> int:
-        """Messages in history (for operators' statistics: may be an estimate where an exact count
-        would scan the collection)."""
 
-    @abc.abstractmethod
-    async def count_devices(self) -> int:
-        """Live (not revoked) devices."""
+class PresenceStore(abc.ABC):
+    """The store's role: the session registry: which node each online user is on."""
 
-    # presence (session registry) --------------------------------------------------
     @abc.abstractmethod
     async def set_online(self, user_id: str, node: str, epoch: int) -> bool:
         """Record ``user_id`` on ``node`` unless a newer epoch is recorded; True when recorded."""
@@ -332,3 +325,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_online(self) -> int:
         """Users with an entry."""
+
+
+class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore):
+    """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
+    one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Readiness: raise ``StoreError`` saying why when the store cannot answer."""

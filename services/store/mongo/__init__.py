@@ -1,0 +1,178 @@
+"""The MongoDB implementation of ``Store`` (cluster mode), for MongoDB and FerretDB 1.24.
+
+It uses pymongo's asyncio client (``AsyncMongoClient``) with write concern
+``w="majority", j=True`` (on a single node "majority" is that node; FerretDB accepts both).
+Only features MongoDB and FerretDB 1.24 (SQLite or PostgreSQL backend) both support are
+used: plain CRUD, ``$in``/``$or``/``$lt``/``$gt``, ``$set``/``$unset``/``$setOnInsert``/``$max``,
+unique and compound indexes on top-level fields. Not used, because FerretDB 1.24 lacks them
+or gets them wrong: transactions, ``$lookup``, ``$elemMatch`` with field conditions,
+positional (``$``) updates and ``arrayFilters``, ``$pull`` with a condition (silently a
+no-op), keys with ``.`` or a leading ``$`` inside documents, and atomic updates (below).
+
+Collections
+-----------
+- ``users`` ``{_id: user_id, username, display_name, password_hash, created_at, disabled,
+  is_admin[, token_version]}``; unique ``username``.
+- ``devices`` ``{_id: device_id, owner_id, name, secret_hash, created_at, revoked, ord}``;
+  ``(owner_id, created_at)``. ``push_tokens`` ``{_id: token, user_id, platform, created_at,
+  ord}``; ``(user_id, created_at)``. ``ord`` is a time-ordered id that breaks ``created_at``
+  ties in insertion order (SQLite's ``rowid``).
+- ``groups`` ``{_id: group_id, name, created_by, created_at, v, members: [{user_id, role,
+  joined_at}]}``: members are embedded, so every group change rewrites one document and
+  ``v`` (a version) makes it a compare-and-swap; ``members.user_id`` is indexed (multikey on
+  MongoDB; on FerretDB's SQLite backend that index never matches an array and queries scan,
+  which is correct, only slower).
+- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts,
+  committed[, pending]}``; ``(conversation, _id)``. ``_id`` is its only unique key.
+- ``client_ids`` ``{_id: "<len(sender)>:<sender>:<client_id>", sid}``: the dedupe claims, one
+  per stored (sender, client_id), pointing at the message's server id. The sender's length
+  first makes the key unambiguous whatever characters the ids hold. Never deleted.
+- ``pending`` ``{_id: seq, user_id, item_id, kind, envelope}``; unique ``(user_id, item_id)``,
+  ``(user_id, _id)`` (the ``_id`` is the seq).
+- ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
+- ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
+  ``{_id: "pending_seq", b}``: the seq allocator (below).
+Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
+MongoDB documents cannot (``"a.b"``, ``"$x"``), and text round-trips exactly.
+
+Atomicity on FerretDB 1.24
+--------------------------
+FerretDB 1.x has no multi-document transactions, and its updates are not atomic either: an
+``update``/``findAndModify`` reads the matching documents, applies the operators in Go and
+writes each one back with an unconditional ``UPDATE … WHERE _id = ?``. So ``$inc`` loses
+increments under concurrency (50 concurrent ``$inc`` gave 3), and a filter such as
+``{_id, v: 5}`` is not re-checked at write time, so several "compare-and-swap" writers all
+win. What is atomic there, as on MongoDB: an insert against a unique index, and a delete
+(each removed document is counted by exactly one caller). Hence:
+
+- **Seqs** (strictly increasing per store, across processes) are not a ``$inc`` counter.
+  A writer reserves a *block* ``b`` by inserting ``{_id: b}`` into ``seq_blocks`` and uses
+  seqs ``b * 2**20 + 1 ..``. Blocks are taken in order: a writer tries one past the last block
+  it saw (its own last one, or the ``counters`` hint when its memory is older than a minute);
+  on a duplicate key it gallops up and binary-searches the first free block. Taken blocks
+  are therefore always contiguous, so a new block is above every earlier one. The hint is
+  kept with ``$max`` every 64 blocks (a lost hint update only costs a few probes); blocks
+  more than 65,536 behind and ten minutes old are pruned, which keeps the hint above them.
+- **Group changes, user flags, device revocation, push-token upserts** are read-modify-write
+  under the store's ``asyncio.Lock``, and group changes compare-and-swap on ``v``. With one
+  writer process (or any number of processes on real MongoDB, where the CAS holds) they are
+  exact. Races with several writer processes on FerretDB: two concurrent changes of one group
+  may lose one (an added member missing, a removed member back, a promotion lost, or a
+  deletion of an emptied group racing an ``add_members`` that then writes to nothing); two
+  concurrent flag changes of one user may lose one; two processes revoking one device may
+  both get True. Renames use ``find_one_and_update`` (atomic on MongoDB).
+- **Accepting messages** writes, per new message, a *commit record* first: the message
+  document with ``committed: false`` and, inside it, the pending items it owes (each with
+  its reserved seq). Then it *claims* the message's (sender, client_id) by inserting its
+  ``client_ids`` document: that insert against the unique ``_id`` is the dedupe decision,
+  atomic across processes. Then the pending items are inserted (``insert_many(ordered=False)``,
+  duplicate keys ignored, so re-inserting is harmless), then ``committed`` is set and the
+  embedded list dropped (one ``update_one`` by ``_id`` per message). History and
+  ``get_messages`` show committed messages only. A lost claim (duplicate key) means another
+  writer stored that (sender, client_id) first: its ``client_ids`` document names the winner,
+  which is the result, as a duplicate (and is finished if still uncommitted); the loser's own
+  record, which nothing points to, is deleted. There is no lookup before the inserts: a resend
+  costs a record inserted and deleted again, a new message nothing extra. The record goes
+  before the claim, so a claim always names an existing record; the claim goes before the
+  pending items because a retried message gets a *new* server id
+  (``chatmq.services.chat.acceptance`` makes one per attempt): pending items written before the
+  claim could be orphans no retry finds or removes.
+
+Crash windows of ``accept_messages`` (the process dies, or the connection fails and
+``StoreError`` is raised, between steps):
+
+1. Before any record is inserted: nothing was stored; a retry starts over.
+2. After some records, before their claims: the records are invisible (not committed) and
+   unclaimed; no pending item exists for them. A retry starts over with new server ids; the
+   orphaned records stay behind, invisible (garbage a crash leaves, no harm).
+3. After the claims, before or during the pending inserts: the records are invisible and some
+   pending items may already be in recipients' queues. A retry of the same (sender, client_id)
+   (the router's, or the client's resend) loses the claim, finds the record through it,
+   inserts its pending items (the same seqs; those already there are skipped), commits it, and
+   returns it as a duplicate: the sender is acked with the first server id, recipients get the
+   message from their pending queue (replayed on their next subscribe, not live). Nothing is
+   lost and nothing is stored twice; if no retry ever comes (the client is gone for good) the
+   message stays invisible in history while recipients whose items were written still see it.
+4. After the pending inserts, before the commit: as 3, with every pending item present.
+5. After the commit: done; a retry is a plain duplicate.
+A server id already used by another message (the record insert hits the ``_id``) fails the
+batch with ``StoreError``; the records this call inserted are deleted first (no claim points
+to them yet), so nothing visible was written.
+
+``StoreError`` therefore does not always mean "no effect" here: it means "not done yet; a
+retry with the same (sender, client_id) completes it" (the worker retries retriable errors, and
+a client with no ``ack`` resends). ``add_notices`` is idempotent per ``(user_id, item_id)`` in
+the same way.
+
+Speed on FerretDB 1.24 (SQLite backend)
+----------------------------------------
+FerretDB pushes a filter down to SQLite only when it is exactly ``{_id: <string or
+ObjectId>}``, and never a sort. Any other filter (``{_id: {$in: ...}}``, ``{_id: x,
+committed: true}``, ``{sender, client_id}``, an integer ``_id``) reads and decodes the whole
+collection in Go: 40 ms at 1,000 documents, 645 ms at 20,000. Even the pushed-down filter is a
+scan, only a cheaper one: FerretDB's query says ``_ferretdb_sjson->'$._id'`` while its ``_id``
+index is on ``_ferretdb_sjson->"_id"``, so SQLite does not use the index (``explain`` shows
+``SCAN``) and a ``find_one`` by ``_id`` of a recent document took 115 ms at 20,000 documents
+(1 ms when the document is among the first rows). What does not scan: inserts (the unique
+indexes are checked through the index). So the hot path:
+
+- ``accept_messages`` decides duplicates by inserting ``client_ids`` documents (no query; the
+  old ``{sender, client_id}``/``$in`` lookup scanned ``messages`` in Go once per batch); it
+  reads only for lost claims (resends).
+- The commit, ``get_messages``, ``existing_user_ids`` and ``nodes_of`` use one operation by
+  ``_id`` per id for up to ``SHORT`` ids, one ``$in`` operation for more (per id, SQLite scans
+  at ~6 µs a document; ``$in``, one Go scan at ~32 µs a document).
+- seq blocks have text ids, so probing for a free block is a SQLite scan, not a Go scan.
+The single-document reads of one call are issued together (``each``): pymongo runs them on
+separate pooled connections. Writes go one after another: FerretDB makes each a SQLite write
+transaction, and concurrent ones contend for the write lock (twenty ``update_one`` took
+120 ms at once, 14 ms in turn). So the hot-path writes of one store object (the message,
+claim and pending inserts, the commits, the pending and notice deletes) take turns on an
+``asyncio.Lock``, also across concurrent calls: the router issues one ``remove_pending`` per
+user of a batch at once.
+Still scanning: the commit and ``get_messages`` (``messages`` grows without bound, so their
+cost still grows with it), the ``pending`` queries (``pending``, ``remove_pending``,
+``pending_copies``, ``remove_notices``, ``count_pending``: the collection holds undelivered items
+only, small while users are online), ``history`` and the group, device and push-token queries,
+``set_offline`` and ``forget_node`` on ``presence``. Real MongoDB uses the indexes created in
+``start()`` for all of them. Making the commit and ``get_messages`` independent of the size of
+``messages`` takes keeping uncommitted records and recently accepted messages in small
+collections of their own (not done).
+
+On FerretDB 1.24's PostgreSQL backend (``CHATMQ_FERRETDB_BACKEND=postgresql scripts/services.sh
+up mongo``) every scalar equality on a top-level field is pushed down (``{_id: x}``, ``{_id: x,
+committed: true}``, ``{user_id: u}``; also ``$eq``/``$ne``) as ``_jsonb->'f' @> value``: still a
+sequential scan, since the btree indexes FerretDB creates serve ``=`` and not ``@>``, but one in
+PostgreSQL on jsonb, without decoding in Go: a ``find_one`` by ``_id`` or by two fields took
+1.3–1.9 ms at 1,000 documents and 7 ms at 20,000. ``$in``, ``$lt``/``$gt``, ``$or`` and sorts are
+not pushed down and decode the whole collection in Go, slower than on SQLite (an ``$in`` of two
+ids: 56 ms at 1,000 documents, 1.1 s at 20,000), so there the per-``_id`` path pays off for far
+more than ``SHORT`` ids. Both backends pass the store contract suite and the cluster tests.
+
+Databases written before the ``client_ids`` scheme (with a unique ``(sender, client_id)`` index
+on ``messages``, integer seq block ids) are not migrated: a resend of a message stored then is
+not recognised, and seq blocks start over at text ids (their seqs would not be above the old
+ones). Start such a deployment on a fresh database.
+"""
+
+from __future__ import annotations
+
+from chatmq.services.store.mongo.groups import MongoGroups
+from chatmq.services.store.mongo.messages import MongoMessages
+from chatmq.services.store.mongo.pending import MongoPending
+from chatmq.services.store.mongo.presence import MongoPresence
+from chatmq.services.store.mongo.users import MongoUsers
+
+__all__ = ['MongoStore']
+
+
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence):
+    """``Store`` on one MongoDB (or FerretDB 1.24) database.
+
+    ``url`` is a MongoDB connection string; ``database`` the database to use (created on
+    first write). ``timeout_ms`` bounds server selection and connecting, so ``start()`` and
+    operations against an unreachable server fail with ``StoreError`` instead of hanging.
+    Writes always use ``w="majority", j=True`` (overriding ``w``/``journal`` in the URL): an
+    ``ack`` means durable. Methods called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
+    MongoDB failure. See the module docstring for atomicity, crash windows and races.
+    """

@@ -1,0 +1,151 @@
+"""MongoDB store: groups and their members."""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from chatmq.core.errors import ConflictError, NotFoundError, StoreError
+from chatmq.core.ids import now_ms
+from chatmq.services.store.base import (
+    Group,
+)
+from chatmq.services.store.mongo.base import (
+    _CAS_ATTEMPTS,
+    Doc,
+    MongoBase,
+    group_doc,
+    member_docs,
+    mongo_errors,
+    unique,
+)
+
+
+class MongoGroups(MongoBase):
+    """Groups and their members."""
+
+    async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
+        """Create a group: ``creator`` is admin (joined first), ``members`` follow in the given
+        order with strictly increasing ``joined_at``; repeats and the creator are skipped.
+        ``ConflictError`` when ``group_id`` exists."""
+        groups = self._coll("groups")
+        others = [m for m in unique(members) if m != creator]
+        created_at = now_ms()
+        doc: Doc = {
+            "_id": group_id,
+            "name": name,
+            "created_by": creator,
+            "created_at": created_at,
+            "v": 0,
+            "members": [
+                {"user_id": creator, "role": "admin", "joined_at": created_at},
+                *({"user_id": m, "role": "member", "joined_at": created_at + 1 + i} for i, m in enumerate(others)),
+            ],
+        }
+        with mongo_errors():
+            try:
+                await groups.insert_one(doc)
+            except DuplicateKeyError as exc:
+                raise ConflictError(f"group {group_id!r} exists") from exc
+        return group_doc(doc)
+
+    async def get_group(self, group_id: str) -> Group | None:
+        groups = self._coll("groups")
+        with mongo_errors():
+            doc = await groups.find_one({"_id": group_id})
+        return None if doc is None else group_doc(doc)
+
+    async def groups_of(self, user_id: str) -> list[Group]:
+        """The user's groups, oldest (by the group's ``created_at``) first."""
+        groups = self._coll("groups")
+        with mongo_errors():
+            cursor = groups.find({"members.user_id": user_id}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+            return [group_doc(doc) async for doc in cursor]
+
+    async def rename_group(self, group_id: str, name: str) -> Group:
+        groups = self._coll("groups")
+        with mongo_errors():
+            async with self._lock:
+                doc = await groups.find_one_and_update(
+                    {"_id": group_id},
+                    {"$set": {"name": name}, "$inc": {"v": 1}},
+                    return_document=ReturnDocument.AFTER,
+                )
+        if doc is None:
+            raise NotFoundError(f"no group {group_id!r}")
+        return group_doc(doc)
+
+    async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
+        """Add plain members in the given order, after everyone already in the group (strictly
+        later ``joined_at``); returns those added. ``NotFoundError`` when there is no such group."""
+        groups = self._coll("groups")
+        wanted = unique(user_ids)
+        with mongo_errors():
+            async with self._lock:
+                for _ in range(_CAS_ATTEMPTS):
+                    doc = await groups.find_one({"_id": group_id})
+                    if doc is None:
+                        raise NotFoundError(f"no group {group_id!r}")
+                    members = member_docs(doc)
+                    present = {m["user_id"] for m in members}
+                    new = [u for u in wanted if u not in present]
+                    if not new:
+                        return []
+                    last = max((int(m["joined_at"]) for m in members), default=0)
+                    base = max(now_ms(), last + 1)
+                    members += [{"user_id": u, "role": "member", "joined_at": base + i} for i, u in enumerate(new)]
+                    version = int(doc.get("v", 0))
+                    result = await groups.update_one(
+                        {"_id": group_id, "v": version}, {"$set": {"members": members, "v": version + 1}}
+                    )
+                    if result.matched_count:
+                        return new
+        raise StoreError(f"group {group_id!r} kept changing; try again")
+
+    async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
+        groups = self._coll("groups")
+        with mongo_errors():
+            cursor = groups.find({"_id": {"$gt": after or ""}}).sort([("_id", ASCENDING)]).limit(limit)
+            return [group_doc(doc) async for doc in cursor]
+
+    async def delete_group(self, group_id: str) -> Group:
+        """Read, then delete by ``_id`` under the store's lock (a concurrent change's compare-and-swap
+        then matches nothing and finds the group gone)."""
+        groups = self._coll("groups")
+        with mongo_errors():
+            async with self._lock:
+                doc = await groups.find_one({"_id": group_id})
+                if doc is not None:
+                    await groups.delete_one({"_id": group_id})
+        if doc is None:
+            raise NotFoundError(f"no group {group_id!r}")
+        return group_doc(doc)
+
+    async def remove_member(self, group_id: str, user_id: str) -> str | None:
+        """Remove a member. When the last admin leaves and members remain, the member with the
+        earliest ``joined_at`` (tie: smallest user id) becomes admin and its id is returned;
+        otherwise None. An emptied group is deleted. ``NotFoundError`` when not a member."""
+        groups = self._coll("groups")
+        with mongo_errors():
+            async with self._lock:
+                for _ in range(_CAS_ATTEMPTS):
+                    doc = await groups.find_one({"_id": group_id})
+                    members = [] if doc is None else member_docs(doc)
+                    if doc is None or not any(m["user_id"] == user_id for m in members):
+                        raise NotFoundError(f"{user_id!r} is not a member of {group_id!r}")
+                    version = int(doc.get("v", 0))
+                    remaining = [m for m in members if m["user_id"] != user_id]
+                    if not remaining:
+                        if (await groups.delete_one({"_id": group_id, "v": version})).deleted_count:
+                            return None
+                        continue
+                    promoted: str | None = None
+                    if not any(m["role"] == "admin" for m in remaining):
+                        remaining[0] = {**remaining[0], "role": "admin"}
+                        promoted = remaining[0]["user_id"]
+                    result = await groups.update_one(
+                        {"_id": group_id, "v": version}, {"$set": {"members": remaining, "v": version + 1}}
+                    )
+                    if result.matched_count:
+                        return promoted
+        raise StoreError(f"group {group_id!r} kept changing; try again")

@@ -1,0 +1,28 @@
+"""The SQLite implementation of ``Store``.
+
+One ``sqlite3`` connection is owned by a dedicated single-thread executor: every
+operation is a plain function run there through ``loop.run_in_executor``, so all SQLite
+access happens on one thread and operations are serialized. Each write is one
+transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), rolled back on any error.
+"""
+
+from __future__ import annotations
+
+from chatmq.services.store.sqlite.base import SCHEMA_VERSION
+from chatmq.services.store.sqlite.groups import SQLiteGroups
+from chatmq.services.store.sqlite.messages import SQLiteMessages
+from chatmq.services.store.sqlite.pending import SQLitePending
+from chatmq.services.store.sqlite.presence import SQLitePresence
+from chatmq.services.store.sqlite.users import SQLiteUsers
+
+__all__ = ['SCHEMA_VERSION', 'SQLiteStore']
+
+
+class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLitePresence):
+    """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
+
+    All SQLite work runs on a private single-thread executor that owns the connection,
+    so the event loop never blocks on disk and operations never interleave. Methods
+    called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
+    SQLite failure (the operation's transaction is then rolled back).
+    """

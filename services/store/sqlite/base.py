@@ -1,0 +1,315 @@
+"""The SQLite store's shared machinery: the schema and its migrations, the connection on its own
+thread, row conversions. ``chatmq.services.store.sqlite``'s docstring describes the store."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from chatmq.core.errors import NotFoundError, StoreError
+from chatmq.services.store.base import (
+    Device,
+    Group,
+    GroupMember,
+    Store,
+    StoredMessage,
+    User,
+)
+from chatmq.services.store.common import json_object
+
+T = TypeVar("T")
+
+#: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
+#: ``users.token_version`` (a version 1 database gets the column on start).
+SCHEMA_VERSION = 2
+
+#: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
+CHUNK = 500
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id       TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    display_name  TEXT,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    is_admin      INTEGER NOT NULL DEFAULT 0,
+    token_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id   TEXT PRIMARY KEY,
+    owner_id    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS devices_owner ON devices (owner_id, created_at);
+CREATE TABLE IF NOT EXISTS push_tokens (
+    token      TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    platform   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_tokens_user ON push_tokens (user_id);
+CREATE TABLE IF NOT EXISTS groups (
+    group_id   TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id  TEXT NOT NULL REFERENCES groups (group_id) ON DELETE CASCADE,
+    user_id   TEXT NOT NULL,
+    role      TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS group_members_user ON group_members (user_id);
+CREATE TABLE IF NOT EXISTS messages (
+    server_id    TEXT PRIMARY KEY,
+    client_id    TEXT NOT NULL,
+    sender       TEXT NOT NULL,
+    recipient    TEXT,
+    group_id     TEXT,
+    conversation TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    ts           INTEGER NOT NULL,
+    UNIQUE (sender, client_id)
+);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation, server_id);
+CREATE TABLE IF NOT EXISTS pending (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id  TEXT NOT NULL,
+    item_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('message', 'notice')),
+    envelope TEXT NOT NULL,
+    UNIQUE (user_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS pending_user_seq ON pending (user_id, seq);
+CREATE INDEX IF NOT EXISTS pending_item ON pending (item_id);
+CREATE TABLE IF NOT EXISTS presence (
+    user_id TEXT PRIMARY KEY,
+    node    TEXT NOT NULL,
+    epoch   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
+"""
+
+USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
+DEVICE_COLS = "device_id, owner_id, name, secret_hash, created_at, revoked"
+MESSAGE_COLS = "server_id, client_id, sender, recipient, group_id, conversation, body, ts"
+
+
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def unique(items: Iterable[T]) -> list[T]:
+    """``items`` without repeats, first occurrence order kept."""
+    return list(dict.fromkeys(items))
+
+
+def user_row(row: sqlite3.Row) -> User:
+    return User(
+        user_id=row["user_id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        password_hash=row["password_hash"],
+        created_at=row["created_at"],
+        disabled=bool(row["disabled"]),
+        is_admin=bool(row["is_admin"]),
+        token_version=int(row["token_version"]),
+    )
+
+
+def device_row(row: sqlite3.Row) -> Device:
+    return Device(
+        device_id=row["device_id"],
+        owner_id=row["owner_id"],
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        created_at=row["created_at"],
+        revoked=bool(row["revoked"]),
+    )
+
+
+def message_row(row: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        server_id=row["server_id"],
+        client_id=row["client_id"],
+        sender=row["sender"],
+        to=row["recipient"],
+        group=row["group_id"],
+        conversation=row["conversation"],
+        body=json_object(row["body"]),
+        ts=row["ts"],
+    )
+
+
+def write_txn(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` in one write transaction: committed when it returns, rolled back when it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def load_group(conn: sqlite3.Connection, group_id: str) -> Group | None:
+    row = conn.execute(
+        "SELECT group_id, name, created_by, created_at FROM groups WHERE group_id = ?", (group_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    members = tuple(
+        GroupMember(user_id=m["user_id"], role=m["role"], joined_at=m["joined_at"])
+        for m in conn.execute(
+            "SELECT user_id, role, joined_at FROM group_members WHERE group_id = ?"
+            " ORDER BY joined_at, user_id",
+            (group_id,),
+        )
+    )
+    return Group(
+        group_id=row["group_id"],
+        name=row["name"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        members=members,
+    )
+
+
+def require_group(conn: sqlite3.Connection, group_id: str) -> Group:
+    group = load_group(conn, group_id)
+    if group is None:
+        raise NotFoundError(f"no group {group_id!r}")
+    return group
+
+
+class SQLiteBase(Store):
+    """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
+
+    All SQLite work runs on a private single-thread executor that owns the connection,
+    so the event loop never blocks on disk and operations never interleave. Methods
+    called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
+    SQLite failure (the operation's transaction is then rolled back).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        # Only touched on the executor's thread (and by ``start``/``stop`` through it).
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def start(self) -> None:
+        """Create the parent folder, open the database and create or migrate the schema.
+
+        Starting a started store does nothing.
+        """
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatmq-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._open)
+        except BaseException as exc:
+            executor.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StoreError(f"cannot open {self._path}: {exc}") from exc
+            raise
+        self._executor = executor
+
+    async def stop(self) -> None:
+        """Close the connection (after operations already queued) and the executor; idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._close)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {version} is newer than this chatmq ({SCHEMA_VERSION})"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA_V1.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            user_cols = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
+            if "token_version" not in user_cols:  # a version 1 database
+                conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run on the executor thread: apply ``fn`` to the connection, mapping SQLite errors."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError("the store is closed")
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor = self._executor
+        if executor is None:
+            raise StoreError("the store is not started")
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(executor, self._call, fn)
+        except RuntimeError as exc:  # the executor was shut down meanwhile
+            raise StoreError("the store is closed") from exc
+        return await future
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda conn: write_txn(conn, fn))
+
+    async def ping(self) -> None:
+        """``SELECT 1`` on the store's connection (waits behind the operations queued before it)."""
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())

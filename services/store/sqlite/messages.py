@@ -1,0 +1,98 @@
+"""SQLite store: accepting messages (deduped by sender and client id) and reading history."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from chatmq.services.store.base import (
+    AcceptResult,
+    NewMessage,
+    StoredMessage,
+)
+from chatmq.services.store.common import chunks, json_text
+from chatmq.services.store.sqlite.base import (
+    CHUNK,
+    MESSAGE_COLS,
+    SQLiteBase,
+    marks,
+    message_row,
+    unique,
+)
+
+
+class SQLiteMessages(SQLiteBase):
+    """Accepting messages (deduped by sender and client id) and reading history."""
+
+    async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
+        """Store a batch in one transaction (see ``Store.accept_messages``). A ``server_id``
+        already used by a different message fails the whole batch with ``StoreError``."""
+        rows = [
+            (
+                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, json_text(m.body), m.ts),
+                [(user, m.server_id, json_text(env)) for user, env in m.envelopes.items()],
+            )
+            for m in messages
+        ]
+
+        def op(conn: sqlite3.Connection) -> list[AcceptResult]:
+            results: list[AcceptResult] = []
+            for msg, (row, pending_rows) in zip(messages, rows, strict=True):
+                earlier = conn.execute(
+                    "SELECT server_id, ts FROM messages WHERE sender = ? AND client_id = ?",
+                    (msg.sender, msg.client_id),
+                ).fetchone()
+                if earlier is not None:
+                    results.append(
+                        AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True)
+                    )
+                    continue
+                conn.execute(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope)"
+                    " VALUES (?, ?, 'message', ?)",
+                    pending_rows,
+                )
+                results.append(AcceptResult(server_id=msg.server_id, ts=msg.ts, duplicate=False))
+            return results
+
+        if not messages:
+            return await self._run(lambda conn: [])
+        return await self._write(op)
+
+    async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
+        """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once)."""
+        ids = unique(server_ids)
+
+        def op(conn: sqlite3.Connection) -> list[StoredMessage]:
+            found: dict[str, StoredMessage] = {}
+            for chunk in chunks(ids, CHUNK):
+                for r in conn.execute(
+                    f"SELECT {MESSAGE_COLS} FROM messages WHERE server_id IN ({marks(len(chunk))})", chunk
+                ):
+                    found[r["server_id"]] = message_row(r)
+            return [found[i] for i in ids if i in found]
+
+        return await self._run(op)
+
+    async def history(self, conversation: str, before: str | None, limit: int) -> list[StoredMessage]:
+        def op(conn: sqlite3.Connection) -> list[StoredMessage]:
+            if limit <= 0:
+                return []
+            if before is None:
+                cur = conn.execute(
+                    f"SELECT {MESSAGE_COLS} FROM messages WHERE conversation = ?"
+                    " ORDER BY server_id DESC LIMIT ?",
+                    (conversation, limit),
+                )
+            else:
+                cur = conn.execute(
+                    f"SELECT {MESSAGE_COLS} FROM messages WHERE conversation = ? AND server_id < ?"
+                    " ORDER BY server_id DESC LIMIT ?",
+                    (conversation, before, limit),
+                )
+            return [message_row(r) for r in cur]
+
+        return await self._run(op)
+
+    async def count_messages(self) -> int:
+        return await self._run(lambda conn: int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]))
