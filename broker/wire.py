@@ -1,5 +1,7 @@
-"""MQTT 3.1.1 framing for the broker's hot path: split a byte stream into packets, and encode the
-packets the delivery path sends (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, PINGRESP).
+"""MQTT 3.1.1 framing, the project's one MQTT codec: the broker's hot path splits a byte stream into
+packets and encodes the packets the delivery path sends (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP,
+PINGRESP); the client side (CONNECT, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT) serves the benchmarks' load
+clients and the conformance tests' raw client.
 
 Pure functions and one small splitter, no I/O, so they are tested on their own. It also decodes
 CONNECT, SUBSCRIBE and UNSUBSCRIBE and encodes CONNACK: amqtt's codecs read those field by field
@@ -25,6 +27,8 @@ MAX_REMAINING_LENGTH = 268_435_455
 """The largest remaining length four bytes of variable-length encoding can carry (§2.2.3)."""
 
 PINGRESP_BYTES = b"\xd0\x00"
+PINGREQ_BYTES = b"\xc0\x00"
+DISCONNECT_BYTES = b"\xe0\x00"
 
 MAX_CONNECT_LENGTH = 10 + 5 * (2 + 0xFFFF)
 """The longest CONNECT body MQTT 3.1.1 allows: its fixed fields and five length-prefixed fields."""
@@ -159,9 +163,11 @@ def decode_packet_id(body: bytes) -> int:
 
 
 def encode_remaining_length(length: int) -> bytes:
-    """The variable-length encoding of ``length`` (§2.2.3)."""
-    if length < 128:
+    """The variable-length encoding of ``length`` (§2.2.3); ``ValueError`` outside 0..268,435,455."""
+    if 0 <= length < 128:
         return bytes((length,))
+    if not 0 < length <= MAX_REMAINING_LENGTH:
+        raise ValueError(f"remaining length out of range: {length}")
     out = bytearray()
     while True:
         byte = length & 0x7F
@@ -173,10 +179,23 @@ def encode_remaining_length(length: int) -> bytes:
             return bytes(out)
 
 
+def encode_packet(first: int, body: bytes) -> bytes:
+    """A whole packet: the fixed header's first byte, the remaining length, then ``body``."""
+    return bytes((first,)) + encode_remaining_length(len(body)) + body
+
+
+def encode_string(value: str | bytes) -> bytes:
+    """An MQTT string (or binary data): two bytes of length, then the (UTF-8) bytes; ``ValueError``
+    past 65,535 bytes."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if len(raw) > 0xFFFF:
+        raise ValueError(f"MQTT string of {len(raw)} bytes (at most 65535)")
+    return len(raw).to_bytes(2, "big") + raw
+
+
 def encode_topic(topic: str) -> bytes:
     """A topic as a length-prefixed UTF-8 string (cached by the router per topic)."""
-    raw = topic.encode("utf-8")
-    return len(raw).to_bytes(2, "big") + raw
+    return encode_string(topic)
 
 
 def encode_publish(topic: bytes, payload: bytes, qos: int, packet_id: int | None,
@@ -240,6 +259,52 @@ class Connect:
     @property
     def reserved_flag(self) -> bool:
         return bool(self.flags & 0x01)
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """A CONNECT's will: published on ``topic`` when the connection ends without DISCONNECT."""
+
+    topic: str
+    message: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+def encode_connect(client_id: str, *, clean_session: bool = True, keepalive: int = 0, will: Will | None = None,
+                   username: str | None = None, password: str | bytes | None = None,
+                   protocol_level: int = 4) -> bytes:
+    """A CONNECT packet (MQTT 3.1.1 unless ``protocol_level`` says otherwise); keepalive 0: the
+    broker never expects a ping."""
+    flags = 0x02 if clean_session else 0
+    payload = encode_string(client_id)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        payload += encode_string(will.topic) + encode_string(will.message)
+    if username is not None:
+        flags |= 0x80
+        payload += encode_string(username)
+    if password is not None:
+        flags |= 0x40
+        payload += encode_string(password)
+    head = encode_string("MQTT") + bytes((protocol_level, flags)) + keepalive.to_bytes(2, "big")
+    return encode_packet(CONNECT << 4, head + payload)
+
+
+def encode_subscribe(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
+    """A SUBSCRIBE of ``(filter, qos)`` pairs."""
+    body = packet_id.to_bytes(2, "big") + b"".join(encode_string(f) + bytes((q,)) for f, q in filters)
+    return encode_packet(SUBSCRIBE << 4 | 2, body)
+
+
+def encode_unsubscribe(packet_id: int, filters: list[str]) -> bytes:
+    """An UNSUBSCRIBE of ``filters``."""
+    return encode_packet(UNSUBSCRIBE << 4 | 2, packet_id.to_bytes(2, "big") + b"".join(map(encode_string, filters)))
+
+
+def encode_suback(packet_id: int, return_codes: list[int]) -> bytes:
+    """A SUBACK with one return code per filter (0x80: refused)."""
+    return encode_packet(SUBACK << 4, packet_id.to_bytes(2, "big") + bytes(return_codes))
 
 
 def _field(body: bytes, pos: int, what: str) -> tuple[bytes, int] | None:

@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from chatmq.bench.bench_broker import encode_connect, encode_subscribe, free_port
+from chatmq.bench.bench_broker import free_port
 from chatmq.broker.plain import PlainBroker
+from chatmq.broker.wire import encode_connect, encode_subscribe
 
 
 async def _session(port: int, junk: bytes) -> None:
@@ -39,7 +40,7 @@ async def test_random_bytes_after_connect_close_at_most_that_connection(caplog: 
                 for _ in range(150)
             ))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(encode_connect("healthy") + encode_subscribe(1, "ok/t", 0))
+        writer.write(encode_connect("healthy") + encode_subscribe(1, [("ok/t", 0)]))
         async with asyncio.timeout(5):
             assert (await reader.readexactly(9))[:2] == b"\x20\x02"
             writer.write(b"\x30\x07\x00\x04ok/tA")

@@ -12,12 +12,19 @@ from chatmq.broker.wire import (
     PUBREL,
     MalformedPacketError,
     PacketSplitter,
+    Will,
+    decode_connect,
     decode_packet_id,
     decode_publish,
     encode_ack,
+    encode_connect,
     encode_publish,
     encode_remaining_length,
+    encode_string,
+    encode_suback,
+    encode_subscribe,
     encode_topic,
+    encode_unsubscribe,
 )
 
 
@@ -98,3 +105,45 @@ def test_no_input_raises_anything_but_malformed(data: bytes) -> None:
 def test_acks_carry_their_packet_id_and_pubrel_its_flags() -> None:
     assert encode_ack(PUBACK, 0x1234) == b"\x40\x02\x12\x34"
     assert encode_ack(PUBREL, 1) == b"\x62\x02\x00\x01"
+
+
+# --- client-side encoders (benchmarks, conformance tests) ----------------------------------
+
+
+@pytest.mark.parametrize(("n", "encoded"), [
+    (0, "00"), (127, "7f"), (128, "8001"), (16_383, "ff7f"), (16_384, "808001"), (2_097_151, "ffff7f"),
+    (2_097_152, "80808001"), (268_435_455, "ffffff7f"),
+])
+def test_encode_remaining_length(n: int, encoded: str) -> None:
+    assert encode_remaining_length(n).hex() == encoded
+
+
+@pytest.mark.parametrize("n", [-1, 268_435_456])
+def test_encode_remaining_length_out_of_range(n: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        encode_remaining_length(n)
+
+
+def test_encode_connect_and_subscribe_bytes() -> None:
+    assert encode_connect("c1").hex() == "100e" + "00044d5154540402" + "0000" + "00026331"
+    assert encode_connect("c1", keepalive=60, clean_session=False).hex() == (
+        "100e" + "00044d5154540400" + "003c" + "00026331")
+    assert encode_subscribe(1, [("a/b", 1)]).hex() == "8208" + "0001" + "0003612f62" + "01"
+
+
+def test_encode_connect_with_will_and_credentials() -> None:
+    packet = encode_connect("c", will=Will("w/t", b"bye", qos=1, retain=True), username="u", password="p")
+    connect = decode_connect(packet[2:])
+    assert (connect.client_id, connect.will_topic, connect.will_message) == ("c", "w/t", b"bye")
+    assert (connect.will_qos, connect.will_retain, connect.username, connect.password) == (1, True, "u", "p")
+
+
+def test_encode_unsubscribe_and_suback_bytes() -> None:
+    assert encode_unsubscribe(7, ["a", "b/c"]).hex() == "a20a" + "0007" + "000161" + "0003622f63"
+    assert encode_suback(7, [0, 1, 0x80]).hex() == "9005" + "0007" + "000180"
+
+
+def test_encode_string_refuses_more_than_65535_bytes() -> None:
+    assert encode_string(b"x" * 0xFFFF)[:2] == b"\xff\xff"
+    with pytest.raises(ValueError, match="65536 bytes"):
+        encode_string("x" * 0x10000)
