@@ -12,8 +12,9 @@ from chatmq.core.auth import TokenService
 from chatmq.core.bus.memory import MemoryBus
 from chatmq.core.lifecycle import BusTopics, Component, Stack
 from chatmq.core.settings import Settings
+from chatmq.core.tls import ServerTls
 from chatmq.core.topics import topic_specs
-from chatmq.run.components import BrokerNode, HttpServer
+from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler, operate
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
@@ -78,17 +79,21 @@ class EmbeddedServer(Stack):
         self.influx = influx_components(s, process="serve", node=s.node, bus=self.bus)
         if not self.influx:
             log.info("influx_url is unset: device readings are checked and then dropped; metrics only on /metrics")
-        self.node = BrokerNode(s, Authenticator(self.store, self.tokens), self.gateway)
+        self.tls = ServerTls.of(s)  # ConfigError naming the setting when a file is missing or does not fit
+        self.node = BrokerNode(s, Authenticator(self.store, self.tokens), self.gateway, self.tls)
         app = create_app(self.store, self.tokens, BusNotifier(self.bus), control=_LocalControl(self),
                          auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies)
-        self.http = HttpServer(app, s.host, s.http_port)
+        self.servers = http_servers(app, s, self.tls)
+        self.http = self.servers[0]
         self.processes = ProcessTable()
         super().__init__("chatmq", [
-            _Prebound(self.http), self.store, BusTopics(self.bus, topic_specs(s.bus_partitions, [s.node])),
-            *self.workers, *self.influx, self.node, self.http,
+            *(_Prebound(http) for http in self.servers), *([self.tls] if self.tls else []), self.store,
+            BusTopics(self.bus, topic_specs(s.bus_partitions, [s.node])),
+            *self.workers, *self.influx, self.node, *self.servers,
             ProcessFollower(self.bus, self.processes), PendingSampler(self.store, s.heartbeat_interval),
         ])
-        operate(self, s, self.bus, "embedded", app=app, http_port=lambda: self.http.port, processes=self.processes)
+        operate(self, s, self.bus, "embedded", app=app, http_port=lambda: self.http.port,
+                http_scheme=self.http.scheme, processes=self.processes)
 
     @property
     def broker(self) -> ChatBroker | None:

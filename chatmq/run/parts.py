@@ -36,8 +36,9 @@ from chatmq.core.bus.kafka import KafkaBus
 from chatmq.core.errors import ConfigError
 from chatmq.core.lifecycle import BusTopics, Component, Stack
 from chatmq.core.settings import Settings
+from chatmq.core.tls import ServerTls
 from chatmq.core.topics import topic_specs
-from chatmq.run.components import BrokerNode, HttpServer
+from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler, operate
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
@@ -85,7 +86,7 @@ class _Cluster:
         heartbeats on ``chat.heartbeats``."""
         port = None if http is None else (lambda: http.port)
         return operate(Stack(name, components), self.settings, self.bus, self.part, app=app, http_port=port,
-                       processes=processes)
+                       processes=processes, http_scheme="http" if http is None else http.scheme)
 
     def tokens(self) -> TokenService:
         s = self.settings
@@ -95,8 +96,9 @@ class _Cluster:
 def broker_part(settings: Settings) -> Stack:
     c = _Cluster(settings, "broker")
     gateway = NodeGateway(c.bus, settings.node, settings.max_payload, cluster=True)
-    node = BrokerNode(settings, Authenticator(c.store, c.tokens()), gateway)
-    return c.stack(f"node {settings.node}", [*c.base([settings.node]), gateway,
+    tls = ServerTls.of(settings)
+    node = BrokerNode(settings, Authenticator(c.store, c.tokens()), gateway, tls)
+    return c.stack(f"node {settings.node}", [*([tls] if tls else []), *c.base([settings.node]), gateway,
                                              ControlWorker(c.bus, settings.node, node), node])
 
 
@@ -125,9 +127,11 @@ def api_part(settings: Settings) -> Stack:
     app = create_app(c.store, c.tokens(), BusNotifier(c.bus), control=control,
                      auth_limits=AuthLimits.of(settings), trusted_proxies=settings.trusted_proxies)
     processes = ProcessTable()
-    http = HttpServer(app, settings.host, settings.http_port)
-    return c.stack("api", [*c.base(), follower, ProcessFollower(c.bus, processes, group=f"{follower.group}.processes"),
-                           http], app=app, http=http, processes=processes)
+    tls = ServerTls.of(settings)
+    servers = http_servers(app, settings, tls)
+    return c.stack("api", [*([tls] if tls else []), *c.base(), follower,
+                           ProcessFollower(c.bus, processes, group=f"{follower.group}.processes"), *servers],
+                   app=app, http=servers[0], processes=processes)
 
 
 def push_part(settings: Settings) -> Stack:
