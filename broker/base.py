@@ -202,7 +202,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
             client_session.parent = 0
             await handler.mqtt_connack_authorize(False)
             client_session.transitions.disconnect()
-            await writer.close()
+            with contextlib.suppress(ConnectionError, OSError):  # the refused client may hang up first
+                await writer.close()
             return
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)

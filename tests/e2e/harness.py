@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -135,9 +136,18 @@ class ServerProcess:
     ws_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
+    """More ``chatmq serve`` arguments (``--tls-cert``, ...)."""
+    https_port: int | None = None
+    """With TLS on: the HTTPS port, which ``api_url`` names when ``http_port`` is closed (``tls_only``)."""
+    ca_file: Path | None = None
+    """The CA that signed the server's certificate (checked by the start-up health probe)."""
+    tls_only: bool = False
 
     @property
     def api_url(self) -> str:
+        if self.tls_only:
+            return f"https://{self.host}:{self.https_port}"
         return f"http://{self.host}:{self.http_port}"
 
     def start(self, timeout: float = 30.0) -> None:
@@ -145,7 +155,7 @@ class ServerProcess:
         env.pop("CHATMQ_CONFIG", None)
         cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", self.host,
                "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
-               "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
+               "--http-port", str(self.http_port), "--data-dir", str(self.data_dir), *self.args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd=self.data_dir.parent)
@@ -155,7 +165,8 @@ class ServerProcess:
                 raise RuntimeError(f"chatmq serve exited with {self.proc.returncode}:\n{self.log()}")
             if "ready" in self.log():
                 try:
-                    if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200:
+                    verify = True if self.ca_file is None else ssl.create_default_context(cafile=str(self.ca_file))
+                    if httpx.get(f"{self.api_url}/healthz", timeout=1, verify=verify).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
