@@ -44,16 +44,20 @@ class TlsServer:
     def https_url(self) -> str:
         return f"https://127.0.0.1:{self.https_port}"
 
-    def peer(self, transport: Transport = "tcp", *, trusted: bool = True) -> Peer:
+    def peer(self, transport: Transport = "tcp") -> Peer:
         """A registered, logged-in, connected user over HTTPS and MQTT over TLS (``wss`` for websockets)."""
         port = self.wss_port if transport == "websockets" else self.mqtts_port
-        client = Peer(self.https_url, "127.0.0.1", port, transport=transport, tls=True,
-                      ca_file=self.ca.ca_file if trusted else None)
-        name = f"t{time.monotonic_ns()}"
-        client.register(name, PASSWORD)
-        client.login(name, PASSWORD)
-        client.connect()
-        return client
+        return tls_peer(self.https_url, port, transport, self.ca)
+
+
+def tls_peer(api_url: str, port: int, transport: Transport, ca: TestCA) -> Peer:
+    """A registered, logged-in user connected over TLS to ``port``, trusting ``ca``."""
+    client = Peer(api_url, "127.0.0.1", port, transport=transport, tls=True, ca_file=ca.ca_file)
+    name = f"t{time.monotonic_ns()}"
+    client.register(name, PASSWORD)
+    client.login(name, PASSWORD)
+    client.connect()
+    return client
 
 
 def start_tls(tmp: Path, cert: CertFiles | None = None, *, only: bool = False, client_ca: bool = False,
@@ -290,3 +294,40 @@ def test_the_command_line_client_over_https_and_mqtts(tls_server: TlsServer, tmp
     assert untrusted.returncode == 1
     assert untrusted.stderr.startswith("error: TLS handshake with https://"), untrusted.stderr
     assert "Traceback" not in untrusted.stderr
+
+
+def test_nginx_terminates_tls_in_front_of_plain_listeners(tls_server: TlsServer, tmp_path: Path,
+                                                          closing: list[ChatClient | DeviceClient]) -> None:
+    """The cluster's nginx configuration, with TLS, in front of a server's plain ports (no Kafka needed)."""
+    from chatmq.core.errors import ChatMQError
+    from chatmq.core.settings import Settings
+    from chatmq.run.cluster import CLUSTER_CONFIG, LocalCluster, PartProcess
+
+    try:
+        nginx = LocalCluster._nginx_binary()
+    except ChatMQError as exc:
+        pytest.skip(str(exc))
+    files = tls_server.ca.server()
+    settings = Settings.load(CLUSTER_CONFIG, kafka_bootstrap="unused:1", mongo_url="mongodb://unused",
+                             jwt_secret="j" * 40, data_dir=tmp_path, tls_cert=files.cert, tls_key=files.key)
+    front = LocalCluster(settings, data_dir=tmp_path, mqtt_port=free_port(), ws_port=free_port(),
+                         http_port=free_port(), mqtts_port=free_port(), wss_port=free_port(), https_port=free_port())
+    plain, log = tls_server.process, tmp_path / "unused.log"
+    front.parts = {"n1": PartProcess("n1", [], log, {}, {"mqtt": plain.mqtt_port, "ws": plain.ws_port}),
+                   "api-1": PartProcess("api-1", [], log, {}, {"http": plain.http_port})}
+    (tmp_path / "logs").mkdir()
+    front._start_nginx(nginx, time.monotonic() + 30)
+    try:
+        https = f"https://127.0.0.1:{front.https_port}"
+        alice = tls_peer(https, front.mqtts_port, "tcp", tls_server.ca)
+        bob = tls_peer(https, front.wss_port, "websockets", tls_server.ca)
+        closing += [alice, bob]
+        alice.wait_ack(alice.send(bob.uid, "through nginx"), TIMEOUT)
+        assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "through nginx"}
+        served = ssl.PEM_cert_to_DER_cert(files.cert.read_text())
+        for port in (front.mqtts_port, front.wss_port, front.https_port):
+            assert served_certificate(port, tls_server.ca) == served
+    finally:
+        for client in closing:
+            client.close()
+        front.stop()
