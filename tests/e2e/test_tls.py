@@ -307,7 +307,10 @@ def test_nginx_terminates_tls_in_front_of_plain_listeners(tls_server: TlsServer,
         nginx = LocalCluster._nginx_binary()
     except ChatMQError as exc:
         pytest.skip(str(exc))
-    files = tls_server.ca.server()
+    first, second = tls_server.ca.server(), tls_server.ca.server()
+    files = CertFiles(tmp_path / "live.crt", tmp_path / "live.key")
+    files.cert.write_bytes(first.cert.read_bytes())
+    files.key.write_bytes(first.key.read_bytes())
     settings = Settings.load(CLUSTER_CONFIG, kafka_bootstrap="unused:1", mongo_url="mongodb://unused",
                              jwt_secret="j" * 40, data_dir=tmp_path, tls_cert=files.cert, tls_key=files.key)
     front = LocalCluster(settings, data_dir=tmp_path, mqtt_port=free_port(), ws_port=free_port(),
@@ -324,9 +327,22 @@ def test_nginx_terminates_tls_in_front_of_plain_listeners(tls_server: TlsServer,
         closing += [alice, bob]
         alice.wait_ack(alice.send(bob.uid, "through nginx"), TIMEOUT)
         assert bob.wait_messages(1, TIMEOUT)[0]["body"] == {"text": "through nginx"}
-        served = ssl.PEM_cert_to_DER_cert(files.cert.read_text())
+        served = ssl.PEM_cert_to_DER_cert(first.cert.read_text())
         for port in (front.mqtts_port, front.wss_port, front.https_port):
             assert served_certificate(port, tls_server.ca) == served
+
+        files.cert.write_bytes(second.cert.read_bytes())  # renewed: SIGHUP has nginx load the new files
+        files.key.write_bytes(second.key.read_bytes())
+        front.reload()
+        renewed = ssl.PEM_cert_to_DER_cert(second.cert.read_text())
+        deadline = time.monotonic() + TIMEOUT
+        while served_certificate(front.https_port, tls_server.ca) != renewed:
+            assert time.monotonic() < deadline, "nginx still serves the old certificate"
+            time.sleep(0.1)
+        for port in (front.mqtts_port, front.wss_port):
+            assert served_certificate(port, tls_server.ca) == renewed
+        alice.wait_ack(alice.send(bob.uid, "after nginx reloaded"), TIMEOUT)  # their connections stay up
+        assert bob.wait_messages(2, TIMEOUT)[1]["body"] == {"text": "after nginx reloaded"}
     finally:
         for client in closing:
             client.close()
