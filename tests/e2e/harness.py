@@ -30,6 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.devices.sdk import ChatClient, Transport, release_sockets
 from chatmq.run.cluster import stop_process
+from tests.fakes.tls import CertFiles, TestCA
 
 
 class Peer(ChatClient):
@@ -205,6 +206,62 @@ def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
 
 
 Users = Callable[..., Peer]
+
+
+@dataclass
+class TlsServer:
+    """A ``chatmq serve`` with TLS on, and the CA its certificate comes from."""
+
+    process: ServerProcess
+    ca: TestCA
+    mqtts_port: int
+    wss_port: int
+    https_port: int
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def peer(self, transport: Transport = "tcp") -> Peer:
+        """A registered, logged-in, connected user over HTTPS and MQTT over TLS (``wss`` for websockets)."""
+        port = self.wss_port if transport == "websockets" else self.mqtts_port
+        return tls_peer(self.https_url, port, transport, self.ca)
+
+
+def tls_peer(api_url: str, port: int, transport: Transport, ca: TestCA) -> Peer:
+    """A registered, logged-in user connected over TLS to ``port``, trusting ``ca``."""
+    client = Peer(api_url, "127.0.0.1", port, transport=transport, tls=True, ca_file=ca.ca_file)
+    name = f"t{time.monotonic_ns()}"
+    client.register(name, "correct horse battery")
+    client.login(name, "correct horse battery")
+    client.connect()
+    return client
+
+
+def start_tls(tmp: Path, cert: CertFiles | None = None, *, only: bool = False, client_ca: bool = False,
+              ca: TestCA | None = None, wss_port: int | None = None) -> TlsServer:
+    """``chatmq serve`` in ``tmp`` with ``cert`` (else one from ``ca``, else from a new CA) on free TLS ports
+    (``wss_port`` when given); ``only``: ``tls_only``; ``client_ca``: ``tls_client_ca`` = the CA."""
+    ca = ca or TestCA(tmp / "ca")
+    cert = cert or ca.server()
+    ports = {"mqtts": free_port(), "wss": wss_port or free_port(), "https": free_port()}
+    env = {"CHATMQ_TLS_ONLY": "true" if only else "false",
+           "CHATMQ_TLS_CLIENT_CA": str(ca.ca_file) if client_ca else ""}
+    process = ServerProcess(tmp / "data", tmp / "server.log", env=env, https_port=ports["https"], ca_file=ca.ca_file,
+                            tls_only=only, args=["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+                                                 "--mqtts-port", str(ports["mqtts"]), "--wss-port", str(ports["wss"]),
+                                                 "--https-port", str(ports["https"])])
+    process.start()
+    return TlsServer(process, ca, ports["mqtts"], ports["wss"], ports["https"])
+
+
+def stop_tls(server: TlsServer) -> None:
+    """Stop it; it must exit cleanly and have logged no traceback."""
+    code = server.process.stop()
+    log = server.process.log()
+    assert code == 0, f"server exit code {code}:\n{log[-4000:]}"
+    assert "Traceback" not in log, log[-8000:]
+
 
 
 def user_factory(server: Deployment) -> Iterator[Users]:

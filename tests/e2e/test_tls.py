@@ -13,73 +13,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from chatmq.devices.device_client import DeviceClient
-from chatmq.devices.sdk import ChatClient, NotAuthorizedError, TlsError, Transport
-from tests.e2e.harness import Peer, ServerProcess, free_port
+from chatmq.devices.sdk import ChatClient, NotAuthorizedError, TlsError
+from tests.e2e.harness import TlsServer, free_port, start_tls, stop_tls, tls_peer
 from tests.fakes.tls import CertFiles, TestCA
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 15.0
 PASSWORD = "correct horse battery"
-
-
-@dataclass
-class TlsServer:
-    """A ``chatmq serve`` with TLS on, and the CA its certificate comes from."""
-
-    process: ServerProcess
-    ca: TestCA
-    mqtts_port: int
-    wss_port: int
-    https_port: int
-
-    @property
-    def https_url(self) -> str:
-        return f"https://127.0.0.1:{self.https_port}"
-
-    def peer(self, transport: Transport = "tcp") -> Peer:
-        """A registered, logged-in, connected user over HTTPS and MQTT over TLS (``wss`` for websockets)."""
-        port = self.wss_port if transport == "websockets" else self.mqtts_port
-        return tls_peer(self.https_url, port, transport, self.ca)
-
-
-def tls_peer(api_url: str, port: int, transport: Transport, ca: TestCA) -> Peer:
-    """A registered, logged-in user connected over TLS to ``port``, trusting ``ca``."""
-    client = Peer(api_url, "127.0.0.1", port, transport=transport, tls=True, ca_file=ca.ca_file)
-    name = f"t{time.monotonic_ns()}"
-    client.register(name, PASSWORD)
-    client.login(name, PASSWORD)
-    client.connect()
-    return client
-
-
-def start_tls(tmp: Path, cert: CertFiles | None = None, *, only: bool = False, client_ca: bool = False,
-              ca: TestCA | None = None) -> TlsServer:
-    ca = ca or TestCA(tmp / "ca")
-    cert = cert or ca.server()
-    ports = {"mqtts": free_port(), "wss": free_port(), "https": free_port()}
-    env = {"CHATMQ_TLS_ONLY": "true" if only else "false",
-           "CHATMQ_TLS_CLIENT_CA": str(ca.ca_file) if client_ca else ""}
-    process = ServerProcess(tmp / "data", tmp / "server.log", env=env, https_port=ports["https"], ca_file=ca.ca_file,
-                            tls_only=only, args=["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
-                                                 "--mqtts-port", str(ports["mqtts"]), "--wss-port", str(ports["wss"]),
-                                                 "--https-port", str(ports["https"])])
-    process.start()
-    return TlsServer(process, ca, ports["mqtts"], ports["wss"], ports["https"])
-
-
-def stop_tls(server: TlsServer) -> None:
-    code = server.process.stop()
-    log = server.process.log()
-    assert code == 0, f"server exit code {code}:\n{log[-4000:]}"
-    assert "Traceback" not in log, log[-8000:]
 
 
 @pytest.fixture(scope="module")
