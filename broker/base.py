@@ -28,13 +28,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker, Server
-from amqtt.contexts import Action
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.contexts import Action, ListenerConfig, ListenerType
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
@@ -48,6 +49,7 @@ from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
 from chatmq.broker.topic_index import TopicIndexError
 from chatmq.broker.wire import Publish
+from chatmq.core.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,11 @@ class NodeBroker(Broker):  # type: ignore[misc]
     checks_publish = True
     """Whether ``_topic_filtering`` is asked per PUBLISH; off for the plain node, which allows all."""
 
-    def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None) -> None:
+    def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None,
+                 tls: ServerTls | None = None) -> None:
         super().__init__(config)
+        self.tls = tls
+        """The contexts of the listeners configured with ``ssl`` (``chatmq.broker.node.listeners_config``)."""
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
         self.closes: collections.Counter[CloseReason] = collections.Counter()
         """Connections that ended since the start, by reason."""
@@ -120,6 +125,13 @@ class NodeBroker(Broker):  # type: ignore[misc]
         for topic_filter in unsubscription.topics:
             self.router.unsubscribe(session.client_id, topic_filter)
         await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id)
+
+    def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:
+        """The context of a TLS listener (amqtt made one from files it never reloads): ``tls.mqtt`` for
+        MQTT over TLS, ``tls.web`` for secure WebSocket. Reloading ``tls`` reaches new handshakes."""
+        if self.tls is None:
+            raise BrokerError("a TLS listener needs the node's ServerTls")
+        return self.tls.mqtt if listener.type == ListenerType.TCP else self.tls.web
 
     # --- session lifecycle (replaces amqtt's) ----------------------------------------
     async def _initialize_client_session(
@@ -179,6 +191,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         listener_name: str,
     ) -> None:
         assert isinstance(handler, NodeConnection)
+        client_session.ssl_object = writer.get_ssl_info()  # a client certificate may stand for a password
         authenticated = await self._authenticate(client_session, self.listeners_config[listener_name])
         client_id = client_session.client_id
         if client_session.transitions.is_connected():  # a takeover whose old connection is still closing
@@ -189,7 +202,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
             client_session.parent = 0
             await handler.mqtt_connack_authorize(False)
             client_session.transitions.disconnect()
-            await writer.close()
+            with contextlib.suppress(ConnectionError, OSError):  # the refused client may hang up first
+                await writer.close()
             return
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)

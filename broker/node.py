@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from amqtt.contexts import Action, ListenerConfig
@@ -42,6 +43,7 @@ from chatmq.broker.ratelimit import TokenBucket
 from chatmq.broker.wire import Publish
 from chatmq.core.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
 from chatmq.core.metrics import MESSAGES_REFUSED
+from chatmq.core.tls import ServerTls, peer_common_name
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +67,33 @@ class NodeHooks(Protocol):
         """An ACL-checked PUBLISH; raise ``EnvelopeError`` to answer the user with an ``error``."""
 
 
-def listeners_config(host: str, mqtt_port: int, ws_port: int | None) -> dict[str, Any]:
-    """amqtt listener configuration: TCP as ``default``, WebSocket as ``ws`` when ``ws_port`` is set."""
-    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
+@dataclass(frozen=True, slots=True)
+class TlsListeners:
+    """The TLS listeners of a node: MQTT over TLS on ``mqtts_port`` (``contexts.mqtt``), over secure
+    WebSocket on ``wss_port`` when set (``contexts.web``); with ``only``, the plain ones stay closed."""
+
+    contexts: ServerTls
+    mqtts_port: int
+    wss_port: int | None = None
+    only: bool = False
+
+
+def listeners_config(host: str, mqtt_port: int, ws_port: int | None, tls: TlsListeners | None = None) -> dict[str, Any]:
+    """amqtt listener configuration: TCP as ``default``, WebSocket as ``ws`` when ``ws_port`` is set, and
+    with ``tls`` ``mqtts``/``wss`` (``ssl``: their contexts come from ``NodeBroker._create_ssl_context``).
+    amqtt needs a ``default``: with ``tls.only`` it is the MQTT over TLS listener."""
+    plain: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
     if ws_port is not None:
-        listeners["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
-    return listeners
+        plain["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
+    if tls is None:
+        return plain
+    secure: dict[str, Any] = {"mqtts": {"type": "tcp", "bind": f"{host}:{tls.mqtts_port}", "ssl": True}}
+    if tls.wss_port is not None:
+        secure["wss"] = {"type": "ws", "bind": f"{host}:{tls.wss_port}", "ssl": True}
+    if tls.only:
+        secure["default"] = secure.pop("mqtts")
+        return secure
+    return plain | secure
 
 
 class ChatBroker(NodeBroker):
@@ -89,9 +112,10 @@ class ChatBroker(NodeBroker):
         rate: float,
         burst: int,
         limits: DeliveryLimits | None = None,
+        tls: TlsListeners | None = None,
     ) -> None:
-        config = {"listeners": listeners_config(host, mqtt_port, ws_port), "plugins": {}}
-        super().__init__(config, limits)
+        config = {"listeners": listeners_config(host, mqtt_port, ws_port, tls), "plugins": {}}
+        super().__init__(config, limits, None if tls is None else tls.contexts)
         self._authenticator = authenticator
         self._hooks = hooks
         self._rate = rate
@@ -149,7 +173,12 @@ class ChatBroker(NodeBroker):
 
     # --- replaced amqtt paths ------------------------------------------------------
     async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
-        identity = await self._authenticator.authenticate(session.username, session.password)
+        certified = peer_common_name(session.ssl_object)  # a client certificate the MQTTS listener verified
+        identity = None
+        if certified is not None and session.username in (None, certified):
+            identity = await self._authenticator.authenticate_certified_device(certified)
+        if identity is None:
+            identity = await self._authenticator.authenticate(session.username, session.password)
         if identity is None:
             return False
         self._identities[id(session)] = (session, identity)

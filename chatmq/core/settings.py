@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     ws_port: int = Field(8083, ge=0, le=65535, description="MQTT over WebSocket (path ws_path).")
     ws_path: str = Field("/mqtt", description="Path of the MQTT-over-WebSocket endpoint.")
     http_port: int = Field(8000, ge=0, le=65535, description="REST API.")
+
+    # TLS (README "TLS"): with tls_cert and tls_key, MQTT over TLS, secure WebSocket and HTTPS listen too
+    tls_cert: Path | None = Field(None, description="PEM certificate chain of the TLS listeners (server "
+                                  "certificate first); with tls_key turns on mqtts_port, wss_port and https_port.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA certificates: the MQTT over TLS listener asks for "
+                                       "a client certificate, and a device whose certificate (from this CA) names "
+                                       "its id as CN may connect without its secret.")
+    tls_only: bool = Field(False, description="Listen only on the TLS ports (mqtt_port, ws_port and http_port stay "
+                           "closed).")
+    mqtts_port: int = Field(8883, ge=0, le=65535, description="MQTT over TLS.")
+    wss_port: int = Field(8084, ge=0, le=65535, description="MQTT over secure WebSocket (path ws_path).")
+    https_port: int = Field(8443, ge=0, le=65535, description="REST API and web client over HTTPS.")
     data_dir: Path = Field(Path("./data"), description="Folder for the SQLite store and the token key.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -125,6 +138,28 @@ class Settings(BaseSettings):
     login_burst_per_username: int = Field(10, ge=1, description="Failed logins a username may have at once.")
     trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
                                        "whose X-Forwarded-For names the client address, e.g. nginx.")
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty value (``CHATMQ_TLS_CERT=``) turns TLS off, as when it is not given."""
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        """TLS needs both files; the TLS-only and client-certificate settings need TLS."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            raise ValueError(f"{given} is set but {missing} (CHATMQ_{missing.upper()}) is not: TLS needs both")
+        if self.tls_cert is None and (self.tls_only or self.tls_client_ca is not None):
+            which = "tls_only" if self.tls_only else "tls_client_ca"
+            raise ValueError(f"{which} needs TLS: set tls_cert and tls_key (CHATMQ_TLS_CERT, CHATMQ_TLS_KEY)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the TLS listeners are on (``tls_cert`` and ``tls_key`` set)."""
+        return self.tls_cert is not None
 
     @model_validator(mode="after")
     def _push_target(self) -> Settings:

@@ -34,8 +34,9 @@ from chatmq.core.bus.base import Bus
 from chatmq.core.errors import ConfigError
 from chatmq.core.lifecycle import BusTopics, Component
 from chatmq.core.settings import Settings
+from chatmq.core.tls import ServerTls
 from chatmq.core.topics import topic_specs
-from chatmq.run.components import BrokerNode, HttpServer
+from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
@@ -106,7 +107,13 @@ class Process:
     gateway: NodeGateway | None = None
     connections: ConnectionTable | None = None
     app: FastAPI | None = None
-    http: HttpServer | None = None
+    servers: list[HttpServer] = field(default_factory=list)
+    tls: ServerTls | None = None
+
+    @property
+    def http(self) -> HttpServer | None:
+        """The REST API's first server (plain HTTP, or HTTPS with ``tls_only``), when it runs the API."""
+        return self.servers[0] if self.servers else None
 
     @classmethod
     def open(cls, settings: Settings, name: str, *, cluster: bool) -> Process:
@@ -118,16 +125,20 @@ class Process:
         registry = make_registry(store, cluster=cluster)
         outlet = Outlet(bus, registry, store, PushPublisher.from_settings(bus, s))
         tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl)
-        return cls(s, name, cluster, bus, store, registry, tokens, outlet)
+        process = cls(s, name, cluster, bus, store, registry, tokens, outlet)
+        if name in ("serve", "broker", "api"):  # the processes with listeners
+            process.tls = ServerTls.of(s)  # ConfigError naming the setting when a file is missing or does not fit
+        return process
 
     def base(self, parts: list[str]) -> list[Component]:
-        """The store, the bus with the topics declared (and the delivery topic of this process's node,
-        if it runs one), then the InfluxDB components (``influx_components``: the telemetry worker
-        when it runs the ``telemetry`` part)."""
+        """The TLS context (reloaded on SIGHUP) when the listeners use one, the store, the bus with the
+        topics declared (and the delivery topic of this process's node, if it runs one), then the
+        InfluxDB components (``influx_components``: the telemetry worker when it runs the ``telemetry`` part)."""
         s = self.settings
         node = s.node if "broker" in parts else None
         influx = influx_components(s, process=self.name, node=node, bus=self.bus if "telemetry" in parts else None)
-        return [self.store, BusTopics(self.bus, topic_specs(s.bus_partitions, [node] if node else [])), *influx]
+        return [*([self.tls] if self.tls else []), self.store,
+                BusTopics(self.bus, topic_specs(s.bus_partitions, [node] if node else [])), *influx]
 
 
 def _storage(p: Process) -> list[Component]:
@@ -168,7 +179,7 @@ def _broker(p: Process) -> list[Component]:
     # in a cluster every reading goes to the bus for the telemetry part; alone, only when it writes them
     p.gateway = NodeGateway(p.bus, s.node, s.max_payload, cluster=p.cluster,
                             telemetry=p.cluster or s.influx_url is not None)
-    p.node = BrokerNode(s, Authenticator(p.store, p.tokens), p.gateway)
+    p.node = BrokerNode(s, Authenticator(p.store, p.tokens), p.gateway, p.tls)
     return [p.gateway, ControlWorker(p.bus, s.node, p.node), p.node]
 
 
@@ -181,8 +192,8 @@ def _api(p: Process) -> list[Component]:
     control = BusSessionControl(p.bus, p.connections, p.registry)
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
                        auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies)
-    p.http = HttpServer(p.app, s.host, s.http_port)
-    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), p.http]
+    p.servers = http_servers(p.app, s, p.tls)
+    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), *p.servers]
 
 
 PARTS: dict[str, Callable[[Process], list[Component]]] = {

@@ -24,9 +24,9 @@ class EmbeddedServer(Stack):
         assert p.http is not None
         self.node: BrokerNode = p.node
         self.http: HttpServer = p.http
-        super().__init__("chatmq", [_Prebound(p.http), *p.base(parts), *components])
+        super().__init__("chatmq", [*(_Prebound(http) for http in p.servers), *p.base(parts), *components])
         operate(self, settings, p.bus, "embedded", app=p.app, http_port=lambda: self.http.port,
-                processes=p.processes)
+                http_scheme=self.http.scheme, processes=p.processes)
 
     @property
     def broker(self) -> ChatBroker | None:

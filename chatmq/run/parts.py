@@ -34,7 +34,8 @@ def part_stack(part: str, settings: Settings) -> Stack:
     http = p.http
     port = None if http is None else (lambda: http.port)
     return operate(stack, settings, p.bus, part, app=p.app, http_port=port,
-                   processes=p.processes if part == "api" else None)
+                   processes=p.processes if part == "api" else None,
+                   http_scheme="http" if http is None else http.scheme)
 
 
 PARTS: dict[str, Callable[[Settings], Stack]] = {
