@@ -199,7 +199,12 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
-        await self._client_connected(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer))
+        try:
+            await self._client_connected(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer))
+        except asyncio.CancelledError:
+            # the node is stopping during a CONNECT (its timeout, or a refusal's delay): end quietly;
+            # asyncio's stream callback would log a cancelled handler task as an unhandled error
+            writer.transport.abort()
 
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         """amqtt's per-connection entry, with ``AddressGate`` in front instead of a listener semaphore

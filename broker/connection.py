@@ -46,6 +46,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscripti
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
+from websockets.exceptions import ConnectionClosed
 
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
@@ -249,7 +250,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert self.writer is not None
         code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
         self.writer.write(encode_connack(bool(self.session.parent), code))
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, ConnectionClosed):  # the client gave up waiting
             await self.writer.drain()
 
     def close(self, reason: CloseReason) -> None:
