@@ -165,7 +165,7 @@ class QueuedTransport:
                 except (ConnectionClosed, ConnectionError, OSError):
                     self._pending.clear()
                 finally:
-                    self._size -= len(data)
+                    self._size = max(0, self._size - len(data))  # 0 already when closed meanwhile
         finally:
             self._sender = None
             callbacks, self._callbacks = self._callbacks, []
@@ -182,8 +182,12 @@ class QueuedTransport:
             self._callbacks.append(callback)
 
     def close(self) -> None:
+        """Close the connection; what was not sent yet is let go at once (a session kept for its
+        client's return must not hold a dead connection's backlog)."""
         with contextlib.suppress(Exception):
             self._close()
+        self._pending.clear()
+        self._size = 0
         if self._sender is not None:
             self._sender.cancel()
 
