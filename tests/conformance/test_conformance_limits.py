@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.connection import Connection as WsConnection
 
-from chatmq.broker.wire import encode_remaining_length
+from chatmq.broker.wire import Will, encode_connect, encode_remaining_length
 from tests.conformance.conftest import PlainNode, plain_node
 from tests.conformance.raw import PUBACK, RawClient
 
@@ -45,12 +45,6 @@ def clients(node: PlainNode) -> Iterator[list[RawClient]]:
 def client(node: PlainNode, made: list[RawClient]) -> RawClient:
     made.append(RawClient(node.port))
     return made[-1]
-
-
-def connect_packet(client_id: str) -> bytes:
-    body = struct.pack("!H", 4) + b"MQTT" + bytes([4, 0x02]) + struct.pack("!H", 0)
-    body += struct.pack("!H", len(client_id)) + client_id.encode()
-    return b"\x10" + encode_remaining_length(len(body)) + body
 
 
 def round_trip(node: PlainNode, made: list[RawClient], topic: str) -> None:
@@ -115,7 +109,7 @@ def test_3_1_0_a_socket_that_never_sends_connect_is_closed_after_connect_timeout
 
 def test_3_1_0_half_a_connect_is_closed_after_connect_timeout(node: PlainNode, clients: list[RawClient]) -> None:
     half = client(node, clients)
-    packet = connect_packet("half-a-connect")
+    packet = encode_connect("half-a-connect")
     half.send(packet[:len(packet) // 2])
     assert half.read(CONNECT_TIMEOUT * 0.5) is None
     assert half.is_open()
@@ -125,7 +119,7 @@ def test_3_1_0_half_a_connect_is_closed_after_connect_timeout(node: PlainNode, c
 
 def test_a_slow_connect_that_completes_in_time_is_accepted(node: PlainNode, clients: list[RawClient]) -> None:
     slow = client(node, clients)
-    packet = connect_packet("slow-but-in-time")
+    packet = encode_connect("slow-but-in-time")
     slow.send(packet[:5])
     time.sleep(CONNECT_TIMEOUT * 0.4)
     slow.send(packet[5:])
@@ -136,10 +130,7 @@ def test_a_slow_connect_that_completes_in_time_is_accepted(node: PlainNode, clie
 def test_3_1_2_9_a_will_topic_that_is_no_topic_name_closes_the_connection(
         node: PlainNode, clients: list[RawClient], topic: str) -> None:
     bad = client(node, clients)
-    body = struct.pack("!H", 4) + b"MQTT" + bytes([4, 0x02 | 0x04]) + struct.pack("!H", 0)
-    for field in (b"bad-will", topic.encode(), b"gone"):
-        body += struct.pack("!H", len(field)) + field
-    bad.send(b"\x10" + encode_remaining_length(len(body)) + body)
+    bad.send(encode_connect("bad-will", will=Will(topic, b"gone")))  # not connect(): no CONNACK may come
     assert bad.read(3) is None  # closed, no CONNACK
     assert bad.closed_by_broker(1)
     assert "invalid will topic" in node.log()
@@ -190,7 +181,7 @@ def test_6_0_a_websocket_upgrade_on_another_path_gets_404(node: PlainNode) -> No
 
 def test_6_0_0_1_a_connect_in_a_text_frame_closes_the_connection(node: PlainNode) -> None:
     with ws_connect(f"ws://127.0.0.1:{node.ws_port}/mqtt", subprotocols=["mqtt"], open_timeout=5) as ws:  # type: ignore[list-item]
-        ws.send(connect_packet("text-frame").decode("latin-1"))
+        ws.send(encode_connect("text-frame").decode("latin-1"))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
     assert closed.value.rcvd is not None
@@ -199,7 +190,7 @@ def test_6_0_0_1_a_connect_in_a_text_frame_closes_the_connection(node: PlainNode
 
 def test_6_0_0_1_a_text_frame_after_the_connect_closes_the_connection(node: PlainNode) -> None:
     with ws_connect(f"ws://127.0.0.1:{node.ws_port}/mqtt", subprotocols=["mqtt"], open_timeout=5) as ws:  # type: ignore[list-item]
-        ws.send(connect_packet("text-later"))
+        ws.send(encode_connect("text-later"))
         assert ws.recv(timeout=5)[:1] == b"\x20"  # CONNACK
         ws.send("\xc0\x00")  # a PINGREQ, as text
         with pytest.raises(ConnectionClosed):
@@ -217,7 +208,7 @@ def test_3_1_0_a_websocket_that_upgrades_and_goes_quiet_is_closed_after_connect_
 def test_a_websocket_frame_larger_than_max_packet_size_closes_the_connection(node: PlainNode) -> None:
     with ws_connect(f"ws://127.0.0.1:{node.ws_port}/mqtt", subprotocols=["mqtt"], open_timeout=5,  # type: ignore[list-item]
                     max_size=None) as ws:
-        ws.send(connect_packet("big-frame"))
+        ws.send(encode_connect("big-frame"))
         assert ws.recv(timeout=5)[:1] == b"\x20"
         ws.send(b"\x30" + encode_remaining_length(4 * MAX_PACKET) + b"\0" * (4 * MAX_PACKET))
         with pytest.raises(ConnectionClosed) as closed:

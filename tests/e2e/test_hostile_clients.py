@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chatmq.broker.wire import encode_remaining_length
+from chatmq.broker.wire import Will, encode_connect, encode_remaining_length
 from tests.conformance.raw import CONNACK, PUBLISH, RawClient, Received
 from tests.e2e.harness import Peer, ServerProcess, Users, serve, user_factory
 from tests.e2e.test_ops import total
@@ -57,21 +57,6 @@ def rss_kib(server: ServerProcess) -> int:
     raise AssertionError("no VmRSS")
 
 
-def connect_bytes(client_id: str, username: str, password: str, *, clean: bool = True,
-                  will: tuple[str, bytes, int, bool] | None = None) -> bytes:
-    """A CONNECT packet, for sending without waiting for its CONNACK."""
-    flags = 0xC0 | (0x02 if clean else 0)
-    fields = [client_id.encode()]
-    if will is not None:
-        topic, message, qos, retain = will
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        fields += [topic.encode(), message]
-    fields += [username.encode(), password.encode()]
-    body = struct.pack("!H", 4) + b"MQTT" + bytes([4, flags]) + struct.pack("!H", 30)
-    body += b"".join(struct.pack("!H", len(f)) + f for f in fields)
-    return b"\x10" + encode_remaining_length(len(body)) + body
-
-
 def chat_round_trips(alice: Peer, bob: Peer, count: int, pause: float = 0.0) -> list[float]:
     """Seconds each of ``count`` messages from alice took to reach bob, one at a time."""
     took: list[float] = []
@@ -91,7 +76,7 @@ def test_40_wrong_secret_device_connects_do_not_stall_other_users_chats(
     chat_round_trips(alice, bob, 2)  # warmed up
     attackers = [open_raw(server, raw) for _ in range(40)]
     for attacker in attackers:
-        attacker.send(connect_bytes(f"guess-{id(attacker)}", device["device_id"], "not-the-secret"))
+        attacker.send(encode_connect(f"guess-{id(attacker)}", username=device["device_id"], password="not-the-secret"))
     took = chat_round_trips(alice, bob, 15, pause=0.2)  # while ~40 argon2 checks run
     assert max(took) < ROUND_TRIP_BOUND, f"chat stalled during the attack: {took}"
     codes = [a.expect(CONNACK, timeout=30).body[1] for a in attackers]
@@ -123,7 +108,7 @@ def test_a_will_topic_with_wildcards_or_empty_closes_the_connection_without_a_tr
         server: ServerProcess, users: Users, raw: list[RawClient], topic: str) -> None:
     alice = users(connect=False)
     c = open_raw(server, raw)
-    c.send(connect_bytes(f"bad-will-{topic}", alice.uid, alice.access_token, will=(topic, b"x", 0, False)))
+    c.send(encode_connect(f"bad-will-{topic}", username=alice.uid, password=alice.access_token, will=Will(topic, b"x")))
     assert c.read(3) is None  # no CONNACK: a protocol violation closes the connection
     assert c.closed_by_broker(1)
     assert "invalid will topic" in server.log()  # and no traceback (checked when the server stops)
