@@ -23,13 +23,6 @@ class PlainNode:
         self.log_path = log
         self.proc = proc
 
-    def rss_kib(self) -> int:
-        """The node process's resident memory (``VmRSS``), KiB."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -13,7 +13,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -23,6 +23,9 @@ from websockets.sync.connection import Connection as WsConnection
 from chatmq.broker.wire import Will, encode_connect, encode_remaining_length
 from tests.conformance.conftest import PlainNode, plain_node
 from tests.conformance.raw import PUBACK, RawClient
+from tests.e2e.harness import rss_kib
+
+Raw = Callable[[], RawClient]
 
 CONNECT_TIMEOUT = 1.0
 MAX_PACKET = 128 * 1024
@@ -34,22 +37,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNode]:
                           max_packet_size=str(MAX_PACKET), broker_queue_bytes=str(1024 * 1024))
 
 
-@pytest.fixture
-def clients(node: PlainNode) -> Iterator[list[RawClient]]:
-    made: list[RawClient] = []
-    yield made
-    for client in made:
-        client.close()
-
-
-def client(node: PlainNode, made: list[RawClient]) -> RawClient:
-    made.append(RawClient(node.port))
-    return made[-1]
-
-
-def round_trip(node: PlainNode, made: list[RawClient], topic: str) -> None:
+def round_trip(raw: Raw, topic: str) -> None:
     """A publish reaches its subscriber: the node still works for everyone else."""
-    sub, pub = client(node, made), client(node, made)
+    sub, pub = raw(), raw()
     sub.connect(f"{topic}-sub".replace("/", "-"))
     sub.subscribe((topic, 1))
     pub.connect(f"{topic}-pub".replace("/", "-"))
@@ -59,10 +49,10 @@ def round_trip(node: PlainNode, made: list[RawClient], topic: str) -> None:
 
 
 def test_2_2_3_a_200_mb_publish_announced_is_refused_before_its_body_is_buffered(
-        node: PlainNode, clients: list[RawClient]) -> None:
-    attacker = client(node, clients)
+        node: PlainNode, raw: Raw) -> None:
+    attacker = raw()
     attacker.connect("huge-publisher")
-    before = node.rss_kib()
+    before = rss_kib(node.proc.pid)
     header = b"\x30" + encode_remaining_length(200 * 1024 * 1024) + struct.pack("!H", 1) + b"t"
     sent = 0
     chunk = b"\0" * (256 * 1024)
@@ -75,21 +65,21 @@ def test_2_2_3_a_200_mb_publish_announced_is_refused_before_its_body_is_buffered
         pass  # the node closed the connection: the rest is never sent
     assert sent < 64 * 1024 * 1024, f"the node took {sent} bytes of a refused packet"
     assert attacker.closed_by_broker(5)
-    assert node.rss_kib() - before < 16 * 1024, "the node's memory grew while refusing the packet"
+    assert rss_kib(node.proc.pid) - before < 16 * 1024, "the node's memory grew while refusing the packet"
     assert "more than max_packet_size" in node.log()
-    round_trip(node, clients, "after/huge")
+    round_trip(raw, "after/huge")
 
 
 def test_2_2_3_a_connect_announcing_more_than_max_packet_size_is_closed_unanswered(
-        node: PlainNode, clients: list[RawClient]) -> None:
-    attacker = client(node, clients)
+        node: PlainNode, raw: Raw) -> None:
+    attacker = raw()
     attacker.send(b"\x10" + encode_remaining_length(MAX_PACKET + 1) + b"\0" * 64)
     assert attacker.read(3) is None  # no CONNACK
     assert attacker.closed_by_broker(1)
 
 
-def test_a_packet_of_exactly_max_packet_size_is_still_delivered(node: PlainNode, clients: list[RawClient]) -> None:
-    sub, pub = client(node, clients), client(node, clients)
+def test_a_packet_of_exactly_max_packet_size_is_still_delivered(node: PlainNode, raw: Raw) -> None:
+    sub, pub = raw(), raw()
     sub.connect("edge-sub")
     sub.subscribe(("edge/t", 0))
     pub.connect("edge-pub")
@@ -100,25 +90,25 @@ def test_a_packet_of_exactly_max_packet_size_is_still_delivered(node: PlainNode,
 
 
 def test_3_1_0_a_socket_that_never_sends_connect_is_closed_after_connect_timeout(
-        node: PlainNode, clients: list[RawClient]) -> None:
-    silent = client(node, clients)
+        node: PlainNode, raw: Raw) -> None:
+    silent = raw()
     started = time.monotonic()
     assert silent.closed_by_broker(CONNECT_TIMEOUT + 3)
     assert time.monotonic() - started >= CONNECT_TIMEOUT * 0.9
 
 
-def test_3_1_0_half_a_connect_is_closed_after_connect_timeout(node: PlainNode, clients: list[RawClient]) -> None:
-    half = client(node, clients)
+def test_3_1_0_half_a_connect_is_closed_after_connect_timeout(node: PlainNode, raw: Raw) -> None:
+    half = raw()
     packet = encode_connect("half-a-connect")
     half.send(packet[:len(packet) // 2])
     assert half.read(CONNECT_TIMEOUT * 0.5) is None
     assert half.is_open()
     assert half.closed_by_broker(CONNECT_TIMEOUT + 3)
-    round_trip(node, clients, "after/half")
+    round_trip(raw, "after/half")
 
 
-def test_a_slow_connect_that_completes_in_time_is_accepted(node: PlainNode, clients: list[RawClient]) -> None:
-    slow = client(node, clients)
+def test_a_slow_connect_that_completes_in_time_is_accepted(node: PlainNode, raw: Raw) -> None:
+    slow = raw()
     packet = encode_connect("slow-but-in-time")
     slow.send(packet[:5])
     time.sleep(CONNECT_TIMEOUT * 0.4)
@@ -128,8 +118,8 @@ def test_a_slow_connect_that_completes_in_time_is_accepted(node: PlainNode, clie
 
 @pytest.mark.parametrize("topic", ["wills/#", "wills/+/x", ""])
 def test_3_1_2_9_a_will_topic_that_is_no_topic_name_closes_the_connection(
-        node: PlainNode, clients: list[RawClient], topic: str) -> None:
-    bad = client(node, clients)
+        node: PlainNode, raw: Raw, topic: str) -> None:
+    bad = raw()
     bad.send(encode_connect("bad-will", will=Will(topic, b"gone")))  # not connect(): no CONNACK may come
     assert bad.read(3) is None  # closed, no CONNACK
     assert bad.closed_by_broker(1)
@@ -137,12 +127,12 @@ def test_3_1_2_9_a_will_topic_that_is_no_topic_name_closes_the_connection(
 
 
 def test_a_subscriber_past_broker_queue_bytes_is_disconnected_as_too_slow(
-        node: PlainNode, clients: list[RawClient]) -> None:
-    slow = client(node, clients)
+        node: PlainNode, raw: Raw) -> None:
+    slow = raw()
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect("never-reads")
     slow.subscribe(("flood/t", 1))
-    publisher = client(node, clients)
+    publisher = raw()
     publisher.connect("flooder")
     stop = threading.Event()
 
@@ -163,7 +153,7 @@ def test_a_subscriber_past_broker_queue_bytes_is_disconnected_as_too_slow(
         stop.set()
         thread.join(10)
     assert "bytes queued): closing its connection" in node.log()
-    round_trip(node, clients, "after/flood")
+    round_trip(raw, "after/flood")
 
 
 # --- MQTT over WebSocket (§6) ------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from chatmq.broker.wire import Will, encode_connect, encode_remaining_length
 from tests.conformance.raw import CONNACK, PUBLISH, RawClient, Received
-from tests.e2e.harness import Peer, ServerProcess, Users, serve, user_factory
+from tests.e2e.harness import Peer, ServerProcess, Users, rss_kib, serve, user_factory
 from tests.e2e.test_ops import total
 
 TIMEOUT = 15
@@ -47,14 +47,6 @@ def raw(server: ServerProcess) -> Iterator[list[RawClient]]:
 def open_raw(server: ServerProcess, made: list[RawClient]) -> RawClient:
     made.append(RawClient(server.mqtt_port, server.host))
     return made[-1]
-
-
-def rss_kib(server: ServerProcess) -> int:
-    assert server.proc is not None
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def chat_round_trips(alice: Peer, bob: Peer, count: int, pause: float = 0.0) -> list[float]:
@@ -158,7 +150,9 @@ def test_a_200_mb_publish_to_the_chat_node_is_refused_without_its_memory_growing
     alice, bob, carol = users(connect=False), users(), users()
     attacker = open_raw(server, raw)
     assert attacker.connect("alice-big", username=alice.uid, password=alice.access_token).body[1] == 0
-    before = rss_kib(server)
+    assert server.proc is not None
+    pid = server.proc.pid
+    before = rss_kib(pid)
     sent = 0
     with contextlib.suppress(OSError):
         attacker.send(b"\x30" + encode_remaining_length(200 * 1024 * 1024) + struct.pack("!H", 1) + b"t")
@@ -168,7 +162,7 @@ def test_a_200_mb_publish_to_the_chat_node_is_refused_without_its_memory_growing
             sent += len(chunk)
     assert sent < 64 * 1024 * 1024, f"the node took {sent} bytes of a refused packet"
     assert attacker.closed_by_broker(5)
-    assert rss_kib(server) - before < 16 * 1024
+    assert rss_kib(pid) - before < 16 * 1024
     assert "more than max_packet_size" in server.log()
     assert max(chat_round_trips(carol, bob, 3)) < ROUND_TRIP_BOUND  # everyone else carries on
     assert total(server, "chatmq_broker_disconnects_total", reason="packet_too_large") >= 1
