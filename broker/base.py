@@ -9,7 +9,9 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   ``_run_broadcast``, which scanned every filter per message;
 * sessions: a clean-session CONNECT ends any session with that client id, closing its live
   connection ([MQTT-3.1.2-6], [MQTT-3.1.4-2]); a persistent CONNECT takes the session over
-  (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]).
+  (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]),
+  only for the same user name: a persistent CONNECT with another user name ends the old session
+  instead (its queued and in-flight messages are not the new client's to read).
   Persistent sessions are kept for anonymous clients too (amqtt dropped them), for
   ``DeliveryLimits.session_expiry`` seconds after their connection ended (then the session, its
   subscriptions and its queue are dropped, as Mosquitto's ``persistent_client_expiration``);
@@ -279,8 +281,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
             session.parent = 0
             return handler, session
         entry = self._sessions.get(client_id)
-        if entry is None or entry[0].clean_session:
-            if entry is not None:
+        if entry is None or entry[0].clean_session or entry[0].username != session.username:
+            if entry is not None:  # another login's session is ended, never resumed: it holds their messages
                 await self._end_session(client_id)
             session.parent = 0
             return handler, session

@@ -198,3 +198,18 @@ def test_connections_past_max_connections_per_address_are_closed_before_their_co
         with contextlib.suppress(StopIteration):
             next(runs)
     assert "address_full" in server.log()
+
+
+def test_another_user_taking_a_persistent_client_id_gets_a_new_session_not_its_messages(
+        server: ServerProcess, users: Users, raw: list[RawClient]) -> None:
+    alice, bob, mallory = users(connect=False), users(), users(connect=False)
+    victim = open_raw(server, raw)
+    assert victim.connect("shared-id", clean=False, username=alice.uid, password=alice.access_token).body[1] == 0
+    victim.subscribe((f"users/{alice.uid}/inbox", 1))
+    bob.wait_ack(bob.send(alice.uid, "for alice only"), TIMEOUT)
+    victim.publishes(1, timeout=TIMEOUT)  # received, never acknowledged: in flight in alice's session
+    victim.close()
+    thief = open_raw(server, raw)
+    connack = thief.connect("shared-id", clean=False, username=mallory.uid, password=mallory.access_token)
+    assert connack.body == b"\x00\x00"  # accepted, with a session of its own (no session present)
+    assert thief.read(1.0) is None  # alice's in-flight message is not resent to mallory
