@@ -297,7 +297,7 @@ class Outbox:
         inflight = self.inflight
         max_inflight = self._limits.max_inflight
         room = self._limits.high_water - transport.buffered()  # fill the transport up to high water
-        sent = 0
+        sent = sent_bytes = 0
         while queue and room > 0:
             message = queue[0]
             topic, payload, qos, retain = message
@@ -312,8 +312,9 @@ class Outbox:
             frames.append(frame)
             room -= len(frame)
             queue.popleft()
-            self._bytes -= len(topic) + len(payload)
+            sent_bytes += len(topic) + len(payload)
             sent += 1
+        self._bytes -= sent_bytes
         if self._relief is not None and len(queue) <= self.pressure_mark // 2 and self._bytes <= self.bytes_mark // 2:
             self._relieve()
         if not frames:
