@@ -11,6 +11,7 @@ import signal
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.session import Session
 
+from chatmq.broker.admission import ConnectionPolicy
 from chatmq.broker.base import NodeBroker
 from chatmq.broker.node import TlsListeners, listeners_config
 from chatmq.broker.outbox import DeliveryLimits
@@ -27,9 +28,10 @@ class PlainBroker(NodeBroker):
     checks_publish = False
 
     def __init__(self, host: str, mqtt_port: int, ws_port: int | None = None,
-                 limits: DeliveryLimits | None = None, tls: TlsListeners | None = None) -> None:
+                 limits: DeliveryLimits | None = None, tls: TlsListeners | None = None,
+                 policy: ConnectionPolicy | None = None) -> None:
         super().__init__({"listeners": listeners_config(host, mqtt_port, ws_port, tls), "plugins": {}}, limits,
-                         None if tls is None else tls.contexts)
+                         None if tls is None else tls.contexts, policy)
 
     async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
         return True
@@ -42,14 +44,16 @@ class PlainBroker(NodeBroker):
 async def run_plain_broker(host: str, port: int, ws_port: int | None = None, settings: Settings | None = None,
                            tls: ServerTls | None = None) -> None:
     """Serve anonymous MQTT on ``host:port`` (and WebSocket on ``ws_port`` when given) until
-    SIGINT/SIGTERM, with the delivery limits of ``settings`` (else the defaults). With ``tls`` (and
-    ``settings``) also MQTT over TLS on ``mqtts_port`` and secure WebSocket on ``wss_port`` when
+    SIGINT/SIGTERM, with the delivery limits and connection policy of ``settings`` (else the defaults;
+    no per-address bounds: its benchmarks open thousands of connections from one address). With ``tls``
+    (and ``settings``) also MQTT over TLS on ``mqtts_port`` and secure WebSocket on ``wss_port`` when
     ``ws_port`` is given; SIGHUP reloads the certificate."""
     listeners = None
     if tls is not None and settings is not None:
         listeners = TlsListeners(tls, settings.mqtts_port, settings.wss_port if ws_port is not None else None,
                                  only=settings.tls_only)
-    broker = PlainBroker(host, port, ws_port, DeliveryLimits.from_settings(settings) if settings else None, listeners)
+    broker = PlainBroker(host, port, ws_port, DeliveryLimits.from_settings(settings) if settings else None, listeners,
+                         ConnectionPolicy.from_settings(settings, per_address=False) if settings else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -64,32 +64,56 @@ class Publish:
     packet_id: int | None
 
 
+class PacketTooLargeError(MalformedPacketError):
+    """A fixed header announced a remaining length above the node's ``max_packet_size``."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"packet of {length} bytes announced, larger than allowed ({limit})")
+        self.length = length
+        self.limit = limit
+
+
 class PacketSplitter:
     """Cuts a stream of bytes into whole packets.
 
     ``feed(data)`` returns every packet completed by ``data`` (possibly none), keeping a partial
-    packet for the next call. ``max_packet`` bounds the remaining length a peer may announce.
+    packet for the next call. ``max_packet`` bounds the remaining length a peer may announce: a
+    larger one raises ``PacketTooLargeError`` as soon as its fixed header is read, before its body.
+    A partial packet's chunks are kept as they came and joined once, when it is complete (no copy
+    per chunk).
     """
 
-    __slots__ = ("_buffer", "_max_packet")
+    __slots__ = ("_held", "_max_packet", "_need", "_parts")
 
     def __init__(self, max_packet: int = MAX_REMAINING_LENGTH) -> None:
-        self._buffer = b""
+        self._parts: list[bytes] = []
+        self._held = 0
+        self._need = 0
         self._max_packet = max_packet
 
     @property
     def pending(self) -> int:
         """Bytes held for a packet not yet complete."""
-        return len(self._buffer)
+        return self._held
 
     def feed(self, data: bytes) -> list[Packet]:
-        buffer = self._buffer + data if self._buffer else data
+        if self._parts:
+            self._parts.append(data)
+            self._held += len(data)
+            if self._held < self._need:
+                return []  # the held packet is still incomplete: nothing to parse
+            buffer = b"".join(self._parts)
+            self._parts = []
+            self._held = 0
+        else:
+            buffer = data
         packets: list[Packet] = []
         append = packets.append
         required_flags = _REQUIRED_FLAGS
         max_packet = self._max_packet
         pos = 0
         end = len(buffer)
+        need = 1
         while end - pos >= 2:
             first = buffer[pos]
             length = buffer[pos + 1]
@@ -111,10 +135,11 @@ class PacketSplitter:
                 if not complete:
                     break  # the length itself is not complete yet
                 if length > max_packet:
-                    raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({max_packet})")
+                    raise PacketTooLargeError(length, max_packet)
             elif length > max_packet:
-                raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({max_packet})")
+                raise PacketTooLargeError(length, max_packet)
             if end - i < length:
+                need = i + length - pos
                 break
             kind = first >> 4
             flags = first & 0x0F
@@ -124,7 +149,11 @@ class PacketSplitter:
                     raise MalformedPacketError(f"packet type {kind} with reserved flags {flags:#x}")
             pos = i + length
             append(Packet(kind, flags, buffer[i:pos]))
-        self._buffer = buffer[pos:] if pos < end else b""
+        if pos < end:
+            rest = buffer[pos:] if pos else buffer
+            self._parts = [rest]
+            self._held = len(rest)
+            self._need = max(need, self._held + 1)
         return packets
 
 

@@ -77,6 +77,33 @@ class Settings(BaseSettings):
                                          "after its client disconnected; 0 = forever.")
     broker_max_inflight: int = Field(100, gt=0, le=65535, description="QoS 1/2 messages sent to one MQTT client "
                                      "and not yet acknowledged.")
+    broker_queue_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Bytes (topics and payloads) queued per "
+                                    "MQTT client beyond those in flight; past it the same policy as "
+                                    "broker_queue_size.")
+
+    # hostile clients (README "Limits"): every MQTT input bounded before it is buffered
+    max_packet_size: int = Field(128 * 1024, ge=1024, le=268_435_455, description="Largest MQTT packet a client "
+                                 "may send (remaining length, from the fixed header); a larger one closes the "
+                                 "connection before its body is read.")
+    connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a new MQTT connection (TCP or "
+                                   "WebSocket) has to send its whole CONNECT before it is closed.")
+    max_connections: int = Field(0, ge=0, description="MQTT connections a node holds at once (0: the process's "
+                                 "open-file limit less 256 kept for the REST API, storage and the bus); more "
+                                 "are closed before their CONNECT is read.")
+    max_connections_per_address: int = Field(1000, ge=0, description="MQTT connections from one client address "
+                                             "at once (0: no limit); more are closed before their CONNECT is "
+                                             "read. Not applied by the plain node (--allow-anonymous).")
+    connect_rate_per_address: float = Field(50.0, ge=0, description="New MQTT connections per second per client "
+                                            "address (the refill rate; 0: no limit); beyond it and the burst they "
+                                            "are closed at once. Not applied by the plain node.")
+    connect_burst_per_address: int = Field(200, ge=1, description="New MQTT connections a client address may "
+                                           "open at once.")
+    auth_failure_delay: float = Field(0.5, ge=0, le=60, description="Seconds before the CONNACK refusing a "
+                                      "client address's first failed MQTT login; doubled for each further "
+                                      "failure from that address within a minute.")
+    auth_failure_delay_max: float = Field(8.0, ge=0, le=300, description="The longest such delay, in seconds.")
+    auth_workers: int = Field(2, ge=1, le=64, description="Threads that check device secrets (argon2) off the "
+                                                           "event loop; more checks wait their turn.")
 
     # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")

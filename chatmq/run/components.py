@@ -15,6 +15,7 @@ from amqtt.errors import BrokerError
 from fastapi import FastAPI
 
 from chatmq.bridges.gateway import NodeGateway
+from chatmq.broker.admission import ConnectionPolicy, Refusal
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.node import ChatBroker, TlsListeners
@@ -26,6 +27,8 @@ from chatmq.core.metrics import (
     BROKER_DROPPED,
     BROKER_INFLIGHT,
     BROKER_QUEUED,
+    BROKER_QUEUED_BYTES,
+    BROKER_REFUSED,
     BROKER_SLOW,
     CONNECTIONS,
     SOURCES,
@@ -152,7 +155,7 @@ class BrokerNode:
         self.broker = ChatBroker(
             host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port, authenticator=self._authenticator,
             hooks=self._gateway, rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
-            limits=DeliveryLimits.from_settings(s), tls=tls,
+            limits=DeliveryLimits.from_settings(s), tls=tls, policy=ConnectionPolicy.from_settings(s),
         )
         self._gateway.attach(self.broker)
         listeners = self._listeners()
@@ -173,6 +176,7 @@ class BrokerNode:
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.shutdown()
+        self._authenticator.close()
 
     async def check(self) -> None:
         state = "not made" if self.broker is None else self.broker.transitions.state
@@ -199,6 +203,8 @@ class BrokerNode:
             (BROKER_SLOW, (node,), float(stats.slow_disconnects)),
         ]
         samples += [(BROKER_DISCONNECTS, (node, reason.value), float(broker.closes[reason])) for reason in CloseReason]
+        samples += [(BROKER_REFUSED, (node, refusal.value), float(broker.refused[refusal])) for refusal in Refusal]
+        samples.append((BROKER_QUEUED_BYTES, (node,), float(sum(o.queued_bytes for o in outboxes))))
         return samples
 
     async def kick(self, client_id: str) -> bool:

@@ -119,6 +119,14 @@ class RawClient:
         release_sockets(self.client)
 
 
+def rss_kib(pid: int) -> int:
+    """Process ``pid``'s resident memory (``VmRSS``), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,9 @@ from chatmq.broker.wire import (
     PUBLISH,
     PUBREL,
     MalformedPacketError,
+    Packet,
     PacketSplitter,
+    PacketTooLargeError,
     Will,
     decode_connect,
     decode_packet_id,
@@ -147,3 +149,22 @@ def test_encode_string_refuses_more_than_65535_bytes() -> None:
     assert encode_string(b"x" * 0xFFFF)[:2] == b"\xff\xff"
     with pytest.raises(ValueError, match="65536 bytes"):
         encode_string("x" * 0x10000)
+def test_an_oversized_announcement_is_refused_from_its_fixed_header_alone() -> None:
+    header = b"\x30" + encode_remaining_length(200 * 1024 * 1024)  # a 200 MB PUBLISH announced, no body
+    with pytest.raises(PacketTooLargeError) as raised:
+        PacketSplitter(max_packet=128 * 1024).feed(header)
+    assert (raised.value.length, raised.value.limit) == (200 * 1024 * 1024, 128 * 1024)
+
+
+def test_a_big_packet_fed_in_many_chunks_is_held_as_chunks_and_joined_once() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    stream = encode_publish(encode_topic("big"), payload, 0, None) + encode_publish(encode_topic("s"), b"!", 0, None)
+    splitter = PacketSplitter()
+    got: list[Packet] = []
+    for start in range(0, len(stream), 1000):
+        got += splitter.feed(stream[start:start + 1000])
+        if not got:
+            assert splitter.pending == min(start + 1000, len(stream))
+            assert len(splitter._parts) == start // 1000 + 1  # kept as received: no copy per chunk
+    assert [decode_publish(p.flags, p.body).payload for p in got] == [payload, b"!"]
+    assert splitter.pending == 0
