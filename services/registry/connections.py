@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import orjson
+import logging
 
 from chatmq.core.bus.base import Bus, Record
+from chatmq.core.records import CONNECTION_RECORDS, BadRecord
 from chatmq.core.topics import CONNECTIONS
 from chatmq.core.worker import BusWorker
 from chatmq.services.registry.sessions import ConnectionTable
+
+log = logging.getLogger(__name__)
 
 
 class ConnectionFollower(BusWorker):
@@ -17,4 +20,7 @@ class ConnectionFollower(BusWorker):
 
     async def process(self, records: list[Record]) -> None:
         for record in records:
-            self.table.apply(orjson.loads(record.value))
+            try:
+                self.table.apply(CONNECTION_RECORDS.read(record))
+            except BadRecord as exc:
+                log.warning("ignoring a connections record (%s)", exc)

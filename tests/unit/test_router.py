@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from chatmq.core import ids
@@ -61,7 +62,7 @@ async def test_message_to_online_user_is_committed_acked_and_delivered(chat: Cha
                 "body": {"text": "hello"}, "ts": stored.ts}
     assert envs_of(deliveries, b, OTHER_NODE) == [expected]
     assert envs_of(deliveries, b, NODE) == []
-    assert item.envelope == expected
+    assert orjson.loads(item.envelope) == expected
     # delivery records are keyed by the user they are for
     assert all(d.key == d.user for d in deliveries)
 
@@ -76,7 +77,7 @@ async def test_message_to_offline_user_is_only_stored(chat: Chat, router: Router
     assert [e["type"] for e in envs_of(deliveries, a)] == ["ack"]
     assert envs_of(deliveries, b) == []
     [item] = await chat.pending(b)
-    assert item.envelope["id"] == envs_of(deliveries, a)[0]["id"]
+    assert orjson.loads(item.envelope)["id"] == envs_of(deliveries, a)[0]["id"]
     assert await chat.store.count_pending(b) == 1
 
 
@@ -111,7 +112,7 @@ async def test_refusal_does_not_stop_the_rest_of_the_batch(chat: Chat, router: R
 
     answers = envs_of(await chat.deliveries(), a)
     assert sorted((e["type"], e["client_id"]) for e in answers) == [("ack", "c1"), ("ack", "c3"), ("error", "c2")]
-    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["c1", "c3"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["c1", "c3"]
 
 
 async def test_repeated_client_id_in_one_batch_is_acked_twice_and_delivered_once(chat: Chat, router: Router) -> None:
@@ -276,7 +277,7 @@ async def test_receipt_for_offline_sender_is_kept_as_a_notice(chat: Chat, router
     assert await chat.deliveries() == []
     [notice] = await chat.pending(a)
     assert notice.kind == "notice"
-    assert notice.envelope == {"type": "receipt", "status": "delivered", "ids": [m1], "from": b}
+    assert orjson.loads(notice.envelope) == {"type": "receipt", "status": "delivered", "ids": [m1], "from": b}
     assert await chat.store.count_pending(a) == 0  # notices are not pending messages
 
 
@@ -309,7 +310,7 @@ async def test_receipt_after_message_in_one_batch_sees_the_committed_message(cha
 
     envs = envs_of(await chat.deliveries(), a)
     assert [e["type"] for e in envs] == ["ack", "receipt"]  # the message before the receipt is answered first
-    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["c1"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["c1"]
 
 
 async def _group_message(chat: Chat, sender: str, gid: str, client_id: str) -> str:
