@@ -44,7 +44,6 @@ from chatmq.core.metrics import BUS_PUBLISH_RETRIES, DELIVERY_LATENCY, MESSAGES_
 from chatmq.core.readings import parse_reading
 from chatmq.core.records import (
     DELIVERIES,
-    BadRecord,
     Connected,
     Delivery,
     Disconnected,
@@ -194,13 +193,7 @@ class NodeGateway(BusWorker):
 
     # --- deliveries ------------------------------------------------------------------
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                item = DELIVERIES.read(record)
-            except BadRecord as exc:
-                log.warning("skipping delivery record %s/%d@%d: %s", record.topic, record.partition,
-                            record.offset, exc)
-                continue
+        for item in DELIVERIES.read_all(records):
             await self._deliver(item)
 
     async def _deliver(self, item: Delivery) -> None:

@@ -33,6 +33,7 @@ Topics and their records (keys in brackets):
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import msgspec
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from chatmq.core.bus.base import Record
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class BadRecord(ChatMQError):
@@ -66,20 +68,18 @@ class Outbox(BusItem, frozen=True):
 
 # --- presence and connections ---------------------------------------------------------------------
 
-class Online(BusItem, frozen=True, tag_field="event", tag="online"):
+class _UserOnNode(BusItem, frozen=True):
+    user: str
+    node: str
+    epoch: int
+
+
+class Online(_UserOnNode, frozen=True, tag_field="event", tag="online"):
     """``user`` subscribed to its inbox on ``node`` (``epoch`` grows with time)."""
 
-    user: str
-    node: str
-    epoch: int
 
-
-class Offline(BusItem, frozen=True, tag_field="event", tag="offline"):
+class Offline(_UserOnNode, frozen=True, tag_field="event", tag="offline"):
     """``user``'s last inbox subscription on ``node`` of ``epoch`` ended."""
-
-    user: str
-    node: str
-    epoch: int
 
 
 class NodeStarted(BusItem, frozen=True, tag_field="event", tag="node_started"):
@@ -95,26 +95,21 @@ Presence = Online | Offline | NodeStarted
 Kind = Literal["user", "device"]
 
 
-class Connected(BusItem, frozen=True, tag_field="event", tag="connected"):
+class _Connection(BusItem, frozen=True):
+    kind: Kind
+    id: str
+    client_id: str
+    node: str
+    transport: str | None
+    ts: int
+
+
+class Connected(_Connection, frozen=True, tag_field="event", tag="connected"):
     """A client authenticated on ``node`` (``transport`` ``tcp`` or ``ws``)."""
 
-    kind: Kind
-    id: str
-    client_id: str
-    node: str
-    transport: str | None
-    ts: int
 
-
-class Disconnected(BusItem, frozen=True, tag_field="event", tag="disconnected"):
+class Disconnected(_Connection, frozen=True, tag_field="event", tag="disconnected"):
     """An authenticated client's connection on ``node`` ended (``transport`` is null)."""
-
-    kind: Kind
-    id: str
-    client_id: str
-    node: str
-    transport: str | None
-    ts: int
 
 
 ConnectionEvent = Connected | Disconnected | NodeStarted
@@ -163,12 +158,14 @@ class Notice(BusItem, frozen=True):
 
 # --- operator control -----------------------------------------------------------------------------
 
-class Kick(BusItem, frozen=True, tag_field="action", tag="kick"):
-    """Close connection ``client_id`` on ``node``."""
-
+class _ClientOnNode(BusItem, frozen=True):
     client_id: str
     node: str
     ts: int
+
+
+class Kick(_ClientOnNode, frozen=True, tag_field="action", tag="kick"):
+    """Close connection ``client_id`` on ``node``."""
 
 
 class KickPrincipal(BusItem, frozen=True, tag_field="action", tag="kick_principal"):
@@ -178,12 +175,8 @@ class KickPrincipal(BusItem, frozen=True, tag_field="action", tag="kick_principa
     ts: int
 
 
-class Takeover(BusItem, frozen=True, tag_field="action", tag="takeover"):
+class Takeover(_ClientOnNode, frozen=True, tag_field="action", tag="takeover"):
     """``client_id`` connected to ``node``: the other nodes close theirs."""
-
-    client_id: str
-    node: str
-    ts: int
 
 
 Command = Kick | KickPrincipal | Takeover
@@ -266,17 +259,31 @@ class Codec(Generic[T]):
     """Reads the records of one topic: the object itself from the in-process bus, else the JSON bytes
     decoded (``BadRecord`` when they are not that record)."""
 
-    def __init__(self, kind: Any) -> None:
+    def __init__(self, kind: Any, name: str) -> None:
+        """``kind``: the record type (or tagged union) of the topic; ``name`` names it in logs."""
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(kind)
         self.kind = kind
+        self.name = name
 
     def decode(self, value: bytes) -> T:
         try:
             return cast(T, self._decoder.decode(value))
         except msgspec.ValidationError as exc:
-            raise BadRecord(f"not a {self._name()} record: {exc}") from exc
+            raise BadRecord(f"not a {self.name} record: {exc}") from exc
         except (msgspec.DecodeError, RecursionError) as exc:
             raise BadRecord(f"not JSON: {exc}") from exc
+
+    def read_all(self, records: list[Record]) -> list[T]:
+        """``read`` each record in order; one that is not this topic's record is logged and skipped
+        (it would fail every retry the same way)."""
+        out: list[T] = []
+        for record in records:
+            try:
+                out.append(self.read(record))
+            except BadRecord as exc:
+                log.warning("skipping %s record %s/%d@%d: %s", self.name, record.topic, record.partition,
+                            record.offset, exc)
+        return out
 
     def read(self, record: Record) -> T:
         """The record's object (in-process bus) or its value decoded (Kafka); ``BadRecord`` when the value
@@ -285,16 +292,13 @@ class Codec(Generic[T]):
             return cast(T, record.item)
         return self.decode(record.value)
 
-    def _name(self) -> str:
-        return getattr(self.kind, "__name__", None) or str(self.kind)
 
-
-OUTBOX_RECORDS: Codec[Outbox] = Codec(Outbox)
-PRESENCE_RECORDS: Codec[Presence] = Codec(Presence)
-CONNECTION_RECORDS: Codec[ConnectionEvent] = Codec(ConnectionEvent)
-DELIVERIES: Codec[Delivery] = Codec(Delivery)
-NOTICES: Codec[Notice] = Codec(Notice)
-COMMANDS: Codec[Command] = Codec(Command)
-TELEMETRY_RECORDS: Codec[TelemetryRecord] = Codec(TelemetryRecord)
-HEARTBEATS: Codec[Heartbeat] = Codec(Heartbeat)
-PUSHES: Codec[PushRecord] = Codec(PushRecord)
+OUTBOX_RECORDS: Codec[Outbox] = Codec(Outbox, "outbox")
+PRESENCE_RECORDS: Codec[Presence] = Codec(Presence, "presence")
+CONNECTION_RECORDS: Codec[ConnectionEvent] = Codec(ConnectionEvent, "connection")
+DELIVERIES: Codec[Delivery] = Codec(Delivery, "delivery")
+NOTICES: Codec[Notice] = Codec(Notice, "notice")
+COMMANDS: Codec[Command] = Codec(Command, "control")
+TELEMETRY_RECORDS: Codec[TelemetryRecord] = Codec(TelemetryRecord, "telemetry")
+HEARTBEATS: Codec[Heartbeat] = Codec(Heartbeat, "heartbeat")
+PUSHES: Codec[PushRecord] = Codec(PushRecord, "push")

@@ -11,7 +11,7 @@ import logging
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import MessageIn
-from chatmq.core.records import OUTBOX_RECORDS, BadRecord
+from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
@@ -31,16 +31,10 @@ class GroupRouter(BusWorker):
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
-        for record in records:
-            try:
-                item = OUTBOX_RECORDS.read(record)
-            except BadRecord as exc:
-                log.warning("skipping group outbox record %s/%d@%d: %s", record.topic, record.partition,
-                            record.offset, exc)
-                continue
+        for item in OUTBOX_RECORDS.read_all(records):
             env, sender, node = item.env, item.sender, item.node
             if not isinstance(env, MessageIn) or env.group is None:
-                log.warning("skipping a group outbox record that is no group message (offset %d)", record.offset)
+                log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
                 continue
             gid = env.group
             if gid not in groups:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
@@ -10,12 +9,10 @@ import msgspec
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import encode_event
 from chatmq.core.records import NOTICES as NOTICE_RECORDS
-from chatmq.core.records import BadRecord, Notice
+from chatmq.core.records import Notice
 from chatmq.core.topics import NOTICES
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
-
-log = logging.getLogger(__name__)
 
 
 class BusNotifier:
@@ -38,10 +35,5 @@ class NoticeWorker(BusWorker):
         self._outlet = outlet
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                notice = NOTICE_RECORDS.read(record)
-            except BadRecord as exc:
-                log.warning("skipping notice record %s/%d@%d: %s", record.topic, record.partition, record.offset, exc)
-                continue
+        for notice in NOTICE_RECORDS.read_all(records):
             await self._outlet.notify(notice.users, bytes(notice.env))

@@ -16,7 +16,7 @@ from collections import defaultdict
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import MessageIn, receipt_envelope
 from chatmq.core.ids import conversation_key
-from chatmq.core.records import OUTBOX_RECORDS, BadRecord, Outbox
+from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
@@ -35,12 +35,7 @@ class Router(BusWorker):
         self._acceptor = Acceptor(store, outlet)
 
     async def process(self, records: list[Record]) -> None:
-        items: list[Outbox] = []
-        for r in records:
-            try:
-                items.append(OUTBOX_RECORDS.read(r))
-            except BadRecord as exc:
-                log.warning("skipping outbox record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+        items = OUTBOX_RECORDS.read_all(records)
         recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         batch: list[Submission] = []

@@ -10,18 +10,14 @@ once replayed. A pending item's envelope goes out as the bytes stored at accept 
 
 from __future__ import annotations
 
-import logging
-
 import msgspec
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.records import PRESENCE_RECORDS, BadRecord, Delivery, Online
+from chatmq.core.records import PRESENCE_RECORDS, Delivery, Online
 from chatmq.core.topics import PRESENCE, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.registry.sessions import Registry
 from chatmq.services.store import Store
-
-log = logging.getLogger(__name__)
 
 
 class ReplayService(BusWorker):
@@ -33,13 +29,7 @@ class ReplayService(BusWorker):
         self._page = page
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                event = PRESENCE_RECORDS.read(record)
-            except BadRecord as exc:
-                log.warning("skipping presence record %s/%d@%d: %s", record.topic, record.partition,
-                            record.offset, exc)
-                continue
+        for event in PRESENCE_RECORDS.read_all(records):
             await self._registry.update(event)
             if isinstance(event, Online):
                 await self.replay(event.user, event.node, event.epoch)

@@ -19,7 +19,7 @@ from typing import Protocol
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.control import publish_command
 from chatmq.core.ids import now_ms
-from chatmq.core.records import COMMANDS, BadRecord, Command, Kick, KickPrincipal, Takeover
+from chatmq.core.records import COMMANDS, Command, Kick, KickPrincipal, Takeover
 from chatmq.core.topics import CONTROL
 from chatmq.core.worker import BusWorker
 from chatmq.services.registry.sessions import Connection, ConnectionTable, Registry
@@ -76,12 +76,7 @@ class ControlWorker(BusWorker):
         self._since = now_ms()
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                command = COMMANDS.read(record)
-            except BadRecord as exc:
-                log.warning("ignoring a control record that is no command (%s)", exc)
-                continue
+        for command in COMMANDS.read_all(records):
             if command.ts < self._since:
                 continue  # from before this node started: its sessions are not there any more
             if isinstance(command, Kick):

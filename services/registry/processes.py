@@ -13,7 +13,6 @@ keyed by its instance name, and a ``stopped`` record when it stops cleanly. A ``
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,11 +20,9 @@ from typing import Literal
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.records import HEARTBEATS as HEARTBEAT_RECORDS
-from chatmq.core.records import BadRecord, Heartbeat
+from chatmq.core.records import Heartbeat
 from chatmq.core.topics import HEARTBEATS
 from chatmq.core.worker import BusWorker
-
-log = logging.getLogger(__name__)
 
 MISSING_AFTER = 3
 """Intervals without a heartbeat after which a process is ``missing``."""
@@ -103,8 +100,5 @@ class ProcessFollower(BusWorker):
         self.table = table
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                self.table.apply(HEARTBEAT_RECORDS.read(record))
-            except BadRecord as exc:
-                log.warning("ignoring a malformed heartbeat record (offset %d): %s", record.offset, exc)
+        for heartbeat in HEARTBEAT_RECORDS.read_all(records):
+            self.table.apply(heartbeat)

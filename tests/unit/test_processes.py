@@ -97,7 +97,7 @@ async def test_malformed_records_are_ignored(table: ProcessTable, record: dict[s
                                              caplog: pytest.LogCaptureFixture) -> None:
     await ProcessFollower(MemoryBus(), table).process([Record(HEARTBEATS, 0, 0, b"x", orjson.dumps(record))])
     assert table.processes() == []
-    assert "malformed heartbeat" in caplog.text
+    assert "skipping heartbeat record chat.heartbeats/0@0: not a heartbeat record" in caplog.text
 
 
 async def test_the_follower_reads_heartbeats_from_the_bus(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
