@@ -115,23 +115,31 @@ def _reason(exc: msgspec.ValidationError) -> str:
     return text.replace("`$.", "`")
 
 
+_MAYBE_HUGE = re.compile(rb"[eE][+-]?\d{3}|\d{300}")
+"""A number that may be out of a double's range (``1e400``): skipped over as valid JSON, but no JSON
+library of a recipient (orjson, for one) could read it back."""
+
+
 def check_body(body: msgspec.Raw, limits: EnvelopeLimits, client_id: str | None = None) -> None:
-    """``EnvelopeError`` unless ``body`` is a JSON object within ``limits``. Cheap upper bounds first
-    (brackets, commas and colons counted in the bytes, strings bounded by the byte length); only a body
-    that may break a bound is decoded and walked."""
+    """``EnvelopeError`` unless ``body`` is a JSON object within ``limits`` that every hop can decode
+    and encode again. Cheap upper bounds first (brackets and commas counted in the bytes, strings
+    bounded by the byte length, no huge exponent); only a body that may break a bound is decoded and
+    walked."""
     raw = bytes(body)
     if not raw.startswith(b"{"):
         raise EnvelopeError("invalid_envelope", "body must be a JSON object", client_id)
     opens = raw.count(b"{") + raw.count(b"[")
     commas = raw.count(b",")
     if (opens <= limits.max_depth and len(raw) <= limits.max_string and commas < limits.max_items
-            and commas < limits.max_keys):
+            and commas < limits.max_keys and not _MAYBE_HUGE.search(raw)):
         return
     try:
         value = msgspec.json.decode(raw)
     except RecursionError as exc:
         raise EnvelopeError("invalid_envelope", f"body nests deeper than {limits.max_depth} levels",
                             client_id) from exc
+    except msgspec.DecodeError as exc:  # a number out of range
+        raise EnvelopeError("invalid_envelope", f"body: {exc}", client_id) from exc
     _walk(value, limits, client_id)
 
 

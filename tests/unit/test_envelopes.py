@@ -93,6 +93,8 @@ def test_a_body_at_every_bound_is_accepted(body: bytes) -> None:
     (b'{"a":[1,2,3,4]}', "too_large", "array of 4 items"),
     (b'{"a":1,"b":2,"c":3,"d":4}', "too_large", "object of 4 keys"),
     (b'{"a":' * 400 + b"1" + b"}" * 400, "invalid_envelope", "deeper than 4 levels"),  # past any decoder's limit
+    (b'{"a":1e400}', "invalid_envelope", "out of range"),  # valid JSON no double holds: orjson cannot read it
+    (b'{"a":-1' + b"0" * 400 + b'.5}', "invalid_envelope", "out of range"),
 ])
 def test_a_body_past_a_bound_is_refused_with_the_client_id(body: bytes, code: str, words: str) -> None:
     with pytest.raises(EnvelopeError) as info:
