@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
 
 from chatmq.core import ids
+from chatmq.core.envelopes import MessageIn, parse_outbox
+from chatmq.core.records import Delivery, Outbox
+from chatmq.core.topics import OUTBOX
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.router import Router
 from tests.unit.chat_fixtures import (
+    MAX_PAYLOAD,
     NODE,
     OTHER_NODE,
     Chat,
@@ -20,6 +25,7 @@ from tests.unit.chat_fixtures import (
     open_chat,
     outbox_record,
     receipt,
+    record,
     through_gateway,
 )
 
@@ -36,6 +42,24 @@ def router(chat: Chat) -> Router:
 
 
 # --- messages ------------------------------------------------------------------------
+
+
+async def test_the_recipient_gets_the_very_bytes_stored_as_pending_encoded_once(chat: Chat, router: Router) -> None:
+    """The inbox envelope is made once at acceptance: the bytes stored as the pending item are the bytes
+    the delivery record carries (the in-process bus passes the record object itself, nothing re-encoded),
+    and the body is the client's JSON as sent."""
+    a, b = await chat.user("alice"), await chat.user("bob")
+    chat.online(b, OTHER_NODE)
+    sent = b'{"type":"message","id":"c1","to":"%s","body":{"text": "as sent",  "n": [1, 2]}}' % b.encode()
+
+    await router.process([record(OUTBOX, ids.conversation_key(a, b),
+                                 Outbox(a, NODE, cast(MessageIn, parse_outbox(sent, MAX_PAYLOAD))))])
+
+    [item] = await chat.pending(b)
+    [delivery] = [r for r in await chat.probe.drain() if r.key == b.encode()]
+    assert isinstance(delivery.item, Delivery)  # the object itself: nothing encoded on the in-process bus
+    assert [bytes(e) for e in delivery.item.envs] == [item.envelope]
+    assert b'"body":{"text": "as sent",  "n": [1, 2]}' in item.envelope
 
 
 async def test_message_to_online_user_is_committed_acked_and_delivered(chat: Chat, router: Router) -> None:
