@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any
-
-import orjson
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import receipt_envelope
+from chatmq.core.envelopes import MessageIn, receipt_envelope
 from chatmq.core.ids import conversation_key
+from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
@@ -37,22 +35,23 @@ class Router(BusWorker):
         self._acceptor = Acceptor(store, outlet)
 
     async def process(self, records: list[Record]) -> None:
-        items = [orjson.loads(r.value) for r in records]
-        recipients = {i["env"]["to"] for i in items if i["env"]["type"] == "message"}
+        items = OUTBOX_RECORDS.read_all(records)
+        recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         batch: list[Submission] = []
         receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)
         for item in items:
-            env, sender, node = item["env"], item["from"], item["node"]
-            if env["type"] == "receipt":
-                receipts.setdefault((sender, env["status"]), []).extend(env["ids"])
+            env, sender, node = item.env, item.sender, item.node
+            if not isinstance(env, MessageIn):
+                receipts.setdefault((sender, env.status), []).extend(env.ids)
                 continue
-            if env["to"] not in known:
-                await self._acceptor.refuse(sender, node, "unknown_recipient",
-                                            f"no user {env['to']!r}", env["id"])
+            if env.to is None:
+                log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
+            elif env.to not in known:
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
             else:
-                batch.append(Submission(sender, node, env["id"], env["to"], None,
-                                        conversation_key(sender, env["to"]), env["body"], [env["to"]]))
+                batch.append(Submission(sender, node, env.id, env.to, None,
+                                        conversation_key(sender, env.to), env.body, [env.to]))
         await self._acceptor.accept(batch)
         await self._receipts(receipts)
 
@@ -82,7 +81,7 @@ class Router(BusWorker):
         removed = await asyncio.gather(*(self._store.remove_pending(user, ids) for user, ids in confirming))
         confirmed = {user: set(r) for (user, _), r in zip(confirming, removed, strict=True)}
         groups: dict[str, Group | None] = {}
-        notes: list[tuple[str, dict[str, Any]]] = []
+        notes: list[tuple[str, bytes]] = []
         for (user, status), ids in runs.items():
             by_sender: dict[str, list[str]] = defaultdict(list)
             for m in (stored[i] for i in ids if i in stored):

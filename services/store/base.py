@@ -89,9 +89,10 @@ class Group:
 class NewMessage:
     """A message the router accepts: one history row plus one pending item per recipient.
 
-    ``envelopes`` maps each recipient user id to the exact inbox envelope stored as that
-    recipient's pending item (a 1:1 message has one recipient; a group message one per
-    member except the sender).
+    ``body`` is the message body's JSON (the client's bytes, validated at the edge); ``envelopes``
+    maps each recipient user id to the exact inbox envelope (JSON bytes, made once at accept time)
+    stored as that recipient's pending item and delivered as it is (a 1:1 message has one
+    recipient; a group message one per member except the sender).
     """
 
     server_id: str
@@ -100,9 +101,9 @@ class NewMessage:
     to: str | None
     group: str | None
     conversation: str
-    body: dict[str, Any]
+    body: bytes
     ts: int  # ms
-    envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    envelopes: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ class PendingItem:
     seq: int
     item_id: str
     kind: Literal["message", "notice"]
-    envelope: dict[str, Any]
+    envelope: bytes  # the inbox envelope's JSON, as stored
 
 
 class UserStore(abc.ABC):
@@ -277,16 +278,16 @@ class PendingStore(abc.ABC):
     """The store's role: what waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
     @abc.abstractmethod
-    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Append ``(user_id, item_id, envelope)`` notice items to users' pending queues."""
+    async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
+        """Append ``(user_id, item_id, envelope JSON)`` notice items to users' pending queues."""
 
     @abc.abstractmethod
     async def pending(self, user_id: str, after_seq: int, limit: int) -> list[PendingItem]:
         """Up to ``limit`` of the user's pending items with seq > ``after_seq``, in seq order."""
 
     @abc.abstractmethod
-    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
-        """``(user_id, envelope)`` of every pending ``message`` item among ``server_ids`` (whoever
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, bytes]]:
+        """``(user_id, envelope JSON)`` of every pending ``message`` item among ``server_ids`` (whoever
         holds it), in seq order: what a message still owes its recipients."""
 
     @abc.abstractmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -10,13 +10,9 @@ import orjson
 T = TypeVar("T")
 
 
-def json_text(value: Mapping[str, Any]) -> str:
-    """A JSON object as compact text (bodies and envelopes are stored as text: exact round trips)."""
-    return orjson.dumps(value).decode()
-
-
 def json_object(text: str) -> dict[str, Any]:
-    """The JSON object stored by ``json_text``."""
+    """The JSON object of a stored body (bodies and envelopes are stored as JSON text, the bytes made at
+    accept time: exact round trips)."""
     return cast(dict[str, Any], orjson.loads(text))
 
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
+import orjson
 import pytest
 
 from chatmq.core import ids
+from chatmq.core.envelopes import MessageIn, parse_outbox
+from chatmq.core.records import Delivery, Outbox
+from chatmq.core.topics import OUTBOX
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.router import Router
 from tests.unit.chat_fixtures import (
+    MAX_PAYLOAD,
     NODE,
     OTHER_NODE,
     Chat,
@@ -19,6 +25,7 @@ from tests.unit.chat_fixtures import (
     open_chat,
     outbox_record,
     receipt,
+    record,
     through_gateway,
 )
 
@@ -35,6 +42,24 @@ def router(chat: Chat) -> Router:
 
 
 # --- messages ------------------------------------------------------------------------
+
+
+async def test_the_recipient_gets_the_very_bytes_stored_as_pending_encoded_once(chat: Chat, router: Router) -> None:
+    """The inbox envelope is made once at acceptance: the bytes stored as the pending item are the bytes
+    the delivery record carries (the in-process bus passes the record object itself, nothing re-encoded),
+    and the body is the client's JSON as sent."""
+    a, b = await chat.user("alice"), await chat.user("bob")
+    chat.online(b, OTHER_NODE)
+    sent = b'{"type":"message","id":"c1","to":"%s","body":{"text": "as sent",  "n": [1, 2]}}' % b.encode()
+
+    await router.process([record(OUTBOX, ids.conversation_key(a, b),
+                                 Outbox(a, NODE, cast(MessageIn, parse_outbox(sent, MAX_PAYLOAD))))])
+
+    [item] = await chat.pending(b)
+    [delivery] = [r for r in await chat.probe.drain() if r.key == b.encode()]
+    assert isinstance(delivery.item, Delivery)  # the object itself: nothing encoded on the in-process bus
+    assert [bytes(e) for e in delivery.item.envs] == [item.envelope]
+    assert b'"body":{"text": "as sent",  "n": [1, 2]}' in item.envelope
 
 
 async def test_message_to_online_user_is_committed_acked_and_delivered(chat: Chat, router: Router) -> None:
@@ -61,7 +86,7 @@ async def test_message_to_online_user_is_committed_acked_and_delivered(chat: Cha
                 "body": {"text": "hello"}, "ts": stored.ts}
     assert envs_of(deliveries, b, OTHER_NODE) == [expected]
     assert envs_of(deliveries, b, NODE) == []
-    assert item.envelope == expected
+    assert orjson.loads(item.envelope) == expected
     # delivery records are keyed by the user they are for
     assert all(d.key == d.user for d in deliveries)
 
@@ -76,7 +101,7 @@ async def test_message_to_offline_user_is_only_stored(chat: Chat, router: Router
     assert [e["type"] for e in envs_of(deliveries, a)] == ["ack"]
     assert envs_of(deliveries, b) == []
     [item] = await chat.pending(b)
-    assert item.envelope["id"] == envs_of(deliveries, a)[0]["id"]
+    assert orjson.loads(item.envelope)["id"] == envs_of(deliveries, a)[0]["id"]
     assert await chat.store.count_pending(b) == 1
 
 
@@ -111,7 +136,7 @@ async def test_refusal_does_not_stop_the_rest_of_the_batch(chat: Chat, router: R
 
     answers = envs_of(await chat.deliveries(), a)
     assert sorted((e["type"], e["client_id"]) for e in answers) == [("ack", "c1"), ("ack", "c3"), ("error", "c2")]
-    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["c1", "c3"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["c1", "c3"]
 
 
 async def test_repeated_client_id_in_one_batch_is_acked_twice_and_delivered_once(chat: Chat, router: Router) -> None:
@@ -276,7 +301,7 @@ async def test_receipt_for_offline_sender_is_kept_as_a_notice(chat: Chat, router
     assert await chat.deliveries() == []
     [notice] = await chat.pending(a)
     assert notice.kind == "notice"
-    assert notice.envelope == {"type": "receipt", "status": "delivered", "ids": [m1], "from": b}
+    assert orjson.loads(notice.envelope) == {"type": "receipt", "status": "delivered", "ids": [m1], "from": b}
     assert await chat.store.count_pending(a) == 0  # notices are not pending messages
 
 
@@ -309,7 +334,7 @@ async def test_receipt_after_message_in_one_batch_sees_the_committed_message(cha
 
     envs = envs_of(await chat.deliveries(), a)
     assert [e["type"] for e in envs] == ["ack", "receipt"]  # the message before the receipt is answered first
-    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["c1"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["c1"]
 
 
 async def _group_message(chat: Chat, sender: str, gid: str, client_id: str) -> str:

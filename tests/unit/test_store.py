@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from chatmq.core import ids
@@ -120,10 +121,10 @@ def new_message(
         to=to,
         group=group,
         conversation=ids.conversation_key(sender, to, group),
-        body=body,
+        body=orjson.dumps(body),
         ts=ids.now_ms(),
         envelopes={
-            r: {"type": "message", "id": sid, "from": sender, "for": r, "body": body} for r in recipients
+            r: orjson.dumps({"type": "message", "id": sid, "from": sender, "for": r, "body": body}) for r in recipients
         },
     )
 
@@ -524,10 +525,10 @@ async def test_accept_batch_stores_history_and_pending(store: Store) -> None:
         "bob",
         None,
         m1.conversation,
-        m1.body,
+        orjson.loads(m1.body),
         m1.ts,
     )
-    assert (s3.sender, s3.to, s3.group, s3.conversation, s3.body) == ("alice", None, "g1", "g1", m3.body)
+    assert (s3.sender, s3.to, s3.group, s3.conversation, s3.body) == ("alice", None, "g1", "g1", orjson.loads(m3.body))
 
     pair = ids.conversation_key("alice", "bob")
     assert [s.server_id for s in await store.history(pair, None, 10)] == [m2.server_id, m1.server_id]
@@ -552,7 +553,7 @@ async def test_duplicate_across_batches(store: Store) -> None:
     assert await store.get_messages([resend.server_id]) == []
     assert [p.item_id for p in await all_pending(store, "bob")] == [first.server_id]
     history = await store.history(first.conversation, None, 10)
-    assert [(s.server_id, s.body) for s in history] == [(first.server_id, first.body)]
+    assert [(s.server_id, s.body) for s in history] == [(first.server_id, orjson.loads(first.body))]
 
     # the same client id from another sender is a different message
     other = new_message("carol", to="bob", client_id="c1")
@@ -654,7 +655,7 @@ async def test_get_messages(store: Store) -> None:
     got = await store.get_messages([m2.server_id, "unknown", m1.server_id])
     assert {s.server_id for s in got} == {m1.server_id, m2.server_id}
     by_id = {s.server_id: s for s in got}
-    assert by_id[m1.server_id].body == m1.body
+    assert by_id[m1.server_id].body == orjson.loads(m1.body)
     assert by_id[m2.server_id].sender == "bob"
     assert await store.get_messages([]) == []
     assert await store.get_messages(["unknown"]) == []
@@ -666,13 +667,13 @@ async def test_notices_and_pending_paging(store: Store) -> None:
     await store.accept_messages([m1])
     await store.add_notices(
         [
-            ("bob", "n1", {"type": "receipt", "status": "read", "id": "x"}),
-            ("carol", "n2", {"type": "event", "what": "joined"}),
+            ("bob", "n1", orjson.dumps({"type": "receipt", "status": "read", "id": "x"})),
+            ("carol", "n2", orjson.dumps({"type": "event", "what": "joined"})),
         ]
     )
     m2 = new_message("alice", to="bob")
     await store.accept_messages([m2])
-    await store.add_notices([("bob", "n3", {"type": "event", "n": 3})])
+    await store.add_notices([("bob", "n3", orjson.dumps({"type": "event", "n": 3}))])
     await store.add_notices([])
 
     items = await all_pending(store, "bob")
@@ -685,10 +686,10 @@ async def test_notices_and_pending_paging(store: Store) -> None:
     seqs = [p.seq for p in items]
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == 4
-    assert items[1].envelope == {"type": "receipt", "status": "read", "id": "x"}
+    assert orjson.loads(items[1].envelope) == {"type": "receipt", "status": "read", "id": "x"}
 
     carol = await all_pending(store, "carol")
-    assert [(p.item_id, p.kind, p.envelope) for p in carol] == [
+    assert [(p.item_id, p.kind, orjson.loads(p.envelope)) for p in carol] == [
         ("n2", "notice", {"type": "event", "what": "joined"})
     ]
 
@@ -712,7 +713,7 @@ async def test_remove_pending(store: Store) -> None:
     m2 = new_message("alice", group="g1", recipients=["bob", "carol"])
     m3 = new_message("alice", to="bob")
     await store.accept_messages([m1, m2, m3])
-    await store.add_notices([("bob", "note-1", {"type": "event"})])
+    await store.add_notices([("bob", "note-1", orjson.dumps({"type": "event"}))])
 
     removed = await store.remove_pending("bob", [m2.server_id, "unknown", m1.server_id, "note-1"])
     assert sorted(removed) == sorted([m1.server_id, m2.server_id])
@@ -738,7 +739,8 @@ async def test_remove_notices(store: Store) -> None:
     m1 = new_message("alice", to="bob")
     await store.accept_messages([m1])
     await store.add_notices(
-        [("bob", "n1", {"k": 1}), ("bob", "n2", {"k": 2}), ("bob", "n3", {"k": 3}), ("carol", "c1", {"k": 4})]
+        [("bob", "n1", orjson.dumps({"k": 1})), ("bob", "n2", orjson.dumps({"k": 2})),
+         ("bob", "n3", orjson.dumps({"k": 3})), ("carol", "c1", orjson.dumps({"k": 4}))]
     )
     bob = await all_pending(store, "bob")
     by_id = {p.item_id: p.seq for p in bob}
@@ -756,10 +758,10 @@ async def test_remove_notices(store: Store) -> None:
 
 
 async def test_pending_seq_keeps_growing(store: Store) -> None:
-    await store.add_notices([("bob", "n1", {})])
+    await store.add_notices([("bob", "n1", orjson.dumps({}))])
     [first] = await all_pending(store, "bob")
     await store.remove_notices("bob", [first.seq])
-    await store.add_notices([("bob", "n2", {})])
+    await store.add_notices([("bob", "n2", orjson.dumps({}))])
     [second] = await all_pending(store, "bob")
     assert second.seq > first.seq  # a client's after_seq cursor never sees a reused seq
 
@@ -781,7 +783,7 @@ async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
     m1 = new_message("u1", to="u2", client_id="c1")
     m2 = new_message("u2", group="g1", recipients=["u1"])
     await s.accept_messages([m1, m2])
-    await s.add_notices([("u1", "n1", {"type": "receipt"})])
+    await s.add_notices([("u1", "n1", orjson.dumps({"type": "receipt"}))])
     pending_u1 = await all_pending(s, "u1")
     await s.stop()
 
@@ -800,7 +802,7 @@ async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
         assert group.is_admin("u2")
         assert [s.server_id for s in await s2.history(m1.conversation, None, 10)] == [m1.server_id]
         assert [(s.server_id, s.body) for s in await s2.get_messages([m2.server_id])] == [
-            (m2.server_id, m2.body)
+            (m2.server_id, orjson.loads(m2.body))
         ]
         assert await all_pending(s2, "u1") == pending_u1
         assert [p.item_id for p in await all_pending(s2, "u2")] == [m1.server_id]
@@ -808,7 +810,7 @@ async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
         [dup] = await s2.accept_messages([new_message("u1", to="u2", client_id="c1")])
         assert (dup.server_id, dup.duplicate) == (m1.server_id, True)
         # and new seqs continue after the old ones
-        await s2.add_notices([("u1", "n2", {})])
+        await s2.add_notices([("u1", "n2", orjson.dumps({}))])
         assert (await all_pending(s2, "u1"))[-1].seq > pending_u1[-1].seq
     finally:
         await s2.stop()
@@ -966,16 +968,16 @@ async def test_mongo_seqs_increase_across_handles(mongo_handles: Callable[[], Mo
     await a.start()
     await b.start()
     try:
-        await a.add_notices([("u", "a0", {})])
+        await a.add_notices([("u", "a0", orjson.dumps({}))])
         for i in range(5):
-            await b.add_notices([("u", f"b{i}", {})])
-        await a.add_notices([("u", "a1", {})])  # a's next block is taken: it probes past b's
+            await b.add_notices([("u", f"b{i}", orjson.dumps({}))])
+        await a.add_notices([("u", "a1", orjson.dumps({}))])  # a's next block is taken: it probes past b's
         items = await all_pending(a, "u")
         assert [p.item_id for p in items] == ["a0", "b0", "b1", "b2", "b3", "b4", "a1"]
 
         await asyncio.gather(
             *(
-                h.add_notices([(f"v{i % 3}", f"{name}{i}-{j}", {}) for j in range(3)])
+                h.add_notices([(f"v{i % 3}", f"{name}{i}-{j}", orjson.dumps({})) for j in range(3)])
                 for i in range(20)
                 for name, h in (("a", a), ("b", b))
             ),
@@ -1070,10 +1072,11 @@ async def test_mongo_keeps_any_json_body(mongo_handles: Callable[[], MongoStore]
         body = {"a.b": 1, "$x": {"$y": [1.5, None]}, "": "empty"}
         m = new_message("alice", to="bob", body=body)
         await s.accept_messages([m])
-        await s.add_notices([("bob", "n1", {"$set": {"k.k": True}})])
+        await s.add_notices([("bob", "n1", orjson.dumps({"$set": {"k.k": True}}))])
         [stored] = await s.get_messages([m.server_id])
         assert stored.body == body
-        assert [p.envelope for p in await all_pending(s, "bob")] == [m.envelopes["bob"], {"$set": {"k.k": True}}]
+        assert [p.envelope for p in await all_pending(s, "bob")] == [m.envelopes["bob"],
+                                                                       orjson.dumps({"$set": {"k.k": True}})]
     finally:
         await s.stop()
 

@@ -184,7 +184,7 @@ def pending_item_doc(doc: Doc) -> PendingItem:
         seq=int(doc["_id"]),
         item_id=doc["item_id"],
         kind=cast(Literal["message", "notice"], doc["kind"]),
-        envelope=json_object(doc["envelope"]),
+        envelope=str(doc["envelope"]).encode(),
     )
 
 

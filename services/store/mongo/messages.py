@@ -11,7 +11,7 @@ from chatmq.services.store.base import (
     NewMessage,
     StoredMessage,
 )
-from chatmq.services.store.common import chunks, json_text
+from chatmq.services.store.common import chunks
 from chatmq.services.store.mongo.base import (
     CHUNK,
     DUPLICATE_KEY,
@@ -55,7 +55,7 @@ class MongoMessages(MongoBase):
                     "to": m.to,
                     "group": m.group,
                     "conversation": m.conversation,
-                    "body": json_text(m.body),
+                    "body": m.body.decode(),
                     "ts": m.ts,
                     "committed": False,
                     "pending": [
@@ -64,7 +64,7 @@ class MongoMessages(MongoBase):
                             "user_id": user,
                             "item_id": m.server_id,
                             "kind": "message",
-                            "envelope": json_text(env),
+                            "envelope": env.decode(),
                         }
                         for user, env in m.envelopes.items()
                     ],

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import ASCENDING
 
 from chatmq.services.store.base import (
     PendingItem,
 )
-from chatmq.services.store.common import chunks, json_object, json_text
+from chatmq.services.store.common import chunks
 from chatmq.services.store.mongo.base import (
     CHUNK,
     Doc,
@@ -23,11 +21,11 @@ from chatmq.services.store.mongo.base import (
 class MongoPending(MongoBase):
     """What waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
-    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
+    async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
         """Append notice items. An ``item_id`` the user already has pending (of either kind) is
         skipped, so re-adding the same notice is harmless (and a failed call may be retried)."""
         self._coll("pending")  # StoreError when not started
-        first: dict[tuple[str, str], dict[str, Any]] = {}
+        first: dict[tuple[str, str], bytes] = {}
         for user, item_id, env in notices:
             first.setdefault((user, item_id), env)
         rows = list(first.items())
@@ -37,7 +35,7 @@ class MongoPending(MongoBase):
             seqs = await self._reserve_seqs(len(rows))
             await self._insert_pending(
                 [
-                    {"_id": seq, "user_id": user, "item_id": item_id, "kind": "notice", "envelope": json_text(env)}
+                    {"_id": seq, "user_id": user, "item_id": item_id, "kind": "notice", "envelope": env.decode()}
                     for seq, ((user, item_id), env) in zip(seqs, rows, strict=True)
                 ]
             )
@@ -50,14 +48,14 @@ class MongoPending(MongoBase):
             cursor = coll.find({"user_id": user_id, "_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(limit)
             return [pending_item_doc(doc) async for doc in cursor]
 
-    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, bytes]]:
         coll = self._coll("pending")
         docs: list[Doc] = []
         with mongo_errors():
             for chunk in chunks(unique(server_ids), CHUNK):
                 docs.extend([d async for d in coll.find({"kind": "message", "item_id": {"$in": list(chunk)}})])
         docs.sort(key=lambda d: int(d["_id"]))
-        return [(d["user_id"], json_object(d["envelope"])) for d in docs]
+        return [(d["user_id"], str(d["envelope"]).encode()) for d in docs]
 
     async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
         """Remove the user's ``message`` items among ``server_ids``; returns the removed ids in

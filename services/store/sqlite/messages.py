@@ -9,7 +9,7 @@ from chatmq.services.store.base import (
     NewMessage,
     StoredMessage,
 )
-from chatmq.services.store.common import chunks, json_text
+from chatmq.services.store.common import chunks
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     MESSAGE_COLS,
@@ -28,8 +28,8 @@ class SQLiteMessages(SQLiteBase):
         already used by a different message fails the whole batch with ``StoreError``."""
         rows = [
             (
-                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, json_text(m.body), m.ts),
-                [(user, m.server_id, json_text(env)) for user, env in m.envelopes.items()],
+                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts),
+                [(user, m.server_id, env.decode()) for user, env in m.envelopes.items()],
             )
             for m in messages
         ]

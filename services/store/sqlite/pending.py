@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from chatmq.services.store.base import (
     PendingItem,
 )
-from chatmq.services.store.common import chunks, json_object, json_text
+from chatmq.services.store.common import chunks
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     SQLiteBase,
@@ -20,10 +20,10 @@ from chatmq.services.store.sqlite.base import (
 class SQLitePending(SQLiteBase):
     """What waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
-    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
+    async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
         """Append notice items in one transaction. An ``item_id`` the user already has pending
         (of either kind) is skipped, so re-adding the same notice is harmless."""
-        rows = [(user, item_id, json_text(env)) for user, item_id, env in notices]
+        rows = [(user, item_id, env.decode()) for user, item_id, env in notices]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -45,7 +45,7 @@ class SQLitePending(SQLiteBase):
                     seq=r["seq"],
                     item_id=r["item_id"],
                     kind=cast(Literal["message", "notice"], r["kind"]),
-                    envelope=json_object(r["envelope"]),
+                    envelope=r["envelope"].encode(),
                 )
                 for r in conn.execute(
                     "SELECT seq, item_id, kind, envelope FROM pending WHERE user_id = ? AND seq > ?"
@@ -56,16 +56,16 @@ class SQLitePending(SQLiteBase):
 
         return await self._run(op)
 
-    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, bytes]]:
         ids = unique(server_ids)
 
-        def op(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
             rows: list[tuple[int, str, str]] = []
             for chunk in chunks(ids, CHUNK):
                 rows.extend((r[0], r[1], r[2]) for r in conn.execute(
                     f"SELECT seq, user_id, envelope FROM pending WHERE kind = 'message'"
                     f" AND item_id IN ({marks(len(chunk))})", chunk).fetchall())
-            return [(user, json_object(env)) for _seq, user, env in sorted(rows)]
+            return [(user, env.encode()) for _seq, user, env in sorted(rows)]
 
         return await self._run(op)
 
