@@ -7,8 +7,9 @@ deadline), never more memory than the input warrants. What the encoders make dec
 what went in, including the benchmarks' CONNECT and SUBSCRIBE (``chatmq bench soak`` and the live
 fuzz test speak through them).
 
-Inputs are both plain random bytes and valid packets mutated (bit flips, cuts, wrong remaining
-lengths, random types and flags), so the decoders are reached past their first check.
+Inputs are both plain random bytes and valid packets mutated (``tests.fuzzing.mutate``: bit flips,
+cuts, wrong remaining lengths, random types and flags), so the decoders are reached past their
+first check.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from chatmq.broker.wire import (
     encode_remaining_length,
     encode_topic,
 )
+from tests.fuzzing import mutate
 
 PROPERTY = settings(deadline=2000, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 """A generous deadline: a decoder that takes seconds on a few KiB is a hang, not noise."""
@@ -88,33 +90,9 @@ def valid_packets(draw: st.DrawFn) -> bytes:
     return b"\xc0\x00" if kind == "ping" else b"\xe0\x00"
 
 
-@st.composite
-def mutated(draw: st.DrawFn, packet: bytes) -> bytes:
-    """``packet`` with one to four mutations a hostile or broken client could make."""
-    data = bytearray(packet)
-    for _ in range(draw(st.integers(1, 4))):
-        how = draw(st.sampled_from(("flip", "cut", "insert", "delete", "length", "first", "repeat")))
-        if how == "flip" and data:
-            i = draw(st.integers(0, len(data) - 1))
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif how == "cut" and data:
-            del data[draw(st.integers(0, len(data) - 1)):]
-        elif how == "insert":
-            i = draw(st.integers(0, len(data)))
-            data[i:i] = draw(st.binary(min_size=1, max_size=8))
-        elif how == "delete" and data:
-            i = draw(st.integers(0, len(data) - 1))
-            del data[i:i + draw(st.integers(1, 8))]
-        elif how == "length" and len(data) >= 2:  # a wrong remaining length, up to five bytes of it
-            head = 2
-            while head < len(data) and data[head - 1] & 0x80 and head < 5:
-                head += 1
-            data[1:head] = draw(st.binary(min_size=1, max_size=5))
-        elif how == "first" and data:  # a random packet type and flags
-            data[0] = draw(st.integers(0, 255))
-        elif how == "repeat":
-            data += data[: draw(st.integers(0, len(data)))]
-    return bytes(data)
+def mutated(packet: bytes) -> st.SearchStrategy[bytes]:
+    """``packet`` with one to four mutations (``tests.fuzzing.mutate``)."""
+    return st.builds(mutate, st.just(packet), st.randoms(use_true_random=False))
 
 
 client_streams = st.one_of(
