@@ -469,9 +469,13 @@ class IdleClients:
     def __len__(self) -> int:
         return len(self._transports)
 
+    def _greeting(self, i: int) -> bytes:
+        """What client ``i`` sends first: its CONNECT and SUBSCRIBE (packet id 1), in one write."""
+        return encode_connect(f"{self.prefix}-{i}") + encode_subscribe(1, [(f"idle/{self.prefix}/{i}", 1)])
+
     async def _one(self, i: int, timeout: float, attempts: int) -> None:
         loop = asyncio.get_running_loop()
-        greeting = encode_connect(f"{self.prefix}-{i}") + encode_subscribe(1, [(f"idle/{self.prefix}/{i}", 1)])
+        greeting = self._greeting(i)
         for attempt in range(attempts):
             done: asyncio.Future[int] = loop.create_future()
             transport: asyncio.Transport | None = None
@@ -515,12 +519,16 @@ class IdleClients:
     def _goodbye(self) -> bytes:
         return DISCONNECT_BYTES
 
-    async def close(self) -> None:
-        """Sends DISCONNECT on every connection and closes it; harmless when already closed."""
+    async def close(self, *, abort: bool = False) -> None:
+        """Sends DISCONNECT on every connection and closes it, or with ``abort`` drops every
+        connection at once (a TCP reset, no DISCONNECT: a network failure to the broker); harmless
+        when already closed."""
         transports, self._transports = self._transports, []
         goodbye = self._goodbye()
         for t in transports:
-            if not t.is_closing():
+            if abort:
+                t.abort()
+            elif not t.is_closing():
                 t.write(goodbye)
                 t.close()
         await asyncio.sleep(0)  # let the loop run the close callbacks
