@@ -36,15 +36,19 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chatmq.bench.bench_chat import encode_connect_auth, encode_subscribe
 from chatmq.broker.wire import (
+    DISCONNECT_BYTES,
     MAX_REMAINING_LENGTH,
+    PINGREQ_BYTES,
     PUBACK,
     MalformedPacketError,
     PacketSplitter,
     encode_ack,
+    encode_connect,
+    encode_packet,
     encode_publish,
     encode_remaining_length,
+    encode_subscribe,
     encode_topic,
 )
 from tests.e2e.harness import Peer, ServerProcess, Users, serve, user_factory
@@ -125,24 +129,24 @@ def envelope(rng: random.Random, me: Identity, index: int) -> bytes:
 def session(rng: random.Random, me: Identity, index: int) -> list[bytes]:
     """The packets of a valid chat client: CONNECT, SUBSCRIBE, publishes, maybe a ping and DISCONNECT."""
     outbox = encode_topic(f"users/{me.user_id}/outbox")
-    packets = [encode_connect_auth(f"fuzz-{index}", me.user_id, me.token),
-               encode_subscribe(1, f"users/{me.user_id}/inbox", 1)]
+    packets = [encode_connect(f"fuzz-{index}", username=me.user_id, password=me.token),
+               encode_subscribe(1, [(f"users/{me.user_id}/inbox", 1)])]
     for pid in range(2, 2 + rng.randint(0, 3)):
         qos = rng.choice((0, 1, 1, 2))
         packets.append(encode_publish(outbox, envelope(rng, me, index), qos, pid if qos else None))
     if rng.random() < 0.3:
         packets.append(encode_ack(PUBACK, rng.randint(1, 0xFFFF)))
     if rng.random() < 0.3:
-        packets.append(b"\xc0\x00")
+        packets.append(PINGREQ_BYTES)
     if rng.random() < 0.5:
-        packets.append(b"\xe0\x00")
+        packets.append(DISCONNECT_BYTES)
     return packets
 
 
 def random_packet(rng: random.Random) -> bytes:
     """A packet of random type and flags with a random body and its true length."""
     body = rng.randbytes(rng.choice((0, 1, 2, 3, 4, rng.randint(5, 300))))
-    return bytes((rng.randrange(256),)) + encode_remaining_length(len(body)) + body
+    return encode_packet(rng.randrange(256), body)
 
 
 def make_case(seed: int, index: int, me: Identity) -> Case:

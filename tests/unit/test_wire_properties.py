@@ -4,8 +4,8 @@ Every function that parses a client's bytes (``PacketSplitter.feed``, ``decode_p
 ``decode_packet_id``, ``decode_connect``, ``decode_subscribe``, ``decode_unsubscribe``) either
 decodes or raises ``MalformedPacketError``: never another exception, never a hang (hypothesis's
 deadline), never more memory than the input warrants. What the encoders make decodes back to
-what went in, including the benchmarks' CONNECT and SUBSCRIBE (``chatmq bench soak`` and the live
-fuzz test speak through them).
+what went in (the client-side encoders too: ``chatmq bench soak`` and the live fuzz test speak
+through them).
 
 Inputs are both plain random bytes and valid packets mutated (``tests.fuzzing.mutate``: bit flips,
 cuts, wrong remaining lengths, random types and flags), so the decoders are reached past their
@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatmq.bench.bench_chat import encode_connect_auth, encode_subscribe
 from chatmq.broker.wire import (
     CONNACK,
     CONNECT,
+    DISCONNECT_BYTES,
     MAX_REMAINING_LENGTH,
+    PINGREQ_BYTES,
     PUBACK,
     PUBCOMP,
     PUBLISH,
@@ -37,6 +38,7 @@ from chatmq.broker.wire import (
     MalformedPacketError,
     Packet,
     PacketSplitter,
+    Will,
     decode_connect,
     decode_packet_id,
     decode_publish,
@@ -44,9 +46,12 @@ from chatmq.broker.wire import (
     decode_unsubscribe,
     encode_ack,
     encode_connack,
+    encode_connect,
     encode_publish,
     encode_remaining_length,
+    encode_subscribe,
     encode_topic,
+    encode_unsubscribe,
 )
 from tests.fuzzing import mutate
 
@@ -60,26 +65,27 @@ ACKS = (PUBACK, PUBREC, PUBREL, PUBCOMP)
 # Inputs: valid packets, then mutated
 # --------------------------------------------------------------------------------------------
 
-def frame(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + encode_remaining_length(len(body)) + body
-
-
 topics = st.text(max_size=40)
+no_nul = st.text(max_size=60).filter(lambda t: "\x00" not in t)
 packet_ids = st.integers(1, 0xFFFF)
 payloads = st.one_of(st.binary(max_size=200), st.binary(min_size=1000, max_size=3000))
 """Small payloads, and some large enough to arrive over several reads."""
+wills = st.builds(Will, no_nul, st.binary(max_size=100), st.integers(0, 2), st.booleans())
+filters = st.lists(st.tuples(no_nul, st.integers(0, 2)), min_size=1, max_size=4)
 
 
 @st.composite
 def valid_packets(draw: st.DrawFn) -> bytes:
-    """One packet a client may send, made by the project's encoders."""
+    """One packet a client may send, made by the codec's encoders."""
     kind = draw(st.sampled_from(("connect", "subscribe", "unsubscribe", "publish", "ack", "ping", "disconnect")))
     if kind == "connect":
-        return encode_connect_auth(draw(st.text(max_size=23)), draw(st.text(max_size=30)), draw(st.text(max_size=60)))
+        return encode_connect(draw(no_nul), clean_session=draw(st.booleans()), keepalive=draw(st.integers(0, 0xFFFF)),
+                              will=draw(st.none() | wills), username=draw(st.none() | no_nul),
+                              password=draw(st.none() | no_nul))
     if kind == "subscribe":
-        return encode_subscribe(draw(packet_ids), draw(topics), draw(st.integers(0, 2)))
+        return encode_subscribe(draw(packet_ids), draw(filters))
     if kind == "unsubscribe":
-        return frame(0xA2, draw(packet_ids).to_bytes(2, "big") + encode_topic(draw(topics)))
+        return encode_unsubscribe(draw(packet_ids), [f for f, _ in draw(filters)])
     if kind == "publish":
         qos = draw(st.integers(0, 2))
         return encode_publish(encode_topic(draw(topics)), draw(payloads), qos,
@@ -87,7 +93,7 @@ def valid_packets(draw: st.DrawFn) -> bytes:
                               dup=bool(qos) and draw(st.booleans()))
     if kind == "ack":
         return encode_ack(draw(st.sampled_from(ACKS)), draw(packet_ids))
-    return b"\xc0\x00" if kind == "ping" else b"\xe0\x00"
+    return PINGREQ_BYTES if kind == "ping" else DISCONNECT_BYTES
 
 
 def mutated(packet: bytes) -> st.SearchStrategy[bytes]:
@@ -274,24 +280,29 @@ def test_every_remaining_length_decodes_to_itself(length: int) -> None:
             PacketSplitter(max_packet=length - 1).feed(header)
 
 
-no_nul = st.text(max_size=60).filter(lambda t: "\x00" not in t)
-
-
 @PROPERTY
-@given(no_nul, no_nul, no_nul)
-def test_the_benchmark_clients_connect_decodes_to_its_credentials(client_id: str, username: str,
-                                                                  password: str) -> None:
-    [packet] = PacketSplitter().feed(encode_connect_auth(client_id, username, password))
+@given(no_nul, st.booleans(), st.integers(0, 0xFFFF), st.none() | wills, st.none() | no_nul, st.none() | no_nul)
+def test_a_connect_decodes_to_what_was_encoded(client_id: str, clean: bool, keepalive: int, will: Will | None,
+                                               username: str | None, password: str | None) -> None:
+    [packet] = PacketSplitter().feed(encode_connect(client_id, clean_session=clean, keepalive=keepalive, will=will,
+                                                    username=username, password=password))
     assert packet.kind == CONNECT
     connect = decode_connect(packet.body)
-    assert (connect.proto_name, connect.proto_level, connect.clean_session, connect.keep_alive) == ("MQTT", 4, True, 0)
+    assert (connect.proto_name, connect.proto_level, connect.clean_session, connect.keep_alive) == (
+        "MQTT", 4, clean, keepalive)
     assert (connect.client_id, connect.username, connect.password) == (client_id, username, password)
-    assert not connect.will_flag
+    assert connect.will_flag == (will is not None)
+    if will is not None:
+        assert (connect.will_topic, connect.will_message, connect.will_qos, connect.will_retain) == (
+            will.topic, will.message, will.qos, will.retain)
 
 
 @PROPERTY
-@given(packet_ids, no_nul, st.integers(0, 2))
-def test_the_benchmark_clients_subscribe_decodes_to_its_filter(packet_id: int, topic_filter: str, qos: int) -> None:
-    [packet] = PacketSplitter().feed(encode_subscribe(packet_id, topic_filter, qos))
-    assert (packet.kind, packet.flags) == (SUBSCRIBE, 2)
-    assert decode_subscribe(packet.body) == (packet_id, [(topic_filter, qos)])
+@given(packet_ids, filters)
+def test_a_subscribe_and_an_unsubscribe_decode_to_their_filters(packet_id: int,
+                                                                 pairs: list[tuple[str, int]]) -> None:
+    [subscribe, unsubscribe] = PacketSplitter().feed(
+        encode_subscribe(packet_id, pairs) + encode_unsubscribe(packet_id, [f for f, _ in pairs]))
+    assert (subscribe.kind, subscribe.flags, unsubscribe.kind, unsubscribe.flags) == (SUBSCRIBE, 2, UNSUBSCRIBE, 2)
+    assert decode_subscribe(subscribe.body) == (packet_id, pairs)
+    assert decode_unsubscribe(unsubscribe.body) == (packet_id, [f for f, _ in pairs])
