@@ -1574,6 +1574,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def bench_command(stopped: str) -> Iterator[None]:
+    """A benchmark command's run: SIGTERM stops it as Ctrl-C does (so what it started is stopped),
+    and a ``BenchError`` or an interrupt ends the command with exit 1 or 130 and one line on
+    stderr (``stopped`` says what was stopped)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except BenchError as exc:
+        typer.echo(f"bench: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        typer.echo(f"bench: interrupted; {stopped}", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -1615,8 +1633,7 @@ def broker(
         typer.echo(f"bench: unknown rows: {', '.join(sorted(only - set(ROW_KEYS)))}; known: {', '.join(ROW_KEYS)}",
                    err=True)
         raise typer.Exit(2)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the brokers on SIGTERM too
-    try:
+    with bench_command("brokers stopped"):
         mosq = ensure_mosquitto()
         relay = ensure_relay(relay_src)
         limit = raise_nofile(load.idle + 1024)
@@ -1627,14 +1644,6 @@ def broker(
         started = datetime.now(UTC)
         t0 = time.monotonic()
         results = run_benchmark(load, mosq, relay, only)
-    except BenchError as exc:
-        typer.echo(f"bench: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        typer.echo("bench: interrupted; brokers stopped", err=True)
-        raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     meta = {
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.monotonic() - t0, 1),
         "mode": "quick" if quick else "full", "load": asdict(load), "commit": git_commit(),

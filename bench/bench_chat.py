@@ -55,6 +55,7 @@ import typer
 
 from chatmq.bench.bench_broker import (
     BenchError,
+    bench_command,
     echo,
     free_port,
     git_commit,
@@ -957,10 +958,6 @@ def rows_from_json(data: dict[str, Any]) -> list[RowResult]:
 # The command
 # --------------------------------------------------------------------------------------------
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _run_loop(coro: Any) -> list[RowResult]:
     try:
         import uvloop
@@ -998,22 +995,15 @@ def chat(
                 duration or (QUICK_DURATION if quick else FULL_DURATION), window)
     json_out = json_path or Path(DEFAULT_JSON.format(mode=mode))
     md_out = markdown_path or Path(DEFAULT_MARKDOWN.format(mode=mode))
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"chatmq-bench-{mode}-"))
     try:
-        raise_nofile(4 * load.pairs + 1024)
-        with deployed(load.mode, workdir) as deployment:
-            results = _run_loop(run_rows(deployment, load, ROWS))
-    except BenchError as exc:
-        typer.echo(f"bench: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        typer.echo("bench: interrupted; servers stopped", err=True)
-        raise typer.Exit(130) from None
+        with bench_command("servers stopped"):
+            raise_nofile(4 * load.pairs + 1024)
+            with deployed(load.mode, workdir) as deployment:
+                results = _run_loop(run_rows(deployment, load, ROWS))
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.monotonic() - t0, 1),
             "mode": mode, "run": "quick" if quick else "full", "load": asdict(load), "commit": git_commit(),

@@ -40,7 +40,6 @@ import os
 import resource
 import secrets
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from chatmq.bench.bench_broker import (
     BenchError,
     IdleClientError,
     IdleClients,
+    bench_command,
     echo,
     git_commit,
     machine_info,
@@ -66,9 +66,10 @@ from chatmq.bench.bench_chat import (
     PROGRESS_EVERY,
     BenchUser,
     ChatConnection,
-    EmbeddedDeployment,
+    Deployment,
     RowTally,
     Target,
+    deployed,
     make_users,
     percentile,
 )
@@ -394,7 +395,7 @@ async def drain(chats: Sequence[Chat]) -> None:
         await asyncio.sleep(0.1)
 
 
-async def soak_run(deployment: EmbeddedDeployment, load: Load, limits: Limits) -> tuple[Run, list[ChatResult]]:
+async def soak_run(deployment: Deployment, load: Load, limits: Limits) -> tuple[Run, list[ChatResult]]:
     tag = secrets.token_hex(3)
     echo(f"soak: registering {2 * load.pairs + 2 + load.wave_users} users")
     users = await make_users(deployment.api_url, 2 * load.pairs + 2 + load.wave_users, tag)
@@ -407,7 +408,7 @@ async def soak_run(deployment: EmbeddedDeployment, load: Load, limits: Limits) -
     pairs.senders = pair_conns
     await ping.warm_up()
     await pairs.warm_up()
-    run = Run(deployment.proc.pid, time.monotonic())
+    run = Run(deployment.pids()["serve"], time.monotonic())
     stop_chat, stop_sampling = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(ping.run(load.ping_interval, stop_chat)),
              asyncio.create_task(pairs.run(1.0 / load.chat_rate, stop_chat)),
@@ -424,10 +425,6 @@ async def soak_run(deployment: EmbeddedDeployment, load: Load, limits: Limits) -
             conn.close()
         await asyncio.sleep(0.1)
     return run, [chat_result("ping", ping.tally), chat_result("pairs", pairs.tally)]
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def soak(
@@ -459,23 +456,12 @@ def soak(
                    f"the hard limit is {hard:,}: raise it (ulimit -Hn {needed}, or LimitNOFILE / limits.conf) "
                    f"or use fewer --clients", err=True)
         raise typer.Exit(2)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="chatmq-bench-soak-"))
     try:
-        deployment = EmbeddedDeployment(workdir)
-        try:
+        with bench_command("server stopped"), deployed("embedded", workdir) as deployment:
             run, chats = asyncio.run(soak_run(deployment, load, limits))
-        finally:
-            deployment.stop()
-    except BenchError as exc:
-        typer.echo(f"bench: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        typer.echo("bench: interrupted; server stopped", err=True)
-        raise typer.Exit(130) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
     failures = verdict(run.waves, chats, limits)
     typer.echo(report(run.waves, chats, failures))
