@@ -5,6 +5,7 @@ soak itself measures (``docs/benchmarks.md``)."""
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,18 @@ def test_a_small_soak_runs_waves_and_passes(tmp_path: Path) -> None:
         assert (c["delivered"], c["acked"], c["lost"], c["duplicated"]) == (c["sent"], c["sent"], 0, 0), c
     assert len(data["samples"]) >= 3
     assert any(s["clients"] == 200 for s in data["samples"])
+
+
+def test_too_low_an_open_file_limit_is_refused_saying_what_it_needs(tmp_path: Path) -> None:
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatmq.run.cli", "bench", "soak", "--clients", "5000", "--json",
+         str(tmp_path / "soak.json")],
+        capture_output=True, text=True, timeout=60, check=False, preexec_fn=low_limit,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "5,000 clients need 5,512 open files" in proc.stderr
+    assert "the hard limit is 1,000" in proc.stderr
+    assert not (tmp_path / "soak.json").exists()  # no server was started, nothing measured
