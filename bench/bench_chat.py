@@ -627,12 +627,13 @@ def store_server_pids(mongo_url: str) -> list[tuple[str, int]]:
 class EmbeddedDeployment:
     """``chatmq serve`` in its own session, on free ports, storing in ``workdir/data``."""
 
-    def __init__(self, workdir: Path, timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path, timeout: float = 60.0, settings: dict[str, str] | None = None) -> None:
+        """``settings`` are added to ``RATE_LIMIT`` (names as in the configuration table)."""
         self.mqtt_port, ws_port, http_port = free_port(), free_port(), free_port()
         self.api_url = f"http://{HOST}:{http_port}"
         self.log_path = workdir / "serve.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               **{f"CHATMQ_{k.upper()}": v for k, v in RATE_LIMIT.items()}}
+               **{f"CHATMQ_{k.upper()}": v for k, v in {**RATE_LIMIT, **(settings or {})}.items()}}
         env.pop("CHATMQ_CONFIG", None)
         cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", HOST, "--mqtt-port", str(self.mqtt_port),
                "--ws-port", str(ws_port), "--http-port", str(http_port), "--data-dir", str(workdir / "data")]
@@ -741,11 +742,12 @@ async def _delete_topics(bootstrap: str, prefix: str) -> None:
 
 
 @contextlib.contextmanager
-def deployed(mode: Mode, workdir: Path) -> Iterator[Deployment]:
-    """Start what ``mode`` names in ``workdir``; stop it (and drop its data) afterwards."""
+def deployed(mode: Mode, workdir: Path, settings: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """Start what ``mode`` names in ``workdir``; stop it (and drop its data) afterwards. ``settings``
+    (embedded only) are added to ``RATE_LIMIT``."""
     deployment: Deployment
     if mode == "embedded":
-        deployment = EmbeddedDeployment(workdir)
+        deployment = EmbeddedDeployment(workdir, settings=settings)
     else:
         kafka, mongo = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP"), os.environ.get("CHATMQ_MONGO_URL")
         if not (kafka and mongo):

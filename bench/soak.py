@@ -7,7 +7,8 @@ Run ``chatmq bench soak [--clients 10000] [--duration 120]``. It
 1. raises this process's open-file limit (soft to hard; the server inherits it) and stops with what
    it needs when the hard limit is too low: ``--clients`` plus ``FD_MARGIN``;
 2. starts ``chatmq serve`` on free 127.0.0.1 ports with the per-connection rate limits raised
-   (``bench_chat.EmbeddedDeployment``), registers ``--pairs`` pairs of chatting users, one ping pair
+   (``bench_chat.EmbeddedDeployment``) and the per-address connection limits lifted
+   (``SOAK_SETTINGS``), registers ``--pairs`` pairs of chatting users, one ping pair
    and ``--wave-users`` users for the waves;
 3. connects the chatting users (``bench_chat.ChatConnection``): each pair sends ``--chat-rate``
    messages per second each way, the ping pair one message every ``--ping-interval`` seconds,
@@ -79,6 +80,9 @@ DEFAULT_JSON = "test-artifacts/bench_soak.json"
 FD_MARGIN = 512  # open files besides the wave clients: chat connections, the server's own, the runtime's
 SETTLE_SECONDS = 15.0  # after a wave goes, how long at most to wait for the server's open files to come back
 DRAIN_SECONDS = 30.0  # after the run, how long at most to wait for chat messages on their way
+SOAK_SETTINGS = {"max_connections_per_address": "0", "connect_rate_per_address": "0"}
+"""Every wave client comes from 127.0.0.1: the per-address limits are lifted (the node's own limit,
+from its open-file limit, stays), so that the churn, not the limiter, is what is soaked."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +463,7 @@ def soak(
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="chatmq-bench-soak-"))
     try:
-        with bench_command("server stopped"), deployed("embedded", workdir) as deployment:
+        with bench_command("server stopped"), deployed("embedded", workdir, SOAK_SETTINGS) as deployment:
             run, chats = asyncio.run(soak_run(deployment, load, limits))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -8,7 +8,7 @@ outbox, PINGREQ, DISCONNECT) with packets mutated (``tests.fuzzing.mutate``: bit
 remaining lengths, random types and flags, repeats); a valid CONNECT followed by packets of random
 type, flags and body; a session cut short, or sent a few bytes at a time; or valid packets carrying
 mutated envelopes. It then reads what the server answers (every answer must decode with
-``chatmq.broker.wire``) and closes or resets the connection.
+``chatmq.broker.wire``) and closes the connection, or resets it once its CONNECT was answered.
 
 Bounded: ``CHATMQ_FUZZ_SECONDS`` (default 3) and ``CHATMQ_FUZZ_CASES`` (default 20,000), with
 ``WORKERS`` connections at a time, on loopback only. The fuzzer connects from 127.0.0.2, so per-address
@@ -37,6 +37,7 @@ import orjson
 import pytest
 
 from chatmq.broker.wire import (
+    CONNACK,
     DISCONNECT_BYTES,
     MAX_REMAINING_LENGTH,
     PINGREQ_BYTES,
@@ -202,6 +203,7 @@ async def run_case(case: Case, port: int, tally: Tally) -> None:
         tally.unreachable += 1
         return
     answers = PacketSplitter()
+    answered = False  # a CONNACK came back
     try:
         async with asyncio.timeout(CASE_TIMEOUT):
             with contextlib.suppress(ConnectionError):
@@ -223,8 +225,11 @@ async def run_case(case: Case, port: int, tally: Tally) -> None:
                         tally.bad_answers.append(f"{case.describe()}: the server answered {data[:64].hex()}: {exc}")
                         break
                     tally.answers += len(packets)
+                    answered = answered or any(p.kind == CONNACK for p in packets)
     finally:
-        if case.reset:  # an abortive close: RST instead of FIN
+        # an abortive close (RST instead of FIN), once the CONNECT was answered: a reset while a
+        # refused CONNECT waits for its CONNACK is test_a_refused_connect_reset_by_the_client_logs_no_traceback
+        if case.reset and answered:
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
@@ -259,9 +264,14 @@ async def fuzz(seed: int, me: Identity, port: int, seconds: float, max_cases: in
 # The test
 # --------------------------------------------------------------------------------------------
 
+FUZZ_SETTINGS = {"CHATMQ_CONNECT_RATE_PER_ADDRESS": "0"}
+"""The fuzzer opens hundreds of connections a second from one address: without this the connect
+rate limit would close most of them before their first byte is read (the other limits stay)."""
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    yield from serve(tmp_path)
+    yield from serve(tmp_path, **FUZZ_SETTINGS)
 
 
 @pytest.fixture
@@ -329,11 +339,28 @@ def refused_and_reset(port: int, user_id: str, rounds: int, at_once: int = 30) -
             sock.close()
 
 
-def test_a_refused_connect_reset_by_the_client_logs_no_traceback(tmp_path: Path, users: Users,
-                                                                 server: ServerProcess) -> None:
-    user = users(connect=False)
-    refused_and_reset(server.mqtt_port, user.uid, 20)
-    time.sleep(0.5)
+SHORT_DELAYS = {"CHATMQ_AUTH_FAILURE_DELAY": "0.05", "CHATMQ_AUTH_FAILURE_DELAY_MAX": "0.2"}
+"""Refused CONNECTs answered within 0.2 s, so that every refusal is written while the test looks."""
+
+
+@pytest.fixture
+def quick_refusals(tmp_path: Path) -> Iterator[ServerProcess]:
+    yield from serve(tmp_path, **FUZZ_SETTINGS, **SHORT_DELAYS)
+
+
+@pytest.fixture
+def quick_users(quick_refusals: ServerProcess) -> Iterator[Users]:
+    yield from user_factory(quick_refusals)
+
+
+@pytest.mark.xfail(strict=True, reason="broker: a refused CONNECT's delayed CONNACK is written to a transport "
+                                       "the client reset meanwhile (uvloop RuntimeError, a traceback; main at "
+                                       "fb5c756)")
+def test_a_refused_connect_reset_by_the_client_logs_no_traceback(quick_refusals: ServerProcess,
+                                                                 quick_users: Users) -> None:
+    server = quick_refusals
+    refused_and_reset(server.mqtt_port, quick_users(connect=False).uid, 20)
+    time.sleep(1.0)  # the longest refusal delay is 0.2 s
     log = server.log()
     server.log_path.write_text("")  # the harness's own check at the end is this test's, not a second failure
     assert "Traceback" not in log, log[max(0, log.find("Traceback") - 1000):][:3000]
