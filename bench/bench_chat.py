@@ -55,6 +55,7 @@ import typer
 
 from chatmq.bench.bench_broker import (
     BenchError,
+    bench_command,
     echo,
     free_port,
     git_commit,
@@ -626,12 +627,13 @@ def store_server_pids(mongo_url: str) -> list[tuple[str, int]]:
 class EmbeddedDeployment:
     """``chatmq serve`` in its own session, on free ports, storing in ``workdir/data``."""
 
-    def __init__(self, workdir: Path, timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path, timeout: float = 60.0, settings: dict[str, str] | None = None) -> None:
+        """``settings`` are added to ``RATE_LIMIT`` (names as in the configuration table)."""
         self.mqtt_port, ws_port, http_port = free_port(), free_port(), free_port()
         self.api_url = f"http://{HOST}:{http_port}"
         self.log_path = workdir / "serve.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               **{f"CHATMQ_{k.upper()}": v for k, v in RATE_LIMIT.items()}}
+               **{f"CHATMQ_{k.upper()}": v for k, v in {**RATE_LIMIT, **(settings or {})}.items()}}
         env.pop("CHATMQ_CONFIG", None)
         cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", HOST, "--mqtt-port", str(self.mqtt_port),
                "--ws-port", str(ws_port), "--http-port", str(http_port), "--data-dir", str(workdir / "data")]
@@ -740,11 +742,12 @@ async def _delete_topics(bootstrap: str, prefix: str) -> None:
 
 
 @contextlib.contextmanager
-def deployed(mode: Mode, workdir: Path) -> Iterator[Deployment]:
-    """Start what ``mode`` names in ``workdir``; stop it (and drop its data) afterwards."""
+def deployed(mode: Mode, workdir: Path, settings: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """Start what ``mode`` names in ``workdir``; stop it (and drop its data) afterwards. ``settings``
+    (embedded only) are added to ``RATE_LIMIT``."""
     deployment: Deployment
     if mode == "embedded":
-        deployment = EmbeddedDeployment(workdir)
+        deployment = EmbeddedDeployment(workdir, settings=settings)
     else:
         kafka, mongo = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP"), os.environ.get("CHATMQ_MONGO_URL")
         if not (kafka and mongo):
@@ -957,10 +960,6 @@ def rows_from_json(data: dict[str, Any]) -> list[RowResult]:
 # The command
 # --------------------------------------------------------------------------------------------
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _run_loop(coro: Any) -> list[RowResult]:
     try:
         import uvloop
@@ -998,22 +997,15 @@ def chat(
                 duration or (QUICK_DURATION if quick else FULL_DURATION), window)
     json_out = json_path or Path(DEFAULT_JSON.format(mode=mode))
     md_out = markdown_path or Path(DEFAULT_MARKDOWN.format(mode=mode))
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"chatmq-bench-{mode}-"))
     try:
-        raise_nofile(4 * load.pairs + 1024)
-        with deployed(load.mode, workdir) as deployment:
-            results = _run_loop(run_rows(deployment, load, ROWS))
-    except BenchError as exc:
-        typer.echo(f"bench: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        typer.echo("bench: interrupted; servers stopped", err=True)
-        raise typer.Exit(130) from None
+        with bench_command("servers stopped"):
+            raise_nofile(4 * load.pairs + 1024)
+            with deployed(load.mode, workdir) as deployment:
+                results = _run_loop(run_rows(deployment, load, ROWS))
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.monotonic() - t0, 1),
             "mode": mode, "run": "quick" if quick else "full", "load": asdict(load), "commit": git_commit(),
