@@ -133,6 +133,22 @@ class AcceptResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Where a receipt for a message goes and whom the message was for: ``sender`` gets the
+    receipt; ``to`` is the recipient of a 1:1 message (None for a group message), ``group`` the
+    group of a group message."""
+
+    server_id: str
+    sender: str
+    to: str | None
+    group: str | None
+
+    @classmethod
+    def of(cls, message: StoredMessage) -> Route:
+        return cls(message.server_id, message.sender, message.to, message.group)
+
+
+@dataclass(frozen=True, slots=True)
 class PendingItem:
     seq: int
     item_id: str
@@ -290,8 +306,21 @@ class PendingStore(abc.ABC):
         holds it), in seq order: what a message still owes its recipients."""
 
     @abc.abstractmethod
+    async def take_pending(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        """For each ``(user_id, server_ids)``, remove the user's pending ``message`` items among
+        ``server_ids`` and return the routes of those removed, in the order of ``server_ids``: what a
+        ``delivered`` receipt does, for a whole batch of receipts at once (one transaction where the
+        backend has them). Touches only the pending working set, never history."""
+
+    @abc.abstractmethod
+    async def held_routes(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        """As ``take_pending`` without removing anything: the routes of the pending ``message`` items
+        each user holds among its ``server_ids`` (for ``read`` receipts)."""
+
     async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
         """Remove the user's pending ``message`` items among ``server_ids``; returns the removed ids."""
+        [taken] = await self.take_pending([(user_id, server_ids)])
+        return [r.server_id for r in taken]
 
     @abc.abstractmethod
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:

@@ -7,6 +7,8 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
+from chatmq.services.store.base import Route
+
 T = TypeVar("T")
 
 
@@ -24,3 +26,18 @@ def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def held_route(user_id: str, server_id: str, envelope: str) -> Route:
+    """The route of the pending ``message`` item ``server_id`` held by ``user_id``, from its stored
+    inbox envelope (``from``, ``group``): a group copy was for the group, any other for the user."""
+    env = json_object(envelope)
+    group = env.get("group")
+    return Route(server_id, str(env["from"]), None if group is not None else user_id,
+                 None if group is None else str(group))
+
+
+def in_order(ids: Sequence[str], routes: Iterable[Route]) -> list[Route]:
+    """``routes`` in the order of ``ids`` (each id once)."""
+    by_id = {r.server_id: r for r in routes}
+    return [by_id[i] for i in ids if i in by_id]

@@ -24,7 +24,7 @@ import pytest
 
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
-from chatmq.services.store.base import NewMessage, PendingItem, Store
+from chatmq.services.store.base import NewMessage, PendingItem, Route, Store
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 if TYPE_CHECKING:
@@ -123,7 +123,8 @@ def new_message(
         body=body,
         ts=ids.now_ms(),
         envelopes={
-            r: {"type": "message", "id": sid, "from": sender, "for": r, "body": body} for r in recipients
+            r: {"type": "message", "id": sid, "from": sender, "for": r, "group": group, "body": body}
+            for r in recipients
         },
     )
 
@@ -764,6 +765,32 @@ async def test_pending_seq_keeps_growing(store: Store) -> None:
     assert second.seq > first.seq  # a client's after_seq cursor never sees a reused seq
 
 
+async def test_take_pending_removes_each_users_items_and_returns_their_routes(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    m2 = new_message("carol", to="bob")
+    g = new_message("alice", group="g1", recipients=["bob", "carol"])
+    await store.accept_messages([m1, m2, g])
+    await store.add_notices([("bob", "n1", {"type": "receipt"})])
+    one_to_one = {m.server_id: Route(m.server_id, m.sender, "bob", None) for m in (m1, m2)}
+    group = Route(g.server_id, "alice", None, "g1")
+    asked = [("bob", [m2.server_id, "unknown", m1.server_id, g.server_id, "n1", m1.server_id]),
+             ("carol", [g.server_id, m1.server_id]), ("dave", [m1.server_id]), ("erin", [])]
+
+    # a read looks without removing
+    assert await store.held_routes(asked) == [[one_to_one[m2.server_id], one_to_one[m1.server_id], group],
+                                              [group], [], []]
+    assert await store.count_pending() == 4
+
+    taken = await store.take_pending(asked)
+    assert taken == [[one_to_one[m2.server_id], one_to_one[m1.server_id], group], [group], [], []]
+    assert [(p.kind, p.item_id) for p in await all_pending(store, "bob")] == [("notice", "n1")]
+    assert await all_pending(store, "carol") == []
+    assert await store.take_pending(asked) == [[], [], [], []]
+    assert await store.take_pending([]) == []
+    # history keeps every message
+    assert len(await store.get_messages([m1.server_id, m2.server_id, g.server_id])) == 3
+
+
 # restart ------------------------------------------------------------------------
 async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
     s = make_store()
@@ -877,6 +904,31 @@ async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
         await s.stop()
 
 
+async def _hot_path(store: Store) -> None:
+    """Accept messages (one a resend of nothing yet: all new), take their receipts, look at a read."""
+    batch = [new_message("alice", to="bob"), new_message("carol", group="g1", recipients=["bob", "alice"])]
+    await store.accept_messages(batch)
+    await store.held_routes([("bob", [batch[0].server_id])])
+    await store.take_pending([("bob", [m.server_id for m in batch]), ("alice", [batch[1].server_id])])
+    await store.add_notices([("alice", "n1", {"type": "receipt"})])
+
+
+async def test_sqlite_hot_path_only_inserts_into_history(tmp_path: Path) -> None:
+    """Accepting and taking receipts never reads, updates or deletes ``messages``: its only
+    statement there is the insert of a new message, whatever history holds."""
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        statements: list[str] = []
+        await s._run(lambda conn: conn.set_trace_callback(statements.append))
+        await _hot_path(s)
+        await s._run(lambda conn: conn.set_trace_callback(None))
+        on_messages = [st.split("(")[0].strip() for st in statements if "messages" in st]
+        assert on_messages == ["INSERT INTO messages"] * 2
+    finally:
+        await s.stop()
+
+
 # MongoDB specifics ----------------------------------------------------------------
 @pytest.fixture
 def mongo_handles(tmp_path: Path) -> Iterator[Callable[[], MongoStore]]:
@@ -954,6 +1006,81 @@ async def test_mongo_retry_repairs_an_interrupted_accept(
         [again] = await s.accept_messages([retry])
         assert (again.server_id, again.duplicate) == (first.server_id, True)
         assert await s.count_pending() == 3
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_hot_path_only_inserts_into_history(
+    mongo_handles: Callable[[], MongoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepting and taking receipts never reads, updates or deletes ``messages`` (on FerretDB any of
+    those scans the whole collection): it only inserts new messages there, and what it deletes it
+    deletes by ``_id`` (pending items, records in ``accepting``)."""
+    s = mongo_handles()
+    await s.start()
+    try:
+        calls: list[tuple[str, str, Any]] = []
+        real = s._coll
+
+        class Spy:
+            def __init__(self, name: str) -> None:
+                self._name, self._coll = name, real(name)
+
+            def __getattr__(self, attr: str) -> Any:
+                method = getattr(self._coll, attr)
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    calls.append((self._name, attr, args[0] if args else None))
+                    return method(*args, **kwargs)
+
+                return call
+
+        monkeypatch.setattr(s, "_coll", Spy)
+        await _hot_path(s)
+        monkeypatch.undo()
+        assert {(name, verb) for name, verb, _ in calls if name == "messages"} == {("messages", "insert_many")}
+        deletes = [(name, query) for name, verb, query in calls if verb.startswith("delete")]
+        assert {name for name, _ in deletes} == {"pending", "accepting"}
+        assert all(set(query) == {"_id"} and isinstance(query["_id"], str) for _, query in deletes)
+        updated = {name for name, verb, _ in calls if verb.startswith(("update", "replace", "find_one_and"))}
+        assert updated <= {"counters"}  # the seq allocator's one-document hint
+        assert await s.count_pending() == 0
+        assert [p.kind for p in await all_pending(s, "alice")] == ["notice"]
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_pending_items_of_the_earlier_shape_are_rewritten_on_start(
+    mongo_handles: Callable[[], MongoStore], tmp_path: Path
+) -> None:
+    """Pending items written before their ``_id`` became the (user, item id) key (``_id`` = seq, a unique
+    (user_id, item_id) index) are rewritten when the store starts: replayed in order, confirmable."""
+    from pymongo import ASCENDING, MongoClient
+
+    assert MONGO_URL is not None
+    client: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, serverSelectionTimeoutMS=5000)
+    try:
+        old = client[_mongo_database(tmp_path)].pending
+        old.create_index([("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique")
+        old.insert_many([
+            {"_id": 7, "user_id": "bob", "item_id": "s1", "kind": "message",
+             "envelope": '{"type":"message","id":"s1","from":"alice","group":null}'},
+            {"_id": 9, "user_id": "bob", "item_id": "n1", "kind": "notice", "envelope": '{"type":"receipt"}'},
+        ])
+    finally:
+        client.close()
+    s = mongo_handles()
+    await s.start()
+    try:
+        assert [(p.seq, p.item_id, p.kind) for p in await all_pending(s, "bob")] == [(7, "s1", "message"),
+                                                                                     (9, "n1", "notice")]
+        await s.add_notices([("bob", "n2", {})])
+        assert [p.item_id for p in await all_pending(s, "bob")][-1] == "n2"
+        assert await s.take_pending([("bob", ["s1"])]) == [[Route("s1", "alice", "bob", None)]]
+        await s.remove_notices("bob", [9])
+        assert [p.item_id for p in await all_pending(s, "bob")] == ["n2"]
     finally:
         await s.stop()
 

@@ -37,16 +37,18 @@ class SQLiteMessages(SQLiteBase):
         def op(conn: sqlite3.Connection) -> list[AcceptResult]:
             results: list[AcceptResult] = []
             for msg, (row, pending_rows) in zip(messages, rows, strict=True):
-                earlier = conn.execute(
-                    "SELECT server_id, ts FROM messages WHERE sender = ? AND client_id = ?",
-                    (msg.sender, msg.client_id),
-                ).fetchone()
-                if earlier is not None:
-                    results.append(
-                        AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True)
-                    )
+                # the insert against UNIQUE (sender, client_id) is the dedupe decision: only a
+                # resend reads the earlier message
+                claimed = conn.execute(
+                    f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (sender, client_id) DO NOTHING RETURNING 1", row).fetchone()
+                if claimed is None:
+                    earlier = conn.execute(
+                        "SELECT server_id, ts FROM messages WHERE sender = ? AND client_id = ?",
+                        (msg.sender, msg.client_id),
+                    ).fetchone()
+                    results.append(AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True))
                     continue
-                conn.execute(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
                 conn.executemany(
                     "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope)"
                     " VALUES (?, ?, 'message', ?)",
