@@ -18,6 +18,7 @@ who was offline) are removed once replayed (``remove_notices``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -274,6 +275,13 @@ class MessageStore(abc.ABC):
         """Atomically store a batch: for each message, unless (sender, client_id) was seen,
         a history row and a pending ``message`` item per envelope. Results are in input order.
         A repeated (sender, client_id) inside the batch counts as a duplicate of the first."""
+
+    @abc.abstractmethod
+    async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """Add ``messages`` straight to history, with their dedupe claims and no pending items: bulk
+        loading (imports, and ``chatmq bench chat --prefill``). One transaction per call where the
+        backend has them. A server id or (sender, client_id) already stored fails with ``StoreError``
+        (on MongoDB the messages before it in the call may stay)."""
 
     @abc.abstractmethod
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:

@@ -24,7 +24,7 @@ import pytest
 
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
-from chatmq.services.store.base import NewMessage, PendingItem, Route, Store
+from chatmq.services.store.base import NewMessage, PendingItem, Route, Store, StoredMessage
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 if TYPE_CHECKING:
@@ -620,6 +620,22 @@ async def test_failed_batch_stores_nothing(store: Store) -> None:
     # the store is still usable and the failed message can be accepted later
     [r] = await store.accept_messages([fresh])
     assert not r.duplicate
+
+
+async def test_imported_messages_are_history_and_claim_their_client_ids(store: Store) -> None:
+    imported = [StoredMessage(ids.server_id(), f"c{i}", "alice", "bob", None, ids.conversation_key("alice", "bob"),
+                              {"text": f"old {i}"}, ids.now_ms()) for i in range(3)]
+    await store.import_messages(imported)
+    await store.import_messages([])
+
+    assert await store.history(imported[0].conversation, None, 10) == imported[::-1]
+    assert await store.count_pending() == 0
+    assert await store.count_messages() == 3
+    # a resend of an imported message is a duplicate of it
+    [again] = await store.accept_messages([new_message("alice", to="bob", client_id="c1")])
+    assert (again.server_id, again.ts, again.duplicate) == (imported[1].server_id, imported[1].ts, True)
+    with pytest.raises(StoreError):
+        await store.import_messages([imported[0]])
 
 
 async def test_history_order_and_paging(store: Store) -> None:

@@ -21,13 +21,14 @@ from chatmq.services.store.base import (
     Device,
     Group,
     GroupMember,
+    NewMessage,
     PendingItem,
     PushToken,
     Store,
     StoredMessage,
     User,
 )
-from chatmq.services.store.common import chunks, json_object
+from chatmq.services.store.common import chunks, json_object, json_text
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -169,6 +170,12 @@ def group_doc(doc: Doc) -> Group:
             for m in member_docs(doc)
         ),
     )
+
+
+def history_doc(m: NewMessage | StoredMessage) -> Doc:
+    """The ``messages`` document of ``m`` (``message_doc`` reads it back)."""
+    return {"_id": m.server_id, "client_id": m.client_id, "sender": m.sender, "to": m.to, "group": m.group,
+            "conversation": m.conversation, "body": json_text(m.body), "ts": m.ts}
 
 
 def message_doc(doc: Doc) -> StoredMessage:

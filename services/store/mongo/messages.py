@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
 
@@ -20,6 +22,7 @@ from chatmq.services.store.mongo.base import (
     MongoBase,
     claim_key,
     each,
+    history_doc,
     message_doc,
     mongo_errors,
     pending_doc,
@@ -51,18 +54,8 @@ class MongoMessages(MongoBase):
         with mongo_errors():
             seqs = iter(await self._reserve_seqs(sum(len(m.envelopes) for m in fresh)))
             records: list[Doc] = [
-                {
-                    "_id": m.server_id,
-                    "client_id": m.client_id,
-                    "sender": m.sender,
-                    "to": m.to,
-                    "group": m.group,
-                    "conversation": m.conversation,
-                    "body": json_text(m.body),
-                    "ts": m.ts,
-                    "pending": [pending_doc(next(seqs), user, m.server_id, "message", json_text(env))
-                                for user, env in m.envelopes.items()],
-                }
+                {**history_doc(m), "pending": [pending_doc(next(seqs), user, m.server_id, "message", json_text(env))
+                                               for user, env in m.envelopes.items()]}
                 for m in fresh
             ]
             await self._insert_records(records)
@@ -170,6 +163,16 @@ class MongoMessages(MongoBase):
             await self._drop_records([r["_id"] for r in records])
             raise StoreError(f"server id {min(clashes)!r} is already used by another message")
         await self._drop_records([r["_id"] for r in records])
+
+    async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """``insert_many`` of the claims, then of the history rows, ``CHUNK`` documents at a time."""
+        self._coll("messages")  # StoreError when not started
+        with mongo_errors():
+            for chunk in chunks(messages, CHUNK):
+                claims = [{"_id": claim_key(m.sender, m.client_id), "sid": m.server_id, "ts": m.ts} for m in chunk]
+                async with self._writes:
+                    await self._coll("client_ids").insert_many(claims)
+                    await self._coll("messages").insert_many([history_doc(m) for m in chunk])
 
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
         """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from chatmq.services.store.base import (
     AcceptResult,
@@ -60,6 +61,16 @@ class SQLiteMessages(SQLiteBase):
         if not messages:
             return await self._run(lambda conn: [])
         return await self._write(op)
+
+    async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """One ``executemany`` in one transaction (``UNIQUE (sender, client_id)`` is the claim)."""
+        rows = [(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, json_text(m.body), m.ts)
+                for m in messages]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        await self._write(op)
 
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
         """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once)."""
