@@ -55,14 +55,19 @@ class Router(BusWorker):
             else:
                 batch.append(Submission(sender, node, env["id"], env["to"], None,
                                         conversation_key(sender, env["to"]), env["body"], [env["to"]]))
-        await self._acceptor.accept(batch)
-        await self._receipts(receipts)
+        runs = {key: list(dict.fromkeys(ids)) for key, ids in receipts.items()}
+        confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
+        taken = await self._acceptor.accept(batch, confirming)
+        held = {(user, r.server_id): r for (user, _), routes in zip(confirming, taken, strict=True) for r in routes}
+        self._routes.remember(held.values())
+        await self._receipts(runs, held)
 
-    async def _receipts(self, runs: dict[tuple[str, str], list[str]]) -> None:
-        """Handle a batch's receipts merged per (user, status), after the batch's messages: one store
-        call takes every ``delivered`` run's pending items (``Store.take_pending``), and the receipts
-        for the original senders go out together, in the order each pair first came. The store and
-        bus round trips per batch stay a handful however many receipts a backlog brings.
+    async def _receipts(self, runs: dict[tuple[str, str], list[str]], held: dict[tuple[str, str], Route]) -> None:
+        """Answer a batch's receipts merged per (user, status), after the batch's messages. Every
+        ``delivered`` run's pending items were taken with the batch's messages, in one unit of work
+        (``Acceptor.accept``, ``Store.commit_batch``): ``held`` has their routes by (user, server id).
+        The receipts for the original senders go out together, in the order each pair first came.
+        The store and bus round trips per batch stay a handful however many receipts a backlog brings.
 
         Moving receipts after messages keeps every order that exists: a receipt names messages
         accepted in an earlier batch (their server ids reach a client only with a delivery, after the
@@ -81,12 +86,6 @@ class Router(BusWorker):
         member of (members may read the group's whole history)."""
         if not runs:
             return
-        runs = {key: list(dict.fromkeys(ids)) for key, ids in runs.items()}
-        confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
-        held: dict[tuple[str, str], Route] = {}
-        for (user, _), taken in zip(confirming, await self._store.take_pending(confirming), strict=True):
-            held.update(((user, r.server_id), r) for r in taken)
-        self._routes.remember(held.values())
         reading = [(user, ids) for (user, status), ids in runs.items() if status == "read"]
         peek = [(user, unknown) for user, ids in reading
                 if (unknown := [i for i in ids if (user, i) not in held and i not in self._routes])]

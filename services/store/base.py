@@ -384,3 +384,11 @@ class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Readiness: raise ``StoreError`` saying why when the store cannot answer."""
+
+    async def commit_batch(self, messages: list[NewMessage],
+                           confirms: list[tuple[str, list[str]]]) -> tuple[list[AcceptResult], list[list[Route]]]:
+        """A router batch's writes: ``accept_messages(messages)``, then ``take_pending(confirms)`` (its
+        ``delivered`` receipts), as one unit of work where the backend has transactions (one hand-off
+        and one commit per batch however few messages it holds, so a paced load pays no more per
+        message than a saturating one), one after the other where it does not."""
+        return await self.accept_messages(messages), await self.take_pending(confirms)

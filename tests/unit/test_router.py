@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -449,6 +450,42 @@ async def test_remembered_routes_do_not_widen_who_may_send_a_receipt(chat: Chat,
     await router.process([outbox_record(c, receipt("read", [m1])), outbox_record(a, receipt("read", [m1]))])
 
     assert await chat.deliveries() == []
+
+
+async def test_a_batch_costs_the_store_two_hand_offs_and_one_commit_however_many_it_holds(
+    chat: Chat, router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages and ``delivered`` receipts of one batch: one read (the recipients exist), then one
+    transaction for all of the batch's writes: the fixed cost per batch does not grow with it."""
+    a, b = await chat.user(), await chat.user()
+    chat.online(a)
+    chat.online(b)
+    earlier = [await chat.commit_message(a, b, f"c{i}") for i in range(3)]
+    hops: list[str] = []
+    real = chat.store._run
+
+    async def counted(fn: Any) -> Any:
+        hops.append(getattr(fn, "__qualname__", "?"))
+        return await real(fn)
+
+    statements: list[str] = []
+    await chat.store._run(lambda conn: conn.set_trace_callback(statements.append))
+    monkeypatch.setattr(chat.store, "_run", counted)
+
+    await router.process([
+        outbox_record(a, message("m1", to=b)),
+        outbox_record(b, receipt("delivered", earlier[:2])),
+        outbox_record(b, message("m2", to=a)),
+        outbox_record(b, receipt("delivered", earlier[2:])),
+        outbox_record(a, message("m3", to=b)),
+    ])
+
+    assert len(hops) == 2
+    assert [st for st in statements if st == "COMMIT"] == ["COMMIT"]
+    envs = envs_of(await chat.deliveries(), a)
+    assert [e["type"] for e in envs] == ["ack", "ack", "message", "receipt"]
+    assert envs[-1] == {"type": "receipt", "status": "delivered", "ids": earlier, "from": b}
+    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["m1", "m3"]
 
 
 def test_routes_forget_the_oldest_beyond_their_size() -> None:

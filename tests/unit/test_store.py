@@ -920,6 +920,19 @@ async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
         await s.stop()
 
 
+async def test_commit_batch_accepts_then_takes_receipts(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    await store.accept_messages([m1])
+    m2, resend = new_message("alice", to="bob"), new_message("alice", to="bob", client_id=m1.client_id)
+
+    results, taken = await store.commit_batch([m2, resend], [("bob", [m1.server_id]), ("carol", [m1.server_id])])
+
+    assert [(r.server_id, r.duplicate) for r in results] == [(m2.server_id, False), (m1.server_id, True)]
+    assert taken == [[Route(m1.server_id, "alice", "bob", None)], []]
+    assert [p.item_id for p in await all_pending(store, "bob")] == [m2.server_id]
+    assert await store.commit_batch([], []) == ([], [])
+
+
 async def _hot_path(store: Store) -> None:
     """Accept messages (one a resend of nothing yet: all new), take their receipts, look at a read."""
     batch = [new_message("alice", to="bob"), new_message("carol", group="g1", recipients=["bob", "alice"])]
@@ -941,6 +954,22 @@ async def test_sqlite_hot_path_only_inserts_into_history(tmp_path: Path) -> None
         await s._run(lambda conn: conn.set_trace_callback(None))
         on_messages = [st.split("(")[0].strip() for st in statements if "messages" in st]
         assert on_messages == ["INSERT INTO messages"] * 2
+    finally:
+        await s.stop()
+
+
+async def test_sqlite_commit_batch_is_one_transaction(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        m1 = new_message("alice", to="bob")
+        await s.accept_messages([m1])
+        statements: list[str] = []
+        await s._run(lambda conn: conn.set_trace_callback(statements.append))
+        await s.commit_batch([new_message("bob", to="alice"), new_message("carol", to="bob")],
+                             [("bob", [m1.server_id])])
+        await s._run(lambda conn: conn.set_trace_callback(None))
+        assert [st for st in statements if st.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
     finally:
         await s.stop()
 

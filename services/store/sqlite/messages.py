@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chatmq.services.store.base import (
     AcceptResult,
@@ -27,6 +27,13 @@ class SQLiteMessages(SQLiteBase):
     async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
         """Store a batch in one transaction (see ``Store.accept_messages``). A ``server_id``
         already used by a different message fails the whole batch with ``StoreError``."""
+        if not messages:
+            return await self._run(lambda conn: [])
+        return await self._write(self._accept_op(messages))
+
+    def _accept_op(self, messages: list[NewMessage]) -> Callable[[sqlite3.Connection], list[AcceptResult]]:
+        """``accept_messages`` as a function of the connection, to run inside a write transaction (the
+        rows are made here, on the event loop, so the store's thread only executes)."""
         rows = [
             (
                 (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, json_text(m.body), m.ts),
@@ -58,9 +65,7 @@ class SQLiteMessages(SQLiteBase):
                 results.append(AcceptResult(server_id=msg.server_id, ts=msg.ts, duplicate=False))
             return results
 
-        if not messages:
-            return await self._run(lambda conn: [])
-        return await self._write(op)
+        return op
 
     async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
         """One ``executemany`` in one transaction (``UNIQUE (sender, client_id)`` is the claim)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 from chatmq.services.store.base import (
@@ -79,6 +80,14 @@ class SQLitePending(SQLiteBase):
         return await self._routes(wanted, remove=False)
 
     async def _routes(self, wanted: list[tuple[str, list[str]]], *, remove: bool) -> list[list[Route]]:
+        if not any(ids for _, ids in wanted):
+            return await self._run(lambda conn: [[] for _ in wanted])
+        op = self._routes_op(wanted, remove=remove)
+        return await (self._write(op) if remove else self._run(op))
+
+    def _routes_op(self, wanted: list[tuple[str, list[str]]], *,
+                   remove: bool) -> Callable[[sqlite3.Connection], list[list[Route]]]:
+        """``take_pending`` (``remove``) or ``held_routes`` as a function of the connection."""
         asked = [(user, unique(server_ids)) for user, server_ids in wanted]
         verb = "DELETE FROM pending" if remove else "SELECT item_id, envelope FROM pending"
         tail = " RETURNING item_id, envelope" if remove else ""
@@ -94,9 +103,7 @@ class SQLitePending(SQLiteBase):
                 out.append(in_order(ids, found))
             return out
 
-        if not any(ids for _, ids in asked):
-            return await self._run(lambda conn: [[] for _ in asked])
-        return await (self._write(op) if remove else self._run(op))
+        return op
 
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
         unique_seqs = unique(seqs)
