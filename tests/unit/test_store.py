@@ -1131,6 +1131,42 @@ async def test_mongo_pending_items_of_the_earlier_shape_are_rewritten_on_start(
 
 
 @pytest.mark.cluster
+async def test_mongo_a_resend_that_finishes_the_first_attempt_leaves_it_standing(
+    mongo_handles: Callable[[], MongoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend (another process) finds the first attempt claimed but unfinished and finishes it; the
+    first attempt then finds its history row there, written for it, and is not a server id clash."""
+    a, b = mongo_handles(), mongo_handles()
+    await a.start()
+    await b.start()
+    try:
+        reached, gate = asyncio.Event(), asyncio.Event()
+        real = a._finish
+
+        async def paused(records: list[dict[str, Any]], *, fresh: bool = False) -> None:
+            if fresh:
+                reached.set()
+                await gate.wait()
+            await real(records, fresh=fresh)
+
+        monkeypatch.setattr(a, "_finish", paused)
+        first = new_message("alice", to="bob", client_id="c1")
+        attempt = asyncio.create_task(a.accept_messages([first]))
+        await reached.wait()
+        [resend] = await b.accept_messages([new_message("alice", to="bob", client_id="c1")])
+        gate.set()
+        [result] = await attempt
+
+        assert (result.server_id, result.duplicate) == (first.server_id, False)
+        assert (resend.server_id, resend.ts, resend.duplicate) == (first.server_id, first.ts, True)
+        assert [m.server_id for m in await a.history(first.conversation, None, 10)] == [first.server_id]
+        assert [p.item_id for p in await all_pending(b, "bob")] == [first.server_id]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest.mark.cluster
 async def test_mongo_seqs_increase_across_handles(mongo_handles: Callable[[], MongoStore]) -> None:
     """Two handles (as two processes) reserve seqs concurrently: all distinct, and a handle whose
     memory is behind still gets seqs above everything reserved before."""

@@ -89,10 +89,15 @@ async def each(calls: Iterable[Awaitable[T]]) -> list[T]:
     return results
 
 
+def pair_key(first: str, second: str) -> str:
+    """One text key for a pair of ids: the first's length first, so that no two pairs give the same
+    key whatever characters the ids hold."""
+    return f"{len(first)}:{first}:{second}"
+
+
 def claim_key(sender: str, client_id: str) -> str:
-    """The ``_id`` of the ``client_ids`` document of (sender, client_id): the sender's length
-    first, so that no two pairs give the same key whatever characters the ids hold."""
-    return f"{len(sender)}:{sender}:{client_id}"
+    """The ``_id`` of the ``client_ids`` document of (sender, client_id)."""
+    return pair_key(sender, client_id)
 
 
 def block_id(block: int) -> str:
@@ -192,9 +197,9 @@ def message_doc(doc: Doc) -> StoredMessage:
 
 
 def pending_key(user_id: str, item_id: str) -> str:
-    """The ``_id`` of a pending item: its user (length first, as in ``claim_key``) and item id, so that
-    a receipt finds and removes it by ``_id`` alone."""
-    return f"{len(user_id)}:{user_id}:{item_id}"
+    """The ``_id`` of a pending item: its (user, item id), so that a receipt finds and removes it by
+    ``_id`` alone."""
+    return pair_key(user_id, item_id)
 
 
 def pending_doc(seq: int, user_id: str, item_id: str, kind: str, envelope: str) -> Doc:

@@ -131,8 +131,6 @@ class MongoMessages(MongoBase):
         await self._finish([doc for doc in unfinished if doc is not None])
         for key, record, claim in zip(keys, lost, found, strict=True):
             assert claim is not None
-            if claim["sid"] == record["_id"]:  # our own claim from an earlier attempt with this very record
-                continue
             ts = claim.get("ts")
             if ts is None:  # a claim written before claims carried the ts
                 earlier = await self._coll("messages").find_one({"_id": claim["sid"]}, {"ts": 1})
@@ -148,21 +146,31 @@ class MongoMessages(MongoBase):
         """Complete claimed records: their pending items, then their history rows, then drop them
         from ``accepting``. Each step skips what is already there, so finishing twice is harmless
         (a retry, or a resend racing the first attempt). For this call's own ``fresh`` records, a
-        history row already there under the same server id is another message's: everything the
-        call wrote is deleted again (by ``_id``: claims, pending items, rows) and ``StoreError``
-        raised, so that the batch fails as a whole."""
+        history row already there under the same server id that is another message's (``_clashes``)
+        fails the batch: everything the call wrote is deleted again (by ``_id``: claims, pending items,
+        rows) and ``StoreError`` raised, so that the batch fails as a whole."""
         if not records:
             return
         items = await self._insert_pending([p for r in records for p in r["pending"]])
         rows = [{k: v for k, v in r.items() if k != "pending"} for r in records]
-        inserted, clashes = await self._insert_new("messages", rows)
-        if fresh and clashes:
+        inserted, skipped = await self._insert_new("messages", rows)
+        clashes = await self._clashes([r for r in rows if r["_id"] in skipped]) if fresh else []
+        if clashes:
             await self._delete_ids("messages", sorted(inserted))
             await self._delete_ids("pending", sorted(items))
             await self._delete_ids("client_ids", [claim_key(r["sender"], r["client_id"]) for r in records])
             await self._drop_records([r["_id"] for r in records])
             raise StoreError(f"server id {min(clashes)!r} is already used by another message")
         await self._drop_records([r["_id"] for r in records])
+
+    async def _clashes(self, rows: list[Doc]) -> list[str]:
+        """The server ids of ``rows`` (history rows found already there) held by another message. The
+        same message is there when a resend racing this call finished it first (a read by ``_id`` of
+        ``messages``, only in such a race or a clash)."""
+        coll = self._coll("messages")
+        found = await each(coll.find_one({"_id": r["_id"]}, {"sender": 1, "client_id": 1}) for r in rows)
+        return [r["_id"] for r, doc in zip(rows, found, strict=True)
+                if doc is None or (doc["sender"], doc["client_id"]) != (r["sender"], r["client_id"])]
 
     async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
         """``insert_many`` of the claims, then of the history rows, ``CHUNK`` documents at a time."""
