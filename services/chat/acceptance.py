@@ -23,7 +23,7 @@ from chatmq.core.envelopes import ErrorCode, ack_envelope, address, error_envelo
 from chatmq.core.ids import now_ms, server_id
 from chatmq.core.metrics import MESSAGES_ACCEPTED, MESSAGES_REFUSED
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store.base import AcceptResult, NewMessage, Store
+from chatmq.services.store.base import AcceptResult, NewMessage, Route, Store
 
 _ACCEPTED = {(kind, result): MESSAGES_ACCEPTED.labels(kind, result)
              for kind in ("direct", "group") for result in ("new", "duplicate")}
@@ -53,10 +53,15 @@ class Acceptor:
         MESSAGES_REFUSED.labels(code).inc()
         await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
 
-    async def accept(self, subs: list[Submission]) -> None:
-        """Store ``subs`` in one transaction, then ack and deliver in their order."""
-        if not subs:
-            return
+    async def accept(self, subs: list[Submission], confirms: list[tuple[str, list[str]]] | None = None
+                     ) -> list[list[Route]]:
+        """Store ``subs`` in one transaction, then ack and deliver in their order. ``confirms`` are the
+        batch's ``delivered`` receipts, ``(user, server ids)``: their pending items are taken in the
+        same unit of work (``Store.commit_batch``) and their routes returned, in order, for the caller
+        to answer."""
+        confirms = confirms or []
+        if not subs and not confirms:
+            return []
         news: list[NewMessage] = []
         templates: list[bytes] = []
         for s in subs:
@@ -70,7 +75,9 @@ class Acceptor:
                 templates.append(template)
             news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, bytes(s.body), ts,
                                    envelopes))
-        results = await self._store.accept_messages(news)
+        results, taken = await self._store.commit_batch(news, confirms)
+        if not subs:
+            return taken
         copies = await self._pending_copies(results)
         acks: dict[tuple[str, str], list[bytes]] = defaultdict(list)
         deliveries: list[tuple[str, bytes]] = []
@@ -94,6 +101,7 @@ class Acceptor:
         # last, so it never delays an ack or a delivery: pushes for the recipients who are offline
         await self._outlet.push_offline([*((u, env) for u, env in deliveries if u in offline),
                                          *((u, t) for _, users, t in fan_outs for u in users if u in absent)])
+        return taken
 
     async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, bytes]]]:
         """The still-pending copies of the repeated messages among ``results`` (not those first stored

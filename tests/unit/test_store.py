@@ -25,7 +25,7 @@ import pytest
 
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
-from chatmq.services.store.base import NewMessage, PendingItem, Store
+from chatmq.services.store.base import NewMessage, PendingItem, Route, Store, StoredMessage
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def new_message(
         body=orjson.dumps(body),
         ts=ids.now_ms(),
         envelopes={
-            r: orjson.dumps({"type": "message", "id": sid, "from": sender, "for": r, "body": body}) for r in recipients
+            r: orjson.dumps({"type": "message", "id": sid, "from": sender, "for": r, "group": group, "body": body})
+            for r in recipients
         },
     )
 
@@ -622,6 +623,22 @@ async def test_failed_batch_stores_nothing(store: Store) -> None:
     assert not r.duplicate
 
 
+async def test_imported_messages_are_history_and_claim_their_client_ids(store: Store) -> None:
+    imported = [StoredMessage(ids.server_id(), f"c{i}", "alice", "bob", None, ids.conversation_key("alice", "bob"),
+                              {"text": f"old {i}"}, ids.now_ms()) for i in range(3)]
+    await store.import_messages(imported)
+    await store.import_messages([])
+
+    assert await store.history(imported[0].conversation, None, 10) == imported[::-1]
+    assert await store.count_pending() == 0
+    assert await store.count_messages() == 3
+    # a resend of an imported message is a duplicate of it
+    [again] = await store.accept_messages([new_message("alice", to="bob", client_id="c1")])
+    assert (again.server_id, again.ts, again.duplicate) == (imported[1].server_id, imported[1].ts, True)
+    with pytest.raises(StoreError):
+        await store.import_messages([imported[0]])
+
+
 async def test_history_order_and_paging(store: Store) -> None:
     msgs = [new_message("alice" if i % 2 else "bob", to="bob" if i % 2 else "alice") for i in range(7)]
     noise = new_message("alice", to="carol")
@@ -766,6 +783,32 @@ async def test_pending_seq_keeps_growing(store: Store) -> None:
     assert second.seq > first.seq  # a client's after_seq cursor never sees a reused seq
 
 
+async def test_take_pending_removes_each_users_items_and_returns_their_routes(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    m2 = new_message("carol", to="bob")
+    g = new_message("alice", group="g1", recipients=["bob", "carol"])
+    await store.accept_messages([m1, m2, g])
+    await store.add_notices([("bob", "n1", b'{"type":"receipt"}')])
+    one_to_one = {m.server_id: Route(m.server_id, m.sender, "bob", None) for m in (m1, m2)}
+    group = Route(g.server_id, "alice", None, "g1")
+    asked = [("bob", [m2.server_id, "unknown", m1.server_id, g.server_id, "n1", m1.server_id]),
+             ("carol", [g.server_id, m1.server_id]), ("dave", [m1.server_id]), ("erin", [])]
+
+    # a read looks without removing
+    assert await store.held_routes(asked) == [[one_to_one[m2.server_id], one_to_one[m1.server_id], group],
+                                              [group], [], []]
+    assert await store.count_pending() == 4
+
+    taken = await store.take_pending(asked)
+    assert taken == [[one_to_one[m2.server_id], one_to_one[m1.server_id], group], [group], [], []]
+    assert [(p.kind, p.item_id) for p in await all_pending(store, "bob")] == [("notice", "n1")]
+    assert await all_pending(store, "carol") == []
+    assert await store.take_pending(asked) == [[], [], [], []]
+    assert await store.take_pending([]) == []
+    # history keeps every message
+    assert len(await store.get_messages([m1.server_id, m2.server_id, g.server_id])) == 3
+
+
 # restart ------------------------------------------------------------------------
 async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
     s = make_store()
@@ -879,6 +922,60 @@ async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
         await s.stop()
 
 
+async def test_commit_batch_accepts_then_takes_receipts(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    await store.accept_messages([m1])
+    m2, resend = new_message("alice", to="bob"), new_message("alice", to="bob", client_id=m1.client_id)
+
+    results, taken = await store.commit_batch([m2, resend], [("bob", [m1.server_id]), ("carol", [m1.server_id])])
+
+    assert [(r.server_id, r.duplicate) for r in results] == [(m2.server_id, False), (m1.server_id, True)]
+    assert taken == [[Route(m1.server_id, "alice", "bob", None)], []]
+    assert [p.item_id for p in await all_pending(store, "bob")] == [m2.server_id]
+    assert await store.commit_batch([], []) == ([], [])
+
+
+async def _hot_path(store: Store) -> None:
+    """Accept messages (one a resend of nothing yet: all new), take their receipts, look at a read."""
+    batch = [new_message("alice", to="bob"), new_message("carol", group="g1", recipients=["bob", "alice"])]
+    await store.accept_messages(batch)
+    await store.held_routes([("bob", [batch[0].server_id])])
+    await store.take_pending([("bob", [m.server_id for m in batch]), ("alice", [batch[1].server_id])])
+    await store.add_notices([("alice", "n1", b'{"type":"receipt"}')])
+
+
+async def test_sqlite_hot_path_only_inserts_into_history(tmp_path: Path) -> None:
+    """Accepting and taking receipts never reads, updates or deletes ``messages``: its only
+    statement there is the insert of a new message, whatever history holds."""
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        statements: list[str] = []
+        await s._run(lambda conn: conn.set_trace_callback(statements.append))
+        await _hot_path(s)
+        await s._run(lambda conn: conn.set_trace_callback(None))
+        on_messages = [st.split("(")[0].strip() for st in statements if "messages" in st]
+        assert on_messages == ["INSERT INTO messages"] * 2
+    finally:
+        await s.stop()
+
+
+async def test_sqlite_commit_batch_is_one_transaction(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        m1 = new_message("alice", to="bob")
+        await s.accept_messages([m1])
+        statements: list[str] = []
+        await s._run(lambda conn: conn.set_trace_callback(statements.append))
+        await s.commit_batch([new_message("bob", to="alice"), new_message("carol", to="bob")],
+                             [("bob", [m1.server_id])])
+        await s._run(lambda conn: conn.set_trace_callback(None))
+        assert [st for st in statements if st.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
+    finally:
+        await s.stop()
+
+
 # MongoDB specifics ----------------------------------------------------------------
 @pytest.fixture
 def mongo_handles(tmp_path: Path) -> Iterator[Callable[[], MongoStore]]:
@@ -958,6 +1055,117 @@ async def test_mongo_retry_repairs_an_interrupted_accept(
         assert await s.count_pending() == 3
     finally:
         await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_hot_path_only_inserts_into_history(
+    mongo_handles: Callable[[], MongoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepting and taking receipts never reads, updates or deletes ``messages`` (on FerretDB any of
+    those scans the whole collection): it only inserts new messages there, and what it deletes it
+    deletes by ``_id`` (pending items, records in ``accepting``)."""
+    s = mongo_handles()
+    await s.start()
+    try:
+        calls: list[tuple[str, str, Any]] = []
+        real = s._coll
+
+        class Spy:
+            def __init__(self, name: str) -> None:
+                self._name, self._coll = name, real(name)
+
+            def __getattr__(self, attr: str) -> Any:
+                method = getattr(self._coll, attr)
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    calls.append((self._name, attr, args[0] if args else None))
+                    return method(*args, **kwargs)
+
+                return call
+
+        monkeypatch.setattr(s, "_coll", Spy)
+        await _hot_path(s)
+        monkeypatch.undo()
+        assert {(name, verb) for name, verb, _ in calls if name == "messages"} == {("messages", "insert_many")}
+        deletes = [(name, query) for name, verb, query in calls if verb.startswith("delete")]
+        assert {name for name, _ in deletes} == {"pending", "accepting"}
+        assert all(set(query) == {"_id"} and isinstance(query["_id"], str) for _, query in deletes)
+        updated = {name for name, verb, _ in calls if verb.startswith(("update", "replace", "find_one_and"))}
+        assert updated <= {"counters"}  # the seq allocator's one-document hint
+        assert await s.count_pending() == 0
+        assert [p.kind for p in await all_pending(s, "alice")] == ["notice"]
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_pending_items_of_the_earlier_shape_are_rewritten_on_start(
+    mongo_handles: Callable[[], MongoStore], tmp_path: Path
+) -> None:
+    """Pending items written before their ``_id`` became the (user, item id) key (``_id`` = seq, a unique
+    (user_id, item_id) index) are rewritten when the store starts: replayed in order, confirmable."""
+    from pymongo import ASCENDING, MongoClient
+
+    assert MONGO_URL is not None
+    client: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, serverSelectionTimeoutMS=5000)
+    try:
+        old = client[_mongo_database(tmp_path)].pending
+        old.create_index([("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique")
+        old.insert_many([
+            {"_id": 7, "user_id": "bob", "item_id": "s1", "kind": "message",
+             "envelope": '{"type":"message","id":"s1","from":"alice","group":null}'},
+            {"_id": 9, "user_id": "bob", "item_id": "n1", "kind": "notice", "envelope": '{"type":"receipt"}'},
+        ])
+    finally:
+        client.close()
+    s = mongo_handles()
+    await s.start()
+    try:
+        assert [(p.seq, p.item_id, p.kind) for p in await all_pending(s, "bob")] == [(7, "s1", "message"),
+                                                                                     (9, "n1", "notice")]
+        await s.add_notices([("bob", "n2", b"{}")])
+        assert [p.item_id for p in await all_pending(s, "bob")][-1] == "n2"
+        assert await s.take_pending([("bob", ["s1"])]) == [[Route("s1", "alice", "bob", None)]]
+        await s.remove_notices("bob", [9])
+        assert [p.item_id for p in await all_pending(s, "bob")] == ["n2"]
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_a_resend_that_finishes_the_first_attempt_leaves_it_standing(
+    mongo_handles: Callable[[], MongoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend (another process) finds the first attempt claimed but unfinished and finishes it; the
+    first attempt then finds its history row there, written for it, and is not a server id clash."""
+    a, b = mongo_handles(), mongo_handles()
+    await a.start()
+    await b.start()
+    try:
+        reached, gate = asyncio.Event(), asyncio.Event()
+        real = a._finish
+
+        async def paused(records: list[dict[str, Any]], *, fresh: bool = False) -> None:
+            if fresh:
+                reached.set()
+                await gate.wait()
+            await real(records, fresh=fresh)
+
+        monkeypatch.setattr(a, "_finish", paused)
+        first = new_message("alice", to="bob", client_id="c1")
+        attempt = asyncio.create_task(a.accept_messages([first]))
+        await reached.wait()
+        [resend] = await b.accept_messages([new_message("alice", to="bob", client_id="c1")])
+        gate.set()
+        [result] = await attempt
+
+        assert (result.server_id, result.duplicate) == (first.server_id, False)
+        assert (resend.server_id, resend.ts, resend.duplicate) == (first.server_id, first.ts, True)
+        assert [m.server_id for m in await a.history(first.conversation, None, 10)] == [first.server_id]
+        assert [p.item_id for p in await all_pending(b, "bob")] == [first.server_id]
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 @pytest.mark.cluster
