@@ -18,10 +18,12 @@ who was offline) are removed once replayed (``remove_notices``).
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatmq.core.errors import ChatMQError, ConflictError
 from chatmq.core.ids import now_ms
 
 
@@ -365,7 +367,128 @@ class PresenceStore(abc.ABC):
         """Users with an entry."""
 
 
-class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore):
+#: A shadow document's bounds (docs/contract.md, "Devices"): the JSON of ``desired`` and of ``reported``
+#: each at most ``SHADOW_MAX_BYTES``, nested at most ``SHADOW_MAX_DEPTH`` objects deep.
+SHADOW_MAX_BYTES = 8192
+SHADOW_MAX_DEPTH = 6
+
+
+class ShadowLimitError(ChatMQError):
+    """A shadow change that would break a bound: ``kind`` is ``too_large`` or ``too_deep``."""
+
+    def __init__(self, kind: Literal["too_large", "too_deep"], detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` merged into ``base`` (objects recursively; ``None`` deletes a key); a new dict."""
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = _merge({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _delta(desired: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, want in desired.items():
+        have = reported.get(key)
+        if isinstance(want, dict) and isinstance(have, dict):
+            sub = _delta(want, have)
+            if sub:
+                out[key] = sub
+        elif want != have:
+            out[key] = want
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A device's shadow: the state its owner wants (``desired``), the state it reports, and a
+    ``version`` that grows by one with every change (0: never written)."""
+
+    device_id: str
+    desired: dict[str, Any] = field(default_factory=dict)
+    reported: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+    updated_at: int = 0  # ms
+
+    def delta(self) -> dict[str, Any]:
+        """The desired keys whose value differs from the reported one (objects compared key by key)."""
+        return _delta(self.desired, self.reported)
+
+    def changed(self, *, desired: dict[str, Any] | None = None, reported: dict[str, Any] | None = None) -> Shadow:
+        """The next version with ``desired``/``reported`` merged in (``None`` values delete keys);
+        ``ShadowLimitError`` when a patch or the result breaks the bounds."""
+        new_desired, new_reported = self.desired, self.reported
+        for name, patch in (("desired", desired), ("reported", reported)):
+            if patch is None:
+                continue
+            if _depth(patch) > SHADOW_MAX_DEPTH:
+                raise ShadowLimitError("too_deep", f"{name} is nested deeper than {SHADOW_MAX_DEPTH} objects")
+            merged = _merge(self.desired if name == "desired" else self.reported, patch)
+            size = len(json.dumps(merged, separators=(",", ":")).encode())
+            if size > SHADOW_MAX_BYTES:
+                raise ShadowLimitError("too_large", f"{name} would be {size} bytes of JSON; "
+                                                    f"at most {SHADOW_MAX_BYTES} are kept")
+            if name == "desired":
+                new_desired = merged
+            else:
+                new_reported = merged
+        return Shadow(self.device_id, new_desired, new_reported, self.version + 1, now_ms())
+
+    def document(self) -> dict[str, Any]:
+        """The shadow as the API and the device see it."""
+        return {"desired": self.desired, "reported": self.reported, "delta": self.delta(),
+                "version": self.version, "updated_at": self.updated_at}
+
+
+class ShadowStore(abc.ABC):
+    """The store's role: device shadows, one document per device, changed by compare-and-swap on
+    its version."""
+
+    @abc.abstractmethod
+    async def get_shadow(self, device_id: str) -> Shadow:
+        """The device's shadow (an empty one of version 0 when never written)."""
+
+    @abc.abstractmethod
+    async def swap_shadow(self, shadow: Shadow) -> bool:
+        """Write ``shadow`` if the stored version is ``shadow.version - 1`` (none stored: 0); False
+        when another change came first."""
+
+    async def change_shadow(self, device_id: str, *, desired: dict[str, Any] | None = None,
+                            reported: dict[str, Any] | None = None, version: int | None = None) -> Shadow:
+        """Merge ``desired``/``reported`` into the device's shadow and return the new one. With
+        ``version``: ``ConflictError`` unless that is the current version; without, retried on a
+        lost race. ``ShadowLimitError`` when the result would break the bounds."""
+        for _ in range(20):
+            current = await self.get_shadow(device_id)
+            if version is not None and version != current.version:
+                raise ConflictError(f"the shadow is at version {current.version}, not {version}")
+            new = current.changed(desired=desired, reported=reported)
+            if await self.swap_shadow(new):
+                return new
+            if version is not None:
+                raise ConflictError(f"the shadow changed after version {version}")
+        raise ConflictError("the shadow keeps changing; try again")
+
+
+class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
 

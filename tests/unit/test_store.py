@@ -25,7 +25,16 @@ import pytest
 
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
-from chatmq.services.store.base import NewMessage, PendingItem, Route, Store, StoredMessage
+from chatmq.services.store.base import (
+    SHADOW_MAX_BYTES,
+    SHADOW_MAX_DEPTH,
+    NewMessage,
+    PendingItem,
+    Route,
+    ShadowLimitError,
+    Store,
+    StoredMessage,
+)
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 if TYPE_CHECKING:
@@ -1424,3 +1433,52 @@ async def test_ping_answers_while_started_and_fails_once_stopped(make_store: Cal
     await s.stop()
     with pytest.raises(StoreError):
         await s.ping()
+
+
+# --- device shadows ---------------------------------------------------------------------------------
+
+async def test_shadow_starts_empty_and_merges_with_versions(store: Store) -> None:
+    empty = await store.get_shadow("d1")
+    assert (empty.desired, empty.reported, empty.version) == ({}, {}, 0)
+    first = await store.change_shadow("d1", desired={"led": "on", "cfg": {"rate": 5, "mode": "a"}})
+    assert first.version == 1
+    assert first.delta() == {"led": "on", "cfg": {"rate": 5, "mode": "a"}}
+    second = await store.change_shadow("d1", reported={"led": "on", "cfg": {"rate": 1, "mode": "a"}, "fw": 3})
+    assert second.version == 2
+    assert second.delta() == {"cfg": {"rate": 5}}
+    third = await store.change_shadow("d1", desired={"cfg": {"rate": None}}, version=2)
+    assert third.version == 3
+    assert third.desired == {"led": "on", "cfg": {"mode": "a"}}
+    assert third.delta() == {}
+    again = await store.get_shadow("d1")
+    assert (again.desired, again.reported, again.version) == (third.desired, third.reported, 3)
+    assert (await store.get_shadow("d2")).version == 0  # one document per device
+
+
+async def test_shadow_stale_version_conflicts_and_changes_nothing(store: Store) -> None:
+    await store.change_shadow("d1", desired={"a": 1})
+    await store.change_shadow("d1", desired={"a": 2})
+    with pytest.raises(ConflictError):
+        await store.change_shadow("d1", desired={"a": 3}, version=1)
+    with pytest.raises(ConflictError):
+        await store.change_shadow("d9", desired={"a": 3}, version=4)
+    assert (await store.get_shadow("d1")).desired == {"a": 2}
+    # a swap from a stale read loses
+    stale = await store.get_shadow("d1")
+    assert await store.swap_shadow(stale.changed(desired={"b": 1}))
+    assert not await store.swap_shadow(stale.changed(desired={"c": 1}))
+    assert (await store.get_shadow("d1")).desired == {"a": 2, "b": 1}
+
+
+async def test_shadow_bounds(store: Store) -> None:
+    deep: dict[str, object] = {"x": 1}
+    for _ in range(SHADOW_MAX_DEPTH):
+        deep = {"k": deep}
+    with pytest.raises(ShadowLimitError) as too_deep:
+        await store.change_shadow("d1", desired=deep)
+    assert too_deep.value.kind == "too_deep"
+    await store.change_shadow("d1", reported={"blob": "x" * (SHADOW_MAX_BYTES - 100)})
+    with pytest.raises(ShadowLimitError) as too_large:
+        await store.change_shadow("d1", reported={"more": "y" * 200})
+    assert too_large.value.kind == "too_large"
+    assert (await store.get_shadow("d1")).version == 1

@@ -35,6 +35,8 @@ Collections
   finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
   rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
+- ``shadows`` ``{_id: device_id, desired, reported, version, updated_at}``: device shadows (JSON text),
+  read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -166,12 +168,13 @@ from chatmq.services.store.mongo.groups import MongoGroups
 from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
 from chatmq.services.store.mongo.presence import MongoPresence
+from chatmq.services.store.mongo.shadows import MongoShadows
 from chatmq.services.store.mongo.users import MongoUsers
 
 __all__ = ['MongoStore']
 
 
-class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence):
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

@@ -99,6 +99,13 @@ CREATE TABLE IF NOT EXISTS presence (
     epoch   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
+CREATE TABLE IF NOT EXISTS shadows (
+    device_id  TEXT PRIMARY KEY,
+    desired    TEXT NOT NULL,
+    reported   TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
