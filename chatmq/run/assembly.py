@@ -10,7 +10,7 @@
 | part | runs |
 |---|---|
 | ``storage`` | presence → registry and offline replay; notices (group events) to users; the pending count |
-| ``router`` | 1:1 messages and receipts (``chat.outbox``) |
+| ``router`` | 1:1 messages and receipts (``chat.outbox``); devices: presence and shadows (``chat.devices``) |
 | ``group-router`` | group messages (``chat.group-outbox``) |
 | ``push`` | push notifications for offline users (``chat.push``) through FCM or a webhook (``push_provider``) |
 | ``telemetry`` | device readings (``chat.telemetry``) to InfluxDB (needs ``influx_url``) |
@@ -45,6 +45,8 @@ from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.chat.router import Router
 from chatmq.services.chat.storage import ReplayService
+from chatmq.services.devices.link import BusDeviceLink
+from chatmq.services.devices.worker import DeviceWorker
 from chatmq.services.push import push_worker
 from chatmq.services.push.publisher import PushPublisher
 from chatmq.services.registry.connections import ConnectionFollower
@@ -148,7 +150,7 @@ def _storage(p: Process) -> list[Component]:
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet)]
+    return [Router(p.bus, p.store, p.outlet), DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:
@@ -191,7 +193,8 @@ def _api(p: Process) -> list[Component]:
     follower = ConnectionFollower(p.bus, p.connections, group=group)
     control = BusSessionControl(p.bus, p.connections, p.registry)
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
-                       auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies)
+                       auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
+                       devices=BusDeviceLink(p.bus))
     p.servers = http_servers(p.app, s, p.tls)
     return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), *p.servers]
 

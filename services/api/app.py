@@ -25,7 +25,7 @@ from chatmq.services.api.control import SessionControl
 from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
-from chatmq.services.api.notifier import Notifier
+from chatmq.services.api.notifier import DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter, AuthLimits
 from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
@@ -41,14 +41,15 @@ _TAGS = [
 
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
-               trusted_proxies: Sequence[str] = ("127.0.0.1",)) -> FastAPI:
+               trusted_proxies: Sequence[str] = ("127.0.0.1",), devices: DeviceLink | None = None) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
     inboxes, ``max_page`` bounds the ``limit`` of history pages, ``control`` (when given)
     lets the operator API list and close live sessions. ``auth_limits`` are the rate limits of
     register, login and refresh; the client address they count by is the ``X-Forwarded-For``
-    address when the peer is one of ``trusted_proxies`` (addresses or networks).
+    address when the peer is one of ``trusted_proxies`` (addresses or networks). ``devices`` tells
+    devices about changes of their shadows (without it they see them on their next ``shadow_get``).
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
@@ -56,7 +57,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
                   description="REST API of chatmq: accounts, contacts, devices, groups and history, and the "
                               "operators' API. Every error is an RFC 9457 problem details object.")
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
-                               limiter=AuthLimiter(auth_limits))
+                               limiter=AuthLimiter(auth_limits), devices=devices)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
     install_error_handlers(app)
 

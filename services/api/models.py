@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatmq.core.envelopes import ID_PATTERN
-from chatmq.services.store.base import Device, Group, StoredMessage, User
+from chatmq.services.store.base import Device, DeviceStatus, Group, Shadow, StoredMessage, User
 
 USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"
 MAX_CONTACTS = 1000
@@ -142,6 +142,48 @@ class DeviceOut(BaseModel):
     @classmethod
     def of(cls, device: Device) -> DeviceOut:
         return cls(device_id=device.device_id, name=device.name, created_at=device.created_at)
+
+
+class DeviceDetail(BaseModel):
+    """``GET /devices/{id}``: a device with its connection status (``online``: it reads its inbox)."""
+
+    device_id: str
+    name: str
+    owner: str
+    online: bool
+    last_seen: int | None
+    connected_at: int | None
+    disconnect_reason: str | None
+    created_at: int
+
+    @classmethod
+    def of(cls, device: Device, status: DeviceStatus) -> DeviceDetail:
+        return cls(device_id=device.device_id, name=device.name, owner=device.owner_id, online=status.online,
+                   last_seen=status.last_seen, connected_at=status.connected_at,
+                   disconnect_reason=status.disconnect_reason, created_at=device.created_at)
+
+
+class ShadowPatch(_Body):
+    """``PATCH /devices/{id}/shadow``: ``desired`` merged into the desired state (``null`` deletes a key);
+    with ``version``, only if the shadow is still at that version (else 409)."""
+
+    desired: dict[str, Any]
+    version: Annotated[int, Field(ge=0)] | None = None
+
+
+class ShadowOut(BaseModel):
+    """A device's shadow: ``delta`` holds the desired keys whose value differs from the reported one."""
+
+    device_id: str
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+    delta: dict[str, Any]
+    version: int
+    updated_at: int
+
+    @classmethod
+    def of(cls, shadow: Shadow) -> ShadowOut:
+        return cls(device_id=shadow.device_id, **shadow.document())
 
 
 # groups ------------------------------------------------------------------------

@@ -14,3 +14,11 @@ class Notifier(Protocol):
     async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
         """Put ``envelope`` into the inbox of every user in ``user_ids``."""
         ...
+
+
+class DeviceLink(Protocol):
+    """How the API reaches devices (through the device worker)."""
+
+    async def shadow_changed(self, device_id: str) -> None:
+        """The desired state of ``device_id`` changed: an online device gets its new delta."""
+        ...

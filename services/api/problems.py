@@ -46,6 +46,9 @@ forbidden | 403 | Not allowed | The caller may not do this: a disabled account, 
 not-found | 404 | Not found | No such resource (user, group, device, session, route).
 method-not-allowed | 405 | Method not allowed | The path exists but not with this method; `Allow` lists the methods.
 conflict | 409 | Conflict | The request conflicts with the current state (a taken username, disabling yourself).
+shadow-too-large | 413 | Shadow too large | The change would make the shadow's `desired` or `reported` state \
+larger than 8 KiB of JSON.
+shadow-too-deep | 422 | Shadow nested too deep | The change nests objects deeper than 6 levels.
 rate-limited | 429 | Too many requests | Too many attempts from this client address (or for this username); wait \
 `Retry-After` seconds (also in `retry_after`).
 internal-error | 500 | Internal server error | The server failed unexpectedly; the failure is logged on the server. \

@@ -488,7 +488,34 @@ class ShadowStore(abc.ABC):
         raise ConflictError("the shadow keeps changing; try again")
 
 
-class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore):
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Whether a device can be reached (it reads its inbox) and on which ``node``, since when, and
+    when it was last seen and why it went away (ms)."""
+
+    device_id: str
+    online: bool = False
+    node: str | None = None
+    epoch: int = 0
+    connected_at: int | None = None
+    last_seen: int | None = None
+    disconnect_reason: str | None = None
+
+
+class DeviceStatusStore(abc.ABC):
+    """The store's role: each device's connection status. Written by the consumer of ``chat.devices``
+    (one at a time per device), read by the API."""
+
+    @abc.abstractmethod
+    async def get_device_status(self, device_id: str) -> DeviceStatus:
+        """The device's status (offline, never seen, when none is stored)."""
+
+    @abc.abstractmethod
+    async def put_device_status(self, status: DeviceStatus) -> None:
+        """Store ``status`` as the device's, replacing any."""
+
+
+class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
 

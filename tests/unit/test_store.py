@@ -28,6 +28,7 @@ from chatmq.core.errors import ConflictError, NotFoundError, StoreError
 from chatmq.services.store.base import (
     SHADOW_MAX_BYTES,
     SHADOW_MAX_DEPTH,
+    DeviceStatus,
     NewMessage,
     PendingItem,
     Route,
@@ -1482,3 +1483,14 @@ async def test_shadow_bounds(store: Store) -> None:
         await store.change_shadow("d1", reported={"more": "y" * 200})
     assert too_large.value.kind == "too_large"
     assert (await store.get_shadow("d1")).version == 1
+
+
+async def test_device_status_round_trip(store: Store) -> None:
+    assert await store.get_device_status("d1") == DeviceStatus("d1")
+    up = DeviceStatus("d1", True, "n1", 7, 1000, 1000, None)
+    await store.put_device_status(up)
+    assert await store.get_device_status("d1") == up
+    down = DeviceStatus("d1", False, None, 7, 1000, 2000, "disconnected")
+    await store.put_device_status(down)
+    assert await store.get_device_status("d1") == down
+    assert await store.get_device_status("d2") == DeviceStatus("d2")

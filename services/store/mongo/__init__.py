@@ -37,6 +37,7 @@ Collections
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
 - ``shadows`` ``{_id: device_id, desired, reported, version, updated_at}``: device shadows (JSON text),
   read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
+- ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -164,6 +165,7 @@ ones). Start such a deployment on a fresh database.
 
 from __future__ import annotations
 
+from chatmq.services.store.mongo.device_status import MongoDeviceStatus
 from chatmq.services.store.mongo.groups import MongoGroups
 from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
@@ -174,7 +176,7 @@ from chatmq.services.store.mongo.users import MongoUsers
 __all__ = ['MongoStore']
 
 
-class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows):
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

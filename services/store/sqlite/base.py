@@ -106,6 +106,15 @@ CREATE TABLE IF NOT EXISTS shadows (
     version    INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_status (
+    device_id         TEXT PRIMARY KEY,
+    online            INTEGER NOT NULL,
+    node              TEXT,
+    epoch             INTEGER NOT NULL,
+    connected_at      INTEGER,
+    last_seen         INTEGER,
+    disconnect_reason TEXT
+);
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"

@@ -1,0 +1,57 @@
+"""The envelopes of a device's MQTT topics (docs/contract.md, "Devices"): what a device publishes on
+``devices/{id}/outbox`` (validated here, once, at the node) and what it reads on ``devices/{id}/inbox``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from chatmq.core.envelopes import EnvelopeError
+
+
+class ShadowReport(msgspec.Struct, frozen=True, tag_field="type", tag="shadow_report"):
+    """``state`` merged into the shadow's reported state (``null`` deletes a key); ``version``, when
+    given, must be the shadow's current version."""
+
+    state: dict[str, Any]
+    version: int | None = None
+
+
+class ShadowGet(msgspec.Struct, frozen=True, tag_field="type", tag="shadow_get"):
+    """Asks for the whole shadow (answered with ``shadow``)."""
+
+
+DeviceOutboxEnvelope = ShadowReport | ShadowGet
+
+_decoder = msgspec.json.Decoder(DeviceOutboxEnvelope)
+_encoder = msgspec.json.Encoder()
+
+
+def parse_device_outbox(payload: bytes, max_payload: int) -> DeviceOutboxEnvelope:
+    """Validate one ``devices/{id}/outbox`` payload; ``EnvelopeError`` (``too_large`` or
+    ``invalid_envelope``) otherwise. The shadow's own bounds are checked where it is changed."""
+    if len(payload) > max_payload:
+        raise EnvelopeError("too_large", f"envelope of {len(payload)} bytes exceeds the limit of {max_payload}")
+    try:
+        return _decoder.decode(payload)
+    except RecursionError as exc:
+        raise EnvelopeError("invalid_envelope", "envelope nests too deep") from exc
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "`$.type`" in text or "Missing required field `type`" in text:
+            text = "field 'type' must be 'shadow_report' or 'shadow_get'"
+        raise EnvelopeError("invalid_envelope", text.replace("`$.", "`")) from exc
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError("invalid_envelope", f"envelope is not valid JSON: {exc}") from exc
+
+
+def shadow_envelope(document: dict[str, Any]) -> bytes:
+    """``shadow``: the whole document (``desired``, ``reported``, ``delta``, ``version``, ``updated_at``)."""
+    return _encoder.encode({"type": "shadow", **document})
+
+
+def shadow_delta_envelope(version: int, state: dict[str, Any]) -> bytes:
+    """``shadow_delta``: the desired keys that differ from the reported ones."""
+    return _encoder.encode({"type": "shadow_delta", "version": version, "state": state})
+
