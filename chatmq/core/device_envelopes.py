@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -22,7 +22,16 @@ class ShadowGet(msgspec.Struct, frozen=True, tag_field="type", tag="shadow_get")
     """Asks for the whole shadow (answered with ``shadow``)."""
 
 
-DeviceOutboxEnvelope = ShadowReport | ShadowGet
+class CommandResult(msgspec.Struct, frozen=True, tag_field="type", tag="command_result"):
+    """The device's answer to command ``id``: ``ok`` with a ``result``, or not with an ``error``."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+DeviceOutboxEnvelope = ShadowReport | ShadowGet | CommandResult
 
 _decoder = msgspec.json.Decoder(DeviceOutboxEnvelope)
 _encoder = msgspec.json.Encoder()
@@ -40,7 +49,7 @@ def parse_device_outbox(payload: bytes, max_payload: int) -> DeviceOutboxEnvelop
     except msgspec.ValidationError as exc:
         text = str(exc)
         if "`$.type`" in text or "Missing required field `type`" in text:
-            text = "field 'type' must be 'shadow_report' or 'shadow_get'"
+            text = "field 'type' must be 'shadow_report', 'shadow_get' or 'command_result'"
         raise EnvelopeError("invalid_envelope", text.replace("`$.", "`")) from exc
     except msgspec.DecodeError as exc:
         raise EnvelopeError("invalid_envelope", f"envelope is not valid JSON: {exc}") from exc
@@ -55,3 +64,10 @@ def shadow_delta_envelope(version: int, state: dict[str, Any]) -> bytes:
     """``shadow_delta``: the desired keys that differ from the reported ones."""
     return _encoder.encode({"type": "shadow_delta", "version": version, "state": state})
 
+
+
+def command_envelope(command_id: str, name: str, params: dict[str, Any], expires_at: int) -> bytes:
+    """``command``: run ``name`` with ``params`` and answer with ``command_result`` before ``expires_at``
+    (ms); a redelivery carries the same ``id``."""
+    return _encoder.encode({"type": "command", "id": command_id, "name": name, "params": params,
+                            "expires_at": expires_at})

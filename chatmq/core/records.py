@@ -32,7 +32,9 @@ Topics and their records (keys in brackets):
 * ``chat.devices`` (device): ``DeviceUp`` / ``DeviceDown`` ``{"event": "up"|"down", "device", "owner", "node",
   "epoch", "ts"[, "reason"]}`` (the device subscribed to / released its inbox), ``DeviceOut`` ``{"event":
   "outbox", "device", "owner", "node", "env": <ShadowReport | ShadowGet>}`` (from the device's outbox),
-  ``ShadowChanged`` ``{"event": "shadow_changed", "device", "ts"}`` (from the API).
+  ``ShadowChanged`` ``{"event": "shadow_changed", "device", "ts"}`` and ``CommandRequest`` ``{"event": "command",
+  "device", "id", "name", "params", "persistent", "expires_at"}`` (from the API).
+* ``chat.command-results`` (command id): ``CommandDone`` ``{"id", "device", "status", "result", "error"}``.
 * ``chat.device_events`` (device): ``DeviceEvent`` ``{"event": "device_connected"|"device_disconnected",
   "device_id", "owner", "reason", "ts"}`` for other consumers.
 * ``chat.heartbeats`` (instance; compacted): ``Heartbeat``, or ``{"instance", "stopped": true, "ts"}``.
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 
-from chatmq.core.device_envelopes import ShadowGet, ShadowReport
+from chatmq.core.device_envelopes import CommandResult, ShadowGet, ShadowReport
 from chatmq.core.envelopes import MessageIn, ReceiptIn
 from chatmq.core.errors import ChatMQError
 
@@ -232,7 +234,30 @@ class DeviceOut(BusItem, frozen=True, tag_field="event", tag="outbox"):
     device: str
     owner: str | None
     node: str
-    env: ShadowReport | ShadowGet
+    env: ShadowReport | ShadowGet | CommandResult
+
+
+class CommandRequest(BusItem, frozen=True, tag_field="event", tag="command"):
+    """The API stored command ``id`` for ``device`` (``persistent``: kept queued for an offline device
+    until ``expires_at``): send it."""
+
+    device: str
+    id: str
+    name: str
+    params: dict[str, Any]
+    persistent: bool
+    expires_at: int
+
+
+class CommandDone(BusItem, frozen=True):
+    """Command ``id`` of ``device`` finished (``status``: ``succeeded``, ``failed`` or ``expired``), on
+    ``chat.command-results`` for the API copy waiting for it."""
+
+    id: str
+    device: str
+    status: Literal["succeeded", "failed", "expired"]
+    result: dict[str, Any] | None
+    error: str | None
 
 
 class ShadowChanged(BusItem, frozen=True, tag_field="event", tag="shadow_changed"):
@@ -242,7 +267,7 @@ class ShadowChanged(BusItem, frozen=True, tag_field="event", tag="shadow_changed
     ts: int
 
 
-DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged
+DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged | CommandRequest
 
 
 class DeviceEvent(BusItem, frozen=True):
@@ -365,4 +390,5 @@ TELEMETRY_RECORDS: Codec[TelemetryRecord] = Codec(TelemetryRecord, "telemetry")
 HEARTBEATS: Codec[Heartbeat] = Codec(Heartbeat, "heartbeat")
 PUSHES: Codec[PushRecord] = Codec(PushRecord, "push")
 DEVICE_RECORDS: Codec[DeviceRecord] = Codec(DeviceRecord, "device")
+COMMAND_RESULTS: Codec[CommandDone] = Codec(CommandDone, "command result")
 DEVICE_EVENTS: Codec[DeviceEvent] = Codec(DeviceEvent, "device event")

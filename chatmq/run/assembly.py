@@ -15,7 +15,7 @@
 | ``push`` | push notifications for offline users (``chat.push``) through FCM or a webhook (``push_provider``) |
 | ``telemetry`` | device readings (``chat.telemetry``) to InfluxDB (needs ``influx_url``) |
 | ``broker`` | one broker node (``node``): MQTT listeners, its bridge to the bus (``NodeGateway``), operator commands |
-| ``api`` | the REST API, with session control over ``chat.control`` and the process list |
+| ``api`` | the REST API: session control (``chat.control``), processes, command answers (``chat.command-results``) |
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.chat.router import Router
 from chatmq.services.chat.storage import ReplayService
-from chatmq.services.devices.link import BusDeviceLink
+from chatmq.services.devices.link import BusDeviceLink, CommandWaiters
 from chatmq.services.devices.worker import DeviceWorker
 from chatmq.services.push import push_worker
 from chatmq.services.push.publisher import PushPublisher
@@ -192,11 +192,12 @@ def _api(p: Process) -> list[Component]:
     group = f"api.{uuid.uuid4().hex[:12]}" if p.cluster else "connections"
     follower = ConnectionFollower(p.bus, p.connections, group=group)
     control = BusSessionControl(p.bus, p.connections, p.registry)
+    waiters = CommandWaiters(p.bus, group=f"{group}.commands")
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
                        auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
-                       devices=BusDeviceLink(p.bus))
+                       devices=BusDeviceLink(p.bus, waiters))
     p.servers = http_servers(p.app, s, p.tls)
-    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), *p.servers]
+    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), waiters, *p.servers]
 
 
 PARTS: dict[str, Callable[[Process], list[Component]]] = {

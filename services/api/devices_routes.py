@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from chatmq.core import ids
 from chatmq.core.auth import hash_secret
+from chatmq.core.ids import now_ms
 from chatmq.services.api.deps import ApiContext, Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, not_found
 from chatmq.services.api.models import (
+    CommandAnswer,
+    CommandOut,
+    CommandRequestBody,
     DeviceCreated,
     DeviceCreateRequest,
     DeviceDetail,
@@ -20,7 +24,14 @@ from chatmq.services.api.models import (
     ShadowOut,
     ShadowPatch,
 )
-from chatmq.services.store.base import Device, ShadowLimitError, User
+from chatmq.services.store.base import (
+    CommandStatus,
+    Device,
+    DeviceCommand,
+    DocumentLimitError,
+    User,
+    check_document,
+)
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -87,10 +98,90 @@ async def patch_shadow(device_id: str, body: ShadowPatch, user: CurrentUser, ctx
     await owned_device(device_id, user, ctx)
     try:
         shadow = await ctx.store.change_shadow(device_id, desired=body.desired, version=body.version)
-    except ShadowLimitError as exc:
-        if exc.kind == "too_large":
-            raise ApiError(413, str(exc), kind="shadow-too-large") from exc
-        raise ApiError(422, str(exc), kind="shadow-too-deep") from exc
+    except DocumentLimitError as exc:
+        raise _too_big(exc) from exc
     if ctx.devices is not None:
         await ctx.devices.shadow_changed(device_id)
     return ShadowOut.of(shadow)
+
+
+def _too_big(exc: DocumentLimitError) -> ApiError:
+    if exc.kind == "too_large":
+        return ApiError(413, str(exc), kind="shadow-too-large")
+    return ApiError(422, str(exc), kind="shadow-too-deep")
+
+
+CommandStatusName = Literal["queued", "sent", "succeeded", "failed", "expired"]
+
+
+@router.post("/{device_id}/commands", response_model=CommandAnswer,
+             responses={**_NO_DEVICE, 202: {"description": "A persistent command, queued.",
+                                             "model": CommandAnswer},
+                        409: {"description": "``device_offline``: the device is not connected."},
+                        413: {"description": "``params`` exceed 8 KiB of JSON."},
+                        503: {"description": "No device worker is reachable from this API."},
+                        504: {"description": "``command_timeout``: no answer within ``timeout_s``."}})
+async def send_command(device_id: str, body: CommandRequestBody, user: CurrentUser, ctx: Ctx,
+                       response: Response) -> CommandAnswer:
+    """Send a command. Plain: wait for the device's ``command_result`` (200 with ``succeeded`` or
+    ``failed``), 409 ``device_offline`` when it is not connected, 504 ``command_timeout`` when it does not
+    answer in ``timeout_s``. ``persistent``: 202 ``queued``, delivered when the device is (next) connected,
+    until ``expires_in_s`` have passed."""
+    await owned_device(device_id, user, ctx)
+    if ctx.devices is None:
+        raise ApiError(503, "commands are not available on this server")
+    try:
+        check_document("params", body.params)
+    except DocumentLimitError as exc:
+        raise _too_big(exc) from exc
+    now = now_ms()
+    if not body.persistent and not (await ctx.store.get_device_status(device_id)).online:
+        raise _offline(device_id)
+    lifetime = body.expires_in_s if body.persistent else body.timeout_s
+    command = DeviceCommand(ids.command_id(), device_id, body.name, body.params, body.persistent,
+                            "queued" if body.persistent else "sent", now, now + lifetime * 1000)
+    await ctx.store.add_command(command)
+    if body.persistent:
+        await ctx.devices.send_command(command, None)
+        response.status_code = 202
+        return CommandAnswer(id=command.command_id, status="queued")
+    done = await ctx.devices.send_command(command, body.timeout_s)
+    if done is None or done.status == "expired":
+        raise ApiError(504, f"the device did not answer within {body.timeout_s} s", kind="command_timeout",
+                       id=command.command_id)
+    if done.status == "failed" and done.error == "device_offline":
+        raise _offline(device_id)
+    return CommandAnswer(id=done.id, status=done.status, result=done.result, error=done.error)
+
+
+def _offline(device_id: str) -> ApiError:
+    return ApiError(409, f"device {device_id} is offline; send a persistent command to queue it",
+                    kind="device_offline")
+
+
+@router.get("/{device_id}/commands/{command_id}", response_model=CommandOut, responses=_NO_DEVICE)
+async def get_command(device_id: str, command_id: str, user: CurrentUser, ctx: Ctx) -> CommandOut:
+    """One command of the device and where it stands."""
+    await owned_device(device_id, user, ctx)
+    command = await ctx.store.get_command(command_id)
+    if command is None or command.device_id != device_id:
+        raise not_found("no such command")
+    return CommandOut.of(command.seen_at(now_ms()))
+
+
+@router.get("/{device_id}/commands", response_model=list[CommandOut], responses=_NO_DEVICE)
+async def list_commands(device_id: str, user: CurrentUser, ctx: Ctx, status: CommandStatusName | None = None,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 100) -> list[CommandOut]:
+    """The device's commands, newest first (with ``status``, only those in that state now)."""
+    await owned_device(device_id, user, ctx)
+    now = now_ms()
+    # ``expired`` is also what an unfinished command past its expiry reads as: filter after reading
+    stored: list[CommandStatus] | None = None
+    if status in ("queued", "sent"):
+        stored = [status]
+    elif status == "expired":
+        stored = ["queued", "sent", "expired"]
+    elif status is not None:
+        stored = [status]
+    commands = [c.seen_at(now) for c in await ctx.store.device_commands(device_id, stored, limit)]
+    return [CommandOut.of(c) for c in commands if status is None or c.status == status]

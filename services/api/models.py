@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatmq.core.envelopes import ID_PATTERN
-from chatmq.services.store.base import Device, DeviceStatus, Group, Shadow, StoredMessage, User
+from chatmq.services.store.base import Device, DeviceCommand, DeviceStatus, Group, Shadow, StoredMessage, User
 
 USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"
 MAX_CONTACTS = 1000
@@ -184,6 +184,48 @@ class ShadowOut(BaseModel):
     @classmethod
     def of(cls, shadow: Shadow) -> ShadowOut:
         return cls(device_id=shadow.device_id, **shadow.document())
+
+
+class CommandRequestBody(_Body):
+    """``POST /devices/{id}/commands``: run ``name`` with ``params`` on the device. Plain: wait up to
+    ``timeout_s`` for its answer. ``persistent``: queued for the device (delivered when it next connects)
+    until ``expires_in_s`` have passed."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: Annotated[int, Field(ge=1, le=300)] = 30
+    persistent: bool = False
+    expires_in_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 24 * 3600
+
+
+class CommandOut(BaseModel):
+    """A command and where it stands (``queued``, ``sent``, ``succeeded``, ``failed``, ``expired``)."""
+
+    id: str
+    device_id: str
+    name: str
+    params: dict[str, Any]
+    persistent: bool
+    status: str
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: int
+    expires_at: int
+
+    @classmethod
+    def of(cls, c: DeviceCommand) -> CommandOut:
+        return cls(id=c.command_id, device_id=c.device_id, name=c.name, params=c.params, persistent=c.persistent,
+                   status=c.status, result=c.result, error=c.error, created_at=c.created_at,
+                   expires_at=c.expires_at)
+
+
+class CommandAnswer(BaseModel):
+    """A command's outcome: ``queued`` (202, persistent) or ``succeeded``/``failed`` (200)."""
+
+    id: str
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 # groups ------------------------------------------------------------------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from chatmq.core.records import CommandDone
+from chatmq.services.store.base import DeviceCommand
+
 
 class Notifier(Protocol):
     """Delivers an inbox envelope to users (online now, or as a pending notice later).
@@ -21,4 +24,8 @@ class DeviceLink(Protocol):
 
     async def shadow_changed(self, device_id: str) -> None:
         """The desired state of ``device_id`` changed: an online device gets its new delta."""
+        ...
+
+    async def send_command(self, command: DeviceCommand, wait: float | None) -> CommandDone | None:
+        """Send a stored command; with ``wait``, its outcome when it comes within ``wait`` seconds."""
         ...

@@ -49,6 +49,10 @@ conflict | 409 | Conflict | The request conflicts with the current state (a take
 shadow-too-large | 413 | Shadow too large | The change would make the shadow's `desired` or `reported` state \
 larger than 8 KiB of JSON.
 shadow-too-deep | 422 | Shadow nested too deep | The change nests objects deeper than 6 levels.
+device_offline | 409 | Device offline | The device is not connected (reading its inbox); send a persistent \
+command to have it delivered when the device next connects.
+command_timeout | 504 | Command timed out | The device did not answer the command within `timeout_s`; the \
+command is `expired` (`GET /devices/{id}/commands/{cid}`).
 rate-limited | 429 | Too many requests | Too many attempts from this client address (or for this username); wait \
 `Retry-After` seconds (also in `retry_after`).
 internal-error | 500 | Internal server error | The server failed unexpectedly; the failure is logged on the server. \

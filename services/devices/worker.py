@@ -7,6 +7,16 @@
 * ``DeviceOut``: ``shadow_report`` merges into the reported state (answered with an ``error`` when its
   ``version`` is stale or the shadow would break its bounds); ``shadow_get`` is answered with ``shadow``.
 * ``ShadowChanged`` (the API changed the desired state): an online device gets the new delta.
+* ``CommandRequest`` (the API stored a command): an online device gets the ``command``; for an offline one
+  a plain command fails (``device_offline``), a persistent one stays ``queued`` and goes out (its status
+  ``sent``) with the device's next ``DeviceUp``, as does a persistent one sent before and not yet answered
+  (the same id: a well-behaved device runs each id once), until it expires.
+* ``command_result`` from the device: the command becomes ``succeeded``/``failed`` (once: a repeated or
+  late answer, or one for another device's command, is ignored) and a ``CommandDone`` goes to
+  ``chat.command-results`` for the API copy waiting for it.
+
+This worker is the only writer of a command's status after the API inserted it (records of one device
+come in order to one consumer); a command not finished by its ``expires_at`` reads as ``expired``.
 
 Envelopes for a device go to its node's ``chat.deliver.<node>`` as ``Delivery.to_device``.
 """
@@ -14,15 +24,26 @@ Envelopes for a device go to its node's ``chat.deliver.<node>`` as ``Delivery.to
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import msgspec
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.device_envelopes import ShadowGet, ShadowReport, shadow_delta_envelope, shadow_envelope
+from chatmq.core.device_envelopes import (
+    CommandResult,
+    ShadowGet,
+    ShadowReport,
+    command_envelope,
+    shadow_delta_envelope,
+    shadow_envelope,
+)
 from chatmq.core.envelopes import ErrorCode, encode_event, error_envelope, event_envelope
 from chatmq.core.errors import ConflictError
+from chatmq.core.ids import now_ms
 from chatmq.core.records import (
     DEVICE_RECORDS,
+    CommandDone,
+    CommandRequest,
     Delivery,
     DeviceDown,
     DeviceEvent,
@@ -30,12 +51,15 @@ from chatmq.core.records import (
     DeviceUp,
     ShadowChanged,
 )
-from chatmq.core.topics import DEVICE_EVENTS, DEVICES, deliver_topic
+from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store.base import DeviceStatus, ShadowLimitError, Store
+from chatmq.services.store.base import DeviceCommand, DeviceStatus, DocumentLimitError, Store
 
 log = logging.getLogger(__name__)
+
+#: The most persistent commands a device gets at one connect (the newest; older ones wait for a later connect).
+MAX_WAITING = 100
 
 
 class DeviceWorker(BusWorker):
@@ -52,6 +76,8 @@ class DeviceWorker(BusWorker):
                 await self._down(item)
             elif isinstance(item, DeviceOut):
                 await self._outbox(item)
+            elif isinstance(item, CommandRequest):
+                await self._command(item)
             else:
                 await self._shadow_changed(item)
 
@@ -69,7 +95,59 @@ class DeviceWorker(BusWorker):
         delta = shadow.delta()
         if delta:
             await self.send(up.device, up.node, [shadow_delta_envelope(shadow.version, delta)])
+        await self._send_waiting(up.device, up.node)
         await self._event(DeviceEvent("device_connected", up.device, up.owner, None, up.ts))
+
+    async def _send_waiting(self, device: str, node: str) -> None:
+        """The persistent commands still owed to a device that just subscribed, oldest first."""
+        now = now_ms()
+        waiting = await self._store.device_commands(device, ["queued", "sent"], limit=MAX_WAITING)
+        for command in reversed(waiting):
+            if not command.persistent:
+                continue
+            if command.seen_at(now).status == "expired":
+                await self._store.put_command(replace(command, status="expired"))
+                continue
+            await self._deliver_command(command, node)
+
+    async def _deliver_command(self, command: DeviceCommand, node: str) -> None:
+        envelope = command_envelope(command.command_id, command.name, command.params, command.expires_at)
+        await self.send(command.device_id, node, [envelope])
+        if command.status == "queued":
+            await self._store.put_command(replace(command, status="sent"))
+
+    async def _command(self, request: CommandRequest) -> None:
+        command = await self._store.get_command(request.id)
+        if command is None or command.finished():
+            return
+        if command.seen_at(now_ms()).status == "expired":
+            await self._finish(replace(command, status="expired"))
+            return
+        status = await self._store.get_device_status(request.device)
+        if status.online and status.node is not None:
+            await self._deliver_command(command, status.node)
+        elif not command.persistent:
+            await self._finish(replace(command, status="failed", error="device_offline"))
+
+    async def _finish(self, command: DeviceCommand) -> None:
+        await self._store.put_command(command)
+        assert command.status in ("succeeded", "failed", "expired")
+        done = CommandDone(command.command_id, command.device_id, command.status, command.result, command.error)
+        await self._bus.publish(COMMAND_RESULTS, command.command_id.encode(), done)
+
+    async def _result(self, device: str, answer: CommandResult) -> None:
+        command = await self._store.get_command(answer.id)
+        if command is None or command.device_id != device or command.finished():
+            log.info("device %s answered command %s, which it does not owe: ignored", device, answer.id)
+            return
+        if command.seen_at(now_ms()).status == "expired":
+            await self._finish(replace(command, status="expired"))
+            return
+        if answer.ok:
+            await self._finish(replace(command, status="succeeded", result=answer.result, error=None))
+        else:
+            await self._finish(replace(command, status="failed", result=answer.result,
+                                       error=answer.error or "failed"))
 
     async def _down(self, down: DeviceDown) -> None:
         current = await self._store.get_device_status(down.device)
@@ -87,6 +165,9 @@ class DeviceWorker(BusWorker):
 
     async def _outbox(self, out: DeviceOut) -> None:
         env = out.env
+        if isinstance(env, CommandResult):
+            await self._result(out.device, env)
+            return
         if isinstance(env, ShadowGet):
             shadow = await self._store.get_shadow(out.device)
             await self.send(out.device, out.node, [shadow_envelope(shadow.document())])
@@ -96,7 +177,7 @@ class DeviceWorker(BusWorker):
             await self._store.change_shadow(out.device, reported=env.state, version=env.version)
         except ConflictError as exc:
             await self.send(out.device, out.node, [error_envelope("conflict", str(exc))])
-        except ShadowLimitError as exc:
+        except DocumentLimitError as exc:
             code: ErrorCode = "too_large" if exc.kind == "too_large" else "invalid_envelope"
             await self.send(out.device, out.node, [error_envelope(code, str(exc))])
 

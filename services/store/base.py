@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from chatmq.core.errors import ChatMQError, ConflictError
@@ -373,8 +373,9 @@ SHADOW_MAX_BYTES = 8192
 SHADOW_MAX_DEPTH = 6
 
 
-class ShadowLimitError(ChatMQError):
-    """A shadow change that would break a bound: ``kind`` is ``too_large`` or ``too_deep``."""
+class DocumentLimitError(ChatMQError):
+    """A document (a shadow's state, a command's params) that breaks a bound: ``kind`` is ``too_large``
+    or ``too_deep``."""
 
     def __init__(self, kind: Literal["too_large", "too_deep"], detail: str) -> None:
         super().__init__(detail)
@@ -387,6 +388,17 @@ def _depth(value: object) -> int:
     if isinstance(value, list):
         return max((_depth(v) for v in value), default=0)
     return 0
+
+
+def check_document(name: str, value: dict[str, Any]) -> None:
+    """``DocumentLimitError`` unless ``value`` nests at most ``SHADOW_MAX_DEPTH`` objects and its JSON
+    is at most ``SHADOW_MAX_BYTES``."""
+    if _depth(value) > SHADOW_MAX_DEPTH:
+        raise DocumentLimitError("too_deep", f"{name} is nested deeper than {SHADOW_MAX_DEPTH} objects")
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > SHADOW_MAX_BYTES:
+        raise DocumentLimitError("too_large", f"{name} would be {size} bytes of JSON; at most {SHADOW_MAX_BYTES} "
+                                              "are kept")
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -434,18 +446,15 @@ class Shadow:
 
     def changed(self, *, desired: dict[str, Any] | None = None, reported: dict[str, Any] | None = None) -> Shadow:
         """The next version with ``desired``/``reported`` merged in (``None`` values delete keys);
-        ``ShadowLimitError`` when a patch or the result breaks the bounds."""
+        ``DocumentLimitError`` when a patch or the result breaks the bounds."""
         new_desired, new_reported = self.desired, self.reported
         for name, patch in (("desired", desired), ("reported", reported)):
             if patch is None:
                 continue
             if _depth(patch) > SHADOW_MAX_DEPTH:
-                raise ShadowLimitError("too_deep", f"{name} is nested deeper than {SHADOW_MAX_DEPTH} objects")
+                raise DocumentLimitError("too_deep", f"{name} is nested deeper than {SHADOW_MAX_DEPTH} objects")
             merged = _merge(self.desired if name == "desired" else self.reported, patch)
-            size = len(json.dumps(merged, separators=(",", ":")).encode())
-            if size > SHADOW_MAX_BYTES:
-                raise ShadowLimitError("too_large", f"{name} would be {size} bytes of JSON; "
-                                                    f"at most {SHADOW_MAX_BYTES} are kept")
+            check_document(name, merged)
             if name == "desired":
                 new_desired = merged
             else:
@@ -475,7 +484,7 @@ class ShadowStore(abc.ABC):
                             reported: dict[str, Any] | None = None, version: int | None = None) -> Shadow:
         """Merge ``desired``/``reported`` into the device's shadow and return the new one. With
         ``version``: ``ConflictError`` unless that is the current version; without, retried on a
-        lost race. ``ShadowLimitError`` when the result would break the bounds."""
+        lost race. ``DocumentLimitError`` when the result would break the bounds."""
         for _ in range(20):
             current = await self.get_shadow(device_id)
             if version is not None and version != current.version:
@@ -515,7 +524,59 @@ class DeviceStatusStore(abc.ABC):
         """Store ``status`` as the device's, replacing any."""
 
 
-class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore):
+CommandStatus = Literal["queued", "sent", "succeeded", "failed", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCommand:
+    """A command for a device: ``queued`` (persistent, waiting for the device), ``sent``, then
+    ``succeeded``/``failed`` by the device's ``command_result``, or ``expired`` (no answer by
+    ``expires_at``, ms)."""
+
+    command_id: str
+    device_id: str
+    name: str
+    params: dict[str, Any]
+    persistent: bool
+    status: CommandStatus
+    created_at: int
+    expires_at: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "expired")
+
+    def seen_at(self, now: int) -> DeviceCommand:
+        """As it stands at ``now``: a command not finished by its ``expires_at`` has expired."""
+        if not self.finished() and now >= self.expires_at:
+            return replace(self, status="expired")
+        return self
+
+
+class CommandStore(abc.ABC):
+    """The store's role: commands for devices, one row (document) per command id."""
+
+    @abc.abstractmethod
+    async def add_command(self, command: DeviceCommand) -> None:
+        """Insert a command; ``ConflictError`` when its id is taken."""
+
+    @abc.abstractmethod
+    async def get_command(self, command_id: str) -> DeviceCommand | None: ...
+
+    @abc.abstractmethod
+    async def put_command(self, command: DeviceCommand) -> None:
+        """Replace the stored command of ``command.command_id``."""
+
+    @abc.abstractmethod
+    async def device_commands(self, device_id: str, statuses: Sequence[CommandStatus] | None = None,
+                              limit: int = 100) -> list[DeviceCommand]:
+        """Up to ``limit`` of the device's commands (with one of ``statuses`` as stored, when given),
+        newest first."""
+
+
+class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
+            CommandStore):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
 

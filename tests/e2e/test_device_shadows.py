@@ -3,13 +3,16 @@ at connect, version conflicts and bounds, presence in ``GET /devices/{id}`` and 
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 
 from tests.e2e.harness import Deployment, Peer, RawClient, Users
 
+T = TypeVar("T")
 WAIT = 30.0  # the machine is shared: generous
 
 
@@ -29,6 +32,21 @@ def _connect(server: Deployment, device_id: str, secret: str) -> RawClient:
     dev.client.subscribe(f"devices/{device_id}/inbox", 1)
     assert [rc.value for rc in dev.wait(lambda: dev.granted, WAIT)] == [1]
     return dev
+
+
+def _until(predicate: Callable[[], T], timeout: float = WAIT) -> T:
+    """Poll ``predicate`` until it returns something true (an API state that follows the bus)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _online(server: Deployment, owner: Peer, device_id: str) -> bool:
+    return bool(httpx.get(f"{server.api_url}/api/v1/devices/{device_id}", headers=_auth(owner)).json()["online"])
 
 
 def _typed(dev: RawClient, kind: str) -> list[dict[str, Any]]:

@@ -28,11 +28,12 @@ from chatmq.core.errors import ConflictError, NotFoundError, StoreError
 from chatmq.services.store.base import (
     SHADOW_MAX_BYTES,
     SHADOW_MAX_DEPTH,
+    DeviceCommand,
     DeviceStatus,
+    DocumentLimitError,
     NewMessage,
     PendingItem,
     Route,
-    ShadowLimitError,
     Store,
     StoredMessage,
 )
@@ -1475,11 +1476,11 @@ async def test_shadow_bounds(store: Store) -> None:
     deep: dict[str, object] = {"x": 1}
     for _ in range(SHADOW_MAX_DEPTH):
         deep = {"k": deep}
-    with pytest.raises(ShadowLimitError) as too_deep:
+    with pytest.raises(DocumentLimitError) as too_deep:
         await store.change_shadow("d1", desired=deep)
     assert too_deep.value.kind == "too_deep"
     await store.change_shadow("d1", reported={"blob": "x" * (SHADOW_MAX_BYTES - 100)})
-    with pytest.raises(ShadowLimitError) as too_large:
+    with pytest.raises(DocumentLimitError) as too_large:
         await store.change_shadow("d1", reported={"more": "y" * 200})
     assert too_large.value.kind == "too_large"
     assert (await store.get_shadow("d1")).version == 1
@@ -1494,3 +1495,23 @@ async def test_device_status_round_trip(store: Store) -> None:
     await store.put_device_status(down)
     assert await store.get_device_status("d1") == down
     assert await store.get_device_status("d2") == DeviceStatus("d2")
+
+
+async def test_commands_add_get_replace_list(store: Store) -> None:
+    first = DeviceCommand("c1", "d1", "reboot", {"delay": 1}, False, "sent", 1000, 31000)
+    queued = DeviceCommand("c2", "d1", "update", {}, True, "queued", 2000, 90000)
+    other = DeviceCommand("c3", "d2", "reboot", {}, True, "queued", 3000, 90000)
+    for c in (first, queued, other):
+        await store.add_command(c)
+    with pytest.raises(ConflictError):
+        await store.add_command(first)
+    assert await store.get_command("c1") == first
+    assert await store.get_command("nope") is None
+    done = DeviceCommand("c1", "d1", "reboot", {"delay": 1}, False, "succeeded", 1000, 31000, {"up": True}, None)
+    await store.put_command(done)
+    assert await store.get_command("c1") == done
+    assert [c.command_id for c in await store.device_commands("d1")] == ["c2", "c1"]
+    assert await store.device_commands("d1", ["queued", "sent"]) == [queued]
+    assert [c.command_id for c in await store.device_commands("d1", limit=1)] == ["c2"]
+    assert done.seen_at(40000) == done  # finished: stays
+    assert queued.seen_at(90000).status == "expired"

@@ -37,6 +37,8 @@ Collections
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
 - ``shadows`` ``{_id: device_id, desired, reported, version, updated_at}``: device shadows (JSON text),
   read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
+- ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,
+  error}``; ``(device_id, created_at)``: commands for devices (``chatmq.services.store.mongo.commands``).
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
@@ -165,6 +167,7 @@ ones). Start such a deployment on a fresh database.
 
 from __future__ import annotations
 
+from chatmq.services.store.mongo.commands import MongoCommands
 from chatmq.services.store.mongo.device_status import MongoDeviceStatus
 from chatmq.services.store.mongo.groups import MongoGroups
 from chatmq.services.store.mongo.messages import MongoMessages
@@ -176,7 +179,8 @@ from chatmq.services.store.mongo.users import MongoUsers
 __all__ = ['MongoStore']
 
 
-class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus):
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
+                 MongoCommands):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

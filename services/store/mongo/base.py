@@ -298,6 +298,7 @@ class MongoBase(Store):
         await db.pending.create_index([("user_id", ASCENDING), ("seq", ASCENDING)], name="user_by_seq")
         await db.pending.create_index([("item_id", ASCENDING)], name="item")
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
+        await db.commands.create_index([("device_id", ASCENDING), ("created_at", ASCENDING)], name="device")
 
     @staticmethod
     async def _migrate_pending(db: AsyncDatabase[Doc]) -> None:

@@ -106,6 +106,19 @@ CREATE TABLE IF NOT EXISTS shadows (
     version    INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS commands (
+    command_id TEXT PRIMARY KEY,
+    device_id  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    params     TEXT NOT NULL,
+    persistent INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    result     TEXT,
+    error      TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_device ON commands (device_id, created_at);
 CREATE TABLE IF NOT EXISTS device_status (
     device_id         TEXT PRIMARY KEY,
     online            INTEGER NOT NULL,
