@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
+from chatmq.devices.device_client import DeviceClient
 from tests.e2e.harness import Deployment, RawClient, Users
 from tests.e2e.test_device_shadows import WAIT, _auth, _connect, _device, _online, _typed, _until
 
@@ -118,3 +119,37 @@ def test_persistent_command_delivered_on_connect_and_answered_once(server: Deplo
         assert _typed(again, "command") == []
     finally:
         again.close()
+
+
+def test_sdk_device_client_answers_commands_and_keeps_its_shadow(server: Deployment, users: Users) -> None:
+    owner = users(connect=False)
+    device_id, secret = _device(server, owner)
+    api = f"{server.api_url}/api/v1/devices/{device_id}"
+    assert httpx.patch(f"{api}/shadow", json={"desired": {"led": "on"}}, headers=_auth(owner)).status_code == 200
+    ran: list[tuple[str, dict[str, Any]]] = []
+
+    def handler(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        ran.append((name, params))
+        if name == "explode":
+            raise RuntimeError("boom")
+        return {"done": name}
+
+    with DeviceClient(server.host, server.mqtt_port, device_id, secret) as dev:
+        dev.on_command = handler
+        deltas: list[tuple[dict[str, Any], int]] = []
+        dev.shadow.on_delta = lambda state, version: deltas.append((state, version))
+        dev.connect(WAIT)
+        assert dev.shadow.wait_delta(1, WAIT)[0]["state"] == {"led": "on"}
+        assert deltas == [({"led": "on"}, 1)]
+        dev.shadow.report({"led": "on", "temp": 20})
+        _until(lambda: httpx.get(f"{api}/shadow", headers=_auth(owner)).json()["version"] == 2)
+        doc = dev.shadow.get(WAIT)
+        assert (doc["reported"], doc["delta"], doc["version"]) == ({"led": "on", "temp": 20}, {}, 2)
+
+        _until(lambda: _online(server, owner, device_id))
+        ok = httpx.post(f"{api}/commands", json={"name": "blink", "params": {"n": 3}}, headers=_auth(owner),
+                        timeout=60).json()
+        assert (ok["status"], ok["result"]) == ("succeeded", {"done": "blink"})
+        bad = httpx.post(f"{api}/commands", json={"name": "explode"}, headers=_auth(owner), timeout=60).json()
+        assert (bad["status"], bad["error"]) == ("failed", "boom")
+        assert ran == [("blink", {"n": 3}), ("explode", {})]
