@@ -215,8 +215,14 @@ class ChatBroker(NodeBroker):
         return Verdict.ACCEPTED
 
     async def _resumed(self, session: Session, handler: NodeConnection) -> None:
-        """A resumed session still subscribed to its user's inbox receives it on this connection."""
+        """A resumed session still subscribed to its user's (or device's) inbox receives it on this connection."""
         identity = self.identity(session)
+        if identity is not None and identity.kind == "device":  # a device's persistent session: its inbox too
+            if session.client_id and self.router.index.qos_of(session.client_id,
+                                                              device_inbox_topic(identity.id)) is not None:
+                self._device_conns[handler] = identity
+                await self._hooks.device_subscribed(identity, handler)
+            return
         if identity is None or identity.kind != "user":
             return
         topic = inbox_topic(identity.id)

@@ -3,14 +3,17 @@ at connect, version conflicts and bounds, presence in ``GET /devices/{id}`` and 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
 import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.e2e.harness import Deployment, Peer, RawClient, Users
+from tests.e2e.harness import ClusterDeployment, Deployment, Peer, RawClient, Users
 
 T = TypeVar("T")
 WAIT = 30.0  # the machine is shared: generous
@@ -135,3 +138,42 @@ def test_delta_at_connect_report_get_and_presence(server: Deployment, users: Use
     assert gone["online"] is False
     assert gone["last_seen"] is not None
     assert gone["disconnect_reason"] == "disconnected"
+
+
+def test_a_resumed_persistent_device_session_is_online_and_gets_its_delta(server: Deployment, users: Users) -> None:
+    owner = users(connect=False)
+    device_id, secret = _device(server, owner)
+    api = f"{server.api_url}/api/v1/devices/{device_id}"
+    got: list[dict[str, Any]] = []
+    ready = threading.Event()
+    # a persistent session lives on one broker node: in a cluster, both connections go to node n1 itself
+    port = server.node_port("n1") if isinstance(server, ClusterDeployment) else server.mqtt_port
+
+    def client() -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"persistent-{device_id}", clean_session=False)
+        c.username_pw_set(device_id, secret)
+        c.on_connect = lambda *_a: ready.set()
+        c.on_message = lambda _c, _u, msg: got.append(orjson.loads(msg.payload))
+        c.connect(server.host, port)
+        c.loop_start()
+        assert ready.wait(WAIT)
+        return c
+
+    first = client()
+    first.subscribe(f"devices/{device_id}/inbox", 1)
+    _until(lambda: _online(server, owner, device_id))
+    first.disconnect()
+    first.loop_stop()
+    _until(lambda: not _online(server, owner, device_id))
+    assert httpx.patch(f"{api}/shadow", json={"desired": {"mode": "eco"}}, headers=_auth(owner)).status_code == 200
+
+    ready.clear()
+    second = client()  # no SUBSCRIBE: the session kept it
+    try:
+        _until(lambda: [e for e in got if e.get("type") == "shadow_delta"])
+        assert [e for e in got if e.get("type") == "shadow_delta"] == [
+            {"type": "shadow_delta", "version": 1, "state": {"mode": "eco"}}]
+        assert _online(server, owner, device_id)
+    finally:
+        second.disconnect()
+        second.loop_stop()
