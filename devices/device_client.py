@@ -24,6 +24,9 @@ Contracts
   the exception's text as ``error``. A command
   id seen before is not run again: its first answer is sent again (redelivery carries the same id), so a
   command runs at most once per id while the client lives (the last 1024 ids are kept).
+- Jobs: ``on_job(job_id, document)`` runs each ``job`` on the same worker thread, once per id; it may call
+  ``job_update(job_id, "in_progress", progress)`` while it works; what it returns (a JSON object, or None)
+  becomes ``job_update`` ``succeeded`` with those ``details``, an exception ``failed`` with ``{"error": text}``.
 - Shadow (``shadow``): ``report(state, version=None)`` publishes ``shadow_report``; ``get(timeout)`` asks
   with ``shadow_get`` and returns the ``shadow`` document; ``on_delta(state, version)`` is called (in
   paho's thread) with every ``shadow_delta``, which are also kept in ``deltas``.
@@ -156,6 +159,7 @@ class DeviceClient:
         self.errors: list[Envelope] = []
         self.connected = False
         self.on_command: CommandHandler | None = None
+        self.on_job: CommandHandler | None = None
         self.shadow = DeviceShadow(self)
         self._answers: dict[str, dict[str, Any]] = {}  # command id -> its command_result, newest last
         self._commands: queue.SimpleQueue[Envelope | None] = queue.SimpleQueue()
@@ -264,10 +268,10 @@ class DeviceClient:
     def _run_commands(self) -> None:
         """The command worker: runs ``on_command`` for each command, once per id, and answers."""
         while (command := self._commands.get()) is not None:
-            command_id = str(command.get("id"))
+            command_id = f"{command.get('type')}:{command.get('id')}"
             answer = self._answers.get(command_id)
             if answer is None:
-                answer = self._execute(command)
+                answer = self._execute_job(command) if command.get("type") == "job" else self._execute(command)
                 self._answers[command_id] = answer
                 while len(self._answers) > _REMEMBERED:
                     del self._answers[next(iter(self._answers))]
@@ -275,6 +279,27 @@ class DeviceClient:
                 self._outbox(answer)
             except ChatClientError:
                 log.warning("device %s: could not answer command %s", self.device_id, command_id)
+
+    def job_update(self, job_id: str, status: str, progress: int | None = None,
+                   details: dict[str, Any] | None = None) -> None:
+        """Report where job ``job_id`` stands (``in_progress``, ``succeeded``, ``failed``)."""
+        envelope: dict[str, Any] = {"type": "job_update", "id": job_id, "status": status}
+        if progress is not None:
+            envelope["progress"] = progress
+        if details is not None:
+            envelope["details"] = details
+        self._outbox(envelope)
+
+    def _execute_job(self, job: Envelope) -> dict[str, Any]:
+        answer: dict[str, Any] = {"type": "job_update", "id": job.get("id"), "status": "succeeded"}
+        handler = self.on_job
+        if handler is None:
+            return {**answer, "status": "failed", "details": {"error": "this device takes no jobs"}}
+        try:
+            details = handler(str(job.get("id")), dict(job.get("document") or {}))
+        except Exception as exc:
+            return {**answer, "status": "failed", "details": {"error": str(exc) or type(exc).__name__}}
+        return {**answer, "details": details if details is None or isinstance(details, dict) else {"value": details}}
 
     def _execute(self, command: Envelope) -> dict[str, Any]:
         answer: dict[str, Any] = {"type": "command_result", "id": command.get("id"), "ok": True, "result": None,
@@ -326,7 +351,7 @@ class DeviceClient:
         if not isinstance(envelope, dict):
             return
         kind = envelope.get("type")
-        if kind == "command":
+        if kind in ("command", "job"):
             self._commands.put(envelope)
             return
         if kind in ("shadow", "shadow_delta"):

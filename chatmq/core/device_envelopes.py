@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,7 +31,17 @@ class CommandResult(msgspec.Struct, frozen=True, tag_field="type", tag="command_
     error: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
-DeviceOutboxEnvelope = ShadowReport | ShadowGet | CommandResult
+class JobUpdate(msgspec.Struct, frozen=True, tag_field="type", tag="job_update"):
+    """Where job ``id`` stands on the device: ``in_progress`` (with ``progress``, 0-100), ``succeeded`` or
+    ``failed``, with optional ``details``."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    status: Literal["in_progress", "succeeded", "failed"]
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    details: dict[str, Any] | None = None
+
+
+DeviceOutboxEnvelope = ShadowReport | ShadowGet | CommandResult | JobUpdate
 
 _decoder = msgspec.json.Decoder(DeviceOutboxEnvelope)
 _encoder = msgspec.json.Encoder()
@@ -49,7 +59,7 @@ def parse_device_outbox(payload: bytes, max_payload: int) -> DeviceOutboxEnvelop
     except msgspec.ValidationError as exc:
         text = str(exc)
         if "`$.type`" in text or "Missing required field `type`" in text:
-            text = "field 'type' must be 'shadow_report', 'shadow_get' or 'command_result'"
+            text = "field 'type' must be 'shadow_report', 'shadow_get', 'command_result' or 'job_update'"
         raise EnvelopeError("invalid_envelope", text.replace("`$.", "`")) from exc
     except msgspec.DecodeError as exc:
         raise EnvelopeError("invalid_envelope", f"envelope is not valid JSON: {exc}") from exc
@@ -71,3 +81,8 @@ def command_envelope(command_id: str, name: str, params: dict[str, Any], expires
     (ms); a redelivery carries the same ``id``."""
     return _encoder.encode({"type": "command", "id": command_id, "name": name, "params": params,
                             "expires_at": expires_at})
+
+
+def job_envelope(job_id: str, document: dict[str, Any]) -> bytes:
+    """``job``: carry out ``document``, reporting with ``job_update``; a redelivery carries the same ``id``."""
+    return _encoder.encode({"type": "job", "id": job_id, "document": document})

@@ -33,7 +33,8 @@ Topics and their records (keys in brackets):
   "epoch", "ts"[, "reason"]}`` (the device subscribed to / released its inbox), ``DeviceOut`` ``{"event":
   "outbox", "device", "owner", "node", "env": <ShadowReport | ShadowGet>}`` (from the device's outbox),
   ``ShadowChanged`` ``{"event": "shadow_changed", "device", "ts"}`` and ``CommandRequest`` ``{"event": "command",
-  "device", "id", "name", "params", "persistent", "expires_at"}`` (from the API).
+  "device", "id", "name", "params", "persistent", "expires_at"}``, ``JobRequest`` ``{"event": "job", "device",
+  "job"}`` (from the API).
 * ``chat.command-results`` (command id): ``CommandDone`` ``{"id", "device", "status", "result", "error"}``.
 * ``chat.device_events`` (device): ``DeviceEvent`` ``{"event": "device_connected"|"device_disconnected",
   "device_id", "owner", "reason", "ts"}`` for other consumers.
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 
-from chatmq.core.device_envelopes import CommandResult, ShadowGet, ShadowReport
+from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport
 from chatmq.core.envelopes import MessageIn, ReceiptIn
 from chatmq.core.errors import ChatMQError
 
@@ -234,7 +235,14 @@ class DeviceOut(BusItem, frozen=True, tag_field="event", tag="outbox"):
     device: str
     owner: str | None
     node: str
-    env: ShadowReport | ShadowGet | CommandResult
+    env: ShadowReport | ShadowGet | CommandResult | JobUpdate
+
+
+class JobRequest(BusItem, frozen=True, tag_field="event", tag="job"):
+    """The API stored job ``job`` with an execution for ``device``: send it when the device is online."""
+
+    device: str
+    job: str
 
 
 class CommandRequest(BusItem, frozen=True, tag_field="event", tag="command"):
@@ -267,7 +275,7 @@ class ShadowChanged(BusItem, frozen=True, tag_field="event", tag="shadow_changed
     ts: int
 
 
-DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged | CommandRequest
+DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged | CommandRequest | JobRequest
 
 
 class DeviceEvent(BusItem, frozen=True):

@@ -17,6 +17,7 @@ from chatmq.services.api import (
     devices_routes,
     groups_routes,
     health_routes,
+    jobs_routes,
     problems,
     processes_routes,
     users_routes,
@@ -65,6 +66,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(auth_routes.router)
     v1.include_router(users_routes.router)
     v1.include_router(devices_routes.router)
+    v1.include_router(jobs_routes.router)
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
     v1.include_router(admin_routes.router)

@@ -99,13 +99,14 @@ async def patch_shadow(device_id: str, body: ShadowPatch, user: CurrentUser, ctx
     try:
         shadow = await ctx.store.change_shadow(device_id, desired=body.desired, version=body.version)
     except DocumentLimitError as exc:
-        raise _too_big(exc) from exc
+        raise too_big(exc) from exc
     if ctx.devices is not None:
         await ctx.devices.shadow_changed(device_id)
     return ShadowOut.of(shadow)
 
 
-def _too_big(exc: DocumentLimitError) -> ApiError:
+def too_big(exc: DocumentLimitError) -> ApiError:
+    """The problem for a document over its bounds: 413 too large, 422 too deep."""
     if exc.kind == "too_large":
         return ApiError(413, str(exc), kind="shadow-too-large")
     return ApiError(422, str(exc), kind="shadow-too-deep")
@@ -133,7 +134,7 @@ async def send_command(device_id: str, body: CommandRequestBody, user: CurrentUs
     try:
         check_document("params", body.params)
     except DocumentLimitError as exc:
-        raise _too_big(exc) from exc
+        raise too_big(exc) from exc
     now = now_ms()
     if not body.persistent and not (await ctx.store.get_device_status(device_id)).online:
         raise _offline(device_id)

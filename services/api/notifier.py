@@ -29,3 +29,7 @@ class DeviceLink(Protocol):
     async def send_command(self, command: DeviceCommand, wait: float | None) -> CommandDone | None:
         """Send a stored command; with ``wait``, its outcome when it comes within ``wait`` seconds."""
         ...
+
+    async def send_job(self, job_id: str, device_ids: list[str], per_minute: int | None = None) -> None:
+        """Send a stored job to its devices (``per_minute`` of them a minute when given)."""
+        ...

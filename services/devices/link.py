@@ -5,14 +5,17 @@ API copy reads (``CommandWaiters``), so the answer reaches the REST call whichev
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.ids import now_ms
 from chatmq.core.records import COMMAND_RESULTS as COMMAND_DONE
-from chatmq.core.records import CommandDone, CommandRequest, ShadowChanged
+from chatmq.core.records import CommandDone, CommandRequest, JobRequest, ShadowChanged
 from chatmq.core.topics import COMMAND_RESULTS, DEVICES
 from chatmq.core.worker import BusWorker
 from chatmq.services.store.base import DeviceCommand
+
+log = logging.getLogger(__name__)
 
 
 class CommandWaiters(BusWorker):
@@ -41,10 +44,31 @@ class BusDeviceLink:
     def __init__(self, bus: Bus, waiters: CommandWaiters | None = None) -> None:
         self._bus = bus
         self._waiters = waiters
+        self._rollouts: set[asyncio.Task[None]] = set()
 
     async def shadow_changed(self, device_id: str) -> None:
         """The desired state of ``device_id`` changed: an online device gets its new delta."""
         await self._bus.publish(DEVICES, device_id.encode(), ShadowChanged(device_id, now_ms()))
+
+    async def send_job(self, job_id: str, device_ids: list[str], per_minute: int | None = None) -> None:
+        """Hand a stored job to the device worker, one record per device; with ``per_minute``, that many
+        a minute (the rest follow in the background; a device that connects meanwhile gets it then)."""
+        if per_minute is None:
+            for device in device_ids:
+                await self._bus.publish(DEVICES, device.encode(), JobRequest(device, job_id))
+            return
+        task = asyncio.create_task(self._paced(job_id, device_ids, per_minute), name=f"rollout-{job_id}")
+        self._rollouts.add(task)
+        task.add_done_callback(self._rollouts.discard)
+
+    async def _paced(self, job_id: str, device_ids: list[str], per_minute: int) -> None:
+        pause = 60.0 / per_minute
+        try:
+            for device in device_ids:
+                await self._bus.publish(DEVICES, device.encode(), JobRequest(device, job_id))
+                await asyncio.sleep(pause)
+        except Exception:  # the devices left get the job when they next connect
+            log.exception("rollout of job %s stopped", job_id)
 
     async def send_command(self, command: DeviceCommand, wait: float | None) -> CommandDone | None:
         """Hand a stored command to the device worker; with ``wait``, its ``CommandDone`` when it comes

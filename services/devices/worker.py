@@ -15,6 +15,10 @@
   late answer, or one for another device's command, is ignored) and a ``CommandDone`` goes to
   ``chat.command-results`` for the API copy waiting for it.
 
+* ``JobRequest`` (the API stored a job): an online device gets the ``job`` (its execution ``sent``); an offline
+  one gets it, with every job it has not finished, when it next subscribes; ``job_update`` from the device
+  records where it stands (ignored once finished, or when the job was canceled).
+
 This worker is the only writer of a command's status after the API inserted it (records of one device
 come in order to one consumer); a command not finished by its ``expires_at`` reads as ``expired``.
 
@@ -31,9 +35,11 @@ import msgspec
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.device_envelopes import (
     CommandResult,
+    JobUpdate,
     ShadowGet,
     ShadowReport,
     command_envelope,
+    job_envelope,
     shadow_delta_envelope,
     shadow_envelope,
 )
@@ -49,12 +55,13 @@ from chatmq.core.records import (
     DeviceEvent,
     DeviceOut,
     DeviceUp,
+    JobRequest,
     ShadowChanged,
 )
 from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store.base import DeviceCommand, DeviceStatus, DocumentLimitError, Store
+from chatmq.services.store.base import DeviceCommand, DeviceStatus, DocumentLimitError, JobExecution, Store
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,8 @@ class DeviceWorker(BusWorker):
                 await self._outbox(item)
             elif isinstance(item, CommandRequest):
                 await self._command(item)
+            elif isinstance(item, JobRequest):
+                await self._job_request(item)
             else:
                 await self._shadow_changed(item)
 
@@ -96,6 +105,7 @@ class DeviceWorker(BusWorker):
         if delta:
             await self.send(up.device, up.node, [shadow_delta_envelope(shadow.version, delta)])
         await self._send_waiting(up.device, up.node)
+        await self._send_jobs(up.device, up.node)
         await self._event(DeviceEvent("device_connected", up.device, up.owner, None, up.ts))
 
     async def _send_waiting(self, device: str, node: str) -> None:
@@ -109,6 +119,37 @@ class DeviceWorker(BusWorker):
                 await self._store.put_command(replace(command, status="expired"))
                 continue
             await self._deliver_command(command, node)
+
+    async def _send_jobs(self, device: str, node: str) -> None:
+        """The jobs a device that just subscribed has not finished (sent again with the same id)."""
+        for execution in await self._store.device_executions(device, ["queued", "sent", "in_progress"],
+                                                             limit=MAX_WAITING):
+            await self._deliver_job(execution, node)
+
+    async def _deliver_job(self, execution: JobExecution, node: str) -> None:
+        job = await self._store.get_job(execution.job_id)
+        if job is None or job.canceled:
+            return
+        await self.send(execution.device_id, node, [job_envelope(job.job_id, job.document)])
+        if execution.status == "queued":
+            await self._store.put_execution(replace(execution, status="sent", updated_at=now_ms()))
+
+    async def _job_request(self, request: JobRequest) -> None:
+        execution = await self._store.get_execution(request.job, request.device)
+        if execution is None or execution.status != "queued":
+            return
+        status = await self._store.get_device_status(request.device)
+        if status.online and status.node is not None:
+            await self._deliver_job(execution, status.node)
+
+    async def _job_update(self, device: str, update: JobUpdate) -> None:
+        execution = await self._store.get_execution(update.id, device)
+        job = await self._store.get_job(update.id)
+        if execution is None or job is None or execution.seen_in(job).finished():
+            log.info("device %s reported on job %s, which it does not owe: ignored", device, update.id)
+            return
+        await self._store.put_execution(replace(execution, status=update.status, progress=update.progress,
+                                                details=update.details, updated_at=now_ms()))
 
     async def _deliver_command(self, command: DeviceCommand, node: str) -> None:
         envelope = command_envelope(command.command_id, command.name, command.params, command.expires_at)
@@ -167,6 +208,9 @@ class DeviceWorker(BusWorker):
         env = out.env
         if isinstance(env, CommandResult):
             await self._result(out.device, env)
+            return
+        if isinstance(env, JobUpdate):
+            await self._job_update(out.device, env)
             return
         if isinstance(env, ShadowGet):
             shadow = await self._store.get_shadow(out.device)

@@ -575,8 +575,76 @@ class CommandStore(abc.ABC):
         newest first."""
 
 
+JobStatus = Literal["queued", "sent", "in_progress", "succeeded", "failed", "canceled"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "sent", "in_progress", "succeeded", "failed", "canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job: ``document`` for each of its devices (one ``JobExecution`` each); ``canceled`` stops
+    what has not finished."""
+
+    job_id: str
+    owner_id: str
+    document: dict[str, Any]
+    created_at: int
+    canceled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobExecution:
+    """A job on one device: ``queued`` (not sent yet), ``sent``, then what the device reports
+    (``in_progress`` with ``progress``, ``succeeded``, ``failed``); ``canceled`` when the job was
+    canceled before it finished (read so, not stored)."""
+
+    job_id: str
+    device_id: str
+    status: JobStatus = "queued"
+    progress: int | None = None
+    details: dict[str, Any] | None = None
+    updated_at: int = 0
+
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "canceled")
+
+    def seen_in(self, job: Job) -> JobExecution:
+        """As it stands in ``job``: canceled if the job is and this had not finished."""
+        return replace(self, status="canceled") if job.canceled and not self.finished() else self
+
+
+class JobStore(abc.ABC):
+    """The store's role: jobs and their executions, one row (document) per job and per (job, device)."""
+
+    @abc.abstractmethod
+    async def add_job(self, job: Job, device_ids: list[str]) -> None:
+        """Insert the job and a ``queued`` execution per device (the job first)."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def cancel_job(self, job_id: str) -> None:
+        """Mark the job canceled (``NotFoundError`` when there is none)."""
+
+    @abc.abstractmethod
+    async def job_executions(self, job_id: str) -> list[JobExecution]:
+        """The job's executions, by device id."""
+
+    @abc.abstractmethod
+    async def get_execution(self, job_id: str, device_id: str) -> JobExecution | None: ...
+
+    @abc.abstractmethod
+    async def put_execution(self, execution: JobExecution) -> None:
+        """Replace the stored execution of ``(job_id, device_id)``."""
+
+    @abc.abstractmethod
+    async def device_executions(self, device_id: str, statuses: Sequence[JobStatus],
+                                limit: int = 100) -> list[JobExecution]:
+        """Up to ``limit`` of the device's executions with one of ``statuses`` as stored, oldest job first."""
+
+
 class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            CommandStore):
+            CommandStore, JobStore):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
 

@@ -18,7 +18,7 @@ import pytest
 
 from chatmq.core import records as r
 from chatmq.core.bus.base import Record
-from chatmq.core.device_envelopes import CommandResult, ShadowGet, ShadowReport, shadow_delta_envelope
+from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport, shadow_delta_envelope
 from chatmq.core.envelopes import MessageIn, ReceiptIn, ack_envelope, message_envelope
 
 GOLDEN = Path(__file__).parent / "golden" / "records"
@@ -65,6 +65,9 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
     "device_outbox_command_result": (r.DEVICE_RECORDS, r.DeviceOut("d1", "ua", "n1", CommandResult(
         "c1", False, None, "no disk"))),
     "device_command": (r.DEVICE_RECORDS, r.CommandRequest("d1", "c1", "reboot", {"delay": 2}, True, 1767225660000)),
+    "device_job": (r.DEVICE_RECORDS, r.JobRequest("d1", "j1")),
+    "device_outbox_job_update": (r.DEVICE_RECORDS, r.DeviceOut("d1", "ua", "n1", JobUpdate(
+        "j1", "in_progress", 40, {"step": "download"}))),
     "command_done": (r.COMMAND_RESULTS, r.CommandDone("c1", "d1", "succeeded", {"up": True}, None)),
     "device_event": (r.DEVICE_EVENTS, r.DeviceEvent("device_disconnected", "d1", "ua", "disconnected",
                                                     1767225601000)),

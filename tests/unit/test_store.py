@@ -31,6 +31,8 @@ from chatmq.services.store.base import (
     DeviceCommand,
     DeviceStatus,
     DocumentLimitError,
+    Job,
+    JobExecution,
     NewMessage,
     PendingItem,
     Route,
@@ -1515,3 +1517,25 @@ async def test_commands_add_get_replace_list(store: Store) -> None:
     assert [c.command_id for c in await store.device_commands("d1", limit=1)] == ["c2"]
     assert done.seen_at(40000) == done  # finished: stays
     assert queued.seen_at(90000).status == "expired"
+
+
+async def test_jobs_and_their_executions(store: Store) -> None:
+    job = Job("j1", "u1", {"fw": 3}, 1000)
+    await store.add_job(job, ["d2", "d1", "d2"])
+    assert await store.get_job("j1") == job
+    assert await store.get_job("nope") is None
+    assert [(e.device_id, e.status) for e in await store.job_executions("j1")] == [("d1", "queued"), ("d2", "queued")]
+    sent = JobExecution("j1", "d1", "in_progress", 40, {"step": "download"}, 2000)
+    await store.put_execution(sent)
+    assert await store.get_execution("j1", "d1") == sent
+    assert await store.get_execution("j1", "d9") is None
+    await store.add_job(Job("j2", "u1", {}, 1500), ["d1"])
+    assert [e.job_id for e in await store.device_executions("d1", ["queued", "in_progress"])] == ["j1", "j2"]
+    assert [e.job_id for e in await store.device_executions("d1", ["queued"])] == ["j2"]
+    await store.cancel_job("j1")
+    canceled = await store.get_job("j1")
+    assert canceled is not None
+    assert canceled.canceled
+    assert sent.seen_in(canceled).status == "canceled"
+    with pytest.raises(NotFoundError):
+        await store.cancel_job("nope")

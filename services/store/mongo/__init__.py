@@ -39,6 +39,9 @@ Collections
   read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
 - ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,
   error}``; ``(device_id, created_at)``: commands for devices (``chatmq.services.store.mongo.commands``).
+- ``jobs`` ``{_id: job_id, owner_id, document, created_at, canceled}`` and ``job_executions`` ``{_id:
+  "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``,
+  ``(device_id, status)`` (``chatmq.services.store.mongo.jobs``).
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
@@ -170,6 +173,7 @@ from __future__ import annotations
 from chatmq.services.store.mongo.commands import MongoCommands
 from chatmq.services.store.mongo.device_status import MongoDeviceStatus
 from chatmq.services.store.mongo.groups import MongoGroups
+from chatmq.services.store.mongo.jobs import MongoJobs
 from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
 from chatmq.services.store.mongo.presence import MongoPresence
@@ -180,7 +184,7 @@ __all__ = ['MongoStore']
 
 
 class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoCommands):
+                 MongoCommands, MongoJobs):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

@@ -13,6 +13,7 @@ from chatmq.services.store.sqlite.base import SCHEMA_VERSION
 from chatmq.services.store.sqlite.commands import SQLiteCommands
 from chatmq.services.store.sqlite.device_status import SQLiteDeviceStatus
 from chatmq.services.store.sqlite.groups import SQLiteGroups
+from chatmq.services.store.sqlite.jobs import SQLiteJobs
 from chatmq.services.store.sqlite.messages import SQLiteMessages
 from chatmq.services.store.sqlite.pending import SQLitePending
 from chatmq.services.store.sqlite.presence import SQLitePresence
@@ -23,7 +24,7 @@ __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
 class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLitePresence, SQLiteShadows,
-                  SQLiteDeviceStatus, SQLiteCommands):
+                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,

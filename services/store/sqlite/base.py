@@ -119,6 +119,23 @@ CREATE TABLE IF NOT EXISTS commands (
     error      TEXT
 );
 CREATE INDEX IF NOT EXISTS commands_device ON commands (device_id, created_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id     TEXT PRIMARY KEY,
+    owner_id   TEXT NOT NULL,
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    canceled   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_executions (
+    job_id     TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    progress   INTEGER,
+    details    TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, device_id)
+);
+CREATE INDEX IF NOT EXISTS job_executions_device ON job_executions (device_id, status);
 CREATE TABLE IF NOT EXISTS device_status (
     device_id         TEXT PRIMARY KEY,
     online            INTEGER NOT NULL,
