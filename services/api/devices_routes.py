@@ -24,6 +24,7 @@ from chatmq.services.api.models import (
     ShadowOut,
     ShadowPatch,
 )
+from chatmq.services.api.notifier import DeviceLink
 from chatmq.services.store.base import (
     CommandStatus,
     Device,
@@ -112,6 +113,18 @@ def too_big(exc: DocumentLimitError) -> ApiError:
     return ApiError(422, str(exc), kind="shadow-too-deep")
 
 
+def device_link(ctx: ApiContext, what: str, name: str, document: dict[str, Any]) -> DeviceLink:
+    """The way to the devices for a request sending ``document`` (its field ``name``) to them: 503 when this
+    API has none, 413/422 when the document breaks the bounds."""
+    if ctx.devices is None:
+        raise ApiError(503, f"{what} are not available on this server")
+    try:
+        check_document(name, document)
+    except DocumentLimitError as exc:
+        raise too_big(exc) from exc
+    return ctx.devices
+
+
 CommandStatusName = Literal["queued", "sent", "succeeded", "failed", "expired"]
 
 
@@ -129,12 +142,7 @@ async def send_command(device_id: str, body: CommandRequestBody, user: CurrentUs
     answer in ``timeout_s``. ``persistent``: 202 ``queued``, delivered when the device is (next) connected,
     until ``expires_in_s`` have passed."""
     await owned_device(device_id, user, ctx)
-    if ctx.devices is None:
-        raise ApiError(503, "commands are not available on this server")
-    try:
-        check_document("params", body.params)
-    except DocumentLimitError as exc:
-        raise too_big(exc) from exc
+    link = device_link(ctx, "commands", "params", body.params)
     now = now_ms()
     if not body.persistent and not (await ctx.store.get_device_status(device_id)).online:
         raise _offline(device_id)
@@ -143,10 +151,10 @@ async def send_command(device_id: str, body: CommandRequestBody, user: CurrentUs
                             "queued" if body.persistent else "sent", now, now + lifetime * 1000)
     await ctx.store.add_command(command)
     if body.persistent:
-        await ctx.devices.send_command(command, None)
+        await link.send_command(command, None)
         response.status_code = 202
         return CommandAnswer(id=command.command_id, status="queued")
-    done = await ctx.devices.send_command(command, body.timeout_s)
+    done = await link.send_command(command, body.timeout_s)
     if done is None or done.status == "expired":
         raise ApiError(504, f"the device did not answer within {body.timeout_s} s", kind="command_timeout",
                        id=command.command_id)

@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field, model_validator
 from chatmq.core.ids import job_id as new_job_id
 from chatmq.core.ids import now_ms
 from chatmq.services.api.deps import ApiContext, Ctx, CurrentUser
-from chatmq.services.api.devices_routes import too_big
+from chatmq.services.api.devices_routes import device_link
 from chatmq.services.api.errors import ApiError, not_found
 from chatmq.services.api.models import EntityId
-from chatmq.services.store.base import JOB_STATUSES, DocumentLimitError, Job, JobExecution, User, check_document
+from chatmq.services.store.base import JOB_STATUSES, Job, JobExecution, User
 
 router = APIRouter(prefix="/jobs", tags=["devices"])
 
@@ -88,12 +88,7 @@ async def _owned_job(job_id: str, user: User, ctx: ApiContext) -> Job:
 async def create_job(body: JobCreate, user: CurrentUser, ctx: Ctx) -> JobCreated:
     """Start a job: each device gets ``{"type":"job","id","document"}`` in its inbox (an offline one when it
     connects) and reports with ``job_update``."""
-    if ctx.devices is None:
-        raise ApiError(503, "jobs are not available on this server")
-    try:
-        check_document("document", body.document)
-    except DocumentLimitError as exc:
-        raise too_big(exc) from exc
+    link = device_link(ctx, "jobs", "document", body.document)
     mine = [d.device_id for d in await ctx.store.list_devices(user.user_id)]
     if body.all_mine:
         targets = mine
@@ -109,7 +104,7 @@ async def create_job(body: JobCreate, user: CurrentUser, ctx: Ctx) -> JobCreated
                        errors=[{"field": "body.devices", "message": "no devices"}])
     job = Job(new_job_id(), user.user_id, body.document, now_ms())
     await ctx.store.add_job(job, targets)
-    await ctx.devices.send_job(job.job_id, targets, body.rollout_per_minute)
+    await link.send_job(job.job_id, targets, body.rollout_per_minute)
     return JobCreated(job_id=job.job_id)
 
 
