@@ -120,9 +120,18 @@ class Settings(BaseSettings):
     auth_rate_per_address: float = Field(10.0, gt=0, description="Register, login and refresh requests per second "
                                          "per client address (the refill rate).")
     auth_burst_per_address: int = Field(200, ge=1, description="Such requests a client address may make at once.")
-    login_rate_per_username: float = Field(0.1, gt=0, description="Failed logins per second per username (the "
-                                           "refill rate); with none left, logins of that username are refused.")
-    login_burst_per_username: int = Field(10, ge=1, description="Failed logins a username may have at once.")
+    login_rate_per_username_address: float = Field(0.1, gt=0, description="Failed logins per second per username "
+                                                   "and client address (the refill rate); with none left, logins "
+                                                   "of that username from that address are refused.")
+    login_burst_per_username_address: int = Field(10, ge=1, description="Failed logins a username may have at once "
+                                                  "from one client address.")
+    login_rate_per_username: float = Field(1.0, gt=0, description="Failed logins per second per username from any "
+                                           "address (the refill rate of the backstop); with none left, every login "
+                                           "of that username is refused.")
+    login_burst_per_username: int = Field(100, ge=1, description="Failed logins a username may have at once from "
+                                          "all addresses together.")
+    max_request_body: int = Field(1024 * 1024, ge=1024, le=1024 ** 3, description="Largest REST request body in "
+                                  "bytes (Content-Length, or counted as it streams); larger: 413.")
     trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
                                        "whose X-Forwarded-For names the client address, e.g. nginx.")
 

@@ -80,7 +80,8 @@ class EmbeddedServer(Stack):
             log.info("influx_url is unset: device readings are checked and then dropped; metrics only on /metrics")
         self.node = BrokerNode(s, Authenticator(self.store, self.tokens), self.gateway)
         app = create_app(self.store, self.tokens, BusNotifier(self.bus), control=_LocalControl(self),
-                         auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies)
+                         auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
+                         max_body=s.max_request_body)
         self.http = HttpServer(app, s.host, s.http_port)
         self.processes = ProcessTable()
         super().__init__("chatmq", [

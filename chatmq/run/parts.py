@@ -123,7 +123,8 @@ def api_part(settings: Settings) -> Stack:
     follower = ConnectionFollower(c.bus, table, group=f"api.{uuid.uuid4().hex[:12]}")
     control = BusSessionControl(c.bus, table, c.registry)
     app = create_app(c.store, c.tokens(), BusNotifier(c.bus), control=control,
-                     auth_limits=AuthLimits.of(settings), trusted_proxies=settings.trusted_proxies)
+                     auth_limits=AuthLimits.of(settings), trusted_proxies=settings.trusted_proxies,
+                     max_body=settings.max_request_body)
     processes = ProcessTable()
     http = HttpServer(app, settings.host, settings.http_port)
     return c.stack("api", [*c.base(), follower, ProcessFollower(c.bus, processes, group=f"{follower.group}.processes"),

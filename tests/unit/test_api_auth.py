@@ -169,6 +169,45 @@ async def test_refresh_returns_working_new_tokens(api: ApiHarness) -> None:
     assert me.json()["user_id"] == user_id
 
 
+async def _refresh(api: ApiHarness, token: str) -> httpx.Response:
+    return await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": token})
+
+
+async def test_stolen_refresh_token_replayed_after_rotation_revokes_the_login(api: ApiHarness) -> None:
+    """Each refresh spends its token and hands out the next; a spent token shown again (a copy in an
+    attacker's hands) is refused and takes every token of that login with it, while another login
+    of the same user goes on."""
+    await _register(api, "alice")
+    login = (await _login(api, "alice", PASSWORD)).json()
+    other_login = (await _login(api, "alice", PASSWORD)).json()
+    first = await _refresh(api, login["refresh_token"])
+    assert first.status_code == 200
+    second = await _refresh(api, first.json()["refresh_token"])
+    assert second.status_code == 200
+    assert len({login["refresh_token"], first.json()["refresh_token"], second.json()["refresh_token"]}) == 3
+
+    replay = await _refresh(api, login["refresh_token"])  # the attacker's copy of the spent token
+    assert (replay.status_code, replay.headers["content-type"]) == (401, "application/problem+json")
+    assert "already used" in replay.json()["detail"]
+    assert "access_token" not in replay.json()
+    # the family is gone: the newest token, which was never used, is refused too
+    assert (await _refresh(api, second.json()["refresh_token"])).status_code == 401
+    # the user's other login is untouched
+    assert (await _refresh(api, other_login["refresh_token"])).status_code == 200
+
+
+async def test_refresh_token_from_before_rotation_is_spent_once(api: ApiHarness) -> None:
+    """A refresh token issued before families existed (no ``fam``) still works, once."""
+    user_id = await api.user("alice")
+    now = int(time.time())
+    legacy = jwt.encode({"sub": user_id, "typ": "refresh", "jti": "legacy-1", "ver": 0, "iat": now,
+                         "exp": now + 3600}, TOKEN_KEY, algorithm="HS256")
+    fresh = await _refresh(api, legacy)
+    assert fresh.status_code == 200
+    assert (await _refresh(api, legacy)).status_code == 401
+    assert (await _refresh(api, fresh.json()["refresh_token"])).status_code == 401  # its family went with it
+
+
 async def test_refresh_refuses_an_access_token_and_garbage(api: ApiHarness) -> None:
     user_id = await api.user("alice")
     access = api.tokens.issue(user_id).access_token
