@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 
 import httpx
 import jwt
 import pytest
 
-from chatmq.core.auth import verify_secret
+from chatmq.core.auth import HASH_WORKERS, hash_secret, verify_secret
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
 
 V1 = "/api/v1"
@@ -386,3 +388,36 @@ async def test_public_profile_of_another_user(api: ApiHarness) -> None:
     missing = await api.client.get(f"{V1}/users/u0000000000000000", headers=api.auth(alice))
     assert missing.status_code == 404
     assert (await api.client.get(f"{V1}/users/{bob}")).status_code == 401
+
+
+# argon2 off the event loop -----------------------------------------------------
+async def test_burst_of_wrong_password_logins_does_not_stall_the_event_loop(api: ApiHarness) -> None:
+    """Argon2 (hundreds of ms of CPU per check) runs in the shared bounded pool: while a burst of
+    logins with wrong passwords is checked, the loop keeps ticking, and no more than
+    ``HASH_WORKERS`` threads do the hashing."""
+    names = [f"victim{i}" for i in range(6)]
+    for name in names:
+        await api.user(name)
+    started = time.perf_counter()
+    verify_secret(hash_secret("something"), "else")
+    one_check = time.perf_counter() - started
+
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    answers = await asyncio.gather(*(_login(api, name, "wrong password") for name in names))
+    done.set()
+    await tick
+    assert [r.status_code for r in answers] == [401] * len(names)
+    assert max(gaps) < one_check / 2, f"the loop stalled {max(gaps):.3f} s (one argon2 check: {one_check:.3f} s)"
+    hashing = [t for t in threading.enumerate() if t.name.startswith("chatmq-argon2")]
+    assert 1 <= len(hashing) <= HASH_WORKERS
