@@ -34,7 +34,9 @@ async def list_devices(user: CurrentUser, ctx: Ctx) -> list[DeviceOut]:
 @router.delete("/{device_id}", status_code=204, response_class=Response,
                responses={404: {"description": "No such live device of the caller."}})
 async def revoke_device(device_id: str, user: CurrentUser, ctx: Ctx) -> Response:
-    """Revoke a device: its credentials stop working."""
+    """Revoke a device: its credentials stop working and its live sessions close at once, on every
+    node, so nothing it publishes is taken any more."""
     if not await ctx.store.revoke_device(user.user_id, device_id):
         raise not_found("no such device")
+    await ctx.close_sessions(device_id)
     return Response(status_code=204)

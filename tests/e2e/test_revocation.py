@@ -1,0 +1,97 @@
+"""Revocation takes effect at once (issue 12), embedded and clustered: deleting a device,
+disabling a user and revoking a user's tokens close the live sessions concerned, on whichever
+node holds them, within a second; what they publish afterwards is not taken, and they cannot
+connect again."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+
+from tests.e2e.harness import Deployment, RawClient, Users
+from tests.e2e.test_admin import admin_headers, bearer
+
+WITHIN = 1.0  # seconds from the API's answer to the closed connection
+
+
+def connected(server: Deployment, username: str, password: str) -> RawClient:
+    client = RawClient(server, username, password)
+    assert not client.wait(lambda: client.connack).is_failure
+    return client
+
+
+def seconds_until(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
+    """How long until ``predicate`` holds (polled every 10 ms); fails after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def refused(server: Deployment, username: str, password: str) -> bool:
+    client = RawClient(server, username, password)
+    try:
+        return bool(client.wait(lambda: client.connack).is_failure)
+    finally:
+        client.close()
+
+
+def new_device(server: Deployment, token: str) -> tuple[str, str]:
+    made = httpx.post(f"{server.api_url}/api/v1/devices", json={"name": "sensor"}, headers=bearer(token))
+    assert made.status_code == 201, made.text
+    return made.json()["device_id"], made.json()["secret"]
+
+
+def test_deleted_device_is_cut_off_within_a_second(server: Deployment, users: Users) -> None:
+    owner = users(connect=False)
+    device_id, secret = new_device(server, owner.access_token)
+    kept_id, kept_secret = new_device(server, owner.access_token)
+    dev, kept = connected(server, device_id, secret), connected(server, kept_id, kept_secret)
+    try:
+        deleted = httpx.delete(f"{server.api_url}/api/v1/devices/{device_id}", headers=bearer(owner.access_token))
+        assert deleted.status_code == 204
+        assert seconds_until(lambda: not dev.client.is_connected()) < WITHIN
+        # what it tries to publish now goes nowhere, and it cannot come back
+        assert dev.client.publish(f"devices/{device_id}/telemetry", b'{"temp": 1}', qos=1).rc != 0
+        assert refused(server, device_id, secret)
+        assert kept.client.is_connected()  # the owner's other device stays
+    finally:
+        dev.close()
+        kept.close()
+
+
+def test_disabled_user_and_their_devices_are_cut_off_within_a_second(server: Deployment, users: Users) -> None:
+    operator = admin_headers(server)
+    victim, bystander = users(connect=False), users(connect=False)
+    device_id, secret = new_device(server, victim.access_token)
+    phone = connected(server, victim.uid, victim.access_token)
+    dev = connected(server, device_id, secret)
+    other = connected(server, bystander.uid, bystander.access_token)
+    try:
+        r = httpx.post(f"{server.api_url}/api/v1/admin/users/{victim.uid}/disable", headers=operator)
+        assert r.status_code == 204
+        assert seconds_until(lambda: not phone.client.is_connected() and not dev.client.is_connected()) < WITHIN
+        assert refused(server, victim.uid, victim.access_token)
+        assert refused(server, device_id, secret)
+        assert other.client.is_connected()
+    finally:
+        for client in (phone, dev, other):
+            client.close()
+
+
+def test_revoked_tokens_cut_the_user_off_within_a_second(server: Deployment, users: Users) -> None:
+    operator = admin_headers(server)
+    name = f"u{uuid.uuid4().hex[:12]}"
+    victim = users(name, connect=False)
+    phone = connected(server, victim.uid, victim.access_token)
+    try:
+        r = httpx.post(f"{server.api_url}/api/v1/admin/users/{victim.uid}/revoke-tokens", headers=operator)
+        assert r.status_code == 204
+        assert seconds_until(lambda: not phone.client.is_connected()) < WITHIN
+        assert refused(server, victim.uid, victim.access_token)
+    finally:
+        phone.close()
