@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.e2e.harness import Deployment, RawClient, Users
-from tests.e2e.test_admin import admin_headers, bearer
+from tests.e2e.test_admin import PASSWORD, admin_headers, bearer
 
 WITHIN = 1.0  # seconds from the API's answer to the closed connection
 
@@ -95,3 +95,31 @@ def test_revoked_tokens_cut_the_user_off_within_a_second(server: Deployment, use
         assert refused(server, victim.uid, victim.access_token)
     finally:
         phone.close()
+
+
+def test_deleted_account_is_cut_off_and_its_username_is_free(server: Deployment, users: Users) -> None:
+    name = f"u{uuid.uuid4().hex[:12]}"
+    leaver, friend = users(name, connect=False), users()
+    device_id, secret = new_device(server, leaver.access_token)
+    phone, dev = connected(server, leaver.uid, leaver.access_token), connected(server, device_id, secret)
+    friend.wait_ack(friend.send(leaver.uid, "waiting for you"), 15)
+    api = f"{server.api_url}/api/v1"
+    try:
+        wrong = httpx.request("DELETE", f"{api}/users/me", json={"password": "nope"},
+                              headers=bearer(leaver.access_token))
+        assert wrong.status_code == 403
+        r = httpx.request("DELETE", f"{api}/users/me", json={"password": PASSWORD}, headers=bearer(leaver.access_token))
+        assert r.status_code == 204
+        assert seconds_until(lambda: not phone.client.is_connected() and not dev.client.is_connected()) < WITHIN
+        assert refused(server, leaver.uid, leaver.access_token)
+        assert refused(server, device_id, secret)
+        assert httpx.get(f"{api}/users/me", headers=bearer(leaver.access_token)).status_code == 401
+        login = httpx.post(f"{api}/auth/login", json={"username": name, "password": PASSWORD})
+        assert login.status_code == 401
+        again = httpx.post(f"{api}/auth/register", json={"username": name, "password": PASSWORD})
+        assert again.status_code == 201
+        assert again.json()["user_id"] != leaver.uid
+        assert friend.connected
+    finally:
+        phone.close()
+        dev.close()
