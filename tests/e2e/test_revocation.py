@@ -123,3 +123,20 @@ def test_deleted_account_is_cut_off_and_its_username_is_free(server: Deployment,
     finally:
         phone.close()
         dev.close()
+
+
+def test_replayed_refresh_token_revokes_its_login(server: Deployment, users: Users) -> None:
+    """Refresh tokens rotate; a spent one shown again (stolen) is refused and ends its whole login,
+    in whichever API process (and store) answers."""
+    name = f"u{uuid.uuid4().hex[:12]}"
+    users(name, connect=False)
+    api = f"{server.api_url}/api/v1"
+    login = httpx.post(f"{api}/auth/login", json={"username": name, "password": PASSWORD}).json()
+    rotated = httpx.post(f"{api}/auth/refresh", json={"refresh_token": login["refresh_token"]})
+    assert rotated.status_code == 200
+    stolen = httpx.post(f"{api}/auth/refresh", json={"refresh_token": login["refresh_token"]})
+    assert (stolen.status_code, stolen.json()["type"]) == (401, "/api/v1/problems/unauthorized")
+    newest = httpx.post(f"{api}/auth/refresh", json={"refresh_token": rotated.json()["refresh_token"]})
+    assert newest.status_code == 401
+    fresh = httpx.post(f"{api}/auth/login", json={"username": name, "password": PASSWORD}).json()
+    assert httpx.post(f"{api}/auth/refresh", json={"refresh_token": fresh["refresh_token"]}).status_code == 200
