@@ -114,10 +114,13 @@ class TokenClaims:
 class TokenService:
     """Issues and verifies tokens with one signing key."""
 
-    def __init__(self, key: str, access_ttl: int, refresh_ttl: int) -> None:
+    def __init__(self, key: str, access_ttl: int, refresh_ttl: int, reuse_grace: float = 0.0) -> None:
         self._key = key
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        #: seconds after its first use during which a refresh token may be used again (by the same
+        #: client: browser tabs racing, a lost answer) without revoking its family
+        self.reuse_grace = reuse_grace
 
     def issue(self, user_id: str, admin: bool = False, version: int = 0, family: str | None = None) -> TokenPair:
         """A fresh access and refresh token for ``user_id``, of the user's token ``version``; the

@@ -59,7 +59,8 @@ class EmbeddedServer(Stack):
         self.settings = s = settings
         self.store = SQLiteStore(s.data_dir / "chatmq.db")
         self.bus = MemoryBus(default_partitions=s.bus_partitions)
-        self.tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl)
+        self.tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl,
+                                   s.refresh_reuse_grace)
         self.registry = SessionRegistry()
         self.connections = ConnectionTable()
         self.outlet = Outlet(self.bus, self.registry, self.store, PushPublisher.from_settings(self.bus, s))

@@ -89,7 +89,8 @@ class _Cluster:
 
     def tokens(self) -> TokenService:
         s = self.settings
-        return TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl)
+        return TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl,
+                            s.refresh_reuse_grace)
 
 
 def broker_part(settings: Settings) -> Stack:

@@ -70,8 +70,9 @@ async def login(body: LoginRequest, request: Request, ctx: Ctx) -> TokenResponse
 async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     """Trade a valid refresh token for a new pair of tokens. The refresh token is spent: the answer
     carries the next one of its family. Presenting a spent refresh token again (a copy in someone
-    else's hands, or a client that lost the answer) revokes the whole family: every refresh token
-    descended from the same login is refused from then on (log in again)."""
+    else's hands) revokes the whole family: every refresh token descended from the same login is
+    refused from then on (log in again); only within ``refresh_reuse_grace`` seconds of its first
+    use (the same client's tabs racing, or a retry after a lost answer) is it honoured again."""
     try:
         claims = ctx.tokens.verify_refresh(body.refresh_token)
         user = await live_account(ctx.store, claims)
@@ -79,7 +80,8 @@ async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
         raise unauthorized(str(exc)) from None
     family = claims.family or new_family()  # a token from before families: its own
     keep_until = now_ms() + ctx.tokens.refresh_ttl * 1000  # no token of the family lives longer
-    if not await ctx.store.spend_refresh_token(claims.token_id, family, user.user_id, keep_until):
+    grace_ms = int(ctx.tokens.reuse_grace * 1000)
+    if not await ctx.store.spend_refresh_token(claims.token_id, family, user.user_id, keep_until, grace_ms):
         raise unauthorized("refresh token already used; its login is revoked")
     return _tokens(ctx, user, family)
 

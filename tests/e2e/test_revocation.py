@@ -11,10 +11,12 @@ from collections.abc import Callable
 
 import httpx
 
+from chatmq.core.settings import Settings
 from tests.e2e.harness import Deployment, RawClient, Users
 from tests.e2e.test_admin import PASSWORD, admin_headers, bearer
 
 WITHIN = 1.0  # seconds from the API's answer to the closed connection
+GRACE = Settings.model_fields["refresh_reuse_grace"].default
 
 
 def connected(server: Deployment, username: str, password: str) -> RawClient:
@@ -134,6 +136,7 @@ def test_replayed_refresh_token_revokes_its_login(server: Deployment, users: Use
     login = httpx.post(f"{api}/auth/login", json={"username": name, "password": PASSWORD}).json()
     rotated = httpx.post(f"{api}/auth/refresh", json={"refresh_token": login["refresh_token"]})
     assert rotated.status_code == 200
+    time.sleep(GRACE + 0.5)  # past refresh_reuse_grace, which forgives the same client's tabs racing
     stolen = httpx.post(f"{api}/auth/refresh", json={"refresh_token": login["refresh_token"]})
     assert (stolen.status_code, stolen.json()["type"]) == (401, "/api/v1/problems/unauthorized")
     newest = httpx.post(f"{api}/auth/refresh", json={"refresh_token": rotated.json()["refresh_token"]})

@@ -198,6 +198,20 @@ async def test_stolen_refresh_token_replayed_after_rotation_revokes_the_login(ap
     assert (await _refresh(api, other_login["refresh_token"])).status_code == 200
 
 
+async def test_refresh_token_reused_within_the_grace_gets_tokens_again(api: ApiHarness) -> None:
+    """Two tabs of one browser racing with the same refresh token within ``reuse_grace`` seconds
+    both get tokens, and the login goes on; the grace is the TokenService's (``refresh_reuse_grace``)."""
+    await _register(api, "alice")
+    login = (await _login(api, "alice", PASSWORD)).json()
+    api.tokens.reuse_grace = 30.0
+    first = await _refresh(api, login["refresh_token"])
+    second = await _refresh(api, login["refresh_token"])
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (await _refresh(api, second.json()["refresh_token"])).status_code == 200
+    api.tokens.reuse_grace = 0.0
+    assert (await _refresh(api, login["refresh_token"])).status_code == 401  # later: theft, as always
+
+
 async def test_refresh_token_from_before_rotation_is_spent_once(api: ApiHarness) -> None:
     """A refresh token issued before families existed (no ``fam``) still works, once."""
     user_id = await api.user("alice")

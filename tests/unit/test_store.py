@@ -1242,6 +1242,16 @@ async def test_reuse_revokes_the_family_the_token_was_first_spent_in(store: Stor
     assert not await store.spend_refresh_token("after-next", "first", "u1", FAR)
 
 
+async def test_refresh_token_reused_within_the_grace_is_honoured(store: Store) -> None:
+    """The same client again at once (browser tabs racing): within ``grace_ms`` of the first spend
+    the token passes again; later it revokes the family as any reuse."""
+    assert await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=60_000)
+    assert await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=60_000)
+    assert not await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=0)  # past the grace
+    assert not await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=60_000)  # family revoked now
+    assert not await store.spend_refresh_token("t2", "fam", "u1", FAR, grace_ms=60_000)
+
+
 async def test_concurrent_spends_of_one_refresh_token_let_one_through(store: Store) -> None:
     results = await asyncio.gather(*(store.spend_refresh_token("t", "fam", "u1", FAR) for _ in range(8)))
     assert results.count(True) <= 1

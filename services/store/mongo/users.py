@@ -140,7 +140,8 @@ class MongoUsers(MongoBase):
             raise NotFoundError(f"no user {user_id!r}")
         return int(doc["token_version"])
 
-    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int) -> bool:
+    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int,
+                                  grace_ms: int = 0) -> bool:
         """The spend is an insert against the unique ``_id`` (atomic on FerretDB too): of two spends
         of one token exactly one inserts; the other finds the first's family and revokes it (an
         upsert by ``_id``). A spend racing its family's revocation may still be issued a token,
@@ -148,11 +149,15 @@ class MongoUsers(MongoBase):
         spent, revoked = self._coll("refresh_spent"), self._coll("refresh_revoked")
         with mongo_errors():
             await self._prune_refresh()
+            now = now_ms()
             try:
-                await spent.insert_one({"_id": token_id, "family": family, "user_id": user_id,
+                await spent.insert_one({"_id": token_id, "family": family, "user_id": user_id, "spent_at": now,
                                         "expires_at": expires_at})
             except DuplicateKeyError:
                 first = await spent.find_one({"_id": token_id})
+                again_at_once = first is not None and now - int(first.get("spent_at", 0)) <= grace_ms
+                if first is not None and grace_ms > 0 and again_at_once:  # the same client's tabs racing
+                    return await revoked.find_one({"_id": first["family"]}, {"_id": 1}) is None
                 for fam in unique([first["family"] if first else family, family]):
                     with contextlib.suppress(DuplicateKeyError):  # a concurrent upsert revoked it first
                         await revoked.update_one({"_id": fam}, {"$set": {"user_id": user_id},

@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS refresh_spent (
     token_id   TEXT PRIMARY KEY,
     family     TEXT NOT NULL,
     user_id    TEXT NOT NULL,
+    spent_at   INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_spent_expiry ON refresh_spent (expires_at);

@@ -129,14 +129,19 @@ class SQLiteUsers(SQLiteBase):
 
         return await self._write(op)
 
-    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int) -> bool:
+    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int,
+                                  grace_ms: int = 0) -> bool:
         """One transaction: forget expired records, then record ``token_id`` as spent unless it was."""
 
         def op(conn: sqlite3.Connection) -> bool:
             now = now_ms()
             conn.execute("DELETE FROM refresh_spent WHERE expires_at < ?", (now,))
             conn.execute("DELETE FROM refresh_revoked WHERE expires_at < ?", (now,))
-            row = conn.execute("SELECT family FROM refresh_spent WHERE token_id = ?", (token_id,)).fetchone()
+            row = conn.execute("SELECT family, spent_at FROM refresh_spent WHERE token_id = ?",
+                               (token_id,)).fetchone()
+            if row is not None and grace_ms > 0 and now - row["spent_at"] <= grace_ms:  # again at once: same client
+                return conn.execute("SELECT 1 FROM refresh_revoked WHERE family = ?",
+                                    (row["family"],)).fetchone() is None
             if row is not None:  # spent before: a copy of the token is in other hands
                 conn.executemany(
                     "INSERT INTO refresh_revoked (family, user_id, expires_at) VALUES (?, ?, ?)"
@@ -144,8 +149,8 @@ class SQLiteUsers(SQLiteBase):
                     [(fam, user_id, expires_at) for fam in unique([row["family"], family])],
                 )
                 return False
-            conn.execute("INSERT INTO refresh_spent (token_id, family, user_id, expires_at) VALUES (?, ?, ?, ?)",
-                         (token_id, family, user_id, expires_at))
+            conn.execute("INSERT INTO refresh_spent (token_id, family, user_id, spent_at, expires_at)"
+                         " VALUES (?, ?, ?, ?, ?)", (token_id, family, user_id, now, expires_at))
             revoked = conn.execute("SELECT 1 FROM refresh_revoked WHERE family = ?", (family,)).fetchone()
             return revoked is None
 
