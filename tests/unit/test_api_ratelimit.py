@@ -50,8 +50,10 @@ def test_keyed_buckets_are_per_key_and_bounded() -> None:
 
 def test_settings_carry_the_limits() -> None:
     s = Settings.load(auth_rate_per_address=2.5, auth_burst_per_address=7, login_rate_per_username=0.5,
-                      login_burst_per_username=3, trusted_proxies=["10.0.0.0/8"])
-    assert AuthLimits.of(s) == AuthLimits(2.5, 7, 0.5, 3)
+                      login_burst_per_username=3, login_rate_per_username_address=0.2,
+                      login_burst_per_username_address=4, trusted_proxies=["10.0.0.0/8"])
+    assert AuthLimits.of(s) == AuthLimits(2.5, 7, 0.5, 3, 0.2, 4)
+    assert AuthLimits.of(Settings.load()) == AuthLimits()  # the settings' defaults are the limiter's
     assert s.trusted_proxies == ["10.0.0.0/8"]
     assert Settings.load().trusted_proxies == ["127.0.0.1"]
 
