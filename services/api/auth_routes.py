@@ -82,7 +82,7 @@ async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     keep_until = now_ms() + ctx.tokens.refresh_ttl * 1000  # no token of the family lives longer
     grace_ms = int(ctx.tokens.reuse_grace * 1000)
     if not await ctx.store.spend_refresh_token(claims.token_id, family, user.user_id, keep_until, grace_ms):
-        raise unauthorized("refresh token already used; its login is revoked")
+        raise unauthorized("refresh token already used, or its login was revoked; log in again")
     return _tokens(ctx, user, family)
 
 
