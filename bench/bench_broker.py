@@ -73,6 +73,14 @@ from typing import Annotated, Any, cast
 
 import typer
 
+from chatmq.broker.wire import (
+    DISCONNECT_BYTES,
+    encode_connect,
+    encode_remaining_length,
+    encode_string,
+    encode_subscribe,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RELAY_SRC = REPO.parent / "shared" / "tools" / "mqttrelay.c"
 DEFAULT_RELAY_BIN = REPO / ".services" / "bin" / "mqttrelay"
@@ -395,42 +403,6 @@ def mosquitto_config(port: int, log_path: Path, *, as_root: bool | None = None) 
 # MQTT packets and the idle clients
 # --------------------------------------------------------------------------------------------
 
-DISCONNECT = b"\xe0\x00"
-
-
-def encode_remaining_length(n: int) -> bytes:
-    """MQTT's variable-length "remaining length" (1 to 4 bytes, 7 bits each, low first)."""
-    if not 0 <= n <= 268_435_455:
-        raise ValueError(f"remaining length out of range: {n}")
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def encode_string(s: str) -> bytes:
-    """An MQTT UTF-8 string: two bytes of length, then the bytes."""
-    raw = s.encode()
-    if len(raw) > 0xFFFF:
-        raise ValueError("string too long for MQTT")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def encode_connect(client_id: str, *, keepalive: int = 0, clean_session: bool = True) -> bytes:
-    """An MQTT 3.1.1 CONNECT without credentials or will (keepalive 0: the broker never expects a ping)."""
-    flags = 0x02 if clean_session else 0x00
-    body = encode_string("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + encode_string(client_id)
-    return b"\x10" + encode_remaining_length(len(body)) + body
-
-
-def encode_subscribe(packet_id: int, topic_filter: str, qos: int) -> bytes:
-    """An MQTT SUBSCRIBE for one filter."""
-    body = packet_id.to_bytes(2, "big") + encode_string(topic_filter) + bytes([qos])
-    return b"\x82" + encode_remaining_length(len(body)) + body
-
-
 class IdleClientError(BenchError):
     """An idle client was refused or its connection dropped before SUBACK."""
 
@@ -499,7 +471,7 @@ class IdleClients:
 
     async def _one(self, i: int, timeout: float, attempts: int) -> None:
         loop = asyncio.get_running_loop()
-        greeting = encode_connect(f"{self.prefix}-{i}") + encode_subscribe(1, f"idle/{self.prefix}/{i}", 1)
+        greeting = encode_connect(f"{self.prefix}-{i}") + encode_subscribe(1, [(f"idle/{self.prefix}/{i}", 1)])
         for attempt in range(attempts):
             done: asyncio.Future[int] = loop.create_future()
             transport: asyncio.Transport | None = None
@@ -541,7 +513,7 @@ class IdleClients:
         return _IdleProtocol(greeting, done)
 
     def _goodbye(self) -> bytes:
-        return DISCONNECT
+        return DISCONNECT_BYTES
 
     async def close(self) -> None:
         """Sends DISCONNECT on every connection and closes it; harmless when already closed."""
@@ -638,7 +610,7 @@ class WsIdleClients(IdleClients):
         return _WsIdleProtocol(f"{self.host}:{self.port}", greeting, done)
 
     def _goodbye(self) -> bytes:
-        return ws_frame(DISCONNECT)
+        return ws_frame(DISCONNECT_BYTES)
 
 
 def raise_nofile(needed: int) -> int:
@@ -763,7 +735,7 @@ def mqtt_ping(host: str, port: int, timeout: float = 2.0) -> bool:
                 if not chunk:
                     return False
                 data += chunk
-            s.sendall(DISCONNECT)
+            s.sendall(DISCONNECT_BYTES)
             return data[0] == 0x20 and data[3] == 0
     except OSError:
         return False
@@ -1130,7 +1102,7 @@ async def fan_load(host: str, port: int, mode: str, clients: int, messages: int,
     async def connect(cid: str, receiver: _Receiver | None) -> _FanConn:
         greeting = encode_connect(cid)
         if receiver is not None:
-            greeting += encode_subscribe(1, receiver.layout.topic, qos)
+            greeting += encode_subscribe(1, [(receiver.layout.topic, qos)])
         conn = _FanConn(greeting, 9 if receiver is not None else 4, receiver)
         await loop.create_connection(lambda: conn, host, port)
         conns.append(conn)
@@ -1165,7 +1137,7 @@ async def fan_load(host: str, port: int, mode: str, clients: int, messages: int,
     finally:
         for conn in conns:
             if conn.transport is not None and not conn.transport.is_closing():
-                conn.transport.write(DISCONNECT)
+                conn.transport.write(DISCONNECT_BYTES)
                 conn.transport.close()
     error = error or next((r.error for r in receivers if r.error), None)
     lat = sorted(x for r in receivers for x in r.latencies_ns)

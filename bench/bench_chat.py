@@ -54,16 +54,27 @@ import orjson
 import typer
 
 from chatmq.bench.bench_broker import (
-    DISCONNECT,
     BenchError,
     echo,
-    encode_remaining_length,
-    encode_string,
     free_port,
     git_commit,
     machine_info,
     raise_nofile,
     read_cpu_seconds,
+)
+from chatmq.broker.wire import (
+    CONNACK,
+    DISCONNECT_BYTES,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    PacketSplitter,
+    decode_publish,
+    encode_ack,
+    encode_connect,
+    encode_publish,
+    encode_string,
+    encode_subscribe,
 )
 
 HOST = "127.0.0.1"
@@ -80,72 +91,6 @@ DRAIN_STALL = 60.0  # ... and how long without any delivery or ack
 PASSWORD = "bench-password-123"
 PROGRESS_EVERY = 2.0
 SHARED_SERVERS = ("kafka", "ferretdb", "postgres", "nginx")  # cluster processes not chatmq's (name prefixes)
-
-
-# --------------------------------------------------------------------------------------------
-# MQTT packets
-# --------------------------------------------------------------------------------------------
-
-def encode_connect_auth(client_id: str, username: str, password: str) -> bytes:
-    """An MQTT 3.1.1 CONNECT with username and password, clean session, keepalive 0 (no pings)."""
-    body = (encode_string("MQTT") + bytes([4, 0xC2]) + (0).to_bytes(2, "big") + encode_string(client_id)
-            + encode_string(username) + encode_string(password))
-    return b"\x10" + encode_remaining_length(len(body)) + body
-
-
-def encode_subscribe(packet_id: int, topic_filter: str, qos: int) -> bytes:
-    """An MQTT SUBSCRIBE for one filter."""
-    body = packet_id.to_bytes(2, "big") + encode_string(topic_filter) + bytes([qos])
-    return b"\x82" + encode_remaining_length(len(body)) + body
-
-
-def encode_publish_qos1(topic: bytes, packet_id: int, payload: bytes) -> bytes:
-    """An MQTT PUBLISH at QoS 1; ``topic`` is the already encoded topic name (length prefix included)."""
-    return (b"\x32" + encode_remaining_length(len(topic) + 2 + len(payload)) + topic
-            + packet_id.to_bytes(2, "big") + payload)
-
-
-class PacketReader:
-    """Splits a byte stream into MQTT packets: ``feed`` returns complete ``(first byte, body)`` pairs
-    and keeps the rest for the next call."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buf = self._buf
-        buf += data
-        out: list[tuple[int, bytes]] = []
-        i, n = 0, len(buf)
-        while n - i >= 2:
-            length, shift, j = 0, 0, i + 1
-            while j < n:
-                byte = buf[j]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                j += 1
-                if not byte & 0x80:
-                    break
-            else:
-                break  # the remaining length itself is incomplete
-            if j + length > n:
-                break
-            out.append((buf[i], bytes(buf[j:j + length])))
-            i = j + length
-        del buf[:i]
-        return out
-
-
-def publish_parts(first: int, body: bytes) -> tuple[bytes, int, bytes]:
-    """``(topic, packet id or 0, payload)`` of a PUBLISH body."""
-    tlen = int.from_bytes(body[:2], "big")
-    topic = body[2:2 + tlen]
-    i = 2 + tlen
-    pid = 0
-    if first & 0x06:
-        pid = int.from_bytes(body[i:i + 2], "big")
-        i += 2
-    return topic, pid, body[i:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +160,7 @@ class ChatConnection(asyncio.Protocol):
         self.user_id = user_id
         self._token = token
         self._scheduler = scheduler
-        self._reader = PacketReader()
+        self._reader = PacketSplitter()
         self._outbox = encode_string(f"users/{user_id}/outbox")
         self._pid = 0
         self.seq = 0
@@ -228,9 +173,9 @@ class ChatConnection(asyncio.Protocol):
     # --- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(encode_connect_auth(f"bench-{self.index}-{uuid.uuid4().hex[:8]}", self.user_id,
-                                                 self._token)
-                             + encode_subscribe(1, f"users/{self.user_id}/inbox", 1))
+        self.transport.write(encode_connect(f"bench-{self.index}-{uuid.uuid4().hex[:8]}", username=self.user_id,
+                                            password=self._token)
+                             + encode_subscribe(1, [(f"users/{self.user_id}/inbox", 1)]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
@@ -242,7 +187,7 @@ class ChatConnection(asyncio.Protocol):
     def close(self) -> None:
         """DISCONNECT and close; harmless twice."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(DISCONNECT)
+            self.transport.write(DISCONNECT_BYTES)
             self.transport.close()
 
     def _next_pid(self) -> int:
@@ -266,7 +211,7 @@ class ChatConnection(asyncio.Protocol):
                 env["group"] = target.group
             else:
                 env["to"] = target.to
-            chunks.append(encode_publish_qos1(self._outbox, self._next_pid(), orjson.dumps(env)))
+            chunks.append(encode_publish(self._outbox, orjson.dumps(env), 1, self._next_pid()))
             tally.remaining[cid] = target.recipients
             tally.owner[cid] = self
         tally.sent += n
@@ -277,18 +222,18 @@ class ChatConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         out: list[bytes] = []
         ids: list[str] = []
-        for first, body in self._reader.feed(data):
-            kind = first & 0xF0
-            if kind == 0x30:
-                _, pid, payload = publish_parts(first, body)
-                if pid:
-                    out.append(b"\x40\x02" + pid.to_bytes(2, "big"))
-                self._envelope(orjson.loads(payload), ids)
-            elif kind == 0x20:
+        for packet in self._reader.feed(data):
+            kind, body = packet.kind, packet.body
+            if kind == PUBLISH:
+                message = decode_publish(packet.flags, body)
+                if message.packet_id is not None:
+                    out.append(encode_ack(PUBACK, message.packet_id))
+                self._envelope(orjson.loads(message.payload), ids)
+            elif kind == CONNACK:
                 if body[1] != 0:
                     self._fail(f"CONNACK refused (code {body[1]})")
                     return
-            elif kind == 0x90:
+            elif kind == SUBACK:
                 if body[-1] > 2:
                     self._fail("inbox subscription refused")
                     return
@@ -296,7 +241,7 @@ class ChatConnection(asyncio.Protocol):
                     self.ready.set_result(None)
         for start in range(0, len(ids), 1000):
             receipt = {"type": "receipt", "status": "delivered", "ids": ids[start:start + 1000]}
-            out.append(encode_publish_qos1(self._outbox, self._next_pid(), orjson.dumps(receipt)))
+            out.append(encode_publish(self._outbox, orjson.dumps(receipt), 1, self._next_pid()))
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
 

@@ -1,8 +1,15 @@
-"""CONNECT authentication: users by access token, devices by their secret."""
+"""CONNECT authentication: users by access token, devices by their secret.
+
+A device secret's argon2 check (~150 ms of CPU) runs in a small thread pool (``workers`` threads),
+never on the event loop: a burst of CONNECTs with wrong secrets waits its turn there while every
+other connection carries on (argon2-cffi releases the GIL while it hashes).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from chatmq.broker.identity import Identity
@@ -39,23 +46,33 @@ class Authenticator:
     * ``username`` = user id, ``password`` = a valid access token whose subject is that user,
       who exists and is not disabled, and not revoked (its token version is the user's);
     * ``username`` = device id, ``password`` = the device's secret, device not revoked and its
-      owner not disabled.
+      owner not disabled;
+    * (``authenticate_certified_device``) a device id that a verified client certificate names as its
+      CN, with the same device and owner checks but no secret.
     Anything else is refused (``None``).
     """
 
-    def __init__(self, store: Directory, tokens: TokenService) -> None:
+    def __init__(self, store: Directory, tokens: TokenService, workers: int = 2) -> None:
         self._store = store
         self._tokens = tokens
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatmq-auth")
+
+    def close(self) -> None:
+        """Stop the worker threads (checks under way finish)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _verify_secret(self, stored_hash: str, secret: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, verify_secret, stored_hash, secret)
 
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         if not username or not password:
             return None
         if username.startswith("d"):
             device = await self._store.get_device(username)
-            if device is not None and not device.revoked and verify_secret(device.secret_hash, password):
-                owner = await self._store.get_user(device.owner_id)
-                if owner is not None and not owner.disabled:
-                    return Identity("device", device.device_id, owner=device.owner_id)
+            if device is not None and await self._verify_secret(device.secret_hash, password):
+                identity = await self._live_device(device)
+                if identity is not None:
+                    return identity
             log.info("refused device %s: bad credentials or revoked", username)
             return None
         try:
@@ -67,3 +84,21 @@ class Authenticator:
             log.info("refused %s: %s", username, exc)
             return None
         return Identity("user", user.user_id)
+
+    async def authenticate_certified_device(self, device_id: str) -> Identity | None:
+        """The device ``device_id`` when it is known, not revoked and its owner not disabled: its client
+        certificate (verified against ``tls_client_ca``, CN = ``device_id``) stands for its secret."""
+        device = await self._store.get_device(device_id) if device_id.startswith("d") else None
+        identity = None if device is None else await self._live_device(device)
+        if identity is None:
+            log.info("refused client certificate of %r: no such device, or revoked", device_id)
+        return identity
+
+    async def _live_device(self, device: DeviceRecord) -> Identity | None:
+        """``device``'s identity unless it is revoked or its owner is gone or disabled."""
+        if device.revoked:
+            return None
+        owner = await self._store.get_user(device.owner_id)
+        if owner is None or owner.disabled:
+            return None
+        return Identity("device", device.device_id, owner=device.owner_id)

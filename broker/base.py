@@ -9,17 +9,28 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   ``_run_broadcast``, which scanned every filter per message;
 * sessions: a clean-session CONNECT ends any session with that client id, closing its live
   connection ([MQTT-3.1.2-6], [MQTT-3.1.4-2]); a persistent CONNECT takes the session over
-  (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]).
+  (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]),
+  only for the same user name: a persistent CONNECT with another user name ends the old session
+  instead (its queued and in-flight messages are not the new client's to read).
   Persistent sessions are kept for anonymous clients too (amqtt dropped them), for
   ``DeliveryLimits.session_expiry`` seconds after their connection ended (then the session, its
   subscriptions and its queue are dropped, as Mosquitto's ``persistent_client_expiration``);
 * retained messages go only to a new subscription's matching topics, through the receive ACL
   (amqtt replayed every retained message to every (re)connecting session);
-* an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will;
-  every ended connection is counted by its ``CloseReason`` (``closes``).
+* an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will
+  (``_publish_will``); every ended connection is counted by its ``CloseReason`` (``closes``);
+* hostile clients (``ConnectionPolicy``, ``chatmq.broker.admission``): a connection over the node's
+  or its address's connection limit, or over its address's connect rate, is closed before its
+  CONNECT is read (counted in ``refused``); the whole CONNECT must come within ``connect_timeout``;
+  a CONNECT or packet announcing more than ``max_packet_size`` closes the connection before its body
+  is read; a will topic that is no valid topic name closes it ([MQTT-3.1.2-9] .. [MQTT-4.7.3-3]);
+  a refused login's CONNACK waits ``AddressGate.auth_failed`` seconds (growing per address);
+* WebSocket: an upgrade on a path other than ``ws_path`` gets HTTP 404; frames are bounded by
+  ``max_packet_size``; a text frame closes the connection ([MQTT-6.0.0-1]).
 
-Subclasses decide who may connect (``_authenticate``), publish and subscribe (``_topic_filtering``),
-receive (``may_receive``), and may extend ``on_publish``/``on_subscribe``/``on_unsubscribe``.
+Subclasses decide who may connect (``_check_connect``, by default ``_authenticate``), publish and
+subscribe (``_topic_filtering``), receive (``may_receive``), where a will goes (``_publish_will``),
+what a resumed session needs (``_resumed``), and may extend ``on_publish``/``on_subscribe``/``on_unsubscribe``.
 """
 
 from __future__ import annotations
@@ -27,29 +38,53 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import logging
+import ssl
 import time
+from functools import partial
+from http import HTTPStatus
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WebSocketsWriter, WriterAdapter
 from amqtt.broker import Broker, Server
-from amqtt.contexts import Action
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.contexts import Action, ListenerConfig, ListenerType
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
+from chatmq.broker.admission import AddressGate, ConnectionPolicy, Refusal
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
-from chatmq.broker.topic_index import TopicIndexError
-from chatmq.broker.wire import Publish
+from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
+from chatmq.broker.transports import BinaryWebSocketsReader
+from chatmq.broker.wire import MAX_CONNECT_LENGTH, Publish
+from chatmq.core.tls import ServerTls
 
 log = logging.getLogger(__name__)
+
+WS_FRAME_OVERHEAD = 5
+"""A WebSocket frame may carry a whole packet: ``max_packet_size`` plus its fixed header."""
+
+
+class Verdict(enum.Enum):
+    """``_check_connect``'s answer to an authenticated-or-not CONNECT."""
+
+    ACCEPTED = "accepted"
+    BAD_CREDENTIALS = "bad_credentials"
+    """CONNACK 0x05 after the address's failed-login delay."""
+    FORBIDDEN_WILL = "forbidden_will"
+    """CONNACK 0x05 at once: the will topic is one the client may not publish to."""
 
 
 class NodeBroker(Broker):  # type: ignore[misc]
@@ -61,11 +96,18 @@ class NodeBroker(Broker):  # type: ignore[misc]
     checks_publish = True
     """Whether ``_topic_filtering`` is asked per PUBLISH; off for the plain node, which allows all."""
 
-    def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None) -> None:
+    def __init__(self, config: dict[str, Any], limits: DeliveryLimits | None = None,
+                 tls: ServerTls | None = None, policy: ConnectionPolicy | None = None) -> None:
         super().__init__(config)
+        self.tls = tls
+        """The contexts of the listeners configured with ``ssl`` (``chatmq.broker.node.listeners_config``)."""
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
+        self.policy = policy or ConnectionPolicy()
+        self.gate = AddressGate(self.policy)
         self.closes: collections.Counter[CloseReason] = collections.Counter()
         """Connections that ended since the start, by reason."""
+        self.refused: collections.Counter[Refusal] = collections.Counter()
+        """Connections closed before their CONNECT was processed, by reason."""
         self._detached: dict[str, float] = {}
         """Persistent sessions without a connection: client id → when it ended (monotonic)."""
 
@@ -121,12 +163,96 @@ class NodeBroker(Broker):  # type: ignore[misc]
             self.router.unsubscribe(session.client_id, topic_filter)
         await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id)
 
+    def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:
+        """The context of a TLS listener (amqtt made one from files it never reloads): ``tls.mqtt`` for
+        MQTT over TLS, ``tls.web`` for secure WebSocket. Reloading ``tls`` reaches new handshakes."""
+        if self.tls is None:
+            raise BrokerError("a TLS listener needs the node's ServerTls")
+        return self.tls.mqtt if listener.type == ListenerType.TCP else self.tls.web
+
+    # --- listeners and admission (replace amqtt's) ---------------------------------------
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> asyncio.Server | WsServer:
+        """amqtt's listeners; the WebSocket one serves ``ws_path`` only, bounds frames by
+        ``max_packet_size`` and gives the opening handshake ``connect_timeout``."""
+        if listener_type != ListenerType.WS:
+            server: asyncio.Server = await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context)
+            return server
+        return await serve(
+            partial(self.ws_connected, listener_name=listener_name), address, port, ssl=ssl_context,
+            subprotocols=[Subprotocol("mqtt")], process_request=self._ws_request,
+            max_size=self.policy.max_packet_size + WS_FRAME_OVERHEAD, open_timeout=self.policy.connect_timeout,
+        )
+
+    def _ws_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse an upgrade on any path but ``ws_path`` (HTTP 404) before it becomes a WebSocket."""
+        path = request.path.split("?", 1)[0]
+        if path != self.policy.ws_path:
+            log.info("WebSocket upgrade on %r from %s refused (MQTT is served on %r only)", request.path,
+                     _address_of(connection.remote_address), self.policy.ws_path)
+            return connection.respond(HTTPStatus.NOT_FOUND, f"MQTT over WebSocket is served on {self.policy.ws_path}\n")
+        return None
+
+    async def ws_connected(self, websocket: ServerConnection, listener_name: str) -> None:
+        await self._client_connected(listener_name, BinaryWebSocketsReader(websocket), WebSocketsWriter(websocket))
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        try:
+            await self._client_connected(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer))
+        except asyncio.CancelledError:
+            # the node is stopping during a CONNECT (its timeout, or a refusal's delay): end quietly;
+            # asyncio's stream callback would log a cancelled handler task as an unhandled error
+            writer.transport.abort()
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """amqtt's per-connection entry, with ``AddressGate`` in front instead of a listener semaphore
+        (which made connections past ``max_connections`` wait, unanswered, holding their sockets)."""
+        server = self._servers.get(listener_name)
+        peer = writer.get_peer_info()
+        if server is None or peer is None:
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.close()
+            return
+        remote_address, remote_port = peer
+        address = str(remote_address)
+        refusal = self.gate.admit(address)
+        if refusal is not None:
+            self.refused[refusal] += 1
+            log.warning("connection from %s:%s closed before its CONNECT: %s (%d connections on the node)",
+                        address, remote_port, refusal.value, self.gate.connections)
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.close()
+            return
+        try:
+            try:
+                handler, client_session = await self._initialize_client_session(reader, writer, address, remote_port)
+            except (AMQTTError, MQTTError, NoDataError):
+                return  # logged, and closed, where it was refused
+            with contextlib.suppress(AMQTTError, MQTTError, NoDataError):
+                await self._handle_client_session(reader, writer, client_session, handler, server, listener_name)
+        finally:
+            self.gate.release(address)
+
     # --- session lifecycle (replaces amqtt's) ----------------------------------------
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
+        policy = self.policy
         try:
-            handler, session = await NodeConnection.init_from_connect(reader, writer, self.plugins_manager)
+            async with asyncio.timeout(policy.connect_timeout):
+                handler, session = await NodeConnection.init_from_connect(
+                    reader, writer, self.plugins_manager, max_packet=min(MAX_CONNECT_LENGTH, policy.max_packet_size))
+        except TimeoutError as exc:
+            self.refused[Refusal.CONNECT_TIMEOUT] += 1
+            log.info("no whole CONNECT from %s:%s within connect_timeout (%g s): closing", remote_address,
+                     remote_port, policy.connect_timeout)
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.close()
+            raise AMQTTError("CONNECT timeout") from exc
         except (AMQTTError, NoDataError) as exc:
             log.info("no valid CONNECT from %s:%s: %s", remote_address, remote_port, exc)
             with contextlib.suppress(ConnectionError, OSError):
@@ -136,6 +262,16 @@ class NodeBroker(Broker):  # type: ignore[misc]
             log.info("CONNECT refused from %s:%s: %s", remote_address, remote_port, exc)
             await writer.close()
             raise
+        if session.will_flag and session.will_topic is not None:
+            try:
+                validate_topic(session.will_topic)
+            except InvalidTopicError as exc:
+                log.warning("CONNECT from %s:%s (client %r) has an invalid will topic %r: %s; closing "
+                            "(a protocol violation [MQTT-3.1.2-9], [MQTT-4.8.0-1])", remote_address, remote_port,
+                            session.client_id, session.will_topic, exc.reason)
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.close()
+                raise AMQTTError("invalid will topic") from exc
         client_id = session.client_id or ""
         if session.clean_session:
             if client_id:
@@ -145,8 +281,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
             session.parent = 0
             return handler, session
         entry = self._sessions.get(client_id)
-        if entry is None or entry[0].clean_session:
-            if entry is not None:
+        if entry is None or entry[0].clean_session or entry[0].username != session.username:
+            if entry is not None:  # another login's session is ended, never resumed: it holds their messages
                 await self._end_session(client_id)
             session.parent = 0
             return handler, session
@@ -179,23 +315,33 @@ class NodeBroker(Broker):  # type: ignore[misc]
         listener_name: str,
     ) -> None:
         assert isinstance(handler, NodeConnection)
-        authenticated = await self._authenticate(client_session, self.listeners_config[listener_name])
+        client_session.ssl_object = writer.get_ssl_info()  # a client certificate may stand for a password
+        verdict = await self._check_connect(client_session, self.listeners_config[listener_name])
         client_id = client_session.client_id
         if client_session.transitions.is_connected():  # a takeover whose old connection is still closing
             client_session.transitions.disconnect()
         client_session.transitions.connect()
         handler.attach(client_session, reader, writer)
-        if not authenticated:
+        if verdict is not Verdict.ACCEPTED:
             client_session.parent = 0
+            if verdict is Verdict.BAD_CREDENTIALS:
+                address = str(client_session.remote_address)
+                delay = self.gate.auth_failed(address)
+                if delay > 0:
+                    log.info("failed login of %r from %s: refused in %.2f s", client_session.username, address, delay)
+                    await asyncio.sleep(delay)
             await handler.mqtt_connack_authorize(False)
             client_session.transitions.disconnect()
-            await writer.close()
+            with contextlib.suppress(ConnectionError, OSError):  # the refused client may hang up first
+                await writer.close()
             return
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=client_id,
                                               client_session=client_session)
         ended = handler.bind(self, self.router.outbox(client_id))
+        if client_session.parent:
+            await self._resumed(client_session, handler)
         await handler.start()
         try:
             await ended
@@ -214,9 +360,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         clean_end = isinstance(disconnect_waiter.result(), DisconnectPacket)
         client_id = client_session.client_id
         if not clean_end and client_session.will_flag and client_session.will_topic:
-            will = bytes(client_session.will_message or b"")
-            self.router.publish(client_session.will_topic, will, client_session.will_qos or 0,
-                                bool(client_session.will_retain))
+            await self._publish_will(client_session)
         await self._stop_handler(handler)
         assert isinstance(handler, NodeConnection)
         self.closes[handler.close_reason or CloseReason.CONNECTION_LOST] += 1
@@ -233,6 +377,21 @@ class NodeBroker(Broker):  # type: ignore[misc]
             self._detached[client_id] = time.monotonic()
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
                                               client_session=client_session)
+
+    async def _check_connect(self, session: Session, listener: ListenerConfig) -> Verdict:
+        """Whether an (otherwise valid) CONNECT is accepted: ``_authenticate`` decides here."""
+        return Verdict.ACCEPTED if await self._authenticate(session, listener) else Verdict.BAD_CREDENTIALS
+
+    async def _resumed(self, session: Session, handler: NodeConnection) -> None:
+        """A persistent session (session present) got a new connection, before its read loop starts."""
+
+    async def _publish_will(self, session: Session) -> None:
+        """Publish ``session``'s will (its topic was validated at CONNECT), retained if it asked."""
+        will = bytes(session.will_message or b"")
+        try:
+            self.router.publish(session.will_topic, will, session.will_qos or 0, bool(session.will_retain))
+        except TopicIndexError as exc:
+            log.warning("will of %s not published: %s", session.client_id, exc)
 
     async def _close(self, handler: BrokerProtocolHandler, reason: CloseReason) -> None:
         """Close ``handler``'s connection for ``reason`` and wait for its read loop to end."""
@@ -287,3 +446,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
                              data: bytes | bytearray | None, qos: int | None = None) -> None:
         if topic_name:
             self.router.retain(topic_name, bytes(data or b""), qos or 0)
+
+
+def _address_of(remote: Any) -> str:
+    """The host of a socket's remote address (a tuple, or None once closed)."""
+    return str(remote[0]) if isinstance(remote, tuple) and remote else "?"

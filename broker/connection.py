@@ -46,6 +46,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscripti
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
+from websockets.exceptions import ConnectionClosed
 
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
@@ -66,6 +67,7 @@ from chatmq.broker.wire import (
     MalformedPacketError,
     Packet,
     PacketSplitter,
+    PacketTooLargeError,
     decode_connect,
     decode_packet_id,
     decode_publish,
@@ -87,11 +89,12 @@ PRESSURE_WAIT = 1.0
 """Seconds a publisher's connection waits, per read, for a subscriber it pressed (``Outbox.relieved``)."""
 
 
-async def read_connect(reader: ReaderAdapter) -> bytes:
+async def read_connect(reader: ReaderAdapter, max_packet: int = MAX_CONNECT_LENGTH) -> bytes:
     """The body of the first packet on ``reader``, which must be a CONNECT (first byte 0x10,
     [MQTT-3.1.0-1], [MQTT-2.2.2-2]): one read for the first byte and the remaining length, one for
-    the body. Raises ``NoDataError`` when the connection ends first and ``MalformedPacketError`` for
-    anything else."""
+    the body. Raises ``NoDataError`` when the connection ends first, ``PacketTooLargeError`` when
+    the remaining length is above ``max_packet`` (before the body is read) and
+    ``MalformedPacketError`` for anything else."""
     try:
         head = await reader.read(2)
         if len(head) < 2:
@@ -112,6 +115,8 @@ async def read_connect(reader: ReaderAdapter) -> bytes:
             shift += 7
         if length > MAX_CONNECT_LENGTH:
             raise MalformedPacketError(f"CONNECT of {length} bytes, longer than MQTT 3.1.1 allows")
+        if length > max_packet:
+            raise PacketTooLargeError(length, max_packet)
         body = await reader.read(length) if length else b""
         if len(body) < length:
             raise NoDataError("No more data")
@@ -156,13 +161,13 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     @classmethod
     async def init_from_connect(
         cls, reader: ReaderAdapter, writer: WriterAdapter, plugins_manager: PluginManager[Any],
-        loop: asyncio.AbstractEventLoop | None = None,
+        loop: asyncio.AbstractEventLoop | None = None, max_packet: int = MAX_CONNECT_LENGTH,
     ) -> tuple[NodeConnection, NodeSession]:
         """Read the CONNECT (``read_connect``) and check it as amqtt did; returns a connection and a
         new ``NodeSession``. A refused CONNECT is answered (CONNACK with the reason) and raises
         ``MQTTError``; bytes that are no CONNECT raise ``AMQTTError``/``NoDataError``."""
         try:
-            connect = decode_connect(await read_connect(reader))
+            connect = decode_connect(await read_connect(reader, max_packet))
         except MalformedPacketError as exc:
             raise AMQTTError(str(exc)) from exc
         if connect.will_flag and (connect.will_topic is None or connect.will_message is None):
@@ -245,7 +250,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert self.writer is not None
         code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
         self.writer.write(encode_connack(bool(self.session.parent), code))
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, ConnectionClosed):  # the client gave up waiting
             await self.writer.drain()
 
     def close(self, reason: CloseReason) -> None:
@@ -279,7 +284,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     async def _reader_loop(self) -> None:
         assert self.reader is not None
         read = chunk_reader(self.reader)
-        splitter = PacketSplitter()
+        splitter = PacketSplitter(self.node.policy.max_packet_size)
         router = self.node.router
         self._last_read = self._loop.time()
         self._arm_keepalive()
@@ -300,6 +305,10 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 if pressed is not None:  # a subscriber fell behind this publisher: let it catch up
                     router.pressed = None
                     await pressed.relieved(PRESSURE_WAIT)
+        except PacketTooLargeError as exc:
+            log.warning("%s announced a packet of %d bytes, more than max_packet_size (%d): closing before "
+                        "reading it", self._who(), exc.length, exc.limit)
+            reason = CloseReason.PACKET_TOO_LARGE
         except MalformedPacketError as exc:
             log.info("%s: malformed packet, closing: %s", self._who(), exc)
             reason = CloseReason.PROTOCOL_ERROR

@@ -3,7 +3,13 @@
 It is a ``NodeBroker`` (chatmq's session handling and delivery path over amqtt's listeners,
 codecs and sessions) that also replaces:
 
-* ``_authenticate``: CONNECT credentials through ``Authenticator`` (no plugins);
+* ``_check_connect``: CONNECT credentials through ``Authenticator`` (no plugins), and the will's
+  topic through the PUBLISH ACL: a will on a topic the client may not publish to is refused
+  (CONNACK 0x05, not authorized);
+* ``_publish_will``: a will is taken like a PUBLISH of its client (``NodeHooks.published``: a user's
+  will must be a valid outbox envelope), never retained; the chat node keeps no retained messages;
+* ``_resumed``: a persistent session that comes back (session present) with its inbox subscription
+  gets its inbox again without subscribing anew (``NodeHooks.inbox_subscribed``, so replay runs);
 * ``_topic_filtering`` and ``may_receive``: the per-identity ACL of ``chatmq.broker.identity``
   for SUBSCRIBE (denied → return code 0x80), PUBLISH, and every message sent to a client
   (retained replays included);
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from amqtt.contexts import Action, ListenerConfig
@@ -25,8 +32,9 @@ from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.session import Session
 
+from chatmq.broker.admission import ConnectionPolicy
 from chatmq.broker.authenticator import Authenticator
-from chatmq.broker.base import NodeBroker
+from chatmq.broker.base import NodeBroker, Verdict
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.identity import (
@@ -42,6 +50,7 @@ from chatmq.broker.ratelimit import TokenBucket
 from chatmq.broker.wire import Publish
 from chatmq.core.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
 from chatmq.core.metrics import MESSAGES_REFUSED
+from chatmq.core.tls import ServerTls, peer_common_name
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +74,33 @@ class NodeHooks(Protocol):
         """An ACL-checked PUBLISH; raise ``EnvelopeError`` to answer the user with an ``error``."""
 
 
-def listeners_config(host: str, mqtt_port: int, ws_port: int | None) -> dict[str, Any]:
-    """amqtt listener configuration: TCP as ``default``, WebSocket as ``ws`` when ``ws_port`` is set."""
-    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
+@dataclass(frozen=True, slots=True)
+class TlsListeners:
+    """The TLS listeners of a node: MQTT over TLS on ``mqtts_port`` (``contexts.mqtt``), over secure
+    WebSocket on ``wss_port`` when set (``contexts.web``); with ``only``, the plain ones stay closed."""
+
+    contexts: ServerTls
+    mqtts_port: int
+    wss_port: int | None = None
+    only: bool = False
+
+
+def listeners_config(host: str, mqtt_port: int, ws_port: int | None, tls: TlsListeners | None = None) -> dict[str, Any]:
+    """amqtt listener configuration: TCP as ``default``, WebSocket as ``ws`` when ``ws_port`` is set, and
+    with ``tls`` ``mqtts``/``wss`` (``ssl``: their contexts come from ``NodeBroker._create_ssl_context``).
+    amqtt needs a ``default``: with ``tls.only`` it is the MQTT over TLS listener."""
+    plain: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
     if ws_port is not None:
-        listeners["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
-    return listeners
+        plain["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
+    if tls is None:
+        return plain
+    secure: dict[str, Any] = {"mqtts": {"type": "tcp", "bind": f"{host}:{tls.mqtts_port}", "ssl": True}}
+    if tls.wss_port is not None:
+        secure["wss"] = {"type": "ws", "bind": f"{host}:{tls.wss_port}", "ssl": True}
+    if tls.only:
+        secure["default"] = secure.pop("mqtts")
+        return secure
+    return plain | secure
 
 
 class ChatBroker(NodeBroker):
@@ -89,9 +119,11 @@ class ChatBroker(NodeBroker):
         rate: float,
         burst: int,
         limits: DeliveryLimits | None = None,
+        tls: TlsListeners | None = None,
+        policy: ConnectionPolicy | None = None,
     ) -> None:
-        config = {"listeners": listeners_config(host, mqtt_port, ws_port), "plugins": {}}
-        super().__init__(config, limits)
+        config = {"listeners": listeners_config(host, mqtt_port, ws_port, tls), "plugins": {}}
+        super().__init__(config, limits, None if tls is None else tls.contexts, policy)
         self._authenticator = authenticator
         self._hooks = hooks
         self._rate = rate
@@ -148,14 +180,51 @@ class ChatBroker(NodeBroker):
         return sum([await self.kick(client_id) for client_id in doomed])
 
     # --- replaced amqtt paths ------------------------------------------------------
-    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
-        identity = await self._authenticator.authenticate(session.username, session.password)
+    async def _check_connect(self, session: Session, listener: ListenerConfig) -> Verdict:
+        certified = peer_common_name(session.ssl_object)  # a client certificate the MQTTS listener verified
+        identity = None
+        if certified is not None and session.username in (None, certified):
+            identity = await self._authenticator.authenticate_certified_device(certified)
         if identity is None:
-            return False
+            identity = await self._authenticator.authenticate(session.username, session.password)
+        if identity is None:
+            return Verdict.BAD_CREDENTIALS
+        if session.will_flag and session.will_topic is not None and not may_publish(identity, session.will_topic):
+            log.warning("CONNECT of %s %s (client %r) refused: its will topic %r is not one it may publish to "
+                        "(CONNACK not authorized)", identity.kind, identity.id, session.client_id, session.will_topic)
+            return Verdict.FORBIDDEN_WILL
         self._identities[id(session)] = (session, identity)
         transport = self._transports[id(session)] = str(listener.get("type", "tcp"))
         await self._hooks.connected(identity, session.client_id or "", transport)
-        return True
+        return Verdict.ACCEPTED
+
+    async def _resumed(self, session: Session, handler: NodeConnection) -> None:
+        """A resumed session still subscribed to its user's inbox receives it on this connection."""
+        identity = self.identity(session)
+        if identity is None or identity.kind != "user":
+            return
+        topic = inbox_topic(identity.id)
+        if session.client_id and self.router.index.qos_of(session.client_id, topic) is not None:
+            self._inbox_conns[handler] = identity.id
+            await self._hooks.inbox_subscribed(identity.id, handler)
+
+    async def _publish_will(self, session: Session) -> None:
+        """The will goes where a PUBLISH of its client on that topic would (its topic passed the ACL at
+        CONNECT); RETAIN is ignored: a chat node keeps no retained messages."""
+        identity = self.identity(session)
+        topic = session.will_topic
+        if identity is None or topic is None or not may_publish(identity, topic):
+            return
+        try:
+            await self._hooks.published(identity, topic, bytes(session.will_message or b""))
+        except EnvelopeError as exc:
+            log.info("will of %s %s not taken: %s", identity.kind, identity.id, exc.reason)
+        except Exception:
+            log.exception("failed to take the will of %s", identity.id)
+
+    async def retain_message(self, source_session: Session | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+        """A chat node keeps no retained messages (amqtt's plugin entry point does nothing here)."""
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         identity = self.identity(session)

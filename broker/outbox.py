@@ -3,7 +3,8 @@
 Each session has one outbox, kept across reconnects of a persistent session (clean session 0).
 It holds
 
-* a bounded FIFO of messages not yet sent (``DeliveryLimits.queue_size``);
+* a FIFO of messages not yet sent, bounded in messages (``DeliveryLimits.queue_size``) and in
+  bytes of topic and payload (``DeliveryLimits.queue_bytes``);
 * the QoS 1/2 messages sent and not yet acknowledged (at most ``max_inflight``), by the packet
   id this outbox gave them: packet ids are per subscriber, never the publisher's;
 * control packets to send (PUBACK/PUBREC/PUBCOMP to the client's own publishes, PINGRESP).
@@ -15,15 +16,17 @@ Contracts
   into a single write.
 * Once the transport holds ``high_water`` unsent bytes, nothing more is written; the outbox
   resumes when the transport says it drained. Messages wait in the queue meanwhile.
-* Drop policy when the queue is full: a QoS 0 message is dropped and counted
+* Drop policy when the queue is full (either bound; a message larger than ``queue_bytes`` on its
+  own is taken into an empty queue, so one big message is never refused for its size): a QoS 0
+  message is dropped and counted
   (``DeliveryStats.dropped_qos0``). A QoS 1/2 message is never dropped silently: while the client
   is connected the outbox asks for that connection to be closed as too slow
   (``slow_disconnects``) and keeps the message (for a persistent session it is sent after the
   next connect; a clean session ends and is discarded with it, as MQTT prescribes); while a
   persistent session is away, the message is refused, counted (``dropped_offline``) and logged.
-* Back-pressure before dropping: once the queue is half full the outbox is *pressed*; a
-  publisher whose messages pressed it waits (``relieved``, at most a given time) until the queue
-  is down to a quarter before its connection is read again. A subscriber that stays behind past
+* Back-pressure before dropping: once the queue is half full (in messages or bytes) the outbox is
+  *pressed*; a publisher whose messages pressed it waits (``relieved``, at most a given time) until
+  the queue is down to a quarter (both) before its connection is read again. A subscriber that stays behind past
   that wait is too slow, and the drop policy above applies.
 * While no transport is attached (the client is away) QoS 0 messages are not queued
   ([MQTT-3.1.2-5]: only QoS 1/2 are stored for a disconnected session).
@@ -50,17 +53,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DeliveryLimits:
-    """Per-client delivery bounds (settings ``broker_queue_size``, ``broker_max_inflight``,
+    """Per-client delivery bounds (settings ``broker_queue_size``, ``broker_queue_bytes``, ``broker_max_inflight``,
     ``broker_session_expiry``: seconds a persistent session and its queue outlive its connection, 0 = forever)."""
 
     queue_size: int = 10_000
+    queue_bytes: int = 8 * 1024 * 1024
     max_inflight: int = 100
     high_water: int = 256 * 1024
     session_expiry: float = 7200.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryLimits:
-        return cls(queue_size=settings.broker_queue_size, max_inflight=settings.broker_max_inflight,
+        return cls(queue_size=settings.broker_queue_size, queue_bytes=settings.broker_queue_bytes,
+                   max_inflight=settings.broker_max_inflight,
                    session_expiry=settings.broker_session_expiry)
 
 
@@ -95,13 +100,15 @@ so the cyclic GC stops tracking it (in-flight messages live long enough to be pr
 class Outbox:
     """One session's outgoing messages. See the module docstring for the contracts."""
 
-    __slots__ = ("_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_relief", "_scheduled", "_stats",
-                 "_transport", "_waiting_drain", "inflight", "pressure_mark", "qos2_received", "released")
+    __slots__ = ("_bytes", "_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_relief", "_scheduled",
+                 "_stats", "_transport", "_waiting_drain", "bytes_mark", "inflight", "pressure_mark", "qos2_received",
+                 "released")
 
     def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
         self._limits = limits
         self._stats = stats
         self._queue: deque[_Message] = deque()
+        self._bytes = 0
         self._raw: list[bytes] = []
         self.inflight: dict[int, _Message] = {}
         self.released: set[int] = set()
@@ -115,6 +122,8 @@ class Outbox:
         self._waiting_drain = False
         self.pressure_mark = max(1, limits.queue_size // 2)
         """Queued messages from which the outbox is pressed (publishers feeding it should wait)."""
+        self.bytes_mark = max(1, limits.queue_bytes // 2)
+        """Queued bytes from which the outbox is pressed."""
         self._relief: asyncio.Future[None] | None = None
 
     # --- state -------------------------------------------------------------------
@@ -126,6 +135,11 @@ class Outbox:
     def queued(self) -> int:
         """Messages waiting to be sent (not counting those in flight)."""
         return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of topic and payload of the messages waiting to be sent."""
+        return self._bytes
 
     def attach(self, transport: Transport, on_overflow: Callable[[], None], *, first: bytes = b"",
                flush: bool = True) -> None:
@@ -159,6 +173,7 @@ class Outbox:
         """Forget everything (a clean session ended)."""
         self.detach()
         self._queue.clear()
+        self._bytes = 0
         self.inflight.clear()
         self.released.clear()
         self.qos2_received.clear()
@@ -170,22 +185,26 @@ class Outbox:
         online = self._transport is not None
         if not online and qos == 0:
             return False
-        if len(self._queue) >= self._limits.queue_size:
+        size = len(topic) + len(payload)
+        limits = self._limits
+        if len(self._queue) >= limits.queue_size or (self._bytes + size > limits.queue_bytes and self._queue):
             if qos == 0:
                 self._stats.dropped_qos0 += 1
                 return False
             if not online:
                 self._stats.dropped_offline += 1
-                log.warning("queue of an absent persistent session is full (%d): QoS %d message refused",
-                            self._limits.queue_size, qos)
+                log.warning("queue of an absent persistent session is full (%d messages, %d bytes): QoS %d "
+                            "message refused", len(self._queue), self._bytes, qos)
                 return False
             on_overflow = self._on_overflow
             self._on_overflow = None
             if on_overflow is not None:
                 self._stats.slow_disconnects += 1
-                log.warning("subscriber too slow (%d messages queued): closing its connection", len(self._queue))
+                log.warning("subscriber too slow (%d messages, %d bytes queued): closing its connection",
+                            len(self._queue), self._bytes)
                 on_overflow()
         self._queue.append((topic, payload, qos, retain))
+        self._bytes += size
         if online:
             self._schedule()
         return True
@@ -219,7 +238,7 @@ class Outbox:
     # --- back-pressure -------------------------------------------------------------
     @property
     def pressed(self) -> bool:
-        return len(self._queue) >= self.pressure_mark
+        return len(self._queue) >= self.pressure_mark or self._bytes >= self.bytes_mark
 
     async def relieved(self, timeout: float) -> bool:
         """Wait until the queue is down to a quarter of its bound, the client went away, or
@@ -278,7 +297,7 @@ class Outbox:
         inflight = self.inflight
         max_inflight = self._limits.max_inflight
         room = self._limits.high_water - transport.buffered()  # fill the transport up to high water
-        sent = 0
+        sent = sent_bytes = 0
         while queue and room > 0:
             message = queue[0]
             topic, payload, qos, retain = message
@@ -293,8 +312,10 @@ class Outbox:
             frames.append(frame)
             room -= len(frame)
             queue.popleft()
+            sent_bytes += len(topic) + len(payload)
             sent += 1
-        if self._relief is not None and len(queue) <= self.pressure_mark // 2:
+        self._bytes -= sent_bytes
+        if self._relief is not None and len(queue) <= self.pressure_mark // 2 and self._bytes <= self.bytes_mark // 2:
             self._relieve()
         if not frames:
             if queue and room <= 0:

@@ -10,11 +10,11 @@ class TokenBucket:
 
     __slots__ = ("_burst", "_last", "_rate", "_tokens")
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
         self._rate = rate
         self._burst = float(burst)
         self._tokens = float(burst)
-        self._last = time.monotonic()
+        self._last = time.monotonic() if now is None else now
 
     def _refill(self, now: float | None) -> None:
         now = time.monotonic() if now is None else now
@@ -33,3 +33,7 @@ class TokenBucket:
         self._refill(now)
         return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self._rate
 
+    def full(self, now: float | None = None) -> bool:
+        """Whether the bucket has its whole burst saved up (an idle caller: its state may be dropped)."""
+        self._refill(now)
+        return self._tokens >= self._burst

@@ -164,7 +164,7 @@ class Router:
                 continue
             if box.push(encoded, payload, qos if qos < sub_qos else sub_qos):
                 queued += 1
-            if box.queued >= box.pressure_mark:
+            if box.pressed:
                 self.pressed = box
         return queued
 

@@ -6,13 +6,19 @@ reads in large chunks and writes whole batches instead, through the objects here
 
 * ``chunk_reader(reader)``: an async callable returning the next bytes received (``b""`` at
   the end of the connection);
-* ``transport_for(writer)``: an ``outbox.Transport`` for the connection, which also ``close()``s it.
+* ``transport_for(writer)``: an ``outbox.Transport`` for the connection, which also ``close()``s it;
+* ``BinaryWebSocketsReader``: amqtt's WebSocket reader for the CONNECT, refusing text frames.
+
+MQTT over WebSocket is carried in binary frames only (MQTT 3.1.1 §6.0, [MQTT-6.0.0-1]): a text
+frame closes the connection (``MalformedPacketError`` from the chunk reader; ``NoDataError``,
+after a close with code 1003, from the CONNECT reader) instead of being decoded as UTF-8.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import Awaitable, Callable
 
 from amqtt.adapters import (
@@ -23,8 +29,12 @@ from amqtt.adapters import (
     WebSocketsWriter,
     WriterAdapter,
 )
+from amqtt.errors import NoDataError
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from chatmq.broker.wire import MalformedPacketError
 
 CHUNK = 256 * 1024
 
@@ -55,7 +65,9 @@ def chunk_reader(reader: ReaderAdapter) -> Callable[[], Awaitable[bytes]]:
                 message: str | bytes = await conn.recv()
             except ConnectionClosed:
                 return b""
-            return message.encode() if isinstance(message, str) else bytes(message)
+            if isinstance(message, str):
+                raise MalformedPacketError("a WebSocket text frame: MQTT travels in binary frames [MQTT-6.0.0-1]")
+            return bytes(message)
 
         return read_ws
 
@@ -67,6 +79,26 @@ def chunk_reader(reader: ReaderAdapter) -> Callable[[], Awaitable[bytes]]:
         return data
 
     return read_any
+
+
+class BinaryWebSocketsReader(WebSocketsReader):  # type: ignore[misc]
+    """amqtt's ``WebSocketsReader`` (used for the CONNECT), closing the connection on a text frame
+    (close code 1003, unsupported data) with ``NoDataError`` rather than decoding it."""
+
+    _stream: io.BytesIO
+
+    async def _feed_buffer(self, n: int = 1) -> None:
+        buffer = bytearray(self._stream.read())
+        while len(buffer) < n:
+            try:
+                message: str | bytes = await self._protocol.recv()
+            except ConnectionClosed:
+                break
+            if isinstance(message, str):
+                await self._protocol.close(CloseCode.UNSUPPORTED_DATA, "MQTT needs binary frames")
+                raise NoDataError("a WebSocket text frame: MQTT travels in binary frames [MQTT-6.0.0-1]")
+            buffer.extend(message)
+        self._stream = io.BytesIO(buffer)
 
 
 class StreamTransport:
@@ -133,7 +165,7 @@ class QueuedTransport:
                 except (ConnectionClosed, ConnectionError, OSError):
                     self._pending.clear()
                 finally:
-                    self._size -= len(data)
+                    self._size = max(0, self._size - len(data))  # 0 already when closed meanwhile
         finally:
             self._sender = None
             callbacks, self._callbacks = self._callbacks, []
@@ -150,8 +182,12 @@ class QueuedTransport:
             self._callbacks.append(callback)
 
     def close(self) -> None:
+        """Close the connection; what was not sent yet is let go at once (a session kept for its
+        client's return must not hold a dead connection's backlog)."""
         with contextlib.suppress(Exception):
             self._close()
+        self._pending.clear()
+        self._size = 0
         if self._sender is not None:
             self._sender.cancel()
 

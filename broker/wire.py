@@ -1,5 +1,7 @@
-"""MQTT 3.1.1 framing for the broker's hot path: split a byte stream into packets, and encode the
-packets the delivery path sends (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, PINGRESP).
+"""MQTT 3.1.1 framing, the project's one MQTT codec: the broker's hot path splits a byte stream into
+packets and encodes the packets the delivery path sends (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP,
+PINGRESP); the client side (CONNECT, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT) serves the benchmarks' load
+clients and the conformance tests' raw client.
 
 Pure functions and one small splitter, no I/O, so they are tested on their own. It also decodes
 CONNECT, SUBSCRIBE and UNSUBSCRIBE and encodes CONNACK: amqtt's codecs read those field by field
@@ -25,6 +27,8 @@ MAX_REMAINING_LENGTH = 268_435_455
 """The largest remaining length four bytes of variable-length encoding can carry (§2.2.3)."""
 
 PINGRESP_BYTES = b"\xd0\x00"
+PINGREQ_BYTES = b"\xc0\x00"
+DISCONNECT_BYTES = b"\xe0\x00"
 
 MAX_CONNECT_LENGTH = 10 + 5 * (2 + 0xFFFF)
 """The longest CONNECT body MQTT 3.1.1 allows: its fixed fields and five length-prefixed fields."""
@@ -60,32 +64,56 @@ class Publish:
     packet_id: int | None
 
 
+class PacketTooLargeError(MalformedPacketError):
+    """A fixed header announced a remaining length above the node's ``max_packet_size``."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"packet of {length} bytes announced, larger than allowed ({limit})")
+        self.length = length
+        self.limit = limit
+
+
 class PacketSplitter:
     """Cuts a stream of bytes into whole packets.
 
     ``feed(data)`` returns every packet completed by ``data`` (possibly none), keeping a partial
-    packet for the next call. ``max_packet`` bounds the remaining length a peer may announce.
+    packet for the next call. ``max_packet`` bounds the remaining length a peer may announce: a
+    larger one raises ``PacketTooLargeError`` as soon as its fixed header is read, before its body.
+    A partial packet's chunks are kept as they came and joined once, when it is complete (no copy
+    per chunk).
     """
 
-    __slots__ = ("_buffer", "_max_packet")
+    __slots__ = ("_held", "_max_packet", "_need", "_parts")
 
     def __init__(self, max_packet: int = MAX_REMAINING_LENGTH) -> None:
-        self._buffer = b""
+        self._parts: list[bytes] = []
+        self._held = 0
+        self._need = 0
         self._max_packet = max_packet
 
     @property
     def pending(self) -> int:
         """Bytes held for a packet not yet complete."""
-        return len(self._buffer)
+        return self._held
 
     def feed(self, data: bytes) -> list[Packet]:
-        buffer = self._buffer + data if self._buffer else data
+        if self._parts:
+            self._parts.append(data)
+            self._held += len(data)
+            if self._held < self._need:
+                return []  # the held packet is still incomplete: nothing to parse
+            buffer = b"".join(self._parts)
+            self._parts = []
+            self._held = 0
+        else:
+            buffer = data
         packets: list[Packet] = []
         append = packets.append
         required_flags = _REQUIRED_FLAGS
         max_packet = self._max_packet
         pos = 0
         end = len(buffer)
+        need = 1
         while end - pos >= 2:
             first = buffer[pos]
             length = buffer[pos + 1]
@@ -107,10 +135,11 @@ class PacketSplitter:
                 if not complete:
                     break  # the length itself is not complete yet
                 if length > max_packet:
-                    raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({max_packet})")
+                    raise PacketTooLargeError(length, max_packet)
             elif length > max_packet:
-                raise MalformedPacketError(f"packet of {length} bytes is larger than allowed ({max_packet})")
+                raise PacketTooLargeError(length, max_packet)
             if end - i < length:
+                need = i + length - pos
                 break
             kind = first >> 4
             flags = first & 0x0F
@@ -120,7 +149,11 @@ class PacketSplitter:
                     raise MalformedPacketError(f"packet type {kind} with reserved flags {flags:#x}")
             pos = i + length
             append(Packet(kind, flags, buffer[i:pos]))
-        self._buffer = buffer[pos:] if pos < end else b""
+        if pos < end:
+            rest = buffer[pos:] if pos else buffer
+            self._parts = [rest]
+            self._held = len(rest)
+            self._need = max(need, self._held + 1)
         return packets
 
 
@@ -159,9 +192,11 @@ def decode_packet_id(body: bytes) -> int:
 
 
 def encode_remaining_length(length: int) -> bytes:
-    """The variable-length encoding of ``length`` (§2.2.3)."""
-    if length < 128:
+    """The variable-length encoding of ``length`` (§2.2.3); ``ValueError`` outside 0..268,435,455."""
+    if 0 <= length < 128:
         return bytes((length,))
+    if not 0 < length <= MAX_REMAINING_LENGTH:
+        raise ValueError(f"remaining length out of range: {length}")
     out = bytearray()
     while True:
         byte = length & 0x7F
@@ -173,10 +208,23 @@ def encode_remaining_length(length: int) -> bytes:
             return bytes(out)
 
 
+def encode_packet(first: int, body: bytes) -> bytes:
+    """A whole packet: the fixed header's first byte, the remaining length, then ``body``."""
+    return bytes((first,)) + encode_remaining_length(len(body)) + body
+
+
+def encode_string(value: str | bytes) -> bytes:
+    """An MQTT string (or binary data): two bytes of length, then the (UTF-8) bytes; ``ValueError``
+    past 65,535 bytes."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if len(raw) > 0xFFFF:
+        raise ValueError(f"MQTT string of {len(raw)} bytes (at most 65535)")
+    return len(raw).to_bytes(2, "big") + raw
+
+
 def encode_topic(topic: str) -> bytes:
     """A topic as a length-prefixed UTF-8 string (cached by the router per topic)."""
-    raw = topic.encode("utf-8")
-    return len(raw).to_bytes(2, "big") + raw
+    return encode_string(topic)
 
 
 def encode_publish(topic: bytes, payload: bytes, qos: int, packet_id: int | None,
@@ -240,6 +288,52 @@ class Connect:
     @property
     def reserved_flag(self) -> bool:
         return bool(self.flags & 0x01)
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """A CONNECT's will: published on ``topic`` when the connection ends without DISCONNECT."""
+
+    topic: str
+    message: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+def encode_connect(client_id: str, *, clean_session: bool = True, keepalive: int = 0, will: Will | None = None,
+                   username: str | None = None, password: str | bytes | None = None,
+                   protocol_level: int = 4) -> bytes:
+    """A CONNECT packet (MQTT 3.1.1 unless ``protocol_level`` says otherwise); keepalive 0: the
+    broker never expects a ping."""
+    flags = 0x02 if clean_session else 0
+    payload = encode_string(client_id)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        payload += encode_string(will.topic) + encode_string(will.message)
+    if username is not None:
+        flags |= 0x80
+        payload += encode_string(username)
+    if password is not None:
+        flags |= 0x40
+        payload += encode_string(password)
+    head = encode_string("MQTT") + bytes((protocol_level, flags)) + keepalive.to_bytes(2, "big")
+    return encode_packet(CONNECT << 4, head + payload)
+
+
+def encode_subscribe(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
+    """A SUBSCRIBE of ``(filter, qos)`` pairs."""
+    body = packet_id.to_bytes(2, "big") + b"".join(encode_string(f) + bytes((q,)) for f, q in filters)
+    return encode_packet(SUBSCRIBE << 4 | 2, body)
+
+
+def encode_unsubscribe(packet_id: int, filters: list[str]) -> bytes:
+    """An UNSUBSCRIBE of ``filters``."""
+    return encode_packet(UNSUBSCRIBE << 4 | 2, packet_id.to_bytes(2, "big") + b"".join(map(encode_string, filters)))
+
+
+def encode_suback(packet_id: int, return_codes: list[int]) -> bytes:
+    """A SUBACK with one return code per filter (0x80: refused)."""
+    return encode_packet(SUBACK << 4, packet_id.to_bytes(2, "big") + bytes(return_codes))
 
 
 def _field(body: bytes, pos: int, what: str) -> tuple[bytes, int] | None:

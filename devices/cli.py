@@ -8,6 +8,9 @@ refresh_token, contacts}``) as ``$CHATMQ_HOME/<profile>.json`` (default
 that profile, refresh an expired access token (and save the new one), and fail with a
 one-line message and exit code 1, never a traceback, when not logged in, when the
 server cannot be reached or when the server refuses something. Usage errors exit 2.
+
+TLS: an ``https://`` ``--server`` speaks HTTPS; ``--tls`` speaks MQTT over TLS (port 8883, or 8084
+with ``--ws``). Both trust the system's CAs, or only ``--ca-file``'s (``$CHATMQ_CA_FILE``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from chatmq.devices.sdk import (
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 DEFAULT_MQTT_PORT = 1883
 DEFAULT_WS_PORT = 8083
+DEFAULT_MQTTS_PORT = 8883
+DEFAULT_WSS_PORT = 8084
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 app = typer.Typer(
@@ -68,9 +73,16 @@ MqttHostOpt = Annotated[
 MqttPortOpt = Annotated[
     int | None,
     typer.Option("--mqtt-port", show_default=False,
-                 help=f"MQTT port (default: {DEFAULT_MQTT_PORT}, or {DEFAULT_WS_PORT} with --ws)."),
+                 help=f"MQTT port (default: {DEFAULT_MQTT_PORT}, or {DEFAULT_WS_PORT} with --ws; with --tls "
+                      f"{DEFAULT_MQTTS_PORT}, or {DEFAULT_WSS_PORT} with --ws)."),
 ]
 WsOpt = Annotated[bool, typer.Option("--ws", help="Use MQTT over WebSocket (path /mqtt).")]
+TlsOpt = Annotated[bool, typer.Option("--tls", help="Use MQTT over TLS (mqtts, or wss with --ws).")]
+CaFileOpt = Annotated[
+    Path | None,
+    typer.Option("--ca-file", envvar="CHATMQ_CA_FILE", show_default=False,
+                 help="PEM CA certificates to trust for HTTPS and MQTT over TLS (default: the system's)."),
+]
 ProfileOpt = Annotated[str, typer.Option("--profile", envvar="CHATMQ_PROFILE", help="Saved login to use.")]
 PasswordOpt = Annotated[
     str, typer.Option("--password", envvar="CHATMQ_PASSWORD", prompt=True, hide_input=True,
@@ -173,24 +185,32 @@ class Endpoint:
     mqtt_host: str
     mqtt_port: int
     ws: bool
+    tls: bool = False
+    ca_file: Path | None = None
 
 
 def resolve_endpoint(server: str | None, mqtt_host: str | None, mqtt_port: int | None, ws: bool,
-                     fallback_server: str | None = None) -> Endpoint:
-    """Fill in the defaults: server → profile's → ``DEFAULT_SERVER``; MQTT host ← server's host."""
+                     fallback_server: str | None = None, *, tls: bool = False,
+                     ca_file: Path | None = None) -> Endpoint:
+    """Fill in the defaults: server → profile's → ``DEFAULT_SERVER``; MQTT host ← server's host; the MQTT
+    port by ``ws`` and ``tls``."""
     url = (server or fallback_server or DEFAULT_SERVER).rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise typer.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--server")
+    if ca_file is not None and not ca_file.is_file():
+        raise typer.BadParameter(f"{ca_file} is not a file", param_hint="--ca-file")
     host = mqtt_host or parts.hostname
-    port = mqtt_port if mqtt_port is not None else (DEFAULT_WS_PORT if ws else DEFAULT_MQTT_PORT)
-    return Endpoint(url, host, port, ws)
+    defaults = {(False, False): DEFAULT_MQTT_PORT, (True, False): DEFAULT_WS_PORT,
+                (False, True): DEFAULT_MQTTS_PORT, (True, True): DEFAULT_WSS_PORT}
+    port = mqtt_port if mqtt_port is not None else defaults[ws, tls]
+    return Endpoint(url, host, port, ws, tls, ca_file)
 
 
 def make_client(endpoint: Endpoint) -> ChatClient:
     """The ``ChatClient`` for ``endpoint`` (tests replace this to inject an HTTP transport)."""
     return ChatClient(endpoint.server, endpoint.mqtt_host, endpoint.mqtt_port,
-                      transport="websockets" if endpoint.ws else "tcp")
+                      transport="websockets" if endpoint.ws else "tcp", tls=endpoint.tls, ca_file=endpoint.ca_file)
 
 
 def _fail(message: str) -> NoReturn:
@@ -217,13 +237,13 @@ def _handle_errors() -> Iterator[None]:
 
 @contextmanager
 def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_port: int | None,
-             ws: bool) -> Iterator[tuple[ChatClient, Profile]]:
+             ws: bool, tls: bool = False, ca_file: Path | None = None) -> Iterator[tuple[ChatClient, Profile]]:
     """A client logged in from the saved profile, with a fresh access token; closed on exit.
 
     Refreshed tokens are written back to the profile.
     """
     profile = load_profile(profile_name)
-    endpoint = resolve_endpoint(server, mqtt_host, mqtt_port, ws, profile.server)
+    endpoint = resolve_endpoint(server, mqtt_host, mqtt_port, ws, profile.server, tls=tls, ca_file=ca_file)
     client = make_client(endpoint)
     try:
         client.set_tokens(profile.user_id, profile.access_token, profile.refresh_token)
@@ -344,9 +364,10 @@ def register(
     password: PasswordOpt,
     display_name: Annotated[str | None, typer.Option("--display-name", help="Name shown to others.")] = None,
     server: ServerOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Create an account (then run `login`)."""
-    endpoint = resolve_endpoint(server, None, None, False)
+    endpoint = resolve_endpoint(server, None, None, False, ca_file=ca_file)
     with _handle_errors(), make_client(endpoint) as client:
         user_id = client.register(username, password, display_name)
     typer.echo(f"registered {username} ({user_id})")
@@ -358,9 +379,10 @@ def login(
     password: PasswordOpt,
     server: ServerOpt = None,
     profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Log in and save the tokens to the profile (mode 0600)."""
-    endpoint = resolve_endpoint(server, None, None, False)
+    endpoint = resolve_endpoint(server, None, None, False, ca_file=ca_file)
     path = profile_path(profile)
     with _handle_errors(), make_client(endpoint) as client:
         user_id = client.login(username, password)
@@ -402,13 +424,15 @@ def send(
     mqtt_port: MqttPortOpt = None,
     ws: WsOpt = False,
     profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Send TEXT to user PEER (`send PEER TEXT`) or to a group (`send --group GROUP_ID TEXT`).
 
     Waits for the server's ack and prints `sent <server id>`.
     """
     target, message = _target(peer, text, group, needs_text=True)
-    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws) as (client, prof):
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
         to = None if group else _resolve_user(client, prof, profile, target)
         client.connect(timeout=timeout)
         body = {"text": message}
@@ -434,6 +458,8 @@ def listen(
     mqtt_port: MqttPortOpt = None,
     ws: WsOpt = False,
     profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Print incoming messages, receipts and events until Ctrl-C.
 
@@ -442,7 +468,7 @@ def listen(
     """
     inbox: queue.Queue[Envelope] = queue.Queue()
     received = 0
-    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws) as (client, prof):
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
         client.on_message = client.on_receipt = client.on_event = client.on_error = inbox.put
         client.connect(timeout=timeout or 10.0)
         client.on_connection_change = _connection_line
@@ -483,6 +509,8 @@ def chat(
     mqtt_port: MqttPortOpt = None,
     ws: WsOpt = False,
     profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Interactive chat with PEER (or --group): prints incoming messages, sends each typed line.
 
@@ -490,7 +518,7 @@ def chat(
     """
     target, _ = _target(peer, None, group, needs_text=False)
     sent: list[str] = []
-    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws) as (client, prof):
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
         peer_id = None if group else _resolve_user(client, prof, profile, target)
 
         def shown(envelope: Envelope) -> None:

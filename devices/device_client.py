@@ -15,6 +15,9 @@ Contracts
   while disconnected paho queues it and sends it after reconnecting.
 - ``error`` envelopes are kept in ``errors`` (``wait_errors`` blocks for them) and handed
   to ``on_error``, which runs in paho's thread; exceptions it raises are logged.
+- TLS: ``tls=True`` speaks MQTT over TLS, trusting the system's CAs or only ``ca_file``'s. With
+  ``cert_file``/``key_file`` the device presents a client certificate; where the server trusts its CA
+  (``tls_client_ca``) and its CN is the device id, ``secret`` may be ``None``.
 - The secret is never logged.
 """
 
@@ -25,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,6 +49,7 @@ from chatmq.devices.sdk import (
     Transport,
     open_session,
     release_sockets,
+    tls_context,
 )
 
 log = logging.getLogger(__name__)
@@ -65,12 +70,16 @@ class DeviceClient:
         mqtt_host: str,
         mqtt_port: int,
         device_id: str,
-        secret: str,
+        secret: str | None,
         *,
         transport: Transport = "tcp",
         ws_path: str = "/mqtt",
         client_id: str | None = None,
         keepalive: int = 30,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         self.device_id = device_id
         self.mqtt_host = mqtt_host
@@ -89,6 +98,8 @@ class DeviceClient:
                                 transport=transport, clean_session=True)
         if transport == "websockets":
             self.mqtt.ws_set_options(path=ws_path)
+        if tls:
+            self.mqtt.tls_set_context(tls_context(ca_file, cert_file, key_file))
         self.mqtt.username_pw_set(device_id, secret)
         self.mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
         self.mqtt.on_connect = self._on_connect

@@ -37,6 +37,9 @@ Contracts
   swallowed so that the network loop keeps running. Long work belongs elsewhere.
 - Every envelope is also kept (``messages``, ``receipts``, ``events``, ``errors``,
   ``acks``) and the ``wait_*`` methods block until something arrives.
+- TLS: ``tls=True`` speaks MQTT over TLS (``mqtts``, or ``wss`` with ``transport="websockets"``);
+  an ``https://`` ``api_url`` speaks HTTPS. Both trust the system's CAs, or only ``ca_file``'s when
+  it is given. A server certificate that does not verify raises ``TlsError`` (not retried).
 - Tokens and passwords are never logged.
 """
 
@@ -45,12 +48,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import ssl
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -78,9 +83,11 @@ __all__ = [
     "NotLoggedInError",
     "ServerUnreachableError",
     "SubscribeDeniedError",
+    "TlsError",
     "Tokens",
     "build_message",
     "build_receipt",
+    "tls_context",
     "token_expiry",
 ]
 
@@ -116,6 +123,11 @@ class ServerUnreachableError(ChatClientError):
     """The REST server or the MQTT broker could not be reached."""
 
     retriable = True
+
+
+class TlsError(ChatClientError):
+    """The TLS handshake failed: most often the server's certificate is not signed by a trusted CA
+    (give its CA as ``ca_file``), or names another host."""
 
 
 class ApiError(ChatClientError):
@@ -237,6 +249,55 @@ def build_receipt(status: Literal["delivered", "read"], ids: Iterable[str]) -> E
 # --------------------------------------------------------------------------- client
 
 
+class _ClosedOnFailedHandshake(ssl.SSLSocket):
+    """An ``SSLSocket`` that closes itself when its handshake fails (paho leaves it open then)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(ca_file: str | Path | None = None, cert_file: str | Path | None = None,
+                key_file: str | Path | None = None) -> ssl.SSLContext:
+    """A client TLS context: trusts the system's CAs, or only those in ``ca_file``; with ``cert_file``
+    (and ``key_file`` unless the key is in it) it presents that client certificate.
+    ``ChatClientError`` naming the file that cannot be loaded."""
+    try:
+        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ChatClientError(f"cannot load the CA file {ca_file}: {exc}") from None
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(str(cert_file), None if key_file is None else str(key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ChatClientError(f"cannot load the client certificate {cert_file}: {exc}") from None
+    context.sslsocket_class = _ClosedOnFailedHandshake
+    return context
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind ``exc`` (itself, or a cause of it), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def tls_error(where: str, failure: ssl.SSLError) -> TlsError:
+    """A ``TlsError`` that says what failed with ``where`` and what to do about an untrusted certificate."""
+    reason = getattr(failure, "verify_message", None) or failure.reason or str(failure)
+    hint = " (trust the server's CA with ca_file / --ca-file)" if isinstance(
+        failure, ssl.SSLCertVerificationError) else ""
+    return TlsError(f"TLS handshake with {where} failed: {reason}{hint}")
+
+
 def release_sockets(client: mqtt.Client) -> None:
     """Close the wake-up socket pair paho 2.x opens in ``loop_start`` and leaves open after
     ``loop_stop`` (it is otherwise closed only when the client is garbage-collected)."""
@@ -252,6 +313,8 @@ def open_session(client: mqtt.Client, host: str, port: int, keepalive: int, read
     ``ConnectTimeoutError`` after calling ``abort`` when ``ready`` is not set within ``timeout`` s."""
     try:
         client.connect(host, port, keepalive=keepalive)
+    except ssl.SSLError as exc:
+        raise tls_error(f"MQTT broker {host}:{port}", exc) from None
     except OSError as exc:  # includes paho's WebsocketConnectionError
         raise ServerUnreachableError(f"cannot reach MQTT broker at {host}:{port}: {exc}") from exc
     client.loop_start()
@@ -285,6 +348,7 @@ class ChatClient:
         auto_delivered: bool = True,
         keepalive: int = 30,
         tls: bool = False,
+        ca_file: str | Path | None = None,
         http_timeout: float = 10.0,
         http_transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -299,7 +363,9 @@ class ChatClient:
         self.auto_delivered = auto_delivered
         self.keepalive = keepalive
 
-        self._http = httpx.Client(base_url=base, timeout=http_timeout, transport=http_transport)
+        self._tls_context = tls_context(ca_file) if tls or ca_file is not None or base.startswith("https:") else None
+        self._http = httpx.Client(base_url=base, timeout=http_timeout, transport=http_transport,
+                                  verify=self._tls_context or True)
 
         self.user_id: str | None = None
         self._access_token: str | None = None
@@ -356,8 +422,8 @@ class ChatClient:
         )
         if self.transport == "websockets":
             client.ws_set_options(path=self._ws_path)
-        if self._tls:
-            client.tls_set()
+        if self._tls and self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         if self.user_id is not None and self._access_token is not None:
             client.username_pw_set(self.user_id, self._access_token)
@@ -467,6 +533,9 @@ class ChatClient:
         try:
             response = self._http.request(method, path, json=json, params=params, headers=headers)
         except httpx.TransportError as exc:
+            failure = _tls_failure(exc)
+            if failure is not None:
+                raise tls_error(self.api_url, failure) from None
             raise ServerUnreachableError(f"cannot reach {self.api_url}: {exc}") from exc
         if response.status_code == 401 and auth and _retry and self._refresh_token is not None:
             self.refresh()

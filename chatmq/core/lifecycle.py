@@ -15,7 +15,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chatmq.core.bus.base import Bus, TopicSpec
 from chatmq.core.errors import ChatMQError
@@ -29,6 +29,14 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A component that reads its files again on SIGHUP without dropping what it serves (``ServerTls``);
+    ``reload()`` logs a failure and keeps what it had."""
+
+    def reload(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +119,25 @@ class Stack:
             except Exception:
                 log.exception("%s: stopping %s failed", self.name, type(component).__name__)
 
+    def reloadable(self) -> list[Reloadable]:
+        """The components with a ``reload()`` (TLS certificates), in order."""
+        return [c for c in self.components if isinstance(c, Reloadable)]
+
+    def reload(self) -> None:
+        """SIGHUP: ``reload()`` every component that has one (each logs how it went)."""
+        log.info("%s: SIGHUP, reloading", self.name)
+        for component in self.reloadable():
+            component.reload()
+
     async def run_until_signalled(self, ready: str = "ready") -> None:
-        """Start, log ``ready``, serve until SIGINT/SIGTERM, then stop cleanly."""
+        """Start, log ``ready``, serve until SIGINT/SIGTERM, then stop cleanly. SIGHUP calls ``reload()`` when
+        a component has something to reload (otherwise SIGHUP keeps its default: it ends the process)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if self.reloadable():
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         log.info("%s", ready)
         try:

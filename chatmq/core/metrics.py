@@ -131,8 +131,13 @@ BROKER_SLOW = Family("chatmq_broker_slow_disconnects", "Connections a broker nod
                      "read too slowly.", "counter", ("node",))
 BROKER_DISCONNECTS = Family("chatmq_broker_disconnects", "Client connections of a broker node that ended, by "
                             "reason (client_disconnect, connection_lost, keepalive_timeout, protocol_error, "
-                            "slow_consumer, taken_over, kicked, shutdown, internal_error).", "counter",
-                            ("node", "reason"))
+                            "packet_too_large, slow_consumer, taken_over, kicked, shutdown, internal_error).",
+                            "counter", ("node", "reason"))
+BROKER_REFUSED = Family("chatmq_broker_refused_connections", "Connections a broker node closed before their CONNECT "
+                        "was processed, by reason (node_full, address_full, connect_rate, connect_timeout).",
+                        "counter", ("node", "reason"))
+BROKER_QUEUED_BYTES = Family("chatmq_broker_queued_bytes", "Bytes of topic and payload a broker node holds queued "
+                             "for its clients (not yet sent).", "gauge", ("node",))
 PENDING_MESSAGES = Family("chatmq_pending_messages", "Messages stored and not yet confirmed delivered by their "
                           "recipient (counted by the storage part, or the embedded server, every "
                           "heartbeat_interval; only that process exports it).", "gauge", ())

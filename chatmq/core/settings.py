@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     ws_port: int = Field(8083, ge=0, le=65535, description="MQTT over WebSocket (path ws_path).")
     ws_path: str = Field("/mqtt", description="Path of the MQTT-over-WebSocket endpoint.")
     http_port: int = Field(8000, ge=0, le=65535, description="REST API.")
+
+    # TLS (README "TLS"): with tls_cert and tls_key, MQTT over TLS, secure WebSocket and HTTPS listen too
+    tls_cert: Path | None = Field(None, description="PEM certificate chain of the TLS listeners (server "
+                                  "certificate first); with tls_key turns on mqtts_port, wss_port and https_port.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA certificates: the MQTT over TLS listener asks for "
+                                       "a client certificate, and a device whose certificate (from this CA) names "
+                                       "its id as CN may connect without its secret.")
+    tls_only: bool = Field(False, description="Listen only on the TLS ports (mqtt_port, ws_port and http_port stay "
+                           "closed).")
+    mqtts_port: int = Field(8883, ge=0, le=65535, description="MQTT over TLS.")
+    wss_port: int = Field(8084, ge=0, le=65535, description="MQTT over secure WebSocket (path ws_path).")
+    https_port: int = Field(8443, ge=0, le=65535, description="REST API and web client over HTTPS.")
     data_dir: Path = Field(Path("./data"), description="Folder for the SQLite store and the token key.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -67,6 +80,33 @@ class Settings(BaseSettings):
                                          "after its client disconnected; 0 = forever.")
     broker_max_inflight: int = Field(100, gt=0, le=65535, description="QoS 1/2 messages sent to one MQTT client "
                                      "and not yet acknowledged.")
+    broker_queue_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Bytes (topics and payloads) queued per "
+                                    "MQTT client beyond those in flight; past it the same policy as "
+                                    "broker_queue_size.")
+
+    # hostile clients (README "Limits"): every MQTT input bounded before it is buffered
+    max_packet_size: int = Field(128 * 1024, ge=1024, le=268_435_455, description="Largest MQTT packet a client "
+                                 "may send (remaining length, from the fixed header); a larger one closes the "
+                                 "connection before its body is read.")
+    connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a new MQTT connection (TCP or "
+                                   "WebSocket) has to send its whole CONNECT before it is closed.")
+    max_connections: int = Field(0, ge=0, description="MQTT connections a node holds at once (0: the process's "
+                                 "open-file limit less 256 kept for the REST API, storage and the bus); more "
+                                 "are closed before their CONNECT is read.")
+    max_connections_per_address: int = Field(1000, ge=0, description="MQTT connections from one client address "
+                                             "at once (0: no limit); more are closed before their CONNECT is "
+                                             "read. Not applied by the plain node (--allow-anonymous).")
+    connect_rate_per_address: float = Field(50.0, ge=0, description="New MQTT connections per second per client "
+                                            "address (the refill rate; 0: no limit); beyond it and the burst they "
+                                            "are closed at once. Not applied by the plain node.")
+    connect_burst_per_address: int = Field(200, ge=1, description="New MQTT connections a client address may "
+                                           "open at once.")
+    auth_failure_delay: float = Field(0.5, ge=0, le=60, description="Seconds before the CONNACK refusing a "
+                                      "client address's first failed MQTT login; doubled for each further "
+                                      "failure from that address within a minute.")
+    auth_failure_delay_max: float = Field(8.0, ge=0, le=300, description="The longest such delay, in seconds.")
+    auth_workers: int = Field(2, ge=1, le=64, description="Threads that check device secrets (argon2) off the "
+                                                           "event loop; more checks wait their turn.")
 
     # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")
@@ -137,6 +177,28 @@ class Settings(BaseSettings):
                                   "bytes (Content-Length, or counted as it streams); larger: 413.")
     trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
                                        "whose X-Forwarded-For names the client address, e.g. nginx.")
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty value (``CHATMQ_TLS_CERT=``) turns TLS off, as when it is not given."""
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        """TLS needs both files; the TLS-only and client-certificate settings need TLS."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            raise ValueError(f"{given} is set but {missing} (CHATMQ_{missing.upper()}) is not: TLS needs both")
+        if self.tls_cert is None and (self.tls_only or self.tls_client_ca is not None):
+            which = "tls_only" if self.tls_only else "tls_client_ca"
+            raise ValueError(f"{which} needs TLS: set tls_cert and tls_key (CHATMQ_TLS_CERT, CHATMQ_TLS_KEY)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the TLS listeners are on (``tls_cert`` and ``tls_key`` set)."""
+        return self.tls_cert is not None
 
     @model_validator(mode="after")
     def _push_target(self) -> Settings:

@@ -17,6 +17,7 @@ from chatmq.core import ids
 from chatmq.core.auth import hash_secret
 from chatmq.core.errors import ConflictError
 from chatmq.core.settings import Settings
+from chatmq.run.assembly import make_store
 from chatmq.services.api.models import USERNAME_PATTERN
 from chatmq.services.store.base import Store
 
@@ -33,13 +34,7 @@ class Outcome(Enum):
 
 def open_store(settings: Settings) -> Store:
     """The store the settings name: MongoDB when ``mongo_url`` is set (cluster), else SQLite in ``data_dir``."""
-    if settings.mongo_url:
-        from chatmq.services.store.mongo import MongoStore
-
-        return MongoStore(settings.mongo_url, settings.mongo_db)
-    from chatmq.services.store.sqlite import SQLiteStore
-
-    return SQLiteStore(settings.data_dir / "chatmq.db")
+    return make_store(settings, cluster=bool(settings.mongo_url))
 
 
 def describe(settings: Settings) -> str:

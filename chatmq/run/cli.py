@@ -24,6 +24,12 @@ MqttPortOpt = Annotated[int | None, typer.Option(help="MQTT over TCP port [CHATM
 WsPortOpt = Annotated[int | None, typer.Option(help="MQTT over WebSocket port [CHATMQ_WS_PORT].")]
 HttpPortOpt = Annotated[int | None, typer.Option(help="REST API port [CHATMQ_HTTP_PORT].")]
 LogLevelOpt = Annotated[str | None, typer.Option(help="debug|info|warning|error [CHATMQ_LOG_LEVEL].")]
+TlsCertOpt = Annotated[Path | None, typer.Option(help="PEM certificate chain: turns on the TLS listeners, with "
+                                                 "--tls-key [CHATMQ_TLS_CERT].")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [CHATMQ_TLS_KEY].")]
+MqttsPortOpt = Annotated[int | None, typer.Option(help="MQTT over TLS port [CHATMQ_MQTTS_PORT].")]
+WssPortOpt = Annotated[int | None, typer.Option(help="MQTT over secure WebSocket port [CHATMQ_WSS_PORT].")]
+HttpsPortOpt = Annotated[int | None, typer.Option(help="HTTPS port of the REST API [CHATMQ_HTTPS_PORT].")]
 
 
 class _BadHandshakeFilter(logging.Filter):
@@ -99,10 +105,17 @@ def serve(
     http_port: HttpPortOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="SQLite data folder [CHATMQ_DATA_DIR].")] = None,
     log_level: LogLevelOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    mqtts_port: MqttsPortOpt = None,
+    wss_port: WssPortOpt = None,
+    https_port: HttpsPortOpt = None,
 ) -> None:
-    """Run everything in one process: broker node, routers, storage (SQLite) and the REST API."""
+    """Run everything in one process: broker node, routers, storage (SQLite) and the REST API.
+    SIGHUP reloads the TLS certificate and key."""
     settings = _load(config, host=host, mqtt_port=mqtt_port, ws_port=ws_port, http_port=http_port,
-                     data_dir=data_dir, log_level=log_level)
+                     data_dir=data_dir, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
+                     mqtts_port=mqtts_port, wss_port=wss_port, https_port=https_port)
     _setup_logging(settings.log_level)
     from chatmq.run.embedded import EmbeddedServer
 
@@ -144,16 +157,26 @@ def broker(
     allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous",
                                                   help="Plain MQTT node, no chat logic.")] = False,
     log_level: LogLevelOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    mqtts_port: MqttsPortOpt = None,
+    wss_port: WssPortOpt = None,
 ) -> None:
     """Run a broker node of a cluster (with its bridge to Kafka). With --allow-anonymous: a plain MQTT
-    broker for benchmarks and conformance tests."""
+    broker for benchmarks and conformance tests. SIGHUP reloads the TLS certificate and key."""
     settings = _load(config, host=host, mqtt_port=mqtt_port, ws_port=ws_port, node=node, log_level=log_level,
-                     allow_anonymous=True if allow_anonymous else None)
+                     allow_anonymous=True if allow_anonymous else None, tls_cert=tls_cert, tls_key=tls_key,
+                     mqtts_port=mqtts_port, wss_port=wss_port)
     if settings.allow_anonymous:
         _setup_logging(settings.log_level)
         from chatmq.broker.plain import run_plain_broker
+        from chatmq.core.tls import ServerTls
 
-        _run(run_plain_broker(settings.host, settings.mqtt_port, ws_port=ws_port, settings=settings))
+        try:
+            tls = ServerTls.of(settings)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        _run(run_plain_broker(settings.host, settings.mqtt_port, ws_port=ws_port, settings=settings, tls=tls))
         return
     _run_part("broker", settings)
 
@@ -178,9 +201,12 @@ def storage(config: ConfigOpt = None, log_level: LogLevelOpt = None) -> None:
 
 @app.command()
 def api(config: ConfigOpt = None, host: HostOpt = None, http_port: HttpPortOpt = None,
-        log_level: LogLevelOpt = None) -> None:
-    """Run the REST API of a cluster; copies behind nginx share the requests."""
-    _run_part("api", _load(config, host=host, http_port=http_port, log_level=log_level))
+        log_level: LogLevelOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+        https_port: HttpsPortOpt = None) -> None:
+    """Run the REST API of a cluster; copies behind nginx share the requests. SIGHUP reloads the TLS
+    certificate and key."""
+    _run_part("api", _load(config, host=host, http_port=http_port, log_level=log_level, tls_cert=tls_cert,
+                           tls_key=tls_key, https_port=https_port))
 
 
 @app.command()
@@ -210,24 +236,32 @@ def cluster_up(
     mqtt_port: Annotated[int, typer.Option(help="nginx's MQTT over TCP port.")] = 1883,
     ws_port: Annotated[int, typer.Option(help="nginx's MQTT over WebSocket port.")] = 8083,
     http_port: Annotated[int, typer.Option(help="nginx's REST API port.")] = 8000,
+    mqtts_port: Annotated[int, typer.Option(help="nginx's MQTT over TLS port (with --tls-cert).")] = 8883,
+    wss_port: Annotated[int, typer.Option(help="nginx's MQTT over secure WebSocket port (with --tls-cert).")] = 8084,
+    https_port: Annotated[int, typer.Option(help="nginx's HTTPS port (with --tls-cert).")] = 8443,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="Logs, nginx config, token key [./cluster-data].")] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Start a local cluster (every part its own process, nginx in front) until Ctrl-C.
 
     Kafka and MongoDB must be running (scripts/services.sh up kafka mongo); their addresses
-    come from config/cluster.toml or CHATMQ_KAFKA_BOOTSTRAP / CHATMQ_MONGO_URL.
+    come from config/cluster.toml or CHATMQ_KAFKA_BOOTSTRAP / CHATMQ_MONGO_URL. With a TLS
+    certificate nginx terminates TLS too; SIGHUP has nginx reload it.
     """
     import signal
 
     from chatmq.run.cluster import CLUSTER_CONFIG, LocalCluster
 
-    settings = _load(config or CLUSTER_CONFIG, host=host, data_dir=data_dir, log_level=log_level)
+    settings = _load(config or CLUSTER_CONFIG, host=host, data_dir=data_dir, log_level=log_level,
+                     tls_cert=tls_cert, tls_key=tls_key)
     _setup_logging(settings.log_level)
     try:
         cluster = LocalCluster(settings, data_dir=settings.data_dir, nodes=nodes, routers=routers,
                                group_routers=group_routers, apis=apis, mqtt_port=mqtt_port, ws_port=ws_port,
-                               http_port=http_port, config_file=config)
+                               http_port=http_port, config_file=config, mqtts_port=mqtts_port, wss_port=wss_port,
+                               https_port=https_port)
         cluster.start()
     except ConfigError as exc:
         typer.echo(f"chatmq: {exc}", err=True)
@@ -237,9 +271,9 @@ def cluster_up(
         raise typer.Exit(1) from exc
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda sig, _frame: stopping.append(sig))
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: cluster.reload())
     typer.echo(f"cluster ready: {', '.join(cluster.parts)} behind nginx; logs in {cluster.data_dir / 'logs'}\n"
-               f"  MQTT mqtt://{cluster.host}:{mqtt_port}  WebSocket ws://{cluster.host}:{ws_port}/mqtt  "
-               f"REST {cluster.api_url}/api/v1\n"
+               f"  {'  '.join(cluster.front_urls())}\n"
                f"  /metrics, /healthz, /readyz: {', '.join(f'{n} {u}' for n, u in cluster.ops_urls().items())}\n"
                "Ctrl-C stops it.")
     reported: set[str] = set()

@@ -5,7 +5,9 @@ nodes, API copies, the push service when ``push_provider`` is set, the telemetry
 ``influx_url`` is set) against the Kafka and
 MongoDB named in the settings, then nginx in front
 (``config/nginx-cluster.conf`` rendered with the parts' ports). The parts listen on free
-ports; clients use nginx's three ports. Logs go to ``<data_dir>/logs/<part>.log``.
+ports; clients use nginx's three ports. With ``tls_cert``/``tls_key`` set nginx also terminates TLS
+on three more (MQTT over TLS, secure WebSocket, HTTPS; only those with ``tls_only``) with those
+files, while the parts behind it listen plain. Logs go to ``<data_dir>/logs/<part>.log``.
 
 Parts that die are reported, not restarted: ``kill``/``restart`` exist for fault tests.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from chatmq.core.errors import ChatMQError
 from chatmq.core.settings import Settings
+from chatmq.core.tls import ServerTls
 
 log = logging.getLogger("chatmq.run.cluster")
 
@@ -51,6 +54,11 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def _abs(path: Path | None) -> str:
+    """``path`` made absolute (nginx reads relative paths from its own prefix)."""
+    return str(Path(path or "").resolve())
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -116,7 +124,8 @@ class LocalCluster:
 
     def __init__(self, settings: Settings, *, data_dir: Path, nodes: int = 2, routers: int = 1,
                  group_routers: int = 1, apis: int = 1, mqtt_port: int = 1883, ws_port: int = 8083,
-                 http_port: int = 8000, config_file: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 http_port: int = 8000, config_file: Path | None = None, env: dict[str, str] | None = None,
+                 mqtts_port: int = 8883, wss_port: int = 8084, https_port: int = 8443) -> None:
         settings.require_cluster("cluster up")
         if min(nodes, routers, group_routers, apis) < 1:
             raise ChatMQError("a cluster needs at least one of each part")
@@ -124,6 +133,9 @@ class LocalCluster:
         self.host = settings.host
         self.data_dir = data_dir.resolve()
         self.mqtt_port, self.ws_port, self.http_port = mqtt_port, ws_port, http_port
+        self.mqtts_port, self.wss_port, self.https_port = mqtts_port, wss_port, https_port
+        if settings.tls:
+            ServerTls.of(settings)  # ConfigError naming the setting before nginx says something vaguer
         self._config_file = (config_file or CLUSTER_CONFIG).resolve()
         self._counts = {"nodes": nodes, "routers": routers, "group_routers": group_routers, "apis": apis}
         self._extra_env = dict(env or {})
@@ -132,7 +144,15 @@ class LocalCluster:
 
     @property
     def api_url(self) -> str:
+        if self.settings.tls_only:
+            return f"https://{self.host}:{self.https_port}"
         return f"http://{self.host}:{self.http_port}"
+
+    def front_ports(self) -> list[int]:
+        """nginx's ports: the plain ones (unless ``tls_only``), then the TLS ones (with ``tls_cert``)."""
+        s = self.settings
+        plain = [] if s.tls_only else [self.mqtt_port, self.ws_port, self.http_port]
+        return plain + ([self.mqtts_port, self.wss_port, self.https_port] if s.tls else [])
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -141,6 +161,8 @@ class LocalCluster:
             "LOG_LEVEL": s.log_level, "KAFKA_BOOTSTRAP": s.kafka_bootstrap or "", "KAFKA_PREFIX": s.kafka_prefix,
             "KAFKA_REPLICATION": str(s.kafka_replication), "MONGO_URL": s.mongo_url or "",
             "MONGO_DB": s.mongo_db, "BUS_PARTITIONS": str(s.bus_partitions), "JWT_SECRET": s.signing_key(),
+            # nginx terminates TLS: the parts behind it listen plain on their own ports
+            "TLS_CERT": "", "TLS_KEY": "", "TLS_CLIENT_CA": "", "TLS_ONLY": "false",
         }
         env = {**os.environ, **self._extra_env}
         env.update({f"CHATMQ_{k}": v for k, v in values.items()})
@@ -180,7 +202,7 @@ class LocalCluster:
         """Start every part and nginx, and wait until all are ready; on failure stop them and raise."""
         nginx = self._nginx_binary()  # fail before starting anything
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for front in (self.mqtt_port, self.ws_port, self.http_port):
+        for front in self.front_ports():
             if _port_open(self.host, front):
                 raise ChatMQError(f"port {self.host}:{front} is taken: choose other front ports")
         deadline = time.monotonic() + timeout
@@ -220,6 +242,12 @@ class LocalCluster:
         part.start()
         part.wait_ready(time.monotonic() + timeout)
 
+    def reload(self) -> None:
+        """Have nginx load its configuration and the TLS files again (SIGHUP): new connections get the
+        new certificate, open ones stay."""
+        if self._nginx is not None and self._nginx.poll() is None:
+            self._nginx.send_signal(signal.SIGHUP)
+
     def dead_parts(self) -> list[str]:
         return [name for name, part in self.parts.items() if not part.alive()]
 
@@ -238,12 +266,22 @@ class LocalCluster:
             return "\n".join(f"        server {self.host}:{p.ports[kind]} max_fails=1 fail_timeout=5s;"
                              for p in self.parts.values() if kind in p.ports)
 
+        def listen(plain: int, secure: int) -> str:
+            """A server block's ``listen`` lines: the plain port unless ``tls_only``, the TLS one with TLS."""
+            s = self.settings
+            lines = [] if s.tls_only else [f"listen {self.host}:{plain} backlog=4096;"]
+            if s.tls:
+                lines += [f"listen {self.host}:{secure} ssl backlog=4096;", f'ssl_certificate "{_abs(s.tls_cert)}";',
+                          f'ssl_certificate_key "{_abs(s.tls_key)}";', "ssl_protocols TLSv1.2 TLSv1.3;"]
+            return "\n".join(f"        {line}" for line in lines)
+
         prefix = self.data_dir / "nginx"
         values = {
             "stream_module": str(NGINX_STREAM_MODULE), "logs": str(self.data_dir / "logs"), "prefix": str(prefix),
             "host": self.host, "mqtt_port": str(self.mqtt_port), "ws_port": str(self.ws_port),
             "http_port": str(self.http_port), "mqtt_servers": servers("mqtt"), "ws_servers": servers("ws"),
-            "api_servers": servers("http"),
+            "api_servers": servers("http"), "mqtt_listen": listen(self.mqtt_port, self.mqtts_port),
+            "ws_listen": listen(self.ws_port, self.wss_port), "http_listen": listen(self.http_port, self.https_port),
         }
         text = _NGINX_TEMPLATE.read_text()
         for key, value in values.items():
@@ -262,9 +300,16 @@ class LocalCluster:
             raise ChatMQError(f"nginx rejects {conf}: {check.stderr.strip()}")
         with (self.data_dir / "logs" / "nginx.log").open("ab") as out:
             self._nginx = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        while not _port_open(self.host, self.http_port):  # nginx opens all three at once
+        while not _port_open(self.host, self.front_ports()[-1]):  # nginx opens them all at once
             if self._nginx.poll() is not None or time.monotonic() > deadline:
                 raise ChatMQError(f"nginx did not start; see {self.data_dir / 'logs' / 'nginx-error.log'}")
             time.sleep(0.05)
-        log.info("nginx in front: mqtt://%s:%d ws://%s:%d/mqtt http://%s:%d/api/v1", self.host, self.mqtt_port,
-                 self.host, self.ws_port, self.host, self.http_port)
+        log.info("nginx in front: %s", " ".join(self.front_urls()))
+
+    def front_urls(self) -> list[str]:
+        """Where clients connect (nginx): ``mqtt://``, ``ws://``, ``http://`` and their TLS twins."""
+        h, s = self.host, self.settings
+        plain = [] if s.tls_only else [f"mqtt://{h}:{self.mqtt_port}", f"ws://{h}:{self.ws_port}/mqtt",
+                                       f"http://{h}:{self.http_port}/api/v1"]
+        return plain + ([f"mqtts://{h}:{self.mqtts_port}", f"wss://{h}:{self.wss_port}/mqtt",
+                         f"https://{h}:{self.https_port}/api/v1"] if s.tls else [])

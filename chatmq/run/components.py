@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -14,9 +15,10 @@ from amqtt.errors import BrokerError
 from fastapi import FastAPI
 
 from chatmq.bridges.gateway import NodeGateway
+from chatmq.broker.admission import ConnectionPolicy, Refusal
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.close_reason import CloseReason
-from chatmq.broker.node import ChatBroker
+from chatmq.broker.node import ChatBroker, TlsListeners
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.core.errors import ChatMQError
 from chatmq.core.metrics import (
@@ -25,12 +27,15 @@ from chatmq.core.metrics import (
     BROKER_DROPPED,
     BROKER_INFLIGHT,
     BROKER_QUEUED,
+    BROKER_QUEUED_BYTES,
+    BROKER_REFUSED,
     BROKER_SLOW,
     CONNECTIONS,
     SOURCES,
     Sample,
 )
 from chatmq.core.settings import Settings
+from chatmq.core.tls import ServerTls
 
 log = logging.getLogger("chatmq")
 
@@ -44,10 +49,13 @@ class _Uvicorn(uvicorn.Server):
 
 
 class HttpServer:
-    """Serves ``app`` on ``host:port``. ``bind()`` may be called early so a taken port fails first."""
+    """Serves ``app`` on ``host:port`` (HTTPS with ``tls``, a context reloaded in place on SIGHUP).
+    ``bind()`` may be called early so a taken port fails first."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, what: str = "REST API", path: str = "/api/v1") -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, what: str = "REST API", path: str = "/api/v1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self._what, self._host, self._port, self._path = what, host, port, path
+        self._tls = tls
         # proxy_headers off: the REST API trusts X-Forwarded-For only from its own trusted_proxies
         self._server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                                                access_log=False, proxy_headers=False))
@@ -74,16 +82,24 @@ class HttpServer:
         if self._task is None or self._task.done() or not self._server.started:
             raise ChatMQError(f"{self._what} is not serving")
 
+    @property
+    def scheme(self) -> str:
+        return "http" if self._tls is None else "https"
+
     async def start(self) -> None:
         self.bind()
         assert self._socket is not None
+        config = self._server.config
+        if not config.loaded:
+            config.load()
+        config.ssl = self._tls  # uvicorn's own context would come from files it never reloads
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="http")
         while not self._server.started:
             if self._task.done():
                 await self._task
                 raise ChatMQError(f"{self._what} could not start on {self._host}:{self._port}")
             await asyncio.sleep(0.02)
-        log.info("%s listening on http://%s:%d%s", self._what, self._host, self._port, self._path)
+        log.info("%s listening on %s://%s:%d%s", self._what, self.scheme, self._host, self._port, self._path)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -96,6 +112,15 @@ class HttpServer:
             self._socket = None
 
 
+def http_servers(app: FastAPI, settings: Settings, tls: ServerTls | None) -> list[HttpServer]:
+    """The servers of the REST API and web client: HTTP on ``http_port`` (unless ``tls_only``), and HTTPS on
+    ``https_port`` with ``tls``."""
+    servers = [] if settings.tls_only else [HttpServer(app, settings.host, settings.http_port)]
+    if tls is not None:
+        servers.append(HttpServer(app, settings.host, settings.https_port, what="REST API (HTTPS)", tls=tls.web))
+    return servers
+
+
 class BrokerNode:
     """The MQTT listeners of one node: a ``ChatBroker`` feeding ``gateway``.
 
@@ -103,29 +128,45 @@ class BrokerNode:
     restart), then the listeners open.
     """
 
-    def __init__(self, settings: Settings, authenticator: Authenticator, gateway: NodeGateway) -> None:
+    def __init__(self, settings: Settings, authenticator: Authenticator, gateway: NodeGateway,
+                 tls: ServerTls | None = None) -> None:
         self._settings = settings
         self._authenticator = authenticator
         self._gateway = gateway
+        self._tls = tls
         self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()
         self._unlist: Callable[[], None] | None = None
+
+    def _listeners(self) -> list[tuple[str, str]]:
+        """``(what, URL)`` of each listener, for the log."""
+        s = self._settings
+        plain = [("MQTT over TCP", f"mqtt://{s.host}:{s.mqtt_port}"),
+                 ("MQTT over WebSocket", f"ws://{s.host}:{s.ws_port}{s.ws_path}")]
+        if self._tls is None:
+            return plain
+        secure = [("MQTT over TLS", f"mqtts://{s.host}:{s.mqtts_port}"),
+                  ("MQTT over secure WebSocket", f"wss://{s.host}:{s.wss_port}{s.ws_path}")]
+        return secure if s.tls_only else plain + secure
 
     async def start(self) -> None:
         s = self._settings
         await self._gateway.announce_start()
+        tls = None if self._tls is None else TlsListeners(self._tls, s.mqtts_port, s.wss_port, only=s.tls_only)
         self.broker = ChatBroker(
             host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port, authenticator=self._authenticator,
             hooks=self._gateway, rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
-            limits=DeliveryLimits.from_settings(s),
+            limits=DeliveryLimits.from_settings(s), tls=tls, policy=ConnectionPolicy.from_settings(s),
         )
         self._gateway.attach(self.broker)
+        listeners = self._listeners()
         try:
             await self.broker.start()
         except BrokerError as exc:
             cause = exc.__cause__ or exc
-            raise ChatMQError(f"MQTT listeners on {s.host} (ports {s.mqtt_port}, {s.ws_port}): {cause}") from exc
-        log.info("node %s: MQTT over TCP listening on mqtt://%s:%d", s.node, s.host, s.mqtt_port)
-        log.info("node %s: MQTT over WebSocket listening on ws://%s:%d%s", s.node, s.host, s.ws_port, s.ws_path)
+            where = ", ".join(url for _what, url in listeners)
+            raise ChatMQError(f"MQTT listeners ({where}): {cause}") from exc
+        for what, url in listeners:
+            log.info("node %s: %s listening on %s", s.node, what, url)
         self._unlist = SOURCES.add(self._samples)
 
     async def stop(self) -> None:
@@ -135,6 +176,7 @@ class BrokerNode:
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.shutdown()
+        self._authenticator.close()
 
     async def check(self) -> None:
         state = "not made" if self.broker is None else self.broker.transitions.state
@@ -161,6 +203,8 @@ class BrokerNode:
             (BROKER_SLOW, (node,), float(stats.slow_disconnects)),
         ]
         samples += [(BROKER_DISCONNECTS, (node, reason.value), float(broker.closes[reason])) for reason in CloseReason]
+        samples += [(BROKER_REFUSED, (node, refusal.value), float(broker.refused[refusal])) for refusal in Refusal]
+        samples.append((BROKER_QUEUED_BYTES, (node,), float(sum(o.queued_bytes for o in outboxes))))
         return samples
 
     async def kick(self, client_id: str) -> bool:

@@ -148,11 +148,12 @@ def ops_app(part: str) -> FastAPI:
 
 
 def operate(stack: Stack, settings: Settings, bus: Bus, part: str, *, app: FastAPI | None = None,
-            http_port: Callable[[], int] | None = None, processes: ProcessTable | None = None) -> Stack:
+            http_port: Callable[[], int] | None = None, processes: ProcessTable | None = None,
+            http_scheme: str = "http") -> Stack:
     """Wire ``stack`` for operators (see the module docstring) and return it.
 
-    With ``app`` (served by the stack on ``http_port()``) the ops routes answer there; otherwise an
-    ops server on ``settings.ops_port`` is put first. ``processes``, when this process follows the
+    With ``app`` (served by the stack on ``http_port()``, over ``http_scheme``) the ops routes answer
+    there; otherwise an ops server on ``settings.ops_port`` is put first. ``processes``, when this process follows the
     heartbeats, is what ``GET /api/v1/admin/processes`` lists. ``node`` is announced for the parts
     that are a broker node (``broker``, ``embedded``).
     """
@@ -174,5 +175,5 @@ def operate(stack: Stack, settings: Settings, bus: Bus, part: str, *, app: FastA
     instance = settings.instance or f"{part}@{socket.gethostname()}:{os.getpid()}"
     stack.components.append(Heartbeat(
         bus, stack, instance=instance, part=part, node=settings.node if part in ("broker", "embedded") else None,
-        host=host, ops_url=lambda: f"http://{host}:{served_port()}", interval=settings.heartbeat_interval))
+        host=host, ops_url=lambda: f"{http_scheme}://{host}:{served_port()}", interval=settings.heartbeat_interval))
     return stack

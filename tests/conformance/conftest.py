@@ -17,8 +17,9 @@ from tests.e2e.harness import free_port
 
 
 class PlainNode:
-    def __init__(self, port: int, log: Path, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, port: int, log: Path, proc: subprocess.Popen[bytes], ws_port: int | None = None) -> None:
         self.port = port
+        self.ws_port = ws_port
         self.log_path = log
         self.proc = proc
 
@@ -31,16 +32,20 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNode]:
     yield from plain_node(tmp_path_factory)
 
 
-def plain_node(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator[PlainNode]:
-    """Run the plain node (with ``settings`` as ``CHATMQ_*`` variables) until the generator ends."""
+def plain_node(tmp_path_factory: pytest.TempPathFactory, *, ws: bool = False, **settings: str) -> Iterator[PlainNode]:
+    """Run the plain node (with ``settings`` as ``CHATMQ_*`` variables, and a WebSocket listener
+    with ``ws``) until the generator ends."""
     port = free_port()
+    ws_port = free_port() if ws else None
     log = tmp_path_factory.mktemp("plain") / "broker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
     env.update({f"CHATMQ_{k.upper()}": v for k, v in settings.items()})
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "chatmq.run.cli", "broker", "--allow-anonymous",
-                                 "--host", "127.0.0.1", "--mqtt-port", str(port)], stdout=out, stderr=out, env=env)
-    node = PlainNode(port, log, proc)
+                                 "--host", "127.0.0.1", "--mqtt-port", str(port),
+                                 *(["--ws-port", str(ws_port)] if ws_port else [])],
+                                stdout=out, stderr=out, env=env)
+    node = PlainNode(port, log, proc, ws_port)
     deadline = time.monotonic() + 20
     while f"mqtt://127.0.0.1:{port}" not in node.log():
         assert proc.poll() is None, node.log()

@@ -1,30 +1,31 @@
-"""A raw-socket MQTT 3.1.1 client for the conformance tests: it encodes and decodes packets itself
-(independently of the broker's code), sends exactly what a test says, and lets the test read
-every packet the broker sends, flags included."""
+"""A raw-socket MQTT 3.1.1 client for the conformance tests: it sends exactly what a test says and
+lets the test read every packet the broker sends, flags included. Packets are encoded and cut with
+the project's one MQTT codec (``chatmq.broker.wire``), whose encoders and splitter have unit tests
+of their own (tests/unit/test_wire*.py) against the spec's byte layouts."""
 
 from __future__ import annotations
 
 import socket
-import struct
 import time
+from collections import deque
 from dataclasses import dataclass
+
+from chatmq.broker.wire import (
+    DISCONNECT_BYTES,
+    PacketSplitter,
+    Will,
+    decode_publish,
+    encode_ack,
+    encode_connect,
+    encode_publish,
+    encode_subscribe,
+    encode_topic,
+    encode_unsubscribe,
+)
 
 CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP = 2, 3, 4, 5, 6, 7, 9, 11, 13
 
 
-def _string(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _frame(first: int, body: bytes) -> bytes:
-    length = len(body)
-    out = bytearray([first])
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out) + body
 
 
 @dataclass
@@ -49,20 +50,19 @@ class Received:
 
     @property
     def topic(self) -> str:
-        (size,) = struct.unpack("!H", self.body[:2])
-        return self.body[2:2 + size].decode()
+        return decode_publish(self.flags, self.body).topic
 
     @property
     def packet_id(self) -> int:
         if self.kind == PUBLISH:
-            (size,) = struct.unpack("!H", self.body[:2])
-            return int(struct.unpack("!H", self.body[2 + size:4 + size])[0])
-        return int(struct.unpack("!H", self.body[:2])[0])
+            packet_id = decode_publish(self.flags, self.body).packet_id
+            assert packet_id is not None, "a QoS 0 PUBLISH has no packet id"
+            return packet_id
+        return (self.body[0] << 8) | self.body[1]  # acks, SUBACK, UNSUBACK: the id comes first
 
     @property
     def payload(self) -> bytes:
-        (size,) = struct.unpack("!H", self.body[:2])
-        return self.body[2 + size + (2 if self.qos else 0):]
+        return decode_publish(self.flags, self.body).payload
 
 
 class RawClient:
@@ -70,7 +70,8 @@ class RawClient:
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
-        self._buffer = b""
+        self._splitter = PacketSplitter()
+        self._packets: deque[Received] = deque()
         self._next_id = 0
 
     # --- sending -------------------------------------------------------------------
@@ -81,51 +82,36 @@ class RawClient:
                 will: tuple[str, bytes, int, bool] | None = None,
                 username: str | None = None, password: str | None = None) -> Received:
         """CONNECT and return the CONNACK (``body[0]`` session present, ``body[1]`` return code)."""
-        flags = 0x02 if clean else 0
-        payload = _string(client_id)
-        if will is not None:
-            topic, message, qos, retain = will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += _string(topic) + _string(message)
-        if username is not None:
-            flags |= 0x80
-            payload += _string(username)
-        if password is not None:
-            flags |= 0x40
-            payload += _string(password)
-        body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
-        self.send(_frame(0x10, body))
+        self.send(encode_connect(client_id, clean_session=clean, keepalive=keepalive,
+                                 will=None if will is None else Will(*will), username=username, password=password))
         return self.expect(CONNACK)
 
     def subscribe(self, *filters: tuple[str, int]) -> list[int]:
         """SUBSCRIBE and return the SUBACK's return codes."""
         packet_id = self._id()
-        body = struct.pack("!H", packet_id) + b"".join(_string(f) + bytes([q]) for f, q in filters)
-        self.send(_frame(0x82, body))
+        self.send(encode_subscribe(packet_id, list(filters)))
         suback = self.expect(SUBACK)
         assert suback.packet_id == packet_id
         return list(suback.body[2:])
 
     def unsubscribe(self, *filters: str) -> None:
         packet_id = self._id()
-        self.send(_frame(0xA2, struct.pack("!H", packet_id) + b"".join(_string(f) for f in filters)))
+        self.send(encode_unsubscribe(packet_id, list(filters)))
         self.expect(UNSUBACK)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, *, retain: bool = False,
                 packet_id: int | None = None) -> int | None:
         """PUBLISH (not waiting for its acknowledgement); returns its packet id at QoS 1/2."""
-        body = _string(topic)
         if qos:
             packet_id = packet_id or self._id()
-            body += struct.pack("!H", packet_id)
-        self.send(_frame(0x30 | (qos << 1) | (1 if retain else 0), body + payload))
+        self.send(encode_publish(encode_topic(topic), payload, qos, packet_id if qos else None, retain=retain))
         return packet_id
 
     def ack(self, kind: int, packet_id: int) -> None:
-        self.send(_frame((kind << 4) | (2 if kind == PUBREL else 0), struct.pack("!H", packet_id)))
+        self.send(encode_ack(kind, packet_id))
 
     def disconnect(self) -> None:
-        self.send(b"\xe0\x00")
+        self.send(DISCONNECT_BYTES)
         self.close()
 
     def close(self) -> None:
@@ -155,7 +141,7 @@ class RawClient:
                 return None
             if not data:
                 return None
-            self._buffer += data
+            self._packets.extend(Received(p.kind, p.flags, p.body) for p in self._splitter.feed(data))
 
     def expect(self, kind: int, timeout: float = 5.0) -> Received:
         packet = self.read(timeout)
@@ -206,20 +192,4 @@ class RawClient:
         return False
 
     def _parse(self) -> Received | None:
-        buf = self._buffer
-        if len(buf) < 2:
-            return None
-        length, multiplier, i = 0, 1, 1
-        while True:
-            if i >= len(buf):
-                return None
-            byte = buf[i]
-            length += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            i += 1
-            if not byte & 0x80:
-                break
-        if len(buf) < i + length:
-            return None
-        self._buffer = buf[i + length:]
-        return Received(buf[0] >> 4, buf[0] & 0x0F, buf[i:i + length])
+        return self._packets.popleft() if self._packets else None

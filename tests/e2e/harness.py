@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.devices.sdk import ChatClient, Transport, release_sockets
 from chatmq.run.cluster import stop_process
+from tests.fakes.tls import CertFiles, TestCA
 
 
 class Peer(ChatClient):
@@ -117,6 +119,14 @@ class RawClient:
         release_sockets(self.client)
 
 
+def rss_kib(pid: int) -> int:
+    """Process ``pid``'s resident memory (``VmRSS``), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,9 +145,18 @@ class ServerProcess:
     ws_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
+    """More ``chatmq serve`` arguments (``--tls-cert``, ...)."""
+    https_port: int | None = None
+    """With TLS on: the HTTPS port, which ``api_url`` names when ``http_port`` is closed (``tls_only``)."""
+    ca_file: Path | None = None
+    """The CA that signed the server's certificate (checked by the start-up health probe)."""
+    tls_only: bool = False
 
     @property
     def api_url(self) -> str:
+        if self.tls_only:
+            return f"https://{self.host}:{self.https_port}"
         return f"http://{self.host}:{self.http_port}"
 
     def start(self, timeout: float = 30.0) -> None:
@@ -145,7 +164,7 @@ class ServerProcess:
         env.pop("CHATMQ_CONFIG", None)
         cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", self.host,
                "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
-               "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
+               "--http-port", str(self.http_port), "--data-dir", str(self.data_dir), *self.args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd=self.data_dir.parent)
@@ -155,7 +174,8 @@ class ServerProcess:
                 raise RuntimeError(f"chatmq serve exited with {self.proc.returncode}:\n{self.log()}")
             if "ready" in self.log():
                 try:
-                    if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200:
+                    verify = True if self.ca_file is None else ssl.create_default_context(cafile=str(self.ca_file))
+                    if httpx.get(f"{self.api_url}/healthz", timeout=1, verify=verify).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
@@ -194,6 +214,62 @@ def serve(tmp: Path, **env: str) -> Iterator[ServerProcess]:
 
 
 Users = Callable[..., Peer]
+
+
+@dataclass
+class TlsServer:
+    """A ``chatmq serve`` with TLS on, and the CA its certificate comes from."""
+
+    process: ServerProcess
+    ca: TestCA
+    mqtts_port: int
+    wss_port: int
+    https_port: int
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def peer(self, transport: Transport = "tcp") -> Peer:
+        """A registered, logged-in, connected user over HTTPS and MQTT over TLS (``wss`` for websockets)."""
+        port = self.wss_port if transport == "websockets" else self.mqtts_port
+        return tls_peer(self.https_url, port, transport, self.ca)
+
+
+def tls_peer(api_url: str, port: int, transport: Transport, ca: TestCA) -> Peer:
+    """A registered, logged-in user connected over TLS to ``port``, trusting ``ca``."""
+    client = Peer(api_url, "127.0.0.1", port, transport=transport, tls=True, ca_file=ca.ca_file)
+    name = f"t{time.monotonic_ns()}"
+    client.register(name, "correct horse battery")
+    client.login(name, "correct horse battery")
+    client.connect()
+    return client
+
+
+def start_tls(tmp: Path, cert: CertFiles | None = None, *, only: bool = False, client_ca: bool = False,
+              ca: TestCA | None = None, wss_port: int | None = None) -> TlsServer:
+    """``chatmq serve`` in ``tmp`` with ``cert`` (else one from ``ca``, else from a new CA) on free TLS ports
+    (``wss_port`` when given); ``only``: ``tls_only``; ``client_ca``: ``tls_client_ca`` = the CA."""
+    ca = ca or TestCA(tmp / "ca")
+    cert = cert or ca.server()
+    ports = {"mqtts": free_port(), "wss": wss_port or free_port(), "https": free_port()}
+    env = {"CHATMQ_TLS_ONLY": "true" if only else "false",
+           "CHATMQ_TLS_CLIENT_CA": str(ca.ca_file) if client_ca else ""}
+    process = ServerProcess(tmp / "data", tmp / "server.log", env=env, https_port=ports["https"], ca_file=ca.ca_file,
+                            tls_only=only, args=["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+                                                 "--mqtts-port", str(ports["mqtts"]), "--wss-port", str(ports["wss"]),
+                                                 "--https-port", str(ports["https"])])
+    process.start()
+    return TlsServer(process, ca, ports["mqtts"], ports["wss"], ports["https"])
+
+
+def stop_tls(server: TlsServer) -> None:
+    """Stop it; it must exit cleanly and have logged no traceback."""
+    code = server.process.stop()
+    log = server.process.log()
+    assert code == 0, f"server exit code {code}:\n{log[-4000:]}"
+    assert "Traceback" not in log, log[-8000:]
+
 
 
 def user_factory(server: Deployment) -> Iterator[Users]:

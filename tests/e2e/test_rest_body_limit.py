@@ -7,7 +7,6 @@ Embedded only: in a cluster nginx stands in front of the API and refuses bodies 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from tests.e2e.harness import ServerProcess, serve
+from tests.e2e.harness import ServerProcess, rss_kib, serve
 
 TOTAL = 300 * 1024 * 1024
 CHUNK = b"x" * (256 * 1024)
@@ -28,25 +27,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from serve(tmp_path_factory.mktemp("body-limit"))
 
 
-def rss(pid: int) -> int:
-    """The resident set size of process ``pid`` in bytes (Linux: ``/proc/<pid>/statm``)."""
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class RssWatch:
     """The peak RSS of a process, sampled every 20 ms while it runs."""
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
-        self.baseline = rss(pid)
+        self.baseline = rss_kib(pid) * 1024
         self.peak = self.baseline
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, rss(self._pid))
+            self.peak = max(self.peak, rss_kib(self._pid) * 1024)
 
     def __enter__(self) -> RssWatch:
         self._thread.start()
@@ -55,7 +48,7 @@ class RssWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss(self._pid))
+        self.peak = max(self.peak, rss_kib(self._pid) * 1024)
 
 
 def post_huge(server: ServerProcess, path: str, *, chunked: bool) -> tuple[int, dict[str, object], int]:

@@ -226,27 +226,6 @@ def test_mosquitto_config(tmp_path: Path) -> None:
 # --- packets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "encoded"), [
-    (0, "00"), (127, "7f"), (128, "8001"), (16_383, "ff7f"), (16_384, "808001"), (2_097_151, "ffff7f"),
-    (2_097_152, "80808001"), (268_435_455, "ffffff7f"),
-])
-def test_encode_remaining_length(n: int, encoded: str) -> None:
-    assert bb.encode_remaining_length(n).hex() == encoded
-
-
-@pytest.mark.parametrize("n", [-1, 268_435_456])
-def test_encode_remaining_length_out_of_range(n: int) -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        bb.encode_remaining_length(n)
-
-
-def test_encode_connect_and_subscribe_bytes() -> None:
-    assert bb.encode_connect("c1").hex() == "100e" + "00044d5154540402" + "0000" + "00026331"
-    assert bb.encode_connect("c1", keepalive=60, clean_session=False).hex() == (
-        "100e" + "00044d5154540400" + "003c" + "00026331")
-    assert bb.encode_subscribe(1, "a/b", 1).hex() == "8208" + "0001" + "0003612f62" + "01"
-
-
 def test_check_handshake() -> None:
     good = bytes.fromhex("20020000" + "9003000101")
     assert bb.check_handshake(good) == 1

@@ -1,48 +1,22 @@
-"""``chatmq.bench.bench_chat``: the pure parts of the chat benchmark (packet framing, quantiles,
-pairing, the report). Speed is never asserted: the benchmark measures it (``docs/benchmarks.md``);
-``tests/e2e/test_bench_chat.py`` runs it."""
+"""``chatmq.bench.bench_chat``: the pure parts of the chat benchmark (quantiles, pairing, the
+report; its packets come from ``chatmq.broker.wire``). Speed is never asserted: the benchmark
+measures it (``docs/benchmarks.md``); ``tests/e2e/test_bench_chat.py`` runs it."""
 
 from __future__ import annotations
 
-from chatmq.bench.bench_broker import encode_remaining_length
 from chatmq.bench.bench_chat import (
     ROWS,
     BenchUser,
-    PacketReader,
     RowResult,
     Target,
     cpu_table,
-    encode_connect_auth,
-    encode_publish_qos1,
     markdown_table,
     merge_postgres,
     pair_targets,
     percentile,
-    publish_parts,
     report_markdown,
     rows_from_json,
 )
-
-
-def test_a_publish_round_trips_through_the_reader_split_anywhere() -> None:
-    topic = len(b"users/u1/outbox").to_bytes(2, "big") + b"users/u1/outbox"
-    payload = b'{"type":"message"}' * 20  # a two-byte remaining length
-    packet = encode_publish_qos1(topic, 7, payload)
-    stream = packet + b"\x40\x02\x00\x07" + packet
-    for cut in range(len(stream) + 1):
-        reader = PacketReader()
-        packets = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
-        assert [first for first, _ in packets] == [0x32, 0x40, 0x32]
-        assert publish_parts(packets[0][0], packets[0][1]) == (b"users/u1/outbox", 7, payload)
-        assert packets[1][1] == b"\x00\x07"
-
-
-def test_connect_carries_the_credentials() -> None:
-    packet = encode_connect_auth("c1", "u1", "tok")
-    body = packet[1 + len(encode_remaining_length(len(packet) - 2)):]
-    assert packet[0] == 0x10
-    assert body[7] == 0xC2  # username, password, clean session
-    assert body.endswith(b"\x00\x02u1\x00\x03tok")
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -60,3 +60,40 @@ def test_parts_see_extra_settings_under_the_clusters_own(tmp_path: Path) -> None
     env = cluster._plan()[0].env
     assert env["CHATMQ_RATE_LIMIT_PER_SEC"] == "5000"
     assert env["CHATMQ_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
+
+
+def test_nginx_terminates_tls_with_the_same_files(tmp_path: Path) -> None:
+    from tests.fakes.tls import TestCA
+
+    files = TestCA(tmp_path / "ca").server()
+    plain = LocalCluster(settings(tmp_path), data_dir=tmp_path)
+    plain.parts = {p.name: p for p in plain._plan()}
+    assert "ssl" not in plain.render_nginx().replace("ssl_module", "")  # no TLS unless asked for
+
+    cluster = LocalCluster(settings(tmp_path, tls_cert=files.cert, tls_key=files.key), data_dir=tmp_path,
+                           mqtt_port=11883, ws_port=18083, http_port=18000, mqtts_port=18883, wss_port=18084,
+                           https_port=18443)
+    plan = {p.name: p for p in cluster._plan()}
+    assert plan["n1"].env["CHATMQ_TLS_CERT"] == ""  # the parts behind nginx listen plain
+    cluster.parts = plan
+    conf = cluster.render_nginx()
+    for port in (11883, 18083, 18000):
+        assert f"listen 127.0.0.1:{port} backlog=4096;" in conf
+    for port in (18883, 18084, 18443):
+        assert f"listen 127.0.0.1:{port} ssl backlog=4096;" in conf
+    assert conf.count(f'ssl_certificate "{files.cert}";') == 3
+    assert conf.count(f'ssl_certificate_key "{files.key}";') == 3
+    assert cluster.api_url == "http://127.0.0.1:18000"
+
+    only = LocalCluster(settings(tmp_path, tls_cert=files.cert, tls_key=files.key, tls_only=True), data_dir=tmp_path,
+                        mqtts_port=18883, wss_port=18084, https_port=18443)
+    only.parts = plan
+    conf = only.render_nginx()
+    assert "backlog=4096;\n" not in conf.replace("ssl backlog=4096;\n", "")  # no plain listener left
+    assert only.api_url == "https://127.0.0.1:18443"
+    assert only.front_ports() == [18883, 18084, 18443]
+
+
+def test_a_missing_tls_file_stops_the_cluster_before_nginx(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tls_cert \(CHATMQ_TLS_CERT\): .* does not exist"):
+        LocalCluster(settings(tmp_path, tls_cert=tmp_path / "no.crt", tls_key=tmp_path / "no.key"), data_dir=tmp_path)

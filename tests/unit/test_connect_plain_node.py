@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatmq.bench.bench_broker import encode_connect, encode_subscribe, free_port
+from chatmq.bench.bench_broker import free_port
 from chatmq.broker.plain import PlainBroker
+from chatmq.broker.wire import encode_connect, encode_subscribe
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ async def test_bad_connects_are_closed_without_a_connack(port: int, data: bytes)
 
 
 async def test_connect_with_subscribe_is_answered_connack_then_suback(port: int) -> None:
-    reply = await _reply(port, encode_connect("both") + encode_subscribe(9, "a/b", 1))
+    reply = await _reply(port, encode_connect("both") + encode_subscribe(9, [("a/b", 1)]))
     assert reply == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x09\x01" + b"<open>"
 
 

@@ -200,3 +200,47 @@ async def test_a_subscriber_that_stays_behind_lets_the_publisher_go_after_the_wa
     box.push(TOPIC, b"b", 0)
     assert box.pressed
     assert not await box.relieved(0.05)
+
+
+async def test_a_queue_past_its_byte_bound_drops_qos0_and_counts_it() -> None:
+    box, transport, stats, overflows = online(DeliveryLimits(queue_bytes=1000, max_inflight=1))
+    transport.backlog = 10**9  # the client reads nothing: everything stays queued
+    assert all(box.push(TOPIC, b"x" * 300, 0) for _ in range(3))
+    assert not box.push(TOPIC, b"x" * 300, 0)  # 4 x 303 bytes > 1000
+    assert (stats.dropped_qos0, overflows, box.queued) == (1, [], 3)
+    assert box.queued_bytes == 3 * (len(TOPIC) + 300)
+
+
+async def test_a_qos1_subscriber_past_the_byte_bound_is_closed_as_too_slow() -> None:
+    box, transport, stats, overflows = online(DeliveryLimits(queue_bytes=1000, max_inflight=1))
+    transport.backlog = 10**9
+    for _ in range(4):
+        box.push(TOPIC, b"y" * 300, 1)
+    assert (overflows, stats.slow_disconnects) == ([1], 1)
+
+
+async def test_one_message_bigger_than_the_byte_bound_still_goes_through_an_empty_queue() -> None:
+    box, transport, _, overflows = online(DeliveryLimits(queue_bytes=100))
+    assert box.push(TOPIC, b"z" * 500, 1)
+    await turn()
+    assert [p.payload for p in transport.publishes()] == [b"z" * 500]
+    assert (overflows, box.queued_bytes) == ([], 0)
+
+
+async def test_the_byte_bound_presses_publishers_before_the_message_bound() -> None:
+    box, transport, _, _ = online(DeliveryLimits(queue_size=1000, queue_bytes=2000))
+    transport.backlog = 10**9
+    box.push(TOPIC, b"p" * 600, 0)
+    assert not box.pressed
+    box.push(TOPIC, b"p" * 600, 0)
+    assert box.pressed  # 1206 bytes >= half of 2000, with 2 of 1000 messages
+
+
+async def test_a_cleared_outbox_holds_no_bytes() -> None:
+    box, transport, _, _ = online(DeliveryLimits(queue_bytes=10**6))
+    transport.backlog = 10**9
+    for _ in range(10):
+        box.push(TOPIC, b"q" * 1000, 1)
+    assert box.queued_bytes > 0
+    box.clear()
+    assert (box.queued, box.queued_bytes, box.inflight, box.online) == (0, 0, {}, False)

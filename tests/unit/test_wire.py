@@ -11,13 +11,22 @@ from chatmq.broker.wire import (
     PUBLISH,
     PUBREL,
     MalformedPacketError,
+    Packet,
     PacketSplitter,
+    PacketTooLargeError,
+    Will,
+    decode_connect,
     decode_packet_id,
     decode_publish,
     encode_ack,
+    encode_connect,
     encode_publish,
     encode_remaining_length,
+    encode_string,
+    encode_suback,
+    encode_subscribe,
     encode_topic,
+    encode_unsubscribe,
 )
 
 
@@ -98,3 +107,64 @@ def test_no_input_raises_anything_but_malformed(data: bytes) -> None:
 def test_acks_carry_their_packet_id_and_pubrel_its_flags() -> None:
     assert encode_ack(PUBACK, 0x1234) == b"\x40\x02\x12\x34"
     assert encode_ack(PUBREL, 1) == b"\x62\x02\x00\x01"
+
+
+# --- client-side encoders (benchmarks, conformance tests) ----------------------------------
+
+
+@pytest.mark.parametrize(("n", "encoded"), [
+    (0, "00"), (127, "7f"), (128, "8001"), (16_383, "ff7f"), (16_384, "808001"), (2_097_151, "ffff7f"),
+    (2_097_152, "80808001"), (268_435_455, "ffffff7f"),
+])
+def test_encode_remaining_length(n: int, encoded: str) -> None:
+    assert encode_remaining_length(n).hex() == encoded
+
+
+@pytest.mark.parametrize("n", [-1, 268_435_456])
+def test_encode_remaining_length_out_of_range(n: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        encode_remaining_length(n)
+
+
+def test_encode_connect_and_subscribe_bytes() -> None:
+    assert encode_connect("c1").hex() == "100e" + "00044d5154540402" + "0000" + "00026331"
+    assert encode_connect("c1", keepalive=60, clean_session=False).hex() == (
+        "100e" + "00044d5154540400" + "003c" + "00026331")
+    assert encode_subscribe(1, [("a/b", 1)]).hex() == "8208" + "0001" + "0003612f62" + "01"
+
+
+def test_encode_connect_with_will_and_credentials() -> None:
+    packet = encode_connect("c", will=Will("w/t", b"bye", qos=1, retain=True), username="u", password="p")
+    connect = decode_connect(packet[2:])
+    assert (connect.client_id, connect.will_topic, connect.will_message) == ("c", "w/t", b"bye")
+    assert (connect.will_qos, connect.will_retain, connect.username, connect.password) == (1, True, "u", "p")
+
+
+def test_encode_unsubscribe_and_suback_bytes() -> None:
+    assert encode_unsubscribe(7, ["a", "b/c"]).hex() == "a20a" + "0007" + "000161" + "0003622f63"
+    assert encode_suback(7, [0, 1, 0x80]).hex() == "9005" + "0007" + "000180"
+
+
+def test_encode_string_refuses_more_than_65535_bytes() -> None:
+    assert encode_string(b"x" * 0xFFFF)[:2] == b"\xff\xff"
+    with pytest.raises(ValueError, match="65536 bytes"):
+        encode_string("x" * 0x10000)
+def test_an_oversized_announcement_is_refused_from_its_fixed_header_alone() -> None:
+    header = b"\x30" + encode_remaining_length(200 * 1024 * 1024)  # a 200 MB PUBLISH announced, no body
+    with pytest.raises(PacketTooLargeError) as raised:
+        PacketSplitter(max_packet=128 * 1024).feed(header)
+    assert (raised.value.length, raised.value.limit) == (200 * 1024 * 1024, 128 * 1024)
+
+
+def test_a_big_packet_fed_in_many_chunks_is_held_as_chunks_and_joined_once() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    stream = encode_publish(encode_topic("big"), payload, 0, None) + encode_publish(encode_topic("s"), b"!", 0, None)
+    splitter = PacketSplitter()
+    got: list[Packet] = []
+    for start in range(0, len(stream), 1000):
+        got += splitter.feed(stream[start:start + 1000])
+        if not got:
+            assert splitter.pending == min(start + 1000, len(stream))
+            assert len(splitter._parts) == start // 1000 + 1  # kept as received: no copy per chunk
+    assert [decode_publish(p.flags, p.body).payload for p in got] == [payload, b"!"]
+    assert splitter.pending == 0

@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatmq.bench.bench_broker import encode_connect, encode_string, encode_subscribe
 from chatmq.broker.wire import (
     MalformedPacketError,
     decode_connect,
     decode_subscribe,
     decode_unsubscribe,
     encode_connack,
+    encode_connect,
+    encode_string,
+    encode_subscribe,
 )
 
 
@@ -116,7 +118,7 @@ def test_connack_golden_bytes() -> None:
 
 
 def test_subscribe_golden_bytes() -> None:
-    frame = encode_subscribe(7, "idle/x/1", 1)
+    frame = encode_subscribe(7, [("idle/x/1", 1)])
     assert frame[0] == 0x82
     assert decode_subscribe(frame[2:]) == (7, [("idle/x/1", 1)])
     body = b"\x01\x02" + encode_string("a/+") + b"\x00" + encode_string("#") + b"\x02"

@@ -17,7 +17,8 @@ const TICKS = {
 
 /**
  * Where MQTT over WebSocket is: ?mqtt=URL (remembered), else what was used last, else
- * /mqtt on this origin behind a proxy on a default port (nginx), else port 8083 on this host.
+ * /mqtt on this origin behind a proxy on a default port (nginx), else on this host port 8083
+ * (ws_port) for a page over http:, 8084 (wss_port, secure WebSocket) for a page over https:.
  */
 function defaultMqttUrl() {
   const fromQuery = new URLSearchParams(location.search).get('mqtt');
@@ -27,9 +28,10 @@ function defaultMqttUrl() {
   }
   const remembered = localStorage.getItem(MQTT_KEY);
   if (remembered) return remembered;
-  const ws = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const secure = location.protocol === 'https:';
+  const ws = secure ? 'wss:' : 'ws:';
   if (!location.port) return `${ws}//${location.host}/mqtt`;
-  return `${ws}//${location.hostname}:8083/mqtt`;
+  return `${ws}//${location.hostname}:${secure ? 8084 : 8083}/mqtt`;
 }
 
 function el(tag, attrs = {}, ...children) {
