@@ -40,9 +40,11 @@ _hasher = PasswordHasher()
 _ALGORITHM = "HS256"
 _DUMMY_HASH = _hasher.hash("chatmq-timing-equaliser")
 
-#: Threads of the pool that hashes and verifies secrets: a few, never more than the CPUs.
+#: Threads of the pool that hashes and verifies secrets unless ``use_hash_workers`` says otherwise
+#: (the ``auth_workers`` setting): a few, never more than the CPUs.
 HASH_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+_pool_workers = HASH_WORKERS
 _pool_lock = threading.Lock()
 
 
@@ -59,12 +61,31 @@ def verify_secret(stored_hash: str | None, secret: str) -> bool:
         return False
 
 
+def use_hash_workers(workers: int) -> None:
+    """Size the shared argon2 pool (``auth_workers``): a pool already made with another size is
+    replaced (the checks under way in it finish)."""
+    global _pool, _pool_workers
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    with _pool_lock:
+        if workers == _pool_workers:
+            return
+        old, _pool, _pool_workers = _pool, None, workers
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def hash_workers() -> int:
+    """Threads of the shared argon2 pool."""
+    return _pool_workers
+
+
 def _hash_pool() -> ThreadPoolExecutor:
-    """The process's one pool for argon2 work (``HASH_WORKERS`` threads), made on first use."""
+    """The process's one pool for argon2 work (``hash_workers()`` threads), made on first use."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="chatmq-argon2")
+            _pool = ThreadPoolExecutor(max_workers=_pool_workers, thread_name_prefix="chatmq-argon2")
         return _pool
 
 

@@ -105,8 +105,9 @@ class Settings(BaseSettings):
                                       "client address's first failed MQTT login; doubled for each further "
                                       "failure from that address within a minute.")
     auth_failure_delay_max: float = Field(8.0, ge=0, le=300, description="The longest such delay, in seconds.")
-    auth_workers: int = Field(2, ge=1, le=64, description="Threads that check device secrets (argon2) off the "
-                                                           "event loop; more checks wait their turn.")
+    auth_workers: int = Field(2, ge=1, le=64, description="Threads that hash and check passwords and device "
+                              "secrets (argon2) off the event loop, one pool for REST and MQTT; more checks wait "
+                              "their turn.")
 
     # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from chatmq.core.auth import HASH_WORKERS, hash_secret, verify_secret
+from chatmq.core.auth import hash_secret, hash_workers, verify_secret
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
 
 V1 = "/api/v1"
@@ -408,7 +408,7 @@ async def test_public_profile_of_another_user(api: ApiHarness) -> None:
 async def test_burst_of_wrong_password_logins_does_not_stall_the_event_loop(api: ApiHarness) -> None:
     """Argon2 (hundreds of ms of CPU per check) runs in the shared bounded pool: while a burst of
     logins with wrong passwords is checked, the loop keeps ticking, and no more than
-    ``HASH_WORKERS`` threads do the hashing."""
+    ``hash_workers()`` threads do the hashing."""
     names = [f"victim{i}" for i in range(6)]
     for name in names:
         await api.user(name)
@@ -434,4 +434,4 @@ async def test_burst_of_wrong_password_logins_does_not_stall_the_event_loop(api:
     assert [r.status_code for r in answers] == [401] * len(names)
     assert max(gaps) < one_check / 2, f"the loop stalled {max(gaps):.3f} s (one argon2 check: {one_check:.3f} s)"
     hashing = [t for t in threading.enumerate() if t.name.startswith("chatmq-argon2")]
-    assert 1 <= len(hashing) <= HASH_WORKERS
+    assert 1 <= len(hashing) <= hash_workers()
