@@ -412,9 +412,13 @@ async def test_burst_of_wrong_password_logins_does_not_stall_the_event_loop(api:
     names = [f"victim{i}" for i in range(6)]
     for name in names:
         await api.user(name)
-    started = time.perf_counter()
-    verify_secret(hash_secret("something"), "else")
-    one_check = time.perf_counter() - started
+    stored = hash_secret("something")
+    durations = []
+    for _ in range(2):
+        started = time.perf_counter()
+        verify_secret(stored, "else")
+        durations.append(time.perf_counter() - started)
+    one_check = min(durations)  # on the loop, each wrong login would stall it at least this long
 
     gaps: list[float] = []
     done = asyncio.Event()
@@ -432,6 +436,6 @@ async def test_burst_of_wrong_password_logins_does_not_stall_the_event_loop(api:
     done.set()
     await tick
     assert [r.status_code for r in answers] == [401] * len(names)
-    assert max(gaps) < one_check / 2, f"the loop stalled {max(gaps):.3f} s (one argon2 check: {one_check:.3f} s)"
+    assert max(gaps) < one_check * 0.7, f"the loop stalled {max(gaps):.3f} s (one argon2 check: {one_check:.3f} s)"
     hashing = [t for t in threading.enumerate() if t.name.startswith("chatmq-argon2")]
     assert 1 <= len(hashing) <= hash_workers()
