@@ -469,9 +469,13 @@ class IdleClients:
     def __len__(self) -> int:
         return len(self._transports)
 
+    def _greeting(self, i: int) -> bytes:
+        """What client ``i`` sends first: its CONNECT and SUBSCRIBE (packet id 1), in one write."""
+        return encode_connect(f"{self.prefix}-{i}") + encode_subscribe(1, [(f"idle/{self.prefix}/{i}", 1)])
+
     async def _one(self, i: int, timeout: float, attempts: int) -> None:
         loop = asyncio.get_running_loop()
-        greeting = encode_connect(f"{self.prefix}-{i}") + encode_subscribe(1, [(f"idle/{self.prefix}/{i}", 1)])
+        greeting = self._greeting(i)
         for attempt in range(attempts):
             done: asyncio.Future[int] = loop.create_future()
             transport: asyncio.Transport | None = None
@@ -515,12 +519,16 @@ class IdleClients:
     def _goodbye(self) -> bytes:
         return DISCONNECT_BYTES
 
-    async def close(self) -> None:
-        """Sends DISCONNECT on every connection and closes it; harmless when already closed."""
+    async def close(self, *, abort: bool = False) -> None:
+        """Sends DISCONNECT on every connection and closes it, or with ``abort`` drops every
+        connection at once (a TCP reset, no DISCONNECT: a network failure to the broker); harmless
+        when already closed."""
         transports, self._transports = self._transports, []
         goodbye = self._goodbye()
         for t in transports:
-            if not t.is_closing():
+            if abort:
+                t.abort()
+            elif not t.is_closing():
                 t.write(goodbye)
                 t.close()
         await asyncio.sleep(0)  # let the loop run the close callbacks
@@ -1566,6 +1574,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def bench_command(stopped: str) -> Iterator[None]:
+    """A benchmark command's run: SIGTERM stops it as Ctrl-C does (so what it started is stopped),
+    and a ``BenchError`` or an interrupt ends the command with exit 1 or 130 and one line on
+    stderr (``stopped`` says what was stopped)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except BenchError as exc:
+        typer.echo(f"bench: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        typer.echo(f"bench: interrupted; {stopped}", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -1607,8 +1633,7 @@ def broker(
         typer.echo(f"bench: unknown rows: {', '.join(sorted(only - set(ROW_KEYS)))}; known: {', '.join(ROW_KEYS)}",
                    err=True)
         raise typer.Exit(2)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the brokers on SIGTERM too
-    try:
+    with bench_command("brokers stopped"):
         mosq = ensure_mosquitto()
         relay = ensure_relay(relay_src)
         limit = raise_nofile(load.idle + 1024)
@@ -1619,14 +1644,6 @@ def broker(
         started = datetime.now(UTC)
         t0 = time.monotonic()
         results = run_benchmark(load, mosq, relay, only)
-    except BenchError as exc:
-        typer.echo(f"bench: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        typer.echo("bench: interrupted; brokers stopped", err=True)
-        raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     meta = {
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.monotonic() - t0, 1),
         "mode": "quick" if quick else "full", "load": asdict(load), "commit": git_commit(),

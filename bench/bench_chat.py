@@ -42,11 +42,11 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, cast
+from typing import Annotated, Any, Literal, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -55,6 +55,7 @@ import typer
 
 from chatmq.bench.bench_broker import (
     BenchError,
+    bench_command,
     echo,
     free_port,
     git_commit,
@@ -76,7 +77,12 @@ from chatmq.broker.wire import (
     encode_string,
     encode_subscribe,
 )
+from chatmq.core import ids
+from chatmq.core.settings import Settings
+from chatmq.run.admin import open_store
+from chatmq.services.store.base import StoredMessage
 
+T = TypeVar("T")
 HOST = "127.0.0.1"
 Mode = Literal["embedded", "cluster"]
 DEFAULT_JSON = "test-artifacts/bench_chat_{mode}.json"
@@ -539,6 +545,44 @@ class Runner:
 
 
 # --------------------------------------------------------------------------------------------
+# History stored before the run
+# --------------------------------------------------------------------------------------------
+
+PREFILL_CHUNK = 50_000
+PREFILL_PAIRS = 1_000  # conversations the stored messages are spread over
+
+
+def stored_messages(start: int, count: int) -> list[StoredMessage]:
+    """Messages ``start`` .. ``start + count - 1`` of the prefill: 1:1 between ``PREFILL_PAIRS`` pairs of
+    users that take no part in the run, bodies the size of the run's."""
+    out: list[StoredMessage] = []
+    ts = ids.now_ms()
+    for i in range(start, start + count):
+        pair = i % PREFILL_PAIRS
+        sender, to = (f"prefill{2 * pair}", f"prefill{2 * pair + 1}") if i % 2 else \
+            (f"prefill{2 * pair + 1}", f"prefill{2 * pair}")
+        out.append(StoredMessage(ids.server_id(), f"prefill.{i}", sender, to, None, ids.conversation_key(sender, to),
+                                 {"t": ts * 1000, "text": "stored before the run"}, ts))
+    return out
+
+
+async def prefill_store(settings: Settings, count: int) -> None:
+    """Store ``count`` messages in the store ``settings`` name (``Store.import_messages``, ``PREFILL_CHUNK``
+    at a time: on SQLite one transaction each), with a progress line per chunk."""
+    store = open_store(settings)
+    await store.start()
+    try:
+        t0 = time.monotonic()
+        for start in range(0, count, PREFILL_CHUNK):
+            n = min(PREFILL_CHUNK, count - start)
+            await store.import_messages(stored_messages(start, n))
+            done = start + n
+            echo(f"bench: prefill: {done:,}/{count:,} messages stored ({done / (time.monotonic() - t0):,.0f}/s)")
+    finally:
+        await store.stop()
+
+
+# --------------------------------------------------------------------------------------------
 # What is measured: chatmq serve, or a LocalCluster
 # --------------------------------------------------------------------------------------------
 
@@ -626,12 +670,13 @@ def store_server_pids(mongo_url: str) -> list[tuple[str, int]]:
 class EmbeddedDeployment:
     """``chatmq serve`` in its own session, on free ports, storing in ``workdir/data``."""
 
-    def __init__(self, workdir: Path, timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path, timeout: float = 60.0, settings: dict[str, str] | None = None) -> None:
+        """``settings`` are added to ``RATE_LIMIT`` (names as in the configuration table)."""
         self.mqtt_port, ws_port, http_port = free_port(), free_port(), free_port()
         self.api_url = f"http://{HOST}:{http_port}"
         self.log_path = workdir / "serve.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               **{f"CHATMQ_{k.upper()}": v for k, v in RATE_LIMIT.items()}}
+               **{f"CHATMQ_{k.upper()}": v for k, v in {**RATE_LIMIT, **(settings or {})}.items()}}
         env.pop("CHATMQ_CONFIG", None)
         cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", HOST, "--mqtt-port", str(self.mqtt_port),
                "--ws-port", str(ws_port), "--http-port", str(http_port), "--data-dir", str(workdir / "data")]
@@ -674,8 +719,7 @@ class ClusterDeployment:
     to every part through a config file (the cluster hands its parts only its own ``CHATMQ_*``
     variables): ``config/cluster.toml`` plus ``RATE_LIMIT``."""
 
-    def __init__(self, workdir: Path, kafka: str, mongo: str) -> None:
-        from chatmq.core.settings import Settings
+    def __init__(self, workdir: Path, kafka: str, mongo: str, prefill: int = 0) -> None:
         from chatmq.run.cluster import CLUSTER_CONFIG, LocalCluster
 
         self.name = f"bench{secrets.token_hex(5)}"
@@ -689,9 +733,11 @@ class ClusterDeployment:
                                     ws_port=free_port(), http_port=free_port(), config_file=config)
         self.mqtt_port = self.cluster.mqtt_port
         self.api_url = self.cluster.api_url
-        echo(f"bench: starting a cluster (topics {self.name}.*, database {self.name}, logs "
-             f"{workdir / 'cluster' / 'logs'})")
         try:
+            if prefill:
+                _run_loop(prefill_store(settings, prefill))
+            echo(f"bench: starting a cluster (topics {self.name}.*, database {self.name}, logs "
+                 f"{workdir / 'cluster' / 'logs'})")
             self.cluster.start()
         except BaseException:
             self._drop()
@@ -740,17 +786,21 @@ async def _delete_topics(bootstrap: str, prefix: str) -> None:
 
 
 @contextlib.contextmanager
-def deployed(mode: Mode, workdir: Path) -> Iterator[Deployment]:
-    """Start what ``mode`` names in ``workdir``; stop it (and drop its data) afterwards."""
+def deployed(mode: Mode, workdir: Path, settings: dict[str, str] | None = None,
+             prefill: int = 0) -> Iterator[Deployment]:
+    """Start what ``mode`` names in ``workdir``, its store first filled with ``prefill`` stored messages;
+    stop it (and drop its data) afterwards. ``settings`` (embedded only) are added to ``RATE_LIMIT``."""
     deployment: Deployment
     if mode == "embedded":
-        deployment = EmbeddedDeployment(workdir)
+        if prefill:
+            _run_loop(prefill_store(Settings.load(None, data_dir=workdir / "data", mongo_url=None), prefill))
+        deployment = EmbeddedDeployment(workdir, settings=settings)
     else:
         kafka, mongo = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP"), os.environ.get("CHATMQ_MONGO_URL")
         if not (kafka and mongo):
             raise BenchError("--mode cluster needs CHATMQ_KAFKA_BOOTSTRAP and CHATMQ_MONGO_URL "
                              "(scripts/services.sh up kafka mongo)")
-        deployment = ClusterDeployment(workdir, kafka, mongo)
+        deployment = ClusterDeployment(workdir, kafka, mongo, prefill)
     try:
         yield deployment
     finally:
@@ -841,6 +891,7 @@ class Load:
     group_size: int
     duration: float
     window: int
+    prefill: int = 0
 
 
 async def run_rows(deployment: Deployment, load: Load, rows: Sequence[RowSpec]) -> list[RowResult]:
@@ -938,7 +989,8 @@ def describe(meta: dict[str, Any]) -> str:
     return (f"{meta['mode']} mode, {meta['run']} run, {meta['started']}, commit {meta.get('commit') or '?'}: "
             f"{load['pairs']} pairs ({2 * load['pairs']} users) and groups of {load['group_size']}, "
             f"{load['duration']:g} s per row, window {load['window']} per sender at max rate; "
-            f"rate limit raised to {RATE_LIMIT['rate_limit_per_sec']}/s (burst {RATE_LIMIT['rate_limit_burst']}) "
+            + (f"{load['prefill']:,} messages stored before the run; " if load.get("prefill") else "")
+            + f"rate limit raised to {RATE_LIMIT['rate_limit_per_sec']}/s (burst {RATE_LIMIT['rate_limit_burst']}) "
             f"on every server process; {m['cores']} cores ({m['cpu']}), Python {m['python']}.")
 
 
@@ -957,17 +1009,13 @@ def rows_from_json(data: dict[str, Any]) -> list[RowResult]:
 # The command
 # --------------------------------------------------------------------------------------------
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _run_loop(coro: Any) -> list[RowResult]:
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
 
-        return cast(list[RowResult], uvloop.run(coro))
+        return uvloop.run(coro)
     except ImportError:
-        return cast(list[RowResult], asyncio.run(coro))
+        return asyncio.run(coro)
 
 
 app = typer.Typer(help="The chat benchmark.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -985,6 +1033,8 @@ def chat(
                                               min=1)] = None,
     group_size: Annotated[int, typer.Option(help="Members per group.", min=2)] = 5,
     window: Annotated[int, typer.Option(help="Messages per sender on their way at max rate.", min=1)] = WINDOW,
+    prefill: Annotated[int, typer.Option(help="Messages to store before the run (history the hot path must not "
+                                              "read: the rates should not move).", min=0)] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Where to write the JSON "
                                                    f"(default {DEFAULT_JSON}).")] = None,
     markdown_path: Annotated[Path | None, typer.Option("--markdown", help="Where to write the report "
@@ -995,25 +1045,18 @@ def chat(
         typer.echo("bench: --mode is embedded or cluster", err=True)
         raise typer.Exit(2)
     load = Load(cast(Mode, mode), pairs or (QUICK_PAIRS if quick else FULL_PAIRS), group_size,
-                duration or (QUICK_DURATION if quick else FULL_DURATION), window)
+                duration or (QUICK_DURATION if quick else FULL_DURATION), window, prefill)
     json_out = json_path or Path(DEFAULT_JSON.format(mode=mode))
     md_out = markdown_path or Path(DEFAULT_MARKDOWN.format(mode=mode))
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"chatmq-bench-{mode}-"))
     try:
-        raise_nofile(4 * load.pairs + 1024)
-        with deployed(load.mode, workdir) as deployment:
-            results = _run_loop(run_rows(deployment, load, ROWS))
-    except BenchError as exc:
-        typer.echo(f"bench: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        typer.echo("bench: interrupted; servers stopped", err=True)
-        raise typer.Exit(130) from None
+        with bench_command("servers stopped"):
+            raise_nofile(4 * load.pairs + 1024)
+            with deployed(load.mode, workdir, prefill=load.prefill) as deployment:
+                results = _run_loop(run_rows(deployment, load, ROWS))
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.monotonic() - t0, 1),
             "mode": mode, "run": "quick" if quick else "full", "load": asdict(load), "commit": git_commit(),

@@ -24,18 +24,35 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from chatmq.broker.identity import Identity
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.control import announce_takeover
-from chatmq.core.envelopes import MessageIn, dumps, parse_outbox
+from chatmq.core.envelopes import (
+    EnvelopeLimits,
+    MessageIn,
+    address,
+    envelope_type,
+    message_id,
+    message_ts,
+    parse_outbox,
+)
 from chatmq.core.errors import ChatMQError
 from chatmq.core.ids import conversation_key, now_ms
 from chatmq.core.metrics import BUS_PUBLISH_RETRIES, DELIVERY_LATENCY, MESSAGES_IN, MESSAGES_OUT
 from chatmq.core.readings import parse_reading
+from chatmq.core.records import (
+    DELIVERIES,
+    Connected,
+    Delivery,
+    Disconnected,
+    NodeStarted,
+    Offline,
+    Online,
+    Outbox,
+    TelemetryRecord,
+)
 from chatmq.core.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 from chatmq.core.worker import BusWorker
 
@@ -53,7 +70,7 @@ class _Inbox:
     conns: dict[int, object] = field(default_factory=dict)
     epoch: int = 0
     replaying: bool = False
-    held: list[dict[str, Any]] = field(default_factory=list)
+    held: list[bytes] = field(default_factory=list)
     replayed: set[str] = field(default_factory=set)
 
 
@@ -71,14 +88,15 @@ class _Epochs:
 class NodeGateway(BusWorker):
     """Implements ``chatmq.broker.node.NodeHooks`` and consumes the node's delivery topic."""
 
-    def __init__(self, bus: Bus, node: str, max_payload: int, outage_grace: float = 300.0,
+    def __init__(self, bus: Bus, node: str, limits: EnvelopeLimits | int, outage_grace: float = 300.0,
                  cluster: bool = False, telemetry: bool = True) -> None:
+        """``limits``: the outbox envelope bounds (an int: ``max_payload`` with the default bounds)."""
         super().__init__(bus, f"node.{node}", [deliver_topic(node)])
         self._telemetry_on = telemetry  # False: readings are checked, then dropped
         self.node = node
         self._cluster = cluster  # other nodes exist: announce takeovers of client ids
         self._outage_grace = outage_grace
-        self._max_payload = max_payload
+        self._limits = EnvelopeLimits(max_payload=limits) if isinstance(limits, int) else limits
         self._sink: InboxSink | None = None
         self._inboxes: dict[str, _Inbox] = {}
         self._epochs = _Epochs()
@@ -97,31 +115,27 @@ class NodeGateway(BusWorker):
     async def announce_start(self) -> None:
         """Tell the registry and the connection table that this node (re)starts: whoever was on it
         before is gone (``node_started`` on ``chat.presence`` and ``chat.connections``)."""
-        value = orjson.dumps({"event": "node_started", "node": self.node, "epoch": self._epochs.next(),
-                              "ts": now_ms()})
+        value = NodeStarted(self.node, self._epochs.next(), now_ms())
         await self._bus.publish(PRESENCE, self.node.encode(), value)
         await self._bus.publish(CONNECTIONS, self.node.encode(), value)
 
     # --- node hooks ------------------------------------------------------------------
     async def connected(self, identity: Identity, client_id: str, transport: str) -> None:
-        await self._connection("connected", identity, client_id, transport)
+        value = Connected(identity.kind, identity.id, client_id, self.node, transport, now_ms())
+        await self._bus.publish(CONNECTIONS, identity.id.encode(), value)
         if client_id and self._cluster:
             await announce_takeover(self._bus, self.node, client_id)
 
     async def disconnected(self, identity: Identity, client_id: str) -> None:
-        await self._connection("disconnected", identity, client_id, None)
-
-    async def _connection(self, event: str, identity: Identity, client_id: str, transport: str | None) -> None:
-        value = {"event": event, "kind": identity.kind, "id": identity.id, "client_id": client_id,
-                 "node": self.node, "transport": transport, "ts": now_ms()}
-        await self._bus.publish(CONNECTIONS, identity.id.encode(), orjson.dumps(value))
+        value = Disconnected(identity.kind, identity.id, client_id, self.node, None, now_ms())
+        await self._bus.publish(CONNECTIONS, identity.id.encode(), value)
 
     async def inbox_subscribed(self, user_id: str, conn: object) -> None:
         inbox = self._inboxes.setdefault(user_id, _Inbox())
         inbox.conns[id(conn)] = conn
         inbox.epoch = self._epochs.next()
         inbox.replaying, inbox.replayed = True, set()
-        await self._presence("online", user_id, inbox.epoch)
+        await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch))
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
         inbox = self._inboxes.get(user_id)
@@ -130,21 +144,21 @@ class NodeGateway(BusWorker):
         inbox.conns.pop(id(conn), None)
         if not inbox.conns:
             del self._inboxes[user_id]
-            await self._presence("offline", user_id, inbox.epoch)
+            await self._bus.publish(PRESENCE, user_id.encode(), Offline(user_id, self.node, inbox.epoch))
 
     async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
         if identity.kind == "device":
             await self._telemetry(identity, payload)
             self._in["telemetry"].inc()
             return
-        env = parse_outbox(payload, self._max_payload)
-        record = orjson.dumps({"from": identity.id, "node": self.node, "env": env.model_dump()})
+        env = parse_outbox(payload, self._limits)
+        record = Outbox(identity.id, self.node, env)
         if isinstance(env, MessageIn):
             if env.group is not None:
                 await self._durably(GROUP_OUTBOX, env.group.encode(), record)
                 self._in["group_message"].inc()
             else:
-                key = conversation_key(identity.id, env.to)
+                key = conversation_key(identity.id, env.to or "")
                 await self._durably(OUTBOX, key.encode(), record)
                 self._in["message"].inc()
         else:
@@ -154,14 +168,14 @@ class NodeGateway(BusWorker):
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
         """Check the reading (``EnvelopeError`` goes back to the device); put it on the bus unless
         telemetry is off (embedded without ``influx_url``: nothing would read it)."""
-        valid = parse_reading(payload, self._max_payload)
+        valid = parse_reading(payload, self._limits.max_payload)
         if not self._telemetry_on:
             return
-        reading: dict[str, Any] = dict(valid.fields) if valid.ts is None else {**valid.fields, "ts": valid.ts}
-        record = {"device": identity.id, "owner": identity.owner, "reading": reading, "ts": now_ms()}
-        await self._durably(TELEMETRY, identity.id.encode(), orjson.dumps(record))
+        reading: dict[str, int | float] = dict(valid.fields) if valid.ts is None else {**valid.fields, "ts": valid.ts}
+        record = TelemetryRecord(identity.id, identity.owner, reading, now_ms())
+        await self._durably(TELEMETRY, identity.id.encode(), record)
 
-    async def _durably(self, topic: str, key: bytes, value: bytes) -> None:
+    async def _durably(self, topic: str, key: bytes, value: Outbox | TelemetryRecord) -> None:
         """Publish, retrying retriable bus errors with backoff for up to ``outage_grace`` seconds."""
         deadline = time.monotonic() + self._outage_grace
         pause = 0.2
@@ -177,40 +191,39 @@ class NodeGateway(BusWorker):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    async def _presence(self, event: str, user_id: str, epoch: int) -> None:
-        value = orjson.dumps({"event": event, "user": user_id, "node": self.node, "epoch": epoch})
-        await self._bus.publish(PRESENCE, user_id.encode(), value)
-
     # --- deliveries ------------------------------------------------------------------
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            await self._deliver(orjson.loads(record.value))
+        for item in DELIVERIES.read_all(records):
+            await self._deliver(item)
 
-    async def _deliver(self, item: dict[str, Any]) -> None:
-        if "users" in item:  # a group fan-out: one envelope for several members on this node
-            for user in item["users"]:
-                await self._live(user, [{**item["env"], "to": user}])
+    async def _deliver(self, item: Delivery) -> None:
+        if item.users is not None:  # a group fan-out: one envelope for several members
+            template = bytes(item.env)
+            for user in item.users:
+                await self._live(user, [address(template, user)])
             return
-        inbox = self._inboxes.get(item["user"])
+        if item.user is None:
+            return
+        inbox = self._inboxes.get(item.user)
         if inbox is None:
             return  # not on this node (any more): messages stay pending in the store
-        user, envs, replay = item["user"], item["envs"], item.get("replay")
-        if replay is None:
+        user, envs = item.user, [bytes(e) for e in item.envs]
+        if item.replay is None:
             await self._live(user, envs)
             return
-        if item.get("epoch") != inbox.epoch:
+        if item.epoch != inbox.epoch:
             return  # a replay superseded by a newer subscription: that one's replay follows
-        if replay == "page":
-            inbox.replayed.update(e["id"] for e in envs if "id" in e)
+        if item.replay == "page":
+            inbox.replayed.update(i for e in envs if (i := message_id(e)) is not None)
             await self._send(user, envs, "replay")
-        elif replay == "done" and inbox.replaying:
-            held = [e for e in inbox.held if e.get("type") != "message" or e.get("id") not in inbox.replayed]
+        elif item.replay == "done" and inbox.replaying:
+            held = [e for e in inbox.held if message_id(e) not in inbox.replayed]
             inbox.replaying, inbox.held = False, []
             await self._send(user, held)
             # kept until the next subscription: a live copy of a replayed message may still come
             # (a router that looked the user up after the replay read the store publishes after it)
 
-    async def _live(self, user: str, envs: list[dict[str, Any]]) -> None:
+    async def _live(self, user: str, envs: list[bytes]) -> None:
         """Live deliveries: held back while the user's replay is under way, sent otherwise."""
         inbox = self._inboxes.get(user)
         if inbox is None:
@@ -219,18 +232,19 @@ class NodeGateway(BusWorker):
             inbox.held.extend(envs)
             return
         if inbox.replayed:
-            kept: list[dict[str, Any]] = []
+            kept: list[bytes] = []
             for e in envs:
-                if e.get("type") == "message" and e.get("id") in inbox.replayed:
-                    inbox.replayed.discard(e["id"])  # the replay carried it: once is enough
+                sid = message_id(e)
+                if sid is not None and sid in inbox.replayed:
+                    inbox.replayed.discard(sid)  # the replay carried it: once is enough
                 else:
                     kept.append(e)
             envs = kept
         await self._send(user, envs)
 
-    async def _send(self, user: str, envs: list[dict[str, Any]], path: str = "live") -> None:
-        """Write ``envs`` to ``user``'s connections; counts them by type and measures each message's
-        latency from its server timestamp (``path``: live or replay)."""
+    async def _send(self, user: str, envs: list[bytes], path: str = "live") -> None:
+        """Write ``envs`` (JSON bytes, made once upstream) to ``user``'s connections; counts them by type
+        and measures each message's latency from its server timestamp (``path``: live or replay)."""
         if self._sink is None:
             raise RuntimeError("gateway has no broker attached")
         inbox = self._inboxes.get(user)
@@ -240,9 +254,10 @@ class NodeGateway(BusWorker):
         now = time.time()
         latency = self._latency[path]
         for env in envs:
-            self._sink.send(user, conns, dumps(env))
-            kind: str = env.get("type", "")
+            self._sink.send(user, conns, env)
+            kind = envelope_type(env)
             self._out.get(kind, self._out_other).inc(len(conns))
-            ts = env.get("ts")
-            if kind == "message" and isinstance(ts, int):
-                latency.observe(max(0.0, now - ts / 1000))
+            if kind == "message":
+                ts = message_ts(env)
+                if ts is not None:
+                    latency.observe(max(0.0, now - ts / 1000))

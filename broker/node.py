@@ -48,7 +48,7 @@ from chatmq.broker.identity import (
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
 from chatmq.broker.wire import Publish
-from chatmq.core.envelopes import EnvelopeError, client_id_of, dumps, error_envelope
+from chatmq.core.envelopes import EnvelopeError, client_id_of, error_envelope
 from chatmq.core.metrics import MESSAGES_REFUSED
 from chatmq.core.tls import ServerTls, peer_common_name
 
@@ -302,7 +302,7 @@ class ChatBroker(NodeBroker):
     def _refuse(self, identity: Identity, handler: BrokerProtocolHandler, exc: EnvelopeError) -> None:
         """Answer the refused PUBLISH with an ``error`` on the same connection (if it reads its inbox)."""
         MESSAGES_REFUSED.labels(exc.code).inc()
-        envelope = dumps(error_envelope(exc.code, exc.reason, exc.client_id))
+        envelope = error_envelope(exc.code, exc.reason, exc.client_id)
         if identity.kind == "user":
             self.send(identity.id, [handler], envelope)
             return

@@ -1,22 +1,38 @@
 """The JSON envelopes of the public contract (see docs/contract.md).
 
-Inbound envelopes (client → outbox) are parsed by ``parse_outbox``, which raises
-``EnvelopeError`` carrying the contract's error ``code`` and a human ``reason``.
-Outbound envelopes (server → inbox) are built by the ``*_envelope`` functions as
-plain dicts, serialised with ``dumps``.
+Inbound (client → outbox): ``parse_outbox`` validates a payload once, at the edge (the node's
+gateway), into a typed ``MessageIn`` or ``ReceiptIn`` (msgspec structs), with every bound checked
+before anything is stored or acked (``EnvelopeLimits``: payload size, nesting depth, string lengths,
+array lengths, object key counts), so that whatever is accepted can always be encoded and delivered
+again. A refusal is an ``EnvelopeError`` carrying the contract's error ``code``, a human ``reason``
+and the client id when it can be read. A message's ``body`` stays the client's JSON bytes
+(``msgspec.Raw``): checked here, never decoded into Python objects or encoded again on its way.
+
+Outbound (server → inbox): ``ack_envelope``, ``message_envelope``, ``receipt_envelope`` and
+``error_envelope`` make the envelope's JSON bytes, once; those bytes are stored as pending items and
+carried to the node as they are. Every inbox envelope starts with its ``type`` (``{"type":"…"``) and
+a ``message`` has ``id`` next and ``ts`` last, which lets the node read them without parsing
+(``envelope_type``, ``message_id``, ``message_ts``) and fill in a group fan-out's ``to`` per member
+(``address``). ``event_envelope`` builds the API's group events (free-form fields) as dicts, encoded
+once by the notifier (``encode_event``).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 ErrorCode = Literal[
     "invalid_envelope", "unknown_recipient", "not_member", "too_large", "rate_limited", "forbidden"
 ]
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+MAX_RECEIPT_IDS = 1000
 
 
 class EnvelopeError(ValueError):
@@ -29,41 +45,166 @@ class EnvelopeError(ValueError):
         self.client_id = client_id
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+@dataclass(frozen=True, slots=True)
+class EnvelopeLimits:
+    """The bounds of an outbox envelope (settings ``max_payload`` and ``envelope_max_*``). Depth counts
+    the body object as level 1; strings are counted in characters (keys too)."""
+
+    max_payload: int = 64 * 1024
+    max_depth: int = 32
+    max_string: int = 32 * 1024
+    max_items: int = 10_000
+    max_keys: int = 1000
 
 
-class MessageIn(_Strict):
-    """``{"type":"message","id":…,"to"|"group":…,"body":{…}}``."""
+# --- inbound --------------------------------------------------------------------------------------
 
-    type: Literal["message"]
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
-    to: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
-    group: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
-    body: dict[str, Any]
+class MessageIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message"):
+    """``{"type":"message","id":…,"to"|"group":…,"body":{…}}``; ``body`` is the client's JSON object as
+    sent (checked against the limits by ``parse_outbox``)."""
 
-    @model_validator(mode="after")
-    def _one_target(self) -> MessageIn:
+    id: Id
+    to: Id | None = None
+    group: Id | None = None
+    body: msgspec.Raw
+
+    def __post_init__(self) -> None:
         if (self.to is None) == (self.group is None):
             raise ValueError("exactly one of 'to' and 'group' is required")
-        return self
 
 
-class ReceiptIn(_Strict):
+class ReceiptIn(msgspec.Struct, frozen=True, tag_field="type", tag="receipt"):
     """``{"type":"receipt","status":"delivered"|"read","ids":[…]}``."""
 
-    type: Literal["receipt"]
     status: Literal["delivered", "read"]
-    ids: Annotated[list[Annotated[str, Field(pattern=ID_PATTERN)]], Field(min_length=1, max_length=1000)]
+    ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_RECEIPT_IDS)]
 
 
-OutboxEnvelope = Annotated[MessageIn | ReceiptIn, Field(discriminator="type")]
-_outbox_adapter: TypeAdapter[MessageIn | ReceiptIn] = TypeAdapter(OutboxEnvelope)
+OutboxEnvelope = MessageIn | ReceiptIn
+_outbox_decoder: msgspec.json.Decoder[MessageIn | ReceiptIn] = msgspec.json.Decoder(OutboxEnvelope)
+
+
+def parse_outbox(payload: bytes, limits: EnvelopeLimits | int) -> MessageIn | ReceiptIn:
+    """Validate one outbox payload against ``limits`` (an int: ``max_payload`` with the default bounds);
+    ``EnvelopeError`` with code ``too_large`` or ``invalid_envelope`` otherwise."""
+    if isinstance(limits, int):
+        limits = EnvelopeLimits(max_payload=limits)
+    if len(payload) > limits.max_payload:
+        raise EnvelopeError("too_large", f"envelope of {len(payload)} bytes exceeds the limit of "
+                                         f"{limits.max_payload}", top_level_id(payload[:limits.max_payload]))
+    try:
+        env = _outbox_decoder.decode(payload)
+    except RecursionError as exc:
+        raise EnvelopeError("invalid_envelope", f"envelope nests deeper than {limits.max_depth} levels",
+                            top_level_id(payload)) from exc
+    except msgspec.ValidationError as exc:
+        raise EnvelopeError("invalid_envelope", _reason(exc), top_level_id(payload)) from exc
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError("invalid_envelope", f"envelope is not valid JSON: {exc}") from exc
+    if isinstance(env, MessageIn):
+        check_body(env.body, limits, env.id)
+    return env
+
+
+def _reason(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    if "Expected `object`, got" in text and "at `$" not in text:
+        return "envelope must be a JSON object"
+    if "Missing required field `type`" in text or ("Invalid value" in text and "`$.type`" in text):
+        return "field 'type' must be 'message' or 'receipt'"
+    return text.replace("`$.", "`")
+
+
+_MAYBE_HUGE = re.compile(rb"[eE][+-]?\d{3}|\d{300}")
+"""A number that may be out of a double's range (``1e400``): skipped over as valid JSON, but no JSON
+library of a recipient (orjson, for one) could read it back."""
+
+
+def check_body(body: msgspec.Raw, limits: EnvelopeLimits, client_id: str | None = None) -> None:
+    """``EnvelopeError`` unless ``body`` is a JSON object within ``limits`` that every hop can decode
+    and encode again. Cheap upper bounds first (brackets and commas counted in the bytes, strings
+    bounded by the byte length, no huge exponent); only a body that may break a bound is decoded and
+    walked."""
+    raw = bytes(body)
+    if not raw.startswith(b"{"):
+        raise EnvelopeError("invalid_envelope", "body must be a JSON object", client_id)
+    opens = raw.count(b"{") + raw.count(b"[")
+    commas = raw.count(b",")
+    if (opens <= limits.max_depth and len(raw) <= limits.max_string and commas < limits.max_items
+            and commas < limits.max_keys and not _MAYBE_HUGE.search(raw)):
+        return
+    try:
+        value = msgspec.json.decode(raw)
+    except RecursionError as exc:
+        raise EnvelopeError("invalid_envelope", f"body nests deeper than {limits.max_depth} levels",
+                            client_id) from exc
+    except msgspec.DecodeError as exc:  # a number out of range
+        raise EnvelopeError("invalid_envelope", f"body: {exc}", client_id) from exc
+    _walk(value, limits, client_id)
+
+
+def _walk(body: Any, limits: EnvelopeLimits, client_id: str | None) -> None:
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if len(value) > limits.max_string:
+                raise EnvelopeError("too_large", f"body holds a string of {len(value)} characters; at most "
+                                                 f"{limits.max_string} are allowed", client_id)
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > limits.max_depth:
+            raise EnvelopeError("invalid_envelope", f"body nests deeper than {limits.max_depth} levels", client_id)
+        if isinstance(value, list):
+            if len(value) > limits.max_items:
+                raise EnvelopeError("too_large", f"body holds an array of {len(value)} items; at most "
+                                                 f"{limits.max_items} are allowed", client_id)
+            stack.extend((v, depth + 1) for v in value)
+        else:
+            if len(value) > limits.max_keys:
+                raise EnvelopeError("too_large", f"body holds an object of {len(value)} keys; at most "
+                                                 f"{limits.max_keys} are allowed", client_id)
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+
+
+_TOKEN = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*(:)?|[{}\[\]]')
+_ID_VALUE = re.compile(ID_PATTERN.encode())
+
+
+def top_level_id(payload: bytes) -> str | None:
+    """The string ``id`` of a payload's top-level object when it can be read (for answering refusals),
+    without decoding the payload (which may nest too deeply to decode)."""
+    depth = 0
+    key: bytes | None = None
+    for m in _TOKEN.finditer(payload):
+        token = m.group(0)
+        if token[:1] in (b"{", b"["):
+            depth += 1
+            key = None
+        elif token[:1] in (b"}", b"]"):
+            depth -= 1
+            if depth <= 0:
+                return None
+        elif depth == 1:
+            if m.group(2):
+                key = m.group(1)
+                continue
+            if key == b"id" and _ID_VALUE.fullmatch(m.group(1)):
+                return m.group(1).decode()
+            key = None
+    return None
+
+
+def client_id_of(payload: bytes) -> str | None:
+    """The ``id`` of an outbox payload when it can be read, else None (for answering refusals)."""
+    return top_level_id(payload)
 
 
 def parse_object(payload: bytes, max_payload: int, what: str = "envelope") -> dict[str, Any]:
-    """A JSON object of at most ``max_payload`` bytes; ``EnvelopeError`` (``too_large`` or
-    ``invalid_envelope``) naming ``what`` otherwise."""
+    """A JSON object of at most ``max_payload`` bytes (a device reading); ``EnvelopeError`` (``too_large``
+    or ``invalid_envelope``) naming ``what`` otherwise."""
     if len(payload) > max_payload:
         raise EnvelopeError("too_large", f"{what} of {len(payload)} bytes exceeds the limit of {max_payload}")
     try:
@@ -75,66 +216,106 @@ def parse_object(payload: bytes, max_payload: int, what: str = "envelope") -> di
     return raw
 
 
-def parse_outbox(payload: bytes, max_payload: int) -> MessageIn | ReceiptIn:
-    """Parse one outbox payload; raise ``EnvelopeError`` with code ``too_large`` or ``invalid_envelope``."""
-    raw = parse_object(payload, max_payload)
-    client_id = raw["id"] if isinstance(raw.get("id"), str) else None
-    if raw.get("type") not in ("message", "receipt"):
-        raise EnvelopeError("invalid_envelope", "field 'type' must be 'message' or 'receipt'", client_id)
-    try:
-        return _outbox_adapter.validate_python(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"][1:]) or "envelope"
-        raise EnvelopeError("invalid_envelope", f"{where}: {err['msg']}", client_id) from exc
+# --- outbound -------------------------------------------------------------------------------------
+
+class _Ack(msgspec.Struct, frozen=True, tag_field="type", tag="ack"):
+    client_id: str
+    id: str
+    ts: int
 
 
-def client_id_of(payload: bytes) -> str | None:
-    """The ``id`` of an outbox payload when it can be read, else None (for answering refusals)."""
-    try:
-        raw = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    value = raw.get("id") if isinstance(raw, dict) else None
-    return value if isinstance(value, str) else None
+class _Message(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
+    id: str
+    client_id: str
+    sender: str = msgspec.field(name="from")
+    to: str | None = None
+    group: str | None = None
+    body: msgspec.Raw = msgspec.Raw(b"{}")
+    ts: int = 0
 
 
-def dumps(envelope: dict[str, Any]) -> bytes:
-    """Serialise an envelope to compact JSON bytes."""
-    return orjson.dumps(envelope)
+class _Receipt(msgspec.Struct, frozen=True, tag_field="type", tag="receipt"):
+    status: str
+    ids: list[str]
+    sender: str = msgspec.field(name="from")
 
 
-def loads(payload: bytes) -> Any:
-    """Parse JSON bytes (no validation)."""
-    return orjson.loads(payload)
+class _Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):
+    client_id: str | None
+    code: str
+    reason: str
 
 
-def ack_envelope(client_id: str, server_id: str, ts: int) -> dict[str, Any]:
+_encoder = msgspec.json.Encoder()
+
+
+def ack_envelope(client_id: str, server_id: str, ts: int) -> bytes:
     """``ack``: the message with ``client_id`` was committed as ``server_id``."""
-    return {"type": "ack", "client_id": client_id, "id": server_id, "ts": ts}
+    return _encoder.encode(_Ack(client_id, server_id, ts))
 
 
-def message_envelope(
-    server_id: str, client_id: str, sender: str, to: str | None, group: str | None, body: dict[str, Any], ts: int
-) -> dict[str, Any]:
+def message_envelope(server_id: str, client_id: str, sender: str, to: str | None, group: str | None,
+                     body: msgspec.Raw, ts: int) -> bytes:
     """``message`` as delivered to recipient ``to`` (a group message carries ``group``; ``to`` is None
-    only in a fan-out template, which the node completes per member)."""
-    return {
-        "type": "message", "id": server_id, "client_id": client_id, "from": sender,
-        "to": to, "group": group, "body": body, "ts": ts,
-    }
+    only in a fan-out template, which the node completes per member with ``address``)."""
+    return _encoder.encode(_Message(server_id, client_id, sender, to, group, body, ts))
 
 
-def receipt_envelope(status: str, ids: list[str], sender: str) -> dict[str, Any]:
+def receipt_envelope(status: str, ids: list[str], sender: str) -> bytes:
     """``receipt`` telling a message's sender that ``sender`` got (or read) ``ids``."""
-    return {"type": "receipt", "status": status, "ids": ids, "from": sender}
+    return _encoder.encode(_Receipt(status, ids, sender))
+
+
+def error_envelope(code: ErrorCode, reason: str, client_id: str | None = None) -> bytes:
+    """``error`` answering a refused publish."""
+    return _encoder.encode(_Error(client_id, code, reason))
 
 
 def event_envelope(event: str, **fields: Any) -> dict[str, Any]:
-    """``event`` such as ``group_created``; ``fields`` are added as they are."""
+    """``event`` such as ``group_created``; ``fields`` are added as they are (encode with ``encode_event``)."""
     return {"type": "event", "event": event, **fields}
 
 
-def error_envelope(code: ErrorCode, reason: str, client_id: str | None = None) -> dict[str, Any]:
-    """``error`` answering a refused publish."""
-    return {"type": "error", "client_id": client_id, "code": code, "reason": reason}
+def encode_event(envelope: dict[str, Any]) -> bytes:
+    """The JSON bytes of an ``event_envelope``."""
+    return orjson.dumps(envelope)
+
+
+# --- reading inbox envelopes without parsing them -------------------------------------------------
+
+_TYPE_PREFIX = b'{"type":"'
+_MESSAGE_PREFIX = b'{"type":"message","id":"'
+_TO_NULL = b'"to":null'
+
+
+def envelope_type(envelope: bytes) -> str:
+    """The ``type`` of an inbox envelope made by this module ("" when it does not start with one)."""
+    if not envelope.startswith(_TYPE_PREFIX):
+        return ""
+    end = envelope.find(b'"', len(_TYPE_PREFIX))
+    return envelope[len(_TYPE_PREFIX):end].decode() if end > 0 else ""
+
+
+def message_id(envelope: bytes) -> str | None:
+    """The server id of a ``message`` envelope; None for any other envelope."""
+    if not envelope.startswith(_MESSAGE_PREFIX):
+        return None
+    end = envelope.find(b'"', len(_MESSAGE_PREFIX))
+    return envelope[len(_MESSAGE_PREFIX):end].decode() if end > 0 else None
+
+
+def message_ts(envelope: bytes) -> int | None:
+    """The ``ts`` of a ``message`` envelope (its last field); None for any other envelope."""
+    if not envelope.startswith(_MESSAGE_PREFIX):
+        return None
+    start = envelope.rfind(b'"ts":')
+    try:
+        return int(envelope[start + 5:-1]) if start > 0 else None
+    except ValueError:
+        return None
+
+
+def address(template: bytes, user: str) -> bytes:
+    """A fan-out template (a ``message`` with ``"to":null``) addressed to ``user``. The first ``"to":null``
+    is the field: ``type``, ``id``, ``client_id`` and ``from`` come before it and are ids (no quotes)."""
+    return template.replace(_TO_NULL, b'"to":' + orjson.dumps(user), 1)

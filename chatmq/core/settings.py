@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from chatmq.core.envelopes import EnvelopeLimits
 from chatmq.core.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path(str(importlib.resources.files("chatmq.config").joinpath("chatmq.toml")))
@@ -67,6 +68,14 @@ class Settings(BaseSettings):
                                        "reuse revokes the login's refresh tokens. 0: never.")
 
     max_payload: int = Field(64 * 1024, gt=0, description="Largest outbox payload in bytes.")
+    envelope_max_depth: int = Field(32, ge=1, le=200, description="Deepest nesting of a message body "
+                                    "(the body object is level 1); deeper gets invalid_envelope.")
+    envelope_max_string: int = Field(32 * 1024, gt=0, description="Longest string (or key) in a message "
+                                     "body, in characters; longer gets too_large.")
+    envelope_max_items: int = Field(10_000, gt=0, description="Most items of one array in a message body; "
+                                    "more gets too_large.")
+    envelope_max_keys: int = Field(1000, gt=0, description="Most keys of one object in a message body; "
+                                   "more gets too_large.")
     rate_limit_per_sec: float = Field(200.0, gt=0, description="Outbox publishes per second per connection.")
     rate_limit_burst: int = Field(400, gt=0, description="Outbox burst allowance per connection.")
     replay_batch: int = Field(200, gt=0, le=10_000, description="Pending messages per replay page.")
@@ -264,6 +273,11 @@ class Settings(BaseSettings):
             raise ConfigError(f"chatmq {part} is a cluster part: set {keys}, e.g. in config/cluster.toml "
                               "(or run everything in one process: chatmq serve)")
         return kafka, mongo
+
+    def envelope_limits(self) -> EnvelopeLimits:
+        """The bounds every outbox envelope is checked against at the edge."""
+        return EnvelopeLimits(self.max_payload, self.envelope_max_depth, self.envelope_max_string,
+                              self.envelope_max_items, self.envelope_max_keys)
 
     def signing_key(self) -> str:
         """The token signing key: ``jwt_secret``, else one kept in ``data_dir/jwt.secret`` (made once, mode 0600)."""

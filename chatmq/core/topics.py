@@ -1,27 +1,5 @@
-"""Bus topic names and the JSON records they carry; the topics are declared in ``config/topics.toml``.
-
-* ``chat.outbox`` (key: conversation, or the user for receipts):
-  ``{"from": user_id, "node": node, "env": <outbox envelope>}`` — 1:1 messages and receipts.
-* ``chat.group-outbox`` (key: group id): the same record for group messages.
-* ``chat.presence`` (key: user): ``{"event": "online"|"offline", "user", "node", "epoch"}``; (key: node)
-  ``{"event": "node_started", "node", "epoch", "ts"}`` when a node (re)starts.
-* ``chat.deliver.<node>`` (key: user): ``{"user", "envs": [...], "replay": null|"page"|"done", "epoch"}``;
-  or (key: group) a group fan-out ``{"users": [members on that node], "env": <message without "to">}``.
-* ``chat.notices`` (key: first user): ``{"users": [...], "env": <inbox envelope>}`` from the API.
-* ``chat.telemetry`` (key: device): ``{"device", "owner", "reading": {...}, "ts"}``.
-* ``chat.connections`` (key: user or device): ``{"event": "connected"|"disconnected", "kind":
-  "user"|"device", "id", "client_id", "node", "transport": "tcp"|"ws"|null, "ts"}``; the same
-  ``node_started`` record as on ``chat.presence``.
-* ``chat.control`` (key: node or principal): operator commands for the broker nodes (cluster mode),
-  ``{"action": "kick", "client_id", "node"}``, ``{"action": "kick_principal", "id"}`` (every node), or
-  ``{"action": "takeover", "client_id", "node"}`` (a node took a connection: the others close theirs).
-* ``chat.push`` (key: user): a push notification for an offline user (``chatmq.services.push.records``),
-  ``{"user", "kind": "message"|"event", "id", "from", "conversation", "group": bool, "event", "preview"}``.
-* ``chat.heartbeats`` (key: instance; compacted, one partition): every process every
-  ``heartbeat_interval`` (``chatmq.run.ops.heartbeat``), ``{"instance", "part", "node", "host", "pid", "ops_url",
-  "started", "ready", "not_ready": {component: reason}, "interval", "ts"}``; ``{"instance", "stopped": true, "ts"}``
-  when it stops cleanly.
-"""
+"""Bus topic names; the topics are declared in ``config/topics.toml``, the records each carries are
+typed in ``chatmq.core.records`` (its docstring lists them by topic, with their keys and JSON)."""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def _telemetry(p: Process) -> list[Component]:
 def _broker(p: Process) -> list[Component]:
     s = p.settings
     # in a cluster every reading goes to the bus for the telemetry part; alone, only when it writes them
-    p.gateway = NodeGateway(p.bus, s.node, s.max_payload, cluster=p.cluster,
+    p.gateway = NodeGateway(p.bus, s.node, s.envelope_limits(), cluster=p.cluster,
                             telemetry=p.cluster or s.influx_url is not None)
     p.node = BrokerNode(s, Authenticator(p.store, p.tokens), p.gateway, p.tls)
     return [p.gateway, ControlWorker(p.bus, s.node, p.node), p.node]

@@ -20,13 +20,13 @@ import os
 import socket
 from collections.abc import Callable
 
-import orjson
 from fastapi import FastAPI
 
 from chatmq.core.bus.base import Bus
 from chatmq.core.ids import now_ms
 from chatmq.core.lifecycle import Stack
 from chatmq.core.metrics import PENDING_MESSAGES, SOURCES, Sample
+from chatmq.core.records import Heartbeat as HeartbeatRecord
 from chatmq.core.settings import Settings
 from chatmq.core.topics import HEARTBEATS
 from chatmq.run.components import HttpServer
@@ -48,7 +48,7 @@ class Heartbeat:
     def __init__(self, bus: Bus, stack: Stack, *, instance: str, part: str, node: str | None, host: str,
                  ops_url: Callable[[], str], interval: float) -> None:
         self._bus, self._stack = bus, stack
-        self._info = {"instance": instance, "part": part, "node": node, "host": host, "pid": os.getpid()}
+        self._instance, self._part, self._node, self._host = instance, part, node, host
         self._ops_url = ops_url
         self.interval = interval
         self._started = now_ms()
@@ -57,18 +57,19 @@ class Heartbeat:
 
     @property
     def instance(self) -> str:
-        return str(self._info["instance"])
+        return self._instance
 
     async def beat(self) -> None:
         """Publish one heartbeat with the stack's readiness now."""
         readiness = await self._stack.readiness()
-        await self._publish({**self._info, "ops_url": self._ops_url(), "started": self._started,
-                             "ready": readiness.ready, "not_ready": readiness.not_ready,
-                             "interval": self.interval, "ts": now_ms()})
+        await self._publish(HeartbeatRecord(
+            instance=self._instance, part=self._part, node=self._node, host=self._host, pid=os.getpid(),
+            ops_url=self._ops_url(), started=self._started, ready=readiness.ready,
+            not_ready=dict(readiness.not_ready), interval=self.interval, ts=now_ms()))
 
-    async def _publish(self, record: dict[str, object]) -> None:
+    async def _publish(self, record: HeartbeatRecord) -> None:
         """Put ``record`` on ``chat.heartbeats`` keyed by the instance; raises what the bus raises."""
-        await self._bus.publish(HEARTBEATS, self.instance.encode(), orjson.dumps(record))
+        await self._bus.publish(HEARTBEATS, self.instance.encode(), record)
 
     async def start(self) -> None:
         self._started = now_ms()
@@ -95,7 +96,7 @@ class Heartbeat:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         try:
-            await self._publish({"instance": self.instance, "stopped": True, "ts": now_ms()})
+            await self._publish(HeartbeatRecord.stop(self.instance, now_ms()))
         except Exception as exc:  # the bus is going away too: the process will show as missing
             log.warning("could not announce the stop on %s: %s", HEARTBEATS, exc)
 

@@ -6,19 +6,24 @@ still pending for recipients are delivered again (the first attempt may have sto
 between the commit and the delivery: a router killed there), and clients drop what they
 already have by server id. Recipients who are offline get a push notification (``Outlet.push_offline``),
 last: a push never delays an ack or a delivery.
+
+Each recipient's envelope is made once, here, as JSON bytes (a group message's per member from one
+template, ``address``): the same bytes are stored as the pending item and delivered. The body is the
+client's bytes, validated at the edge and never re-encoded.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
-from chatmq.core.envelopes import ErrorCode, ack_envelope, error_envelope, message_envelope
+import msgspec
+
+from chatmq.core.envelopes import ErrorCode, ack_envelope, address, error_envelope, message_envelope, message_id
 from chatmq.core.ids import now_ms, server_id
 from chatmq.core.metrics import MESSAGES_ACCEPTED, MESSAGES_REFUSED
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store.base import AcceptResult, NewMessage, Store
+from chatmq.services.store.base import AcceptResult, NewMessage, Route, Store
 
 _ACCEPTED = {(kind, result): MESSAGES_ACCEPTED.labels(kind, result)
              for kind in ("direct", "group") for result in ("new", "duplicate")}
@@ -34,7 +39,7 @@ class Submission:
     to: str | None
     group: str | None
     conversation: str
-    body: dict[str, Any]
+    body: msgspec.Raw
     recipients: list[str]
 
 
@@ -48,24 +53,37 @@ class Acceptor:
         MESSAGES_REFUSED.labels(code).inc()
         await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
 
-    async def accept(self, subs: list[Submission]) -> None:
-        """Store ``subs`` in one transaction, then ack and deliver in their order."""
-        if not subs:
-            return
+    async def accept(self, subs: list[Submission], confirms: list[tuple[str, list[str]]] | None = None
+                     ) -> list[list[Route]]:
+        """Store ``subs`` in one transaction, then ack and deliver in their order. ``confirms`` are the
+        batch's ``delivered`` receipts, ``(user, server ids)``: their pending items are taken in the
+        same unit of work (``Store.commit_batch``) and their routes returned, in order, for the caller
+        to answer."""
+        confirms = confirms or []
+        if not subs and not confirms:
+            return []
         news: list[NewMessage] = []
+        templates: list[bytes] = []
         for s in subs:
             sid, ts = server_id(), now_ms()
-            envelopes = {
-                r: message_envelope(sid, s.client_id, s.sender, r, s.group, s.body, ts) for r in s.recipients
-            }
-            news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, s.body, ts, envelopes))
-        results = await self._store.accept_messages(news)
+            if s.group is None:
+                envelopes = {r: message_envelope(sid, s.client_id, s.sender, r, None, s.body, ts) for r in s.recipients}
+                templates.append(b"")
+            else:
+                template = message_envelope(sid, s.client_id, s.sender, None, s.group, s.body, ts)
+                envelopes = {r: address(template, r) for r in s.recipients}
+                templates.append(template)
+            news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, bytes(s.body), ts,
+                                   envelopes))
+        results, taken = await self._store.commit_batch(news, confirms)
+        if not subs:
+            return taken
         copies = await self._pending_copies(results)
-        acks: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        deliveries: list[tuple[str, dict[str, Any]]] = []
-        fan_outs: list[tuple[str, list[str], dict[str, Any]]] = []
+        acks: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        deliveries: list[tuple[str, bytes]] = []
+        fan_outs: list[tuple[str, list[str], bytes]] = []
         counts = dict.fromkeys(_ACCEPTED, 0)
-        for sub, new, result in zip(subs, news, results, strict=True):
+        for sub, new, template, result in zip(subs, news, templates, results, strict=True):
             counts["direct" if sub.group is None else "group", "duplicate" if result.duplicate else "new"] += 1
             acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
             if result.duplicate:
@@ -73,8 +91,6 @@ class Acceptor:
             elif sub.group is None:
                 deliveries.extend(new.envelopes.items())
             elif sub.recipients:  # one record per node with the member list, not one per member
-                template = message_envelope(new.server_id, sub.client_id, sub.sender, None, sub.group, sub.body,
-                                            new.ts)
                 fan_outs.append((sub.group, sub.recipients, template))
         for key, count in counts.items():
             if count:
@@ -85,14 +101,15 @@ class Acceptor:
         # last, so it never delays an ack or a delivery: pushes for the recipients who are offline
         await self._outlet.push_offline([*((u, env) for u, env in deliveries if u in offline),
                                          *((u, t) for _, users, t in fan_outs for u in users if u in absent)])
+        return taken
 
-    async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, bytes]]]:
         """The still-pending copies of the repeated messages among ``results`` (not those first stored
         in this very batch), by server id."""
         fresh = {r.server_id for r in results if not r.duplicate}
         repeated = list(dict.fromkeys(r.server_id for r in results if r.duplicate and r.server_id not in fresh))
-        copies: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        copies: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         if repeated:
             for user, env in await self._store.pending_copies(repeated):
-                copies[str(env["id"])].append((user, env))
+                copies[message_id(env) or ""].append((user, env))
         return copies

@@ -7,14 +7,18 @@ group id, is committed as that member's pending item, then acked and delivered.
 
 from __future__ import annotations
 
-import orjson
+import logging
 
 from chatmq.core.bus.base import Bus, Record
+from chatmq.core.envelopes import MessageIn
+from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
+
+log = logging.getLogger(__name__)
 
 
 class GroupRouter(BusWorker):
@@ -27,18 +31,20 @@ class GroupRouter(BusWorker):
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
-        for record in records:
-            item = orjson.loads(record.value)
-            env, sender, node = item["env"], item["from"], item["node"]
-            gid = env["group"]
+        for item in OUTBOX_RECORDS.read_all(records):
+            env, sender, node = item.env, item.sender, item.node
+            if not isinstance(env, MessageIn) or env.group is None:
+                log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
+                continue
+            gid = env.group
             if gid not in groups:
                 groups[gid] = await self._store.get_group(gid)
             group = groups[gid]
             if group is None:
-                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env["id"])
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id)
             elif not group.is_member(sender):
-                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env["id"])
+                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
             else:
                 recipients = [m for m in group.member_ids() if m != sender]
-                batch.append(Submission(sender, node, env["id"], None, gid, gid, env["body"], recipients))
+                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients))
         await self._acceptor.accept(batch)

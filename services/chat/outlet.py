@@ -3,6 +3,8 @@
 ``deliver`` sends to users that are online (per the session registry) through their
 node's delivery topic and returns the users that were offline. ``notify`` does the
 same for receipts and events and keeps them as pending notices for offline users.
+Envelopes are JSON bytes, made once upstream (``chatmq.core.envelopes``); they ride in typed
+``Delivery`` records as they are.
 With a ``PushPublisher`` (``push_provider`` set), ``push_offline`` and ``notify`` also ask for push
 notifications for offline users (group events only when ``push_group_events`` is on).
 """
@@ -10,12 +12,12 @@ notifications for offline users (group events only when ``push_group_events`` is
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
-import orjson
+import msgspec
 
-from chatmq.core.bus.base import Bus
+from chatmq.core.bus.base import Bus, Value
 from chatmq.core.ids import server_id
+from chatmq.core.records import Delivery
 from chatmq.core.topics import deliver_topic
 from chatmq.services.push.publisher import PushPublisher
 from chatmq.services.registry.sessions import Registry
@@ -29,27 +31,27 @@ class Outlet:
         self._store = store
         self._push = push
 
-    async def to_node(self, node: str, user: str, envs: list[dict[str, Any]]) -> None:
+    async def to_node(self, node: str, user: str, envs: list[bytes]) -> None:
         """Send to ``user`` on ``node`` (for answers to the connection that asked)."""
         await self.to_nodes([(node, user, envs)])
 
-    async def to_nodes(self, answers: list[tuple[str, str, list[dict[str, Any]]]]) -> None:
+    async def to_nodes(self, answers: list[tuple[str, str, list[bytes]]]) -> None:
         """``to_node`` for several ``(node, user, envelopes)`` at once, in order: one bus write per node
         (on Kafka one round trip for the batch instead of one per user)."""
-        by_node: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+        by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
         for node, user, envs in answers:
             if envs:
-                by_node[node].append((user.encode(), orjson.dumps({"user": user, "envs": envs})))
+                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(e) for e in envs])))
         await self._publish(by_node)
 
-    async def _publish(self, by_node: dict[str, list[tuple[bytes, bytes]]]) -> None:
+    async def _publish(self, by_node: dict[str, list[tuple[bytes, Value]]]) -> None:
         """Each node's ``(key, value)`` records on its delivery topic, in order, one write per node."""
         for node, records in by_node.items():
             await self._bus.publish_many(deliver_topic(node), records)
 
-    async def deliver(self, items: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    async def deliver(self, items: list[tuple[str, bytes]]) -> list[str]:
         """Send each ``(user, envelope)`` to online users in order; return the offline users."""
-        by_node: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+        by_node: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         offline: list[str] = []
         nodes = await self._registry.nodes_of(list({user for user, _ in items}))
         for user, env in items:
@@ -61,19 +63,20 @@ class Outlet:
         await self.to_nodes([(node, user, envs) for node, users in by_node.items() for user, envs in users.items()])
         return offline
 
-    async def fan_out(self, key: str, users: list[str], template: dict[str, Any]) -> list[str]:
+    async def fan_out(self, key: str, users: list[str], template: bytes) -> list[str]:
         """Send one group message to ``users``: one record per node carrying the member list and the
         envelope without ``to`` (the node fills it in per member), keyed by ``key`` (the group) so the
         group's order holds. Returns the offline users."""
         return await self.fan_out_many([(key, users, template)])
 
-    async def fan_out_many(self, items: list[tuple[str, list[str], dict[str, Any]]]) -> list[str]:
+    async def fan_out_many(self, items: list[tuple[str, list[str], bytes]]) -> list[str]:
         """``fan_out`` for several ``(key, users, template)`` at once, in order: one registry lookup and
         one bus write per node for the batch. Returns the offline users (once per item)."""
-        by_node: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+        by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
         offline: list[str] = []
         nodes = await self._registry.nodes_of(list({u for _, users, _ in items for u in users}))
-        for key, users, template in items:
+        for key, users, envelope in items:
+            template = msgspec.Raw(envelope)
             members_on: dict[str, list[str]] = defaultdict(list)
             for user in users:
                 node = nodes.get(user)
@@ -82,15 +85,15 @@ class Outlet:
                 else:
                     members_on[node].append(user)
             for node, members in members_on.items():
-                by_node[node].append((key.encode(), orjson.dumps({"users": members, "env": template})))
+                by_node[node].append((key.encode(), Delivery.fan_out(members, template)))
         await self._publish(by_node)
         return offline
 
-    async def notify(self, users: list[str], env: dict[str, Any]) -> None:
+    async def notify(self, users: list[str], env: bytes) -> None:
         """Send a receipt or event to ``users``; offline users get it on their next connect."""
         await self.notify_many([(u, env) for u in users])
 
-    async def notify_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+    async def notify_many(self, items: list[tuple[str, bytes]]) -> None:
         """``notify`` for several ``(user, envelope)`` at once, in order: one registry lookup, one
         bus write per node, one store write for the offline users' notices."""
         if not items:
@@ -101,7 +104,7 @@ class Outlet:
             if self._push is not None:
                 await self._push.events([(u, env) for u, env in items if u in offline])
 
-    async def push_offline(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+    async def push_offline(self, items: list[tuple[str, bytes]]) -> None:
         """Push notifications for inbox ``message`` envelopes ``(user, envelope)`` of users found offline
         (nothing without a ``PushPublisher``); never raises for a failed bus write."""
         if self._push is not None and items:

@@ -9,21 +9,20 @@ the sender's pending queue; the receipt goes back to each message's original sen
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import defaultdict
-from typing import Any
-
-import orjson
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import receipt_envelope
+from chatmq.core.envelopes import MessageIn, receipt_envelope
 from chatmq.core.ids import conversation_key
+from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
+from chatmq.services.store.base import Route
 
 log = logging.getLogger(__name__)
 
@@ -35,66 +34,107 @@ class Router(BusWorker):
         self._store = store
         self._outlet = outlet
         self._acceptor = Acceptor(store, outlet)
+        self._routes = Routes()
 
     async def process(self, records: list[Record]) -> None:
-        items = [orjson.loads(r.value) for r in records]
-        recipients = {i["env"]["to"] for i in items if i["env"]["type"] == "message"}
+        items = OUTBOX_RECORDS.read_all(records)
+        recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         batch: list[Submission] = []
         receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)
         for item in items:
-            env, sender, node = item["env"], item["from"], item["node"]
-            if env["type"] == "receipt":
-                receipts.setdefault((sender, env["status"]), []).extend(env["ids"])
+            env, sender, node = item.env, item.sender, item.node
+            if not isinstance(env, MessageIn):
+                receipts.setdefault((sender, env.status), []).extend(env.ids)
                 continue
-            if env["to"] not in known:
-                await self._acceptor.refuse(sender, node, "unknown_recipient",
-                                            f"no user {env['to']!r}", env["id"])
+            if env.to is None:
+                log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
+            elif env.to not in known:
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
             else:
-                batch.append(Submission(sender, node, env["id"], env["to"], None,
-                                        conversation_key(sender, env["to"]), env["body"], [env["to"]]))
-        await self._acceptor.accept(batch)
-        await self._receipts(receipts)
+                batch.append(Submission(sender, node, env.id, env.to, None,
+                                        conversation_key(sender, env.to), env.body, [env.to]))
+        runs = {key: list(dict.fromkeys(ids)) for key, ids in receipts.items()}
+        confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
+        taken = await self._acceptor.accept(batch, confirming)
+        held = {(user, r.server_id): r for (user, _), routes in zip(confirming, taken, strict=True) for r in routes}
+        self._routes.remember(held.values())
+        await self._receipts(runs, held)
 
-    async def _receipts(self, runs: dict[tuple[str, str], list[str]]) -> None:
-        """Handle a batch's receipts merged per (user, status), after the batch's messages, with one
-        ``get_messages`` for the batch, the ``remove_pending`` calls issued together, and the receipts
-        for the original senders sent together, in the order each pair first came. The store and bus
-        round trips per batch stay a handful however many receipts a backlog brings (clients confirm
-        one message at a time); one after another, each pair cost several round trips, each waiting
-        its turn on a busy event loop.
+    async def _receipts(self, runs: dict[tuple[str, str], list[str]], held: dict[tuple[str, str], Route]) -> None:
+        """Answer a batch's receipts merged per (user, status), after the batch's messages. Every
+        ``delivered`` run's pending items were taken with the batch's messages, in one unit of work
+        (``Acceptor.accept``, ``Store.commit_batch``): ``held`` has their routes by (user, server id).
+        The receipts for the original senders go out together, in the order each pair first came.
+        The store and bus round trips per batch stay a handful however many receipts a backlog brings.
 
         Moving receipts after messages keeps every order that exists: a receipt names messages
         accepted in an earlier batch (their server ids reach a client only with a delivery, after the
         commit), and no order is promised between a receipt (keyed by its user) and a message (keyed
         by its conversation): they may sit in different partitions.
 
+        Where a receipt goes comes from the working set, never from history on the usual path: a
+        ``delivered`` receipt's pending items carry their senders; ``Routes`` remembers the routes
+        taken lately (a ``read`` after its ``delivered``); a ``read`` of a message still pending
+        finds it there (``Store.held_routes``). Only ids found nowhere else (a receipt repeated
+        after a restart, a message read long after it was delivered, an unknown id) are looked up
+        in history (``Store.get_messages``).
+
         A receipt counts for messages addressed to its user: a 1:1 message to them, a group message
         still pending for them (even after they left the group), or a message of a group they are a
         member of (members may read the group's whole history)."""
         if not runs:
             return
-        runs = {key: list(dict.fromkeys(ids)) for key, ids in runs.items()}
-        wanted = list(dict.fromkeys(i for ids in runs.values() for i in ids))
-        stored = {m.server_id: m for m in await self._store.get_messages(wanted)}
-        # a delivered receipt confirms the user's own pending copies: those were addressed to them
-        confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
-        removed = await asyncio.gather(*(self._store.remove_pending(user, ids) for user, ids in confirming))
-        confirmed = {user: set(r) for (user, _), r in zip(confirming, removed, strict=True)}
+        reading = [(user, ids) for (user, status), ids in runs.items() if status == "read"]
+        peek = [(user, unknown) for user, ids in reading
+                if (unknown := [i for i in ids if (user, i) not in held and i not in self._routes])]
+        if peek:
+            for (user, _), found in zip(peek, await self._store.held_routes(peek), strict=True):
+                held.update(((user, r.server_id), r) for r in found)
+        missing = list(dict.fromkeys(i for (user, _), ids in runs.items() for i in ids
+                                     if (user, i) not in held and i not in self._routes))
+        if missing:
+            self._routes.remember(Route.of(m) for m in await self._store.get_messages(missing))
         groups: dict[str, Group | None] = {}
-        notes: list[tuple[str, dict[str, Any]]] = []
+        notes: list[tuple[str, bytes]] = []
         for (user, status), ids in runs.items():
             by_sender: dict[str, list[str]] = defaultdict(list)
-            for m in (stored[i] for i in ids if i in stored):
-                if m.sender == user:
+            for sid in ids:
+                route = held.get((user, sid)) or self._routes.get(sid)
+                if route is None or route.sender == user:
                     continue
-                allowed = m.server_id in confirmed.get(user, ()) or (m.group is None and m.to == user)
-                if not allowed and m.group is not None:
-                    if m.group not in groups:
-                        groups[m.group] = await self._store.get_group(m.group)
-                    group = groups[m.group]
+                allowed = (user, sid) in held or (route.group is None and route.to == user)
+                if not allowed and route.group is not None:
+                    if route.group not in groups:
+                        groups[route.group] = await self._store.get_group(route.group)
+                    group = groups[route.group]
                     allowed = group is not None and group.is_member(user)
                 if allowed:
-                    by_sender[m.sender].append(m.server_id)
+                    by_sender[route.sender].append(sid)
             notes.extend((sender, receipt_envelope(status, sids, user)) for sender, sids in by_sender.items())
         await self._outlet.notify_many(notes)
+
+
+class Routes:
+    """The routes of the messages receipts named lately, by server id, up to ``size`` of them (the
+    oldest forgotten first): a ``read`` receipt usually follows its ``delivered`` within moments, and
+    finds its route here instead of in history."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self._size = size
+        # an OrderedDict: forgetting its oldest is O(1) (a dict's first key, after many deletions at
+        # its front, is found by scanning the deleted slots: it cost a tenth of the CPU of a paced run)
+        self._routes: OrderedDict[str, Route] = OrderedDict()
+
+    def __contains__(self, server_id: str) -> bool:
+        return server_id in self._routes
+
+    def get(self, server_id: str) -> Route | None:
+        return self._routes.get(server_id)
+
+    def remember(self, routes: Iterable[Route]) -> None:
+        for r in routes:
+            self._routes[r.server_id] = r
+            self._routes.move_to_end(r.server_id)
+        while len(self._routes) > self._size:
+            self._routes.popitem(last=False)

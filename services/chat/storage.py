@@ -5,14 +5,15 @@ committed from now on are delivered live), then sends the user's pending items i
 order, in pages, to the user's node, and ends with a ``done`` record carrying the
 epoch; the node holds live deliveries back until then (see ``NodeGateway``).
 Messages stay pending until the user's ``delivered`` receipt; notices are removed
-once replayed.
+once replayed. A pending item's envelope goes out as the bytes stored at accept time.
 """
 
 from __future__ import annotations
 
-import orjson
+import msgspec
 
 from chatmq.core.bus.base import Bus, Record
+from chatmq.core.records import PRESENCE_RECORDS, Delivery, Online
 from chatmq.core.topics import PRESENCE, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.registry.sessions import Registry
@@ -28,11 +29,10 @@ class ReplayService(BusWorker):
         self._page = page
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            event = orjson.loads(record.value)
+        for event in PRESENCE_RECORDS.read_all(records):
             await self._registry.update(event)
-            if event["event"] == "online":
-                await self.replay(event["user"], event["node"], int(event["epoch"]))
+            if isinstance(event, Online):
+                await self.replay(event.user, event.node, event.epoch)
 
     async def replay(self, user: str, node: str, epoch: int) -> None:
         topic, key = deliver_topic(node), user.encode()
@@ -41,12 +41,12 @@ class ReplayService(BusWorker):
             items = await self._store.pending(user, after, self._page)
             if not items:
                 break
-            page = {"user": user, "envs": [i.envelope for i in items], "replay": "page", "epoch": epoch}
-            await self._bus.publish(topic, key, orjson.dumps(page))
+            page = Delivery.page(user, [msgspec.Raw(i.envelope) for i in items], epoch)
+            await self._bus.publish(topic, key, page)
             notices = [i.seq for i in items if i.kind == "notice"]
             if notices:
                 await self._store.remove_notices(user, notices)
             after = items[-1].seq
             if len(items) < self._page:
                 break
-        await self._bus.publish(topic, key, orjson.dumps({"user": user, "envs": [], "replay": "done", "epoch": epoch}))
+        await self._bus.publish(topic, key, Delivery.done(user, epoch))

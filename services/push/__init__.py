@@ -1,6 +1,6 @@
 """Push notifications for offline users (issue 5).
 
-* ``records``: ``PushRecord``, what rides on ``chat.push``, and the data payload apps get;
+* ``records``: the ``PushRecord`` (``chatmq.core.records``) of an inbox envelope, what rides on ``chat.push``;
 * ``publisher``: ``PushPublisher``, the routers' hook (records for offline recipients);
 * ``provider``: the ``PushProvider`` interface, ``Outcome``, ``Notification``;
 * ``fcm``: ``FcmProvider`` (firebase-admin); ``webhook``: ``WebhookProvider`` (httpx);

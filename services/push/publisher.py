@@ -10,13 +10,12 @@ inboxes (a push is a hint; delivery never waits on it). Group events are pushed 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from chatmq.core.bus.base import Bus
+from chatmq.core.bus.base import Bus, Value
 from chatmq.core.metrics import PUSH_UNPUBLISHED
 from chatmq.core.settings import Settings
 from chatmq.core.topics import PUSH
-from chatmq.services.push.records import PushRecord
+from chatmq.services.push.records import PushRecord, for_event, for_message
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +35,21 @@ class PushPublisher:
         return cls(bus, preview_length=settings.push_preview_length if settings.push_preview else None,
                    group_events=settings.push_group_events)
 
-    async def messages(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Pushes for inbox ``message`` envelopes ``(offline user, envelope)``."""
-        await self._publish([PushRecord.for_message(user, env, self._preview_length) for user, env in items])
+    async def messages(self, items: list[tuple[str, bytes]]) -> None:
+        """Pushes for inbox ``message`` envelopes ``(offline user, envelope bytes)``."""
+        await self._publish([for_message(user, env, self._preview_length) for user, env in items])
 
-    async def events(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Pushes for the group events among ``(offline user, envelope)`` (only with ``group_events``)."""
+    async def events(self, items: list[tuple[str, bytes]]) -> None:
+        """Pushes for the group events among ``(offline user, envelope bytes)`` (only with ``group_events``)."""
         if self._group_events:
-            await self._publish([r for user, env in items if (r := PushRecord.for_event(user, env)) is not None])
+            await self._publish([r for user, env in items if (r := for_event(user, env)) is not None])
 
     async def _publish(self, records: list[PushRecord]) -> None:
         if not records:
             return
         try:
-            await self._bus.publish_many(PUSH, [(r.user.encode(), r.to_json()) for r in records])
+            items: list[tuple[bytes, Value]] = [(r.user.encode(), r) for r in records]
+            await self._bus.publish_many(PUSH, items)
         except Exception as exc:  # a push must never fail the delivery that asked for it
             PUSH_UNPUBLISHED.inc(len(records))
             log.warning("could not publish %d push notifications (the messages are delivered anyway): %s",

@@ -26,7 +26,7 @@ from chatmq.core.tasks import Supervisor
 from chatmq.core.topics import PUSH
 from chatmq.core.worker import BusWorker
 from chatmq.services.push.provider import Notification, Outcome, PushProvider, Result, redact
-from chatmq.services.push.records import BadPushRecord, PushRecord
+from chatmq.services.push.records import PUSHES
 from chatmq.services.store.base import PushToken, Store
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,7 @@ class PushWorker(BusWorker):
             await self.provider.stop()
 
     async def process(self, records: list[Record]) -> None:
-        pushes: list[PushRecord] = []
-        for record in records:
-            try:
-                pushes.append(PushRecord.from_json(record.value))
-            except BadPushRecord as exc:
-                log.warning("skipping push record %s/%d@%d: %s", record.topic, record.partition, record.offset, exc)
+        pushes = PUSHES.read_all(records)
         users = list(dict.fromkeys(p.user for p in pushes))
         # every lookup before any send: a store failure retries the batch without sending twice
         found = await asyncio.gather(*(self._store.push_tokens(u) for u in users))

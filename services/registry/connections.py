@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
-
 from chatmq.core.bus.base import Bus, Record
+from chatmq.core.records import CONNECTION_RECORDS
 from chatmq.core.topics import CONNECTIONS
 from chatmq.core.worker import BusWorker
 from chatmq.services.registry.sessions import ConnectionTable
@@ -16,5 +15,5 @@ class ConnectionFollower(BusWorker):
         self.table = table
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            self.table.apply(orjson.loads(record.value))
+        for event in CONNECTION_RECORDS.read_all(records):
+            self.table.apply(event)

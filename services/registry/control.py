@@ -14,13 +14,12 @@ start).
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.control import publish_command
 from chatmq.core.ids import now_ms
+from chatmq.core.records import COMMANDS, Command, Kick, KickPrincipal, Takeover
 from chatmq.core.topics import CONTROL
 from chatmq.core.worker import BusWorker
 from chatmq.services.registry.sessions import Connection, ConnectionTable, Registry
@@ -51,19 +50,19 @@ class BusSessionControl:
         """Ask the node holding ``client_id`` to close it; False when no node reported such a session."""
         holders = [c for c in self._table.all() if c.client_id == client_id]
         for conn in holders:
-            await self._command(conn.node, {"action": "kick", "client_id": client_id, "node": conn.node})
+            await self._command(conn.node, Kick(client_id, conn.node, now_ms()))
         return bool(holders)
 
     async def kick_principal(self, principal_id: str) -> int:
         """Ask every node to close the connections of ``principal_id`` and its devices; returns the
         number of the principal's own connections known here (devices are counted by the nodes)."""
-        await self._command(principal_id, {"action": "kick_principal", "id": principal_id})
+        await self._command(principal_id, KickPrincipal(principal_id, now_ms()))
         return len(self._table.of(principal_id))
 
     async def online_users(self) -> int:
         return await self._registry.online_count()
 
-    async def _command(self, key: str, command: dict[str, Any]) -> None:
+    async def _command(self, key: str, command: Command) -> None:
         await publish_command(self._bus, key, command)
 
 
@@ -77,20 +76,16 @@ class ControlWorker(BusWorker):
         self._since = now_ms()
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            command = orjson.loads(record.value)
-            if int(command.get("ts", 0)) < self._since:
+        for command in COMMANDS.read_all(records):
+            if command.ts < self._since:
                 continue  # from before this node started: its sessions are not there any more
-            action = command.get("action")
-            if action == "kick" and command.get("node") == self._node:
-                await self._kicker.kick(str(command["client_id"]))
-            elif action == "takeover" and command.get("node") != self._node:
-                if await self._kicker.kick(str(command["client_id"])):
-                    log.info("closed %s: the client connected again on node %s", command["client_id"],
-                             command.get("node"))
-            elif action == "kick_principal":
-                closed = await self._kicker.kick_principal(str(command["id"]))
+            if isinstance(command, Kick):
+                if command.node == self._node:
+                    await self._kicker.kick(command.client_id)
+            elif isinstance(command, Takeover):
+                if command.node != self._node and await self._kicker.kick(command.client_id):
+                    log.info("closed %s: the client connected again on node %s", command.client_id, command.node)
+            else:
+                closed = await self._kicker.kick_principal(command.id)
                 if closed:
-                    log.info("closed %d connection(s) of %s on operator request", closed, command["id"])
-            elif action not in ("kick", "kick_principal", "takeover"):
-                log.warning("ignoring unknown control command %r", action)
+                    log.info("closed %d connection(s) of %s on operator request", closed, command.id)

@@ -13,19 +13,16 @@ keyed by its instance name, and a ``stopped`` record when it stops cleanly. A ``
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-
-import orjson
+from typing import Literal
 
 from chatmq.core.bus.base import Bus, Record
+from chatmq.core.records import HEARTBEATS as HEARTBEAT_RECORDS
+from chatmq.core.records import Heartbeat
 from chatmq.core.topics import HEARTBEATS
 from chatmq.core.worker import BusWorker
-
-log = logging.getLogger(__name__)
 
 MISSING_AFTER = 3
 """Intervals without a heartbeat after which a process is ``missing``."""
@@ -64,27 +61,20 @@ class ProcessTable:
     forget_after: float = 3600.0
     _entries: dict[str, ProcessState] = field(default_factory=dict)
 
-    def apply(self, record: dict[str, Any]) -> None:
-        """Take one heartbeat (or ``stopped``) record; a malformed one is logged and ignored, and an
-        older heartbeat than the one kept (reordered, or read back after a restart) changes nothing."""
-        try:
-            instance, ts = str(record["instance"]), int(record["ts"])
-            known = self._entries.get(instance)
-            if known is not None and ts < known.last_seen:
-                return
-            if record.get("stopped"):
-                self._entries.pop(instance, None)
-                return
-            node = record.get("node")
-            self._entries[instance] = ProcessState(
-                instance=instance, part=str(record["part"]), node=None if node is None else str(node),
-                host=str(record["host"]), pid=int(record["pid"]), ops_url=str(record["ops_url"]),
-                started=int(record["started"]), ready=bool(record["ready"]),
-                not_ready={str(k): str(v) for k, v in dict(record.get("not_ready") or {}).items()},
-                interval=float(record["interval"]), last_seen=ts,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("ignoring a malformed heartbeat record (%s: %s)", type(exc).__name__, exc)
+    def apply(self, record: Heartbeat) -> None:
+        """Take one heartbeat (or ``stopped``) record; an older heartbeat than the one kept (reordered, or
+        read back after a restart) changes nothing."""
+        known = self._entries.get(record.instance)
+        if known is not None and record.ts < known.last_seen:
+            return
+        if record.stopped:
+            self._entries.pop(record.instance, None)
+            return
+        self._entries[record.instance] = ProcessState(
+            instance=record.instance, part=record.part, node=record.node, host=record.host, pid=record.pid,
+            ops_url=record.ops_url, started=record.started, ready=record.ready, not_ready=dict(record.not_ready),
+            interval=record.interval, last_seen=record.ts,
+        )
 
     def status(self, state: ProcessState, now: float) -> Status:
         if now - state.last_seen > MISSING_AFTER * state.interval * 1000:
@@ -110,11 +100,5 @@ class ProcessFollower(BusWorker):
         self.table = table
 
     async def process(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                value = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                log.warning("ignoring a heartbeat that is not JSON (offset %d)", record.offset)
-                continue
-            if isinstance(value, dict):
-                self.table.apply(value)
+        for heartbeat in HEARTBEAT_RECORDS.read_all(records):
+            self.table.apply(heartbeat)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
 
+from chatmq.core.records import Connected, ConnectionEvent, NodeStarted, Offline, Online
+from chatmq.core.records import Presence as PresenceRecord
 from chatmq.services.store.base import Store
 
 
@@ -33,14 +34,13 @@ class Presence:
 class Registry(abc.ABC):
     """Where each online user is, fed with ``chat.presence`` records in order per user."""
 
-    async def update(self, record: dict[str, Any]) -> bool:
+    async def update(self, record: PresenceRecord) -> bool:
         """Apply one presence record; True when it changed the registry."""
-        node, epoch = record["node"], int(record["epoch"])
-        if record["event"] == "node_started":
-            return await self.forget_node(node, epoch) > 0
-        if record["event"] == "online":
-            return await self.set_online(record["user"], node, epoch)
-        return await self.set_offline(record["user"], node, epoch)
+        if isinstance(record, NodeStarted):
+            return await self.forget_node(record.node, record.epoch) > 0
+        if isinstance(record, Online):
+            return await self.set_online(record.user, record.node, record.epoch)
+        return await self.set_offline(record.user, record.node, record.epoch)
 
     @abc.abstractmethod
     async def set_online(self, user: str, node: str, epoch: int) -> bool: ...
@@ -88,10 +88,10 @@ class SessionRegistry(Registry):
         self._by_user: dict[str, Presence] = {}
 
     async def set_online(self, user: str, node: str, epoch: int) -> bool:
-        return self.apply({"event": "online", "user": user, "node": node, "epoch": epoch})
+        return self.apply(Online(user, node, epoch))
 
     async def set_offline(self, user: str, node: str, epoch: int) -> bool:
-        return self.apply({"event": "offline", "user": user, "node": node, "epoch": epoch})
+        return self.apply(Offline(user, node, epoch))
 
     async def forget_node(self, node: str, before_epoch: int) -> int:
         stale = [p.user for p in self._by_user.values() if p.node == node and p.epoch < before_epoch]
@@ -105,11 +105,11 @@ class SessionRegistry(Registry):
     async def online_count(self) -> int:
         return len(self._by_user)
 
-    def apply(self, record: dict[str, Any]) -> bool:
+    def apply(self, record: Online | Offline) -> bool:
         """Apply one ``online``/``offline`` record at once (synchronously); True when it changed the registry."""
-        user, node, epoch = record["user"], record["node"], int(record["epoch"])
+        user, node, epoch = record.user, record.node, record.epoch
         current = self._by_user.get(user)
-        if record["event"] == "online":
+        if isinstance(record, Online):
             if current is not None and current.epoch > epoch:
                 return False
             self._by_user[user] = Presence(user, node, epoch)
@@ -148,20 +148,20 @@ class ConnectionTable:
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], Connection] = {}
 
-    def apply(self, record: dict[str, Any]) -> None:
+    def apply(self, record: ConnectionEvent) -> None:
         """Apply a ``connected``/``disconnected`` record, or a ``node_started`` (the node's earlier
         connections are gone)."""
-        if record["event"] == "node_started":
-            for key in [k for k in self._by_key if k[0] == record["node"]]:
+        if isinstance(record, NodeStarted):
+            for key in [k for k in self._by_key if k[0] == record.node]:
                 del self._by_key[key]
             return
-        key = (record["node"], record["client_id"])
-        if record["event"] == "connected":
-            self._by_key[key] = Connection(record["kind"], record["id"], record["client_id"], record["node"],
-                                           record.get("transport") or "tcp", int(record["ts"]))
+        key = (record.node, record.client_id)
+        if isinstance(record, Connected):
+            self._by_key[key] = Connection(record.kind, record.id, record.client_id, record.node,
+                                           record.transport or "tcp", record.ts)
         else:
             current = self._by_key.get(key)
-            if current is not None and current.id == record["id"]:
+            if current is not None and current.id == record.id:
                 del self._by_key[key]
 
     def all(self) -> list[Connection]:

@@ -18,6 +18,7 @@ who was offline) are removed once replayed (``remove_notices``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,9 +90,10 @@ class Group:
 class NewMessage:
     """A message the router accepts: one history row plus one pending item per recipient.
 
-    ``envelopes`` maps each recipient user id to the exact inbox envelope stored as that
-    recipient's pending item (a 1:1 message has one recipient; a group message one per
-    member except the sender).
+    ``body`` is the message body's JSON (the client's bytes, validated at the edge); ``envelopes``
+    maps each recipient user id to the exact inbox envelope (JSON bytes, made once at accept time)
+    stored as that recipient's pending item and delivered as it is (a 1:1 message has one
+    recipient; a group message one per member except the sender).
     """
 
     server_id: str
@@ -100,9 +102,9 @@ class NewMessage:
     to: str | None
     group: str | None
     conversation: str
-    body: dict[str, Any]
+    body: bytes
     ts: int  # ms
-    envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    envelopes: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +135,27 @@ class AcceptResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Where a receipt for a message goes and whom the message was for: ``sender`` gets the
+    receipt; ``to`` is the recipient of a 1:1 message (None for a group message), ``group`` the
+    group of a group message."""
+
+    server_id: str
+    sender: str
+    to: str | None
+    group: str | None
+
+    @classmethod
+    def of(cls, message: StoredMessage) -> Route:
+        return cls(message.server_id, message.sender, message.to, message.group)
+
+
+@dataclass(frozen=True, slots=True)
 class PendingItem:
     seq: int
     item_id: str
     kind: Literal["message", "notice"]
-    envelope: dict[str, Any]
+    envelope: bytes  # the inbox envelope's JSON, as stored
 
 
 class UserStore(abc.ABC):
@@ -278,6 +296,13 @@ class MessageStore(abc.ABC):
         A repeated (sender, client_id) inside the batch counts as a duplicate of the first."""
 
     @abc.abstractmethod
+    async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """Add ``messages`` straight to history, with their dedupe claims and no pending items: bulk
+        loading (imports, and ``chatmq bench chat --prefill``). One transaction per call where the
+        backend has them. A server id or (sender, client_id) already stored fails with ``StoreError``
+        (on MongoDB the messages before it in the call may stay)."""
+
+    @abc.abstractmethod
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
         """The stored messages among ``server_ids`` (unknown ids are skipped)."""
 
@@ -295,21 +320,34 @@ class PendingStore(abc.ABC):
     """The store's role: what waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
     @abc.abstractmethod
-    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Append ``(user_id, item_id, envelope)`` notice items to users' pending queues."""
+    async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
+        """Append ``(user_id, item_id, envelope JSON)`` notice items to users' pending queues."""
 
     @abc.abstractmethod
     async def pending(self, user_id: str, after_seq: int, limit: int) -> list[PendingItem]:
         """Up to ``limit`` of the user's pending items with seq > ``after_seq``, in seq order."""
 
     @abc.abstractmethod
-    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
-        """``(user_id, envelope)`` of every pending ``message`` item among ``server_ids`` (whoever
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, bytes]]:
+        """``(user_id, envelope JSON)`` of every pending ``message`` item among ``server_ids`` (whoever
         holds it), in seq order: what a message still owes its recipients."""
 
     @abc.abstractmethod
+    async def take_pending(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        """For each ``(user_id, server_ids)``, remove the user's pending ``message`` items among
+        ``server_ids`` and return the routes of those removed, in the order of ``server_ids``: what a
+        ``delivered`` receipt does, for a whole batch of receipts at once (one transaction where the
+        backend has them). Touches only the pending working set, never history."""
+
+    @abc.abstractmethod
+    async def held_routes(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        """As ``take_pending`` without removing anything: the routes of the pending ``message`` items
+        each user holds among its ``server_ids`` (for ``read`` receipts)."""
+
     async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
         """Remove the user's pending ``message`` items among ``server_ids``; returns the removed ids."""
+        [taken] = await self.take_pending([(user_id, server_ids)])
+        return [r.server_id for r in taken]
 
     @abc.abstractmethod
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
@@ -365,3 +403,11 @@ class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Readiness: raise ``StoreError`` saying why when the store cannot answer."""
+
+    async def commit_batch(self, messages: list[NewMessage],
+                           confirms: list[tuple[str, list[str]]]) -> tuple[list[AcceptResult], list[list[Route]]]:
+        """A router batch's writes: ``accept_messages(messages)``, then ``take_pending(confirms)`` (its
+        ``delivered`` receipts), as one unit of work where the backend has transactions (one hand-off
+        and one commit per batch however few messages it holds, so a paced load pays no more per
+        message than a saturating one), one after the other where it does not."""
+        return await self.accept_messages(messages), await self.take_pending(confirms)

@@ -7,20 +7,39 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
+from chatmq.services.store.base import Route
+
 T = TypeVar("T")
 
 
-def json_text(value: Mapping[str, Any]) -> str:
-    """A JSON object as compact text (bodies and envelopes are stored as text: exact round trips)."""
-    return orjson.dumps(value).decode()
-
-
 def json_object(text: str) -> dict[str, Any]:
-    """The JSON object stored by ``json_text``."""
+    """The JSON object of a stored body (bodies and envelopes are stored as JSON text, the bytes made at
+    accept time: exact round trips)."""
     return cast(dict[str, Any], orjson.loads(text))
+
+
+def body_text(body: bytes | Mapping[str, Any]) -> str:
+    """A message body as stored: the client's JSON bytes as text (a new message), or a history
+    body (an imported one) encoded."""
+    return body.decode() if isinstance(body, bytes) else orjson.dumps(body).decode()
 
 
 def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def held_route(user_id: str, server_id: str, envelope: str) -> Route:
+    """The route of the pending ``message`` item ``server_id`` held by ``user_id``, from its stored
+    inbox envelope (``from``, ``group``): a group copy was for the group, any other for the user."""
+    env = json_object(envelope)
+    group = env.get("group")
+    return Route(server_id, str(env["from"]), None if group is not None else user_id,
+                 None if group is None else str(group))
+
+
+def in_order(ids: Sequence[str], routes: Iterable[Route]) -> list[Route]:
+    """``routes`` in the order of ``ids`` (each id once)."""
+    by_id = {r.server_id: r for r in routes}
+    return [by_id[i] for i in ids if i in by_id]

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
-
-import orjson
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import EnvelopeError
 from chatmq.core.metrics import INFLUX_POINTS
 from chatmq.core.readings import validate_reading
+from chatmq.core.records import TELEMETRY_RECORDS, BadRecord, TelemetryRecord
 from chatmq.core.topics import TELEMETRY
 from chatmq.core.worker import BusWorker
 from chatmq.services.telemetry.writer import InfluxWriter, line
@@ -32,23 +30,17 @@ from chatmq.services.telemetry.writer import InfluxWriter, line
 log = logging.getLogger(__name__)
 
 
-def reading_point(record: Mapping[str, Any], measurement: str,
+def reading_point(record: TelemetryRecord, measurement: str,
                   extra_tags: Mapping[str, str] | None = None) -> str:
     """The point (line protocol) of one ``chat.telemetry`` record; ``ValueError`` when it is not a valid one."""
-    device, owner, reading, received = (record.get("device"), record.get("owner"), record.get("reading"),
-                                        record.get("ts"))
-    if not isinstance(device, str) or not device:
+    if not record.device:
         raise ValueError("record has no device")
-    if not isinstance(reading, dict):
-        raise ValueError("record has no reading object")
-    if isinstance(received, bool) or not isinstance(received, int):
-        raise ValueError("record has no receive time")
     try:
-        valid = validate_reading(reading, now=received)
+        valid = validate_reading(dict(record.reading), now=record.ts)
     except EnvelopeError as exc:
         raise ValueError(exc.reason) from exc
-    tags = {**(extra_tags or {}), "device": device, "owner": owner if isinstance(owner, str) else ""}
-    return line(measurement, tags, valid.fields, valid.ts if valid.ts is not None else received)
+    tags = {**(extra_tags or {}), "device": record.device, "owner": record.owner or ""}
+    return line(measurement, tags, valid.fields, valid.ts if valid.ts is not None else record.ts)
 
 
 class TelemetryWorker(BusWorker):
@@ -68,11 +60,8 @@ class TelemetryWorker(BusWorker):
         points: list[str] = []
         for record in records:
             try:
-                value = orjson.loads(record.value)
-                if not isinstance(value, dict):
-                    raise ValueError("record is not a JSON object")
-                points.append(reading_point(value, self.measurement, self._extra_tags))
-            except ValueError as exc:  # orjson.JSONDecodeError is one
+                points.append(reading_point(TELEMETRY_RECORDS.read(record), self.measurement, self._extra_tags))
+            except (BadRecord, ValueError) as exc:
                 self.skipped += 1
                 INFLUX_POINTS.labels("invalid").inc()
                 log.warning("skipping telemetry record %s/%d@%d: %s", record.topic, record.partition,

@@ -110,10 +110,38 @@ def test_payload_over_the_limit_is_too_large(users: Users) -> None:
     alice, bob = users(), users()
     cid = alice.send(bob.uid, {"blob": "x" * (64 * 1024)})
     err = alice.wait_for(lambda: alice.errors, TIMEOUT)[0]
-    assert (err["code"], err["client_id"]) == ("too_large", None)
+    assert (err["code"], err["client_id"]) == ("too_large", cid)  # the id is read even from a payload too large
     assert cid not in alice.acks
     alice.wait_ack(alice.send(bob.uid, "small"), TIMEOUT)
     assert [m["body"] for m in bob.wait_messages(1, TIMEOUT)] == [{"text": "small"}]
+
+
+def _nested(levels: int) -> bytes:
+    """A JSON object nesting ``levels`` deep (the object itself is level 1)."""
+    return b'{"a":' * (levels - 1) + b"{}" + b"}" * (levels - 1)
+
+
+@pytest.mark.parametrize("levels", [251, 252, 300, 8000])
+def test_poison_deeply_nested_body_is_refused_not_acked(server: Deployment, users: Users, levels: int) -> None:
+    """A body nested past ``envelope_max_depth`` (orjson cannot encode past 254 levels): an error, no ack,
+    nothing stored, and the recipient's other messages still arrive, on replay and live."""
+    alice, bob = users(), users(connect=False)  # bob is offline: a stored poison would block his replay
+    alice.wait_ack(alice.send(bob.uid, "before"), TIMEOUT)
+    cid = f"poison-{levels}"
+    alice.send_raw(b'{"type":"message","id":"%s","to":"%s","body":%s}' % (cid.encode(), bob.uid.encode(),
+                                                                          _nested(levels)))
+    err = alice.wait_for(lambda: [e for e in alice.errors if e.get("client_id") == cid], TIMEOUT)[0]
+    assert err["code"] == "invalid_envelope"
+    assert "deeper than 32 levels" in err["reason"]
+    alice.wait_ack(alice.send(bob.uid, "after"), TIMEOUT)
+    assert cid not in alice.acks
+    assert cid not in {m["client_id"] for m in alice.history(bob.uid)["messages"]}
+
+    bob.connect()  # replay
+    assert [m["body"]["text"] for m in bob.wait_messages(2, TIMEOUT)] == ["before", "after"]
+    alice.wait_ack(alice.send(bob.uid, "live"), TIMEOUT)
+    assert [m["body"]["text"] for m in bob.wait_messages(3, TIMEOUT)][2:] == ["live"]
+    assert "Traceback" not in server.log()
 
 
 def test_garbage_on_the_mqtt_and_websocket_ports_harms_no_one(server: Deployment, users: Users) -> None:

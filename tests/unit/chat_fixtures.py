@@ -6,7 +6,8 @@ Everything here is real: a started ``MemoryBus`` with every chatmq topic declare
 delivery topics of both nodes), so the services' own consumer groups are left alone.
 
 Outbox records are built the way ``NodeGateway.published`` builds them (the envelope is
-parsed by ``parse_outbox`` and dumped back), so the services see exactly what a node sends.
+parsed by ``parse_outbox`` into the typed ``Outbox`` record), so the services see exactly what a
+node sends; ``record`` builds a record from JSON, as a Kafka consumer would get it.
 Each test module wraps ``open_chat`` in its own small fixture.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from chatmq.bridges.gateway import NodeGateway
@@ -27,7 +29,8 @@ from chatmq.broker.identity import Identity, outbox_topic
 from chatmq.core import ids
 from chatmq.core.bus.base import Record
 from chatmq.core.bus.memory import MemoryBus, MemoryConsumer
-from chatmq.core.envelopes import dumps, message_envelope, parse_outbox
+from chatmq.core.envelopes import MessageIn, message_envelope, parse_outbox
+from chatmq.core.records import DELIVERIES, BusItem, Notice, Offline, Online, Outbox, encode
 from chatmq.core.topics import GROUP_OUTBOX, NOTICES, OUTBOX, PRESENCE, deliver_topic, topic_specs
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
@@ -44,9 +47,17 @@ MAX_PAYLOAD = 64 * 1024
 _offsets = itertools.count()
 
 
-def record(topic: str, key: str, value: dict[str, Any]) -> Record:
-    """A record as a consumer would get it (for calling ``process`` directly)."""
+def record(topic: str, key: str, value: dict[str, Any] | BusItem) -> Record:
+    """A record as a consumer would get it (for calling ``process`` directly): a dict as JSON (as from
+    Kafka), a typed record as the object itself (as from the in-process bus)."""
+    if isinstance(value, BusItem):
+        return Record(topic, 0, next(_offsets), key.encode(), b"", value)
     return Record(topic, 0, next(_offsets), key.encode(), orjson.dumps(value))
+
+
+def wire(r: Record) -> Any:
+    """The JSON of a record as the Kafka bus would carry it (a typed record encoded)."""
+    return orjson.loads(r.value if r.item is None else encode(r.item))  # type: ignore[arg-type]
 
 
 def message(client_id: str, *, to: str | None = None, group: str | None = None, text: str = "hi") -> dict[str, Any]:
@@ -66,23 +77,23 @@ def receipt(status: str, server_ids: list[str]) -> dict[str, Any]:
 
 def outbox_record(sender: str, env: dict[str, Any], node: str = NODE) -> Record:
     """The bus record ``NodeGateway.published`` makes of ``env`` from ``sender`` on ``node``."""
-    parsed = parse_outbox(dumps(env), MAX_PAYLOAD).model_dump()
-    value = {"from": sender, "node": node, "env": parsed}
-    if parsed["type"] == "receipt":
+    parsed = parse_outbox(orjson.dumps(env), MAX_PAYLOAD)
+    value = Outbox(sender, node, parsed)
+    if not isinstance(parsed, MessageIn):
         return record(OUTBOX, sender, value)
-    if parsed["group"] is not None:
-        return record(GROUP_OUTBOX, parsed["group"], value)
-    return record(OUTBOX, ids.conversation_key(sender, parsed["to"]), value)
+    if parsed.group is not None:
+        return record(GROUP_OUTBOX, parsed.group, value)
+    return record(OUTBOX, ids.conversation_key(sender, parsed.to or ""), value)
 
 
 def presence_record(event: str, user: str, node: str = NODE, epoch: int = 1) -> Record:
     """A ``chat.presence`` record as the gateway publishes it."""
-    return record(PRESENCE, user, {"event": event, "user": user, "node": node, "epoch": epoch})
+    return record(PRESENCE, user, Online(user, node, epoch) if event == "online" else Offline(user, node, epoch))
 
 
 def notices_record(users: list[str], env: dict[str, Any]) -> Record:
     """A ``chat.notices`` record as ``BusNotifier`` publishes it."""
-    return record(NOTICES, users[0], {"users": users, "env": env})
+    return record(NOTICES, users[0], Notice(users, msgspec.Raw(orjson.dumps(env))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +149,14 @@ class Probe:
 def as_deliveries(r: Record) -> list[Delivery]:
     """The per-user deliveries of one record; a group fan-out record is one per member, with the
     ``to`` the node fills in."""
-    item = orjson.loads(r.value)
+    item = DELIVERIES.read(r)
     node = r.topic.removeprefix("chat.deliver.")
-    if "users" in item:
-        return [Delivery(node, r.key.decode(), user, [{**item["env"], "to": user}], None, None)
-                for user in item["users"]]
-    return [Delivery(node, r.key.decode(), item["user"], item["envs"], item.get("replay"), item.get("epoch"))]
+    if item.users is not None:
+        return [Delivery(node, r.key.decode(), user, [{**orjson.loads(bytes(item.env)), "to": user}], None, None)
+                for user in item.users]
+    assert item.user is not None
+    return [Delivery(node, r.key.decode(), item.user, [orjson.loads(bytes(e)) for e in item.envs], item.replay,
+                     item.epoch)]
 
 
 def envs_of(deliveries: list[Delivery], user: str, node: str | None = None) -> list[dict[str, Any]]:
@@ -158,7 +171,7 @@ async def through_gateway(chat: Chat, worker: BusWorker, sender: str, envelope: 
     gateway = NodeGateway(chat.bus, NODE, MAX_PAYLOAD)
     await worker.start()
     try:
-        await gateway.published(Identity("user", sender), outbox_topic(sender), dumps(envelope))
+        await gateway.published(Identity("user", sender), outbox_topic(sender), orjson.dumps(envelope))
         return await chat.wait_deliveries(deliveries)
     finally:
         await worker.stop()
@@ -204,7 +217,7 @@ class Chat:
 
     def online(self, user: str, node: str = NODE, epoch: int = 1) -> None:
         """Tell the registry that ``user`` is on ``node``."""
-        assert self.registry.apply({"event": "online", "user": user, "node": node, "epoch": epoch})
+        assert self.registry.apply(Online(user, node, epoch))
 
     async def deliveries(self) -> list[Delivery]:
         """The delivery records that arrived since the last call."""
@@ -228,10 +241,10 @@ class Chat:
     async def commit_message(self, sender: str, to: str, client_id: str, text: str = "hi") -> str:
         """A 1:1 message committed straight into the store (pending for ``to``); returns its server id."""
         sid, ts = ids.server_id(), ids.now_ms()
-        env = message_envelope(sid, client_id, sender, to, None, {"text": text}, ts)
+        body = orjson.dumps({"text": text})
+        env = message_envelope(sid, client_id, sender, to, None, msgspec.Raw(body), ts)
         [result] = await self.store.accept_messages([
-            NewMessage(sid, client_id, sender, to, None, ids.conversation_key(sender, to), {"text": text}, ts,
-                       {to: env})
+            NewMessage(sid, client_id, sender, to, None, ids.conversation_key(sender, to), body, ts, {to: env})
         ])
         assert not result.duplicate
         return sid

@@ -78,8 +78,8 @@ async def test_stats(api: ApiHarness) -> None:
                                Connection("user", root, "c2", "n2", "ws", 2),
                                Connection("device", "d1", "d1", "n2", "tcp", 3)]
     await api.store.create_device("d1", alice, "sensor", "h")
-    await api.store.accept_messages([NewMessage("s1", "c1", root, alice, None, f"{alice}:{root}", {"t": 1}, 1,
-                                                {alice: {"type": "message"}})])
+    await api.store.accept_messages([NewMessage("s1", "c1", root, alice, None, f"{alice}:{root}", b'{"t":1}', 1,
+                                                {alice: b'{"type":"message"}'})])
     r = await api.client.get(f"{V1}/admin/stats", headers=api.auth(root))
     assert r.json() == {"users": 2, "connections": 3, "online_users": 1, "pending_messages": 1,
                         "messages_stored": 1, "devices": 1, "user_connections": 2, "device_connections": 1,

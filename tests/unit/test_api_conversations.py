@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
+import orjson
 import pytest
 
 from chatmq.core import ids
@@ -30,8 +32,9 @@ async def _send(api: ApiHarness, sender: str, *, to: str | None = None, group: s
         targets = recipients if recipients is not None else [to] if to else []
         batch.append(NewMessage(
             server_id=sid, client_id=cid, sender=sender, to=to, group=group,
-            conversation=conversation_key(sender, to, group), body=body, ts=ts,
-            envelopes={r: message_envelope(sid, cid, sender, r, group, body, ts) for r in targets},
+            conversation=conversation_key(sender, to, group), body=orjson.dumps(body), ts=ts,
+            envelopes={r: message_envelope(sid, cid, sender, r, group, msgspec.Raw(orjson.dumps(body)), ts)
+                       for r in targets},
         ))
     results = await api.store.accept_messages(batch)
     assert not any(r.duplicate for r in results)

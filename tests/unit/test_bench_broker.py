@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import typer
 from amqtt.broker import Broker
 from typer.testing import CliRunner
 
@@ -560,3 +564,24 @@ def test_half_rate_rows_report_p99_lower_is_better() -> None:
     row = bb.RowResult("qos1_half", "QoS 1 relay at half its max rate", "p99 ms", slow, fast)
     assert row.ratio == 0.5
     assert bb.format_figure(fast, "p99 ms") == "p99 4.0 ms"
+
+
+def test_a_bench_error_ends_a_command_with_exit_1_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as info, bb.bench_command("server stopped"):
+        raise bb.BenchError("the server did not start")
+    assert info.value.exit_code == 1
+    assert capsys.readouterr().err == "bench: the server did not start\n"
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(capsys: pytest.CaptureFixture[str]) -> None:
+    def terminated() -> None:
+        with bb.bench_command("server stopped"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal interrupts this
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(typer.Exit) as info:
+        terminated()
+    assert info.value.exit_code == 130
+    assert capsys.readouterr().err == "bench: interrupted; server stopped\n"
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -4,6 +4,11 @@ measures it (``docs/benchmarks.md``); ``tests/e2e/test_bench_chat.py`` runs it."
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from chatmq.bench import bench_chat
 from chatmq.bench.bench_chat import (
     ROWS,
     BenchUser,
@@ -14,9 +19,13 @@ from chatmq.bench.bench_chat import (
     merge_postgres,
     pair_targets,
     percentile,
+    prefill_store,
     report_markdown,
     rows_from_json,
+    stored_messages,
 )
+from chatmq.core.settings import Settings
+from chatmq.run.admin import open_store
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -66,3 +75,26 @@ def test_postgresql_processes_are_one_line_counted_with_the_servers() -> None:
     assert "| chatmq processes: ms per message | 0.100 |" in cpu
     row.cpu_ms_per_message = {"n1": 0.1, "ferretdb": 2.0}
     assert "| Kafka, FerretDB, nginx: ms per message | 2.000 |" in cpu_table([row])
+
+
+async def test_prefill_stores_history_in_chunks_with_a_progress_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_chat, "PREFILL_CHUNK", 40)
+    settings = Settings.load(None, data_dir=tmp_path, mongo_url=None)
+    await prefill_store(settings, 100)
+
+    assert [line.split(" messages")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "bench: prefill: 40/100", "bench: prefill: 80/100", "bench: prefill: 100/100"]
+    async with open_store(settings) as store:
+        assert await store.count_messages() == 100
+        assert await store.count_pending() == 0
+        [first] = await store.history(stored_messages(0, 1)[0].conversation, None, 1)
+        assert first.client_id.startswith("prefill.")
+
+
+def test_the_report_line_names_the_prefill() -> None:
+    meta = {"mode": "embedded", "run": "full", "started": "2026-01-01T00:00:00+00:00", "commit": "abc",
+            "load": {"pairs": 10, "group_size": 5, "duration": 3.0, "window": 20, "prefill": 1_000_000},
+            "machine": {"cores": 2, "cpu": "x", "python": "3.11"}}
+    assert "1,000,000 messages stored before the run" in report_markdown([], meta)

@@ -10,6 +10,7 @@ import pytest
 from chatmq.core.bus.memory import MemoryBus
 from chatmq.core.control import announce_takeover
 from chatmq.core.ids import now_ms
+from chatmq.core.records import Connected
 from chatmq.core.topics import CONTROL, topic_specs
 from chatmq.services.registry.control import BusSessionControl, ControlWorker
 from chatmq.services.registry.sessions import ConnectionTable, SessionRegistry
@@ -47,9 +48,8 @@ async def eventually(check: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def connection(node: str, client_id: str, principal: str) -> dict[str, object]:
-    return {"event": "connected", "kind": "user", "id": principal, "client_id": client_id, "node": node,
-            "transport": "tcp", "ts": now_ms()}
+def connection(node: str, client_id: str, principal: str) -> Connected:
+    return Connected("user", principal, client_id, node, "tcp", now_ms())
 
 
 async def test_kick_goes_to_the_node_holding_the_session(bus: MemoryBus) -> None:

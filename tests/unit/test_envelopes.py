@@ -1,14 +1,29 @@
 """Outbox envelope parsing and the error codes of the contract."""
 
+import msgspec
+import orjson
 import pytest
 
-from chatmq.core.envelopes import EnvelopeError, MessageIn, ReceiptIn, parse_outbox
+from chatmq.core.envelopes import (
+    EnvelopeError,
+    EnvelopeLimits,
+    MessageIn,
+    ReceiptIn,
+    ack_envelope,
+    address,
+    envelope_type,
+    error_envelope,
+    message_envelope,
+    message_id,
+    message_ts,
+    parse_outbox,
+)
 
 
 def test_message_to_user() -> None:
     env = parse_outbox(b'{"type":"message","id":"c1","to":"u1","body":{"text":"hi"}}', 1000)
     assert isinstance(env, MessageIn)
-    assert (env.id, env.to, env.group, env.body) == ("c1", "u1", None, {"text": "hi"})
+    assert (env.id, env.to, env.group, orjson.loads(bytes(env.body))) == ("c1", "u1", None, {"text": "hi"})
 
 
 def test_receipt() -> None:
@@ -49,3 +64,71 @@ def test_client_id_of() -> None:
     assert client_id_of(b'{"id":5}') is None
     assert client_id_of(b"[]") is None
     assert client_id_of(b"\xff") is None
+
+
+# --- bounds, checked before anything is stored or acked -----------------------------------------
+
+LIMITS = EnvelopeLimits(max_payload=64 * 1024, max_depth=4, max_string=10, max_items=3, max_keys=3)
+
+
+def _message(body: bytes, cid: str = "c1") -> bytes:
+    return b'{"type":"message","id":"%s","to":"u1","body":%s}' % (cid.encode(), body)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a":{"b":{"c":{}}}}', b'{"a":[[[1]]]}', b'{"s":"0123456789"}', b'{"a":[1,2,3]}', b'{"a":1,"b":2,"c":3}',
+    b'{"s":"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9"}',  # 10 characters, 60 bytes
+])
+def test_a_body_at_every_bound_is_accepted(body: bytes) -> None:
+    env = parse_outbox(_message(body), LIMITS)
+    assert isinstance(env, MessageIn)
+    assert bytes(env.body) == body
+
+
+@pytest.mark.parametrize(("body", "code", "words"), [
+    (b'{"a":{"b":{"c":{"d":{}}}}}', "invalid_envelope", "deeper than 4 levels"),
+    (b'{"a":[[[[1]]]]}', "invalid_envelope", "deeper than 4 levels"),
+    (b'{"s":"01234567890"}', "too_large", "string of 11 characters"),
+    (b'{"01234567890":1}', "too_large", "string of 11 characters"),
+    (b'{"a":[1,2,3,4]}', "too_large", "array of 4 items"),
+    (b'{"a":1,"b":2,"c":3,"d":4}', "too_large", "object of 4 keys"),
+    (b'{"a":' * 400 + b"1" + b"}" * 400, "invalid_envelope", "deeper than 4 levels"),  # past any decoder's limit
+    (b'{"a":1e400}', "invalid_envelope", "out of range"),  # valid JSON no double holds: orjson cannot read it
+    (b'{"a":-1' + b"0" * 400 + b'.5}', "invalid_envelope", "out of range"),
+])
+def test_a_body_past_a_bound_is_refused_with_the_client_id(body: bytes, code: str, words: str) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_outbox(_message(body, "c7"), LIMITS)
+    assert (info.value.code, info.value.client_id) == (code, "c7")
+    assert words in info.value.reason
+
+
+def test_the_default_depth_bound_leaves_room_for_every_hop_to_encode_it_again() -> None:
+    """Whatever is accepted nests well inside orjson's 254 levels even wrapped in a bus record."""
+    deepest = b'{"a":' * 31 + b"{}" + b"}" * 31
+    env = parse_outbox(_message(deepest), 64 * 1024)
+    assert isinstance(env, MessageIn)
+    wrapped = {"user": "u1", "envs": [{"type": "message", "body": orjson.loads(bytes(env.body))}]}
+    assert orjson.loads(orjson.dumps(wrapped)) == wrapped
+    with pytest.raises(EnvelopeError):
+        parse_outbox(_message(b'{"a":' * 32 + b"{}" + b"}" * 32), 64 * 1024)
+
+
+def test_the_client_id_is_read_from_a_payload_too_deep_to_decode() -> None:
+    payload = b'{"type":"message","body":' + b"[" * 5000 + b"]" * 5000 + b',"to":"u1","id":"c-deep"}'
+    with pytest.raises(EnvelopeError) as info:
+        parse_outbox(payload, 64 * 1024)
+    assert (info.value.code, info.value.client_id) == ("invalid_envelope", "c-deep")
+
+
+def test_inbox_envelopes_are_read_without_parsing() -> None:
+    body = msgspec.Raw(b'{"to":null,"text":"\\"to\\":null"}')
+    template = message_envelope("s1", "c1", "ua", None, "g1", body, 1767225600000)
+    addressed = address(template, "ub")
+    assert orjson.loads(addressed) == {"type": "message", "id": "s1", "client_id": "c1", "from": "ua", "to": "ub",
+                                       "group": "g1", "body": {"to": None, "text": '"to":null'}, "ts": 1767225600000}
+    assert (envelope_type(addressed), message_id(addressed), message_ts(addressed)) == ("message", "s1",
+                                                                                        1767225600000)
+    ack = ack_envelope("c1", "s1", 5)
+    assert (envelope_type(ack), message_id(ack), message_ts(ack)) == ("ack", None, None)
+    assert envelope_type(error_envelope("too_large", "x")) == "error"

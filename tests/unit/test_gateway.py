@@ -6,15 +6,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.identity import Identity, outbox_topic, telemetry_topic
 from chatmq.core.bus.base import Record
-from chatmq.core.envelopes import EnvelopeError, ack_envelope, dumps, message_envelope, receipt_envelope
+from chatmq.core.envelopes import EnvelopeError, ack_envelope, message_envelope, receipt_envelope
 from chatmq.core.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
-from tests.unit.chat_fixtures import NODE, Chat, Probe, eventually, message, open_chat, receipt, record
+from tests.unit.chat_fixtures import NODE, Chat, Probe, eventually, message, open_chat, receipt, record, wire
 
 MAX = 1024
 ALICE, BOB = "ub-alice", "ua-bob"  # sorted, BOB comes first
@@ -64,11 +65,12 @@ def gateway(chat: Chat, sink: RecordingSink) -> NodeGateway:
 
 
 def _value(r: Record) -> Any:
-    return orjson.loads(r.value)
+    return wire(r)
 
 
 def _msg(server_id: str, to: str = ALICE, sender: str = BOB) -> dict[str, Any]:
-    return message_envelope(server_id, "c-" + server_id, sender, to, None, {"text": server_id}, 1)
+    body = msgspec.Raw(orjson.dumps({"text": server_id}))
+    return dict(orjson.loads(message_envelope(server_id, "c-" + server_id, sender, to, None, body, 1)))
 
 
 def _live(user: str, *envs: dict[str, Any]) -> Record:
@@ -97,7 +99,8 @@ async def _subscribe(gateway: NodeGateway, bus_probe: Probe, user: str, conn: ob
 async def test_one_to_one_message_goes_to_outbox_keyed_by_the_sorted_pair(
     gateway: NodeGateway, bus_probe: Probe
 ) -> None:
-    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c1", to=BOB, text="yo")))
+    payload = orjson.dumps(message("c1", to=BOB, text="yo"))
+    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), payload)
 
     [r] = await bus_probe.drain()
     assert (r.topic, r.key) == (OUTBOX, f"{BOB}:{ALICE}".encode())
@@ -106,7 +109,7 @@ async def test_one_to_one_message_goes_to_outbox_keyed_by_the_sorted_pair(
 
 
 async def test_group_message_goes_to_group_outbox_keyed_by_group(gateway: NodeGateway, bus_probe: Probe) -> None:
-    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c1", group="g42")))
+    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(message("c1", group="g42")))
 
     [r] = await bus_probe.drain()
     assert (r.topic, r.key) == (GROUP_OUTBOX, b"g42")
@@ -115,7 +118,7 @@ async def test_group_message_goes_to_group_outbox_keyed_by_group(gateway: NodeGa
 
 
 async def test_receipt_goes_to_outbox_keyed_by_user(gateway: NodeGateway, bus_probe: Probe) -> None:
-    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(receipt("read", ["s1", "s2"])))
+    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(receipt("read", ["s1", "s2"])))
 
     [r] = await bus_probe.drain()
     assert (r.topic, r.key) == (OUTBOX, ALICE.encode())
@@ -130,7 +133,7 @@ async def test_receipt_goes_to_outbox_keyed_by_user(gateway: NodeGateway, bus_pr
     (b'{"type":"message","id":"c2","body":{}}', "invalid_envelope", "c2"),
     (b'{"type":"message","id":"c3","to":"u1","body":"text"}', "invalid_envelope", "c3"),
     (b'{"type":"receipt","status":"read","ids":[]}', "invalid_envelope", None),
-    (b'{"type":"message","id":"c4","to":"u1","body":{"t":"' + b"x" * MAX + b'"}}', "too_large", None),
+    (b'{"type":"message","id":"c4","to":"u1","body":{"t":"' + b"x" * MAX + b'"}}', "too_large", "c4"),
 ])
 async def test_bad_envelopes_raise_and_publish_nothing(
     gateway: NodeGateway, bus_probe: Probe, payload: bytes, code: str, client_id: str | None
@@ -257,8 +260,8 @@ async def test_live_deliveries_during_replay_are_held_until_done(
     gateway: NodeGateway, bus_probe: Probe, sink: RecordingSink
 ) -> None:
     epoch = await _subscribe(gateway, bus_probe, ALICE, object())
-    ack = ack_envelope("c9", "s9", 5)
-    rcpt = receipt_envelope("read", ["s0"], BOB)
+    ack = orjson.loads(ack_envelope("c9", "s9", 5))
+    rcpt = orjson.loads(receipt_envelope("read", ["s0"], BOB))
 
     await gateway.process([
         _live(ALICE, _msg("s2")),  # committed while the replay runs: also in the replay
@@ -369,7 +372,7 @@ async def test_started_gateway_delivers_from_its_topic(
     finally:
         await gateway.stop()
 
-    assert sink.envs(ALICE) == [_msg("s0"), ack_envelope("c1", "s1", 1)]
+    assert sink.envs(ALICE) == [_msg("s0"), orjson.loads(ack_envelope("c1", "s1", 1))]
     assert chat.bus.lag(f"node.{NODE}") == 0
 
 
@@ -394,7 +397,7 @@ async def test_group_fan_out_fills_in_each_member_and_respects_replays(
     epoch = await _subscribe(gateway, bus_probe, ALICE, object())
     await gateway.process([_done(ALICE, epoch)])
     carol_epoch = await _subscribe(gateway, bus_probe, carol, object())  # carol's replay is under way
-    template = message_envelope("g1", "c-g1", BOB, None, "grp", {"text": "hi all"}, 1)
+    template = orjson.loads(message_envelope("g1", "c-g1", BOB, None, "grp", msgspec.Raw(b'{"text":"hi all"}'), 1))
     fan_out = record(deliver_topic(NODE), "grp", {"users": [ALICE, carol, "ud-not-here"], "env": template})
 
     await gateway.process([fan_out])
@@ -424,7 +427,7 @@ async def test_a_publish_waits_out_a_bus_outage(chat: Chat, bus_probe: Probe) ->
 
     flaky = _FlakyBus(chat.bus, 3, BusError("Kafka is away"))
     g = NodeGateway(flaky, NODE, MAX)  # type: ignore[arg-type]
-    await g.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c1", to=BOB, text="later")))
+    await g.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(message("c1", to=BOB, text="later")))
     assert flaky.failures == 0
     [r] = [r for r in await bus_probe.drain() if r.topic == OUTBOX]
     assert _value(r)["env"]["body"] == {"text": "later"}
@@ -435,8 +438,8 @@ async def test_a_publish_gives_up_after_the_grace_or_on_a_final_error(chat: Chat
 
     g = NodeGateway(_FlakyBus(chat.bus, 100, BusError("Kafka is away")), NODE, MAX, outage_grace=0.5)  # type: ignore[arg-type]
     with pytest.raises(BusError, match="away"):
-        await g.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c1", to=BOB)))
+        await g.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(message("c1", to=BOB)))
     closed = NodeGateway(_FlakyBus(chat.bus, 1, BusClosedError("stopped")), NODE, MAX)  # type: ignore[arg-type]
     with pytest.raises(BusClosedError):
-        await closed.published(Identity("user", ALICE), outbox_topic(ALICE), dumps(message("c2", to=BOB)))
+        await closed.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(message("c2", to=BOB)))
     assert [r for r in await bus_probe.drain() if r.topic == OUTBOX] == []

@@ -10,7 +10,17 @@ import pytest
 
 from chatmq.core import ids
 from chatmq.services.chat.group_router import GroupRouter
-from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, message, open_chat, outbox_record, through_gateway
+from tests.unit.chat_fixtures import (
+    NODE,
+    OTHER_NODE,
+    Chat,
+    envs_of,
+    message,
+    open_chat,
+    outbox_record,
+    through_gateway,
+    wire,
+)
 
 
 @pytest.fixture
@@ -46,7 +56,7 @@ async def test_member_message_is_one_pending_copy_per_other_member(chat: Chat, g
         [item] = await chat.pending(member)
         assert item.kind == "message"
         assert item.item_id == stored.server_id
-        assert item.envelope == {"type": "message", "id": stored.server_id, "client_id": "g1", "from": a,
+        assert orjson.loads(item.envelope) == {"type": "message", "id": stored.server_id, "client_id": "g1", "from": a,
                                  "to": member, "group": gid, "body": {"text": "hello all"}, "ts": stored.ts}
     assert await chat.pending(a) == []  # no copy for the sender
 
@@ -134,7 +144,7 @@ async def test_mixed_batch_keeps_order_and_refuses_only_the_bad_ones(chat: Chat,
     assert [e["client_id"] for e in got_c if e["group"] == gid] == ["a1", "b2", "a3"]
     assert [e["client_id"] for e in got_c if e["group"] == other] == ["b1"]
     assert all(e["to"] == c for e in got_c)
-    assert [i.envelope["client_id"] for i in await chat.pending(c)] == ["a1", "b1", "b2", "a3"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(c)] == ["a1", "b1", "b2", "a3"]
 
 
 async def test_a_group_message_is_one_record_per_node(chat: Chat, group_router: GroupRouter) -> None:
@@ -149,7 +159,7 @@ async def test_a_group_message_is_one_record_per_node(chat: Chat, group_router: 
     await group_router.process([outbox_record(a, message("m1", group=gid))])
 
     records = [r for r in await chat.probe.drain() if r.key == gid.encode()]
-    assert sorted((r.topic, len(orjson.loads(r.value)["users"])) for r in records) == [
+    assert sorted((r.topic, len(wire(r)["users"])) for r in records) == [
         ("chat.deliver.n1", 3), ("chat.deliver.n2", 1)]
     assert len(await chat.pending(members[4])) == 1
 

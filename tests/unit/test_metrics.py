@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
+import msgspec
+import orjson
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
@@ -117,8 +119,8 @@ async def test_the_gateway_counts_what_it_puts_on_the_bus_and_writes_to_connecti
     await gateway.process([record(deliver_topic(NODE), alice.id,
                                   {"user": alice.id, "envs": [], "replay": "done", "epoch": epoch})])
     three_seconds_ago = now_ms() - 3000
-    envs = [message_envelope("s1", "c1", "ua-bob", alice.id, None, {}, three_seconds_ago),
-            ack_envelope("c9", "s2", now_ms())]
+    envs = [orjson.loads(message_envelope("s1", "c1", "ua-bob", alice.id, None, msgspec.Raw(b"{}"), three_seconds_ago)),
+            orjson.loads(ack_envelope("c9", "s2", now_ms()))]
     await gateway.process([record(deliver_topic(NODE), alice.id, {"user": alice.id, "envs": envs})])
 
     assert [e["type"] for e in sink.envs(alice.id)] == ["message", "ack"]

@@ -11,7 +11,17 @@ import pytest
 from chatmq.core.envelopes import event_envelope
 from chatmq.core.topics import NOTICES
 from chatmq.services.chat.notices import BusNotifier, NoticeWorker
-from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, Probe, envs_of, eventually, notices_record, open_chat
+from tests.unit.chat_fixtures import (
+    NODE,
+    OTHER_NODE,
+    Chat,
+    Probe,
+    envs_of,
+    eventually,
+    notices_record,
+    open_chat,
+    wire,
+)
 
 
 @pytest.fixture
@@ -33,7 +43,7 @@ async def test_notifier_puts_the_envelope_on_chat_notices_keyed_by_the_first_use
 
     [r] = records
     assert r.key == b"u2"
-    assert orjson.loads(r.value) == {"users": ["u2", "u1"], "env": env}
+    assert wire(r) == {"users": ["u2", "u1"], "env": env}
 
 
 async def test_worker_delivers_to_online_users_and_keeps_notices_for_offline(chat: Chat) -> None:
@@ -52,7 +62,8 @@ async def test_worker_delivers_to_online_users_and_keeps_notices_for_offline(cha
     assert envs_of(deliveries, a, NODE) == [created]
     assert envs_of(deliveries, b, OTHER_NODE) == [created, renamed]
     assert envs_of(deliveries, c) == []
-    assert [(i.kind, i.envelope) for i in await chat.pending(c)] == [("notice", created), ("notice", renamed)]
+    pending = [(i.kind, orjson.loads(i.envelope)) for i in await chat.pending(c)]
+    assert pending == [("notice", created), ("notice", renamed)]
     assert await chat.pending(a) == []
     assert await chat.pending(b) == []
 
@@ -77,5 +88,5 @@ async def test_started_worker_takes_notices_from_the_notifier(chat: Chat) -> Non
 
     assert envs_of(deliveries, a, NODE) == [env]
     [notice] = await chat.pending(b)
-    assert (notice.kind, notice.envelope) == ("notice", env)
+    assert (notice.kind, orjson.loads(notice.envelope)) == ("notice", env)
     assert chat.bus.lag("notices") == 0

@@ -138,8 +138,8 @@ async def test_the_sampler_counts_pending_messages(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     await store.start()
     try:
-        envelopes = {u: {"type": "message", "id": "s1"} for u in ("u2", "u3")}
-        await store.accept_messages([NewMessage("s1", "c1", "u1", None, "g1", "g1", {"text": "x"}, 1, envelopes)])
+        envelopes = {u: b'{"type":"message","id":"s1"}' for u in ("u2", "u3")}
+        await store.accept_messages([NewMessage("s1", "c1", "u1", None, "g1", "g1", b'{"text":"x"}', 1, envelopes)])
         sampler = PendingSampler(store, 0.02)
         assert REGISTRY.get_sample_value("chatmq_pending_messages") is None  # only where it is counted
         await sampler.start()

@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from chatmq.core.envelopes import ack_envelope, event_envelope, receipt_envelope
+from chatmq.core.envelopes import ack_envelope, encode_event, event_envelope, receipt_envelope
+from chatmq.core.records import Offline, Online
 from chatmq.services.chat.outlet import Outlet
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat
 
@@ -24,7 +26,12 @@ def outlet(chat: Chat) -> Outlet:
     return chat.outlet
 
 
-def _env(n: int) -> dict[str, Any]:
+def _env(n: int) -> bytes:
+    return orjson.dumps(_sent(n))
+
+
+def _sent(n: int) -> dict[str, Any]:
+    """``_env(n)`` as the recipient reads it."""
     return {"type": "message", "id": f"s{n}", "body": {"n": n}}
 
 
@@ -45,9 +52,9 @@ async def test_deliver_groups_envelopes_per_node_and_user_and_returns_offline_us
     # one record per user and node, envelopes in input order, keyed by the user
     assert sorted((d.node, d.user, d.key) for d in deliveries) == [
         (NODE, "u1", "u1"), (NODE, "u2", "u2"), (OTHER_NODE, "u3", "u3")]
-    assert envs_of(deliveries, "u1", NODE) == [_env(1), _env(4)]
-    assert envs_of(deliveries, "u2", NODE) == [_env(5)]
-    assert envs_of(deliveries, "u3", OTHER_NODE) == [_env(2)]
+    assert envs_of(deliveries, "u1", NODE) == [_sent(1), _sent(4)]
+    assert envs_of(deliveries, "u2", NODE) == [_sent(5)]
+    assert envs_of(deliveries, "u3", OTHER_NODE) == [_sent(2)]
     assert all(d.replay is None for d in deliveries)
     assert await chat.store.count_pending() == 0  # deliver stores nothing
 
@@ -59,13 +66,13 @@ async def test_deliver_of_nothing_publishes_nothing(chat: Chat, outlet: Outlet) 
 
 async def test_deliver_follows_the_registry(chat: Chat, outlet: Outlet) -> None:
     chat.online("u1", NODE, epoch=1)
-    chat.registry.apply({"event": "online", "user": "u1", "node": OTHER_NODE, "epoch": 2})  # moved
+    chat.registry.apply(Online("u1", OTHER_NODE, 2))  # moved
     assert await outlet.deliver([("u1", _env(1))]) == []
-    chat.registry.apply({"event": "offline", "user": "u1", "node": OTHER_NODE, "epoch": 2})
+    chat.registry.apply(Offline("u1", OTHER_NODE, 2))
     assert await outlet.deliver([("u1", _env(2))]) == ["u1"]
 
     [d] = await chat.deliveries()
-    assert (d.node, d.envs) == (OTHER_NODE, [_env(1)])
+    assert (d.node, d.envs) == (OTHER_NODE, [_sent(1)])
 
 
 async def test_to_node_answers_the_connection_that_asked(chat: Chat, outlet: Outlet) -> None:
@@ -83,14 +90,14 @@ async def test_notify_delivers_to_online_and_keeps_notices_for_offline(chat: Cha
     chat.online(a, NODE)
     env = event_envelope("member_added", group_id="g1", members=[c], by=a)
 
-    await outlet.notify([a, b, c], env)
+    await outlet.notify([a, b, c], encode_event(env))
 
     deliveries = await chat.deliveries()
     assert envs_of(deliveries, a, NODE) == [env]
     assert {d.user for d in deliveries} == {a}
     for offline in (b, c):
         [notice] = await chat.pending(offline)
-        assert (notice.kind, notice.envelope) == ("notice", env)
+        assert (notice.kind, notice.envelope) == ("notice", encode_event(env))
     assert await chat.pending(a) == []
     assert await chat.store.count_pending() == 0  # notices are not pending messages
 
@@ -109,6 +116,6 @@ async def test_notices_for_an_offline_user_keep_their_order(chat: Chat, outlet: 
 
 
 async def test_notify_nobody_does_nothing(chat: Chat, outlet: Outlet) -> None:
-    await outlet.notify([], event_envelope("group_renamed", group_id="g1", name="x", by="u1"))
+    await outlet.notify([], encode_event(event_envelope("group_renamed", group_id="g1", name="x", by="u1")))
     assert await chat.deliveries() == []
     assert await chat.pending("u1") == []

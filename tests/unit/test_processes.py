@@ -9,6 +9,7 @@ import pytest
 
 from chatmq.core.bus.base import Record
 from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.records import Heartbeat, encode
 from chatmq.core.topics import HEARTBEATS
 from chatmq.services.registry.processes import MISSING_AFTER, ProcessFollower, ProcessTable
 
@@ -23,10 +24,12 @@ class Clock:
         return self.now
 
 
-def beat(instance: str, ts: float, *, ready: bool = True, interval: float = 2.0, **extra: Any) -> dict[str, Any]:
-    return {"instance": instance, "part": "router", "node": None, "host": "h", "pid": 7,
-            "ops_url": "http://h:9100", "started": 1, "ready": ready,
-            "not_ready": {} if ready else {"MongoStore": "no answer"}, "interval": interval, "ts": ts, **extra}
+def beat(instance: str, ts: float, *, ready: bool = True, interval: float = 2.0, **extra: Any) -> Heartbeat:
+    fields: dict[str, Any] = {
+        "instance": instance, "part": "router", "node": None, "host": "h", "pid": 7, "ops_url": "http://h:9100",
+        "started": 1, "ready": ready, "not_ready": {} if ready else {"MongoStore": "no answer"},
+        "interval": interval, "ts": int(ts), **extra}
+    return Heartbeat(**fields)
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ def test_missing_after_three_intervals_without_a_heartbeat(table: ProcessTable, 
 def test_a_clean_stop_leaves_the_list_and_the_long_missing_are_forgotten(table: ProcessTable, clock: Clock) -> None:
     table.apply(beat("a", clock.now))
     table.apply(beat("b", clock.now))
-    table.apply({"instance": "a", "stopped": True, "ts": clock.now + 1})
+    table.apply(Heartbeat.stop("a", int(clock.now + 1)))
     assert statuses(table) == {"b": "ready"}
     clock.now += 600_001
     assert statuses(table) == {}
@@ -75,7 +78,7 @@ def test_a_clean_stop_leaves_the_list_and_the_long_missing_are_forgotten(table: 
 def test_an_older_heartbeat_changes_nothing(table: ProcessTable, clock: Clock) -> None:
     table.apply(beat("a", clock.now))
     table.apply(beat("a", clock.now - 10, ready=False))
-    table.apply({"instance": "a", "stopped": True, "ts": clock.now - 5})
+    table.apply(Heartbeat.stop("a", int(clock.now - 5)))
     assert statuses(table) == {"a": "ready"}
 
 
@@ -84,13 +87,17 @@ def test_old_heartbeats_read_back_from_the_topic_are_missing_at_once(table: Proc
     assert statuses(table) == {"gone": "missing"}
 
 
+_GOOD = {"instance": "x", "part": "router", "host": "h", "pid": 7, "ops_url": "u", "started": 1, "ready": True,
+         "interval": 2.0, "ts": 1}
+
+
 @pytest.mark.parametrize("record", [{}, {"instance": "x"}, {"instance": "x", "ts": "soon"},
-                                    beat("x", 1.0, pid="seven"), beat("x", 1.0, not_ready=["a"])])
-def test_malformed_records_are_ignored(table: ProcessTable, record: dict[str, Any],
-                                       caplog: pytest.LogCaptureFixture) -> None:
-    table.apply(record)
+                                    {**_GOOD, "pid": "seven"}, {**_GOOD, "not_ready": ["a"]}])
+async def test_malformed_records_are_ignored(table: ProcessTable, record: dict[str, Any],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    await ProcessFollower(MemoryBus(), table).process([Record(HEARTBEATS, 0, 0, b"x", orjson.dumps(record))])
     assert table.processes() == []
-    assert "malformed heartbeat" in caplog.text
+    assert "skipping heartbeat record chat.heartbeats/0@0: not a heartbeat record" in caplog.text
 
 
 async def test_the_follower_reads_heartbeats_from_the_bus(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
@@ -99,7 +106,7 @@ async def test_the_follower_reads_heartbeats_from_the_bus(clock: Clock, caplog: 
     table = ProcessTable(clock=clock)
     follower = ProcessFollower(bus, table)
     await follower.process([
-        Record(HEARTBEATS, 0, 0, b"a", orjson.dumps(beat("a", clock.now))),
+        Record(HEARTBEATS, 0, 0, b"a", encode(beat("a", clock.now))),
         Record(HEARTBEATS, 0, 1, b"b", b"not json"),
         Record(HEARTBEATS, 0, 2, b"c", b"[1, 2]"),
     ])

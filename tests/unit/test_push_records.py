@@ -6,28 +6,34 @@ from __future__ import annotations
 import email.utils
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
-from chatmq.core.envelopes import event_envelope, message_envelope, receipt_envelope
+from chatmq.core.envelopes import encode_event, event_envelope, message_envelope, receipt_envelope
+from chatmq.core.records import encode
 from chatmq.services.push.provider import Notification, Result, collapse_key, outcome_of_status, retry_after
-from chatmq.services.push.records import BadPushRecord, PushRecord
+from chatmq.services.push.records import PUSHES, BadRecord, PushRecord, for_event, for_message
 
 
-def _direct(text: Any = "hello there") -> dict[str, Any]:
-    return message_envelope("s1", "c1", "ualice", "ubob", None, {"text": text}, 1)
+def _body(value: Any) -> msgspec.Raw:
+    return msgspec.Raw(orjson.dumps(value))
+
+
+def _direct(text: Any = "hello there") -> bytes:
+    return message_envelope("s1", "c1", "ualice", "ubob", None, _body({"text": text}), 1)
 
 
 def test_direct_message_push_names_the_sender_as_conversation_and_carries_no_text() -> None:
-    record = PushRecord.for_message("ubob", _direct(), None)
+    record = for_message("ubob", _direct(), None)
     assert record == PushRecord("ubob", "message", "ualice", False, "s1", "ualice")
     assert record.data() == {"type": "message", "id": "s1", "from": "ualice", "conversation": "ualice",
                              "group": "false"}
 
 
 def test_group_message_push_names_the_group_as_conversation() -> None:
-    env = message_envelope("s2", "c2", "ualice", None, "gfriends", {"text": "hi all"}, 1)
-    data = PushRecord.for_message("ucarol", env, None).data()
+    env = message_envelope("s2", "c2", "ualice", None, "gfriends", _body({"text": "hi all"}), 1)
+    data = for_message("ucarol", env, None).data()
     assert data == {"type": "message", "id": "s2", "from": "ualice", "conversation": "gfriends", "group": "true"}
 
 
@@ -39,32 +45,32 @@ def test_group_message_push_names_the_group_as_conversation() -> None:
     (42, 10, None),
 ])
 def test_preview_is_the_start_of_the_text_when_asked_for(text: Any, length: int, preview: str | None) -> None:
-    record = PushRecord.for_message("ubob", _direct(text), length)
+    record = for_message("ubob", _direct(text), length)
     assert record.preview == preview
     assert record.data().get("preview") == preview
 
 
 def test_a_body_without_text_has_no_preview() -> None:
-    env = message_envelope("s1", "c1", "ualice", "ubob", None, {"image": "x.png"}, 1)
-    assert PushRecord.for_message("ubob", env, 50).preview is None
+    env = message_envelope("s1", "c1", "ualice", "ubob", None, _body({"image": "x.png"}), 1)
+    assert for_message("ubob", env, 50).preview is None
 
 
 def test_group_events_become_event_pushes_and_receipts_none() -> None:
-    added = event_envelope("member_added", group_id="g1", members=["u2"], by="u1")
-    assert PushRecord.for_event("u2", added) == PushRecord("u2", "event", "g1", True, sender="u1",
+    added = encode_event(event_envelope("member_added", group_id="g1", members=["u2"], by="u1"))
+    assert for_event("u2", added) == PushRecord("u2", "event", "g1", True, sender="u1",
                                                            event="member_added")
-    created = event_envelope("group_created", group={"group_id": "g2", "name": "x"}, by="u1")
-    assert PushRecord.for_event("u3", created) == PushRecord("u3", "event", "g2", True, sender="u1",
+    created = encode_event(event_envelope("group_created", group={"group_id": "g2", "name": "x"}, by="u1"))
+    assert for_event("u3", created) == PushRecord("u3", "event", "g2", True, sender="u1",
                                                              event="group_created")
-    assert PushRecord.for_event("u1", receipt_envelope("read", ["s1"], "u2")) is None
-    assert PushRecord.for_event("u3", created).data() == {  # type: ignore[union-attr]
+    assert for_event("u1", receipt_envelope("read", ["s1"], "u2")) is None
+    assert for_event("u3", created).data() == {  # type: ignore[union-attr]
         "type": "event", "event": "group_created", "from": "u1", "conversation": "g2", "group": "true"}
 
 
 def test_records_round_trip_through_json() -> None:
-    for record in (PushRecord.for_message("ubob", _direct(), 5),
+    for record in (for_message("ubob", _direct(), 5),
                    PushRecord("u2", "event", "g1", True, sender=None, event="group_renamed")):
-        assert PushRecord.from_json(record.to_json()) == record
+        assert PUSHES.decode(encode(record)) == record
 
 
 @pytest.mark.parametrize("raw", [
@@ -78,8 +84,8 @@ def test_records_round_trip_through_json() -> None:
                   "preview": 5}),
 ])
 def test_bad_records_are_refused_with_a_reason(raw: bytes) -> None:
-    with pytest.raises(BadPushRecord):
-        PushRecord.from_json(raw)
+    with pytest.raises(BadRecord, match=r"\S"):
+        PUSHES.decode(raw)
 
 
 def test_collapse_key_is_the_conversation_or_a_stable_digest_that_fits_every_platform() -> None:

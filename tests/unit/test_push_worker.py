@@ -16,6 +16,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from chatmq.core.bus.base import Value
 from chatmq.core.bus.memory import MemoryBus
 from chatmq.core.envelopes import event_envelope
 from chatmq.core.errors import BusError
@@ -42,6 +43,7 @@ from tests.unit.chat_fixtures import (
     open_chat,
     outbox_record,
     record,
+    wire,
 )
 
 
@@ -68,7 +70,7 @@ class Rig:
 
     async def published(self) -> list[dict[str, Any]]:
         """The ``chat.push`` records published since the last call."""
-        return [orjson.loads(r.value) for r in await self.pushes.drain()]
+        return [wire(r) for r in await self.pushes.drain()]
 
 
 @asynccontextmanager
@@ -291,7 +293,7 @@ async def test_the_webhook_provider_stands_in_for_fcm(chat: Chat, push_fake: Fak
 class _PushlessBus(MemoryBus):
     """A bus whose ``chat.push`` writes fail (Kafka refusing that topic, say)."""
 
-    async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    async def publish_many(self, topic: str, items: list[tuple[bytes, Value]]) -> None:
         if topic == PUSH:
             raise BusError("chat.push is not writable")
         await super().publish_many(topic, items)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
+import orjson
 import pytest
 
 from chatmq.core import ids
+from chatmq.core.envelopes import MessageIn, parse_outbox
+from chatmq.core.records import Delivery, Outbox
+from chatmq.core.topics import OUTBOX
 from chatmq.services.chat.group_router import GroupRouter
-from chatmq.services.chat.router import Router
+from chatmq.services.chat.router import Router, Routes
+from chatmq.services.store.base import Route
 from tests.unit.chat_fixtures import (
+    MAX_PAYLOAD,
     NODE,
     OTHER_NODE,
     Chat,
@@ -19,6 +26,7 @@ from tests.unit.chat_fixtures import (
     open_chat,
     outbox_record,
     receipt,
+    record,
     through_gateway,
 )
 
@@ -35,6 +43,24 @@ def router(chat: Chat) -> Router:
 
 
 # --- messages ------------------------------------------------------------------------
+
+
+async def test_the_recipient_gets_the_very_bytes_stored_as_pending_encoded_once(chat: Chat, router: Router) -> None:
+    """The inbox envelope is made once at acceptance: the bytes stored as the pending item are the bytes
+    the delivery record carries (the in-process bus passes the record object itself, nothing re-encoded),
+    and the body is the client's JSON as sent."""
+    a, b = await chat.user("alice"), await chat.user("bob")
+    chat.online(b, OTHER_NODE)
+    sent = b'{"type":"message","id":"c1","to":"%s","body":{"text": "as sent",  "n": [1, 2]}}' % b.encode()
+
+    await router.process([record(OUTBOX, ids.conversation_key(a, b),
+                                 Outbox(a, NODE, cast(MessageIn, parse_outbox(sent, MAX_PAYLOAD))))])
+
+    [item] = await chat.pending(b)
+    [delivery] = [r for r in await chat.probe.drain() if r.key == b.encode()]
+    assert isinstance(delivery.item, Delivery)  # the object itself: nothing encoded on the in-process bus
+    assert [bytes(e) for e in delivery.item.envs] == [item.envelope]
+    assert b'"body":{"text": "as sent",  "n": [1, 2]}' in item.envelope
 
 
 async def test_message_to_online_user_is_committed_acked_and_delivered(chat: Chat, router: Router) -> None:
@@ -61,7 +87,7 @@ async def test_message_to_online_user_is_committed_acked_and_delivered(chat: Cha
                 "body": {"text": "hello"}, "ts": stored.ts}
     assert envs_of(deliveries, b, OTHER_NODE) == [expected]
     assert envs_of(deliveries, b, NODE) == []
-    assert item.envelope == expected
+    assert orjson.loads(item.envelope) == expected
     # delivery records are keyed by the user they are for
     assert all(d.key == d.user for d in deliveries)
 
@@ -76,7 +102,7 @@ async def test_message_to_offline_user_is_only_stored(chat: Chat, router: Router
     assert [e["type"] for e in envs_of(deliveries, a)] == ["ack"]
     assert envs_of(deliveries, b) == []
     [item] = await chat.pending(b)
-    assert item.envelope["id"] == envs_of(deliveries, a)[0]["id"]
+    assert orjson.loads(item.envelope)["id"] == envs_of(deliveries, a)[0]["id"]
     assert await chat.store.count_pending(b) == 1
 
 
@@ -111,7 +137,7 @@ async def test_refusal_does_not_stop_the_rest_of_the_batch(chat: Chat, router: R
 
     answers = envs_of(await chat.deliveries(), a)
     assert sorted((e["type"], e["client_id"]) for e in answers) == [("ack", "c1"), ("ack", "c3"), ("error", "c2")]
-    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["c1", "c3"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["c1", "c3"]
 
 
 async def test_repeated_client_id_in_one_batch_is_acked_twice_and_delivered_once(chat: Chat, router: Router) -> None:
@@ -276,7 +302,7 @@ async def test_receipt_for_offline_sender_is_kept_as_a_notice(chat: Chat, router
     assert await chat.deliveries() == []
     [notice] = await chat.pending(a)
     assert notice.kind == "notice"
-    assert notice.envelope == {"type": "receipt", "status": "delivered", "ids": [m1], "from": b}
+    assert orjson.loads(notice.envelope) == {"type": "receipt", "status": "delivered", "ids": [m1], "from": b}
     assert await chat.store.count_pending(a) == 0  # notices are not pending messages
 
 
@@ -309,7 +335,7 @@ async def test_receipt_after_message_in_one_batch_sees_the_committed_message(cha
 
     envs = envs_of(await chat.deliveries(), a)
     assert [e["type"] for e in envs] == ["ack", "receipt"]  # the message before the receipt is answered first
-    assert [i.envelope["client_id"] for i in await chat.pending(b)] == ["c1"]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["c1"]
 
 
 async def _group_message(chat: Chat, sender: str, gid: str, client_id: str) -> str:
@@ -366,3 +392,131 @@ async def test_member_added_later_may_mark_older_group_messages_read(chat: Chat,
     await router.process([outbox_record(late, receipt("read", [gm]))])
 
     assert envs_of(await chat.deliveries(), a) == [{"type": "receipt", "status": "read", "ids": [gm], "from": late}]
+
+
+# --- receipts from the working set, not from history ------------------------------------
+
+
+@pytest.fixture
+def no_history(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every history read of ``chat.store`` fail the test; returns the reads attempted."""
+    reads: list[str] = []
+
+    async def get_messages(server_ids: list[str]) -> list[object]:
+        reads.append(f"get_messages {server_ids}")
+        raise AssertionError("history read on the hot path")
+
+    async def history(conversation: str, before: str | None, limit: int) -> list[object]:
+        reads.append(f"history {conversation}")
+        raise AssertionError("history read on the hot path")
+
+    monkeypatch.setattr(chat.store, "get_messages", get_messages)
+    monkeypatch.setattr(chat.store, "history", history)
+    return reads
+
+
+async def test_accept_deliver_and_receipts_never_read_history(chat: Chat, router: Router,
+                                                              no_history: list[str]) -> None:
+    a, b, c = await chat.user(), await chat.user(), await chat.user()
+    for u in (a, b, c):
+        chat.online(u)
+    gid = ids.group_id()
+    await chat.store.create_group(gid, "team", a, [b, c])
+    groups = GroupRouter(chat.bus, chat.store, chat.outlet)
+
+    await router.process([outbox_record(a, message("c1", to=b)), outbox_record(a, message("c1", to=b))])
+    await groups.process([outbox_record(a, message("g1", group=gid))])
+    delivered = await chat.deliveries()
+    [m1] = {e["id"] for e in envs_of(delivered, b) if e["client_id"] == "c1"}
+    [g1] = {e["id"] for e in envs_of(delivered, c)}
+    # b reads a message before confirming it (still pending), then confirms both; c confirms, then reads
+    await router.process([outbox_record(b, receipt("read", [m1])), outbox_record(c, receipt("delivered", [g1]))])
+    await router.process([outbox_record(b, receipt("delivered", [m1, g1])), outbox_record(c, receipt("read", [g1]))])
+    await router.process([outbox_record(b, receipt("read", [g1]))])
+
+    assert envs_of(await chat.deliveries(), a) == [
+        {"type": "receipt", "status": "read", "ids": [m1], "from": b},
+        {"type": "receipt", "status": "delivered", "ids": [g1], "from": c},
+        {"type": "receipt", "status": "delivered", "ids": [m1, g1], "from": b},
+        {"type": "receipt", "status": "read", "ids": [g1], "from": c},
+        {"type": "receipt", "status": "read", "ids": [g1], "from": b},
+    ]
+    assert await chat.pending(b) == []
+    assert await chat.pending(c) == []
+    assert no_history == []
+
+
+async def test_a_router_that_never_saw_a_message_still_routes_its_receipts(chat: Chat, router: Router) -> None:
+    """After a restart (a new router remembers no routes) a ``read`` of a message no longer pending, or
+    a repeated ``delivered``, is looked up in history: the sender still hears of it."""
+    a, b = await chat.user(), await chat.user()
+    chat.online(a)
+    m1 = await chat.commit_message(a, b, "c1")
+    await router.process([outbox_record(b, receipt("delivered", [m1]))])
+    await chat.deliveries()
+
+    restarted = Router(chat.bus, chat.store, chat.outlet)
+    await restarted.process([outbox_record(b, receipt("read", [m1])), outbox_record(b, receipt("delivered", [m1]))])
+
+    assert envs_of(await chat.deliveries(), a) == [
+        {"type": "receipt", "status": "read", "ids": [m1], "from": b},
+        {"type": "receipt", "status": "delivered", "ids": [m1], "from": b},
+    ]
+
+
+async def test_remembered_routes_do_not_widen_who_may_send_a_receipt(chat: Chat, router: Router) -> None:
+    a, b, c = await chat.user(), await chat.user(), await chat.user()
+    chat.online(a)
+    m1 = await chat.commit_message(a, b, "c1")
+    await router.process([outbox_record(b, receipt("delivered", [m1]))])  # remembers m1's route
+    await chat.deliveries()
+
+    await router.process([outbox_record(c, receipt("read", [m1])), outbox_record(a, receipt("read", [m1]))])
+
+    assert await chat.deliveries() == []
+
+
+async def test_a_batch_costs_the_store_two_hand_offs_and_one_commit_however_many_it_holds(
+    chat: Chat, router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages and ``delivered`` receipts of one batch: one read (the recipients exist), then one
+    transaction for all of the batch's writes: the fixed cost per batch does not grow with it."""
+    a, b = await chat.user(), await chat.user()
+    chat.online(a)
+    chat.online(b)
+    earlier = [await chat.commit_message(a, b, f"c{i}") for i in range(3)]
+    hops: list[str] = []
+    real = chat.store._run
+
+    async def counted(fn: Any) -> Any:
+        hops.append(getattr(fn, "__qualname__", "?"))
+        return await real(fn)
+
+    statements: list[str] = []
+    await chat.store._run(lambda conn: conn.set_trace_callback(statements.append))
+    monkeypatch.setattr(chat.store, "_run", counted)
+
+    await router.process([
+        outbox_record(a, message("m1", to=b)),
+        outbox_record(b, receipt("delivered", earlier[:2])),
+        outbox_record(b, message("m2", to=a)),
+        outbox_record(b, receipt("delivered", earlier[2:])),
+        outbox_record(a, message("m3", to=b)),
+    ])
+
+    assert len(hops) == 2
+    assert [st for st in statements if st == "COMMIT"] == ["COMMIT"]
+    envs = envs_of(await chat.deliveries(), a)
+    assert [e["type"] for e in envs] == ["ack", "ack", "message", "receipt"]
+    assert envs[-1] == {"type": "receipt", "status": "delivered", "ids": earlier, "from": b}
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(b)] == ["m1", "m3"]
+
+
+def test_routes_forget_the_oldest_beyond_their_size() -> None:
+    routes = Routes(size=2)
+    r1, r2, r3 = (Route(f"s{i}", "a", "b", None) for i in range(3))
+    routes.remember([r1, r2])
+    routes.remember([r1])  # seen again: now the newest
+    routes.remember([r3])
+    assert ("s0" in routes, "s1" in routes, "s2" in routes) == (True, False, True)
+    assert routes.get("s2") == r3

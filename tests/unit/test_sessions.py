@@ -1,10 +1,11 @@
 """SessionRegistry: epochs decide between nodes."""
 
+from chatmq.core.records import Connected, Disconnected, Offline, Online
 from chatmq.services.registry.sessions import SessionRegistry
 
 
-def ev(event: str, user: str, node: str, epoch: int) -> dict[str, object]:
-    return {"event": event, "user": user, "node": node, "epoch": epoch}
+def ev(event: str, user: str, node: str, epoch: int) -> Online | Offline:
+    return Online(user, node, epoch) if event == "online" else Offline(user, node, epoch)
 
 
 def test_online_offline() -> None:
@@ -31,8 +32,9 @@ def test_stale_online_is_ignored() -> None:
     assert len(r) == 1
 
 
-def conn(event: str, cid: str, who: str = "u1", node: str = "n1", ts: int = 1) -> dict[str, object]:
-    return {"event": event, "kind": "user", "id": who, "client_id": cid, "node": node, "transport": "ws", "ts": ts}
+def conn(event: str, cid: str, who: str = "u1", node: str = "n1", ts: int = 1) -> Connected | Disconnected:
+    kind = Connected if event == "connected" else Disconnected
+    return kind("user", who, cid, node, "ws", ts)
 
 
 def test_connection_table() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.core import ids
-from chatmq.core.envelopes import event_envelope, receipt_envelope
+from chatmq.core.envelopes import encode_event, event_envelope, receipt_envelope
 from chatmq.services.chat.storage import ReplayService
 from chatmq.services.store.base import PendingItem
 from tests.unit.chat_fixtures import (
@@ -92,12 +93,12 @@ async def test_notices_are_removed_after_replay_and_messages_are_not(chat: Chat,
     a, b = await chat.user(), await chat.user()
     m1 = await chat.commit_message(a, b, "c1")
     rcpt = receipt_envelope("read", ["someid"], a)
-    event = event_envelope("group_renamed", group_id="g1", name="new", by=a)
+    event = encode_event(event_envelope("group_renamed", group_id="g1", name="new", by=a))
     await chat.store.add_notices([(b, ids.server_id(), rcpt)])
     m2 = await chat.commit_message(a, b, "c2")
     await chat.store.add_notices([(b, ids.server_id(), event)])
 
-    before = [i.envelope for i in await chat.pending(b)]
+    before = [orjson.loads(i.envelope) for i in await chat.pending(b)]
     assert [e["type"] for e in before] == ["message", "receipt", "message", "event"]
 
     await replay.process([presence_record("online", b, epoch=1)])

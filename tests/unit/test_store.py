@@ -20,11 +20,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
-from chatmq.services.store.base import NewMessage, PendingItem, Store
+from chatmq.services.store.base import NewMessage, PendingItem, Route, Store, StoredMessage
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 if TYPE_CHECKING:
@@ -120,10 +121,11 @@ def new_message(
         to=to,
         group=group,
         conversation=ids.conversation_key(sender, to, group),
-        body=body,
+        body=orjson.dumps(body),
         ts=ids.now_ms(),
         envelopes={
-            r: {"type": "message", "id": sid, "from": sender, "for": r, "body": body} for r in recipients
+            r: orjson.dumps({"type": "message", "id": sid, "from": sender, "for": r, "group": group, "body": body})
+            for r in recipients
         },
     )
 
@@ -524,10 +526,10 @@ async def test_accept_batch_stores_history_and_pending(store: Store) -> None:
         "bob",
         None,
         m1.conversation,
-        m1.body,
+        orjson.loads(m1.body),
         m1.ts,
     )
-    assert (s3.sender, s3.to, s3.group, s3.conversation, s3.body) == ("alice", None, "g1", "g1", m3.body)
+    assert (s3.sender, s3.to, s3.group, s3.conversation, s3.body) == ("alice", None, "g1", "g1", orjson.loads(m3.body))
 
     pair = ids.conversation_key("alice", "bob")
     assert [s.server_id for s in await store.history(pair, None, 10)] == [m2.server_id, m1.server_id]
@@ -552,7 +554,7 @@ async def test_duplicate_across_batches(store: Store) -> None:
     assert await store.get_messages([resend.server_id]) == []
     assert [p.item_id for p in await all_pending(store, "bob")] == [first.server_id]
     history = await store.history(first.conversation, None, 10)
-    assert [(s.server_id, s.body) for s in history] == [(first.server_id, first.body)]
+    assert [(s.server_id, s.body) for s in history] == [(first.server_id, orjson.loads(first.body))]
 
     # the same client id from another sender is a different message
     other = new_message("carol", to="bob", client_id="c1")
@@ -621,6 +623,22 @@ async def test_failed_batch_stores_nothing(store: Store) -> None:
     assert not r.duplicate
 
 
+async def test_imported_messages_are_history_and_claim_their_client_ids(store: Store) -> None:
+    imported = [StoredMessage(ids.server_id(), f"c{i}", "alice", "bob", None, ids.conversation_key("alice", "bob"),
+                              {"text": f"old {i}"}, ids.now_ms()) for i in range(3)]
+    await store.import_messages(imported)
+    await store.import_messages([])
+
+    assert await store.history(imported[0].conversation, None, 10) == imported[::-1]
+    assert await store.count_pending() == 0
+    assert await store.count_messages() == 3
+    # a resend of an imported message is a duplicate of it
+    [again] = await store.accept_messages([new_message("alice", to="bob", client_id="c1")])
+    assert (again.server_id, again.ts, again.duplicate) == (imported[1].server_id, imported[1].ts, True)
+    with pytest.raises(StoreError):
+        await store.import_messages([imported[0]])
+
+
 async def test_history_order_and_paging(store: Store) -> None:
     msgs = [new_message("alice" if i % 2 else "bob", to="bob" if i % 2 else "alice") for i in range(7)]
     noise = new_message("alice", to="carol")
@@ -654,7 +672,7 @@ async def test_get_messages(store: Store) -> None:
     got = await store.get_messages([m2.server_id, "unknown", m1.server_id])
     assert {s.server_id for s in got} == {m1.server_id, m2.server_id}
     by_id = {s.server_id: s for s in got}
-    assert by_id[m1.server_id].body == m1.body
+    assert by_id[m1.server_id].body == orjson.loads(m1.body)
     assert by_id[m2.server_id].sender == "bob"
     assert await store.get_messages([]) == []
     assert await store.get_messages(["unknown"]) == []
@@ -666,13 +684,13 @@ async def test_notices_and_pending_paging(store: Store) -> None:
     await store.accept_messages([m1])
     await store.add_notices(
         [
-            ("bob", "n1", {"type": "receipt", "status": "read", "id": "x"}),
-            ("carol", "n2", {"type": "event", "what": "joined"}),
+            ("bob", "n1", orjson.dumps({"type": "receipt", "status": "read", "id": "x"})),
+            ("carol", "n2", orjson.dumps({"type": "event", "what": "joined"})),
         ]
     )
     m2 = new_message("alice", to="bob")
     await store.accept_messages([m2])
-    await store.add_notices([("bob", "n3", {"type": "event", "n": 3})])
+    await store.add_notices([("bob", "n3", orjson.dumps({"type": "event", "n": 3}))])
     await store.add_notices([])
 
     items = await all_pending(store, "bob")
@@ -685,10 +703,10 @@ async def test_notices_and_pending_paging(store: Store) -> None:
     seqs = [p.seq for p in items]
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == 4
-    assert items[1].envelope == {"type": "receipt", "status": "read", "id": "x"}
+    assert orjson.loads(items[1].envelope) == {"type": "receipt", "status": "read", "id": "x"}
 
     carol = await all_pending(store, "carol")
-    assert [(p.item_id, p.kind, p.envelope) for p in carol] == [
+    assert [(p.item_id, p.kind, orjson.loads(p.envelope)) for p in carol] == [
         ("n2", "notice", {"type": "event", "what": "joined"})
     ]
 
@@ -712,7 +730,7 @@ async def test_remove_pending(store: Store) -> None:
     m2 = new_message("alice", group="g1", recipients=["bob", "carol"])
     m3 = new_message("alice", to="bob")
     await store.accept_messages([m1, m2, m3])
-    await store.add_notices([("bob", "note-1", {"type": "event"})])
+    await store.add_notices([("bob", "note-1", orjson.dumps({"type": "event"}))])
 
     removed = await store.remove_pending("bob", [m2.server_id, "unknown", m1.server_id, "note-1"])
     assert sorted(removed) == sorted([m1.server_id, m2.server_id])
@@ -738,7 +756,8 @@ async def test_remove_notices(store: Store) -> None:
     m1 = new_message("alice", to="bob")
     await store.accept_messages([m1])
     await store.add_notices(
-        [("bob", "n1", {"k": 1}), ("bob", "n2", {"k": 2}), ("bob", "n3", {"k": 3}), ("carol", "c1", {"k": 4})]
+        [("bob", "n1", orjson.dumps({"k": 1})), ("bob", "n2", orjson.dumps({"k": 2})),
+         ("bob", "n3", orjson.dumps({"k": 3})), ("carol", "c1", orjson.dumps({"k": 4}))]
     )
     bob = await all_pending(store, "bob")
     by_id = {p.item_id: p.seq for p in bob}
@@ -756,12 +775,38 @@ async def test_remove_notices(store: Store) -> None:
 
 
 async def test_pending_seq_keeps_growing(store: Store) -> None:
-    await store.add_notices([("bob", "n1", {})])
+    await store.add_notices([("bob", "n1", orjson.dumps({}))])
     [first] = await all_pending(store, "bob")
     await store.remove_notices("bob", [first.seq])
-    await store.add_notices([("bob", "n2", {})])
+    await store.add_notices([("bob", "n2", orjson.dumps({}))])
     [second] = await all_pending(store, "bob")
     assert second.seq > first.seq  # a client's after_seq cursor never sees a reused seq
+
+
+async def test_take_pending_removes_each_users_items_and_returns_their_routes(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    m2 = new_message("carol", to="bob")
+    g = new_message("alice", group="g1", recipients=["bob", "carol"])
+    await store.accept_messages([m1, m2, g])
+    await store.add_notices([("bob", "n1", b'{"type":"receipt"}')])
+    one_to_one = {m.server_id: Route(m.server_id, m.sender, "bob", None) for m in (m1, m2)}
+    group = Route(g.server_id, "alice", None, "g1")
+    asked = [("bob", [m2.server_id, "unknown", m1.server_id, g.server_id, "n1", m1.server_id]),
+             ("carol", [g.server_id, m1.server_id]), ("dave", [m1.server_id]), ("erin", [])]
+
+    # a read looks without removing
+    assert await store.held_routes(asked) == [[one_to_one[m2.server_id], one_to_one[m1.server_id], group],
+                                              [group], [], []]
+    assert await store.count_pending() == 4
+
+    taken = await store.take_pending(asked)
+    assert taken == [[one_to_one[m2.server_id], one_to_one[m1.server_id], group], [group], [], []]
+    assert [(p.kind, p.item_id) for p in await all_pending(store, "bob")] == [("notice", "n1")]
+    assert await all_pending(store, "carol") == []
+    assert await store.take_pending(asked) == [[], [], [], []]
+    assert await store.take_pending([]) == []
+    # history keeps every message
+    assert len(await store.get_messages([m1.server_id, m2.server_id, g.server_id])) == 3
 
 
 # restart ------------------------------------------------------------------------
@@ -781,7 +826,7 @@ async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
     m1 = new_message("u1", to="u2", client_id="c1")
     m2 = new_message("u2", group="g1", recipients=["u1"])
     await s.accept_messages([m1, m2])
-    await s.add_notices([("u1", "n1", {"type": "receipt"})])
+    await s.add_notices([("u1", "n1", orjson.dumps({"type": "receipt"}))])
     pending_u1 = await all_pending(s, "u1")
     await s.stop()
 
@@ -800,7 +845,7 @@ async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
         assert group.is_admin("u2")
         assert [s.server_id for s in await s2.history(m1.conversation, None, 10)] == [m1.server_id]
         assert [(s.server_id, s.body) for s in await s2.get_messages([m2.server_id])] == [
-            (m2.server_id, m2.body)
+            (m2.server_id, orjson.loads(m2.body))
         ]
         assert await all_pending(s2, "u1") == pending_u1
         assert [p.item_id for p in await all_pending(s2, "u2")] == [m1.server_id]
@@ -808,7 +853,7 @@ async def test_data_survives_restart(make_store: Callable[[], Store]) -> None:
         [dup] = await s2.accept_messages([new_message("u1", to="u2", client_id="c1")])
         assert (dup.server_id, dup.duplicate) == (m1.server_id, True)
         # and new seqs continue after the old ones
-        await s2.add_notices([("u1", "n2", {})])
+        await s2.add_notices([("u1", "n2", orjson.dumps({}))])
         assert (await all_pending(s2, "u1"))[-1].seq > pending_u1[-1].seq
     finally:
         await s2.stop()
@@ -873,6 +918,60 @@ async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
     await s.start()
     try:
         assert await s.count_users() == 1
+    finally:
+        await s.stop()
+
+
+async def test_commit_batch_accepts_then_takes_receipts(store: Store) -> None:
+    m1 = new_message("alice", to="bob")
+    await store.accept_messages([m1])
+    m2, resend = new_message("alice", to="bob"), new_message("alice", to="bob", client_id=m1.client_id)
+
+    results, taken = await store.commit_batch([m2, resend], [("bob", [m1.server_id]), ("carol", [m1.server_id])])
+
+    assert [(r.server_id, r.duplicate) for r in results] == [(m2.server_id, False), (m1.server_id, True)]
+    assert taken == [[Route(m1.server_id, "alice", "bob", None)], []]
+    assert [p.item_id for p in await all_pending(store, "bob")] == [m2.server_id]
+    assert await store.commit_batch([], []) == ([], [])
+
+
+async def _hot_path(store: Store) -> None:
+    """Accept messages (one a resend of nothing yet: all new), take their receipts, look at a read."""
+    batch = [new_message("alice", to="bob"), new_message("carol", group="g1", recipients=["bob", "alice"])]
+    await store.accept_messages(batch)
+    await store.held_routes([("bob", [batch[0].server_id])])
+    await store.take_pending([("bob", [m.server_id for m in batch]), ("alice", [batch[1].server_id])])
+    await store.add_notices([("alice", "n1", b'{"type":"receipt"}')])
+
+
+async def test_sqlite_hot_path_only_inserts_into_history(tmp_path: Path) -> None:
+    """Accepting and taking receipts never reads, updates or deletes ``messages``: its only
+    statement there is the insert of a new message, whatever history holds."""
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        statements: list[str] = []
+        await s._run(lambda conn: conn.set_trace_callback(statements.append))
+        await _hot_path(s)
+        await s._run(lambda conn: conn.set_trace_callback(None))
+        on_messages = [st.split("(")[0].strip() for st in statements if "messages" in st]
+        assert on_messages == ["INSERT INTO messages"] * 2
+    finally:
+        await s.stop()
+
+
+async def test_sqlite_commit_batch_is_one_transaction(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        m1 = new_message("alice", to="bob")
+        await s.accept_messages([m1])
+        statements: list[str] = []
+        await s._run(lambda conn: conn.set_trace_callback(statements.append))
+        await s.commit_batch([new_message("bob", to="alice"), new_message("carol", to="bob")],
+                             [("bob", [m1.server_id])])
+        await s._run(lambda conn: conn.set_trace_callback(None))
+        assert [st for st in statements if st.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
     finally:
         await s.stop()
 
@@ -959,6 +1058,117 @@ async def test_mongo_retry_repairs_an_interrupted_accept(
 
 
 @pytest.mark.cluster
+async def test_mongo_hot_path_only_inserts_into_history(
+    mongo_handles: Callable[[], MongoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepting and taking receipts never reads, updates or deletes ``messages`` (on FerretDB any of
+    those scans the whole collection): it only inserts new messages there, and what it deletes it
+    deletes by ``_id`` (pending items, records in ``accepting``)."""
+    s = mongo_handles()
+    await s.start()
+    try:
+        calls: list[tuple[str, str, Any]] = []
+        real = s._coll
+
+        class Spy:
+            def __init__(self, name: str) -> None:
+                self._name, self._coll = name, real(name)
+
+            def __getattr__(self, attr: str) -> Any:
+                method = getattr(self._coll, attr)
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    calls.append((self._name, attr, args[0] if args else None))
+                    return method(*args, **kwargs)
+
+                return call
+
+        monkeypatch.setattr(s, "_coll", Spy)
+        await _hot_path(s)
+        monkeypatch.undo()
+        assert {(name, verb) for name, verb, _ in calls if name == "messages"} == {("messages", "insert_many")}
+        deletes = [(name, query) for name, verb, query in calls if verb.startswith("delete")]
+        assert {name for name, _ in deletes} == {"pending", "accepting"}
+        assert all(set(query) == {"_id"} and isinstance(query["_id"], str) for _, query in deletes)
+        updated = {name for name, verb, _ in calls if verb.startswith(("update", "replace", "find_one_and"))}
+        assert updated <= {"counters"}  # the seq allocator's one-document hint
+        assert await s.count_pending() == 0
+        assert [p.kind for p in await all_pending(s, "alice")] == ["notice"]
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_pending_items_of_the_earlier_shape_are_rewritten_on_start(
+    mongo_handles: Callable[[], MongoStore], tmp_path: Path
+) -> None:
+    """Pending items written before their ``_id`` became the (user, item id) key (``_id`` = seq, a unique
+    (user_id, item_id) index) are rewritten when the store starts: replayed in order, confirmable."""
+    from pymongo import ASCENDING, MongoClient
+
+    assert MONGO_URL is not None
+    client: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, serverSelectionTimeoutMS=5000)
+    try:
+        old = client[_mongo_database(tmp_path)].pending
+        old.create_index([("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique")
+        old.insert_many([
+            {"_id": 7, "user_id": "bob", "item_id": "s1", "kind": "message",
+             "envelope": '{"type":"message","id":"s1","from":"alice","group":null}'},
+            {"_id": 9, "user_id": "bob", "item_id": "n1", "kind": "notice", "envelope": '{"type":"receipt"}'},
+        ])
+    finally:
+        client.close()
+    s = mongo_handles()
+    await s.start()
+    try:
+        assert [(p.seq, p.item_id, p.kind) for p in await all_pending(s, "bob")] == [(7, "s1", "message"),
+                                                                                     (9, "n1", "notice")]
+        await s.add_notices([("bob", "n2", b"{}")])
+        assert [p.item_id for p in await all_pending(s, "bob")][-1] == "n2"
+        assert await s.take_pending([("bob", ["s1"])]) == [[Route("s1", "alice", "bob", None)]]
+        await s.remove_notices("bob", [9])
+        assert [p.item_id for p in await all_pending(s, "bob")] == ["n2"]
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_a_resend_that_finishes_the_first_attempt_leaves_it_standing(
+    mongo_handles: Callable[[], MongoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend (another process) finds the first attempt claimed but unfinished and finishes it; the
+    first attempt then finds its history row there, written for it, and is not a server id clash."""
+    a, b = mongo_handles(), mongo_handles()
+    await a.start()
+    await b.start()
+    try:
+        reached, gate = asyncio.Event(), asyncio.Event()
+        real = a._finish
+
+        async def paused(records: list[dict[str, Any]], *, fresh: bool = False) -> None:
+            if fresh:
+                reached.set()
+                await gate.wait()
+            await real(records, fresh=fresh)
+
+        monkeypatch.setattr(a, "_finish", paused)
+        first = new_message("alice", to="bob", client_id="c1")
+        attempt = asyncio.create_task(a.accept_messages([first]))
+        await reached.wait()
+        [resend] = await b.accept_messages([new_message("alice", to="bob", client_id="c1")])
+        gate.set()
+        [result] = await attempt
+
+        assert (result.server_id, result.duplicate) == (first.server_id, False)
+        assert (resend.server_id, resend.ts, resend.duplicate) == (first.server_id, first.ts, True)
+        assert [m.server_id for m in await a.history(first.conversation, None, 10)] == [first.server_id]
+        assert [p.item_id for p in await all_pending(b, "bob")] == [first.server_id]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest.mark.cluster
 async def test_mongo_seqs_increase_across_handles(mongo_handles: Callable[[], MongoStore]) -> None:
     """Two handles (as two processes) reserve seqs concurrently: all distinct, and a handle whose
     memory is behind still gets seqs above everything reserved before."""
@@ -966,16 +1176,16 @@ async def test_mongo_seqs_increase_across_handles(mongo_handles: Callable[[], Mo
     await a.start()
     await b.start()
     try:
-        await a.add_notices([("u", "a0", {})])
+        await a.add_notices([("u", "a0", orjson.dumps({}))])
         for i in range(5):
-            await b.add_notices([("u", f"b{i}", {})])
-        await a.add_notices([("u", "a1", {})])  # a's next block is taken: it probes past b's
+            await b.add_notices([("u", f"b{i}", orjson.dumps({}))])
+        await a.add_notices([("u", "a1", orjson.dumps({}))])  # a's next block is taken: it probes past b's
         items = await all_pending(a, "u")
         assert [p.item_id for p in items] == ["a0", "b0", "b1", "b2", "b3", "b4", "a1"]
 
         await asyncio.gather(
             *(
-                h.add_notices([(f"v{i % 3}", f"{name}{i}-{j}", {}) for j in range(3)])
+                h.add_notices([(f"v{i % 3}", f"{name}{i}-{j}", orjson.dumps({})) for j in range(3)])
                 for i in range(20)
                 for name, h in (("a", a), ("b", b))
             ),
@@ -1070,10 +1280,11 @@ async def test_mongo_keeps_any_json_body(mongo_handles: Callable[[], MongoStore]
         body = {"a.b": 1, "$x": {"$y": [1.5, None]}, "": "empty"}
         m = new_message("alice", to="bob", body=body)
         await s.accept_messages([m])
-        await s.add_notices([("bob", "n1", {"$set": {"k.k": True}})])
+        await s.add_notices([("bob", "n1", orjson.dumps({"$set": {"k.k": True}}))])
         [stored] = await s.get_messages([m.server_id])
         assert stored.body == body
-        assert [p.envelope for p in await all_pending(s, "bob")] == [m.envelopes["bob"], {"$set": {"k.k": True}}]
+        assert [p.envelope for p in await all_pending(s, "bob")] == [m.envelopes["bob"],
+                                                                       orjson.dumps({"$set": {"k.k": True}})]
     finally:
         await s.stop()
 

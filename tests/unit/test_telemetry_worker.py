@@ -10,6 +10,7 @@ import pytest
 
 from chatmq.core.bus.base import TopicSpec
 from chatmq.core.bus.memory import MemoryBus
+from chatmq.core.records import TELEMETRY_RECORDS, BadRecord
 from chatmq.core.topics import TELEMETRY
 from chatmq.services.telemetry.worker import TelemetryWorker, reading_point
 from chatmq.services.telemetry.writer import InfluxWriter
@@ -24,12 +25,12 @@ def record(device: str, reading: object, owner: str | None = "u1", ts: int = REC
 
 
 def test_a_record_becomes_a_point_tagged_with_device_and_owner() -> None:
-    value = orjson.loads(record("d1", {"temp": 21.5, "on": True, "n": 3}))
+    value = TELEMETRY_RECORDS.decode(record("d1", {"temp": 21.5, "on": True, "n": 3}))
     assert reading_point(value, "telemetry") == f"telemetry,device=d1,owner=u1 n=3,on=1,temp=21.5 {RECEIVED}"
 
 
 def test_the_reading_ts_wins_over_the_receive_time_and_extra_tags_come_first() -> None:
-    value = orjson.loads(record("d 2", {"temp": 1, "ts": RECEIVED - 60_000}, owner=None))
+    value = TELEMETRY_RECORDS.decode(record("d 2", {"temp": 1, "ts": RECEIVED - 60_000}, owner=None))
     expected = f"sensors,device=d\\ 2,site=lab temp=1 {RECEIVED - 60_000}"
     assert reading_point(value, "sensors", {"site": "lab"}) == expected
 
@@ -41,8 +42,8 @@ def test_the_reading_ts_wins_over_the_receive_time_and_extra_tags_come_first() -
     {"device": "d1", "owner": "u1", "reading": {"temp": 1}},
 ])
 def test_a_record_that_is_not_a_valid_reading_is_refused(value: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match=r"\S"):
-        reading_point(value, "telemetry")
+    with pytest.raises((BadRecord, ValueError), match=r"\S"):
+        reading_point(TELEMETRY_RECORDS.decode(orjson.dumps(value)), "telemetry")
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 * A topic has a fixed number of partitions; a record's partition is chosen by a
   stable hash of its key, so records with one key keep their order.
 * ``publish`` returns once the record is durable in the bus (for Kafka: acks=all).
+* A record's value is a typed record (``chatmq.core.records``): the in-process bus carries the object
+  as it is (``Record.item``), the Kafka bus its JSON (``Record.value``); raw bytes pass through as they are.
 * A consumer belongs to a group; the partitions of its topics are shared among the
   group's live consumers. It reads records in order per partition and ``commit``s the
   position after processing: a consumer that stops without committing hands the same
@@ -14,6 +16,11 @@ from __future__ import annotations
 import abc
 import zlib
 from dataclasses import dataclass
+
+from chatmq.core.records import BusItem
+
+Value = bytes | BusItem
+"""What is published: a typed record, or bytes as they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +34,16 @@ class TopicSpec:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record as a consumer sees it."""
+    """One record as a consumer sees it: the published object as ``item`` (in-process bus), or its
+    bytes as ``value`` (Kafka, or bytes published as they are). Read it with the topic's
+    ``chatmq.core.records.Codec``."""
 
     topic: str
     partition: int
     offset: int
     key: bytes
     value: bytes
+    item: object = None
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -94,10 +104,10 @@ class Bus(abc.ABC):
         """Create the topics that do not exist yet."""
 
     @abc.abstractmethod
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    async def publish(self, topic: str, key: bytes, value: Value) -> None:
         """Append a record; returns once it is durable. ``BusError`` on failure."""
 
-    async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    async def publish_many(self, topic: str, items: list[tuple[bytes, Value]]) -> None:
         """Append several ``(key, value)`` records in order; returns once all are durable."""
         for key, value in items:
             await self.publish(topic, key, value)

@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chatmq.core.bus.base import Bus, Consumer, Record, TopicSpec
+from chatmq.core.bus.base import Bus, Consumer, Record, TopicSpec, Value
 from chatmq.core.errors import BusClosedError, BusError
 from chatmq.core.metrics import BUS_PUBLISH_ERRORS, CONSUMER_LAG, SOURCES, Sample
+from chatmq.core.records import encode
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +119,21 @@ class KafkaBus(Bus):
             raise BusClosedError("Kafka bus is not running")
         return self._producer
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    async def publish(self, topic: str, key: bytes, value: Value) -> None:
+        data = value if isinstance(value, bytes) else encode(value)
         try:
-            await self._live_producer().send_and_wait(self._prefix + topic, value, key=key)
+            await self._live_producer().send_and_wait(self._prefix + topic, data, key=key)
         except BusClosedError:
             raise
         except Exception as exc:
             BUS_PUBLISH_ERRORS.labels(topic).inc()
             raise BusError(f"publish to {topic} failed: {exc}") from exc
 
-    async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    async def publish_many(self, topic: str, items: list[tuple[bytes, Value]]) -> None:
         producer = self._live_producer()
+        encoded = [(key, value if isinstance(value, bytes) else encode(value)) for key, value in items]
         try:
-            futures = [await producer.send(self._prefix + topic, value, key=key) for key, value in items]
+            futures = [await producer.send(self._prefix + topic, value, key=key) for key, value in encoded]
             for future in futures:
                 await future
         except Exception as exc:

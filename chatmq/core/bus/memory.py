@@ -6,6 +6,8 @@ positions that restart from the last commit when a partition changes owner. Reco
 are dropped once every group reading the topic has committed past them. Nothing
 survives the process: the embedded mode acknowledges to clients only after the store
 has committed, so the bus never holds the only copy of an acknowledged message.
+Records are the published objects themselves (``chatmq.core.records``): nothing is encoded or
+decoded on the way; bytes published as they are come out as ``Record.value``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chatmq.core.bus.base import Bus, Consumer, Record, TopicSpec, partition_for
+from chatmq.core.bus.base import Bus, Consumer, Record, TopicSpec, Value, partition_for
 from chatmq.core.errors import BusClosedError, BusError
 from chatmq.core.metrics import CONSUMER_LAG, SOURCES, Sample
 
@@ -23,7 +25,7 @@ from chatmq.core.metrics import CONSUMER_LAG, SOURCES, Sample
 @dataclass(slots=True)
 class _Partition:
     base: int = 0  # offset of records[0]
-    records: deque[tuple[bytes, bytes]] = field(default_factory=deque)
+    records: deque[tuple[bytes, Value]] = field(default_factory=deque)
 
     @property
     def end(self) -> int:
@@ -88,14 +90,14 @@ class MemoryBus(Bus):
             self._topics[name] = topic
         return topic
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    async def publish(self, topic: str, key: bytes, value: Value) -> None:
         self.append(topic, key, value)
 
-    async def publish_many(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    async def publish_many(self, topic: str, items: list[tuple[bytes, Value]]) -> None:
         for key, value in items:
             self.append(topic, key, value)
 
-    def append(self, topic: str, key: bytes, value: bytes) -> None:
+    def append(self, topic: str, key: bytes, value: Value) -> None:
         """Synchronous ``publish``: append and wake the consumers of ``topic``."""
         if not self._running:
             raise BusClosedError("bus is not running")
@@ -147,7 +149,10 @@ class MemoryBus(Bus):
         out: list[Record] = []
         for offset in range(start, min(part.end, start + limit)):
             key, value = part.records[offset - part.base]
-            out.append(Record(tp[0], tp[1], offset, key, value))
+            if isinstance(value, bytes):
+                out.append(Record(tp[0], tp[1], offset, key, value))
+            else:
+                out.append(Record(tp[0], tp[1], offset, key, b"", value))
         return out
 
     def _commit(self, group_name: str, tp: tuple[str, int], next_offset: int) -> None:

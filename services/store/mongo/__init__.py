@@ -22,13 +22,18 @@ Collections
   ``v`` (a version) makes it a compare-and-swap; ``members.user_id`` is indexed (multikey on
   MongoDB; on FerretDB's SQLite backend that index never matches an array and queries scan,
   which is correct, only slower).
-- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts,
-  committed[, pending]}``; ``(conversation, _id)``. ``_id`` is its only unique key.
-- ``client_ids`` ``{_id: "<len(sender)>:<sender>:<client_id>", sid}``: the dedupe claims, one
-  per stored (sender, client_id), pointing at the message's server id. The sender's length
+- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts}``;
+  ``(conversation, _id)``: history, only ever inserted into on the hot path. (Documents with
+  ``committed: false`` from the earlier scheme are hidden from history.)
+- ``accepting`` ``{_id: server_id, <the message's fields>, pending: [<its pending items>]}``: the
+  messages being accepted right now, each deleted (by ``_id``) once stored: a small working set.
+- ``client_ids`` ``{_id: "<len(sender)>:<sender>:<client_id>", sid, ts}``: the dedupe claims, one
+  per stored (sender, client_id), naming the message's server id and ts. The sender's length
   first makes the key unambiguous whatever characters the ids hold. Never deleted.
-- ``pending`` ``{_id: seq, user_id, item_id, kind, envelope}``; unique ``(user_id, item_id)``,
-  ``(user_id, _id)`` (the ``_id`` is the seq).
+- ``pending`` ``{_id: "<len(user)>:<user>:<item_id>", seq, user_id, item_id, kind, envelope}``;
+  ``(user_id, seq)``, ``item_id``. The ``_id`` is the unique (user, item) key, so that a receipt
+  finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
+  rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
@@ -61,43 +66,42 @@ win. What is atomic there, as on MongoDB: an insert against a unique index, and 
   deletion of an emptied group racing an ``add_members`` that then writes to nothing); two
   concurrent flag changes of one user may lose one; two processes revoking one device may
   both get True. Renames use ``find_one_and_update`` (atomic on MongoDB).
-- **Accepting messages** writes, per new message, a *commit record* first: the message
-  document with ``committed: false`` and, inside it, the pending items it owes (each with
-  its reserved seq). Then it *claims* the message's (sender, client_id) by inserting its
-  ``client_ids`` document: that insert against the unique ``_id`` is the dedupe decision,
-  atomic across processes. Then the pending items are inserted (``insert_many(ordered=False)``,
-  duplicate keys ignored, so re-inserting is harmless), then ``committed`` is set and the
-  embedded list dropped (one ``update_one`` by ``_id`` per message). History and
-  ``get_messages`` show committed messages only. A lost claim (duplicate key) means another
-  writer stored that (sender, client_id) first: its ``client_ids`` document names the winner,
-  which is the result, as a duplicate (and is finished if still uncommitted); the loser's own
-  record, which nothing points to, is deleted. There is no lookup before the inserts: a resend
-  costs a record inserted and deleted again, a new message nothing extra. The record goes
-  before the claim, so a claim always names an existing record; the claim goes before the
-  pending items because a retried message gets a *new* server id
-  (``chatmq.services.chat.acceptance`` makes one per attempt): pending items written before the
-  claim could be orphans no retry finds or removes.
+- **Accepting messages** writes, per new message, a *record* first: the message with the pending
+  items it owes (each with its reserved seq), inserted into ``accepting``. Then it *claims* the
+  message's (sender, client_id) by inserting its ``client_ids`` document: that insert against the
+  unique ``_id`` is the dedupe decision, atomic across processes. Then the pending items are
+  inserted, then the history row into ``messages`` (``insert_many(ordered=False)``, duplicate keys
+  skipped, so re-inserting is harmless), then the record is deleted from ``accepting``. A lost
+  claim (duplicate key) means another writer stored that (sender, client_id) first: its claim names
+  the winner's server id and ts, which are the result, as a duplicate; if the winner's record is
+  still in ``accepting`` the loser finishes it (the same steps, from the record). The loser's own
+  record, which nothing points to, is deleted. There is no lookup before the inserts, and nothing
+  reads or updates ``messages``: a resend costs a claim read and a record inserted and deleted
+  again, a new message nothing extra. The record goes before the claim, so a claim always names a
+  record that is either in ``accepting`` or finished; the claim goes before the pending items
+  because a retried message gets a *new* server id (``chatmq.services.chat.acceptance`` makes one
+  per attempt): pending items written before the claim could be orphans no retry finds or removes.
 
 Crash windows of ``accept_messages`` (the process dies, or the connection fails and
 ``StoreError`` is raised, between steps):
 
 1. Before any record is inserted: nothing was stored; a retry starts over.
-2. After some records, before their claims: the records are invisible (not committed) and
-   unclaimed; no pending item exists for them. A retry starts over with new server ids; the
-   orphaned records stay behind, invisible (garbage a crash leaves, no harm).
-3. After the claims, before or during the pending inserts: the records are invisible and some
-   pending items may already be in recipients' queues. A retry of the same (sender, client_id)
-   (the router's, or the client's resend) loses the claim, finds the record through it,
-   inserts its pending items (the same seqs; those already there are skipped), commits it, and
-   returns it as a duplicate: the sender is acked with the first server id, recipients get the
-   message from their pending queue (replayed on their next subscribe, not live). Nothing is
-   lost and nothing is stored twice; if no retry ever comes (the client is gone for good) the
-   message stays invisible in history while recipients whose items were written still see it.
-4. After the pending inserts, before the commit: as 3, with every pending item present.
-5. After the commit: done; a retry is a plain duplicate.
-A server id already used by another message (the record insert hits the ``_id``) fails the
-batch with ``StoreError``; the records this call inserted are deleted first (no claim points
-to them yet), so nothing visible was written.
+2. After some records, before their claims: the records sit in ``accepting``, unclaimed and
+   invisible; no pending item exists for them. A retry starts over with new server ids; the
+   orphaned records stay behind (garbage a crash leaves in a small collection, no harm).
+3. After the claims, before or during the pending inserts: some pending items may already be in
+   recipients' queues, nothing is in history. A retry of the same (sender, client_id) (the
+   router's, or the client's resend) loses the claim, finds the record in ``accepting`` through it,
+   inserts its pending items (the same ``_id``; those already there are skipped), its history row,
+   deletes the record, and returns it as a duplicate: the sender is acked with the first server
+   id, recipients get the message from their pending queue (replayed on their next subscribe, not
+   live). Nothing is lost and nothing is stored twice; if no retry ever comes (the client is gone
+   for good) the message stays out of history while recipients whose items were written see it.
+4. After the pending inserts, before the history row or the record's deletion: as 3.
+5. After the deletion: done; a retry is a plain duplicate.
+A server id already used by another message (the history insert hits the ``_id``) fails the
+batch with ``StoreError``; everything the call inserted (claims, pending items, history rows,
+records) is deleted again by ``_id``.
 
 ``StoreError`` therefore does not always mean "no effect" here: it means "not done yet; a
 retry with the same (sender, client_id) completes it" (the worker retries retriable errors, and
@@ -114,30 +118,31 @@ scan, only a cheaper one: FerretDB's query says ``_ferretdb_sjson->'$._id'`` whi
 index is on ``_ferretdb_sjson->"_id"``, so SQLite does not use the index (``explain`` shows
 ``SCAN``) and a ``find_one`` by ``_id`` of a recent document took 115 ms at 20,000 documents
 (1 ms when the document is among the first rows). What does not scan: inserts (the unique
-indexes are checked through the index). So the hot path:
+indexes are checked through the index). So the hot path touches only inserts, and reads and
+deletes by ``_id`` in the small working sets:
 
-- ``accept_messages`` decides duplicates by inserting ``client_ids`` documents (no query; the
-  old ``{sender, client_id}``/``$in`` lookup scanned ``messages`` in Go once per batch); it
-  reads only for lost claims (resends).
-- The commit, ``get_messages``, ``existing_user_ids`` and ``nodes_of`` use one operation by
-  ``_id`` per id for up to ``SHORT`` ids, one ``$in`` operation for more (per id, SQLite scans
-  at ~6 µs a document; ``$in``, one Go scan at ~32 µs a document).
+- ``accept_messages`` decides duplicates by inserting ``client_ids`` documents (no query); it
+  reads only for lost claims (resends: the claim, and the winner's record in ``accepting``). It
+  inserts into ``messages`` and never reads or updates it, so its cost does not grow with history.
+- Receipts (``take_pending``, ``held_routes``) find and delete pending items by their ``_id``, the
+  (user, item) key; the routes come from the items, not from ``messages``. Up to ``BY_ID`` ids one
+  operation per id, more with one ``$in`` (a scan of ``pending`` in Go: the undelivered items).
+- ``existing_user_ids`` and ``nodes_of`` use one operation by ``_id`` per id for up to ``SHORT``
+  ids, one ``$in`` operation for more (per id, SQLite scans at ~6 µs a document; ``$in``, one Go
+  scan at ~32 µs a document).
 - seq blocks have text ids, so probing for a free block is a SQLite scan, not a Go scan.
 The single-document reads of one call are issued together (``each``): pymongo runs them on
 separate pooled connections. Writes go one after another: FerretDB makes each a SQLite write
 transaction, and concurrent ones contend for the write lock (twenty ``update_one`` took
-120 ms at once, 14 ms in turn). So the hot-path writes of one store object (the message,
-claim and pending inserts, the commits, the pending and notice deletes) take turns on an
-``asyncio.Lock``, also across concurrent calls: the router issues one ``remove_pending`` per
-user of a batch at once.
-Still scanning: the commit and ``get_messages`` (``messages`` grows without bound, so their
-cost still grows with it), the ``pending`` queries (``pending``, ``remove_pending``,
-``pending_copies``, ``remove_notices``, ``count_pending``: the collection holds undelivered items
-only, small while users are online), ``history`` and the group, device and push-token queries,
-``set_offline`` and ``forget_node`` on ``presence``. Real MongoDB uses the indexes created in
-``start()`` for all of them. Making the commit and ``get_messages`` independent of the size of
-``messages`` takes keeping uncommitted records and recently accepted messages in small
-collections of their own (not done).
+120 ms at once, 14 ms in turn). So the hot-path writes of one store object (the record, claim,
+pending and history inserts, the pending, record and notice deletes) take turns on an
+``asyncio.Lock``.
+Still scanning, off the hot path: ``get_messages`` and ``history`` (the history API, and receipts
+for messages no longer pending that the router does not remember), the replay's ``pending``
+queries (``pending``, ``remove_notices``, ``pending_copies`` for resends, ``count_pending``: the
+collection holds undelivered items only, small while users are online), the group, device and
+push-token queries, ``set_offline`` and ``forget_node`` on ``presence``. Real MongoDB uses the
+indexes created in ``start()`` for all of them.
 
 On FerretDB 1.24's PostgreSQL backend (``CHATMQ_FERRETDB_BACKEND=postgresql scripts/services.sh
 up mongo``) every scalar equality on a top-level field is pushed down (``{_id: x}``, ``{_id: x,

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar, cast
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from chatmq.core.errors import StoreError
 from chatmq.core.ids import now_ms
@@ -21,13 +21,14 @@ from chatmq.services.store.base import (
     Device,
     Group,
     GroupMember,
+    NewMessage,
     PendingItem,
     PushToken,
     Store,
     StoredMessage,
     User,
 )
-from chatmq.services.store.common import chunks, json_object
+from chatmq.services.store.common import body_text, chunks, json_object
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -52,11 +53,16 @@ _CAS_ATTEMPTS = 50
 SEQ_KEY = "pending_seq"
 #: Single-document reads in flight at once (``each``); pymongo's pool holds 100.
 CONCURRENT = 64
-#: Lists of ids up to this long are read (and messages committed) with one operation by
+#: Lists of ids up to this long are read with one operation by
 #: ``_id`` each instead of one ``{_id: {$in: ...}}``. On FerretDB's SQLite backend the first is
 #: a scan inside SQLite (its ``_id`` index is not used), about 6 µs a document; the second a
 #: scan decoding every document in Go, about 32 µs a document: the crossover is near 5.
 SHORT = 4
+#: The same crossover for the small working-set collections (``pending``, ``accepting``), whose
+#: scans are short: on FerretDB's PostgreSQL backend an ``_id`` equality is a scan in C at about
+#: 0.3 µs a document plus a round trip, a ``$in`` a scan decoding every document in Go at about
+#: 55 µs a document, so one operation per id pays off for many more ids there.
+BY_ID = 32
 
 
 
@@ -83,10 +89,15 @@ async def each(calls: Iterable[Awaitable[T]]) -> list[T]:
     return results
 
 
+def pair_key(first: str, second: str) -> str:
+    """One text key for a pair of ids: the first's length first, so that no two pairs give the same
+    key whatever characters the ids hold."""
+    return f"{len(first)}:{first}:{second}"
+
+
 def claim_key(sender: str, client_id: str) -> str:
-    """The ``_id`` of the ``client_ids`` document of (sender, client_id): the sender's length
-    first, so that no two pairs give the same key whatever characters the ids hold."""
-    return f"{len(sender)}:{sender}:{client_id}"
+    """The ``_id`` of the ``client_ids`` document of (sender, client_id)."""
+    return pair_key(sender, client_id)
 
 
 def block_id(block: int) -> str:
@@ -166,6 +177,12 @@ def group_doc(doc: Doc) -> Group:
     )
 
 
+def history_doc(m: NewMessage | StoredMessage) -> Doc:
+    """The ``messages`` document of ``m`` (``message_doc`` reads it back)."""
+    return {"_id": m.server_id, "client_id": m.client_id, "sender": m.sender, "to": m.to, "group": m.group,
+            "conversation": m.conversation, "body": body_text(m.body), "ts": m.ts}
+
+
 def message_doc(doc: Doc) -> StoredMessage:
     return StoredMessage(
         server_id=doc["_id"],
@@ -179,12 +196,23 @@ def message_doc(doc: Doc) -> StoredMessage:
     )
 
 
+def pending_key(user_id: str, item_id: str) -> str:
+    """The ``_id`` of a pending item: its (user, item id), so that a receipt finds and removes it by
+    ``_id`` alone."""
+    return pair_key(user_id, item_id)
+
+
+def pending_doc(seq: int, user_id: str, item_id: str, kind: str, envelope: str) -> Doc:
+    return {"_id": pending_key(user_id, item_id), "seq": seq, "user_id": user_id, "item_id": item_id,
+            "kind": kind, "envelope": envelope}
+
+
 def pending_item_doc(doc: Doc) -> PendingItem:
     return PendingItem(
-        seq=int(doc["_id"]),
+        seq=int(doc["seq"]),
         item_id=doc["item_id"],
         kind=cast(Literal["message", "notice"], doc["kind"]),
-        envelope=json_object(doc["envelope"]),
+        envelope=str(doc["envelope"]).encode(),
     )
 
 
@@ -246,6 +274,7 @@ class MongoBase(Store):
         db = client[self._database]
         try:
             await self._create_indexes(db)
+            await self._migrate_pending(db)
         except PyMongoError as exc:
             await client.close()
             raise StoreError(f"cannot create indexes in {self._database!r} at {where}: {exc}") from exc
@@ -265,14 +294,28 @@ class MongoBase(Store):
         await db.push_tokens.create_index([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user")
         await db.groups.create_index([("members.user_id", ASCENDING)], name="member")
         await db.messages.create_index([("conversation", ASCENDING), ("_id", ASCENDING)], name="conversation")
-        await db.pending.create_index(
-            [("user_id", ASCENDING), ("item_id", ASCENDING)], unique=True, name="user_item_unique"
-        )
-        await db.pending.create_index([("user_id", ASCENDING), ("_id", ASCENDING)], name="user_seq")
+        # a pending item's ``_id`` is its (user, item id) key (``pending_key``); its seq a field
+        await db.pending.create_index([("user_id", ASCENDING), ("seq", ASCENDING)], name="user_by_seq")
         await db.pending.create_index([("item_id", ASCENDING)], name="item")
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
         await db.refresh_spent.create_index([("expires_at", ASCENDING)], name="expiry")
         await db.refresh_revoked.create_index([("expires_at", ASCENDING)], name="expiry")
+
+    @staticmethod
+    async def _migrate_pending(db: AsyncDatabase[Doc]) -> None:
+        """Rewrite pending items of the earlier shape (``_id`` = seq, no ``seq`` field) to ``pending_doc``:
+        the new document first, then the old one deleted, so that a crash midway loses nothing (the
+        next start finishes; a copy already there is skipped)."""
+        coll = db.pending
+        if await coll.find_one({"seq": {"$exists": False}}) is None:
+            return
+        with contextlib.suppress(OperationFailure):  # the old unique (user_id, item_id): the new ``_id`` holds both
+            await coll.drop_index("user_item_unique")
+        async for old in coll.find({"seq": {"$exists": False}}):
+            new = pending_doc(int(old["_id"]), old["user_id"], old["item_id"], old["kind"], old["envelope"])
+            with contextlib.suppress(DuplicateKeyError):
+                await coll.insert_one(new)
+            await coll.delete_one({"_id": old["_id"]})
 
     async def stop(self) -> None:
         """Close the connection pool; idempotent. Operations still running fail with ``StoreError``."""
@@ -351,13 +394,55 @@ class MongoBase(Store):
                 high = mid
         return high
 
-    async def _insert_pending(self, docs: list[Doc]) -> None:
-        """Insert pending items, skipping those whose (user, item id) or seq is already there."""
-        pending = self._coll("pending")
+    async def _insert_pending(self, docs: list[Doc]) -> set[str]:
+        """Insert pending items, skipping those whose (user, item id) is already there; returns the
+        ``_id`` of those inserted."""
+        return (await self._insert_new("pending", docs))[0]
+
+    async def _insert_new(self, name: str, docs: list[Doc]) -> tuple[set[Any], set[Any]]:
+        """Insert ``docs`` into collection ``name``, skipping those whose unique keys are taken;
+        returns the ``_id`` of the documents inserted and of those skipped."""
+        coll = self._coll(name)
+        inserted: set[Any] = set()
+        skipped: set[Any] = set()
         for chunk in chunks(docs, CHUNK):
+            ids = [d["_id"] for d in chunk]
             try:
                 async with self._writes:
-                    await pending.insert_many(list(chunk), ordered=False)
+                    await coll.insert_many(list(chunk), ordered=False)
             except BulkWriteError as exc:
-                if any(e.get("code") != DUPLICATE_KEY for e in write_errors(exc)):
+                errors = write_errors(exc)
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
                     raise
+                failed = {ids[int(e["index"])] for e in errors}
+                skipped |= failed
+                inserted.update(i for i in ids if i not in failed)
+            else:
+                inserted.update(ids)
+        return inserted, skipped
+
+    async def _find_ids(self, name: str, ids: list[Any]) -> dict[Any, Doc]:
+        """The documents of collection ``name`` among ``ids``, by ``_id``: up to ``BY_ID`` ids one
+        ``find_one`` each, issued together (``each``), more with ``$in`` queries (for the small
+        working-set collections only: on FerretDB a ``$in`` decodes the whole collection in Go)."""
+        coll = self._coll(name)
+        if len(ids) <= BY_ID:
+            return {d["_id"]: d for d in await each(coll.find_one({"_id": i}) for i in ids) if d is not None}
+        found: dict[Any, Doc] = {}
+        for chunk in chunks(ids, CHUNK):
+            async for doc in coll.find({"_id": {"$in": list(chunk)}}):
+                found[doc["_id"]] = doc
+        return found
+
+    async def _delete_ids(self, name: str, ids: list[Any]) -> None:
+        """Delete documents of collection ``name`` by ``_id``: up to ``BY_ID`` one ``delete_one`` each
+        (FerretDB pushes a string ``_id`` equality down), more with ``$in`` (a scan in Go: for the
+        small working-set collections only)."""
+        coll = self._coll(name)
+        async with self._writes:
+            if len(ids) <= BY_ID:
+                for i in ids:
+                    await coll.delete_one({"_id": i})
+                return
+            for chunk in chunks(ids, CHUNK):
+                await coll.delete_many({"_id": {"$in": list(chunk)}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
 
@@ -11,7 +13,7 @@ from chatmq.services.store.base import (
     NewMessage,
     StoredMessage,
 )
-from chatmq.services.store.common import chunks, json_text
+from chatmq.services.store.common import chunks
 from chatmq.services.store.mongo.base import (
     CHUNK,
     DUPLICATE_KEY,
@@ -20,8 +22,10 @@ from chatmq.services.store.mongo.base import (
     MongoBase,
     claim_key,
     each,
+    history_doc,
     message_doc,
     mongo_errors,
+    pending_doc,
     unique,
     write_errors,
 )
@@ -33,7 +37,9 @@ class MongoMessages(MongoBase):
     async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
         """Store a batch (see ``Store.accept_messages`` and, for what happens without
         transactions, the module docstring). A ``server_id`` already used by a different
-        message fails the whole batch with ``StoreError`` before anything visible is written."""
+        message fails the whole batch with ``StoreError`` before anything visible is written.
+        Only inserts, and one delete by ``_id`` in the small ``accepting`` collection: nothing
+        reads or updates ``messages``, whatever its size (a resend reads its claim)."""
         self._coll("messages")  # StoreError when not started
         if not messages:
             return []
@@ -44,44 +50,24 @@ class MongoMessages(MongoBase):
         sids = [m.server_id for m in fresh]
         if len(set(sids)) != len(sids):
             raise StoreError("a server id is used twice in the batch")
-        winners: dict[tuple[str, str], Doc] = {}
+        winners: dict[tuple[str, str], tuple[str, int]] = {}
         with mongo_errors():
             seqs = iter(await self._reserve_seqs(sum(len(m.envelopes) for m in fresh)))
             records: list[Doc] = [
-                {
-                    "_id": m.server_id,
-                    "client_id": m.client_id,
-                    "sender": m.sender,
-                    "to": m.to,
-                    "group": m.group,
-                    "conversation": m.conversation,
-                    "body": json_text(m.body),
-                    "ts": m.ts,
-                    "committed": False,
-                    "pending": [
-                        {
-                            "_id": next(seqs),
-                            "user_id": user,
-                            "item_id": m.server_id,
-                            "kind": "message",
-                            "envelope": json_text(env),
-                        }
-                        for user, env in m.envelopes.items()
-                    ],
-                }
+                {**history_doc(m), "pending": [pending_doc(next(seqs), user, m.server_id, "message", env.decode())
+                                               for user, env in m.envelopes.items()]}
                 for m in fresh
             ]
             await self._insert_records(records)
             claimed = await self._claim(records, winners)
-            await self._insert_pending([p for r in records if r["_id"] in claimed for p in r["pending"]])
-            await self._commit(sorted(claimed))
+            await self._finish([r for r in records if r["_id"] in claimed], fresh=True)
 
         results: list[AcceptResult] = []
         for i, m in enumerate(messages):
             key = (m.sender, m.client_id)
             if key in winners:
-                doc = winners[key]
-                results.append(AcceptResult(server_id=doc["_id"], ts=int(doc["ts"]), duplicate=True))
+                sid, ts = winners[key]
+                results.append(AcceptResult(server_id=sid, ts=ts, duplicate=True))
             elif first[key] == i:
                 results.append(AcceptResult(server_id=m.server_id, ts=m.ts, duplicate=False))
             else:
@@ -90,10 +76,10 @@ class MongoMessages(MongoBase):
         return results
 
     async def _insert_records(self, records: list[Doc]) -> None:
-        """Insert the uncommitted message records, all or none: when a server id is taken (the
-        only unique key of ``messages``), the records this call inserted are deleted again (no
+        """Insert the message records (with their pending items) into ``accepting``, all or none:
+        when a server id is taken there, the records this call inserted are deleted again (no
         claim points to them yet) and ``StoreError`` is raised."""
-        coll = self._coll("messages")
+        coll = self._coll("accepting")
         inserted: list[str] = []
         for chunk in chunks(records, CHUNK):
             try:
@@ -103,24 +89,28 @@ class MongoMessages(MongoBase):
                 errors = write_errors(exc)
                 failed = {int(e["index"]) for e in errors}
                 inserted += [r["_id"] for i, r in enumerate(chunk) if i not in failed]
-                for sid in inserted:
-                    await coll.delete_one({"_id": sid})
+                await self._drop_records(inserted)
                 if any(e.get("code") != DUPLICATE_KEY for e in errors):
                     raise
                 clash = chunk[min(failed)]["_id"]
                 raise StoreError(f"server id {clash!r} is already used by another message") from exc
             inserted += [r["_id"] for r in chunk]
 
-    async def _claim(self, records: list[Doc], winners: dict[tuple[str, str], Doc]) -> set[str]:
+    async def _drop_records(self, sids: list[str]) -> None:
+        """Delete these records from ``accepting``."""
+        await self._delete_ids("accepting", sids)
+
+    async def _claim(self, records: list[Doc], winners: dict[tuple[str, str], tuple[str, int]]) -> set[str]:
         """Claim each record's (sender, client_id) by inserting its ``client_ids`` document; returns
         the server ids whose claim this call won. A lost claim means another writer stored that
-        (sender, client_id) first: its message goes into ``winners`` (finished if still
-        uncommitted) and this call's record is deleted (nothing points to it)."""
+        (sender, client_id) first: its server id and ts go into ``winners`` (its message finished
+        if its record is still in ``accepting``) and this call's record is deleted (nothing points
+        to it)."""
         claims = self._coll("client_ids")
         won = {r["_id"] for r in records}
         lost: list[Doc] = []
         for chunk in chunks(records, CHUNK):
-            docs = [{"_id": claim_key(r["sender"], r["client_id"]), "sid": r["_id"]} for r in chunk]
+            docs = [{"_id": claim_key(r["sender"], r["client_id"]), "sid": r["_id"], "ts": r["ts"]} for r in chunk]
             try:
                 async with self._writes:
                     await claims.insert_many(docs, ordered=False)
@@ -133,60 +123,78 @@ class MongoMessages(MongoBase):
             return won
         keys = [(r["sender"], r["client_id"]) for r in lost]
         found = await each(claims.find_one({"_id": claim_key(*key)}) for key in keys)
-        winner_sids: list[str] = []
         for record, claim in zip(lost, found, strict=True):
             if claim is None:  # claims are never deleted
                 raise StoreError(f"the claim of {(record['sender'], record['client_id'])!r} vanished")
-            winner_sids.append(claim["sid"])
-        coll = self._coll("messages")
-        records_won = await each(coll.find_one({"_id": sid}, {"body": 0}) for sid in winner_sids)
-        for key, record, sid, doc in zip(keys, lost, winner_sids, records_won, strict=True):
-            if sid == record["_id"]:  # our own claim from an earlier attempt with this very record
-                continue
-            if doc is None:  # records are inserted before their claim and never deleted after
-                raise StoreError(f"the message {sid!r} of claim {key!r} is missing")
-            if not doc.get("committed", False):
-                await self._finish(doc)
-            winners[key] = doc
+        accepting = self._coll("accepting")
+        unfinished = await each(accepting.find_one({"_id": claim["sid"]}) for claim in found if claim is not None)
+        await self._finish([doc for doc in unfinished if doc is not None])
+        for key, record, claim in zip(keys, lost, found, strict=True):
+            assert claim is not None
+            ts = claim.get("ts")
+            if ts is None:  # a claim written before claims carried the ts
+                earlier = await self._coll("messages").find_one({"_id": claim["sid"]}, {"ts": 1})
+                if earlier is None:
+                    raise StoreError(f"the message {claim['sid']!r} of claim {key!r} is missing")
+                ts = earlier["ts"]
+            winners[key] = (str(claim["sid"]), int(ts))
             won.discard(record["_id"])
-        for r in lost:
-            if r["_id"] not in won:
-                await coll.delete_one({"_id": r["_id"]})
+        await self._drop_records([r["_id"] for r in lost if r["_id"] not in won])
         return won
 
-    async def _commit(self, sids: list[str]) -> None:
-        """Mark the records committed and drop their embedded pending lists: up to ``SHORT``
-        records one ``update_one({_id})`` each, one after another (concurrent writes contend for
-        SQLite's write lock), more with one ``update_many({_id: {$in: ...}})``."""
-        coll = self._coll("messages")
-        update = {"$set": {"committed": True}, "$unset": {"pending": ""}}
-        async with self._writes:
-            if len(sids) <= SHORT:
-                for sid in sids:
-                    await coll.update_one({"_id": sid}, update)
-                return
-            for chunk in chunks(sids, CHUNK):
-                await coll.update_many({"_id": {"$in": list(chunk)}}, update)
+    async def _finish(self, records: list[Doc], *, fresh: bool = False) -> None:
+        """Complete claimed records: their pending items, then their history rows, then drop them
+        from ``accepting``. Each step skips what is already there, so finishing twice is harmless
+        (a retry, or a resend racing the first attempt). For this call's own ``fresh`` records, a
+        history row already there under the same server id that is another message's (``_clashes``)
+        fails the batch: everything the call wrote is deleted again (by ``_id``: claims, pending items,
+        rows) and ``StoreError`` raised, so that the batch fails as a whole."""
+        if not records:
+            return
+        items = await self._insert_pending([p for r in records for p in r["pending"]])
+        rows = [{k: v for k, v in r.items() if k != "pending"} for r in records]
+        inserted, skipped = await self._insert_new("messages", rows)
+        clashes = await self._clashes([r for r in rows if r["_id"] in skipped]) if fresh else []
+        if clashes:
+            await self._delete_ids("messages", sorted(inserted))
+            await self._delete_ids("pending", sorted(items))
+            await self._delete_ids("client_ids", [claim_key(r["sender"], r["client_id"]) for r in records])
+            await self._drop_records([r["_id"] for r in records])
+            raise StoreError(f"server id {min(clashes)!r} is already used by another message")
+        await self._drop_records([r["_id"] for r in records])
 
-    async def _finish(self, doc: Doc) -> None:
-        """Complete an uncommitted message record: insert its pending items, then commit it."""
-        await self._insert_pending(list(doc.get("pending", [])))
-        await self._commit([doc["_id"]])
-        doc["committed"] = True
+    async def _clashes(self, rows: list[Doc]) -> list[str]:
+        """The server ids of ``rows`` (history rows found already there) held by another message. The
+        same message is there when a resend racing this call finished it first (a read by ``_id`` of
+        ``messages``, only in such a race or a clash)."""
+        coll = self._coll("messages")
+        found = await each(coll.find_one({"_id": r["_id"]}, {"sender": 1, "client_id": 1}) for r in rows)
+        return [r["_id"] for r, doc in zip(rows, found, strict=True)
+                if doc is None or (doc["sender"], doc["client_id"]) != (r["sender"], r["client_id"])]
+
+    async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """``insert_many`` of the claims, then of the history rows, ``CHUNK`` documents at a time."""
+        self._coll("messages")  # StoreError when not started
+        with mongo_errors():
+            for chunk in chunks(messages, CHUNK):
+                claims = [{"_id": claim_key(m.sender, m.client_id), "sid": m.server_id, "ts": m.ts} for m in chunk]
+                async with self._writes:
+                    await self._coll("client_ids").insert_many(claims)
+                    await self._coll("messages").insert_many([history_doc(m) for m in chunk])
 
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
         """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once):
-        up to ``SHORT`` ids one ``find_one`` by ``_id`` each, concurrently (uncommitted records
-        are skipped here), more with one ``$in`` query."""
+        up to ``SHORT`` ids one ``find_one`` by ``_id`` each, concurrently (records of the earlier
+        scheme marked ``committed: false`` are skipped), more with one ``$in`` query."""
         coll = self._coll("messages")
         ids = unique(server_ids)
         with mongo_errors():
             if len(ids) <= SHORT:
                 docs = await each(coll.find_one({"_id": sid}) for sid in ids)
-                return [message_doc(d) for d in docs if d is not None and d.get("committed", False)]
+                return [message_doc(d) for d in docs if d is not None and d.get("committed", True)]
             found: dict[str, StoredMessage] = {}
             for chunk in chunks(ids, CHUNK):
-                async for doc in coll.find({"_id": {"$in": list(chunk)}, "committed": True}):
+                async for doc in coll.find({"_id": {"$in": list(chunk)}, "committed": {"$ne": False}}):
                     found[doc["_id"]] = message_doc(doc)
         return [found[i] for i in ids if i in found]
 
@@ -194,7 +202,7 @@ class MongoMessages(MongoBase):
         coll = self._coll("messages")
         if limit <= 0:
             return []
-        query: Doc = {"conversation": conversation, "committed": True}
+        query: Doc = {"conversation": conversation, "committed": {"$ne": False}}
         if before is not None:
             query["_id"] = {"$lt": before}
         with mongo_errors():
@@ -203,7 +211,7 @@ class MongoMessages(MongoBase):
 
     async def count_messages(self) -> int:
         """The collection's document count from its metadata (``estimated_document_count``: no scan);
-        it includes the rare uncommitted records a crash left behind."""
+        records a crash left in ``accepting`` are not counted."""
         messages = self._coll("messages")
         with mongo_errors():
             return await messages.estimated_document_count()

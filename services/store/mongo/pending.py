@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import ASCENDING
 
 from chatmq.services.store.base import (
     PendingItem,
+    Route,
 )
-from chatmq.services.store.common import chunks, json_object, json_text
+from chatmq.services.store.common import chunks, held_route
 from chatmq.services.store.mongo.base import (
     CHUNK,
     Doc,
     MongoBase,
     mongo_errors,
+    pending_doc,
     pending_item_doc,
+    pending_key,
     unique,
 )
 
@@ -23,11 +24,11 @@ from chatmq.services.store.mongo.base import (
 class MongoPending(MongoBase):
     """What waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
-    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
+    async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
         """Append notice items. An ``item_id`` the user already has pending (of either kind) is
         skipped, so re-adding the same notice is harmless (and a failed call may be retried)."""
         self._coll("pending")  # StoreError when not started
-        first: dict[tuple[str, str], dict[str, Any]] = {}
+        first: dict[tuple[str, str], bytes] = {}
         for user, item_id, env in notices:
             first.setdefault((user, item_id), env)
         rows = list(first.items())
@@ -37,7 +38,7 @@ class MongoPending(MongoBase):
             seqs = await self._reserve_seqs(len(rows))
             await self._insert_pending(
                 [
-                    {"_id": seq, "user_id": user, "item_id": item_id, "kind": "notice", "envelope": json_text(env)}
+                    pending_doc(seq, user, item_id, "notice", env.decode())
                     for seq, ((user, item_id), env) in zip(seqs, rows, strict=True)
                 ]
             )
@@ -47,41 +48,47 @@ class MongoPending(MongoBase):
         if limit <= 0:
             return []
         with mongo_errors():
-            cursor = coll.find({"user_id": user_id, "_id": {"$gt": after_seq}}).sort("_id", ASCENDING).limit(limit)
+            cursor = coll.find({"user_id": user_id, "seq": {"$gt": after_seq}}).sort("seq", ASCENDING).limit(limit)
             return [pending_item_doc(doc) async for doc in cursor]
 
-    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, bytes]]:
         coll = self._coll("pending")
         docs: list[Doc] = []
         with mongo_errors():
             for chunk in chunks(unique(server_ids), CHUNK):
                 docs.extend([d async for d in coll.find({"kind": "message", "item_id": {"$in": list(chunk)}})])
-        docs.sort(key=lambda d: int(d["_id"]))
-        return [(d["user_id"], json_object(d["envelope"])) for d in docs]
+        docs.sort(key=lambda d: int(d["seq"]))
+        return [(d["user_id"], str(d["envelope"]).encode()) for d in docs]
 
-    async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
-        """Remove the user's ``message`` items among ``server_ids``; returns the removed ids in
-        the order of ``server_ids`` (notices with a matching item id are left alone). Two
+    async def take_pending(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        """Find the items by ``_id`` (their (user, item id) key), then delete them by ``_id``: nothing
+        but equality on ``_id``, which FerretDB pushes down, in the pending working set. Two
         concurrent calls for the same items may both report them."""
-        coll = self._coll("pending")
-        ids = unique(server_ids)
-        removed: set[str] = set()
+        found = await self._held(wanted)
         with mongo_errors():
-            for chunk in chunks(ids, CHUNK):
-                query = {"user_id": user_id, "kind": "message", "item_id": {"$in": list(chunk)}}
-                docs = [doc async for doc in coll.find(query, {"item_id": 1})]
-                if docs:
-                    async with self._writes:
-                        await coll.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "user_id": user_id})
-                    removed.update(d["item_id"] for d in docs)
-        return [i for i in ids if i in removed]
+            await self._delete_ids("pending", [d["_id"] for docs in found for d in docs])
+        return [[held_route(user, d["item_id"], d["envelope"]) for d in docs]
+                for (user, _), docs in zip(wanted, found, strict=True)]
+
+    async def held_routes(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        found = await self._held(wanted)
+        return [[held_route(user, d["item_id"], d["envelope"]) for d in docs]
+                for (user, _), docs in zip(wanted, found, strict=True)]
+
+    async def _held(self, wanted: list[tuple[str, list[str]]]) -> list[list[Doc]]:
+        """Each user's pending ``message`` documents among its server ids, in the order asked, by
+        ``_id`` (``find_by_ids``)."""
+        keys = [[pending_key(user, sid) for sid in unique(sids)] for user, sids in wanted]
+        with mongo_errors():
+            found = await self._find_ids("pending", [k for ks in keys for k in ks])
+        return [[d for d in (found.get(k) for k in ks) if d is not None and d.get("kind") == "message"] for ks in keys]
 
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
         coll = self._coll("pending")
         with mongo_errors():
             for chunk in chunks(unique(seqs), CHUNK):
                 async with self._writes:
-                    await coll.delete_many({"user_id": user_id, "kind": "notice", "_id": {"$in": list(chunk)}})
+                    await coll.delete_many({"user_id": user_id, "kind": "notice", "seq": {"$in": list(chunk)}})
 
     async def count_pending(self, user_id: str | None = None) -> int:
         coll = self._coll("pending")

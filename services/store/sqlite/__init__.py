@@ -8,6 +8,7 @@ transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), rolled back on any error.
 
 from __future__ import annotations
 
+from chatmq.services.store.base import AcceptResult, NewMessage, Route
 from chatmq.services.store.sqlite.base import SCHEMA_VERSION
 from chatmq.services.store.sqlite.groups import SQLiteGroups
 from chatmq.services.store.sqlite.messages import SQLiteMessages
@@ -26,3 +27,11 @@ class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLi
     called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
     SQLite failure (the operation's transaction is then rolled back).
     """
+
+    async def commit_batch(self, messages: list[NewMessage],
+                           confirms: list[tuple[str, list[str]]]) -> tuple[list[AcceptResult], list[list[Route]]]:
+        """Both in one transaction, with one hand-off to the store's thread and one commit."""
+        if not messages and not any(ids for _, ids in confirms):
+            return await self._run(lambda conn: ([], [[] for _ in confirms]))
+        accept, take = self._accept_op(messages), self._routes_op(confirms, remove=True)
+        return await self._write(lambda conn: (accept(conn), take(conn)))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Sequence
 
 from chatmq.services.store.base import (
     AcceptResult,
     NewMessage,
     StoredMessage,
 )
-from chatmq.services.store.common import chunks, json_text
+from chatmq.services.store.common import body_text, chunks
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     MESSAGE_COLS,
@@ -26,10 +27,17 @@ class SQLiteMessages(SQLiteBase):
     async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
         """Store a batch in one transaction (see ``Store.accept_messages``). A ``server_id``
         already used by a different message fails the whole batch with ``StoreError``."""
+        if not messages:
+            return await self._run(lambda conn: [])
+        return await self._write(self._accept_op(messages))
+
+    def _accept_op(self, messages: list[NewMessage]) -> Callable[[sqlite3.Connection], list[AcceptResult]]:
+        """``accept_messages`` as a function of the connection, to run inside a write transaction (the
+        rows are made here, on the event loop, so the store's thread only executes)."""
         rows = [
             (
-                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, json_text(m.body), m.ts),
-                [(user, m.server_id, json_text(env)) for user, env in m.envelopes.items()],
+                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts),
+                [(user, m.server_id, env.decode()) for user, env in m.envelopes.items()],
             )
             for m in messages
         ]
@@ -37,16 +45,18 @@ class SQLiteMessages(SQLiteBase):
         def op(conn: sqlite3.Connection) -> list[AcceptResult]:
             results: list[AcceptResult] = []
             for msg, (row, pending_rows) in zip(messages, rows, strict=True):
-                earlier = conn.execute(
-                    "SELECT server_id, ts FROM messages WHERE sender = ? AND client_id = ?",
-                    (msg.sender, msg.client_id),
-                ).fetchone()
-                if earlier is not None:
-                    results.append(
-                        AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True)
-                    )
+                # the insert against UNIQUE (sender, client_id) is the dedupe decision: only a
+                # resend reads the earlier message
+                claimed = conn.execute(
+                    f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (sender, client_id) DO NOTHING RETURNING 1", row).fetchone()
+                if claimed is None:
+                    earlier = conn.execute(
+                        "SELECT server_id, ts FROM messages WHERE sender = ? AND client_id = ?",
+                        (msg.sender, msg.client_id),
+                    ).fetchone()
+                    results.append(AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True))
                     continue
-                conn.execute(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
                 conn.executemany(
                     "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope)"
                     " VALUES (?, ?, 'message', ?)",
@@ -55,9 +65,17 @@ class SQLiteMessages(SQLiteBase):
                 results.append(AcceptResult(server_id=msg.server_id, ts=msg.ts, duplicate=False))
             return results
 
-        if not messages:
-            return await self._run(lambda conn: [])
-        return await self._write(op)
+        return op
+
+    async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """One ``executemany`` in one transaction (``UNIQUE (sender, client_id)`` is the claim)."""
+        rows = [(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, body_text(m.body), m.ts)
+                for m in messages]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        await self._write(op)
 
     async def get_messages(self, server_ids: list[str]) -> list[StoredMessage]:
         """The stored messages among ``server_ids``, in the order of ``server_ids`` (repeats once)."""

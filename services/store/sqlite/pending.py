@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Literal, cast
+from collections.abc import Callable
+from typing import Literal, cast
 
 from chatmq.services.store.base import (
     PendingItem,
+    Route,
 )
-from chatmq.services.store.common import chunks, json_object, json_text
+from chatmq.services.store.common import chunks, held_route, in_order
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     SQLiteBase,
@@ -20,10 +22,10 @@ from chatmq.services.store.sqlite.base import (
 class SQLitePending(SQLiteBase):
     """What waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
-    async def add_notices(self, notices: list[tuple[str, str, dict[str, Any]]]) -> None:
+    async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
         """Append notice items in one transaction. An ``item_id`` the user already has pending
         (of either kind) is skipped, so re-adding the same notice is harmless."""
-        rows = [(user, item_id, json_text(env)) for user, item_id, env in notices]
+        rows = [(user, item_id, env.decode()) for user, item_id, env in notices]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -45,7 +47,7 @@ class SQLitePending(SQLiteBase):
                     seq=r["seq"],
                     item_id=r["item_id"],
                     kind=cast(Literal["message", "notice"], r["kind"]),
-                    envelope=json_object(r["envelope"]),
+                    envelope=r["envelope"].encode(),
                 )
                 for r in conn.execute(
                     "SELECT seq, item_id, kind, envelope FROM pending WHERE user_id = ? AND seq > ?"
@@ -56,40 +58,52 @@ class SQLitePending(SQLiteBase):
 
         return await self._run(op)
 
-    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    async def pending_copies(self, server_ids: list[str]) -> list[tuple[str, bytes]]:
         ids = unique(server_ids)
 
-        def op(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
             rows: list[tuple[int, str, str]] = []
             for chunk in chunks(ids, CHUNK):
                 rows.extend((r[0], r[1], r[2]) for r in conn.execute(
                     f"SELECT seq, user_id, envelope FROM pending WHERE kind = 'message'"
                     f" AND item_id IN ({marks(len(chunk))})", chunk).fetchall())
-            return [(user, json_object(env)) for _seq, user, env in sorted(rows)]
+            return [(user, env.encode()) for _seq, user, env in sorted(rows)]
 
         return await self._run(op)
 
-    async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
-        """Remove the user's ``message`` items among ``server_ids``; returns the removed ids in
-        the order of ``server_ids`` (notices with a matching item id are left alone)."""
-        ids = unique(server_ids)
+    async def take_pending(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        """Remove every user's items in one transaction (one hop to the store's thread); a user's
+        notices with a matching item id are left alone."""
+        return await self._routes(wanted, remove=True)
 
-        def op(conn: sqlite3.Connection) -> list[str]:
-            removed: set[str] = set()
-            for chunk in chunks(ids, CHUNK):
-                removed.update(
-                    r[0]
-                    for r in conn.execute(
-                        f"DELETE FROM pending WHERE user_id = ? AND kind = 'message'"
-                        f" AND item_id IN ({marks(len(chunk))}) RETURNING item_id",
-                        (user_id, *chunk),
-                    ).fetchall()
-                )
-            return [i for i in ids if i in removed]
+    async def held_routes(self, wanted: list[tuple[str, list[str]]]) -> list[list[Route]]:
+        return await self._routes(wanted, remove=False)
 
-        if not ids:
-            return await self._run(lambda conn: [])
-        return await self._write(op)
+    async def _routes(self, wanted: list[tuple[str, list[str]]], *, remove: bool) -> list[list[Route]]:
+        if not any(ids for _, ids in wanted):
+            return await self._run(lambda conn: [[] for _ in wanted])
+        op = self._routes_op(wanted, remove=remove)
+        return await (self._write(op) if remove else self._run(op))
+
+    def _routes_op(self, wanted: list[tuple[str, list[str]]], *,
+                   remove: bool) -> Callable[[sqlite3.Connection], list[list[Route]]]:
+        """``take_pending`` (``remove``) or ``held_routes`` as a function of the connection."""
+        asked = [(user, unique(server_ids)) for user, server_ids in wanted]
+        verb = "DELETE FROM pending" if remove else "SELECT item_id, envelope FROM pending"
+        tail = " RETURNING item_id, envelope" if remove else ""
+
+        def op(conn: sqlite3.Connection) -> list[list[Route]]:
+            out: list[list[Route]] = []
+            for user, ids in asked:
+                found: list[Route] = []
+                for chunk in chunks(ids, CHUNK):
+                    found.extend(held_route(user, r[0], r[1]) for r in conn.execute(
+                        f"{verb} WHERE user_id = ? AND kind = 'message' AND item_id IN ({marks(len(chunk))}){tail}",
+                        (user, *chunk)).fetchall())
+                out.append(in_order(ids, found))
+            return out
+
+        return op
 
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
         unique_seqs = unique(seqs)

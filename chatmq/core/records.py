@@ -1,0 +1,304 @@
+"""The records on the bus: one typed struct per record, used by the producer and the consumer alike.
+
+Every record is a ``msgspec.Struct`` (frozen) subclassing ``BusItem``. The in-process bus carries the
+objects themselves, with no encoding at all; the Kafka bus encodes them with ``encode`` (JSON) and a
+consumer decodes a Kafka record with the ``Codec`` of its topic. The JSON of each record keeps the
+field names the bus used when records were dicts, so records already on a running cluster's topics
+decode the same way (``tests/unit/golden/records/`` holds one file per record: a change of format shows).
+
+Inbox envelopes inside records (``envs`` of a ``Delivery``, ``env`` of a fan-out or a ``Notice``) are
+``msgspec.Raw``: the JSON bytes made once when the envelope was made (``chatmq.core.envelopes``), carried
+as they are to the node, which writes them to the inbox unchanged. A message's ``body`` is ``Raw`` too:
+the bytes the client sent, validated once at the edge.
+
+Topics and their records (keys in brackets):
+
+* ``chat.outbox`` (conversation; the user for receipts), ``chat.group-outbox`` (group): ``Outbox``
+  ``{"from", "node", "env": <MessageIn | ReceiptIn>}``.
+* ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"}``,
+  ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
+* ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
+  ``{"user", "envs", "replay": "page", "epoch"}``, replay end ``{"user", "replay": "done", "epoch"}``, group
+  fan-out ``{"users", "env"}`` (the message without ``to``, which the node fills in per member).
+* ``chat.notices`` (first user): ``Notice`` ``{"users", "env"}``.
+* ``chat.connections`` (user or device; node): ``Connected`` / ``Disconnected`` ``{"event", "kind", "id",
+  "client_id", "node", "transport", "ts"}``, and ``NodeStarted``.
+* ``chat.control`` (node, client id or principal): ``Kick`` ``{"action": "kick", "client_id", "node", "ts"}``,
+  ``KickPrincipal`` ``{"action": "kick_principal", "id", "ts"}``, ``Takeover`` ``{"action": "takeover",
+  "client_id", "node", "ts"}``.
+* ``chat.push`` (user): ``PushRecord`` (``chatmq.services.push.records`` builds them).
+* ``chat.telemetry`` (device): ``TelemetryRecord`` ``{"device", "owner", "reading", "ts"}``.
+* ``chat.heartbeats`` (instance; compacted): ``Heartbeat``, or ``{"instance", "stopped": true, "ts"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+
+import msgspec
+
+from chatmq.core.envelopes import MessageIn, ReceiptIn
+from chatmq.core.errors import ChatMQError
+
+if TYPE_CHECKING:
+    from chatmq.core.bus.base import Record
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class BadRecord(ChatMQError):
+    """A bus record that does not decode as the record its topic carries (skipped, never retried)."""
+
+
+class BusItem(msgspec.Struct, frozen=True):
+    """The base of every bus record."""
+
+
+# --- outbox ---------------------------------------------------------------------------------------
+
+class Outbox(BusItem, frozen=True):
+    """A validated outbox envelope from user ``sender`` connected to ``node``."""
+
+    sender: str = msgspec.field(name="from")
+    node: str
+    env: MessageIn | ReceiptIn
+
+
+# --- presence and connections ---------------------------------------------------------------------
+
+class _UserOnNode(BusItem, frozen=True):
+    user: str
+    node: str
+    epoch: int
+
+
+class Online(_UserOnNode, frozen=True, tag_field="event", tag="online"):
+    """``user`` subscribed to its inbox on ``node`` (``epoch`` grows with time)."""
+
+
+class Offline(_UserOnNode, frozen=True, tag_field="event", tag="offline"):
+    """``user``'s last inbox subscription on ``node`` of ``epoch`` ended."""
+
+
+class NodeStarted(BusItem, frozen=True, tag_field="event", tag="node_started"):
+    """``node`` (re)started: whoever was on it before ``epoch`` is gone."""
+
+    node: str
+    epoch: int
+    ts: int
+
+
+Presence = Online | Offline | NodeStarted
+
+Kind = Literal["user", "device"]
+
+
+class _Connection(BusItem, frozen=True):
+    kind: Kind
+    id: str
+    client_id: str
+    node: str
+    transport: str | None
+    ts: int
+
+
+class Connected(_Connection, frozen=True, tag_field="event", tag="connected"):
+    """A client authenticated on ``node`` (``transport`` ``tcp`` or ``ws``)."""
+
+
+class Disconnected(_Connection, frozen=True, tag_field="event", tag="disconnected"):
+    """An authenticated client's connection on ``node`` ended (``transport`` is null)."""
+
+
+ConnectionEvent = Connected | Disconnected | NodeStarted
+
+
+# --- deliveries to a node -------------------------------------------------------------------------
+
+ReplayMark = Literal["page", "done"]
+
+
+class Delivery(BusItem, frozen=True, omit_defaults=True):
+    """One record of ``chat.deliver.<node>``: inbox envelopes (JSON bytes) for ``user`` (live, or a
+    replay ``page`` of ``epoch``, or the replay's ``done``), or a group fan-out: ``env`` (a message
+    without ``to``) for each of ``users``. Build them with ``live``, ``page``, ``done``, ``fan_out``."""
+
+    user: str | None = None
+    envs: list[msgspec.Raw] = []
+    replay: ReplayMark | None = None
+    epoch: int | None = None
+    users: list[str] | None = None
+    env: msgspec.Raw = msgspec.Raw()  # empty unless a fan-out (msgspec takes no ``Raw | None``)
+
+    @classmethod
+    def live(cls, user: str, envs: list[msgspec.Raw]) -> Delivery:
+        return cls(user=user, envs=envs)
+
+    @classmethod
+    def page(cls, user: str, envs: list[msgspec.Raw], epoch: int) -> Delivery:
+        return cls(user=user, envs=envs, replay="page", epoch=epoch)
+
+    @classmethod
+    def done(cls, user: str, epoch: int) -> Delivery:
+        return cls(user=user, replay="done", epoch=epoch)
+
+    @classmethod
+    def fan_out(cls, users: list[str], template: msgspec.Raw) -> Delivery:
+        return cls(users=users, env=template)
+
+
+class Notice(BusItem, frozen=True):
+    """An inbox envelope (a group ``event``) for ``users``, from the API."""
+
+    users: list[str]
+    env: msgspec.Raw
+
+
+# --- operator control -----------------------------------------------------------------------------
+
+class _ClientOnNode(BusItem, frozen=True):
+    client_id: str
+    node: str
+    ts: int
+
+
+class Kick(_ClientOnNode, frozen=True, tag_field="action", tag="kick"):
+    """Close connection ``client_id`` on ``node``."""
+
+
+class KickPrincipal(BusItem, frozen=True, tag_field="action", tag="kick_principal"):
+    """Close every connection of user or device ``id`` (and of a user's devices), on every node."""
+
+    id: str
+    ts: int
+
+
+class Takeover(_ClientOnNode, frozen=True, tag_field="action", tag="takeover"):
+    """``client_id`` connected to ``node``: the other nodes close theirs."""
+
+
+Command = Kick | KickPrincipal | Takeover
+
+
+# --- devices and processes ------------------------------------------------------------------------
+
+class TelemetryRecord(BusItem, frozen=True):
+    """A device reading checked at the node: its fields (and ``ts`` when the device gave one), the time
+    the node received it (ms)."""
+
+    device: str
+    owner: str | None
+    reading: dict[str, int | float | bool]  # bools from other producers: checked again by the reader
+    ts: int
+
+
+class Heartbeat(BusItem, frozen=True, kw_only=True, omit_defaults=True):
+    """A process's heartbeat on ``chat.heartbeats``; with ``stopped`` only ``instance`` and ``ts`` count
+    (the process stopped cleanly)."""
+
+    instance: str
+    part: str = ""
+    node: str | None = None
+    host: str = ""
+    pid: int = 0
+    ops_url: str = ""
+    started: int = 0
+    ready: bool = False
+    not_ready: dict[str, str] = {}
+    interval: float = 0.0
+    stopped: bool = False
+    ts: int
+
+    @classmethod
+    def stop(cls, instance: str, ts: int) -> Heartbeat:
+        return cls(instance=instance, stopped=True, ts=ts)
+
+
+class PushRecord(BusItem, frozen=True):
+    """A push notification owed to offline ``user`` on ``chat.push`` (``chatmq.services.push.records``
+    builds them). ``conversation`` is the conversation as the recipient names it (the sender of a 1:1
+    message, else the group); ``preview`` is set only when ``push_preview`` is on."""
+
+    user: str
+    kind: Literal["message", "event"]
+    conversation: str
+    group: bool
+    id: str | None = None
+    sender: str | None = msgspec.field(default=None, name="from")
+    event: str | None = None
+    preview: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.user or not self.conversation:
+            raise ValueError("a push needs user and conversation")
+        if self.kind == "message" and not (self.id and self.sender):
+            raise ValueError("a message push needs id and from")
+
+    def data(self) -> dict[str, str]:
+        """The data payload every provider sends (docs/contract.md, "Push notifications")."""
+        data = {"type": self.kind, "conversation": self.conversation, "group": "true" if self.group else "false"}
+        for key, value in (("id", self.id), ("from", self.sender), ("event", self.event), ("preview", self.preview)):
+            if value is not None:
+                data[key] = value
+        return data
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(item: BusItem) -> bytes:
+    """The JSON of a record (what the Kafka bus stores)."""
+    return _encoder.encode(item)
+
+
+class Codec(Generic[T]):
+    """Reads the records of one topic: the object itself from the in-process bus, else the JSON bytes
+    decoded (``BadRecord`` when they are not that record)."""
+
+    def __init__(self, kind: Any, name: str) -> None:
+        """``kind``: the record type (or tagged union) of the topic; ``name`` names it in logs."""
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(kind)
+        self.kind = kind
+        self.name = name
+
+    def decode(self, value: bytes) -> T:
+        try:
+            return cast(T, self._decoder.decode(value))
+        except msgspec.ValidationError as exc:
+            raise BadRecord(f"not a {self.name} record: {exc}") from exc
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise BadRecord(f"not JSON: {exc}") from exc
+
+    def read_all(self, records: list[Record]) -> list[T]:
+        """``read`` each record in order; one that is not this topic's record is logged and skipped
+        (it would fail every retry the same way)."""
+        out: list[T] = []
+        for record in records:
+            try:
+                out.append(self.read(record))
+            except BadRecord as exc:
+                log.warning("skipping %s record %s/%d@%d: %s", self.name, record.topic, record.partition,
+                            record.offset, exc)
+        return out
+
+    def read(self, record: Record) -> T:
+        """The record's object (in-process bus) or its value decoded (Kafka); ``BadRecord`` when the value
+        is not one."""
+        if record.item is not None:
+            return cast(T, record.item)
+        return self.decode(record.value)
+
+
+OUTBOX_RECORDS: Codec[Outbox] = Codec(Outbox, "outbox")
+PRESENCE_RECORDS: Codec[Presence] = Codec(Presence, "presence")
+CONNECTION_RECORDS: Codec[ConnectionEvent] = Codec(ConnectionEvent, "connection")
+DELIVERIES: Codec[Delivery] = Codec(Delivery, "delivery")
+NOTICES: Codec[Notice] = Codec(Notice, "notice")
+COMMANDS: Codec[Command] = Codec(Command, "control")
+TELEMETRY_RECORDS: Codec[TelemetryRecord] = Codec(TelemetryRecord, "telemetry")
+HEARTBEATS: Codec[Heartbeat] = Codec(Heartbeat, "heartbeat")
+PUSHES: Codec[PushRecord] = Codec(PushRecord, "push")

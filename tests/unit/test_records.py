@@ -1,0 +1,111 @@
+"""The bus records' wire format: each record's JSON is pinned by a golden file
+(``tests/unit/golden/records/<name>.json``), so a change of format shows; the records a running
+cluster's topics still hold from before the records were typed decode the same way.
+
+``CHATMQ_UPDATE_GOLDEN=1`` rewrites the golden files (review the diff: a changed file is a changed
+wire format, which records already on a cluster's topics must still decode).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from chatmq.core import records as r
+from chatmq.core.bus.base import Record
+from chatmq.core.envelopes import MessageIn, ReceiptIn, ack_envelope, message_envelope
+
+GOLDEN = Path(__file__).parent / "golden" / "records"
+BODY = msgspec.Raw(b'{"text":"hi"}')
+MESSAGE = message_envelope("s1", "c1", "ua", "ub", None, BODY, 1767225600000)
+ACK = ack_envelope("c1", "s1", 1767225600000)
+TEMPLATE = message_envelope("s2", "c2", "ua", None, "g1", BODY, 1767225600000)
+
+SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
+    "outbox_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c1", to="ub", body=BODY))),
+    "outbox_group_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c2", group="g1", body=BODY))),
+    "outbox_receipt": (r.OUTBOX_RECORDS, r.Outbox("ub", "n2", ReceiptIn("delivered", ["s1", "s2"]))),
+    "presence_online": (r.PRESENCE_RECORDS, r.Online("ua", "n1", 1767225600000000001)),
+    "presence_offline": (r.PRESENCE_RECORDS, r.Offline("ua", "n1", 1767225600000000001)),
+    "presence_node_started": (r.PRESENCE_RECORDS, r.NodeStarted("n1", 1767225600000000000, 1767225600000)),
+    "deliver_live": (r.DELIVERIES, r.Delivery.live("ua", [msgspec.Raw(ACK), msgspec.Raw(MESSAGE)])),
+    "deliver_replay_page": (r.DELIVERIES, r.Delivery.page("ub", [msgspec.Raw(MESSAGE)], 7)),
+    "deliver_replay_done": (r.DELIVERIES, r.Delivery.done("ub", 7)),
+    "deliver_fan_out": (r.DELIVERIES, r.Delivery.fan_out(["ub", "uc"], msgspec.Raw(TEMPLATE))),
+    "notice": (r.NOTICES, r.Notice(["ub", "uc"], msgspec.Raw(b'{"type":"event","event":"group_renamed",'
+                                                             b'"group_id":"g1","name":"x","by":"ua"}'))),
+    "connection_connected": (r.CONNECTION_RECORDS, r.Connected("user", "ua", "phone-1", "n1", "ws", 1767225600000)),
+    "connection_disconnected": (r.CONNECTION_RECORDS,
+                                r.Disconnected("device", "d1", "sensor-1", "n1", None, 1767225600000)),
+    "control_kick": (r.COMMANDS, r.Kick("phone-1", "n1", 1767225600000)),
+    "control_kick_principal": (r.COMMANDS, r.KickPrincipal("ua", 1767225600000)),
+    "control_takeover": (r.COMMANDS, r.Takeover("phone-1", "n2", 1767225600000)),
+    "push_message": (r.PUSHES, r.PushRecord("ub", "message", "ua", False, "s1", "ua", preview="hi")),
+    "push_event": (r.PUSHES, r.PushRecord("ub", "event", "g1", True, sender="ua", event="member_added")),
+    "telemetry": (r.TELEMETRY_RECORDS, r.TelemetryRecord("d1", "ua", {"temp": 21.5, "ts": 1767225600000},
+                                                         1767225600123)),
+    "heartbeat": (r.HEARTBEATS, r.Heartbeat(
+        instance="router-1", part="router", node=None, host="h", pid=7, ops_url="http://h:9100",
+        started=1767225600000, ready=False, not_ready={"MongoStore": "no answer"}, interval=5.0,
+        ts=1767225605000)),
+    "heartbeat_stopped": (r.HEARTBEATS, r.Heartbeat.stop("router-1", 1767225609000)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_each_record_encodes_as_its_golden_file_and_decodes_back(name: str) -> None:
+    codec, item = SAMPLES[name]
+    path = GOLDEN / f"{name}.json"
+    encoded = r.encode(item)
+    if os.environ.get("CHATMQ_UPDATE_GOLDEN"):
+        path.write_bytes(encoded + b"\n")
+    assert encoded == path.read_bytes().rstrip(b"\n"), f"the wire format of {name} changed"
+    assert codec.decode(path.read_bytes()) == item
+
+
+def test_every_golden_file_has_a_record() -> None:
+    assert {p.stem for p in GOLDEN.glob("*.json")} == set(SAMPLES)
+
+
+# the JSON the bus carried before the records were typed (dicts by string keys): still the same records
+LEGACY: list[tuple[r.Codec[Any], dict[str, Any], r.BusItem]] = [
+    (r.OUTBOX_RECORDS, {"from": "ua", "node": "n1", "env": {"type": "message", "id": "c1", "to": "ub", "group": None,
+                                                             "body": {"text": "hi"}}},
+     r.Outbox("ua", "n1", MessageIn(id="c1", to="ub", body=BODY))),
+    (r.DELIVERIES, {"user": "ub", "envs": [], "replay": "done", "epoch": 7}, r.Delivery.done("ub", 7)),
+    (r.DELIVERIES, {"user": "ua", "envs": [orjson.loads(ACK)]}, r.Delivery.live("ua", [msgspec.Raw(ACK)])),
+    (r.HEARTBEATS, {"instance": "router-1", "stopped": True, "ts": 1767225609000},
+     r.Heartbeat.stop("router-1", 1767225609000)),
+    (r.HEARTBEATS, {"instance": "n1", "part": "broker", "node": "n1", "host": "h", "pid": 7, "ops_url": "u",
+                    "started": 1, "ready": True, "not_ready": {}, "interval": 5.0, "ts": 2},
+     r.Heartbeat(instance="n1", part="broker", node="n1", host="h", pid=7, ops_url="u", started=1, ready=True,
+                 interval=5.0, ts=2)),
+    (r.PUSHES, {"user": "ub", "kind": "message", "id": "s1", "from": "ua", "conversation": "ua", "group": False,
+                "event": None, "preview": None},
+     r.PushRecord("ub", "message", "ua", False, "s1", "ua")),
+    (r.CONNECTION_RECORDS, {"event": "node_started", "node": "n1", "epoch": 5, "ts": 6}, r.NodeStarted("n1", 5, 6)),
+]
+
+
+@pytest.mark.parametrize(("codec", "legacy", "item"), LEGACY)
+def test_records_written_before_the_typed_records_decode_the_same(
+    codec: r.Codec[Any], legacy: dict[str, Any], item: r.BusItem
+) -> None:
+    assert codec.decode(orjson.dumps(legacy)) == item
+
+
+@pytest.mark.parametrize("value", [b"not json", b"[1]", b'{"event":"online","user":"u"}',
+                                   b'{"event":"dancing","user":"u","node":"n","epoch":1}'])
+def test_a_value_that_is_not_the_topics_record_is_a_bad_record_saying_why(value: bytes) -> None:
+    with pytest.raises(r.BadRecord, match=r"\S"):
+        r.PRESENCE_RECORDS.decode(value)
+
+
+def test_the_in_process_bus_record_is_read_without_decoding() -> None:
+    online = r.Online("ua", "n1", 1)
+    assert r.PRESENCE_RECORDS.read(Record("chat.presence", 0, 0, b"ua", b"", online)) is online
