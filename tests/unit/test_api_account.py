@@ -22,8 +22,8 @@ async def test_account_deletion_removes_everything_and_frees_the_username(api: A
     await api.client.post(f"{V1}/push-tokens", headers=api.auth(alice), json={"platform": "android", "token": "t-a"})
     made = await api.client.post(f"{V1}/groups", headers=api.auth(alice), json={"name": "g", "members": [bob, carol]})
     group_id = made.json()["group_id"]
-    await api.store.accept_messages([NewMessage("s1", "c1", bob, alice, None, f"{alice}:{bob}", {"text": "hi"}, 1,
-                                                {alice: {"type": "message", "id": "s1"}})])
+    await api.store.accept_messages([NewMessage("s1", "c1", bob, alice, None, f"{alice}:{bob}", b'{"text": "hi"}', 1,
+                                                {alice: b'{"type": "message", "id": "s1"}'})])
     token = api.auth(alice)
     api.control.connections = [Connection("user", alice, "phone", "n1", "tcp", 1),
                                Connection("user", bob, "bobs", "n1", "tcp", 2)]

@@ -1485,7 +1485,7 @@ async def test_delete_user_removes_the_account_and_frees_the_username(store: Sto
     await store.add_push_token("u1", "android", "tok-a")
     await store.add_push_token("u2", "ios", "tok-b")
     await store.accept_messages([new_message("u2", to="u1"), new_message("u1", to="u2")])
-    await store.add_notices([("u1", "n1", {"type": "event"})])
+    await store.add_notices([("u1", "n1", b'{"type": "event"}')])
 
     await store.delete_user("u1")
 
