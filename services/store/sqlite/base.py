@@ -25,8 +25,9 @@ from chatmq.services.store.sqlite.checkpoint import Checkpointer
 T = TypeVar("T")
 
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
-#: ``users.token_version`` (a version 1 database gets the column on start).
-SCHEMA_VERSION = 2
+#: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
+#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty).
+SCHEMA_VERSION = 3
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -100,6 +101,20 @@ CREATE TABLE IF NOT EXISTS presence (
     epoch   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
+CREATE TABLE IF NOT EXISTS refresh_spent (
+    token_id   TEXT PRIMARY KEY,
+    family     TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    spent_at   INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_spent_expiry ON refresh_spent (expires_at);
+CREATE TABLE IF NOT EXISTS refresh_revoked (
+    family     TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at);
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
