@@ -53,6 +53,8 @@ device_offline | 409 | Device offline | The device is not connected (reading its
 command to have it delivered when the device next connects.
 command_timeout | 504 | Command timed out | The device did not answer the command within `timeout_s`; the \
 command is `expired` (`GET /devices/{id}/commands/{cid}`).
+payload-too-large | 413 | Request body too large | The request body is larger than the server accepts \
+(`max_request_body`); nothing of it was processed.
 rate-limited | 429 | Too many requests | Too many attempts from this client address (or for this username); wait \
 `Retry-After` seconds (also in `retry_after`).
 internal-error | 500 | Internal server error | The server failed unexpectedly; the failure is logged on the server. \
@@ -71,8 +73,8 @@ KINDS: dict[str, ProblemKind] = _kinds(_KIND_TABLE)
 
 #: The kind of an error that names none, by status (other statuses are ``about:blank``).
 DEFAULT_KIND_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-                          409: "conflict", 422: "invalid-request", 429: "rate-limited", 500: "internal-error",
-                          503: "unavailable"}
+                          409: "conflict", 413: "payload-too-large", 422: "invalid-request", 429: "rate-limited",
+                          500: "internal-error", 503: "unavailable"}
 
 
 def kind_for(status: int, slug: str | None = None) -> ProblemKind | None:

@@ -301,6 +301,8 @@ class MongoBase(Store):
         await db.commands.create_index([("device_id", ASCENDING), ("created_at", ASCENDING)], name="device")
         await db.job_executions.create_index([("job_id", ASCENDING)], name="job")
         await db.job_executions.create_index([("device_id", ASCENDING), ("status", ASCENDING)], name="device_status")
+        await db.refresh_spent.create_index([("expires_at", ASCENDING)], name="expiry")
+        await db.refresh_revoked.create_index([("expires_at", ASCENDING)], name="expiry")
 
     @staticmethod
     async def _migrate_pending(db: AsyncDatabase[Doc]) -> None:
