@@ -5,7 +5,9 @@ envelopes are parsed and put on ``chat.outbox`` or ``chat.group-outbox`` keyed b
 conversation (``EnvelopeError`` goes back to the node, which answers the user); device
 readings are checked (``chatmq.core.readings``: an invalid one is an ``EnvelopeError``
 answered in the device's inbox) and go to ``chat.telemetry``; inbox subscribe and release become
-``online``/``offline`` presence records with an epoch.
+``online``/``offline`` presence records with an epoch. A device's inbox subscribe and release become
+``DeviceUp``/``DeviceDown`` on ``chat.devices``, and its outbox envelopes (``shadow_report``,
+``shadow_get``), checked here, ``DeviceOut`` there.
 
 A publish the bus cannot take (Kafka away) is retried with backoff for up to
 ``outage_grace`` seconds before it is given up (the client then resends it without an
@@ -26,9 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chatmq.broker.identity import Identity
+from chatmq.broker.identity import Identity, device_outbox_topic
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.control import announce_takeover
+from chatmq.core.device_envelopes import parse_device_outbox
 from chatmq.core.envelopes import (
     EnvelopeLimits,
     MessageIn,
@@ -44,8 +47,12 @@ from chatmq.core.metrics import BUS_PUBLISH_RETRIES, DELIVERY_LATENCY, MESSAGES_
 from chatmq.core.readings import parse_reading
 from chatmq.core.records import (
     DELIVERIES,
+    BusItem,
     Connected,
     Delivery,
+    DeviceDown,
+    DeviceOut,
+    DeviceUp,
     Disconnected,
     NodeStarted,
     Offline,
@@ -53,7 +60,7 @@ from chatmq.core.records import (
     Outbox,
     TelemetryRecord,
 )
-from chatmq.core.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
+from chatmq.core.topics import CONNECTIONS, DEVICES, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 from chatmq.core.worker import BusWorker
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,8 @@ class InboxSink(Protocol):
     """Where deliveries go: the broker node (``ChatBroker.send``)."""
 
     def send(self, user_id: str, conns: list[object], payload: bytes) -> None: ...
+
+    def send_device(self, device_id: str, conns: list[object], payload: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -99,6 +108,7 @@ class NodeGateway(BusWorker):
         self._limits = EnvelopeLimits(max_payload=limits) if isinstance(limits, int) else limits
         self._sink: InboxSink | None = None
         self._inboxes: dict[str, _Inbox] = {}
+        self._devices: dict[str, _Inbox] = {}  # devices reading their inbox here (conns and epoch only)
         self._epochs = _Epochs()
         # metrics: children bound once, so the message path only increments
         self._in = {t: MESSAGES_IN.labels(node, t) for t in ("message", "group_message", "receipt", "telemetry")}
@@ -146,7 +156,28 @@ class NodeGateway(BusWorker):
             del self._inboxes[user_id]
             await self._bus.publish(PRESENCE, user_id.encode(), Offline(user_id, self.node, inbox.epoch))
 
+    async def device_subscribed(self, identity: Identity, conn: object) -> None:
+        inbox = self._devices.setdefault(identity.id, _Inbox())
+        inbox.conns[id(conn)] = conn
+        inbox.epoch = self._epochs.next()
+        await self._durably(DEVICES, identity.id.encode(),
+                            DeviceUp(identity.id, identity.owner, self.node, inbox.epoch, now_ms()))
+
+    async def device_released(self, identity: Identity, conn: object) -> None:
+        inbox = self._devices.get(identity.id)
+        if inbox is None or inbox.conns.pop(id(conn), None) is None:
+            return
+        if not inbox.conns:
+            del self._devices[identity.id]
+            await self._durably(DEVICES, identity.id.encode(),
+                                DeviceDown(identity.id, identity.owner, self.node, inbox.epoch, now_ms()))
+
     async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
+        if identity.kind == "device" and topic == device_outbox_topic(identity.id):
+            device_env = parse_device_outbox(payload, self._limits.max_payload)
+            await self._durably(DEVICES, identity.id.encode(),
+                                DeviceOut(identity.id, identity.owner, self.node, device_env))
+            return
         if identity.kind == "device":
             await self._telemetry(identity, payload)
             self._in["telemetry"].inc()
@@ -175,7 +206,7 @@ class NodeGateway(BusWorker):
         record = TelemetryRecord(identity.id, identity.owner, reading, now_ms())
         await self._durably(TELEMETRY, identity.id.encode(), record)
 
-    async def _durably(self, topic: str, key: bytes, value: Outbox | TelemetryRecord) -> None:
+    async def _durably(self, topic: str, key: bytes, value: BusItem) -> None:
         """Publish, retrying retriable bus errors with backoff for up to ``outage_grace`` seconds."""
         deadline = time.monotonic() + self._outage_grace
         pause = 0.2
@@ -197,6 +228,13 @@ class NodeGateway(BusWorker):
             await self._deliver(item)
 
     async def _deliver(self, item: Delivery) -> None:
+        if item.device is not None:
+            device = self._devices.get(item.device)
+            if device is not None and self._sink is not None:
+                conns = list(device.conns.values())
+                for env in item.envs:
+                    self._sink.send_device(item.device, conns, bytes(env))
+            return
         if item.users is not None:  # a group fan-out: one envelope for several members
             template = bytes(item.env)
             for user in item.users:

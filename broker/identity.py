@@ -2,8 +2,9 @@
 
 * A user may publish only to ``users/{own id}/outbox`` and subscribe (and receive)
   only ``users/{own id}/inbox``.
-* A device may publish only to ``devices/{own id}/telemetry`` and subscribe (and receive) only
-  ``devices/{own id}/inbox``, where the node answers a refused reading with an ``error``.
+* A device may publish only to ``devices/{own id}/telemetry`` and ``devices/{own id}/outbox``, and
+  subscribe (and receive) only ``devices/{own id}/inbox``, where the node answers a refused reading
+  with an ``error`` and the cloud sends shadows and commands.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def device_inbox_topic(device_id: str) -> str:
     return f"devices/{device_id}/inbox"
 
 
+def device_outbox_topic(device_id: str) -> str:
+    return f"devices/{device_id}/outbox"
+
+
 def own_inbox(identity: Identity) -> str:
     """The one topic ``identity`` may subscribe to: its user or device inbox."""
     return inbox_topic(identity.id) if identity.kind == "user" else device_inbox_topic(identity.id)
@@ -58,4 +63,4 @@ def may_publish(identity: Identity | None, topic: str) -> bool:
         return False
     if identity.kind == "user":
         return topic == outbox_topic(identity.id)
-    return topic == telemetry_topic(identity.id)
+    return topic in (telemetry_topic(identity.id), device_outbox_topic(identity.id))

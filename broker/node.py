@@ -70,6 +70,12 @@ class NodeHooks(Protocol):
     async def inbox_released(self, user_id: str, conn: object) -> None:
         """Connection ``conn`` no longer receives the inbox (unsubscribed or gone)."""
 
+    async def device_subscribed(self, identity: Identity, conn: object) -> None:
+        """Connection ``conn`` of a device now receives ``devices/{id}/inbox``."""
+
+    async def device_released(self, identity: Identity, conn: object) -> None:
+        """Connection ``conn`` of a device no longer receives its inbox (unsubscribed or gone)."""
+
     async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
         """An ACL-checked PUBLISH; raise ``EnvelopeError`` to answer the user with an ``error``."""
 
@@ -132,6 +138,7 @@ class ChatBroker(NodeBroker):
         self._identities: dict[int, tuple[Session, Identity]] = {}
         self._buckets: weakref.WeakKeyDictionary[BrokerProtocolHandler, TokenBucket] = weakref.WeakKeyDictionary()
         self._inbox_conns: dict[BrokerProtocolHandler, str] = {}
+        self._device_conns: dict[BrokerProtocolHandler, Identity] = {}  # connections reading a device inbox
         self._transports: dict[int, str] = {}  # by id(session): the listener ("tcp", "ws") it last connected on
 
     def identity(self, session: Session) -> Identity | None:
@@ -160,6 +167,15 @@ class ChatBroker(NodeBroker):
         topic = inbox_topic(user_id)
         for conn in conns:
             if not isinstance(conn, NodeConnection) or conn not in self._inbox_conns or conn.session is None:
+                continue
+            self.router.deliver(conn.session.client_id, topic, payload, QOS_1)
+
+    def send_device(self, device_id: str, conns: list[object], payload: bytes) -> None:
+        """Publish ``payload`` (QoS 1) on ``devices/{device_id}/inbox`` to each of ``conns`` (connection
+        handlers that subscribed it), in call order per connection."""
+        topic = device_inbox_topic(device_id)
+        for conn in conns:
+            if not isinstance(conn, NodeConnection) or conn not in self._device_conns or conn.session is None:
                 continue
             self.router.deliver(conn.session.client_id, topic, payload, QOS_1)
 
@@ -199,8 +215,14 @@ class ChatBroker(NodeBroker):
         return Verdict.ACCEPTED
 
     async def _resumed(self, session: Session, handler: NodeConnection) -> None:
-        """A resumed session still subscribed to its user's inbox receives it on this connection."""
+        """A resumed session still subscribed to its user's (or device's) inbox receives it on this connection."""
         identity = self.identity(session)
+        if identity is not None and identity.kind == "device":  # a device's persistent session: its inbox too
+            if session.client_id and self.router.index.qos_of(session.client_id,
+                                                              device_inbox_topic(identity.id)) is not None:
+                self._device_conns[handler] = identity
+                await self._hooks.device_subscribed(identity, handler)
+            return
         if identity is None or identity.kind != "user":
             return
         topic = inbox_topic(identity.id)
@@ -240,6 +262,12 @@ class ChatBroker(NodeBroker):
     async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
         codes = await super().on_subscribe(session, handler, subscription)
         identity = self.identity(session)
+        if identity is not None and identity.kind == "device":
+            granted = zip(subscription.topics, codes, strict=True)
+            if any(t == device_inbox_topic(identity.id) and c != 0x80 for (t, _q), c in granted):
+                self._device_conns[handler] = identity
+                await self._hooks.device_subscribed(identity, handler)
+            return codes
         if identity is None or identity.kind != "user":
             return codes
         wanted = inbox_topic(identity.id)
@@ -251,6 +279,10 @@ class ChatBroker(NodeBroker):
 
     async def on_unsubscribe(self, session: Session, handler: NodeConnection, unsubscription: UnSubscription) -> None:
         await super().on_unsubscribe(session, handler, unsubscription)
+        device = self._device_conns.get(handler)
+        if device is not None and device_inbox_topic(device.id) in unsubscription.topics:
+            del self._device_conns[handler]
+            await self._hooks.device_released(device, handler)
         user = self._inbox_conns.get(handler)
         if user is not None and inbox_topic(user) in unsubscription.topics:
             del self._inbox_conns[handler]
@@ -271,6 +303,9 @@ class ChatBroker(NodeBroker):
             user = self._inbox_conns.pop(handler, None)
             if user is not None:
                 await self._hooks.inbox_released(user, handler)
+            device = self._device_conns.pop(handler, None)
+            if device is not None:
+                await self._hooks.device_released(device, handler)
 
     async def on_publish(self, client_session: Session, handler: NodeConnection, message: Publish) -> bool:
         topic = message.topic

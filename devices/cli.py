@@ -563,6 +563,57 @@ def chat(
             _fail(f"{unacked} of {len(sent)} messages were not acknowledged")
 
 
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{what} must be a JSON object")
+    return value
+
+
+def device_command(
+    device_id: Annotated[str, typer.Argument(help="The device's id (one of yours).")],
+    name: Annotated[str, typer.Argument(help="The command's name.")],
+    params: Annotated[str, typer.Option("--params", help="The command's params, a JSON object.")] = "{}",
+    timeout_s: Annotated[int, typer.Option("--timeout", min=1, max=300, help="Seconds to wait for the answer.")] = 30,
+    persistent: Annotated[bool, typer.Option("--persistent", help="Queue it until the device connects.")] = False,
+    expires_in_s: Annotated[int | None, typer.Option("--expires-in", min=1,
+                                                     help="Seconds a persistent command waits.")] = None,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Send a command to one of your devices and print its answer as JSON (exit 1 when the device is offline,
+    does not answer in time, or fails the command)."""
+    body = _json_object(params, "--params")
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        answer = client.send_device_command(device_id, name, body, timeout_s=timeout_s, persistent=persistent,
+                                            expires_in_s=expires_in_s)
+    typer.echo(orjson.dumps(answer).decode())
+    if answer.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+def device_shadow(
+    device_id: Annotated[str, typer.Argument(help="The device's id (one of yours).")],
+    desired: Annotated[str | None, typer.Option("--set", help="Merge this JSON object into the desired state "
+                                                              "(null deletes a key).")] = None,
+    version: Annotated[int | None, typer.Option("--version", min=0, help="Only if the shadow is at this version.")]
+    = None,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Print one of your devices' shadow as JSON, or change its desired state with `--set`."""
+    change = None if desired is None else _json_object(desired, "--set")
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        shadow = (client.device_shadow(device_id) if change is None
+                  else client.update_device_shadow(device_id, change, version))
+    typer.echo(orjson.dumps(shadow).decode())
+
+
 def main() -> None:  # pragma: no cover - for `python -m chatmq.devices.cli`
     """Run the client app on its own."""
     app()

@@ -18,12 +18,25 @@ Contracts
 - TLS: ``tls=True`` speaks MQTT over TLS, trusting the system's CAs or only ``ca_file``'s. With
   ``cert_file``/``key_file`` the device presents a client certificate; where the server trusts its CA
   (``tls_client_ca``) and its CN is the device id, ``secret`` may be ``None``.
+- Commands: ``on_command(name, params)`` runs each ``command`` from the inbox on one worker thread (in
+  arrival order); what it returns (a JSON object, or None) becomes the ``command_result``'s ``result``
+  with ``ok: true`` (any other value as ``{"value": ...}``), an exception it raises ``ok: false`` with
+  the exception's text as ``error``. A command
+  id seen before is not run again: its first answer is sent again (redelivery carries the same id), so a
+  command runs at most once per id while the client lives (the last 1024 ids are kept).
+- Jobs: ``on_job(job_id, document)`` runs each ``job`` on the same worker thread, once per id; it may call
+  ``job_update(job_id, "in_progress", progress)`` while it works; what it returns (a JSON object, or None)
+  becomes ``job_update`` ``succeeded`` with those ``details``, an exception ``failed`` with ``{"error": text}``.
+- Shadow (``shadow``): ``report(state, version=None)`` publishes ``shadow_report``; ``get(timeout)`` asks
+  with ``shadow_get`` and returns the ``shadow`` document; ``on_delta(state, version)`` is called (in
+  paho's thread) with every ``shadow_delta``, which are also kept in ``deltas``.
 - The secret is never logged.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -62,6 +75,64 @@ def device_inbox_topic(device_id: str) -> str:
     return f"devices/{device_id}/inbox"
 
 
+def device_outbox_topic(device_id: str) -> str:
+    return f"devices/{device_id}/outbox"
+
+
+CommandHandler = Callable[[str, dict[str, Any]], "dict[str, Any] | None"]
+_REMEMBERED = 1024  # command ids (with their answers) a client keeps to answer a redelivery without rerunning
+
+
+class DeviceShadow:
+    """The device side of its shadow (see ``DeviceClient``'s module docstring)."""
+
+    def __init__(self, client: DeviceClient) -> None:
+        self._client = client
+        self.on_delta: Callable[[dict[str, Any], int], None] | None = None
+        self.deltas: list[Envelope] = []
+        self._documents: list[Envelope] = []
+
+    def report(self, state: dict[str, Any], version: int | None = None) -> None:
+        """Merge ``state`` into the reported state (``None`` deletes a key); with ``version``, only if the
+        shadow is at that version (otherwise an ``error`` with code ``conflict`` arrives)."""
+        envelope: dict[str, Any] = {"type": "shadow_report", "state": state}
+        if version is not None:
+            envelope["version"] = version
+        self._client._outbox(envelope)
+
+    def get(self, timeout: float = 10.0) -> Envelope:
+        """The whole shadow (``desired``, ``reported``, ``delta``, ``version``); ``ChatTimeoutError`` when
+        no answer comes within ``timeout``."""
+        cond = self._client._cond
+        with cond:
+            seen = len(self._documents)
+        self._client._outbox({"type": "shadow_get"})
+        with cond:
+            if not cond.wait_for(lambda: len(self._documents) > seen, timeout):
+                raise ChatTimeoutError(f"no shadow within {timeout:g}s")
+            return self._documents[seen]
+
+    def wait_delta(self, n: int, timeout: float) -> list[Envelope]:
+        """Block until at least ``n`` deltas arrived; ``ChatTimeoutError`` otherwise."""
+        with self._client._cond:
+            if not self._client._cond.wait_for(lambda: len(self.deltas) >= n, timeout):
+                raise ChatTimeoutError(f"{len(self.deltas)} of {n} shadow deltas arrived within {timeout:g}s")
+            return list(self.deltas)
+
+    def _received(self, envelope: Envelope) -> None:
+        with self._client._cond:
+            if envelope.get("type") == "shadow":
+                self._documents.append(envelope)
+            else:
+                self.deltas.append(envelope)
+            self._client._cond.notify_all()
+        if envelope.get("type") == "shadow_delta" and self.on_delta is not None:
+            try:
+                self.on_delta(dict(envelope.get("state") or {}), int(envelope.get("version") or 0))
+            except Exception:
+                log.exception("device %s: error in on_delta", self._client.device_id)
+
+
 class DeviceClient:
     """One device's MQTT session (see the module docstring for the contract)."""
 
@@ -87,6 +158,12 @@ class DeviceClient:
         self.on_error: Callable[[Envelope], None] | None = None
         self.errors: list[Envelope] = []
         self.connected = False
+        self.on_command: CommandHandler | None = None
+        self.on_job: CommandHandler | None = None
+        self.shadow = DeviceShadow(self)
+        self._answers: dict[str, dict[str, Any]] = {}  # command id -> its command_result, newest last
+        self._commands: queue.SimpleQueue[Envelope | None] = queue.SimpleQueue()
+        self._runner: threading.Thread | None = None
         self._keepalive = keepalive
         self._cond = threading.Condition()
         self._ready = threading.Event()
@@ -121,11 +198,19 @@ class DeviceClient:
     def inbox_topic(self) -> str:
         return device_inbox_topic(self.device_id)
 
+    @property
+    def outbox_topic(self) -> str:
+        return device_outbox_topic(self.device_id)
+
     def connect(self, timeout: float = 10.0) -> None:
         """Open the session and subscribe to the device's inbox; errors: see the module docstring."""
         if self._started:
             return
         self._started = True
+        if self._runner is None:
+            self._runner = threading.Thread(target=self._run_commands, name=f"commands-{self.device_id}",
+                                            daemon=True)
+            self._runner.start()
         try:
             open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self._keepalive, self._ready, timeout, self.close)
         except ServerUnreachableError:
@@ -169,6 +254,64 @@ class DeviceClient:
         self.mqtt.loop_stop()
         release_sockets(self.mqtt)
         self.connected = False
+        if self._runner is not None:
+            self._commands.put(None)
+            self._runner.join(5.0)
+            self._runner = None
+
+    def _outbox(self, envelope: dict[str, Any]) -> None:
+        """Publish ``envelope`` QoS 1 on the device's outbox (queued by paho while disconnected)."""
+        info = self.mqtt.publish(self.outbox_topic, orjson.dumps(envelope), qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise ChatClientError(f"publish failed: {mqtt.error_string(info.rc)}")
+
+    def _run_commands(self) -> None:
+        """The command worker: runs ``on_command`` for each command, once per id, and answers."""
+        while (command := self._commands.get()) is not None:
+            command_id = f"{command.get('type')}:{command.get('id')}"
+            answer = self._answers.get(command_id)
+            if answer is None:
+                answer = self._execute_job(command) if command.get("type") == "job" else self._execute(command)
+                self._answers[command_id] = answer
+                while len(self._answers) > _REMEMBERED:
+                    del self._answers[next(iter(self._answers))]
+            try:
+                self._outbox(answer)
+            except ChatClientError:
+                log.warning("device %s: could not answer command %s", self.device_id, command_id)
+
+    def job_update(self, job_id: str, status: str, progress: int | None = None,
+                   details: dict[str, Any] | None = None) -> None:
+        """Report where job ``job_id`` stands (``in_progress``, ``succeeded``, ``failed``)."""
+        envelope: dict[str, Any] = {"type": "job_update", "id": job_id, "status": status}
+        if progress is not None:
+            envelope["progress"] = progress
+        if details is not None:
+            envelope["details"] = details
+        self._outbox(envelope)
+
+    def _execute_job(self, job: Envelope) -> dict[str, Any]:
+        answer: dict[str, Any] = {"type": "job_update", "id": job.get("id"), "status": "succeeded"}
+        handler = self.on_job
+        if handler is None:
+            return {**answer, "status": "failed", "details": {"error": "this device takes no jobs"}}
+        try:
+            details = handler(str(job.get("id")), dict(job.get("document") or {}))
+        except Exception as exc:
+            return {**answer, "status": "failed", "details": {"error": str(exc) or type(exc).__name__}}
+        return {**answer, "details": details if details is None or isinstance(details, dict) else {"value": details}}
+
+    def _execute(self, command: Envelope) -> dict[str, Any]:
+        answer: dict[str, Any] = {"type": "command_result", "id": command.get("id"), "ok": True, "result": None,
+                                  "error": None}
+        handler = self.on_command
+        if handler is None:
+            return {**answer, "ok": False, "error": "this device takes no commands"}
+        try:
+            result = handler(str(command.get("name")), dict(command.get("params") or {}))
+        except Exception as exc:
+            return {**answer, "ok": False, "error": str(exc) or type(exc).__name__}
+        return {**answer, "result": result if result is None or isinstance(result, dict) else {"value": result}}
 
     # ------------------------------------------------------------------ paho callbacks
 
@@ -205,7 +348,16 @@ class DeviceClient:
         except orjson.JSONDecodeError:
             log.warning("device %s: dropping undecodable payload (%d bytes)", self.device_id, len(msg.payload))
             return
-        if not isinstance(envelope, dict) or envelope.get("type") != "error":
+        if not isinstance(envelope, dict):
+            return
+        kind = envelope.get("type")
+        if kind in ("command", "job"):
+            self._commands.put(envelope)
+            return
+        if kind in ("shadow", "shadow_delta"):
+            self.shadow._received(envelope)
+            return
+        if kind != "error":
             return
         with self._cond:
             self.errors.append(envelope)

@@ -522,6 +522,7 @@ class ChatClient:
         params: dict[str, Any] | None = None,
         auth: bool = True,
         _retry: bool = True,
+        timeout: float | None = None,
     ) -> Any:
         headers: dict[str, str] = {}
         if auth:
@@ -531,7 +532,8 @@ class ChatClient:
                 self.refresh()
             headers["Authorization"] = f"Bearer {self._access_token}"
         try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
+            response = self._http.request(method, path, json=json, params=params, headers=headers,
+                                          timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
         except httpx.TransportError as exc:
             failure = _tls_failure(exc)
             if failure is not None:
@@ -539,7 +541,7 @@ class ChatClient:
             raise ServerUnreachableError(f"cannot reach {self.api_url}: {exc}") from exc
         if response.status_code == 401 and auth and _retry and self._refresh_token is not None:
             self.refresh()
-            return self._request(method, path, json=json, params=params, auth=auth, _retry=False)
+            return self._request(method, path, json=json, params=params, auth=auth, _retry=False, timeout=timeout)
         if response.status_code >= 400:
             detail = _error_detail(response)
             if response.status_code == 401:
@@ -632,6 +634,47 @@ class ChatClient:
         """``POST /devices``: an IoT device owned by the caller, ``{device_id, secret, ...}`` (connect it
         with ``chatmq.devices.device_client.DeviceClient``)."""
         data: dict[str, Any] = self._request("POST", "/devices", json={"name": name})
+        return data
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """``GET /devices/{id}``: the device with its status (``online``, ``last_seen``, ...)."""
+        data: dict[str, Any] = self._request("GET", f"/devices/{quote(device_id, safe='')}")
+        return data
+
+    def device_shadow(self, device_id: str) -> dict[str, Any]:
+        """``GET /devices/{id}/shadow``: ``{desired, reported, delta, version, ...}``."""
+        data: dict[str, Any] = self._request("GET", f"/devices/{quote(device_id, safe='')}/shadow")
+        return data
+
+    def update_device_shadow(self, device_id: str, desired: dict[str, Any],
+                             version: int | None = None) -> dict[str, Any]:
+        """``PATCH /devices/{id}/shadow``: merge ``desired`` (``None`` deletes a key); with ``version``, only
+        if the shadow is at that version (``ApiError`` 409 otherwise). Returns the new shadow."""
+        body: dict[str, Any] = {"desired": desired}
+        if version is not None:
+            body["version"] = version
+        data: dict[str, Any] = self._request("PATCH", f"/devices/{quote(device_id, safe='')}/shadow", json=body)
+        return data
+
+    def send_device_command(self, device_id: str, name: str, params: dict[str, Any] | None = None, *,
+                            timeout_s: int = 30, persistent: bool = False,
+                            expires_in_s: int | None = None) -> dict[str, Any]:
+        """``POST /devices/{id}/commands``: waits up to ``timeout_s`` for the device's answer (``{id, status,
+        result, error}``; ``ApiError`` 409 when it is offline, 504 when it does not answer); ``persistent``:
+        queued (``{id, status: "queued"}``) until the device connects or ``expires_in_s`` pass."""
+        body: dict[str, Any] = {"name": name, "params": params or {}, "timeout_s": timeout_s,
+                                "persistent": persistent}
+        if expires_in_s is not None:
+            body["expires_in_s"] = expires_in_s
+        data: dict[str, Any] = self._request("POST", f"/devices/{quote(device_id, safe='')}/commands", json=body,
+                                             timeout=timeout_s + 30.0)
+        return data
+
+    def device_commands(self, device_id: str, status: str | None = None) -> list[dict[str, Any]]:
+        """``GET /devices/{id}/commands``: the device's commands, newest first (only ``status`` ones)."""
+        params = {"status": status} if status else None
+        data: list[dict[str, Any]] = self._request("GET", f"/devices/{quote(device_id, safe='')}/commands",
+                                                   params=params)
         return data
 
     def delete_device(self, device_id: str) -> None:

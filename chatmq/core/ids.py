@@ -55,6 +55,16 @@ def device_id() -> str:
     return "d" + secrets.token_hex(8)
 
 
+def command_id() -> str:
+    """A new device command id: ``c`` and 16 hex digits."""
+    return "c" + secrets.token_hex(8)
+
+
+def job_id() -> str:
+    """A new job id: ``j`` and 16 hex digits."""
+    return "j" + secrets.token_hex(8)
+
+
 def conversation_key(sender: str, recipient: str | None = None, group: str | None = None) -> str:
     """The bus key of a conversation: the group id, or the sorted pair of user ids joined by ``:``."""
     if group is not None:

@@ -19,7 +19,8 @@ Topics and their records (keys in brackets):
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
   ``{"user", "envs", "replay": "page", "epoch"}``, replay end ``{"user", "replay": "done", "epoch"}``, group
-  fan-out ``{"users", "env"}`` (the message without ``to``, which the node fills in per member).
+  fan-out ``{"users", "env"}`` (the message without ``to``, which the node fills in per member), envelopes for a
+  device's inbox ``{"device", "envs"}``.
 * ``chat.notices`` (first user): ``Notice`` ``{"users", "env"}``.
 * ``chat.connections`` (user or device; node): ``Connected`` / ``Disconnected`` ``{"event", "kind", "id",
   "client_id", "node", "transport", "ts"}``, and ``NodeStarted``.
@@ -28,6 +29,15 @@ Topics and their records (keys in brackets):
   "client_id", "node", "ts"}``.
 * ``chat.push`` (user): ``PushRecord`` (``chatmq.services.push.records`` builds them).
 * ``chat.telemetry`` (device): ``TelemetryRecord`` ``{"device", "owner", "reading", "ts"}``.
+* ``chat.devices`` (device): ``DeviceUp`` / ``DeviceDown`` ``{"event": "up"|"down", "device", "owner", "node",
+  "epoch", "ts"[, "reason"]}`` (the device subscribed to / released its inbox), ``DeviceOut`` ``{"event":
+  "outbox", "device", "owner", "node", "env": <ShadowReport | ShadowGet>}`` (from the device's outbox),
+  ``ShadowChanged`` ``{"event": "shadow_changed", "device", "ts"}`` and ``CommandRequest`` ``{"event": "command",
+  "device", "id", "name", "params", "persistent", "expires_at"}``, ``JobRequest`` ``{"event": "job", "device",
+  "job"}`` (from the API).
+* ``chat.command-results`` (command id): ``CommandDone`` ``{"id", "device", "status", "result", "error"}``.
+* ``chat.device_events`` (device): ``DeviceEvent`` ``{"event": "device_connected"|"device_disconnected",
+  "device_id", "owner", "reason", "ts"}`` for other consumers.
 * ``chat.heartbeats`` (instance; compacted): ``Heartbeat``, or ``{"instance", "stopped": true, "ts"}``.
 """
 
@@ -38,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 
+from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport
 from chatmq.core.envelopes import MessageIn, ReceiptIn
 from chatmq.core.errors import ChatMQError
 
@@ -131,6 +142,12 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
     epoch: int | None = None
     users: list[str] | None = None
     env: msgspec.Raw = msgspec.Raw()  # empty unless a fan-out (msgspec takes no ``Raw | None``)
+    device: str | None = None
+
+    @classmethod
+    def to_device(cls, device: str, envs: list[msgspec.Raw]) -> Delivery:
+        """Envelopes for ``devices/{device}/inbox``."""
+        return cls(envs=envs, device=device)
 
     @classmethod
     def live(cls, user: str, envs: list[msgspec.Raw]) -> Delivery:
@@ -191,6 +208,84 @@ class TelemetryRecord(BusItem, frozen=True):
     device: str
     owner: str | None
     reading: dict[str, int | float | bool]  # bools from other producers: checked again by the reader
+    ts: int
+
+
+class _DeviceOnNode(BusItem, frozen=True):
+    device: str
+    owner: str | None
+    node: str
+    epoch: int
+    ts: int
+
+
+class DeviceUp(_DeviceOnNode, frozen=True, tag_field="event", tag="up"):
+    """``device`` subscribed to its inbox on ``node`` (``epoch`` grows with time): it can be reached."""
+
+
+class DeviceDown(_DeviceOnNode, frozen=True, tag_field="event", tag="down"):
+    """``device``'s inbox subscription of ``epoch`` on ``node`` ended (``reason``: why)."""
+
+    reason: str = "disconnected"
+
+
+class DeviceOut(BusItem, frozen=True, tag_field="event", tag="outbox"):
+    """A validated envelope from ``device``'s outbox (``devices/{id}/outbox``), connected to ``node``."""
+
+    device: str
+    owner: str | None
+    node: str
+    env: ShadowReport | ShadowGet | CommandResult | JobUpdate
+
+
+class JobRequest(BusItem, frozen=True, tag_field="event", tag="job"):
+    """The API stored job ``job`` with an execution for ``device``: send it when the device is online."""
+
+    device: str
+    job: str
+
+
+class CommandRequest(BusItem, frozen=True, tag_field="event", tag="command"):
+    """The API stored command ``id`` for ``device`` (``persistent``: kept queued for an offline device
+    until ``expires_at``): send it."""
+
+    device: str
+    id: str
+    name: str
+    params: dict[str, Any]
+    persistent: bool
+    expires_at: int
+
+
+class CommandDone(BusItem, frozen=True):
+    """Command ``id`` of ``device`` finished (``status``: ``succeeded``, ``failed`` or ``expired``), on
+    ``chat.command-results`` for the API copy waiting for it."""
+
+    id: str
+    device: str
+    status: Literal["succeeded", "failed", "expired"]
+    result: dict[str, Any] | None
+    error: str | None
+
+
+class ShadowChanged(BusItem, frozen=True, tag_field="event", tag="shadow_changed"):
+    """The API changed ``device``'s desired state: send the device its delta."""
+
+    device: str
+    ts: int
+
+
+DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged | CommandRequest | JobRequest
+
+
+class DeviceEvent(BusItem, frozen=True):
+    """A device's lifecycle event on ``chat.device_events`` (``event``: ``device_connected`` or
+    ``device_disconnected``)."""
+
+    event: Literal["device_connected", "device_disconnected"]
+    device_id: str
+    owner: str | None
+    reason: str | None
     ts: int
 
 
@@ -302,3 +397,6 @@ COMMANDS: Codec[Command] = Codec(Command, "control")
 TELEMETRY_RECORDS: Codec[TelemetryRecord] = Codec(TelemetryRecord, "telemetry")
 HEARTBEATS: Codec[Heartbeat] = Codec(Heartbeat, "heartbeat")
 PUSHES: Codec[PushRecord] = Codec(PushRecord, "push")
+DEVICE_RECORDS: Codec[DeviceRecord] = Codec(DeviceRecord, "device")
+COMMAND_RESULTS: Codec[CommandDone] = Codec(CommandDone, "command result")
+DEVICE_EVENTS: Codec[DeviceEvent] = Codec(DeviceEvent, "device event")

@@ -19,6 +19,9 @@ CONNECTIONS = "chat.connections"
 CONTROL = "chat.control"
 HEARTBEATS = "chat.heartbeats"
 PUSH = "chat.push"
+DEVICES = "chat.devices"
+DEVICE_EVENTS = "chat.device_events"
+COMMAND_RESULTS = "chat.command-results"
 
 
 def deliver_topic(node: str) -> str:
@@ -45,7 +48,8 @@ def topic_specs(partitions: int, nodes: list[str], path: Path = TOPICS_FILE) -> 
         names = [name.format(node=n) for n in nodes] if "{node}" in name else [name]
         specs.extend(TopicSpec(n, count, compacted) for n in names)
     missing = {OUTBOX, GROUP_OUTBOX, PRESENCE, NOTICES, TELEMETRY, CONNECTIONS, CONTROL, PUSH,
-               HEARTBEATS} - {t.name for t in specs}
+               HEARTBEATS, DEVICES, DEVICE_EVENTS,
+               COMMAND_RESULTS} - {t.name for t in specs}
     if missing:
         raise ConfigError(f"topic declarations {path}: missing {', '.join(sorted(missing))}")
     return specs

@@ -10,12 +10,12 @@
 | part | runs |
 |---|---|
 | ``storage`` | presence → registry and offline replay; notices (group events) to users; the pending count |
-| ``router`` | 1:1 messages and receipts (``chat.outbox``) |
+| ``router`` | 1:1 messages and receipts (``chat.outbox``); devices: presence and shadows (``chat.devices``) |
 | ``group-router`` | group messages (``chat.group-outbox``) |
 | ``push`` | push notifications for offline users (``chat.push``) through FCM or a webhook (``push_provider``) |
 | ``telemetry`` | device readings (``chat.telemetry``) to InfluxDB (needs ``influx_url``) |
 | ``broker`` | one broker node (``node``): MQTT listeners, its bridge to the bus (``NodeGateway``), operator commands |
-| ``api`` | the REST API, with session control over ``chat.control`` and the process list |
+| ``api`` | the REST API: session control (``chat.control``), processes, command answers (``chat.command-results``) |
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.chat.router import Router
 from chatmq.services.chat.storage import ReplayService
+from chatmq.services.devices.link import BusDeviceLink, CommandWaiters
+from chatmq.services.devices.worker import DeviceWorker
 from chatmq.services.push import push_worker
 from chatmq.services.push.publisher import PushPublisher
 from chatmq.services.registry.connections import ConnectionFollower
@@ -149,7 +151,7 @@ def _storage(p: Process) -> list[Component]:
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet)]
+    return [Router(p.bus, p.store, p.outlet), DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:
@@ -191,11 +193,12 @@ def _api(p: Process) -> list[Component]:
     group = f"api.{uuid.uuid4().hex[:12]}" if p.cluster else "connections"
     follower = ConnectionFollower(p.bus, p.connections, group=group)
     control = BusSessionControl(p.bus, p.connections, p.registry)
+    waiters = CommandWaiters(p.bus, group=f"{group}.commands")
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
                        auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
-                       max_body=s.max_request_body)
+                       devices=BusDeviceLink(p.bus, waiters), max_body=s.max_request_body)
     p.servers = http_servers(p.app, s, p.tls)
-    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), *p.servers]
+    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), waiters, *p.servers]
 
 
 PARTS: dict[str, Callable[[Process], list[Component]]] = {

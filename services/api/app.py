@@ -17,6 +17,7 @@ from chatmq.services.api import (
     devices_routes,
     groups_routes,
     health_routes,
+    jobs_routes,
     problems,
     processes_routes,
     users_routes,
@@ -26,7 +27,7 @@ from chatmq.services.api.control import SessionControl
 from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
-from chatmq.services.api.notifier import Notifier
+from chatmq.services.api.notifier import DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter, AuthLimits
 from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
@@ -42,7 +43,8 @@ _TAGS = [
 
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
-               trusted_proxies: Sequence[str] = ("127.0.0.1",), max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+               trusted_proxies: Sequence[str] = ("127.0.0.1",), max_body: int = DEFAULT_MAX_BODY,
+               devices: DeviceLink | None = None) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
@@ -50,7 +52,9 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     lets the operator API list and close live sessions. ``auth_limits`` are the rate limits of
     register, login and refresh; the client address they count by is the ``X-Forwarded-For``
     address when the peer is one of ``trusted_proxies`` (addresses or networks). Request bodies
-    over ``max_body`` bytes are refused with 413 before they are read (``BodyLimit``).
+    over ``max_body`` bytes are refused with 413 before they are read (``BodyLimit``). ``devices`` tells
+    devices about changes of their shadows, commands and jobs (without it they see shadow changes on their
+    next ``shadow_get``, and commands and jobs answer 503).
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
@@ -58,7 +62,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
                   description="REST API of chatmq: accounts, contacts, devices, groups and history, and the "
                               "operators' API. Every error is an RFC 9457 problem details object.")
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
-                               limiter=AuthLimiter(auth_limits))
+                               limiter=AuthLimiter(auth_limits), devices=devices)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
     app.add_middleware(BodyLimit, max_body=max_body)
     install_error_handlers(app)
@@ -67,6 +71,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(auth_routes.router)
     v1.include_router(users_routes.router)
     v1.include_router(devices_routes.router)
+    v1.include_router(jobs_routes.router)
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
     v1.include_router(admin_routes.router)

@@ -13,7 +13,7 @@ from chatmq.core.auth import AccountDisabledError, TokenService, live_account
 from chatmq.core.errors import AuthError
 from chatmq.services.api.control import SessionControl
 from chatmq.services.api.errors import forbidden, unauthorized
-from chatmq.services.api.notifier import Notifier
+from chatmq.services.api.notifier import DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter
 from chatmq.services.store.base import Store, User
 
@@ -30,6 +30,7 @@ class ApiContext:
     max_page: int
     control: SessionControl | None = None
     limiter: AuthLimiter = field(default_factory=AuthLimiter)
+    devices: DeviceLink | None = None
 
     async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
         """Send an event to ``user_ids`` (each once). The change it reports is already committed,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatmq.core.envelopes import ID_PATTERN
-from chatmq.services.store.base import Device, Group, StoredMessage, User
+from chatmq.services.store.base import Device, DeviceCommand, DeviceStatus, Group, Shadow, StoredMessage, User
 
 USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"
 MAX_CONTACTS = 1000
@@ -149,6 +149,90 @@ class DeviceOut(BaseModel):
     @classmethod
     def of(cls, device: Device) -> DeviceOut:
         return cls(device_id=device.device_id, name=device.name, created_at=device.created_at)
+
+
+class DeviceDetail(BaseModel):
+    """``GET /devices/{id}``: a device with its connection status (``online``: it reads its inbox)."""
+
+    device_id: str
+    name: str
+    owner: str
+    online: bool
+    last_seen: int | None
+    connected_at: int | None
+    disconnect_reason: str | None
+    created_at: int
+
+    @classmethod
+    def of(cls, device: Device, status: DeviceStatus) -> DeviceDetail:
+        return cls(device_id=device.device_id, name=device.name, owner=device.owner_id, online=status.online,
+                   last_seen=status.last_seen, connected_at=status.connected_at,
+                   disconnect_reason=status.disconnect_reason, created_at=device.created_at)
+
+
+class ShadowPatch(_Body):
+    """``PATCH /devices/{id}/shadow``: ``desired`` merged into the desired state (``null`` deletes a key);
+    with ``version``, only if the shadow is still at that version (else 409)."""
+
+    desired: dict[str, Any]
+    version: Annotated[int, Field(ge=0)] | None = None
+
+
+class ShadowOut(BaseModel):
+    """A device's shadow: ``delta`` holds the desired keys whose value differs from the reported one."""
+
+    device_id: str
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+    delta: dict[str, Any]
+    version: int
+    updated_at: int
+
+    @classmethod
+    def of(cls, shadow: Shadow) -> ShadowOut:
+        return cls(device_id=shadow.device_id, **shadow.document())
+
+
+class CommandRequestBody(_Body):
+    """``POST /devices/{id}/commands``: run ``name`` with ``params`` on the device. Plain: wait up to
+    ``timeout_s`` for its answer. ``persistent``: queued for the device (delivered when it next connects)
+    until ``expires_in_s`` have passed."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: Annotated[int, Field(ge=1, le=300)] = 30
+    persistent: bool = False
+    expires_in_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 24 * 3600
+
+
+class CommandOut(BaseModel):
+    """A command and where it stands (``queued``, ``sent``, ``succeeded``, ``failed``, ``expired``)."""
+
+    id: str
+    device_id: str
+    name: str
+    params: dict[str, Any]
+    persistent: bool
+    status: str
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: int
+    expires_at: int
+
+    @classmethod
+    def of(cls, c: DeviceCommand) -> CommandOut:
+        return cls(id=c.command_id, device_id=c.device_id, name=c.name, params=c.params, persistent=c.persistent,
+                   status=c.status, result=c.result, error=c.error, created_at=c.created_at,
+                   expires_at=c.expires_at)
+
+
+class CommandAnswer(BaseModel):
+    """A command's outcome: ``queued`` (202, persistent) or ``succeeded``/``failed`` (200)."""
+
+    id: str
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 # groups ------------------------------------------------------------------------

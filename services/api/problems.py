@@ -46,6 +46,13 @@ forbidden | 403 | Not allowed | The caller may not do this: a disabled account, 
 not-found | 404 | Not found | No such resource (user, group, device, session, route).
 method-not-allowed | 405 | Method not allowed | The path exists but not with this method; `Allow` lists the methods.
 conflict | 409 | Conflict | The request conflicts with the current state (a taken username, disabling yourself).
+shadow-too-large | 413 | Shadow too large | The change would make the shadow's `desired` or `reported` state \
+larger than 8 KiB of JSON.
+shadow-too-deep | 422 | Shadow nested too deep | The change nests objects deeper than 6 levels.
+device_offline | 409 | Device offline | The device is not connected (reading its inbox); send a persistent \
+command to have it delivered when the device next connects.
+command_timeout | 504 | Command timed out | The device did not answer the command within `timeout_s`; the \
+command is `expired` (`GET /devices/{id}/commands/{cid}`).
 payload-too-large | 413 | Request body too large | The request body is larger than the server accepts \
 (`max_request_body`); nothing of it was processed.
 rate-limited | 429 | Too many requests | Too many attempts from this client address (or for this username); wait \

@@ -18,10 +18,12 @@ who was offline) are removed once replayed (``remove_notices``).
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from chatmq.core.errors import ChatMQError, ConflictError
 from chatmq.core.ids import now_ms
 
 
@@ -383,7 +385,284 @@ class PresenceStore(abc.ABC):
         """Users with an entry."""
 
 
-class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore):
+#: A shadow document's bounds (docs/contract.md, "Devices"): the JSON of ``desired`` and of ``reported``
+#: each at most ``SHADOW_MAX_BYTES``, nested at most ``SHADOW_MAX_DEPTH`` objects deep.
+SHADOW_MAX_BYTES = 8192
+SHADOW_MAX_DEPTH = 6
+
+
+class DocumentLimitError(ChatMQError):
+    """A document (a shadow's state, a command's params) that breaks a bound: ``kind`` is ``too_large``
+    or ``too_deep``."""
+
+    def __init__(self, kind: Literal["too_large", "too_deep"], detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def check_document(name: str, value: dict[str, Any]) -> None:
+    """``DocumentLimitError`` unless ``value`` nests at most ``SHADOW_MAX_DEPTH`` objects and its JSON
+    is at most ``SHADOW_MAX_BYTES``."""
+    if _depth(value) > SHADOW_MAX_DEPTH:
+        raise DocumentLimitError("too_deep", f"{name} is nested deeper than {SHADOW_MAX_DEPTH} objects")
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > SHADOW_MAX_BYTES:
+        raise DocumentLimitError("too_large", f"{name} would be {size} bytes of JSON; at most {SHADOW_MAX_BYTES} "
+                                              "are kept")
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` merged into ``base`` (objects recursively; ``None`` deletes a key); a new dict."""
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = _merge({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _delta(desired: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, want in desired.items():
+        have = reported.get(key)
+        if isinstance(want, dict) and isinstance(have, dict):
+            sub = _delta(want, have)
+            if sub:
+                out[key] = sub
+        elif want != have:
+            out[key] = want
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A device's shadow: the state its owner wants (``desired``), the state it reports, and a
+    ``version`` that grows by one with every change (0: never written)."""
+
+    device_id: str
+    desired: dict[str, Any] = field(default_factory=dict)
+    reported: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+    updated_at: int = 0  # ms
+
+    def delta(self) -> dict[str, Any]:
+        """The desired keys whose value differs from the reported one (objects compared key by key)."""
+        return _delta(self.desired, self.reported)
+
+    def changed(self, *, desired: dict[str, Any] | None = None, reported: dict[str, Any] | None = None) -> Shadow:
+        """The next version with ``desired``/``reported`` merged in (``None`` values delete keys);
+        ``DocumentLimitError`` when a patch or the result breaks the bounds."""
+        new_desired, new_reported = self.desired, self.reported
+        for name, patch in (("desired", desired), ("reported", reported)):
+            if patch is None:
+                continue
+            if _depth(patch) > SHADOW_MAX_DEPTH:
+                raise DocumentLimitError("too_deep", f"{name} is nested deeper than {SHADOW_MAX_DEPTH} objects")
+            merged = _merge(self.desired if name == "desired" else self.reported, patch)
+            check_document(name, merged)
+            if name == "desired":
+                new_desired = merged
+            else:
+                new_reported = merged
+        return Shadow(self.device_id, new_desired, new_reported, self.version + 1, now_ms())
+
+    def document(self) -> dict[str, Any]:
+        """The shadow as the API and the device see it."""
+        return {"desired": self.desired, "reported": self.reported, "delta": self.delta(),
+                "version": self.version, "updated_at": self.updated_at}
+
+
+class ShadowStore(abc.ABC):
+    """The store's role: device shadows, one document per device, changed by compare-and-swap on
+    its version."""
+
+    @abc.abstractmethod
+    async def get_shadow(self, device_id: str) -> Shadow:
+        """The device's shadow (an empty one of version 0 when never written)."""
+
+    @abc.abstractmethod
+    async def swap_shadow(self, shadow: Shadow) -> bool:
+        """Write ``shadow`` if the stored version is ``shadow.version - 1`` (none stored: 0); False
+        when another change came first."""
+
+    async def change_shadow(self, device_id: str, *, desired: dict[str, Any] | None = None,
+                            reported: dict[str, Any] | None = None, version: int | None = None) -> Shadow:
+        """Merge ``desired``/``reported`` into the device's shadow and return the new one. With
+        ``version``: ``ConflictError`` unless that is the current version; without, retried on a
+        lost race. ``DocumentLimitError`` when the result would break the bounds."""
+        for _ in range(20):
+            current = await self.get_shadow(device_id)
+            if version is not None and version != current.version:
+                raise ConflictError(f"the shadow is at version {current.version}, not {version}")
+            new = current.changed(desired=desired, reported=reported)
+            if await self.swap_shadow(new):
+                return new
+            if version is not None:
+                raise ConflictError(f"the shadow changed after version {version}")
+        raise ConflictError("the shadow keeps changing; try again")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Whether a device can be reached (it reads its inbox) and on which ``node``, since when, and
+    when it was last seen and why it went away (ms)."""
+
+    device_id: str
+    online: bool = False
+    node: str | None = None
+    epoch: int = 0
+    connected_at: int | None = None
+    last_seen: int | None = None
+    disconnect_reason: str | None = None
+
+
+class DeviceStatusStore(abc.ABC):
+    """The store's role: each device's connection status. Written by the consumer of ``chat.devices``
+    (one at a time per device), read by the API."""
+
+    @abc.abstractmethod
+    async def get_device_status(self, device_id: str) -> DeviceStatus:
+        """The device's status (offline, never seen, when none is stored)."""
+
+    @abc.abstractmethod
+    async def put_device_status(self, status: DeviceStatus) -> None:
+        """Store ``status`` as the device's, replacing any."""
+
+
+CommandStatus = Literal["queued", "sent", "succeeded", "failed", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCommand:
+    """A command for a device: ``queued`` (persistent, waiting for the device), ``sent``, then
+    ``succeeded``/``failed`` by the device's ``command_result``, or ``expired`` (no answer by
+    ``expires_at``, ms)."""
+
+    command_id: str
+    device_id: str
+    name: str
+    params: dict[str, Any]
+    persistent: bool
+    status: CommandStatus
+    created_at: int
+    expires_at: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "expired")
+
+    def seen_at(self, now: int) -> DeviceCommand:
+        """As it stands at ``now``: a command not finished by its ``expires_at`` has expired."""
+        if not self.finished() and now >= self.expires_at:
+            return replace(self, status="expired")
+        return self
+
+
+class CommandStore(abc.ABC):
+    """The store's role: commands for devices, one row (document) per command id."""
+
+    @abc.abstractmethod
+    async def add_command(self, command: DeviceCommand) -> None:
+        """Insert a command; ``ConflictError`` when its id is taken."""
+
+    @abc.abstractmethod
+    async def get_command(self, command_id: str) -> DeviceCommand | None: ...
+
+    @abc.abstractmethod
+    async def put_command(self, command: DeviceCommand) -> None:
+        """Replace the stored command of ``command.command_id``."""
+
+    @abc.abstractmethod
+    async def device_commands(self, device_id: str, statuses: Sequence[CommandStatus] | None = None,
+                              limit: int = 100) -> list[DeviceCommand]:
+        """Up to ``limit`` of the device's commands (with one of ``statuses`` as stored, when given),
+        newest first."""
+
+
+JobStatus = Literal["queued", "sent", "in_progress", "succeeded", "failed", "canceled"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "sent", "in_progress", "succeeded", "failed", "canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job: ``document`` for each of its devices (one ``JobExecution`` each); ``canceled`` stops
+    what has not finished."""
+
+    job_id: str
+    owner_id: str
+    document: dict[str, Any]
+    created_at: int
+    canceled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobExecution:
+    """A job on one device: ``queued`` (not sent yet), ``sent``, then what the device reports
+    (``in_progress`` with ``progress``, ``succeeded``, ``failed``); ``canceled`` when the job was
+    canceled before it finished (read so, not stored)."""
+
+    job_id: str
+    device_id: str
+    status: JobStatus = "queued"
+    progress: int | None = None
+    details: dict[str, Any] | None = None
+    updated_at: int = 0
+
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "canceled")
+
+    def seen_in(self, job: Job) -> JobExecution:
+        """As it stands in ``job``: canceled if the job is and this had not finished."""
+        return replace(self, status="canceled") if job.canceled and not self.finished() else self
+
+
+class JobStore(abc.ABC):
+    """The store's role: jobs and their executions, one row (document) per job and per (job, device)."""
+
+    @abc.abstractmethod
+    async def add_job(self, job: Job, device_ids: list[str]) -> None:
+        """Insert the job and a ``queued`` execution per device (the job first)."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def cancel_job(self, job_id: str) -> None:
+        """Mark the job canceled (``NotFoundError`` when there is none)."""
+
+    @abc.abstractmethod
+    async def job_executions(self, job_id: str) -> list[JobExecution]:
+        """The job's executions, by device id."""
+
+    @abc.abstractmethod
+    async def get_execution(self, job_id: str, device_id: str) -> JobExecution | None: ...
+
+    @abc.abstractmethod
+    async def put_execution(self, execution: JobExecution) -> None:
+        """Replace the stored execution of ``(job_id, device_id)``."""
+
+    @abc.abstractmethod
+    async def device_executions(self, device_id: str, statuses: Sequence[JobStatus],
+                                limit: int = 100) -> list[JobExecution]:
+        """Up to ``limit`` of the device's executions with one of ``statuses`` as stored, oldest job first."""
+
+
+class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
+            CommandStore, JobStore):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
 

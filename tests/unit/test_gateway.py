@@ -30,6 +30,9 @@ class RecordingSink:
     def send(self, user_id: str, conns: list[object], payload: bytes) -> None:
         self.sent.append((user_id, list(conns), orjson.loads(payload)))
 
+    def send_device(self, device_id: str, conns: list[object], payload: bytes) -> None:
+        self.sent.append((f"device:{device_id}", list(conns), orjson.loads(payload)))
+
     def envs(self, user: str | None = None) -> list[dict[str, Any]]:
         return [e for u, _c, e in self.sent if user is None or u == user]
 

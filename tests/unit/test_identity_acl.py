@@ -22,6 +22,8 @@ def test_user_acl() -> None:
 def test_device_acl() -> None:
     assert may_publish(sensor, "devices/d1/telemetry")
     assert not may_publish(sensor, "devices/d2/telemetry")
+    assert may_publish(sensor, "devices/d1/outbox")
+    assert not may_publish(sensor, "devices/d2/outbox")
     assert not may_publish(sensor, "users/ua/outbox")
     assert not may_subscribe(sensor, "devices/d1/telemetry")
     assert not may_subscribe(None, "users/ua/inbox")

@@ -18,12 +18,14 @@ import pytest
 
 from chatmq.core import records as r
 from chatmq.core.bus.base import Record
+from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport, shadow_delta_envelope
 from chatmq.core.envelopes import MessageIn, ReceiptIn, ack_envelope, message_envelope
 
 GOLDEN = Path(__file__).parent / "golden" / "records"
 BODY = msgspec.Raw(b'{"text":"hi"}')
 MESSAGE = message_envelope("s1", "c1", "ua", "ub", None, BODY, 1767225600000)
 ACK = ack_envelope("c1", "s1", 1767225600000)
+DELTA = shadow_delta_envelope(3, {"led": "on"})
 TEMPLATE = message_envelope("s2", "c2", "ua", None, "g1", BODY, 1767225600000)
 
 SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
@@ -54,6 +56,21 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
         started=1767225600000, ready=False, not_ready={"MongoStore": "no answer"}, interval=5.0,
         ts=1767225605000)),
     "heartbeat_stopped": (r.HEARTBEATS, r.Heartbeat.stop("router-1", 1767225609000)),
+    "deliver_device": (r.DELIVERIES, r.Delivery.to_device("d1", [msgspec.Raw(DELTA)])),
+    "device_up": (r.DEVICE_RECORDS, r.DeviceUp("d1", "ua", "n1", 1767225600000000001, 1767225600000)),
+    "device_down": (r.DEVICE_RECORDS, r.DeviceDown("d1", "ua", "n1", 1767225600000000001, 1767225601000)),
+    "device_outbox_report": (r.DEVICE_RECORDS, r.DeviceOut("d1", "ua", "n1", ShadowReport({"led": "on"}, 3))),
+    "device_outbox_get": (r.DEVICE_RECORDS, r.DeviceOut("d1", None, "n2", ShadowGet())),
+    "device_shadow_changed": (r.DEVICE_RECORDS, r.ShadowChanged("d1", 1767225600000)),
+    "device_outbox_command_result": (r.DEVICE_RECORDS, r.DeviceOut("d1", "ua", "n1", CommandResult(
+        "c1", False, None, "no disk"))),
+    "device_command": (r.DEVICE_RECORDS, r.CommandRequest("d1", "c1", "reboot", {"delay": 2}, True, 1767225660000)),
+    "device_job": (r.DEVICE_RECORDS, r.JobRequest("d1", "j1")),
+    "device_outbox_job_update": (r.DEVICE_RECORDS, r.DeviceOut("d1", "ua", "n1", JobUpdate(
+        "j1", "in_progress", 40, {"step": "download"}))),
+    "command_done": (r.COMMAND_RESULTS, r.CommandDone("c1", "d1", "succeeded", {"up": True}, None)),
+    "device_event": (r.DEVICE_EVENTS, r.DeviceEvent("device_disconnected", "d1", "ua", "disconnected",
+                                                    1767225601000)),
 }
 
 

@@ -61,7 +61,7 @@ def test_topics_come_from_the_declarations_in_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bad entry"):
         topic_specs(6, [], own)
     own.write_text('[[topic]]\nname = "chat.outbox"\n')
-    with pytest.raises(ConfigError, match=r"missing chat\.connections"):
+    with pytest.raises(ConfigError, match=r"missing chat\.command-results, chat\.connections, "):
         topic_specs(6, [], own)
 
 

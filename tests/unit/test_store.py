@@ -25,7 +25,20 @@ import pytest
 
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
-from chatmq.services.store.base import NewMessage, PendingItem, Route, Store, StoredMessage
+from chatmq.services.store.base import (
+    SHADOW_MAX_BYTES,
+    SHADOW_MAX_DEPTH,
+    DeviceCommand,
+    DeviceStatus,
+    DocumentLimitError,
+    Job,
+    JobExecution,
+    NewMessage,
+    PendingItem,
+    Route,
+    Store,
+    StoredMessage,
+)
 from chatmq.services.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 if TYPE_CHECKING:
@@ -1424,6 +1437,108 @@ async def test_ping_answers_while_started_and_fails_once_stopped(make_store: Cal
     await s.stop()
     with pytest.raises(StoreError):
         await s.ping()
+
+
+# --- device shadows ---------------------------------------------------------------------------------
+
+async def test_shadow_starts_empty_and_merges_with_versions(store: Store) -> None:
+    empty = await store.get_shadow("d1")
+    assert (empty.desired, empty.reported, empty.version) == ({}, {}, 0)
+    first = await store.change_shadow("d1", desired={"led": "on", "cfg": {"rate": 5, "mode": "a"}})
+    assert first.version == 1
+    assert first.delta() == {"led": "on", "cfg": {"rate": 5, "mode": "a"}}
+    second = await store.change_shadow("d1", reported={"led": "on", "cfg": {"rate": 1, "mode": "a"}, "fw": 3})
+    assert second.version == 2
+    assert second.delta() == {"cfg": {"rate": 5}}
+    third = await store.change_shadow("d1", desired={"cfg": {"rate": None}}, version=2)
+    assert third.version == 3
+    assert third.desired == {"led": "on", "cfg": {"mode": "a"}}
+    assert third.delta() == {}
+    again = await store.get_shadow("d1")
+    assert (again.desired, again.reported, again.version) == (third.desired, third.reported, 3)
+    assert (await store.get_shadow("d2")).version == 0  # one document per device
+
+
+async def test_shadow_stale_version_conflicts_and_changes_nothing(store: Store) -> None:
+    await store.change_shadow("d1", desired={"a": 1})
+    await store.change_shadow("d1", desired={"a": 2})
+    with pytest.raises(ConflictError):
+        await store.change_shadow("d1", desired={"a": 3}, version=1)
+    with pytest.raises(ConflictError):
+        await store.change_shadow("d9", desired={"a": 3}, version=4)
+    assert (await store.get_shadow("d1")).desired == {"a": 2}
+    # a swap from a stale read loses
+    stale = await store.get_shadow("d1")
+    assert await store.swap_shadow(stale.changed(desired={"b": 1}))
+    assert not await store.swap_shadow(stale.changed(desired={"c": 1}))
+    assert (await store.get_shadow("d1")).desired == {"a": 2, "b": 1}
+
+
+async def test_shadow_bounds(store: Store) -> None:
+    deep: dict[str, object] = {"x": 1}
+    for _ in range(SHADOW_MAX_DEPTH):
+        deep = {"k": deep}
+    with pytest.raises(DocumentLimitError) as too_deep:
+        await store.change_shadow("d1", desired=deep)
+    assert too_deep.value.kind == "too_deep"
+    await store.change_shadow("d1", reported={"blob": "x" * (SHADOW_MAX_BYTES - 100)})
+    with pytest.raises(DocumentLimitError) as too_large:
+        await store.change_shadow("d1", reported={"more": "y" * 200})
+    assert too_large.value.kind == "too_large"
+    assert (await store.get_shadow("d1")).version == 1
+
+
+async def test_device_status_round_trip(store: Store) -> None:
+    assert await store.get_device_status("d1") == DeviceStatus("d1")
+    up = DeviceStatus("d1", True, "n1", 7, 1000, 1000, None)
+    await store.put_device_status(up)
+    assert await store.get_device_status("d1") == up
+    down = DeviceStatus("d1", False, None, 7, 1000, 2000, "disconnected")
+    await store.put_device_status(down)
+    assert await store.get_device_status("d1") == down
+    assert await store.get_device_status("d2") == DeviceStatus("d2")
+
+
+async def test_commands_add_get_replace_list(store: Store) -> None:
+    first = DeviceCommand("c1", "d1", "reboot", {"delay": 1}, False, "sent", 1000, 31000)
+    queued = DeviceCommand("c2", "d1", "update", {}, True, "queued", 2000, 90000)
+    other = DeviceCommand("c3", "d2", "reboot", {}, True, "queued", 3000, 90000)
+    for c in (first, queued, other):
+        await store.add_command(c)
+    with pytest.raises(ConflictError):
+        await store.add_command(first)
+    assert await store.get_command("c1") == first
+    assert await store.get_command("nope") is None
+    done = DeviceCommand("c1", "d1", "reboot", {"delay": 1}, False, "succeeded", 1000, 31000, {"up": True}, None)
+    await store.put_command(done)
+    assert await store.get_command("c1") == done
+    assert [c.command_id for c in await store.device_commands("d1")] == ["c2", "c1"]
+    assert await store.device_commands("d1", ["queued", "sent"]) == [queued]
+    assert [c.command_id for c in await store.device_commands("d1", limit=1)] == ["c2"]
+    assert done.seen_at(40000) == done  # finished: stays
+    assert queued.seen_at(90000).status == "expired"
+
+
+async def test_jobs_and_their_executions(store: Store) -> None:
+    job = Job("j1", "u1", {"fw": 3}, 1000)
+    await store.add_job(job, ["d2", "d1", "d2"])
+    assert await store.get_job("j1") == job
+    assert await store.get_job("nope") is None
+    assert [(e.device_id, e.status) for e in await store.job_executions("j1")] == [("d1", "queued"), ("d2", "queued")]
+    sent = JobExecution("j1", "d1", "in_progress", 40, {"step": "download"}, 2000)
+    await store.put_execution(sent)
+    assert await store.get_execution("j1", "d1") == sent
+    assert await store.get_execution("j1", "d9") is None
+    await store.add_job(Job("j2", "u1", {}, 1500), ["d1"])
+    assert [e.job_id for e in await store.device_executions("d1", ["queued", "in_progress"])] == ["j1", "j2"]
+    assert [e.job_id for e in await store.device_executions("d1", ["queued"])] == ["j2"]
+    await store.cancel_job("j1")
+    canceled = await store.get_job("j1")
+    assert canceled is not None
+    assert canceled.canceled
+    assert sent.seen_in(canceled).status == "canceled"
+    with pytest.raises(NotFoundError):
+        await store.cancel_job("nope")
 
 
 # refresh token rotation and account deletion (issue 12) ---------------------------------------

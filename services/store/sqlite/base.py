@@ -101,6 +101,52 @@ CREATE TABLE IF NOT EXISTS presence (
     epoch   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
+CREATE TABLE IF NOT EXISTS shadows (
+    device_id  TEXT PRIMARY KEY,
+    desired    TEXT NOT NULL,
+    reported   TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id TEXT PRIMARY KEY,
+    device_id  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    params     TEXT NOT NULL,
+    persistent INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    result     TEXT,
+    error      TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_device ON commands (device_id, created_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id     TEXT PRIMARY KEY,
+    owner_id   TEXT NOT NULL,
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    canceled   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_executions (
+    job_id     TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    progress   INTEGER,
+    details    TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, device_id)
+);
+CREATE INDEX IF NOT EXISTS job_executions_device ON job_executions (device_id, status);
+CREATE TABLE IF NOT EXISTS device_status (
+    device_id         TEXT PRIMARY KEY,
+    online            INTEGER NOT NULL,
+    node              TEXT,
+    epoch             INTEGER NOT NULL,
+    connected_at      INTEGER,
+    last_seen         INTEGER,
+    disconnect_reason TEXT
+);
 CREATE TABLE IF NOT EXISTS refresh_spent (
     token_id   TEXT PRIMARY KEY,
     family     TEXT NOT NULL,

@@ -1,0 +1,235 @@
+"""``DeviceWorker``: consumes ``chat.devices`` (keyed by device, so one consumer at a time per device).
+
+* ``DeviceUp`` (the device subscribed to its inbox on a node): the device's status becomes online on
+  that node (with the subscription's epoch); it gets its shadow's delta when there is one; the owner
+  gets a ``device_connected`` event, and ``chat.device_events`` a ``DeviceEvent``.
+* ``DeviceDown``: offline, unless a newer subscription (a higher epoch) came first; ``device_disconnected``.
+* ``DeviceOut``: ``shadow_report`` merges into the reported state (answered with an ``error`` when its
+  ``version`` is stale or the shadow would break its bounds); ``shadow_get`` is answered with ``shadow``.
+* ``ShadowChanged`` (the API changed the desired state): an online device gets the new delta.
+* ``CommandRequest`` (the API stored a command): an online device gets the ``command``; for an offline one
+  a plain command fails (``device_offline``), a persistent one stays ``queued`` and goes out (its status
+  ``sent``) with the device's next ``DeviceUp``, as does a persistent one sent before and not yet answered
+  (the same id: a well-behaved device runs each id once), until it expires.
+* ``command_result`` from the device: the command becomes ``succeeded``/``failed`` (once: a repeated or
+  late answer, or one for another device's command, is ignored) and a ``CommandDone`` goes to
+  ``chat.command-results`` for the API copy waiting for it.
+
+* ``JobRequest`` (the API stored a job): an online device gets the ``job`` (its execution ``sent``); an offline
+  one gets it, with every job it has not finished, when it next subscribes; ``job_update`` from the device
+  records where it stands (ignored once finished, or when the job was canceled).
+
+This worker is the only writer of a command's status after the API inserted it (records of one device
+come in order to one consumer); a command not finished by its ``expires_at`` reads as ``expired``.
+
+Envelopes for a device go to its node's ``chat.deliver.<node>`` as ``Delivery.to_device``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import msgspec
+
+from chatmq.core.bus.base import Bus, Record
+from chatmq.core.device_envelopes import (
+    CommandResult,
+    JobUpdate,
+    ShadowGet,
+    ShadowReport,
+    command_envelope,
+    job_envelope,
+    shadow_delta_envelope,
+    shadow_envelope,
+)
+from chatmq.core.envelopes import ErrorCode, encode_event, error_envelope, event_envelope
+from chatmq.core.errors import ConflictError
+from chatmq.core.ids import now_ms
+from chatmq.core.records import (
+    DEVICE_RECORDS,
+    CommandDone,
+    CommandRequest,
+    Delivery,
+    DeviceDown,
+    DeviceEvent,
+    DeviceOut,
+    DeviceUp,
+    JobRequest,
+    ShadowChanged,
+)
+from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES, deliver_topic
+from chatmq.core.worker import BusWorker
+from chatmq.services.chat.outlet import Outlet
+from chatmq.services.store.base import DeviceCommand, DeviceStatus, DocumentLimitError, JobExecution, Store
+
+log = logging.getLogger(__name__)
+
+#: The most persistent commands a device gets at one connect (the newest; older ones wait for a later connect).
+MAX_WAITING = 100
+
+
+class DeviceWorker(BusWorker):
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+        super().__init__(bus, "devices", [DEVICES])
+        self._store = store
+        self._outlet = outlet
+
+    async def process(self, records: list[Record]) -> None:
+        for item in DEVICE_RECORDS.read_all(records):
+            if isinstance(item, DeviceUp):
+                await self._up(item)
+            elif isinstance(item, DeviceDown):
+                await self._down(item)
+            elif isinstance(item, DeviceOut):
+                await self._outbox(item)
+            elif isinstance(item, CommandRequest):
+                await self._command(item)
+            elif isinstance(item, JobRequest):
+                await self._job_request(item)
+            else:
+                await self._shadow_changed(item)
+
+    async def send(self, device: str, node: str, envs: list[bytes]) -> None:
+        """Envelopes for ``device``'s inbox, through ``node`` (dropped there if it is not connected)."""
+        delivery = Delivery.to_device(device, [msgspec.Raw(e) for e in envs])
+        await self._bus.publish(deliver_topic(node), device.encode(), delivery)
+
+    async def _up(self, up: DeviceUp) -> None:
+        current = await self._store.get_device_status(up.device)
+        if current.epoch > up.epoch:
+            return  # a newer subscription is recorded
+        await self._store.put_device_status(DeviceStatus(up.device, True, up.node, up.epoch, up.ts, up.ts, None))
+        shadow = await self._store.get_shadow(up.device)
+        delta = shadow.delta()
+        if delta:
+            await self.send(up.device, up.node, [shadow_delta_envelope(shadow.version, delta)])
+        await self._send_waiting(up.device, up.node)
+        await self._send_jobs(up.device, up.node)
+        await self._event(DeviceEvent("device_connected", up.device, up.owner, None, up.ts))
+
+    async def _send_waiting(self, device: str, node: str) -> None:
+        """The persistent commands still owed to a device that just subscribed, oldest first."""
+        now = now_ms()
+        waiting = await self._store.device_commands(device, ["queued", "sent"], limit=MAX_WAITING)
+        for command in reversed(waiting):
+            if not command.persistent:
+                continue
+            if command.seen_at(now).status == "expired":
+                await self._store.put_command(replace(command, status="expired"))
+                continue
+            await self._deliver_command(command, node)
+
+    async def _send_jobs(self, device: str, node: str) -> None:
+        """The jobs a device that just subscribed has not finished (sent again with the same id)."""
+        for execution in await self._store.device_executions(device, ["queued", "sent", "in_progress"],
+                                                             limit=MAX_WAITING):
+            await self._deliver_job(execution, node)
+
+    async def _deliver_job(self, execution: JobExecution, node: str) -> None:
+        job = await self._store.get_job(execution.job_id)
+        if job is None or job.canceled:
+            return
+        await self.send(execution.device_id, node, [job_envelope(job.job_id, job.document)])
+        if execution.status == "queued":
+            await self._store.put_execution(replace(execution, status="sent", updated_at=now_ms()))
+
+    async def _job_request(self, request: JobRequest) -> None:
+        execution = await self._store.get_execution(request.job, request.device)
+        if execution is None or execution.status != "queued":
+            return
+        status = await self._store.get_device_status(request.device)
+        if status.online and status.node is not None:
+            await self._deliver_job(execution, status.node)
+
+    async def _job_update(self, device: str, update: JobUpdate) -> None:
+        execution = await self._store.get_execution(update.id, device)
+        job = await self._store.get_job(update.id)
+        if execution is None or job is None or execution.seen_in(job).finished():
+            log.info("device %s reported on job %s, which it does not owe: ignored", device, update.id)
+            return
+        await self._store.put_execution(replace(execution, status=update.status, progress=update.progress,
+                                                details=update.details, updated_at=now_ms()))
+
+    async def _deliver_command(self, command: DeviceCommand, node: str) -> None:
+        envelope = command_envelope(command.command_id, command.name, command.params, command.expires_at)
+        await self.send(command.device_id, node, [envelope])
+        if command.status == "queued":
+            await self._store.put_command(replace(command, status="sent"))
+
+    async def _command(self, request: CommandRequest) -> None:
+        command = await self._store.get_command(request.id)
+        if command is None or command.finished():
+            return
+        if command.seen_at(now_ms()).status == "expired":
+            await self._finish(replace(command, status="expired"))
+            return
+        status = await self._store.get_device_status(request.device)
+        if status.online and status.node is not None:
+            await self._deliver_command(command, status.node)
+        elif not command.persistent:
+            await self._finish(replace(command, status="failed", error="device_offline"))
+
+    async def _finish(self, command: DeviceCommand) -> None:
+        await self._store.put_command(command)
+        assert command.status in ("succeeded", "failed", "expired")
+        done = CommandDone(command.command_id, command.device_id, command.status, command.result, command.error)
+        await self._bus.publish(COMMAND_RESULTS, command.command_id.encode(), done)
+
+    async def _result(self, device: str, answer: CommandResult) -> None:
+        command = await self._store.get_command(answer.id)
+        if command is None or command.device_id != device or command.finished():
+            log.info("device %s answered command %s, which it does not owe: ignored", device, answer.id)
+            return
+        if command.seen_at(now_ms()).status == "expired":
+            await self._finish(replace(command, status="expired"))
+            return
+        if answer.ok:
+            await self._finish(replace(command, status="succeeded", result=answer.result, error=None))
+        else:
+            await self._finish(replace(command, status="failed", result=answer.result,
+                                       error=answer.error or "failed"))
+
+    async def _down(self, down: DeviceDown) -> None:
+        current = await self._store.get_device_status(down.device)
+        if current.epoch > down.epoch or (current.epoch == down.epoch and current.node != down.node):
+            return  # the device is reading its inbox elsewhere now
+        await self._store.put_device_status(DeviceStatus(down.device, False, None, down.epoch, current.connected_at,
+                                                         down.ts, down.reason))
+        await self._event(DeviceEvent("device_disconnected", down.device, down.owner, down.reason, down.ts))
+
+    async def _event(self, event: DeviceEvent) -> None:
+        await self._bus.publish(DEVICE_EVENTS, event.device_id.encode(), event)
+        if event.owner is not None:
+            env = event_envelope(event.event, device_id=event.device_id, reason=event.reason, ts=event.ts)
+            await self._outlet.notify([event.owner], encode_event(env))
+
+    async def _outbox(self, out: DeviceOut) -> None:
+        env = out.env
+        if isinstance(env, CommandResult):
+            await self._result(out.device, env)
+            return
+        if isinstance(env, JobUpdate):
+            await self._job_update(out.device, env)
+            return
+        if isinstance(env, ShadowGet):
+            shadow = await self._store.get_shadow(out.device)
+            await self.send(out.device, out.node, [shadow_envelope(shadow.document())])
+            return
+        assert isinstance(env, ShadowReport)
+        try:
+            await self._store.change_shadow(out.device, reported=env.state, version=env.version)
+        except ConflictError as exc:
+            await self.send(out.device, out.node, [error_envelope("conflict", str(exc))])
+        except DocumentLimitError as exc:
+            code: ErrorCode = "too_large" if exc.kind == "too_large" else "invalid_envelope"
+            await self.send(out.device, out.node, [error_envelope(code, str(exc))])
+
+    async def _shadow_changed(self, changed: ShadowChanged) -> None:
+        status = await self._store.get_device_status(changed.device)
+        if not status.online or status.node is None:
+            return  # it gets the delta when it next connects
+        shadow = await self._store.get_shadow(changed.device)
+        delta = shadow.delta()
+        if delta:
+            await self.send(changed.device, status.node, [shadow_delta_envelope(shadow.version, delta)])

@@ -1,0 +1,102 @@
+"""``DeviceWorker`` on the real store and the in-process bus: device presence (status, owner events,
+``chat.device_events``) across reconnects on two nodes, and commands answered once, late answers ignored."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from chatmq.core import ids
+from chatmq.core.device_envelopes import CommandResult
+from chatmq.core.records import COMMAND_RESULTS as DONE_RECORDS
+from chatmq.core.records import DEVICE_EVENTS as EVENT_RECORDS
+from chatmq.core.records import Delivery, DeviceDown, DeviceOut, DeviceUp
+from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES
+from chatmq.services.devices.worker import DeviceWorker
+from chatmq.services.store.base import DeviceCommand
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, Probe, open_chat, record
+
+
+@pytest.fixture
+async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
+    async with open_chat(tmp_path) as c:
+        yield c
+
+
+def _device_envs(chat: Chat, records: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for r in records:
+        item = r.item
+        assert isinstance(item, Delivery)
+        if item.device is not None:
+            out += [(r.topic, orjson.loads(bytes(e))) for e in item.envs]
+    return out
+
+
+async def test_presence_follows_the_newest_subscription_and_reaches_owner_and_bus(chat: Chat) -> None:
+    owner = await chat.user()
+    chat.online(owner)
+    events = Probe(chat.bus, [DEVICE_EVENTS], group="events-probe")
+    await events.start()
+    worker = DeviceWorker(chat.bus, chat.store, chat.outlet)
+    try:
+        await worker.process([record(DEVICES, "d1", DeviceUp("d1", owner, NODE, 10, 1000))])
+        # it moved to the other node before the first node's release came through
+        await worker.process([record(DEVICES, "d1", DeviceUp("d1", owner, OTHER_NODE, 20, 2000))])
+        await worker.process([record(DEVICES, "d1", DeviceDown("d1", owner, NODE, 10, 2500))])
+        status = await chat.store.get_device_status("d1")
+        assert (status.online, status.node, status.connected_at) == (True, OTHER_NODE, 2000)
+        await worker.process([record(DEVICES, "d1", DeviceDown("d1", owner, OTHER_NODE, 20, 3000))])
+        status = await chat.store.get_device_status("d1")
+        assert (status.online, status.last_seen, status.disconnect_reason) == (False, 3000, "disconnected")
+
+        published = [EVENT_RECORDS.read(r) for r in await events.drain()]
+        assert [(e.event, e.device_id, e.owner, e.ts) for e in published] == [
+            ("device_connected", "d1", owner, 1000), ("device_connected", "d1", owner, 2000),
+            ("device_disconnected", "d1", owner, 3000)]
+        to_owner = [orjson.loads(bytes(e)) for r in await chat.probe.drain()
+                    for e in (r.item.envs if isinstance(r.item, Delivery) and r.item.user == owner else [])]
+        assert [(e["event"], e["device_id"], e["reason"]) for e in to_owner] == [
+            ("device_connected", "d1", None), ("device_connected", "d1", None),
+            ("device_disconnected", "d1", "disconnected")]
+    finally:
+        await events.stop()
+
+
+async def test_a_command_is_answered_once_and_a_late_answer_is_ignored(chat: Chat) -> None:
+    done = Probe(chat.bus, [COMMAND_RESULTS], group="done-probe")
+    await done.start()
+    worker = DeviceWorker(chat.bus, chat.store, chat.outlet)
+    now = ids.now_ms()
+    try:
+        await chat.store.add_command(DeviceCommand("c1", "d1", "reboot", {}, False, "sent", now, now + 60_000))
+        await chat.store.add_command(DeviceCommand("c2", "d1", "reboot", {}, False, "sent", now - 9000, now - 1))
+        answer = CommandResult("c1", True, {"up": True})
+        for _ in range(2):
+            await worker.process([record(DEVICES, "d1", DeviceOut("d1", None, NODE, answer))])
+        await worker.process([record(DEVICES, "d2", DeviceOut("d2", None, NODE, CommandResult("c2", True)))])
+        await worker.process([record(DEVICES, "d1", DeviceOut("d1", None, NODE, CommandResult("c2", True)))])
+        results = [DONE_RECORDS.read(r) for r in await done.drain()]
+        assert [(d.id, d.status, d.result) for d in results] == [("c1", "succeeded", {"up": True}),
+                                                               ("c2", "expired", None)]
+        stored = await chat.store.get_command("c2")
+        assert stored is not None
+        assert stored.status == "expired"
+    finally:
+        await done.stop()
+
+
+async def test_persistent_commands_go_out_at_connect_oldest_first_expired_ones_do_not(chat: Chat) -> None:
+    worker = DeviceWorker(chat.bus, chat.store, chat.outlet)
+    now = ids.now_ms()
+    for cid, at, expires in (("c1", now - 3, now + 60_000), ("c2", now - 2, now - 1), ("c3", now - 1, now + 60_000)):
+        await chat.store.add_command(DeviceCommand(cid, "d1", "update", {"n": cid}, True, "queued", at, expires))
+    await worker.process([record(DEVICES, "d1", DeviceUp("d1", None, NODE, 10, now))])
+    sent = [env for _topic, env in _device_envs(chat, await chat.probe.drain())]
+    assert [(e["type"], e["id"]) for e in sent] == [("command", "c1"), ("command", "c3")]
+    statuses = {c.command_id: c.status for c in await chat.store.device_commands("d1")}
+    assert statuses == {"c1": "sent", "c2": "expired", "c3": "sent"}
