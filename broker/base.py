@@ -68,7 +68,7 @@ from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
 from chatmq.broker.transports import BinaryWebSocketsReader
-from chatmq.broker.wire import MAX_CONNECT_LENGTH, Publish
+from chatmq.broker.wire import MAX_CONNECT_LENGTH, MQTT_5, Publish, ReasonCode
 from chatmq.core.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -140,17 +140,24 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
         """Subscribe (ACL-checked per filter), SUBACK, then the retained messages of each new filter.
-        Returns the SUBACK return codes."""
+        Returns the SUBACK return codes (a failure is 0x80 or more). MQTT 5 says why a filter failed:
+        0x87 not authorized, 0x8F an invalid filter, 0x9E a shared subscription (not offered)."""
         client_id = session.client_id
+        v5 = isinstance(handler, NodeConnection) and handler.protocol_level == MQTT_5
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
         for topic_filter, qos in subscription.topics:
+            if v5 and topic_filter.startswith("$share/"):
+                codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                continue
             if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
-                codes.append(0x80)
+                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
             code = self.router.subscribe(client_id, topic_filter, qos, replay=False)
+            if code == 0x80 and v5:
+                code = ReasonCode.TOPIC_FILTER_INVALID
             codes.append(code)
-            if code != 0x80:
+            if code < 0x80:
                 granted.append((topic_filter, code))
         await handler.mqtt_acknowledge_subscription(subscription.packet_id, codes)
         for topic_filter, qos in granted:
@@ -159,9 +166,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     async def on_unsubscribe(self, session: Session, handler: NodeConnection, unsubscription: UnSubscription) -> None:
         """Remove each filter exactly as given ([MQTT-3.10.4-1]), then UNSUBACK ([MQTT-3.10.4-4])."""
-        for topic_filter in unsubscription.topics:
-            self.router.unsubscribe(session.client_id, topic_filter)
-        await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id)
+        found = [self.router.unsubscribe(session.client_id, topic_filter) for topic_filter in unsubscription.topics]
+        await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id, found)
 
     def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:
         """The context of a TLS listener (amqtt made one from files it never reloads): ``tls.mqtt`` for
@@ -291,7 +297,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
             log.info("%s connected again: taking the session over", client_id)
             await self._close(old, CloseReason.TAKEN_OVER)
         for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
-                     "username", "password", "remote_address", "remote_port", "ssl_object"):
+                     "username", "password", "remote_address", "remote_port", "ssl_object",
+                     "protocol_level", "assigned_client_id"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
         return handler, existing

@@ -53,10 +53,15 @@ from chatmq.broker.outbox import Outbox
 from chatmq.broker.session import NodeSession
 from chatmq.broker.transports import Closable, chunk_reader, transport_for
 from chatmq.broker.wire import (
+    AUTH,
     DISCONNECT,
     MAX_CONNECT_LENGTH,
+    MQTT_5,
+    MQTT_31,
+    MQTT_311,
     PINGREQ,
     PINGRESP_BYTES,
+    PROTOCOLS,
     PUBACK,
     PUBCOMP,
     PUBLISH,
@@ -68,14 +73,20 @@ from chatmq.broker.wire import (
     Packet,
     PacketSplitter,
     PacketTooLargeError,
+    Properties,
+    ReasonCode,
+    decode_ack,
     decode_connect,
-    decode_packet_id,
+    decode_disconnect,
     decode_publish,
     decode_subscribe,
+    decode_subscribe_v5,
     decode_unsubscribe,
     encode_ack,
     encode_connack,
-    encode_remaining_length,
+    encode_disconnect,
+    encode_suback,
+    encode_unsuback,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +94,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PROTOCOL_LEVEL = 4  # MQTT 3.1.1
+_DISCONNECT_REASONS = {
+    CloseReason.KEEPALIVE_TIMEOUT: ReasonCode.KEEP_ALIVE_TIMEOUT,
+    CloseReason.PROTOCOL_ERROR: ReasonCode.PROTOCOL_ERROR,
+    CloseReason.PACKET_TOO_LARGE: ReasonCode.PACKET_TOO_LARGE,
+    CloseReason.SLOW_CONSUMER: ReasonCode.QUOTA_EXCEEDED,
+    CloseReason.TAKEN_OVER: ReasonCode.SESSION_TAKEN_OVER,
+    CloseReason.KICKED: ReasonCode.ADMINISTRATIVE_ACTION,
+    CloseReason.SHUTDOWN: ReasonCode.SERVER_SHUTTING_DOWN,
+    CloseReason.INTERNAL_ERROR: ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
+}
+"""The reason code of the DISCONNECT an MQTT 5 client is sent when the node closes its connection
+(§3.14.2.1); the others (the client's own DISCONNECT, a lost connection) send none."""
 
 PRESSURE_WAIT = 1.0
 """Seconds a publisher's connection waits, per read, for a subscriber it pressed (``Outbox.relieved``)."""
@@ -174,20 +196,24 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             raise MQTTError("will flag set without will topic and message [MQTT-3.1.2-9]")
         if connect.reserved_flag:
             raise MQTTError("CONNECT reserved flag set [MQTT-3.1.2-3]")
-        if connect.proto_name != "MQTT":
+        if connect.proto_name not in ("MQTT", "MQIsdp"):
             raise MQTTError(f"protocol name {connect.proto_name!r} [MQTT-3.1.2-1]")
+        level = connect.proto_level
         client_id_is_random = not connect.client_id
         refusal = None
-        if connect.proto_level != _PROTOCOL_LEVEL:
+        if (connect.proto_name, level) not in PROTOCOLS:
+            level = MQTT_311  # the refusal is an MQTT 3.1.1 CONNACK, which every level reads
             refusal = UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
         elif (connect.password_flag and not connect.username_flag) or (
                 connect.username_flag and connect.username is None) or (
                 connect.password_flag and connect.password is None):
             refusal = BAD_USERNAME_PASSWORD  # [MQTT-3.1.2-22]
-        elif not connect.clean_session and client_id_is_random:
-            refusal = IDENTIFIER_REJECTED  # [MQTT-3.1.3-8]
+        elif client_id_is_random and (level == MQTT_31 or (level == MQTT_311 and not connect.clean_session)):
+            refusal = IDENTIFIER_REJECTED  # [MQTT-3.1.3-8]; MQTT 3.1 needs 1 to 23 characters
+        elif connect.properties is not None and connect.properties.authentication_method is not None:
+            refusal = ReasonCode.BAD_AUTHENTICATION_METHOD  # no extended authentication is configured
         if refusal is not None:
-            writer.write(encode_connack(False, refusal))  # session present 0 [MQTT-3.2.2-4]
+            writer.write(encode_connack(False, refusal, protocol_level=level))  # session present 0 [MQTT-3.2.2-4]
             await writer.drain()
             await writer.close()
             raise MQTTError(f"CONNECT refused with return code {refusal}")
@@ -205,7 +231,26 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         if peer is not None:
             session.remote_address, session.remote_port = peer
         session.keep_alive = connect.keep_alive
+        session.protocol_level = level
+        session.assigned_client_id = client_id_is_random
         return cls(plugins_manager, loop=loop), session
+
+    @property
+    def protocol_level(self) -> int:
+        """The connection's MQTT protocol level (3, 4 or 5)."""
+        return self.session.protocol_level if self.session is not None else MQTT_311
+
+    def connack_properties(self) -> Properties | None:
+        """The accepting CONNACK's properties: the node's limits and what it assigned (level 5 only)."""
+        session = self.session
+        if session is None or session.protocol_level != MQTT_5:
+            return None
+        return Properties(
+            assigned_client_identifier=session.client_id if session.assigned_client_id else None,
+            maximum_packet_size=self.node.policy.max_packet_size,
+            subscription_identifier_available=0,
+            shared_subscription_available=0,
+        )
 
     async def start(self) -> None:
         """Start the read loop (in flight messages are resent by the outbox, not here)."""
@@ -240,8 +285,10 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         self.transport = transport_for(self.writer)
         ended: asyncio.Future[DisconnectPacket | None] = self._loop.create_future()
         self._disconnect_waiter = ended
-        outbox.attach(self.transport, self._too_slow,
-                      first=encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED), flush=False)
+        connack = encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED,
+                                 protocol_level=self.session.protocol_level, properties=self.connack_properties())
+        outbox.attach(self.transport, self._too_slow, first=connack, flush=False,
+                      protocol_level=self.session.protocol_level)
         return ended
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
@@ -249,16 +296,20 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert self.session is not None
         assert self.writer is not None
         code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
-        self.writer.write(encode_connack(bool(self.session.parent), code))
+        self.writer.write(encode_connack(bool(self.session.parent), code, protocol_level=self.session.protocol_level))
         with contextlib.suppress(ConnectionError, ConnectionClosed):  # the client gave up waiting
             await self.writer.drain()
 
     def close(self, reason: CloseReason) -> None:
         """Close the connection now for ``reason`` (kept unless one was given before); the read loop
         then ends it as a network failure (will sent). Harmless twice."""
-        if self.close_reason is None:
+        first = self.close_reason is None
+        if first:
             self.close_reason = reason
         if self.transport is not None:
+            code = _DISCONNECT_REASONS.get(reason)
+            if first and code is not None and self.protocol_level == MQTT_5:
+                self.transport.write(encode_disconnect(code))  # [MQTT-3.14.2-1]: the why, before closing
             self.transport.close()
 
     def _too_slow(self) -> None:
@@ -342,8 +393,12 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert outbox is not None
         assert session is not None
         kind = packet.kind
+        level = session.protocol_level
         if kind == PUBLISH:
-            message = decode_publish(packet.flags, packet.body)
+            message = decode_publish(packet.flags, packet.body, level)
+            if message.properties is not None and message.properties.topic_alias is not None:
+                log.info("%s sent a topic alias, above the topic alias maximum 0: closing", self._who())
+                return self._disconnect(ReasonCode.TOPIC_ALIAS_INVALID)  # [MQTT-3.2.2-17]
             packet_id = message.packet_id
             if message.qos == 2 and packet_id in outbox.qos2_received:
                 outbox.send_raw(encode_ack(PUBREC, packet_id))
@@ -358,42 +413,75 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                     outbox.send_raw(encode_ack(PUBREC, packet_id))
             return True
         if kind == PUBACK:
-            outbox.on_puback(decode_packet_id(packet.body))
+            outbox.on_puback(decode_ack(kind, packet.body, level)[0])
         elif kind == PUBREC:
-            outbox.on_pubrec(decode_packet_id(packet.body))
+            packet_id, reason = decode_ack(kind, packet.body, level)
+            if reason >= 0x80:  # MQTT 5: the client refused it; the exchange ends here (§4.3.3)
+                outbox.on_refused(packet_id)
+            else:
+                outbox.on_pubrec(packet_id)
         elif kind == PUBREL:
-            packet_id = decode_packet_id(packet.body)
+            packet_id = decode_ack(kind, packet.body, level)[0]
+            found = packet_id in outbox.qos2_received
             outbox.qos2_received.discard(packet_id)
-            outbox.send_raw(encode_ack(PUBCOMP, packet_id))
+            if found or level != MQTT_5:
+                outbox.send_raw(encode_ack(PUBCOMP, packet_id))
+            else:
+                outbox.send_raw(encode_ack(PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
         elif kind == PUBCOMP:
-            outbox.on_pubcomp(decode_packet_id(packet.body))
+            outbox.on_pubcomp(decode_ack(kind, packet.body, level)[0])
         elif kind == PINGREQ:
             outbox.send_raw(PINGRESP_BYTES)
         elif kind == SUBSCRIBE:
-            packet_id, topics = decode_subscribe(packet.body)
+            if level == MQTT_5:
+                request = decode_subscribe_v5(packet.body)
+                if request.properties.subscription_identifier:
+                    log.info("%s sent a subscription identifier, which the node does not offer: closing",
+                             self._who())
+                    return self._disconnect(ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
+                packet_id = request.packet_id
+                topics = [(topic_filter, options.qos) for topic_filter, options in request.topics]
+            else:
+                packet_id, topics = decode_subscribe(packet.body)
             await self.node.on_subscribe(session, self, Subscription(packet_id, topics))
         elif kind == UNSUBSCRIBE:
-            packet_id, filters = decode_unsubscribe(packet.body)
+            packet_id, filters = decode_unsubscribe(packet.body, level)
             await self.node.on_unsubscribe(session, self, UnSubscription(packet_id, filters))
         elif kind == DISCONNECT:
             self._said_goodbye = True
-            await self.handle_disconnect(DisconnectPacket())
+            reason, _props = decode_disconnect(packet.body, level)
+            if reason != ReasonCode.DISCONNECT_WITH_WILL:  # [MQTT-3.14.4-3]: 0x04 keeps the will
+                await self.handle_disconnect(DisconnectPacket())
             return False
+        elif kind == AUTH and level == MQTT_5:
+            log.info("%s sent AUTH, but no authentication method is configured: closing", self._who())
+            return self._disconnect(ReasonCode.BAD_AUTHENTICATION_METHOD)
         else:
             log.info("%s sent packet type %d, which a server must not receive: closing", self._who(), kind)
             return False
         return True
 
+    def _disconnect(self, code: ReasonCode) -> bool:
+        """End an MQTT 5 connection for a protocol error with the DISCONNECT ``code`` (the read loop
+        then closes it); returns False, the read loop's "end"."""
+        if self.transport is not None and self.close_reason is None:
+            self.close_reason = CloseReason.PROTOCOL_ERROR
+            assert self.outbox is not None
+            self.outbox.flush_control()
+            self.transport.write(encode_disconnect(code))
+        return False
+
     # --- replaced amqtt entry points ---------------------------------------------
     async def mqtt_acknowledge_subscription(self, packet_id: int, return_codes: list[int]) -> None:
         """SUBACK through the outbox, so it is written before the retained messages it precedes."""
         assert self.outbox is not None
-        body = packet_id.to_bytes(2, "big") + bytes(return_codes)
-        self.outbox.send_raw(b"\x90" + encode_remaining_length(len(body)) + body)
+        self.outbox.send_raw(encode_suback(packet_id, return_codes, protocol_level=self.protocol_level))
 
-    async def mqtt_acknowledge_unsubscription(self, packet_id: int) -> None:
+    async def mqtt_acknowledge_unsubscription(self, packet_id: int, found: list[bool] | None = None) -> None:
+        """UNSUBACK; at MQTT 5 with a reason code per filter: ``found`` says which had a subscription."""
         assert self.outbox is not None
-        self.outbox.send_raw(bytes((0xB0, 2)) + packet_id.to_bytes(2, "big"))
+        codes = [ReasonCode.SUCCESS if one else ReasonCode.NO_SUBSCRIPTION_EXISTED for one in found or []]
+        self.outbox.send_raw(encode_unsuback(packet_id, codes, protocol_level=self.protocol_level))
 
     async def mqtt_publish(self, topic: str, data: bytes | bytearray, qos: int | None, retain: bool,
                            ack_timeout: int | None = None) -> None:

@@ -244,7 +244,7 @@ class ChatBroker(NodeBroker):
             return codes
         wanted = inbox_topic(identity.id)
         pairs = zip(subscription.topics, codes, strict=True)
-        if any(topic == wanted and code != 0x80 for (topic, _qos), code in pairs):
+        if any(topic == wanted and code < 0x80 for (topic, _qos), code in pairs):
             self._inbox_conns[handler] = identity.id
             await self._hooks.inbox_subscribed(identity.id, handler)
         return codes

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from chatmq.broker.wire import PUBREL, encode_ack, encode_publish
+from chatmq.broker.wire import MQTT_5, MQTT_311, NO_PROPERTIES, PUBREL, encode_ack, encode_publish
 
 if TYPE_CHECKING:
     from chatmq.core.settings import Settings
@@ -100,9 +100,9 @@ so the cyclic GC stops tracking it (in-flight messages live long enough to be pr
 class Outbox:
     """One session's outgoing messages. See the module docstring for the contracts."""
 
-    __slots__ = ("_bytes", "_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_relief", "_scheduled",
-                 "_stats", "_transport", "_waiting_drain", "bytes_mark", "inflight", "pressure_mark", "qos2_received",
-                 "released")
+    __slots__ = ("_bytes", "_limits", "_next_id", "_on_overflow", "_properties", "_queue", "_raw", "_relief",
+                 "_scheduled", "_stats", "_transport", "_waiting_drain", "bytes_mark", "inflight", "pressure_mark",
+                 "qos2_received", "released")
 
     def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
         self._limits = limits
@@ -125,6 +125,8 @@ class Outbox:
         self.bytes_mark = max(1, limits.queue_bytes // 2)
         """Queued bytes from which the outbox is pressed."""
         self._relief: asyncio.Future[None] | None = None
+        self._properties = b""
+        """What each PUBLISH carries after its packet id: MQTT 5's (empty) property block, or nothing."""
 
     # --- state -------------------------------------------------------------------
     @property
@@ -142,11 +144,12 @@ class Outbox:
         return self._bytes
 
     def attach(self, transport: Transport, on_overflow: Callable[[], None], *, first: bytes = b"",
-               flush: bool = True) -> None:
+               flush: bool = True, protocol_level: int = MQTT_311) -> None:
         """A connection took this session: ``first`` (its CONNACK), then what is in flight resent
-        (DUP), then the queue. With ``flush=False`` nothing is written until ``schedule_flush`` or
-        the next packet queued."""
+        (DUP), then the queue, all encoded for the connection's ``protocol_level``. With
+        ``flush=False`` nothing is written until ``schedule_flush`` or the next packet queued."""
         self._transport = transport
+        self._properties = properties = NO_PROPERTIES if protocol_level == MQTT_5 else b""
         self._on_overflow = on_overflow
         self._waiting_drain = False
         if first:
@@ -155,7 +158,8 @@ class Outbox:
             if packet_id in self.released:
                 self._raw.append(encode_ack(PUBREL, packet_id))
             else:
-                self._raw.append(encode_publish(topic, payload, qos, packet_id, retain=retain, dup=True))
+                self._raw.append(encode_publish(topic, payload, qos, packet_id, retain=retain, dup=True,
+                                                properties=properties))
         if flush:
             self._schedule()
 
@@ -219,6 +223,13 @@ class Outbox:
         entry = self.inflight.get(packet_id)
         if entry is not None and entry[2] == 1:
             del self.inflight[packet_id]
+            if self._queue:
+                self._schedule()
+
+    def on_refused(self, packet_id: int) -> None:
+        """An MQTT 5 PUBREC with a failure reason code: the message is done with, as at PUBCOMP (§4.3.3)."""
+        if self.inflight.pop(packet_id, None) is not None:
+            self.released.discard(packet_id)
             if self._queue:
                 self._schedule()
 
@@ -296,6 +307,7 @@ class Outbox:
         queue = self._queue
         inflight = self.inflight
         max_inflight = self._limits.max_inflight
+        properties = self._properties
         room = self._limits.high_water - transport.buffered()  # fill the transport up to high water
         sent = sent_bytes = 0
         while queue and room > 0:
@@ -306,9 +318,9 @@ class Outbox:
                     break
                 packet_id = self._packet_id()
                 inflight[packet_id] = message
-                frame = encode_publish(topic, payload, qos, packet_id, retain=retain)
+                frame = encode_publish(topic, payload, qos, packet_id, retain=retain, properties=properties)
             else:
-                frame = encode_publish(topic, payload, 0, None, retain=retain)
+                frame = encode_publish(topic, payload, 0, None, retain=retain, properties=properties)
             frames.append(frame)
             room -= len(frame)
             queue.popleft()

@@ -16,6 +16,8 @@ from typing import Any
 
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
+from chatmq.broker.wire import MQTT_311
+
 _NEVER_FILLED: asyncio.Queue[ApplicationMessage] = asyncio.Queue()
 
 
@@ -75,3 +77,7 @@ class NodeSession(Session):  # type: ignore[misc]
         self.retained_messages = _NEVER_FILLED
         self.delivered_message_queue = _NEVER_FILLED
         self.is_anonymous = False
+        self.protocol_level = MQTT_311
+        """The MQTT protocol level of the session's current connection (3, 4 or 5)."""
+        self.assigned_client_id = False
+        """The node made the client id up (an empty one in the CONNECT): MQTT 5 tells the client."""

@@ -1,0 +1,245 @@
+"""MQTT 5 and MQTT 3.1 at the plain node, by the MQTT 5 spec's normative statements (``[MQTT-x.y.z-n]``)
+or, where a behaviour has no numbered statement, its section (``v5_3_14_2_...`` for §3.14.2).
+
+What these check is what a client sees on the wire: the CONNACK's reason code and properties, the
+PUBLISH layout (properties after the packet id), reason codes on acknowledgements, and the server's
+DISCONNECT with its reason before it closes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from chatmq.broker.wire import (
+    AUTH,
+    Properties,
+    ReasonCode,
+    SubscriptionOptions,
+    encode_auth,
+    encode_connect,
+    encode_disconnect,
+    encode_packet,
+)
+from tests.conformance.conftest import PlainNode
+from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREL, RawClient
+
+Raw = Callable[[], RawClient]
+
+
+def _connected(raw5: Raw, client_id: str, **kwargs: object) -> RawClient:
+    client = raw5()
+    connack = client.connect(client_id, **kwargs)  # type: ignore[arg-type]
+    assert connack.reason == 0, connack
+    return client
+
+
+# --- CONNECT / CONNACK -----------------------------------------------------------------------------
+def test_v5_3_1_2_2_a_level_5_connect_is_accepted_with_a_v5_connack(raw5: Raw, node: PlainNode) -> None:
+    client = raw5()
+    connack = client.connect("v5-accepted")
+    assert connack.kind == CONNACK
+    assert (connack.body[0], connack.reason) == (0, ReasonCode.SUCCESS)
+    props = connack.properties
+    assert props.maximum_packet_size is not None
+    assert props.maximum_packet_size > 0
+    assert (props.shared_subscription_available, props.subscription_identifier_available) == (0, 0)
+    assert props.assigned_client_identifier is None  # the client named itself
+    assert client.nothing_for(0.2)
+
+
+def test_v3_1_an_mqisdp_level_3_connect_is_accepted(raw31: Raw) -> None:
+    client = raw31()
+    connack = client.connect("v31-client")
+    assert connack.body == b"\x00\x00"  # MQTT 3.1: no session present flag, return code 0
+    assert client.subscribe(("v31/t", 1)) == [1]
+    client.publish("v31/t", b"hi", 1)
+    got = [p for p in (client.read(), client.read()) if p is not None]
+    assert sorted(p.kind for p in got) == [PUBLISH, PUBACK]
+    assert next(p for p in got if p.kind == PUBLISH).payload == b"hi"
+
+
+def test_v3_1_an_empty_client_id_is_rejected(raw31: Raw) -> None:
+    client = raw31()
+    assert client.connect("").body == b"\x00\x02"  # MQTT 3.1: client ids of 1 to 23 characters
+    assert client.closed_by_broker()
+
+
+def test_v5_3_1_2_2_an_unknown_protocol_level_is_refused_then_closed(node: PlainNode) -> None:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+        sock.sendall(encode_connect("lvl6", protocol_level=6))
+        assert sock.recv(16) == b"\x20\x02\x00\x01"
+        assert sock.recv(16) == b""
+
+
+def test_v5_3_2_2_16_a_zero_length_client_id_gets_an_assigned_client_identifier(raw5: Raw) -> None:
+    client = raw5()
+    connack = client.connect("", clean=False)  # MQTT 5 allows it without clean start too
+    assert connack.reason == 0
+    assigned = connack.properties.assigned_client_identifier
+    assert assigned
+
+
+def test_v5_4_12_0_1_an_authentication_method_is_refused_with_bad_authentication_method(raw5: Raw) -> None:
+    client = raw5()
+    connack = client.connect("auth-method", properties=Properties(authentication_method="SCRAM-SHA-1"))
+    assert connack.reason == ReasonCode.BAD_AUTHENTICATION_METHOD
+    assert connack.body[0] == 0
+    assert client.closed_by_broker()
+
+
+def test_v5_3_15_auth_without_a_method_is_answered_with_disconnect_bad_authentication_method(raw5: Raw) -> None:
+    client = _connected(raw5, "auth-later")
+    client.send(encode_auth(0x19))  # re-authenticate
+    disconnect = client.expect(DISCONNECT)
+    assert disconnect.reason == ReasonCode.BAD_AUTHENTICATION_METHOD
+    assert client.closed_by_broker()
+
+
+def test_v5_auth_is_a_packet_a_v311_server_must_not_receive(raw: Raw) -> None:
+    client = raw()
+    assert client.connect("auth-311").body == b"\x00\x00"
+    client.send(encode_packet(AUTH << 4, b"\x00"))
+    assert client.read() is None
+    assert client.closed_by_broker()
+
+
+# --- PUBLISH ---------------------------------------------------------------------------------------
+def test_v5_3_3_2_a_v5_subscriber_gets_publishes_with_a_property_block(raw5: Raw, raw: Raw) -> None:
+    sub = _connected(raw5, "v5-sub")
+    assert sub.subscribe(("v5/relay", 1)) == [1]
+    pub = raw()
+    pub.connect("v311-pub")
+    pub.publish("v5/relay", b"q0")
+    pub.publish("v5/relay", b"q1", 1)
+    first, second = sub.publishes(2)
+    assert (first.topic, first.payload, first.qos) == ("v5/relay", b"q0", 0)
+    assert first.body == b"\x00\x08v5/relay\x00q0"  # topic, empty property block, payload
+    assert (second.payload, second.qos) == (b"q1", 1)
+    assert second.body[12:] == b"\x00q1"  # after the topic and packet id: property length 0, payload
+    sub.ack(PUBACK, second.packet_id)
+    assert sub.nothing_for(0.2)
+
+
+def test_v5_3_3_2_a_v311_subscriber_of_a_v5_publisher_sees_mqtt_311_bytes(raw5: Raw, raw: Raw) -> None:
+    sub = raw()
+    sub.connect("v311-sub")
+    assert sub.subscribe(("mix/t", 1)) == [1]
+    pub = _connected(raw5, "v5-pub")
+    pub.publish("mix/t", b"body", 1, properties=Properties(user_properties=[("k", "v")], content_type="text/plain"))
+    assert pub.expect(PUBACK).body[:2] == b"\x00\x01"
+    (got,) = sub.publishes(1)
+    assert got.body == b"\x00\x05mix/t" + got.body[7:9] + b"body"  # no properties at 3.1.1
+
+
+def test_v5_2_2_2_2_a_repeated_property_is_a_protocol_error(raw5: Raw, node: PlainNode) -> None:
+    client = _connected(raw5, "dup-prop")
+    props = b"\x04\x02\x00\x00\x00\x01"  # message expiry interval ...
+    block = bytes((len(props) * 2,)) + props * 2  # ... twice
+    client.send(encode_packet(0x30, b"\x00\x01t" + block + b"x"))
+    assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
+    assert client.closed_by_broker()
+
+
+def test_v5_3_2_2_17_a_topic_alias_above_the_maximum_is_refused(raw5: Raw) -> None:
+    client = _connected(raw5, "alias")
+    client.publish("alias/t", b"x", properties=Properties(topic_alias=1))
+    assert client.expect(DISCONNECT).reason == ReasonCode.TOPIC_ALIAS_INVALID
+    assert client.closed_by_broker()
+
+
+def test_v5_3_4_2_acknowledgements_with_reason_codes_and_properties_are_read(raw5: Raw, raw: Raw) -> None:
+    sub = _connected(raw5, "ack-reasons", clean=False)
+    assert sub.subscribe(("acks/t", 1)) == [1]
+    pub = raw()
+    pub.connect("ack-pub")
+    pub.publish("acks/t", b"one", 1)
+    (got,) = sub.publishes(1)
+    # PUBACK with reason 0x10 (no matching subscribers) and a reason string property
+    props = b"\x1f\x00\x02ok"
+    sub.send(encode_packet(PUBACK << 4, got.packet_id.to_bytes(2, "big") + b"\x10" + bytes((len(props),)) + props))
+    assert sub.nothing_for(0.2)
+    sub.disconnect()
+    again = raw5()
+    connack = again.connect("ack-reasons", clean=False)
+    assert (connack.body[0], connack.reason) == (1, 0)
+    assert again.nothing_for(0.3)  # acknowledged: not resent
+
+
+def test_v5_3_7_2_pubrel_of_an_unknown_packet_id_gets_pubcomp_packet_identifier_not_found(raw5: Raw) -> None:
+    client = _connected(raw5, "pubrel-unknown")
+    client.send(encode_packet(PUBREL << 4 | 2, b"\x00\x07"))
+    pubcomp = client.expect(PUBCOMP)
+    assert (pubcomp.packet_id, pubcomp.reason) == (7, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)
+
+
+# --- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------------------
+def test_v5_3_9_3_suback_reason_codes_in_filter_order(raw5: Raw) -> None:
+    client = _connected(raw5, "suback-codes")
+    codes = client.subscribe(("ok/0", 0), ("ok/2", SubscriptionOptions(2).encode()), ("bad/#/x", 1),
+                             ("$share/g/t", 1))
+    assert codes == [0, 2, ReasonCode.TOPIC_FILTER_INVALID, ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
+
+
+def test_v5_3_8_3_5_reserved_subscription_option_bits_are_a_protocol_error(raw5: Raw) -> None:
+    client = _connected(raw5, "sub-reserved")
+    client.send(encode_packet(0x82, b"\x00\x01\x00\x00\x01t\xc1"))
+    assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
+    assert client.closed_by_broker()
+
+
+def test_v5_3_8_2_1_2_a_subscription_identifier_is_refused_when_not_offered(raw5: Raw) -> None:
+    client = _connected(raw5, "sub-id")
+    client.send(encode_packet(0x82, b"\x00\x01\x02\x0b\x05\x00\x01t\x01"))
+    assert client.expect(DISCONNECT).reason == ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+
+
+def test_v5_3_11_3_1_unsuback_has_a_reason_code_per_filter_in_order(raw5: Raw) -> None:
+    client = _connected(raw5, "unsuback-codes")
+    assert client.subscribe(("un/a", 0)) == [0]
+    unsuback = client.unsubscribe("never/there", "un/a")
+    assert unsuback.codes == [ReasonCode.NO_SUBSCRIPTION_EXISTED, ReasonCode.SUCCESS]
+
+
+# --- DISCONNECT --------------------------------------------------------------------------------------
+def test_v5_3_1_4_3_a_taken_over_connection_gets_disconnect_session_taken_over(raw5: Raw) -> None:
+    first = _connected(raw5, "taken")
+    _connected(raw5, "taken")
+    assert first.expect(DISCONNECT).reason == ReasonCode.SESSION_TAKEN_OVER
+    assert first.closed_by_broker()
+
+
+def test_v5_3_14_2_disconnect_with_will_message_publishes_the_will(raw5: Raw, raw: Raw) -> None:
+    watcher = raw()
+    watcher.connect("will-watch")
+    assert watcher.subscribe(("will/v5", 0)) == [0]
+    client = _connected(raw5, "will-v5", will=("will/v5", b"gone", 0, False))
+    client.send(encode_disconnect(ReasonCode.DISCONNECT_WITH_WILL))
+    (will,) = watcher.publishes(1)
+    assert will.payload == b"gone"
+
+
+def test_v5_3_14_4_3_normal_disconnect_discards_the_will(raw5: Raw, raw: Raw) -> None:
+    watcher = raw()
+    watcher.connect("will-watch-0")
+    assert watcher.subscribe(("will/v5/0", 0)) == [0]
+    client = _connected(raw5, "will-v5-0", will=("will/v5/0", b"gone", 0, False))
+    client.send(encode_disconnect(0, Properties()))
+    assert client.closed_by_broker()
+    assert watcher.nothing_for(0.3)
+
+
+def test_v5_level_is_per_connection_a_resumed_session_speaks_the_new_level(raw5: Raw, raw: Raw) -> None:
+    old = raw()
+    assert old.connect("switch", clean=False).body == b"\x00\x00"
+    assert old.subscribe(("switch/t", 1)) == [1]
+    old.disconnect()
+    pub = raw()
+    pub.connect("switch-pub")
+    pub.publish("switch/t", b"queued", 1)
+    pub.expect(PUBACK)
+    new = raw5()
+    connack = new.connect("switch", clean=False)
+    assert (connack.body[0], connack.reason) == (1, 0)
+    (got,) = new.publishes(1)
+    assert got.payload == b"queued"
+    assert got.properties == Properties()
