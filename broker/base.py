@@ -68,7 +68,7 @@ from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
 from chatmq.broker.transports import BinaryWebSocketsReader
-from chatmq.broker.wire import MAX_CONNECT_LENGTH, MQTT_5, Publish, ReasonCode
+from chatmq.broker.wire import MAX_CONNECT_LENGTH, MQTT_5, Publish, ReasonCode, forwarded_properties
 from chatmq.core.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,14 @@ class NodeBroker(Broker):  # type: ignore[misc]
             return True
         if self.checks_publish and not await self._topic_filtering(session, topic, Action.PUBLISH):
             return True
+        props = message.properties
+        forwarded, expires_at = b"", 0.0
+        if props is not None:
+            forwarded = forwarded_properties(props)
+            if props.message_expiry_interval is not None:
+                expires_at = time.monotonic() + props.message_expiry_interval
         try:
-            self.router.publish(topic, message.payload, message.qos, message.retain)
+            self.router.publish(topic, message.payload, message.qos, message.retain, forwarded, expires_at)
         except TopicIndexError:
             log.info("%s published to invalid topic %r: closing", session.client_id, topic)
             return False
@@ -298,7 +304,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             await self._close(old, CloseReason.TAKEN_OVER)
         for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
                      "username", "password", "remote_address", "remote_port", "ssl_object",
-                     "protocol_level", "assigned_client_id"):
+                     "protocol_level", "assigned_client_id", "receive_maximum", "max_packet"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
         return handler, existing

@@ -233,6 +233,12 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         session.keep_alive = connect.keep_alive
         session.protocol_level = level
         session.assigned_client_id = client_id_is_random
+        props = connect.properties
+        if props is not None:
+            if props.receive_maximum is not None:
+                session.receive_maximum = props.receive_maximum
+            if props.maximum_packet_size is not None:
+                session.max_packet = props.maximum_packet_size
         return cls(plugins_manager, loop=loop), session
 
     @property
@@ -288,7 +294,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         connack = encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED,
                                  protocol_level=self.session.protocol_level, properties=self.connack_properties())
         outbox.attach(self.transport, self._too_slow, first=connack, flush=False,
-                      protocol_level=self.session.protocol_level)
+                      protocol_level=self.session.protocol_level, receive_maximum=self.session.receive_maximum,
+                      max_packet=self.session.max_packet)
         return ended
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:

@@ -19,6 +19,7 @@ No I/O and no awaiting: the outboxes do the writing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -43,6 +44,10 @@ class Retained:
     topic: str
     payload: bytes
     qos: int
+    forwarded: bytes = b""
+    """The publisher's MQTT 5 properties passed on (``wire.forwarded_properties``)."""
+    expires_at: float = 0.0
+    """When its MQTT 5 message expiry interval ends (``time.monotonic``; 0: never): then it is dropped."""
 
 
 def filter_matches(topic_filter: str, topic: str) -> bool:
@@ -119,9 +124,14 @@ class Router:
             one = self.retained.get(topic_filter)
             found = [one] if one is not None else []
         sent = 0
+        now = time.monotonic()
         for message in found:
+            if message.expires_at and message.expires_at <= now:
+                self.retained.pop(message.topic, None)  # [MQTT-3.3.2-5]: an expired retained message goes
+                continue
             if self._may_receive(client_id, message.topic):
-                box.push(self.encoded(message.topic), message.payload, min(qos, message.qos), True)
+                box.push(self.encoded(message.topic), message.payload, min(qos, message.qos), True,
+                         message.forwarded, message.expires_at)
                 sent += 1
         return sent
 
@@ -137,20 +147,22 @@ class Router:
             raw = self._topics[topic] = encode_topic(topic)
         return raw
 
-    def retain(self, topic: str, payload: bytes, qos: int) -> None:
+    def retain(self, topic: str, payload: bytes, qos: int, forwarded: bytes = b"", expires_at: float = 0.0) -> None:
         """Store ``topic``'s retained message, or remove it when ``payload`` is empty ([MQTT-3.3.1-10])."""
         if payload:
-            self.retained[topic] = Retained(topic, payload, qos)
+            self.retained[topic] = Retained(topic, payload, qos, forwarded, expires_at)
         else:
             self.retained.pop(topic, None)
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False, forwarded: bytes = b"",
+                expires_at: float = 0.0) -> int:
         """Route one message; ``retain`` also stores (or, with an empty payload, clears) the topic's
-        retained message. Returns the number of subscribers it was queued for.
+        retained message. ``forwarded`` and ``expires_at`` are its MQTT 5 properties (``Outbox.push``).
+        Returns the number of subscribers it was queued for.
         Raises ``InvalidTopicError`` for an invalid topic name."""
         encoded = self.encoded(topic)
         if retain:
-            self.retain(topic, payload, qos)
+            self.retain(topic, payload, qos, forwarded, expires_at)
         matches = self.index.match(topic, validated=True)
         if not matches:
             return 0
@@ -162,7 +174,7 @@ class Router:
             box = outboxes.get(client_id)
             if box is None or (check and not may_receive(client_id, topic)):
                 continue
-            if box.push(encoded, payload, qos if qos < sub_qos else sub_qos):
+            if box.push(encoded, payload, qos if qos < sub_qos else sub_qos, False, forwarded, expires_at):
                 queued += 1
             if box.pressed:
                 self.pressed = box

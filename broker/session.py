@@ -16,7 +16,7 @@ from typing import Any
 
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
-from chatmq.broker.wire import MQTT_311
+from chatmq.broker.wire import MAX_REMAINING_LENGTH, MQTT_311
 
 _NEVER_FILLED: asyncio.Queue[ApplicationMessage] = asyncio.Queue()
 
@@ -81,3 +81,7 @@ class NodeSession(Session):  # type: ignore[misc]
         """The MQTT protocol level of the session's current connection (3, 4 or 5)."""
         self.assigned_client_id = False
         """The node made the client id up (an empty one in the CONNECT): MQTT 5 tells the client."""
+        self.receive_maximum = 0xFFFF
+        """MQTT 5: the QoS 1/2 messages the client takes in flight at once (its CONNECT's Receive Maximum)."""
+        self.max_packet = MAX_REMAINING_LENGTH + 5
+        """MQTT 5: the largest packet the client takes (its CONNECT's Maximum Packet Size)."""

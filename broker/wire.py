@@ -904,3 +904,27 @@ def encode_properties(props: Properties | None) -> bytes:
         else:
             out += bytes((ident,)) + encode_string(value)
     return encode_varint(len(out)) + bytes(out)
+
+
+FORWARDED_PROPERTIES = ("payload_format_indicator", "content_type", "response_topic", "correlation_data",
+                        "user_properties")
+"""The PUBLISH properties the node passes unchanged to every subscriber ([MQTT-3.3.2-4], [MQTT-3.3.2-15],
+[MQTT-3.3.2-16], [MQTT-3.3.2-17], [MQTT-3.3.2-20]); the message expiry interval is forwarded as
+what remains of it (``publish_properties``)."""
+
+
+def forwarded_properties(props: Properties | None) -> bytes:
+    """The encoded properties (without their length) a publisher's PUBLISH passes to subscribers."""
+    if props is None:
+        return b""
+    kept = Properties(**{name: getattr(props, name) for name in FORWARDED_PROPERTIES})
+    block = encode_properties(kept)
+    return block[decode_varint(block, 0)[1]:]
+
+
+def publish_properties(forwarded: bytes, expiry: int | None) -> bytes:
+    """An MQTT 5 PUBLISH's property block to a subscriber: the message expiry interval left (if the
+    message has one, [MQTT-3.3.2-6]) and the ``forwarded_properties``."""
+    if expiry is not None:
+        forwarded = b"\x02" + expiry.to_bytes(4, "big") + forwarded
+    return encode_varint(len(forwarded)) + forwarded

@@ -8,6 +8,7 @@ DISCONNECT with its reason before it closes."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 from chatmq.broker.wire import (
@@ -243,3 +244,79 @@ def test_v5_level_is_per_connection_a_resumed_session_speaks_the_new_level(raw5:
     (got,) = new.publishes(1)
     assert got.payload == b"queued"
     assert got.properties == Properties()
+
+
+# --- message properties, expiry, the client's limits -------------------------------------------------
+def test_v5_3_3_2_17_request_response_properties_reach_the_subscriber_unchanged(raw5: Raw) -> None:
+    """[MQTT-3.3.2-15] response topic, [MQTT-3.3.2-16] correlation data, [MQTT-3.3.2-17] user
+    properties (in order), [MQTT-3.3.2-4] payload format indicator, [MQTT-3.3.2-20] content type."""
+    sub = _connected(raw5, "props-sub")
+    assert sub.subscribe(("props/t", 1)) == [1]
+    pub = _connected(raw5, "props-pub")
+    sent = Properties(payload_format_indicator=1, content_type="application/json", response_topic="reply/me",
+                      correlation_data=b"\x00\xffid", user_properties=[("a", "1"), ("b", "2"), ("a", "3")])
+    pub.publish("props/t", b"{}", 1, properties=sent)
+    (got,) = sub.publishes(1)
+    assert got.properties == sent
+
+
+def test_v5_3_3_2_6_the_remaining_message_expiry_interval_is_forwarded(raw5: Raw) -> None:
+    sub = _connected(raw5, "expiry-sub")
+    assert sub.subscribe(("expiry/t", 1)) == [1]
+    pub = _connected(raw5, "expiry-pub")
+    pub.publish("expiry/t", b"x", 1, properties=Properties(message_expiry_interval=100))
+    (got,) = sub.publishes(1)
+    expiry = got.properties.message_expiry_interval
+    assert expiry is not None
+    assert 0 < expiry <= 100
+
+
+def test_v5_3_3_2_5_an_expired_message_is_not_delivered_at_any_level(raw5: Raw, raw: Raw) -> None:
+    away, old = raw5(), raw()
+    assert away.connect("expiry-away", clean=False).reason == 0
+    assert old.connect("expiry-old", clean=False).body == b"\x00\x00"
+    assert away.subscribe(("expiry/away", 1)) == [1]
+    assert old.subscribe(("expiry/away", 1)) == [1]
+    away.disconnect()
+    old.disconnect()
+    pub = _connected(raw5, "expiry-away-pub")
+    pub.publish("expiry/away", b"stale", 1, properties=Properties(message_expiry_interval=1))
+    pub.publish("expiry/away", b"fresh", 1, properties=Properties(message_expiry_interval=3600))
+    assert [pub.expect(PUBACK).packet_id for _ in range(2)] == [1, 2]
+    time.sleep(2.2)  # the first message's interval passes (a lower bound: not fragile on a slow machine)
+    back = raw5()
+    assert back.connect("expiry-away", clean=False).body[0] == 1
+    (got,) = back.publishes(1)
+    assert got.payload == b"fresh"
+    assert back.nothing_for(0.3)
+    again = raw()  # a 3.1.1 subscriber does not get the expired one either, and gets no properties
+    assert again.connect("expiry-old", clean=False).body == b"\x01\x00"
+    (got,) = again.publishes(1)
+    assert got.body == b"\x00\x0bexpiry/away" + got.body[13:15] + b"fresh"
+    assert again.nothing_for(0.3)
+
+
+def test_v5_3_1_2_25_a_message_over_the_clients_maximum_packet_size_is_not_sent(raw5: Raw) -> None:
+    sub = raw5()
+    assert sub.connect("small-client", properties=Properties(maximum_packet_size=64)).reason == 0
+    assert sub.subscribe(("small/t", 0)) == [0]
+    pub = _connected(raw5, "small-pub")
+    pub.publish("small/t", b"x" * 100)
+    pub.publish("small/t", b"fits")
+    (got,) = sub.publishes(1)
+    assert got.payload == b"fits"
+    assert sub.nothing_for(0.3)
+
+
+def test_v5_3_3_4_9_no_more_than_the_clients_receive_maximum_in_flight(raw5: Raw) -> None:
+    sub = raw5()
+    assert sub.connect("recv-max", properties=Properties(receive_maximum=1)).reason == 0
+    assert sub.subscribe(("recv/t", 1)) == [1]
+    pub = _connected(raw5, "recv-pub")
+    for i in range(3):
+        pub.publish("recv/t", b"m%d" % i, 1)
+    for i in range(3):
+        (got,) = sub.publishes(1)
+        assert got.payload == b"m%d" % i
+        assert sub.nothing_for(0.3)  # the next waits for this one's PUBACK
+        sub.ack(PUBACK, got.packet_id)
