@@ -40,6 +40,7 @@ import collections
 import contextlib
 import enum
 import logging
+import math
 import ssl
 import time
 from functools import partial
@@ -66,6 +67,7 @@ from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router
+from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
 from chatmq.broker.transports import BinaryWebSocketsReader
 from chatmq.broker.wire import MAX_CONNECT_LENGTH, MQTT_5, Publish, ReasonCode, forwarded_properties
@@ -293,7 +295,10 @@ class NodeBroker(Broker):  # type: ignore[misc]
             session.parent = 0
             return handler, session
         entry = self._sessions.get(client_id)
-        if entry is None or entry[0].clean_session or entry[0].username != session.username:
+        if entry is not None and self._detached.get(client_id, math.inf) <= time.monotonic():
+            await self._end_session(client_id)  # expired, though not yet collected
+            entry = None
+        if entry is None or not outlives_connection(entry[0]) or entry[0].username != session.username:
             if entry is not None:  # another login's session is ended, never resumed: it holds their messages
                 await self._end_session(client_id)
             session.parent = 0
@@ -304,7 +309,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             await self._close(old, CloseReason.TAKEN_OVER)
         for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
                      "username", "password", "remote_address", "remote_port", "ssl_object",
-                     "protocol_level", "assigned_client_id", "receive_maximum", "max_packet"):
+                     "protocol_level", "assigned_client_id", "receive_maximum", "max_packet", "session_expiry"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
         return handler, existing
@@ -383,11 +388,11 @@ class NodeBroker(Broker):  # type: ignore[misc]
         if handler.outbox is not None and handler.transport is not None:
             handler.outbox.detach(handler.transport)
         client_session.transitions.disconnect()
-        if client_session.clean_session:
+        if not outlives_connection(client_session):
             del self._sessions[client_id]
             self.router.forget(client_id)
         else:
-            self._detached[client_id] = time.monotonic()
+            self._detached[client_id] = self._expires_at(client_session)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
                                               client_session=client_session)
 
@@ -427,16 +432,24 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     async def _expire_sessions(self) -> None:
         expiry = self.router.limits.session_expiry
-        if expiry <= 0:
-            return  # kept forever
         while True:
-            await asyncio.sleep(min(60.0, max(0.2, expiry / 4)))
-            self.expire_detached(time.monotonic() - expiry)
+            await asyncio.sleep(min(60.0, max(0.2, expiry / 4)) if expiry > 0 else 60.0)
+            self.expire_detached(time.monotonic())
 
-    def expire_detached(self, ended_before: float) -> int:
-        """Drop the persistent sessions whose connection ended before ``ended_before`` (monotonic) and
-        still has none: their subscriptions and queued messages go. Returns how many."""
-        expired = [cid for cid, ended in self._detached.items() if ended < ended_before]
+    def _expires_at(self, session: Session) -> float:
+        """When a detached persistent session expires (``time.monotonic``; inf: never): ``session_expiry``
+        after its connection ended, or its MQTT 5 Session Expiry Interval if shorter."""
+        cap = self.router.limits.session_expiry
+        limit = cap if cap > 0 else math.inf
+        own = session.session_expiry if isinstance(session, NodeSession) else None
+        if own is not None:
+            limit = min(limit, math.inf if own == NEVER_EXPIRES else float(own))
+        return time.monotonic() + limit
+
+    def expire_detached(self, now: float) -> int:
+        """Drop the persistent sessions detached whose expiry (``_expires_at``) is ``now`` (monotonic) or
+        earlier: their subscriptions and queued messages go. Returns how many."""
+        expired = [cid for cid, expires_at in self._detached.items() if expires_at <= now]
         for client_id in expired:
             del self._detached[client_id]
             entry = self._sessions.get(client_id)
@@ -445,8 +458,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
                 self.router.forget(client_id)
         if expired:
             shown = ", ".join(expired[:10]) + (", …" if len(expired) > 10 else "")
-            log.info("%d persistent session(s) expired (disconnected for over %g s): %s", len(expired),
-                     self.router.limits.session_expiry, shown)
+            log.info("%d persistent session(s) expired (disconnected for over session_expiry, %g s, or their own "
+                     "session expiry interval): %s", len(expired), self.router.limits.session_expiry, shown)
         return len(expired)
 
     # --- amqtt's broadcast entry points, for plugins and internal messages --------------

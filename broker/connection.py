@@ -234,6 +234,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         session.protocol_level = level
         session.assigned_client_id = client_id_is_random
         props = connect.properties
+        if level == MQTT_5:
+            session.session_expiry = (props.session_expiry_interval or 0) if props is not None else 0
         if props is not None:
             if props.receive_maximum is not None:
                 session.receive_maximum = props.receive_maximum
@@ -251,7 +253,11 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         session = self.session
         if session is None or session.protocol_level != MQTT_5:
             return None
+        cap = int(self.node.router.limits.session_expiry)
+        asked = session.session_expiry or 0
         return Properties(
+            # the node's cap (broker_session_expiry), when it shortens what the client asked (§3.2.2.3.2)
+            session_expiry_interval=cap if 0 < cap < asked else None,
             assigned_client_identifier=session.client_id if session.assigned_client_id else None,
             maximum_packet_size=self.node.policy.max_packet_size,
             subscription_identifier_available=0,
@@ -456,7 +462,13 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             await self.node.on_unsubscribe(session, self, UnSubscription(packet_id, filters))
         elif kind == DISCONNECT:
             self._said_goodbye = True
-            reason, _props = decode_disconnect(packet.body, level)
+            reason, props = decode_disconnect(packet.body, level)
+            if props is not None and props.session_expiry_interval is not None:
+                if session.session_expiry == 0 and props.session_expiry_interval:
+                    log.info("%s set a session expiry interval at DISCONNECT after 0 at CONNECT", self._who())
+                    self._said_goodbye = False
+                    return self._disconnect(ReasonCode.PROTOCOL_ERROR)  # [MQTT-3.14.2-2]
+                session.session_expiry = props.session_expiry_interval
             if reason != ReasonCode.DISCONNECT_WITH_WILL:  # [MQTT-3.14.4-3]: 0x04 keeps the will
                 await self.handle_disconnect(DisconnectPacket())
             return False

@@ -47,6 +47,7 @@ from chatmq.broker.identity import (
 )
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
+from chatmq.broker.session import outlives_connection
 from chatmq.broker.wire import Publish
 from chatmq.core.envelopes import EnvelopeError, client_id_of, error_envelope
 from chatmq.core.metrics import MESSAGES_REFUSED
@@ -265,7 +266,7 @@ class ChatBroker(NodeBroker):
             identity = self.identity(client_session)
             if identity is not None:
                 await self._hooks.disconnected(identity, client_session.client_id or "")
-            if client_session.clean_session:  # a persistent session keeps its identity for its next connect
+            if not outlives_connection(client_session):  # a persistent session keeps its identity for its next connect
                 self._identities.pop(id(client_session), None)
                 self._transports.pop(id(client_session), None)
             user = self._inbox_conns.pop(handler, None)

@@ -149,7 +149,7 @@ def test_v5_3_2_2_17_a_topic_alias_above_the_maximum_is_refused(raw5: Raw) -> No
 
 
 def test_v5_3_4_2_acknowledgements_with_reason_codes_and_properties_are_read(raw5: Raw, raw: Raw) -> None:
-    sub = _connected(raw5, "ack-reasons", clean=False)
+    sub = _connected(raw5, "ack-reasons", clean=False, properties=Properties(session_expiry_interval=300))
     assert sub.subscribe(("acks/t", 1)) == [1]
     pub = raw()
     pub.connect("ack-pub")
@@ -273,7 +273,7 @@ def test_v5_3_3_2_6_the_remaining_message_expiry_interval_is_forwarded(raw5: Raw
 
 def test_v5_3_3_2_5_an_expired_message_is_not_delivered_at_any_level(raw5: Raw, raw: Raw) -> None:
     away, old = raw5(), raw()
-    assert away.connect("expiry-away", clean=False).reason == 0
+    assert away.connect("expiry-away", clean=False, properties=Properties(session_expiry_interval=300)).reason == 0
     assert old.connect("expiry-old", clean=False).body == b"\x00\x00"
     assert away.subscribe(("expiry/away", 1)) == [1]
     assert old.subscribe(("expiry/away", 1)) == [1]
@@ -320,3 +320,68 @@ def test_v5_3_3_4_9_no_more_than_the_clients_receive_maximum_in_flight(raw5: Raw
         assert got.payload == b"m%d" % i
         assert sub.nothing_for(0.3)  # the next waits for this one's PUBACK
         sub.ack(PUBACK, got.packet_id)
+
+
+# --- session expiry ----------------------------------------------------------------------------------
+def _queue_while_away(raw5: Raw, client_id: str, expiry: int | None, *, at_disconnect: int | None = None) -> None:
+    """Connect ``client_id`` (clean start 0, Session Expiry Interval ``expiry``), subscribe, leave
+    (with ``at_disconnect`` as DISCONNECT's interval), then have a QoS 1 message published for it."""
+    client = raw5()
+    props = Properties(session_expiry_interval=expiry) if expiry is not None else None
+    assert client.connect(client_id, clean=False, properties=props).reason == 0
+    assert client.subscribe((f"away/{client_id}", 1)) == [1]
+    if at_disconnect is None:
+        client.disconnect()
+    else:
+        client.send(encode_disconnect(0, Properties(session_expiry_interval=at_disconnect)))
+        assert client.closed_by_broker()
+    pub = _connected(raw5, f"{client_id}-pub")
+    pub.publish(f"away/{client_id}", b"while away", 1)
+    assert pub.expect(PUBACK).reason == 0
+
+
+def test_v5_3_1_2_11_no_session_expiry_interval_ends_the_session_with_the_connection(raw5: Raw) -> None:
+    _queue_while_away(raw5, "sx-zero", None)
+    back = raw5()
+    assert back.connect("sx-zero", clean=False).body[0] == 0  # session present 0
+    assert back.nothing_for(0.3)
+
+
+def test_v5_3_1_2_11_a_session_expiry_interval_keeps_the_session(raw5: Raw) -> None:
+    _queue_while_away(raw5, "sx-kept", 300)
+    back = raw5()
+    assert back.connect("sx-kept", clean=False, properties=Properties(session_expiry_interval=300)).body[0] == 1
+    assert back.publishes(1)[0].payload == b"while away"
+
+
+def test_v5_3_1_2_11_the_session_expires_after_its_interval(raw5: Raw) -> None:
+    _queue_while_away(raw5, "sx-short", 1)
+    time.sleep(1.5)  # a lower bound: not fragile on a slow machine
+    back = raw5()
+    assert back.connect("sx-short", clean=False).body[0] == 0
+    assert back.nothing_for(0.3)
+
+
+def test_v5_3_14_2_1_disconnect_can_change_the_session_expiry_interval(raw5: Raw) -> None:
+    _queue_while_away(raw5, "sx-changed", 300, at_disconnect=0)
+    back = raw5()
+    assert back.connect("sx-changed", clean=False).body[0] == 0  # DISCONNECT ended it
+
+
+def test_v5_3_14_2_2_a_session_expiry_interval_at_disconnect_after_0_is_a_protocol_error(raw5: Raw) -> None:
+    client = _connected(raw5, "sx-bad")
+    client.send(encode_disconnect(0, Properties(session_expiry_interval=60)))
+    assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
+    assert client.closed_by_broker()
+
+
+def test_v5_3_1_2_4_clean_start_discards_the_session_yet_the_new_one_outlives_its_connection(raw5: Raw) -> None:
+    _queue_while_away(raw5, "sx-clean", 300)
+    fresh = raw5()
+    connack = fresh.connect("sx-clean", clean=True, properties=Properties(session_expiry_interval=300))
+    assert connack.body[0] == 0
+    assert fresh.nothing_for(0.3)
+    assert fresh.subscribe(("away/sx-clean2", 1)) == [1]
+    fresh.disconnect()
+    back = raw5()
+    assert back.connect("sx-clean", clean=False).body[0] == 1
