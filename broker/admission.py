@@ -72,6 +72,8 @@ class ConnectionPolicy:
     auth_failure_delay: float = 0.0
     auth_failure_delay_max: float = 0.0
     ws_path: str = "/mqtt"
+    topic_alias_maximum: int = 10
+    """MQTT 5: topic aliases a client may set per connection."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, per_address: bool = True) -> ConnectionPolicy:
@@ -87,6 +89,7 @@ class ConnectionPolicy:
             auth_failure_delay=settings.auth_failure_delay,
             auth_failure_delay_max=settings.auth_failure_delay_max,
             ws_path=settings.ws_path,
+            topic_alias_maximum=settings.topic_alias_maximum,
         )
 
     @property

@@ -74,6 +74,7 @@ from chatmq.broker.wire import (
     PacketSplitter,
     PacketTooLargeError,
     Properties,
+    Publish,
     ReasonCode,
     decode_ack,
     decode_connect,
@@ -158,6 +159,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     close_reason: CloseReason | None = None
     """Why the connection ended (or is ending); None while it is open."""
     _said_goodbye = False  # the client sent DISCONNECT
+    _aliases: dict[int, str]
+    """MQTT 5: the topic aliases the client set on this connection (at most ``topic_alias_maximum``)."""
 
     def __init__(self, plugins_manager: PluginManager[Any], session: Session | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -173,6 +176,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         self._keepalive_task = None
         self._write_lock = asyncio.Lock()
         self._disconnect_waiter: asyncio.Future[DisconnectPacket | None] | None = None
+        self._aliases = {}
         if session is not None:
             self._init_session(session)
 
@@ -262,6 +266,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             maximum_packet_size=self.node.policy.max_packet_size,
             subscription_identifier_available=0,
             shared_subscription_available=0,
+            topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
         )
 
     async def start(self) -> None:
@@ -409,9 +414,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         level = session.protocol_level
         if kind == PUBLISH:
             message = decode_publish(packet.flags, packet.body, level)
-            if message.properties is not None and message.properties.topic_alias is not None:
-                log.info("%s sent a topic alias, above the topic alias maximum 0: closing", self._who())
-                return self._disconnect(ReasonCode.TOPIC_ALIAS_INVALID)  # [MQTT-3.2.2-17]
+            if level == MQTT_5 and not self._resolve_alias(message):
+                return False
             packet_id = message.packet_id
             if message.qos == 2 and packet_id in outbox.qos2_received:
                 outbox.send_raw(encode_ack(PUBREC, packet_id))
@@ -478,6 +482,30 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         else:
             log.info("%s sent packet type %d, which a server must not receive: closing", self._who(), kind)
             return False
+        return True
+
+    def _resolve_alias(self, message: Publish) -> bool:
+        """MQTT 5 topic aliases (§3.3.2.3.4): a PUBLISH with a topic and an alias sets the alias, one
+        with an alias and no topic uses it. False (the connection is ending, with DISCONNECT 0x94 or
+        0x82) for an alias of 0 or above ``topic_alias_maximum``, an unknown one, or no topic at all."""
+        props = message.properties
+        alias = props.topic_alias if props is not None else None
+        if alias is None:
+            if message.topic:
+                return True
+            log.info("%s sent a PUBLISH without a topic or a topic alias: closing", self._who())
+            return self._disconnect(ReasonCode.PROTOCOL_ERROR)
+        if alias > self.node.policy.topic_alias_maximum:
+            log.info("%s sent topic alias %d, above topic_alias_maximum: closing", self._who(), alias)
+            return self._disconnect(ReasonCode.TOPIC_ALIAS_INVALID)  # [MQTT-3.2.2-17], [MQTT-3.3.2-9]
+        if message.topic:
+            self._aliases[alias] = message.topic
+            return True
+        topic = self._aliases.get(alias)
+        if topic is None:
+            log.info("%s used topic alias %d before setting it: closing", self._who(), alias)
+            return self._disconnect(ReasonCode.PROTOCOL_ERROR)
+        message.topic = topic
         return True
 
     def _disconnect(self, code: ReasonCode) -> bool:

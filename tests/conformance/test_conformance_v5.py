@@ -142,10 +142,34 @@ def test_v5_2_2_2_2_a_repeated_property_is_a_protocol_error(raw5: Raw, node: Pla
 
 
 def test_v5_3_2_2_17_a_topic_alias_above_the_maximum_is_refused(raw5: Raw) -> None:
-    client = _connected(raw5, "alias")
-    client.publish("alias/t", b"x", properties=Properties(topic_alias=1))
+    client = raw5()
+    assert client.connect("alias-big").properties.topic_alias_maximum == 10  # the setting's default
+    client.publish("alias/t", b"x", properties=Properties(topic_alias=11))
     assert client.expect(DISCONNECT).reason == ReasonCode.TOPIC_ALIAS_INVALID
     assert client.closed_by_broker()
+
+
+def test_v5_3_3_2_3_4_a_topic_alias_set_with_a_topic_then_stands_for_it(raw5: Raw) -> None:
+    sub = _connected(raw5, "alias-sub")
+    assert sub.subscribe(("alias/a", 0), ("alias/b", 0)) == [0, 0]
+    pub = _connected(raw5, "alias-pub")
+    pub.publish("alias/a", b"1", properties=Properties(topic_alias=3))
+    pub.publish("", b"2", properties=Properties(topic_alias=3))
+    pub.publish("alias/b", b"3", properties=Properties(topic_alias=3))  # re-set
+    pub.publish("", b"4", properties=Properties(topic_alias=3))
+    got = sub.publishes(4)
+    assert [(p.topic, p.payload) for p in got] == [("alias/a", b"1"), ("alias/a", b"2"), ("alias/b", b"3"),
+                                                   ("alias/b", b"4")]
+    assert all(p.properties.topic_alias is None for p in got)  # aliases are per connection, not forwarded
+
+
+def test_v5_3_3_4_an_unknown_topic_alias_or_no_topic_at_all_is_a_protocol_error(raw5: Raw) -> None:
+    unknown = _connected(raw5, "alias-unknown")
+    unknown.publish("", b"x", properties=Properties(topic_alias=4))
+    assert unknown.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
+    no_topic = _connected(raw5, "alias-none")
+    no_topic.publish("", b"x")
+    assert no_topic.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
 
 
 def test_v5_3_4_2_acknowledgements_with_reason_codes_and_properties_are_read(raw5: Raw, raw: Raw) -> None:
