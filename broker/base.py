@@ -66,7 +66,7 @@ from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
-from chatmq.broker.router import Router
+from chatmq.broker.router import Router, SubscriptionExtras
 from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
 from chatmq.broker.transports import BinaryWebSocketsReader
@@ -140,32 +140,39 @@ class NodeBroker(Broker):  # type: ignore[misc]
             if props.message_expiry_interval is not None:
                 expires_at = time.monotonic() + props.message_expiry_interval
         try:
-            self.router.publish(topic, message.payload, message.qos, message.retain, forwarded, expires_at)
+            self.router.publish(topic, message.payload, message.qos, message.retain, forwarded, expires_at,
+                                session.client_id)
         except TopicIndexError:
             log.info("%s published to invalid topic %r: closing", session.client_id, topic)
             return False
         return True
 
-    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
+    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription,
+                           extras: list[SubscriptionExtras] | None = None) -> list[int]:
         """Subscribe (ACL-checked per filter), SUBACK, then the retained messages of each new filter.
         Returns the SUBACK return codes (a failure is 0x80 or more). MQTT 5 says why a filter failed:
-        0x87 not authorized, 0x8F an invalid filter, 0x9E a shared subscription (not offered)."""
+        0x87 not authorized, 0x8F an invalid filter, 0x9E a shared subscription (not offered); its
+        ``extras`` (one per filter) carry the options and identifier, and retain handling 1 sends
+        the retained messages only for a new subscription, 2 never ([MQTT-3.3.1-10], [MQTT-3.3.1-11])."""
         client_id = session.client_id
         v5 = isinstance(handler, NodeConnection) and handler.protocol_level == MQTT_5
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
-        for topic_filter, qos in subscription.topics:
+        for i, (topic_filter, qos) in enumerate(subscription.topics):
+            extra = extras[i] if extras is not None else None
             if v5 and topic_filter.startswith("$share/"):
                 codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
                 continue
             if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
-            code = self.router.subscribe(client_id, topic_filter, qos, replay=False)
+            existed = self.router.index.qos_of(client_id, topic_filter) is not None
+            code = self.router.subscribe(client_id, topic_filter, qos, replay=False, extras=extra)
             if code == 0x80 and v5:
                 code = ReasonCode.TOPIC_FILTER_INVALID
             codes.append(code)
-            if code < 0x80:
+            retain_handling = extra.options.retain_handling if extra is not None else 0
+            if code < 0x80 and (retain_handling == 0 or (retain_handling == 1 and not existed)):
                 granted.append((topic_filter, code))
         await handler.mqtt_acknowledge_subscription(subscription.packet_id, codes)
         for topic_filter, qos in granted:

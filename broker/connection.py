@@ -50,6 +50,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
+from chatmq.broker.router import SubscriptionExtras
 from chatmq.broker.session import NodeSession
 from chatmq.broker.transports import Closable, chunk_reader, transport_for
 from chatmq.broker.wire import (
@@ -264,7 +265,6 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             session_expiry_interval=cap if 0 < cap < asked else None,
             assigned_client_identifier=session.client_id if session.assigned_client_id else None,
             maximum_packet_size=self.node.policy.max_packet_size,
-            subscription_identifier_available=0,
             shared_subscription_available=0,
             topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
         )
@@ -452,15 +452,14 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         elif kind == SUBSCRIBE:
             if level == MQTT_5:
                 request = decode_subscribe_v5(packet.body)
-                if request.properties.subscription_identifier:
-                    log.info("%s sent a subscription identifier, which the node does not offer: closing",
-                             self._who())
-                    return self._disconnect(ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED)
-                packet_id = request.packet_id
+                ids = request.properties.subscription_identifier
+                identifier = ids[0] if ids else None
                 topics = [(topic_filter, options.qos) for topic_filter, options in request.topics]
+                extras = [SubscriptionExtras(options, identifier) for _filter, options in request.topics]
+                await self.node.on_subscribe(session, self, Subscription(request.packet_id, topics), extras)
             else:
                 packet_id, topics = decode_subscribe(packet.body)
-            await self.node.on_subscribe(session, self, Subscription(packet_id, topics))
+                await self.node.on_subscribe(session, self, Subscription(packet_id, topics))
         elif kind == UNSUBSCRIBE:
             packet_id, filters = decode_unsubscribe(packet.body, level)
             await self.node.on_unsubscribe(session, self, UnSubscription(packet_id, filters))

@@ -47,6 +47,7 @@ from chatmq.broker.identity import (
 )
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
+from chatmq.broker.router import SubscriptionExtras
 from chatmq.broker.session import outlives_connection
 from chatmq.broker.wire import Publish
 from chatmq.core.envelopes import EnvelopeError, client_id_of, error_envelope
@@ -238,8 +239,9 @@ class ChatBroker(NodeBroker):
     def may_receive(self, session: Session, topic: str) -> bool:
         return may_receive(self.identity(session), topic)
 
-    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
-        codes = await super().on_subscribe(session, handler, subscription)
+    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription,
+                           extras: list[SubscriptionExtras] | None = None) -> list[int]:
+        codes = await super().on_subscribe(session, handler, subscription, extras)
         identity = self.identity(session)
         if identity is None or identity.kind != "user":
             return codes

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from chatmq.broker.outbox import DeliveryLimits, DeliveryStats, Outbox
 from chatmq.broker.topic_index import TopicIndex, TopicIndexError, validate_topic
-from chatmq.broker.wire import encode_topic
+from chatmq.broker.wire import SubscriptionOptions, encode_topic, encode_varint
 
 ReceiveCheck = Callable[[Hashable, str], bool]
 """``may_receive(subscriber, topic)``: whether the node's ACL lets ``subscriber`` receive ``topic``."""
@@ -35,6 +35,17 @@ _TOPIC_CACHE_LIMIT = 50_000
 
 def _allow_all(_subscriber: Hashable, _topic: str) -> bool:
     return True
+
+
+DEFAULT_OPTIONS = SubscriptionOptions(0)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionExtras:
+    """What an MQTT 5 subscription adds to its filter and QoS: its options and its identifier."""
+
+    options: SubscriptionOptions = DEFAULT_OPTIONS
+    identifier: int | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +88,9 @@ class Router:
         self.retained: dict[str, Retained] = {}
         self._may_receive: ReceiveCheck = may_receive or _allow_all
         self._topics: dict[str, bytes] = {}
+        self.extras: dict[str, dict[str, SubscriptionExtras]] = {}
+        """MQTT 5 subscriptions' options and identifiers, ``client id -> {filter: extras}``; only
+        sessions that subscribed with MQTT 5 have an entry, so routing to the others costs nothing."""
         self.pressed: Outbox | None = None
         """The last outbox a ``publish`` left pressed (``Outbox.pressed``), for the publisher to wait on."""
 
@@ -91,25 +105,37 @@ class Router:
     def forget(self, client_id: str) -> None:
         """The session ended for good: drop its subscriptions and everything it was owed."""
         self.index.unsubscribe_all(client_id)
+        self.extras.pop(client_id, None)
         box = self.outboxes.pop(client_id, None)
         if box is not None:
             box.clear()
 
     # --- subscriptions -----------------------------------------------------------
-    def subscribe(self, client_id: str, topic_filter: str, qos: int, *, replay: bool = True) -> int:
-        """Add (or re-grade) a subscription and, with ``replay``, send the retained messages it
-        matches. Returns the granted QoS, or 0x80 for an invalid filter (SUBACK failure code)."""
+    def subscribe(self, client_id: str, topic_filter: str, qos: int, *, replay: bool = True,
+                  extras: SubscriptionExtras | None = None) -> int:
+        """Add (or re-grade) a subscription (with its MQTT 5 ``extras``) and, with ``replay``, send the
+        retained messages it matches. Returns the granted QoS, or 0x80 for an invalid filter (SUBACK
+        failure code)."""
         granted = min(max(qos, 0), 2)
         try:
             self.index.subscribe(client_id, topic_filter, granted)
         except TopicIndexError:
             return 0x80
+        if extras is not None:
+            self.extras.setdefault(client_id, {})[topic_filter] = extras
+        else:
+            own = self.extras.get(client_id)
+            if own is not None:
+                own.pop(topic_filter, None)
         if replay:
             self.replay_retained(client_id, topic_filter, granted)
         return granted
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         """Remove one subscription; False when there was none (or the filter is invalid)."""
+        own = self.extras.get(client_id)
+        if own is not None:
+            own.pop(topic_filter, None)
         try:
             return self.index.unsubscribe(client_id, topic_filter)
         except TopicIndexError:
@@ -130,8 +156,12 @@ class Router:
                 self.retained.pop(message.topic, None)  # [MQTT-3.3.2-5]: an expired retained message goes
                 continue
             if self._may_receive(client_id, message.topic):
+                extra = self.extras.get(client_id, {}).get(topic_filter)
+                forwarded = message.forwarded
+                if extra is not None and extra.identifier is not None:
+                    forwarded = b"\x0b" + encode_varint(extra.identifier) + forwarded
                 box.push(self.encoded(message.topic), message.payload, min(qos, message.qos), True,
-                         message.forwarded, message.expires_at)
+                         forwarded, message.expires_at)
                 sent += 1
         return sent
 
@@ -155,9 +185,11 @@ class Router:
             self.retained.pop(topic, None)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False, forwarded: bytes = b"",
-                expires_at: float = 0.0) -> int:
+                expires_at: float = 0.0, publisher: str | None = None) -> int:
         """Route one message; ``retain`` also stores (or, with an empty payload, clears) the topic's
         retained message. ``forwarded`` and ``expires_at`` are its MQTT 5 properties (``Outbox.push``).
+        A subscriber with MQTT 5 subscriptions gets it by their options (``_by_options``: no local
+        against ``publisher``, retain as published) with their identifiers.
         Returns the number of subscribers it was queued for.
         Raises ``InvalidTopicError`` for an invalid topic name."""
         encoded = self.encoded(topic)
@@ -169,16 +201,48 @@ class Router:
         outboxes = self.outboxes
         may_receive = self._may_receive
         check = may_receive is not _allow_all
+        extras = self.extras
         queued = 0
         for client_id, sub_qos in matches.items():
             box = outboxes.get(client_id)
             if box is None or (check and not may_receive(client_id, topic)):
                 continue
-            if box.push(encoded, payload, qos if qos < sub_qos else sub_qos, False, forwarded, expires_at):
+            flag, carried = False, forwarded
+            if extras and client_id in extras:
+                chosen = self._by_options(client_id, topic, retain, client_id == publisher, forwarded)
+                if chosen is None:
+                    continue
+                flag, carried = chosen
+            if box.push(encoded, payload, qos if qos < sub_qos else sub_qos, flag, carried, expires_at):
                 queued += 1
             if box.pressed:
                 self.pressed = box
         return queued
+
+    def _by_options(self, client_id: str, topic: str, retain: bool, own: bool,
+                    forwarded: bytes) -> tuple[bool, bytes] | None:
+        """How a message goes to a subscriber with MQTT 5 subscriptions, over all its filters that
+        match ``topic``: not at all when each is No Local and it published the message itself
+        ([MQTT-3.8.3-3]); the RETAIN flag as published if one is Retain As Published ([MQTT-3.3.1-12],
+        else 0, [MQTT-3.3.1-13]); and every matching subscription's identifier ([MQTT-3.3.4-3])."""
+        own_extras = self.extras[client_id]
+        delivered = False
+        keep_retain = False
+        identifiers = b""
+        for topic_filter in self.index.filters_of(client_id):
+            if not filter_matches(topic_filter, topic):
+                continue
+            extra = own_extras.get(topic_filter)
+            options = extra.options if extra is not None else DEFAULT_OPTIONS
+            if own and options.no_local:
+                continue
+            delivered = True
+            keep_retain = keep_retain or options.retain_as_published
+            if extra is not None and extra.identifier is not None:
+                identifiers += b"\x0b" + encode_varint(extra.identifier)
+        if not delivered:
+            return None
+        return retain and keep_retain, identifiers + forwarded
 
     def deliver(self, client_id: str, topic: str, payload: bytes, qos: int) -> bool:
         """Queue a message for one session directly (the chat node's inbox deliveries), at the lower

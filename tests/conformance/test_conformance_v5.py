@@ -20,9 +20,10 @@ from chatmq.broker.wire import (
     encode_connect,
     encode_disconnect,
     encode_packet,
+    encode_subscribe,
 )
 from tests.conformance.conftest import PlainNode
-from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREL, RawClient
+from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREL, SUBACK, RawClient
 
 Raw = Callable[[], RawClient]
 
@@ -43,7 +44,8 @@ def test_v5_3_1_2_2_a_level_5_connect_is_accepted_with_a_v5_connack(raw5: Raw, n
     props = connack.properties
     assert props.maximum_packet_size is not None
     assert props.maximum_packet_size > 0
-    assert (props.shared_subscription_available, props.subscription_identifier_available) == (0, 0)
+    assert props.shared_subscription_available == 0
+    assert props.subscription_identifier_available is None  # absent: available
     assert props.assigned_client_identifier is None  # the client named itself
     assert client.nothing_for(0.2)
 
@@ -212,10 +214,64 @@ def test_v5_3_8_3_5_reserved_subscription_option_bits_are_a_protocol_error(raw5:
     assert client.closed_by_broker()
 
 
-def test_v5_3_8_2_1_2_a_subscription_identifier_is_refused_when_not_offered(raw5: Raw) -> None:
-    client = _connected(raw5, "sub-id")
-    client.send(encode_packet(0x82, b"\x00\x01\x02\x0b\x05\x00\x01t\x01"))
-    assert client.expect(DISCONNECT).reason == ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+def test_v5_3_3_4_3_subscription_identifiers_come_with_each_matching_publish(raw5: Raw) -> None:
+    sub = _connected(raw5, "sub-ids")
+    sub.send(encode_subscribe(1, [("ids/+", 1)], protocol_level=5, properties=Properties(subscription_identifier=[7])))
+    assert sub.expect(SUBACK).codes == [1]
+    sub.send(encode_subscribe(2, [("ids/#", 0)], protocol_level=5,
+                              properties=Properties(subscription_identifier=[300])))
+    assert sub.expect(SUBACK).codes == [0]
+    assert sub.subscribe(("ids/a", 0)) == [0]  # no identifier
+    pub = _connected(raw5, "sub-ids-pub")
+    pub.publish("ids/a", b"x", retain=True)
+    (got,) = sub.publishes(1)
+    assert sorted(got.properties.subscription_identifier) == [7, 300]
+    late = _connected(raw5, "sub-ids-late")  # a retained message carries the new subscription's identifier
+    late.send(encode_subscribe(1, [("ids/#", 0)], protocol_level=5, properties=Properties(subscription_identifier=[9])))
+    assert late.expect(SUBACK).codes == [0]
+    (retained,) = late.publishes(1)
+    assert retained.retain
+    assert retained.properties.subscription_identifier == [9]
+
+
+def test_v5_3_8_3_3_no_local_keeps_a_clients_own_publishes_from_it(raw5: Raw) -> None:
+    client = _connected(raw5, "no-local")
+    assert client.subscribe(("nl/t", SubscriptionOptions(0, no_local=True).encode())) == [0]
+    other = _connected(raw5, "no-local-other")
+    client.publish("nl/t", b"mine")
+    other.publish("nl/t", b"theirs")
+    (got,) = client.publishes(1)
+    assert got.payload == b"theirs"
+    assert client.nothing_for(0.3)
+
+
+def test_v5_3_3_1_12_retain_as_published_keeps_the_retain_flag(raw5: Raw) -> None:
+    rap, plain = _connected(raw5, "rap"), _connected(raw5, "not-rap")
+    assert rap.subscribe(("rap/t", SubscriptionOptions(0, retain_as_published=True).encode())) == [0]
+    assert plain.subscribe(("rap/t", 0)) == [0]
+    pub = _connected(raw5, "rap-pub")
+    pub.publish("rap/t", b"kept", retain=True)
+    assert rap.publishes(1)[0].retain
+    assert not plain.publishes(1)[0].retain  # [MQTT-3.3.1-13]
+
+
+def test_v5_3_3_1_9_retain_handling_0_1_2(raw5: Raw) -> None:
+    pub = _connected(raw5, "rh-pub")
+    pub.publish("rh/t", b"retained", retain=True)
+    always = _connected(raw5, "rh-0")
+    assert always.subscribe(("rh/t", 0)) == [0]
+    assert always.publishes(1)[0].payload == b"retained"
+    assert always.subscribe(("rh/t", 0)) == [0]
+    assert always.publishes(1)[0].payload == b"retained"  # 0: at every subscribe
+    new_only = _connected(raw5, "rh-1")
+    rh1 = SubscriptionOptions(0, retain_handling=1).encode()
+    assert new_only.subscribe(("rh/t", rh1)) == [0]
+    assert new_only.publishes(1)[0].payload == b"retained"
+    assert new_only.subscribe(("rh/t", rh1)) == [0]
+    assert new_only.nothing_for(0.3)  # 1: only when the subscription is new [MQTT-3.3.1-10]
+    never = _connected(raw5, "rh-2")
+    assert never.subscribe(("rh/t", SubscriptionOptions(0, retain_handling=2).encode())) == [0]
+    assert never.nothing_for(0.3)  # 2: never [MQTT-3.3.1-11]
 
 
 def test_v5_3_11_3_1_unsuback_has_a_reason_code_per_filter_in_order(raw5: Raw) -> None:
