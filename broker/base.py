@@ -70,7 +70,7 @@ from chatmq.broker.router import Router, SubscriptionExtras
 from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
 from chatmq.broker.transports import BinaryWebSocketsReader
-from chatmq.broker.wire import MAX_CONNECT_LENGTH, MQTT_5, Publish, ReasonCode, forwarded_properties
+from chatmq.broker.wire import ACCEPTED, MAX_CONNECT_LENGTH, MQTT_5, Ack, Publish, ReasonCode, forwarded_properties
 from chatmq.core.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -122,17 +122,18 @@ class NodeBroker(Broker):  # type: ignore[misc]
         entry = self._sessions.get(client_id)
         return entry is not None and self.may_receive(entry[0], topic)
 
-    async def on_publish(self, session: Session, handler: NodeConnection, message: Publish) -> bool:
-        """A client's PUBLISH, in arrival order; False closes its connection (protocol error).
+    async def on_publish(self, session: Session, handler: NodeConnection, message: Publish) -> Ack | None:
+        """A client's PUBLISH, in arrival order: how it is acknowledged (``Ack``; an MQTT 5 client is
+        told 0x87 when the ACL refuses it), or None, which closes its connection (protocol error).
 
         Topics with ``+``, ``#`` or U+0000 close the connection ([MQTT-3.3.2-2], [MQTT-4.7.3-2]);
         ``$SYS/…`` is the broker's and is ignored; anything else the ACL allows is routed.
         """
         topic = message.topic
         if topic[:4] == "$SYS":
-            return True
+            return ACCEPTED
         if self.checks_publish and not await self._topic_filtering(session, topic, Action.PUBLISH):
-            return True
+            return Ack(ReasonCode.NOT_AUTHORIZED)
         props = message.properties
         forwarded, expires_at = b"", 0.0
         if props is not None:
@@ -144,8 +145,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
                                 session.client_id)
         except TopicIndexError:
             log.info("%s published to invalid topic %r: closing", session.client_id, topic)
-            return False
-        return True
+            return None
+        return ACCEPTED
 
     async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription,
                            extras: list[SubscriptionExtras] | None = None) -> list[int]:
@@ -160,9 +161,6 @@ class NodeBroker(Broker):  # type: ignore[misc]
         granted: list[tuple[str, int]] = []
         for i, (topic_filter, qos) in enumerate(subscription.topics):
             extra = extras[i] if extras is not None else None
-            if v5 and topic_filter.startswith("$share/"):
-                codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-                continue
             if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
@@ -394,6 +392,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             return  # taken over (or ended) by a newer connection: leave its state alone
         if handler.outbox is not None and handler.transport is not None:
             handler.outbox.detach(handler.transport)
+        self.router.member_left(client_id)  # its undelivered shared-subscription messages go to another member
         client_session.transitions.disconnect()
         if not outlives_connection(client_session):
             del self._sessions[client_id]

@@ -265,7 +265,6 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             session_expiry_interval=cap if 0 < cap < asked else None,
             assigned_client_identifier=session.client_id if session.assigned_client_id else None,
             maximum_packet_size=self.node.policy.max_packet_size,
-            shared_subscription_available=0,
             topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
         )
 
@@ -420,14 +419,18 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             if message.qos == 2 and packet_id in outbox.qos2_received:
                 outbox.send_raw(encode_ack(PUBREC, packet_id))
                 return True
-            if not await self.node.on_publish(session, self, message):
+            ack = await self.node.on_publish(session, self, message)
+            if ack is None:
                 return False
             if packet_id is not None:
+                refused = level == MQTT_5 and ack.reason >= 0x80
+                reason, props = (ack.reason, ack.properties) if level == MQTT_5 else (0, None)
                 if message.qos == 1:
-                    outbox.send_raw(encode_ack(PUBACK, packet_id))
+                    outbox.send_raw(encode_ack(PUBACK, packet_id, reason, props))
                 else:
-                    outbox.qos2_received.add(packet_id)
-                    outbox.send_raw(encode_ack(PUBREC, packet_id))
+                    if not refused:  # a refused QoS 2 PUBLISH ends at its PUBREC (§4.3.3)
+                        outbox.qos2_received.add(packet_id)
+                    outbox.send_raw(encode_ack(PUBREC, packet_id, reason, props))
             return True
         if kind == PUBACK:
             outbox.on_puback(decode_ack(kind, packet.body, level)[0])

@@ -113,10 +113,11 @@ class Transport(Protocol):
         """Call ``callback`` once, after the buffered bytes have gone out (or the connection ended)."""
 
 
-_Message = tuple[bytes, bytes, int, bool, bytes, float]
+_Message = tuple[bytes, bytes, int, bool, bytes, float, str]
 """A queued or in-flight message: encoded topic, payload, QoS, RETAIN, the publisher's forwarded
-MQTT 5 properties (``wire.forwarded_properties``), and when it expires (``time.monotonic``; 0:
-never). A tuple of atomic values,
+MQTT 5 properties (``wire.forwarded_properties``), when it expires (``time.monotonic``; 0:
+never), and the shared subscription it came by (the router's group key; "" for none). A tuple of
+atomic values,
 so the cyclic GC stops tracking it (in-flight messages live long enough to be promoted)."""
 
 
@@ -186,7 +187,7 @@ class Outbox:
         self._waiting_drain = False
         if first:
             self._raw.insert(0, first)
-        for packet_id, (topic, payload, qos, retain, forwarded, expires_at) in self.inflight.items():
+        for packet_id, (topic, payload, qos, retain, forwarded, expires_at, _group) in self.inflight.items():
             if packet_id in self.released:
                 self._raw.append(encode_ack(PUBREL, packet_id))
             else:
@@ -217,7 +218,7 @@ class Outbox:
 
     # --- input -------------------------------------------------------------------
     def push(self, topic: bytes, payload: bytes, qos: int, retain: bool = False, forwarded: bytes = b"",
-             expires_at: float = 0.0) -> bool:
+             expires_at: float = 0.0, group: str = "") -> bool:
         """Queue a message (``topic`` as ``wire.encode_topic`` made it) at the delivered ``qos``.
         Returns whether it was queued; see the drop policy in the module docstring."""
         online = self._transport is not None
@@ -241,7 +242,7 @@ class Outbox:
                 log.warning("subscriber too slow (%d messages, %d bytes queued): closing its connection",
                             len(self._queue), self._bytes)
                 on_overflow()
-        self._queue.append((topic, payload, qos, retain, forwarded, expires_at))
+        self._queue.append((topic, payload, qos, retain, forwarded, expires_at, group))
         self._bytes += size
         if online:
             self._schedule()
@@ -259,6 +260,21 @@ class Outbox:
             del self.inflight[packet_id]
             if self._queue:
                 self._schedule()
+
+    def take_shared(self) -> list[_Message]:
+        """Remove and return the messages that came by a shared subscription and are not delivered:
+        queued, or in flight unacknowledged (not those whose PUBREC came: the client has them). The
+        router gives them to another member of their group when this one leaves."""
+        taken: list[_Message] = []
+        for packet_id, message in list(self.inflight.items()):  # the oldest first
+            if message[6] and packet_id not in self.released:
+                del self.inflight[packet_id]
+                taken.append(message)
+        queued = [m for m in self._queue if m[6]]
+        if queued:
+            self._queue = deque(m for m in self._queue if not m[6])
+            self._bytes -= sum(len(m[0]) + len(m[1]) for m in queued)
+        return taken + queued
 
     def on_refused(self, packet_id: int) -> None:
         """An MQTT 5 PUBREC with a failure reason code: the message is done with, as at PUBCOMP (§4.3.3)."""
@@ -350,7 +366,7 @@ class Outbox:
         sent = sent_bytes = 0
         while queue and room > 0:
             message = queue[0]
-            topic, payload, qos, retain, forwarded, expires_at = message
+            topic, payload, qos, retain, forwarded, expires_at, _group = message
             if expires_at and expires_at <= now:  # [MQTT-3.3.2-5]: expired, not delivered
                 queue.popleft()
                 sent_bytes += len(topic) + len(payload)

@@ -48,6 +48,33 @@ class SubscriptionExtras:
     identifier: int | None = None
 
 
+SHARE_PREFIX = "$share/"
+
+
+@dataclass(slots=True)
+class SharedGroup:
+    """The members of one shared subscription ``$share/{group}/{filter}`` (MQTT 5 §4.8.2): each
+    message matching ``topic_filter`` goes to one of them, in turn."""
+
+    topic_filter: str
+    members: dict[str, int]
+    """client id -> granted QoS, in the order they joined."""
+    turn: int = 0
+
+
+def shared_key(topic_filter: str) -> tuple[str, str] | None:
+    """For ``$share/{group}/{filter}``: the router's key of the group (never a client id: it holds
+    U+0000, which no client id may) and the filter; None for another filter. Raises
+    ``TopicIndexError`` for a share name that is empty or holds ``+`` or ``#``, or no filter
+    ([MQTT-4.8.2-1], [MQTT-4.8.2-2]); the filter itself is checked by the index."""
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    group, sep, inner = topic_filter[len(SHARE_PREFIX):].partition("/")
+    if not group or not sep or not inner or "+" in group or "#" in group:
+        raise TopicIndexError(f"invalid shared subscription {topic_filter!r}")
+    return f"\x00{group}\x00{inner}", inner
+
+
 @dataclass(slots=True)
 class Retained:
     """A retained message: the topic's last PUBLISH with RETAIN and a payload."""
@@ -91,6 +118,8 @@ class Router:
         self.extras: dict[str, dict[str, SubscriptionExtras]] = {}
         """MQTT 5 subscriptions' options and identifiers, ``client id -> {filter: extras}``; only
         sessions that subscribed with MQTT 5 have an entry, so routing to the others costs nothing."""
+        self.shared: dict[str, SharedGroup] = {}
+        """Shared subscriptions by group key (``shared_key``); the index holds each group once, under its key."""
         self.pressed: Outbox | None = None
         """The last outbox a ``publish`` left pressed (``Outbox.pressed``), for the publisher to wait on."""
 
@@ -104,6 +133,9 @@ class Router:
 
     def forget(self, client_id: str) -> None:
         """The session ended for good: drop its subscriptions and everything it was owed."""
+        self.member_left(client_id)
+        for key in [k for k, group in self.shared.items() if client_id in group.members]:
+            self._leave(key, client_id)
         self.index.unsubscribe_all(client_id)
         self.extras.pop(client_id, None)
         box = self.outboxes.pop(client_id, None)
@@ -118,6 +150,15 @@ class Router:
         failure code)."""
         granted = min(max(qos, 0), 2)
         try:
+            shared = shared_key(topic_filter)
+            if shared is not None:  # no retained messages for a shared subscription
+                key, inner = shared
+                group = self.shared.get(key)
+                if group is None:
+                    self.index.subscribe(key, inner, 2)
+                    group = self.shared[key] = SharedGroup(inner, {})
+                group.members[client_id] = granted
+                return granted
             self.index.subscribe(client_id, topic_filter, granted)
         except TopicIndexError:
             return 0x80
@@ -137,9 +178,62 @@ class Router:
         if own is not None:
             own.pop(topic_filter, None)
         try:
+            shared = shared_key(topic_filter)
+            if shared is not None:
+                return self._leave(shared[0], client_id)
             return self.index.unsubscribe(client_id, topic_filter)
         except TopicIndexError:
             return False
+
+    def _leave(self, key: str, client_id: str) -> bool:
+        group = self.shared.get(key)
+        if group is None or group.members.pop(client_id, None) is None:
+            return False
+        if not group.members:
+            del self.shared[key]
+            self.index.unsubscribe(key, group.topic_filter)
+        return True
+
+    def _member(self, group: SharedGroup, topic: str, leaving: str | None = None) -> str | None:
+        """The group's next member to get a message on ``topic``: a connected one in turn, else one
+        whose persistent session queues it; never ``leaving``."""
+        members = list(group.members)
+        count = len(members)
+        fallback = None
+        for step in range(count):
+            index = (group.turn + step) % count
+            client_id = members[index]
+            if client_id == leaving or not self._may_receive(client_id, topic):
+                continue
+            box = self.outboxes.get(client_id)
+            if box is None:
+                continue
+            if box.online:
+                group.turn = index + 1
+                return client_id
+            if fallback is None:
+                fallback = client_id
+        return fallback
+
+    def member_left(self, client_id: str) -> int:
+        """``client_id``'s connection ended: its undelivered messages from shared subscriptions go
+        to other members of their groups (§4.8.2). Returns how many were given on."""
+        box = self.outboxes.get(client_id)
+        if box is None:
+            return 0
+        moved = 0
+        for topic_raw, payload, qos, retain, forwarded, expires_at, key in box.take_shared():
+            group = self.shared.get(key)
+            if group is None:
+                continue
+            topic = topic_raw[2:].decode("utf-8")
+            other = self._member(group, topic, leaving=client_id)
+            if other is None:
+                continue
+            granted = group.members[other]
+            self.outboxes[other].push(topic_raw, payload, min(qos, granted), retain, forwarded, expires_at, key)
+            moved += 1
+        return moved
 
     def replay_retained(self, client_id: str, topic_filter: str, qos: int) -> int:
         """Send the retained messages matching ``topic_filter`` to ``client_id`` (RETAIN set). Returns how many."""
@@ -202,8 +296,21 @@ class Router:
         may_receive = self._may_receive
         check = may_receive is not _allow_all
         extras = self.extras
+        shared = self.shared
         queued = 0
         for client_id, sub_qos in matches.items():
+            if shared and client_id in shared:
+                group = shared[client_id]
+                member = self._member(group, topic)
+                if member is not None:
+                    grade = group.members[member]
+                    target = outboxes[member]
+                    if target.push(encoded, payload, qos if qos < grade else grade, False, forwarded, expires_at,
+                                   client_id):
+                        queued += 1
+                    if target.pressed:
+                        self.pressed = target
+                continue
             box = outboxes.get(client_id)
             if box is None or (check and not may_receive(client_id, topic)):
                 continue

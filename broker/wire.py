@@ -928,3 +928,15 @@ def publish_properties(forwarded: bytes, expiry: int | None) -> bytes:
     if expiry is not None:
         forwarded = b"\x02" + expiry.to_bytes(4, "big") + forwarded
     return encode_varint(len(forwarded)) + forwarded
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """How the node answers a client's QoS 1/2 PUBLISH: the PUBACK/PUBREC reason code and, at MQTT 5,
+    properties (a reason string, user properties). Below level 5 only success is said."""
+
+    reason: int = ReasonCode.SUCCESS
+    properties: Properties | None = None
+
+
+ACCEPTED = Ack()

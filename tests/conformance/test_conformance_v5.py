@@ -44,7 +44,7 @@ def test_v5_3_1_2_2_a_level_5_connect_is_accepted_with_a_v5_connack(raw5: Raw, n
     props = connack.properties
     assert props.maximum_packet_size is not None
     assert props.maximum_packet_size > 0
-    assert props.shared_subscription_available == 0
+    assert props.shared_subscription_available is None  # absent: available
     assert props.subscription_identifier_available is None  # absent: available
     assert props.assigned_client_identifier is None  # the client named itself
     assert client.nothing_for(0.2)
@@ -203,8 +203,8 @@ def test_v5_3_7_2_pubrel_of_an_unknown_packet_id_gets_pubcomp_packet_identifier_
 def test_v5_3_9_3_suback_reason_codes_in_filter_order(raw5: Raw) -> None:
     client = _connected(raw5, "suback-codes")
     codes = client.subscribe(("ok/0", 0), ("ok/2", SubscriptionOptions(2).encode()), ("bad/#/x", 1),
-                             ("$share/g/t", 1))
-    assert codes == [0, 2, ReasonCode.TOPIC_FILTER_INVALID, ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
+                             ("$share/g/t", 1), ("$share//t", 1), ("$share/g+/t", 1), ("$share/g", 1))
+    assert codes == [0, 2, ReasonCode.TOPIC_FILTER_INVALID, 1] + [ReasonCode.TOPIC_FILTER_INVALID] * 3
 
 
 def test_v5_3_8_3_5_reserved_subscription_option_bits_are_a_protocol_error(raw5: Raw) -> None:
@@ -465,3 +465,49 @@ def test_v5_3_1_2_4_clean_start_discards_the_session_yet_the_new_one_outlives_it
     fresh.disconnect()
     back = raw5()
     assert back.connect("sx-clean", clean=False).body[0] == 1
+
+
+# --- shared subscriptions ----------------------------------------------------------------------------
+def test_v5_4_8_2_a_shared_subscription_gives_each_message_to_one_member_in_turn(raw5: Raw, raw: Raw) -> None:
+    first, second = _connected(raw5, "share-1"), raw()
+    assert second.connect("share-2").body == b"\x00\x00"  # MQTT 3.1.1 clients may share too
+    assert first.subscribe(("$share/grp/share/+", 1)) == [1]
+    assert second.subscribe(("$share/grp/share/+", 0)) == [0]
+    pub = _connected(raw5, "share-pub")
+    for i in range(4):
+        pub.publish("share/t", b"m%d" % i, 1)
+    got_first = first.publishes(2)
+    got_second = second.publishes(2)
+    assert [p.payload for p in got_first] == [b"m0", b"m2"]
+    assert [p.payload for p in got_second] == [b"m1", b"m3"]
+    assert [p.qos for p in got_second] == [0, 0]  # each member at its own QoS
+    assert first.nothing_for(0.2)
+    assert second.nothing_for(0.1)
+
+
+def test_v5_4_8_2_a_leaving_members_unacknowledged_messages_go_to_another_member(raw5: Raw) -> None:
+    leaving, staying = _connected(raw5, "share-leave"), _connected(raw5, "share-stay")
+    assert leaving.subscribe(("$share/g2/leave/t", 1)) == [1]
+    assert staying.subscribe(("$share/g2/leave/t", 1)) == [1]
+    pub = _connected(raw5, "share-leave-pub")
+    pub.publish("leave/t", b"a", 1)
+    pub.publish("leave/t", b"b", 1)
+    (held,) = leaving.publishes(1)  # never acknowledged
+    (kept,) = staying.publishes(1)
+    assert {held.payload, kept.payload} == {b"a", b"b"}
+    staying.ack(PUBACK, kept.packet_id)
+    leaving.close()  # the connection breaks
+    (moved,) = staying.publishes(1)
+    assert moved.payload == held.payload
+
+
+def test_v5_4_8_2_no_retained_messages_for_a_shared_subscription(raw5: Raw) -> None:
+    pub = _connected(raw5, "share-ret-pub")
+    pub.publish("share/ret", b"retained", retain=True)
+    member = _connected(raw5, "share-ret")
+    assert member.subscribe(("$share/g3/share/ret", 0)) == [0]
+    assert member.nothing_for(0.3)
+    unsubscribed = member.unsubscribe("$share/g3/share/ret", "$share/g3/other")
+    assert unsubscribed.codes == [ReasonCode.SUCCESS, ReasonCode.NO_SUBSCRIPTION_EXISTED]
+    pub.publish("share/ret", b"after")
+    assert member.nothing_for(0.3)

@@ -209,3 +209,27 @@ def test_options_and_identifiers_match_a_brute_force_model(
             assert sorted(message.properties.subscription_identifier) == sorted(
                 e.identifier for e in delivering if e is not None and e.identifier is not None)
     asyncio.run(run())
+
+
+async def test_shared_subscription_round_robin_and_a_leaving_members_messages() -> None:
+    router = Router()
+    sinks = {c: connect(router, c) for c in ("m1", "m2", "m3")}
+    for client in sinks:
+        assert router.subscribe(client, "$share/g/s/#", 1) == 1
+    for i in range(6):
+        router.publish("s/x", b"%d" % i, 1)
+    await turn()
+    assert {c: [p.payload for p in s.publishes()] for c, s in sinks.items()} == {
+        "m1": [b"0", b"3"], "m2": [b"1", b"4"], "m3": [b"2", b"5"]}
+    router.outbox("m1").detach()
+    assert router.member_left("m1") == 2  # both unacknowledged
+    await turn()
+    moved = [p.payload for c in ("m2", "m3") for p in sinks[c].publishes()]
+    assert sorted(moved) == [b"0", b"1", b"2", b"3", b"4", b"5"]
+    router.forget("m2")
+    router.forget("m3")
+    router.forget("m1")
+    assert router.shared == {}
+    assert len(router.index) == 0
+    assert router.subscribe("m1", "$share//s", 0) == 0x80
+    assert router.subscribe("m1", "$share/g/s/#/x", 0) == 0x80
