@@ -312,8 +312,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
         if existing.transitions.is_connected():
             log.info("%s connected again: taking the session over", client_id)
             await self._close(old, CloseReason.TAKEN_OVER)
-        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
-                     "username", "password", "remote_address", "remote_port", "ssl_object",
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "will_properties",
+                     "keep_alive", "username", "password", "remote_address", "remote_port", "ssl_object",
                      "protocol_level", "assigned_client_id", "receive_maximum", "max_packet", "session_expiry"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
@@ -412,8 +412,15 @@ class NodeBroker(Broker):  # type: ignore[misc]
     async def _publish_will(self, session: Session) -> None:
         """Publish ``session``'s will (its topic was validated at CONNECT), retained if it asked."""
         will = bytes(session.will_message or b"")
+        forwarded, expires_at = b"", 0.0
+        props = session.will_properties if isinstance(session, NodeSession) else None
+        if props is not None:  # MQTT 5: the will's properties go with it, as a PUBLISH's (§3.1.3.2)
+            forwarded = forwarded_properties(props)
+            if props.message_expiry_interval is not None:
+                expires_at = time.monotonic() + props.message_expiry_interval
         try:
-            self.router.publish(session.will_topic, will, session.will_qos or 0, bool(session.will_retain))
+            self.router.publish(session.will_topic, will, session.will_qos or 0, bool(session.will_retain),
+                                forwarded, expires_at)
         except TopicIndexError as exc:
             log.warning("will of %s not published: %s", session.client_id, exc)
 

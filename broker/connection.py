@@ -237,6 +237,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             session.remote_address, session.remote_port = peer
         session.keep_alive = connect.keep_alive
         session.protocol_level = level
+        session.will_properties = connect.will_properties
         session.assigned_client_id = client_id_is_random
         props = connect.properties
         if level == MQTT_5:

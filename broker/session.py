@@ -16,7 +16,7 @@ from typing import Any
 
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
-from chatmq.broker.wire import MAX_REMAINING_LENGTH, MQTT_311
+from chatmq.broker.wire import MAX_REMAINING_LENGTH, MQTT_311, Properties
 
 _NEVER_FILLED: asyncio.Queue[ApplicationMessage] = asyncio.Queue()
 
@@ -84,6 +84,8 @@ class NodeSession(Session):  # type: ignore[misc]
         self.session_expiry: int | None = None
         """MQTT 5: the Session Expiry Interval (seconds; 0: the session ends with its connection,
         0xFFFFFFFF: never expires), from the CONNECT and changed at DISCONNECT; None below level 5."""
+        self.will_properties: Properties | None = None
+        """MQTT 5: the will's properties (content type, user properties, message expiry, ...)."""
         self.receive_maximum = 0xFFFF
         """MQTT 5: the QoS 1/2 messages the client takes in flight at once (its CONNECT's Receive Maximum)."""
         self.max_packet = MAX_REMAINING_LENGTH + 5

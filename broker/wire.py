@@ -849,13 +849,13 @@ def decode_properties(data: bytes, pos: int, kind: int, *, limit: int | None = N
         elif ptype is _V:
             value, pos = decode_varint(data, pos, f"property {name}")
         else:
-            raw, pos = _property_field(data, pos, end, name)
+            raw, pos = _property_field(data, pos, name)
             if ptype is _BIN:
                 value = raw
             elif ptype is _S:
                 value = _text(raw, f"property {name}")
             else:
-                second, pos = _property_field(data, pos, end, name)
+                second, pos = _property_field(data, pos, name)
                 props.user_properties.append((_text(raw, "user property name"), _text(second, "user property value")))
                 continue
         if name == "subscription_identifier":
@@ -870,14 +870,12 @@ def decode_properties(data: bytes, pos: int, kind: int, *, limit: int | None = N
     return props, pos
 
 
-def _property_field(data: bytes, pos: int, end: int, name: str) -> tuple[bytes, int]:
-    if end - pos < 2:
-        raise MalformedPacketError(f"property {name}: length cut off")
-    size = (data[pos] << 8) | data[pos + 1]
-    pos += 2
-    if end - pos < size:
-        raise MalformedPacketError(f"property {name}: {size} bytes announced, {end - pos} left")
-    return data[pos:pos + size], pos + size
+def _property_field(data: bytes, pos: int, name: str) -> tuple[bytes, int]:
+    """A length-prefixed property value (``data`` ends with its property block)."""
+    field = _field(data, pos, f"property {name}")
+    if field is None:
+        raise MalformedPacketError(f"property {name}: cut off")
+    return field
 
 
 def encode_properties(props: Properties | None) -> bytes:

@@ -16,6 +16,7 @@ from chatmq.broker.wire import (
     Properties,
     ReasonCode,
     SubscriptionOptions,
+    Will,
     encode_auth,
     encode_connect,
     encode_disconnect,
@@ -511,3 +512,20 @@ def test_v5_4_8_2_no_retained_messages_for_a_shared_subscription(raw5: Raw) -> N
     assert unsubscribed.codes == [ReasonCode.SUCCESS, ReasonCode.NO_SUBSCRIPTION_EXISTED]
     pub.publish("share/ret", b"after")
     assert member.nothing_for(0.3)
+
+
+def test_v5_3_1_3_2_the_wills_properties_go_with_it(raw5: Raw) -> None:
+    watcher = _connected(raw5, "will-props-watch")
+    assert watcher.subscribe(("will/props", 0)) == [0]
+    client = raw5()
+    will = Will("will/props", b"gone", 0, False,
+                Properties(content_type="text/plain", user_properties=[("why", "lost")], message_expiry_interval=60))
+    client.send(encode_connect("will-props", will=will, protocol_level=5))
+    assert client.expect(CONNACK).reason == 0
+    client.close()  # no DISCONNECT: the will goes
+    (got,) = watcher.publishes(1)
+    assert got.payload == b"gone"
+    props = got.properties
+    assert (props.content_type, props.user_properties) == ("text/plain", [("why", "lost")])
+    assert props.message_expiry_interval is not None
+    assert 0 < props.message_expiry_interval <= 60
