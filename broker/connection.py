@@ -254,7 +254,20 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         """The connection's MQTT protocol level (3, 4 or 5)."""
         return self.session.protocol_level if self.session is not None else MQTT_311
 
-    def connack_properties(self) -> Properties | None:
+    def _server_keep_alive(self) -> int | None:
+        """MQTT 5: ``max_keepalive`` in place of a longer (or no) keep alive the client asked for,
+        which the CONNACK then says ([MQTT-3.2.2-21]: the client uses it); None when it stands."""
+        session = self.session
+        limit = self.node.policy.max_keepalive
+        if session is None or session.protocol_level != MQTT_5 or not limit:
+            return None
+        if 0 < session.keep_alive <= limit:
+            return None
+        session.keep_alive = limit
+        self.keepalive_timeout = limit
+        return limit
+
+    def connack_properties(self, server_keep_alive: int | None = None) -> Properties | None:
         """The accepting CONNACK's properties: the node's limits and what it assigned (level 5 only)."""
         session = self.session
         if session is None or session.protocol_level != MQTT_5:
@@ -267,6 +280,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             assigned_client_identifier=session.client_id if session.assigned_client_id else None,
             maximum_packet_size=self.node.policy.max_packet_size,
             topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
+            server_keep_alive=server_keep_alive,
         )
 
     async def start(self) -> None:
@@ -302,8 +316,9 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         self.transport = transport_for(self.writer)
         ended: asyncio.Future[DisconnectPacket | None] = self._loop.create_future()
         self._disconnect_waiter = ended
+        properties = self.connack_properties(self._server_keep_alive())
         connack = encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED,
-                                 protocol_level=self.session.protocol_level, properties=self.connack_properties())
+                                 protocol_level=self.session.protocol_level, properties=properties)
         outbox.attach(self.transport, self._too_slow, first=connack, flush=False,
                       protocol_level=self.session.protocol_level, receive_maximum=self.session.receive_maximum,
                       max_packet=self.session.max_packet)
