@@ -243,6 +243,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         if level == MQTT_5:
             session.session_expiry = (props.session_expiry_interval or 0) if props is not None else 0
         if props is not None:
+            session.problem_information = props.request_problem_information != 0
             if props.receive_maximum is not None:
                 session.receive_maximum = props.receive_maximum
             if props.maximum_packet_size is not None:
@@ -441,6 +442,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             if packet_id is not None:
                 refused = level == MQTT_5 and ack.reason >= 0x80
                 reason, props = (ack.reason, ack.properties) if level == MQTT_5 else (0, None)
+                if not session.problem_information:
+                    props = None  # [MQTT-3.1.2-29]
                 if message.qos == 1:
                     outbox.send_raw(encode_ack(PUBACK, packet_id, reason, props))
                 else:

@@ -218,7 +218,7 @@ class Router:
     def member_left(self, client_id: str) -> int:
         """``client_id``'s connection ended: its undelivered messages from shared subscriptions go
         to other members of their groups (§4.8.2). Returns how many were given on."""
-        box = self.outboxes.get(client_id)
+        box = self.outboxes.get(client_id) if self.shared else None
         if box is None:
             return 0
         moved = 0

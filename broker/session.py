@@ -86,6 +86,9 @@ class NodeSession(Session):  # type: ignore[misc]
         0xFFFFFFFF: never expires), from the CONNECT and changed at DISCONNECT; None below level 5."""
         self.will_properties: Properties | None = None
         """MQTT 5: the will's properties (content type, user properties, message expiry, ...)."""
+        self.problem_information = True
+        """MQTT 5: the client takes reason strings and user properties on acknowledgements (its CONNECT's
+        Request Problem Information is not 0, [MQTT-3.1.2-29])."""
         self.receive_maximum = 0xFFFF
         """MQTT 5: the QoS 1/2 messages the client takes in flight at once (its CONNECT's Receive Maximum)."""
         self.max_packet = MAX_REMAINING_LENGTH + 5

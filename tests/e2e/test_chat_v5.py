@@ -11,6 +11,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.devices.sdk import release_sockets
@@ -22,7 +24,8 @@ TIMEOUT = 15.0
 class V5Chat:
     """A paho MQTT 5 client logged in as a user, its events on queues."""
 
-    def __init__(self, server: Deployment, username: str, password: str, transport: str) -> None:
+    def __init__(self, server: Deployment, username: str, password: str, transport: str,
+                 properties: Properties | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"v5-{username}",
                                   protocol=MQTTProtocolVersion.MQTTv5, transport=transport)  # type: ignore[arg-type]
         if transport == "websockets":
@@ -37,7 +40,7 @@ class V5Chat:
         self.client.on_publish = lambda _c, _u, mid, rc, props: self.pubacks.put((mid, rc, props))
         self.client.on_message = lambda _c, _u, msg: self.inbox.put(orjson.loads(msg.payload))
         port = server.ws_port if transport == "websockets" else server.mqtt_port
-        self.client.connect(server.host, port)
+        self.client.connect(server.host, port, properties=properties)
         self.client.loop_start()
 
     def close(self) -> None:
@@ -50,8 +53,8 @@ class V5Chat:
 def v5(server: Deployment) -> Iterator[Any]:
     made: list[V5Chat] = []
 
-    def make(username: str, password: str, transport: str = "tcp") -> V5Chat:
-        made.append(V5Chat(server, username, password, transport))
+    def make(username: str, password: str, transport: str = "tcp", properties: Properties | None = None) -> V5Chat:
+        made.append(V5Chat(server, username, password, transport, properties))
         return made[-1]
 
     yield make
@@ -89,3 +92,16 @@ def test_v5_chat_and_refusals_with_reason_codes(users: Users, v5: Any, transport
     while error["type"] != "error":  # bob's receipt may come first
         error = client.inbox.get(timeout=TIMEOUT)
     assert error["code"] == "forbidden"
+
+
+def test_v5_3_1_2_29_no_problem_information_means_no_reason_string_or_user_properties(users: Users, v5: Any) -> None:
+    alice, bob = users(connect=False), users(connect=False)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.RequestProblemInformation = 0
+    client = v5(alice.uid, alice.access_token, properties=props)
+    assert client.connacks.get(timeout=TIMEOUT).value == 0
+    info = client.client.publish(f"users/{bob.uid}/outbox", b'{"type":"receipt"}', qos=1)
+    mid, rc, ack_props = client.pubacks.get(timeout=TIMEOUT)
+    assert (mid, rc.value) == (info.mid, 0x87)  # the reason code still says it
+    assert not hasattr(ack_props, "UserProperty")
+    assert not hasattr(ack_props, "ReasonString")
