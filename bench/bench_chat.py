@@ -79,7 +79,7 @@ from chatmq.broker.wire import (
 )
 from chatmq.core import ids
 from chatmq.core.settings import Settings
-from chatmq.run.admin import open_store
+from chatmq.run.assembly import make_store
 from chatmq.services.store.base import StoredMessage
 
 T = TypeVar("T")
@@ -566,10 +566,11 @@ def stored_messages(start: int, count: int) -> list[StoredMessage]:
     return out
 
 
-async def prefill_store(settings: Settings, count: int) -> None:
-    """Store ``count`` messages in the store ``settings`` name (``Store.import_messages``, ``PREFILL_CHUNK``
-    at a time: on SQLite one transaction each), with a progress line per chunk."""
-    store = open_store(settings)
+async def prefill_store(settings: Settings, count: int, *, cluster: bool) -> None:
+    """Store ``count`` messages in the store of ``mode`` (``cluster``: MongoDB at ``mongo_url``, else SQLite in
+    ``data_dir``, whatever the environment says; ``Store.import_messages``, ``PREFILL_CHUNK`` at a time: on
+    SQLite one transaction each), with a progress line per chunk."""
+    store = make_store(settings, cluster=cluster)
     await store.start()
     try:
         t0 = time.monotonic()
@@ -735,7 +736,7 @@ class ClusterDeployment:
         self.api_url = self.cluster.api_url
         try:
             if prefill:
-                _run_loop(prefill_store(settings, prefill))
+                _run_loop(prefill_store(settings, prefill, cluster=True))
             echo(f"bench: starting a cluster (topics {self.name}.*, database {self.name}, logs "
                  f"{workdir / 'cluster' / 'logs'})")
             self.cluster.start()
@@ -793,7 +794,7 @@ def deployed(mode: Mode, workdir: Path, settings: dict[str, str] | None = None,
     deployment: Deployment
     if mode == "embedded":
         if prefill:
-            _run_loop(prefill_store(Settings.load(None, data_dir=workdir / "data", mongo_url=None), prefill))
+            _run_loop(prefill_store(Settings.load(None, data_dir=workdir / "data"), prefill, cluster=False))
         deployment = EmbeddedDeployment(workdir, settings=settings)
     else:
         kafka, mongo = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP"), os.environ.get("CHATMQ_MONGO_URL")

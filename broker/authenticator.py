@@ -1,19 +1,18 @@
 """CONNECT authentication: users by access token, devices by their secret.
 
-A device secret's argon2 check (~150 ms of CPU) runs in a small thread pool (``workers`` threads),
-never on the event loop: a burst of CONNECTs with wrong secrets waits its turn there while every
-other connection carries on (argon2-cffi releases the GIL while it hashes).
+A device secret's argon2 check (~150 ms of CPU) runs in the process's one small argon2 pool
+(``chatmq.core.auth.verify_secret_async``, ``auth_workers`` threads, shared with the REST API's
+password checks), never on the event loop: a burst of CONNECTs with wrong secrets waits its turn
+there while every other connection carries on (argon2-cffi releases the GIL while it hashes).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from chatmq.broker.identity import Identity
-from chatmq.core.auth import Account, TokenService, live_account, verify_secret
+from chatmq.core.auth import Account, TokenService, live_account, verify_secret_async
 from chatmq.core.errors import AuthError
 
 log = logging.getLogger(__name__)
@@ -52,24 +51,16 @@ class Authenticator:
     Anything else is refused (``None``).
     """
 
-    def __init__(self, store: Directory, tokens: TokenService, workers: int = 2) -> None:
+    def __init__(self, store: Directory, tokens: TokenService) -> None:
         self._store = store
         self._tokens = tokens
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatmq-auth")
-
-    def close(self) -> None:
-        """Stop the worker threads (checks under way finish)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def _verify_secret(self, stored_hash: str, secret: str) -> bool:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, verify_secret, stored_hash, secret)
 
     async def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         if not username or not password:
             return None
         if username.startswith("d"):
             device = await self._store.get_device(username)
-            if device is not None and await self._verify_secret(device.secret_hash, password):
+            if device is not None and await verify_secret_async(device.secret_hash, password):
                 identity = await self._live_device(device)
                 if identity is not None:
                     return identity

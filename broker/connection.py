@@ -330,7 +330,11 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert self.session is not None
         assert self.writer is not None
         code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
-        self.writer.write(encode_connack(bool(self.session.parent), code, protocol_level=self.session.protocol_level))
+        try:
+            level = self.session.protocol_level
+            self.writer.write(encode_connack(bool(self.session.parent), code, protocol_level=level))
+        except RuntimeError:  # uvloop: the transport closed meanwhile (the client reset during the back-off)
+            return
         with contextlib.suppress(ConnectionError, ConnectionClosed):  # the client gave up waiting
             await self.writer.drain()
 

@@ -253,7 +253,12 @@ def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_
             profile.refresh_token = tokens.refresh_token
             save_profile(profile_name, profile)
 
+        def shared() -> Tokens:  # what another process of this profile refreshed meanwhile
+            saved = load_profile(profile_name)
+            return Tokens(saved.user_id, saved.access_token, saved.refresh_token, None)
+
         client.on_tokens_changed = persist
+        client.shared_tokens = shared
         if client.token_needs_refresh():
             client.refresh()
         yield client, profile

@@ -6,7 +6,11 @@ paho-mqtt 2.x client whose network loop runs in paho's own thread (``loop_start`
 Contracts
 ---------
 - ``register``/``login``/``refresh`` talk to ``/api/v1/auth/*``; ``login`` and ``refresh``
-  store the tokens on the client (see ``tokens``) and call ``on_tokens_changed``.
+  store the tokens on the client (see ``tokens``) and call ``on_tokens_changed``. Refresh
+  tokens rotate (each is spent when used; using a spent one again ends the login), so clients
+  that share a login (processes on one saved profile) set ``shared_tokens``: ``refresh`` first
+  takes the shared tokens when another client already refreshed, instead of spending its own
+  spent token.
 - Authenticated REST calls refresh the access token first when it is near expiry, and
   once more after a 401 when a refresh token is known.
 - ``connect`` opens the MQTT session (username = user id, password = access token),
@@ -377,6 +381,8 @@ class ChatClient:
         self.on_ack: Callable[[Envelope], None] | None = None
         self.on_connection_change: Callable[[bool], None] | None = None
         self.on_tokens_changed: Callable[[Tokens], None] | None = None
+        #: where other clients of this login keep its latest tokens (e.g. a saved profile)
+        self.shared_tokens: Callable[[], Tokens | None] | None = None
 
         # What arrived, guarded by ``_cond``.
         self._cond = threading.Condition()
@@ -571,6 +577,11 @@ class ChatClient:
         with self._auth_lock:
             if self._refresh_token is None or self.user_id is None:
                 raise NotLoggedInError("no refresh token; log in first")
+            shared = self._shared_newer()
+            if shared is not None:  # another process of this login refreshed: ours is spent, take its tokens
+                tokens = self._store_tokens(shared.user_id, shared.access_token, shared.refresh_token, None)
+                self._safe_call(self.on_tokens_changed, tokens)
+                return tokens
             try:
                 data = self._request("POST", "/auth/refresh", json={"refresh_token": self._refresh_token},
                                      auth=False)
@@ -582,6 +593,19 @@ class ChatClient:
         log.info("access token refreshed for %s", user_id)
         self._safe_call(self.on_tokens_changed, tokens)
         return tokens
+
+    def _shared_newer(self) -> Tokens | None:
+        """The tokens ``shared_tokens`` gives when they are this user's with another refresh token."""
+        if self.shared_tokens is None:
+            return None
+        try:
+            shared = self.shared_tokens()
+        except Exception:
+            log.exception("shared_tokens failed; refreshing with our own token")
+            return None
+        if shared is None or shared.user_id != self.user_id or shared.refresh_token in (None, self._refresh_token):
+            return None
+        return shared
 
     def me(self) -> dict[str, Any]:
         """``GET /users/me``."""

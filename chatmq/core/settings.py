@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     access_token_ttl: int = Field(900, gt=0, description="Access token lifetime in seconds.")
     refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
+    refresh_reuse_grace: float = Field(2.0, ge=0, le=60, description="Seconds after its first use during which a "
+                                       "refresh token may be used again (browser tabs racing, a lost answer); later "
+                                       "reuse revokes the login's refresh tokens. 0: never.")
 
     max_payload: int = Field(64 * 1024, gt=0, description="Largest outbox payload in bytes.")
     envelope_max_depth: int = Field(32, ge=1, le=200, description="Deepest nesting of a message body "
@@ -117,8 +120,9 @@ class Settings(BaseSettings):
                                       "client address's first failed MQTT login; doubled for each further "
                                       "failure from that address within a minute.")
     auth_failure_delay_max: float = Field(8.0, ge=0, le=300, description="The longest such delay, in seconds.")
-    auth_workers: int = Field(2, ge=1, le=64, description="Threads that check device secrets (argon2) off the "
-                                                           "event loop; more checks wait their turn.")
+    auth_workers: int = Field(2, ge=1, le=64, description="Threads that hash and check passwords and device "
+                              "secrets (argon2) off the event loop, one pool for REST and MQTT; more checks wait "
+                              "their turn.")
 
     # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")
@@ -175,9 +179,18 @@ class Settings(BaseSettings):
     auth_rate_per_address: float = Field(10.0, gt=0, description="Register, login and refresh requests per second "
                                          "per client address (the refill rate).")
     auth_burst_per_address: int = Field(200, ge=1, description="Such requests a client address may make at once.")
-    login_rate_per_username: float = Field(0.1, gt=0, description="Failed logins per second per username (the "
-                                           "refill rate); with none left, logins of that username are refused.")
-    login_burst_per_username: int = Field(10, ge=1, description="Failed logins a username may have at once.")
+    login_rate_per_username_address: float = Field(0.1, gt=0, description="Failed logins per second per username "
+                                                   "and client address (the refill rate); with none left, logins "
+                                                   "of that username from that address are refused.")
+    login_burst_per_username_address: int = Field(10, ge=1, description="Failed logins a username may have at once "
+                                                  "from one client address.")
+    login_rate_per_username: float = Field(1.0, gt=0, description="Failed logins per second per username from any "
+                                           "address (the refill rate of the backstop); with none left, every login "
+                                           "of that username is refused.")
+    login_burst_per_username: int = Field(100, ge=1, description="Failed logins a username may have at once from "
+                                          "all addresses together.")
+    max_request_body: int = Field(1024 * 1024, ge=1024, le=1024 ** 3, description="Largest REST request body in "
+                                  "bytes (Content-Length, or counted as it streams); larger: 413.")
     trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
                                        "whose X-Forwarded-For names the client address, e.g. nginx.")
 

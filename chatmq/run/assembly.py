@@ -29,7 +29,7 @@ from fastapi import FastAPI
 
 from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.authenticator import Authenticator
-from chatmq.core.auth import TokenService
+from chatmq.core.auth import TokenService, use_hash_workers
 from chatmq.core.bus.base import Bus
 from chatmq.core.errors import ConfigError
 from chatmq.core.lifecycle import BusTopics, Component
@@ -124,7 +124,8 @@ class Process:
         store = make_store(s, cluster=cluster)
         registry = make_registry(store, cluster=cluster)
         outlet = Outlet(bus, registry, store, PushPublisher.from_settings(bus, s))
-        tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl)
+        tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl, s.refresh_reuse_grace)
+        use_hash_workers(s.auth_workers)  # argon2 for REST passwords and MQTT device secrets
         process = cls(s, name, cluster, bus, store, registry, tokens, outlet)
         if name in ("serve", "broker", "api"):  # the processes with listeners
             process.tls = ServerTls.of(s)  # ConfigError naming the setting when a file is missing or does not fit
@@ -179,7 +180,7 @@ def _broker(p: Process) -> list[Component]:
     # in a cluster every reading goes to the bus for the telemetry part; alone, only when it writes them
     p.gateway = NodeGateway(p.bus, s.node, s.envelope_limits(), cluster=p.cluster,
                             telemetry=p.cluster or s.influx_url is not None)
-    p.node = BrokerNode(s, Authenticator(p.store, p.tokens, s.auth_workers), p.gateway, p.tls)
+    p.node = BrokerNode(s, Authenticator(p.store, p.tokens), p.gateway, p.tls)
     return [p.gateway, ControlWorker(p.bus, s.node, p.node), p.node]
 
 
@@ -191,7 +192,8 @@ def _api(p: Process) -> list[Component]:
     follower = ConnectionFollower(p.bus, p.connections, group=group)
     control = BusSessionControl(p.bus, p.connections, p.registry)
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
-                       auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies)
+                       auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
+                       max_body=s.max_request_body)
     p.servers = http_servers(p.app, s, p.tls)
     return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), *p.servers]
 

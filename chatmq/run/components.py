@@ -176,7 +176,6 @@ class BrokerNode:
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.shutdown()
-        self._authenticator.close()
 
     async def check(self) -> None:
         state = "not made" if self.broker is None else self.broker.transitions.state

@@ -153,8 +153,7 @@ async def disable(user_id: str, admin: Admin, ctx: Ctx) -> Response:
     if user_id == admin.user_id:
         raise ApiError(409, "an admin cannot disable themselves")
     await _set_disabled(user_id, True, ctx)
-    if ctx.control is not None:
-        await ctx.control.kick_principal(user_id)
+    await ctx.close_sessions(user_id)
     return Response(status_code=204)
 
 

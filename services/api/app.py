@@ -21,6 +21,7 @@ from chatmq.services.api import (
     processes_routes,
     users_routes,
 )
+from chatmq.services.api.body_limit import DEFAULT_MAX_BODY, BodyLimit
 from chatmq.services.api.control import SessionControl
 from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
@@ -41,14 +42,15 @@ _TAGS = [
 
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
-               trusted_proxies: Sequence[str] = ("127.0.0.1",)) -> FastAPI:
+               trusted_proxies: Sequence[str] = ("127.0.0.1",), max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
     inboxes, ``max_page`` bounds the ``limit`` of history pages, ``control`` (when given)
     lets the operator API list and close live sessions. ``auth_limits`` are the rate limits of
     register, login and refresh; the client address they count by is the ``X-Forwarded-For``
-    address when the peer is one of ``trusted_proxies`` (addresses or networks).
+    address when the peer is one of ``trusted_proxies`` (addresses or networks). Request bodies
+    over ``max_body`` bytes are refused with 413 before they are read (``BodyLimit``).
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
@@ -58,6 +60,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
                                limiter=AuthLimiter(auth_limits))
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
+    app.add_middleware(BodyLimit, max_body=max_body)
     install_error_handlers(app)
 
     v1 = APIRouter(prefix=API_PREFIX)

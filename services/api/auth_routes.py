@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import anyio.to_thread
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from chatmq.core import ids
-from chatmq.core.auth import hash_secret, live_account, verify_secret
+from chatmq.core.auth import hash_secret_async, live_account, new_family, verify_secret_async
 from chatmq.core.errors import AuthError, ConflictError
+from chatmq.core.ids import now_ms
 from chatmq.services.api.deps import RATE_LIMITED, Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, unauthorized
 from chatmq.services.api.models import (
@@ -17,6 +17,7 @@ from chatmq.services.api.models import (
     RegisterResponse,
     TokenResponse,
 )
+from chatmq.services.api.ratelimit import client_address
 from chatmq.services.store.base import User
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -27,8 +28,8 @@ _LIMITED: dict[int | str, dict[str, str]] = {429: {"description": "Too many requ
 _BAD_CREDENTIALS = "invalid username or password"
 
 
-def _tokens(ctx: Ctx, user: User) -> TokenResponse:
-    pair = ctx.tokens.issue(user.user_id, admin=user.is_admin, version=user.token_version)
+def _tokens(ctx: Ctx, user: User, family: str | None = None) -> TokenResponse:
+    pair = ctx.tokens.issue(user.user_id, admin=user.is_admin, version=user.token_version, family=family)
     return TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token,
                          expires_in=pair.expires_in, user_id=pair.user_id)
 
@@ -39,7 +40,7 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
     """Create an account; the password is kept as an argon2 hash."""
     if await ctx.store.get_user_by_username(body.username) is not None:
         raise ApiError(409, "username is taken")
-    password_hash = await anyio.to_thread.run_sync(hash_secret, body.password)
+    password_hash = await hash_secret_async(body.password)
     try:
         user = await ctx.store.create_user(ids.user_id(), body.username, password_hash, body.display_name)
     except ConflictError:
@@ -49,13 +50,14 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
 
 @router.post("/login", response_model=TokenResponse, dependencies=RATE_LIMITED,
              responses={401: {"description": "Bad credentials or a disabled account."}, **_LIMITED})
-async def login(body: LoginRequest, ctx: Ctx) -> TokenResponse:
-    """Trade a username and password for an access and a refresh token."""
-    ctx.limiter.check_username(body.username)
+async def login(body: LoginRequest, request: Request, ctx: Ctx) -> TokenResponse:
+    """Trade a username and password for an access and a refresh token (the first of a new family)."""
+    address = client_address(request)
+    ctx.limiter.check_username(body.username, address)
     user = await ctx.store.get_user_by_username(body.username)
-    ok = await anyio.to_thread.run_sync(verify_secret, user.password_hash if user else None, body.password)
+    ok = await verify_secret_async(user.password_hash if user else None, body.password)
     if user is None or not ok:
-        ctx.limiter.login_failed(body.username)
+        ctx.limiter.login_failed(body.username, address)
         raise unauthorized(_BAD_CREDENTIALS)
     if user.disabled:
         raise unauthorized("account disabled")
@@ -63,16 +65,25 @@ async def login(body: LoginRequest, ctx: Ctx) -> TokenResponse:
 
 
 @router.post("/refresh", response_model=TokenResponse, dependencies=RATE_LIMITED,
-             responses={401: {"description": "Invalid, expired or revoked refresh token, or the account is gone."},
-                        **_LIMITED})
+             responses={401: {"description": "Invalid, expired, spent or revoked refresh token, or the account is "
+                                             "gone."}, **_LIMITED})
 async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
-    """Trade a valid refresh token for a new pair of tokens."""
+    """Trade a valid refresh token for a new pair of tokens. The refresh token is spent: the answer
+    carries the next one of its family. Presenting a spent refresh token again (a copy in someone
+    else's hands) revokes the whole family: every refresh token descended from the same login is
+    refused from then on (log in again); only within ``refresh_reuse_grace`` seconds of its first
+    use (the same client's tabs racing, or a retry after a lost answer) is it honoured again."""
     try:
         claims = ctx.tokens.verify_refresh(body.refresh_token)
         user = await live_account(ctx.store, claims)
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
-    return _tokens(ctx, user)
+    family = claims.family or new_family()  # a token from before families: its own
+    keep_until = now_ms() + ctx.tokens.refresh_ttl * 1000  # no token of the family lives longer
+    grace_ms = int(ctx.tokens.reuse_grace * 1000)
+    if not await ctx.store.spend_refresh_token(claims.token_id, family, user.user_id, keep_until, grace_ms):
+        raise unauthorized("refresh token already used, or its login was revoked; log in again")
+    return _tokens(ctx, user, family)
 
 
 @router.post("/logout", status_code=204, response_class=Response)

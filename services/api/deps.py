@@ -46,8 +46,14 @@ class ApiContext:
         """Revoke every token of ``user_id`` issued so far, then close the user's live sessions (and
         their devices', which reconnect with their own secrets). ``NotFoundError`` for an unknown user."""
         await self.store.revoke_tokens(user_id)
+        await self.close_sessions(user_id)
+
+    async def close_sessions(self, principal_id: str) -> None:
+        """Close the live sessions of a user (and of the user's devices) or of one device, on every
+        node (in a cluster over ``chat.control``): after its credentials were revoked. Without
+        session control (a process with no node to reach) there is nothing to close."""
         if self.control is not None:
-            await self.control.kick_principal(user_id)
+            await self.control.kick_principal(principal_id)
 
 
 def get_ctx(request: Request) -> ApiContext:

@@ -56,15 +56,16 @@ async def add_members(ctx: ApiContext, group_id: str, members: list[str], by: st
     return group
 
 
-async def remove_member(ctx: ApiContext, group_id: str, user_id: str, by: str) -> None:
-    """Remove ``user_id``; the remaining members and the removed user get ``member_removed``
-    (with ``new_admin`` when the last admin left and another member was promoted)."""
+async def remove_member(ctx: ApiContext, group_id: str, user_id: str, by: str, *, tell_removed: bool = True) -> None:
+    """Remove ``user_id``; the remaining members and (unless ``tell_removed`` is False: an account
+    being deleted) the removed user get ``member_removed`` (with ``new_admin`` when the last admin
+    left and another member was promoted)."""
     try:
         new_admin = await ctx.store.remove_member(group_id, user_id)
     except NotFoundError:
         raise not_found("no such member in this group") from None
     remaining = await ctx.store.get_group(group_id)  # None once the group is empty (deleted)
-    recipients = [*(remaining.member_ids() if remaining else []), user_id]
+    recipients = [*(remaining.member_ids() if remaining else []), *([user_id] if tell_removed else [])]
     fields: dict[str, str] = {"group_id": group_id, "user_id": user_id, "by": by}
     if new_admin is not None:
         fields["new_admin"] = new_admin

@@ -46,6 +46,13 @@ class LoginRequest(_Body):
     password: Annotated[str, Field(max_length=256)]
 
 
+class AccountDeleteRequest(_Body):
+    """``DELETE /users/me``: the account's password once more, so that a stolen access token alone
+    cannot delete the account."""
+
+    password: Annotated[str, Field(max_length=256)]
+
+
 class RefreshRequest(_Body):
     """``POST /auth/refresh``."""
 

@@ -46,6 +46,8 @@ forbidden | 403 | Not allowed | The caller may not do this: a disabled account, 
 not-found | 404 | Not found | No such resource (user, group, device, session, route).
 method-not-allowed | 405 | Method not allowed | The path exists but not with this method; `Allow` lists the methods.
 conflict | 409 | Conflict | The request conflicts with the current state (a taken username, disabling yourself).
+payload-too-large | 413 | Request body too large | The request body is larger than the server accepts \
+(`max_request_body`); nothing of it was processed.
 rate-limited | 429 | Too many requests | Too many attempts from this client address (or for this username); wait \
 `Retry-After` seconds (also in `retry_after`).
 internal-error | 500 | Internal server error | The server failed unexpectedly; the failure is logged on the server. \
@@ -64,8 +66,8 @@ KINDS: dict[str, ProblemKind] = _kinds(_KIND_TABLE)
 
 #: The kind of an error that names none, by status (other statuses are ``about:blank``).
 DEFAULT_KIND_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-                          409: "conflict", 422: "invalid-request", 429: "rate-limited", 500: "internal-error",
-                          503: "unavailable"}
+                          409: "conflict", 413: "payload-too-large", 422: "invalid-request", 429: "rate-limited",
+                          500: "internal-error", 503: "unavailable"}
 
 
 def kind_for(status: int, slug: str | None = None) -> ProblemKind | None:

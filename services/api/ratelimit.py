@@ -1,13 +1,17 @@
 """Rate limits of the unauthenticated routes: register, login and refresh.
 
-Two kinds of token bucket (``chatmq.broker.ratelimit.TokenBucket``), kept in memory by each API
+Three kinds of token bucket (``chatmq.broker.ratelimit.TokenBucket``), kept in memory by each API
 process (in a cluster every API copy counts on its own, so a client spread over ``n`` copies by
 nginx gets up to ``n`` times the limit):
 
 - per client address: every register, login and refresh request takes a token;
-- per username: every *failed* login takes a token, and a login for a username whose bucket is
-  empty is refused before its password is checked, so guessing one account's password is slow
-  from any number of addresses, while its owner logging in on many devices is not limited.
+- per username *and* client address: every *failed* login takes a token, and a login for a
+  username from an address whose bucket is empty is refused before its password is checked. So
+  a stranger guessing a password from one address locks out only that address for that
+  username: the owner logging in from elsewhere is not refused;
+- per username, a much larger backstop: every failed login takes a token whatever its address,
+  so guessing one account's password from many addresses is still bounded (and with that bucket
+  empty every login of the username is refused until it refills).
 
 The client address is the TCP peer, or the address a trusted proxy (``trusted_proxies``,
 nginx) put in ``X-Forwarded-For`` (uvicorn's ``ProxyHeadersMiddleware`` rewrites it into the
@@ -40,14 +44,17 @@ class AuthLimits:
 
     rate_per_address: float = 10.0
     burst_per_address: int = 200
-    rate_per_username: float = 0.1
-    burst_per_username: int = 10
+    rate_per_username: float = 1.0
+    burst_per_username: int = 100
+    rate_per_username_address: float = 0.1
+    burst_per_username_address: int = 10
 
     @classmethod
     def of(cls, settings: Settings) -> AuthLimits:
         """The limits ``settings`` name."""
         return cls(settings.auth_rate_per_address, settings.auth_burst_per_address,
-                   settings.login_rate_per_username, settings.login_burst_per_username)
+                   settings.login_rate_per_username, settings.login_burst_per_username,
+                   settings.login_rate_per_username_address, settings.login_burst_per_username_address)
 
 
 class KeyedBuckets:
@@ -95,20 +102,31 @@ class AuthLimiter:
         lim = limits or AuthLimits()
         self.addresses = KeyedBuckets(lim.rate_per_address, lim.burst_per_address)
         self.usernames = KeyedBuckets(lim.rate_per_username, lim.burst_per_username)
+        self.pairs = KeyedBuckets(lim.rate_per_username_address, lim.burst_per_username_address)
 
     def check_address(self, request: Request) -> None:
         """Take a token for the request's client address; 429 when there is none."""
-        address = request.client.host if request.client else "unknown"
-        wait = self.addresses.take(address)
+        wait = self.addresses.take(client_address(request))
         if wait:
             raise _too_many(wait, "requests from this address")
 
-    def check_username(self, username: str) -> None:
-        """429 when ``username`` has had too many failed logins lately."""
-        wait = self.usernames.wait(username.lower())
+    def check_username(self, username: str, address: str) -> None:
+        """429 when ``username`` has had too many failed logins lately from ``address`` (or from
+        everywhere together)."""
+        wait = max(self.pairs.wait(_pair(username, address)), self.usernames.wait(username.lower()))
         if wait:
             raise _too_many(wait, "failed logins for this username")
 
-    def login_failed(self, username: str) -> None:
-        """Count a failed login of ``username``."""
+    def login_failed(self, username: str, address: str) -> None:
+        """Count a failed login (or password confirmation) of ``username`` from ``address``."""
+        self.pairs.take(_pair(username, address))
         self.usernames.take(username.lower())
+
+
+def client_address(request: Request) -> str:
+    """The client address the limits count by (``X-Forwarded-For``'s from a trusted proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _pair(username: str, address: str) -> str:
+    return f"{address} {username.lower()}"  # usernames hold no spaces

@@ -1,12 +1,17 @@
-"""``/users/me``, ``/contacts/sync`` and ``/push-tokens``: the caller's own profile data."""
+"""``/users/me``, ``/contacts/sync`` and ``/push-tokens``: the caller's own profile data, and
+deleting the caller's account."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
+from chatmq.core.auth import verify_secret_async
+from chatmq.core.errors import NotFoundError
+from chatmq.services.api import group_changes as changes
 from chatmq.services.api.deps import Ctx, CurrentUser
-from chatmq.services.api.errors import not_found
+from chatmq.services.api.errors import ApiError, forbidden, not_found
 from chatmq.services.api.models import (
+    AccountDeleteRequest,
     ContactsSyncRequest,
     ContactsSyncResponse,
     PublicUserOut,
@@ -14,6 +19,7 @@ from chatmq.services.api.models import (
     PushTokenRequest,
     UserOut,
 )
+from chatmq.services.api.ratelimit import client_address
 
 router = APIRouter(tags=["users"])
 
@@ -22,6 +28,34 @@ router = APIRouter(tags=["users"])
 async def me(user: CurrentUser) -> UserOut:
     """The caller's profile."""
     return UserOut.of(user)
+
+
+@router.delete("/users/me", status_code=204, response_class=Response,
+               responses={403: {"description": "The password does not match (or the account is disabled)."},
+                          429: {"description": "Too many wrong passwords for this username; see Retry-After."}})
+async def delete_me(body: AccountDeleteRequest, request: Request, user: CurrentUser, ctx: Ctx) -> Response:
+    """Delete the caller's account, confirmed with its password: the caller leaves every group (the
+    members get ``member_removed``; the last admin's place goes to another member as when leaving),
+    then the account goes with its devices, push tokens and pending messages; every token of it stops
+    working and its live sessions (and its devices') close. The username is free again. Messages it
+    sent stay in the other side's history. Wrong passwords count as failed logins (429 when too many)."""
+    address = client_address(request)
+    ctx.limiter.check_username(user.username, address)
+    if not await verify_secret_async(user.password_hash, body.password):
+        ctx.limiter.login_failed(user.username, address)
+        raise forbidden("the password does not match")
+    for group in await ctx.store.groups_of(user.user_id):
+        try:
+            await changes.remove_member(ctx, group.group_id, user.user_id, user.user_id, tell_removed=False)
+        except ApiError as exc:
+            if exc.status != 404:  # 404: it left that group meanwhile
+                raise
+    try:
+        await ctx.store.delete_user(user.user_id)
+    except NotFoundError:
+        raise not_found("the account is already deleted") from None
+    await ctx.close_sessions(user.user_id)
+    return Response(status_code=204)
 
 
 @router.get("/users/{user_id}", response_model=PublicUserOut)

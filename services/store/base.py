@@ -195,6 +195,24 @@ class UserStore(abc.ABC):
         there is no such user."""
 
     @abc.abstractmethod
+    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int,
+                                  grace_ms: int = 0) -> bool:
+        """Spend refresh token ``token_id`` of login ``family`` (of ``user_id``): True when it was
+        not spent before, or first spent no more than ``grace_ms`` ago, and its family is not
+        revoked, so the next token of the family may be issued. A token spent before that (the
+        same ``token_id`` again) revokes its family (the one recorded when it was first spent) and
+        returns False; so does any token of a revoked family. Atomic across processes: with no
+        grace, of concurrent spends of one token at most one gets True.
+        ``expires_at`` (ms) is when no token of the family issued so far, nor the next, is valid any
+        more: the records of this call may be forgotten after it."""
+
+    @abc.abstractmethod
+    async def delete_user(self, user_id: str) -> None:
+        """Delete a user's account: the user (its username is free again), its devices, push
+        tokens and pending items. Group memberships are the caller's to end first (they have
+        rules and events). ``NotFoundError`` when there is no such user."""
+
+    @abc.abstractmethod
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
         """Up to ``limit`` users whose username starts with ``prefix`` and sorts after ``after``
         (all when None), by username."""

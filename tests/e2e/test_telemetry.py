@@ -9,6 +9,7 @@ writes its metrics. Each run writes under its own measurement and ``run`` tag
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,27 @@ def test_a_revoked_device_is_refused(telemetry: Telemetry, users: Users) -> None
         assert revoked.wait(lambda: revoked.connack).is_failure
     finally:
         revoked.close()
+
+
+def test_deleted_device_telemetry_is_no_longer_written(telemetry: Telemetry, users: Users) -> None:
+    """A device deleted while connected is cut off at once: what it publishes afterwards (for a
+    second and a half) never reaches InfluxDB."""
+    owner = users(connect=False)
+    device_id, secret = new_device(telemetry.server, owner)
+    dev = device_client(telemetry.server, device_id, secret)
+    try:
+        publish(dev, device_id, {"temp": 1.0})
+        telemetry.readings(device_id, "temp", 1)
+        deleted = httpx.delete(f"{telemetry.server.api_url}/api/v1/devices/{device_id}",
+                               headers={"Authorization": f"Bearer {owner.access_token}"})
+        assert deleted.status_code == 204
+        for i in range(15):
+            time.sleep(0.1)
+            dev.client.publish(f"devices/{device_id}/telemetry", orjson.dumps({"temp": 100.0 + i}), qos=1)
+    finally:
+        dev.close()
+    time.sleep(1.0)  # what the node took would be written by now (flush interval 0.2 s)
+    assert [value for _, value in telemetry.readings(device_id, "temp", 1)[1]] == [1.0]
 
 
 def test_every_process_writes_its_metrics(telemetry: Telemetry) -> None:

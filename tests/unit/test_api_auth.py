@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 
 import httpx
 import jwt
 import pytest
 
-from chatmq.core.auth import verify_secret
+from chatmq.core.auth import hash_secret, hash_workers, verify_secret
 from tests.unit.conftest import PASSWORD, TOKEN_KEY, ApiHarness
 
 V1 = "/api/v1"
@@ -167,6 +169,59 @@ async def test_refresh_returns_working_new_tokens(api: ApiHarness) -> None:
     me = await api.client.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert me.status_code == 200
     assert me.json()["user_id"] == user_id
+
+
+async def _refresh(api: ApiHarness, token: str) -> httpx.Response:
+    return await api.client.post(f"{V1}/auth/refresh", json={"refresh_token": token})
+
+
+async def test_stolen_refresh_token_replayed_after_rotation_revokes_the_login(api: ApiHarness) -> None:
+    """Each refresh spends its token and hands out the next; a spent token shown again (a copy in an
+    attacker's hands) is refused and takes every token of that login with it, while another login
+    of the same user goes on."""
+    await _register(api, "alice")
+    login = (await _login(api, "alice", PASSWORD)).json()
+    other_login = (await _login(api, "alice", PASSWORD)).json()
+    first = await _refresh(api, login["refresh_token"])
+    assert first.status_code == 200
+    second = await _refresh(api, first.json()["refresh_token"])
+    assert second.status_code == 200
+    assert len({login["refresh_token"], first.json()["refresh_token"], second.json()["refresh_token"]}) == 3
+
+    replay = await _refresh(api, login["refresh_token"])  # the attacker's copy of the spent token
+    assert (replay.status_code, replay.headers["content-type"]) == (401, "application/problem+json")
+    assert "already used" in replay.json()["detail"]
+    assert "access_token" not in replay.json()
+    # the family is gone: the newest token, which was never used, is refused too
+    assert (await _refresh(api, second.json()["refresh_token"])).status_code == 401
+    # the user's other login is untouched
+    assert (await _refresh(api, other_login["refresh_token"])).status_code == 200
+
+
+async def test_refresh_token_reused_within_the_grace_gets_tokens_again(api: ApiHarness) -> None:
+    """Two tabs of one browser racing with the same refresh token within ``reuse_grace`` seconds
+    both get tokens, and the login goes on; the grace is the TokenService's (``refresh_reuse_grace``)."""
+    await _register(api, "alice")
+    login = (await _login(api, "alice", PASSWORD)).json()
+    api.tokens.reuse_grace = 30.0
+    first = await _refresh(api, login["refresh_token"])
+    second = await _refresh(api, login["refresh_token"])
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (await _refresh(api, second.json()["refresh_token"])).status_code == 200
+    api.tokens.reuse_grace = 0.0
+    assert (await _refresh(api, login["refresh_token"])).status_code == 401  # later: theft, as always
+
+
+async def test_refresh_token_from_before_rotation_is_spent_once(api: ApiHarness) -> None:
+    """A refresh token issued before families existed (no ``fam``) still works, once."""
+    user_id = await api.user("alice")
+    now = int(time.time())
+    legacy = jwt.encode({"sub": user_id, "typ": "refresh", "jti": "legacy-1", "ver": 0, "iat": now,
+                         "exp": now + 3600}, TOKEN_KEY, algorithm="HS256")
+    fresh = await _refresh(api, legacy)
+    assert fresh.status_code == 200
+    assert (await _refresh(api, legacy)).status_code == 401
+    assert (await _refresh(api, fresh.json()["refresh_token"])).status_code == 401  # its family went with it
 
 
 async def test_refresh_refuses_an_access_token_and_garbage(api: ApiHarness) -> None:
@@ -347,3 +402,40 @@ async def test_public_profile_of_another_user(api: ApiHarness) -> None:
     missing = await api.client.get(f"{V1}/users/u0000000000000000", headers=api.auth(alice))
     assert missing.status_code == 404
     assert (await api.client.get(f"{V1}/users/{bob}")).status_code == 401
+
+
+# argon2 off the event loop -----------------------------------------------------
+async def test_burst_of_wrong_password_logins_does_not_stall_the_event_loop(api: ApiHarness) -> None:
+    """Argon2 (hundreds of ms of CPU per check) runs in the shared bounded pool: while a burst of
+    logins with wrong passwords is checked, the loop keeps ticking, and no more than
+    ``hash_workers()`` threads do the hashing."""
+    names = [f"victim{i}" for i in range(6)]
+    for name in names:
+        await api.user(name)
+    stored = hash_secret("something")
+    durations = []
+    for _ in range(2):
+        started = time.perf_counter()
+        verify_secret(stored, "else")
+        durations.append(time.perf_counter() - started)
+    one_check = min(durations)  # on the loop, each wrong login would stall it at least this long
+
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    answers = await asyncio.gather(*(_login(api, name, "wrong password") for name in names))
+    done.set()
+    await tick
+    assert [r.status_code for r in answers] == [401] * len(names)
+    assert max(gaps) < one_check * 0.7, f"the loop stalled {max(gaps):.3f} s (one argon2 check: {one_check:.3f} s)"
+    hashing = [t for t in threading.enumerate() if t.name.startswith("chatmq-argon2")]
+    assert 1 <= len(hashing) <= hash_workers()

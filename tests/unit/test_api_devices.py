@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatmq.core.auth import verify_secret
+from chatmq.services.registry.sessions import Connection
 from tests.unit.conftest import ApiHarness
 
 V1 = "/api/v1"
@@ -82,3 +83,20 @@ async def test_delete_unknown_or_foreign_device_is_404(api: ApiHarness) -> None:
     assert stored.revoked is False
     r = await api.client.delete(f"{V1}/devices/d0000000000000000", headers=api.auth(me))
     assert r.status_code == 404
+
+
+async def test_deleted_device_session_is_closed_at_once(api: ApiHarness) -> None:
+    """Deleting a device closes its live session (session control, by device id); another
+    device's, the owner's and a foreign delete attempt leave theirs alone."""
+    me = await api.user("alice")
+    bob = await api.user("bob")
+    dev = (await api.client.post(f"{V1}/devices", headers=api.auth(me), json={"name": "one"})).json()
+    other = (await api.client.post(f"{V1}/devices", headers=api.auth(me), json={"name": "two"})).json()
+    api.control.connections = [Connection("device", dev["device_id"], "sensor-1", "n1", "tcp", 1),
+                               Connection("device", other["device_id"], "sensor-2", "n2", "tcp", 2),
+                               Connection("user", me, "phone", "n1", "ws", 3)]
+    refused = await api.client.delete(f"{V1}/devices/{dev['device_id']}", headers=api.auth(bob))
+    assert refused.status_code == 404
+    assert len(api.control.connections) == 3
+    assert (await api.client.delete(f"{V1}/devices/{dev['device_id']}", headers=api.auth(me))).status_code == 204
+    assert [c.client_id for c in api.control.connections] == ["sensor-2", "phone"]

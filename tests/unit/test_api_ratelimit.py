@@ -50,8 +50,10 @@ def test_keyed_buckets_are_per_key_and_bounded() -> None:
 
 def test_settings_carry_the_limits() -> None:
     s = Settings.load(auth_rate_per_address=2.5, auth_burst_per_address=7, login_rate_per_username=0.5,
-                      login_burst_per_username=3, trusted_proxies=["10.0.0.0/8"])
-    assert AuthLimits.of(s) == AuthLimits(2.5, 7, 0.5, 3)
+                      login_burst_per_username=3, login_rate_per_username_address=0.2,
+                      login_burst_per_username_address=4, trusted_proxies=["10.0.0.0/8"])
+    assert AuthLimits.of(s) == AuthLimits(2.5, 7, 0.5, 3, 0.2, 4)
+    assert AuthLimits.of(Settings.load()) == AuthLimits()  # the settings' defaults are the limiter's
     assert s.trusted_proxies == ["10.0.0.0/8"]
     assert Settings.load().trusted_proxies == ["127.0.0.1"]
 
@@ -138,3 +140,34 @@ async def test_failed_logins_are_limited_per_username(clients: Clients) -> None:
         assert (await c.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})).status_code == 200
         assert (await c.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})).status_code == 200
         assert (await c.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})).status_code == 200
+
+
+async def test_a_stranger_failing_logins_from_one_address_cannot_lock_the_user_out(tmp_path: Path) -> None:
+    """Failed logins count per username *and* address: a stranger who used up alice's allowance
+    from their address is refused there, while alice logs in from hers. The per-username backstop
+    still ends guessing spread over many addresses."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    await store.start()
+    limits = AuthLimits(rate_per_address=100, burst_per_address=100, rate_per_username=0.01, burst_per_username=6,
+                        rate_per_username_address=0.01, burst_per_username_address=3)
+    app = create_app(store, TokenService(TOKEN_KEY, 900, 3600), RecordingNotifier(), auth_limits=limits)
+
+    def client(peer: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://t")
+
+    try:
+        async with client("192.0.2.66") as stranger, client("198.51.100.5") as alice:
+            assert (await alice.post(f"{V1}/auth/register", json=ALICE)).status_code == 201
+            for _ in range(3):
+                r = await stranger.post(f"{V1}/auth/login", json={"username": "alice", "password": "guess"})
+                assert r.status_code == 401
+            _limited(await stranger.post(f"{V1}/auth/login", json=ALICE))  # locked out there, even with it right
+            assert (await alice.post(f"{V1}/auth/login", json=ALICE)).status_code == 200
+            # guesses from more addresses add up to the username's backstop (6): then alice waits too
+            for i in range(3):
+                async with client(f"203.0.113.{i}") as other:
+                    r = await other.post(f"{V1}/auth/login", json={"username": "alice", "password": "guess"})
+                    assert r.status_code == 401
+            _limited(await alice.post(f"{V1}/auth/login", json=ALICE))
+    finally:
+        await store.stop()

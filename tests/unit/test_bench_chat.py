@@ -25,7 +25,7 @@ from chatmq.bench.bench_chat import (
     stored_messages,
 )
 from chatmq.core.settings import Settings
-from chatmq.run.admin import open_store
+from chatmq.run.assembly import make_store
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -81,12 +81,12 @@ async def test_prefill_stores_history_in_chunks_with_a_progress_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(bench_chat, "PREFILL_CHUNK", 40)
-    settings = Settings.load(None, data_dir=tmp_path, mongo_url=None)
-    await prefill_store(settings, 100)
+    settings = Settings.load(None, data_dir=tmp_path)
+    await prefill_store(settings, 100, cluster=False)
 
     assert [line.split(" messages")[0] for line in capsys.readouterr().err.splitlines()] == [
         "bench: prefill: 40/100", "bench: prefill: 80/100", "bench: prefill: 100/100"]
-    async with open_store(settings) as store:
+    async with make_store(settings, cluster=False) as store:
         assert await store.count_messages() == 100
         assert await store.count_pending() == 0
         [first] = await store.history(stored_messages(0, 1)[0].conversation, None, 1)

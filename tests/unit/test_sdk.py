@@ -638,3 +638,30 @@ def test_connection_state_changes_are_reported(client: ChatClient, recorder: Rec
                       ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"), None)
     assert changes == [True, False, True, False]
     assert subscribed == [(f"users/{UID}/inbox", 1)] * 2
+
+
+def test_clients_sharing_a_login_never_spend_one_refresh_token_twice(api: FakeApi) -> None:
+    """Refresh tokens rotate: two clients of one saved login (two CLI processes on one profile)
+    must not both refresh with the same token. The second takes what the first saved."""
+    saved: list[Tokens] = []
+    transport = httpx.MockTransport(api)
+    with ChatClient("http://chat.test/", "h", 1883, http_transport=transport) as first, \
+            ChatClient("http://chat.test/", "h", 1883, http_transport=transport) as second:
+        first.login("alice", "pw")
+        login = first.tokens
+        assert login is not None
+        second.set_tokens(login.user_id, login.access_token, login.refresh_token)
+        for c in (first, second):
+            c.on_tokens_changed = saved.append
+            c.shared_tokens = lambda: saved[-1] if saved else None
+        first.refresh()
+        assert orjson.loads(api.requests[-1].content) == {"refresh_token": "r1"}
+        sent = len(api.requests)
+        adopted = second.refresh()
+        assert len(api.requests) == sent  # no request: r1 is spent, r2 is the login's token now
+        assert (adopted.refresh_token, second.tokens and second.tokens.refresh_token) == ("r2", "r2")
+        second.refresh()  # now its own token is the newest: it refreshes for real
+        assert orjson.loads(api.requests[-1].content) == {"refresh_token": "r2"}
+        saved.append(Tokens("someone-else", "a", "r9", None))  # another user's tokens are never taken
+        second.refresh()
+        assert orjson.loads(api.requests[-1].content) == {"refresh_token": "r3"}

@@ -1424,3 +1424,82 @@ async def test_ping_answers_while_started_and_fails_once_stopped(make_store: Cal
     await s.stop()
     with pytest.raises(StoreError):
         await s.ping()
+
+
+# refresh token rotation and account deletion (issue 12) ---------------------------------------
+FAR = ids.now_ms() + 3_600_000
+
+
+async def test_refresh_token_is_spent_once_and_reuse_revokes_its_family(make_store: Callable[[], Store]) -> None:
+    async with make_store() as store:
+        assert await store.spend_refresh_token("t1", "famA", "u1", FAR)  # login's token, first use
+        assert await store.spend_refresh_token("t2", "famA", "u1", FAR)  # its successor
+        assert await store.spend_refresh_token("x1", "famB", "u1", FAR)  # another login of the user
+        # t1 again (a stolen copy): refused, and every token of famA with it, spent or not
+        assert not await store.spend_refresh_token("t1", "famA", "u1", FAR)
+        assert not await store.spend_refresh_token("t3", "famA", "u1", FAR)
+        assert await store.spend_refresh_token("x2", "famB", "u1", FAR)  # the other login goes on
+    async with make_store() as store:  # it is kept across restarts
+        assert not await store.spend_refresh_token("t4", "famA", "u1", FAR)
+        assert not await store.spend_refresh_token("x2", "famB", "u1", FAR)
+        assert not await store.spend_refresh_token("x3", "famB", "u1", FAR)
+
+
+async def test_reuse_revokes_the_family_the_token_was_first_spent_in(store: Store) -> None:
+    """A token from before families (the API gives it a fresh family each time it is shown)."""
+    assert await store.spend_refresh_token("old", "first", "u1", FAR)
+    assert await store.spend_refresh_token("next", "first", "u1", FAR)
+    assert not await store.spend_refresh_token("old", "second", "u1", FAR)
+    assert not await store.spend_refresh_token("after-next", "first", "u1", FAR)
+
+
+async def test_refresh_token_reused_within_the_grace_is_honoured(store: Store) -> None:
+    """The same client again at once (browser tabs racing): within ``grace_ms`` of the first spend
+    the token passes again; later it revokes the family as any reuse."""
+    assert await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=60_000)
+    assert await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=60_000)
+    assert not await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=0)  # past the grace
+    assert not await store.spend_refresh_token("t1", "fam", "u1", FAR, grace_ms=60_000)  # family revoked now
+    assert not await store.spend_refresh_token("t2", "fam", "u1", FAR, grace_ms=60_000)
+
+
+async def test_concurrent_spends_of_one_refresh_token_let_one_through(store: Store) -> None:
+    results = await asyncio.gather(*(store.spend_refresh_token("t", "fam", "u1", FAR) for _ in range(8)))
+    assert results.count(True) <= 1
+    assert not await store.spend_refresh_token("t-next", "fam", "u1", FAR)  # the race revoked it
+
+
+async def test_expired_refresh_records_are_forgotten(store: Store) -> None:
+    if isinstance(store, SQLiteStore):  # MongoDB prunes once in many calls: forgetting is allowed, not due
+        assert await store.spend_refresh_token("t", "fam", "u1", ids.now_ms() - 1)
+        assert await store.spend_refresh_token("u", "fam2", "u1", FAR)  # prunes t
+        count = await store._run(lambda conn: conn.execute("SELECT COUNT(*) FROM refresh_spent").fetchone()[0])
+        assert count == 1
+
+
+async def test_delete_user_removes_the_account_and_frees_the_username(store: Store) -> None:
+    await store.create_user("u1", "alice", "h", "Alice")
+    await store.create_user("u2", "bob", "h", None)
+    await store.create_device("d1", "u1", "sensor", "s")
+    await store.create_device("d2", "u2", "bob's", "s")
+    await store.add_push_token("u1", "android", "tok-a")
+    await store.add_push_token("u2", "ios", "tok-b")
+    await store.accept_messages([new_message("u2", to="u1"), new_message("u1", to="u2")])
+    await store.add_notices([("u1", "n1", b'{"type": "event"}')])
+
+    await store.delete_user("u1")
+
+    assert await store.get_user("u1") is None
+    assert await store.get_user_by_username("alice") is None
+    assert await store.get_device("d1") is None
+    assert await store.list_devices("u1") == []
+    assert await store.push_tokens("u1") == []
+    assert await all_pending(store, "u1") == []
+    # bob keeps everything, the message from alice included
+    assert [d.device_id for d in await store.list_devices("u2")] == ["d2"]
+    assert [t.token for t in await store.push_tokens("u2")] == ["tok-b"]
+    assert len(await all_pending(store, "u2")) == 1
+    with pytest.raises(NotFoundError):
+        await store.delete_user("u1")
+    again = await store.create_user("u3", "alice", "h2", None)  # the name is free again
+    assert again.username == "alice"

@@ -1,6 +1,10 @@
 // REST client for the public contract under /api/v1 (docs/contract.md).
 // Keeps the tokens, refreshes them before they expire and once more on a 401.
 
+/** How long a tab keeps the refresh lock after storing new tokens: other tabs see the stored value
+ * a moment later (localStorage is copied between a browser's processes asynchronously). */
+const SETTLE_MS = 300;
+
 export class ApiError extends Error {
   /** @param {number} status @param {string} detail */
   constructor(status, detail) {
@@ -23,43 +27,76 @@ export class Api {
   /**
    * @param {string} base  the API's origin and prefix, e.g. "/api/v1"
    * @param {(tokens: object|null) => void} onTokens  called whenever the tokens change (null: signed out)
+   * @param {() => object|null} readShared  the tokens the browser's other tabs share (the last stored)
    */
-  constructor(base, onTokens) {
+  constructor(base, onTokens, readShared = () => null) {
     this.base = base;
     this.onTokens = onTokens;
+    this.readShared = readShared;
     this.tokens = null;
     this.refreshTimer = null;
     this.refreshing = null;
   }
 
-  /** Adopts tokens (from login, refresh or storage) and schedules the next refresh. */
+  /** Adopts tokens (from login, refresh or storage) and schedules the next refresh: at 60-80 % of the
+   * access token's life, at random, so that tabs sharing the tokens seldom try at the same time. */
   setTokens(tokens) {
     this.tokens = tokens;
     clearTimeout(this.refreshTimer);
     if (tokens && tokens.expires_in) {
-      const ms = Math.max(5, tokens.expires_in * 0.8) * 1000;
+      const ms = Math.max(5, tokens.expires_in * (0.6 + 0.2 * Math.random())) * 1000;
       this.refreshTimer = setTimeout(() => this.refresh().catch(() => {}), ms);
     }
     this.onTokens(tokens);
+  }
+
+  /** Takes tokens another tab of this browser got, when they are the same user's and newer than ours. */
+  adopt(shared) {
+    if (shared && this.tokens && shared.user_id === this.tokens.user_id
+        && shared.refresh_token !== this.tokens.refresh_token) {
+      this.setTokens(shared);
+      return true;
+    }
+    return false;
   }
 
   get accessToken() {
     return this.tokens ? this.tokens.access_token : null;
   }
 
-  /** Gets new tokens with the refresh token; signs out (onTokens(null)) when it is refused. */
+  /** Gets new tokens with the refresh token; signs out (onTokens(null)) when it is refused.
+   *
+   * Refresh tokens rotate: each is spent when used, and using a spent one again ends the login on
+   * the server (after a grace of seconds, ``refresh_reuse_grace``). The tabs of a browser share one
+   * login, so they take turns (a Web Lock, where the browser has them) and a tab whose refresh token
+   * another tab already spent adopts that tab's new tokens instead of sending its own. */
   refresh() {
     if (!this.refreshing) {
-      const token = this.tokens && this.tokens.refresh_token;
-      this.refreshing = this.raw('POST', '/auth/refresh', { refresh_token: token }, false)
-        .then((t) => { this.setTokens(t); return t; })
-        .catch((e) => {
-          if (e instanceof ApiError && (e.status === 401 || e.status === 403)) this.setTokens(null);
-          throw e;
-        })
-        .finally(() => { this.refreshing = null; });
+      const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
+      // under the lock: once refreshed, hold it a moment more, until the other tabs see the new tokens
+      const locked = async () => {
+        const before = this.tokens;
+        const t = await this.refreshOnce();
+        if (this.tokens !== before && this.tokens === t) await new Promise((r) => { setTimeout(r, SETTLE_MS); });
+        return t;
+      };
+      const run = locks ? locks.request('chatmq:refresh', locked) : this.refreshOnce();
+      this.refreshing = run.finally(() => { this.refreshing = null; });
     }
     return this.refreshing;
+  }
+
+  async refreshOnce() {
+    if (this.adopt(this.readShared())) return this.tokens;
+    const token = this.tokens && this.tokens.refresh_token;
+    try {
+      const t = await this.raw('POST', '/auth/refresh', { refresh_token: token }, false);
+      this.setTokens(t);
+      return t;
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 401 || e.status === 403)) this.setTokens(null);
+      throw e;
+    }
   }
 
   async raw(method, path, body, auth) {

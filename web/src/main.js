@@ -60,10 +60,22 @@ function showError(id, err) {
   $(id).textContent = err ? (err instanceof ApiError || err instanceof Error ? err.message : String(err)) : '';
 }
 
+function storedTokens() {
+  try {
+    return JSON.parse(localStorage.getItem(TOKENS_KEY));
+  } catch {
+    return null;
+  }
+}
+
 const api = new Api('/api/v1', (tokens) => {
   if (tokens) localStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
   else localStorage.removeItem(TOKENS_KEY);
   if (!tokens && session) signedOut();
+}, storedTokens);
+// another tab refreshed the shared login: its tokens replace ours (whose refresh token it spent)
+window.addEventListener('storage', (e) => {
+  if (e.key === TOKENS_KEY && e.newValue) api.adopt(storedTokens());
 });
 let session = null;
 

@@ -298,6 +298,8 @@ class MongoBase(Store):
         await db.pending.create_index([("user_id", ASCENDING), ("seq", ASCENDING)], name="user_by_seq")
         await db.pending.create_index([("item_id", ASCENDING)], name="item")
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
+        await db.refresh_spent.create_index([("expires_at", ASCENDING)], name="expiry")
+        await db.refresh_revoked.create_index([("expires_at", ASCENDING)], name="expiry")
 
     @staticmethod
     async def _migrate_pending(db: AsyncDatabase[Doc]) -> None:

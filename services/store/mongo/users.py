@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from pymongo import ASCENDING, ReturnDocument
@@ -28,9 +29,17 @@ from chatmq.services.store.mongo.base import (
     user_doc,
 )
 
+#: ``spend_refresh_token`` forgets expired records once in this many calls (per process): a range
+#: query, which FerretDB evaluates over the whole collection, so not on every refresh.
+PRUNE_EVERY = 1000
+
 
 class MongoUsers(MongoBase):
-    """Users, their push tokens and devices."""
+    """Users, their push tokens and devices, and the spent refresh tokens and revoked login families
+    (``refresh_spent`` ``{_id: token_id, family, user_id, expires_at}``, ``refresh_revoked``
+    ``{_id: family, user_id, expires_at}``)."""
+
+    _spends: int = 0  # spend_refresh_token calls of this store
 
     async def create_user(
         self,
@@ -130,6 +139,49 @@ class MongoUsers(MongoBase):
         if doc is None:
             raise NotFoundError(f"no user {user_id!r}")
         return int(doc["token_version"])
+
+    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int,
+                                  grace_ms: int = 0) -> bool:
+        """The spend is an insert against the unique ``_id`` (atomic on FerretDB too): of two spends
+        of one token exactly one inserts; the other finds the first's family and revokes it (an
+        upsert by ``_id``). A spend racing its family's revocation may still be issued a token,
+        which the revocation then refuses on its next use."""
+        spent, revoked = self._coll("refresh_spent"), self._coll("refresh_revoked")
+        with mongo_errors():
+            await self._prune_refresh()
+            now = now_ms()
+            try:
+                await spent.insert_one({"_id": token_id, "family": family, "user_id": user_id, "spent_at": now,
+                                        "expires_at": expires_at})
+            except DuplicateKeyError:
+                first = await spent.find_one({"_id": token_id})
+                again_at_once = first is not None and now - int(first.get("spent_at", 0)) <= grace_ms
+                if first is not None and grace_ms > 0 and again_at_once:  # the same client's tabs racing
+                    return await revoked.find_one({"_id": first["family"]}, {"_id": 1}) is None
+                for fam in unique([first["family"] if first else family, family]):
+                    with contextlib.suppress(DuplicateKeyError):  # a concurrent upsert revoked it first
+                        await revoked.update_one({"_id": fam}, {"$set": {"user_id": user_id},
+                                                                "$max": {"expires_at": expires_at}}, upsert=True)
+                return False
+            return await revoked.find_one({"_id": family}, {"_id": 1}) is None
+
+    async def _prune_refresh(self) -> None:
+        self._spends += 1
+        if self._spends % PRUNE_EVERY == 0:
+            now = now_ms()
+            for name in ("refresh_spent", "refresh_revoked"):
+                await self._coll(name).delete_many({"expires_at": {"$lt": now}})
+
+    async def delete_user(self, user_id: str) -> None:
+        """Devices, push tokens and pending items first, the user last: a failure half way leaves
+        the user there to delete again."""
+        with mongo_errors():
+            if await self._coll("users").find_one({"_id": user_id}, {"_id": 1}) is None:
+                raise NotFoundError(f"no user {user_id!r}")
+            await self._coll("devices").delete_many({"owner_id": user_id})
+            await self._coll("push_tokens").delete_many({"user_id": user_id})
+            await self._coll("pending").delete_many({"user_id": user_id})
+            await self._coll("users").delete_one({"_id": user_id})
 
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
         users = self._coll("users")

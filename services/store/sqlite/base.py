@@ -20,12 +20,14 @@ from chatmq.services.store.base import (
     User,
 )
 from chatmq.services.store.common import json_object
+from chatmq.services.store.sqlite.checkpoint import Checkpointer
 
 T = TypeVar("T")
 
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
-#: ``users.token_version`` (a version 1 database gets the column on start).
-SCHEMA_VERSION = 2
+#: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
+#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty).
+SCHEMA_VERSION = 3
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -99,6 +101,20 @@ CREATE TABLE IF NOT EXISTS presence (
     epoch   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_node ON presence (node, epoch);
+CREATE TABLE IF NOT EXISTS refresh_spent (
+    token_id   TEXT PRIMARY KEY,
+    family     TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    spent_at   INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_spent_expiry ON refresh_spent (expires_at);
+CREATE TABLE IF NOT EXISTS refresh_revoked (
+    family     TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at);
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
@@ -201,7 +217,8 @@ class SQLiteBase(Store):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,
-    so the event loop never blocks on disk and operations never interleave. Methods
+    so the event loop never blocks on disk and operations never interleave; checkpoints run on a
+    thread of their own (``Checkpointer``), never inside a commit. Methods
     called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
     SQLite failure (the operation's transaction is then rolled back).
     """
@@ -211,6 +228,7 @@ class SQLiteBase(Store):
         self._executor: ThreadPoolExecutor | None = None
         # Only touched on the executor's thread (and by ``start``/``stop`` through it).
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer = Checkpointer(self._path)
 
     @property
     def path(self) -> Path:
@@ -233,6 +251,7 @@ class SQLiteBase(Store):
                 raise StoreError(f"cannot open {self._path}: {exc}") from exc
             raise
         self._executor = executor
+        self._checkpointer.start()
 
     async def stop(self) -> None:
         """Close the connection (after operations already queued) and the executor; idempotent."""
@@ -241,6 +260,7 @@ class SQLiteBase(Store):
             return
         loop = asyncio.get_running_loop()
         try:
+            await asyncio.to_thread(self._checkpointer.stop)
             await loop.run_in_executor(executor, self._close)
         finally:
             executor.shutdown(wait=True)
@@ -252,6 +272,7 @@ class SQLiteBase(Store):
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's thread does them
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             self._migrate(conn)

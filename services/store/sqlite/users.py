@@ -129,6 +129,45 @@ class SQLiteUsers(SQLiteBase):
 
         return await self._write(op)
 
+    async def spend_refresh_token(self, token_id: str, family: str, user_id: str, expires_at: int,
+                                  grace_ms: int = 0) -> bool:
+        """One transaction: forget expired records, then record ``token_id`` as spent unless it was."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            now = now_ms()
+            conn.execute("DELETE FROM refresh_spent WHERE expires_at < ?", (now,))
+            conn.execute("DELETE FROM refresh_revoked WHERE expires_at < ?", (now,))
+            row = conn.execute("SELECT family, spent_at FROM refresh_spent WHERE token_id = ?",
+                               (token_id,)).fetchone()
+            if row is not None and grace_ms > 0 and now - row["spent_at"] <= grace_ms:  # again at once: same client
+                return conn.execute("SELECT 1 FROM refresh_revoked WHERE family = ?",
+                                    (row["family"],)).fetchone() is None
+            if row is not None:  # spent before: a copy of the token is in other hands
+                conn.executemany(
+                    "INSERT INTO refresh_revoked (family, user_id, expires_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (family) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
+                    [(fam, user_id, expires_at) for fam in unique([row["family"], family])],
+                )
+                return False
+            conn.execute("INSERT INTO refresh_spent (token_id, family, user_id, spent_at, expires_at)"
+                         " VALUES (?, ?, ?, ?, ?)", (token_id, family, user_id, now, expires_at))
+            revoked = conn.execute("SELECT 1 FROM refresh_revoked WHERE family = ?", (family,)).fetchone()
+            return revoked is None
+
+        return await self._write(op)
+
+    async def delete_user(self, user_id: str) -> None:
+        """One transaction: the user's devices, push tokens, pending items and the user."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM devices WHERE owner_id = ?", (user_id,))
+            conn.execute("DELETE FROM push_tokens WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM pending WHERE user_id = ?", (user_id,))
+            if conn.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount == 0:
+                raise NotFoundError(f"no user {user_id!r}")
+
+        await self._write(op)
+
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
         def op(conn: sqlite3.Connection) -> list[User]:
             rows = conn.execute(
