@@ -72,6 +72,10 @@ class ConnectionPolicy:
     auth_failure_delay: float = 0.0
     auth_failure_delay_max: float = 0.0
     ws_path: str = "/mqtt"
+    topic_alias_maximum: int = 10
+    """MQTT 5: topic aliases a client may set per connection."""
+    max_keepalive: int = 0
+    """MQTT 5: the longest keep alive a client may ask for (0: any); the CONNACK's Server Keep Alive."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, per_address: bool = True) -> ConnectionPolicy:
@@ -87,6 +91,8 @@ class ConnectionPolicy:
             auth_failure_delay=settings.auth_failure_delay,
             auth_failure_delay_max=settings.auth_failure_delay_max,
             ws_path=settings.ws_path,
+            topic_alias_maximum=settings.topic_alias_maximum,
+            max_keepalive=settings.max_keepalive,
         )
 
     @property

@@ -40,6 +40,7 @@ import collections
 import contextlib
 import enum
 import logging
+import math
 import ssl
 import time
 from functools import partial
@@ -65,10 +66,11 @@ from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
-from chatmq.broker.router import Router
+from chatmq.broker.router import Router, SubscriptionExtras
+from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
 from chatmq.broker.transports import BinaryWebSocketsReader
-from chatmq.broker.wire import MAX_CONNECT_LENGTH, Publish
+from chatmq.broker.wire import ACCEPTED, MAX_CONNECT_LENGTH, MQTT_5, Ack, Publish, ReasonCode, forwarded_properties
 from chatmq.core.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -120,37 +122,55 @@ class NodeBroker(Broker):  # type: ignore[misc]
         entry = self._sessions.get(client_id)
         return entry is not None and self.may_receive(entry[0], topic)
 
-    async def on_publish(self, session: Session, handler: NodeConnection, message: Publish) -> bool:
-        """A client's PUBLISH, in arrival order; False closes its connection (protocol error).
+    async def on_publish(self, session: Session, handler: NodeConnection, message: Publish) -> Ack | None:
+        """A client's PUBLISH, in arrival order: how it is acknowledged (``Ack``; an MQTT 5 client is
+        told 0x87 when the ACL refuses it), or None, which closes its connection (protocol error).
 
         Topics with ``+``, ``#`` or U+0000 close the connection ([MQTT-3.3.2-2], [MQTT-4.7.3-2]);
         ``$SYS/…`` is the broker's and is ignored; anything else the ACL allows is routed.
         """
         topic = message.topic
         if topic[:4] == "$SYS":
-            return True
+            return ACCEPTED
         if self.checks_publish and not await self._topic_filtering(session, topic, Action.PUBLISH):
-            return True
+            return Ack(ReasonCode.NOT_AUTHORIZED)
+        props = message.properties
+        forwarded, expires_at = b"", 0.0
+        if props is not None:
+            forwarded = forwarded_properties(props)
+            if props.message_expiry_interval is not None:
+                expires_at = time.monotonic() + props.message_expiry_interval
         try:
-            self.router.publish(topic, message.payload, message.qos, message.retain)
+            self.router.publish(topic, message.payload, message.qos, message.retain, forwarded, expires_at,
+                                session.client_id)
         except TopicIndexError:
             log.info("%s published to invalid topic %r: closing", session.client_id, topic)
-            return False
-        return True
+            return None
+        return ACCEPTED
 
-    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
+    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription,
+                           extras: list[SubscriptionExtras] | None = None) -> list[int]:
         """Subscribe (ACL-checked per filter), SUBACK, then the retained messages of each new filter.
-        Returns the SUBACK return codes."""
+        Returns the SUBACK return codes (a failure is 0x80 or more). MQTT 5 says why a filter failed:
+        0x87 not authorized, 0x8F an invalid filter, 0x9E a shared subscription (not offered); its
+        ``extras`` (one per filter) carry the options and identifier, and retain handling 1 sends
+        the retained messages only for a new subscription, 2 never ([MQTT-3.3.1-10], [MQTT-3.3.1-11])."""
         client_id = session.client_id
+        v5 = isinstance(handler, NodeConnection) and handler.protocol_level == MQTT_5
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
-        for topic_filter, qos in subscription.topics:
+        for i, (topic_filter, qos) in enumerate(subscription.topics):
+            extra = extras[i] if extras is not None else None
             if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
-                codes.append(0x80)
+                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
-            code = self.router.subscribe(client_id, topic_filter, qos, replay=False)
+            existed = self.router.index.qos_of(client_id, topic_filter) is not None
+            code = self.router.subscribe(client_id, topic_filter, qos, replay=False, extras=extra)
+            if code == 0x80 and v5:
+                code = ReasonCode.TOPIC_FILTER_INVALID
             codes.append(code)
-            if code != 0x80:
+            retain_handling = extra.options.retain_handling if extra is not None else 0
+            if code < 0x80 and (retain_handling == 0 or (retain_handling == 1 and not existed)):
                 granted.append((topic_filter, code))
         await handler.mqtt_acknowledge_subscription(subscription.packet_id, codes)
         for topic_filter, qos in granted:
@@ -159,9 +179,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     async def on_unsubscribe(self, session: Session, handler: NodeConnection, unsubscription: UnSubscription) -> None:
         """Remove each filter exactly as given ([MQTT-3.10.4-1]), then UNSUBACK ([MQTT-3.10.4-4])."""
-        for topic_filter in unsubscription.topics:
-            self.router.unsubscribe(session.client_id, topic_filter)
-        await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id)
+        found = [self.router.unsubscribe(session.client_id, topic_filter) for topic_filter in unsubscription.topics]
+        await handler.mqtt_acknowledge_unsubscription(unsubscription.packet_id, found)
 
     def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:
         """The context of a TLS listener (amqtt made one from files it never reloads): ``tls.mqtt`` for
@@ -281,7 +300,10 @@ class NodeBroker(Broker):  # type: ignore[misc]
             session.parent = 0
             return handler, session
         entry = self._sessions.get(client_id)
-        if entry is None or entry[0].clean_session or entry[0].username != session.username:
+        if entry is not None and self._detached.get(client_id, math.inf) <= time.monotonic():
+            await self._end_session(client_id)  # expired, though not yet collected
+            entry = None
+        if entry is None or not outlives_connection(entry[0]) or entry[0].username != session.username:
             if entry is not None:  # another login's session is ended, never resumed: it holds their messages
                 await self._end_session(client_id)
             session.parent = 0
@@ -290,8 +312,10 @@ class NodeBroker(Broker):  # type: ignore[misc]
         if existing.transitions.is_connected():
             log.info("%s connected again: taking the session over", client_id)
             await self._close(old, CloseReason.TAKEN_OVER)
-        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
-                     "username", "password", "remote_address", "remote_port", "ssl_object"):
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "will_properties",
+                     "keep_alive", "username", "password", "remote_address", "remote_port", "ssl_object",
+                     "protocol_level", "assigned_client_id", "receive_maximum", "max_packet", "session_expiry",
+                     "problem_information"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
         return handler, existing
@@ -369,12 +393,13 @@ class NodeBroker(Broker):  # type: ignore[misc]
             return  # taken over (or ended) by a newer connection: leave its state alone
         if handler.outbox is not None and handler.transport is not None:
             handler.outbox.detach(handler.transport)
+        self.router.member_left(client_id)  # its undelivered shared-subscription messages go to another member
         client_session.transitions.disconnect()
-        if client_session.clean_session:
+        if not outlives_connection(client_session):
             del self._sessions[client_id]
             self.router.forget(client_id)
         else:
-            self._detached[client_id] = time.monotonic()
+            self._detached[client_id] = self._expires_at(client_session)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
                                               client_session=client_session)
 
@@ -388,8 +413,15 @@ class NodeBroker(Broker):  # type: ignore[misc]
     async def _publish_will(self, session: Session) -> None:
         """Publish ``session``'s will (its topic was validated at CONNECT), retained if it asked."""
         will = bytes(session.will_message or b"")
+        forwarded, expires_at = b"", 0.0
+        props = session.will_properties if isinstance(session, NodeSession) else None
+        if props is not None:  # MQTT 5: the will's properties go with it, as a PUBLISH's (§3.1.3.2)
+            forwarded = forwarded_properties(props)
+            if props.message_expiry_interval is not None:
+                expires_at = time.monotonic() + props.message_expiry_interval
         try:
-            self.router.publish(session.will_topic, will, session.will_qos or 0, bool(session.will_retain))
+            self.router.publish(session.will_topic, will, session.will_qos or 0, bool(session.will_retain),
+                                forwarded, expires_at)
         except TopicIndexError as exc:
             log.warning("will of %s not published: %s", session.client_id, exc)
 
@@ -414,16 +446,24 @@ class NodeBroker(Broker):  # type: ignore[misc]
 
     async def _expire_sessions(self) -> None:
         expiry = self.router.limits.session_expiry
-        if expiry <= 0:
-            return  # kept forever
         while True:
-            await asyncio.sleep(min(60.0, max(0.2, expiry / 4)))
-            self.expire_detached(time.monotonic() - expiry)
+            await asyncio.sleep(min(60.0, max(0.2, expiry / 4)) if expiry > 0 else 60.0)
+            self.expire_detached(time.monotonic())
 
-    def expire_detached(self, ended_before: float) -> int:
-        """Drop the persistent sessions whose connection ended before ``ended_before`` (monotonic) and
-        still has none: their subscriptions and queued messages go. Returns how many."""
-        expired = [cid for cid, ended in self._detached.items() if ended < ended_before]
+    def _expires_at(self, session: Session) -> float:
+        """When a detached persistent session expires (``time.monotonic``; inf: never): ``session_expiry``
+        after its connection ended, or its MQTT 5 Session Expiry Interval if shorter."""
+        cap = self.router.limits.session_expiry
+        limit = cap if cap > 0 else math.inf
+        own = session.session_expiry if isinstance(session, NodeSession) else None
+        if own is not None:
+            limit = min(limit, math.inf if own == NEVER_EXPIRES else float(own))
+        return time.monotonic() + limit
+
+    def expire_detached(self, now: float) -> int:
+        """Drop the persistent sessions detached whose expiry (``_expires_at``) is ``now`` (monotonic) or
+        earlier: their subscriptions and queued messages go. Returns how many."""
+        expired = [cid for cid, expires_at in self._detached.items() if expires_at <= now]
         for client_id in expired:
             del self._detached[client_id]
             entry = self._sessions.get(client_id)
@@ -432,8 +472,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
                 self.router.forget(client_id)
         if expired:
             shown = ", ".join(expired[:10]) + (", …" if len(expired) > 10 else "")
-            log.info("%d persistent session(s) expired (disconnected for over %g s): %s", len(expired),
-                     self.router.limits.session_expiry, shown)
+            log.info("%d persistent session(s) expired (disconnected for over session_expiry, %g s, or their own "
+                     "session expiry interval): %s", len(expired), self.router.limits.session_expiry, shown)
         return len(expired)
 
     # --- amqtt's broadcast entry points, for plugins and internal messages --------------

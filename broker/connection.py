@@ -50,13 +50,19 @@ from websockets.exceptions import ConnectionClosed
 
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
+from chatmq.broker.router import SubscriptionExtras
 from chatmq.broker.session import NodeSession
 from chatmq.broker.transports import Closable, chunk_reader, transport_for
 from chatmq.broker.wire import (
+    AUTH,
     DISCONNECT,
     MAX_CONNECT_LENGTH,
+    MQTT_5,
+    MQTT_31,
+    MQTT_311,
     PINGREQ,
     PINGRESP_BYTES,
+    PROTOCOLS,
     PUBACK,
     PUBCOMP,
     PUBLISH,
@@ -68,14 +74,21 @@ from chatmq.broker.wire import (
     Packet,
     PacketSplitter,
     PacketTooLargeError,
+    Properties,
+    Publish,
+    ReasonCode,
+    decode_ack,
     decode_connect,
-    decode_packet_id,
+    decode_disconnect,
     decode_publish,
     decode_subscribe,
+    decode_subscribe_v5,
     decode_unsubscribe,
     encode_ack,
     encode_connack,
-    encode_remaining_length,
+    encode_disconnect,
+    encode_suback,
+    encode_unsuback,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +96,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PROTOCOL_LEVEL = 4  # MQTT 3.1.1
+_DISCONNECT_REASONS = {
+    CloseReason.KEEPALIVE_TIMEOUT: ReasonCode.KEEP_ALIVE_TIMEOUT,
+    CloseReason.PROTOCOL_ERROR: ReasonCode.PROTOCOL_ERROR,
+    CloseReason.PACKET_TOO_LARGE: ReasonCode.PACKET_TOO_LARGE,
+    CloseReason.SLOW_CONSUMER: ReasonCode.QUOTA_EXCEEDED,
+    CloseReason.TAKEN_OVER: ReasonCode.SESSION_TAKEN_OVER,
+    CloseReason.KICKED: ReasonCode.ADMINISTRATIVE_ACTION,
+    CloseReason.SHUTDOWN: ReasonCode.SERVER_SHUTTING_DOWN,
+    CloseReason.INTERNAL_ERROR: ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
+}
+"""The reason code of the DISCONNECT an MQTT 5 client is sent when the node closes its connection
+(§3.14.2.1); the others (the client's own DISCONNECT, a lost connection) send none."""
 
 PRESSURE_WAIT = 1.0
 """Seconds a publisher's connection waits, per read, for a subscriber it pressed (``Outbox.relieved``)."""
@@ -136,6 +160,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     close_reason: CloseReason | None = None
     """Why the connection ended (or is ending); None while it is open."""
     _said_goodbye = False  # the client sent DISCONNECT
+    _aliases: dict[int, str]
+    """MQTT 5: the topic aliases the client set on this connection (at most ``topic_alias_maximum``)."""
 
     def __init__(self, plugins_manager: PluginManager[Any], session: Session | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -151,6 +177,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         self._keepalive_task = None
         self._write_lock = asyncio.Lock()
         self._disconnect_waiter: asyncio.Future[DisconnectPacket | None] | None = None
+        self._aliases = {}
         if session is not None:
             self._init_session(session)
 
@@ -174,20 +201,24 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             raise MQTTError("will flag set without will topic and message [MQTT-3.1.2-9]")
         if connect.reserved_flag:
             raise MQTTError("CONNECT reserved flag set [MQTT-3.1.2-3]")
-        if connect.proto_name != "MQTT":
+        if connect.proto_name not in ("MQTT", "MQIsdp"):
             raise MQTTError(f"protocol name {connect.proto_name!r} [MQTT-3.1.2-1]")
+        level = connect.proto_level
         client_id_is_random = not connect.client_id
         refusal = None
-        if connect.proto_level != _PROTOCOL_LEVEL:
+        if (connect.proto_name, level) not in PROTOCOLS:
+            level = MQTT_311  # the refusal is an MQTT 3.1.1 CONNACK, which every level reads
             refusal = UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
         elif (connect.password_flag and not connect.username_flag) or (
                 connect.username_flag and connect.username is None) or (
                 connect.password_flag and connect.password is None):
             refusal = BAD_USERNAME_PASSWORD  # [MQTT-3.1.2-22]
-        elif not connect.clean_session and client_id_is_random:
-            refusal = IDENTIFIER_REJECTED  # [MQTT-3.1.3-8]
+        elif client_id_is_random and (level == MQTT_31 or (level == MQTT_311 and not connect.clean_session)):
+            refusal = IDENTIFIER_REJECTED  # [MQTT-3.1.3-8]; MQTT 3.1 needs 1 to 23 characters
+        elif connect.properties is not None and connect.properties.authentication_method is not None:
+            refusal = ReasonCode.BAD_AUTHENTICATION_METHOD  # no extended authentication is configured
         if refusal is not None:
-            writer.write(encode_connack(False, refusal))  # session present 0 [MQTT-3.2.2-4]
+            writer.write(encode_connack(False, refusal, protocol_level=level))  # session present 0 [MQTT-3.2.2-4]
             await writer.drain()
             await writer.close()
             raise MQTTError(f"CONNECT refused with return code {refusal}")
@@ -205,7 +236,53 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         if peer is not None:
             session.remote_address, session.remote_port = peer
         session.keep_alive = connect.keep_alive
+        session.protocol_level = level
+        session.will_properties = connect.will_properties
+        session.assigned_client_id = client_id_is_random
+        props = connect.properties
+        if level == MQTT_5:
+            session.session_expiry = (props.session_expiry_interval or 0) if props is not None else 0
+        if props is not None:
+            session.problem_information = props.request_problem_information != 0
+            if props.receive_maximum is not None:
+                session.receive_maximum = props.receive_maximum
+            if props.maximum_packet_size is not None:
+                session.max_packet = props.maximum_packet_size
         return cls(plugins_manager, loop=loop), session
+
+    @property
+    def protocol_level(self) -> int:
+        """The connection's MQTT protocol level (3, 4 or 5)."""
+        return self.session.protocol_level if self.session is not None else MQTT_311
+
+    def _server_keep_alive(self) -> int | None:
+        """MQTT 5: ``max_keepalive`` in place of a longer (or no) keep alive the client asked for,
+        which the CONNACK then says ([MQTT-3.2.2-21]: the client uses it); None when it stands."""
+        session = self.session
+        limit = self.node.policy.max_keepalive
+        if session is None or session.protocol_level != MQTT_5 or not limit:
+            return None
+        if 0 < session.keep_alive <= limit:
+            return None
+        session.keep_alive = limit
+        self.keepalive_timeout = limit
+        return limit
+
+    def connack_properties(self, server_keep_alive: int | None = None) -> Properties | None:
+        """The accepting CONNACK's properties: the node's limits and what it assigned (level 5 only)."""
+        session = self.session
+        if session is None or session.protocol_level != MQTT_5:
+            return None
+        cap = int(self.node.router.limits.session_expiry)
+        asked = session.session_expiry or 0
+        return Properties(
+            # the node's cap (broker_session_expiry), when it shortens what the client asked (§3.2.2.3.2)
+            session_expiry_interval=cap if 0 < cap < asked else None,
+            assigned_client_identifier=session.client_id if session.assigned_client_id else None,
+            maximum_packet_size=self.node.policy.max_packet_size,
+            topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
+            server_keep_alive=server_keep_alive,
+        )
 
     async def start(self) -> None:
         """Start the read loop (in flight messages are resent by the outbox, not here)."""
@@ -240,8 +317,12 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         self.transport = transport_for(self.writer)
         ended: asyncio.Future[DisconnectPacket | None] = self._loop.create_future()
         self._disconnect_waiter = ended
-        outbox.attach(self.transport, self._too_slow,
-                      first=encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED), flush=False)
+        properties = self.connack_properties(self._server_keep_alive())
+        connack = encode_connack(bool(self.session.parent), CONNECTION_ACCEPTED,
+                                 protocol_level=self.session.protocol_level, properties=properties)
+        outbox.attach(self.transport, self._too_slow, first=connack, flush=False,
+                      protocol_level=self.session.protocol_level, receive_maximum=self.session.receive_maximum,
+                      max_packet=self.session.max_packet)
         return ended
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
@@ -250,7 +331,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert self.writer is not None
         code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
         try:
-            self.writer.write(encode_connack(bool(self.session.parent), code))
+            level = self.session.protocol_level
+            self.writer.write(encode_connack(bool(self.session.parent), code, protocol_level=level))
         except RuntimeError:  # uvloop: the transport closed meanwhile (the client reset during the back-off)
             return
         with contextlib.suppress(ConnectionError, ConnectionClosed):  # the client gave up waiting
@@ -259,9 +341,13 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     def close(self, reason: CloseReason) -> None:
         """Close the connection now for ``reason`` (kept unless one was given before); the read loop
         then ends it as a network failure (will sent). Harmless twice."""
-        if self.close_reason is None:
+        first = self.close_reason is None
+        if first:
             self.close_reason = reason
         if self.transport is not None:
+            code = _DISCONNECT_REASONS.get(reason)
+            if first and code is not None and self.protocol_level == MQTT_5:
+                self.transport.write(encode_disconnect(code))  # [MQTT-3.14.2-1]: the why, before closing
             self.transport.close()
 
     def _too_slow(self) -> None:
@@ -345,58 +431,129 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         assert outbox is not None
         assert session is not None
         kind = packet.kind
+        level = session.protocol_level
         if kind == PUBLISH:
-            message = decode_publish(packet.flags, packet.body)
+            message = decode_publish(packet.flags, packet.body, level)
+            if level == MQTT_5 and not self._resolve_alias(message):
+                return False
             packet_id = message.packet_id
             if message.qos == 2 and packet_id in outbox.qos2_received:
                 outbox.send_raw(encode_ack(PUBREC, packet_id))
                 return True
-            if not await self.node.on_publish(session, self, message):
+            ack = await self.node.on_publish(session, self, message)
+            if ack is None:
                 return False
             if packet_id is not None:
+                refused = level == MQTT_5 and ack.reason >= 0x80
+                reason, props = (ack.reason, ack.properties) if level == MQTT_5 else (0, None)
+                if not session.problem_information:
+                    props = None  # [MQTT-3.1.2-29]
                 if message.qos == 1:
-                    outbox.send_raw(encode_ack(PUBACK, packet_id))
+                    outbox.send_raw(encode_ack(PUBACK, packet_id, reason, props))
                 else:
-                    outbox.qos2_received.add(packet_id)
-                    outbox.send_raw(encode_ack(PUBREC, packet_id))
+                    if not refused:  # a refused QoS 2 PUBLISH ends at its PUBREC (§4.3.3)
+                        outbox.qos2_received.add(packet_id)
+                    outbox.send_raw(encode_ack(PUBREC, packet_id, reason, props))
             return True
         if kind == PUBACK:
-            outbox.on_puback(decode_packet_id(packet.body))
+            outbox.on_puback(decode_ack(kind, packet.body, level)[0])
         elif kind == PUBREC:
-            outbox.on_pubrec(decode_packet_id(packet.body))
+            packet_id, reason = decode_ack(kind, packet.body, level)
+            if reason >= 0x80:  # MQTT 5: the client refused it; the exchange ends here (§4.3.3)
+                outbox.on_refused(packet_id)
+            else:
+                outbox.on_pubrec(packet_id)
         elif kind == PUBREL:
-            packet_id = decode_packet_id(packet.body)
+            packet_id = decode_ack(kind, packet.body, level)[0]
+            found = packet_id in outbox.qos2_received
             outbox.qos2_received.discard(packet_id)
-            outbox.send_raw(encode_ack(PUBCOMP, packet_id))
+            if found or level != MQTT_5:
+                outbox.send_raw(encode_ack(PUBCOMP, packet_id))
+            else:
+                outbox.send_raw(encode_ack(PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
         elif kind == PUBCOMP:
-            outbox.on_pubcomp(decode_packet_id(packet.body))
+            outbox.on_pubcomp(decode_ack(kind, packet.body, level)[0])
         elif kind == PINGREQ:
             outbox.send_raw(PINGRESP_BYTES)
         elif kind == SUBSCRIBE:
-            packet_id, topics = decode_subscribe(packet.body)
-            await self.node.on_subscribe(session, self, Subscription(packet_id, topics))
+            if level == MQTT_5:
+                request = decode_subscribe_v5(packet.body)
+                ids = request.properties.subscription_identifier
+                identifier = ids[0] if ids else None
+                topics = [(topic_filter, options.qos) for topic_filter, options in request.topics]
+                extras = [SubscriptionExtras(options, identifier) for _filter, options in request.topics]
+                await self.node.on_subscribe(session, self, Subscription(request.packet_id, topics), extras)
+            else:
+                packet_id, topics = decode_subscribe(packet.body)
+                await self.node.on_subscribe(session, self, Subscription(packet_id, topics))
         elif kind == UNSUBSCRIBE:
-            packet_id, filters = decode_unsubscribe(packet.body)
+            packet_id, filters = decode_unsubscribe(packet.body, level)
             await self.node.on_unsubscribe(session, self, UnSubscription(packet_id, filters))
         elif kind == DISCONNECT:
             self._said_goodbye = True
-            await self.handle_disconnect(DisconnectPacket())
+            reason, props = decode_disconnect(packet.body, level)
+            if props is not None and props.session_expiry_interval is not None:
+                if session.session_expiry == 0 and props.session_expiry_interval:
+                    log.info("%s set a session expiry interval at DISCONNECT after 0 at CONNECT", self._who())
+                    self._said_goodbye = False
+                    return self._disconnect(ReasonCode.PROTOCOL_ERROR)  # [MQTT-3.14.2-2]
+                session.session_expiry = props.session_expiry_interval
+            if reason != ReasonCode.DISCONNECT_WITH_WILL:  # [MQTT-3.14.4-3]: 0x04 keeps the will
+                await self.handle_disconnect(DisconnectPacket())
             return False
+        elif kind == AUTH and level == MQTT_5:
+            log.info("%s sent AUTH, but no authentication method is configured: closing", self._who())
+            return self._disconnect(ReasonCode.BAD_AUTHENTICATION_METHOD)
         else:
             log.info("%s sent packet type %d, which a server must not receive: closing", self._who(), kind)
             return False
         return True
 
+    def _resolve_alias(self, message: Publish) -> bool:
+        """MQTT 5 topic aliases (§3.3.2.3.4): a PUBLISH with a topic and an alias sets the alias, one
+        with an alias and no topic uses it. False (the connection is ending, with DISCONNECT 0x94 or
+        0x82) for an alias of 0 or above ``topic_alias_maximum``, an unknown one, or no topic at all."""
+        props = message.properties
+        alias = props.topic_alias if props is not None else None
+        if alias is None:
+            if message.topic:
+                return True
+            log.info("%s sent a PUBLISH without a topic or a topic alias: closing", self._who())
+            return self._disconnect(ReasonCode.PROTOCOL_ERROR)
+        if alias > self.node.policy.topic_alias_maximum:
+            log.info("%s sent topic alias %d, above topic_alias_maximum: closing", self._who(), alias)
+            return self._disconnect(ReasonCode.TOPIC_ALIAS_INVALID)  # [MQTT-3.2.2-17], [MQTT-3.3.2-9]
+        if message.topic:
+            self._aliases[alias] = message.topic
+            return True
+        topic = self._aliases.get(alias)
+        if topic is None:
+            log.info("%s used topic alias %d before setting it: closing", self._who(), alias)
+            return self._disconnect(ReasonCode.PROTOCOL_ERROR)
+        message.topic = topic
+        return True
+
+    def _disconnect(self, code: ReasonCode) -> bool:
+        """End an MQTT 5 connection for a protocol error with the DISCONNECT ``code`` (the read loop
+        then closes it); returns False, the read loop's "end"."""
+        if self.transport is not None and self.close_reason is None:
+            self.close_reason = CloseReason.PROTOCOL_ERROR
+            assert self.outbox is not None
+            self.outbox.flush_control()
+            self.transport.write(encode_disconnect(code))
+        return False
+
     # --- replaced amqtt entry points ---------------------------------------------
     async def mqtt_acknowledge_subscription(self, packet_id: int, return_codes: list[int]) -> None:
         """SUBACK through the outbox, so it is written before the retained messages it precedes."""
         assert self.outbox is not None
-        body = packet_id.to_bytes(2, "big") + bytes(return_codes)
-        self.outbox.send_raw(b"\x90" + encode_remaining_length(len(body)) + body)
+        self.outbox.send_raw(encode_suback(packet_id, return_codes, protocol_level=self.protocol_level))
 
-    async def mqtt_acknowledge_unsubscription(self, packet_id: int) -> None:
+    async def mqtt_acknowledge_unsubscription(self, packet_id: int, found: list[bool] | None = None) -> None:
+        """UNSUBACK; at MQTT 5 with a reason code per filter: ``found`` says which had a subscription."""
         assert self.outbox is not None
-        self.outbox.send_raw(bytes((0xB0, 2)) + packet_id.to_bytes(2, "big"))
+        codes = [ReasonCode.SUCCESS if one else ReasonCode.NO_SUBSCRIPTION_EXISTED for one in found or []]
+        self.outbox.send_raw(encode_unsuback(packet_id, codes, protocol_level=self.protocol_level))
 
     async def mqtt_publish(self, topic: str, data: bytes | bytearray, qos: int | None, retain: bool,
                            ack_timeout: int | None = None) -> None:

@@ -47,10 +47,22 @@ from chatmq.broker.identity import (
 )
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
-from chatmq.broker.wire import Publish
-from chatmq.core.envelopes import EnvelopeError, client_id_of, error_envelope
+from chatmq.broker.router import SubscriptionExtras
+from chatmq.broker.session import outlives_connection
+from chatmq.broker.wire import ACCEPTED, Ack, Properties, Publish, ReasonCode
+from chatmq.core.envelopes import EnvelopeError, ErrorCode, client_id_of, error_envelope
 from chatmq.core.metrics import MESSAGES_REFUSED
 from chatmq.core.tls import ServerTls, peer_common_name
+
+REFUSAL_REASONS: dict[ErrorCode, int] = {
+    "forbidden": ReasonCode.NOT_AUTHORIZED,
+    "not_member": ReasonCode.NOT_AUTHORIZED,
+    "rate_limited": ReasonCode.QUOTA_EXCEEDED,
+    "invalid_envelope": ReasonCode.PAYLOAD_FORMAT_INVALID,
+    "too_large": ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
+    "unknown_recipient": ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
+}
+"""The MQTT 5 PUBACK reason code of each chat refusal (§3.4.2.1 allows no other failure codes)."""
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +271,9 @@ class ChatBroker(NodeBroker):
     def may_receive(self, session: Session, topic: str) -> bool:
         return may_receive(self.identity(session), topic)
 
-    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription) -> list[int]:
-        codes = await super().on_subscribe(session, handler, subscription)
+    async def on_subscribe(self, session: Session, handler: NodeConnection, subscription: Subscription,
+                           extras: list[SubscriptionExtras] | None = None) -> list[int]:
+        codes = await super().on_subscribe(session, handler, subscription, extras)
         identity = self.identity(session)
         if identity is not None and identity.kind == "device":
             granted = zip(subscription.topics, codes, strict=True)
@@ -272,7 +285,7 @@ class ChatBroker(NodeBroker):
             return codes
         wanted = inbox_topic(identity.id)
         pairs = zip(subscription.topics, codes, strict=True)
-        if any(topic == wanted and code != 0x80 for (topic, _qos), code in pairs):
+        if any(topic == wanted and code < 0x80 for (topic, _qos), code in pairs):
             self._inbox_conns[handler] = identity.id
             await self._hooks.inbox_subscribed(identity.id, handler)
         return codes
@@ -297,7 +310,7 @@ class ChatBroker(NodeBroker):
             identity = self.identity(client_session)
             if identity is not None:
                 await self._hooks.disconnected(identity, client_session.client_id or "")
-            if client_session.clean_session:  # a persistent session keeps its identity for its next connect
+            if not outlives_connection(client_session):  # a persistent session keeps its identity for its next connect
                 self._identities.pop(id(client_session), None)
                 self._transports.pop(id(client_session), None)
             user = self._inbox_conns.pop(handler, None)
@@ -307,40 +320,42 @@ class ChatBroker(NodeBroker):
             if device is not None:
                 await self._hooks.device_released(device, handler)
 
-    async def on_publish(self, client_session: Session, handler: NodeConnection, message: Publish) -> bool:
+    async def on_publish(self, client_session: Session, handler: NodeConnection, message: Publish) -> Ack | None:
         topic = message.topic
         if not topic or "#" in topic or "+" in topic:
             log.warning("[MQTT-3.3.2-2] %s published to invalid topic %r; closing", client_session.client_id, topic)
-            return False
+            return None
         identity = self.identity(client_session)
         if identity is None:
-            return False
+            return None
         data = message.payload
         if not may_publish(identity, topic):
-            self._refuse(identity, handler, EnvelopeError("forbidden", f"publishing to {topic!r} is not allowed"))
-            return True
+            refusal = EnvelopeError("forbidden", f"publishing to {topic!r} is not allowed")
+            return self._refuse(identity, handler, refusal)
         bucket = self._buckets.get(handler)
         if bucket is None:
             bucket = self._buckets[handler] = TokenBucket(self._rate, self._burst)
         if not bucket.take():
-            self._refuse(identity, handler, EnvelopeError("rate_limited", "too many messages; slow down",
-                                                          client_id_of(data)))
-            return True
+            return self._refuse(identity, handler, EnvelopeError("rate_limited", "too many messages; slow down",
+                                                                 client_id_of(data)))
         try:
             await self._hooks.published(identity, topic, data)
         except EnvelopeError as exc:
-            self._refuse(identity, handler, exc)
+            return self._refuse(identity, handler, exc)
         except Exception:
             log.exception("failed to take a publish from %s", identity.id)
-        return True
+        return ACCEPTED
 
-    def _refuse(self, identity: Identity, handler: BrokerProtocolHandler, exc: EnvelopeError) -> None:
-        """Answer the refused PUBLISH with an ``error`` on the same connection (if it reads its inbox)."""
+    def _refuse(self, identity: Identity, handler: BrokerProtocolHandler, exc: EnvelopeError) -> Ack:
+        """Answer the refused PUBLISH with an ``error`` on the same connection (if it reads its inbox);
+        returns its acknowledgement, whose MQTT 5 reason code (``REFUSAL_REASONS``), reason string and
+        ``code`` user property say the same."""
         MESSAGES_REFUSED.labels(exc.code).inc()
         envelope = error_envelope(exc.code, exc.reason, exc.client_id)
+        ack = Ack(REFUSAL_REASONS[exc.code], Properties(reason_string=exc.reason, user_properties=[("code", exc.code)]))
         if identity.kind == "user":
             self.send(identity.id, [handler], envelope)
-            return
+            return ack
         # a device reads its errors on devices/{id}/inbox, when this connection subscribed it
         client_id = handler.session.client_id if handler.session is not None else None
         topic = device_inbox_topic(identity.id)
@@ -348,3 +363,4 @@ class ChatBroker(NodeBroker):
             self.router.deliver(client_id, topic, envelope, QOS_1)
         else:
             log.info("refused publish from device %s: %s", identity.id, exc.reason)
+        return ack

@@ -30,6 +30,12 @@ Contracts
   that wait is too slow, and the drop policy above applies.
 * While no transport is attached (the client is away) QoS 0 messages are not queued
   ([MQTT-3.1.2-5]: only QoS 1/2 are stored for a disconnected session).
+* MQTT 5 (``attach``'s ``protocol_level``): each PUBLISH carries its property block (the
+  publisher's forwarded properties, and the message expiry interval that remains). At most the
+  client's Receive Maximum are in flight ([MQTT-3.3.4-9]); a PUBLISH larger than the client's
+  Maximum Packet Size is not sent to it, and is counted (``dropped_too_large``, [MQTT-3.1.2-25]).
+* A message whose expiry interval passed before it was sent is not sent, at any level
+  ([MQTT-3.3.2-5]); it is counted (``expired``).
 * ``attach`` (a reconnect) first resends every unacknowledged PUBLISH with DUP set, and PUBREL
   for QoS 2 messages already received, in their original order ([MQTT-4.4.0-1]), then the queue.
 """
@@ -38,12 +44,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from chatmq.broker.wire import PUBREL, encode_ack, encode_publish
+from chatmq.broker.wire import (
+    MAX_REMAINING_LENGTH,
+    MQTT_5,
+    MQTT_311,
+    NO_PROPERTIES,
+    PUBREL,
+    encode_ack,
+    encode_publish,
+    publish_properties,
+)
 
 if TYPE_CHECKING:
     from chatmq.core.settings import Settings
@@ -77,6 +94,10 @@ class DeliveryStats:
     dropped_qos0: int = 0
     slow_disconnects: int = 0
     dropped_offline: int = 0
+    dropped_too_large: int = 0
+    """Messages not sent to an MQTT 5 client because they exceed its Maximum Packet Size."""
+    expired: int = 0
+    """Messages whose MQTT 5 message expiry interval passed before they were sent."""
 
 
 class Transport(Protocol):
@@ -92,17 +113,20 @@ class Transport(Protocol):
         """Call ``callback`` once, after the buffered bytes have gone out (or the connection ended)."""
 
 
-_Message = tuple[bytes, bytes, int, bool]
-"""A queued or in-flight message: encoded topic, payload, QoS, RETAIN. A tuple of atomic values,
+_Message = tuple[bytes, bytes, int, bool, bytes, float, str]
+"""A queued or in-flight message: encoded topic, payload, QoS, RETAIN, the publisher's forwarded
+MQTT 5 properties (``wire.forwarded_properties``), when it expires (``time.monotonic``; 0:
+never), and the shared subscription it came by (the router's group key; "" for none). A tuple of
+atomic values,
 so the cyclic GC stops tracking it (in-flight messages live long enough to be promoted)."""
 
 
 class Outbox:
     """One session's outgoing messages. See the module docstring for the contracts."""
 
-    __slots__ = ("_bytes", "_limits", "_next_id", "_on_overflow", "_queue", "_raw", "_relief", "_scheduled",
-                 "_stats", "_transport", "_waiting_drain", "bytes_mark", "inflight", "pressure_mark", "qos2_received",
-                 "released")
+    __slots__ = ("_bytes", "_limits", "_max_inflight", "_max_packet", "_next_id", "_on_overflow", "_properties",
+                 "_queue", "_raw", "_relief", "_scheduled", "_stats", "_transport", "_v5", "_waiting_drain",
+                 "bytes_mark", "inflight", "pressure_mark", "qos2_received", "released")
 
     def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
         self._limits = limits
@@ -125,6 +149,11 @@ class Outbox:
         self.bytes_mark = max(1, limits.queue_bytes // 2)
         """Queued bytes from which the outbox is pressed."""
         self._relief: asyncio.Future[None] | None = None
+        self._properties = b""
+        """What each PUBLISH carries after its packet id: MQTT 5's (empty) property block, or nothing."""
+        self._v5 = False
+        self._max_inflight = limits.max_inflight
+        self._max_packet = MAX_REMAINING_LENGTH + 5
 
     # --- state -------------------------------------------------------------------
     @property
@@ -142,20 +171,29 @@ class Outbox:
         return self._bytes
 
     def attach(self, transport: Transport, on_overflow: Callable[[], None], *, first: bytes = b"",
-               flush: bool = True) -> None:
+               flush: bool = True, protocol_level: int = MQTT_311, receive_maximum: int = 65535,
+               max_packet: int = MAX_REMAINING_LENGTH + 5) -> None:
         """A connection took this session: ``first`` (its CONNACK), then what is in flight resent
-        (DUP), then the queue. With ``flush=False`` nothing is written until ``schedule_flush`` or
-        the next packet queued."""
+        (DUP), then the queue, all encoded for the connection's ``protocol_level`` (and, at MQTT 5,
+        within the client's ``receive_maximum`` and ``max_packet``). With ``flush=False`` nothing is
+        written until ``schedule_flush`` or the next packet queued."""
         self._transport = transport
+        self._v5 = v5 = protocol_level == MQTT_5
+        self._properties = NO_PROPERTIES if v5 else b""
+        self._max_inflight = min(self._limits.max_inflight, receive_maximum)
+        self._max_packet = max_packet
+        now = time.monotonic()
         self._on_overflow = on_overflow
         self._waiting_drain = False
         if first:
             self._raw.insert(0, first)
-        for packet_id, (topic, payload, qos, retain) in self.inflight.items():
+        for packet_id, (topic, payload, qos, retain, forwarded, expires_at, _group) in self.inflight.items():
             if packet_id in self.released:
                 self._raw.append(encode_ack(PUBREL, packet_id))
             else:
-                self._raw.append(encode_publish(topic, payload, qos, packet_id, retain=retain, dup=True))
+                properties = self._block(forwarded, expires_at, now) if v5 else b""
+                self._raw.append(encode_publish(topic, payload, qos, packet_id, retain=retain, dup=True,
+                                                properties=properties))
         if flush:
             self._schedule()
 
@@ -179,7 +217,8 @@ class Outbox:
         self.qos2_received.clear()
 
     # --- input -------------------------------------------------------------------
-    def push(self, topic: bytes, payload: bytes, qos: int, retain: bool = False) -> bool:
+    def push(self, topic: bytes, payload: bytes, qos: int, retain: bool = False, forwarded: bytes = b"",
+             expires_at: float = 0.0, group: str = "") -> bool:
         """Queue a message (``topic`` as ``wire.encode_topic`` made it) at the delivered ``qos``.
         Returns whether it was queued; see the drop policy in the module docstring."""
         online = self._transport is not None
@@ -203,7 +242,7 @@ class Outbox:
                 log.warning("subscriber too slow (%d messages, %d bytes queued): closing its connection",
                             len(self._queue), self._bytes)
                 on_overflow()
-        self._queue.append((topic, payload, qos, retain))
+        self._queue.append((topic, payload, qos, retain, forwarded, expires_at, group))
         self._bytes += size
         if online:
             self._schedule()
@@ -219,6 +258,28 @@ class Outbox:
         entry = self.inflight.get(packet_id)
         if entry is not None and entry[2] == 1:
             del self.inflight[packet_id]
+            if self._queue:
+                self._schedule()
+
+    def take_shared(self) -> list[_Message]:
+        """Remove and return the messages that came by a shared subscription and are not delivered:
+        queued, or in flight unacknowledged (not those whose PUBREC came: the client has them). The
+        router gives them to another member of their group when this one leaves."""
+        taken: list[_Message] = []
+        for packet_id, message in list(self.inflight.items()):  # the oldest first
+            if message[6] and packet_id not in self.released:
+                del self.inflight[packet_id]
+                taken.append(message)
+        queued = [m for m in self._queue if m[6]]
+        if queued:
+            self._queue = deque(m for m in self._queue if not m[6])
+            self._bytes -= sum(len(m[0]) + len(m[1]) for m in queued)
+        return taken + queued
+
+    def on_refused(self, packet_id: int) -> None:
+        """An MQTT 5 PUBREC with a failure reason code: the message is done with, as at PUBCOMP (§4.3.3)."""
+        if self.inflight.pop(packet_id, None) is not None:
+            self.released.discard(packet_id)
             if self._queue:
                 self._schedule()
 
@@ -295,20 +356,40 @@ class Outbox:
         self._raw = []
         queue = self._queue
         inflight = self.inflight
-        max_inflight = self._limits.max_inflight
+        max_inflight = self._max_inflight
+        properties = self._properties
+        v5 = self._v5
+        max_packet = self._max_packet
+        now = time.monotonic()
+        stats = self._stats
         room = self._limits.high_water - transport.buffered()  # fill the transport up to high water
         sent = sent_bytes = 0
         while queue and room > 0:
             message = queue[0]
-            topic, payload, qos, retain = message
+            topic, payload, qos, retain, forwarded, expires_at, _group = message
+            if expires_at and expires_at <= now:  # [MQTT-3.3.2-5]: expired, not delivered
+                queue.popleft()
+                sent_bytes += len(topic) + len(payload)
+                stats.expired += 1
+                continue
+            if v5 and (forwarded or expires_at):
+                properties = self._block(forwarded, expires_at, now)
+            if v5 and len(topic) + len(payload) + len(properties) + 7 > max_packet and (
+                    len(encode_publish(topic, payload, qos, 1 if qos else None, properties=properties)) > max_packet):
+                queue.popleft()  # [MQTT-3.1.2-25]: never sent to this client
+                sent_bytes += len(topic) + len(payload)
+                stats.dropped_too_large += 1
+                properties = self._properties
+                continue
             if qos:
                 if len(inflight) >= max_inflight:
                     break
                 packet_id = self._packet_id()
                 inflight[packet_id] = message
-                frame = encode_publish(topic, payload, qos, packet_id, retain=retain)
+                frame = encode_publish(topic, payload, qos, packet_id, retain=retain, properties=properties)
             else:
-                frame = encode_publish(topic, payload, 0, None, retain=retain)
+                frame = encode_publish(topic, payload, 0, None, retain=retain, properties=properties)
+            properties = self._properties
             frames.append(frame)
             room -= len(frame)
             queue.popleft()
@@ -327,6 +408,12 @@ class Outbox:
         if transport.buffered() >= self._limits.high_water or (queue and room <= 0):
             self._waiting_drain = True
             transport.when_drained(self._drained)
+
+    @staticmethod
+    def _block(forwarded: bytes, expires_at: float, now: float) -> bytes:
+        """An MQTT 5 PUBLISH's property block: the forwarded properties and the expiry interval left."""
+        expiry = max(0, math.ceil(expires_at - now)) if expires_at else None
+        return publish_properties(forwarded, expiry)
 
     def _drained(self) -> None:
         self._waiting_drain = False

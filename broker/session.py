@@ -16,6 +16,8 @@ from typing import Any
 
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
+from chatmq.broker.wire import MAX_REMAINING_LENGTH, MQTT_311, Properties
+
 _NEVER_FILLED: asyncio.Queue[ApplicationMessage] = asyncio.Queue()
 
 
@@ -75,3 +77,31 @@ class NodeSession(Session):  # type: ignore[misc]
         self.retained_messages = _NEVER_FILLED
         self.delivered_message_queue = _NEVER_FILLED
         self.is_anonymous = False
+        self.protocol_level = MQTT_311
+        """The MQTT protocol level of the session's current connection (3, 4 or 5)."""
+        self.assigned_client_id = False
+        """The node made the client id up (an empty one in the CONNECT): MQTT 5 tells the client."""
+        self.session_expiry: int | None = None
+        """MQTT 5: the Session Expiry Interval (seconds; 0: the session ends with its connection,
+        0xFFFFFFFF: never expires), from the CONNECT and changed at DISCONNECT; None below level 5."""
+        self.will_properties: Properties | None = None
+        """MQTT 5: the will's properties (content type, user properties, message expiry, ...)."""
+        self.problem_information = True
+        """MQTT 5: the client takes reason strings and user properties on acknowledgements (its CONNECT's
+        Request Problem Information is not 0, [MQTT-3.1.2-29])."""
+        self.receive_maximum = 0xFFFF
+        """MQTT 5: the QoS 1/2 messages the client takes in flight at once (its CONNECT's Receive Maximum)."""
+        self.max_packet = MAX_REMAINING_LENGTH + 5
+        """MQTT 5: the largest packet the client takes (its CONNECT's Maximum Packet Size)."""
+
+
+NEVER_EXPIRES = 0xFFFFFFFF
+"""MQTT 5's Session Expiry Interval for a session that does not expire (§3.1.2.11.2)."""
+
+
+def outlives_connection(session: Session) -> bool:
+    """Whether ``session`` is kept when its connection ends: MQTT 5 by its Session Expiry Interval
+    (not 0), MQTT 3.1/3.1.1 by its clean session flag (0)."""
+    if isinstance(session, NodeSession) and session.session_expiry is not None:
+        return session.session_expiry != 0
+    return not session.clean_session

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     max_packet_size: int = Field(128 * 1024, ge=1024, le=268_435_455, description="Largest MQTT packet a client "
                                  "may send (remaining length, from the fixed header); a larger one closes the "
                                  "connection before its body is read.")
+    max_keepalive: int = Field(0, ge=0, le=65535, description="MQTT 5: the longest keep alive (seconds) a client "
+                               "may ask for; a longer one, or 0 (none), is replaced by this value, which the "
+                               "CONNACK says (Server Keep Alive). 0: the client's keep alive stands.")
+    topic_alias_maximum: int = Field(10, ge=0, le=65535, description="MQTT 5: topic aliases a client may set "
+                                     "per connection (the CONNACK's Topic Alias Maximum; 0: none). A larger alias "
+                                     "closes the connection (DISCONNECT 0x94).")
     connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a new MQTT connection (TCP or "
                                    "WebSocket) has to send its whole CONNECT before it is closed.")
     max_connections: int = Field(0, ge=0, description="MQTT connections a node holds at once (0: the process's "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chatmq.broker.wire import MQTT_5, MQTT_31, MQTT_311
 from tests.conformance.raw import RawClient
 from tests.e2e.harness import free_port
 
@@ -59,10 +60,26 @@ def plain_node(tmp_path_factory: pytest.TempPathFactory, *, ws: bool = False, **
 
 @pytest.fixture
 def raw(node: PlainNode) -> Iterator[Callable[[], RawClient]]:
+    yield from _clients(node, MQTT_311)
+
+
+@pytest.fixture
+def raw5(node: PlainNode) -> Iterator[Callable[[], RawClient]]:
+    """Raw-socket MQTT 5 clients."""
+    yield from _clients(node, MQTT_5)
+
+
+@pytest.fixture
+def raw31(node: PlainNode) -> Iterator[Callable[[], RawClient]]:
+    """Raw-socket MQTT 3.1 (``MQIsdp``) clients."""
+    yield from _clients(node, MQTT_31)
+
+
+def _clients(node: PlainNode, level: int) -> Iterator[Callable[[], RawClient]]:
     clients: list[RawClient] = []
 
     def make() -> RawClient:
-        client = RawClient(node.port)
+        client = RawClient(node.port, protocol_level=level)
         clients.append(client)
         return client
 

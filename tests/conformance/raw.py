@@ -1,4 +1,5 @@
-"""A raw-socket MQTT 3.1.1 client for the conformance tests: it sends exactly what a test says and
+"""A raw-socket MQTT client (3.1.1, or 3.1 or 5 by its ``protocol_level``) for the conformance
+tests: it sends exactly what a test says and
 lets the test read every packet the broker sends, flags included. Packets are encoded and cut with
 the project's one MQTT codec (``chatmq.broker.wire``), whose encoders and splitter have unit tests
 of their own (tests/unit/test_wire*.py) against the spec's byte layouts."""
@@ -12,11 +13,17 @@ from dataclasses import dataclass
 
 from chatmq.broker.wire import (
     DISCONNECT_BYTES,
+    MQTT_5,
+    MQTT_311,
+    NO_PROPERTIES,
     PacketSplitter,
+    Properties,
     Will,
+    decode_properties,
     decode_publish,
     encode_ack,
     encode_connect,
+    encode_properties,
     encode_publish,
     encode_subscribe,
     encode_topic,
@@ -24,6 +31,7 @@ from chatmq.broker.wire import (
 )
 
 CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP = 2, 3, 4, 5, 6, 7, 9, 11, 13
+DISCONNECT = 14
 
 
 
@@ -35,6 +43,8 @@ class Received:
     kind: int
     flags: int
     body: bytes
+    level: int = MQTT_311
+    """The protocol level of the connection it came on (how its body is laid out)."""
 
     @property
     def qos(self) -> int:
@@ -50,26 +60,52 @@ class Received:
 
     @property
     def topic(self) -> str:
-        return decode_publish(self.flags, self.body).topic
+        return decode_publish(self.flags, self.body, self.level).topic
 
     @property
     def packet_id(self) -> int:
         if self.kind == PUBLISH:
-            packet_id = decode_publish(self.flags, self.body).packet_id
+            packet_id = decode_publish(self.flags, self.body, self.level).packet_id
             assert packet_id is not None, "a QoS 0 PUBLISH has no packet id"
             return packet_id
         return (self.body[0] << 8) | self.body[1]  # acks, SUBACK, UNSUBACK: the id comes first
 
     @property
     def payload(self) -> bytes:
-        return decode_publish(self.flags, self.body).payload
+        return decode_publish(self.flags, self.body, self.level).payload
+
+    @property
+    def reason(self) -> int:
+        """MQTT 5: the reason code of a CONNACK, DISCONNECT or acknowledgement (0 when left out)."""
+        pos = {CONNACK: 1, DISCONNECT: 0}.get(self.kind, 2)
+        return self.body[pos] if len(self.body) > pos else 0
+
+    @property
+    def properties(self) -> Properties:
+        """MQTT 5: the properties of a PUBLISH, CONNACK, SUBACK, UNSUBACK, DISCONNECT or acknowledgement."""
+        if self.kind == PUBLISH:
+            props = decode_publish(self.flags, self.body, self.level).properties
+            assert props is not None
+            return props
+        pos = {CONNACK: 2, DISCONNECT: 1, SUBACK: 2, UNSUBACK: 2}.get(self.kind, 3)
+        if len(self.body) <= pos:
+            return Properties()
+        return decode_properties(self.body, pos, self.kind)[0]
+
+    @property
+    def codes(self) -> list[int]:
+        """The return (reason) codes of a SUBACK or an MQTT 5 UNSUBACK, after any properties."""
+        if self.level != MQTT_5:
+            return list(self.body[2:])
+        return list(self.body[decode_properties(self.body, 2, self.kind)[1]:])
 
 
 class RawClient:
     """One TCP connection to the broker."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", *, protocol_level: int = MQTT_311) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
+        self.level = protocol_level
         self._splitter = PacketSplitter()
         self._packets: deque[Received] = deque()
         self._next_id = 0
@@ -80,31 +116,39 @@ class RawClient:
 
     def connect(self, client_id: str = "", *, clean: bool = True, keepalive: int = 0,
                 will: tuple[str, bytes, int, bool] | None = None,
-                username: str | None = None, password: str | None = None) -> Received:
+                username: str | None = None, password: str | None = None,
+                properties: Properties | None = None) -> Received:
         """CONNECT and return the CONNACK (``body[0]`` session present, ``body[1]`` return code)."""
         self.send(encode_connect(client_id, clean_session=clean, keepalive=keepalive,
-                                 will=None if will is None else Will(*will), username=username, password=password))
+                                 will=None if will is None else Will(*will), username=username, password=password,
+                                 protocol_level=self.level, properties=properties))
         return self.expect(CONNACK)
 
     def subscribe(self, *filters: tuple[str, int]) -> list[int]:
-        """SUBSCRIBE and return the SUBACK's return codes."""
+        """SUBSCRIBE and return the SUBACK's return codes (at MQTT 5 the second item of each filter is
+        its options byte)."""
         packet_id = self._id()
-        self.send(encode_subscribe(packet_id, list(filters)))
+        self.send(encode_subscribe(packet_id, list(filters), protocol_level=self.level))
         suback = self.expect(SUBACK)
         assert suback.packet_id == packet_id
-        return list(suback.body[2:])
+        return suback.codes
 
-    def unsubscribe(self, *filters: str) -> None:
+    def unsubscribe(self, *filters: str) -> Received:
+        """UNSUBSCRIBE and return the UNSUBACK."""
         packet_id = self._id()
-        self.send(encode_unsubscribe(packet_id, list(filters)))
-        self.expect(UNSUBACK)
+        self.send(encode_unsubscribe(packet_id, list(filters), protocol_level=self.level))
+        return self.expect(UNSUBACK)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, *, retain: bool = False,
-                packet_id: int | None = None) -> int | None:
+                packet_id: int | None = None, properties: Properties | None = None) -> int | None:
         """PUBLISH (not waiting for its acknowledgement); returns its packet id at QoS 1/2."""
         if qos:
             packet_id = packet_id or self._id()
-        self.send(encode_publish(encode_topic(topic), payload, qos, packet_id if qos else None, retain=retain))
+        block = b""
+        if self.level == MQTT_5:
+            block = NO_PROPERTIES if properties is None else encode_properties(properties)
+        self.send(encode_publish(encode_topic(topic), payload, qos, packet_id if qos else None, retain=retain,
+                                 properties=block))
         return packet_id
 
     def ack(self, kind: int, packet_id: int) -> None:
@@ -141,7 +185,7 @@ class RawClient:
                 return None
             if not data:
                 return None
-            self._packets.extend(Received(p.kind, p.flags, p.body) for p in self._splitter.feed(data))
+            self._packets.extend(Received(p.kind, p.flags, p.body, self.level) for p in self._splitter.feed(data))
 
     def expect(self, kind: int, timeout: float = 5.0) -> Received:
         packet = self.read(timeout)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from tests.conformance.raw import RawClient
+import pytest
+
+from chatmq.broker.wire import MQTT_5, ReasonCode
+from tests.conformance.conftest import PlainNode, plain_node
+from tests.conformance.raw import DISCONNECT, RawClient
 
 Raw = Callable[[], RawClient]
 
@@ -54,3 +58,30 @@ def test_keepalive_3_1_2_8_a_dropped_connection_publishes_the_will_with_its_reta
     late.subscribe(("wills/3", 0))
     replay = late.publishes(1)[0]
     assert (replay.payload, replay.retain) == (b"lost", True)
+
+
+@pytest.fixture(scope="module")
+def capped_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNode]:
+    yield from plain_node(tmp_path_factory, max_keepalive="1")
+
+
+def test_v5_3_2_2_21_a_longer_or_no_keep_alive_is_replaced_by_the_server_keep_alive(capped_node: PlainNode) -> None:
+    client = RawClient(capped_node.port, protocol_level=MQTT_5)
+    try:
+        connack = client.connect("capped-v5", keepalive=0)
+        assert connack.properties.server_keep_alive == 1
+        assert client.expect(DISCONNECT, timeout=10).reason == ReasonCode.KEEP_ALIVE_TIMEOUT  # silent past 1.5 s
+        assert client.closed_by_broker()
+    finally:
+        client.close()
+    within = RawClient(capped_node.port, protocol_level=MQTT_5)
+    try:
+        assert within.connect("within-v5", keepalive=1).properties.server_keep_alive is None
+    finally:
+        within.close()
+    old = RawClient(capped_node.port)
+    try:
+        assert old.connect("capped-311", keepalive=0).body == b"\x00\x00"  # 3.1.1: unchanged
+        assert old.nothing_for(2.0)  # and its keep alive of 0 stands
+    finally:
+        old.close()

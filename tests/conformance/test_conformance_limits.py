@@ -20,9 +20,20 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.connection import Connection as WsConnection
 
-from chatmq.broker.wire import Will, encode_connect, encode_remaining_length
+from chatmq.broker.wire import (
+    MQTT_5,
+    MQTT_31,
+    NO_PROPERTIES,
+    ReasonCode,
+    Will,
+    encode_connect,
+    encode_publish,
+    encode_remaining_length,
+    encode_subscribe,
+    encode_topic,
+)
 from tests.conformance.conftest import PlainNode, plain_node
-from tests.conformance.raw import PUBACK, RawClient
+from tests.conformance.raw import DISCONNECT, PUBACK, RawClient
 from tests.e2e.harness import rss_kib
 
 Raw = Callable[[], RawClient]
@@ -230,3 +241,42 @@ def test_connections_past_max_connections_are_closed_before_their_connect(small_
     finally:
         for c in held:
             c.close()
+
+
+# --- MQTT 5 and 3.1 ----------------------------------------------------------------------------------
+def test_v5_3_2_2_the_connack_tells_a_v5_client_the_maximum_packet_size(raw5: Raw) -> None:
+    connack = raw5().connect("v5-max-packet")
+    assert connack.properties.maximum_packet_size == MAX_PACKET
+
+
+def test_v5_3_14_2_a_packet_over_max_packet_size_gets_disconnect_packet_too_large(raw5: Raw) -> None:
+    client = raw5()
+    assert client.connect("v5-too-large").reason == 0
+    client.send(b"\x30" + encode_remaining_length(MAX_PACKET + 1) + b"\0" * 64)
+    assert client.expect(DISCONNECT).reason == ReasonCode.PACKET_TOO_LARGE
+    assert client.closed_by_broker()
+
+
+@pytest.mark.parametrize("level", [MQTT_31, MQTT_5])
+def test_6_0_mqtt_5_and_3_1_over_websocket(node: PlainNode, level: int) -> None:
+    """The same CONNECT handling on the WebSocket listener: accepted, and a publish comes back."""
+    with ws_connect(f"ws://127.0.0.1:{node.ws_port}/mqtt", subprotocols=["mqtt"], open_timeout=5) as ws:  # type: ignore[list-item]
+        ws.send(encode_connect(f"ws-level-{level}", protocol_level=level))
+        connack = ws.recv(timeout=5)
+        assert isinstance(connack, bytes)
+        if level == MQTT_5:
+            assert connack[0] == 0x20
+            assert connack[2:4] == b"\x00\x00"  # session present 0, success
+            assert connack[1] > 3  # with properties
+        else:
+            assert connack == b"\x20\x02\x00\x00"
+        ws.send(encode_subscribe(1, [("ws/level", 0)], protocol_level=level))
+        suback = ws.recv(timeout=5)
+        assert isinstance(suback, bytes)
+        assert suback[0] == 0x90
+        assert suback[-1] == 0
+        ws.send(encode_publish(encode_topic("ws/level"), b"hi", 0, None,
+                               properties=NO_PROPERTIES if level == MQTT_5 else b""))
+        publish = ws.recv(timeout=5)
+        assert publish == encode_publish(encode_topic("ws/level"), b"hi", 0, None,
+                                         properties=NO_PROPERTIES if level == MQTT_5 else b"")

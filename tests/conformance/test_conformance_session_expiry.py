@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chatmq.broker.wire import Properties
 from tests.conformance.conftest import PlainNode, plain_node
 from tests.conformance.raw import PUBACK, RawClient
 
@@ -51,3 +52,13 @@ def test_sessions_3_1_2_4_a_session_away_longer_than_the_expiry_is_gone(raw: Raw
     pub.publish("expiry/2", b"after", 1)
     pub.expect(PUBACK)
     assert back.nothing_for(0.5)
+
+
+def test_v5_3_2_2_3_2_the_connack_caps_a_longer_session_expiry_interval_at_broker_session_expiry(
+        raw5: Raw) -> None:
+    client = raw5()
+    connack = client.connect("v5-capped", clean=False, properties=Properties(session_expiry_interval=300))
+    assert connack.reason == 0
+    assert connack.properties.session_expiry_interval == 3
+    shorter = raw5().connect("v5-shorter", clean=False, properties=Properties(session_expiry_interval=2))
+    assert shorter.properties.session_expiry_interval is None  # the client's own stands

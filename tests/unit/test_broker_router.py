@@ -9,9 +9,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from chatmq.broker.outbox import DeliveryLimits
-from chatmq.broker.router import Router, filter_matches
+from chatmq.broker.router import Router, SubscriptionExtras, filter_matches
 from chatmq.broker.topic_index import InvalidFilterError, TopicIndex
-from chatmq.broker.wire import PUBLISH, PacketSplitter, Publish, decode_publish
+from chatmq.broker.wire import PUBLISH, PacketSplitter, Publish, SubscriptionOptions, decode_publish
 
 
 class Sink:
@@ -158,3 +158,78 @@ async def test_publish_names_the_outbox_it_left_half_full() -> None:
     assert router.pressed is None
     router.publish("t", b"2", 0)  # no turn of the loop yet: both still queued
     assert router.pressed is router.outboxes["slow"]
+
+
+# --- MQTT 5 subscription options and identifiers, against a brute-force model -----------------------
+_LEVELS = ["a", "b", "+"]
+
+
+@st.composite
+def _v5_subscriptions(draw: st.DrawFn) -> list[tuple[str, str, SubscriptionExtras | None]]:
+    subs = []
+    for _ in range(draw(st.integers(1, 8))):
+        client = draw(st.sampled_from(["c1", "c2", "c3"]))
+        levels = draw(st.lists(st.sampled_from(_LEVELS), min_size=1, max_size=2))
+        topic_filter = "/".join(levels) + draw(st.sampled_from(["", "/#"]))
+        extras = None
+        if draw(st.booleans()):
+            options = SubscriptionOptions(0, no_local=draw(st.booleans()), retain_as_published=draw(st.booleans()))
+            extras = SubscriptionExtras(options, draw(st.one_of(st.none(), st.integers(1, 300))))
+        subs.append((client, topic_filter, extras))
+    return subs
+
+
+@given(_v5_subscriptions(), st.sampled_from(["a", "a/b", "b/a", "a/a/b"]), st.sampled_from(["c1", "c2", None]),
+       st.booleans())
+def test_options_and_identifiers_match_a_brute_force_model(
+        subs: list[tuple[str, str, SubscriptionExtras | None]], topic: str, publisher: str | None,
+        retain: bool) -> None:
+    async def run() -> None:
+        router = Router()
+        sinks = {c: Sink() for c in ("c1", "c2", "c3")}
+        for client, sink in sinks.items():
+            router.outbox(client).attach(sink, lambda: None, protocol_level=5)
+        latest: dict[tuple[str, str], SubscriptionExtras | None] = {}
+        for client, topic_filter, extras in subs:
+            router.subscribe(client, topic_filter, 0, replay=False, extras=extras)
+            latest[(client, topic_filter)] = extras  # a new subscription to a filter replaces the old
+        router.publish(topic, b"x", 0, retain, publisher=publisher)
+        await turn()
+        for client, sink in sinks.items():
+            matching = [extras for (c, f), extras in latest.items() if c == client and filter_matches(f, topic)]
+            delivering = [e for e in matching if not (client == publisher and e is not None and e.options.no_local)]
+            got = [decode_publish(p.flags, p.body, 5) for p in PacketSplitter().feed(sink.data) if p.kind == PUBLISH]
+            if not delivering:
+                assert got == [], (client, matching)
+                continue
+            (message,) = got
+            assert message.retain == (retain and any(e is not None and e.options.retain_as_published
+                                                      for e in delivering))
+            assert message.properties is not None
+            assert sorted(message.properties.subscription_identifier) == sorted(
+                e.identifier for e in delivering if e is not None and e.identifier is not None)
+    asyncio.run(run())
+
+
+async def test_shared_subscription_round_robin_and_a_leaving_members_messages() -> None:
+    router = Router()
+    sinks = {c: connect(router, c) for c in ("m1", "m2", "m3")}
+    for client in sinks:
+        assert router.subscribe(client, "$share/g/s/#", 1) == 1
+    for i in range(6):
+        router.publish("s/x", b"%d" % i, 1)
+    await turn()
+    assert {c: [p.payload for p in s.publishes()] for c, s in sinks.items()} == {
+        "m1": [b"0", b"3"], "m2": [b"1", b"4"], "m3": [b"2", b"5"]}
+    router.outbox("m1").detach()
+    assert router.member_left("m1") == 2  # both unacknowledged
+    await turn()
+    moved = [p.payload for c in ("m2", "m3") for p in sinks[c].publishes()]
+    assert sorted(moved) == [b"0", b"1", b"2", b"3", b"4", b"5"]
+    router.forget("m2")
+    router.forget("m3")
+    router.forget("m1")
+    assert router.shared == {}
+    assert len(router.index) == 0
+    assert router.subscribe("m1", "$share//s", 0) == 0x80
+    assert router.subscribe("m1", "$share/g/s/#/x", 0) == 0x80
