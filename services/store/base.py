@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from chatmq.core.errors import ChatMQError, ConflictError
 from chatmq.core.ids import now_ms
+from chatmq.core.service import Service
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,26 +663,10 @@ class JobStore(abc.ABC):
 
 
 class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            CommandStore, JobStore):
+            CommandStore, JobStore, Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
-    one class per role). ``start()`` opens (and migrates), ``stop()`` closes."""
-
-    async def __aenter__(self) -> Store:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @abc.abstractmethod
-    async def start(self) -> None: ...
-
-    @abc.abstractmethod
-    async def stop(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Readiness: raise ``StoreError`` saying why when the store cannot answer."""
+    one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
+    saying why when the store cannot answer."""
 
     async def commit_batch(self, messages: list[NewMessage],
                            confirms: list[tuple[str, list[str]]]) -> tuple[list[AcceptResult], list[list[Route]]]:

@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 
 from chatmq.core.records import BusItem
+from chatmq.core.service import Service
 
 Value = bytes | BusItem
 """What is published: a typed record, or bytes as they are."""
@@ -79,25 +80,9 @@ class Consumer(abc.ABC):
         """Mark ``records`` (and everything before them in their partitions) as processed."""
 
 
-class Bus(abc.ABC):
-    """A connection to the bus. ``start()``/``stop()`` pair with ``async with``."""
-
-    async def __aenter__(self) -> Bus:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @abc.abstractmethod
-    async def start(self) -> None: ...
-
-    @abc.abstractmethod
-    async def stop(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Readiness: raise ``BusError`` saying why when the bus cannot be reached."""
+class Bus(Service):
+    """A connection to the bus. ``start()``/``stop()`` pair with ``async with``; ``ping`` raises
+    ``BusError`` saying why when the bus cannot be reached."""
 
     @abc.abstractmethod
     async def ensure_topics(self, specs: list[TopicSpec]) -> None:
