@@ -82,6 +82,57 @@ def test_refreshes_what_it_froze_on_time() -> None:
     assert f.freezes == 2
 
 
+def test_sessions_that_left_are_reclaimed_once_the_count_settles_not_at_the_refresh() -> None:
+    sessions = [0]
+    f = GcFreezer(lambda: sessions[0], step=100, refresh=3600)
+    sessions[0] = 2000
+    f.check()
+    f.check()  # settled: collected and frozen
+    assert f.freezes == 1
+    sessions[0] = 1950  # fewer than a step gone: nothing to do
+    f.check()
+    f.check()
+    assert f.freezes == 1
+    sessions[0] = 0  # a wave of clients left ...
+    f.check()
+    assert f.freezes == 1
+    f.check()  # ... and the count settled: unfrozen, collected, frozen again
+    assert f.freezes == 2
+    f.check()
+    f.check()
+    assert f.freezes == 2  # once
+    sessions[0] = 2000  # the next wave is frozen again as it settles
+    f.check()
+    f.check()
+    assert f.freezes == 3
+
+
+def test_a_wave_that_left_while_the_next_one_came_is_reclaimed_when_that_one_settles(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    unfreezes: list[int] = []
+    real_unfreeze = gc.unfreeze
+
+    def counted_unfreeze() -> None:
+        unfreezes.append(1)
+        real_unfreeze()
+
+    monkeypatch.setattr(gc, "unfreeze", counted_unfreeze)
+    sessions = [0]
+    f = GcFreezer(lambda: sessions[0], step=100, refresh=3600)
+    sessions[0] = 2000
+    f.check()
+    f.check()  # settled: frozen, nothing to unfreeze
+    assert (f.freezes, len(unfreezes)) == (1, 0)
+    sessions[0] = 0  # the wave left ...
+    f.check()
+    sessions[0] = 1000  # ... and the next came before the count held still
+    f.check()
+    sessions[0] = 2000
+    f.check()
+    f.check()  # settled: this pass unfreezes first, so the first wave's garbage is collected
+    assert (f.freezes, len(unfreezes)) == (2, 1)
+
+
 def test_nothing_frozen_without_sessions() -> None:
     f = GcFreezer(lambda: 0, step=100, refresh=0.0)
     for _ in range(3):
