@@ -69,7 +69,7 @@ from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.router import Router, SubscriptionExtras
 from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
-from chatmq.broker.transports import BinaryWebSocketsReader
+from chatmq.broker.transports import BinaryWebSocketsReader, close_quietly
 from chatmq.broker.wire import ACCEPTED, MAX_CONNECT_LENGTH, MQTT_5, Ack, Publish, ReasonCode, forwarded_properties
 from chatmq.core.tls import ServerTls
 
@@ -233,8 +233,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         server = self._servers.get(listener_name)
         peer = writer.get_peer_info()
         if server is None or peer is None:
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.close()
+            await close_quietly(writer)
             return
         remote_address, remote_port = peer
         address = str(remote_address)
@@ -243,8 +242,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             self.refused[refusal] += 1
             log.warning("connection from %s:%s closed before its CONNECT: %s (%d connections on the node)",
                         address, remote_port, refusal.value, self.gate.connections)
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.close()
+            await close_quietly(writer)
             return
         try:
             try:
@@ -269,17 +267,15 @@ class NodeBroker(Broker):  # type: ignore[misc]
             self.refused[Refusal.CONNECT_TIMEOUT] += 1
             log.info("no whole CONNECT from %s:%s within connect_timeout (%g s): closing", remote_address,
                      remote_port, policy.connect_timeout)
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.close()
+            await close_quietly(writer)
             raise AMQTTError("CONNECT timeout") from exc
         except (AMQTTError, NoDataError) as exc:
             log.info("no valid CONNECT from %s:%s: %s", remote_address, remote_port, exc)
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.close()  # [MQTT-4.8.0-1]; amqtt left it open
+            await close_quietly(writer)  # [MQTT-4.8.0-1]; amqtt left it open
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
             log.info("CONNECT refused from %s:%s: %s", remote_address, remote_port, exc)
-            await writer.close()
+            await close_quietly(writer)
             raise
         if session.will_flag and session.will_topic is not None:
             try:
@@ -288,8 +284,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
                 log.warning("CONNECT from %s:%s (client %r) has an invalid will topic %r: %s; closing "
                             "(a protocol violation [MQTT-3.1.2-9], [MQTT-4.8.0-1])", remote_address, remote_port,
                             session.client_id, session.will_topic, exc.reason)
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.close()
+                await close_quietly(writer)
                 raise AMQTTError("invalid will topic") from exc
         client_id = session.client_id or ""
         if session.clean_session:
@@ -356,8 +351,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
                     await asyncio.sleep(delay)
             await handler.mqtt_connack_authorize(False)
             client_session.transitions.disconnect()
-            with contextlib.suppress(ConnectionError, OSError):  # the refused client may hang up first
-                await writer.close()
+            await close_quietly(writer)  # the refused client may hang up first
             return
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)

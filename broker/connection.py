@@ -52,7 +52,7 @@ from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.outbox import Outbox
 from chatmq.broker.router import SubscriptionExtras
 from chatmq.broker.session import NodeSession
-from chatmq.broker.transports import Closable, chunk_reader, transport_for
+from chatmq.broker.transports import Closable, chunk_reader, close_quietly, transport_for
 from chatmq.broker.wire import (
     AUTH,
     DISCONNECT,
@@ -220,7 +220,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         if refusal is not None:
             writer.write(encode_connack(False, refusal, protocol_level=level))  # session present 0 [MQTT-3.2.2-4]
             await writer.drain()
-            await writer.close()
+            await close_quietly(writer)
             raise MQTTError(f"CONNECT refused with return code {refusal}")
         session = NodeSession()
         session.client_id = gen_client_id() if client_id_is_random else connect.client_id  # [MQTT-3.1.3-6]
@@ -300,8 +300,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         if self._disconnect_waiter is not None and not self._disconnect_waiter.done():
             self._disconnect_waiter.set_result(None)
         if self.writer is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, OSError):
-                await self.writer.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await close_quietly(self.writer)
 
     def bind(self, node: NodeBroker, outbox: Outbox) -> asyncio.Future[DisconnectPacket | None]:
         """Attach the session's outbox to this connection (before ``start``) with the accepting

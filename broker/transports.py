@@ -7,7 +7,8 @@ reads in large chunks and writes whole batches instead, through the objects here
 * ``chunk_reader(reader)``: an async callable returning the next bytes received (``b""`` at
   the end of the connection);
 * ``transport_for(writer)``: an ``outbox.Transport`` for the connection, which also ``close()``s it;
-* ``BinaryWebSocketsReader``: amqtt's WebSocket reader for the CONNECT, refusing text frames.
+* ``BinaryWebSocketsReader``: amqtt's WebSocket reader for the CONNECT, refusing text frames;
+* ``close_quietly(writer)``: closes a connection whose peer may have hung up first.
 
 MQTT over WebSocket is carried in binary frames only (MQTT 3.1.1 §6.0, [MQTT-6.0.0-1]): a text
 frame closes the connection (``MalformedPacketError`` from the chunk reader; ``NoDataError``,
@@ -195,6 +196,24 @@ class QueuedTransport:
 Closable = StreamTransport | QueuedTransport
 
 
+async def close_quietly(writer: WriterAdapter) -> None:
+    """Close amqtt's ``writer``; a peer that hung up first is not an error.
+
+    amqtt's stream ``close()`` drains before it closes and waits: a reset seen by the drain
+    skipped the wait, leaving asyncio's "closed" future holding the reset, which asyncio then
+    logged as "Future exception was never retrieved" when it was collected. Here the stream is
+    closed and waited for either way, so the reset is retrieved and nothing is logged.
+    """
+    try:
+        await writer.close()
+    except (ConnectionError, OSError, TimeoutError):
+        if isinstance(writer, StreamWriterAdapter):
+            stream = writer._writer
+            stream.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await stream.wait_closed()
+
+
 def transport_for(writer: WriterAdapter) -> Closable:
     """The ``Transport`` for amqtt's ``writer``."""
     if isinstance(writer, StreamWriterAdapter):
@@ -210,7 +229,7 @@ def transport_for(writer: WriterAdapter) -> Closable:
     closing: set[asyncio.Future[None]] = set()
 
     def close() -> None:
-        task = asyncio.ensure_future(writer.close())
+        task = asyncio.ensure_future(close_quietly(writer))
         closing.add(task)
         task.add_done_callback(closing.discard)
 
