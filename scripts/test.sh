@@ -11,6 +11,8 @@ echo "== mypy"
 PYTHON=.venv/bin/python scripts/typecheck.sh
 echo "== layers (import-linter)"
 PYTHON=.venv/bin/python scripts/layers.sh
+echo "== Helm chart: helm built once with go install (build/tools), lint and render (tests/deploy parse it)"
+scripts/helm.sh check
 echo "== servers for the cluster-marked tests (Kafka, MongoDB wire protocol, victoria-metrics; nginx for the cluster's front)"
 if [ "${CHATMQ_SKIP_SERVICES:-0}" != 1 ] && scripts/services.sh up kafka mongo metrics && scripts/services.sh install nginx; then
   export CHATMQ_KAFKA_BOOTSTRAP="127.0.0.1:${CHATMQ_KAFKA_PORT:-9092}"
