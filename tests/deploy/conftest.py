@@ -59,3 +59,14 @@ def render_error(helm: Path, *args: str) -> str:
 
 def of_kind(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``image``-marked tests need the image built (scripts/image.sh, minutes): they run only when
+    asked for by marker (``pytest -m image``), never in the default run."""
+    if "image" in (config.option.markexpr or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("image") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
