@@ -60,8 +60,11 @@ rm -rf "$ctx" && mkdir -p "$ctx/wheels"
 "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" ".[cluster]"
 cp -r web/dist "$ctx/web-dist"
 cp config/cluster.toml config/chatmq.toml deploy/image/healthcheck.py "$ctx/"
-key=$( (cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum; echo "$base"; cat ../../../deploy/Containerfile) | hash_of)
-
+# What the image is made of: chatmq's sources (not its wheel, whose zip differs on every build), the
+# names (so versions) of the dependency wheels, the web client, the Containerfile and the base.
+key=$( { git ls-files -z -- chatmq broker bridges services devices config pyproject.toml deploy/Containerfile \
+           deploy/image | xargs -0 sha256sum; ls "$ctx/wheels" | grep -v '^chatmq-';
+         (cd "$ctx/web-dist" && find . -type f -print0 | sort -z | xargs -0 sha256sum); echo "$base"; } | hash_of)
 image=localhost/chatmq:$tag
 if [ "$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "chatmq.inputs"}}' "$image" 2>/dev/null)" != "$key" ] \
    || [ "$(cat "$out/oci.stamp" 2>/dev/null)" != "$key" ]; then
@@ -73,4 +76,4 @@ if [ "$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "cha
   buildah push --quiet "$image" "oci:$out/oci:$tag"
   echo "$key" > "$out/oci.stamp"
 fi
-buildah inspect --type image --format '{{.FromImageID}}' "$image"
+echo "$image $(buildah inspect --type image --format '{{.FromImageID}}' "$image") (OCI layout: $out/oci:$tag)"
