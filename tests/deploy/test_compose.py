@@ -124,3 +124,42 @@ def test_every_part_loads_its_settings_with_the_generated_secrets(
                            timeout=60, check=False, env={**os.environ, "CHATMQ_SECRETS_DIR": str(secrets)})
     assert again.returncode == 0, again.stderr
     assert dict(line.split("=", 1) for line in (secrets / "chatmq.env").read_text().splitlines()) == env_file
+
+
+NGINX = Path(os.environ.get("CHATMQ_NGINX", "/usr/sbin/nginx"))
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+def nginx_test(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(NGINX), "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_nginx_accepts_the_compose_configuration(tmp_path: Path) -> None:
+    """``nginx -t`` of deploy/nginx/nginx.conf, with the compose hosts as 127.0.0.1, the TLS secrets
+    as a throwaway pair and Debian's stream module loaded (the official image has it built in)."""
+    if not NGINX.is_file() or not STREAM_MODULE.is_file():
+        message = "nginx with its stream module is missing (scripts/services.sh install nginx)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    secrets = tmp_path / "secrets"
+    done = subprocess.run([str(REPO / "scripts" / "compose-secrets.sh")], capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "CHATMQ_SECRETS_DIR": str(secrets)})
+    assert done.returncode == 0, done.stderr
+    conf = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    for host in ("broker-1", "broker-2", "api"):
+        conf = conf.replace(f"server {host}:", "server 127.0.0.1:")
+    conf = (conf.replace("_temp_path /tmp/", f"_temp_path {tmp_path}/").replace("/run/secrets/", f"{secrets}/")
+            .replace("/var/run/nginx.pid", f"{tmp_path}/nginx.pid"))
+    local = tmp_path / "nginx.conf"
+    local.write_text(f"load_module {STREAM_MODULE};\n{conf}")
+    checked = nginx_test(local, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "syntax is ok" in checked.stderr
+    assert "test is successful" in checked.stderr
+    broken = tmp_path / "broken.conf"
+    broken.write_text(local.read_text().replace("proxy_pass chatmq_mqtt;", "proxy_pass chatmq_nowhere;"))
+    refused = nginx_test(broken, tmp_path)
+    assert refused.returncode != 0  # the check can fail
+    assert "chatmq_nowhere" in refused.stderr
