@@ -140,8 +140,8 @@ def test_nginx_accepts_the_compose_configuration(tmp_path: Path) -> None:
     as a throwaway pair and Debian's stream module loaded (the official image has it built in)."""
     if not NGINX.is_file() or not STREAM_MODULE.is_file():
         message = "nginx with its stream module is missing (scripts/services.sh install nginx)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
+        if os.environ.get("CI") and os.environ.get("CHATMQ_SKIP_SERVICES") != "1":
+            pytest.fail(message)  # scripts/test.sh installs it with the servers
         pytest.skip(message)
     secrets = tmp_path / "secrets"
     done = subprocess.run([str(REPO / "scripts" / "compose-secrets.sh")], capture_output=True, text=True,
