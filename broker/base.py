@@ -21,6 +21,8 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   (amqtt replayed every retained message to every (re)connecting session);
 * an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will
   (``_publish_will``); every ended connection is counted by its ``CloseReason`` (``closes``);
+* connection storms: a read CONNECT and an ended connection each wait for their turn (``TurnPacer``,
+  ``sessions_per_turn`` of them per turn of the loop), so that the chat keeps moving meanwhile;
 * hostile clients (``ConnectionPolicy``, ``chatmq.broker.admission``): a connection over the node's
   or its address's connection limit, or over its address's connect rate, is closed before its
   CONNECT is read (counted in ``refused``); the whole CONNECT must come within ``connect_timeout``;
@@ -69,6 +71,7 @@ from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
+from chatmq.broker.pacing import TurnPacer
 from chatmq.broker.router import Router, SubscriptionExtras
 from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
@@ -109,6 +112,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
         self.policy = policy or ConnectionPolicy()
         self.gate = AddressGate(self.policy)
+        self.pacer = TurnPacer(self.policy.sessions_per_turn)
+        """CONNECTs (once read) and ended connections take turns through it (``sessions_per_turn``)."""
         self.closes: collections.Counter[CloseReason] = collections.Counter()
         """Connections that ended since the start, by reason."""
         self.refused: collections.Counter[Refusal] = collections.Counter()
@@ -353,6 +358,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         assert isinstance(handler, NodeConnection)
         listener = self.listeners_config[listener_name]
         connecting.ssl_object = writer.get_ssl_info()  # a client certificate may stand for a password
+        await self.pacer.wait()  # a connection storm takes its turn: the loop keeps serving everyone else
         verdict = await self._check_connect(connecting, listener)
         if verdict is not Verdict.ACCEPTED:
             await self._refuse_connect(connecting, handler, reader, writer, verdict)
@@ -374,10 +380,12 @@ class NodeBroker(Broker):  # type: ignore[misc]
         await handler.start()
         try:
             await ended
+            await self.pacer.wait()  # so do thousands of connections lost at once
         except asyncio.CancelledError:  # the listener is going away: end the session as a lost connection
-            lost: asyncio.Future[DisconnectPacket | None] = asyncio.get_running_loop().create_future()
-            lost.set_result(None)
-            await self._handle_disconnect(client_session, handler, lost)
+            if not ended.done() or ended.cancelled():
+                ended = asyncio.get_running_loop().create_future()
+                ended.set_result(None)
+            await self._handle_disconnect(client_session, handler, ended)
             raise
         await self._handle_disconnect(client_session, handler, ended)
 

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
                                             "are closed at once. Not applied by the plain node.")
     connect_burst_per_address: int = Field(200, ge=1, description="New MQTT connections a client address may "
                                            "open at once.")
+    sessions_per_turn: int = Field(8, ge=0, le=10_000, description="CONNECTs (once read) and ended connections a "
+                                   "node takes on per turn of its event loop; more wait for a later turn, so that a "
+                                   "connection storm does not stall the chat (0: no bound).")
     auth_failure_delay: float = Field(0.5, ge=0, le=60, description="Seconds before the CONNACK refusing a "
                                       "client address's first failed MQTT login; doubled for each further "
                                       "failure from that address within a minute.")
