@@ -16,7 +16,8 @@ Run ``chatmq bench soak [--clients 10000] [--duration 120]``. It
    delivery, not as fewer pings); recipients send ``delivered`` receipts;
 4. runs waves until ``--duration`` is over (at least two): ``--clients`` raw asyncio clients
    (``bench_broker.IdleClients``: CONNECT with a wave user's token and SUBSCRIBE to its inbox in one
-   write, ``--concurrency`` handshakes at a time) connect, stay ``--hold`` seconds and go, every
+   write, ``--concurrency`` handshakes at a time; on an event loop of their own, ``SideLoop``, so
+   that their handshakes do not delay the chats' loop) connect, stay ``--hold`` seconds and go, every
    other wave by DISCONNECT and the others by dropping the connection (a TCP reset); after each
    wave it waits (at most ``SETTLE_SECONDS``) for the server's open files to come back;
 5. samples the server's RSS (``VmRSS``) and open files (``/proc/<pid>/fd``) every
@@ -42,12 +43,13 @@ import resource
 import secrets
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -230,6 +232,28 @@ def report(waves: Sequence[Wave], chats: Sequence[ChatResult], failures: Sequenc
 # The clients
 # --------------------------------------------------------------------------------------------
 
+T = TypeVar("T")
+
+
+class SideLoop:
+    """A second event loop, in a thread of its own, for the wave clients: their thousands of
+    handshakes must not hold up the ping chat's loop, whose latency is to measure the server."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="soak-waves", daemon=True)
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the side loop; its result (or exception) comes back here."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
 class WaveClients(IdleClients):
     """One wave's clients: client ``i`` connects as wave user ``i mod len(users)`` (a token, clean
     session) and subscribes to that user's inbox."""
@@ -362,7 +386,17 @@ async def settle(run: Run, level: int, tolerance: int) -> float:
 
 
 async def waves(run: Run, load: Load, port: int, users: Sequence[BenchUser], tag: str, limits: Limits) -> None:
-    """Waves until ``duration`` is over, at least two; stops at the first wave that fails."""
+    """Waves until ``duration`` is over, at least two; stops at the first wave that fails. The wave
+    clients run on a ``SideLoop``."""
+    side = SideLoop()
+    try:
+        await _waves(side, run, load, port, users, tag, limits)
+    finally:
+        side.close()
+
+
+async def _waves(side: SideLoop, run: Run, load: Load, port: int, users: Sequence[BenchUser], tag: str,
+                 limits: Limits) -> None:
     while run.wave < 2 or time.monotonic() - run.t0 < load.duration:
         run.wave += 1
         how = "DISCONNECT" if run.wave % 2 else "reset"
@@ -372,7 +406,7 @@ async def waves(run: Run, load: Load, port: int, users: Sequence[BenchUser], tag
         clients = WaveClients(port, users, f"soak{tag}-w{run.wave}")
         t = time.monotonic()
         try:
-            await clients.open(load.clients, concurrency=load.concurrency, timeout=60.0)
+            await side.run(clients.open(load.clients, concurrency=load.concurrency, timeout=60.0))
         except IdleClientError as exc:
             wave.error = str(exc)
             wave.connect_seconds = time.monotonic() - t
@@ -382,7 +416,7 @@ async def waves(run: Run, load: Load, port: int, users: Sequence[BenchUser], tag
         run.sample()
         await asyncio.sleep(load.hold)
         run.sample()
-        await clients.close(abort=how == "reset")
+        await side.run(clients.close(abort=how == "reset"))
         run.connected = 0
         wave.settle_seconds = await settle(run, before, limits.fd_tolerance)
         wave.after = run.sample()

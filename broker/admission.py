@@ -76,6 +76,8 @@ class ConnectionPolicy:
     """MQTT 5: topic aliases a client may set per connection."""
     max_keepalive: int = 0
     """MQTT 5: the longest keep alive a client may ask for (0: any); the CONNACK's Server Keep Alive."""
+    sessions_per_turn: int = 0
+    """CONNECTs and ended connections taken on per turn of the event loop (``TurnPacer``; 0: any number)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, per_address: bool = True) -> ConnectionPolicy:
@@ -93,6 +95,7 @@ class ConnectionPolicy:
             ws_path=settings.ws_path,
             topic_alias_maximum=settings.topic_alias_maximum,
             max_keepalive=settings.max_keepalive,
+            sessions_per_turn=settings.sessions_per_turn,
         )
 
     @property

@@ -7,11 +7,13 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   session's ``Outbox`` (one batched write per turn, bounded queue, per-subscriber packet ids);
 * publishes are routed by ``Router`` (subscription index, QoS downgrade, receive ACL) instead of
   ``_run_broadcast``, which scanned every filter per message;
-* sessions: a clean-session CONNECT ends any session with that client id, closing its live
-  connection ([MQTT-3.1.2-6], [MQTT-3.1.4-2]); a persistent CONNECT takes the session over
-  (closing the old connection) and resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]),
-  only for the same user name: a persistent CONNECT with another user name ends the old session
-  instead (its queued and in-flight messages are not the new client's to read).
+* sessions: a CONNECT's credentials are verified (``_check_connect``) before it touches any session
+  (``_admit``): a refused CONNECT never takes over the client id it names. An accepted clean-session
+  CONNECT ends any session with that client id, closing its live connection ([MQTT-3.1.2-6],
+  [MQTT-3.1.4-2]); a persistent CONNECT takes the session over (closing the old connection) and
+  resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]), only for the same user name: a
+  persistent CONNECT with another user name ends the old session instead (its queued and in-flight
+  messages are not the new client's to read).
   Persistent sessions are kept for anonymous clients too (amqtt dropped them), for
   ``DeliveryLimits.session_expiry`` seconds after their connection ended (then the session, its
   subscriptions and its queue are dropped, as Mosquitto's ``persistent_client_expiration``);
@@ -19,6 +21,8 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   (amqtt replayed every retained message to every (re)connecting session);
 * an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will
   (``_publish_will``); every ended connection is counted by its ``CloseReason`` (``closes``);
+* connection storms: a read CONNECT and an ended connection each wait for their turn (``TurnPacer``,
+  ``sessions_per_turn`` of them per turn of the loop), so that the chat keeps moving meanwhile;
 * hostile clients (``ConnectionPolicy``, ``chatmq.broker.admission``): a connection over the node's
   or its address's connection limit, or over its address's connect rate, is closed before its
   CONNECT is read (counted in ``refused``); the whole CONNECT must come within ``connect_timeout``;
@@ -28,7 +32,8 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
 * WebSocket: an upgrade on a path other than ``ws_path`` gets HTTP 404; frames are bounded by
   ``max_packet_size``; a text frame closes the connection ([MQTT-6.0.0-1]).
 
-Subclasses decide who may connect (``_check_connect``, by default ``_authenticate``), publish and
+Subclasses decide who may connect (``_check_connect``, by default ``_authenticate``; ``_admitted`` hears
+of an accepted one), publish and
 subscribe (``_topic_filtering``), receive (``may_receive``), where a will goes (``_publish_will``),
 what a resumed session needs (``_resumed``), and may extend ``on_publish``/``on_subscribe``/``on_unsubscribe``.
 """
@@ -66,6 +71,7 @@ from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
 from chatmq.broker.outbox import DeliveryLimits
+from chatmq.broker.pacing import TurnPacer
 from chatmq.broker.router import Router, SubscriptionExtras
 from chatmq.broker.session import NEVER_EXPIRES, NodeSession, outlives_connection
 from chatmq.broker.topic_index import InvalidTopicError, TopicIndexError, validate_topic
@@ -106,6 +112,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
         self.policy = policy or ConnectionPolicy()
         self.gate = AddressGate(self.policy)
+        self.pacer = TurnPacer(self.policy.sessions_per_turn)
+        """CONNECTs (once read) and ended connections take turns through it (``sessions_per_turn``)."""
         self.closes: collections.Counter[CloseReason] = collections.Counter()
         """Connections that ended since the start, by reason."""
         self.refused: collections.Counter[Refusal] = collections.Counter()
@@ -246,18 +254,20 @@ class NodeBroker(Broker):  # type: ignore[misc]
             return
         try:
             try:
-                handler, client_session = await self._initialize_client_session(reader, writer, address, remote_port)
+                handler, connecting = await self._read_connect(reader, writer, address, remote_port)
             except (AMQTTError, MQTTError, NoDataError):
                 return  # logged, and closed, where it was refused
             with contextlib.suppress(AMQTTError, MQTTError, NoDataError):
-                await self._handle_client_session(reader, writer, client_session, handler, server, listener_name)
+                await self._handle_client_session(reader, writer, connecting, handler, server, listener_name)
         finally:
             self.gate.release(address)
 
     # --- session lifecycle (replaces amqtt's) ----------------------------------------
-    async def _initialize_client_session(
+    async def _read_connect(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
-    ) -> tuple[BrokerProtocolHandler, Session]:
+    ) -> tuple[NodeConnection, Session]:
+        """The connection's CONNECT (within ``connect_timeout``), as a new session that touches no other:
+        a CONNECT that is no valid one, or whose will topic is none, closes the connection (raises)."""
         policy = self.policy
         try:
             async with asyncio.timeout(policy.connect_timeout):
@@ -286,6 +296,15 @@ class NodeBroker(Broker):  # type: ignore[misc]
                             session.client_id, session.will_topic, exc.reason)
                 await close_quietly(writer)
                 raise AMQTTError("invalid will topic") from exc
+        return handler, session
+
+    async def _admit(self, session: Session) -> Session:
+        """The session an authenticated CONNECT (``session``, just read) goes on with, taking over any
+        session with its client id: a clean session ends it (closing its live connection); a persistent
+        one of the same user name is resumed (its live connection closed, ``session``'s CONNECT fields
+        copied into it, session present); another user name's is ended, never resumed. Only ever called
+        after ``_check_connect`` accepted ``session``'s credentials: a CONNECT that fails them must not
+        disturb the session it names."""
         client_id = session.client_id or ""
         if session.clean_session:
             if client_id:
@@ -293,7 +312,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             else:
                 session.client_id = gen_client_id()  # [MQTT-3.1.3-6]
             session.parent = 0
-            return handler, session
+            return session
         entry = self._sessions.get(client_id)
         if entry is not None and self._detached.get(client_id, math.inf) <= time.monotonic():
             await self._end_session(client_id)  # expired, though not yet collected
@@ -302,7 +321,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             if entry is not None:  # another login's session is ended, never resumed: it holds their messages
                 await self._end_session(client_id)
             session.parent = 0
-            return handler, session
+            return session
         existing, old = entry
         if existing.transitions.is_connected():
             log.info("%s connected again: taking the session over", client_id)
@@ -313,7 +332,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
                      "problem_information"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
-        return handler, existing
+        return existing
 
     async def _end_session(self, client_id: str) -> None:
         """Forget ``client_id``'s session, closing its live connection first (a takeover)."""
@@ -328,31 +347,29 @@ class NodeBroker(Broker):  # type: ignore[misc]
         self,
         reader: ReaderAdapter,
         writer: WriterAdapter,
-        client_session: Session,
+        connecting: Session,
         handler: BrokerProtocolHandler,
         server: Server,
         listener_name: str,
     ) -> None:
+        """Verify, then admit: the CONNECT's credentials (and will) are checked on its own new session
+        (``_check_connect``) before any session with its client id is taken over (``_admit``), so a
+        refused CONNECT leaves the connection it names alone. Then serve the connection until it ends."""
         assert isinstance(handler, NodeConnection)
-        client_session.ssl_object = writer.get_ssl_info()  # a client certificate may stand for a password
-        verdict = await self._check_connect(client_session, self.listeners_config[listener_name])
+        listener = self.listeners_config[listener_name]
+        connecting.ssl_object = writer.get_ssl_info()  # a client certificate may stand for a password
+        await self.pacer.wait()  # a connection storm takes its turn: the loop keeps serving everyone else
+        verdict = await self._check_connect(connecting, listener)
+        if verdict is not Verdict.ACCEPTED:
+            await self._refuse_connect(connecting, handler, reader, writer, verdict)
+            return
+        client_session = await self._admit(connecting)
+        await self._admitted(connecting, client_session, listener)
         client_id = client_session.client_id
         if client_session.transitions.is_connected():  # a takeover whose old connection is still closing
             client_session.transitions.disconnect()
         client_session.transitions.connect()
         handler.attach(client_session, reader, writer)
-        if verdict is not Verdict.ACCEPTED:
-            client_session.parent = 0
-            if verdict is Verdict.BAD_CREDENTIALS:
-                address = str(client_session.remote_address)
-                delay = self.gate.auth_failed(address)
-                if delay > 0:
-                    log.info("failed login of %r from %s: refused in %.2f s", client_session.username, address, delay)
-                    await asyncio.sleep(delay)
-            await handler.mqtt_connack_authorize(False)
-            client_session.transitions.disconnect()
-            await close_quietly(writer)  # the refused client may hang up first
-            return
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=client_id,
@@ -363,12 +380,31 @@ class NodeBroker(Broker):  # type: ignore[misc]
         await handler.start()
         try:
             await ended
+            await self.pacer.wait()  # so do thousands of connections lost at once
         except asyncio.CancelledError:  # the listener is going away: end the session as a lost connection
-            lost: asyncio.Future[DisconnectPacket | None] = asyncio.get_running_loop().create_future()
-            lost.set_result(None)
-            await self._handle_disconnect(client_session, handler, lost)
+            if not ended.done() or ended.cancelled():
+                ended = asyncio.get_running_loop().create_future()
+                ended.set_result(None)
+            await self._handle_disconnect(client_session, handler, ended)
             raise
         await self._handle_disconnect(client_session, handler, ended)
+
+    async def _refuse_connect(self, session: Session, handler: NodeConnection, reader: ReaderAdapter,
+                              writer: WriterAdapter, verdict: Verdict) -> None:
+        """Answer a refused CONNECT (bad credentials: after the address's failed-login delay) with CONNACK
+        not authorized and close the connection. ``session`` is the CONNECT's own: no other is touched."""
+        session.parent = 0
+        session.transitions.connect()
+        handler.attach(session, reader, writer)
+        if verdict is Verdict.BAD_CREDENTIALS:
+            address = str(session.remote_address)
+            delay = self.gate.auth_failed(address)
+            if delay > 0:
+                log.info("failed login of %r from %s: refused in %.2f s", session.username, address, delay)
+                await asyncio.sleep(delay)
+        await handler.mqtt_connack_authorize(False)
+        session.transitions.disconnect()
+        await close_quietly(writer)  # the refused client may hang up first
 
     async def _handle_disconnect(
         self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
@@ -398,8 +434,13 @@ class NodeBroker(Broker):  # type: ignore[misc]
                                               client_session=client_session)
 
     async def _check_connect(self, session: Session, listener: ListenerConfig) -> Verdict:
-        """Whether an (otherwise valid) CONNECT is accepted: ``_authenticate`` decides here."""
+        """Whether an (otherwise valid) CONNECT is accepted: ``_authenticate`` decides here. ``session`` is
+        the CONNECT's own new one, not yet admitted: this must touch no other session."""
         return Verdict.ACCEPTED if await self._authenticate(session, listener) else Verdict.BAD_CREDENTIALS
+
+    async def _admitted(self, connecting: Session, session: Session, listener: ListenerConfig) -> None:
+        """An accepted CONNECT (``connecting``, as ``_check_connect`` saw it) goes on with ``session``
+        (``connecting`` itself, or the persistent session it resumed), before its CONNACK."""
 
     async def _resumed(self, session: Session, handler: NodeConnection) -> None:
         """A persistent session (session present) got a new connection, before its read loop starts."""

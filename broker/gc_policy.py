@@ -16,11 +16,14 @@ connection of the burst again and again (8 passes, 1.1–1.7 s, while 10,000 cli
 and left: docs/benchmarks.md). Cycles that die while frozen are not reclaimed until the next
 ``refresh``: every ``refresh`` seconds (if anything was frozen) it unfreezes, collects and
 freezes again, one full pass per refresh instead of many. It also refreshes as soon as the
-sessions have fallen by ``step`` (or a tenth) below the most it froze and held still, and its next
-pass after such a fall unfreezes first even when new sessions came meanwhile (a burst freeze takes
-the dead ones' garbage along): the connections that left are reclaimed then, not up to ``refresh``
-seconds later (``chatmq bench soak``: RSS grew by ~27 MiB per wave of 10,000 clients that came and
-went, and came back only at the refresh).
+sessions have fallen by ``step`` (or a tenth) below the most it froze and held still there: the
+connections that left are reclaimed then, not up to ``refresh`` seconds later (``chatmq bench soak``:
+RSS grew by ~27 MiB per wave of 10,000 clients that came and went, and came back only at the
+refresh). It never unfreezes when the count has come back up (a wave that left while the next one
+came): that pass walked every session of the new wave too, and stalled the node for seconds (4.3 s
+on a loaded machine; ``chatmq bench soak``); their garbage waits for the next low point or the
+refresh. Little is left to wait: an ended session is freed by reference counting
+(``chatmq.broker.session.SessionState`` holds its session weakly).
 """
 
 from __future__ import annotations
@@ -60,17 +63,19 @@ class GcFreezer:
         self._burst_at = max(self._frozen_at, min(self._burst_at, size))
         threshold = max(self._step, self._frozen_at // 10)
         grown = size - self._frozen_at >= threshold
-        if self._frozen_peak - size >= max(self._step, self._frozen_peak // 10):
+        fallen = self._frozen_peak - size >= max(self._step, self._frozen_peak // 10)
+        if fallen:
             self._stale = True  # frozen sessions ended: their garbage waits in the permanent generation
         if grown and settled:
-            self._freeze(f"{size} sessions", unfreeze=self._stale)
-            self._frozen_at = self._burst_at = self._frozen_peak = size
+            self._freeze(f"{size} sessions")  # never unfreezing here: a pass over every live session stalls
+            self._frozen_at = self._burst_at = size
+            self._frozen_peak = max(self._frozen_peak, size)
         elif not settled and size - self._burst_at >= threshold:  # still growing: no pass now
             gc.freeze()
             self.burst_freezes += 1
             self._burst_at = size
             self._frozen_peak = max(self._frozen_peak, size)
-        elif settled and self._stale:  # many left and the count holds still: reclaim them now
+        elif settled and self._stale and fallen:  # many left and the count holds still low: reclaim them now
             self._freeze("sessions gone", unfreeze=True)
             self._frozen_at = self._burst_at = self._frozen_peak = size
         elif (self.freezes or self.burst_freezes) and time.monotonic() - self._refreshed >= self._refresh:

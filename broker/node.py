@@ -5,7 +5,9 @@ codecs and sessions) that also replaces:
 
 * ``_check_connect``: CONNECT credentials through ``Authenticator`` (no plugins), and the will's
   topic through the PUBLISH ACL: a will on a topic the client may not publish to is refused
-  (CONNACK 0x05, not authorized);
+  (CONNACK 0x05, not authorized); both before any session with its client id is touched;
+* ``_admitted``: the verified identity goes with the session the CONNECT goes on with, and the
+  gateway hears of the connection (``NodeHooks.connected``);
 * ``_publish_will``: a will is taken like a PUBLISH of its client (``NodeHooks.published``: a user's
   will must be a valid outbox envelope), never retained; the chat node keeps no retained messages;
 * ``_resumed``: a persistent session that comes back (session present) with its inbox subscription
@@ -221,10 +223,15 @@ class ChatBroker(NodeBroker):
             log.warning("CONNECT of %s %s (client %r) refused: its will topic %r is not one it may publish to "
                         "(CONNACK not authorized)", identity.kind, identity.id, session.client_id, session.will_topic)
             return Verdict.FORBIDDEN_WILL
+        self._identities[id(session)] = (session, identity)  # moved to the admitted session by ``_admitted``
+        return Verdict.ACCEPTED
+
+    async def _admitted(self, connecting: Session, session: Session, listener: ListenerConfig) -> None:
+        """The identity ``_check_connect`` verified goes with the session the CONNECT goes on with."""
+        identity = self._identities.pop(id(connecting))[1]
         self._identities[id(session)] = (session, identity)
         transport = self._transports[id(session)] = str(listener.get("type", "tcp"))
         await self._hooks.connected(identity, session.client_id or "", transport)
-        return Verdict.ACCEPTED
 
     async def _resumed(self, session: Session, handler: NodeConnection) -> None:
         """A resumed session still subscribed to its user's (or device's) inbox receives it on this connection."""

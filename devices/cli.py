@@ -15,6 +15,7 @@ with ``--ws``). Both trust the system's CAs, or only ``--ca-file``'s (``$CHATMQ_
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import re
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
@@ -153,6 +155,21 @@ def save_profile(name: str, profile: Profile) -> Path:
     return path
 
 
+@contextmanager
+def profile_lock(name: str) -> Iterator[None]:
+    """Held while a process of profile ``name`` refreshes its tokens and saves them: the processes of
+    one profile take turns (a spent refresh token sent again ends the login on the server), and the
+    next one finds the saved tokens (``ChatClient.shared_tokens``) instead of spending its own."""
+    path = profile_path(name).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def load_profile(name: str) -> Profile:
     """The saved profile ``name``; ``NotLoggedInError`` when there is none (or it is unreadable)."""
     path = profile_path(name)
@@ -259,6 +276,7 @@ def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_
 
         client.on_tokens_changed = persist
         client.shared_tokens = shared
+        client.refresh_lock = partial(profile_lock, profile_name)
         if client.token_needs_refresh():
             client.refresh()
         yield client, profile

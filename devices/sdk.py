@@ -10,7 +10,9 @@ Contracts
   tokens rotate (each is spent when used; using a spent one again ends the login), so clients
   that share a login (processes on one saved profile) set ``shared_tokens``: ``refresh`` first
   takes the shared tokens when another client already refreshed, instead of spending its own
-  spent token.
+  spent token; and ``refresh_lock`` (e.g. a file lock), held around each refresh and its
+  ``on_tokens_changed``, so that they refresh one at a time. In one client refreshes are one at a
+  time (a lock), whichever thread asks.
 - Authenticated REST calls refresh the access token first when it is near expiry, and
   once more after a 401 when a refresh token is known.
 - ``connect`` opens the MQTT session (username = user id, password = access token),
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import ssl
 import threading
@@ -54,6 +57,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -383,6 +387,9 @@ class ChatClient:
         self.on_tokens_changed: Callable[[Tokens], None] | None = None
         #: where other clients of this login keep its latest tokens (e.g. a saved profile)
         self.shared_tokens: Callable[[], Tokens | None] | None = None
+        #: held around each refresh (``shared_tokens``, the request, ``on_tokens_changed``) when set: clients
+        #: of one login in other processes take turns with it, so none sends a token another just spent
+        self.refresh_lock: Callable[[], AbstractContextManager[object]] | None = None
 
         # What arrived, guarded by ``_cond``.
         self._cond = threading.Condition()
@@ -574,26 +581,28 @@ class ChatClient:
         """Exchange the refresh token for new tokens (``POST /auth/refresh``) and keep them.
 
         Raises ``NotLoggedInError`` without a refresh token and ``AuthenticationError`` when
-        the server refuses it (the session is over: log in again). Thread-safe.
+        the server refuses it (the session is over: log in again). Thread-safe; with ``refresh_lock``
+        one at a time across the processes of one login too.
         """
-        with self._auth_lock:
-            if self._refresh_token is None or self.user_id is None:
-                raise NotLoggedInError("no refresh token; log in first")
-            shared = self._shared_newer()
-            if shared is not None:  # another process of this login refreshed: ours is spent, take its tokens
-                tokens = self._store_tokens(shared.user_id, shared.access_token, shared.refresh_token, None)
-                self._safe_call(self.on_tokens_changed, tokens)
-                return tokens
-            try:
-                data = self._request("POST", "/auth/refresh", json={"refresh_token": self._refresh_token},
-                                     auth=False)
-            except AuthenticationError as exc:
-                raise AuthenticationError(401, f"session expired, log in again ({exc.detail})") from exc
-            user_id = str(data.get("user_id") or self.user_id)
-            refresh_token = data.get("refresh_token") or self._refresh_token
-            tokens = self._store_tokens(user_id, data["access_token"], refresh_token, data.get("expires_in"))
-        log.info("access token refreshed for %s", user_id)
-        self._safe_call(self.on_tokens_changed, tokens)
+        with self.refresh_lock() if self.refresh_lock is not None else contextlib.nullcontext():
+            with self._auth_lock:
+                if self._refresh_token is None or self.user_id is None:
+                    raise NotLoggedInError("no refresh token; log in first")
+                shared = self._shared_newer()
+                if shared is not None:  # another process of this login refreshed: ours is spent, take its tokens
+                    tokens = self._store_tokens(shared.user_id, shared.access_token, shared.refresh_token, None)
+                    self._safe_call(self.on_tokens_changed, tokens)
+                    return tokens
+                try:
+                    data = self._request("POST", "/auth/refresh", json={"refresh_token": self._refresh_token},
+                                         auth=False)
+                except AuthenticationError as exc:
+                    raise AuthenticationError(401, f"session expired, log in again ({exc.detail})") from exc
+                user_id = str(data.get("user_id") or self.user_id)
+                refresh_token = data.get("refresh_token") or self._refresh_token
+                tokens = self._store_tokens(user_id, data["access_token"], refresh_token, data.get("expires_in"))
+            log.info("access token refreshed for %s", user_id)
+            self._safe_call(self.on_tokens_changed, tokens)  # saved before another process may look
         return tokens
 
     def _shared_newer(self) -> Tokens | None:

@@ -63,9 +63,9 @@ class Settings(BaseSettings):
     )
     access_token_ttl: int = Field(900, gt=0, description="Access token lifetime in seconds.")
     refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
-    refresh_reuse_grace: float = Field(2.0, ge=0, le=60, description="Seconds after its first use during which a "
-                                       "refresh token may be used again (browser tabs racing, a lost answer); later "
-                                       "reuse revokes the login's refresh tokens. 0: never.")
+    refresh_reuse_grace: float = Field(0.0, ge=0, le=60, description="Seconds after its first use during which a "
+                                       "refresh token may be used again (for clients that cannot take turns); later "
+                                       "reuse revokes the login's refresh tokens. 0 (the default): any reuse does.")
 
     max_payload: int = Field(64 * 1024, gt=0, description="Largest outbox payload in bytes.")
     envelope_max_depth: int = Field(32, ge=1, le=200, description="Deepest nesting of a message body "
@@ -116,6 +116,9 @@ class Settings(BaseSettings):
                                             "are closed at once. Not applied by the plain node.")
     connect_burst_per_address: int = Field(200, ge=1, description="New MQTT connections a client address may "
                                            "open at once.")
+    sessions_per_turn: int = Field(8, ge=0, le=10_000, description="CONNECTs (once read) and ended connections a "
+                                   "node takes on per turn of its event loop; more wait for a later turn, so that a "
+                                   "connection storm does not stall the chat (0: no bound).")
     auth_failure_delay: float = Field(0.5, ge=0, le=60, description="Seconds before the CONNACK refusing a "
                                       "client address's first failed MQTT login; doubled for each further "
                                       "failure from that address within a minute.")

@@ -71,8 +71,8 @@ async def refresh(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     """Trade a valid refresh token for a new pair of tokens. The refresh token is spent: the answer
     carries the next one of its family. Presenting a spent refresh token again (a copy in someone
     else's hands) revokes the whole family: every refresh token descended from the same login is
-    refused from then on (log in again); only within ``refresh_reuse_grace`` seconds of its first
-    use (the same client's tabs racing, or a retry after a lost answer) is it honoured again."""
+    refused from then on (log in again). Only when an operator set ``refresh_reuse_grace`` (default 0)
+    is it honoured again within that many seconds of its first use."""
     try:
         claims = ctx.tokens.verify_refresh(body.refresh_token)
         user = await live_account(ctx.store, claims)

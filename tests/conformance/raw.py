@@ -103,8 +103,12 @@ class Received:
 class RawClient:
     """One TCP connection to the broker."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", *, protocol_level: int = MQTT_311) -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
+    def __init__(self, port: int, host: str = "127.0.0.1", *, protocol_level: int = MQTT_311,
+                 source: str | None = None) -> None:
+        """``source``: the local address to connect from (another loopback address is another client
+        address to the broker's per-address bounds)."""
+        self.sock = socket.create_connection((host, port), timeout=10,
+                                             source_address=None if source is None else (source, 0))
         self.level = protocol_level
         self._splitter = PacketSplitter()
         self._packets: deque[Received] = deque()

@@ -7,6 +7,7 @@ Raw-socket clients (``tests.conformance.raw``) send exactly the packets of each 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import struct
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chatmq.broker.wire import Will, encode_connect, encode_remaining_length
+from chatmq.broker.wire import MQTT_5, MQTT_311, Properties, Will, encode_connect, encode_remaining_length
 from tests.conformance.raw import CONNACK, PUBLISH, RawClient, Received
 from tests.e2e.harness import Peer, ServerProcess, Users, rss_kib, serve, user_factory
 from tests.e2e.test_ops import total
@@ -44,8 +45,14 @@ def raw(server: ServerProcess) -> Iterator[list[RawClient]]:
         c.close()
 
 
-def open_raw(server: ServerProcess, made: list[RawClient]) -> RawClient:
-    made.append(RawClient(server.mqtt_port, server.host))
+_SOURCES = itertools.count(20)
+"""The last byte of a loopback address (127.0.0.x) of its own for each stranger: failed logins from it
+are delayed by ``auth_failure_delay`` alone, not by what other tests' failures added to 127.0.0.1's."""
+
+
+def open_raw(server: ServerProcess, made: list[RawClient], level: int = MQTT_311,
+             source: str | None = None) -> RawClient:
+    made.append(RawClient(server.mqtt_port, server.host, protocol_level=level, source=source))
     return made[-1]
 
 
@@ -213,3 +220,34 @@ def test_another_user_taking_a_persistent_client_id_gets_a_new_session_not_its_m
     connack = thief.connect("shared-id", clean=False, username=mallory.uid, password=mallory.access_token)
     assert connack.body == b"\x00\x00"  # accepted, with a session of its own (no session present)
     assert thief.read(1.0) is None  # alice's in-flight message is not resent to mallory
+
+
+NOT_AUTHORIZED = {MQTT_311: 0x05, MQTT_5: 0x87}
+"""The CONNACK code refusing a login, by protocol level (MQTT 5: reason code Not authorized)."""
+
+
+@pytest.mark.parametrize("level", [MQTT_311, MQTT_5], ids=["v3.1.1", "v5"])
+@pytest.mark.parametrize(("clean", "username", "password"), [
+    (True, "victim", "not-her-token"), (False, "victim", "not-her-token"), (True, None, None), (False, None, None),
+], ids=["clean-wrong-password", "persistent-wrong-password", "clean-no-credentials", "persistent-no-credentials"])
+def test_a_wrong_password_with_a_victims_client_id_does_not_disconnect_the_victim(
+        server: ServerProcess, users: Users, raw: list[RawClient], level: int, clean: bool, username: str | None,
+        password: str | None) -> None:
+    alice, bob = users(connect=False), users()
+    client_id = f"phone-{alice.uid}"
+    kept = Properties(session_expiry_interval=600) if level == MQTT_5 else None  # a persistent session at v5 too
+    victim = open_raw(server, raw, level)
+    assert victim.connect(client_id, clean=False, username=alice.uid, password=alice.access_token,
+                          properties=kept).body[1] == 0
+    assert victim.subscribe((f"users/{alice.uid}/inbox", 1)) == [1]
+    stranger = open_raw(server, raw, level, source=f"127.0.0.{next(_SOURCES)}")
+    refused = stranger.connect(client_id, clean=clean, username=alice.uid if username else None, password=password)
+    assert refused.body[:2] == bytes((0, NOT_AUTHORIZED[level]))  # refused, no session present
+    assert stranger.closed_by_broker(TIMEOUT)
+    bob.wait_ack(bob.send(alice.uid, "still connected"), TIMEOUT)
+    (delivered,) = victim.publishes(1, timeout=TIMEOUT)  # the victim's connection is still up, and still served
+    assert orjson.loads(delivered.payload)["body"] == {"text": "still connected"}
+    owner = open_raw(server, raw, level)  # the victim's own login still takes its session over
+    resumed = owner.connect(client_id, clean=False, username=alice.uid, password=alice.access_token, properties=kept)
+    assert resumed.body[:2] == b"\x01\x00"  # accepted, session present
+    assert victim.closed_by_broker(TIMEOUT)

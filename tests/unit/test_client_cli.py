@@ -44,6 +44,11 @@ class FakeApi:
         self.valid: set[str] = set()
         self.refresh_ok = True
         self.counter = 0
+        self.refreshable: set[str] | None = None
+        """When set, rotation as the server does it: the refresh tokens not yet spent; a spent one sent
+        again ends the login (the set is emptied) and is refused."""
+        self.refresh_delay = 0.0
+        self._lock = threading.Lock()
 
     def issue(self, user_id: str) -> dict[str, Any]:
         self.counter += 1
@@ -66,9 +71,19 @@ class FakeApi:
                 return httpx.Response(401, json={"detail": "bad username or password"})
             return httpx.Response(200, json=self.issue(self.users[body["username"]]))
         if path == "/auth/refresh":
-            if not self.refresh_ok:
-                return httpx.Response(401, json={"detail": "invalid token"})
-            return httpx.Response(200, json=self.issue("u_alice"))
+            time.sleep(self.refresh_delay)  # the request on its way: long enough for others to overlap it
+            with self._lock:
+                if not self.refresh_ok:
+                    return httpx.Response(401, json={"detail": "invalid token"})
+                if self.refreshable is not None:
+                    if body["refresh_token"] not in self.refreshable:
+                        self.refreshable.clear()  # reuse of a spent token: the login's family is revoked
+                        return httpx.Response(401, json={"detail": "refresh token already used"})
+                    self.refreshable.remove(body["refresh_token"])
+                tokens = self.issue("u_alice")
+                if self.refreshable is not None:
+                    self.refreshable.add(tokens["refresh_token"])
+                return httpx.Response(200, json=tokens)
         if request.headers.get("authorization", "").removeprefix("Bearer ") not in self.valid:
             return httpx.Response(401, json={"detail": "invalid token"})
         if path == "/contacts/sync":
@@ -286,6 +301,33 @@ def test_expired_access_token_is_refreshed_and_saved(api: FakeApi) -> None:
     profile = load_profile("default")
     assert profile.refresh_token == "r1"
     assert profile.access_token in api.valid
+
+
+def test_processes_of_one_profile_refreshing_at_once_take_turns_and_keep_the_login(api: FakeApi) -> None:
+    """Refresh tokens rotate and the server revokes a login whose spent refresh token comes again
+    (refresh_reuse_grace 0): four processes of one profile whose access token expired refresh one at
+    a time under the profile's file lock, each after the first taking the tokens it saved."""
+    api.refreshable = {"r0"}
+    api.refresh_delay = 0.2
+    save_profile("default", alice_profile(jwt_token(-60), "r0"))
+    failures: list[BaseException] = []
+
+    def one_process() -> None:
+        try:
+            with cli._session("default", None, None, None, ws=False):
+                pass
+        except BaseException as exc:  # typer.Exit on a refused refresh: reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one_process) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    refreshes = [r for r in api.requests if r.url.path == "/api/v1/auth/refresh"]
+    assert [orjson.loads(r.content) for r in refreshes] == [{"refresh_token": "r0"}]  # once; the others adopted it
+    assert load_profile("default").refresh_token in api.refreshable  # the login lives on
 
 
 def test_expired_session_asks_to_log_in_again(api: FakeApi) -> None:

@@ -107,7 +107,7 @@ def test_sessions_that_left_are_reclaimed_once_the_count_settles_not_at_the_refr
     assert f.freezes == 3
 
 
-def test_a_wave_that_left_while_the_next_one_came_is_reclaimed_when_that_one_settles(
+def test_a_wave_that_left_while_the_next_one_came_is_reclaimed_at_the_next_low_point_not_with_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     unfreezes: list[int] = []
     real_unfreeze = gc.unfreeze
@@ -129,8 +129,15 @@ def test_a_wave_that_left_while_the_next_one_came_is_reclaimed_when_that_one_set
     f.check()
     sessions[0] = 2000
     f.check()
-    f.check()  # settled: this pass unfreezes first, so the first wave's garbage is collected
-    assert (f.freezes, len(unfreezes)) == (2, 1)
+    f.check()  # settled: frozen without unfreezing (that pass would walk every session of this wave)
+    assert (f.freezes, len(unfreezes)) == (2, 0)
+    f.check()
+    f.check()
+    assert (f.freezes, len(unfreezes)) == (2, 0)  # the count holds still, high: still nothing
+    sessions[0] = 0  # this wave leaves too, and the count settles low: both waves' garbage is reclaimed
+    f.check()
+    f.check()
+    assert (f.freezes, len(unfreezes)) == (3, 1)
 
 
 def test_nothing_frozen_without_sessions() -> None:

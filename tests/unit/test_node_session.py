@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from chatmq.broker.session import NodeSession
 
 
@@ -25,3 +28,18 @@ def test_amqtt_queue_helpers_see_empty_queues() -> None:
     assert session.retained_messages_count == 0
     assert session.inflight_out_count == 0
     assert repr(session) == "NodeSession(clientId=None, state=new)"
+
+
+def test_an_ended_session_is_freed_at_once_without_the_cyclic_collector() -> None:
+    """A session and its state made a reference cycle: every ended session waited for a full
+    collection (which, with the node's frozen connections, walks every object of the node)."""
+    session = NodeSession()
+    session.transitions.connect()
+    session.transitions.disconnect()
+    gone = weakref.ref(session)
+    gc.disable()
+    try:
+        del session
+        assert gone() is None
+    finally:
+        gc.enable()

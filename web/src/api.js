@@ -67,7 +67,7 @@ export class Api {
   /** Gets new tokens with the refresh token; signs out (onTokens(null)) when it is refused.
    *
    * Refresh tokens rotate: each is spent when used, and using a spent one again ends the login on
-   * the server (after a grace of seconds, ``refresh_reuse_grace``). The tabs of a browser share one
+   * the server (unless the operator set a grace, ``refresh_reuse_grace``). The tabs of a browser share one
    * login, so they take turns (a Web Lock, where the browser has them) and a tab whose refresh token
    * another tab already spent adopts that tab's new tokens instead of sending its own. */
   refresh() {
