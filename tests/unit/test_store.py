@@ -1474,6 +1474,43 @@ async def test_shadow_stale_version_conflicts_and_changes_nothing(store: Store) 
     assert (await store.get_shadow("d1")).desired == {"a": 2, "b": 1}
 
 
+async def test_shadow_writers_in_several_processes_race_and_exactly_one_wins(make_store: Callable[[], Store]) -> None:
+    """Handles of their own (as the API copies and device workers of a cluster have) change one shadow
+    from the same version at once: one wins, the others get ``ConflictError``, nothing is lost."""
+    handles = [make_store() for _ in range(6)]
+    for h in handles:
+        await h.start()
+    try:
+        for version in range(4):
+            async def write(i: int, h: Store, v: int = version) -> bool:
+                try:
+                    await h.change_shadow("d1", desired={"round": v, f"w{i}": v}, version=v)
+                except ConflictError:
+                    return False
+                return True
+
+            wins = await asyncio.gather(*(write(i, h) for i, h in enumerate(handles)))
+            assert sum(wins) == 1, f"round {version}: {sum(wins)} writers won"
+            for h in handles:  # every handle reads the winner
+                shadow = await h.get_shadow("d1")
+                assert shadow.version == version + 1
+                assert shadow.desired["round"] == version
+    finally:
+        for h in handles:
+            await h.stop()
+
+
+async def test_shadow_many_versions_and_a_writer_that_read_long_ago(store: Store) -> None:
+    stale = await store.get_shadow("d1")
+    for n in range(40):
+        await store.change_shadow("d1", reported={"n": n})
+    latest = await store.get_shadow("d1")
+    assert (latest.version, latest.reported) == (40, {"n": 39})
+    assert not await store.swap_shadow(stale.changed(desired={"late": True}))
+    again = await store.get_shadow("d1")
+    assert (again.version, again.desired, again.reported) == (40, {}, {"n": 39})
+
+
 async def test_shadow_bounds(store: Store) -> None:
     deep: dict[str, object] = {"x": 1}
     for _ in range(SHADOW_MAX_DEPTH):

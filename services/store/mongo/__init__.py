@@ -35,8 +35,10 @@ Collections
   finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
   rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
-- ``shadows`` ``{_id: device_id, desired, reported, version, updated_at}``: device shadows (JSON text),
-  read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
+- ``shadow_versions`` ``{_id: "<len(device)>:<device>:<version>", desired, reported, version, updated_at}``
+  and ``shadows`` ``{_id: device_id, <the same>}``: device shadows (JSON text), each version inserted once
+  (the insert decides a compare-and-swap, across processes on FerretDB too), ``shadows`` a copy of the
+  newest; ``_id`` lookups only (``chatmq.services.store.mongo.shadows``).
 - ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,
   error}``; ``(device_id, created_at)``: commands for devices (``chatmq.services.store.mongo.commands``).
 - ``jobs`` ``{_id: job_id, owner_id, document, created_at, canceled}`` and ``job_executions`` ``{_id:
