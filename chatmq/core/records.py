@@ -34,7 +34,7 @@ Topics and their records (keys in brackets):
   "outbox", "device", "owner", "node", "env": <ShadowReport | ShadowGet>}`` (from the device's outbox),
   ``ShadowChanged`` ``{"event": "shadow_changed", "device", "ts"}`` and ``CommandRequest`` ``{"event": "command",
   "device", "id", "name", "params", "persistent", "expires_at"}``, ``JobRequest`` ``{"event": "job", "device",
-  "job"}`` (from the API).
+  "job", "send"}`` (from the API).
 * ``chat.command-results`` (command id): ``CommandDone`` ``{"id", "device", "status", "result", "error"}``.
 * ``chat.device_events`` (device): ``DeviceEvent`` ``{"event": "device_connected"|"device_disconnected",
   "device_id", "owner", "reason", "ts"}`` for other consumers.
@@ -239,10 +239,13 @@ class DeviceOut(BusItem, frozen=True, tag_field="event", tag="outbox"):
 
 
 class JobRequest(BusItem, frozen=True, tag_field="event", tag="job"):
-    """The API stored job ``job`` with an execution for ``device``: send it when the device is online."""
+    """The API stored job ``job`` with an execution for ``device``: the device is owed it from now on (it
+    gets it at its next connect); with ``send``, send it now when the device is online (a paced rollout
+    hands every device over at once without ``send``, then again with it at the pace)."""
 
     device: str
     job: str
+    send: bool = True
 
 
 class CommandRequest(BusItem, frozen=True, tag_field="event", tag="command"):

@@ -26,9 +26,11 @@ import pytest
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
 from chatmq.services.store.base import (
+    MAX_OWED,
     SHADOW_MAX_BYTES,
     SHADOW_MAX_DEPTH,
     DeviceCommand,
+    DeviceOwed,
     DeviceStatus,
     DocumentLimitError,
     Job,
@@ -1556,6 +1558,26 @@ async def test_commands_add_get_replace_list(store: Store) -> None:
     assert queued.seen_at(90000).status == "expired"
 
 
+async def test_what_a_device_is_owed(store: Store) -> None:
+    assert await store.get_owed("d1") == DeviceOwed("d1")
+    owed = DeviceOwed("d1").with_command("c1")
+    assert owed is not None
+    owed = owed.with_job("j1")
+    assert owed is not None
+    assert owed.with_job("j1") is owed
+    await store.put_owed(owed)
+    await store.put_owed(DeviceOwed("d2", (), ("j9",)))
+    assert await store.get_owed("d1") == DeviceOwed("d1", ("c1",), ("j1",))
+    await store.put_owed(owed.without(commands=["c1"]))
+    assert await store.get_owed("d1") == DeviceOwed("d1", (), ("j1",))
+    await store.put_owed(owed.without(commands=["c1"], jobs=["j1"]))  # owes nothing: removed
+    assert await store.get_owed("d1") == DeviceOwed("d1")
+    assert await store.get_owed("d2") == DeviceOwed("d2", (), ("j9",))
+    full = DeviceOwed("d3", tuple(f"c{i}" for i in range(MAX_OWED)))
+    assert full.with_command("another") is None
+    assert full.with_command("c5") is full
+
+
 async def test_jobs_and_their_executions(store: Store) -> None:
     job = Job("j1", "u1", {"fw": 3}, 1000)
     await store.add_job(job, ["d2", "d1", "d2"])
@@ -1567,8 +1589,7 @@ async def test_jobs_and_their_executions(store: Store) -> None:
     assert await store.get_execution("j1", "d1") == sent
     assert await store.get_execution("j1", "d9") is None
     await store.add_job(Job("j2", "u1", {}, 1500), ["d1"])
-    assert [e.job_id for e in await store.device_executions("d1", ["queued", "in_progress"])] == ["j1", "j2"]
-    assert [e.job_id for e in await store.device_executions("d1", ["queued"])] == ["j2"]
+    assert [(e.job_id, e.status) for e in await store.job_executions("j2")] == [("j2", "queued")]
     await store.cancel_job("j1")
     canceled = await store.get_job("j1")
     assert canceled is not None

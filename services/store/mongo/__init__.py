@@ -42,9 +42,11 @@ Collections
 - ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,
   error}``; ``(device_id, created_at)``: commands for devices (``chatmq.services.store.mongo.commands``).
 - ``jobs`` ``{_id: job_id, owner_id, document, created_at, canceled}`` and ``job_executions`` ``{_id:
-  "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``,
-  ``(device_id, status)`` (``chatmq.services.store.mongo.jobs``).
+  "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``
+  (``chatmq.services.store.mongo.jobs``).
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
+- ``device_owed`` ``{_id: device_id, commands: [ids], jobs: [ids]}``: the persistent commands and jobs a
+  device has not finished, read at its connect by ``_id`` (``chatmq.services.store.mongo.device_owed``).
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -173,6 +175,7 @@ ones). Start such a deployment on a fresh database.
 from __future__ import annotations
 
 from chatmq.services.store.mongo.commands import MongoCommands
+from chatmq.services.store.mongo.device_owed import MongoDeviceOwed
 from chatmq.services.store.mongo.device_status import MongoDeviceStatus
 from chatmq.services.store.mongo.groups import MongoGroups
 from chatmq.services.store.mongo.jobs import MongoJobs
@@ -186,7 +189,7 @@ __all__ = ['MongoStore']
 
 
 class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoCommands, MongoJobs):
+                 MongoDeviceOwed, MongoCommands, MongoJobs):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

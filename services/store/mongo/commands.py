@@ -29,7 +29,7 @@ def _command(d: dict[str, Any]) -> DeviceCommand:
 class MongoCommands(MongoBase):
     """``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at,
     result, error}`` (params and result as JSON text); ``(device_id, created_at)`` indexed for the
-    device's list (and its queued commands at connect). Single commands are read and replaced by ``_id``."""
+    device's list (``GET /devices/{id}/commands``). Single commands are read and replaced by ``_id``."""
 
     async def add_command(self, command: DeviceCommand) -> None:
         with mongo_errors():

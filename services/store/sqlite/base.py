@@ -137,7 +137,11 @@ CREATE TABLE IF NOT EXISTS job_executions (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job_id, device_id)
 );
-CREATE INDEX IF NOT EXISTS job_executions_device ON job_executions (device_id, status);
+CREATE TABLE IF NOT EXISTS device_owed (
+    device_id TEXT PRIMARY KEY,
+    commands  TEXT NOT NULL,
+    jobs      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS device_status (
     device_id         TEXT PRIMARY KEY,
     online            INTEGER NOT NULL,
