@@ -677,6 +677,30 @@ class ChatClient:
                                                    params=params)
         return data
 
+    def create_job(self, document: dict[str, Any], devices: list[str] | None = None, *,
+                   rollout_per_minute: int | None = None) -> dict[str, Any]:
+        """``POST /jobs``: ``document`` for ``devices`` (ids of the caller's devices), or for every device of
+        the caller when ``devices`` is None; ``{job_id}``."""
+        body: dict[str, Any] = {"document": document}
+        if devices is None:
+            body["all_mine"] = True
+        else:
+            body["devices"] = devices
+        if rollout_per_minute is not None:
+            body["rollout_per_minute"] = rollout_per_minute
+        data: dict[str, Any] = self._request("POST", "/jobs", json=body)
+        return data
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/{id}``: the job with its devices' status ``counts`` and rows."""
+        data: dict[str, Any] = self._request("GET", f"/jobs/{quote(job_id, safe='')}")
+        return data
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """``POST /jobs/{id}/cancel``: the job, canceled for the devices that had not finished it."""
+        data: dict[str, Any] = self._request("POST", f"/jobs/{quote(job_id, safe='')}/cancel")
+        return data
+
     def delete_device(self, device_id: str) -> None:
         """``DELETE /devices/{id}``: revoke one of the caller's devices."""
         self._request("DELETE", f"/devices/{quote(device_id, safe='')}")
