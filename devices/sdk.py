@@ -391,6 +391,7 @@ class ChatClient:
         self.events: list[Envelope] = []
         self.errors: list[Envelope] = []
         self.acks: dict[str, Envelope] = {}
+        self.command_results: dict[str, Envelope] = {}  # by the client id of a command sent with send_command
         self._unacked: OrderedDict[str, Envelope] = OrderedDict()
         self._send_lock = threading.RLock()  # callbacks under it may send
         self._errors_by_client_id: dict[str, Envelope] = {}
@@ -857,6 +858,28 @@ class ChatClient:
         """Publish ``payload`` to the outbox as it is (for testing the server's validation)."""
         self._publish(payload)
 
+    def send_command(self, device_id: str, name: str, params: dict[str, Any] | None = None, *,
+                     timeout_s: int = 30, client_id: str | None = None) -> str:
+        """Publish a ``command`` for one of this user's devices on the outbox; return its client id (the
+        answer, ``command_result``, comes to the inbox: ``wait_command_result``). Resend with the same
+        ``client_id``: the device runs it once."""
+        envelope: Envelope = {"type": "command", "id": client_id or new_client_id(), "device": device_id,
+                              "name": name, "params": params or {}, "timeout_s": timeout_s}
+        self._publish(envelope)
+        return str(envelope["id"])
+
+    def wait_command_result(self, client_id: str, timeout: float) -> Envelope:
+        """Block until the ``command_result`` of command ``client_id`` arrives and return it (``status``
+        ``succeeded``, ``failed`` or ``expired``, ``result``, ``error``). ``MessageRejectedError`` when an
+        ``error`` for it came instead (not the user's device, params too large), ``ChatTimeoutError`` when
+        nothing came within ``timeout`` seconds."""
+        self.wait_for(lambda: client_id in self.command_results or client_id in self._errors_by_client_id, timeout)
+        with self._cond:
+            result = self.command_results.get(client_id)
+            if result is not None:
+                return result
+            raise MessageRejectedError(self._errors_by_client_id[client_id])
+
     def send_receipt(self, status: Literal["delivered", "read"], ids: Iterable[str]) -> None:
         """Publish a ``receipt`` for server ids ``ids``; nothing when ``ids`` is empty."""
         id_list = list(ids)
@@ -921,6 +944,7 @@ class ChatClient:
             self.events.clear()
             self.errors.clear()
             self.acks.clear()
+            self.command_results.clear()
             self._errors_by_client_id.clear()
 
     # ------------------------------------------------------------------ paho callbacks
@@ -1055,6 +1079,12 @@ class ChatClient:
         elif kind == "event":
             self._keep(self.events, envelope)
             self._safe_call(self.on_event, envelope)
+        elif kind == "command_result":
+            client_id = envelope.get("id")
+            if isinstance(client_id, str):
+                with self._cond:
+                    self.command_results[client_id] = envelope
+                    self._cond.notify_all()
         elif kind == "error":
             with self._cond:
                 self.errors.append(envelope)

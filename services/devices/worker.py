@@ -16,6 +16,13 @@
 * ``command_result`` from the device: the command becomes ``succeeded``/``failed`` (once: a repeated or
   late answer, or one for another device's command, is ignored) and a ``CommandDone`` goes to
   ``chat.command-results`` for the API copy waiting for it.
+* ``UserCommand`` (a user's ``command`` from its outbox): for a device that is not the user's (or not live)
+  the user gets an ``error`` ``forbidden``, for params beyond a shadow's bounds ``too_large`` /
+  ``invalid_envelope``; else it is stored (its id derived from the user and the user's id of it, so a
+  resend is not run again but answered again once finished) and sent like a plain command, ``failed``
+  with ``device_offline`` when the device is offline. When it finishes the user gets ``command_result``
+  in its inbox; a timer of this process re-checks it when it expires (a restart loses the timer: the
+  command then reads ``expired`` without the user being told).
 
 * ``JobRequest`` (the API stored a job): the job goes into the device's ``DeviceOwed`` (its execution
   ``failed`` with ``device_queue_full`` when the device is owed ``MAX_OWED`` already); with ``send`` an online
@@ -33,6 +40,8 @@ Envelopes for a device go to its node's ``chat.deliver.<node>`` as ``Delivery.to
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from dataclasses import replace
 
@@ -48,9 +57,10 @@ from chatmq.core.device_envelopes import (
     job_envelope,
     shadow_delta_envelope,
     shadow_envelope,
+    user_command_result_envelope,
 )
 from chatmq.core.envelopes import ErrorCode, encode_event, error_envelope, event_envelope
-from chatmq.core.errors import ConflictError
+from chatmq.core.errors import ChatMQError, ConflictError
 from chatmq.core.ids import now_ms
 from chatmq.core.records import (
     DEVICE_RECORDS,
@@ -63,11 +73,20 @@ from chatmq.core.records import (
     DeviceUp,
     JobRequest,
     ShadowChanged,
+    UserCommand,
 )
 from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store.base import DeviceCommand, DeviceStatus, DocumentLimitError, Job, JobExecution, Store
+from chatmq.services.store.base import (
+    DeviceCommand,
+    DeviceStatus,
+    DocumentLimitError,
+    Job,
+    JobExecution,
+    Store,
+    check_document,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +96,14 @@ MAX_WAITING = 100
 
 #: The error of a persistent command, or of a job's execution, for a device owed ``MAX_OWED`` already.
 QUEUE_FULL = "device_queue_full"
+
+#: Seconds after a user's command expired that it is looked at again.
+EXPIRY_MARGIN = 0.2
+
+
+def user_command_id(sender: str, client_id: str) -> str:
+    """The command id of user ``sender``'s command ``client_id`` (one per pair, so a resend is the same command)."""
+    return "u" + hashlib.sha256(f"{len(sender)}:{sender}:{client_id}".encode()).hexdigest()[:24]
 
 
 class DeviceWorker(BusWorker):
@@ -97,6 +124,8 @@ class DeviceWorker(BusWorker):
                 await self._command(item)
             elif isinstance(item, JobRequest):
                 await self._job_request(item)
+            elif isinstance(item, UserCommand):
+                await self._user_command(item)
             else:
                 await self._shadow_changed(item)
 
@@ -207,8 +236,56 @@ class DeviceWorker(BusWorker):
         elif not command.persistent:
             await self._finish(replace(command, status="failed", error="device_offline"))
 
+    async def _user_command(self, cmd: UserCommand) -> None:
+        device = await self._store.get_device(cmd.device)
+        if device is None or device.revoked or device.owner_id != cmd.sender:
+            await self._outlet.notify([cmd.sender], error_envelope("forbidden", f"{cmd.device} is not your device",
+                                                                   cmd.id))
+            return
+        try:
+            check_document("params", cmd.params)
+        except DocumentLimitError as exc:
+            code: ErrorCode = "too_large" if exc.kind == "too_large" else "invalid_envelope"
+            await self._outlet.notify([cmd.sender], error_envelope(code, str(exc), cmd.id))
+            return
+        command = DeviceCommand(user_command_id(cmd.sender, cmd.id), cmd.device, cmd.name, cmd.params, False,
+                                "sent", cmd.ts, cmd.ts + cmd.timeout_s * 1000, requester=cmd.sender,
+                                client_id=cmd.id)
+        try:
+            await self._store.add_command(command)
+        except ConflictError:  # sent again: answered again once it has finished, else still under way
+            earlier = await self._store.get_command(command.command_id)
+            if earlier is not None and earlier.finished():
+                await self._answer_requester(earlier)
+            return
+        status = await self._store.get_device_status(cmd.device)
+        if not status.online or status.node is None:
+            await self._finish(replace(command, status="failed", error="device_offline"))
+            return
+        await self._deliver_command(command, status.node)
+        self._tasks.spawn(self._check_when_expired(command), f"expiry-{command.command_id}")
+
+    async def _check_when_expired(self, command: DeviceCommand) -> None:
+        """Once ``command`` has expired, have this worker look at it again (in order with the device's records):
+        not answered by then, it finishes ``expired`` and its requester is told."""
+        await asyncio.sleep(max(0.0, (command.expires_at - now_ms()) / 1000) + EXPIRY_MARGIN)
+        request = CommandRequest(command.device_id, command.command_id, command.name, command.params, False,
+                                 command.expires_at)
+        try:
+            await self._bus.publish(DEVICES, command.device_id.encode(), request)
+        except ChatMQError as exc:
+            log.warning("command %s: its expiry could not be checked: %s", command.command_id, exc)
+
+    async def _answer_requester(self, command: DeviceCommand) -> None:
+        if command.requester is None or command.client_id is None:
+            return
+        env = user_command_result_envelope(command.client_id, command.command_id, command.device_id, command.status,
+                                           command.result, command.error)
+        await self._outlet.notify([command.requester], env)
+
     async def _finish(self, command: DeviceCommand) -> None:
         await self._store.put_command(command)
+        await self._answer_requester(command)
         if command.persistent:
             await self._store.put_owed((await self._store.get_owed(command.device_id)).without(
                 commands=[command.command_id]))

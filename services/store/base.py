@@ -606,6 +606,8 @@ class DeviceCommand:
     expires_at: int
     result: dict[str, Any] | None = None
     error: str | None = None
+    requester: str | None = None  # the user who sent it over MQTT (answered in that user's inbox)
+    client_id: str | None = None  # that user's id of it
 
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "expired")

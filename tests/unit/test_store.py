@@ -1432,6 +1432,21 @@ async def test_sqlite_version_1_database_gets_token_versions(tmp_path: Path) -> 
         assert await store._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
 
 
+async def test_sqlite_commands_of_the_earlier_shape_get_their_requester_columns(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE commands (command_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, name TEXT NOT NULL,"
+                     " params TEXT NOT NULL, persistent INTEGER NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT"
+                     " NULL, expires_at INTEGER NOT NULL, result TEXT, error TEXT)")
+        conn.execute("INSERT INTO commands VALUES ('c1', 'd1', 'reboot', '{}', 0, 'sent', 1, 2, NULL, NULL)")
+        conn.commit()
+    async with SQLiteStore(path) as store:
+        assert await store.get_command("c1") == DeviceCommand("c1", "d1", "reboot", {}, False, "sent", 1, 2)
+        mine = DeviceCommand("c2", "d1", "blink", {}, False, "sent", 3, 4, requester="u1", client_id="k1")
+        await store.add_command(mine)
+        assert await store.get_command("c2") == mine
+
+
 async def test_ping_answers_while_started_and_fails_once_stopped(make_store: Callable[[], Store]) -> None:
     s = make_store()
     await s.start()

@@ -40,7 +40,8 @@ Collections
   (the insert decides a compare-and-swap, across processes on FerretDB too), ``shadows`` a copy of the
   newest; ``_id`` lookups only (``chatmq.services.store.mongo.shadows``).
 - ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,
-  error}``; ``(device_id, created_at)``: commands for devices (``chatmq.services.store.mongo.commands``).
+  error, requester, client_id}``; ``(device_id, created_at)``: commands for devices
+  (``chatmq.services.store.mongo.commands``).
 - ``jobs`` ``{_id: job_id, owner_id, document, created_at, canceled}`` and ``job_executions`` ``{_id:
   "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``
   (``chatmq.services.store.mongo.jobs``).

@@ -118,7 +118,9 @@ CREATE TABLE IF NOT EXISTS commands (
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     result     TEXT,
-    error      TEXT
+    error      TEXT,
+    requester  TEXT,
+    client_id  TEXT
 );
 CREATE INDEX IF NOT EXISTS commands_device ON commands (device_id, created_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -346,6 +348,10 @@ class SQLiteBase(Store):
             user_cols = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
             if "token_version" not in user_cols:  # a version 1 database
                 conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
+            command_cols = {row["name"] for row in conn.execute("PRAGMA table_info(commands)")}
+            for column in ("requester", "client_id"):  # commands sent by users over MQTT (issue 14)
+                if column not in command_cols:
+                    conn.execute(f"ALTER TABLE commands ADD COLUMN {column} TEXT")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")
