@@ -379,6 +379,7 @@ class ChatClient:
         self.on_event: Callable[[Envelope], None] | None = None
         self.on_error: Callable[[Envelope], None] | None = None
         self.on_ack: Callable[[Envelope], None] | None = None
+        self.on_command_result: Callable[[Envelope], None] | None = None
         self.on_connection_change: Callable[[bool], None] | None = None
         self.on_tokens_changed: Callable[[Tokens], None] | None = None
         #: where other clients of this login keep its latest tokens (e.g. a saved profile)
@@ -1085,6 +1086,7 @@ class ChatClient:
                 with self._cond:
                     self.command_results[client_id] = envelope
                     self._cond.notify_all()
+            self._safe_call(self.on_command_result, envelope)
         elif kind == "error":
             with self._cond:
                 self.errors.append(envelope)
