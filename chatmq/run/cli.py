@@ -338,6 +338,7 @@ def _fail(message: str, code: int) -> NoReturn:
 def _mount_client() -> None:
     from chatmq.bench.bench_broker import app as bench_app
     from chatmq.bench.bench_chat import chat as bench_chat
+    from chatmq.bench.bench_devices import devices as bench_devices
     from chatmq.bench.simulate import app as devices_app
     from chatmq.bench.soak import soak as bench_soak
     from chatmq.devices.cli import app as client_app
@@ -345,9 +346,10 @@ def _mount_client() -> None:
 
     app.add_typer(client_app, name="client", help="Chat from the command line (register, login, send, listen).")
     app.add_typer(bench_app, name="bench", help="Benchmarks: the broker node against Mosquitto; chat end to end; "
-                  "a soak of clients in waves.")
+                  "a soak of clients in waves; device commands and shadows.")
     bench_app.command("chat")(bench_chat)
     bench_app.command("soak")(bench_soak)
+    bench_app.command("devices")(bench_devices)
     devices_app.command("command")(device_command)
     devices_app.command("shadow")(device_shadow)
     devices_app.add_typer(jobs_app, name="jobs")
