@@ -10,13 +10,18 @@ contract only (REST + MQTT, the Python SDK):
 2. for ``--duration`` seconds every user sends about ``--rate`` messages per second, each to
    the next user in a ring, and every tenth to the group; recipients mark each message read
    (the SDK answers ``delivered`` itself), so receipts flow back; every device publishes a
-   reading (temperature, humidity, battery) every ``--telemetry-interval`` seconds;
+   reading (temperature, humidity, battery) every ``--telemetry-interval`` seconds; every user
+   sends its device a command over MQTT every ``--command-interval`` seconds (``blink``, answered
+   by the device with what it did). Each device reports its shadow (firmware, led) when it
+   connects and applies every desired change it is sent (reporting it back), and runs the jobs
+   it is sent (``chatmq devices jobs create``), answering ``succeeded`` with the document it ran;
 3. waits up to ``--drain`` seconds until every message was acked and arrived at every
    recipient, showing progress on stderr all along (one updating line on a terminal, a line
    every 5 s otherwise);
-4. prints a summary (messages sent/acked/delivered/lost, receipts, readings, errors, delivery
-   latency p50/p99) and writes it as JSON to ``--json``; disconnects; the accounts and
-   devices stay, so one can log in to the web client as a simulated user and look around.
+4. prints a summary (messages sent/acked/delivered/lost, receipts, readings, commands sent/answered,
+   shadow reports, jobs run, errors, delivery and command latency p50/p99) and writes it as JSON to
+   ``--json``; disconnects; the accounts and devices stay, so one can log in to the web client as a
+   simulated user and look around.
 
 Exit code 0 when every message arrived, 1 when something was lost or the server refused
 something, 2 on usage errors. It is not a benchmark (``chatmq bench chat`` is).
@@ -34,6 +39,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -67,11 +73,18 @@ class Tally:
     duplicates: int = 0
     receipts: int = 0
     readings: int = 0
+    commands_sent: int = 0
+    commands_answered: int = 0
+    shadow_reports: int = 0
+    jobs_run: int = 0
+    jobs_expected: int = 0
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    command_latencies_ms: list[float] = field(default_factory=list)
 
     def summary(self, seconds: float) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
+        cmd = sorted(self.command_latencies_ms)
         return {
             "users": self.users, "devices": self.devices, "seconds": round(seconds, 2),
             "messages_sent": self.sent, "messages_acked": self.acked,
@@ -79,6 +92,9 @@ class Tally:
             "lost": max(0, self.expected - self.delivered), "duplicates": self.duplicates,
             "receipts": self.receipts, "readings": self.readings, "errors": list(self.errors),
             "latency_ms_p50": _rounded(percentile(lat, 0.50)), "latency_ms_p99": _rounded(percentile(lat, 0.99)),
+            "commands_sent": self.commands_sent, "commands_answered": self.commands_answered,
+            "command_ms_p50": _rounded(percentile(cmd, 0.50)), "command_ms_p99": _rounded(percentile(cmd, 0.99)),
+            "shadow_reports": self.shadow_reports, "jobs_run": self.jobs_run, "jobs_expected": self.jobs_expected,
         }
 
 
@@ -108,6 +124,7 @@ class Simulation:
         self._lock = threading.Lock()
         # client id → (sent at, recipients still to receive it)
         self._waiting: dict[str, tuple[float, set[str]]] = {}
+        self._commands: dict[str, float] = {}  # client id of a command → sent at
         self._rng = random.Random()
 
     # ------------------------------------------------------------------ setup
@@ -124,6 +141,13 @@ class Simulation:
             for user in self.users[:GROUP_LIMIT]:
                 user.group = str(group["group_id"])
 
+    def start_jobs(self) -> None:
+        """Every user starts a job on its devices (the simulated device runs it and reports ``succeeded``)."""
+        for user in self.users:
+            with self._lock:
+                self.tally.jobs_expected += 1
+            _retrying(partial(user.client.create_job, {"firmware": "1.1", "sim": self.run}))
+
     def _make_user(self, index: int) -> SimUser:
         username = f"sim-{self.run}-{index:03d}"
         client = ChatClient(self.api_url, self.mqtt_host, self.mqtt_port, transport=self.transport)
@@ -134,12 +158,15 @@ class Simulation:
         client.on_ack = self._acked
         client.on_receipt = self._receipt
         client.on_error = lambda env: self._error(f"{username}: {env.get('code')}: {env.get('reason')}")
+        client.on_command_result = self._command_result
         client.connect()
         creds = _retrying(lambda: client.create_device(f"sensor {index}"))
         device = DeviceClient(self.mqtt_host, self.mqtt_port, str(creds["device_id"]), str(creds["secret"]),
                               transport=self.transport)
         device.on_error = lambda env: self._error(f"device {index}: {env.get('code')}: {env.get('reason')}")
+        self._behave(device)
         device.connect()
+        self._report(device, {"firmware": "1.0", "led": "off"})
         user.device = device
         with self._lock:
             self.tally.users += 1
@@ -166,6 +193,37 @@ class Simulation:
         else:
             user.client.send(next(iter(recipients)), body, client_id=client_id)
 
+    def _behave(self, device: DeviceClient) -> None:
+        """What a simulated device does: answers commands, applies desired shadow changes, runs jobs."""
+        def command(name: str, params: dict[str, Any]) -> dict[str, Any]:
+            if name == "fail":
+                raise RuntimeError("asked to fail")
+            return {"did": name, **params}
+
+        def job(_job_id: str, document: dict[str, Any]) -> dict[str, Any]:
+            with self._lock:
+                self.tally.jobs_run += 1
+            return {"ran": document}
+
+        device.on_command = command
+        device.on_job = job
+        device.shadow.on_delta = lambda state, _version: self._report(device, state)
+
+    def _report(self, device: DeviceClient, state: dict[str, Any]) -> None:
+        device.shadow.report(state)
+        with self._lock:
+            self.tally.shadow_reports += 1
+
+    def command_one(self, user: SimUser, n: int) -> None:
+        """User ``user``'s ``n``-th command to its own device, over MQTT."""
+        if user.device is None:
+            return
+        client_id = new_client_id()
+        with self._lock:
+            self._commands[client_id] = time.monotonic()
+            self.tally.commands_sent += 1
+        user.client.send_command(user.device.device_id, "blink", {"n": n}, client_id=client_id)
+
     def read_one(self, user: SimUser) -> None:
         """One reading from ``user``'s device."""
         if user.device is None:
@@ -185,7 +243,8 @@ class Simulation:
 
     def unacked(self) -> int:
         with self._lock:
-            return self.tally.sent - self.tally.acked
+            return (self.tally.sent - self.tally.acked + self.tally.commands_sent - self.tally.commands_answered
+                    + max(0, self.tally.jobs_expected - self.tally.jobs_run))
 
     # ------------------------------------------------------------------ callbacks (paho threads)
 
@@ -206,6 +265,16 @@ class Simulation:
     def _acked(self, env: Envelope) -> None:
         with self._lock:
             self.tally.acked += 1
+
+    def _command_result(self, env: Envelope) -> None:
+        with self._lock:
+            sent = self._commands.pop(str(env.get("id")), None)
+            if sent is None:
+                return
+            self.tally.commands_answered += 1
+            self.tally.command_latencies_ms.append((time.monotonic() - sent) * 1000)
+            if env.get("status") != "succeeded":
+                self.tally.errors.append(f"command {env.get('id')}: {env.get('status')}: {env.get('error')}")
 
     def _receipt(self, env: Envelope) -> None:
         with self._lock:
@@ -262,17 +331,19 @@ def _status(sim: Simulation, phase: str) -> str:
     t = sim.tally
     return (f"{phase} · online {sim.online()}/{t.users} · sent {t.sent} · acked {t.acked} · "
             f"delivered {t.delivered}/{t.expected} · receipts {t.receipts} · readings {t.readings} · "
-            f"errors {len(t.errors)}")
+            f"commands {t.commands_answered}/{t.commands_sent} · errors {len(t.errors)}")
 
 
 def run_traffic(sim: Simulation, duration: float, rate: float, telemetry_interval: float,
-                progress: Progress) -> None:
+                progress: Progress, command_interval: float = 5.0) -> None:
     """Send and publish on a schedule for ``duration`` seconds (one scheduling thread)."""
     start = time.monotonic()
     rng = random.Random()
     next_send = [start + rng.uniform(0, 1 / rate) for _ in sim.users]
     next_read = [start + rng.uniform(0, telemetry_interval) for _ in sim.users]
+    next_command = [start + rng.uniform(0, command_interval) for _ in sim.users]
     counts = [0] * len(sim.users)
+    commands = [0] * len(sim.users)
     while (now := time.monotonic()) < start + duration:
         for i, user in enumerate(sim.users):
             if now >= next_send[i]:
@@ -282,6 +353,10 @@ def run_traffic(sim: Simulation, duration: float, rate: float, telemetry_interva
             if now >= next_read[i]:
                 sim.read_one(user)
                 next_read[i] += telemetry_interval
+            if now >= next_command[i]:
+                sim.command_one(user, commands[i])
+                commands[i] += 1
+                next_command[i] += command_interval
         progress(_status(sim, f"[{now - start:4.0f}s/{duration:g}s]"))
         time.sleep(0.02)
 
@@ -302,6 +377,9 @@ def render(summary: dict[str, Any]) -> str:
             ("lost", str(summary["lost"])), ("duplicates dropped", str(summary["duplicates"])),
             ("receipts back to senders", str(summary["receipts"])),
             ("telemetry readings", str(summary["readings"])),
+            ("commands answered / sent", f"{summary['commands_answered']} / {summary['commands_sent']}"),
+            ("command round trip p50 / p99 (ms)", f"{summary['command_ms_p50']} / {summary['command_ms_p99']}"),
+            ("shadow reports / jobs run", f"{summary['shadow_reports']} / {summary['jobs_run']}"),
             ("errors", str(len(summary["errors"]))),
             ("delivery latency p50 / p99 (ms)", f"{summary['latency_ms_p50']} / {summary['latency_ms_p99']}")]
     width = max(len(k) for k, _ in rows)
@@ -333,6 +411,9 @@ def simulate(
     = 0.5,
     telemetry_interval: Annotated[float, typer.Option("--telemetry-interval", min=0.05,
                                                       help="Seconds between one device's readings.")] = 2.0,
+    command_interval: Annotated[float, typer.Option("--command-interval", min=0.05,
+                                                    help="Seconds between the commands a user sends its device.")]
+    = 5.0,
     drain_s: Annotated[float, typer.Option("--drain", min=0.0, help="Seconds to wait for the last deliveries.")]
     = 30.0,
     password: Annotated[str | None, typer.Option("--password", envvar="CHATMQ_SIM_PASSWORD",
@@ -340,7 +421,7 @@ def simulate(
     = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary here as JSON.")] = None,
 ) -> None:
-    """Simulated users and devices that chat and publish telemetry, to show the system working."""
+    """Simulated users and devices that chat, publish telemetry and answer commands, to show the system working."""
     host = mqtt_host or urlsplit(server).hostname or "127.0.0.1"
     port = mqtt_port or (8083 if ws else 1883)
     shown_password = password is None
@@ -352,7 +433,8 @@ def simulate(
         with _friendly_errors():
             sim.setup(count, lambda line: progress(line))
             progress(_status(sim, "[ready]"), force=True)
-            run_traffic(sim, duration, rate, telemetry_interval, progress)
+            sim.start_jobs()
+            run_traffic(sim, duration, rate, telemetry_interval, progress, command_interval)
             drain(sim, drain_s, progress)
             progress(_status(sim, "[done]"), force=True)
     finally:
@@ -369,5 +451,7 @@ def simulate(
         print(f"  error: {line}")
     if json_out is not None:
         json_out.write_bytes(orjson.dumps({**summary, "server": server}, option=orjson.OPT_INDENT_2))
-    if summary["lost"] or summary["messages_acked"] < summary["messages_sent"] or summary["errors"]:
+    if (summary["lost"] or summary["messages_acked"] < summary["messages_sent"] or summary["errors"]
+            or summary["commands_answered"] < summary["commands_sent"]
+            or summary["jobs_run"] < summary["jobs_expected"]):
         raise typer.Exit(1)

@@ -7,7 +7,8 @@ readings are checked (``chatmq.core.readings``: an invalid one is an ``EnvelopeE
 answered in the device's inbox) and go to ``chat.telemetry``; inbox subscribe and release become
 ``online``/``offline`` presence records with an epoch. A device's inbox subscribe and release become
 ``DeviceUp``/``DeviceDown`` on ``chat.devices``, and its outbox envelopes (``shadow_report``,
-``shadow_get``), checked here, ``DeviceOut`` there.
+``shadow_get``), checked here, ``DeviceOut`` there. A user's ``command`` for a device goes to ``chat.devices``
+keyed by the device, as ``UserCommand``.
 
 A publish the bus cannot take (Kafka away) is retried with backoff for up to
 ``outage_grace`` seconds before it is given up (the client then resends it without an
@@ -33,6 +34,7 @@ from chatmq.core.bus.base import Bus, Record
 from chatmq.core.control import announce_takeover
 from chatmq.core.device_envelopes import parse_device_outbox
 from chatmq.core.envelopes import (
+    CommandIn,
     EnvelopeLimits,
     MessageIn,
     address,
@@ -59,6 +61,7 @@ from chatmq.core.records import (
     Online,
     Outbox,
     TelemetryRecord,
+    UserCommand,
 )
 from chatmq.core.topics import CONNECTIONS, DEVICES, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
 from chatmq.core.worker import BusWorker
@@ -111,7 +114,8 @@ class NodeGateway(BusWorker):
         self._devices: dict[str, _Inbox] = {}  # devices reading their inbox here (conns and epoch only)
         self._epochs = _Epochs()
         # metrics: children bound once, so the message path only increments
-        self._in = {t: MESSAGES_IN.labels(node, t) for t in ("message", "group_message", "receipt", "telemetry")}
+        self._in = {t: MESSAGES_IN.labels(node, t) for t in ("message", "group_message", "receipt", "telemetry",
+                                                                 "command")}
         self._out = {t: MESSAGES_OUT.labels(node, t) for t in ("message", "ack", "receipt", "event", "error")}
         self._out_other = MESSAGES_OUT.labels(node, "other")
         self._latency = {path: DELIVERY_LATENCY.labels(node, path) for path in ("live", "replay")}
@@ -183,6 +187,12 @@ class NodeGateway(BusWorker):
             self._in["telemetry"].inc()
             return
         env = parse_outbox(payload, self._limits)
+        if isinstance(env, CommandIn):
+            await self._durably(DEVICES, env.device.encode(), UserCommand(env.device, identity.id, env.id, env.name,
+                                                                          env.params_object(), env.timeout_s,
+                                                                          now_ms()))
+            self._in["command"].inc()
+            return
         record = Outbox(identity.id, self.node, env)
         if isinstance(env, MessageIn):
             if env.group is not None:

@@ -632,6 +632,55 @@ def device_shadow(
     typer.echo(orjson.dumps(shadow).decode())
 
 
+jobs_app = typer.Typer(help="Jobs across your devices: create, show, cancel (each prints the job as JSON).",
+                       no_args_is_help=True)
+
+
+@jobs_app.command("create")
+def job_create(
+    document: Annotated[str, typer.Argument(help="The job's document, a JSON object each device gets.")],
+    devices: Annotated[list[str] | None, typer.Option("--device", help="A device of yours (repeat it); "
+                                                                        "without any, all your devices.")] = None,
+    rollout_per_minute: Annotated[int | None, typer.Option("--rollout-per-minute", min=1, max=100_000,
+                                                           help="Send it to this many online devices a minute.")]
+    = None,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Start a job on some or all of your devices and print `{"job_id": ...}`."""
+    body = _json_object(document, "DOCUMENT")
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        created = client.create_job(body, devices or None, rollout_per_minute=rollout_per_minute)
+    typer.echo(orjson.dumps(created).decode())
+
+
+@jobs_app.command("show")
+def job_show(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Print a job of yours with its devices' status counts and rows."""
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        job = client.job(job_id)
+    typer.echo(orjson.dumps(job).decode())
+
+
+@jobs_app.command("cancel")
+def job_cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Cancel a job of yours: devices that had not finished it are not sent it again; print the job."""
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        job = client.cancel_job(job_id)
+    typer.echo(orjson.dumps(job).decode())
+
+
 def main() -> None:  # pragma: no cover - for `python -m chatmq.devices.cli`
     """Run the client app on its own."""
     app()

@@ -383,6 +383,7 @@ class ChatClient:
         self.on_event: Callable[[Envelope], None] | None = None
         self.on_error: Callable[[Envelope], None] | None = None
         self.on_ack: Callable[[Envelope], None] | None = None
+        self.on_command_result: Callable[[Envelope], None] | None = None
         self.on_connection_change: Callable[[bool], None] | None = None
         self.on_tokens_changed: Callable[[Tokens], None] | None = None
         #: where other clients of this login keep its latest tokens (e.g. a saved profile)
@@ -398,6 +399,7 @@ class ChatClient:
         self.events: list[Envelope] = []
         self.errors: list[Envelope] = []
         self.acks: dict[str, Envelope] = {}
+        self.command_results: dict[str, Envelope] = {}  # by the client id of a command sent with send_command
         self._unacked: OrderedDict[str, Envelope] = OrderedDict()
         self._send_lock = threading.RLock()  # callbacks under it may send
         self._errors_by_client_id: dict[str, Envelope] = {}
@@ -686,6 +688,30 @@ class ChatClient:
                                                    params=params)
         return data
 
+    def create_job(self, document: dict[str, Any], devices: list[str] | None = None, *,
+                   rollout_per_minute: int | None = None) -> dict[str, Any]:
+        """``POST /jobs``: ``document`` for ``devices`` (ids of the caller's devices), or for every device of
+        the caller when ``devices`` is None; ``{job_id}``."""
+        body: dict[str, Any] = {"document": document}
+        if devices is None:
+            body["all_mine"] = True
+        else:
+            body["devices"] = devices
+        if rollout_per_minute is not None:
+            body["rollout_per_minute"] = rollout_per_minute
+        data: dict[str, Any] = self._request("POST", "/jobs", json=body)
+        return data
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/{id}``: the job with its devices' status ``counts`` and rows."""
+        data: dict[str, Any] = self._request("GET", f"/jobs/{quote(job_id, safe='')}")
+        return data
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """``POST /jobs/{id}/cancel``: the job, canceled for the devices that had not finished it."""
+        data: dict[str, Any] = self._request("POST", f"/jobs/{quote(job_id, safe='')}/cancel")
+        return data
+
     def delete_device(self, device_id: str) -> None:
         """``DELETE /devices/{id}``: revoke one of the caller's devices."""
         self._request("DELETE", f"/devices/{quote(device_id, safe='')}")
@@ -842,6 +868,28 @@ class ChatClient:
         """Publish ``payload`` to the outbox as it is (for testing the server's validation)."""
         self._publish(payload)
 
+    def send_command(self, device_id: str, name: str, params: dict[str, Any] | None = None, *,
+                     timeout_s: int = 30, client_id: str | None = None) -> str:
+        """Publish a ``command`` for one of this user's devices on the outbox; return its client id (the
+        answer, ``command_result``, comes to the inbox: ``wait_command_result``). Resend with the same
+        ``client_id``: the device runs it once."""
+        envelope: Envelope = {"type": "command", "id": client_id or new_client_id(), "device": device_id,
+                              "name": name, "params": params or {}, "timeout_s": timeout_s}
+        self._publish(envelope)
+        return str(envelope["id"])
+
+    def wait_command_result(self, client_id: str, timeout: float) -> Envelope:
+        """Block until the ``command_result`` of command ``client_id`` arrives and return it (``status``
+        ``succeeded``, ``failed`` or ``expired``, ``result``, ``error``). ``MessageRejectedError`` when an
+        ``error`` for it came instead (not the user's device, params too large), ``ChatTimeoutError`` when
+        nothing came within ``timeout`` seconds."""
+        self.wait_for(lambda: client_id in self.command_results or client_id in self._errors_by_client_id, timeout)
+        with self._cond:
+            result = self.command_results.get(client_id)
+            if result is not None:
+                return result
+            raise MessageRejectedError(self._errors_by_client_id[client_id])
+
     def send_receipt(self, status: Literal["delivered", "read"], ids: Iterable[str]) -> None:
         """Publish a ``receipt`` for server ids ``ids``; nothing when ``ids`` is empty."""
         id_list = list(ids)
@@ -906,6 +954,7 @@ class ChatClient:
             self.events.clear()
             self.errors.clear()
             self.acks.clear()
+            self.command_results.clear()
             self._errors_by_client_id.clear()
 
     # ------------------------------------------------------------------ paho callbacks
@@ -1040,6 +1089,13 @@ class ChatClient:
         elif kind == "event":
             self._keep(self.events, envelope)
             self._safe_call(self.on_event, envelope)
+        elif kind == "command_result":
+            client_id = envelope.get("id")
+            if isinstance(client_id, str):
+                with self._cond:
+                    self.command_results[client_id] = envelope
+                    self._cond.notify_all()
+            self._safe_call(self.on_command_result, envelope)
         elif kind == "error":
             with self._cond:
                 self.errors.append(envelope)

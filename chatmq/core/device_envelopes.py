@@ -83,6 +83,14 @@ def command_envelope(command_id: str, name: str, params: dict[str, Any], expires
                             "expires_at": expires_at})
 
 
+def user_command_result_envelope(client_id: str, command_id: str, device: str, status: str,
+                                 result: dict[str, Any] | None, error: str | None) -> bytes:
+    """``command_result`` in the inbox of the user who sent command ``client_id`` over MQTT: ``status``
+    ``succeeded``, ``failed`` or ``expired`` (``ok`` true only when it succeeded)."""
+    return _encoder.encode({"type": "command_result", "id": client_id, "command_id": command_id, "device": device,
+                            "status": status, "ok": status == "succeeded", "result": result, "error": error})
+
+
 def job_envelope(job_id: str, document: dict[str, Any]) -> bytes:
     """``job``: carry out ``document``, reporting with ``job_update``; a redelivery carries the same ``id``."""
     return _encoder.encode({"type": "job", "id": job_id, "document": document})

@@ -80,11 +80,28 @@ class ReceiptIn(msgspec.Struct, frozen=True, tag_field="type", tag="receipt"):
     ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_RECEIPT_IDS)]
 
 
-OutboxEnvelope = MessageIn | ReceiptIn
-_outbox_decoder: msgspec.json.Decoder[MessageIn | ReceiptIn] = msgspec.json.Decoder(OutboxEnvelope)
+class CommandIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="command"):
+    """``{"type":"command","id":…,"device":…,"name":…,"params":{…}?,"timeout_s":30?}``: a command for one of
+    the sender's devices, answered with ``command_result`` in the sender's inbox. ``params`` (a JSON object
+    within the limits of a message body, checked by ``parse_outbox``) is bounded as a shadow where the
+    command is stored."""
+
+    id: Id
+    device: Id
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+    timeout_s: Annotated[int, msgspec.Meta(ge=1, le=300)] = 30
+
+    def params_object(self) -> dict[str, Any]:
+        value: dict[str, Any] = msgspec.json.decode(bytes(self.params))
+        return value
 
 
-def parse_outbox(payload: bytes, limits: EnvelopeLimits | int) -> MessageIn | ReceiptIn:
+OutboxEnvelope = MessageIn | ReceiptIn | CommandIn
+_outbox_decoder: msgspec.json.Decoder[OutboxEnvelope] = msgspec.json.Decoder(OutboxEnvelope)
+
+
+def parse_outbox(payload: bytes, limits: EnvelopeLimits | int) -> OutboxEnvelope:
     """Validate one outbox payload against ``limits`` (an int: ``max_payload`` with the default bounds);
     ``EnvelopeError`` with code ``too_large`` or ``invalid_envelope`` otherwise."""
     if isinstance(limits, int):
@@ -103,6 +120,8 @@ def parse_outbox(payload: bytes, limits: EnvelopeLimits | int) -> MessageIn | Re
         raise EnvelopeError("invalid_envelope", f"envelope is not valid JSON: {exc}") from exc
     if isinstance(env, MessageIn):
         check_body(env.body, limits, env.id)
+    elif isinstance(env, CommandIn):
+        check_body(env.params, limits, env.id)
     return env
 
 
@@ -111,7 +130,7 @@ def _reason(exc: msgspec.ValidationError) -> str:
     if "Expected `object`, got" in text and "at `$" not in text:
         return "envelope must be a JSON object"
     if "Missing required field `type`" in text or ("Invalid value" in text and "`$.type`" in text):
-        return "field 'type' must be 'message' or 'receipt'"
+        return "field 'type' must be 'message', 'receipt' or 'command'"
     return text.replace("`$.", "`")
 
 

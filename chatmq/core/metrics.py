@@ -43,7 +43,7 @@ PUSH_UNPUBLISHED = Counter(
 MESSAGES_IN = Counter(
     "chatmq_messages_in_total",
     "Outbox publishes a broker node put on the bus, by node and type (message, group_message, receipt, "
-    "telemetry).",
+    "telemetry, command).",
     ["node", "type"],
 )
 MESSAGES_ACCEPTED = Counter(

@@ -34,7 +34,8 @@ Topics and their records (keys in brackets):
   "outbox", "device", "owner", "node", "env": <ShadowReport | ShadowGet>}`` (from the device's outbox),
   ``ShadowChanged`` ``{"event": "shadow_changed", "device", "ts"}`` and ``CommandRequest`` ``{"event": "command",
   "device", "id", "name", "params", "persistent", "expires_at"}``, ``JobRequest`` ``{"event": "job", "device",
-  "job"}`` (from the API).
+  "job", "send"}`` (from the API), ``UserCommand`` ``{"event": "user_command", "device", "sender", "id", "name",
+  "params", "timeout_s", "ts"}`` (a user's ``command`` from its outbox, by the node).
 * ``chat.command-results`` (command id): ``CommandDone`` ``{"id", "device", "status", "result", "error"}``.
 * ``chat.device_events`` (device): ``DeviceEvent`` ``{"event": "device_connected"|"device_disconnected",
   "device_id", "owner", "reason", "ts"}`` for other consumers.
@@ -239,10 +240,13 @@ class DeviceOut(BusItem, frozen=True, tag_field="event", tag="outbox"):
 
 
 class JobRequest(BusItem, frozen=True, tag_field="event", tag="job"):
-    """The API stored job ``job`` with an execution for ``device``: send it when the device is online."""
+    """The API stored job ``job`` with an execution for ``device``: the device is owed it from now on (it
+    gets it at its next connect); with ``send``, send it now when the device is online (a paced rollout
+    hands every device over at once without ``send``, then again with it at the pace)."""
 
     device: str
     job: str
+    send: bool = True
 
 
 class CommandRequest(BusItem, frozen=True, tag_field="event", tag="command"):
@@ -275,7 +279,21 @@ class ShadowChanged(BusItem, frozen=True, tag_field="event", tag="shadow_changed
     ts: int
 
 
-DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged | CommandRequest | JobRequest
+class UserCommand(BusItem, frozen=True, tag_field="event", tag="user_command"):
+    """User ``sender`` sent command ``id`` (its client id) over MQTT for ``device``, to answer within
+    ``timeout_s``: the device worker checks that the device is the sender's, stores and sends it; the answer
+    goes to the sender's inbox as ``command_result``."""
+
+    device: str
+    sender: str
+    id: str
+    name: str
+    params: dict[str, Any]
+    timeout_s: int
+    ts: int
+
+
+DeviceRecord = DeviceUp | DeviceDown | DeviceOut | ShadowChanged | CommandRequest | JobRequest | UserCommand
 
 
 class DeviceEvent(BusItem, frozen=True):

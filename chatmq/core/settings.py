@@ -157,6 +157,9 @@ class Settings(BaseSettings):
                                         "(e.g. deployment).")
     telemetry_measurement: str = Field("telemetry", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                                        description="InfluxDB measurement of device readings.")
+    telemetry_query_url: str | None = Field(None, pattern=r"^https?://", description="Prometheus-compatible "
+                                            "query API of the store the readings go to (VictoriaMetrics: its base "
+                                            "URL), for GET /devices/{id}/telemetry; unset: those answer 503.")
     metrics_interval: float = Field(10.0, ge=0.1, le=3600, description="Seconds between metrics written to "
                                     "InfluxDB.")
 

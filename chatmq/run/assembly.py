@@ -54,6 +54,7 @@ from chatmq.services.registry.control import BusSessionControl, ControlWorker
 from chatmq.services.registry.processes import ProcessFollower, ProcessTable
 from chatmq.services.registry.sessions import ConnectionTable, Registry, SessionRegistry, StoreRegistry
 from chatmq.services.store.base import Store
+from chatmq.services.telemetry.reader import TelemetryReader
 from chatmq.services.telemetry.wiring import influx_components
 
 log = logging.getLogger("chatmq")
@@ -194,11 +195,14 @@ def _api(p: Process) -> list[Component]:
     follower = ConnectionFollower(p.bus, p.connections, group=group)
     control = BusSessionControl(p.bus, p.connections, p.registry)
     waiters = CommandWaiters(p.bus, group=f"{group}.commands")
+    reader = (TelemetryReader(s.telemetry_query_url, s.telemetry_measurement) if s.telemetry_query_url
+              else None)
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
                        auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
-                       devices=BusDeviceLink(p.bus, waiters), max_body=s.max_request_body)
+                       devices=BusDeviceLink(p.bus, waiters), max_body=s.max_request_body, telemetry=reader)
     p.servers = http_servers(p.app, s, p.tls)
-    return [follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"), waiters, *p.servers]
+    return [*([reader] if reader else []), follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"),
+            waiters, *p.servers]
 
 
 PARTS: dict[str, Callable[[Process], list[Component]]] = {

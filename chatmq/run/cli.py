@@ -338,20 +338,23 @@ def _fail(message: str, code: int) -> NoReturn:
 def _mount_client() -> None:
     from chatmq.bench.bench_broker import app as bench_app
     from chatmq.bench.bench_chat import chat as bench_chat
+    from chatmq.bench.bench_devices import devices as bench_devices
     from chatmq.bench.simulate import app as devices_app
     from chatmq.bench.soak import soak as bench_soak
     from chatmq.devices.cli import app as client_app
-    from chatmq.devices.cli import device_command, device_shadow
+    from chatmq.devices.cli import device_command, device_shadow, jobs_app
 
     app.add_typer(client_app, name="client", help="Chat from the command line (register, login, send, listen).")
     app.add_typer(bench_app, name="bench", help="Benchmarks: the broker node against Mosquitto; chat end to end; "
-                  "a soak of clients in waves.")
+                  "a soak of clients in waves; device commands and shadows.")
     bench_app.command("chat")(bench_chat)
     bench_app.command("soak")(bench_soak)
+    bench_app.command("devices")(bench_devices)
     devices_app.command("command")(device_command)
     devices_app.command("shadow")(device_shadow)
+    devices_app.add_typer(jobs_app, name="jobs")
     app.add_typer(devices_app, name="devices", help="Simulated users and devices that chat and publish telemetry; "
-                  "commands and shadows of your devices.")
+                  "commands, shadows and jobs of your devices.")
 
 
 _mount_client()

@@ -51,11 +51,12 @@ class BusDeviceLink:
         await self._bus.publish(DEVICES, device_id.encode(), ShadowChanged(device_id, now_ms()))
 
     async def send_job(self, job_id: str, device_ids: list[str], per_minute: int | None = None) -> None:
-        """Hand a stored job to the device worker, one record per device; with ``per_minute``, that many
-        a minute (the rest follow in the background; a device that connects meanwhile gets it then)."""
+        """Hand a stored job to the device worker, one record per device; with ``per_minute``, sent to that
+        many online devices a minute (the rest follow in the background; every device is owed it at once,
+        so one that connects meanwhile gets it then, and none is left out if this process dies)."""
+        for device in device_ids:
+            await self._bus.publish(DEVICES, device.encode(), JobRequest(device, job_id, send=per_minute is None))
         if per_minute is None:
-            for device in device_ids:
-                await self._bus.publish(DEVICES, device.encode(), JobRequest(device, job_id))
             return
         task = asyncio.create_task(self._paced(job_id, device_ids, per_minute), name=f"rollout-{job_id}")
         self._rollouts.add(task)

@@ -543,6 +543,50 @@ class DeviceStatusStore(abc.ABC):
         """Store ``status`` as the device's, replacing any."""
 
 
+#: The most commands, and the most jobs, a device can be owed at once (``DeviceOwed``).
+MAX_OWED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOwed:
+    """What a device is owed when it next reads its inbox: its persistent commands and its jobs that
+    have not finished, by id, oldest first (at most ``MAX_OWED`` of each)."""
+
+    device_id: str
+    commands: tuple[str, ...] = ()
+    jobs: tuple[str, ...] = ()
+
+    def with_command(self, command_id: str) -> DeviceOwed | None:
+        """With ``command_id`` added (itself when it is there); None when the device is owed ``MAX_OWED``."""
+        if command_id in self.commands:
+            return self
+        return None if len(self.commands) >= MAX_OWED else replace(self, commands=(*self.commands, command_id))
+
+    def with_job(self, job_id: str) -> DeviceOwed | None:
+        """With ``job_id`` added (itself when it is there); None when the device is owed ``MAX_OWED``."""
+        if job_id in self.jobs:
+            return self
+        return None if len(self.jobs) >= MAX_OWED else replace(self, jobs=(*self.jobs, job_id))
+
+    def without(self, *, commands: Sequence[str] = (), jobs: Sequence[str] = ()) -> DeviceOwed:
+        return replace(self, commands=tuple(c for c in self.commands if c not in commands),
+                       jobs=tuple(j for j in self.jobs if j not in jobs))
+
+
+class DeviceOwedStore(abc.ABC):
+    """The store's role: per device, one record (keyed by the device id) of what it is owed, so that a
+    device's connect reads one record by key rather than querying the commands and jobs of every device.
+    Written only by the consumer of ``chat.devices`` (one at a time per device), so read-modify-write is exact."""
+
+    @abc.abstractmethod
+    async def get_owed(self, device_id: str) -> DeviceOwed:
+        """What the device is owed (nothing when none is stored)."""
+
+    @abc.abstractmethod
+    async def put_owed(self, owed: DeviceOwed) -> None:
+        """Store ``owed`` as the device's, replacing any (removing it when it owes nothing)."""
+
+
 CommandStatus = Literal["queued", "sent", "succeeded", "failed", "expired"]
 
 
@@ -562,6 +606,8 @@ class DeviceCommand:
     expires_at: int
     result: dict[str, Any] | None = None
     error: str | None = None
+    requester: str | None = None  # the user who sent it over MQTT (answered in that user's inbox)
+    client_id: str | None = None  # that user's id of it
 
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "expired")
@@ -656,14 +702,9 @@ class JobStore(abc.ABC):
     async def put_execution(self, execution: JobExecution) -> None:
         """Replace the stored execution of ``(job_id, device_id)``."""
 
-    @abc.abstractmethod
-    async def device_executions(self, device_id: str, statuses: Sequence[JobStatus],
-                                limit: int = 100) -> list[JobExecution]:
-        """Up to ``limit`` of the device's executions with one of ``statuses`` as stored, oldest job first."""
-
 
 class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            CommandStore, JobStore, Service):
+            DeviceOwedStore, CommandStore, JobStore, Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""

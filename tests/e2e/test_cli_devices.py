@@ -1,4 +1,4 @@
-"""``chatmq devices shadow|command``: the owner's view of a device from the command line."""
+"""``chatmq devices shadow|command|jobs``: the owner's view of a device from the command line."""
 
 from __future__ import annotations
 
@@ -44,3 +44,19 @@ def test_shadow_and_commands_from_the_command_line(server: Deployment, tmp_path:
     assert orjson.loads(queued.stdout)["status"] == "queued"
     bad = run(devices_cli(server, "command", device_id, "reboot", "--params", "[1]"), tmp_path)
     assert bad.returncode == 2
+
+    created = run(devices_cli(server, "jobs", "create", '{"fw": 4}', "--device", device_id), tmp_path)
+    assert created.returncode == 0, created.stderr
+    job_id = orjson.loads(created.stdout)["job_id"]
+    shown_job = run(devices_cli(server, "jobs", "show", job_id), tmp_path)
+    assert shown_job.returncode == 0, shown_job.stderr
+    assert orjson.loads(shown_job.stdout)["counts"]["queued"] == 1  # the device is offline
+    assert [r["device_id"] for r in orjson.loads(shown_job.stdout)["devices"]] == [device_id]
+    canceled = run(devices_cli(server, "jobs", "cancel", job_id), tmp_path)
+    assert canceled.returncode == 0, canceled.stderr
+    assert (orjson.loads(canceled.stdout)["canceled"], orjson.loads(canceled.stdout)["counts"]["canceled"]) == (True, 1)
+    missing = run(devices_cli(server, "jobs", "show", "nosuchjob"), tmp_path)
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
+    bad_doc = run(devices_cli(server, "jobs", "create", "[1]"), tmp_path)
+    assert bad_doc.returncode == 2

@@ -1,6 +1,6 @@
 """Device commands (issue 14), in both modes: a round trip through the REST call that waits, a device
 that fails a command, one that is offline (409), one that does not answer (504), and a persistent
-command delivered when the device connects, answered once."""
+command delivered when the device connects, answered once; commands sent by users over MQTT."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from chatmq.devices.device_client import DeviceClient
+from chatmq.devices.sdk import MessageRejectedError
 from tests.e2e.harness import Deployment, RawClient, Users
 from tests.e2e.test_device_shadows import WAIT, _auth, _connect, _device, _online, _typed, _until
 
@@ -153,3 +155,47 @@ def test_sdk_device_client_answers_commands_and_keeps_its_shadow(server: Deploym
         bad = httpx.post(f"{api}/commands", json={"name": "explode"}, headers=_auth(owner), timeout=60).json()
         assert (bad["status"], bad["error"]) == ("failed", "boom")
         assert ran == [("blink", {"n": 3}), ("explode", {})]
+
+
+def test_commands_sent_by_users_over_mqtt(server: Deployment, users: Users) -> None:
+    """A user's ``command`` on its outbox: answered with ``command_result`` in its inbox (succeeded, offline,
+    expired), run once when resent, refused for a device that is not the user's."""
+    owner, stranger = users(), users()
+    device_id, secret = _device(server, owner)
+
+    offline = owner.wait_command_result(owner.send_command(device_id, "reboot"), WAIT)
+    assert (offline["status"], offline["ok"], offline["error"], offline["device"]) == (
+        "failed", False, "device_offline", device_id)
+    with pytest.raises(MessageRejectedError) as refused:
+        stranger.wait_command_result(stranger.send_command(device_id, "reboot"), WAIT)
+    assert refused.value.envelope["code"] == "forbidden"
+
+    ran: list[dict[str, Any]] = []
+    with DeviceClient(server.host, server.mqtt_port, device_id, secret) as dev:
+        def run(name: str, params: dict[str, Any]) -> dict[str, Any]:
+            ran.append(params)
+            return {"did": name, **params}
+
+        dev.on_command = run
+        dev.connect(WAIT)
+        _until(lambda: _online(server, owner, device_id))
+        client_id = owner.send_command(device_id, "blink", {"times": 3})
+        done = owner.wait_command_result(client_id, WAIT)
+        assert (done["status"], done["ok"], done["result"], done["error"]) == (
+            "succeeded", True, {"did": "blink", "times": 3}, None)
+        stored = httpx.get(f"{server.api_url}/api/v1/devices/{device_id}/commands/{done['command_id']}",
+                           headers=_auth(owner)).json()
+        assert (stored["status"], stored["name"]) == ("succeeded", "blink")
+        owner.command_results.clear()
+        owner.send_command(device_id, "blink", {"times": 3}, client_id=client_id)  # resent: answered again
+        assert owner.wait_command_result(client_id, WAIT)["result"] == {"did": "blink", "times": 3}
+        assert ran == [{"times": 3}]  # run once
+
+    mute = _connect(server, device_id, secret)  # reads its inbox, never answers
+    try:
+        _until(lambda: _online(server, owner, device_id))
+        expired = owner.wait_command_result(owner.send_command(device_id, "reboot", timeout_s=1), WAIT)
+        assert (expired["status"], expired["ok"]) == ("expired", False)
+        assert [c["name"] for c in _typed(mute, "command")] == ["reboot"]
+    finally:
+        mute.close()

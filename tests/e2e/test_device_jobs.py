@@ -1,15 +1,19 @@
 """Jobs (issue 14), in both modes: a job across several devices, some offline until later, with their
-status counts; a device that fails it; cancel."""
+status counts; a device that fails it; cancel; a job across 50 devices; in the cluster, a kill -9 of the
+part that runs the device worker mid-job."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from chatmq.devices.device_client import DeviceClient
-from tests.e2e.harness import Deployment, Users
-from tests.e2e.test_device_shadows import WAIT, _auth, _device, _until
+from tests.e2e.harness import ClusterDeployment, Deployment, Peer, Users
+from tests.e2e.test_device_shadows import WAIT, _auth, _device, _online, _until
 
 DEVICES = 6
 
@@ -87,3 +91,105 @@ def test_a_canceled_job_does_not_reach_devices_that_connect_later(server: Deploy
         dev.shadow.get(WAIT)  # what the worker sends at connect comes before this answer
     assert got == []
     assert httpx.get(job_url, headers=_auth(owner)).json()["canceled"] is True
+
+
+def _job_counts(server: Deployment, owner: Peer, job_id: str) -> dict[str, int]:
+    got: dict[str, int] = httpx.get(f"{server.api_url}/api/v1/jobs/{job_id}", headers=_auth(owner)).json()["counts"]
+    return got
+
+
+def _start_job(server: Deployment, owner: Peer, device_ids: list[str], document: dict[str, Any]) -> str:
+    created = httpx.post(f"{server.api_url}/api/v1/jobs", json={"document": document, "devices": device_ids},
+                         headers=_auth(owner), timeout=WAIT)
+    assert created.status_code == 201
+    job_id: str = created.json()["job_id"]
+    return job_id
+
+
+class Fleet:
+    """Devices of one owner, each running jobs with ``DeviceClient``; ``ran`` lists (device, job) once per run."""
+
+    def __init__(self, server: Deployment, owner: Peer, n: int) -> None:
+        self.server = server
+        self.made = [_device(server, owner) for _ in range(n)]
+        self.ids = [d for d, _s in self.made]
+        self.clients: list[DeviceClient] = []
+        self.ran: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def start(self, index: int, work: Callable[[DeviceClient, str, dict[str, Any]], dict[str, Any]]) -> None:
+        device_id, secret = self.made[index]
+        dev = DeviceClient(self.server.host, self.server.mqtt_port, device_id, secret)
+
+        def run(job_id: str, document: dict[str, Any]) -> dict[str, Any]:
+            with self.lock:
+                self.ran.append((device_id, job_id))
+            return work(dev, job_id, document)
+
+        dev.on_job = run
+        dev.connect(WAIT)
+        self.clients.append(dev)
+
+    def close(self) -> None:
+        for dev in self.clients:
+            dev.close()
+
+
+def test_job_across_50_devices_some_offline_reaches_every_one(server: Deployment, users: Users) -> None:
+    owner = users(connect=False)
+    fleet = Fleet(server, owner, 50)
+
+    def work(dev: DeviceClient, job_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        dev.job_update(job_id, "in_progress", 10)
+        if dev.device_id in fleet.ids[:5]:
+            raise RuntimeError("no space left")
+        return {"fw": document["fw"]}
+
+    try:
+        for i in range(40):  # the last 10 are offline when the job starts
+            fleet.start(i, work)
+        _until(lambda: all(_online(server, owner, d) for d in fleet.ids[:40]))
+        job_id = _start_job(server, owner, fleet.ids, {"fw": 50})
+        _until(lambda: _job_counts(server, owner, job_id)["succeeded"] == 35
+               and _job_counts(server, owner, job_id)["failed"] == 5)
+        assert _job_counts(server, owner, job_id)["queued"] == 10
+        for i in range(40, 50):
+            fleet.start(i, work)
+        _until(lambda: _job_counts(server, owner, job_id)["succeeded"] == 45)
+        assert _job_counts(server, owner, job_id) == {"queued": 0, "sent": 0, "in_progress": 0, "succeeded": 45,
+                                                      "failed": 5, "canceled": 0}
+        assert sorted(fleet.ran) == sorted((d, job_id) for d in fleet.ids)  # every device ran it, once
+    finally:
+        fleet.close()
+
+
+def test_job_completes_across_a_kill_9_of_the_device_worker(server: Deployment, users: Users) -> None:
+    """Cluster: the router part (which runs the device worker) dies mid-job. Updates sent meanwhile, and
+    devices that connect meanwhile, are handled by its replacement: every device finishes, once."""
+    if not isinstance(server, ClusterDeployment):
+        pytest.skip("the embedded server is one process")
+    owner = users(connect=False)
+    fleet = Fleet(server, owner, 12)
+    release = threading.Event()
+
+    def work(dev: DeviceClient, job_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        dev.job_update(job_id, "in_progress", 50)
+        assert release.wait(2 * WAIT)
+        return {"fw": document["fw"]}
+
+    try:
+        for i in range(8):  # 4 connect while the worker is down
+            fleet.start(i, work)
+        _until(lambda: all(_online(server, owner, d) for d in fleet.ids[:8]))
+        job_id = _start_job(server, owner, fleet.ids, {"fw": 7})
+        _until(lambda: _job_counts(server, owner, job_id)["in_progress"] == 8)
+        server.cluster.kill("router-1")
+        release.set()  # their "succeeded" go out while nothing consumes chat.devices
+        for i in range(8, 12):
+            fleet.start(i, work)
+        server.cluster.restart("router-1")
+        _until(lambda: _job_counts(server, owner, job_id)["succeeded"] == 12)
+        assert sorted(fleet.ran) == sorted((d, job_id) for d in fleet.ids)
+    finally:
+        release.set()
+        fleet.close()

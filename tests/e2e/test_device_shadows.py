@@ -177,3 +177,29 @@ def test_a_resumed_persistent_device_session_is_online_and_gets_its_delta(server
     finally:
         second.disconnect()
         second.loop_stop()
+
+
+def test_concurrent_patches_of_one_version_exactly_one_wins(server: Deployment, users: Users) -> None:
+    owner = users(connect=False)
+    device_id, _secret = _device(server, owner)
+    url = f"{server.api_url}/api/v1/devices/{device_id}/shadow"
+    assert httpx.patch(url, json={"desired": {"mode": "start"}}, headers=_auth(owner)).status_code == 200
+    go = threading.Barrier(8)
+    answers: list[httpx.Response] = []
+
+    def patch(i: int) -> None:
+        with httpx.Client(timeout=WAIT) as client:
+            go.wait()
+            answers.append(client.patch(url, json={"desired": {"mode": f"w{i}"}, "version": 1}, headers=_auth(owner)))
+
+    threads = [threading.Thread(target=patch, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [409] * 7
+    winner = next(a for a in answers if a.status_code == 200).json()
+    assert winner["version"] == 2
+    now = httpx.get(url, headers=_auth(owner)).json()
+    assert (now["version"], now["desired"]) == (2, winner["desired"])

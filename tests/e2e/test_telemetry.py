@@ -165,3 +165,56 @@ def test_every_process_writes_its_metrics(telemetry: Telemetry) -> None:
     assert own, sorted({s["metric"]["__name__"] for s in everything})
     nodes = {s["metric"].get("node") for s in everything if s["metric"].get("process") in ("serve", "broker")}
     assert nodes >= ({"n1"} if telemetry.mode == "embedded" else {"n1", "n2"})
+
+
+def test_readings_read_back_over_rest_in_pages_and_latest(telemetry: Telemetry, users: Users) -> None:
+    owner, stranger = users(connect=False), users(connect=False)
+    device_id, secret = new_device(telemetry.server, owner)
+    t0 = now_ms()
+    dev = device_client(telemetry.server, device_id, secret)
+    try:
+        for i in range(3):
+            publish(dev, device_id, {"temp": 20 + i, **({"humidity": 40} if i == 0 else {}), "ts": t0 - 600_000 + i})
+        publish(dev, device_id, {"temp": 25.5})
+    finally:
+        dev.close()
+    url = f"{telemetry.server.api_url}/api/v1/devices/{device_id}/telemetry"
+    auth = {"Authorization": f"Bearer {owner.access_token}"}
+
+    def read(**params: Any) -> dict[str, Any]:
+        answer = httpx.get(url, params=params, headers=auth, timeout=TIMEOUT)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    since = t0 - 700_000
+    deadline = time.monotonic() + TIMEOUT
+    while len(read(field="temp", since=since)["points"]) < 4:  # the store makes what it took readable by the second
+        assert time.monotonic() < deadline, "the readings never came back"
+        httpx.get(f"{INFLUX}/internal/force_flush", timeout=10)
+        time.sleep(0.3)
+    every = read(field="temp", since=since)
+    assert [p["value"] for p in every["points"]] == [20.0, 21.0, 22.0, 25.5]
+    assert [p["ts"] for p in every["points"][:3]] == [t0 - 600_000, t0 - 599_999, t0 - 599_998]
+    first = read(field="temp", since=since, limit=2)["points"]
+    rest = read(field="temp", since=first[-1]["ts"] + 1, limit=2)["points"]
+    assert [p["value"] for p in first + rest] == [20.0, 21.0, 22.0, 25.5]
+    assert read(field="temp", since=since, until=t0 - 599_999)["points"] == every["points"][:2]
+    assert read(field="nosuchfield", since=since)["points"] == []
+
+    latest_url = f"{url}/latest"
+    deadline = time.monotonic() + TIMEOUT
+    while set((latest := httpx.get(latest_url, headers=auth, timeout=TIMEOUT).json())["fields"]) != {"temp",
+                                                                                                    "humidity"}:
+        assert time.monotonic() < deadline, f"latest is {latest}"
+        time.sleep(0.5)
+    assert latest["fields"]["temp"]["value"] == 25.5
+    assert latest["fields"]["humidity"]["value"] == 40.0
+    assert abs(latest["fields"]["humidity"]["ts"] - (t0 - 600_000)) < 1000  # the store keeps whole seconds there
+
+    bad_queries: list[dict[str, str | int]] = [{"field": "bad name"}, {"field": "temp", "since": 10, "until": 5},
+                                               {"field": "temp", "limit": 0}]
+    for bad in bad_queries:
+        assert httpx.get(url, params=bad, headers=auth).status_code == 422
+    assert httpx.get(url, params={"field": "temp"},
+                     headers={"Authorization": f"Bearer {stranger.access_token}"}).status_code == 404

@@ -58,8 +58,10 @@ class Telemetry:
 
 def influx_env(url: str, run: str) -> dict[str, str]:
     """The environment that points chatmq at InfluxDB ``url``: readings under measurement
-    ``telemetry_<run>``, every point tagged ``run``, metrics every second, batches waiting 0.2 s."""
-    return {"CHATMQ_INFLUX_URL": url, "CHATMQ_TELEMETRY_MEASUREMENT": f"telemetry_{run}",
+    ``telemetry_<run>``, every point tagged ``run``, metrics every second, batches waiting 0.2 s; read back
+    (``telemetry_query_url``) from the same server."""
+    return {"CHATMQ_INFLUX_URL": url, "CHATMQ_TELEMETRY_QUERY_URL": url,
+            "CHATMQ_TELEMETRY_MEASUREMENT": f"telemetry_{run}",
             "CHATMQ_INFLUX_TAGS": json.dumps({"run": run}), "CHATMQ_METRICS_INTERVAL": "1",
             "CHATMQ_INFLUX_FLUSH_INTERVAL": "0.2"}
 

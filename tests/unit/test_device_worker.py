@@ -11,13 +11,13 @@ import orjson
 import pytest
 
 from chatmq.core import ids
-from chatmq.core.device_envelopes import CommandResult
+from chatmq.core.device_envelopes import CommandResult, JobUpdate
 from chatmq.core.records import COMMAND_RESULTS as DONE_RECORDS
 from chatmq.core.records import DEVICE_EVENTS as EVENT_RECORDS
-from chatmq.core.records import Delivery, DeviceDown, DeviceOut, DeviceUp
+from chatmq.core.records import CommandRequest, Delivery, DeviceDown, DeviceOut, DeviceUp, JobRequest
 from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES
 from chatmq.services.devices.worker import DeviceWorker
-from chatmq.services.store.base import DeviceCommand
+from chatmq.services.store.base import MAX_OWED, DeviceCommand, DeviceOwed, Job
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, Probe, open_chat, record
 
 
@@ -94,9 +94,60 @@ async def test_persistent_commands_go_out_at_connect_oldest_first_expired_ones_d
     worker = DeviceWorker(chat.bus, chat.store, chat.outlet)
     now = ids.now_ms()
     for cid, at, expires in (("c1", now - 3, now + 60_000), ("c2", now - 2, now - 1), ("c3", now - 1, now + 60_000)):
-        await chat.store.add_command(DeviceCommand(cid, "d1", "update", {"n": cid}, True, "queued", at, expires))
-    await worker.process([record(DEVICES, "d1", DeviceUp("d1", None, NODE, 10, now))])
+        command = DeviceCommand(cid, "d1", "update", {"n": cid}, True, "queued", at, expires)
+        await chat.store.add_command(command)
+        if cid != "c2":
+            await worker.process([record(DEVICES, "d1", CommandRequest("d1", cid, "update", command.params, True,
+                                                                      expires))])
+    assert await chat.store.get_owed("d1") == DeviceOwed("d1", ("c1", "c3"))
+    await chat.store.put_owed(DeviceOwed("d1", ("c1", "c2", "c3")))  # c2 was owed, and expired while away
+    await worker.process([record(DEVICES, "d1", DeviceUp("d1", None, NODE, 10, ids.now_ms()))])
     sent = [env for _topic, env in _device_envs(chat, await chat.probe.drain())]
     assert [(e["type"], e["id"]) for e in sent] == [("command", "c1"), ("command", "c3")]
     statuses = {c.command_id: c.status for c in await chat.store.device_commands("d1")}
     assert statuses == {"c1": "sent", "c2": "expired", "c3": "sent"}
+    # c1 answered; at the next connect only c3 (not answered) goes out again, with its id
+    await worker.process([record(DEVICES, "d1", DeviceOut("d1", None, NODE, CommandResult("c1", True)))])
+    await worker.process([record(DEVICES, "d1", DeviceDown("d1", None, NODE, 10, ids.now_ms()))])
+    await worker.process([record(DEVICES, "d1", DeviceUp("d1", None, NODE, 11, ids.now_ms()))])
+    sent = [env for _topic, env in _device_envs(chat, await chat.probe.drain())]
+    assert [(e["type"], e["id"]) for e in sent] == [("command", "c3")]
+    assert await chat.store.get_owed("d1") == DeviceOwed("d1", ("c3",))
+
+
+async def test_jobs_are_owed_until_finished_and_a_paced_one_waits_for_its_turn(chat: Chat) -> None:
+    worker = DeviceWorker(chat.bus, chat.store, chat.outlet)
+    await chat.store.add_job(Job("j1", "u1", {"fw": 1}, 1000), ["d1"])
+    await chat.store.add_job(Job("j2", "u1", {"fw": 2}, 2000), ["d1"])
+    await worker.process([record(DEVICES, "d1", DeviceUp("d1", None, NODE, 10, ids.now_ms()))])
+    await worker.process([record(DEVICES, "d1", JobRequest("d1", "j1")),
+                          record(DEVICES, "d1", JobRequest("d1", "j2", send=False))])  # paced: not its turn
+    sent = [env for _topic, env in _device_envs(chat, await chat.probe.drain())]
+    assert [(e["type"], e["id"]) for e in sent] == [("job", "j1")]
+    assert await chat.store.get_owed("d1") == DeviceOwed("d1", (), ("j1", "j2"))
+    await worker.process([record(DEVICES, "d1", DeviceOut("d1", None, NODE, JobUpdate("j1", "succeeded")))])
+    assert await chat.store.get_owed("d1") == DeviceOwed("d1", (), ("j2",))
+    # it reconnects before j2's turn came: it gets j2 (not j1, finished) now
+    await worker.process([record(DEVICES, "d1", DeviceUp("d1", None, NODE, 11, ids.now_ms()))])
+    sent = [env for _topic, env in _device_envs(chat, await chat.probe.drain())]
+    assert [(e["type"], e["id"]) for e in sent] == [("job", "j2")]
+    execution = await chat.store.get_execution("j2", "d1")
+    assert execution is not None
+    assert execution.status == "sent"
+
+
+async def test_a_device_owed_too_much_gets_no_more(chat: Chat) -> None:
+    worker = DeviceWorker(chat.bus, chat.store, chat.outlet)
+    await chat.store.put_owed(DeviceOwed("d1", tuple(f"c{i}" for i in range(MAX_OWED)),
+                                         tuple(f"j{i}" for i in range(MAX_OWED))))
+    now = ids.now_ms()
+    await chat.store.add_command(DeviceCommand("late", "d1", "update", {}, True, "queued", now, now + 60_000))
+    await chat.store.add_job(Job("jlate", "u1", {}, now), ["d1"])
+    await worker.process([record(DEVICES, "d1", CommandRequest("d1", "late", "update", {}, True, now + 60_000)),
+                          record(DEVICES, "d1", JobRequest("d1", "jlate"))])
+    command = await chat.store.get_command("late")
+    execution = await chat.store.get_execution("jlate", "d1")
+    assert command is not None
+    assert execution is not None
+    assert (command.status, command.error) == ("failed", "device_queue_full")
+    assert (execution.status, execution.details) == ("failed", {"error": "device_queue_full"})

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chatmq.core.envelopes import (
+    CommandIn,
     EnvelopeError,
     ErrorCode,
     MessageIn,
@@ -55,7 +56,7 @@ good_ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True)
 def envelopes(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> Any:
     """Something shaped like an outbox envelope (fields from ``values``), each field right or wrong."""
     ids = st.one_of(good_ids, good_ids, st.text(max_size=140), values)
-    kind = draw(st.sampled_from(("message", "receipt", "other")))
+    kind = draw(st.sampled_from(("message", "receipt", "command", "other")))
     env: dict[str, Any] = {}
     if kind != "other" or draw(st.booleans()):
         env["type"] = kind if kind != "other" else draw(values)
@@ -67,6 +68,13 @@ def envelopes(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> Any:
     elif kind == "receipt":
         env["status"] = draw(st.one_of(st.sampled_from(("delivered", "read")), values))
         env["ids"] = draw(st.one_of(st.lists(ids, max_size=5), values))
+    elif kind == "command":
+        env["id"], env["device"] = draw(ids), draw(ids)
+        env["name"] = draw(st.one_of(st.sampled_from(("reboot", "set:led")), values))
+        if draw(st.booleans()):
+            env["params"] = draw(st.one_of(st.dictionaries(st.text(max_size=10), values, max_size=6), values))
+        if draw(st.booleans()):
+            env["timeout_s"] = draw(st.one_of(st.integers(-5, 400), values))
     env.update(draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in env), values, max_size=2)))
     return env
 
@@ -86,12 +94,15 @@ payloads = st.one_of(
 )
 
 
-def delivered_form(envelope: MessageIn | ReceiptIn) -> bytes:
+def delivered_form(envelope: MessageIn | ReceiptIn | CommandIn) -> bytes:
     """The envelope as the server sends it on (to the recipient, or back to the sender), read and
     written again with orjson as the SDK and the history API do."""
     if isinstance(envelope, MessageIn):
         sent = message_envelope("01SERVERID", envelope.id, "sender", envelope.to, envelope.group,
                                 envelope.body, 1_700_000_000_000)
+    elif isinstance(envelope, CommandIn):  # its params go on to the device
+        sent = orjson.dumps({"type": "command", "id": "c1", "name": envelope.name,
+                             "params": envelope.params_object(), "expires_at": 1_700_000_000_000})
     else:
         sent = receipt_envelope(envelope.status, envelope.ids, "sender")
     return orjson.dumps(orjson.loads(sent))
@@ -113,11 +124,14 @@ def test_any_payload_parses_to_a_typed_envelope_or_a_contract_error(payload: byt
     except EnvelopeError as error:
         assert_contract_error(error)
         return
-    assert isinstance(envelope, MessageIn | ReceiptIn)
+    assert isinstance(envelope, MessageIn | ReceiptIn | CommandIn)
     raw = orjson.loads(payload)
     if isinstance(envelope, MessageIn):
         assert (envelope.id, envelope.to, envelope.group, orjson.loads(bytes(envelope.body))) == (
             raw["id"], raw.get("to"), raw.get("group"), raw["body"])
+    elif isinstance(envelope, CommandIn):
+        assert (envelope.id, envelope.device, envelope.name, envelope.params_object(), envelope.timeout_s) == (
+            raw["id"], raw["device"], raw["name"], raw.get("params", {}), raw.get("timeout_s", 30))
     else:
         assert (envelope.status, envelope.ids) == (raw["status"], raw["ids"])
 
@@ -169,6 +183,20 @@ def nested_message(depth: int, kind: str) -> bytes:
     else:
         body = b'{"a":' + b"[" * depth + b"1" + b"]" * depth + b"}"
     return b'{"type":"message","id":"deep","to":"u1","body":' + body + b"}"
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.integers(1, 1100))
+@example(300)
+def test_a_command_with_deeply_nested_params_is_refused_or_can_be_encoded_again(depth: int) -> None:
+    params = b'{"a":' * depth + b"1" + b"}" * depth
+    try:
+        envelope = parse_outbox(b'{"type":"command","id":"deep","device":"d1","name":"x","params":' + params + b"}",
+                                MAX_PAYLOAD)
+    except EnvelopeError as error:
+        assert_contract_error(error)
+        return
+    delivered_form(envelope)
 
 
 @settings(deadline=None, max_examples=40)

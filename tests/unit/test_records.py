@@ -66,6 +66,8 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
         "c1", False, None, "no disk"))),
     "device_command": (r.DEVICE_RECORDS, r.CommandRequest("d1", "c1", "reboot", {"delay": 2}, True, 1767225660000)),
     "device_job": (r.DEVICE_RECORDS, r.JobRequest("d1", "j1")),
+    "device_user_command": (r.DEVICE_RECORDS, r.UserCommand("d1", "ua", "c-1", "reboot", {"delay": 2}, 30,
+                                                            1767225600000)),
     "device_outbox_job_update": (r.DEVICE_RECORDS, r.DeviceOut("d1", "ua", "n1", JobUpdate(
         "j1", "in_progress", 40, {"step": "download"}))),
     "command_done": (r.COMMAND_RESULTS, r.CommandDone("c1", "d1", "succeeded", {"up": True}, None)),

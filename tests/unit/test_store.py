@@ -26,9 +26,11 @@ import pytest
 from chatmq.core import ids
 from chatmq.core.errors import ConflictError, NotFoundError, StoreError
 from chatmq.services.store.base import (
+    MAX_OWED,
     SHADOW_MAX_BYTES,
     SHADOW_MAX_DEPTH,
     DeviceCommand,
+    DeviceOwed,
     DeviceStatus,
     DocumentLimitError,
     Job,
@@ -1430,6 +1432,21 @@ async def test_sqlite_version_1_database_gets_token_versions(tmp_path: Path) -> 
         assert await store._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
 
 
+async def test_sqlite_commands_of_the_earlier_shape_get_their_requester_columns(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE commands (command_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, name TEXT NOT NULL,"
+                     " params TEXT NOT NULL, persistent INTEGER NOT NULL, status TEXT NOT NULL, created_at INTEGER NOT"
+                     " NULL, expires_at INTEGER NOT NULL, result TEXT, error TEXT)")
+        conn.execute("INSERT INTO commands VALUES ('c1', 'd1', 'reboot', '{}', 0, 'sent', 1, 2, NULL, NULL)")
+        conn.commit()
+    async with SQLiteStore(path) as store:
+        assert await store.get_command("c1") == DeviceCommand("c1", "d1", "reboot", {}, False, "sent", 1, 2)
+        mine = DeviceCommand("c2", "d1", "blink", {}, False, "sent", 3, 4, requester="u1", client_id="k1")
+        await store.add_command(mine)
+        assert await store.get_command("c2") == mine
+
+
 async def test_ping_answers_while_started_and_fails_once_stopped(make_store: Callable[[], Store]) -> None:
     s = make_store()
     await s.start()
@@ -1472,6 +1489,43 @@ async def test_shadow_stale_version_conflicts_and_changes_nothing(store: Store) 
     assert await store.swap_shadow(stale.changed(desired={"b": 1}))
     assert not await store.swap_shadow(stale.changed(desired={"c": 1}))
     assert (await store.get_shadow("d1")).desired == {"a": 2, "b": 1}
+
+
+async def test_shadow_writers_in_several_processes_race_and_exactly_one_wins(make_store: Callable[[], Store]) -> None:
+    """Handles of their own (as the API copies and device workers of a cluster have) change one shadow
+    from the same version at once: one wins, the others get ``ConflictError``, nothing is lost."""
+    handles = [make_store() for _ in range(6)]
+    for h in handles:
+        await h.start()
+    try:
+        for version in range(4):
+            async def write(i: int, h: Store, v: int = version) -> bool:
+                try:
+                    await h.change_shadow("d1", desired={"round": v, f"w{i}": v}, version=v)
+                except ConflictError:
+                    return False
+                return True
+
+            wins = await asyncio.gather(*(write(i, h) for i, h in enumerate(handles)))
+            assert sum(wins) == 1, f"round {version}: {sum(wins)} writers won"
+            for h in handles:  # every handle reads the winner
+                shadow = await h.get_shadow("d1")
+                assert shadow.version == version + 1
+                assert shadow.desired["round"] == version
+    finally:
+        for h in handles:
+            await h.stop()
+
+
+async def test_shadow_many_versions_and_a_writer_that_read_long_ago(store: Store) -> None:
+    stale = await store.get_shadow("d1")
+    for n in range(40):
+        await store.change_shadow("d1", reported={"n": n})
+    latest = await store.get_shadow("d1")
+    assert (latest.version, latest.reported) == (40, {"n": 39})
+    assert not await store.swap_shadow(stale.changed(desired={"late": True}))
+    again = await store.get_shadow("d1")
+    assert (again.version, again.desired, again.reported) == (40, {}, {"n": 39})
 
 
 async def test_shadow_bounds(store: Store) -> None:
@@ -1519,6 +1573,26 @@ async def test_commands_add_get_replace_list(store: Store) -> None:
     assert queued.seen_at(90000).status == "expired"
 
 
+async def test_what_a_device_is_owed(store: Store) -> None:
+    assert await store.get_owed("d1") == DeviceOwed("d1")
+    owed = DeviceOwed("d1").with_command("c1")
+    assert owed is not None
+    owed = owed.with_job("j1")
+    assert owed is not None
+    assert owed.with_job("j1") is owed
+    await store.put_owed(owed)
+    await store.put_owed(DeviceOwed("d2", (), ("j9",)))
+    assert await store.get_owed("d1") == DeviceOwed("d1", ("c1",), ("j1",))
+    await store.put_owed(owed.without(commands=["c1"]))
+    assert await store.get_owed("d1") == DeviceOwed("d1", (), ("j1",))
+    await store.put_owed(owed.without(commands=["c1"], jobs=["j1"]))  # owes nothing: removed
+    assert await store.get_owed("d1") == DeviceOwed("d1")
+    assert await store.get_owed("d2") == DeviceOwed("d2", (), ("j9",))
+    full = DeviceOwed("d3", tuple(f"c{i}" for i in range(MAX_OWED)))
+    assert full.with_command("another") is None
+    assert full.with_command("c5") is full
+
+
 async def test_jobs_and_their_executions(store: Store) -> None:
     job = Job("j1", "u1", {"fw": 3}, 1000)
     await store.add_job(job, ["d2", "d1", "d2"])
@@ -1530,8 +1604,7 @@ async def test_jobs_and_their_executions(store: Store) -> None:
     assert await store.get_execution("j1", "d1") == sent
     assert await store.get_execution("j1", "d9") is None
     await store.add_job(Job("j2", "u1", {}, 1500), ["d1"])
-    assert [e.job_id for e in await store.device_executions("d1", ["queued", "in_progress"])] == ["j1", "j2"]
-    assert [e.job_id for e in await store.device_executions("d1", ["queued"])] == ["j2"]
+    assert [(e.job_id, e.status) for e in await store.job_executions("j2")] == [("j2", "queued")]
     await store.cancel_job("j1")
     canceled = await store.get_job("j1")
     assert canceled is not None

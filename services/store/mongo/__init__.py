@@ -35,14 +35,19 @@ Collections
   finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
   rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
-- ``shadows`` ``{_id: device_id, desired, reported, version, updated_at}``: device shadows (JSON text),
-  read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
+- ``shadow_versions`` ``{_id: "<len(device)>:<device>:<version>", desired, reported, version, updated_at}``
+  and ``shadows`` ``{_id: device_id, <the same>}``: device shadows (JSON text), each version inserted once
+  (the insert decides a compare-and-swap, across processes on FerretDB too), ``shadows`` a copy of the
+  newest; ``_id`` lookups only (``chatmq.services.store.mongo.shadows``).
 - ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,
-  error}``; ``(device_id, created_at)``: commands for devices (``chatmq.services.store.mongo.commands``).
+  error, requester, client_id}``; ``(device_id, created_at)``: commands for devices
+  (``chatmq.services.store.mongo.commands``).
 - ``jobs`` ``{_id: job_id, owner_id, document, created_at, canceled}`` and ``job_executions`` ``{_id:
-  "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``,
-  ``(device_id, status)`` (``chatmq.services.store.mongo.jobs``).
+  "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``
+  (``chatmq.services.store.mongo.jobs``).
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
+- ``device_owed`` ``{_id: device_id, commands: [ids], jobs: [ids]}``: the persistent commands and jobs a
+  device has not finished, read at its connect by ``_id`` (``chatmq.services.store.mongo.device_owed``).
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -171,6 +176,7 @@ ones). Start such a deployment on a fresh database.
 from __future__ import annotations
 
 from chatmq.services.store.mongo.commands import MongoCommands
+from chatmq.services.store.mongo.device_owed import MongoDeviceOwed
 from chatmq.services.store.mongo.device_status import MongoDeviceStatus
 from chatmq.services.store.mongo.groups import MongoGroups
 from chatmq.services.store.mongo.jobs import MongoJobs
@@ -184,7 +190,7 @@ __all__ = ['MongoStore']
 
 
 class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoCommands, MongoJobs):
+                 MongoDeviceOwed, MongoCommands, MongoJobs):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

@@ -300,7 +300,6 @@ class MongoBase(Store):
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
         await db.commands.create_index([("device_id", ASCENDING), ("created_at", ASCENDING)], name="device")
         await db.job_executions.create_index([("job_id", ASCENDING)], name="job")
-        await db.job_executions.create_index([("device_id", ASCENDING), ("status", ASCENDING)], name="device_status")
         await db.refresh_spent.create_index([("expires_at", ASCENDING)], name="expiry")
         await db.refresh_revoked.create_index([("expires_at", ASCENDING)], name="expiry")
 

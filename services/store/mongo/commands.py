@@ -17,19 +17,21 @@ from chatmq.services.store.mongo.base import MongoBase, mongo_errors
 def _doc(c: DeviceCommand) -> dict[str, Any]:
     return {"device_id": c.device_id, "name": c.name, "params": json.dumps(c.params), "persistent": c.persistent,
             "status": c.status, "created_at": c.created_at, "expires_at": c.expires_at,
-            "result": None if c.result is None else json.dumps(c.result), "error": c.error}
+            "result": None if c.result is None else json.dumps(c.result), "error": c.error,
+            "requester": c.requester, "client_id": c.client_id}
 
 
 def _command(d: dict[str, Any]) -> DeviceCommand:
     return DeviceCommand(d["_id"], d["device_id"], d["name"], json.loads(d["params"]), bool(d["persistent"]),
                          d["status"], int(d["created_at"]), int(d["expires_at"]),
-                         None if d["result"] is None else json.loads(d["result"]), d["error"])
+                         None if d["result"] is None else json.loads(d["result"]), d["error"], d.get("requester"),
+                         d.get("client_id"))
 
 
 class MongoCommands(MongoBase):
     """``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at,
-    result, error}`` (params and result as JSON text); ``(device_id, created_at)`` indexed for the
-    device's list (and its queued commands at connect). Single commands are read and replaced by ``_id``."""
+    result, error, requester, client_id}`` (params and result as JSON text); ``(device_id, created_at)`` indexed for the
+    device's list (``GET /devices/{id}/commands``). Single commands are read and replaced by ``_id``."""
 
     async def add_command(self, command: DeviceCommand) -> None:
         with mongo_errors():

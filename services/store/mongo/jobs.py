@@ -4,13 +4,12 @@ device, ``_id`` = ``pair_key(job_id, device_id)``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
 
 from chatmq.core.errors import NotFoundError
-from chatmq.services.store.base import Job, JobExecution, JobStatus
+from chatmq.services.store.base import Job, JobExecution
 from chatmq.services.store.mongo.base import MongoBase, mongo_errors, pair_key
 
 
@@ -27,7 +26,7 @@ def _execution(d: dict[str, Any]) -> JobExecution:
 class MongoJobs(MongoBase):
     """``jobs`` ``{_id: job_id, owner_id, document (JSON text), created_at, canceled}`` and
     ``job_executions`` ``{_id: pair_key(job_id, device_id), job_id, device_id, status, progress, details,
-    updated_at}``; ``job_id`` and ``(device_id, status)`` indexed for the job's view and a device's connect.
+    updated_at}``; ``job_id`` indexed for the job's view.
     A single execution is read and replaced by ``_id``."""
 
     async def add_job(self, job: Job, device_ids: list[str]) -> None:
@@ -67,10 +66,3 @@ class MongoJobs(MongoBase):
         key = pair_key(execution.job_id, execution.device_id)
         with mongo_errors():
             await self._coll("job_executions").replace_one({"_id": key}, _ex_doc(execution), upsert=True)
-
-    async def device_executions(self, device_id: str, statuses: Sequence[JobStatus],
-                                limit: int = 100) -> list[JobExecution]:
-        query = {"device_id": device_id, "status": {"$in": list(statuses)}}
-        with mongo_errors():
-            cursor = self._coll("job_executions").find(query).sort([("job_id", ASCENDING)]).limit(limit)
-            return [_execution(d) async for d in cursor]

@@ -118,7 +118,9 @@ CREATE TABLE IF NOT EXISTS commands (
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     result     TEXT,
-    error      TEXT
+    error      TEXT,
+    requester  TEXT,
+    client_id  TEXT
 );
 CREATE INDEX IF NOT EXISTS commands_device ON commands (device_id, created_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -137,7 +139,11 @@ CREATE TABLE IF NOT EXISTS job_executions (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job_id, device_id)
 );
-CREATE INDEX IF NOT EXISTS job_executions_device ON job_executions (device_id, status);
+CREATE TABLE IF NOT EXISTS device_owed (
+    device_id TEXT PRIMARY KEY,
+    commands  TEXT NOT NULL,
+    jobs      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS device_status (
     device_id         TEXT PRIMARY KEY,
     online            INTEGER NOT NULL,
@@ -342,6 +348,10 @@ class SQLiteBase(Store):
             user_cols = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
             if "token_version" not in user_cols:  # a version 1 database
                 conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
+            command_cols = {row["name"] for row in conn.execute("PRAGMA table_info(commands)")}
+            for column in ("requester", "client_id"):  # commands sent by users over MQTT (issue 14)
+                if column not in command_cols:
+                    conn.execute(f"ALTER TABLE commands ADD COLUMN {column} TEXT")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -11,17 +11,18 @@ from chatmq.core.errors import ConflictError
 from chatmq.services.store.base import CommandStatus, DeviceCommand
 from chatmq.services.store.sqlite.base import SQLiteBase, marks
 
-_COLS = "command_id, device_id, name, params, persistent, status, created_at, expires_at, result, error"
+_COLS = ("command_id, device_id, name, params, persistent, status, created_at, expires_at, result, error, requester,"
+         " client_id")
 
 
 def _row(row: Any) -> DeviceCommand:
     return DeviceCommand(row[0], row[1], row[2], json.loads(row[3]), bool(row[4]), row[5], int(row[6]),
-                         int(row[7]), None if row[8] is None else json.loads(row[8]), row[9])
+                         int(row[7]), None if row[8] is None else json.loads(row[8]), row[9], row[10], row[11])
 
 
 def _values(c: DeviceCommand) -> tuple[Any, ...]:
     return (c.command_id, c.device_id, c.name, json.dumps(c.params), int(c.persistent), c.status, c.created_at,
-            c.expires_at, None if c.result is None else json.dumps(c.result), c.error)
+            c.expires_at, None if c.result is None else json.dumps(c.result), c.error, c.requester, c.client_id)
 
 
 class SQLiteCommands(SQLiteBase):
@@ -30,7 +31,7 @@ class SQLiteCommands(SQLiteBase):
     async def add_command(self, command: DeviceCommand) -> None:
         def op(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute(f"INSERT INTO commands ({_COLS}) VALUES ({marks(10)})", _values(command))
+                conn.execute(f"INSERT INTO commands ({_COLS}) VALUES ({marks(12)})", _values(command))
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(f"command id {command.command_id} is taken") from exc
 
@@ -45,7 +46,7 @@ class SQLiteCommands(SQLiteBase):
 
     async def put_command(self, command: DeviceCommand) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT OR REPLACE INTO commands ({_COLS}) VALUES ({marks(10)})", _values(command))
+            conn.execute(f"INSERT OR REPLACE INTO commands ({_COLS}) VALUES ({marks(12)})", _values(command))
 
         await self._write(op)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
 from chatmq.core.errors import NotFoundError
-from chatmq.services.store.base import Job, JobExecution, JobStatus
+from chatmq.services.store.base import Job, JobExecution
 from chatmq.services.store.sqlite.base import SQLiteBase, marks
 
 _EX_COLS = "job_id, device_id, status, progress, details, updated_at"
@@ -71,13 +70,3 @@ class SQLiteJobs(SQLiteBase):
                           None if e.details is None else json.dumps(e.details), e.updated_at))
 
         await self._write(op)
-
-    async def device_executions(self, device_id: str, statuses: Sequence[JobStatus],
-                                limit: int = 100) -> list[JobExecution]:
-        def op(conn: sqlite3.Connection) -> list[JobExecution]:
-            rows = conn.execute(f"SELECT {_EX_COLS} FROM job_executions WHERE device_id = ? AND status IN"
-                                f" ({marks(len(statuses))}) ORDER BY job_id LIMIT ?",
-                                (device_id, *statuses, limit))
-            return [_execution(r) for r in rows]
-
-        return await self._run(op)
