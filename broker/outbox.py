@@ -261,15 +261,20 @@ class Outbox:
             if self._queue:
                 self._schedule()
 
-    def take_shared(self) -> list[_Message]:
-        """Remove and return the messages that came by a shared subscription and are not delivered:
-        queued, or in flight unacknowledged (not those whose PUBREC came: the client has them). The
-        router gives them to another member of their group when this one leaves."""
+    def take_shared(self, ending: bool = False) -> list[_Message]:
+        """Remove and return the messages that came by a shared subscription and that the router
+        gives to another member of their group (MQTT 5 §4.8.2): those queued and never sent; and,
+        with ``ending`` (the session ends, not just its connection), the QoS 1 ones in flight
+        unacknowledged. In-flight QoS 2 ones stay with this session, to be completed when it
+        resumes ([MQTT-4.8.2-4]), and are never given on: a session that ends drops them with it
+        ([MQTT-4.8.2-5]). So a member that resumes never finds a message it had been sent also at
+        another member; one in flight at QoS 1 waits for it as MQTT 5 allows, until its session ends."""
         taken: list[_Message] = []
-        for packet_id, message in list(self.inflight.items()):  # the oldest first
-            if message[6] and packet_id not in self.released:
-                del self.inflight[packet_id]
-                taken.append(message)
+        if ending:
+            for packet_id, message in list(self.inflight.items()):  # the oldest first
+                if message[6] and message[2] == 1:
+                    del self.inflight[packet_id]
+                    taken.append(message)
         queued = [m for m in self._queue if m[6]]
         if queued:
             self._queue = deque(m for m in self._queue if not m[6])

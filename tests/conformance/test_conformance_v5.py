@@ -24,7 +24,7 @@ from chatmq.broker.wire import (
     encode_subscribe,
 )
 from tests.conformance.conftest import PlainNode
-from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREL, SUBACK, RawClient
+from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, RawClient
 
 Raw = Callable[[], RawClient]
 
@@ -500,6 +500,88 @@ def test_v5_4_8_2_a_leaving_members_unacknowledged_messages_go_to_another_member
     leaving.close()  # the connection breaks
     (moved,) = staying.publishes(1)
     assert moved.payload == held.payload
+
+
+def test_v5_4_8_2_4_a_qos2_message_in_flight_is_completed_when_the_member_resumes(raw5: Raw) -> None:
+    keep = Properties(session_expiry_interval=300)
+    member = _connected(raw5, "share-q2-a", properties=keep)
+    other = _connected(raw5, "share-q2-b")
+    assert member.subscribe(("$share/gq2/q2/t", 2)) == [2]
+    assert other.subscribe(("$share/gq2/q2/t", 2)) == [2]
+    pub = _connected(raw5, "share-q2-pub")
+    pub.publish("q2/t", b"first", 2)
+    (sent,) = member.publishes(1)  # its turn; never acknowledged
+    member.close()
+    assert other.nothing_for(0.3)  # never given to another member [MQTT-4.8.2-4]
+    back = raw5()
+    assert back.connect("share-q2-a", clean=False, properties=keep).body[0] == 1
+    (again,) = back.publishes(1)
+    assert (again.payload, again.packet_id, again.dup) == (b"first", sent.packet_id, True)
+    back.ack(PUBREC, again.packet_id)
+    assert back.expect(PUBREL).packet_id == again.packet_id
+    back.ack(PUBCOMP, again.packet_id)
+    assert back.nothing_for(0.2)  # once
+    assert other.nothing_for(0.1)
+
+
+def test_v5_4_8_2_5_a_qos2_message_in_flight_to_a_session_that_ended_goes_to_no_other_member(raw5: Raw) -> None:
+    member = _connected(raw5, "share-q2end-a")  # session expiry 0: the session ends with the connection
+    other = _connected(raw5, "share-q2end-b")
+    assert member.subscribe(("$share/gq2e/q2e/t", 2)) == [2]
+    assert other.subscribe(("$share/gq2e/q2e/t", 2)) == [2]
+    pub = _connected(raw5, "share-q2end-pub")
+    pub.publish("q2e/t", b"first", 2)
+    member.publishes(1)
+    member.close()
+    assert other.nothing_for(0.3)
+    pub.publish("q2e/t", b"second", 2)  # the group goes on with the member that is left
+    (got,) = other.publishes(1)
+    assert got.payload == b"second"
+
+
+def test_v5_4_8_2_a_resumed_member_gets_its_qos1_message_again_and_no_other_member_gets_it(raw5: Raw) -> None:
+    keep = Properties(session_expiry_interval=300, receive_maximum=1)
+    member = _connected(raw5, "share-q1-a", properties=keep)
+    other = _connected(raw5, "share-q1-b")
+    assert member.subscribe(("$share/gq1/q1/t", 1)) == [1]
+    assert other.subscribe(("$share/gq1/q1/t", 1)) == [1]
+    pub = _connected(raw5, "share-q1-pub")
+    for i in range(4):
+        pub.publish("q1/t", b"m%d" % i, 1)
+    (held,) = member.publishes(1)  # m0; m2 waits behind it (receive maximum 1)
+    got = other.publishes(2)  # not acknowledged: their packet ids stay in use
+    assert [held.payload, *(p.payload for p in got)] == [b"m0", b"m1", b"m3"]
+    member.close()  # m2, never sent to it, goes to the other member at once
+    (moved,) = other.publishes(1)
+    assert moved.payload == b"m2"
+    assert moved.packet_id not in {p.packet_id for p in got}  # with that member's own packet id
+    back = raw5()
+    assert back.connect("share-q1-a", clean=False, properties=keep).body[0] == 1
+    (again,) = back.publishes(1)  # only the one it had been sent, with its packet id [MQTT-4.4.0-1]
+    assert (again.payload, again.packet_id, again.dup) == (b"m0", held.packet_id, True)
+    back.ack(PUBACK, again.packet_id)
+    assert back.nothing_for(0.3)
+    assert other.nothing_for(0.1)
+
+
+def test_v5_4_8_2_a_members_qos1_message_in_flight_goes_to_another_member_when_its_session_ends(raw5: Raw) -> None:
+    member = _connected(raw5, "share-end-a", properties=Properties(session_expiry_interval=300))
+    other = _connected(raw5, "share-end-b")
+    assert member.subscribe(("$share/gend/end/t", 1)) == [1]
+    assert other.subscribe(("$share/gend/end/t", 1)) == [1]
+    pub = _connected(raw5, "share-end-pub")
+    pub.publish("end/t", b"m0", 1)
+    pub.publish("end/t", b"m1", 1)
+    (held,) = member.publishes(1)
+    (kept,) = other.publishes(1)  # not acknowledged: its packet id stays in use
+    member.close()
+    assert other.nothing_for(0.3)  # waiting for the member to resume
+    fresh = raw5()
+    assert fresh.connect("share-end-a", clean=True).body[0] == 0  # clean start: the old session ends
+    (moved,) = other.publishes(1)
+    assert moved.payload == held.payload
+    assert moved.packet_id != kept.packet_id  # the receiving member's own packet id
+    assert fresh.nothing_for(0.2)
 
 
 def test_v5_4_8_2_no_retained_messages_for_a_shared_subscription(raw5: Raw) -> None:
