@@ -611,3 +611,52 @@ def test_v5_3_1_3_2_the_wills_properties_go_with_it(raw5: Raw) -> None:
     assert (props.content_type, props.user_properties) == ("text/plain", [("why", "lost")])
     assert props.message_expiry_interval is not None
     assert 0 < props.message_expiry_interval <= 60
+
+
+# --- will delay interval -----------------------------------------------------------------------------
+def _with_delayed_will(raw5: Raw, client_id: str, topic: str, delay: int, expiry: int, *,
+                       clean: bool = True) -> RawClient:
+    client = raw5()
+    will = Will(topic, b"gone", 0, False, Properties(will_delay_interval=delay, user_properties=[("k", "v")]))
+    client.send(encode_connect(client_id, clean_session=clean, will=will, protocol_level=5,
+                               properties=Properties(session_expiry_interval=expiry)))
+    assert client.expect(CONNACK).reason == 0
+    return client
+
+
+def test_v5_3_1_3_9_a_session_resumed_within_the_will_delay_sends_no_will(raw5: Raw) -> None:
+    watcher = _connected(raw5, "wd-resume-watch")
+    assert watcher.subscribe(("wd/resume", 0)) == [0]
+    _with_delayed_will(raw5, "wd-resume", "wd/resume", 1, 300).close()  # the connection breaks
+    back = raw5()
+    assert back.connect("wd-resume", clean=False, properties=Properties(session_expiry_interval=300)).body[0] == 1
+    assert watcher.nothing_for(1.6)  # past the delay: no will [MQTT-3.1.3-9]
+
+
+def test_v5_3_1_3_2_the_will_is_published_once_its_delay_passed_with_its_properties(raw5: Raw) -> None:
+    watcher = _connected(raw5, "wd-late-watch")
+    assert watcher.subscribe(("wd/late", 0)) == [0]
+    _with_delayed_will(raw5, "wd-late", "wd/late", 1, 300).close()
+    assert watcher.nothing_for(0.5)  # the delay (1 s) has not passed
+    (will,) = watcher.publishes(1)
+    assert will.payload == b"gone"
+    assert will.properties.user_properties == [("k", "v")]
+    assert will.properties.will_delay_interval is None  # a will property, not a PUBLISH's
+    assert watcher.nothing_for(0.2)  # once
+
+
+def test_v5_3_1_3_2_a_session_ending_before_the_will_delay_publishes_the_will_then(raw5: Raw) -> None:
+    watcher = _connected(raw5, "wd-end-watch")
+    assert watcher.subscribe(("wd/end/+", 0)) == [0]
+    _with_delayed_will(raw5, "wd-end-0", "wd/end/0", 600, 0).close()  # session expiry 0: it ends now
+    (first,) = watcher.publishes(1)
+    assert first.topic == "wd/end/0"
+    _with_delayed_will(raw5, "wd-end-new", "wd/end/new", 600, 300).close()
+    fresh = raw5()
+    assert fresh.connect("wd-end-new", clean=True).body[0] == 0  # clean start ends the old session
+    (second,) = watcher.publishes(1)
+    assert second.topic == "wd/end/new"
+    _with_delayed_will(raw5, "wd-end-exp", "wd/end/exp", 600, 1).close()  # the session expires in 1 s
+    (third,) = watcher.publishes(1)
+    assert third.topic == "wd/end/exp"
+    assert watcher.nothing_for(0.2)
