@@ -76,6 +76,8 @@ class ConnectionPolicy:
     """MQTT 5: topic aliases a client may set per connection."""
     max_keepalive: int = 0
     """MQTT 5: the longest keep alive a client may ask for (0: any); the CONNACK's Server Keep Alive."""
+    receive_maximum: int = 1024
+    """MQTT 5: QoS 2 PUBLISH packets a client may have unreleased at once (the CONNACK's Receive Maximum)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, per_address: bool = True) -> ConnectionPolicy:
@@ -93,6 +95,7 @@ class ConnectionPolicy:
             ws_path=settings.ws_path,
             topic_alias_maximum=settings.topic_alias_maximum,
             max_keepalive=settings.max_keepalive,
+            receive_maximum=settings.receive_maximum,
         )
 
     @property

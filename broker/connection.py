@@ -281,6 +281,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             assigned_client_identifier=session.client_id if session.assigned_client_id else None,
             maximum_packet_size=self.node.policy.max_packet_size,
             topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
+            receive_maximum=self.node.policy.receive_maximum if self.node.policy.receive_maximum < 0xFFFF else None,
             server_keep_alive=server_keep_alive,
         )
 
@@ -400,6 +401,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             reason = CloseReason.PACKET_TOO_LARGE
         except MalformedPacketError as exc:
             log.info("%s: malformed packet, closing: %s", self._who(), exc)
+            if self.protocol_level == MQTT_5:
+                self._disconnect(ReasonCode.MALFORMED_PACKET)  # §4.13.1: the reason, before closing
             reason = CloseReason.PROTOCOL_ERROR
         except asyncio.CancelledError:
             reason = CloseReason.SHUTDOWN  # unless the canceller gave its reason first (takeover, kick)
@@ -437,9 +440,14 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             if level == MQTT_5 and not self._resolve_alias(message):
                 return False
             packet_id = message.packet_id
-            if message.qos == 2 and packet_id in outbox.qos2_received:
-                outbox.send_raw(encode_ack(PUBREC, packet_id))
-                return True
+            if message.qos == 2:
+                if packet_id in outbox.qos2_received:
+                    outbox.send_raw(encode_ack(PUBREC, packet_id))
+                    return True
+                if level == MQTT_5 and len(outbox.qos2_received) >= self.node.policy.receive_maximum:
+                    log.info("%s sent more QoS 2 publishes than the receive maximum (%d) before releasing them: "
+                             "closing", self._who(), self.node.policy.receive_maximum)
+                    return self._disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # §3.3.4, [MQTT-3.3.4-7]
             ack = await self.node.on_publish(session, self, message)
             if ack is None:
                 return False

@@ -21,7 +21,9 @@ from chatmq.broker.wire import (
     encode_connect,
     encode_disconnect,
     encode_packet,
+    encode_publish,
     encode_subscribe,
+    encode_topic,
 )
 from tests.conformance.conftest import PlainNode
 from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, RawClient
@@ -660,3 +662,38 @@ def test_v5_3_1_3_2_a_session_ending_before_the_will_delay_publishes_the_will_th
     (third,) = watcher.publishes(1)
     assert third.topic == "wd/end/exp"
     assert watcher.nothing_for(0.2)
+
+
+# --- receive maximum (client → node), malformed packets ------------------------------------------------
+def test_v5_3_3_4_7_more_qos2_publishes_than_the_receive_maximum_get_disconnect_0x93(raw5: Raw) -> None:
+    client = raw5()
+    connack = client.connect("rm-over")
+    limit = connack.properties.receive_maximum
+    assert limit == 1024  # the setting's default
+    client.send(b"".join(encode_publish(encode_topic("rm/t"), b"x", 2, i + 1, properties=b"\x00")
+                         for i in range(limit + 1)))  # none released (no PUBREL)
+    acks = [client.read() for _ in range(limit)]
+    assert [(p.kind, p.packet_id) for p in acks if p is not None] == [(PUBREC, i + 1) for i in range(limit)]
+    assert client.expect(DISCONNECT).reason == ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
+    assert client.closed_by_broker()
+
+
+def test_v5_3_3_4_7_released_qos2_publishes_free_their_place(raw5: Raw) -> None:
+    client = _connected(raw5, "rm-released")
+    for i in range(1030):  # more than the receive maximum in all, never more than one unreleased
+        client.publish("rm/free", b"x", 2, packet_id=i % 65535 + 1)
+        assert client.expect(PUBREC).packet_id == i % 65535 + 1
+        client.ack(PUBREL, i % 65535 + 1)
+        assert client.expect(PUBCOMP).packet_id == i % 65535 + 1
+
+
+def test_v5_4_13_1_a_malformed_packet_gets_disconnect_0x81_before_the_close(raw5: Raw, raw: Raw) -> None:
+    client = _connected(raw5, "malformed-v5")
+    client.send(encode_packet(PUBLISH << 4, b"\x00\x03m/t\x05"))  # a property block longer than the packet
+    assert client.expect(DISCONNECT).reason == ReasonCode.MALFORMED_PACKET
+    assert client.closed_by_broker()
+    old = raw()
+    assert old.connect("malformed-311").body == b"\x00\x00"
+    old.send(encode_packet(PUBLISH << 4, b"\x00\x03m/t\x05"[:2]))  # a topic longer than the packet
+    assert old.read() is None  # MQTT 3.1.1: closed with nothing said
+    assert old.closed_by_broker()
