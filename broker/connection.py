@@ -72,6 +72,7 @@ from chatmq.broker.wire import (
     UNSUBSCRIBE,
     MalformedPacketError,
     Packet,
+    PacketProtocolError,
     PacketSplitter,
     PacketTooLargeError,
     Properties,
@@ -401,7 +402,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             reason = CloseReason.PACKET_TOO_LARGE
         except MalformedPacketError as exc:
             log.info("%s: malformed packet, closing: %s", self._who(), exc)
-            if self.protocol_level == MQTT_5:
+            if self.protocol_level == MQTT_5 and not isinstance(exc, PacketProtocolError):
                 self._disconnect(ReasonCode.MALFORMED_PACKET)  # §4.13.1: the reason, before closing
             reason = CloseReason.PROTOCOL_ERROR
         except asyncio.CancelledError:

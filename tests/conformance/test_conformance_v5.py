@@ -139,7 +139,7 @@ def test_v5_3_3_2_a_v311_subscriber_of_a_v5_publisher_sees_mqtt_311_bytes(raw5: 
 
 def test_v5_2_2_2_2_a_repeated_property_is_a_protocol_error(raw5: Raw, node: PlainNode) -> None:
     client = _connected(raw5, "dup-prop")
-    props = b"\x04\x02\x00\x00\x00\x01"  # message expiry interval ...
+    props = b"\x02\x00\x00\x00\x01"  # message expiry interval ...
     block = bytes((len(props) * 2,)) + props * 2  # ... twice
     client.send(encode_packet(0x30, b"\x00\x01t" + block + b"x"))
     assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
@@ -210,10 +210,10 @@ def test_v5_3_9_3_suback_reason_codes_in_filter_order(raw5: Raw) -> None:
     assert codes == [0, 2, ReasonCode.TOPIC_FILTER_INVALID, 1] + [ReasonCode.TOPIC_FILTER_INVALID] * 3
 
 
-def test_v5_3_8_3_5_reserved_subscription_option_bits_are_a_protocol_error(raw5: Raw) -> None:
+def test_v5_3_8_3_5_reserved_subscription_option_bits_make_the_subscribe_malformed(raw5: Raw) -> None:
     client = _connected(raw5, "sub-reserved")
     client.send(encode_packet(0x82, b"\x00\x01\x00\x00\x01t\xc1"))
-    assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
+    assert client.expect(DISCONNECT).reason == ReasonCode.MALFORMED_PACKET
     assert client.closed_by_broker()
 
 
