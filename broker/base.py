@@ -313,7 +313,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "will_properties",
                      "keep_alive", "username", "password", "remote_address", "remote_port", "ssl_object",
                      "protocol_level", "assigned_client_id", "receive_maximum", "max_packet", "session_expiry",
-                     "problem_information"):
+                     "problem_information", "topic_alias_maximum"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
         return handler, existing

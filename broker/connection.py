@@ -249,6 +249,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 session.receive_maximum = props.receive_maximum
             if props.maximum_packet_size is not None:
                 session.max_packet = props.maximum_packet_size
+            if props.topic_alias_maximum is not None:
+                session.topic_alias_maximum = props.topic_alias_maximum
         return cls(plugins_manager, loop=loop), session
 
     @property
@@ -324,7 +326,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                                  protocol_level=self.session.protocol_level, properties=properties)
         outbox.attach(self.transport, self._too_slow, first=connack, flush=False,
                       protocol_level=self.session.protocol_level, receive_maximum=self.session.receive_maximum,
-                      max_packet=self.session.max_packet)
+                      max_packet=self.session.max_packet, topic_alias_maximum=self.session.topic_alias_maximum)
         return ended
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:

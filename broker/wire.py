@@ -926,12 +926,19 @@ def forwarded_properties(props: Properties | None) -> bytes:
     return block[decode_varint(block, 0)[1]:]
 
 
-def publish_properties(forwarded: bytes, expiry: int | None) -> bytes:
+def publish_properties(forwarded: bytes, expiry: int | None, alias: int | None = None) -> bytes:
     """An MQTT 5 PUBLISH's property block to a subscriber: the message expiry interval left (if the
-    message has one, [MQTT-3.3.2-6]) and the ``forwarded_properties``."""
+    message has one, [MQTT-3.3.2-6]), the topic alias the node gave its topic on this connection,
+    and the ``forwarded_properties``."""
     if expiry is not None:
         forwarded = b"\x02" + expiry.to_bytes(4, "big") + forwarded
+    if alias is not None:
+        forwarded = b"\x23" + alias.to_bytes(2, "big") + forwarded
     return encode_varint(len(forwarded)) + forwarded
+
+
+ALIASED_TOPIC = b"\x00\x00"
+"""The topic field of a PUBLISH whose topic alias stands for its topic (§3.3.2.3.4)."""
 
 
 @dataclass(frozen=True, slots=True)

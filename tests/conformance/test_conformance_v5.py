@@ -26,7 +26,18 @@ from chatmq.broker.wire import (
     encode_topic,
 )
 from tests.conformance.conftest import PlainNode
-from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, RawClient
+from tests.conformance.raw import (
+    CONNACK,
+    DISCONNECT,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    RawClient,
+    Received,
+)
 
 Raw = Callable[[], RawClient]
 
@@ -697,3 +708,42 @@ def test_v5_4_13_1_a_malformed_packet_gets_disconnect_0x81_before_the_close(raw5
     old.send(encode_packet(PUBLISH << 4, b"\x00\x03m/t\x05"[:2]))  # a topic longer than the packet
     assert old.read() is None  # MQTT 3.1.1: closed with nothing said
     assert old.closed_by_broker()
+
+
+# --- topic aliases (node → client) ---------------------------------------------------------------------
+def _topics_and_aliases(got: list[Received]) -> list[tuple[str, int | None]]:
+    return [(p.topic, p.properties.topic_alias) for p in got]
+
+
+def test_v5_3_1_2_26_topic_aliases_to_a_client_up_to_its_topic_alias_maximum(raw5: Raw, raw: Raw) -> None:
+    asks = Properties(topic_alias_maximum=2, session_expiry_interval=300)
+    sub = _connected(raw5, "alias-out", properties=asks)
+    assert sub.subscribe(("ta/#", 0)) == [0]
+    pub = raw()
+    pub.connect("alias-out-pub")
+    for topic in ("ta/1", "ta/1", "ta/2", "ta/3", "ta/1", "ta/3"):
+        pub.publish(topic, topic.encode())
+    got = sub.publishes(6)
+    assert _topics_and_aliases(got) == [("ta/1", 1), ("", 1), ("ta/2", 2), ("ta/3", None), ("", 1), ("ta/3", None)]
+    assert [p.payload for p in got] == [b"ta/1", b"ta/1", b"ta/2", b"ta/3", b"ta/1", b"ta/3"]
+    sub.close()
+    back = raw5()
+    assert back.connect("alias-out", clean=False, properties=asks).body[0] == 1
+    pub.publish("ta/1", b"again", 1)
+    (again,) = back.publishes(1)
+    assert _topics_and_aliases([again]) == [("ta/1", 1)]  # no alias carried over from a connection [MQTT-3.3.2-7]
+
+
+def test_v5_3_1_2_26_an_alias_is_set_only_by_a_publish_that_was_sent(raw5: Raw, raw: Raw) -> None:
+    sub = _connected(raw5, "alias-held", properties=Properties(topic_alias_maximum=5, receive_maximum=1))
+    assert sub.subscribe(("tb/#", 1)) == [1]
+    pub = raw()
+    pub.connect("alias-held-pub")
+    for topic in ("tb/a", "tb/b", "tb/b"):
+        pub.publish(topic, b"x", 1)
+    (first,) = sub.publishes(1)  # the others wait for room in flight
+    sub.ack(PUBACK, first.packet_id)
+    (second,) = sub.publishes(1)
+    sub.ack(PUBACK, second.packet_id)
+    (third,) = sub.publishes(1)
+    assert _topics_and_aliases([first, second, third]) == [("tb/a", 1), ("tb/b", 2), ("", 2)]
