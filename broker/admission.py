@@ -78,6 +78,8 @@ class ConnectionPolicy:
     """MQTT 5: the longest keep alive a client may ask for (0: any); the CONNACK's Server Keep Alive."""
     sessions_per_turn: int = 0
     """CONNECTs and ended connections taken on per turn of the event loop (``TurnPacer``; 0: any number)."""
+    receive_maximum: int = 1024
+    """MQTT 5: QoS 2 PUBLISH packets a client may have unreleased at once (the CONNACK's Receive Maximum)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, per_address: bool = True) -> ConnectionPolicy:
@@ -96,6 +98,7 @@ class ConnectionPolicy:
             topic_alias_maximum=settings.topic_alias_maximum,
             max_keepalive=settings.max_keepalive,
             sessions_per_turn=settings.sessions_per_turn,
+            receive_maximum=settings.receive_maximum,
         )
 
     @property

@@ -120,6 +120,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
         """Connections closed before their CONNECT was processed, by reason."""
         self._detached: dict[str, float] = {}
         """Persistent sessions without a connection: client id → when it ended (monotonic)."""
+        self._wills: dict[str, tuple[asyncio.Task[None], Session]] = {}
+        """MQTT 5 wills waiting out their Will Delay Interval: client id → (the waiting task, the session)."""
 
     # --- hooks for subclasses ------------------------------------------------------
     def may_receive(self, session: Session, topic: str) -> bool:
@@ -323,13 +325,14 @@ class NodeBroker(Broker):  # type: ignore[misc]
             session.parent = 0
             return session
         existing, old = entry
+        self._cancel_will(client_id)  # [MQTT-3.1.3-9]: a new connection to the session came in time
         if existing.transitions.is_connected():
             log.info("%s connected again: taking the session over", client_id)
             await self._close(old, CloseReason.TAKEN_OVER)
         for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "will_properties",
                      "keep_alive", "username", "password", "remote_address", "remote_port", "ssl_object",
                      "protocol_level", "assigned_client_id", "receive_maximum", "max_packet", "session_expiry",
-                     "problem_information"):
+                     "problem_information", "topic_alias_maximum"):
             setattr(existing, name, getattr(session, name))
         existing.parent = 1  # [MQTT-3.2.2-2] session present
         return existing
@@ -339,6 +342,9 @@ class NodeBroker(Broker):  # type: ignore[misc]
         entry = self._sessions.pop(client_id, None)
         self._detached.pop(client_id, None)
         self.router.forget(client_id)
+        waiting = self._cancel_will(client_id)
+        if waiting is not None:  # the session ends before its will's delay: the will goes now
+            await self._publish_will(waiting)
         if entry is not None and entry[0].transitions.is_connected():
             log.info("%s connected again: closing its previous connection", client_id)
             await self._close(entry[1], CloseReason.TAKEN_OVER)
@@ -372,6 +378,9 @@ class NodeBroker(Broker):  # type: ignore[misc]
         handler.attach(client_session, reader, writer)
         self._sessions[client_id] = (client_session, handler)
         self._detached.pop(client_id, None)
+        waiting = self._cancel_will(client_id)
+        if waiting is not None and not client_session.parent:
+            await self._publish_will(waiting)  # another session took the client id: the old one ended
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=client_id,
                                               client_session=client_session)
         ended = handler.bind(self, self.router.outbox(client_id))
@@ -409,17 +418,23 @@ class NodeBroker(Broker):  # type: ignore[misc]
     async def _handle_disconnect(
         self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
     ) -> None:
-        """The connection ended: the will unless it sent DISCONNECT ([MQTT-3.1.2-8], [MQTT-3.1.2-10]);
+        """The connection ended: the will unless it sent DISCONNECT ([MQTT-3.1.2-8], [MQTT-3.1.2-10]),
+        at once or, with an MQTT 5 Will Delay Interval, once that passed or the session ended, whichever
+        comes first, and not at all if a connection resumes the session in time ([MQTT-3.1.3-9]);
         a clean session is forgotten, a persistent one keeps queueing QoS 1/2 until it returns."""
         clean_end = isinstance(disconnect_waiter.result(), DisconnectPacket)
         client_id = client_session.client_id
-        if not clean_end and client_session.will_flag and client_session.will_topic:
+        will = not clean_end and bool(client_session.will_flag and client_session.will_topic)
+        delay = self._will_delay(client_session) if will else 0.0
+        if will and not delay:
             await self._publish_will(client_session)
         await self._stop_handler(handler)
         assert isinstance(handler, NodeConnection)
         self.closes[handler.close_reason or CloseReason.CONNECTION_LOST] += 1
         current = self._sessions.get(client_id)
         if current is None or current[1] is not handler:
+            if delay and (current is None or current[0] is not client_session):
+                await self._publish_will(client_session)  # the session ended (a clean start of its client id)
             return  # taken over (or ended) by a newer connection: leave its state alone
         if handler.outbox is not None and handler.transport is not None:
             handler.outbox.detach(handler.transport)
@@ -428,8 +443,12 @@ class NodeBroker(Broker):  # type: ignore[misc]
         if not outlives_connection(client_session):
             del self._sessions[client_id]
             self.router.forget(client_id)
+            if delay:
+                await self._publish_will(client_session)  # the session ended with its connection
         else:
-            self._detached[client_id] = self._expires_at(client_session)
+            expires_at = self._detached[client_id] = self._expires_at(client_session)
+            if delay:
+                self._delay_will(client_session, min(delay, expires_at - time.monotonic()))
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=client_id,
                                               client_session=client_session)
 
@@ -459,6 +478,52 @@ class NodeBroker(Broker):  # type: ignore[misc]
                                 forwarded, expires_at)
         except TopicIndexError as exc:
             log.warning("will of %s not published: %s", session.client_id, exc)
+
+    @staticmethod
+    def _will_delay(session: Session) -> float:
+        """MQTT 5: the seconds the will waits (its Will Delay Interval); 0 below level 5 or without one."""
+        props = session.will_properties if isinstance(session, NodeSession) else None
+        return float(props.will_delay_interval or 0) if props is not None else 0.0
+
+    def _delay_will(self, session: Session, delay: float) -> None:
+        """Publish ``session``'s will after ``delay`` seconds unless ``_cancel_will`` comes first."""
+        client_id = session.client_id
+        task = asyncio.get_running_loop().create_task(self._will_after(session, delay), name=f"will:{client_id}")
+        self._wills[client_id] = (task, session)
+        task.add_done_callback(partial(self._will_done, client_id))
+
+    async def _will_after(self, session: Session, delay: float) -> None:
+        await asyncio.sleep(delay)
+        entry = self._wills.get(session.client_id)
+        if entry is not None and entry[0] is asyncio.current_task():
+            del self._wills[session.client_id]  # from now on it is published, never cancelled
+        await self._publish_will(session)
+
+    def _will_done(self, client_id: str, task: asyncio.Task[None]) -> None:
+        entry = self._wills.get(client_id)
+        if entry is not None and entry[0] is task:
+            del self._wills[client_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delayed will of %s failed", client_id, exc_info=task.exception())
+
+    def _cancel_will(self, client_id: str) -> Session | None:
+        """Stop ``client_id``'s will from waiting; returns the session it belongs to (None: none waited)."""
+        entry = self._wills.pop(client_id, None)
+        if entry is None:
+            return None
+        entry[0].cancel()
+        return entry[1]
+
+    async def shutdown(self) -> None:
+        """amqtt's shutdown, after the wills still waiting out their delay are dropped (the node's
+        sessions end with it, but the node is no longer there to route them)."""
+        waiting = [task for task, _session in self._wills.values()]
+        self._wills.clear()
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        await super().shutdown()
 
     async def _close(self, handler: BrokerProtocolHandler, reason: CloseReason) -> None:
         """Close ``handler``'s connection for ``reason`` and wait for its read loop to end."""

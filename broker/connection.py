@@ -72,6 +72,7 @@ from chatmq.broker.wire import (
     UNSUBSCRIBE,
     MalformedPacketError,
     Packet,
+    PacketProtocolError,
     PacketSplitter,
     PacketTooLargeError,
     Properties,
@@ -248,6 +249,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 session.receive_maximum = props.receive_maximum
             if props.maximum_packet_size is not None:
                 session.max_packet = props.maximum_packet_size
+            if props.topic_alias_maximum is not None:
+                session.topic_alias_maximum = props.topic_alias_maximum
         return cls(plugins_manager, loop=loop), session
 
     @property
@@ -281,6 +284,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             assigned_client_identifier=session.client_id if session.assigned_client_id else None,
             maximum_packet_size=self.node.policy.max_packet_size,
             topic_alias_maximum=self.node.policy.topic_alias_maximum or None,
+            receive_maximum=self.node.policy.receive_maximum if self.node.policy.receive_maximum < 0xFFFF else None,
             server_keep_alive=server_keep_alive,
         )
 
@@ -322,7 +326,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                                  protocol_level=self.session.protocol_level, properties=properties)
         outbox.attach(self.transport, self._too_slow, first=connack, flush=False,
                       protocol_level=self.session.protocol_level, receive_maximum=self.session.receive_maximum,
-                      max_packet=self.session.max_packet)
+                      max_packet=self.session.max_packet, topic_alias_maximum=self.session.topic_alias_maximum)
         return ended
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
@@ -400,6 +404,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             reason = CloseReason.PACKET_TOO_LARGE
         except MalformedPacketError as exc:
             log.info("%s: malformed packet, closing: %s", self._who(), exc)
+            if self.protocol_level == MQTT_5 and not isinstance(exc, PacketProtocolError):
+                self._disconnect(ReasonCode.MALFORMED_PACKET)  # §4.13.1: the reason, before closing
             reason = CloseReason.PROTOCOL_ERROR
         except asyncio.CancelledError:
             reason = CloseReason.SHUTDOWN  # unless the canceller gave its reason first (takeover, kick)
@@ -437,9 +443,14 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
             if level == MQTT_5 and not self._resolve_alias(message):
                 return False
             packet_id = message.packet_id
-            if message.qos == 2 and packet_id in outbox.qos2_received:
-                outbox.send_raw(encode_ack(PUBREC, packet_id))
-                return True
+            if message.qos == 2:
+                if packet_id in outbox.qos2_received:
+                    outbox.send_raw(encode_ack(PUBREC, packet_id))
+                    return True
+                if level == MQTT_5 and len(outbox.qos2_received) >= self.node.policy.receive_maximum:
+                    log.info("%s sent more QoS 2 publishes than the receive maximum (%d) before releasing them: "
+                             "closing", self._who(), self.node.policy.receive_maximum)
+                    return self._disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # §3.3.4, [MQTT-3.3.4-7]
             ack = await self.node.on_publish(session, self, message)
             if ack is None:
                 return False

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from chatmq.broker.wire import (
+    ALIASED_TOPIC,
     MAX_REMAINING_LENGTH,
     MQTT_5,
     MQTT_311,
@@ -124,9 +125,9 @@ so the cyclic GC stops tracking it (in-flight messages live long enough to be pr
 class Outbox:
     """One session's outgoing messages. See the module docstring for the contracts."""
 
-    __slots__ = ("_bytes", "_limits", "_max_inflight", "_max_packet", "_next_id", "_on_overflow", "_properties",
-                 "_queue", "_raw", "_relief", "_scheduled", "_stats", "_transport", "_v5", "_waiting_drain",
-                 "bytes_mark", "inflight", "pressure_mark", "qos2_received", "released")
+    __slots__ = ("_alias_max", "_aliases", "_bytes", "_limits", "_max_inflight", "_max_packet", "_next_id",
+                 "_on_overflow", "_properties", "_queue", "_raw", "_relief", "_scheduled", "_stats", "_transport",
+                 "_v5", "_waiting_drain", "bytes_mark", "inflight", "pressure_mark", "qos2_received", "released")
 
     def __init__(self, limits: DeliveryLimits, stats: DeliveryStats) -> None:
         self._limits = limits
@@ -154,6 +155,10 @@ class Outbox:
         self._v5 = False
         self._max_inflight = limits.max_inflight
         self._max_packet = MAX_REMAINING_LENGTH + 5
+        self._alias_max = 0
+        """MQTT 5: the topic aliases this connection's client takes (its Topic Alias Maximum)."""
+        self._aliases: dict[bytes, int] = {}
+        """MQTT 5: the topic aliases given on this connection, by encoded topic (at most ``_alias_max``)."""
 
     # --- state -------------------------------------------------------------------
     @property
@@ -172,16 +177,19 @@ class Outbox:
 
     def attach(self, transport: Transport, on_overflow: Callable[[], None], *, first: bytes = b"",
                flush: bool = True, protocol_level: int = MQTT_311, receive_maximum: int = 65535,
-               max_packet: int = MAX_REMAINING_LENGTH + 5) -> None:
+               max_packet: int = MAX_REMAINING_LENGTH + 5, topic_alias_maximum: int = 0) -> None:
         """A connection took this session: ``first`` (its CONNACK), then what is in flight resent
         (DUP), then the queue, all encoded for the connection's ``protocol_level`` (and, at MQTT 5,
-        within the client's ``receive_maximum`` and ``max_packet``). With ``flush=False`` nothing is
-        written until ``schedule_flush`` or the next packet queued."""
+        within the client's ``receive_maximum`` and ``max_packet``, with topic aliases up to its
+        ``topic_alias_maximum``, none carried over from an earlier connection [MQTT-3.3.2-7]). With
+        ``flush=False`` nothing is written until ``schedule_flush`` or the next packet queued."""
         self._transport = transport
         self._v5 = v5 = protocol_level == MQTT_5
         self._properties = NO_PROPERTIES if v5 else b""
         self._max_inflight = min(self._limits.max_inflight, receive_maximum)
         self._max_packet = max_packet
+        self._alias_max = topic_alias_maximum if v5 else 0
+        self._aliases = {}
         now = time.monotonic()
         self._on_overflow = on_overflow
         self._waiting_drain = False
@@ -261,15 +269,20 @@ class Outbox:
             if self._queue:
                 self._schedule()
 
-    def take_shared(self) -> list[_Message]:
-        """Remove and return the messages that came by a shared subscription and are not delivered:
-        queued, or in flight unacknowledged (not those whose PUBREC came: the client has them). The
-        router gives them to another member of their group when this one leaves."""
+    def take_shared(self, ending: bool = False) -> list[_Message]:
+        """Remove and return the messages that came by a shared subscription and that the router
+        gives to another member of their group (MQTT 5 §4.8.2): those queued and never sent; and,
+        with ``ending`` (the session ends, not just its connection), the QoS 1 ones in flight
+        unacknowledged. In-flight QoS 2 ones stay with this session, to be completed when it
+        resumes ([MQTT-4.8.2-4]), and are never given on: a session that ends drops them with it
+        ([MQTT-4.8.2-5]). So a member that resumes never finds a message it had been sent also at
+        another member; one in flight at QoS 1 waits for it as MQTT 5 allows, until its session ends."""
         taken: list[_Message] = []
-        for packet_id, message in list(self.inflight.items()):  # the oldest first
-            if message[6] and packet_id not in self.released:
-                del self.inflight[packet_id]
-                taken.append(message)
+        if ending:
+            for packet_id, message in list(self.inflight.items()):  # the oldest first
+                if message[6] and message[2] == 1:
+                    del self.inflight[packet_id]
+                    taken.append(message)
         queued = [m for m in self._queue if m[6]]
         if queued:
             self._queue = deque(m for m in self._queue if not m[6])
@@ -372,23 +385,29 @@ class Outbox:
                 sent_bytes += len(topic) + len(payload)
                 stats.expired += 1
                 continue
-            if v5 and (forwarded or expires_at):
+            if qos and len(inflight) >= max_inflight:
+                break
+            topic_field, new_alias = topic, 0
+            if v5 and self._alias_max:
+                topic_field, properties, new_alias = self._aliased(topic, forwarded, expires_at, now)
+            elif v5 and (forwarded or expires_at):
                 properties = self._block(forwarded, expires_at, now)
-            if v5 and len(topic) + len(payload) + len(properties) + 7 > max_packet and (
-                    len(encode_publish(topic, payload, qos, 1 if qos else None, properties=properties)) > max_packet):
+            if v5 and len(topic_field) + len(payload) + len(properties) + 7 > max_packet and (
+                    len(encode_publish(topic_field, payload, qos, 1 if qos else None,
+                                       properties=properties)) > max_packet):
                 queue.popleft()  # [MQTT-3.1.2-25]: never sent to this client
                 sent_bytes += len(topic) + len(payload)
                 stats.dropped_too_large += 1
                 properties = self._properties
                 continue
+            if new_alias:  # the client learns it with this PUBLISH
+                self._aliases[topic] = new_alias
             if qos:
-                if len(inflight) >= max_inflight:
-                    break
                 packet_id = self._packet_id()
                 inflight[packet_id] = message
-                frame = encode_publish(topic, payload, qos, packet_id, retain=retain, properties=properties)
+                frame = encode_publish(topic_field, payload, qos, packet_id, retain=retain, properties=properties)
             else:
-                frame = encode_publish(topic, payload, 0, None, retain=retain, properties=properties)
+                frame = encode_publish(topic_field, payload, 0, None, retain=retain, properties=properties)
             properties = self._properties
             frames.append(frame)
             room -= len(frame)
@@ -414,6 +433,21 @@ class Outbox:
         """An MQTT 5 PUBLISH's property block: the forwarded properties and the expiry interval left."""
         expiry = max(0, math.ceil(expires_at - now)) if expires_at else None
         return publish_properties(forwarded, expiry)
+
+    def _aliased(self, topic: bytes, forwarded: bytes, expires_at: float, now: float) -> tuple[bytes, bytes, int]:
+        """MQTT 5 topic aliases to the client (§3.3.2.3.4): the topic field and property block of a
+        PUBLISH on ``topic``, and the alias it sets (0: none new; the caller records it once the
+        PUBLISH is sent). A topic sent before on this connection goes as its alias alone; a new one is
+        spelled out with the next alias while the client's maximum lasts, then without
+        ([MQTT-3.1.2-26]: never an alias above it)."""
+        expiry = max(0, math.ceil(expires_at - now)) if expires_at else None
+        alias = self._aliases.get(topic)
+        if alias is not None:
+            return ALIASED_TOPIC, publish_properties(forwarded, expiry, alias), 0
+        if len(self._aliases) < self._alias_max:
+            alias = len(self._aliases) + 1
+            return topic, publish_properties(forwarded, expiry, alias), alias
+        return topic, publish_properties(forwarded, expiry), 0
 
     def _drained(self) -> None:
         self._waiting_drain = False

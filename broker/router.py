@@ -132,8 +132,9 @@ class Router:
         return box
 
     def forget(self, client_id: str) -> None:
-        """The session ended for good: drop its subscriptions and everything it was owed."""
-        self.member_left(client_id)
+        """The session ended for good: drop its subscriptions and everything it was owed (what came by
+        shared subscriptions and may go on goes to other members first, ``member_left``)."""
+        self.member_left(client_id, ending=True)
         for key in [k for k, group in self.shared.items() if client_id in group.members]:
             self._leave(key, client_id)
         self.index.unsubscribe_all(client_id)
@@ -215,14 +216,15 @@ class Router:
                 fallback = client_id
         return fallback
 
-    def member_left(self, client_id: str) -> int:
-        """``client_id``'s connection ended: its undelivered messages from shared subscriptions go
-        to other members of their groups (§4.8.2). Returns how many were given on."""
+    def member_left(self, client_id: str, *, ending: bool = False) -> int:
+        """``client_id``'s connection ended (its session too, with ``ending``): its messages from shared
+        subscriptions that may go on (``Outbox.take_shared``) go to other members of their groups
+        (§4.8.2), queued there to be sent with that member's own packet ids. Returns how many were given on."""
         box = self.outboxes.get(client_id) if self.shared else None
         if box is None:
             return 0
         moved = 0
-        for topic_raw, payload, qos, retain, forwarded, expires_at, key in box.take_shared():
+        for topic_raw, payload, qos, retain, forwarded, expires_at, key in box.take_shared(ending):
             group = self.shared.get(key)
             if group is None:
                 continue

@@ -101,6 +101,9 @@ class NodeSession(Session):  # type: ignore[misc]
         """MQTT 5: the QoS 1/2 messages the client takes in flight at once (its CONNECT's Receive Maximum)."""
         self.max_packet = MAX_REMAINING_LENGTH + 5
         """MQTT 5: the largest packet the client takes (its CONNECT's Maximum Packet Size)."""
+        self.topic_alias_maximum = 0
+        """MQTT 5: the topic aliases the node may give the client per connection (its CONNECT's Topic
+        Alias Maximum; 0: none, [MQTT-3.1.2-27])."""
 
 
 NEVER_EXPIRES = 0xFFFFFFFF

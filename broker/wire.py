@@ -58,7 +58,13 @@ _REQUIRED_FLAGS = {PUBACK: 0, PUBREC: 0, PUBREL: 2, PUBCOMP: 0, SUBSCRIBE: 2, UN
 
 
 class MalformedPacketError(ChatMQError):
-    """The peer sent bytes that are not a valid MQTT 3.1.1 packet; its connection must close."""
+    """The peer sent bytes that are not a valid MQTT packet; its connection must close (an MQTT 5
+    client is told DISCONNECT 0x81 Malformed Packet first)."""
+
+
+class PacketProtocolError(MalformedPacketError):
+    """A packet MQTT 5 calls a Protocol Error rather than malformed (a repeated property, a property
+    or subscription identifier of 0, no topic filters, retain handling 3): DISCONNECT 0x82."""
 
 
 @dataclass(slots=True)
@@ -591,7 +597,7 @@ def decode_subscribe_v5(body: bytes) -> Subscribe:
             raise MalformedPacketError(f"SUBSCRIBE options {options:#04x} with reserved bits set [MQTT-3.8.3-5]")
         retain_handling = options >> 4
         if retain_handling == 3:
-            raise MalformedPacketError("SUBSCRIBE with retain handling 3")
+            raise PacketProtocolError("SUBSCRIBE with retain handling 3")
         topics.append((topic_filter, SubscriptionOptions(options & 3, bool(options & 4), bool(options & 8),
                                                          retain_handling)))
     return Subscribe(packet_id, props, topics)
@@ -625,7 +631,7 @@ def _subscribe_entries(body: bytes, pos: int) -> list[tuple[str, int]]:
             raise MalformedPacketError("SUBSCRIBE with requested QoS 3 [MQTT-3-8.3-4]")
         topics.append((_text(raw, "SUBSCRIBE topic filter"), options))
     if not topics:
-        raise MalformedPacketError("SUBSCRIBE without topic filters [MQTT-3.8.3-3]")
+        raise PacketProtocolError("SUBSCRIBE without topic filters [MQTT-3.8.3-3]")
     return topics
 
 
@@ -644,7 +650,7 @@ def decode_unsubscribe(body: bytes, protocol_level: int = MQTT_311) -> tuple[int
         raw, pos = field
         topics.append(_text(raw, "UNSUBSCRIBE topic filter"))
     if not topics:
-        raise MalformedPacketError("UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]")
+        raise PacketProtocolError("UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]")
     return packet_id, topics
 
 
@@ -830,7 +836,7 @@ def decode_properties(data: bytes, pos: int, kind: int, *, limit: int | None = N
         if kind not in where:
             raise MalformedPacketError(f"property {name} ({ident:#04x}) not allowed in packet type {kind}")
         if ident in seen and ptype is not _PAIR and not (ident == 0x0B and kind == PUBLISH):
-            raise MalformedPacketError(f"property {name} ({ident:#04x}) given twice [MQTT-2.2.2-2]")
+            raise PacketProtocolError(f"property {name} ({ident:#04x}) given twice [MQTT-2.2.2-2]")
         seen.add(ident)
         value: int | str | bytes
         if ptype is _B:
@@ -839,7 +845,7 @@ def decode_properties(data: bytes, pos: int, kind: int, *, limit: int | None = N
             value = data[pos]
             pos += 1
             if value > 1 and name != "maximum_qos":
-                raise MalformedPacketError(f"property {name} is {value}, not 0 or 1")
+                raise PacketProtocolError(f"property {name} is {value}, not 0 or 1")
         elif ptype is _2 or ptype is _4:
             size = 2 if ptype is _2 else 4
             if end - pos < size:
@@ -861,11 +867,11 @@ def decode_properties(data: bytes, pos: int, kind: int, *, limit: int | None = N
         if name == "subscription_identifier":
             assert isinstance(value, int)
             if value == 0:
-                raise MalformedPacketError("subscription identifier 0 [MQTT-3.8.2-1]")
+                raise PacketProtocolError("subscription identifier 0 [MQTT-3.8.2-1]")
             props.subscription_identifier.append(value)
             continue
         if value == 0 and name in ("receive_maximum", "maximum_packet_size", "topic_alias"):
-            raise MalformedPacketError(f"property {name} is 0")
+            raise PacketProtocolError(f"property {name} is 0")
         setattr(props, name, value)
     return props, pos
 
@@ -920,12 +926,19 @@ def forwarded_properties(props: Properties | None) -> bytes:
     return block[decode_varint(block, 0)[1]:]
 
 
-def publish_properties(forwarded: bytes, expiry: int | None) -> bytes:
+def publish_properties(forwarded: bytes, expiry: int | None, alias: int | None = None) -> bytes:
     """An MQTT 5 PUBLISH's property block to a subscriber: the message expiry interval left (if the
-    message has one, [MQTT-3.3.2-6]) and the ``forwarded_properties``."""
+    message has one, [MQTT-3.3.2-6]), the topic alias the node gave its topic on this connection,
+    and the ``forwarded_properties``."""
     if expiry is not None:
         forwarded = b"\x02" + expiry.to_bytes(4, "big") + forwarded
+    if alias is not None:
+        forwarded = b"\x23" + alias.to_bytes(2, "big") + forwarded
     return encode_varint(len(forwarded)) + forwarded
+
+
+ALIASED_TOPIC = b"\x00\x00"
+"""The topic field of a PUBLISH whose topic alias stands for its topic (§3.3.2.3.4)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     topic_alias_maximum: int = Field(10, ge=0, le=65535, description="MQTT 5: topic aliases a client may set "
                                      "per connection (the CONNACK's Topic Alias Maximum; 0: none). A larger alias "
                                      "closes the connection (DISCONNECT 0x94).")
+    receive_maximum: int = Field(1024, ge=1, le=65535, description="MQTT 5: QoS 1/2 PUBLISH packets a client "
+                                 "may send the node before their PUBACK/PUBCOMP (the CONNACK's Receive Maximum). "
+                                 "The node acknowledges QoS 1 as it handles them, so this bounds the QoS 2 ones "
+                                 "awaiting PUBREL; one more closes the connection (DISCONNECT 0x93).")
     connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a new MQTT connection (TCP or "
                                    "WebSocket) has to send its whole CONNECT before it is closed.")
     max_connections: int = Field(0, ge=0, description="MQTT connections a node holds at once (0: the process's "

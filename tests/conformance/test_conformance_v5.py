@@ -21,10 +21,23 @@ from chatmq.broker.wire import (
     encode_connect,
     encode_disconnect,
     encode_packet,
+    encode_publish,
     encode_subscribe,
+    encode_topic,
 )
 from tests.conformance.conftest import PlainNode
-from tests.conformance.raw import CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREL, SUBACK, RawClient
+from tests.conformance.raw import (
+    CONNACK,
+    DISCONNECT,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    RawClient,
+    Received,
+)
 
 Raw = Callable[[], RawClient]
 
@@ -137,7 +150,7 @@ def test_v5_3_3_2_a_v311_subscriber_of_a_v5_publisher_sees_mqtt_311_bytes(raw5: 
 
 def test_v5_2_2_2_2_a_repeated_property_is_a_protocol_error(raw5: Raw, node: PlainNode) -> None:
     client = _connected(raw5, "dup-prop")
-    props = b"\x04\x02\x00\x00\x00\x01"  # message expiry interval ...
+    props = b"\x02\x00\x00\x00\x01"  # message expiry interval ...
     block = bytes((len(props) * 2,)) + props * 2  # ... twice
     client.send(encode_packet(0x30, b"\x00\x01t" + block + b"x"))
     assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
@@ -208,10 +221,10 @@ def test_v5_3_9_3_suback_reason_codes_in_filter_order(raw5: Raw) -> None:
     assert codes == [0, 2, ReasonCode.TOPIC_FILTER_INVALID, 1] + [ReasonCode.TOPIC_FILTER_INVALID] * 3
 
 
-def test_v5_3_8_3_5_reserved_subscription_option_bits_are_a_protocol_error(raw5: Raw) -> None:
+def test_v5_3_8_3_5_reserved_subscription_option_bits_make_the_subscribe_malformed(raw5: Raw) -> None:
     client = _connected(raw5, "sub-reserved")
     client.send(encode_packet(0x82, b"\x00\x01\x00\x00\x01t\xc1"))
-    assert client.expect(DISCONNECT).reason == ReasonCode.PROTOCOL_ERROR
+    assert client.expect(DISCONNECT).reason == ReasonCode.MALFORMED_PACKET
     assert client.closed_by_broker()
 
 
@@ -502,6 +515,88 @@ def test_v5_4_8_2_a_leaving_members_unacknowledged_messages_go_to_another_member
     assert moved.payload == held.payload
 
 
+def test_v5_4_8_2_4_a_qos2_message_in_flight_is_completed_when_the_member_resumes(raw5: Raw) -> None:
+    keep = Properties(session_expiry_interval=300)
+    member = _connected(raw5, "share-q2-a", properties=keep)
+    other = _connected(raw5, "share-q2-b")
+    assert member.subscribe(("$share/gq2/q2/t", 2)) == [2]
+    assert other.subscribe(("$share/gq2/q2/t", 2)) == [2]
+    pub = _connected(raw5, "share-q2-pub")
+    pub.publish("q2/t", b"first", 2)
+    (sent,) = member.publishes(1)  # its turn; never acknowledged
+    member.close()
+    assert other.nothing_for(0.3)  # never given to another member [MQTT-4.8.2-4]
+    back = raw5()
+    assert back.connect("share-q2-a", clean=False, properties=keep).body[0] == 1
+    (again,) = back.publishes(1)
+    assert (again.payload, again.packet_id, again.dup) == (b"first", sent.packet_id, True)
+    back.ack(PUBREC, again.packet_id)
+    assert back.expect(PUBREL).packet_id == again.packet_id
+    back.ack(PUBCOMP, again.packet_id)
+    assert back.nothing_for(0.2)  # once
+    assert other.nothing_for(0.1)
+
+
+def test_v5_4_8_2_5_a_qos2_message_in_flight_to_a_session_that_ended_goes_to_no_other_member(raw5: Raw) -> None:
+    member = _connected(raw5, "share-q2end-a")  # session expiry 0: the session ends with the connection
+    other = _connected(raw5, "share-q2end-b")
+    assert member.subscribe(("$share/gq2e/q2e/t", 2)) == [2]
+    assert other.subscribe(("$share/gq2e/q2e/t", 2)) == [2]
+    pub = _connected(raw5, "share-q2end-pub")
+    pub.publish("q2e/t", b"first", 2)
+    member.publishes(1)
+    member.close()
+    assert other.nothing_for(0.3)
+    pub.publish("q2e/t", b"second", 2)  # the group goes on with the member that is left
+    (got,) = other.publishes(1)
+    assert got.payload == b"second"
+
+
+def test_v5_4_8_2_a_resumed_member_gets_its_qos1_message_again_and_no_other_member_gets_it(raw5: Raw) -> None:
+    keep = Properties(session_expiry_interval=300, receive_maximum=1)
+    member = _connected(raw5, "share-q1-a", properties=keep)
+    other = _connected(raw5, "share-q1-b")
+    assert member.subscribe(("$share/gq1/q1/t", 1)) == [1]
+    assert other.subscribe(("$share/gq1/q1/t", 1)) == [1]
+    pub = _connected(raw5, "share-q1-pub")
+    for i in range(4):
+        pub.publish("q1/t", b"m%d" % i, 1)
+    (held,) = member.publishes(1)  # m0; m2 waits behind it (receive maximum 1)
+    got = other.publishes(2)  # not acknowledged: their packet ids stay in use
+    assert [held.payload, *(p.payload for p in got)] == [b"m0", b"m1", b"m3"]
+    member.close()  # m2, never sent to it, goes to the other member at once
+    (moved,) = other.publishes(1)
+    assert moved.payload == b"m2"
+    assert moved.packet_id not in {p.packet_id for p in got}  # with that member's own packet id
+    back = raw5()
+    assert back.connect("share-q1-a", clean=False, properties=keep).body[0] == 1
+    (again,) = back.publishes(1)  # only the one it had been sent, with its packet id [MQTT-4.4.0-1]
+    assert (again.payload, again.packet_id, again.dup) == (b"m0", held.packet_id, True)
+    back.ack(PUBACK, again.packet_id)
+    assert back.nothing_for(0.3)
+    assert other.nothing_for(0.1)
+
+
+def test_v5_4_8_2_a_members_qos1_message_in_flight_goes_to_another_member_when_its_session_ends(raw5: Raw) -> None:
+    member = _connected(raw5, "share-end-a", properties=Properties(session_expiry_interval=300))
+    other = _connected(raw5, "share-end-b")
+    assert member.subscribe(("$share/gend/end/t", 1)) == [1]
+    assert other.subscribe(("$share/gend/end/t", 1)) == [1]
+    pub = _connected(raw5, "share-end-pub")
+    pub.publish("end/t", b"m0", 1)
+    pub.publish("end/t", b"m1", 1)
+    (held,) = member.publishes(1)
+    (kept,) = other.publishes(1)  # not acknowledged: its packet id stays in use
+    member.close()
+    assert other.nothing_for(0.3)  # waiting for the member to resume
+    fresh = raw5()
+    assert fresh.connect("share-end-a", clean=True).body[0] == 0  # clean start: the old session ends
+    (moved,) = other.publishes(1)
+    assert moved.payload == held.payload
+    assert moved.packet_id != kept.packet_id  # the receiving member's own packet id
+    assert fresh.nothing_for(0.2)
+
+
 def test_v5_4_8_2_no_retained_messages_for_a_shared_subscription(raw5: Raw) -> None:
     pub = _connected(raw5, "share-ret-pub")
     pub.publish("share/ret", b"retained", retain=True)
@@ -529,3 +624,126 @@ def test_v5_3_1_3_2_the_wills_properties_go_with_it(raw5: Raw) -> None:
     assert (props.content_type, props.user_properties) == ("text/plain", [("why", "lost")])
     assert props.message_expiry_interval is not None
     assert 0 < props.message_expiry_interval <= 60
+
+
+# --- will delay interval -----------------------------------------------------------------------------
+def _with_delayed_will(raw5: Raw, client_id: str, topic: str, delay: int, expiry: int, *,
+                       clean: bool = True) -> RawClient:
+    client = raw5()
+    will = Will(topic, b"gone", 0, False, Properties(will_delay_interval=delay, user_properties=[("k", "v")]))
+    client.send(encode_connect(client_id, clean_session=clean, will=will, protocol_level=5,
+                               properties=Properties(session_expiry_interval=expiry)))
+    assert client.expect(CONNACK).reason == 0
+    return client
+
+
+def test_v5_3_1_3_9_a_session_resumed_within_the_will_delay_sends_no_will(raw5: Raw) -> None:
+    watcher = _connected(raw5, "wd-resume-watch")
+    assert watcher.subscribe(("wd/resume", 0)) == [0]
+    _with_delayed_will(raw5, "wd-resume", "wd/resume", 1, 300).close()  # the connection breaks
+    back = raw5()
+    assert back.connect("wd-resume", clean=False, properties=Properties(session_expiry_interval=300)).body[0] == 1
+    assert watcher.nothing_for(1.6)  # past the delay: no will [MQTT-3.1.3-9]
+
+
+def test_v5_3_1_3_2_the_will_is_published_once_its_delay_passed_with_its_properties(raw5: Raw) -> None:
+    watcher = _connected(raw5, "wd-late-watch")
+    assert watcher.subscribe(("wd/late", 0)) == [0]
+    _with_delayed_will(raw5, "wd-late", "wd/late", 1, 300).close()
+    assert watcher.nothing_for(0.5)  # the delay (1 s) has not passed
+    (will,) = watcher.publishes(1)
+    assert will.payload == b"gone"
+    assert will.properties.user_properties == [("k", "v")]
+    assert will.properties.will_delay_interval is None  # a will property, not a PUBLISH's
+    assert watcher.nothing_for(0.2)  # once
+
+
+def test_v5_3_1_3_2_a_session_ending_before_the_will_delay_publishes_the_will_then(raw5: Raw) -> None:
+    watcher = _connected(raw5, "wd-end-watch")
+    assert watcher.subscribe(("wd/end/+", 0)) == [0]
+    _with_delayed_will(raw5, "wd-end-0", "wd/end/0", 600, 0).close()  # session expiry 0: it ends now
+    (first,) = watcher.publishes(1)
+    assert first.topic == "wd/end/0"
+    _with_delayed_will(raw5, "wd-end-new", "wd/end/new", 600, 300).close()
+    fresh = raw5()
+    assert fresh.connect("wd-end-new", clean=True).body[0] == 0  # clean start ends the old session
+    (second,) = watcher.publishes(1)
+    assert second.topic == "wd/end/new"
+    _with_delayed_will(raw5, "wd-end-exp", "wd/end/exp", 600, 1).close()  # the session expires in 1 s
+    (third,) = watcher.publishes(1)
+    assert third.topic == "wd/end/exp"
+    assert watcher.nothing_for(0.2)
+
+
+# --- receive maximum (client → node), malformed packets ------------------------------------------------
+def test_v5_3_3_4_7_more_qos2_publishes_than_the_receive_maximum_get_disconnect_0x93(raw5: Raw) -> None:
+    client = raw5()
+    connack = client.connect("rm-over")
+    limit = connack.properties.receive_maximum
+    assert limit == 1024  # the setting's default
+    client.send(b"".join(encode_publish(encode_topic("rm/t"), b"x", 2, i + 1, properties=b"\x00")
+                         for i in range(limit + 1)))  # none released (no PUBREL)
+    acks = [client.read() for _ in range(limit)]
+    assert [(p.kind, p.packet_id) for p in acks if p is not None] == [(PUBREC, i + 1) for i in range(limit)]
+    assert client.expect(DISCONNECT).reason == ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
+    assert client.closed_by_broker()
+
+
+def test_v5_3_3_4_7_released_qos2_publishes_free_their_place(raw5: Raw) -> None:
+    client = _connected(raw5, "rm-released")
+    for i in range(1030):  # more than the receive maximum in all, never more than one unreleased
+        client.publish("rm/free", b"x", 2, packet_id=i % 65535 + 1)
+        assert client.expect(PUBREC).packet_id == i % 65535 + 1
+        client.ack(PUBREL, i % 65535 + 1)
+        assert client.expect(PUBCOMP).packet_id == i % 65535 + 1
+
+
+def test_v5_4_13_1_a_malformed_packet_gets_disconnect_0x81_before_the_close(raw5: Raw, raw: Raw) -> None:
+    client = _connected(raw5, "malformed-v5")
+    client.send(encode_packet(PUBLISH << 4, b"\x00\x03m/t\x05"))  # a property block longer than the packet
+    assert client.expect(DISCONNECT).reason == ReasonCode.MALFORMED_PACKET
+    assert client.closed_by_broker()
+    old = raw()
+    assert old.connect("malformed-311").body == b"\x00\x00"
+    old.send(encode_packet(PUBLISH << 4, b"\x00\x03m/t\x05"[:2]))  # a topic longer than the packet
+    assert old.read() is None  # MQTT 3.1.1: closed with nothing said
+    assert old.closed_by_broker()
+
+
+# --- topic aliases (node → client) ---------------------------------------------------------------------
+def _topics_and_aliases(got: list[Received]) -> list[tuple[str, int | None]]:
+    return [(p.topic, p.properties.topic_alias) for p in got]
+
+
+def test_v5_3_1_2_26_topic_aliases_to_a_client_up_to_its_topic_alias_maximum(raw5: Raw, raw: Raw) -> None:
+    asks = Properties(topic_alias_maximum=2, session_expiry_interval=300)
+    sub = _connected(raw5, "alias-out", properties=asks)
+    assert sub.subscribe(("ta/#", 0)) == [0]
+    pub = raw()
+    pub.connect("alias-out-pub")
+    for topic in ("ta/1", "ta/1", "ta/2", "ta/3", "ta/1", "ta/3"):
+        pub.publish(topic, topic.encode())
+    got = sub.publishes(6)
+    assert _topics_and_aliases(got) == [("ta/1", 1), ("", 1), ("ta/2", 2), ("ta/3", None), ("", 1), ("ta/3", None)]
+    assert [p.payload for p in got] == [b"ta/1", b"ta/1", b"ta/2", b"ta/3", b"ta/1", b"ta/3"]
+    sub.close()
+    back = raw5()
+    assert back.connect("alias-out", clean=False, properties=asks).body[0] == 1
+    pub.publish("ta/1", b"again", 1)
+    (again,) = back.publishes(1)
+    assert _topics_and_aliases([again]) == [("ta/1", 1)]  # no alias carried over from a connection [MQTT-3.3.2-7]
+
+
+def test_v5_3_1_2_26_an_alias_is_set_only_by_a_publish_that_was_sent(raw5: Raw, raw: Raw) -> None:
+    sub = _connected(raw5, "alias-held", properties=Properties(topic_alias_maximum=5, receive_maximum=1))
+    assert sub.subscribe(("tb/#", 1)) == [1]
+    pub = raw()
+    pub.connect("alias-held-pub")
+    for topic in ("tb/a", "tb/b", "tb/b"):
+        pub.publish(topic, b"x", 1)
+    (first,) = sub.publishes(1)  # the others wait for room in flight
+    sub.ack(PUBACK, first.packet_id)
+    (second,) = sub.publishes(1)
+    sub.ack(PUBACK, second.packet_id)
+    (third,) = sub.publishes(1)
+    assert _topics_and_aliases([first, second, third]) == [("tb/a", 1), ("tb/b", 2), ("", 2)]

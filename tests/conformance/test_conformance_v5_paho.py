@@ -14,6 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode as PahoReasonCode
 
+from chatmq.devices.sdk import release_sockets
 from tests.conformance.conftest import PlainNode
 
 
@@ -40,6 +41,7 @@ class V5Client:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        release_sockets(self.client)  # paho's wake-up socket pair, else closed only by the GC (a ResourceWarning)
 
 
 @pytest.fixture

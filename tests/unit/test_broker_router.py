@@ -222,7 +222,8 @@ async def test_shared_subscription_round_robin_and_a_leaving_members_messages() 
     assert {c: [p.payload for p in s.publishes()] for c, s in sinks.items()} == {
         "m1": [b"0", b"3"], "m2": [b"1", b"4"], "m3": [b"2", b"5"]}
     router.outbox("m1").detach()
-    assert router.member_left("m1") == 2  # both unacknowledged
+    assert router.member_left("m1") == 0  # in flight: they wait for m1 to resume (§4.8.2)
+    assert router.member_left("m1", ending=True) == 2  # its session ended: both unacknowledged go on
     await turn()
     moved = [p.payload for c in ("m2", "m3") for p in sinks[c].publishes()]
     assert sorted(moved) == [b"0", b"1", b"2", b"3", b"4", b"5"]
@@ -232,4 +233,20 @@ async def test_shared_subscription_round_robin_and_a_leaving_members_messages() 
     assert router.shared == {}
     assert len(router.index) == 0
     assert router.subscribe("m1", "$share//s", 0) == 0x80
+
+
+async def test_shared_subscription_queued_messages_go_on_at_once_and_qos2_in_flight_never() -> None:
+    router = Router(DeliveryLimits(max_inflight=1))
+    sinks = {c: connect(router, c) for c in ("m1", "m2")}
+    for client in sinks:
+        assert router.subscribe(client, "$share/g/q/#", 2) == 2
+    for i in range(4):
+        router.publish("q/x", b"%d" % i, 2)
+    await turn()
+    assert [p.payload for p in sinks["m1"].publishes()] == [b"0"]  # b"2" waits for room in flight
+    router.outbox("m1").detach()
+    assert router.member_left("m1") == 1  # the queued one goes on at once
+    assert router.member_left("m1", ending=True) == 0  # QoS 2 in flight is never given to another [MQTT-4.8.2-5]
+    router.forget("m1")
+    assert router.outbox("m2").queued == 2  # b"3" and b"2", behind b"1" in flight
     assert router.subscribe("m1", "$share/g/s/#/x", 0) == 0x80
