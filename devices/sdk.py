@@ -32,7 +32,11 @@ Contracts
   ``message`` envelopes are de-duplicated by server id: a message delivered twice is
   handed to the application once, but every delivery is answered with a ``delivered``
   receipt (when ``auto_delivered``) so the server stops replaying it. The receipt is
-  published only after the ``on_message`` callback returned.
+  published only after the ``on_message`` callback returned, or first thing when a ``read``
+  receipt for the message is sent before that (so ``read`` never precedes ``delivered``).
+- A message whose envelope is larger than ``max_payload`` bytes (default 65,536, the
+  server's default) is not published: it gets the ``error`` the server would send
+  (code ``too_large``), so ``wait_ack`` raises ``MessageRejectedError`` at once.
 - Application callbacks run in paho's thread; any exception they raise is logged and
   swallowed so that the network loop keeps running. Long work belongs elsewhere.
 - Every envelope is also kept (``messages``, ``receipts``, ``events``, ``errors``,
@@ -104,6 +108,10 @@ _AUTH_REFUSED = {134, 135}  # "Bad user name or password", "Not authorized"
 #: How many message ids are remembered for de-duplication.
 _SEEN_LIMIT = 10_000
 _UNACKED_LIMIT = 10_000
+#: the contract's largest outbox envelope (the server's default ``max_payload``); a larger one is
+#: refused here with the server's ``too_large`` error, since the server closes a connection whose
+#: packet passes ``max_packet_size`` without reading it (and the client would resend it forever)
+MAX_PAYLOAD = 65_536
 #: Refresh the access token when it expires within this many seconds.
 REFRESH_MARGIN = 30.0
 
@@ -351,6 +359,7 @@ class ChatClient:
         ca_file: str | Path | None = None,
         http_timeout: float = 10.0,
         http_transport: httpx.BaseTransport | None = None,
+        max_payload: int = MAX_PAYLOAD,
     ) -> None:
         base = api_url.rstrip("/")
         if not base.endswith("/api/v1"):
@@ -362,6 +371,7 @@ class ChatClient:
         self.client_id = client_id or f"chatmq-py-{uuid.uuid4().hex[:16]}"
         self.auto_delivered = auto_delivered
         self.keepalive = keepalive
+        self.max_payload = max_payload
 
         self._tls_context = tls_context(ca_file) if tls or ca_file is not None or base.startswith("https:") else None
         self._http = httpx.Client(base_url=base, timeout=http_timeout, transport=http_transport,
@@ -396,6 +406,7 @@ class ChatClient:
         self._errors_by_client_id: dict[str, Envelope] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._handling = 0  # inbox messages whose callback/receipt is in progress
+        self._delivery_due: set[str] = set()  # handed to the app, ``delivered`` not yet sent
         self._pending: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes not yet acknowledged
 
         # Connection state.
@@ -753,6 +764,12 @@ class ChatClient:
         """Keep a message envelope until its ack or error; publish it now when connected (else the
         next connect does). ``NotLoggedInError`` before ``login``/``set_tokens``."""
         self._require_user()
+        payload = orjson.dumps(envelope)
+        if len(payload) > self.max_payload:
+            self.handle_envelope({
+                "type": "error", "client_id": envelope["id"], "code": "too_large",
+                "reason": f"envelope of {len(payload)} bytes exceeds the limit of {self.max_payload}"})
+            return
         with self._send_lock:
             with self._cond:
                 self._unacked[str(envelope["id"])] = envelope
@@ -761,7 +778,7 @@ class ChatClient:
                     log.warning("more than %d messages without an ack; no longer resending %s",
                                 _UNACKED_LIMIT, dropped)
             if self.connected:
-                self._publish(envelope)
+                self._publish(payload)
 
     def unacked(self) -> list[Envelope]:
         """Sent messages that got neither an ``ack`` nor an ``error`` yet, oldest first."""
@@ -836,7 +853,15 @@ class ChatClient:
     def send_receipt(self, status: Literal["delivered", "read"], ids: Iterable[str]) -> None:
         """Publish a ``receipt`` for server ids ``ids``; nothing when ``ids`` is empty."""
         id_list = list(ids)
-        if id_list:
+        if not id_list:
+            return
+        with self._send_lock:
+            if status == "read":  # confirm delivery first where the app was quicker than the receipt
+                with self._cond:
+                    due = [i for i in id_list if i in self._delivery_due]
+                    self._delivery_due.difference_update(due)
+                if due:
+                    self._publish(build_receipt("delivered", due))
             self._publish(build_receipt(status, id_list))
 
     def mark_read(self, ids: Iterable[str]) -> None:
@@ -1074,11 +1099,20 @@ class ChatClient:
                     self._seen.popitem(last=False)
                 self.messages.append(envelope)
                 self._cond.notify_all()
+            if self.auto_delivered:
+                self._delivery_due.add(server_id)
         if duplicate:
             log.debug("message %s delivered again; not handed to the app", server_id)
         else:
             self._safe_call(self.on_message, envelope)
-        if self.auto_delivered:
+        if not self.auto_delivered:
+            return
+        with self._send_lock:  # no read receipt of this message may slip in before it
+            with self._cond:
+                due = server_id in self._delivery_due or duplicate
+                self._delivery_due.discard(server_id)
+            if not due:
+                return  # a read receipt sent from the callback confirmed the delivery first
             try:
                 self.send_receipt("delivered", [server_id])
             except ChatClientError as exc:

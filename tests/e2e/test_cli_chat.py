@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,3 +59,38 @@ def test_send_without_login_is_a_clear_error(server: Deployment, tmp_path: Path)
     assert r.returncode == 1
     assert "log in" in r.stderr.lower() or "not logged in" in r.stderr.lower()
     assert "Traceback" not in r.stderr
+
+
+def _account(server: Deployment, home: Path, name: str) -> None:
+    assert run(cli(server, "register", name, "--password", f"{name}-secret"), home).returncode == 0
+    r = run(cli(server, "login", name, "--password", f"{name}-secret", "--profile", name), home)
+    assert r.returncode == 0, r.stderr
+
+
+def test_ctrl_c_on_listen_exits_quietly(server: Deployment, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _account(server, home, "quinn")
+    env = {**os.environ, "CHATMQ_HOME": str(home)}
+    listener = subprocess.Popen(cli(server, "listen", "--profile", "quinn"), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        assert listener.stderr is not None
+        first = listener.stderr.readline()  # printed once connected and subscribed
+        assert first.startswith("* listening as quinn"), first
+        listener.send_signal(signal.SIGINT)
+        out, err = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+    assert listener.returncode == 0, err
+    assert (out, err) == ("", "")
+
+
+def test_send_of_a_message_too_large_for_the_server_shows_too_large(server: Deployment, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _account(server, home, "rosa")
+    _account(server, home, "sam")
+    for size in (70_000, 131_000):  # over max_payload (the server answers) and over max_packet_size (unread)
+        r = run(cli(server, "send", "sam", "x" * size, "--profile", "rosa"), home)
+        assert r.returncode == 1
+        assert r.stderr.startswith("error: message refused: too_large: envelope of "), r.stderr
+        assert r.stderr.rstrip().endswith("exceeds the limit of 65536")
