@@ -1,6 +1,6 @@
 """The command-line chat client, mounted by the main CLI as ``chatmq client ...``.
 
-Commands: ``register``, ``login``, ``logout``, ``send``, ``listen``, ``chat``.
+Commands: ``register``, ``login``, ``logout``, ``send``, ``send-file``, ``get-file``, ``listen``, ``chat``.
 
 A successful ``login`` saves a profile (``{server, user_id, username, access_token,
 refresh_token, contacts}``) as ``$CHATMQ_HOME/<profile>.json`` (default
@@ -314,6 +314,13 @@ def _clock(envelope: Envelope) -> str:
 
 
 def _text_of(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("file"), str):
+        name, size = body.get("name"), body.get("size")
+        about = ", ".join(str(v) for v in (name, f"{size} bytes" if isinstance(size, int) else None,
+                                            body.get("content_type")) if v)
+        note = f"[file {body['file']}{f': {about}' if about else ''}]"
+        text = body.get("text")
+        return f"{text} {note}" if isinstance(text, str) and text else note
     if isinstance(body, dict) and isinstance(body.get("text"), str):
         return str(body["text"])
     return orjson.dumps(body).decode()
@@ -452,15 +459,79 @@ def send(
     with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
         to = None if group else _resolve_user(client, prof, profile, target)
         client.connect(timeout=timeout)
-        body = {"text": message}
-        client_id = client.send_group(target, body) if to is None else client.send(to, body)
-        try:
-            ack = client.wait_ack(client_id, timeout)
-        except MessageRejectedError as exc:
-            _fail(f"message refused: {exc.code}: {exc.reason}")
-        except AckTimeoutError:
-            _fail(f"no ack from the server within {timeout:g}s (message {client_id} may not have been sent)")
+        ack = _send_and_wait(client, target, to, {"text": message}, timeout)
     typer.echo(f"sent {ack.get('id')}")
+
+
+def _send_and_wait(client: ChatClient, target: str, to: str | None, body: dict[str, Any], timeout: float
+                   ) -> Envelope:
+    """Send ``body`` to user ``to`` (or group ``target`` when ``to`` is None) and wait for its ack; exit 1
+    with the server's error, or when no ack came in time."""
+    client_id = client.send_group(target, body) if to is None else client.send(to, body)
+    try:
+        return client.wait_ack(client_id, timeout)
+    except MessageRejectedError as exc:
+        _fail(f"message refused: {exc.code}: {exc.reason}")
+    except AckTimeoutError:
+        _fail(f"no ack from the server within {timeout:g}s (message {client_id} may not have been sent)")
+
+
+@app.command("send-file")
+def send_file(
+    peer: Annotated[
+        str | None, typer.Argument(metavar="PEER", help="Recipient's username.", show_default=False)
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Argument(metavar="PATH", help="The file to send.", show_default=False)
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="A caption sent with it.")] = None,
+    group: GroupOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Upload PATH and send it to user PEER (`send-file PEER PATH`) or to a group (`send-file --group GROUP_ID
+    PATH`).
+
+    Prints `sent <server id> (file <file id>)`; the recipients fetch it with `get-file`.
+    """
+    target, name = _target(peer, None if path is None else str(path), group, needs_text=True)
+    source = Path(name)
+    if not source.is_file():
+        raise typer.BadParameter(f"{source} is not a file", param_hint="PATH")
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
+        to = None if group else _resolve_user(client, prof, profile, target)
+        uploaded = client.upload_file(source)
+        body: dict[str, Any] = {"file": uploaded["file_id"], "name": source.name[:255], "size": uploaded["size"],
+                                "content_type": uploaded["content_type"]}
+        if text:
+            body["text"] = text
+        client.connect(timeout=timeout)
+        ack = _send_and_wait(client, target, to, body, timeout)
+    typer.echo(f"sent {ack.get('id')} (file {uploaded['file_id']})")
+
+
+@app.command("get-file")
+def get_file(
+    file_id: Annotated[str, typer.Argument(help="The file's id (from a message's [file ...]).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
+                                                help="Where to write it (default: FILE_ID in this folder).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Fetch only what OUTPUT does not have yet.")] = False,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Download a file sent to you (or by you); prints `saved <path> (<n> bytes)`."""
+    target = output or Path(file_id)
+    offset = target.stat().st_size if resume and target.is_file() else 0
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        written = client.download_file(file_id, target, offset=offset)
+    typer.echo(f"saved {target} ({offset + written} bytes)")
 
 
 @app.command()

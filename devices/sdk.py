@@ -535,13 +535,7 @@ class ChatClient:
         _retry: bool = True,
         timeout: float | None = None,
     ) -> Any:
-        headers: dict[str, str] = {}
-        if auth:
-            if self._access_token is None:
-                raise NotLoggedInError("not logged in")
-            if self.token_needs_refresh():
-                self.refresh()
-            headers["Authorization"] = f"Bearer {self._access_token}"
+        headers = self._auth_headers() if auth else {}
         try:
             response = self._http.request(method, path, json=json, params=params, headers=headers,
                                           timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
@@ -553,17 +547,73 @@ class ChatClient:
         if response.status_code == 401 and auth and _retry and self._refresh_token is not None:
             self.refresh()
             return self._request(method, path, json=json, params=params, auth=auth, _retry=False, timeout=timeout)
-        if response.status_code >= 400:
-            detail = _error_detail(response)
-            if response.status_code == 401:
-                raise AuthenticationError(401, detail)
-            raise ApiError(response.status_code, detail)
+        _raise_for(response)
         if response.status_code == 204 or not response.content:
             return None
         try:
             return response.json()
         except ValueError as exc:
             raise ApiError(response.status_code, "response is not JSON") from exc
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._access_token is None:
+            raise NotLoggedInError("not logged in")
+        if self.token_needs_refresh():
+            self.refresh()
+        return {"Authorization": f"Bearer {self._access_token}"}
+
+    def _transfer(self, method: str, path: str, headers: dict[str, str] | None = None,
+                  **kwargs: Any) -> httpx.Response:
+        """A REST call whose body or answer is a file (streamed): the opened response, status checked."""
+        request = self._http.build_request(method, path, headers={**self._auth_headers(), **(headers or {})},
+                                           **kwargs)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            failure = _tls_failure(exc)
+            if failure is not None:
+                raise tls_error(self.api_url, failure) from None
+            raise ServerUnreachableError(f"cannot reach {self.api_url}: {exc}") from exc
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            _raise_for(response)
+        return response
+
+    def upload_file(self, path: str | Path, timeout: float = 300.0) -> dict[str, Any]:
+        """Upload the file at ``path`` (streamed from disk); return ``{file_id, size, content_type, sha256,
+        thumbnail?}``. ``ApiError`` 413 when it is larger than the server's ``max_file_size``."""
+        source = Path(path)
+        with source.open("rb") as fh:
+            response = self._transfer("POST", "/files", files={"file": (source.name, fh)}, timeout=timeout)
+        try:
+            response.read()
+            data: dict[str, Any] = response.json()
+        finally:
+            response.close()
+        return data
+
+    def download_file(self, file_id: str, target: str | Path, *, offset: int = 0,
+                      timeout: float = 300.0) -> int:
+        """Write file ``file_id`` to ``target`` (from byte ``offset`` on, appended, with a Range request, when
+        it is not 0); return the number of bytes written. ``ApiError`` 404 when there is no such file or it
+        is not the caller's to read."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            response = self._transfer("GET", f"/files/{quote(file_id, safe='')}", headers=headers, timeout=timeout)
+        except ApiError as exc:
+            if offset and exc.status_code == 416:  # ``target`` already has the whole file
+                return 0
+            raise
+        written = 0
+        try:
+            with Path(target).open("ab" if offset else "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        finally:
+            response.close()
+        return written
 
     def register(self, username: str, password: str, display_name: str | None = None) -> str:
         """Create an account (``POST /auth/register``); return its user id. Does not log in."""
@@ -1129,6 +1179,15 @@ def _settled(info: mqtt.MQTTMessageInfo) -> bool:
 
 def _body(body: dict[str, Any] | str) -> dict[str, Any]:
     return {"text": body} if isinstance(body, str) else body
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """``AuthenticationError`` for a 401, ``ApiError`` for another error status; nothing for a success."""
+    if response.status_code >= 400:
+        detail = _error_detail(response)
+        if response.status_code == 401:
+            raise AuthenticationError(401, detail)
+        raise ApiError(response.status_code, detail)
 
 
 def _error_detail(response: httpx.Response) -> str:
