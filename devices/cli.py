@@ -518,7 +518,7 @@ def send_file(
 
 @app.command("get-file")
 def get_file(
-    file_id: Annotated[str, typer.Argument(help="The file's id (from a message's [file ...]).")],
+    file_id: Annotated[str, typer.Argument(help=r"The file's id (from a message's \[file ...]).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
                                                 help="Where to write it (default: FILE_ID in this folder).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Fetch only what OUTPUT does not have yet.")] = False,
