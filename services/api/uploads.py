@@ -4,12 +4,14 @@ images a thumbnail (Pillow).
 
 Everything here blocks (disk, hashing, decoding) and runs in a worker thread. Images are guarded
 against decompression bombs: one of more than ``MAX_IMAGE_PIXELS`` pixels is refused
-(``UploadRefusedError``) before it is decoded.
+(``UploadRefusedError``, 422) before it is decoded. An image Pillow cannot make a thumbnail of
+(damaged, or a mode it does not convert) is still stored, without a thumbnail.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import warnings
@@ -18,13 +20,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 import filetype
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_IMAGE_PIXELS = 50_000_000  # about 7,000 x 7,000; Pillow's own default warns only up to twice as many
 THUMBNAIL_SIZE = (320, 320)
+log = logging.getLogger(__name__)
 _SNIFF = 8192
 _CHUNK = 256 * 1024
 _THUMBNAILED = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above it and refuses above twice it
 
 
 class UploadRefusedError(Exception):
@@ -96,8 +100,9 @@ def sniff(head: bytes) -> str:
     return "text/plain" if "\x00" not in text else "application/octet-stream"
 
 
-def _thumbnail(path: Path) -> Path:
-    """A JPEG thumbnail (at most ``THUMBNAIL_SIZE``) of the image at ``path``."""
+def _thumbnail(path: Path) -> Path | None:
+    """A JPEG thumbnail (at most ``THUMBNAIL_SIZE``, turned as its EXIF says) of the image at ``path``;
+    ``None`` when Pillow cannot read it; ``UploadRefusedError`` for a decompression bomb."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -107,29 +112,36 @@ def _thumbnail(path: Path) -> Path:
                     raise UploadRefusedError(422, f"the image has {width}x{height} pixels, more than "
                                                   f"{MAX_IMAGE_PIXELS} (a decompression bomb?)")
                 image.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale
-                image.thumbnail(THUMBNAIL_SIZE)
+                small = ImageOps.exif_transpose(image)
+                small.thumbnail(THUMBNAIL_SIZE)
                 out = _temporary()
-                image.convert("RGB").save(out, "JPEG", quality=80)
+                try:
+                    small.convert("RGB").save(out, "JPEG", quality=80)
+                except BaseException:
+                    out.unlink(missing_ok=True)
+                    raise
                 return out
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise UploadRefusedError(422, f"the image is too large to decode ({exc})") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise UploadRefusedError(422, f"the image cannot be read: {exc}") from exc
+            log.info("no thumbnail for an upload: %s", exc)
+            return None
 
 
 def take_upload(source: BinaryIO, max_size: int) -> Upload:
     """Copy, measure and sniff an upload, with a thumbnail for an image (blocking: run it in a thread)."""
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     path, size, sha256, head = _copy(source, max_size)
     content_type = sniff(head)
     if content_type not in _THUMBNAILED:
         return Upload(path, size, sha256, content_type)
     try:
         thumb = _thumbnail(path)
-        data = thumb.read_bytes()
+        data = thumb.read_bytes() if thumb is not None else b""
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    if thumb is None:
+        return Upload(path, size, sha256, content_type)
     return Upload(path, size, sha256, content_type, thumb, len(data), hashlib.sha256(data).hexdigest())
 
 

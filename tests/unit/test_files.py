@@ -160,6 +160,15 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(side: int) -> None
     assert f"{side * side} pixels" in refused.value.detail
 
 
+def test_a_damaged_image_is_kept_without_a_thumbnail() -> None:
+    damaged = png_header(10, 10)[:-30] + b"\x00" * 30  # its pixel data cut short
+    upload = take_upload(io.BytesIO(damaged), 10_000)
+    try:
+        assert (upload.content_type, upload.size, upload.thumbnail) == ("image/png", len(damaged), None)
+    finally:
+        upload.discard()
+
+
 def test_an_upload_over_the_limit_is_refused_while_it_is_copied() -> None:
     with pytest.raises(UploadRefusedError) as refused:
         take_upload(io.BytesIO(b"x" * 5000), 4096)
