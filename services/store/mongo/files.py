@@ -9,6 +9,7 @@ collection on FerretDB (which evaluates it in Go), so it is kept off every hot p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from chatmq.services.store.mongo.base import _redact, mongo_errors
 
 Doc = dict[str, Any]
 BUCKET = "files"
+_CHUNK = 255 * 1024  # GridFS's chunk size
 
 
 class GridFSFileStore(FileStore):
@@ -71,8 +73,16 @@ class GridFSFileStore(FileStore):
         meta = {"owner": info.owner, "content_type": info.content_type, "sha256": info.sha256,
                 "created_at": info.created_at, "thumbnail": info.thumbnail, "parent": info.parent,
                 "conversations": list(info.conversations), "referenced": bool(info.conversations)}
-        with mongo_errors(), source.open("rb") as fh:
-            await self._gridfs().upload_from_stream_with_id(info.file_id, info.file_id, fh, metadata=meta)
+        with mongo_errors():
+            stream = self._gridfs().open_upload_stream_with_id(info.file_id, info.file_id, metadata=meta)
+            try:
+                with source.open("rb") as fh:  # read in a thread: the event loop never waits on the disk
+                    while chunk := await asyncio.to_thread(fh.read, _CHUNK):
+                        await stream.write(chunk)
+            except BaseException:
+                await stream.abort()
+                raise
+            await stream.close()
 
     async def info(self, file_id: str) -> FileInfo | None:
         with mongo_errors():
