@@ -41,6 +41,10 @@ Contracts
   swallowed so that the network loop keeps running. Long work belongs elsewhere.
 - Every envelope is also kept (``messages``, ``receipts``, ``events``, ``errors``,
   ``acks``) and the ``wait_*`` methods block until something arrives.
+- Files: ``upload_file(path)`` streams a file to ``POST /files`` and returns its record
+  (``file_id``, ``size``, ``content_type``, ``sha256``, ``thumbnail``); send it with
+  ``send(to, {"file": file_id, ...})``. ``download_file(file_id, target, offset=0)`` streams it to
+  disk (from ``offset`` on with a Range request, appending).
 - TLS: ``tls=True`` speaks MQTT over TLS (``mqtts``, or ``wss`` with ``transport="websockets"``);
   an ``https://`` ``api_url`` speaks HTTPS. Both trust the system's CAs, or only ``ca_file``'s when
   it is given. A server certificate that does not verify raises ``TlsError`` (not retried).
