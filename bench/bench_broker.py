@@ -5,7 +5,7 @@ CLI mounts ``app`` as ``chatmq bench``). It
 
 1. installs what it needs when missing: Debian ``mosquitto`` (``apt-get``; the package's system
    service is stopped and disabled, and port 1883 is never used) and the C load generator
-   ``../shared/tools/mqttrelay.c``, built with ``cc -O2`` into ``.services/bin/mqttrelay``;
+   ``bench/mqttrelay.c``, built with ``cc -O2`` into ``.services/bin/mqttrelay``;
 2. starts the chatmq plain broker node (``python -m chatmq.run.cli broker --allow-anonymous``, with
    Mosquitto's queue bound of 100,000 and a WebSocket port) and Mosquitto (a generated config)
    on free 127.0.0.1 ports, and waits until each answers an MQTT CONNECT;
@@ -82,7 +82,7 @@ from chatmq.broker.wire import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RELAY_SRC = REPO.parent / "shared" / "tools" / "mqttrelay.c"
+DEFAULT_RELAY_SRC = Path(__file__).resolve().with_name("mqttrelay.c")  # beside this module, in every clone
 DEFAULT_RELAY_BIN = REPO / ".services" / "bin" / "mqttrelay"
 DEFAULT_JSON = Path("test-artifacts/bench_broker.json")
 DEFAULT_MARKDOWN = Path("test-artifacts/bench_broker.md")

@@ -1,6 +1,6 @@
 """The command-line chat client, mounted by the main CLI as ``chatmq client ...``.
 
-Commands: ``register``, ``login``, ``logout``, ``send``, ``listen``, ``chat``.
+Commands: ``register``, ``login``, ``logout``, ``send``, ``send-file``, ``get-file``, ``listen``, ``chat``.
 
 A successful ``login`` saves a profile (``{server, user_id, username, access_token,
 refresh_token, contacts}``) as ``$CHATMQ_HOME/<profile>.json`` (default
@@ -56,7 +56,7 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 app = typer.Typer(
     name="client",
-    help="Chat from the command line: register, log in, send, listen, chat.",
+    help="Chat from the command line: an account, then send, listen and chat.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -86,9 +86,9 @@ CaFileOpt = Annotated[
                  help="PEM CA certificates to trust for HTTPS and MQTT over TLS (default: the system's)."),
 ]
 ProfileOpt = Annotated[str, typer.Option("--profile", envvar="CHATMQ_PROFILE", help="Saved login to use.")]
-PasswordOpt = Annotated[
-    str, typer.Option("--password", envvar="CHATMQ_PASSWORD", prompt=True, hide_input=True,
-                      help="Password (prompted, hidden, when absent).")
+PasswordOpt = Annotated[  # not required: click prompts for it (``password`` is never None in the command)
+    str | None, typer.Option("--password", envvar="CHATMQ_PASSWORD", prompt=True, hide_input=True,
+                             show_default=False, help="Password (prompted, hidden, when absent).")
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the server.")]
 GroupOpt = Annotated[
@@ -253,6 +253,15 @@ def _handle_errors() -> Iterator[None]:
 
 
 @contextmanager
+def _quiet_ctrl_c() -> Iterator[None]:
+    """Ctrl-C ends the command quietly with exit code 0, whenever it comes (connecting, running, closing)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@contextmanager
 def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_port: int | None,
              ws: bool, tls: bool = False, ca_file: Path | None = None) -> Iterator[tuple[ChatClient, Profile]]:
     """A client logged in from the saved profile, with a fresh access token; closed on exit.
@@ -281,6 +290,7 @@ def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_
             client.refresh()
         yield client, profile
     finally:
+        client.on_connection_change = None  # closing is not a lost connection
         client.close()
 
 
@@ -322,6 +332,13 @@ def _clock(envelope: Envelope) -> str:
 
 
 def _text_of(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("file"), str):
+        name, size = body.get("name"), body.get("size")
+        about = ", ".join(str(v) for v in (name, f"{size} bytes" if isinstance(size, int) else None,
+                                            body.get("content_type")) if v)
+        note = f"[file {body['file']}{f': {about}' if about else ''}]"
+        text = body.get("text")
+        return f"{text} {note}" if isinstance(text, str) and text else note
     if isinstance(body, dict) and isinstance(body.get("text"), str):
         return str(body["text"])
     return orjson.dumps(body).decode()
@@ -369,6 +386,13 @@ def _show(line: str, err: bool = False) -> None:
         (sys.stderr if err else sys.stdout).flush()
 
 
+def _prompted(password: str | None) -> str:
+    """The ``--password`` value (click prompts for it when absent, so it is set by now)."""
+    if password is None:  # pragma: no cover - click prompted
+        raise typer.BadParameter("missing password", param_hint="--password")
+    return password
+
+
 def _connection_line(up: bool) -> None:
     _show("* connected" if up else "* connection lost, reconnecting…", err=True)
 
@@ -378,8 +402,8 @@ def _connection_line(up: bool) -> None:
 
 @app.command()
 def register(
-    username: Annotated[str, typer.Argument(help="Username: [a-z0-9_.-]{3,32}.")],
-    password: PasswordOpt,
+    username: Annotated[str, typer.Argument(help=r"Username: \[a-z0-9_.-]{3,32}.")],  # \[: not rich markup
+    password: PasswordOpt = None,
     display_name: Annotated[str | None, typer.Option("--display-name", help="Name shown to others.")] = None,
     server: ServerOpt = None,
     ca_file: CaFileOpt = None,
@@ -387,14 +411,14 @@ def register(
     """Create an account (then run `login`)."""
     endpoint = resolve_endpoint(server, None, None, False, ca_file=ca_file)
     with _handle_errors(), make_client(endpoint) as client:
-        user_id = client.register(username, password, display_name)
+        user_id = client.register(username, _prompted(password), display_name)
     typer.echo(f"registered {username} ({user_id})")
 
 
 @app.command()
 def login(
     username: Annotated[str, typer.Argument(help="Your username.")],
-    password: PasswordOpt,
+    password: PasswordOpt = None,
     server: ServerOpt = None,
     profile: ProfileOpt = "default",
     ca_file: CaFileOpt = None,
@@ -403,7 +427,7 @@ def login(
     endpoint = resolve_endpoint(server, None, None, False, ca_file=ca_file)
     path = profile_path(profile)
     with _handle_errors(), make_client(endpoint) as client:
-        user_id = client.login(username, password)
+        user_id = client.login(username, _prompted(password))
         tokens = client.tokens
         assert tokens is not None
         contacts: dict[str, str] = {}
@@ -453,15 +477,79 @@ def send(
     with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
         to = None if group else _resolve_user(client, prof, profile, target)
         client.connect(timeout=timeout)
-        body = {"text": message}
-        client_id = client.send_group(target, body) if to is None else client.send(to, body)
-        try:
-            ack = client.wait_ack(client_id, timeout)
-        except MessageRejectedError as exc:
-            _fail(f"message refused: {exc.code}: {exc.reason}")
-        except AckTimeoutError:
-            _fail(f"no ack from the server within {timeout:g}s (message {client_id} may not have been sent)")
+        ack = _send_and_wait(client, target, to, {"text": message}, timeout)
     typer.echo(f"sent {ack.get('id')}")
+
+
+def _send_and_wait(client: ChatClient, target: str, to: str | None, body: dict[str, Any], timeout: float
+                   ) -> Envelope:
+    """Send ``body`` to user ``to`` (or group ``target`` when ``to`` is None) and wait for its ack; exit 1
+    with the server's error, or when no ack came in time."""
+    client_id = client.send_group(target, body) if to is None else client.send(to, body)
+    try:
+        return client.wait_ack(client_id, timeout)
+    except MessageRejectedError as exc:
+        _fail(f"message refused: {exc.code}: {exc.reason}")
+    except AckTimeoutError:
+        _fail(f"no ack from the server within {timeout:g}s (message {client_id} may not have been sent)")
+
+
+@app.command("send-file")
+def send_file(
+    peer: Annotated[
+        str | None, typer.Argument(metavar="PEER", help="Recipient's username.", show_default=False)
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Argument(metavar="PATH", help="The file to send.", show_default=False)
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="A caption sent with it.")] = None,
+    group: GroupOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Upload PATH and send it to user PEER (`send-file PEER PATH`) or to a group (`send-file --group GROUP_ID
+    PATH`).
+
+    Prints `sent <server id> (file <file id>)`; the recipients fetch it with `get-file`.
+    """
+    target, name = _target(peer, None if path is None else str(path), group, needs_text=True)
+    source = Path(name)
+    if not source.is_file():
+        raise typer.BadParameter(f"{source} is not a file", param_hint="PATH")
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
+        to = None if group else _resolve_user(client, prof, profile, target)
+        uploaded = client.upload_file(source)
+        body: dict[str, Any] = {"file": uploaded["file_id"], "name": source.name[:255], "size": uploaded["size"],
+                                "content_type": uploaded["content_type"]}
+        if text:
+            body["text"] = text
+        client.connect(timeout=timeout)
+        ack = _send_and_wait(client, target, to, body, timeout)
+    typer.echo(f"sent {ack.get('id')} (file {uploaded['file_id']})")
+
+
+@app.command("get-file")
+def get_file(
+    file_id: Annotated[str, typer.Argument(help=r"The file's id (from a message's \[file ...]).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
+                                                help="Where to write it (default: FILE_ID in this folder).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Fetch only what OUTPUT does not have yet.")] = False,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Download a file sent to you (or by you); prints `saved <path> (<n> bytes)`."""
+    target = output or Path(file_id)
+    offset = target.stat().st_size if resume and target.is_file() else 0
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        written = client.download_file(file_id, target, offset=offset)
+    typer.echo(f"saved {target} ({offset + written} bytes)")
 
 
 @app.command()
@@ -486,32 +574,30 @@ def listen(
     """
     inbox: queue.Queue[Envelope] = queue.Queue()
     received = 0
-    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
+    with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (
+            client, prof):
         client.on_message = client.on_receipt = client.on_event = client.on_error = inbox.put
         client.connect(timeout=timeout or 10.0)
         client.on_connection_change = _connection_line
         _show(f"* listening as {prof.username} ({prof.user_id}); Ctrl-C to stop", err=True)
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while count is None or received < count:
-                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-                if wait <= 0:
-                    break
-                try:
-                    envelope = inbox.get(timeout=wait)
-                except queue.Empty:
-                    if client.fatal_error is not None:
-                        raise client.fatal_error from None
-                    continue
-                learn_sender(client, prof, envelope)
-                line, err = format_envelope(envelope, prof)
-                _show(line, err)
-                if envelope.get("type") == "message":
-                    received += 1
-                    if mark_read:
-                        client.mark_read([str(envelope["id"])])
-        except KeyboardInterrupt:
-            return
+        while count is None or received < count:
+            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                envelope = inbox.get(timeout=wait)
+            except queue.Empty:
+                if client.fatal_error is not None:
+                    raise client.fatal_error from None
+                continue
+            learn_sender(client, prof, envelope)
+            line, err = format_envelope(envelope, prof)
+            _show(line, err)
+            if envelope.get("type") == "message":
+                received += 1
+                if mark_read:
+                    client.mark_read([str(envelope["id"])])
     if count is not None and received < count:
         _fail(f"timed out after {received} of {count} messages")
 
@@ -536,7 +622,8 @@ def chat(
     """
     target, _ = _target(peer, None, group, needs_text=False)
     sent: list[str] = []
-    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
+    with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (
+            client, prof):
         peer_id = None if group else _resolve_user(client, prof, profile, target)
 
         def shown(envelope: Envelope) -> None:
@@ -554,20 +641,17 @@ def chat(
         client.on_connection_change = _connection_line
         _show(f"* chatting with {target} as {prof.username}; type a line and press Enter, Ctrl-D to quit",
               err=True)
-        try:
-            for raw in sys.stdin:
-                line = raw.rstrip("\r\n")
-                if line.strip() == "/quit":
-                    break
-                if not line.strip():
-                    continue
-                body = {"text": line}
-                if peer_id is None:
-                    sent.append(client.send_group(target, body))
-                else:
-                    sent.append(client.send(peer_id, body))
-        except KeyboardInterrupt:
-            return
+        for raw in sys.stdin:
+            line = raw.rstrip("\r\n")
+            if line.strip() == "/quit":
+                break
+            if not line.strip():
+                continue
+            body = {"text": line}
+            if peer_id is None:
+                sent.append(client.send_group(target, body))
+            else:
+                sent.append(client.send(peer_id, body))
         unacked = 0
         deadline = time.monotonic() + timeout
         for client_id in sent:

@@ -34,11 +34,19 @@ Contracts
   ``message`` envelopes are de-duplicated by server id: a message delivered twice is
   handed to the application once, but every delivery is answered with a ``delivered``
   receipt (when ``auto_delivered``) so the server stops replaying it. The receipt is
-  published only after the ``on_message`` callback returned.
+  published only after the ``on_message`` callback returned, or first thing when a ``read``
+  receipt for the message is sent before that (so ``read`` never precedes ``delivered``).
+- A message whose envelope is larger than ``max_payload`` bytes (default 65,536, the
+  server's default) is not published: it gets the ``error`` the server would send
+  (code ``too_large``), so ``wait_ack`` raises ``MessageRejectedError`` at once.
 - Application callbacks run in paho's thread; any exception they raise is logged and
   swallowed so that the network loop keeps running. Long work belongs elsewhere.
 - Every envelope is also kept (``messages``, ``receipts``, ``events``, ``errors``,
   ``acks``) and the ``wait_*`` methods block until something arrives.
+- Files: ``upload_file(path)`` streams a file to ``POST /files`` and returns its record
+  (``file_id``, ``size``, ``content_type``, ``sha256``, ``thumbnail``); send it with
+  ``send(to, {"file": file_id, ...})``. ``download_file(file_id, target, offset=0)`` streams it to
+  disk (from ``offset`` on with a Range request, appending).
 - TLS: ``tls=True`` speaks MQTT over TLS (``mqtts``, or ``wss`` with ``transport="websockets"``);
   an ``https://`` ``api_url`` speaks HTTPS. Both trust the system's CAs, or only ``ca_file``'s when
   it is given. A server certificate that does not verify raises ``TlsError`` (not retried).
@@ -108,6 +116,10 @@ _AUTH_REFUSED = {134, 135}  # "Bad user name or password", "Not authorized"
 #: How many message ids are remembered for de-duplication.
 _SEEN_LIMIT = 10_000
 _UNACKED_LIMIT = 10_000
+#: the contract's largest outbox envelope (the server's default ``max_payload``); a larger one is
+#: refused here with the server's ``too_large`` error, since the server closes a connection whose
+#: packet passes ``max_packet_size`` without reading it (and the client would resend it forever)
+MAX_PAYLOAD = 65_536
 #: Refresh the access token when it expires within this many seconds.
 REFRESH_MARGIN = 30.0
 
@@ -355,6 +367,7 @@ class ChatClient:
         ca_file: str | Path | None = None,
         http_timeout: float = 10.0,
         http_transport: httpx.BaseTransport | None = None,
+        max_payload: int = MAX_PAYLOAD,
     ) -> None:
         base = api_url.rstrip("/")
         if not base.endswith("/api/v1"):
@@ -366,6 +379,7 @@ class ChatClient:
         self.client_id = client_id or f"chatmq-py-{uuid.uuid4().hex[:16]}"
         self.auto_delivered = auto_delivered
         self.keepalive = keepalive
+        self.max_payload = max_payload
 
         self._tls_context = tls_context(ca_file) if tls or ca_file is not None or base.startswith("https:") else None
         self._http = httpx.Client(base_url=base, timeout=http_timeout, transport=http_transport,
@@ -405,6 +419,7 @@ class ChatClient:
         self._errors_by_client_id: dict[str, Envelope] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._handling = 0  # inbox messages whose callback/receipt is in progress
+        self._delivery_due: set[str] = set()  # handed to the app, ``delivered`` not yet sent
         self._pending: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes not yet acknowledged
 
         # Connection state.
@@ -533,13 +548,7 @@ class ChatClient:
         _retry: bool = True,
         timeout: float | None = None,
     ) -> Any:
-        headers: dict[str, str] = {}
-        if auth:
-            if self._access_token is None:
-                raise NotLoggedInError("not logged in")
-            if self.token_needs_refresh():
-                self.refresh()
-            headers["Authorization"] = f"Bearer {self._access_token}"
+        headers = self._auth_headers() if auth else {}
         try:
             response = self._http.request(method, path, json=json, params=params, headers=headers,
                                           timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
@@ -551,17 +560,73 @@ class ChatClient:
         if response.status_code == 401 and auth and _retry and self._refresh_token is not None:
             self.refresh()
             return self._request(method, path, json=json, params=params, auth=auth, _retry=False, timeout=timeout)
-        if response.status_code >= 400:
-            detail = _error_detail(response)
-            if response.status_code == 401:
-                raise AuthenticationError(401, detail)
-            raise ApiError(response.status_code, detail)
+        _raise_for(response)
         if response.status_code == 204 or not response.content:
             return None
         try:
             return response.json()
         except ValueError as exc:
             raise ApiError(response.status_code, "response is not JSON") from exc
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._access_token is None:
+            raise NotLoggedInError("not logged in")
+        if self.token_needs_refresh():
+            self.refresh()
+        return {"Authorization": f"Bearer {self._access_token}"}
+
+    def _transfer(self, method: str, path: str, headers: dict[str, str] | None = None,
+                  **kwargs: Any) -> httpx.Response:
+        """A REST call whose body or answer is a file (streamed): the opened response, status checked."""
+        request = self._http.build_request(method, path, headers={**self._auth_headers(), **(headers or {})},
+                                           **kwargs)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            failure = _tls_failure(exc)
+            if failure is not None:
+                raise tls_error(self.api_url, failure) from None
+            raise ServerUnreachableError(f"cannot reach {self.api_url}: {exc}") from exc
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            _raise_for(response)
+        return response
+
+    def upload_file(self, path: str | Path, timeout: float = 300.0) -> dict[str, Any]:
+        """Upload the file at ``path`` (streamed from disk); return ``{file_id, size, content_type, sha256,
+        thumbnail?}``. ``ApiError`` 413 when it is larger than the server's ``max_file_size``."""
+        source = Path(path)
+        with source.open("rb") as fh:
+            response = self._transfer("POST", "/files", files={"file": (source.name, fh)}, timeout=timeout)
+        try:
+            response.read()
+            data: dict[str, Any] = response.json()
+        finally:
+            response.close()
+        return data
+
+    def download_file(self, file_id: str, target: str | Path, *, offset: int = 0,
+                      timeout: float = 300.0) -> int:
+        """Write file ``file_id`` to ``target`` (from byte ``offset`` on, appended, with a Range request, when
+        it is not 0); return the number of bytes written. ``ApiError`` 404 when there is no such file or it
+        is not the caller's to read."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            response = self._transfer("GET", f"/files/{quote(file_id, safe='')}", headers=headers, timeout=timeout)
+        except ApiError as exc:
+            if offset and exc.status_code == 416:  # ``target`` already has the whole file
+                return 0
+            raise
+        written = 0
+        try:
+            with Path(target).open("ab" if offset else "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        finally:
+            response.close()
+        return written
 
     def register(self, username: str, password: str, display_name: str | None = None) -> str:
         """Create an account (``POST /auth/register``); return its user id. Does not log in."""
@@ -788,6 +853,12 @@ class ChatClient:
         """Keep a message envelope until its ack or error; publish it now when connected (else the
         next connect does). ``NotLoggedInError`` before ``login``/``set_tokens``."""
         self._require_user()
+        payload = orjson.dumps(envelope)
+        if len(payload) > self.max_payload:
+            self.handle_envelope({
+                "type": "error", "client_id": envelope["id"], "code": "too_large",
+                "reason": f"envelope of {len(payload)} bytes exceeds the limit of {self.max_payload}"})
+            return
         with self._send_lock:
             with self._cond:
                 self._unacked[str(envelope["id"])] = envelope
@@ -796,7 +867,7 @@ class ChatClient:
                     log.warning("more than %d messages without an ack; no longer resending %s",
                                 _UNACKED_LIMIT, dropped)
             if self.connected:
-                self._publish(envelope)
+                self._publish(payload)
 
     def unacked(self) -> list[Envelope]:
         """Sent messages that got neither an ``ack`` nor an ``error`` yet, oldest first."""
@@ -893,7 +964,15 @@ class ChatClient:
     def send_receipt(self, status: Literal["delivered", "read"], ids: Iterable[str]) -> None:
         """Publish a ``receipt`` for server ids ``ids``; nothing when ``ids`` is empty."""
         id_list = list(ids)
-        if id_list:
+        if not id_list:
+            return
+        with self._send_lock:
+            if status == "read":  # confirm delivery first where the app was quicker than the receipt
+                with self._cond:
+                    due = [i for i in id_list if i in self._delivery_due]
+                    self._delivery_due.difference_update(due)
+                if due:
+                    self._publish(build_receipt("delivered", due))
             self._publish(build_receipt(status, id_list))
 
     def mark_read(self, ids: Iterable[str]) -> None:
@@ -1139,11 +1218,20 @@ class ChatClient:
                     self._seen.popitem(last=False)
                 self.messages.append(envelope)
                 self._cond.notify_all()
+            if self.auto_delivered:
+                self._delivery_due.add(server_id)
         if duplicate:
             log.debug("message %s delivered again; not handed to the app", server_id)
         else:
             self._safe_call(self.on_message, envelope)
-        if self.auto_delivered:
+        if not self.auto_delivered:
+            return
+        with self._send_lock:  # no read receipt of this message may slip in before it
+            with self._cond:
+                due = server_id in self._delivery_due or duplicate
+                self._delivery_due.discard(server_id)
+            if not due:
+                return  # a read receipt sent from the callback confirmed the delivery first
             try:
                 self.send_receipt("delivered", [server_id])
             except ChatClientError as exc:
@@ -1160,6 +1248,15 @@ def _settled(info: mqtt.MQTTMessageInfo) -> bool:
 
 def _body(body: dict[str, Any] | str) -> dict[str, Any]:
     return {"text": body} if isinstance(body, str) else body
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """``AuthenticationError`` for a 401, ``ApiError`` for another error status; nothing for a success."""
+    if response.status_code >= 400:
+        detail = _error_detail(response)
+        if response.status_code == 401:
+            raise AuthenticationError(401, detail)
+        raise ApiError(response.status_code, detail)
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -201,6 +201,10 @@ class Settings(BaseSettings):
                                           "all addresses together.")
     max_request_body: int = Field(1024 * 1024, ge=1024, le=1024 ** 3, description="Largest REST request body in "
                                   "bytes (Content-Length, or counted as it streams); larger: 413.")
+    max_file_size: int = Field(25 * 1024 * 1024, ge=1024, le=1024 ** 4, description="Largest file upload "
+                               "(POST /api/v1/files) in bytes, counted as it streams; larger: 413.")
+    file_retention: float = Field(86_400.0, gt=0, description="Seconds an uploaded file that no message names is "
+                                  "kept before it is deleted.")
     trusted_proxies: list[str] = Field(["127.0.0.1"], description="Peers (addresses or networks, '*' for any) "
                                        "whose X-Forwarded-For names the client address, e.g. nginx.")
 

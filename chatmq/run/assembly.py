@@ -40,6 +40,7 @@ from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
+from chatmq.services.chat.file_collector import FileCollector
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
@@ -54,6 +55,7 @@ from chatmq.services.registry.control import BusSessionControl, ControlWorker
 from chatmq.services.registry.processes import ProcessFollower, ProcessTable
 from chatmq.services.registry.sessions import ConnectionTable, Registry, SessionRegistry, StoreRegistry
 from chatmq.services.store.base import Store
+from chatmq.services.store.files import FileStore
 from chatmq.services.telemetry.reader import TelemetryReader
 from chatmq.services.telemetry.wiring import influx_components
 
@@ -87,6 +89,23 @@ def make_store(settings: Settings, *, cluster: bool) -> Store:
     return SQLiteStore(settings.data_dir / "chatmq.db")
 
 
+FILE_PARTS = frozenset({"storage", "router", "group-router", "api"})
+"""The parts that read or write uploaded files (the store starts in their processes only)."""
+
+
+def make_file_store(settings: Settings, *, cluster: bool) -> FileStore:
+    """Uploaded files: MongoDB GridFS (``mongo_url``/``mongo_db``) for a cluster, else ``data_dir/files``."""
+    if cluster:
+        from chatmq.services.store.mongo.files import GridFSFileStore
+
+        if not settings.mongo_url:
+            raise ConfigError("a cluster part needs mongo_url (CHATMQ_MONGO_URL)")
+        return GridFSFileStore(settings.mongo_url, settings.mongo_db)
+    from chatmq.services.store.local_files import LocalFileStore
+
+    return LocalFileStore(settings.data_dir / "files")
+
+
 def make_registry(store: Store, *, cluster: bool) -> Registry:
     """The session registry: in the store for a cluster (shared by every router copy, kept across
     restarts), in memory in one process (the routers and the replay share it)."""
@@ -105,6 +124,7 @@ class Process:
     registry: Registry
     tokens: TokenService
     outlet: Outlet
+    files: FileStore
     processes: ProcessTable = field(default_factory=ProcessTable)
     node: BrokerNode | None = None
     gateway: NodeGateway | None = None
@@ -129,7 +149,7 @@ class Process:
         outlet = Outlet(bus, registry, store, PushPublisher.from_settings(bus, s))
         tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl, s.refresh_reuse_grace)
         use_hash_workers(s.auth_workers)  # argon2 for REST passwords and MQTT device secrets
-        process = cls(s, name, cluster, bus, store, registry, tokens, outlet)
+        process = cls(s, name, cluster, bus, store, registry, tokens, outlet, make_file_store(s, cluster=cluster))
         if name in ("serve", "broker", "api"):  # the processes with listeners
             process.tls = ServerTls.of(s)  # ConfigError naming the setting when a file is missing or does not fit
         return process
@@ -141,22 +161,23 @@ class Process:
         s = self.settings
         node = s.node if "broker" in parts else None
         influx = influx_components(s, process=self.name, node=node, bus=self.bus if "telemetry" in parts else None)
-        return [*([self.tls] if self.tls else []), self.store,
+        files = [self.files] if FILE_PARTS.intersection(parts) else []  # the parts that read or write files
+        return [*([self.tls] if self.tls else []), self.store, *files,
                 BusTopics(self.bus, topic_specs(s.bus_partitions, [node] if node else [])), *influx]
 
 
 def _storage(p: Process) -> list[Component]:
     s = p.settings
     return [ReplayService(p.bus, p.store, p.registry, s.replay_batch), NoticeWorker(p.bus, p.outlet),
-            PendingSampler(p.store, s.heartbeat_interval)]
+            PendingSampler(p.store, s.heartbeat_interval), FileCollector(p.files, s.file_retention)]
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet), DeviceWorker(p.bus, p.store, p.outlet)]
+    return [Router(p.bus, p.store, p.outlet, p.files), DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:
-    return [GroupRouter(p.bus, p.store, p.outlet)]
+    return [GroupRouter(p.bus, p.store, p.outlet, p.files)]
 
 
 def _push(p: Process) -> list[Component]:
@@ -199,7 +220,8 @@ def _api(p: Process) -> list[Component]:
               else None)
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
                        auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
-                       devices=BusDeviceLink(p.bus, waiters), max_body=s.max_request_body, telemetry=reader)
+                       devices=BusDeviceLink(p.bus, waiters), max_body=s.max_request_body, telemetry=reader,
+                       files=p.files, max_file_size=s.max_file_size)
     p.servers = http_servers(p.app, s, p.tls)
     return [*([reader] if reader else []), follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"),
             waiters, *p.servers]

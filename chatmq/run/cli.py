@@ -13,7 +13,9 @@ import typer
 
 from chatmq.core.errors import ChatMQError, ConfigError
 from chatmq.core.settings import Settings
+from chatmq.run.help_format import flags_without_type
 
+flags_without_type()
 app = typer.Typer(help="chatmq: chat and device messaging over MQTT.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 
@@ -296,7 +298,7 @@ app.add_typer(admin_app, name="admin")
 
 @admin_app.command("create")
 def admin_create(
-    username: Annotated[str, typer.Argument(help="Username: [a-z0-9_.-]{3,32}.")],
+    username: Annotated[str, typer.Argument(help=r"Username: \[a-z0-9_.-]{3,32}.")],
     password: Annotated[str | None, typer.Option(
         envvar="CHATMQ_ADMIN_PASSWORD", show_envvar=True,
         help="Password (8-256 characters). Unset: asked for without echo on a terminal. A command line is "
@@ -344,7 +346,7 @@ def _mount_client() -> None:
     from chatmq.devices.cli import app as client_app
     from chatmq.devices.cli import device_command, device_shadow, jobs_app
 
-    app.add_typer(client_app, name="client", help="Chat from the command line (register, login, send, listen).")
+    app.add_typer(client_app, name="client")  # its help is the client app's own
     app.add_typer(bench_app, name="bench", help="Benchmarks: the broker node against Mosquitto; chat end to end; "
                   "a soak of clients in waves; device commands and shadows.")
     bench_app.command("chat")(bench_chat)

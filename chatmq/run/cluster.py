@@ -29,6 +29,7 @@ from pathlib import Path
 from chatmq.core.errors import ChatMQError
 from chatmq.core.settings import Settings
 from chatmq.core.tls import ServerTls
+from chatmq.services.api.files_routes import MULTIPART_SLACK
 
 log = logging.getLogger("chatmq.run.cluster")
 
@@ -282,6 +283,7 @@ class LocalCluster:
             "http_port": str(self.http_port), "mqtt_servers": servers("mqtt"), "ws_servers": servers("ws"),
             "api_servers": servers("http"), "mqtt_listen": listen(self.mqtt_port, self.mqtts_port),
             "ws_listen": listen(self.ws_port, self.wss_port), "http_listen": listen(self.http_port, self.https_port),
+            "files_body": str(self.settings.max_file_size + MULTIPART_SLACK),
         }
         text = _NGINX_TEMPLATE.read_text()
         for key, value in values.items():

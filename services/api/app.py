@@ -15,6 +15,7 @@ from chatmq.services.api import (
     admin_routes,
     auth_routes,
     devices_routes,
+    files_routes,
     groups_routes,
     health_routes,
     jobs_routes,
@@ -32,6 +33,7 @@ from chatmq.services.api.notifier import DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter, AuthLimits
 from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
+from chatmq.services.store.files import FileStore
 from chatmq.services.telemetry.reader import TelemetryReader
 
 API_PREFIX = "/api/v1"
@@ -46,7 +48,8 @@ _TAGS = [
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
                trusted_proxies: Sequence[str] = ("127.0.0.1",), max_body: int = DEFAULT_MAX_BODY,
-               devices: DeviceLink | None = None, telemetry: TelemetryReader | None = None) -> FastAPI:
+               devices: DeviceLink | None = None, telemetry: TelemetryReader | None = None,
+               files: FileStore | None = None, max_file_size: int = 25 * 1024 * 1024) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
@@ -57,7 +60,8 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     over ``max_body`` bytes are refused with 413 before they are read (``BodyLimit``). ``devices`` tells
     devices about changes of their shadows, commands and jobs (without it they see shadow changes on their
     next ``shadow_get``, and commands and jobs answer 503). ``telemetry`` reads devices' readings back (without
-    it ``GET /devices/{id}/telemetry`` answers 503).
+    it ``GET /devices/{id}/telemetry`` answers 503). ``files`` stores uploads (``/files``; without it they
+    answer 503) of up to ``max_file_size`` bytes.
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
@@ -65,9 +69,11 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
                   description="REST API of chatmq: accounts, contacts, devices, groups and history, and the "
                               "operators' API. Every error is an RFC 9457 problem details object.")
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
-                               limiter=AuthLimiter(auth_limits), devices=devices, telemetry=telemetry)
+                               limiter=AuthLimiter(auth_limits), devices=devices, telemetry=telemetry,
+                               files=files)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
-    app.add_middleware(BodyLimit, max_body=max_body)
+    app.add_middleware(BodyLimit, max_body=max_body,
+                       routes={("POST", API_PREFIX + files_routes.PATH): max_file_size + files_routes.MULTIPART_SLACK})
     install_error_handlers(app)
 
     v1 = APIRouter(prefix=API_PREFIX)
@@ -78,6 +84,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(telemetry_routes.router)
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
+    v1.include_router(files_routes.files_router(max_file_size))
     v1.include_router(admin_routes.router)
     v1.include_router(processes_routes.router)
     v1.include_router(problems.router)

@@ -1,4 +1,5 @@
-"""``BodyLimit``: every REST request body is bounded before it is buffered.
+"""``BodyLimit``: every REST request body is bounded before it is buffered (a route may have a limit of
+its own: file uploads).
 
 A pure ASGI middleware (no request object, nothing read ahead): a request whose
 ``Content-Length`` is over the limit is answered 413 at once, before any of its body is read;
@@ -14,6 +15,8 @@ or FastAPI's ``{"detail"}``, not problem details, and chatmq supports older Fast
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,19 +38,22 @@ class BodyTooLargeError(HTTPException):
 class BodyLimit:
     """Refuses (413) request bodies over ``max_body`` bytes, by header or by count."""
 
-    def __init__(self, app: ASGIApp, max_body: int = DEFAULT_MAX_BODY) -> None:
-        if max_body < 1:
+    def __init__(self, app: ASGIApp, max_body: int = DEFAULT_MAX_BODY,
+                 routes: Mapping[tuple[str, str], int] | None = None) -> None:
+        if max_body < 1 or any(limit < 1 for limit in (routes or {}).values()):
             raise ValueError("max_body must be positive")
         self.app = app
         self.max_body = max_body
+        self.routes = dict(routes or {})  # (method, path): a limit of its own (file uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body = self.routes.get((scope["method"], scope["path"]), self.max_body)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared > max_body:
+            await self._refuse(scope, receive, send, max_body)
             return
         received = 0
         started = False
@@ -57,8 +63,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLargeError(self.max_body)
+                if received > max_body:
+                    raise BodyTooLargeError(max_body)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -71,10 +77,10 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLargeError:  # read outside the API's error handlers
             if not started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, max_body)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = BodyTooLargeError(self.max_body)
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, max_body: int) -> None:
+        error = BodyTooLargeError(max_body)
         response = problem_response(Request(scope), error.status_code, error.detail, headers=_CLOSE)
         await response(scope, receive, send)
 

@@ -16,6 +16,7 @@ from chatmq.services.api.errors import forbidden, unauthorized
 from chatmq.services.api.notifier import DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter
 from chatmq.services.store.base import Store, User
+from chatmq.services.store.files import FileStore
 from chatmq.services.telemetry.reader import TelemetryReader
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class ApiContext:
     limiter: AuthLimiter = field(default_factory=AuthLimiter)
     devices: DeviceLink | None = None
     telemetry: TelemetryReader | None = None
+    files: FileStore | None = None
 
     async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
         """Send an event to ``user_ids`` (each once). The change it reports is already committed,

@@ -7,6 +7,11 @@ between the commit and the delivery: a router killed there), and clients drop wh
 already have by server id. Recipients who are offline get a push notification (``Outlet.push_offline``),
 last: a push never delays an ack or a delivery.
 
+A message whose body names a file (``"body": {"file": "<file_id>"}``) is taken only when its sender
+may read that file (``forbidden`` otherwise), and the file is recorded as sent in the message's
+conversation before the message is committed, so every recipient can fetch it. Bodies without a
+``"file"`` member cost no store call (a byte search decides).
+
 Each recipient's envelope is made once, here, as JSON bytes (a group message's per member from one
 template, ``address``): the same bytes are stored as the pending item and delivered. The body is the
 client's bytes, validated at the edge and never re-encoded.
@@ -14,6 +19,7 @@ client's bytes, validated at the edge and never re-encoded.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -24,6 +30,7 @@ from chatmq.core.ids import now_ms, server_id
 from chatmq.core.metrics import MESSAGES_ACCEPTED, MESSAGES_REFUSED
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store.base import AcceptResult, NewMessage, Route, Store
+from chatmq.services.store.files import FileStore, may_read
 
 _ACCEPTED = {(kind, result): MESSAGES_ACCEPTED.labels(kind, result)
              for kind in ("direct", "group") for result in ("new", "duplicate")}
@@ -43,10 +50,46 @@ class Submission:
     recipients: list[str]
 
 
+_FILE_KEY = re.compile(rb'"file"')
+
+
+class _FileRef(msgspec.Struct):
+    file: object = None
+
+
+def file_reference(body: msgspec.Raw) -> str | None:
+    """The file id a message body names (its top-level ``"file"`` string), if any."""
+    if _FILE_KEY.search(memoryview(body)) is None:  # read in place: a body without a file costs a scan
+        return None
+    try:
+        ref = msgspec.json.decode(body, type=_FileRef)
+    except msgspec.DecodeError:  # not an object: the edge let it through as an opaque body
+        return None
+    return ref.file if isinstance(ref.file, str) else None
+
+
 class Acceptor:
-    def __init__(self, store: Store, outlet: Outlet) -> None:
+    def __init__(self, store: Store, outlet: Outlet, files: FileStore | None = None) -> None:
         self._store = store
         self._outlet = outlet
+        self._files = files
+
+    async def _with_files(self, subs: list[Submission]) -> list[Submission]:
+        """``subs`` without the messages naming a file their sender may not read (refused with
+        ``forbidden``); the files of the others recorded in their conversations."""
+        kept: list[Submission] = []
+        for sub in subs:
+            file_id = file_reference(sub.body)
+            if file_id is not None:
+                info = await self._files.info(file_id) if self._files is not None else None
+                if info is None or info.parent is not None or not await may_read(info, sub.sender, self._store):
+                    await self.refuse(sub.sender, sub.node, "forbidden", f"no such file: {file_id[:40]}",
+                                      sub.client_id)
+                    continue
+                if self._files is not None:
+                    await self._files.add_conversation(file_id, sub.conversation)
+            kept.append(sub)
+        return kept
 
     async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None) -> None:
         """Answer the sender's connection with an ``error`` envelope."""
@@ -60,6 +103,7 @@ class Acceptor:
         same unit of work (``Store.commit_batch``) and their routes returned, in order, for the caller
         to answer."""
         confirms = confirms or []
+        subs = await self._with_files(subs)
         if not subs and not confirms:
             return []
         news: list[NewMessage] = []

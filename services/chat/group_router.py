@@ -17,16 +17,17 @@ from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
+from chatmq.services.store.files import FileStore
 
 log = logging.getLogger(__name__)
 
 
 class GroupRouter(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None) -> None:
         super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
-        self._acceptor = Acceptor(store, outlet)
+        self._acceptor = Acceptor(store, outlet, files)
 
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}

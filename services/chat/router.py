@@ -23,17 +23,18 @@ from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 from chatmq.services.store.base import Route
+from chatmq.services.store.files import FileStore
 
 log = logging.getLogger(__name__)
 
 
 class Router(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None) -> None:
         super().__init__(bus, "router", [OUTBOX])
         self._store = store
         self._outlet = outlet
-        self._acceptor = Acceptor(store, outlet)
+        self._acceptor = Acceptor(store, outlet, files)
         self._routes = Routes()
 
     async def process(self, records: list[Record]) -> None:

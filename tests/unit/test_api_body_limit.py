@@ -96,3 +96,26 @@ async def test_a_malformed_content_length_counts_as_too_large(client: httpx.Asyn
     assert r.status_code == 413
     with pytest.raises(ValueError, match="positive"):
         BodyLimit(app, max_body=0)
+
+
+async def test_file_uploads_have_a_limit_of_their_own(tmp_path: Path) -> None:
+    """``POST /files`` takes up to ``max_file_size`` and the multipart framing; every other route ``max_body``."""
+    from chatmq.services.api.files_routes import MULTIPART_SLACK
+    from chatmq.services.store.local_files import LocalFileStore
+
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    await store.start()
+    app = create_app(store, TokenService(TOKEN_KEY, 900, 3600), RecordingNotifier(), max_body=LIMIT,
+                     files=LocalFileStore(tmp_path / "files"), max_file_size=4 * LIMIT)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            body = b"x" * (2 * LIMIT)
+            assert (await c.post(f"{V1}/files", content=body)).status_code == 401  # read: no token
+            assert (await c.post(f"{V1}/groups", content=body)).status_code == 413
+            over = Chunks(4 * LIMIT // CHUNK + MULTIPART_SLACK // CHUNK + 1)
+            r = await c.post(f"{V1}/files", content=over, headers={"Content-Length": str(over.count * CHUNK)})
+            assert r.status_code == 413
+            assert r.json()["detail"] == f"the request body is larger than {4 * LIMIT + MULTIPART_SLACK} bytes"
+            assert over.read == 0
+    finally:
+        await store.stop()

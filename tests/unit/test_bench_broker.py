@@ -585,3 +585,11 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(capsys: pytest.CaptureFixture[st
     assert info.value.exit_code == 130
     assert capsys.readouterr().err == "bench: interrupted; server stopped\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_default_relay_source_is_in_the_repo_and_builds(tmp_path: Path) -> None:
+    """``bench broker`` without ``--relay-src`` works in a fresh clone: its source ships beside the module."""
+    assert bb.DEFAULT_RELAY_SRC.is_file()
+    assert bb.DEFAULT_RELAY_SRC.parent == Path(bb.__file__).resolve().parent
+    out = bb.ensure_relay(bb.DEFAULT_RELAY_SRC, tmp_path / "bin" / "mqttrelay")
+    assert out.is_file()

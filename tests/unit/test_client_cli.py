@@ -11,6 +11,7 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -458,3 +459,64 @@ def test_connection_options_reach_the_client(api: FakeApi) -> None:
     assert api.endpoints[-1] == Endpoint("http://10.1.2.3:8000", "10.1.2.3", 8083, True)
     runner.invoke(app, ["send", "carol", "hi", "--ws", "--mqtt-host", "mq", "--mqtt-port", "9001"])
     assert api.endpoints[-1] == Endpoint("http://saved.test:8000", "mq", 9001, True)
+
+
+def test_send_of_a_too_large_message_shows_too_large(
+    api: FakeApi, broker: BrokerThread, server: FakeChatServer
+) -> None:
+    logged_in(api, "u_alice", "alice")
+    result = runner.invoke(app, ["send", "bob", "x" * 131_000, "--mqtt-port", str(broker.port)])
+    assert result.exit_code == 1
+    assert re.fullmatch(r"error: message refused: too_large: envelope of \d+ bytes exceeds the limit of 65536\n",
+                        result.stderr)
+    assert server.outbox == []
+    no_traceback(result)
+
+
+# ------------------------------------------------------------------ --help
+
+
+def _help(*args: str) -> str:
+    """``chatmq ARGS --help`` as printed on a wide terminal (one line per option)."""
+    from chatmq.run.cli import app as chatmq_app
+
+    result = CliRunner().invoke(chatmq_app, [*args, "--help"], env={"COLUMNS": "240", "TERMINAL_WIDTH": "240"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command under ``group`` (typer's own click types), with its path of names."""
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if getattr(command, "commands", None) is not None:
+            yield from _commands(command, (*path, name))
+
+
+def test_help_shows_every_help_text_whole_and_no_type_for_flags() -> None:
+    """Square brackets in help texts are not taken for markup; a flag (``--ws``, ``--help``) shows no ``<bool>``."""
+    from chatmq.run.cli import app as chatmq_app
+
+    root = typer.main.get_command(chatmq_app)
+    for path, command in _commands(root):
+        shown = " ".join(_help(*path).replace("│", " ").split())
+        assert "<bool>" not in shown, path
+        for param in command.params:
+            text = getattr(param, "help", None)
+            if text and "[" in text:
+                assert " ".join(text.replace("\\[", "[").split()) in shown, (path, text)
+    assert "Username: [a-z0-9_.-]{3,32}." in _help("client", "register")
+
+
+def test_a_prompted_password_is_not_shown_as_required() -> None:
+    for command in ("register", "login"):
+        [password] = [line for line in _help("client", command).splitlines() if "--password" in line]
+        assert "required" not in password
+        assert not password.lstrip("│ ").startswith("*")  # the asterisk of a required option
+
+
+def test_client_help_lists_every_client_command() -> None:
+    shown = _help("client")
+    assert "Chat from the command line" in shown
+    for name in ("register", "login", "logout", "send", "listen", "chat"):
+        assert re.search(rf"│ {name} ", shown), name

@@ -16,6 +16,8 @@ from chatmq.core.topics import OUTBOX
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.router import Router, Routes
 from chatmq.services.store.base import Route
+from chatmq.services.store.files import FileInfo, new_file_id
+from chatmq.services.store.local_files import LocalFileStore
 from tests.unit.chat_fixtures import (
     MAX_PAYLOAD,
     NODE,
@@ -520,3 +522,50 @@ def test_routes_forget_the_oldest_beyond_their_size() -> None:
     routes.remember([r3])
     assert ("s0" in routes, "s1" in routes, "s2" in routes) == (True, False, True)
     assert routes.get("s2") == r3
+
+
+class CountingFiles(LocalFileStore):
+    """A ``LocalFileStore`` that counts the calls the router makes."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.calls: list[str] = []
+
+    async def info(self, file_id: str) -> FileInfo | None:
+        self.calls.append("info")
+        return await super().info(file_id)
+
+    async def add_conversation(self, file_id: str, conversation: str) -> None:
+        self.calls.append("add_conversation")
+        await super().add_conversation(file_id, conversation)
+
+
+async def test_a_file_sent_is_recorded_in_its_conversation_and_plain_messages_cost_no_file_call(
+    chat: Chat, tmp_path: Path
+) -> None:
+    files = CountingFiles(tmp_path / "files")
+    await files.start()
+    router = Router(chat.bus, chat.store, chat.outlet, files)
+    a, b, c = await chat.user("alice"), await chat.user("bob"), await chat.user("carl")
+    chat.online(a)
+    chat.online(c)
+    (tmp_path / "doc").write_bytes(b"doc")
+    doc = FileInfo(new_file_id(), a, 3, "text/plain", "x", 1)
+    await files.put(doc, tmp_path / "doc")
+
+    plain = message("c0", to=b)
+    plain["body"] = {"text": "a \"file\" in the text", "files": ["f1"]}
+    await router.process([outbox_record(a, plain)])
+    assert files.calls == []
+
+    with_file = message("c1", to=b)
+    with_file["body"] = {"file": doc.file_id, "name": "doc.txt"}
+    foreign = message("c2", to=a)
+    foreign["body"] = {"file": doc.file_id}  # carl may not read alice's file
+    await router.process([outbox_record(a, with_file), outbox_record(c, foreign)])
+    stored = await files.info(doc.file_id)
+    assert stored is not None
+    assert stored.conversations == (ids.conversation_key(a, b),)
+    deliveries = await chat.deliveries()
+    assert [(e["type"], e.get("code")) for e in envs_of(deliveries, c)] == [("error", "forbidden")]
+    assert [e["type"] for e in envs_of(deliveries, a)] == ["ack", "ack"]  # c0 and c1

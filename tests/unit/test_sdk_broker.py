@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from paho.mqtt.enums import CallbackAPIVersion
 
-from chatmq.devices.sdk import ChatClient, NotAuthorizedError, release_sockets
+from chatmq.devices.sdk import ChatClient, MessageRejectedError, NotAuthorizedError, release_sockets
 
 SERVER_SECRET = "fake-server-secret"
 VALID_TOKENS: set[str] = {SERVER_SECRET}
@@ -350,3 +351,34 @@ def test_unacked_messages_are_sent_again_after_a_reconnect(broker: BrokerThread,
         copies = [orjson.loads(p) for _u, p in server.outbox if b"first try" in p]
         assert len(copies) >= 2
         assert {c["id"] for c in copies} == {lost}
+
+
+def test_a_read_receipt_never_goes_before_its_delivered(broker: BrokerThread, server: FakeChatServer) -> None:
+    """An app that marks a message read as it shows it (in ``on_message``) still confirms delivery first."""
+    with user(broker, "u_bob", "tok-b") as bob:
+        bob.on_message = lambda envelope: bob.mark_read([str(envelope["id"])])
+        bob.connect(timeout=5)
+        for n in (1, 2):
+            server.deliver("u_bob", {"type": "message", "id": f"s{n}", "client_id": f"c{n}", "from": "u_alice",
+                                     "to": "u_bob", "group": None, "body": {"text": "hi"}, "ts": 1})
+        wait_until(lambda: len(server.receipts_of("u_bob", "read")) == 2)
+        bob.flush(5)
+        seen = [(r["status"], r["ids"]) for uid, r in server.receipts if uid == "u_bob"]
+        assert seen == [("delivered", ["s1"]), ("read", ["s1"]), ("delivered", ["s2"]), ("read", ["s2"])]
+
+
+def test_a_message_over_the_payload_limit_is_refused_as_too_large(
+    broker: BrokerThread, server: FakeChatServer
+) -> None:
+    """The server would close the connection unread; the client answers with the server's error instead."""
+    with user(broker, "u_alice", "tok-a") as alice:
+        alice.connect(timeout=5)
+        cid = alice.send("u_bob", "x" * 70_000)
+        with pytest.raises(MessageRejectedError) as refused:
+            alice.wait_ack(cid, 5)
+        assert refused.value.code == "too_large"
+        assert re.fullmatch(r"envelope of \d+ bytes exceeds the limit of 65536", refused.value.reason)
+        assert alice.unacked() == []
+        ok = alice.send("u_bob", "x" * 60_000)  # within the limit: sent as usual
+        alice.wait_ack(ok, 5)
+        assert [orjson.loads(p)["id"] for _, p in server.outbox] == [ok]

@@ -3,6 +3,7 @@
 
 import { Api, ApiError } from './api.js';
 import { ChatSession } from './session.js';
+import { isAttachment, renderAttachment, setupAttachments } from './attachments.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKENS_KEY = 'chatmq:tokens';
@@ -52,6 +53,7 @@ function timeOf(ts) {
 }
 
 function textOf(body) {
+  if (isAttachment(body)) return body.text || `File: ${body.name || 'file'}`;
   if (body && typeof body.text === 'string') return body.text;
   return JSON.stringify(body);
 }
@@ -177,7 +179,8 @@ function renderMessage(m, isGroup) {
   const [tick, tickLabel] = mine ? TICKS[m.status] || TICKS.sent : [];
   return el('li', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': m.id || m.client_id },
     isGroup && !mine ? el('span', { class: 'sender', text: session.nameOf(m.from) }) : null,
-    el('span', { class: 'text', text: textOf(m.body) }),
+    el('span', { class: 'text', text: isAttachment(m.body) ? (m.body.text || '') : textOf(m.body) }),
+    isAttachment(m.body) ? renderAttachment(api, m.body) : null,
     el('span', { class: 'meta' },
       el('time', { datetime: new Date(m.ts).toISOString(), text: timeOf(m.ts) }),
       mine ? el('span', { class: `tick ${m.status}`, role: 'img', 'aria-label': tickLabel, title: m.error || tickLabel,
@@ -239,6 +242,11 @@ $('composer-input').addEventListener('keydown', (e) => {
     e.preventDefault();
     $('composer').requestSubmit();
   }
+});
+setupAttachments({
+  api, composer: $('composer'), canSend: () => !!(session && session.openKey),
+  send: (body) => session.send(session.openKey, body),
+  fail: (message) => { session.lastError = message; session.changed(); },
 });
 $('older-button').addEventListener('click', () => session && session.openKey && session.loadOlder(session.openKey));
 $('messages').addEventListener('scroll', () => {

@@ -275,12 +275,12 @@ export class ChatSession extends EventTarget {
     return env;
   }
 
-  /** Sends a text to a conversation; it shows at once as pending until the server's ack. */
+  /** Sends a text (or a message body: a file) to a conversation; it shows at once as pending until the ack. */
   send(key, text) {
     const c = this.conv(key);
     const m = {
       id: null, client_id: uuid(), from: this.me.user_id, to: c.isGroup ? null : key, group: c.isGroup ? key : null,
-      body: { text }, ts: Date.now(), seq: ++this.seq, status: 'pending', deliveredBy: new Set(), readBy: new Set(),
+      body: typeof text === 'string' ? { text } : text, ts: Date.now(), seq: ++this.seq, status: 'pending', deliveredBy: new Set(), readBy: new Set(),
     };
     c.messages.push(m);
     this.lastError = null;
