@@ -151,7 +151,8 @@ def _storage(p: Process) -> list[Component]:
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet), DeviceWorker(p.bus, p.store, p.outlet)]
+    return [Router(p.bus, p.store, p.outlet, edit_window=p.settings.edit_window),
+            DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:

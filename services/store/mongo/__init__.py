@@ -170,6 +170,7 @@ ones). Start such a deployment on a fresh database.
 
 from __future__ import annotations
 
+from chatmq.services.store.mongo.actions import MongoActions
 from chatmq.services.store.mongo.commands import MongoCommands
 from chatmq.services.store.mongo.device_status import MongoDeviceStatus
 from chatmq.services.store.mongo.groups import MongoGroups
@@ -183,8 +184,8 @@ from chatmq.services.store.mongo.users import MongoUsers
 __all__ = ['MongoStore']
 
 
-class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoCommands, MongoJobs):
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoActions, MongoPending, MongoPresence, MongoShadows,
+                 MongoDeviceStatus, MongoCommands, MongoJobs):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on
