@@ -193,6 +193,22 @@ def test_format_envelope() -> None:
     assert err
 
 
+def test_format_envelope_of_replies_and_message_actions() -> None:
+    profile = alice_profile("t", contacts={"bob": "u_bob"})
+    ts = int(time.mktime((2024, 5, 1, 13, 4, 5, 0, 0, -1)) * 1000)
+    base = {"id": "s9", "client_id": "c9", "from": "u_bob", "to": "u_alice", "group": None, "target": "s1", "ts": ts}
+    reply = {"type": "message", **base, "reply_to": "s1", "body": {"text": "sure"}}
+    assert format_envelope(reply, profile) == ("[13:04:05] bob (reply to s1): sure", False)
+    assert format_envelope({"type": "edit", **base, "body": {"text": "hello"}}, profile) == (
+        "[13:04:05] * bob edited s1: hello", False)
+    assert format_envelope({"type": "delete", **base, "for": "everyone"}, profile) == (
+        "[13:04:05] * bob deleted s1", False)
+    assert format_envelope({"type": "reaction", **base, "group": "g1", "emoji": "👍", "remove": False}, profile) == (
+        "[13:04:05] * [g1] bob reacted 👍 on s1", False)
+    assert format_envelope({"type": "reaction", **base, "emoji": "👍", "remove": True}, profile) == (
+        "[13:04:05] * bob took back 👍 on s1", False)
+
+
 # ------------------------------------------------------------------ commands without a broker
 
 
