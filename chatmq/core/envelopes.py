@@ -268,57 +268,43 @@ class _Ack(msgspec.Struct, frozen=True, tag_field="type", tag="ack"):
     ts: int
 
 
-class _Message(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
+class _Addressed(msgspec.Struct, frozen=True):
+    """The head every stored inbox envelope shares (after its ``type``): server ``id``, ``client_id``,
+    ``from``, ``to``, ``group``; each kind adds its fields after them, ending with ``ts``."""
+
     id: str
     client_id: str
     sender: str = msgspec.field(name="from")
     to: str | None = None
     group: str | None = None
+
+
+class _Message(_Addressed, frozen=True, tag_field="type", tag="message"):
     body: msgspec.Raw = msgspec.Raw(b"{}")
     ts: int = 0
 
 
-class _Reply(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
-    """A ``message`` with ``reply_to`` (the same fields in the same order, ``reply_to`` before ``body``)."""
+class _Reply(_Addressed, frozen=True, tag_field="type", tag="message"):
+    """A ``message`` with ``reply_to`` (before ``body``)."""
 
-    id: str
-    client_id: str
-    sender: str = msgspec.field(name="from")
-    to: str | None = None
-    group: str | None = None
     reply_to: str = ""
     body: msgspec.Raw = msgspec.Raw(b"{}")
     ts: int = 0
 
 
-class _Edit(msgspec.Struct, frozen=True, tag_field="type", tag="edit"):
-    id: str
-    client_id: str
-    sender: str = msgspec.field(name="from")
-    to: str | None = None
-    group: str | None = None
+class _Edit(_Addressed, frozen=True, tag_field="type", tag="edit"):
     target: str = ""
     body: msgspec.Raw = msgspec.Raw(b"{}")
     ts: int = 0
 
 
-class _Delete(msgspec.Struct, frozen=True, tag_field="type", tag="delete"):
-    id: str
-    client_id: str
-    sender: str = msgspec.field(name="from")
-    to: str | None = None
-    group: str | None = None
+class _Delete(_Addressed, frozen=True, tag_field="type", tag="delete"):
     target: str = ""
     scope: str = msgspec.field(default="everyone", name="for")
     ts: int = 0
 
 
-class _Reaction(msgspec.Struct, frozen=True, tag_field="type", tag="reaction"):
-    id: str
-    client_id: str
-    sender: str = msgspec.field(name="from")
-    to: str | None = None
-    group: str | None = None
+class _Reaction(_Addressed, frozen=True, tag_field="type", tag="reaction"):
     target: str = ""
     emoji: str = ""
     remove: bool = False
