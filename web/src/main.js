@@ -51,7 +51,8 @@ function timeOf(ts) {
   return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
-function textOf(body) {
+function textOf(body, deleted = false) {
+  if (deleted) return 'This message was deleted';
   if (body && typeof body.text === 'string') return body.text;
   return JSON.stringify(body);
 }
@@ -162,7 +163,7 @@ function renderConversationList() {
       el('span', { class: 'name', text: session.title(key) }),
       c.isGroup ? el('span', { class: 'kind', text: 'group' }) : null,
       unread ? el('span', { class: 'badge', text: String(unread) }) : null,
-      el('span', { class: 'preview', text: last ? textOf(last.body) : '' })));
+      el('span', { class: 'preview', text: last ? textOf(last.body, last.deleted) : '' })));
   });
   const focused = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.key;
   list.replaceChildren(...items);
@@ -177,7 +178,7 @@ function renderMessage(m, isGroup) {
   const [tick, tickLabel] = mine ? TICKS[m.status] || TICKS.sent : [];
   return el('li', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': m.id || m.client_id },
     isGroup && !mine ? el('span', { class: 'sender', text: session.nameOf(m.from) }) : null,
-    el('span', { class: 'text', text: textOf(m.body) }),
+    el('span', { class: 'text', text: textOf(m.body, m.deleted) + (m.edited_at && !m.deleted ? ' (edited)' : '') }),
     el('span', { class: 'meta' },
       el('time', { datetime: new Date(m.ts).toISOString(), text: timeOf(m.ts) }),
       mine ? el('span', { class: `tick ${m.status}`, role: 'img', 'aria-label': tickLabel, title: m.error || tickLabel,
