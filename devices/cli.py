@@ -56,7 +56,7 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 app = typer.Typer(
     name="client",
-    help="Chat from the command line: register, log in, send, listen, chat.",
+    help="Chat from the command line: register, log in, send, listen, chat; edit, delete, react.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -520,10 +520,10 @@ def delete(
     tls: TlsOpt = False,
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Delete your message MESSAGE_ID for everyone (its text leaves the server), or with --for-me hide it
-    from your own history.
+    """Delete your message MESSAGE_ID for everyone, or with --for-me hide any message from your history.
 
-    Prints `deleted <message id> for everyone|for you (<server id of the delete>)`.
+    For everyone, its text leaves the server. Prints
+    `deleted <message id> for everyone|for you (<server id of the delete>)`.
     """
     scope: Literal["everyone", "me"] = "me" if for_me else "everyone"
     ack = _act("delete", lambda c: c.delete(target, scope), timeout, profile, server, mqtt_host, mqtt_port,
