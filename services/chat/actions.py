@@ -29,11 +29,13 @@ from chatmq.core.envelopes import (
     DeleteIn,
     EditIn,
     ErrorCode,
+    MessageIn,
     ack_envelope,
     action_envelope,
     address,
 )
 from chatmq.core.ids import now_ms, server_id
+from chatmq.core.records import Outbox
 from chatmq.services.chat.acceptance import Acceptor
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
@@ -58,12 +60,13 @@ class Refusal(Exception):
         self.reason = reason
 
 
-async def reply_conversations(store: Store, reply_to: list[str]) -> dict[str, str]:
-    """``{server id: conversation}`` of the messages among ``reply_to`` (a read by primary key, for the
-    batch's messages that carry ``reply_to`` only)."""
+async def reply_conversations(store: Store, items: list[Outbox]) -> dict[str, str]:
+    """``{server id: conversation}`` of the messages the batch's messages answer (``reply_to``): a read by
+    primary key, made only when some message of the batch carries one."""
+    reply_to = {i.env.reply_to for i in items if isinstance(i.env, MessageIn) and i.env.reply_to is not None}
     if not reply_to:
         return {}
-    return {m.server_id: m.conversation for m in await store.get_messages(sorted(set(reply_to)))}
+    return {m.server_id: m.conversation for m in await store.get_messages(sorted(reply_to))}
 
 
 def reply_refusal(reply_to: str) -> tuple[ErrorCode, str]:

@@ -34,8 +34,7 @@ class GroupRouter(BusWorker):
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
         items = OUTBOX_RECORDS.read_all(records)
-        replies = await reply_conversations(self._store, [i.env.reply_to for i in items if isinstance(i.env, MessageIn)
-                                                          and i.env.reply_to is not None])
+        replies = await reply_conversations(self._store, items)
         for item in items:
             env, sender, node = item.env, item.sender, item.node
             if not isinstance(env, MessageIn) or env.group is None:

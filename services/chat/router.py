@@ -46,8 +46,7 @@ class Router(BusWorker):
         items = OUTBOX_RECORDS.read_all(records)
         recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
-        replies = await reply_conversations(self._store, [i.env.reply_to for i in items if isinstance(i.env, MessageIn)
-                                                          and i.env.reply_to is not None])
+        replies = await reply_conversations(self._store, items)
         batch: list[Submission] = []
         actions: list[ActionSubmission] = []
         receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)

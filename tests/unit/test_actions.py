@@ -88,3 +88,21 @@ async def test_a_group_action_is_fanned_out_to_the_members_but_the_sender(chat: 
         [edit] = [e for e in envs_of(got, member) if e["type"] == "edit"]
         assert (edit["to"], edit["group"], edit["target"], edit["body"]) == (member, group.group_id, sid, {"t": 2})
     assert [e["type"] for e in envs_of(got, a)] == ["ack"]
+
+
+async def test_a_group_reply_must_answer_a_message_of_that_group(chat: Chat) -> None:
+    a, b = await chat.user(), await chat.user()
+    chat.online(a, NODE)
+    one = await chat.store.create_group("g-one", "one", a, [b])
+    two = await chat.store.create_group("g-two", "two", a, [b])
+    groups = GroupRouter(chat.bus, chat.store, chat.outlet)
+    await groups.process([outbox_record(a, message("m1", group=one.group_id))])
+    [sid] = [e["id"] for e in envs_of(await chat.deliveries(), a) if e["type"] == "ack"]
+    await groups.process([outbox_record(a, {**message("r1", group=two.group_id), "reply_to": sid}),
+                          outbox_record(a, {**message("r2", group=one.group_id), "reply_to": sid})])
+    answers = envs_of(await chat.deliveries(), a)
+    assert [(e["type"], e["client_id"]) for e in answers] == [("error", "r1"), ("ack", "r2")]
+    assert (answers[0]["code"], answers[0]["reason"]) == (
+        "not_found", f"reply_to {sid!r} names no message of this conversation")
+    [reply] = await chat.store.history(one.group_id, None, 1)
+    assert reply.reply_to == sid
