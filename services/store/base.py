@@ -360,8 +360,8 @@ class ActionStore(abc.ABC):
     async def apply_actions(self, actions: list[NewAction]) -> list[AcceptResult]:
         """Store a batch of actions in order: for each, unless (sender, client_id) was seen (then a
         duplicate with the earlier server id and ts), its effect on the target (see ``NewAction``) and a
-        pending ``message`` item per envelope. Results are in input order. An edit of a target deleted
-        meanwhile changes nothing."""
+        pending ``message`` item per envelope. Results are in input order. An edit or a reaction of a
+        target deleted meanwhile changes nothing."""
 
 
 class PendingStore(abc.ABC):

@@ -45,10 +45,11 @@ async def test_edit_reactions_and_delete_show_in_history(store: Store) -> None:
     [left] = await store.pending("bob", 0, 10)
     assert b'"type":"delete"' in left.envelope
     assert b"edited" not in left.envelope
-    # an edit of a deleted message changes nothing
-    await store.apply_actions([action("alice", "edit", m.server_id, body=b'{"text": "back"}')])
+    # an edit or a reaction of a deleted message changes nothing
+    await store.apply_actions([action("alice", "edit", m.server_id, body=b'{"text": "back"}'),
+                               action("bob", "react", m.server_id, emoji="👍")])
     [still] = await store.history(m.conversation, None, 10)
-    assert (still.body, still.deleted) == ({}, True)
+    assert (still.body, still.deleted, still.reactions) == ({}, True, {})
 
 
 async def test_an_action_resent_with_its_client_id_is_stored_once(store: Store) -> None:

@@ -68,7 +68,7 @@ class MongoActions(MongoBase):
             elif kind == "hide":
                 await messages.update_one({"_id": target}, {"$addToSet": {"hidden_for": sender}})
             elif kind == "react":
-                await messages.update_one({"_id": target},
+                await messages.update_one({"_id": target, "deleted": {"$ne": True}},
                                           {"$addToSet": {"reactions": {"u": sender, "e": record["emoji"]}}})
             else:
                 await messages.update_one({"_id": target},

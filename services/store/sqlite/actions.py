@@ -52,8 +52,9 @@ def _effect(conn: sqlite3.Connection, a: NewAction) -> None:
     elif a.kind == "hide":
         conn.execute("INSERT OR IGNORE INTO hidden (user_id, server_id) VALUES (?, ?)", (a.sender, a.target))
     elif a.kind == "react":
-        conn.execute("INSERT OR IGNORE INTO reactions (server_id, user_id, emoji, ts) VALUES (?, ?, ?, ?)",
-                     (a.target, a.sender, a.emoji, a.ts))
+        conn.execute("INSERT OR IGNORE INTO reactions (server_id, user_id, emoji, ts) SELECT ?, ?, ?, ?"
+                     " WHERE EXISTS (SELECT 1 FROM messages WHERE server_id = ? AND deleted = 0)",
+                     (a.target, a.sender, a.emoji, a.ts, a.target))
     else:
         conn.execute("DELETE FROM reactions WHERE server_id = ? AND user_id = ? AND emoji = ?",
                      (a.target, a.sender, a.emoji))
