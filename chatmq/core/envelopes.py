@@ -122,7 +122,6 @@ class ReactionIn(msgspec.Struct, frozen=True, tag_field="type", tag="reaction"):
 
 
 ActionIn = EditIn | DeleteIn | ReactionIn
-ACTION_TYPES = frozenset({"edit", "delete", "reaction"})
 
 OutboxEnvelope = MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn
 _outbox_decoder: msgspec.json.Decoder[OutboxEnvelope] = msgspec.json.Decoder(OutboxEnvelope)
