@@ -2,7 +2,8 @@
 
 Inbound (node → bus): connects and disconnects go to ``chat.connections``; outbox
 envelopes are parsed and put on ``chat.outbox`` or ``chat.group-outbox`` keyed by
-conversation (``EnvelopeError`` goes back to the node, which answers the user); device
+conversation (receipts and message actions on ``chat.outbox`` keyed by their sender)
+(``EnvelopeError`` goes back to the node, which answers the user); device
 readings are checked (``chatmq.core.readings``: an invalid one is an ``EnvelopeError``
 answered in the device's inbox) and go to ``chat.telemetry``; inbox subscribe and release become
 ``online``/``offline`` presence records with an epoch. A device's inbox subscribe and release become
@@ -37,6 +38,7 @@ from chatmq.core.envelopes import (
     CommandIn,
     EnvelopeLimits,
     MessageIn,
+    ReceiptIn,
     address,
     envelope_type,
     message_id,
@@ -114,8 +116,8 @@ class NodeGateway(BusWorker):
         self._devices: dict[str, _Inbox] = {}  # devices reading their inbox here (conns and epoch only)
         self._epochs = _Epochs()
         # metrics: children bound once, so the message path only increments
-        self._in = {t: MESSAGES_IN.labels(node, t) for t in ("message", "group_message", "receipt", "telemetry",
-                                                                 "command")}
+        self._in = {t: MESSAGES_IN.labels(node, t)
+                    for t in ("message", "group_message", "receipt", "action", "telemetry", "command")}
         self._out = {t: MESSAGES_OUT.labels(node, t) for t in ("message", "ack", "receipt", "event", "error")}
         self._out_other = MESSAGES_OUT.labels(node, "other")
         self._latency = {path: DELIVERY_LATENCY.labels(node, path) for path in ("live", "replay")}
@@ -202,9 +204,9 @@ class NodeGateway(BusWorker):
                 key = conversation_key(identity.id, env.to or "")
                 await self._durably(OUTBOX, key.encode(), record)
                 self._in["message"].inc()
-        else:
+        else:  # receipts and message actions: keyed by their sender (the router finds an action's conversation)
             await self._durably(OUTBOX, identity.id.encode(), record)
-            self._in["receipt"].inc()
+            self._in["receipt" if isinstance(env, ReceiptIn) else "action"].inc()
 
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
         """Check the reading (``EnvelopeError`` goes back to the device); put it on the bus unless

@@ -1,6 +1,8 @@
 """The command-line chat client, mounted by the main CLI as ``chatmq client ...``.
 
-Commands: ``register``, ``login``, ``logout``, ``send``, ``send-file``, ``get-file``, ``listen``, ``chat``.
+Commands: ``register``, ``login``, ``logout``, ``send``, ``send-file``, ``get-file``, ``listen``, ``chat``, and
+the message actions ``edit``, ``delete``, ``react`` (on a message's server id, as ``send`` prints it or
+``listen --ids`` shows it).
 
 A successful ``login`` saves a profile (``{server, user_id, username, access_token,
 refresh_token, contacts}``) as ``$CHATMQ_HOME/<profile>.json`` (default
@@ -23,18 +25,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
 import typer
 
 from chatmq.devices.sdk import (
+    ACTION_TYPES,
     AckTimeoutError,
     ApiError,
     AuthenticationError,
@@ -56,7 +59,7 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 app = typer.Typer(
     name="client",
-    help="Chat from the command line: an account, then send, listen and chat.",
+    help="Chat from the command line: register, log in, send, send files, listen, chat; edit, delete, react.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -94,6 +97,7 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds t
 GroupOpt = Annotated[
     str | None, typer.Option("--group", "-g", help="Send to this group id instead of a user.")
 ]
+TargetArg = Annotated[str, typer.Argument(metavar="MESSAGE_ID", help="The message's server id (as `send` prints it).")]
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -364,7 +368,22 @@ def format_envelope(envelope: Envelope, profile: Profile) -> tuple[str, bool]:
         sender = profile.name_of(envelope.get("from"))
         group = envelope.get("group")
         where = f"[{group}] " if group else ""
-        return f"[{clock}] {where}{sender}: {_text_of(envelope.get('body'))}", False
+        reply = envelope.get("reply_to")
+        answering = f" (reply to {reply})" if reply else ""
+        return f"[{clock}] {where}{sender}{answering}: {_text_of(envelope.get('body'))}", False
+    if kind in ACTION_TYPES:
+        sender = profile.name_of(envelope.get("from"))
+        group = envelope.get("group")
+        where = f"[{group}] " if group else ""
+        target = envelope.get("target")
+        if kind == "edit":
+            what = f"edited {target}: {_text_of(envelope.get('body'))}"
+        elif kind == "delete":
+            what = f"deleted {target}"
+        else:
+            verb = "took back" if envelope.get("remove") else "reacted"
+            what = f"{verb} {envelope.get('emoji')} on {target}"
+        return f"[{clock}] * {where}{sender} {what}", False
     if kind == "receipt":
         ids = ", ".join(str(i) for i in envelope.get("ids") or [])
         by = profile.name_of(envelope.get("from"))
@@ -460,6 +479,9 @@ def send(
         str | None, typer.Argument(metavar="TEXT", help="Message text.", show_default=False)
     ] = None,
     group: GroupOpt = None,
+    reply_to: Annotated[str | None, typer.Option("--reply-to", metavar="MESSAGE_ID", show_default=False,
+                                                 help="Answer this message (a server id of the same "
+                                                      "conversation).")] = None,
     timeout: TimeoutOpt = 10.0,
     server: ServerOpt = None,
     mqtt_host: MqttHostOpt = None,
@@ -477,15 +499,16 @@ def send(
     with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, prof):
         to = None if group else _resolve_user(client, prof, profile, target)
         client.connect(timeout=timeout)
-        ack = _send_and_wait(client, target, to, {"text": message}, timeout)
+        ack = _send_and_wait(client, target, to, {"text": message}, timeout, reply_to=reply_to)
     typer.echo(f"sent {ack.get('id')}")
 
 
-def _send_and_wait(client: ChatClient, target: str, to: str | None, body: dict[str, Any], timeout: float
-                   ) -> Envelope:
-    """Send ``body`` to user ``to`` (or group ``target`` when ``to`` is None) and wait for its ack; exit 1
-    with the server's error, or when no ack came in time."""
-    client_id = client.send_group(target, body) if to is None else client.send(to, body)
+def _send_and_wait(client: ChatClient, target: str, to: str | None, body: dict[str, Any], timeout: float,
+                   reply_to: str | None = None) -> Envelope:
+    """Send ``body`` to user ``to`` (or group ``target`` when ``to`` is None), answering ``reply_to``, and wait
+    for its ack; exit 1 with the server's error, or when no ack came in time."""
+    client_id = (client.send_group(target, body, reply_to=reply_to) if to is None
+                 else client.send(to, body, reply_to=reply_to))
     try:
         return client.wait_ack(client_id, timeout)
     except MessageRejectedError as exc:
@@ -552,6 +575,93 @@ def get_file(
     typer.echo(f"saved {target} ({offset + written} bytes)")
 
 
+def _act(what: str, act: Callable[[ChatClient], str], timeout: float, profile: str, server: str | None,
+         mqtt_host: str | None, mqtt_port: int | None, ws: bool, tls: bool, ca_file: Path | None) -> Envelope:
+    """Connect, make one message action (``act`` returns its client id) and wait for its ack; a refusal is
+    one ``error: <what> refused: <code>: <reason>`` line and exit code 1."""
+    with _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (client, _):
+        client.connect(timeout=timeout)
+        client_id = act(client)
+        try:
+            return client.wait_ack(client_id, timeout)
+        except MessageRejectedError as exc:
+            _fail(f"{what} refused: {exc.code}: {exc.reason}")
+        except AckTimeoutError:
+            _fail(f"no ack from the server within {timeout:g}s ({what} {client_id} may not have been made)")
+
+
+@app.command()
+def edit(
+    target: TargetArg,
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The new text.", show_default=False)],
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Give your message MESSAGE_ID the text TEXT (within the server's edit window, 48 h by default).
+
+    Prints `edited <message id> (<server id of the edit>)`.
+    """
+    ack = _act("edit", lambda c: c.edit(target, {"text": text}), timeout, profile, server, mqtt_host, mqtt_port,
+               ws, tls, ca_file)
+    typer.echo(f"edited {target} ({ack.get('id')})")
+
+
+@app.command()
+def delete(
+    target: TargetArg,
+    for_me: Annotated[bool, typer.Option("--for-me", help="Hide it from your own history only (any message "
+                                                          "you see); without: delete your message for "
+                                                          "everyone.")] = False,
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Delete your message MESSAGE_ID for everyone, or with --for-me hide any message from your history.
+
+    For everyone, its text leaves the server. Prints
+    `deleted <message id> for everyone|for you (<server id of the delete>)`.
+    """
+    scope: Literal["everyone", "me"] = "me" if for_me else "everyone"
+    ack = _act("delete", lambda c: c.delete(target, scope), timeout, profile, server, mqtt_host, mqtt_port,
+               ws, tls, ca_file)
+    typer.echo(f"deleted {target} {'for you' if for_me else 'for everyone'} ({ack.get('id')})")
+
+
+@app.command()
+def react(
+    target: TargetArg,
+    emoji: Annotated[str, typer.Argument(metavar="EMOJI", help="The reaction, e.g. 👍 (at most 32 characters).",
+                                         show_default=False)],
+    remove: Annotated[bool, typer.Option("--remove", help="Take the reaction back.")] = False,
+    timeout: TimeoutOpt = 10.0,
+    server: ServerOpt = None,
+    mqtt_host: MqttHostOpt = None,
+    mqtt_port: MqttPortOpt = None,
+    ws: WsOpt = False,
+    profile: ProfileOpt = "default",
+    tls: TlsOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """React to message MESSAGE_ID with EMOJI (or take it back with --remove).
+
+    Prints `reacted <emoji> on <message id>` (`took back <emoji> on <message id>`).
+    """
+    _act("reaction", lambda c: c.react(target, emoji, remove), timeout, profile, server, mqtt_host, mqtt_port,
+         ws, tls, ca_file)
+    typer.echo(f"{'took back' if remove else 'reacted'} {emoji} on {target}")
+
+
 @app.command()
 def listen(
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit after N messages.")] = None,
@@ -559,6 +669,8 @@ def listen(
                                                   help="Exit after this many seconds.")] = None,
     mark_read: Annotated[bool, typer.Option("--mark-read", help="Send read receipts for shown messages.")]
     = False,
+    ids: Annotated[bool, typer.Option("--ids", help="End message and action lines with their server id "
+                                                    "(for edit, delete, react, send --reply-to).")] = False,
     server: ServerOpt = None,
     mqtt_host: MqttHostOpt = None,
     mqtt_port: MqttPortOpt = None,
@@ -576,7 +688,7 @@ def listen(
     received = 0
     with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (
             client, prof):
-        client.on_message = client.on_receipt = client.on_event = client.on_error = inbox.put
+        client.on_message = client.on_action = client.on_receipt = client.on_event = client.on_error = inbox.put
         client.connect(timeout=timeout or 10.0)
         client.on_connection_change = _connection_line
         _show(f"* listening as {prof.username} ({prof.user_id}); Ctrl-C to stop", err=True)
@@ -593,6 +705,8 @@ def listen(
                 continue
             learn_sender(client, prof, envelope)
             line, err = format_envelope(envelope, prof)
+            if ids and (envelope.get("type") == "message" or envelope.get("type") in ACTION_TYPES):
+                line = f"{line}  #{envelope.get('id')}"
             _show(line, err)
             if envelope.get("type") == "message":
                 received += 1
@@ -636,7 +750,7 @@ def chat(
             ):
                 client.mark_read([str(envelope["id"])])
 
-        client.on_message = client.on_receipt = client.on_event = client.on_error = shown
+        client.on_message = client.on_action = client.on_receipt = client.on_event = client.on_error = shown
         client.connect(timeout=timeout)
         client.on_connection_change = _connection_line
         _show(f"* chatting with {target} as {prof.username}; type a line and press Enter, Ctrl-D to quit",

@@ -31,7 +31,8 @@ Contracts
   not lost and a conversation keeps its order (``unacked()``; at most 10,000 are kept,
   the oldest dropped with a warning).
 - Inbox envelopes are JSON objects; undecodable payloads are logged and dropped.
-  ``message`` envelopes are de-duplicated by server id: a message delivered twice is
+  ``message`` envelopes (and message actions: ``edit``, ``delete``, ``reaction``, kept in
+  ``actions`` and handed to ``on_action``) are de-duplicated by server id: a message delivered twice is
   handed to the application once, but every delivery is answered with a ``delivered``
   receipt (when ``auto_delivered``) so the server stops replaying it. The receipt is
   published only after the ``on_message`` callback returned, or first thing when a ``read``
@@ -236,9 +237,11 @@ def new_client_id() -> str:
 
 
 def build_message(
-    body: dict[str, Any], *, to: str | None = None, group: str | None = None, client_id: str | None = None
+    body: dict[str, Any], *, to: str | None = None, group: str | None = None, client_id: str | None = None,
+    reply_to: str | None = None,
 ) -> Envelope:
-    """An outbox ``message`` envelope for exactly one of ``to`` (user id) or ``group`` (group id)."""
+    """An outbox ``message`` envelope for exactly one of ``to`` (user id) or ``group`` (group id);
+    ``reply_to``: the server id of the message of that conversation it answers."""
     if (to is None) == (group is None):
         raise ValueError("exactly one of 'to' and 'group' is required")
     if not isinstance(body, dict):
@@ -249,7 +252,35 @@ def build_message(
     else:
         envelope["group"] = group
     envelope["body"] = body
+    if reply_to is not None:
+        envelope["reply_to"] = reply_to
     return envelope
+
+
+#: the inbox envelopes of message actions (each with a server ``id`` and the ``target`` it acts on)
+ACTION_TYPES = ("edit", "delete", "reaction")
+
+
+def build_edit(target: str, body: dict[str, Any], client_id: str | None = None) -> Envelope:
+    """An outbox ``edit``: message ``target`` (a server id, one's own) gets ``body``."""
+    if not isinstance(body, dict):
+        raise TypeError("body must be a dict")
+    return {"type": "edit", "id": client_id or new_client_id(), "target": target, "body": body}
+
+
+def build_delete(target: str, scope: Literal["everyone", "me"] = "everyone", client_id: str | None = None) -> Envelope:
+    """An outbox ``delete`` of message ``target`` for everyone (one's own message) or only for oneself."""
+    if scope not in ("everyone", "me"):
+        raise ValueError("scope must be 'everyone' or 'me'")
+    return {"type": "delete", "id": client_id or new_client_id(), "target": target, "for": scope}
+
+
+def build_reaction(target: str, emoji: str, remove: bool = False, client_id: str | None = None) -> Envelope:
+    """An outbox ``reaction`` (or its removal) on message ``target``."""
+    if not emoji:
+        raise ValueError("emoji must not be empty")
+    return {"type": "reaction", "id": client_id or new_client_id(), "target": target, "emoji": emoji,
+            "remove": remove}
 
 
 def build_receipt(status: Literal["delivered", "read"], ids: Iterable[str]) -> Envelope:
@@ -343,7 +374,7 @@ class ChatClient:
     """A chat user's client: REST for accounts/contacts/groups/history, MQTT for messaging.
 
     Callbacks (set as attributes, each taking one envelope unless noted) run in paho's
-    network thread: ``on_message``, ``on_receipt``, ``on_event``, ``on_error``,
+    network thread: ``on_message``, ``on_action`` (edit, delete, reaction), ``on_receipt``, ``on_event``, ``on_error``,
     ``on_ack``, ``on_connection_change(connected: bool)`` and
     ``on_tokens_changed(tokens: Tokens)``.
 
@@ -393,6 +424,7 @@ class ChatClient:
 
         # Application callbacks.
         self.on_message: Callable[[Envelope], None] | None = None
+        self.on_action: Callable[[Envelope], None] | None = None  # edit, delete, reaction
         self.on_receipt: Callable[[Envelope], None] | None = None
         self.on_event: Callable[[Envelope], None] | None = None
         self.on_error: Callable[[Envelope], None] | None = None
@@ -409,6 +441,7 @@ class ChatClient:
         # What arrived, guarded by ``_cond``.
         self._cond = threading.Condition()
         self.messages: list[Envelope] = []
+        self.actions: list[Envelope] = []  # edit, delete, reaction envelopes (server ids deduplicated)
         self.receipts: list[Envelope] = []
         self.events: list[Envelope] = []
         self.errors: list[Envelope] = []
@@ -918,20 +951,43 @@ class ChatClient:
             self._pending = [i for i in self._pending if not _settled(i)]
         return True
 
-    def send(self, to: str, body: dict[str, Any] | str, client_id: str | None = None) -> str:
+    def send(self, to: str, body: dict[str, Any] | str, client_id: str | None = None,
+             reply_to: str | None = None) -> str:
         """Publish a direct message to user ``to``; return its client id.
 
         A ``str`` body is sent as ``{"text": body}``. Pass the same ``client_id`` to resend
         a message that got no ack (the server de-duplicates it). While disconnected paho
-        queues the publish and sends it after reconnecting.
+        queues the publish and sends it after reconnecting. ``reply_to``: the server id of a
+        message of this conversation it answers (else the server answers ``not_found``).
         """
-        envelope = build_message(_body(body), to=to, client_id=client_id)
+        envelope = build_message(_body(body), to=to, client_id=client_id, reply_to=reply_to)
         self._publish_message(envelope)
         return str(envelope["id"])
 
-    def send_group(self, group_id: str, body: dict[str, Any] | str, client_id: str | None = None) -> str:
+    def send_group(self, group_id: str, body: dict[str, Any] | str, client_id: str | None = None,
+                   reply_to: str | None = None) -> str:
         """Publish a message to group ``group_id``; return its client id (see ``send``)."""
-        envelope = build_message(_body(body), group=group_id, client_id=client_id)
+        envelope = build_message(_body(body), group=group_id, client_id=client_id, reply_to=reply_to)
+        self._publish_message(envelope)
+        return str(envelope["id"])
+
+    def edit(self, target: str, body: dict[str, Any] | str, client_id: str | None = None) -> str:
+        """Give one's own message ``target`` (a server id) a new body (within the server's ``edit_window``);
+        return the edit's client id: acked, or answered with an ``error`` (``forbidden``,
+        ``not_found``, ``edit_window_passed``), as a message is (``wait_ack``)."""
+        return self._act(build_edit(target, _body(body), client_id))
+
+    def delete(self, target: str, scope: Literal["everyone", "me"] = "everyone", client_id: str | None = None) -> str:
+        """Delete message ``target`` for everyone (one's own) or hide it from one's own history (``me``);
+        return the client id (see ``edit``)."""
+        return self._act(build_delete(target, scope, client_id))
+
+    def react(self, target: str, emoji: str, remove: bool = False, client_id: str | None = None) -> str:
+        """React to message ``target`` with ``emoji`` (``remove``: take the reaction back); return the
+        client id (see ``edit``)."""
+        return self._act(build_reaction(target, emoji, remove, client_id))
+
+    def _act(self, envelope: Envelope) -> str:
         self._publish_message(envelope)
         return str(envelope["id"])
 
@@ -1029,6 +1085,7 @@ class ChatClient:
         """Forget the kept envelopes (de-duplication memory is kept)."""
         with self._cond:
             self.messages.clear()
+            self.actions.clear()
             self.receipts.clear()
             self.events.clear()
             self.errors.clear()
@@ -1152,7 +1209,7 @@ class ChatClient:
     def handle_envelope(self, envelope: Envelope) -> None:
         """Dispatch one decoded inbox envelope (what the paho ``on_message`` handler does)."""
         kind = envelope["type"]
-        if kind == "message":
+        if kind == "message" or kind in ACTION_TYPES:
             self._handle_message(envelope)
         elif kind == "ack":
             client_id = envelope.get("client_id")
@@ -1208,6 +1265,7 @@ class ChatClient:
                 self._cond.notify_all()
 
     def _deliver(self, server_id: str, envelope: Envelope) -> None:
+        action = envelope["type"] != "message"
         with self._cond:
             duplicate = server_id in self._seen
             if duplicate:
@@ -1216,14 +1274,14 @@ class ChatClient:
                 self._seen[server_id] = None
                 if len(self._seen) > _SEEN_LIMIT:
                     self._seen.popitem(last=False)
-                self.messages.append(envelope)
+                (self.actions if action else self.messages).append(envelope)
                 self._cond.notify_all()
             if self.auto_delivered:
                 self._delivery_due.add(server_id)
         if duplicate:
-            log.debug("message %s delivered again; not handed to the app", server_id)
+            log.debug("%s %s delivered again; not handed to the app", envelope["type"], server_id)
         else:
-            self._safe_call(self.on_message, envelope)
+            self._safe_call(self.on_action if action else self.on_message, envelope)
         if not self.auto_delivered:
             return
         with self._send_lock:  # no read receipt of this message may slip in before it

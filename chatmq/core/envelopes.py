@@ -8,6 +8,10 @@ again. A refusal is an ``EnvelopeError`` carrying the contract's error ``code``,
 and the client id when it can be read. A message's ``body`` stays the client's JSON bytes
 (``msgspec.Raw``): checked here, never decoded into Python objects or encoded again on its way.
 
+Message actions (``edit``, ``delete``, ``reaction``: ``ActionIn``) name a ``target`` message by server id;
+a ``message`` may carry ``reply_to``. The router checks both against the store; here only their shape
+and bounds are checked. ``action_envelope`` makes their inbox form.
+
 Outbound (server → inbox): ``ack_envelope``, ``message_envelope``, ``receipt_envelope`` and
 ``error_envelope`` make the envelope's JSON bytes, once; those bytes are stored as pending items and
 carried to the node as they are. Every inbox envelope starts with its ``type`` (``{"type":"…"``) and
@@ -28,7 +32,9 @@ import orjson
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 ErrorCode = Literal[
-    "invalid_envelope", "unknown_recipient", "not_member", "too_large", "rate_limited", "forbidden", "conflict"
+    "invalid_envelope", "unknown_recipient", "not_member", "too_large", "rate_limited", "forbidden", "conflict",
+    # message actions (edit, delete, reaction, reply_to)
+    "not_found", "edit_window_passed",
 ]
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -60,13 +66,15 @@ class EnvelopeLimits:
 # --- inbound --------------------------------------------------------------------------------------
 
 class MessageIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message"):
-    """``{"type":"message","id":…,"to"|"group":…,"body":{…}}``; ``body`` is the client's JSON object as
-    sent (checked against the limits by ``parse_outbox``)."""
+    """``{"type":"message","id":…,"to"|"group":…,"body":{…},"reply_to"?:…}``; ``body`` is the client's JSON
+    object as sent (checked against the limits by ``parse_outbox``); ``reply_to`` the server id of a message
+    of the same conversation (checked by the router)."""
 
     id: Id
     to: Id | None = None
     group: Id | None = None
     body: msgspec.Raw
+    reply_to: Id | None = None
 
     def __post_init__(self) -> None:
         if (self.to is None) == (self.group is None):
@@ -97,7 +105,42 @@ class CommandIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
         return value
 
 
-OutboxEnvelope = MessageIn | ReceiptIn | CommandIn
+# message actions: each names its ``target`` (a message's server id); the router finds the conversation
+
+MAX_EMOJI = 32
+"""The longest ``emoji`` of a reaction, in characters (one emoji with its modifiers and joiners fits)."""
+
+Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EMOJI)]
+
+
+class EditIn(msgspec.Struct, frozen=True, tag_field="type", tag="edit"):
+    """``{"type":"edit","id":…,"target":"<server id>","body":{…}}``: the sender's own message gets a new body."""
+
+    id: Id
+    target: Id
+    body: msgspec.Raw
+
+
+class DeleteIn(msgspec.Struct, frozen=True, tag_field="type", tag="delete"):
+    """``{"type":"delete","id":…,"target":…,"for":"everyone"|"me"}``."""
+
+    id: Id
+    target: Id
+    scope: Literal["everyone", "me"] = msgspec.field(name="for")
+
+
+class ReactionIn(msgspec.Struct, frozen=True, tag_field="type", tag="reaction"):
+    """``{"type":"reaction","id":…,"target":…,"emoji":"👍","remove":false}``."""
+
+    id: Id
+    target: Id
+    emoji: Emoji
+    remove: bool = False
+
+
+ActionIn = EditIn | DeleteIn | ReactionIn
+
+OutboxEnvelope = MessageIn | ReceiptIn | CommandIn | EditIn | DeleteIn | ReactionIn
 _outbox_decoder: msgspec.json.Decoder[OutboxEnvelope] = msgspec.json.Decoder(OutboxEnvelope)
 
 
@@ -118,7 +161,7 @@ def parse_outbox(payload: bytes, limits: EnvelopeLimits | int) -> OutboxEnvelope
         raise EnvelopeError("invalid_envelope", _reason(exc), top_level_id(payload)) from exc
     except msgspec.DecodeError as exc:
         raise EnvelopeError("invalid_envelope", f"envelope is not valid JSON: {exc}") from exc
-    if isinstance(env, MessageIn):
+    if isinstance(env, MessageIn | EditIn):
         check_body(env.body, limits, env.id)
     elif isinstance(env, CommandIn):
         check_body(env.params, limits, env.id)
@@ -130,7 +173,7 @@ def _reason(exc: msgspec.ValidationError) -> str:
     if "Expected `object`, got" in text and "at `$" not in text:
         return "envelope must be a JSON object"
     if "Missing required field `type`" in text or ("Invalid value" in text and "`$.type`" in text):
-        return "field 'type' must be 'message', 'receipt' or 'command'"
+        return "field 'type' must be 'message', 'receipt', 'command', 'edit', 'delete' or 'reaction'"
     return text.replace("`$.", "`")
 
 
@@ -243,13 +286,46 @@ class _Ack(msgspec.Struct, frozen=True, tag_field="type", tag="ack"):
     ts: int
 
 
-class _Message(msgspec.Struct, frozen=True, tag_field="type", tag="message"):
+class _Addressed(msgspec.Struct, frozen=True):
+    """The head every stored inbox envelope shares (after its ``type``): server ``id``, ``client_id``,
+    ``from``, ``to``, ``group``; each kind adds its fields after them, ending with ``ts``."""
+
     id: str
     client_id: str
     sender: str = msgspec.field(name="from")
     to: str | None = None
     group: str | None = None
+
+
+class _Message(_Addressed, frozen=True, tag_field="type", tag="message"):
     body: msgspec.Raw = msgspec.Raw(b"{}")
+    ts: int = 0
+
+
+class _Reply(_Addressed, frozen=True, tag_field="type", tag="message"):
+    """A ``message`` with ``reply_to`` (before ``body``)."""
+
+    reply_to: str = ""
+    body: msgspec.Raw = msgspec.Raw(b"{}")
+    ts: int = 0
+
+
+class _Edit(_Addressed, frozen=True, tag_field="type", tag="edit"):
+    target: str = ""
+    body: msgspec.Raw = msgspec.Raw(b"{}")
+    ts: int = 0
+
+
+class _Delete(_Addressed, frozen=True, tag_field="type", tag="delete"):
+    target: str = ""
+    scope: str = msgspec.field(default="everyone", name="for")
+    ts: int = 0
+
+
+class _Reaction(_Addressed, frozen=True, tag_field="type", tag="reaction"):
+    target: str = ""
+    emoji: str = ""
+    remove: bool = False
     ts: int = 0
 
 
@@ -274,10 +350,25 @@ def ack_envelope(client_id: str, server_id: str, ts: int) -> bytes:
 
 
 def message_envelope(server_id: str, client_id: str, sender: str, to: str | None, group: str | None,
-                     body: msgspec.Raw, ts: int) -> bytes:
+                     body: msgspec.Raw, ts: int, reply_to: str | None = None) -> bytes:
     """``message`` as delivered to recipient ``to`` (a group message carries ``group``; ``to`` is None
-    only in a fan-out template, which the node completes per member with ``address``)."""
+    only in a fan-out template, which the node completes per member with ``address``); ``reply_to``
+    only when the sender gave one."""
+    if reply_to is not None:
+        return _encoder.encode(_Reply(server_id, client_id, sender, to, group, reply_to, body, ts))
     return _encoder.encode(_Message(server_id, client_id, sender, to, group, body, ts))
+
+
+def action_envelope(server_id: str, client_id: str, sender: str, to: str | None, group: str | None,
+                    action: ActionIn, ts: int) -> bytes:
+    """``edit``, ``delete`` or ``reaction`` as delivered (like ``message_envelope``: ``id`` next, ``ts``
+    last, ``to`` null in a group's fan-out template), naming the message it acts on as ``target``."""
+    if isinstance(action, EditIn):
+        return _encoder.encode(_Edit(server_id, client_id, sender, to, group, action.target, action.body, ts))
+    if isinstance(action, DeleteIn):
+        return _encoder.encode(_Delete(server_id, client_id, sender, to, group, action.target, action.scope, ts))
+    return _encoder.encode(_Reaction(server_id, client_id, sender, to, group, action.target, action.emoji,
+                                     action.remove, ts))
 
 
 def receipt_envelope(status: str, ids: list[str], sender: str) -> bytes:
@@ -304,6 +395,8 @@ def encode_event(envelope: dict[str, Any]) -> bytes:
 
 _TYPE_PREFIX = b'{"type":"'
 _MESSAGE_PREFIX = b'{"type":"message","id":"'
+#: the envelopes that are stored as pending items until a ``delivered`` receipt, each with its server id
+_STORED_PREFIXES = tuple(b'{"type":"%s","id":"' % t for t in (b"message", b"edit", b"delete", b"reaction"))
 _TO_NULL = b'"to":null'
 
 
@@ -316,11 +409,17 @@ def envelope_type(envelope: bytes) -> str:
 
 
 def message_id(envelope: bytes) -> str | None:
-    """The server id of a ``message`` envelope; None for any other envelope."""
-    if not envelope.startswith(_MESSAGE_PREFIX):
-        return None
-    end = envelope.find(b'"', len(_MESSAGE_PREFIX))
-    return envelope[len(_MESSAGE_PREFIX):end].decode() if end > 0 else None
+    """The server id of a ``message`` envelope, or of an action (``edit``, ``delete``, ``reaction``): what
+    stays pending until a ``delivered`` receipt; None for any other envelope."""
+    if envelope.startswith(_MESSAGE_PREFIX):
+        start = len(_MESSAGE_PREFIX)
+    else:
+        prefix = next((p for p in _STORED_PREFIXES if envelope.startswith(p)), None)
+        if prefix is None:
+            return None
+        start = len(prefix)
+    end = envelope.find(b'"', start)
+    return envelope[start:end].decode() if end > 0 else None
 
 
 def message_ts(envelope: bytes) -> int | None:

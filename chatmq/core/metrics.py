@@ -42,7 +42,7 @@ PUSH_UNPUBLISHED = Counter(
 # --- messages ----------------------------------------------------------------------------
 MESSAGES_IN = Counter(
     "chatmq_messages_in_total",
-    "Outbox publishes a broker node put on the bus, by node and type (message, group_message, receipt, "
+    "Outbox publishes a broker node put on the bus, by node and type (message, group_message, receipt, action, "
     "telemetry, command).",
     ["node", "type"],
 )

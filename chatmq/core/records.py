@@ -14,7 +14,8 @@ the bytes the client sent, validated once at the edge.
 Topics and their records (keys in brackets):
 
 * ``chat.outbox`` (conversation; the user for receipts), ``chat.group-outbox`` (group): ``Outbox``
-  ``{"from", "node", "env": <MessageIn | ReceiptIn>}``.
+  ``{"from", "node", "env": <MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn>}`` (receipts and
+  message actions keyed by their sender, on ``chat.outbox``).
 * ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"}``,
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 import msgspec
 
 from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport
-from chatmq.core.envelopes import MessageIn, ReceiptIn
+from chatmq.core.envelopes import DeleteIn, EditIn, MessageIn, ReactionIn, ReceiptIn
 from chatmq.core.errors import ChatMQError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Outbox(BusItem, frozen=True):
 
     sender: str = msgspec.field(name="from")
     node: str
-    env: MessageIn | ReceiptIn
+    env: MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn
 
 
 # --- presence and connections ---------------------------------------------------------------------

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
                                     "more gets too_large.")
     envelope_max_keys: int = Field(1000, gt=0, description="Most keys of one object in a message body; "
                                    "more gets too_large.")
+    edit_window: int = Field(48 * 3600, ge=0, description="Seconds after sending during which the sender may "
+                             "edit a message; later edits get edit_window_passed.")
     rate_limit_per_sec: float = Field(200.0, gt=0, description="Outbox publishes per second per connection.")
     rate_limit_burst: int = Field(400, gt=0, description="Outbox burst allowance per connection.")
     replay_batch: int = Field(200, gt=0, le=10_000, description="Pending messages per replay page.")

@@ -173,7 +173,8 @@ def _storage(p: Process) -> list[Component]:
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet, p.files), DeviceWorker(p.bus, p.store, p.outlet)]
+    return [Router(p.bus, p.store, p.outlet, p.files, edit_window=p.settings.edit_window),
+            DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:

@@ -33,7 +33,8 @@ def conversations_router(max_page: int) -> APIRouter:
         """Messages with ``peer`` (a user id) or in ``peer`` (a group id, starting with ``g``).
 
         Newest first, older than ``before`` when given; ``next_before`` is the id to pass
-        as ``before`` for the next page, or null when this page is the last.
+        as ``before`` for the next page, or null when this page is the last. Each message carries
+        ``edited_at``, ``deleted`` and ``reactions``; those the caller deleted for itself are left out.
         """
         if peer.startswith("g"):
             group = await ctx.store.get_group(peer)
@@ -46,7 +47,7 @@ def conversations_router(max_page: int) -> APIRouter:
             if peer != user.user_id and not await ctx.store.existing_user_ids([peer]):
                 raise not_found("no such user")
             conversation = conversation_key(user.user_id, peer)
-        rows = await ctx.store.history(conversation, before, limit)
+        rows = await ctx.store.history(conversation, before, limit, viewer=user.user_id)
         messages = [HistoryMessage.of(m) for m in rows]
         next_before = messages[-1].id if len(messages) == limit else None
         return HistoryPage(messages=messages, next_before=next_before)

@@ -284,7 +284,10 @@ class GroupOut(BaseModel):
 
 # history -----------------------------------------------------------------------
 class HistoryMessage(BaseModel):
-    """A stored message, in the shape of the inbox ``message`` envelope."""
+    """A stored message, in the shape of the inbox ``message`` envelope, with what message actions did to
+    it: ``edited_at`` (ms, the last edit; the body is the edited one), ``deleted`` (for everyone: the body
+    is then ``{}``), ``reactions`` (emoji -> the user ids who reacted with it, in order); ``reply_to`` is
+    the server id the message answers."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
@@ -296,12 +299,17 @@ class HistoryMessage(BaseModel):
     group: str | None
     body: dict[str, Any]
     ts: int
+    reply_to: str | None = None
+    edited_at: int | None = None
+    deleted: bool = False
+    reactions: dict[str, list[str]] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, msg: StoredMessage) -> HistoryMessage:
         return cls.model_validate({
             "id": msg.server_id, "client_id": msg.client_id, "from": msg.sender, "to": msg.to,
-            "group": msg.group, "body": msg.body, "ts": msg.ts,
+            "group": msg.group, "body": msg.body, "ts": msg.ts, "reply_to": msg.reply_to,
+            "edited_at": msg.edited_at, "deleted": msg.deleted, "reactions": msg.reactions,
         })
 
 

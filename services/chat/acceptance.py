@@ -48,6 +48,7 @@ class Submission:
     conversation: str
     body: msgspec.Raw
     recipients: list[str]
+    reply_to: str | None = None  # checked by the router: a message of the same conversation
 
 
 _FILE_KEY = re.compile(rb'"file"')
@@ -111,18 +112,19 @@ class Acceptor:
         for s in subs:
             sid, ts = server_id(), now_ms()
             if s.group is None:
-                envelopes = {r: message_envelope(sid, s.client_id, s.sender, r, None, s.body, ts) for r in s.recipients}
+                envelopes = {r: message_envelope(sid, s.client_id, s.sender, r, None, s.body, ts, s.reply_to)
+                             for r in s.recipients}
                 templates.append(b"")
             else:
-                template = message_envelope(sid, s.client_id, s.sender, None, s.group, s.body, ts)
+                template = message_envelope(sid, s.client_id, s.sender, None, s.group, s.body, ts, s.reply_to)
                 envelopes = {r: address(template, r) for r in s.recipients}
                 templates.append(template)
             news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, bytes(s.body), ts,
-                                   envelopes))
+                                   envelopes, s.reply_to))
         results, taken = await self._store.commit_batch(news, confirms)
         if not subs:
             return taken
-        copies = await self._pending_copies(results)
+        copies = await self.pending_copies(results)
         acks: dict[tuple[str, str], list[bytes]] = defaultdict(list)
         deliveries: list[tuple[str, bytes]] = []
         fan_outs: list[tuple[str, list[str], bytes]] = []
@@ -147,9 +149,9 @@ class Acceptor:
                                          *((u, t) for _, users, t in fan_outs for u in users if u in absent)])
         return taken
 
-    async def _pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, bytes]]]:
-        """The still-pending copies of the repeated messages among ``results`` (not those first stored
-        in this very batch), by server id."""
+    async def pending_copies(self, results: list[AcceptResult]) -> dict[str, list[tuple[str, bytes]]]:
+        """The still-pending copies of the repeated messages (or actions) among ``results`` (not those
+        first stored in this very batch), by server id."""
         fresh = {r.server_id for r in results if not r.duplicate}
         repeated = list(dict.fromkeys(r.server_id for r in results if r.duplicate and r.server_id not in fresh))
         copies: dict[str, list[tuple[str, bytes]]] = defaultdict(list)

@@ -2,7 +2,8 @@
 
 The sender must be a member (else ``not_member``; an unknown group is
 ``unknown_recipient``). One copy per member except the sender, each carrying the
-group id, is committed as that member's pending item, then acked and delivered.
+group id, is committed as that member's pending item, then acked and delivered. A ``reply_to``
+must name a message of the same group (read by primary key, for such messages only).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
+from chatmq.services.chat.actions import reply_conversations, reply_refusal
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 from chatmq.services.store.files import FileStore
@@ -32,7 +34,9 @@ class GroupRouter(BusWorker):
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
-        for item in OUTBOX_RECORDS.read_all(records):
+        items = OUTBOX_RECORDS.read_all(records)
+        replies = await reply_conversations(self._store, items)
+        for item in items:
             env, sender, node = item.env, item.sender, item.node
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
@@ -45,7 +49,9 @@ class GroupRouter(BusWorker):
                 await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id)
             elif not group.is_member(sender):
                 await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
+            elif env.reply_to is not None and replies.get(env.reply_to) != gid:
+                await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id)
             else:
                 recipients = [m for m in group.member_ids() if m != sender]
-                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients))
+                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, env.reply_to))
         await self._acceptor.accept(batch)

@@ -1,10 +1,13 @@
-"""The router: 1:1 messages and receipts from ``chat.outbox``.
+"""The router: 1:1 messages, receipts and message actions from ``chat.outbox``.
 
 Messages: the recipient must be a registered user (else ``unknown_recipient``); the
 message is committed with one pending item for the recipient, acked, and delivered
 when the recipient is online. Receipts: only for messages addressed to the receipt's
 sender (directly or through a group they are in); ``delivered`` removes them from
 the sender's pending queue; the receipt goes back to each message's original sender.
+Message actions (edit, delete, reaction, of 1:1 and group messages alike) are handled after the
+batch's messages (``chatmq.services.chat.actions``); a message's ``reply_to`` is checked against
+the store only for the messages that carry one.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import MessageIn, receipt_envelope
+from chatmq.core.envelopes import MessageIn, ReceiptIn, receipt_envelope
 from chatmq.core.ids import conversation_key
 from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
+from chatmq.services.chat.actions import ActionHandler, ActionSubmission, reply_conversations, reply_refusal
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 from chatmq.services.store.base import Route
@@ -30,34 +34,45 @@ log = logging.getLogger(__name__)
 
 class Router(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None) -> None:
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None,
+                 edit_window: int = 48 * 3600) -> None:
+        """``files``: where uploads referenced by messages are recorded; ``edit_window``: seconds after
+        sending during which a message may be edited."""
         super().__init__(bus, "router", [OUTBOX])
         self._store = store
         self._outlet = outlet
         self._acceptor = Acceptor(store, outlet, files)
+        self._actions = ActionHandler(store, outlet, self._acceptor, edit_window)
         self._routes = Routes()
 
     async def process(self, records: list[Record]) -> None:
         items = OUTBOX_RECORDS.read_all(records)
         recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
+        replies = await reply_conversations(self._store, items)
         batch: list[Submission] = []
+        actions: list[ActionSubmission] = []
         receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)
         for item in items:
             env, sender, node = item.env, item.sender, item.node
-            if not isinstance(env, MessageIn):
+            if isinstance(env, ReceiptIn):
                 receipts.setdefault((sender, env.status), []).extend(env.ids)
                 continue
-            if env.to is None:
+            if not isinstance(env, MessageIn):
+                actions.append(ActionSubmission(sender, node, env))
+            elif env.to is None:
                 log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
             elif env.to not in known:
                 await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
+            elif env.reply_to is not None and replies.get(env.reply_to) != conversation_key(sender, env.to):
+                await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id)
             else:
                 batch.append(Submission(sender, node, env.id, env.to, None,
-                                        conversation_key(sender, env.to), env.body, [env.to]))
+                                        conversation_key(sender, env.to), env.body, [env.to], env.reply_to))
         runs = {key: list(dict.fromkeys(ids)) for key, ids in receipts.items()}
         confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
         taken = await self._acceptor.accept(batch, confirming)
+        await self._actions.handle(actions)
         held = {(user, r.server_id): r for (user, _), routes in zip(confirming, taken, strict=True) for r in routes}
         self._routes.remember(held.values())
         await self._receipts(runs, held)

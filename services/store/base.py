@@ -108,11 +108,14 @@ class NewMessage:
     body: bytes
     ts: int  # ms
     envelopes: dict[str, bytes] = field(default_factory=dict)
+    reply_to: str | None = None  # the server id of a message of the same conversation (checked)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """A message as kept in history."""
+    """A message as kept in history, with what message actions did to it: ``edited_at`` (ms, the last
+    edit), ``deleted`` (for everyone: ``body`` is then empty), ``reactions`` (emoji -> user ids, in the
+    order they reacted; filled in by ``history`` only)."""
 
     server_id: str
     client_id: str
@@ -122,6 +125,10 @@ class StoredMessage:
     conversation: str
     body: dict[str, Any]
     ts: int
+    reply_to: str | None = None
+    edited_at: int | None = None
+    deleted: bool = False
+    reactions: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +166,31 @@ class PendingItem:
     item_id: str
     kind: Literal["message", "notice"]
     envelope: bytes  # the inbox envelope's JSON, as stored
+
+
+ActionKind = Literal["edit", "delete", "hide", "react", "unreact"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAction:
+    """A message action the router accepted (it checked that ``sender`` may) on message ``target``: one
+    dedupe claim (sender, client_id), its effect on the target, and one pending item per envelope (as a
+    ``NewMessage``'s: delivered until the recipient's ``delivered`` receipt).
+
+    ``kind``: ``edit`` (``body`` replaces the target's; ``edited_at`` = ``ts``), ``delete`` (for everyone:
+    the body, the reactions and the pending copies of the target and of its edits are removed),
+    ``hide`` (delete for me: the target leaves ``sender``'s history), ``react``/``unreact`` (``sender``'s
+    ``emoji``)."""
+
+    server_id: str
+    client_id: str
+    sender: str
+    kind: ActionKind
+    target: str
+    ts: int  # ms
+    body: bytes = b""
+    emoji: str = ""
+    envelopes: dict[str, bytes] = field(default_factory=dict)
 
 
 class UserStore(abc.ABC):
@@ -310,13 +342,26 @@ class MessageStore(abc.ABC):
         """The stored messages among ``server_ids`` (unknown ids are skipped)."""
 
     @abc.abstractmethod
-    async def history(self, conversation: str, before: str | None, limit: int) -> list[StoredMessage]:
-        """A conversation's messages with server id < ``before`` (all when None), newest first."""
+    async def history(self, conversation: str, before: str | None, limit: int,
+                      viewer: str | None = None) -> list[StoredMessage]:
+        """A conversation's messages with server id < ``before`` (all when None), newest first, with their
+        reactions; with ``viewer``, without the messages that user deleted for itself."""
 
     @abc.abstractmethod
     async def count_messages(self) -> int:
         """Messages in history (for operators' statistics: may be an estimate where an exact count
         would scan the collection)."""
+
+
+class ActionStore(abc.ABC):
+    """The store's role: message actions (edit, delete, reaction), deduped by sender and client id."""
+
+    @abc.abstractmethod
+    async def apply_actions(self, actions: list[NewAction]) -> list[AcceptResult]:
+        """Store a batch of actions in order: for each, unless (sender, client_id) was seen (then a
+        duplicate with the earlier server id and ts), its effect on the target (see ``NewAction``) and a
+        pending ``message`` item per envelope. Results are in input order. An edit or a reaction of a
+        target deleted meanwhile changes nothing."""
 
 
 class PendingStore(abc.ABC):
@@ -703,8 +748,8 @@ class JobStore(abc.ABC):
         """Replace the stored execution of ``(job_id, device_id)``."""
 
 
-class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            DeviceOwedStore, CommandStore, JobStore, Service):
+class Store(UserStore, GroupStore, MessageStore, ActionStore, PendingStore, PresenceStore, ShadowStore,
+            DeviceStatusStore, DeviceOwedStore, CommandStore, JobStore, Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""

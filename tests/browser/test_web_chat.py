@@ -7,10 +7,12 @@ Runs against every ``target`` (conftest.py). Screenshots go to test-artifacts/br
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, expect
 
+from chatmq.devices.sdk import ChatClient
 from tests.browser.chat_page import PASSWORD, ChatPage, Target
 from tests.browser.conftest import Users
 
@@ -224,3 +226,33 @@ def test_usable_by_keyboard_alone(browser: Browser, target: Target) -> None:
         assert not tab.errors
     finally:
         context.close()
+
+
+def test_an_edit_and_a_delete_change_the_message_shown(users: Users, target: Target) -> None:
+    """Message actions (made here with the SDK: the page has no menu for them yet) show at once in the open
+    conversation, and again from history after a reload; a deleted message's text is gone from both."""
+    alice = users("alice")
+    name = f"bob_{uuid.uuid4().hex[:6]}"
+    target.register(name)
+    mqtt = urlsplit(target.mqtt_url)
+    bob = ChatClient(target.base_url, mqtt.hostname or "127.0.0.1", mqtt.port or 80, transport="websockets",
+                     ws_path=mqtt.path)
+    try:
+        bob.login(name, PASSWORD)
+        bob.connect()
+        alice.add_contact(name)
+        alice.open(name)
+        uid = bob.contacts([alice.username])[alice.username]
+        kept = bob.wait_ack(bob.send(uid, "see you at 5"), 15)["id"]
+        gone = bob.wait_ack(bob.send(uid, "the secret plan"), 15)["id"]
+        expect(alice.message("the secret plan")).to_be_visible()
+        bob.wait_ack(bob.edit(kept, "see you at 6"), 15)
+        bob.wait_ack(bob.delete(gone), 15)
+        for _ in range(2):  # live, then from history after a reload
+            expect(alice.message("see you at 6 (edited)")).to_be_visible()
+            expect(alice.message("This message was deleted")).to_be_visible()
+            expect(alice.log).not_to_contain_text("secret")
+            alice.reopen()
+            alice.open(name)
+    finally:
+        bob.close()

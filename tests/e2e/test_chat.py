@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
+import contextlib
+import sqlite3
 
-from tests.e2e.harness import Deployment, RawClient, Users
+import httpx
+import pytest
+
+from chatmq.devices.sdk import MessageRejectedError
+from tests.e2e.harness import ClusterDeployment, Deployment, Peer, RawClient, ServerProcess, Users
 
 TIMEOUT = 15
 
@@ -147,3 +152,100 @@ def test_history_pages_newest_first(users: Users) -> None:
 def test_unauthenticated_rest_is_refused(server: Deployment) -> None:
     r = httpx.get(f"{server.api_url}/api/v1/users/me")
     assert r.status_code == 401
+
+
+# --- message actions: edit, delete, reaction, reply_to ----------------------------------------------------------
+
+
+def age_message(server: Deployment, server_id: str, ms: int) -> None:
+    """Make a stored message ``ms`` older, in the deployment's own store (an edit window passing)."""
+    if isinstance(server, ClusterDeployment):
+        with server._database() as db:
+            assert db.messages.update_one({"_id": server_id}, {"$inc": {"ts": -ms}}).modified_count == 1
+        return
+    assert isinstance(server, ServerProcess)
+    with contextlib.closing(sqlite3.connect(server.data_dir / "chatmq.db", timeout=10)) as conn, conn:
+        assert conn.execute("UPDATE messages SET ts = ts - ? WHERE server_id = ?", (ms, server_id)).rowcount == 1
+
+
+def refusal(client: Peer, client_id: str) -> dict[str, object]:
+    """The ``error`` the server answered ``client_id`` with (``MessageRejectedError``'s envelope)."""
+    with pytest.raises(MessageRejectedError) as err:
+        client.wait_ack(client_id, TIMEOUT)
+    return err.value.envelope
+
+
+def test_edit_reaction_delete_arrive_live_and_show_in_history(users: Users) -> None:
+    alice, bob = users(), users()
+    sid = alice.wait_ack(alice.send(bob.uid, "helo"), TIMEOUT)["id"]
+    bob.wait_messages(1, TIMEOUT)
+    react = bob.wait_ack(bob.react(sid, "👍"), TIMEOUT)
+    edit = alice.wait_ack(alice.edit(sid, "hello"), TIMEOUT)
+    [reaction] = alice.wait_for(lambda: alice.actions, TIMEOUT)
+    assert {k: reaction[k] for k in ("type", "id", "from", "to", "group", "target", "emoji", "remove")} == {
+        "type": "reaction", "id": react["id"], "from": bob.uid, "to": alice.uid, "group": None, "target": sid,
+        "emoji": "👍", "remove": False}
+    [edited] = bob.wait_for(lambda: bob.actions, TIMEOUT)
+    assert (edited["type"], edited["id"], edited["target"], edited["body"]) == ("edit", edit["id"], sid,
+                                                                               {"text": "hello"})
+    for viewer, peer in ((alice, bob), (bob, alice)):
+        [item] = viewer.history(peer.uid)["messages"]
+        assert (item["body"], item["edited_at"], item["deleted"], item["reactions"]) == (
+            {"text": "hello"}, edit["ts"], False, {"👍": [bob.uid]})
+    bob.wait_ack(bob.react(sid, "👍", remove=True), TIMEOUT)
+    alice.wait_ack(alice.delete(sid), TIMEOUT)
+    gone = bob.wait_for(lambda: [a for a in bob.actions if a["type"] == "delete"], TIMEOUT)
+    assert [(a["target"], a["for"], a["from"]) for a in gone] == [(sid, "everyone", alice.uid)]
+    [item] = bob.history(alice.uid)["messages"]
+    assert (item["id"], item["body"], item["deleted"], item["reactions"]) == (sid, {}, True, {})
+
+
+def test_group_actions_reach_an_offline_member_on_replay_in_order(users: Users) -> None:
+    alice, bob = users(), users()
+    carol = users(connect=False)
+    gid = alice.create_group("actions", [bob.uid, carol.uid])["group_id"]
+    sid = alice.wait_ack(alice.send_group(gid, "draft"), TIMEOUT)["id"]
+    reply = bob.wait_ack(bob.send_group(gid, "nice", reply_to=sid), TIMEOUT)["id"]
+    alice.wait_ack(alice.edit(sid, "final"), TIMEOUT)
+    bob.wait_ack(bob.react(sid, "🎉"), TIMEOUT)
+    gone = alice.wait_ack(alice.send_group(gid, "oops"), TIMEOUT)["id"]
+    alice.wait_ack(alice.edit(gone, "oops, secret"), TIMEOUT)
+    alice.wait_ack(alice.delete(gone), TIMEOUT)
+    carol.connect()
+    carol.wait_for(lambda: len(carol.actions) >= 3 and len(carol.messages) >= 2, TIMEOUT)
+    got = list(carol.actions)
+    # the deleted message and its edit never reach carol: their bodies left storage with the delete
+    assert [(m["id"], m["body"], m.get("reply_to")) for m in carol.messages] == [
+        (sid, {"text": "draft"}, None), (reply, {"text": "nice"}, sid)]
+    assert [(a["type"], a["target"], a["group"], a["to"]) for a in got] == [
+        ("edit", sid, gid, carol.uid), ("reaction", sid, gid, carol.uid), ("delete", gone, gid, carol.uid)]
+    assert "secret" not in str(carol.history(gid))
+    history = {m["id"]: m for m in carol.history(gid)["messages"]}
+    assert (history[sid]["body"], history[sid]["reactions"]) == ({"text": "final"}, {"🎉": [bob.uid]})
+    assert history[reply]["reply_to"] == sid
+    assert (history[gone]["body"], history[gone]["deleted"]) == ({}, True)
+
+
+def test_actions_that_are_not_the_senders_to_make_are_refused(server: Deployment, users: Users) -> None:
+    alice, bob, mallory = users(), users(), users()
+    sid = alice.wait_ack(alice.send(bob.uid, "mine"), TIMEOUT)["id"]
+    elsewhere = mallory.wait_ack(mallory.send(bob.uid, "other conversation"), TIMEOUT)["id"]
+    codes = {
+        "edit someone else's": refusal(bob, bob.edit(sid, "yours now"))["code"],
+        "delete someone else's for everyone": refusal(bob, bob.delete(sid))["code"],
+        "react outside the conversation": refusal(mallory, mallory.react(sid, "👎"))["code"],
+        "edit an unknown id": refusal(alice, alice.edit("01NOSUCHMESSAGE", "x"))["code"],
+        "reply into another conversation": refusal(alice, alice.send(bob.uid, "re", reply_to=elsewhere))["code"],
+    }
+    assert codes == {"edit someone else's": "forbidden", "delete someone else's for everyone": "forbidden",
+                     "react outside the conversation": "not_found", "edit an unknown id": "not_found",
+                     "reply into another conversation": "not_found"}
+    age_message(server, sid, 49 * 3600 * 1000)
+    late = refusal(alice, alice.edit(sid, "too late"))
+    assert (late["code"], sid in str(late["reason"])) == ("edit_window_passed", True)
+    # for me: gone from bob's history only; nothing reaches alice
+    bob.wait_ack(bob.delete(sid, "me"), TIMEOUT)
+    assert [m["id"] for m in bob.history(alice.uid)["messages"]] == []
+    [kept] = alice.history(bob.uid)["messages"]
+    assert (kept["id"], kept["body"], kept["deleted"]) == (sid, {"text": "mine"}, False)
+    assert alice.actions == []

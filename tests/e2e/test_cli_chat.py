@@ -15,7 +15,7 @@ from tests.e2e.harness import Deployment
 
 def cli(server: Deployment, *args: str, transport_ws: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "chatmq.run.cli", "client", *args, "--server", server.api_url]
-    if args[0] in ("send", "send-file", "listen", "chat"):
+    if args[0] in ("send", "send-file", "listen", "chat", "edit", "delete", "react"):
         cmd += ["--mqtt-port", str(server.ws_port if transport_ws else server.mqtt_port)]
         if transport_ws:
             cmd.append("--ws")
@@ -123,3 +123,29 @@ def test_send_file_and_get_file(server: Deployment, tmp_path: Path) -> None:
     denied = run(cli(server, "get-file", file_id, "--output", str(tmp_path / "no"), "--profile", "vic"), stranger)
     assert denied.returncode == 1
     assert denied.stderr == "error: server refused the request: HTTP 404: no such file\n"
+
+
+def test_message_actions_from_the_command_line(server: Deployment, tmp_path: Path) -> None:
+    """``send --reply-to``, ``edit``, ``react``, ``delete``: what each prints, and a refusal's one line."""
+    home = tmp_path / "home"
+    for name in ("erin", "farid"):
+        assert run(cli(server, "register", name, "--password", f"{name}-secret"), home).returncode == 0
+        assert run(cli(server, "login", name, "--password", f"{name}-secret", "--profile", name), home).returncode == 0
+    sent = run(cli(server, "send", "farid", "helo", "--profile", "erin"), home)
+    sid = sent.stdout.split()[1]
+    reply = run(cli(server, "send", "erin", "hi!", "--reply-to", sid, "--profile", "farid"), home)
+    assert reply.returncode == 0, reply.stderr
+    edited = run(cli(server, "edit", sid, "hello", "--profile", "erin"), home)
+    assert re.fullmatch(rf"edited {sid} \(\S+\)\n", edited.stdout), edited.stderr
+    reacted = run(cli(server, "react", sid, "👍", "--profile", "farid"), home)
+    assert reacted.stdout == f"reacted 👍 on {sid}\n", reacted.stderr
+    refused = run(cli(server, "edit", sid, "mine now", "--profile", "farid"), home)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == "error: edit refused: forbidden: only its sender may edit a message\n"
+    wrong = run(cli(server, "send", "farid", "re", "--reply-to", "01NOSUCHMESSAGE", "--profile", "erin"), home)
+    assert (wrong.returncode, wrong.stderr) == (
+        1, "error: message refused: not_found: reply_to '01NOSUCHMESSAGE' names no message of this conversation\n")
+    deleted = run(cli(server, "delete", sid, "--profile", "erin"), home)
+    assert re.fullmatch(rf"deleted {sid} for everyone \(\S+\)\n", deleted.stdout), deleted.stderr
+    hidden = run(cli(server, "delete", sid, "--for-me", "--profile", "farid"), home)
+    assert re.fullmatch(rf"deleted {sid} for you \(\S+\)\n", hidden.stdout), hidden.stderr

@@ -58,7 +58,8 @@ async def test_direct_history_newest_first_in_message_shape(api: ApiHarness) -> 
     stored = {m.server_id: m for m in await api.store.get_messages([first, second])}
     newest = body["messages"][0]
     assert newest == {"type": "message", "id": second, "client_id": stored[second].client_id, "from": bob,
-                      "to": alice, "group": None, "body": {"text": "hello 0"}, "ts": stored[second].ts}
+                      "to": alice, "group": None, "body": {"text": "hello 0"}, "ts": stored[second].ts,
+                      "reply_to": None, "edited_at": None, "deleted": False, "reactions": {}}
     # the same conversation seen from the other side
     assert (await _page(api, bob, alice)).json() == body
 

@@ -209,6 +209,22 @@ def test_format_envelope() -> None:
     assert err
 
 
+def test_format_envelope_of_replies_and_message_actions() -> None:
+    profile = alice_profile("t", contacts={"bob": "u_bob"})
+    ts = int(time.mktime((2024, 5, 1, 13, 4, 5, 0, 0, -1)) * 1000)
+    base = {"id": "s9", "client_id": "c9", "from": "u_bob", "to": "u_alice", "group": None, "target": "s1", "ts": ts}
+    reply = {"type": "message", **base, "reply_to": "s1", "body": {"text": "sure"}}
+    assert format_envelope(reply, profile) == ("[13:04:05] bob (reply to s1): sure", False)
+    assert format_envelope({"type": "edit", **base, "body": {"text": "hello"}}, profile) == (
+        "[13:04:05] * bob edited s1: hello", False)
+    assert format_envelope({"type": "delete", **base, "for": "everyone"}, profile) == (
+        "[13:04:05] * bob deleted s1", False)
+    assert format_envelope({"type": "reaction", **base, "group": "g1", "emoji": "👍", "remove": False}, profile) == (
+        "[13:04:05] * [g1] bob reacted 👍 on s1", False)
+    assert format_envelope({"type": "reaction", **base, "emoji": "👍", "remove": True}, profile) == (
+        "[13:04:05] * bob took back 👍 on s1", False)
+
+
 # ------------------------------------------------------------------ commands without a broker
 
 
@@ -431,6 +447,36 @@ def test_listen_prints_messages_and_acknowledges_them(
     # the listener exits only after its receipts reached the broker
     wait_until(lambda: {"s1", "s2"} <= set(server.receipts_of("u_bob", "delivered")), timeout=5)
     wait_until(lambda: server.receipts_of("u_bob", "read") == ["s1", "s2"], timeout=5)
+
+
+def test_listen_ids_shows_the_server_ids_of_messages_and_actions(
+    api: FakeApi, broker: BrokerThread, server: FakeChatServer
+) -> None:
+    logged_in(api, "u_bob", "bob", contacts={"alice": "u_alice"})
+    ts = int(time.time() * 1000)
+    edit = {"type": "edit", "id": "s8", "client_id": "c8", "from": "u_alice", "to": "u_bob", "group": None,
+            "target": "s1", "body": {"text": "fixed"}, "ts": ts}
+    message = {"type": "message", "id": "s9", "client_id": "c9", "from": "u_alice", "to": "u_bob", "group": None,
+               "reply_to": "s1", "body": {"text": "see above"}, "ts": ts}
+    stop = threading.Event()
+
+    def feed() -> None:  # the edit until the listener confirmed it, then the message; repeats are de-duplicated
+        while not stop.wait(0.2):
+            got_edit = "s8" in server.receipts_of("u_bob", "delivered")
+            server.deliver("u_bob", message if got_edit else edit)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        result = runner.invoke(app, ["listen", "--count", "1", "--timeout", "10", "--ids",
+                                     "--mqtt-port", str(broker.port)])
+    finally:
+        stop.set()
+        feeder.join()
+    assert result.exit_code == 0, result.output
+    lines = [line.split("] ", 1)[1] for line in result.stdout.splitlines()]
+    assert lines == ["* alice edited s1: fixed  #s8", "alice (reply to s1): see above  #s9"]
+    wait_until(lambda: {"s8", "s9"} <= set(server.receipts_of("u_bob", "delivered")), timeout=5)
 
 
 def test_listen_times_out_short_of_count(api: FakeApi, broker: BrokerThread, server: FakeChatServer) -> None:

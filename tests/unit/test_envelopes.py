@@ -5,11 +5,15 @@ import orjson
 import pytest
 
 from chatmq.core.envelopes import (
+    DeleteIn,
+    EditIn,
     EnvelopeError,
     EnvelopeLimits,
     MessageIn,
+    ReactionIn,
     ReceiptIn,
     ack_envelope,
+    action_envelope,
     address,
     envelope_type,
     error_envelope,
@@ -42,6 +46,13 @@ def test_receipt() -> None:
     (b'{"type":"message","id":"c5","body":{}}', "invalid_envelope", "c5"),
     (b'{"type":"receipt","status":"seen","ids":["a"]}', "invalid_envelope", None),
     (b'{"type":"receipt","status":"read","ids":[]}', "invalid_envelope", None),
+    (b'{"type":"edit","id":"a1","target":"s1"}', "invalid_envelope", "a1"),
+    (b'{"type":"edit","id":"a2","target":"s1","body":[1]}', "invalid_envelope", "a2"),
+    (b'{"type":"delete","id":"a3","target":"s1","for":"them"}', "invalid_envelope", "a3"),
+    (b'{"type":"reaction","id":"a4","target":"s1","emoji":""}', "invalid_envelope", "a4"),
+    (b'{"type":"reaction","id":"a5","target":"s1","emoji":"' + b"x" * 33 + b'"}', "invalid_envelope", "a5"),
+    (b'{"type":"reaction","id":"a6","target":"no spaces","emoji":"x"}', "invalid_envelope", "a6"),
+    (b'{"type":"message","id":"c6","to":"u1","body":{},"reply_to":7}', "invalid_envelope", "c6"),
 ])
 def test_refusals(payload: bytes, code: str, client_id: str | None) -> None:
     with pytest.raises(EnvelopeError) as info:
@@ -49,6 +60,25 @@ def test_refusals(payload: bytes, code: str, client_id: str | None) -> None:
     assert info.value.code == code
     assert info.value.client_id == client_id
     assert info.value.reason
+
+
+def test_message_actions_and_replies() -> None:
+    edit = parse_outbox(b'{"type":"edit","id":"a1","target":"s1","body":{"text":"new"}}', 1000)
+    assert isinstance(edit, EditIn)
+    assert (edit.id, edit.target, orjson.loads(bytes(edit.body))) == ("a1", "s1", {"text": "new"})
+    assert parse_outbox(b'{"type":"delete","id":"a2","target":"s1","for":"me"}', 1000) == DeleteIn("a2", "s1", "me")
+    assert parse_outbox('{"type":"reaction","id":"a3","target":"s1","emoji":"👍🏽"}'.encode(), 1000) == ReactionIn(
+        "a3", "s1", "👍🏽", remove=False)
+    reply = parse_outbox(b'{"type":"message","id":"c1","group":"g1","body":{},"reply_to":"s1"}', 1000)
+    assert isinstance(reply, MessageIn)
+    assert reply.reply_to == "s1"
+
+
+def test_an_edit_body_is_bounded_as_a_message_body() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_outbox(b'{"type":"edit","id":"a1","target":"s1","body":{"t":"' + b"x" * 40 + b'"}}',
+                     EnvelopeLimits(max_string=32))
+    assert (info.value.code, info.value.client_id) == ("too_large", "a1")
 
 
 def test_too_large() -> None:
@@ -132,3 +162,10 @@ def test_inbox_envelopes_are_read_without_parsing() -> None:
     ack = ack_envelope("c1", "s1", 5)
     assert (envelope_type(ack), message_id(ack), message_ts(ack)) == ("ack", None, None)
     assert envelope_type(error_envelope("too_large", "x")) == "error"
+    for action in (EditIn("c2", "s1", body), DeleteIn("c3", "s1", "everyone"), ReactionIn("c4", "s1", "👍")):
+        sent = address(action_envelope("s2", action.id, "ua", None, "g1", action, 1767225600001), "ub")
+        assert (envelope_type(sent), message_id(sent), message_ts(sent)) == (
+            orjson.loads(sent)["type"], "s2", None)  # stored until delivered, like a message; ts read for messages
+        assert orjson.loads(sent)["to"] == "ub"
+    reply = orjson.loads(message_envelope("s3", "c5", "ua", "ub", None, body, 7, reply_to="s1"))
+    assert list(reply) == ["type", "id", "client_id", "from", "to", "group", "reply_to", "body", "ts"]

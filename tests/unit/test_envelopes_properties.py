@@ -22,7 +22,9 @@ from chatmq.core.envelopes import (
     EnvelopeError,
     ErrorCode,
     MessageIn,
+    OutboxEnvelope,
     ReceiptIn,
+    action_envelope,
     client_id_of,
     message_envelope,
     parse_object,
@@ -94,17 +96,19 @@ payloads = st.one_of(
 )
 
 
-def delivered_form(envelope: MessageIn | ReceiptIn | CommandIn) -> bytes:
+def delivered_form(envelope: OutboxEnvelope) -> bytes:
     """The envelope as the server sends it on (to the recipient, or back to the sender), read and
     written again with orjson as the SDK and the history API do."""
     if isinstance(envelope, MessageIn):
         sent = message_envelope("01SERVERID", envelope.id, "sender", envelope.to, envelope.group,
-                                envelope.body, 1_700_000_000_000)
+                                envelope.body, 1_700_000_000_000, envelope.reply_to)
     elif isinstance(envelope, CommandIn):  # its params go on to the device
         sent = orjson.dumps({"type": "command", "id": "c1", "name": envelope.name,
                              "params": envelope.params_object(), "expires_at": 1_700_000_000_000})
-    else:
+    elif isinstance(envelope, ReceiptIn):
         sent = receipt_envelope(envelope.status, envelope.ids, "sender")
+    else:
+        sent = action_envelope("01SERVERID", envelope.id, "sender", "to", None, envelope, 1_700_000_000_000)
     return orjson.dumps(orjson.loads(sent))
 
 

@@ -108,7 +108,7 @@ async def test_one_to_one_message_goes_to_outbox_keyed_by_the_sorted_pair(
     [r] = await bus_probe.drain()
     assert (r.topic, r.key) == (OUTBOX, f"{BOB}:{ALICE}".encode())
     assert _value(r) == {"from": ALICE, "node": NODE, "env": {
-        "type": "message", "id": "c1", "to": BOB, "group": None, "body": {"text": "yo"}}}
+        "type": "message", "id": "c1", "to": BOB, "group": None, "body": {"text": "yo"}, "reply_to": None}}
 
 
 async def test_group_message_goes_to_group_outbox_keyed_by_group(gateway: NodeGateway, bus_probe: Probe) -> None:
@@ -117,7 +117,7 @@ async def test_group_message_goes_to_group_outbox_keyed_by_group(gateway: NodeGa
     [r] = await bus_probe.drain()
     assert (r.topic, r.key) == (GROUP_OUTBOX, b"g42")
     assert _value(r) == {"from": ALICE, "node": NODE, "env": {
-        "type": "message", "id": "c1", "to": None, "group": "g42", "body": {"text": "hi"}}}
+        "type": "message", "id": "c1", "to": None, "group": "g42", "body": {"text": "hi"}, "reply_to": None}}
 
 
 async def test_receipt_goes_to_outbox_keyed_by_user(gateway: NodeGateway, bus_probe: Probe) -> None:
@@ -126,6 +126,16 @@ async def test_receipt_goes_to_outbox_keyed_by_user(gateway: NodeGateway, bus_pr
     [r] = await bus_probe.drain()
     assert (r.topic, r.key) == (OUTBOX, ALICE.encode())
     assert _value(r) == {"from": ALICE, "node": NODE, "env": {"type": "receipt", "status": "read", "ids": ["s1", "s2"]}}
+
+
+async def test_message_action_goes_to_outbox_keyed_by_its_sender(gateway: NodeGateway, bus_probe: Probe) -> None:
+    """An action names only its target: the router finds the conversation, so it rides with the sender's receipts."""
+    action = {"type": "reaction", "id": "c9", "target": "s1", "emoji": "👍"}
+    await gateway.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(action))
+
+    [r] = await bus_probe.drain()
+    assert (r.topic, r.key) == (OUTBOX, ALICE.encode())
+    assert _value(r) == {"from": ALICE, "node": NODE, "env": {**action, "remove": False}}
 
 
 @pytest.mark.parametrize(("payload", "code", "client_id"), [

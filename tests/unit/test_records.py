@@ -19,7 +19,16 @@ import pytest
 from chatmq.core import records as r
 from chatmq.core.bus.base import Record
 from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport, shadow_delta_envelope
-from chatmq.core.envelopes import MessageIn, ReceiptIn, ack_envelope, message_envelope
+from chatmq.core.envelopes import (
+    DeleteIn,
+    EditIn,
+    MessageIn,
+    ReactionIn,
+    ReceiptIn,
+    ack_envelope,
+    action_envelope,
+    message_envelope,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "records"
 BODY = msgspec.Raw(b'{"text":"hi"}')
@@ -32,6 +41,13 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
     "outbox_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c1", to="ub", body=BODY))),
     "outbox_group_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c2", group="g1", body=BODY))),
     "outbox_receipt": (r.OUTBOX_RECORDS, r.Outbox("ub", "n2", ReceiptIn("delivered", ["s1", "s2"]))),
+    "outbox_reply": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c3", to="ub", body=BODY, reply_to="s1"))),
+    "outbox_edit": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", EditIn("c4", "s1", BODY))),
+    "outbox_delete": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", DeleteIn("c5", "s1", "everyone"))),
+    "outbox_reaction": (r.OUTBOX_RECORDS, r.Outbox("ub", "n2", ReactionIn("c6", "s1", "👍", remove=True))),
+    "deliver_actions": (r.DELIVERIES, r.Delivery.live("ub", [msgspec.Raw(action_envelope(
+        "s7", "c4", "ua", "ub", None, EditIn("c4", "s1", BODY), 1767225600000)), msgspec.Raw(action_envelope(
+            "s8", "c6", "ua", None, "g1", ReactionIn("c6", "s2", "👍"), 1767225600000))])),
     "presence_online": (r.PRESENCE_RECORDS, r.Online("ua", "n1", 1767225600000000001)),
     "presence_offline": (r.PRESENCE_RECORDS, r.Offline("ua", "n1", 1767225600000000001)),
     "presence_node_started": (r.PRESENCE_RECORDS, r.NodeStarted("n1", 1767225600000000000, 1767225600000)),

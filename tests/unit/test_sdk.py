@@ -216,6 +216,34 @@ def test_errors_share_the_chatmq_root() -> None:
 # ------------------------------------------------------------------ inbox: dedupe and receipts
 
 
+def test_message_actions_and_replies_are_kept_until_answered_like_messages(
+    client: ChatClient, recorder: Recorder
+) -> None:
+    cids = [client.send("u_bob", "re", reply_to="s1"), client.edit("s1", "fixed"), client.delete("s1", "me"),
+            client.react("s1", "👍"), client.react("s1", "👍", remove=True)]
+    assert recorder.envelopes == [
+        {"type": "message", "id": cids[0], "to": "u_bob", "body": {"text": "re"}, "reply_to": "s1"},
+        {"type": "edit", "id": cids[1], "target": "s1", "body": {"text": "fixed"}},
+        {"type": "delete", "id": cids[2], "target": "s1", "for": "me"},
+        {"type": "reaction", "id": cids[3], "target": "s1", "emoji": "👍", "remove": False},
+        {"type": "reaction", "id": cids[4], "target": "s1", "emoji": "👍", "remove": True},
+    ]
+    assert [e["id"] for e in client.unacked()] == cids  # resent on reconnect until acked
+    with pytest.raises(ValueError, match="scope"):
+        client.delete("s1", "them")  # type: ignore[arg-type]
+
+
+def test_message_actions_are_handed_once_and_acknowledged_per_delivery(client: ChatClient, recorder: Recorder) -> None:
+    got: list[dict[str, Any]] = []
+    client.on_action = got.append
+    edit = {"type": "edit", "id": "s7", "client_id": "c", "from": "u_bob", "to": UID, "group": None, "target": "s1",
+            "body": {"text": "x"}, "ts": 1}
+    inbox(client, edit)
+    inbox(client, edit)  # replayed
+    assert (got, client.actions, client.messages) == ([edit], [edit], [])
+    assert recorder.envelopes == [{"type": "receipt", "status": "delivered", "ids": ["s7"]}] * 2
+
+
 def test_message_is_handed_once_and_acknowledged_per_delivery(client: ChatClient, recorder: Recorder) -> None:
     got: list[dict[str, Any]] = []
     client.on_message = got.append

@@ -52,7 +52,8 @@ function timeOf(ts) {
   return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
-function textOf(body) {
+function textOf(body, deleted = false) {
+  if (deleted) return 'This message was deleted';
   if (isAttachment(body)) return body.text || `File: ${body.name || 'file'}`;
   if (body && typeof body.text === 'string') return body.text;
   return JSON.stringify(body);
@@ -164,7 +165,7 @@ function renderConversationList() {
       el('span', { class: 'name', text: session.title(key) }),
       c.isGroup ? el('span', { class: 'kind', text: 'group' }) : null,
       unread ? el('span', { class: 'badge', text: String(unread) }) : null,
-      el('span', { class: 'preview', text: last ? textOf(last.body) : '' })));
+      el('span', { class: 'preview', text: last ? textOf(last.body, last.deleted) : '' })));
   });
   const focused = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.key;
   list.replaceChildren(...items);
@@ -179,8 +180,9 @@ function renderMessage(m, isGroup) {
   const [tick, tickLabel] = mine ? TICKS[m.status] || TICKS.sent : [];
   return el('li', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': m.id || m.client_id },
     isGroup && !mine ? el('span', { class: 'sender', text: session.nameOf(m.from) }) : null,
-    el('span', { class: 'text', text: isAttachment(m.body) ? (m.body.text || '') : textOf(m.body) }),
-    isAttachment(m.body) ? renderAttachment(api, m.body) : null,
+    el('span', { class: 'text', text: (m.deleted ? textOf(m.body, true) : isAttachment(m.body) ? (m.body.text || '') : textOf(m.body))
+      + (m.edited_at && !m.deleted ? ' (edited)' : '') }),
+    isAttachment(m.body) && !m.deleted ? renderAttachment(api, m.body) : null,
     el('span', { class: 'meta' },
       el('time', { datetime: new Date(m.ts).toISOString(), text: timeOf(m.ts) }),
       mine ? el('span', { class: `tick ${m.status}`, role: 'img', 'aria-label': tickLabel, title: m.error || tickLabel,

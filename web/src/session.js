@@ -326,6 +326,17 @@ export class ChatSession extends EventTarget {
         }
         break;
       }
+      case 'edit':
+      case 'delete':
+      case 'reaction': {
+        // message actions (contract extension): confirmed like messages; an edit or a delete for
+        // everyone changes the message shown (history carries them too: edited_at, deleted)
+        this.queueDelivered(env.id);
+        const m = this.msgById.get(env.target);
+        if (m && env.type === 'edit') Object.assign(m, { body: env.body, edited_at: env.ts });
+        else if (m && env.type === 'delete') Object.assign(m, { body: {}, deleted: true });
+        break;
+      }
       case 'receipt':
         this.onReceipt(env);
         break;

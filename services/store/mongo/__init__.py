@@ -175,6 +175,7 @@ ones). Start such a deployment on a fresh database.
 
 from __future__ import annotations
 
+from chatmq.services.store.mongo.actions import MongoActions
 from chatmq.services.store.mongo.commands import MongoCommands
 from chatmq.services.store.mongo.device_owed import MongoDeviceOwed
 from chatmq.services.store.mongo.device_status import MongoDeviceStatus
@@ -189,8 +190,8 @@ from chatmq.services.store.mongo.users import MongoUsers
 __all__ = ['MongoStore']
 
 
-class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoDeviceOwed, MongoCommands, MongoJobs):
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoActions, MongoPending, MongoPresence, MongoShadows,
+                 MongoDeviceStatus, MongoDeviceOwed, MongoCommands, MongoJobs):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

@@ -178,12 +178,21 @@ def group_doc(doc: Doc) -> Group:
 
 
 def history_doc(m: NewMessage | StoredMessage) -> Doc:
-    """The ``messages`` document of ``m`` (``message_doc`` reads it back)."""
-    return {"_id": m.server_id, "client_id": m.client_id, "sender": m.sender, "to": m.to, "group": m.group,
-            "conversation": m.conversation, "body": body_text(m.body), "ts": m.ts}
+    """The ``messages`` document of ``m`` (``message_doc`` reads it back). Message actions add ``edited_at``,
+    ``edits`` (the edits' server ids), ``deleted``, ``reactions`` (``[{"u": user, "e": emoji}]``, in the order
+    given) and ``hidden_for`` (users who deleted it for themselves)."""
+    doc: Doc = {"_id": m.server_id, "client_id": m.client_id, "sender": m.sender, "to": m.to, "group": m.group,
+                "conversation": m.conversation, "body": body_text(m.body), "ts": m.ts}
+    if m.reply_to is not None:
+        doc["reply_to"] = m.reply_to
+    return doc
 
 
 def message_doc(doc: Doc) -> StoredMessage:
+    reactions: dict[str, list[str]] = {}
+    for r in doc.get("reactions") or ():
+        reactions.setdefault(str(r["e"]), []).append(str(r["u"]))
+    edited_at = doc.get("edited_at")
     return StoredMessage(
         server_id=doc["_id"],
         client_id=doc["client_id"],
@@ -193,6 +202,10 @@ def message_doc(doc: Doc) -> StoredMessage:
         conversation=doc["conversation"],
         body=json_object(doc["body"]),
         ts=int(doc["ts"]),
+        reply_to=doc.get("reply_to"),
+        edited_at=None if edited_at is None else int(edited_at),
+        deleted=bool(doc.get("deleted", False)),
+        reactions=reactions,
     )
 
 

@@ -198,13 +198,17 @@ class MongoMessages(MongoBase):
                     found[doc["_id"]] = message_doc(doc)
         return [found[i] for i in ids if i in found]
 
-    async def history(self, conversation: str, before: str | None, limit: int) -> list[StoredMessage]:
+    async def history(self, conversation: str, before: str | None, limit: int,
+                      viewer: str | None = None) -> list[StoredMessage]:
+        """Reactions ride in the message documents; ``viewer``'s hidden ones are left out by ``hidden_for``."""
         coll = self._coll("messages")
         if limit <= 0:
             return []
         query: Doc = {"conversation": conversation, "committed": {"$ne": False}}
         if before is not None:
             query["_id"] = {"$lt": before}
+        if viewer is not None:
+            query["hidden_for"] = {"$ne": viewer}
         with mongo_errors():
             cursor = coll.find(query).sort("_id", DESCENDING).limit(limit)
             return [message_doc(doc) async for doc in cursor]

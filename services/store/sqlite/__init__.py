@@ -9,6 +9,7 @@ transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), rolled back on any error.
 from __future__ import annotations
 
 from chatmq.services.store.base import AcceptResult, NewMessage, Route
+from chatmq.services.store.sqlite.actions import SQLiteActions
 from chatmq.services.store.sqlite.base import SCHEMA_VERSION
 from chatmq.services.store.sqlite.commands import SQLiteCommands
 from chatmq.services.store.sqlite.device_owed import SQLiteDeviceOwed
@@ -24,8 +25,8 @@ from chatmq.services.store.sqlite.users import SQLiteUsers
 __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
-class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLitePresence, SQLiteShadows,
-                  SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs):
+class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLiteActions, SQLitePending, SQLitePresence,
+                  SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,

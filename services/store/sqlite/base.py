@@ -26,8 +26,10 @@ T = TypeVar("T")
 
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
-#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty).
-SCHEMA_VERSION = 3
+#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty); 4 message
+#: actions: ``messages.reply_to``, ``edited_at``, ``deleted`` (added on start) and the tables ``actions``,
+#: ``reactions``, ``hidden`` (created on start, empty).
+SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -82,9 +84,34 @@ CREATE TABLE IF NOT EXISTS messages (
     conversation TEXT NOT NULL,
     body         TEXT NOT NULL,
     ts           INTEGER NOT NULL,
+    reply_to     TEXT,
+    edited_at    INTEGER,
+    deleted      INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sender, client_id)
 );
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation, server_id);
+CREATE TABLE IF NOT EXISTS actions (
+    server_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    sender    TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    UNIQUE (sender, client_id)
+);
+CREATE INDEX IF NOT EXISTS actions_target ON actions (target, kind);
+CREATE TABLE IF NOT EXISTS reactions (
+    server_id TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    emoji     TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    PRIMARY KEY (server_id, user_id, emoji)
+);
+CREATE TABLE IF NOT EXISTS hidden (
+    user_id   TEXT NOT NULL,
+    server_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, server_id)
+);
 CREATE TABLE IF NOT EXISTS pending (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id  TEXT NOT NULL,
@@ -171,7 +198,11 @@ CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
 DEVICE_COLS = "device_id, owner_id, name, secret_hash, created_at, revoked"
-MESSAGE_COLS = "server_id, client_id, sender, recipient, group_id, conversation, body, ts"
+#: the columns a new message is inserted with (``MESSAGE_MARKS`` placeholders) ...
+MESSAGE_COLS = "server_id, client_id, sender, recipient, group_id, conversation, body, ts, reply_to"
+MESSAGE_MARKS = "?, ?, ?, ?, ?, ?, ?, ?, ?"
+#: ... and those read back (``message_row``): with what message actions changed
+STORED_COLS = f"{MESSAGE_COLS}, edited_at, deleted"
 
 
 
@@ -219,6 +250,9 @@ def message_row(row: sqlite3.Row) -> StoredMessage:
         conversation=row["conversation"],
         body=json_object(row["body"]),
         ts=row["ts"],
+        reply_to=row["reply_to"],
+        edited_at=row["edited_at"],
+        deleted=bool(row["deleted"]),
     )
 
 
@@ -352,6 +386,11 @@ class SQLiteBase(Store):
             for column in ("requester", "client_id"):  # commands sent by users over MQTT (issue 14)
                 if column not in command_cols:
                     conn.execute(f"ALTER TABLE commands ADD COLUMN {column} TEXT")
+            message_cols = {row["name"] for row in conn.execute("PRAGMA table_info(messages)")}
+            for column, kind in (("reply_to", "TEXT"), ("edited_at", "INTEGER"),
+                                 ("deleted", "INTEGER NOT NULL DEFAULT 0")):
+                if column not in message_cols:  # a database before version 4
+                    conn.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")

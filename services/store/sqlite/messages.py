@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from chatmq.services.store.base import (
     AcceptResult,
@@ -14,6 +15,8 @@ from chatmq.services.store.common import body_text, chunks
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     MESSAGE_COLS,
+    MESSAGE_MARKS,
+    STORED_COLS,
     SQLiteBase,
     marks,
     message_row,
@@ -36,7 +39,8 @@ class SQLiteMessages(SQLiteBase):
         rows are made here, on the event loop, so the store's thread only executes)."""
         rows = [
             (
-                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts),
+                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts,
+                 m.reply_to),
                 [(user, m.server_id, env.decode()) for user, env in m.envelopes.items()],
             )
             for m in messages
@@ -48,7 +52,7 @@ class SQLiteMessages(SQLiteBase):
                 # the insert against UNIQUE (sender, client_id) is the dedupe decision: only a
                 # resend reads the earlier message
                 claimed = conn.execute(
-                    f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO messages ({MESSAGE_COLS}) VALUES ({MESSAGE_MARKS})"
                     " ON CONFLICT (sender, client_id) DO NOTHING RETURNING 1", row).fetchone()
                 if claimed is None:
                     earlier = conn.execute(
@@ -69,11 +73,11 @@ class SQLiteMessages(SQLiteBase):
 
     async def import_messages(self, messages: Sequence[StoredMessage]) -> None:
         """One ``executemany`` in one transaction (``UNIQUE (sender, client_id)`` is the claim)."""
-        rows = [(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, body_text(m.body), m.ts)
-                for m in messages]
+        rows = [(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, body_text(m.body), m.ts,
+                 m.reply_to) for m in messages]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(f"INSERT INTO messages ({MESSAGE_COLS}) VALUES ({MESSAGE_MARKS})", rows)
 
         await self._write(op)
 
@@ -85,30 +89,34 @@ class SQLiteMessages(SQLiteBase):
             found: dict[str, StoredMessage] = {}
             for chunk in chunks(ids, CHUNK):
                 for r in conn.execute(
-                    f"SELECT {MESSAGE_COLS} FROM messages WHERE server_id IN ({marks(len(chunk))})", chunk
+                    f"SELECT {STORED_COLS} FROM messages WHERE server_id IN ({marks(len(chunk))})", chunk
                 ):
                     found[r["server_id"]] = message_row(r)
             return [found[i] for i in ids if i in found]
 
         return await self._run(op)
 
-    async def history(self, conversation: str, before: str | None, limit: int) -> list[StoredMessage]:
+    async def history(self, conversation: str, before: str | None, limit: int,
+                      viewer: str | None = None) -> list[StoredMessage]:
+        """One query for the page (the messages ``viewer`` hid by the ``hidden`` primary key), one for
+        the page's reactions."""
+        where = "conversation = ?" + ("" if before is None else " AND server_id < ?")
+        args: list[object] = [conversation] if before is None else [conversation, before]
+        if viewer is not None:
+            where += " AND NOT EXISTS (SELECT 1 FROM hidden h WHERE h.user_id = ? AND h.server_id = messages.server_id)"
+            args.append(viewer)
+
         def op(conn: sqlite3.Connection) -> list[StoredMessage]:
             if limit <= 0:
                 return []
-            if before is None:
-                cur = conn.execute(
-                    f"SELECT {MESSAGE_COLS} FROM messages WHERE conversation = ?"
-                    " ORDER BY server_id DESC LIMIT ?",
-                    (conversation, limit),
-                )
-            else:
-                cur = conn.execute(
-                    f"SELECT {MESSAGE_COLS} FROM messages WHERE conversation = ? AND server_id < ?"
-                    " ORDER BY server_id DESC LIMIT ?",
-                    (conversation, before, limit),
-                )
-            return [message_row(r) for r in cur]
+            rows = [message_row(r) for r in conn.execute(
+                f"SELECT {STORED_COLS} FROM messages WHERE {where} ORDER BY server_id DESC LIMIT ?", (*args, limit))]
+            reactions: dict[str, dict[str, list[str]]] = {}
+            for chunk in chunks([m.server_id for m in rows], CHUNK):
+                for r in conn.execute(f"SELECT server_id, emoji, user_id FROM reactions WHERE server_id IN"
+                                      f" ({marks(len(chunk))}) ORDER BY ts, user_id", chunk):
+                    reactions.setdefault(r[0], {}).setdefault(r[1], []).append(r[2])
+            return [replace(m, reactions=reactions[m.server_id]) if m.server_id in reactions else m for m in rows]
 
         return await self._run(op)
 
