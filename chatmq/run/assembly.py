@@ -156,14 +156,15 @@ class Process:
 
     def base(self, parts: list[str]) -> list[Component]:
         """The TLS context (reloaded on SIGHUP) when the listeners use one, the store, the bus with the
-        topics declared (and the delivery topic of this process's node, if it runs one), then the
-        InfluxDB components (``influx_components``: the telemetry worker when it runs the ``telemetry`` part)."""
+        topics declared (and the delivery topic of this process's node, if it runs one), the file store for
+        the parts that read or write uploads, then the InfluxDB components (``influx_components``: the
+        telemetry worker when it runs the ``telemetry`` part)."""
         s = self.settings
         node = s.node if "broker" in parts else None
         influx = influx_components(s, process=self.name, node=node, bus=self.bus if "telemetry" in parts else None)
         files = [self.files] if FILE_PARTS.intersection(parts) else []  # the parts that read or write files
-        return [*([self.tls] if self.tls else []), self.store, *files,
-                BusTopics(self.bus, topic_specs(s.bus_partitions, [node] if node else [])), *influx]
+        return [*([self.tls] if self.tls else []), self.store,
+                BusTopics(self.bus, topic_specs(s.bus_partitions, [node] if node else [])), *files, *influx]
 
 
 def _storage(p: Process) -> list[Component]:
