@@ -23,11 +23,16 @@ def attach(user: ChatPage, path: Path) -> None:
     chooser.value.set_files(str(path))
 
 
-def test_a_picture_is_sent_previewed_and_downloaded(users: Users, tmp_path: Path) -> None:
-    alice = users("alice")
-    bob = users("bob")
+def chatting(users: Users) -> tuple[ChatPage, ChatPage]:
+    """alice, with her conversation with bob open, and bob."""
+    alice, bob = users("alice"), users("bob")
     alice.add_contact(bob.username)
     alice.open(bob.username)
+    return alice, bob
+
+
+def test_a_picture_is_sent_previewed_and_downloaded(users: Users, tmp_path: Path) -> None:
+    alice, bob = chatting(users)
     photo = tmp_path / "beach.png"
     Image.new("RGB", (640, 480), (30, 120, 220)).save(photo, "PNG")
 
@@ -49,10 +54,7 @@ def test_a_picture_is_sent_previewed_and_downloaded(users: Users, tmp_path: Path
 
 
 def test_an_upload_the_server_refuses_says_why(users: Users, tmp_path: Path) -> None:
-    alice = users("alice")
-    bob = users("bob")
-    alice.add_contact(bob.username)
-    alice.open(bob.username)
+    alice, _ = chatting(users)
     bomb = tmp_path / "huge.png"
     bomb.write_bytes(png_header(100_000, 100_000))
     attach(alice, bomb)
