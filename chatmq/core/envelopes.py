@@ -28,7 +28,8 @@ import orjson
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 ErrorCode = Literal[
-    "invalid_envelope", "unknown_recipient", "not_member", "too_large", "rate_limited", "forbidden", "conflict"
+    "invalid_envelope", "unknown_recipient", "not_member", "too_large", "rate_limited", "forbidden", "conflict",
+    "blocked",
 ]
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]

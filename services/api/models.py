@@ -17,6 +17,9 @@ Username = Annotated[str, Field(pattern=USERNAME_PATTERN, description="3 to 32 o
 Password = Annotated[str, Field(min_length=8, max_length=256)]
 EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
 GroupName = Annotated[str, Field(min_length=1, max_length=100)]
+PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+Phone = Annotated[str, Field(pattern=PHONE_PATTERN, description="E.164: + and 7 to 15 digits, the first not 0",
+                             examples=["+4915112345678"])]
 
 
 class _Body(BaseModel):
@@ -30,6 +33,8 @@ class RegisterRequest(_Body):
     username: Username
     password: Password
     display_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    phone: Phone | None = Field(None, description="The user's verified phone number (E.164); others find the user "
+                                                  "by it in `POST /contacts/sync`. 409 when another user has it.")
 
 
 class RegisterResponse(BaseModel):
@@ -85,23 +90,52 @@ class UserOut(BaseModel):
     username: str
     display_name: str | None
     created_at: int
+    phone: str | None = None
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
+    def of(cls, user: User, phone: str | None = None) -> UserOut:
         return cls(user_id=user.user_id, username=user.username, display_name=user.display_name,
-                   created_at=user.created_at)
+                   created_at=user.created_at, phone=phone)
+
+
+class UserPatch(_Body):
+    """``PATCH /users/me``: the fields given change (``phone`` null removes the number)."""
+
+    phone: Phone | None = None
 
 
 class ContactsSyncRequest(_Body):
-    """``POST /contacts/sync``: usernames from the caller's address book."""
+    """``POST /contacts/sync``: usernames and phone numbers (E.164) from the caller's address book."""
 
-    usernames: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_CONTACTS)]
+    usernames: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_CONTACTS)] = []
+    phones: Annotated[list[Phone], Field(max_length=MAX_CONTACTS)] = []
 
 
 class ContactsSyncResponse(BaseModel):
-    """The registered ones among the asked usernames."""
+    """The registered ones among the asked usernames and phone numbers."""
 
     registered: dict[str, str] = Field(description="username → user_id")
+    phones: dict[str, str] = Field({}, description="phone number → user_id, for the numbers that are users' "
+                                                   "verified numbers")
+
+
+class ContactOut(BaseModel):
+    """One entry of the caller's contact list; ``added_at`` in ms since the epoch."""
+
+    user_id: str
+    added_at: int
+
+
+class ContactList(BaseModel):
+    """``GET /contacts``: the caller's server-side contact list, oldest first."""
+
+    contacts: list[ContactOut]
+
+
+class BlockList(BaseModel):
+    """``GET /blocks``: the users the caller blocks, oldest block first."""
+
+    blocked: list[str]
 
 
 # push tokens -------------------------------------------------------------------

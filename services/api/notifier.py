@@ -1,4 +1,4 @@
-"""How the API hands ``event`` envelopes to users' inboxes."""
+"""How the API hands ``event`` envelopes to users' inboxes, and tells the routers of changed blocks."""
 
 from __future__ import annotations
 
@@ -32,4 +32,12 @@ class DeviceLink(Protocol):
 
     async def send_job(self, job_id: str, device_ids: list[str], per_minute: int | None = None) -> None:
         """Send a stored job to its devices (``per_minute`` of them a minute when given)."""
+        ...
+
+
+class BlockFeed(Protocol):
+    """Tells the routers that a block was made or lifted (``chatmq.services.chat.blocks``)."""
+
+    async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
+        """``blocker`` (a member of ``groups``) blocked or unblocked ``blocked``; already committed."""
         ...

@@ -1,8 +1,9 @@
 """The group router: group messages from ``chat.group-outbox``.
 
 The sender must be a member (else ``not_member``; an unknown group is
-``unknown_recipient``). One copy per member except the sender, each carrying the
-group id, is committed as that member's pending item, then acked and delivered.
+``unknown_recipient``). One copy per member except the sender and those who block the
+sender (``chatmq.services.chat.blocks``: they are not told, nor is the sender), each carrying
+the group id, is committed as that member's pending item, then acked and delivered.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import logging
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import MessageIn
-from chatmq.core.records import OUTBOX_RECORDS
+from chatmq.core.records import OUTBOX_RECORDS, BlocksChanged
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
+from chatmq.services.chat.blocks import BlockList
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 
@@ -27,12 +29,18 @@ class GroupRouter(BusWorker):
         super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
         self._acceptor = Acceptor(store, outlet)
+        self._blocks = BlockList(store)
 
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
-        for item in OUTBOX_RECORDS.read_all(records):
+        items = OUTBOX_RECORDS.read_all(records)
+        blockers = await self._blocks.lookup(i.sender for i in items if isinstance(i.env, MessageIn))
+        for item in items:
             env, sender, node = item.env, item.sender, item.node
+            if isinstance(env, BlocksChanged):  # in order: the messages after it see the change
+                blockers[env.user] = await self._blocks.refresh(env.user)
+                continue
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
                 continue
@@ -45,6 +53,7 @@ class GroupRouter(BusWorker):
             elif not group.is_member(sender):
                 await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
             else:
-                recipients = [m for m in group.member_ids() if m != sender]
+                blocking = blockers.get(sender, frozenset())
+                recipients = [m for m in group.member_ids() if m != sender and m not in blocking]
                 batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients))
         await self._acceptor.accept(batch)

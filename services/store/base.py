@@ -386,6 +386,74 @@ class PresenceStore(abc.ABC):
         """Users with an entry."""
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A user on another user's server-side contact list, since ``added_at`` (ms)."""
+
+    user_id: str
+    added_at: int
+
+
+class SocialStore(abc.ABC):
+    """The store's role: who blocked whom, server-side contact lists, users' verified phone numbers, and
+    the keyed hashes of the numbers in users' address books that are no user's."""
+
+    @abc.abstractmethod
+    async def block(self, blocker: str, blocked: str) -> bool:
+        """Record that ``blocker`` blocks ``blocked``; False when it already did."""
+
+    @abc.abstractmethod
+    async def unblock(self, blocker: str, blocked: str) -> bool:
+        """Remove the block; False when there was none."""
+
+    @abc.abstractmethod
+    async def blocked_by(self, blocker: str) -> list[str]:
+        """Whom ``blocker`` blocks, oldest block first."""
+
+    @abc.abstractmethod
+    async def blockers_of(self, users: list[str]) -> dict[str, set[str]]:
+        """For each of ``users``, who blocks that user (an empty set for nobody); every one of ``users``
+        is a key."""
+
+    @abc.abstractmethod
+    async def add_contact(self, owner: str, contact: str) -> bool:
+        """Put ``contact`` on ``owner``'s list; False when it was already there."""
+
+    @abc.abstractmethod
+    async def remove_contact(self, owner: str, contact: str) -> bool:
+        """Take ``contact`` off ``owner``'s list; False when it was not there."""
+
+    @abc.abstractmethod
+    async def contacts_of(self, owner: str) -> list[Contact]:
+        """``owner``'s list, oldest first."""
+
+    @abc.abstractmethod
+    async def mutual_contacts(self, user_id: str) -> set[str]:
+        """The users who have ``user_id`` on their list and are on ``user_id``'s list (each has the other):
+        whom ``user_id``'s presence is shown to, and whose presence ``user_id`` sees."""
+
+    @abc.abstractmethod
+    async def set_phone(self, user_id: str, phone: str | None) -> None:
+        """Set (or with None, clear) ``user_id``'s verified phone number (E.164); ``ConflictError`` when
+        another user has it."""
+
+    @abc.abstractmethod
+    async def phone_of(self, user_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def user_ids_by_phones(self, phones: list[str]) -> dict[str, str]:
+        """``{phone: user_id}`` for those of ``phones`` that are users' verified numbers."""
+
+    @abc.abstractmethod
+    async def add_phone_hashes(self, owner: str, hashes: list[str]) -> None:
+        """Keep the keyed hashes of numbers in ``owner``'s address book that are no user's (never the
+        numbers themselves); repeats are kept once."""
+
+    @abc.abstractmethod
+    async def phone_hashes(self, owner: str) -> list[str]:
+        """The hashes kept for ``owner``, in the order first added."""
+
+
 #: A shadow document's bounds (docs/contract.md, "Devices"): the JSON of ``desired`` and of ``reported``
 #: each at most ``SHADOW_MAX_BYTES``, nested at most ``SHADOW_MAX_DEPTH`` objects deep.
 SHADOW_MAX_BYTES = 8192
@@ -663,7 +731,7 @@ class JobStore(abc.ABC):
 
 
 class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            CommandStore, JobStore, Service):
+            CommandStore, JobStore, SocialStore, Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""

@@ -32,6 +32,7 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
     "outbox_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c1", to="ub", body=BODY))),
     "outbox_group_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c2", group="g1", body=BODY))),
     "outbox_receipt": (r.OUTBOX_RECORDS, r.Outbox("ub", "n2", ReceiptIn("delivered", ["s1", "s2"]))),
+    "outbox_blocks_changed": (r.OUTBOX_RECORDS, r.Outbox("ua", "", r.BlocksChanged("ub"))),
     "presence_online": (r.PRESENCE_RECORDS, r.Online("ua", "n1", 1767225600000000001)),
     "presence_offline": (r.PRESENCE_RECORDS, r.Offline("ua", "n1", 1767225600000000001)),
     "presence_node_started": (r.PRESENCE_RECORDS, r.NodeStarted("n1", 1767225600000000000, 1767225600000)),

@@ -43,6 +43,8 @@ Collections
   "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``,
   ``(device_id, status)`` (``chatmq.services.store.mongo.jobs``).
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
+- ``blocks``, ``contacts``, ``phones``, ``phone_hashes``: who blocks whom, contact lists, verified phone
+  numbers and the keyed hashes of other numbers (``chatmq.services.store.mongo.social``).
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -178,13 +180,14 @@ from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
 from chatmq.services.store.mongo.presence import MongoPresence
 from chatmq.services.store.mongo.shadows import MongoShadows
+from chatmq.services.store.mongo.social import MongoSocial
 from chatmq.services.store.mongo.users import MongoUsers
 
 __all__ = ['MongoStore']
 
 
 class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoCommands, MongoJobs):
+                 MongoCommands, MongoJobs, MongoSocial):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

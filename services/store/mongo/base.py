@@ -303,6 +303,12 @@ class MongoBase(Store):
         await db.job_executions.create_index([("device_id", ASCENDING), ("status", ASCENDING)], name="device_status")
         await db.refresh_spent.create_index([("expires_at", ASCENDING)], name="expiry")
         await db.refresh_revoked.create_index([("expires_at", ASCENDING)], name="expiry")
+        await db.blocks.create_index([("blocker", ASCENDING)], name="blocker")
+        await db.blocks.create_index([("blocked", ASCENDING)], name="blocked")
+        await db.contacts.create_index([("owner", ASCENDING)], name="owner")
+        await db.contacts.create_index([("contact", ASCENDING)], name="contact")
+        await db.phones.create_index([("user_id", ASCENDING)], unique=True, name="user_unique")
+        await db.phone_hashes.create_index([("owner", ASCENDING)], name="owner")
 
     @staticmethod
     async def _migrate_pending(db: AsyncDatabase[Doc]) -> None:

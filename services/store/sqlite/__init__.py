@@ -18,13 +18,14 @@ from chatmq.services.store.sqlite.messages import SQLiteMessages
 from chatmq.services.store.sqlite.pending import SQLitePending
 from chatmq.services.store.sqlite.presence import SQLitePresence
 from chatmq.services.store.sqlite.shadows import SQLiteShadows
+from chatmq.services.store.sqlite.social import SQLiteSocial
 from chatmq.services.store.sqlite.users import SQLiteUsers
 
 __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
 class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLitePresence, SQLiteShadows,
-                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs):
+                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs, SQLiteSocial):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,

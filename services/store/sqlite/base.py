@@ -26,8 +26,9 @@ T = TypeVar("T")
 
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
-#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty).
-SCHEMA_VERSION = 3
+#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty); 4 the
+#: tables of blocks, contact lists and phone numbers (``blocks``, ``contacts``, ``phones``, ``phone_hashes``).
+SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -161,6 +162,29 @@ CREATE TABLE IF NOT EXISTS refresh_revoked (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at);
+CREATE TABLE IF NOT EXISTS blocks (
+    blocker    TEXT NOT NULL,
+    blocked    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+);
+CREATE INDEX IF NOT EXISTS blocks_blocked ON blocks (blocked);
+CREATE TABLE IF NOT EXISTS contacts (
+    owner    TEXT NOT NULL,
+    contact  TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact)
+);
+CREATE INDEX IF NOT EXISTS contacts_contact ON contacts (contact);
+CREATE TABLE IF NOT EXISTS phones (
+    phone   TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS phone_hashes (
+    owner TEXT NOT NULL,
+    hash  TEXT NOT NULL,
+    PRIMARY KEY (owner, hash)
+);
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"

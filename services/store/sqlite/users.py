@@ -157,12 +157,13 @@ class SQLiteUsers(SQLiteBase):
         return await self._write(op)
 
     async def delete_user(self, user_id: str) -> None:
-        """One transaction: the user's devices, push tokens, pending items and the user."""
+        """One transaction: the user's devices, push tokens, pending items, phone number and the user."""
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM devices WHERE owner_id = ?", (user_id,))
             conn.execute("DELETE FROM push_tokens WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM pending WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM phones WHERE user_id = ?", (user_id,))  # the number is free again
             if conn.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount == 0:
                 raise NotFoundError(f"no user {user_id!r}")
 
