@@ -29,7 +29,7 @@ from chatmq.services.api.control import SessionControl
 from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
-from chatmq.services.api.notifier import BlockFeed, DeviceLink, Notifier
+from chatmq.services.api.notifier import ChatFeed, DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter, AuthLimits
 from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
@@ -46,7 +46,7 @@ _TAGS = [
 def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_page: int = 100,
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
                trusted_proxies: Sequence[str] = ("127.0.0.1",), max_body: int = DEFAULT_MAX_BODY,
-               devices: DeviceLink | None = None, blocks: BlockFeed | None = None,
+               devices: DeviceLink | None = None, feed: ChatFeed | None = None,
                phone_key: bytes | None = None) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
@@ -57,9 +57,9 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     address when the peer is one of ``trusted_proxies`` (addresses or networks). Request bodies
     over ``max_body`` bytes are refused with 413 before they are read (``BodyLimit``). ``devices`` tells
     devices about changes of their shadows, commands and jobs (without it they see shadow changes on their
-    next ``shadow_get``, and commands and jobs answer 503). ``blocks`` tells the routers of changed blocks;
-    ``phone_key`` keys the hashes kept of address-book numbers that are no user's (random when not given:
-    every API process of a deployment must share one).
+    next ``shadow_get``, and commands and jobs answer 503). ``feed`` tells the routers of changed blocks and
+    of conversations marked read; ``phone_key`` keys the hashes kept of address-book numbers that are no
+    user's (random when not given: every API process of a deployment must share one).
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
@@ -67,7 +67,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
                   description="REST API of chatmq: accounts, contacts, devices, groups and history, and the "
                               "operators' API. Every error is an RFC 9457 problem details object.")
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
-                               limiter=AuthLimiter(auth_limits), devices=devices, blocks=blocks,
+                               limiter=AuthLimiter(auth_limits), devices=devices, feed=feed,
                                **({"phone_key": phone_key} if phone_key is not None else {}))
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
     app.add_middleware(BodyLimit, max_body=max_body)

@@ -14,7 +14,7 @@ from chatmq.core.auth import AccountDisabledError, TokenService, live_account
 from chatmq.core.errors import AuthError
 from chatmq.services.api.control import SessionControl
 from chatmq.services.api.errors import forbidden, unauthorized
-from chatmq.services.api.notifier import BlockFeed, DeviceLink, Notifier
+from chatmq.services.api.notifier import ChatFeed, DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter
 from chatmq.services.store.base import Store, User
 
@@ -32,7 +32,7 @@ class ApiContext:
     control: SessionControl | None = None
     limiter: AuthLimiter = field(default_factory=AuthLimiter)
     devices: DeviceLink | None = None
-    blocks: BlockFeed | None = None
+    feed: ChatFeed | None = None
     #: the key of the hashes kept of address-book numbers that are no user's (``phones.phone_hash``)
     phone_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
@@ -50,9 +50,9 @@ class ApiContext:
     async def blocks_changed(self, blocker: str, blocked: str) -> None:
         """Tell the routers (committed already): the pair's and the blocker's groups' routers read who
         blocks ``blocked`` again before the next message. Without a feed (no routers) nothing to tell."""
-        if self.blocks is not None:
+        if self.feed is not None:
             groups = [g.group_id for g in await self.store.groups_of(blocker)]
-            await self.blocks.blocks_changed(blocker, blocked, groups)
+            await self.feed.blocks_changed(blocker, blocked, groups)
 
     async def revoke_tokens(self, user_id: str) -> None:
         """Revoke every token of ``user_id`` issued so far, then close the user's live sessions (and

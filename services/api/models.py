@@ -317,8 +317,21 @@ class GroupOut(BaseModel):
 
 
 # history -----------------------------------------------------------------------
+MessageStatus = Literal["sent", "delivered", "read"]
+
+
+class ReceiptCounts(BaseModel):
+    """Of a group message's ``recipients`` (the members other than the sender when it was sent, still
+    members), how many got it (``delivered``) and how many read it."""
+
+    recipients: int
+    delivered: int
+    read: int
+
+
 class HistoryMessage(BaseModel):
-    """A stored message, in the shape of the inbox ``message`` envelope."""
+    """A stored message, in the shape of the inbox ``message`` envelope; the caller's own messages carry
+    ``status`` (and in groups ``receipts``)."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
@@ -330,12 +343,16 @@ class HistoryMessage(BaseModel):
     group: str | None
     body: dict[str, Any]
     ts: int
+    status: MessageStatus | None = Field(None, description="The caller's own messages: sent (stored), delivered "
+                                         "(every recipient confirmed it), read (every recipient marked it read)")
+    receipts: ReceiptCounts | None = None
 
     @classmethod
-    def of(cls, msg: StoredMessage) -> HistoryMessage:
+    def of(cls, msg: StoredMessage, status: MessageStatus | None = None,
+           receipts: ReceiptCounts | None = None) -> HistoryMessage:
         return cls.model_validate({
             "id": msg.server_id, "client_id": msg.client_id, "from": msg.sender, "to": msg.to,
-            "group": msg.group, "body": msg.body, "ts": msg.ts,
+            "group": msg.group, "body": msg.body, "ts": msg.ts, "status": status, "receipts": receipts,
         })
 
 
@@ -344,6 +361,47 @@ class HistoryPage(BaseModel):
 
     messages: list[HistoryMessage]
     next_before: str | None
+
+
+class LastMessage(BaseModel):
+    """A conversation's latest message."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    id: str
+    from_: str = Field(alias="from")
+    body: dict[str, Any]
+    ts: int
+
+
+class GroupRef(BaseModel):
+    group_id: str
+    name: str
+
+
+class ConversationOut(BaseModel):
+    """One conversation of the caller: with a user (``peer``) or a group."""
+
+    id: str = Field(description="The peer's user id or the group id (as in /conversations/{id}/messages)")
+    kind: Literal["direct", "group"]
+    peer: str | None
+    group: GroupRef | None
+    last_message: LastMessage
+    unread: int = Field(description="Messages of others after the caller's read marker (counted up to 1000)")
+    muted: bool
+
+
+class ConversationPage(BaseModel):
+    """Newest activity first; pass ``next_before`` as ``before`` for the next page (null: the last)."""
+
+    conversations: list[ConversationOut]
+    next_before: str | None
+
+
+class ReadRequest(_Body):
+    """``POST /conversations/{id}/read``: the caller read everything up to this server message id."""
+
+    up_to: EntityId
 
 
 class Health(BaseModel):

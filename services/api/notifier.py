@@ -1,4 +1,5 @@
-"""How the API hands ``event`` envelopes to users' inboxes, and tells the routers of changed blocks."""
+"""How the API hands ``event`` envelopes to users' inboxes, and what it tells the routers (changed blocks,
+conversations marked read)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,13 @@ class DeviceLink(Protocol):
         ...
 
 
-class BlockFeed(Protocol):
-    """Tells the routers that a block was made or lifted (``chatmq.services.chat.blocks``)."""
+class ChatFeed(Protocol):
+    """What the API tells the routers (``chatmq.services.chat.feed``)."""
 
     async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
         """``blocker`` (a member of ``groups``) blocked or unblocked ``blocked``; already committed."""
+        ...
+
+    async def read(self, user: str, server_ids: list[str]) -> None:
+        """``user`` read ``server_ids``: a ``read`` receipt to their senders."""
         ...

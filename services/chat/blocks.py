@@ -3,7 +3,7 @@ it changed.
 
 The routers ask ``BlockList.lookup`` once per batch for the batch's senders: the store is read only for
 senders not cached (or cached longer than ``ttl`` seconds ago), in one call; the rest is a dict lookup.
-When a user blocks or unblocks someone the API commits it, then ``BusBlockFeed`` puts a
+When a user blocks or unblocks someone the API commits it, then ``BusChatFeed`` puts a
 ``BlocksChanged`` (``chatmq.core.records``) on ``chat.outbox`` keyed by the pair's conversation and on
 ``chat.group-outbox`` keyed by each group of the blocker: the router that carries the pair's 1:1
 messages, and the group router of each of those groups, meet it in order before any message published
@@ -19,11 +19,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
-
-from chatmq.core.bus.base import Bus
-from chatmq.core.ids import conversation_key
-from chatmq.core.records import BlocksChanged, Outbox
-from chatmq.core.topics import GROUP_OUTBOX, OUTBOX
 
 Blockers = frozenset[str]
 
@@ -74,17 +69,3 @@ class BlockList:
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return kept
-
-
-class BusBlockFeed:
-    """The API's ``BlockFeed``: tells the routers on the bus that ``blocker`` (un)blocked ``blocked``."""
-
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
-        """``groups``: the blocker's groups, whose group router must hear of it too."""
-        record = Outbox(blocker, "", BlocksChanged(blocked))
-        await self._bus.publish(OUTBOX, conversation_key(blocker, blocked).encode(), record)
-        if groups:
-            await self._bus.publish_many(GROUP_OUTBOX, [(g.encode(), record) for g in groups])

@@ -454,6 +454,62 @@ class SocialStore(abc.ABC):
         """The hashes kept for ``owner``, in the order first added."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationHead:
+    """A conversation's latest message: a 1:1 conversation of users ``a`` and ``b`` (``group`` None), or a
+    group's; kept by the store as messages are accepted (one upsert per conversation per batch)."""
+
+    conversation: str
+    a: str | None
+    b: str | None
+    group: str | None
+    last_id: str
+    last_sender: str
+    last_body: dict[str, Any]
+    last_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """One user's state of one conversation: read up to server id ``read_up_to`` (None: nothing), ``muted``."""
+
+    read_up_to: str | None = None
+    muted: bool = False
+
+
+class ConversationStore(abc.ABC):
+    """The store's role: the conversation list (each conversation's latest message, kept by
+    ``accept_messages``), users' read markers and mutes, and what is unread."""
+
+    @abc.abstractmethod
+    async def conversation_heads(self, user_id: str, groups: list[str], before: str | None,
+                                 limit: int) -> list[ConversationHead]:
+        """The 1:1 conversations of ``user_id`` and those of ``groups`` whose latest message id is below
+        ``before`` (all when None), newest latest message first, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def conversation_states(self, user_id: str, conversations: list[str]) -> dict[str, ConversationState]:
+        """``user_id``'s state of each of ``conversations`` that has one."""
+
+    @abc.abstractmethod
+    async def readers(self, conversation: str) -> dict[str, str]:
+        """``{user_id: read_up_to}`` of everyone who marked ``conversation`` read."""
+
+    @abc.abstractmethod
+    async def mark_read(self, user_id: str, conversation: str, up_to: str) -> str | None:
+        """Move ``user_id``'s read marker of ``conversation`` up to ``up_to`` (never back); returns the
+        marker as it was before (None: none)."""
+
+    @abc.abstractmethod
+    async def set_muted(self, user_id: str, conversation: str, muted: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def unread(self, conversation: str, user_id: str, after: str | None, up_to: str | None,
+                     limit: int) -> list[tuple[str, str]]:
+        """``(server id, sender)`` of the messages of ``conversation`` not sent by ``user_id`` with an id
+        above ``after`` and at most ``up_to`` (None: no bound), oldest first, at most ``limit``."""
+
+
 #: A shadow document's bounds (docs/contract.md, "Devices"): the JSON of ``desired`` and of ``reported``
 #: each at most ``SHADOW_MAX_BYTES``, nested at most ``SHADOW_MAX_DEPTH`` objects deep.
 SHADOW_MAX_BYTES = 8192
@@ -731,7 +787,7 @@ class JobStore(abc.ABC):
 
 
 class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            CommandStore, JobStore, SocialStore, Service):
+            CommandStore, JobStore, SocialStore, ConversationStore, Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""

@@ -4,47 +4,13 @@ contact lists, address-book sync (numbers that are no user's kept only as keyed 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
 
-from chatmq.core.auth import TokenService
-from chatmq.services.api import create_app
 from chatmq.services.api.phones import phone_hash
-from chatmq.services.store.sqlite import SQLiteStore
-from tests.unit.conftest import TOKEN_KEY, ApiHarness, FakeControl, RecordingNotifier
+from tests.unit.conftest import PHONE_KEY, ApiHarness
 
 V1 = "/api/v1"
-PHONE_KEY = b"k" * 32
-
-
-class RecordingFeed:
-    def __init__(self) -> None:
-        self.changes: list[tuple[str, str, list[str]]] = []
-
-    async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
-        self.changes.append((blocker, blocked, groups))
-
-
-@pytest.fixture
-def feed() -> RecordingFeed:
-    return RecordingFeed()
-
-
-@pytest.fixture
-async def api(tmp_path: Path, feed: RecordingFeed) -> AsyncIterator[ApiHarness]:
-    store = SQLiteStore(tmp_path / "db.sqlite")
-    await store.start()
-    tokens = TokenService(TOKEN_KEY, 900, 3600)
-    notifier, control = RecordingNotifier(), FakeControl()
-    app = create_app(store, tokens, notifier, control=control, blocks=feed, phone_key=PHONE_KEY)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield ApiHarness(client, store, tokens, notifier, control)
-    finally:
-        await store.stop()
 
 
 async def test_contact_list_put_get_delete(api: ApiHarness) -> None:
@@ -124,17 +90,17 @@ async def test_sync_refuses_numbers_not_in_e164(api: ApiHarness, bad: str) -> No
     assert r.json()["errors"][0]["field"] == "body.phones.0"
 
 
-async def test_block_and_unblock_tell_the_routers(api: ApiHarness, feed: RecordingFeed) -> None:
+async def test_block_and_unblock_tell_the_routers(api: ApiHarness) -> None:
     me, bob = await api.user("alice"), await api.user("bob")
     gid = (await api.client.post(f"{V1}/groups", headers=api.auth(me), json={"name": "g", "members": [bob]})
            ).json()["group_id"]
     assert (await api.client.put(f"{V1}/blocks/{bob}", headers=api.auth(me))).status_code == 204
     assert (await api.client.get(f"{V1}/blocks", headers=api.auth(me))).json() == {"blocked": [bob]}
     assert await api.store.blockers_of([bob]) == {bob: {me}}
-    assert feed.changes == [(me, bob, [gid])]
+    assert api.feed.changes == [(me, bob, [gid])]
     assert (await api.client.delete(f"{V1}/blocks/{bob}", headers=api.auth(me))).status_code == 204
     assert (await api.client.delete(f"{V1}/blocks/{bob}", headers=api.auth(me))).status_code == 404
     assert (await api.client.get(f"{V1}/blocks", headers=api.auth(me))).json() == {"blocked": []}
-    assert feed.changes == [(me, bob, [gid]), (me, bob, [gid])]
+    assert api.feed.changes == [(me, bob, [gid]), (me, bob, [gid])]
     assert (await api.client.put(f"{V1}/blocks/{me}", headers=api.auth(me))).status_code == 422
     assert (await api.client.put(f"{V1}/blocks/u_nobody", headers=api.auth(me))).status_code == 404

@@ -13,7 +13,8 @@ from chatmq.core import ids
 from chatmq.core.bus.base import Record
 from chatmq.core.records import PUSHES, BlocksChanged, Outbox
 from chatmq.core.topics import GROUP_OUTBOX, OUTBOX, PUSH
-from chatmq.services.chat.blocks import BlockList, BusBlockFeed
+from chatmq.services.chat.blocks import BlockList
+from chatmq.services.chat.feed import BusChatFeed
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.chat.router import Router
@@ -145,7 +146,7 @@ async def test_the_feed_tells_the_pairs_router_and_each_group_of_the_blocker(cha
     probe = Probe(chat.bus, [OUTBOX, GROUP_OUTBOX], group="feed-probe")
     await probe.start()
     try:
-        await BusBlockFeed(chat.bus).blocks_changed("alice", "bob", ["g1", "g2"])
+        await BusChatFeed(chat.bus).blocks_changed("alice", "bob", ["g1", "g2"])
         got = await probe.wait_for(3)
     finally:
         await probe.stop()

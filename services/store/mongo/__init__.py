@@ -43,6 +43,9 @@ Collections
   "<len(job)>:<job>:<device>", job_id, device_id, status, progress, details, updated_at}``; ``job_id``,
   ``(device_id, status)`` (``chatmq.services.store.mongo.jobs``).
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
+- ``conversation_heads``, ``conversation_state``: each conversation's latest message (replaced once per
+  conversation per accepted batch: the one write ``accept_messages`` adds) and users' read markers and
+  mutes (``chatmq.services.store.mongo.conversations``).
 - ``blocks``, ``contacts``, ``phones``, ``phone_hashes``: who blocks whom, contact lists, verified phone
   numbers and the keyed hashes of other numbers (``chatmq.services.store.mongo.social``).
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``

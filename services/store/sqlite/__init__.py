@@ -11,6 +11,7 @@ from __future__ import annotations
 from chatmq.services.store.base import AcceptResult, NewMessage, Route
 from chatmq.services.store.sqlite.base import SCHEMA_VERSION
 from chatmq.services.store.sqlite.commands import SQLiteCommands
+from chatmq.services.store.sqlite.conversations import SQLiteConversations
 from chatmq.services.store.sqlite.device_status import SQLiteDeviceStatus
 from chatmq.services.store.sqlite.groups import SQLiteGroups
 from chatmq.services.store.sqlite.jobs import SQLiteJobs
@@ -25,7 +26,7 @@ __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
 class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLitePresence, SQLiteShadows,
-                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs, SQLiteSocial):
+                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs, SQLiteSocial, SQLiteConversations):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,

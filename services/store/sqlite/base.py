@@ -27,7 +27,9 @@ T = TypeVar("T")
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
 #: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty); 4 the
-#: tables of blocks, contact lists and phone numbers (``blocks``, ``contacts``, ``phones``, ``phone_hashes``).
+#: tables of blocks, contact lists and phone numbers (``blocks``, ``contacts``, ``phones``, ``phone_hashes``)
+#: and of the conversation list (``conversation_heads``, ``conversation_state``; heads of messages stored
+#: before are not made: those conversations show once they have a new message).
 SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -180,6 +182,26 @@ CREATE TABLE IF NOT EXISTS phones (
     phone   TEXT PRIMARY KEY,
     user_id TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS conversation_heads (
+    conversation TEXT PRIMARY KEY,
+    a            TEXT,
+    b            TEXT,
+    group_id     TEXT,
+    last_id      TEXT NOT NULL,
+    last_sender  TEXT NOT NULL,
+    last_body    TEXT NOT NULL,
+    last_ts      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_heads_a ON conversation_heads (a, last_id);
+CREATE INDEX IF NOT EXISTS conversation_heads_b ON conversation_heads (b, last_id);
+CREATE TABLE IF NOT EXISTS conversation_state (
+    user_id      TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    read_up_to   TEXT,
+    muted        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, conversation)
+);
+CREATE INDEX IF NOT EXISTS conversation_state_conversation ON conversation_state (conversation);
 CREATE TABLE IF NOT EXISTS phone_hashes (
     owner TEXT NOT NULL,
     hash  TEXT NOT NULL,
