@@ -81,3 +81,27 @@ def test_contact_list_and_sync_by_phone(server: Deployment, users: Users) -> Non
     assert mutual == {bob.uid}
     assert api(server, alice, "DELETE", f"/contacts/{bob.uid}").status_code == 204
     assert api(server, alice, "GET", "/contacts").json() == {"contacts": []}
+
+
+def test_conversation_list_unread_and_read(server: Deployment, users: Users) -> None:
+    alice, bob, carol = users(), users(), users()
+    gid = carol.create_group("club", [alice.uid])["group_id"]
+    sent = [bob.send(alice.uid, f"b{i}") for i in range(3)]
+    acks = [bob.wait_ack(cid, TIMEOUT) for cid in sent]
+    carol.wait_ack(carol.send_group(gid, "club news"), TIMEOUT)
+    alice.wait_messages(4, TIMEOUT)
+
+    listed = api(server, alice, "GET", "/conversations").json()["conversations"]
+    assert [(c["id"], c["kind"], c["unread"]) for c in listed] == [(gid, "group", 1), (bob.uid, "direct", 3)]
+    assert listed[1]["last_message"]["id"] == acks[-1]["id"]
+    assert listed[1]["last_message"]["body"] == {"text": "b2"}
+
+    marked = api(server, alice, "POST", f"/conversations/{bob.uid}/read", json={"up_to": acks[1]["id"]})
+    assert marked.status_code == 204
+    # the read receipt reaches bob like one from alice's client
+    bob.wait_for(lambda: [r for r in bob.receipts if r["status"] == "read"], TIMEOUT)
+    assert [r["ids"] for r in bob.receipts if r["status"] == "read"] == [[a["id"] for a in acks[:2]]]
+    assert [c["unread"] for c in api(server, alice, "GET", "/conversations").json()["conversations"]] == [1, 1]
+    bob.wait_for(lambda: sum(len(r["ids"]) for r in bob.receipts if r["status"] == "delivered") >= 3, TIMEOUT)
+    history = api(server, bob, "GET", f"/conversations/{alice.uid}/messages").json()["messages"]
+    assert [m["status"] for m in history] == ["delivered", "read", "read"]  # alice's client confirmed all
