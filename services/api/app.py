@@ -22,6 +22,7 @@ from chatmq.services.api import (
     jobs_routes,
     problems,
     processes_routes,
+    search_routes,
     users_routes,
 )
 from chatmq.services.api.body_limit import DEFAULT_MAX_BODY, BodyLimit
@@ -82,6 +83,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(jobs_routes.router)
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
+    v1.include_router(search_routes.router)
     v1.include_router(admin_routes.router)
     v1.include_router(processes_routes.router)
     v1.include_router(problems.router)

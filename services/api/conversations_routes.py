@@ -31,7 +31,7 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {403: {"description": "Not a member 
                                              404: {"description": "No such user or group."}}
 
 
-async def _conversation(ctx: ApiContext, user_id: str, peer: str) -> tuple[str, Group | None]:
+async def conversation_of(ctx: ApiContext, user_id: str, peer: str) -> tuple[str, Group | None]:
     """The conversation key of the caller with ``peer`` (a user id, or a group id starting with ``g``), and
     the group; 404 unknown, 403 not a member."""
     if peer.startswith("g"):
@@ -102,7 +102,7 @@ def conversations_router(max_page: int) -> APIRouter:
         """Mark the conversation read up to server id ``up_to`` (a marker never goes back). The messages of
         others this newly covers (up to 1000) get a ``read`` receipt to their senders, as if the caller's
         client had sent one."""
-        conversation, _ = await _conversation(ctx, user.user_id, peer)
+        conversation, _ = await conversation_of(ctx, user.user_id, peer)
         before = await ctx.store.mark_read(user.user_id, conversation, body.up_to)
         if before is not None and before >= body.up_to:
             return Response(status_code=204)
@@ -114,14 +114,14 @@ def conversations_router(max_page: int) -> APIRouter:
     @router.put("/{peer}/mute", status_code=204, response_class=Response, responses=_UNKNOWN)
     async def mute(peer: str, user: CurrentUser, ctx: Ctx) -> Response:
         """Mute the conversation (shown as ``muted`` in the list; clients decide what it means)."""
-        conversation, _ = await _conversation(ctx, user.user_id, peer)
+        conversation, _ = await conversation_of(ctx, user.user_id, peer)
         await ctx.store.set_muted(user.user_id, conversation, True)
         return Response(status_code=204)
 
     @router.delete("/{peer}/mute", status_code=204, response_class=Response, responses=_UNKNOWN)
     async def unmute(peer: str, user: CurrentUser, ctx: Ctx) -> Response:
         """Unmute the conversation."""
-        conversation, _ = await _conversation(ctx, user.user_id, peer)
+        conversation, _ = await conversation_of(ctx, user.user_id, peer)
         await ctx.store.set_muted(user.user_id, conversation, False)
         return Response(status_code=204)
 
@@ -139,7 +139,7 @@ def conversations_router(max_page: int) -> APIRouter:
         as ``before`` for the next page, or null when this page is the last. The caller's own
         messages carry ``status`` (and, in groups, ``receipts`` counts).
         """
-        conversation, group = await _conversation(ctx, user.user_id, peer)
+        conversation, group = await conversation_of(ctx, user.user_id, peer)
         rows = await ctx.store.history(conversation, before, limit)
         statuses = await _statuses(ctx, user.user_id, conversation, group, rows)
         messages = [HistoryMessage.of(m, *statuses.get(m.server_id, (None, None))) for m in rows]

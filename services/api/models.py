@@ -363,6 +363,12 @@ class HistoryPage(BaseModel):
     next_before: str | None
 
 
+class SearchResults(BaseModel):
+    """``GET /search``: matching messages, newest first."""
+
+    messages: list[HistoryMessage]
+
+
 class LastMessage(BaseModel):
     """A conversation's latest message."""
 

@@ -510,6 +510,17 @@ class ConversationStore(abc.ABC):
         above ``after`` and at most ``up_to`` (None: no bound), oldest first, at most ``limit``."""
 
 
+class SearchStore(abc.ABC):
+    """The store's role: full-text search over the ``text`` strings of message bodies."""
+
+    @abc.abstractmethod
+    async def search_messages(self, user_id: str, groups: list[str], words: list[str], conversation: str | None,
+                              limit: int) -> list[StoredMessage]:
+        """Messages whose body's ``text`` holds every one of ``words`` (case-insensitive; each a whole word,
+        or on FerretDB a substring), among the 1:1 messages sent or received by ``user_id`` and those of
+        ``groups`` (only ``conversation`` when given), newest first, at most ``limit``."""
+
+
 #: A shadow document's bounds (docs/contract.md, "Devices"): the JSON of ``desired`` and of ``reported``
 #: each at most ``SHADOW_MAX_BYTES``, nested at most ``SHADOW_MAX_DEPTH`` objects deep.
 SHADOW_MAX_BYTES = 8192
@@ -787,7 +798,7 @@ class JobStore(abc.ABC):
 
 
 class Store(UserStore, GroupStore, MessageStore, PendingStore, PresenceStore, ShadowStore, DeviceStatusStore,
-            CommandStore, JobStore, SocialStore, ConversationStore, Service):
+            CommandStore, JobStore, SocialStore, ConversationStore, SearchStore, Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""

@@ -105,3 +105,18 @@ def test_conversation_list_unread_and_read(server: Deployment, users: Users) -> 
     bob.wait_for(lambda: sum(len(r["ids"]) for r in bob.receipts if r["status"] == "delivered") >= 3, TIMEOUT)
     history = api(server, bob, "GET", f"/conversations/{alice.uid}/messages").json()["messages"]
     assert [m["status"] for m in history] == ["delivered", "read", "read"]  # alice's client confirmed all
+
+
+def test_search_finds_only_the_callers_conversations(server: Deployment, users: Users) -> None:
+    alice, bob, carol = users(), users(), users()
+    word = f"zebra{uuid.uuid4().hex[:8]}"  # unique to this test: the deployment is shared
+    mine = alice.wait_ack(alice.send(bob.uid, f"a {word} crossing"), TIMEOUT)
+    bob.wait_ack(bob.send(carol.uid, f"another {word}, not alice's"), TIMEOUT)
+    gid = carol.create_group("zoo", [alice.uid])["group_id"]
+    in_group = carol.wait_ack(carol.send_group(gid, f"{word} at the zoo"), TIMEOUT)
+
+    found = api(server, alice, "GET", "/search", params={"q": word.upper()}).json()["messages"]
+    assert [m["id"] for m in found] == [in_group["id"], mine["id"]]
+    only_bob = api(server, alice, "GET", "/search", params={"q": f"{word} crossing", "conversation": bob.uid})
+    assert [m["body"]["text"] for m in only_bob.json()["messages"]] == [f"a {word} crossing"]
+    assert len(api(server, carol, "GET", "/search", params={"q": word}).json()["messages"]) == 2

@@ -22,8 +22,9 @@ Collections
   ``v`` (a version) makes it a compare-and-swap; ``members.user_id`` is indexed (multikey on
   MongoDB; on FerretDB's SQLite backend that index never matches an array and queries scan,
   which is correct, only slower).
-- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts}``;
-  ``(conversation, _id)``: history, only ever inserted into on the hot path. (Documents with
+- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts[, text]}``;
+  ``(conversation, _id)``, and on MongoDB a text index on ``text`` (the body's text, for search:
+  ``chatmq.services.store.mongo.search``): history, only ever inserted into on the hot path. (Documents with
   ``committed: false`` from the earlier scheme are hidden from history.)
 - ``accepting`` ``{_id: server_id, <the message's fields>, pending: [<its pending items>]}``: the
   messages being accepted right now, each deleted (by ``_id``) once stored: a small working set.
@@ -182,6 +183,7 @@ from chatmq.services.store.mongo.jobs import MongoJobs
 from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
 from chatmq.services.store.mongo.presence import MongoPresence
+from chatmq.services.store.mongo.search import MongoSearch
 from chatmq.services.store.mongo.shadows import MongoShadows
 from chatmq.services.store.mongo.social import MongoSocial
 from chatmq.services.store.mongo.users import MongoUsers
@@ -190,7 +192,7 @@ __all__ = ['MongoStore']
 
 
 class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoPending, MongoPresence, MongoShadows, MongoDeviceStatus,
-                 MongoCommands, MongoJobs, MongoSocial):
+                 MongoCommands, MongoJobs, MongoSocial, MongoSearch):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

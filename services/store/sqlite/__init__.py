@@ -18,6 +18,7 @@ from chatmq.services.store.sqlite.jobs import SQLiteJobs
 from chatmq.services.store.sqlite.messages import SQLiteMessages
 from chatmq.services.store.sqlite.pending import SQLitePending
 from chatmq.services.store.sqlite.presence import SQLitePresence
+from chatmq.services.store.sqlite.search import SQLiteSearch
 from chatmq.services.store.sqlite.shadows import SQLiteShadows
 from chatmq.services.store.sqlite.social import SQLiteSocial
 from chatmq.services.store.sqlite.users import SQLiteUsers
@@ -26,7 +27,8 @@ __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
 class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLitePending, SQLitePresence, SQLiteShadows,
-                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs, SQLiteSocial, SQLiteConversations):
+                  SQLiteDeviceStatus, SQLiteCommands, SQLiteJobs, SQLiteSocial, SQLiteConversations,
+                  SQLiteSearch):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,

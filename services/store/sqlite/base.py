@@ -29,7 +29,8 @@ T = TypeVar("T")
 #: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty); 4 the
 #: tables of blocks, contact lists and phone numbers (``blocks``, ``contacts``, ``phones``, ``phone_hashes``)
 #: and of the conversation list (``conversation_heads``, ``conversation_state``; heads of messages stored
-#: before are not made: those conversations show once they have a new message).
+#: before are not made: those conversations show once they have a new message), and the FTS5 index of
+#: message texts (``message_text``, filled by the first search: ``search_position``).
 SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -202,6 +203,11 @@ CREATE TABLE IF NOT EXISTS conversation_state (
     PRIMARY KEY (user_id, conversation)
 );
 CREATE INDEX IF NOT EXISTS conversation_state_conversation ON conversation_state (conversation);
+CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5 (text, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS search_position (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    last_rowid INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS phone_hashes (
     owner TEXT NOT NULL,
     hash  TEXT NOT NULL,
