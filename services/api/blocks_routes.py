@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from chatmq.services.api.deps import Ctx, CurrentUser
-from chatmq.services.api.errors import ApiError, not_found
+from chatmq.services.api.errors import not_found
 from chatmq.services.api.models import BlockList, EntityId
 
 router = APIRouter(prefix="/blocks", tags=["contacts"])
@@ -23,10 +23,7 @@ async def list_blocks(user: CurrentUser, ctx: Ctx) -> BlockList:
             responses={404: {"description": "No such user."}, 422: {"description": "The caller's own id."}})
 async def block(user_id: EntityId, user: CurrentUser, ctx: Ctx) -> Response:
     """Block a user (again: no change). Takes effect for every message the user sends after this answer."""
-    if user_id == user.user_id:
-        raise ApiError(422, "you cannot block yourself")
-    if not await ctx.store.existing_user_ids([user_id]):
-        raise not_found("no such user")
+    await ctx.check_other_user(user.user_id, user_id, "you cannot block yourself")
     await ctx.store.block(user.user_id, user_id)
     await ctx.blocks_changed(user.user_id, user_id)
     return Response(status_code=204)

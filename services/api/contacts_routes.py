@@ -33,10 +33,7 @@ async def list_contacts(user: CurrentUser, ctx: Ctx) -> ContactList:
                        422: {"description": "The caller's own id."}})
 async def add_contact(user_id: EntityId, user: CurrentUser, ctx: Ctx) -> Response:
     """Put a user on the caller's list (again: no change)."""
-    if user_id == user.user_id:
-        raise ApiError(422, "you cannot be your own contact")
-    if not await ctx.store.existing_user_ids([user_id]):
-        raise not_found("no such user")
+    await ctx.check_other_user(user.user_id, user_id, "you cannot be your own contact")
     if len(await ctx.store.contacts_of(user.user_id)) >= MAX_CONTACTS:
         raise ApiError(409, f"a contact list holds at most {MAX_CONTACTS} users")
     await ctx.store.add_contact(user.user_id, user_id)

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from chatmq.core.auth import AccountDisabledError, TokenService, live_account
 from chatmq.core.errors import AuthError
 from chatmq.services.api.control import SessionControl
-from chatmq.services.api.errors import forbidden, unauthorized
+from chatmq.services.api.errors import ApiError, forbidden, not_found, unauthorized
 from chatmq.services.api.notifier import ChatFeed, DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter
 from chatmq.services.store.base import Store, User
@@ -53,6 +53,13 @@ class ApiContext:
         if self.feed is not None:
             groups = [g.group_id for g in await self.store.groups_of(blocker)]
             await self.feed.blocks_changed(blocker, blocked, groups)
+
+    async def check_other_user(self, caller: str, user_id: str, itself: str) -> None:
+        """422 (``itself`` says why) when ``user_id`` is the caller, 404 when it is no user."""
+        if user_id == caller:
+            raise ApiError(422, itself)
+        if not await self.store.existing_user_ids([user_id]):
+            raise not_found("no such user")
 
     async def revoke_tokens(self, user_id: str) -> None:
         """Revoke every token of ``user_id`` issued so far, then close the user's live sessions (and
