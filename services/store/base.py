@@ -211,9 +211,10 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_user(self, user_id: str) -> None:
-        """Delete a user's account: the user (its username is free again), its devices, push
-        tokens and pending items. Group memberships are the caller's to end first (they have
-        rules and events). ``NotFoundError`` when there is no such user."""
+        """Delete a user's account: the user (its username and phone number are free again), its devices,
+        push tokens, pending items, contacts and blocks (both ways), phone hashes and conversation states.
+        Group memberships are the caller's to end first (they have rules and events). ``NotFoundError``
+        when there is no such user."""
 
     @abc.abstractmethod
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:

@@ -79,3 +79,19 @@ async def test_phone_hashes_are_kept_once_each_in_order(store: Store) -> None:
     await store.add_phone_hashes(a, [])
     assert await store.phone_hashes(a) == ["h1", "h2", "h3"]
     assert await store.phone_hashes("someone else") == []
+
+
+async def test_deleting_a_user_removes_its_contacts_and_blocks_both_ways(store: Store) -> None:
+    a, b, c = await users(store, "alice", "bob", "carol")
+    await store.add_contact(a, b)
+    await store.add_contact(b, a)
+    await store.add_contact(c, b)
+    await store.block(b, c)
+    await store.block(c, b)
+    await store.add_phone_hashes(b, ["h"])
+    await store.delete_user(b)
+    assert await store.contacts_of(a) == []
+    assert await store.contacts_of(c) == []
+    assert await store.blocked_by(c) == []
+    assert await store.blockers_of([c]) == {c: set()}
+    assert await store.phone_hashes(b) == []
