@@ -16,7 +16,7 @@ from chatmq.core.records import OUTBOX_RECORDS, BlocksChanged
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
-from chatmq.services.chat.blocks import BlockList
+from chatmq.services.chat.blocks import JOIN_SKEW_MS, BlockList
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 
@@ -36,10 +36,12 @@ class GroupRouter(BusWorker):
         batch: list[Submission] = []
         items = OUTBOX_RECORDS.read_all(records)
         blockers = await self._blocks.lookup(i.sender for i in items if isinstance(i.env, MessageIn))
+        fresh: set[str] = set()  # senders whose blockers were read again in this batch
         for item in items:
             env, sender, node = item.env, item.sender, item.node
             if isinstance(env, BlocksChanged):  # in order: the messages after it see the change
                 blockers[env.user] = await self._blocks.refresh(env.user)
+                fresh.add(env.user)
                 continue
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
@@ -53,6 +55,10 @@ class GroupRouter(BusWorker):
             elif not group.is_member(sender):
                 await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
             else:
+                joined = max(m.joined_at for m in group.members)
+                if sender not in fresh and joined + JOIN_SKEW_MS >= self._blocks.read_at(sender):
+                    blockers[sender] = await self._blocks.refresh(sender)  # a newcomer may block the sender
+                    fresh.add(sender)
                 blocking = blockers.get(sender, frozenset())
                 recipients = [m for m in group.member_ids() if m != sender and m not in blocking]
                 batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from chatmq.core import ids
@@ -153,3 +154,18 @@ async def test_the_feed_tells_the_pairs_router_and_each_group_of_the_blocker(cha
     assert sorted((r.topic, r.key.decode()) for r in got) == [
         (GROUP_OUTBOX, "g1"), (GROUP_OUTBOX, "g2"), (OUTBOX, ids.conversation_key("alice", "bob"))]
     assert {r.item for r in got} == {Outbox("alice", "", BlocksChanged("bob"))}
+
+
+async def test_a_blocker_who_joins_a_group_later_gets_no_copies_from_the_start(chat: Chat) -> None:
+    group_router = GroupRouter(chat.bus, chat.store, chat.outlet)
+    alice, bob, carol = await chat.user(), await chat.user(), await chat.user()
+    gid = ids.group_id()
+    await chat.store.create_group(gid, "team", carol, [bob])
+    await group_router.process([outbox_record(bob, message("g1", group=gid))])  # bob's blockers cached: none
+    await chat.store.block(alice, bob)  # alice is in no group: no group router hears of it
+    await chat.store.add_members(gid, [alice])
+
+    await group_router.process([outbox_record(bob, message("g2", group=gid))])
+
+    assert await chat.pending(alice) == []
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(carol)] == ["g1", "g2"]
