@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "invalid_envelope", "unknown_recipient", "not_member", "too_large", "rate_limited", "forbidden", "conflict",
     # message actions (edit, delete, reaction, reply_to)
     "not_found", "edit_window_passed",
+    "blocked",
 ]
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]

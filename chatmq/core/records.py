@@ -15,7 +15,9 @@ Topics and their records (keys in brackets):
 
 * ``chat.outbox`` (conversation; the user for receipts), ``chat.group-outbox`` (group): ``Outbox``
   ``{"from", "node", "env": <MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn>}`` (receipts and
-  message actions keyed by their sender, on ``chat.outbox``).
+  message actions keyed by their sender, on ``chat.outbox``); from the API, ``{"from": <blocker>, "node": "",
+  "env": {"type": "blocks_changed", "user": <blocked>}}`` keyed by the pair's conversation (``chat.outbox``)
+  and by each group of the blocker (``chat.group-outbox``), so it comes in order before what follows.
 * ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"}``,
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
@@ -71,12 +73,21 @@ class BusItem(msgspec.Struct, frozen=True):
 
 # --- outbox ---------------------------------------------------------------------------------------
 
+class BlocksChanged(msgspec.Struct, frozen=True, tag_field="type", tag="blocks_changed"):
+    """Not a client envelope (``parse_outbox`` never yields one): the API's word to the routers that
+    the ``Outbox`` sender blocked or unblocked ``user``, so that they drop what they cached of who
+    blocked ``user`` (``chatmq.services.chat.blocks``)."""
+
+    user: str
+
+
 class Outbox(BusItem, frozen=True):
-    """A validated outbox envelope from user ``sender`` connected to ``node``."""
+    """A validated outbox envelope from user ``sender`` connected to ``node``, or (from the API, with
+    ``node`` empty) a ``BlocksChanged``."""
 
     sender: str = msgspec.field(name="from")
     node: str
-    env: MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn
+    env: MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn | BlocksChanged
 
 
 # --- presence and connections ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ environment variable of the same name in upper case with the prefix ``CHATMQ_``
 
 from __future__ import annotations
 
+import hmac
 import importlib.resources
 import os
 import secrets
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     jwt_secret: str | None = Field(
         None, min_length=32, description="Token signing key; when unset one is made and kept in data_dir."
     )
+    phone_hash_secret: SecretStr | None = Field(
+        None, min_length=32, description="Key of the HMAC-SHA256 hashes kept of address-book phone numbers that are "
+        "no user's (POST /contacts/sync); unset: derived from the token signing key.")
     access_token_ttl: int = Field(900, gt=0, description="Access token lifetime in seconds.")
     refresh_token_ttl: int = Field(30 * 24 * 3600, gt=0, description="Refresh token lifetime in seconds.")
     refresh_reuse_grace: float = Field(0.0, ge=0, le=60, description="Seconds after its first use during which a "
@@ -300,6 +304,13 @@ class Settings(BaseSettings):
         """The bounds every outbox envelope is checked against at the edge."""
         return EnvelopeLimits(self.max_payload, self.envelope_max_depth, self.envelope_max_string,
                               self.envelope_max_items, self.envelope_max_keys)
+
+    def phone_hash_key(self) -> bytes:
+        """The key of the phone number hashes: ``phone_hash_secret``, else derived from ``signing_key()``
+        (so every process of a deployment, which shares that key, hashes alike)."""
+        if self.phone_hash_secret is not None:
+            return self.phone_hash_secret.get_secret_value().encode()
+        return hmac.digest(self.signing_key().encode(), b"chatmq phone hash key", "sha256")
 
     def signing_key(self) -> str:
         """The token signing key: ``jwt_secret``, else one kept in ``data_dir/jwt.secret`` (made once, mode 0600)."""

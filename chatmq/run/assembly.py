@@ -40,6 +40,7 @@ from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
+from chatmq.services.chat.feed import BusChatFeed
 from chatmq.services.chat.file_collector import FileCollector
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.notices import BusNotifier, NoticeWorker
@@ -223,7 +224,8 @@ def _api(p: Process) -> list[Component]:
     p.app = create_app(p.store, p.tokens, BusNotifier(p.bus), control=control,
                        auth_limits=AuthLimits.of(s), trusted_proxies=s.trusted_proxies,
                        devices=BusDeviceLink(p.bus, waiters), max_body=s.max_request_body, telemetry=reader,
-                       files=p.files, max_file_size=s.max_file_size)
+                       files=p.files, max_file_size=s.max_file_size, feed=BusChatFeed(p.bus),
+                       phone_key=s.phone_hash_key())
     p.servers = http_servers(p.app, s, p.tls)
     return [*([reader] if reader else []), follower, ProcessFollower(p.bus, p.processes, group=f"{group}.processes"),
             waiters, *p.servers]

@@ -14,6 +14,8 @@ from chatmq.core.auth import TokenService
 from chatmq.services.api import (
     admin_routes,
     auth_routes,
+    blocks_routes,
+    contacts_routes,
     devices_routes,
     files_routes,
     groups_routes,
@@ -21,6 +23,7 @@ from chatmq.services.api import (
     jobs_routes,
     problems,
     processes_routes,
+    search_routes,
     telemetry_routes,
     users_routes,
 )
@@ -29,7 +32,7 @@ from chatmq.services.api.control import SessionControl
 from chatmq.services.api.conversations_routes import conversations_router
 from chatmq.services.api.deps import ApiContext
 from chatmq.services.api.errors import install_error_handlers
-from chatmq.services.api.notifier import DeviceLink, Notifier
+from chatmq.services.api.notifier import ChatFeed, DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter, AuthLimits
 from chatmq.services.api.web import mount_web_client
 from chatmq.services.store.base import Store
@@ -49,7 +52,8 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
                control: SessionControl | None = None, auth_limits: AuthLimits | None = None,
                trusted_proxies: Sequence[str] = ("127.0.0.1",), max_body: int = DEFAULT_MAX_BODY,
                devices: DeviceLink | None = None, telemetry: TelemetryReader | None = None,
-               files: FileStore | None = None, max_file_size: int = 25 * 1024 * 1024) -> FastAPI:
+               files: FileStore | None = None, max_file_size: int = 25 * 1024 * 1024,
+               feed: ChatFeed | None = None, phone_key: bytes | None = None) -> FastAPI:
     """The REST API over ``store`` (already started; the caller owns its lifecycle).
 
     ``tokens`` issues and verifies tokens, ``notifier`` delivers group events to members'
@@ -61,7 +65,9 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     devices about changes of their shadows, commands and jobs (without it they see shadow changes on their
     next ``shadow_get``, and commands and jobs answer 503). ``telemetry`` reads devices' readings back (without
     it ``GET /devices/{id}/telemetry`` answers 503). ``files`` stores uploads (``/files``; without it they
-    answer 503) of up to ``max_file_size`` bytes.
+    answer 503) of up to ``max_file_size`` bytes. ``feed`` tells the routers of changed blocks and
+    of conversations marked read; ``phone_key`` keys the hashes kept of address-book numbers that are no
+    user's (random when not given: every API process of a deployment must share one).
     """
     if max_page < 1:
         raise ValueError("max_page must be at least 1")
@@ -70,7 +76,8 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
                               "operators' API. Every error is an RFC 9457 problem details object.")
     app.state.ctx = ApiContext(store=store, tokens=tokens, notifier=notifier, max_page=max_page, control=control,
                                limiter=AuthLimiter(auth_limits), devices=devices, telemetry=telemetry,
-                               files=files)
+                               files=files, feed=feed,
+                               **({"phone_key": phone_key} if phone_key is not None else {}))
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
     app.add_middleware(BodyLimit, max_body=max_body,
                        routes={("POST", API_PREFIX + files_routes.PATH): max_file_size + files_routes.MULTIPART_SLACK})
@@ -79,12 +86,15 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1 = APIRouter(prefix=API_PREFIX)
     v1.include_router(auth_routes.router)
     v1.include_router(users_routes.router)
+    v1.include_router(contacts_routes.router)
+    v1.include_router(blocks_routes.router)
     v1.include_router(devices_routes.router)
     v1.include_router(jobs_routes.router)
     v1.include_router(telemetry_routes.router)
     v1.include_router(groups_routes.router)
     v1.include_router(conversations_router(max_page))
     v1.include_router(files_routes.files_router(max_file_size))
+    v1.include_router(search_routes.router)
     v1.include_router(admin_routes.router)
     v1.include_router(processes_routes.router)
     v1.include_router(problems.router)

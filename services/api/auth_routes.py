@@ -35,16 +35,24 @@ def _tokens(ctx: Ctx, user: User, family: str | None = None) -> TokenResponse:
 
 
 @router.post("/register", status_code=201, response_model=RegisterResponse, dependencies=RATE_LIMITED,
-             responses={409: {"description": "The username is taken."}, **_LIMITED})
+             responses={409: {"description": "The username (or the phone number) is taken."}, **_LIMITED})
 async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
     """Create an account; the password is kept as an argon2 hash."""
     if await ctx.store.get_user_by_username(body.username) is not None:
         raise ApiError(409, "username is taken")
+    if body.phone is not None and await ctx.store.user_ids_by_phones([body.phone]):
+        raise ApiError(409, "another user has this phone number")
     password_hash = await hash_secret_async(body.password)
     try:
         user = await ctx.store.create_user(ids.user_id(), body.username, password_hash, body.display_name)
     except ConflictError:
         raise ApiError(409, "username is taken") from None
+    if body.phone is not None:
+        try:
+            await ctx.store.set_phone(user.user_id, body.phone)
+        except ConflictError:  # taken meanwhile: the account goes again, the answer says why
+            await ctx.store.delete_user(user.user_id)
+            raise ApiError(409, "another user has this phone number") from None
     return RegisterResponse(user_id=user.user_id, username=user.username)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -12,8 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from chatmq.core.auth import AccountDisabledError, TokenService, live_account
 from chatmq.core.errors import AuthError
 from chatmq.services.api.control import SessionControl
-from chatmq.services.api.errors import forbidden, unauthorized
-from chatmq.services.api.notifier import DeviceLink, Notifier
+from chatmq.services.api.errors import ApiError, forbidden, not_found, unauthorized
+from chatmq.services.api.notifier import ChatFeed, DeviceLink, Notifier
 from chatmq.services.api.ratelimit import AuthLimiter
 from chatmq.services.store.base import Store, User
 from chatmq.services.store.files import FileStore
@@ -35,6 +36,9 @@ class ApiContext:
     devices: DeviceLink | None = None
     telemetry: TelemetryReader | None = None
     files: FileStore | None = None
+    feed: ChatFeed | None = None
+    #: the key of the hashes kept of address-book numbers that are no user's (``phones.phone_hash``)
+    phone_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     async def notify(self, user_ids: list[str], envelope: dict[str, Any]) -> None:
         """Send an event to ``user_ids`` (each once). The change it reports is already committed,
@@ -46,6 +50,20 @@ class ApiContext:
             await self.notifier.notify(recipients, envelope)
         except Exception:
             log.exception("notifier failed for event %s to %d users", envelope.get("event"), len(recipients))
+
+    async def blocks_changed(self, blocker: str, blocked: str) -> None:
+        """Tell the routers (committed already): the pair's and the blocker's groups' routers read who
+        blocks ``blocked`` again before the next message. Without a feed (no routers) nothing to tell."""
+        if self.feed is not None:
+            groups = [g.group_id for g in await self.store.groups_of(blocker)]
+            await self.feed.blocks_changed(blocker, blocked, groups)
+
+    async def check_other_user(self, caller: str, user_id: str, itself: str) -> None:
+        """422 (``itself`` says why) when ``user_id`` is the caller, 404 when it is no user."""
+        if user_id == caller:
+            raise ApiError(422, itself)
+        if not await self.store.existing_user_ids([user_id]):
+            raise not_found("no such user")
 
     async def revoke_tokens(self, user_id: str) -> None:
         """Revoke every token of ``user_id`` issued so far, then close the user's live sessions (and

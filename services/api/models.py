@@ -17,6 +17,9 @@ Username = Annotated[str, Field(pattern=USERNAME_PATTERN, description="3 to 32 o
 Password = Annotated[str, Field(min_length=8, max_length=256)]
 EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
 GroupName = Annotated[str, Field(min_length=1, max_length=100)]
+PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+Phone = Annotated[str, Field(pattern=PHONE_PATTERN, description="E.164: + and 7 to 15 digits, the first not 0",
+                             examples=["+4915112345678"])]
 
 
 class _Body(BaseModel):
@@ -30,6 +33,8 @@ class RegisterRequest(_Body):
     username: Username
     password: Password
     display_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    phone: Phone | None = Field(None, description="The user's verified phone number (E.164); others find the user "
+                                                  "by it in `POST /contacts/sync`. 409 when another user has it.")
 
 
 class RegisterResponse(BaseModel):
@@ -85,23 +90,52 @@ class UserOut(BaseModel):
     username: str
     display_name: str | None
     created_at: int
+    phone: str | None = None
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
+    def of(cls, user: User, phone: str | None = None) -> UserOut:
         return cls(user_id=user.user_id, username=user.username, display_name=user.display_name,
-                   created_at=user.created_at)
+                   created_at=user.created_at, phone=phone)
+
+
+class UserPatch(_Body):
+    """``PATCH /users/me``: the fields given change (``phone`` null removes the number)."""
+
+    phone: Phone | None = None
 
 
 class ContactsSyncRequest(_Body):
-    """``POST /contacts/sync``: usernames from the caller's address book."""
+    """``POST /contacts/sync``: usernames and phone numbers (E.164) from the caller's address book."""
 
-    usernames: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_CONTACTS)]
+    usernames: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_CONTACTS)] = []
+    phones: Annotated[list[Phone], Field(max_length=MAX_CONTACTS)] = []
 
 
 class ContactsSyncResponse(BaseModel):
-    """The registered ones among the asked usernames."""
+    """The registered ones among the asked usernames and phone numbers."""
 
     registered: dict[str, str] = Field(description="username → user_id")
+    phones: dict[str, str] = Field({}, description="phone number → user_id, for the numbers that are users' "
+                                                   "verified numbers")
+
+
+class ContactOut(BaseModel):
+    """One entry of the caller's contact list; ``added_at`` in ms since the epoch."""
+
+    user_id: str
+    added_at: int
+
+
+class ContactList(BaseModel):
+    """``GET /contacts``: the caller's server-side contact list, oldest first."""
+
+    contacts: list[ContactOut]
+
+
+class BlockList(BaseModel):
+    """``GET /blocks``: the users the caller blocks, oldest block first."""
+
+    blocked: list[str]
 
 
 # push tokens -------------------------------------------------------------------
@@ -283,11 +317,24 @@ class GroupOut(BaseModel):
 
 
 # history -----------------------------------------------------------------------
+MessageStatus = Literal["sent", "delivered", "read"]
+
+
+class ReceiptCounts(BaseModel):
+    """Of a group message's ``recipients`` (the members other than the sender when it was sent, still
+    members), how many got it (``delivered``) and how many read it."""
+
+    recipients: int
+    delivered: int
+    read: int
+
+
 class HistoryMessage(BaseModel):
     """A stored message, in the shape of the inbox ``message`` envelope, with what message actions did to
     it: ``edited_at`` (ms, the last edit; the body is the edited one), ``deleted`` (for everyone: the body
     is then ``{}``), ``reactions`` (emoji -> the user ids who reacted with it, in order); ``reply_to`` is
-    the server id the message answers."""
+    the server id the message answers. The caller's own messages carry ``status`` (and in groups
+    ``receipts``)."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
@@ -303,13 +350,18 @@ class HistoryMessage(BaseModel):
     edited_at: int | None = None
     deleted: bool = False
     reactions: dict[str, list[str]] = Field(default_factory=dict)
+    status: MessageStatus | None = Field(None, description="The caller's own messages: sent (stored), delivered "
+                                         "(every recipient confirmed it), read (every recipient marked it read)")
+    receipts: ReceiptCounts | None = None
 
     @classmethod
-    def of(cls, msg: StoredMessage) -> HistoryMessage:
+    def of(cls, msg: StoredMessage, status: MessageStatus | None = None,
+           receipts: ReceiptCounts | None = None) -> HistoryMessage:
         return cls.model_validate({
             "id": msg.server_id, "client_id": msg.client_id, "from": msg.sender, "to": msg.to,
             "group": msg.group, "body": msg.body, "ts": msg.ts, "reply_to": msg.reply_to,
             "edited_at": msg.edited_at, "deleted": msg.deleted, "reactions": msg.reactions,
+            "status": status, "receipts": receipts,
         })
 
 
@@ -318,6 +370,53 @@ class HistoryPage(BaseModel):
 
     messages: list[HistoryMessage]
     next_before: str | None
+
+
+class SearchResults(BaseModel):
+    """``GET /search``: matching messages, newest first."""
+
+    messages: list[HistoryMessage]
+
+
+class LastMessage(BaseModel):
+    """A conversation's latest message."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    id: str
+    from_: str = Field(alias="from")
+    body: dict[str, Any]
+    ts: int
+
+
+class GroupRef(BaseModel):
+    group_id: str
+    name: str
+
+
+class ConversationOut(BaseModel):
+    """One conversation of the caller: with a user (``peer``) or a group."""
+
+    id: str = Field(description="The peer's user id or the group id (as in /conversations/{id}/messages)")
+    kind: Literal["direct", "group"]
+    peer: str | None
+    group: GroupRef | None
+    last_message: LastMessage
+    unread: int = Field(description="Messages of others after the caller's read marker (counted up to 1000)")
+    muted: bool
+
+
+class ConversationPage(BaseModel):
+    """Newest activity first; pass ``next_before`` as ``before`` for the next page (null: the last)."""
+
+    conversations: list[ConversationOut]
+    next_before: str | None
+
+
+class ReadRequest(_Body):
+    """``POST /conversations/{id}/read``: the caller read everything up to this server message id."""
+
+    up_to: EntityId
 
 
 class Health(BaseModel):

@@ -1,4 +1,5 @@
-"""How the API hands ``event`` envelopes to users' inboxes."""
+"""How the API hands ``event`` envelopes to users' inboxes, and what it tells the routers (changed blocks,
+conversations marked read)."""
 
 from __future__ import annotations
 
@@ -32,4 +33,16 @@ class DeviceLink(Protocol):
 
     async def send_job(self, job_id: str, device_ids: list[str], per_minute: int | None = None) -> None:
         """Send a stored job to its devices (``per_minute`` of them a minute when given)."""
+        ...
+
+
+class ChatFeed(Protocol):
+    """What the API tells the routers (``chatmq.services.chat.feed``)."""
+
+    async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
+        """``blocker`` (a member of ``groups``) blocked or unblocked ``blocked``; already committed."""
+        ...
+
+    async def read(self, user: str, server_ids: list[str]) -> None:
+        """``user`` read ``server_ids``: a ``read`` receipt to their senders."""
         ...

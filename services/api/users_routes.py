@@ -1,23 +1,21 @@
-"""``/users/me``, ``/contacts/sync`` and ``/push-tokens``: the caller's own profile data, and
-deleting the caller's account."""
+"""``/users/me`` and ``/push-tokens``: the caller's own profile data, and deleting the caller's account."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
 from chatmq.core.auth import verify_secret_async
-from chatmq.core.errors import NotFoundError
+from chatmq.core.errors import ConflictError, NotFoundError
 from chatmq.services.api import group_changes as changes
 from chatmq.services.api.deps import Ctx, CurrentUser
 from chatmq.services.api.errors import ApiError, forbidden, not_found
 from chatmq.services.api.models import (
     AccountDeleteRequest,
-    ContactsSyncRequest,
-    ContactsSyncResponse,
     PublicUserOut,
     PushTokenOut,
     PushTokenRequest,
     UserOut,
+    UserPatch,
 )
 from chatmq.services.api.ratelimit import client_address
 
@@ -25,9 +23,20 @@ router = APIRouter(tags=["users"])
 
 
 @router.get("/users/me", response_model=UserOut)
-async def me(user: CurrentUser) -> UserOut:
+async def me(user: CurrentUser, ctx: Ctx) -> UserOut:
     """The caller's profile."""
-    return UserOut.of(user)
+    return UserOut.of(user, await ctx.store.phone_of(user.user_id))
+
+
+@router.patch("/users/me", response_model=UserOut, responses={409: {"description": "Another user has this phone."}})
+async def patch_me(body: UserPatch, user: CurrentUser, ctx: Ctx) -> UserOut:
+    """Change the caller's profile: ``phone`` (E.164, the caller's verified number; null removes it)."""
+    if "phone" in body.model_fields_set:
+        try:
+            await ctx.store.set_phone(user.user_id, body.phone)
+        except ConflictError:
+            raise ApiError(409, "another user has this phone number") from None
+    return UserOut.of(user, await ctx.store.phone_of(user.user_id))
 
 
 @router.delete("/users/me", status_code=204, response_class=Response,
@@ -65,14 +74,6 @@ async def user_profile(user_id: str, user: CurrentUser, ctx: Ctx) -> PublicUserO
     if found is None:
         raise not_found("no such user")
     return PublicUserOut(user_id=found.user_id, username=found.username, display_name=found.display_name)
-
-
-@router.post("/contacts/sync", response_model=ContactsSyncResponse)
-async def contacts_sync(body: ContactsSyncRequest, user: CurrentUser, ctx: Ctx) -> ContactsSyncResponse:
-    """Which of ``usernames`` (at most 1000) are registered, with their user ids."""
-    wanted = list(dict.fromkeys(body.usernames))
-    found = await ctx.store.user_ids_by_usernames(wanted) if wanted else {}
-    return ContactsSyncResponse(registered=found)
 
 
 @router.post("/push-tokens", status_code=201, response_model=PushTokenOut)

@@ -1,8 +1,9 @@
 """The group router: group messages from ``chat.group-outbox``.
 
 The sender must be a member (else ``not_member``; an unknown group is
-``unknown_recipient``). One copy per member except the sender, each carrying the
-group id, is committed as that member's pending item, then acked and delivered. A ``reply_to``
+``unknown_recipient``). One copy per member except the sender and those who block the
+sender (``chatmq.services.chat.blocks``: they are not told, nor is the sender), each carrying
+the group id, is committed as that member's pending item, then acked and delivered. A ``reply_to``
 must name a message of the same group (read by primary key, for such messages only).
 """
 
@@ -12,11 +13,12 @@ import logging
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import MessageIn
-from chatmq.core.records import OUTBOX_RECORDS
+from chatmq.core.records import OUTBOX_RECORDS, BlocksChanged
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.actions import reply_conversations, reply_refusal
+from chatmq.services.chat.blocks import JOIN_SKEW_MS, BlockList
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 from chatmq.services.store.files import FileStore
@@ -30,14 +32,21 @@ class GroupRouter(BusWorker):
         super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
         self._acceptor = Acceptor(store, outlet, files)
+        self._blocks = BlockList(store)
 
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
         items = OUTBOX_RECORDS.read_all(records)
         replies = await reply_conversations(self._store, items)
+        blockers = await self._blocks.lookup(i.sender for i in items if isinstance(i.env, MessageIn))
+        fresh: set[str] = set()  # senders whose blockers were read again in this batch
         for item in items:
             env, sender, node = item.env, item.sender, item.node
+            if isinstance(env, BlocksChanged):  # in order: the messages after it see the change
+                blockers[env.user] = await self._blocks.refresh(env.user)
+                fresh.add(env.user)
+                continue
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
                 continue
@@ -52,6 +61,11 @@ class GroupRouter(BusWorker):
             elif env.reply_to is not None and replies.get(env.reply_to) != gid:
                 await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id)
             else:
-                recipients = [m for m in group.member_ids() if m != sender]
+                joined = max(m.joined_at for m in group.members)
+                if sender not in fresh and joined + JOIN_SKEW_MS >= self._blocks.read_at(sender):
+                    blockers[sender] = await self._blocks.refresh(sender)  # a newcomer may block the sender
+                    fresh.add(sender)
+                blocking = blockers.get(sender, frozenset())
+                recipients = [m for m in group.member_ids() if m != sender and m not in blocking]
                 batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, env.reply_to))
         await self._acceptor.accept(batch)

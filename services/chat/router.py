@@ -1,6 +1,7 @@
 """The router: 1:1 messages, receipts and message actions from ``chat.outbox``.
 
-Messages: the recipient must be a registered user (else ``unknown_recipient``); the
+Messages: the recipient must be a registered user (else ``unknown_recipient``) who does not
+block the sender (else ``blocked``: nothing is stored, delivered or pushed); the
 message is committed with one pending item for the recipient, acked, and delivered
 when the recipient is online. Receipts: only for messages addressed to the receipt's
 sender (directly or through a group they are in); ``delivered`` removes them from
@@ -19,11 +20,12 @@ from collections.abc import Iterable
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import MessageIn, ReceiptIn, receipt_envelope
 from chatmq.core.ids import conversation_key
-from chatmq.core.records import OUTBOX_RECORDS
+from chatmq.core.records import OUTBOX_RECORDS, BlocksChanged
 from chatmq.core.topics import OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.actions import ActionHandler, ActionSubmission, reply_conversations, reply_refusal
+from chatmq.services.chat.blocks import BlockList
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 from chatmq.services.store.base import Route
@@ -44,17 +46,23 @@ class Router(BusWorker):
         self._acceptor = Acceptor(store, outlet, files)
         self._actions = ActionHandler(store, outlet, self._acceptor, edit_window)
         self._routes = Routes()
+        self._blocks = BlockList(store)
 
     async def process(self, records: list[Record]) -> None:
         items = OUTBOX_RECORDS.read_all(records)
-        recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
+        messages = [i for i in items if isinstance(i.env, MessageIn)]
+        recipients = {i.env.to for i in messages if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         replies = await reply_conversations(self._store, items)
+        blockers = await self._blocks.lookup(i.sender for i in messages) if messages else {}
         batch: list[Submission] = []
         actions: list[ActionSubmission] = []
         receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)
         for item in items:
             env, sender, node = item.env, item.sender, item.node
+            if isinstance(env, BlocksChanged):  # in order: the messages after it see the change
+                blockers[env.user] = await self._blocks.refresh(env.user)
+                continue
             if isinstance(env, ReceiptIn):
                 receipts.setdefault((sender, env.status), []).extend(env.ids)
                 continue
@@ -64,6 +72,8 @@ class Router(BusWorker):
                 log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
             elif env.to not in known:
                 await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
+            elif env.to in blockers.get(sender, ()):
+                await self._acceptor.refuse(sender, node, "blocked", f"{env.to} blocked you", env.id)
             elif env.reply_to is not None and replies.get(env.reply_to) != conversation_key(sender, env.to):
                 await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id)
             else:

@@ -243,9 +243,10 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_user(self, user_id: str) -> None:
-        """Delete a user's account: the user (its username is free again), its devices, push
-        tokens and pending items. Group memberships are the caller's to end first (they have
-        rules and events). ``NotFoundError`` when there is no such user."""
+        """Delete a user's account: the user (its username and phone number are free again), its devices,
+        push tokens, pending items, contacts and blocks (both ways), phone hashes and conversation states.
+        Group memberships are the caller's to end first (they have rules and events). ``NotFoundError``
+        when there is no such user."""
 
     @abc.abstractmethod
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:
@@ -429,6 +430,141 @@ class PresenceStore(abc.ABC):
     @abc.abstractmethod
     async def count_online(self) -> int:
         """Users with an entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A user on another user's server-side contact list, since ``added_at`` (ms)."""
+
+    user_id: str
+    added_at: int
+
+
+class SocialStore(abc.ABC):
+    """The store's role: who blocked whom, server-side contact lists, users' verified phone numbers, and
+    the keyed hashes of the numbers in users' address books that are no user's."""
+
+    @abc.abstractmethod
+    async def block(self, blocker: str, blocked: str) -> bool:
+        """Record that ``blocker`` blocks ``blocked``; False when it already did."""
+
+    @abc.abstractmethod
+    async def unblock(self, blocker: str, blocked: str) -> bool:
+        """Remove the block; False when there was none."""
+
+    @abc.abstractmethod
+    async def blocked_by(self, blocker: str) -> list[str]:
+        """Whom ``blocker`` blocks, oldest block first."""
+
+    @abc.abstractmethod
+    async def blockers_of(self, users: list[str]) -> dict[str, set[str]]:
+        """For each of ``users``, who blocks that user (an empty set for nobody); every one of ``users``
+        is a key."""
+
+    @abc.abstractmethod
+    async def add_contact(self, owner: str, contact: str) -> bool:
+        """Put ``contact`` on ``owner``'s list; False when it was already there."""
+
+    @abc.abstractmethod
+    async def remove_contact(self, owner: str, contact: str) -> bool:
+        """Take ``contact`` off ``owner``'s list; False when it was not there."""
+
+    @abc.abstractmethod
+    async def contacts_of(self, owner: str) -> list[Contact]:
+        """``owner``'s list, oldest first."""
+
+    @abc.abstractmethod
+    async def mutual_contacts(self, user_id: str) -> set[str]:
+        """The users who have ``user_id`` on their list and are on ``user_id``'s list (each has the other):
+        whom ``user_id``'s presence is shown to, and whose presence ``user_id`` sees."""
+
+    @abc.abstractmethod
+    async def set_phone(self, user_id: str, phone: str | None) -> None:
+        """Set (or with None, clear) ``user_id``'s verified phone number (E.164); ``ConflictError`` when
+        another user has it."""
+
+    @abc.abstractmethod
+    async def phone_of(self, user_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def user_ids_by_phones(self, phones: list[str]) -> dict[str, str]:
+        """``{phone: user_id}`` for those of ``phones`` that are users' verified numbers."""
+
+    @abc.abstractmethod
+    async def add_phone_hashes(self, owner: str, hashes: list[str]) -> None:
+        """Keep the keyed hashes of numbers in ``owner``'s address book that are no user's (never the
+        numbers themselves); repeats are kept once."""
+
+    @abc.abstractmethod
+    async def phone_hashes(self, owner: str) -> list[str]:
+        """The hashes kept for ``owner``, in the order first added."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationHead:
+    """A conversation's latest message: a 1:1 conversation of users ``a`` and ``b`` (``group`` None), or a
+    group's; kept by the store as messages are accepted (one upsert per conversation per batch)."""
+
+    conversation: str
+    a: str | None
+    b: str | None
+    group: str | None
+    last_id: str
+    last_sender: str
+    last_body: dict[str, Any]
+    last_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationState:
+    """One user's state of one conversation: read up to server id ``read_up_to`` (None: nothing), ``muted``."""
+
+    read_up_to: str | None = None
+    muted: bool = False
+
+
+class ConversationStore(abc.ABC):
+    """The store's role: the conversation list (each conversation's latest message, kept by
+    ``accept_messages``), users' read markers and mutes, and what is unread."""
+
+    @abc.abstractmethod
+    async def conversation_heads(self, user_id: str, groups: list[str], before: str | None,
+                                 limit: int) -> list[ConversationHead]:
+        """The 1:1 conversations of ``user_id`` and those of ``groups`` whose latest message id is below
+        ``before`` (all when None), newest latest message first, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def conversation_states(self, user_id: str, conversations: list[str]) -> dict[str, ConversationState]:
+        """``user_id``'s state of each of ``conversations`` that has one."""
+
+    @abc.abstractmethod
+    async def readers(self, conversation: str) -> dict[str, str]:
+        """``{user_id: read_up_to}`` of everyone who marked ``conversation`` read."""
+
+    @abc.abstractmethod
+    async def mark_read(self, user_id: str, conversation: str, up_to: str) -> str | None:
+        """Move ``user_id``'s read marker of ``conversation`` up to ``up_to`` (never back); returns the
+        marker as it was before (None: none)."""
+
+    @abc.abstractmethod
+    async def set_muted(self, user_id: str, conversation: str, muted: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def unread(self, conversation: str, user_id: str, after: str | None, up_to: str | None,
+                     limit: int) -> list[tuple[str, str]]:
+        """``(server id, sender)`` of the messages of ``conversation`` not sent by ``user_id`` with an id
+        above ``after`` and at most ``up_to`` (None: no bound), oldest first, at most ``limit``."""
+
+
+class SearchStore(abc.ABC):
+    """The store's role: full-text search over the ``text`` strings of message bodies."""
+
+    @abc.abstractmethod
+    async def search_messages(self, user_id: str, groups: list[str], words: list[str], conversation: str | None,
+                              limit: int) -> list[StoredMessage]:
+        """Messages whose body's ``text`` holds every one of ``words`` (case-insensitive; each a whole word,
+        or on FerretDB a substring), among the 1:1 messages sent or received by ``user_id`` and those of
+        ``groups`` (only ``conversation`` when given), newest first, at most ``limit``."""
 
 
 #: A shadow document's bounds (docs/contract.md, "Devices"): the JSON of ``desired`` and of ``reported``
@@ -748,8 +884,10 @@ class JobStore(abc.ABC):
         """Replace the stored execution of ``(job_id, device_id)``."""
 
 
+
 class Store(UserStore, GroupStore, MessageStore, ActionStore, PendingStore, PresenceStore, ShadowStore,
-            DeviceStatusStore, DeviceOwedStore, CommandStore, JobStore, Service):
+            DeviceStatusStore, DeviceOwedStore, CommandStore, JobStore, SocialStore, ConversationStore, SearchStore,
+            Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
+import msgspec
 import orjson
 
 from chatmq.services.store.base import Route
@@ -22,6 +23,28 @@ def body_text(body: bytes | Mapping[str, Any]) -> str:
     """A message body as stored: the client's JSON bytes as text (a new message), or a history
     body (an imported one) encoded."""
     return body.decode() if isinstance(body, bytes) else orjson.dumps(body).decode()
+
+
+class _Text(msgspec.Struct):
+    text: Any = None
+
+
+_text_decoder = msgspec.json.Decoder(_Text)
+
+
+def text_of(body: bytes | Mapping[str, Any]) -> str | None:
+    """The ``text`` string of a message body, if it has one (what search matches). Only a body whose bytes
+    name a ``"text"`` key is decoded."""
+    if isinstance(body, bytes):
+        if b'"text"' not in body:
+            return None
+        try:
+            value = _text_decoder.decode(body).text
+        except (msgspec.DecodeError, RecursionError):
+            return None
+    else:
+        value = body.get("text")
+    return value if isinstance(value, str) else None
 
 
 def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:

@@ -7,6 +7,7 @@ Tests take a ``Deployment``: where to connect, the token key, the logs, and how 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,10 +18,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -31,6 +32,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from chatmq.devices.sdk import ChatClient, Transport, release_sockets
 from chatmq.run.cluster import stop_process
 from tests.fakes.tls import CertFiles, TestCA
+
+if TYPE_CHECKING:
+    from chatmq.services.store.base import Store
+
+T = TypeVar("T")
 
 
 class Peer(ChatClient):
@@ -295,6 +301,28 @@ def user_factory(server: Deployment) -> Iterator[Users]:
 
 KAFKA = os.environ.get("CHATMQ_KAFKA_BOOTSTRAP")
 MONGO = os.environ.get("CHATMQ_MONGO_URL")
+
+
+def read_store(server: Deployment, read: Callable[[Store], Awaitable[T]]) -> T:
+    """``read(store)`` on a handle of the deployment's own store (SQLite of ``chatmq serve``, MongoDB of
+    a cluster), opened for the call."""
+    store: Store
+    if isinstance(server, ServerProcess):
+        from chatmq.services.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(server.data_dir / "chatmq.db")
+    else:
+        from chatmq.services.store.mongo import MongoStore
+
+        assert isinstance(server, ClusterDeployment)
+        assert MONGO
+        store = MongoStore(MONGO, server.name)
+
+    async def run() -> T:
+        async with store:
+            return await read(store)
+
+    return asyncio.run(run())
 
 
 class ClusterDeployment:

@@ -4,7 +4,6 @@ part) configured with ``push_provider = fcm``, the real firebase-admin in the se
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,15 +11,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from chatmq.devices.sdk import MessageRejectedError
 from chatmq.services.store.base import Store
 from tests.e2e.harness import (
-    MONGO,
-    ClusterDeployment,
     Deployment,
     Peer,
-    ServerProcess,
     Users,
     cluster,
+    read_store,
     serve,
     user_factory,
 )
@@ -70,23 +68,11 @@ def register_token(server: Deployment, peer: Peer, platform: str = "android", pr
 
 def store_tokens(server: Deployment, user_id: str) -> list[str]:
     """``user_id``'s push tokens, read from the deployment's store."""
-    store: Store
-    if isinstance(server, ServerProcess):
-        from chatmq.services.store.sqlite import SQLiteStore
 
-        store = SQLiteStore(server.data_dir / "chatmq.db")
-    else:
-        from chatmq.services.store.mongo import MongoStore
+    async def read(store: Store) -> list[str]:
+        return [t.token for t in await store.push_tokens(user_id)]
 
-        assert isinstance(server, ClusterDeployment)
-        assert MONGO
-        store = MongoStore(MONGO, server.name)
-
-    async def read() -> list[str]:
-        async with store:
-            return [t.token for t in await store.push_tokens(user_id)]
-
-    return asyncio.run(read())
+    return read_store(server, read)
 
 
 def test_an_offline_user_gets_one_data_push_per_message_and_an_online_user_none(
@@ -166,3 +152,22 @@ def test_group_messages_push_offline_members_and_group_events_do_not(
     bob.connect()
     assert bob.wait_messages(1, TIMEOUT)[0]["id"] == ack["id"]
     assert [p.data["type"] for p in fake.to(bob_phone)] == ["message"]  # the event was not pushed
+
+
+def test_a_blocked_senders_message_is_not_pushed(users: Users, pushing: Deployment, fake: FakePushServer) -> None:
+    alice, bob = users(connect=False), users()
+    phone = register_token(pushing, alice)
+    blocked = httpx.put(f"{pushing.api_url}/api/v1/blocks/{bob.uid}",
+                        headers={"Authorization": f"Bearer {alice.access_token}"})
+    assert blocked.status_code == 204
+    with pytest.raises(MessageRejectedError) as refused:
+        bob.wait_ack(bob.send(alice.uid, "let me in"), TIMEOUT)
+    assert refused.value.code == "blocked"
+    unblocked = httpx.delete(f"{pushing.api_url}/api/v1/blocks/{bob.uid}",
+                             headers={"Authorization": f"Bearer {alice.access_token}"})
+    assert unblocked.status_code == 204
+    ack = bob.wait_ack(bob.send(alice.uid, "now?"), TIMEOUT)  # the same conversation: after the refused one
+    pushed = fake.wait_for(lambda s: any(p.token == phone for p in s), TIMEOUT)
+    assert [p.data["id"] for p in pushed if p.token == phone] == [ack["id"]]
+    alice.connect()
+    assert [m["body"] for m in alice.wait_messages(1, TIMEOUT)] == [{"text": "now?"}]

@@ -64,6 +64,23 @@ class FakeControl:
         return len({c.id for c in self.connections if c.kind == "user"})
 
 
+PHONE_KEY = b"k" * 32
+
+
+class RecordingFeed:
+    """The API's ``ChatFeed``, recording what it was told."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str, list[str]]] = []
+        self.reads: list[tuple[str, list[str]]] = []
+
+    async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
+        self.changes.append((blocker, blocked, groups))
+
+    async def read(self, user: str, server_ids: list[str]) -> None:
+        self.reads.append((user, server_ids))
+
+
 @dataclass
 class ApiHarness:
     """Everything an API test touches."""
@@ -73,6 +90,7 @@ class ApiHarness:
     tokens: TokenService
     notifier: RecordingNotifier
     control: FakeControl
+    feed: RecordingFeed = field(default_factory=RecordingFeed)
     _hash: list[str] = field(default_factory=list)
 
     async def user(self, username: str, *, admin: bool = False, display_name: str | None = None) -> str:
@@ -94,10 +112,11 @@ async def api(tmp_path: Path) -> AsyncIterator[ApiHarness]:
     tokens = TokenService(TOKEN_KEY, 900, 3600)
     notifier = RecordingNotifier()
     control = FakeControl()
-    app = create_app(store, tokens, notifier, control=control)
+    feed = RecordingFeed()
+    app = create_app(store, tokens, notifier, control=control, feed=feed, phone_key=PHONE_KEY)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield ApiHarness(client, store, tokens, notifier, control)
+            yield ApiHarness(client, store, tokens, notifier, control, feed)
     finally:
         await store.stop()
 

@@ -264,7 +264,7 @@ async def test_users_me(api: ApiHarness) -> None:
     stored = await api.store.get_user(user_id)
     assert stored is not None
     assert body == {"user_id": user_id, "username": "alice", "display_name": "Alice",
-                    "created_at": stored.created_at}
+                    "created_at": stored.created_at, "phone": None}
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer ", "Basic YWxpY2U6cGFzcw==", "Bearer not.a.jwt"])
@@ -327,14 +327,14 @@ async def test_contacts_sync_returns_the_registered_ones(api: ApiHarness) -> Non
     r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me),
                               json={"usernames": ["bob", "carol", "nobody", "bob", "Not A Name"]})
     assert r.status_code == 200
-    assert r.json() == {"registered": {"bob": bob, "carol": carol}}
+    assert r.json() == {"registered": {"bob": bob, "carol": carol}, "phones": {}}
 
 
 async def test_contacts_sync_empty_and_too_many(api: ApiHarness) -> None:
     me = await api.user("alice")
     r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me), json={"usernames": []})
     assert r.status_code == 200
-    assert r.json() == {"registered": {}}
+    assert r.json() == {"registered": {}, "phones": {}}
     many = [f"user{i}" for i in range(1000)]
     r = await api.client.post(f"{V1}/contacts/sync", headers=api.auth(me), json={"usernames": many})
     assert r.status_code == 200

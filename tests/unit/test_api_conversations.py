@@ -59,9 +59,14 @@ async def test_direct_history_newest_first_in_message_shape(api: ApiHarness) -> 
     newest = body["messages"][0]
     assert newest == {"type": "message", "id": second, "client_id": stored[second].client_id, "from": bob,
                       "to": alice, "group": None, "body": {"text": "hello 0"}, "ts": stored[second].ts,
-                      "reply_to": None, "edited_at": None, "deleted": False, "reactions": {}}
-    # the same conversation seen from the other side
-    assert (await _page(api, bob, alice)).json() == body
+                      "reply_to": None, "edited_at": None, "deleted": False, "reactions": {},
+                      "status": None, "receipts": None}  # bob's message: status only on the caller's own
+    # the same conversation seen from the other side (the status shows on each side's own messages)
+    other = (await _page(api, bob, alice)).json()
+    assert [m["status"] for m in other["messages"]] == ["sent", None]
+    assert [m["status"] for m in body["messages"]] == [None, "sent"]
+    strip = [{k: v for k, v in m.items() if k != "status"} for m in other["messages"]]
+    assert strip == [{k: v for k, v in m.items() if k != "status"} for m in body["messages"]]
 
 
 async def test_history_holds_only_this_conversation(api: ApiHarness) -> None:

@@ -48,6 +48,7 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
     "deliver_actions": (r.DELIVERIES, r.Delivery.live("ub", [msgspec.Raw(action_envelope(
         "s7", "c4", "ua", "ub", None, EditIn("c4", "s1", BODY), 1767225600000)), msgspec.Raw(action_envelope(
             "s8", "c6", "ua", None, "g1", ReactionIn("c6", "s2", "👍"), 1767225600000))])),
+    "outbox_blocks_changed": (r.OUTBOX_RECORDS, r.Outbox("ua", "", r.BlocksChanged("ub"))),
     "presence_online": (r.PRESENCE_RECORDS, r.Online("ua", "n1", 1767225600000000001)),
     "presence_offline": (r.PRESENCE_RECORDS, r.Offline("ua", "n1", 1767225600000000001)),
     "presence_node_started": (r.PRESENCE_RECORDS, r.NodeStarted("n1", 1767225600000000000, 1767225600000)),

@@ -1106,7 +1106,10 @@ async def test_mongo_hot_path_only_inserts_into_history(
         assert {name for name, _ in deletes} == {"pending", "accepting"}
         assert all(set(query) == {"_id"} and isinstance(query["_id"], str) for _, query in deletes)
         updated = {name for name, verb, _ in calls if verb.startswith(("update", "replace", "find_one_and"))}
-        assert updated <= {"counters"}  # the seq allocator's one-document hint
+        assert updated <= {"counters", "conversation_heads"}  # the seq allocator's one-document hint, the heads
+        heads = [query for name, _, query in calls if name == "conversation_heads"]
+        assert heads
+        assert all(set(query) == {"_id"} and isinstance(query["_id"], str) for query in heads)
         assert await s.count_pending() == 0
         assert [p.kind for p in await all_pending(s, "alice")] == ["notice"]
     finally:

@@ -22,8 +22,9 @@ Collections
   ``v`` (a version) makes it a compare-and-swap; ``members.user_id`` is indexed (multikey on
   MongoDB; on FerretDB's SQLite backend that index never matches an array and queries scan,
   which is correct, only slower).
-- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts}``;
-  ``(conversation, _id)``: history, only ever inserted into on the hot path. (Documents with
+- ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts[, text]}``;
+  ``(conversation, _id)``, and on MongoDB a text index on ``text`` (the body's text, for search:
+  ``chatmq.services.store.mongo.search``): history, only ever inserted into on the hot path. (Documents with
   ``committed: false`` from the earlier scheme are hidden from history.)
 - ``accepting`` ``{_id: server_id, <the message's fields>, pending: [<its pending items>]}``: the
   messages being accepted right now, each deleted (by ``_id``) once stored: a small working set.
@@ -48,6 +49,11 @@ Collections
 - ``device_status`` ``{_id: device_id, online, node, epoch, connected_at, last_seen, disconnect_reason}``.
 - ``device_owed`` ``{_id: device_id, commands: [ids], jobs: [ids]}``: the persistent commands and jobs a
   device has not finished, read at its connect by ``_id`` (``chatmq.services.store.mongo.device_owed``).
+- ``conversation_heads``, ``conversation_state``: each conversation's latest message (replaced once per
+  conversation per accepted batch: the one write ``accept_messages`` adds) and users' read markers and
+  mutes (``chatmq.services.store.mongo.conversations``).
+- ``blocks``, ``contacts``, ``phones``, ``phone_hashes``: who blocks whom, contact lists, verified phone
+  numbers and the keyed hashes of other numbers (``chatmq.services.store.mongo.social``).
 - ``seq_blocks`` ``{_id: block (15-digit zero-padded text), n, at}`` and ``counters``
   ``{_id: "pending_seq", b}``: the seq allocator (below).
 Message bodies and envelopes are stored as JSON text (as in SQLite): client JSON may hold keys
@@ -184,14 +190,16 @@ from chatmq.services.store.mongo.jobs import MongoJobs
 from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
 from chatmq.services.store.mongo.presence import MongoPresence
+from chatmq.services.store.mongo.search import MongoSearch
 from chatmq.services.store.mongo.shadows import MongoShadows
+from chatmq.services.store.mongo.social import MongoSocial
 from chatmq.services.store.mongo.users import MongoUsers
 
 __all__ = ['MongoStore']
 
 
 class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoActions, MongoPending, MongoPresence, MongoShadows,
-                 MongoDeviceStatus, MongoDeviceOwed, MongoCommands, MongoJobs):
+                 MongoDeviceStatus, MongoDeviceOwed, MongoCommands, MongoJobs, MongoSocial, MongoSearch):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 
     ``url`` is a MongoDB connection string; ``database`` the database to use (created on

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar, cast
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, TEXT, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
@@ -28,9 +29,10 @@ from chatmq.services.store.base import (
     StoredMessage,
     User,
 )
-from chatmq.services.store.common import body_text, chunks, json_object
+from chatmq.services.store.common import body_text, chunks, json_object, text_of
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
 DUPLICATE_KEY = 11000
@@ -180,11 +182,14 @@ def group_doc(doc: Doc) -> Group:
 def history_doc(m: NewMessage | StoredMessage) -> Doc:
     """The ``messages`` document of ``m`` (``message_doc`` reads it back). Message actions add ``edited_at``,
     ``edits`` (the edits' server ids), ``deleted``, ``reactions`` (``[{"u": user, "e": emoji}]``, in the order
-    given) and ``hidden_for`` (users who deleted it for themselves)."""
+    given) and ``hidden_for`` (users who deleted it for themselves); ``text`` is the body's text, for search."""
     doc: Doc = {"_id": m.server_id, "client_id": m.client_id, "sender": m.sender, "to": m.to, "group": m.group,
                 "conversation": m.conversation, "body": body_text(m.body), "ts": m.ts}
     if m.reply_to is not None:
         doc["reply_to"] = m.reply_to
+    text = text_of(m.body)
+    if text is not None:
+        doc["text"] = text  # the body's text, for search
     return doc
 
 
@@ -254,6 +259,8 @@ class MongoBase(Store):
         self._writes = asyncio.Lock()
         self._next_block: int | None = None
         self._next_block_at = 0
+        # Whether the server has text indexes (MongoDB) or not (FerretDB 1.24): set by ``start()``.
+        self.text_index = False
 
     @property
     def database(self) -> str:
@@ -288,6 +295,7 @@ class MongoBase(Store):
         try:
             await self._create_indexes(db)
             await self._migrate_pending(db)
+            self.text_index = await self._create_text_index(db)
         except PyMongoError as exc:
             await client.close()
             raise StoreError(f"cannot create indexes in {self._database!r} at {where}: {exc}") from exc
@@ -315,6 +323,27 @@ class MongoBase(Store):
         await db.job_executions.create_index([("job_id", ASCENDING)], name="job")
         await db.refresh_spent.create_index([("expires_at", ASCENDING)], name="expiry")
         await db.refresh_revoked.create_index([("expires_at", ASCENDING)], name="expiry")
+        await db.conversation_heads.create_index([("a", ASCENDING)], name="a")
+        await db.conversation_heads.create_index([("b", ASCENDING)], name="b")
+        await db.conversation_state.create_index([("user_id", ASCENDING)], name="user")
+        await db.conversation_state.create_index([("conversation", ASCENDING)], name="conversation")
+        await db.blocks.create_index([("blocker", ASCENDING)], name="blocker")
+        await db.blocks.create_index([("blocked", ASCENDING)], name="blocked")
+        await db.contacts.create_index([("owner", ASCENDING)], name="owner")
+        await db.contacts.create_index([("contact", ASCENDING)], name="contact")
+        await db.phones.create_index([("user_id", ASCENDING)], unique=True, name="user_unique")
+        await db.phone_hashes.create_index([("owner", ASCENDING)], name="owner")
+
+    @staticmethod
+    async def _create_text_index(db: AsyncDatabase[Doc]) -> bool:
+        """The text index of message texts, for search; False where the server has none (FerretDB 1.24
+        refuses it: ``chatmq.services.store.mongo.search`` then matches with ``$regex``)."""
+        try:
+            await db.messages.create_index([("text", TEXT)], name="text", default_language="none")
+        except OperationFailure as exc:
+            log.info("no text index on %s (%s): search matches substrings by scanning", db.name, exc)
+            return False
+        return True
 
     @staticmethod
     async def _migrate_pending(db: AsyncDatabase[Doc]) -> None:

@@ -19,7 +19,6 @@ from chatmq.services.store.mongo.base import (
     DUPLICATE_KEY,
     SHORT,
     Doc,
-    MongoBase,
     claim_key,
     each,
     history_doc,
@@ -29,9 +28,10 @@ from chatmq.services.store.mongo.base import (
     unique,
     write_errors,
 )
+from chatmq.services.store.mongo.conversations import MongoConversations
 
 
-class MongoMessages(MongoBase):
+class MongoMessages(MongoConversations):
     """Accepting messages (deduped by sender and client id) and reading history."""
 
     async def accept_messages(self, messages: list[NewMessage]) -> list[AcceptResult]:
@@ -61,6 +61,7 @@ class MongoMessages(MongoBase):
             await self._insert_records(records)
             claimed = await self._claim(records, winners)
             await self._finish([r for r in records if r["_id"] in claimed], fresh=True)
+            await self._touch_heads([m for m in fresh if m.server_id in claimed])
 
         results: list[AcceptResult] = []
         for i, m in enumerate(messages):

@@ -173,14 +173,19 @@ class MongoUsers(MongoBase):
                 await self._coll(name).delete_many({"expires_at": {"$lt": now}})
 
     async def delete_user(self, user_id: str) -> None:
-        """Devices, push tokens and pending items first, the user last: a failure half way leaves
-        the user there to delete again."""
+        """Devices, push tokens, pending items, the phone number, contacts and blocks (both ways), phone
+        hashes and conversation states first, the user last: a failure half way leaves the user there to
+        delete again."""
         with mongo_errors():
             if await self._coll("users").find_one({"_id": user_id}, {"_id": 1}) is None:
                 raise NotFoundError(f"no user {user_id!r}")
             await self._coll("devices").delete_many({"owner_id": user_id})
             await self._coll("push_tokens").delete_many({"user_id": user_id})
             await self._coll("pending").delete_many({"user_id": user_id})
+            await self._coll("phones").delete_many({"user_id": user_id})  # the number is free again
+            for name, field in (("contacts", "owner"), ("contacts", "contact"), ("blocks", "blocker"),
+                                ("blocks", "blocked"), ("phone_hashes", "owner"), ("conversation_state", "user_id")):
+                await self._coll(name).delete_many({field: user_id})
             await self._coll("users").delete_one({"_id": user_id})
 
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:

@@ -12,6 +12,7 @@ from chatmq.services.store.base import AcceptResult, NewMessage, Route
 from chatmq.services.store.sqlite.actions import SQLiteActions
 from chatmq.services.store.sqlite.base import SCHEMA_VERSION
 from chatmq.services.store.sqlite.commands import SQLiteCommands
+from chatmq.services.store.sqlite.conversations import SQLiteConversations
 from chatmq.services.store.sqlite.device_owed import SQLiteDeviceOwed
 from chatmq.services.store.sqlite.device_status import SQLiteDeviceStatus
 from chatmq.services.store.sqlite.groups import SQLiteGroups
@@ -19,14 +20,17 @@ from chatmq.services.store.sqlite.jobs import SQLiteJobs
 from chatmq.services.store.sqlite.messages import SQLiteMessages
 from chatmq.services.store.sqlite.pending import SQLitePending
 from chatmq.services.store.sqlite.presence import SQLitePresence
+from chatmq.services.store.sqlite.search import SQLiteSearch
 from chatmq.services.store.sqlite.shadows import SQLiteShadows
+from chatmq.services.store.sqlite.social import SQLiteSocial
 from chatmq.services.store.sqlite.users import SQLiteUsers
 
 __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
 class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLiteActions, SQLitePending, SQLitePresence,
-                  SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs):
+                  SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs, SQLiteSocial,
+                  SQLiteConversations, SQLiteSearch):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,

@@ -28,7 +28,11 @@ T = TypeVar("T")
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
 #: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty); 4 message
 #: actions: ``messages.reply_to``, ``edited_at``, ``deleted`` (added on start) and the tables ``actions``,
-#: ``reactions``, ``hidden`` (created on start, empty).
+#: ``reactions``, ``hidden`` (created on start, empty); the tables of blocks, contact lists and phone numbers
+#: (``blocks``, ``contacts``, ``phones``, ``phone_hashes``) and of the conversation list
+#: (``conversation_heads``, ``conversation_state``; heads of messages stored before are not made: those
+#: conversations show once they have a new message), and the FTS5 index of message texts (``message_text``,
+#: filled by the first search: ``search_position``).
 SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -194,6 +198,54 @@ CREATE TABLE IF NOT EXISTS refresh_revoked (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at);
+CREATE TABLE IF NOT EXISTS blocks (
+    blocker    TEXT NOT NULL,
+    blocked    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+);
+CREATE INDEX IF NOT EXISTS blocks_blocked ON blocks (blocked);
+CREATE TABLE IF NOT EXISTS contacts (
+    owner    TEXT NOT NULL,
+    contact  TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact)
+);
+CREATE INDEX IF NOT EXISTS contacts_contact ON contacts (contact);
+CREATE TABLE IF NOT EXISTS phones (
+    phone   TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS conversation_heads (
+    conversation TEXT PRIMARY KEY,
+    a            TEXT,
+    b            TEXT,
+    group_id     TEXT,
+    last_id      TEXT NOT NULL,
+    last_sender  TEXT NOT NULL,
+    last_body    TEXT NOT NULL,
+    last_ts      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_heads_a ON conversation_heads (a, last_id);
+CREATE INDEX IF NOT EXISTS conversation_heads_b ON conversation_heads (b, last_id);
+CREATE TABLE IF NOT EXISTS conversation_state (
+    user_id      TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    read_up_to   TEXT,
+    muted        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, conversation)
+);
+CREATE INDEX IF NOT EXISTS conversation_state_conversation ON conversation_state (conversation);
+CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5 (text, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS search_position (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    last_rowid INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS phone_hashes (
+    owner TEXT NOT NULL,
+    hash  TEXT NOT NULL,
+    PRIMARY KEY (owner, hash)
+);
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"

@@ -22,6 +22,7 @@ from chatmq.services.store.sqlite.base import (
     message_row,
     unique,
 )
+from chatmq.services.store.sqlite.conversations import touch_heads
 
 
 class SQLiteMessages(SQLiteBase):
@@ -67,6 +68,7 @@ class SQLiteMessages(SQLiteBase):
                     pending_rows,
                 )
                 results.append(AcceptResult(server_id=msg.server_id, ts=msg.ts, duplicate=False))
+            touch_heads(conn, [m for m, r in zip(messages, results, strict=True) if not r.duplicate])
             return results
 
         return op

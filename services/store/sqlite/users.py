@@ -157,12 +157,17 @@ class SQLiteUsers(SQLiteBase):
         return await self._write(op)
 
     async def delete_user(self, user_id: str) -> None:
-        """One transaction: the user's devices, push tokens, pending items and the user."""
+        """One transaction: the user's devices, push tokens, pending items, phone number, contacts (both
+        ways), blocks (both ways), phone hashes, conversation states, and the user."""
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM devices WHERE owner_id = ?", (user_id,))
             conn.execute("DELETE FROM push_tokens WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM pending WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM phones WHERE user_id = ?", (user_id,))  # the number is free again
+            for table, column in (("contacts", "owner"), ("contacts", "contact"), ("blocks", "blocker"),
+                                  ("blocks", "blocked"), ("phone_hashes", "owner"), ("conversation_state", "user_id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user_id,))
             if conn.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount == 0:
                 raise NotFoundError(f"no user {user_id!r}")
 
