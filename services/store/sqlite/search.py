@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from chatmq.services.store.base import StoredMessage
-from chatmq.services.store.sqlite.base import MESSAGE_COLS, SQLiteBase, marks, message_row, unique
+from chatmq.services.store.sqlite.base import STORED_COLS, SQLiteBase, marks, message_row, unique
 
 #: messages indexed per transaction while a search catches up: 20,000 took 0.26 s of the store's one
 #: thread (accepting waits meanwhile), 2,000 about a tenth of that
@@ -49,7 +49,7 @@ class SQLiteSearch(SQLiteBase):
                               limit: int) -> list[StoredMessage]:
         await self._catch_up()
         wanted = unique(groups)
-        cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLS.split(","))
+        cols = ", ".join(f"m.{c.strip()}" for c in STORED_COLS.split(","))
         mine = "(m.group_id IS NULL AND (m.sender = ? OR m.recipient = ?))"
         where = f"({mine} OR m.group_id IN ({marks(len(wanted))}))" if wanted else mine
         params: list[object] = [match_query(words), user_id, user_id, *wanted]
