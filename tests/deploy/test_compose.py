@@ -90,6 +90,8 @@ def test_nginx_terminates_tls_with_the_compose_secrets() -> None:
     assert conf.count("ssl_certificate /run/secrets/tls.crt;") == 2  # stream and http
     for upstream in ("broker-1:1883", "broker-2:1883", "broker-1:8083", "broker-2:8083", "api:8000"):
         assert f"server {upstream} " in conf
+    uploads = conf[conf.index("location = /api/v1/files {"):]
+    assert "client_max_body_size 26279936;" in uploads[:uploads.index("}")]  # 25 MiB + 64 KiB of framing
 
 
 def test_every_part_loads_its_settings_with_the_generated_secrets(
