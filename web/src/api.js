@@ -5,6 +5,42 @@
  * a moment later (localStorage is copied between a browser's processes asynchronously). */
 const SETTLE_MS = 300;
 
+/** How long a tab may hold the localStorage lease (``storageLock``) before others take it anyway. */
+const LEASE_MS = 10000;
+
+const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+
+function readLease(key) {
+  try {
+    return JSON.parse(localStorage.getItem(key));
+  } catch {
+    return null;
+  }
+}
+
+/** Runs ``fn`` while holding a lease in localStorage: the tabs of a browser take turns where Web Locks
+ * are missing (they exist in secure contexts only: HTTPS or localhost). A tab writes its claim, waits
+ * for the other tabs' writes to land (SETTLE_MS) and goes on only if the claim is still its own. */
+async function storageLock(key, fn) {
+  const me = `${Date.now()}-${Math.random()}`;
+  for (;;) {
+    const held = readLease(key);
+    if (!held || held.until < Date.now()) {
+      localStorage.setItem(key, JSON.stringify({ owner: me, until: Date.now() + LEASE_MS }));
+      await sleep(SETTLE_MS);
+      const now = readLease(key);
+      if (now && now.owner === me) break;
+    }
+    await sleep(50 + Math.random() * 100);
+  }
+  try {
+    return await fn();
+  } finally {
+    const now = readLease(key);
+    if (now && now.owner === me) localStorage.removeItem(key);
+  }
+}
+
 export class ApiError extends Error {
   /** @param {number} status @param {string} detail */
   constructor(status, detail) {
@@ -68,8 +104,9 @@ export class Api {
    *
    * Refresh tokens rotate: each is spent when used, and using a spent one again ends the login on
    * the server (unless the operator set a grace, ``refresh_reuse_grace``). The tabs of a browser share one
-   * login, so they take turns (a Web Lock, where the browser has them) and a tab whose refresh token
-   * another tab already spent adopts that tab's new tokens instead of sending its own. */
+   * login, so they take turns (a Web Lock, where the browser has them, else a lease in localStorage)
+   * and a tab whose refresh token another tab already spent adopts that tab's new tokens instead of
+   * sending its own. */
   refresh() {
     if (!this.refreshing) {
       const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
@@ -80,7 +117,7 @@ export class Api {
         if (this.tokens !== before && this.tokens === t) await new Promise((r) => { setTimeout(r, SETTLE_MS); });
         return t;
       };
-      const run = locks ? locks.request('chatmq:refresh', locked) : this.refreshOnce();
+      const run = locks ? locks.request('chatmq:refresh', locked) : storageLock('chatmq:refresh-lease', locked);
       this.refreshing = run.finally(() => { this.refreshing = null; });
     }
     return this.refreshing;
