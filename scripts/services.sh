@@ -45,7 +45,7 @@
 #   CHATMQ_SERVICES_DIR            [<repo>/.services]
 #   CHATMQ_KAFKA_PORT              [9092]   client (PLAINTEXT) listener
 #   CHATMQ_KAFKA_CONTROLLER_PORT   [9093]   KRaft controller listener
-#   CHATMQ_KAFKA_HEAP              [512m]   -Xmx of the broker
+#   CHATMQ_KAFKA_HEAP              [1g]     -Xmx of the broker (512m ran out of heap with the topics of a busy day of tests)
 #   CHATMQ_MONGO_PORT              [27017]
 #   CHATMQ_FERRETDB_BACKEND        [sqlite] FerretDB's backend: sqlite or postgresql
 #   CHATMQ_PG_PORT                 [5433]   PostgreSQL's port (postgresql backend only)
@@ -71,7 +71,7 @@ host=127.0.0.1
 
 KAFKA_PORT=${CHATMQ_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${CHATMQ_KAFKA_CONTROLLER_PORT:-9093}
-KAFKA_HEAP=${CHATMQ_KAFKA_HEAP:-512m}
+KAFKA_HEAP=${CHATMQ_KAFKA_HEAP:-1g}
 MONGO_PORT=${CHATMQ_MONGO_PORT:-27017}
 FERRETDB_BACKEND=${CHATMQ_FERRETDB_BACKEND:-sqlite}
 PG_PORT=${CHATMQ_PG_PORT:-5433}
