@@ -82,7 +82,7 @@ from chatmq.broker.wire import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RELAY_SRC = REPO.parent / "shared" / "tools" / "mqttrelay.c"
+DEFAULT_RELAY_SRC = REPO / "bench" / "mqttrelay.c"  # ../shared/tools/mqttrelay.c with an MQTT 5 option
 DEFAULT_RELAY_BIN = REPO / ".services" / "bin" / "mqttrelay"
 DEFAULT_JSON = Path("test-artifacts/bench_broker.json")
 DEFAULT_MARKDOWN = Path("test-artifacts/bench_broker.md")
@@ -1183,6 +1183,7 @@ class RowSpec:
     unit: str = "msg/s"
     reason: str = ""  # why the row is not yet measured
     rate_of: str | None = None  # "halfrate": the row whose rate, halved, this one runs at
+    version: int = 4  # the MQTT protocol level of the load (5: MQTT 5, mqttrelay's VERSION; relay rows only)
 
 
 def row_specs(idle: int) -> list[RowSpec]:
@@ -1191,6 +1192,8 @@ def row_specs(idle: int) -> list[RowSpec]:
     return [
         RowSpec("qos0", "QoS 0 relay", "relay", qos=0),
         RowSpec("qos1", "QoS 1 relay", "relay", qos=1),
+        RowSpec("qos0_v5", "QoS 0 relay, MQTT 5", "relay", qos=0, version=5, baseline="qos0"),
+        RowSpec("qos1_v5", "QoS 1 relay, MQTT 5", "relay", qos=1, version=5, baseline="qos1"),
         RowSpec("fanin", "fan-in QoS 0 (10 → 1)", "fanin", qos=0),
         RowSpec("fanout", "fan-out QoS 1 (1 → 10)", "fanout", qos=1),
         RowSpec("qos0_half", "QoS 0 relay at half its max rate", "halfrate", qos=0, unit="p99 ms", rate_of="qos0"),
@@ -1228,7 +1231,8 @@ def _tail(text: str, lines: int = 6) -> str:
 def load_command(spec: RowSpec, relay: Path, port: int, load: Load, messages: int) -> list[str]:
     """The load generator's command line for a row: mqttrelay, or this module's ``fanload``."""
     if spec.kind == "relay":
-        return [str(relay), HOST, str(port), str(load.pairs), str(messages), str(spec.qos), str(load.size)]
+        version = [str(spec.version)] if spec.version != 4 else []
+        return [str(relay), HOST, str(port), str(load.pairs), str(messages), str(spec.qos), str(load.size), *version]
     return [sys.executable, "-m", "chatmq.bench.bench_broker", "fanload", spec.kind, HOST, str(port),
             str(load.pairs), str(messages), str(spec.qos), str(load.size),
             "--deadline", str(load.row_timeout + 30)]  # we kill it first: a timeout, as with mqttrelay
