@@ -352,7 +352,7 @@ async def test_fan_load_delivers_everything(amqtt_broker: tuple[Broker, int], mo
 
 
 async def test_fan_load_rejects_an_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="fanin, fanout or pairs"):
+    with pytest.raises(ValueError, match="fanin, fanout, shared or pairs"):
         await bb.fan_load("127.0.0.1", 1, "sideways", 1, 1, 0, 64)
 
 
