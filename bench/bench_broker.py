@@ -871,7 +871,8 @@ def running_brokers(mosquitto_exe: Path, workdir: Path) -> Iterator[dict[str, Br
 # Fan-in and fan-out load (mqttrelay has 1:1 pairs only)
 # --------------------------------------------------------------------------------------------
 
-FAN_TOPICS = {"fanin": "fan/in", "fanout": "fan/out", "pairs": "fan/pairs"}
+FAN_TOPICS = {"fanin": "fan/in", "fanout": "fan/out", "pairs": "fan/pairs", "shared": "fan/shared"}
+SHARE_GROUP = "$share/bench/"  # the "shared" mode's subscribers: one shared subscription, each message to one
 PACE_TICK = 0.005  # a rate-limited publisher sends what is due every 5 ms
 FAN_WINDOW = 64  # QoS 1 messages in flight per publisher, as mqttrelay
 SAMPLE_EVERY = 16  # one latency sample per this many messages received
@@ -1071,26 +1072,30 @@ async def fan_load(host: str, port: int, mode: str, clients: int, messages: int,
                    deadline: float = 120.0, stall: float = 10.0,
                    rate: float | None = None) -> tuple[RelayResult, str | None]:
     """A fan-in (``clients`` publishers → one subscriber), fan-out (one publisher → ``clients``
-    subscribers) or pairs (``clients`` publisher/subscriber pairs, each on its own topic, like
-    mqttrelay) run of ``messages`` per publisher, with ``rate`` the total publishes per second (else
-    as fast as the broker takes them); returns mqttrelay's figures (``pairs`` = clients, ``total`` =
+    subscribers), shared (``clients`` publishers → ``clients`` members of one shared subscription
+    ``$share/bench/…``, each message delivered to one of them) or pairs (``clients``
+    publisher/subscriber pairs, each on its own topic, like mqttrelay) run of ``messages`` per
+    publisher, with ``rate`` the total publishes per second (else as fast as the broker takes
+    them); returns mqttrelay's figures (``pairs`` = clients, ``total`` =
     deliveries expected) and an error, if any. The run ends when every delivery arrived, after
     ``deadline`` seconds, or when, once deliveries have begun, nothing arrived for ``stall``
     seconds after the last publish (a broker that dropped messages: Mosquitto drops QoS 1 messages
     past ``max_queued_messages``). A slow broker that has delivered nothing yet is waited for."""
     if mode not in FAN_TOPICS:
-        raise ValueError(f"mode must be fanin, fanout or pairs, not {mode!r}")
+        raise ValueError(f"mode must be fanin, fanout, shared or pairs, not {mode!r}")
     loop = asyncio.get_running_loop()
     base = f"{FAN_TOPICS[mode]}/{os.getpid()}"  # no run sees another's messages
     if mode == "pairs":
         pub_layouts = sub_layouts = [PublishLayout(f"{base}/{i:05d}", qos, size) for i in range(clients)]
     elif mode == "fanin":
         pub_layouts, sub_layouts = [PublishLayout(base, qos, size)] * clients, [PublishLayout(base, qos, size)]
+    elif mode == "shared":
+        pub_layouts = sub_layouts = [PublishLayout(base, qos, size)] * clients
     else:
         pub_layouts, sub_layouts = [PublishLayout(base, qos, size)], [PublishLayout(base, qos, size)] * clients
     pubs, subs = len(pub_layouts), len(sub_layouts)
-    per_sub = messages * (pubs if mode == "fanin" else 1)
-    total = per_sub * subs
+    per_sub = messages * (pubs if mode in ("fanin", "shared") else 1)
+    total = per_sub * (1 if mode == "shared" else subs)  # shared: each message reaches one member
     per_pub_rate = rate / pubs if rate else None
     got = 0
     last = time.monotonic()
@@ -1110,7 +1115,8 @@ async def fan_load(host: str, port: int, mode: str, clients: int, messages: int,
     async def connect(cid: str, receiver: _Receiver | None) -> _FanConn:
         greeting = encode_connect(cid)
         if receiver is not None:
-            greeting += encode_subscribe(1, [(receiver.layout.topic, qos)])
+            topic_filter = SHARE_GROUP + receiver.layout.topic if mode == "shared" else receiver.layout.topic
+            greeting += encode_subscribe(1, [(topic_filter, qos)])
         conn = _FanConn(greeting, 9 if receiver is not None else 4, receiver)
         await loop.create_connection(lambda: conn, host, port)
         conns.append(conn)
@@ -1176,13 +1182,14 @@ class RowSpec:
 
     key: str
     title: str
-    kind: str  # "relay", "fanin", "fanout", "halfrate", "connect", "rss", "ws_connect", "ws_rss" or "not yet"
+    kind: str  # "relay", "fanin", "fanout", "shared", "halfrate", "connect", "rss", "ws_connect", "ws_rss" or "not yet"
     qos: int = 0
     idle: bool = False
     baseline: str | None = None
     unit: str = "msg/s"
     reason: str = ""  # why the row is not yet measured
     rate_of: str | None = None  # "halfrate": the row whose rate, halved, this one runs at
+    version: int = 4  # the MQTT protocol level of the load (5: MQTT 5, mqttrelay's VERSION; relay rows only)
 
 
 def row_specs(idle: int) -> list[RowSpec]:
@@ -1191,8 +1198,11 @@ def row_specs(idle: int) -> list[RowSpec]:
     return [
         RowSpec("qos0", "QoS 0 relay", "relay", qos=0),
         RowSpec("qos1", "QoS 1 relay", "relay", qos=1),
+        RowSpec("qos0_v5", "QoS 0 relay, MQTT 5", "relay", qos=0, version=5, baseline="qos0"),
+        RowSpec("qos1_v5", "QoS 1 relay, MQTT 5", "relay", qos=1, version=5, baseline="qos1"),
         RowSpec("fanin", "fan-in QoS 0 (10 → 1)", "fanin", qos=0),
         RowSpec("fanout", "fan-out QoS 1 (1 → 10)", "fanout", qos=1),
+        RowSpec("shared", "shared subscription QoS 1 (10 → $share of 10)", "shared", qos=1),
         RowSpec("qos0_half", "QoS 0 relay at half its max rate", "halfrate", qos=0, unit="p99 ms", rate_of="qos0"),
         RowSpec("qos1_half", "QoS 1 relay at half its max rate", "halfrate", qos=1, unit="p99 ms", rate_of="qos1"),
         RowSpec("qos0_idle", f"QoS 0 relay + {n}", "relay", qos=0, idle=True, baseline="qos0"),
@@ -1228,7 +1238,8 @@ def _tail(text: str, lines: int = 6) -> str:
 def load_command(spec: RowSpec, relay: Path, port: int, load: Load, messages: int) -> list[str]:
     """The load generator's command line for a row: mqttrelay, or this module's ``fanload``."""
     if spec.kind == "relay":
-        return [str(relay), HOST, str(port), str(load.pairs), str(messages), str(spec.qos), str(load.size)]
+        version = [str(spec.version)] if spec.version != 4 else []
+        return [str(relay), HOST, str(port), str(load.pairs), str(messages), str(spec.qos), str(load.size), *version]
     return [sys.executable, "-m", "chatmq.bench.bench_broker", "fanload", spec.kind, HOST, str(port),
             str(load.pairs), str(messages), str(spec.qos), str(load.size),
             "--deadline", str(load.row_timeout + 30)]  # we kill it first: a timeout, as with mqttrelay
@@ -1668,7 +1679,7 @@ def render(json_file: Annotated[Path, typer.Argument(help="JSON written by 'benc
 
 @app.command("fanload", hidden=True)
 def fanload(
-    mode: Annotated[str, typer.Argument(help="fanin, fanout or pairs")],
+    mode: Annotated[str, typer.Argument(help="fanin, fanout, shared or pairs")],
     host: str,
     port: int,
     clients: int,

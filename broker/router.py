@@ -47,6 +47,12 @@ class SubscriptionExtras:
     options: SubscriptionOptions = DEFAULT_OPTIONS
     identifier: int | None = None
 
+    @property
+    def routed(self) -> bool:
+        """Whether routing needs them (No Local, Retain As Published or an identifier); retain handling
+        is done with at SUBSCRIBE, so a subscription without these routes as an MQTT 3.1.1 one."""
+        return self.identifier is not None or self.options.no_local or self.options.retain_as_published
+
 
 SHARE_PREFIX = "$share/"
 
@@ -163,12 +169,14 @@ class Router:
             self.index.subscribe(client_id, topic_filter, granted)
         except TopicIndexError:
             return 0x80
-        if extras is not None:
+        if extras is not None and extras.routed:
             self.extras.setdefault(client_id, {})[topic_filter] = extras
-        else:
+        else:  # routed as a 3.1.1 subscription: no per-message option work
             own = self.extras.get(client_id)
             if own is not None:
                 own.pop(topic_filter, None)
+                if not own:
+                    del self.extras[client_id]
         if replay:
             self.replay_retained(client_id, topic_filter, granted)
         return granted
@@ -178,6 +186,8 @@ class Router:
         own = self.extras.get(client_id)
         if own is not None:
             own.pop(topic_filter, None)
+            if not own:
+                del self.extras[client_id]
         try:
             shared = shared_key(topic_filter)
             if shared is not None:

@@ -88,7 +88,8 @@ class Publish:
     dup: bool
     packet_id: int | None
     properties: Properties | None = None
-    """MQTT 5 only: the PUBLISH's properties (``None`` at levels 3 and 4)."""
+    """MQTT 5 only: the PUBLISH's properties (``None`` at levels 3 and 4, and for an empty property
+    block, the common case, which so costs no ``Properties`` per message)."""
 
 
 class PacketTooLargeError(MalformedPacketError):
@@ -209,6 +210,8 @@ def decode_publish(flags: int, body: bytes, protocol_level: int = MQTT_311) -> P
             raise MalformedPacketError("PUBLISH with packet id 0 [MQTT-2.3.1-1]")
         head += 2
     if protocol_level == MQTT_5:
+        if head < len(body) and body[head] == 0:  # no properties: no decoding, no Properties
+            return Publish(topic, body[head + 1:], qos, bool(flags & 1), dup, packet_id)
         props, head = decode_properties(body, head, PUBLISH)
         return Publish(topic, body[head:], qos, bool(flags & 1), dup, packet_id, props)
     return Publish(topic, body[head:], qos, bool(flags & 1), dup, packet_id)
@@ -919,7 +922,9 @@ what remains of it (``publish_properties``)."""
 
 def forwarded_properties(props: Properties | None) -> bytes:
     """The encoded properties (without their length) a publisher's PUBLISH passes to subscribers."""
-    if props is None:
+    if props is None or (  # none of FORWARDED_PROPERTIES, the common case: nothing to encode
+            props.payload_format_indicator is None and props.content_type is None and props.response_topic is None
+            and props.correlation_data is None and not props.user_properties):
         return b""
     kept = Properties(**{name: getattr(props, name) for name in FORWARDED_PROPERTIES})
     block = encode_properties(kept)

@@ -19,7 +19,11 @@ Contracts
   subscribes QoS 1 to ``users/{uid}/inbox`` and returns only after the SUBACK. It raises
   ``NotAuthorizedError`` on a "not authorized" CONNACK, ``SubscribeDeniedError`` on a
   refused SUBSCRIBE, ``ConnectTimeoutError`` when neither arrives in time and
-  ``ServerUnreachableError`` when the broker cannot be reached.
+  ``ServerUnreachableError`` when the broker cannot be reached. It speaks MQTT 5 unless
+  ``mqtt_version=4``; a broker that refuses MQTT 5 at the first connect (CONNACK "unsupported
+  protocol version", a close before any CONNACK, or no CONNACK within half the connect timeout)
+  is tried again with MQTT 3.1.1 in the time left,
+  which the client then keeps (``mqtt_version`` says which one it speaks).
 - After ``connect`` paho reconnects by itself with a 1–30 s backoff. Before every
   reconnect the access token is refreshed when it is near expiry; on a "not authorized"
   CONNACK while running the token is refreshed once and paho retries. Every successful
@@ -75,7 +79,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -114,6 +118,7 @@ T = TypeVar("T")
 
 #: CONNACK reason codes (MQTT 5 numbering, as paho reports them) that mean bad credentials.
 _AUTH_REFUSED = {134, 135}  # "Bad user name or password", "Not authorized"
+_UNSUPPORTED_PROTOCOL = 0x84  # MQTT 5 CONNACK "Unsupported protocol version" (paho's reading of a 3.1.1 refusal too)
 #: How many message ids are remembered for de-duplication.
 _SEEN_LIMIT = 10_000
 _UNACKED_LIMIT = 10_000
@@ -353,6 +358,16 @@ def release_sockets(client: mqtt.Client) -> None:
         reset(sockpair_only=True)
 
 
+def mqtt_client(client_id: str, transport: Transport, mqtt_version: int) -> mqtt.Client:
+    """A paho client speaking MQTT 5 (``mqtt_version`` 5; a clean start, session expiry 0) or 3.1.1 (4,
+    clean session): either way the session ends with its connection."""
+    if mqtt_version == 5:
+        return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                           transport=transport, protocol=MQTTProtocolVersion.MQTTv5)
+    return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                       transport=transport, clean_session=True)
+
+
 def open_session(client: mqtt.Client, host: str, port: int, keepalive: int, ready: threading.Event,
                  timeout: float, abort: Callable[[], None]) -> None:
     """Connect ``client``, start paho's network thread and wait until ``ready`` is set (by the caller's
@@ -399,7 +414,14 @@ class ChatClient:
         http_timeout: float = 10.0,
         http_transport: httpx.BaseTransport | None = None,
         max_payload: int = MAX_PAYLOAD,
+        mqtt_version: int = 5,
     ) -> None:
+        if mqtt_version not in (4, 5):
+            raise ValueError(f"mqtt_version is 5 (MQTT 5, falling back to 3.1.1) or 4 (MQTT 3.1.1), not {mqtt_version}")
+        self.mqtt_version = mqtt_version
+        """5: MQTT 5 (until a broker refuses it: then 4); 4: MQTT 3.1.1."""
+        self._v5_refused = False
+        self._connack_seen = False
         base = api_url.rstrip("/")
         if not base.endswith("/api/v1"):
             base += "/api/v1"
@@ -471,12 +493,7 @@ class ChatClient:
 
     def _make_mqtt(self) -> mqtt.Client:
         """A paho client with this client's options and callbacks installed."""
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            transport=self.transport,
-            clean_session=True,
-        )
+        client = mqtt_client(self.client_id, self.transport, self.mqtt_version)
         if self.transport == "websockets":
             client.ws_set_options(path=self._ws_path)
         if self._tls and self._tls_context is not None:
@@ -856,7 +873,27 @@ class ChatClient:
         self.fatal_error = None
         self._auth_retry_used = False
         self._loop_used = True
-        open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready, timeout, self._stop_loop)
+        self._v5_refused = self._connack_seen = False
+        deadline = time.monotonic() + timeout
+        probing = self.mqtt_version == 5
+        try:
+            open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready,
+                         timeout / 2 if probing else timeout, self._stop_loop)
+        except ConnectTimeoutError:
+            if not probing or self._connack_seen:
+                raise
+            self._v5_refused = True  # no CONNACK at all: a broker that does not read MQTT 5 CONNECTs
+        if self._v5_refused:  # a broker without MQTT 5: the same again with 3.1.1
+            self._stop_loop()
+            log.info("MQTT broker %s:%s refused MQTT 5: connecting with MQTT 3.1.1", self.mqtt_host, self.mqtt_port)
+            self.mqtt_version = 4
+            self.mqtt = self._make_mqtt()
+            with self._auth_lock:
+                self.mqtt.username_pw_set(user_id, self._access_token)
+            self._ready.clear()
+            self._connect_error = None
+            open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready,
+                         max(0.1, deadline - time.monotonic()), self._stop_loop)
         if self._connect_error is not None:
             self._stop_loop()
             raise self._connect_error
@@ -1128,7 +1165,10 @@ class ChatClient:
         properties: Properties | None,
     ) -> None:
         try:
+            self._connack_seen = True
             if reason_code.is_failure:
+                if self._refuses_v5(reason_code.value == _UNSUPPORTED_PROTOCOL):
+                    return
                 self._handle_connack_failure(reason_code)
                 return
             self._auth_retry_used = False
@@ -1141,6 +1181,15 @@ class ChatClient:
                 self._set_connected(True)
         except Exception:
             log.exception("error in on_connect")
+
+    def _refuses_v5(self, refused: bool) -> bool:
+        """At the first connect with MQTT 5, whether the broker ``refused`` it (then ``connect`` tries
+        MQTT 3.1.1 and this stops paho's own retries)."""
+        if not refused or self._running or self.mqtt_version != 5 or self._v5_refused:
+            return False
+        self._v5_refused = True
+        self._ready.set()
+        return True
 
     def _handle_connack_failure(self, reason_code: ReasonCode) -> None:
         auth_refused = reason_code.value in _AUTH_REFUSED
@@ -1186,6 +1235,8 @@ class ChatClient:
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if self._refuses_v5(not self._connack_seen):
+            return
         if reason_code.is_failure:
             log.info("MQTT connection lost (%s)%s", reason_code.getName(),
                      "; reconnecting" if self._running else "")

@@ -85,8 +85,8 @@ class Received:
         """MQTT 5: the properties of a PUBLISH, CONNACK, SUBACK, UNSUBACK, DISCONNECT or acknowledgement."""
         if self.kind == PUBLISH:
             props = decode_publish(self.flags, self.body, self.level).properties
-            assert props is not None
-            return props
+            assert self.level == MQTT_5, "a PUBLISH has properties at MQTT 5 only"
+            return props or Properties()  # None: an empty property block
         pos = {CONNACK: 2, DISCONNECT: 1, SUBACK: 2, UNSUBACK: 2}.get(self.kind, 3)
         if len(self.body) <= pos:
             return Properties()

@@ -352,7 +352,7 @@ async def test_fan_load_delivers_everything(amqtt_broker: tuple[Broker, int], mo
 
 
 async def test_fan_load_rejects_an_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="fanin, fanout or pairs"):
+    with pytest.raises(ValueError, match="fanin, fanout, shared or pairs"):
         await bb.fan_load("127.0.0.1", 1, "sideways", 1, 1, 0, 64)
 
 
@@ -439,6 +439,8 @@ def test_load_commands() -> None:
     specs = {s.key: s for s in bb.row_specs(10)}
     relay = bb.load_command(specs["qos1"], Path("/x/mqttrelay"), 5000, load, 123)
     assert relay == ["/x/mqttrelay", "127.0.0.1", "5000", "10", "123", "1", "64"]
+    v5 = bb.load_command(specs["qos0_v5"], Path("/x/mqttrelay"), 5000, load, 123)
+    assert v5 == ["/x/mqttrelay", "127.0.0.1", "5000", "10", "123", "0", "64", "5"]  # mqttrelay's VERSION
     fan = bb.load_command(specs["fanout"], Path("/x/mqttrelay"), 5000, load, 123)
     assert fan[:4] == [sys.executable, "-m", "chatmq.bench.bench_broker", "fanload"]
     assert fan[4:11] == ["fanout", "127.0.0.1", "5000", "10", "123", "1", "64"]

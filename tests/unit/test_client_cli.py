@@ -111,7 +111,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
         fake.endpoints.append(endpoint)
         return ChatClient(endpoint.server, endpoint.mqtt_host, endpoint.mqtt_port,
                           transport="websockets" if endpoint.ws else "tcp",
-                          http_transport=httpx.MockTransport(fake))
+                          http_transport=httpx.MockTransport(fake), mqtt_version=4)  # amqtt: 3.1.1 only
 
     monkeypatch.setattr(cli, "make_client", make_client)
     return fake

@@ -1,6 +1,8 @@
 """``ChatClient`` against a real MQTT broker: a plain in-process amqtt broker.
 
-The chatmq server is played by ``FakeChatServer``, a paho client that reads every
+amqtt speaks MQTT 3.1.1 only, so the clients here are made with ``mqtt_version=4``; one test
+(``test_a_broker_without_mqtt5_gets_mqtt_311``) leaves the default, MQTT 5, to see the SDK fall
+back. The chatmq server is played by ``FakeChatServer``, a paho client that reads every
 outbox, acks messages and forwards them to the recipient's inbox; a small amqtt auth
 plugin accepts only the passwords in ``VALID_TOKENS`` so CONNACK refusals are real.
 ``BrokerThread`` and ``FakeChatServer`` are reused by the CLI tests.
@@ -204,9 +206,21 @@ class FakeChatServer:
 
 def user(broker: BrokerThread, user_id: str, token: str, **kwargs: Any) -> ChatClient:
     VALID_TOKENS.add(token)
-    client = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, **kwargs)
+    client = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, **{"mqtt_version": 4, **kwargs})
     client.set_tokens(user_id, token)
     return client
+
+
+def test_a_broker_without_mqtt5_gets_mqtt_311(broker: BrokerThread, server: FakeChatServer) -> None:
+    with user(broker, "u_old", "tok-old5", mqtt_version=5) as old, user(broker, "u_peer", "tok-peer") as peer:
+        old.connect(timeout=4)  # amqtt answers no MQTT 5 CONNECT: after half the timeout, 3.1.1
+        assert old.connected
+        assert old.mqtt_version == 4
+        peer.connect(timeout=5)
+        cid = old.send("u_peer", {"text": "over 3.1.1"})
+        ack = old.wait_ack(cid, 5)
+        [got] = peer.wait_messages(1, 5)
+        assert (got["id"], got["body"]) == (ack["id"], {"text": "over 3.1.1"})
 
 
 def test_send_ack_receive_and_receipts(broker: BrokerThread, server: FakeChatServer) -> None:
@@ -254,7 +268,7 @@ def test_error_envelope_and_raw_publish(broker: BrokerThread, server: FakeChatSe
 
 
 def test_refused_credentials_raise_not_authorized(broker: BrokerThread) -> None:
-    client = ChatClient("http://chat.invalid", "127.0.0.1", broker.port)
+    client = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, mqtt_version=4)
     client.set_tokens("u_alice", "forged-token")
     with client, pytest.raises(NotAuthorizedError, match=r"(?i)not authorized"):
         client.connect(timeout=5)
@@ -271,7 +285,8 @@ def test_reconnect_refreshes_the_token_and_resubscribes(broker: BrokerThread, se
                                          "user_id": "u_bob", "token_type": "bearer"})
 
     VALID_TOKENS.add("tok-old")
-    bob = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, http_transport=httpx.MockTransport(rest))
+    bob = ChatClient("http://chat.invalid", "127.0.0.1", broker.port, http_transport=httpx.MockTransport(rest),
+                     mqtt_version=4)
     bob.set_tokens("u_bob", "tok-old", "r1")
     changes: list[bool] = []
     bob.on_connection_change = changes.append
@@ -303,7 +318,7 @@ def test_websocket_transport() -> None:
     b.start()
     try:
         VALID_TOKENS.add("tok-ws")
-        client = ChatClient("http://chat.invalid", "127.0.0.1", b.ws_port or 0, transport="websockets")
+        client = ChatClient("http://chat.invalid", "127.0.0.1", b.ws_port or 0, transport="websockets", mqtt_version=4)
         client.set_tokens("u_ws", "tok-ws")
         with client:
             client.connect(timeout=5)

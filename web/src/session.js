@@ -44,6 +44,8 @@ export class ChatSession extends EventTarget {
     this.openKey = null;
     this.connection = 'connecting';
     this.client = null;
+    /** MQTT 5, until a server refuses it at the first connect: then 3.1.1 (4) from then on. */
+    this.protocolVersion = 5;
     this.seq = 0;
     this.lastError = null;
     this.pendingDelivered = [];
@@ -97,7 +99,7 @@ export class ChatSession extends EventTarget {
       clientId,
       username: this.me.user_id,
       password: this.api.accessToken,
-      protocolVersion: 4,
+      protocolVersion: this.protocolVersion,
       clean: true,
       resubscribe: false, // we subscribe on every connect ourselves
       reconnectPeriod: 1000,
@@ -106,7 +108,21 @@ export class ChatSession extends EventTarget {
     });
     this.client = client;
     const inbox = `users/${this.me.user_id}/inbox`;
+    let accepted = false; // a CONNACK accepted this client once
+    let sentConnect = false; // a CONNECT went out on an open connection
+    const fallBack = () => {
+      // a server without MQTT 5 refuses it (CONNACK 0x84, or 3.1.1's 1) or closes unanswered: speak 3.1.1
+      if (accepted || this.protocolVersion !== 5 || this.client !== client) return false;
+      this.protocolVersion = 4;
+      client.end(true);
+      this.connect();
+      return true;
+    };
+    client.on('packetsend', (packet) => {
+      if (packet.cmd === 'connect') sentConnect = true;
+    });
     client.on('connect', () => {
+      accepted = true;
       client.subscribe(inbox, { qos: 1 }, (err, granted) => {
         if (err || !granted || granted.some((g) => g.qos === 128)) {
           this.lastError = 'The server refused the inbox subscription';
@@ -121,11 +137,15 @@ export class ChatSession extends EventTarget {
       client.options.password = this.api.accessToken; // tokens are refreshed in the background
       this.setConnection('connecting');
     });
-    client.on('close', () => this.setConnection('offline'));
+    client.on('close', () => {
+      if (!(sentConnect && fallBack())) this.setConnection('offline');
+    });
     client.on('offline', () => this.setConnection('offline'));
     client.on('error', (err) => {
-      if (err && (err.code === 4 || err.code === 5)) {
-        // bad or expired token: refresh it and connect again (MQTT.js does not retry refusals)
+      if (err && (err.code === 132 || err.code === 1) && fallBack()) return;
+      if (err && [4, 5, 134, 135].includes(err.code)) {
+        // bad or expired token (3.1.1: 4, 5; MQTT 5: 0x86, 0x87): refresh it and connect again
+        // (MQTT.js does not retry refusals)
         this.setConnection('offline');
         this.api.refresh().then(() => {
           client.options.password = this.api.accessToken;
