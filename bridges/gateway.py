@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,10 +78,30 @@ class InboxSink(Protocol):
 @dataclass(slots=True)
 class _Inbox:
     conns: dict[int, object] = field(default_factory=dict)
+    clients: dict[int, str] = field(default_factory=dict)  # each connection's MQTT client id
     epoch: int = 0
     replaying: bool = False
-    held: list[bytes] = field(default_factory=list)
+    held: list[tuple[bytes, str | None]] = field(default_factory=list)  # (envelope, client id to skip)
     replayed: set[str] = field(default_factory=set)
+    replay_to: str | None = None  # the client id the replay under way (or last) goes to; None: every one
+
+    def reading(self, only: str | None = None, skip: Collection[str] = ()) -> list[object]:
+        """The connections reading this inbox: only those of client id ``only`` when given, none of
+        the client ids in ``skip``."""
+        if only is None and not skip:
+            return list(self.conns.values())
+        return [c for key, c in self.conns.items()
+                if (only is None or self.clients.get(key) == only) and self.clients.get(key) not in skip]
+
+    def skips(self, env: bytes, skip: str | None) -> set[str] | None:
+        """Whom a live ``env`` skips (``skip``, and the replay's client when its replay carried it);
+        None when nobody is left (the replay went to every connection)."""
+        skipping = {skip} if skip is not None else set()
+        if self.replayed and (sid := message_id(env)) is not None and sid in self.replayed:
+            if self.replay_to is None:
+                return None
+            skipping.add(self.replay_to)
+        return skipping
 
 
 class _Epochs:
@@ -140,18 +161,20 @@ class NodeGateway(BusWorker):
         value = Disconnected(identity.kind, identity.id, client_id, self.node, None, now_ms())
         await self._bus.publish(CONNECTIONS, identity.id.encode(), value)
 
-    async def inbox_subscribed(self, user_id: str, conn: object) -> None:
+    async def inbox_subscribed(self, user_id: str, conn: object, client_id: str = "") -> None:
         inbox = self._inboxes.setdefault(user_id, _Inbox())
         inbox.conns[id(conn)] = conn
+        inbox.clients[id(conn)] = client_id
         inbox.epoch = self._epochs.next()
-        inbox.replaying, inbox.replayed = True, set()
-        await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch))
+        inbox.replaying, inbox.replayed, inbox.replay_to = True, set(), client_id or None
+        await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch, client_id))
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
         inbox = self._inboxes.get(user_id)
         if inbox is None:
             return
         inbox.conns.pop(id(conn), None)
+        inbox.clients.pop(id(conn), None)
         if not inbox.conns:
             del self._inboxes[user_id]
             await self._bus.publish(PRESENCE, user_id.encode(), Offline(user_id, self.node, inbox.epoch))
@@ -172,7 +195,7 @@ class NodeGateway(BusWorker):
             await self._durably(DEVICES, identity.id.encode(),
                                 DeviceDown(identity.id, identity.owner, self.node, inbox.epoch, now_ms()))
 
-    async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
+    async def published(self, identity: Identity, topic: str, payload: bytes, client_id: str = "") -> None:
         if identity.kind == "device" and topic == device_outbox_topic(identity.id):
             device_env = parse_device_outbox(payload, self._limits.max_payload)
             await self._durably(DEVICES, identity.id.encode(),
@@ -183,7 +206,7 @@ class NodeGateway(BusWorker):
             self._in["telemetry"].inc()
             return
         env = parse_outbox(payload, self._limits)
-        record = Outbox(identity.id, self.node, env)
+        record = Outbox(identity.id, self.node, env, client_id)
         if isinstance(env, MessageIn):
             if env.group is not None:
                 await self._durably(GROUP_OUTBOX, env.group.encode(), record)
@@ -247,48 +270,53 @@ class NodeGateway(BusWorker):
             return  # not on this node (any more): messages stay pending in the store
         user, envs = item.user, [bytes(e) for e in item.envs]
         if item.replay is None:
-            await self._live(user, envs)
+            await self._live(user, envs, item.skip)
             return
         if item.epoch != inbox.epoch:
             return  # a replay superseded by a newer subscription: that one's replay follows
         if item.replay == "page":
             inbox.replayed.update(i for e in envs if (i := message_id(e)) is not None)
-            await self._send(user, envs, "replay")
+            await self._send(user, envs, "replay", only=item.client)
         elif item.replay == "done" and inbox.replaying:
-            held = [e for e in inbox.held if message_id(e) not in inbox.replayed]
-            inbox.replaying, inbox.held = False, []
-            await self._send(user, held)
+            held, inbox.replaying, inbox.held = inbox.held, False, []
+            for held_env, held_skip in held:
+                skipping = inbox.skips(held_env, held_skip)
+                if skipping is not None:
+                    await self._send(user, [held_env], skip=skipping)
             # kept until the next subscription: a live copy of a replayed message may still come
             # (a router that looked the user up after the replay read the store publishes after it)
 
-    async def _live(self, user: str, envs: list[bytes]) -> None:
-        """Live deliveries: held back while the user's replay is under way, sent otherwise."""
+    async def _live(self, user: str, envs: list[bytes], skip: str | None = None) -> None:
+        """Live deliveries (to every connection of the user but client id ``skip``): held back while
+        the user's replay is under way, sent otherwise."""
         inbox = self._inboxes.get(user)
         if inbox is None:
             return  # not on this node (any more): messages stay pending in the store
         if inbox.replaying:
-            inbox.held.extend(envs)
+            inbox.held.extend((e, skip) for e in envs)
             return
         if inbox.replayed:
-            kept: list[bytes] = []
             for e in envs:
-                sid = message_id(e)
-                if sid is not None and sid in inbox.replayed:
-                    inbox.replayed.discard(sid)  # the replay carried it: once is enough
-                else:
-                    kept.append(e)
-            envs = kept
-        await self._send(user, envs)
+                skipping = inbox.skips(e, skip)
+                inbox.replayed.discard(message_id(e) or "")  # the replay carried it: once is enough
+                if skipping is not None:
+                    await self._send(user, [e], skip=skipping)
+            return
+        await self._send(user, envs, skip=() if skip is None else (skip,))
 
-    async def _send(self, user: str, envs: list[bytes], path: str = "live") -> None:
-        """Write ``envs`` (JSON bytes, made once upstream) to ``user``'s connections; counts them by type
-        and measures each message's latency from its server timestamp (``path``: live or replay)."""
+    async def _send(self, user: str, envs: list[bytes], path: str = "live", *, only: str | None = None,
+                    skip: Collection[str] = ()) -> None:
+        """Write ``envs`` (JSON bytes, made once upstream) to ``user``'s connections (only those of client
+        id ``only``, none of the client ids in ``skip``); counts them by type and measures each message's latency
+        from its server timestamp (``path``: live or replay)."""
         if self._sink is None:
             raise RuntimeError("gateway has no broker attached")
         inbox = self._inboxes.get(user)
         if inbox is None:
             return
-        conns = list(inbox.conns.values())
+        conns = inbox.reading(only, skip)
+        if not conns:
+            return
         now = time.time()
         latency = self._latency[path]
         for env in envs:

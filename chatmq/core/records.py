@@ -14,11 +14,13 @@ the bytes the client sent, validated once at the edge.
 Topics and their records (keys in brackets):
 
 * ``chat.outbox`` (conversation; the user for receipts), ``chat.group-outbox`` (group): ``Outbox``
-  ``{"from", "node", "env": <MessageIn | ReceiptIn>}``.
-* ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"}``,
+  ``{"from", "node", "env": <MessageIn | ReceiptIn>[, "client"]}``.
+* ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"[, "client"]}``,
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
-  ``{"user", "envs", "replay": "page", "epoch"}``, replay end ``{"user", "replay": "done", "epoch"}``, group
+  ``{"user", "envs", "replay": "page", "epoch"[, "client"]}``, replay end ``{"user", "replay": "done", "epoch"
+  [, "client"]}`` (``client``: that device's replay), a copy for a user's other devices ``{"user", "envs",
+  "skip"}``, group
   fan-out ``{"users", "env"}`` (the message without ``to``, which the node fills in per member), envelopes for a
   device's inbox ``{"device", "envs"}``.
 * ``chat.notices`` (first user): ``Notice`` ``{"users", "env"}``.
@@ -69,12 +71,14 @@ class BusItem(msgspec.Struct, frozen=True):
 
 # --- outbox ---------------------------------------------------------------------------------------
 
-class Outbox(BusItem, frozen=True):
-    """A validated outbox envelope from user ``sender`` connected to ``node``."""
+class Outbox(BusItem, frozen=True, omit_defaults=True):
+    """A validated outbox envelope from user ``sender`` connected to ``node`` with MQTT client id
+    ``client`` (its device; "" from a node that did not say)."""
 
     sender: str = msgspec.field(name="from")
     node: str
     env: MessageIn | ReceiptIn
+    client: str = ""
 
 
 # --- presence and connections ---------------------------------------------------------------------
@@ -85,8 +89,11 @@ class _UserOnNode(BusItem, frozen=True):
     epoch: int
 
 
-class Online(_UserOnNode, frozen=True, tag_field="event", tag="online"):
-    """``user`` subscribed to its inbox on ``node`` (``epoch`` grows with time)."""
+class Online(_UserOnNode, frozen=True, tag_field="event", tag="online", omit_defaults=True):
+    """``user`` subscribed to its inbox on ``node`` (``epoch`` grows with time) with MQTT client id
+    ``client`` (its device; "" from a node that did not say)."""
+
+    client: str = ""
 
 
 class Offline(_UserOnNode, frozen=True, tag_field="event", tag="offline"):
@@ -143,6 +150,8 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
     users: list[str] | None = None
     env: msgspec.Raw = msgspec.Raw()  # empty unless a fan-out (msgspec takes no ``Raw | None``)
     device: str | None = None
+    client: str | None = None  # only to this MQTT client id of ``user`` (a device's replay)
+    skip: str | None = None  # to every connection of ``user`` but this client id (a copy for its other devices)
 
     @classmethod
     def to_device(cls, device: str, envs: list[msgspec.Raw]) -> Delivery:
@@ -150,16 +159,16 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
         return cls(envs=envs, device=device)
 
     @classmethod
-    def live(cls, user: str, envs: list[msgspec.Raw]) -> Delivery:
-        return cls(user=user, envs=envs)
+    def live(cls, user: str, envs: list[msgspec.Raw], skip: str | None = None) -> Delivery:
+        return cls(user=user, envs=envs, skip=skip)
 
     @classmethod
-    def page(cls, user: str, envs: list[msgspec.Raw], epoch: int) -> Delivery:
-        return cls(user=user, envs=envs, replay="page", epoch=epoch)
+    def page(cls, user: str, envs: list[msgspec.Raw], epoch: int, client: str | None = None) -> Delivery:
+        return cls(user=user, envs=envs, replay="page", epoch=epoch, client=client)
 
     @classmethod
-    def done(cls, user: str, epoch: int) -> Delivery:
-        return cls(user=user, replay="done", epoch=epoch)
+    def done(cls, user: str, epoch: int, client: str | None = None) -> Delivery:
+        return cls(user=user, replay="done", epoch=epoch, client=client)
 
     @classmethod
     def fan_out(cls, users: list[str], template: msgspec.Raw) -> Delivery:

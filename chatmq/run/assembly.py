@@ -40,6 +40,7 @@ from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
+from chatmq.services.chat.devices import DeviceBook
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
@@ -111,6 +112,7 @@ class Process:
     app: FastAPI | None = None
     servers: list[HttpServer] = field(default_factory=list)
     tls: ServerTls | None = None
+    devices: DeviceBook | None = None  # users' devices, shared by the routers and the replay of this process
 
     @property
     def http(self) -> HttpServer | None:
@@ -129,6 +131,7 @@ class Process:
         tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl, s.refresh_reuse_grace)
         use_hash_workers(s.auth_workers)  # argon2 for REST passwords and MQTT device secrets
         process = cls(s, name, cluster, bus, store, registry, tokens, outlet)
+        process.devices = DeviceBook(store)
         if name in ("serve", "broker", "api"):  # the processes with listeners
             process.tls = ServerTls.of(s)  # ConfigError naming the setting when a file is missing or does not fit
         return process
@@ -146,16 +149,17 @@ class Process:
 
 def _storage(p: Process) -> list[Component]:
     s = p.settings
-    return [ReplayService(p.bus, p.store, p.registry, s.replay_batch), NoticeWorker(p.bus, p.outlet),
+    return [ReplayService(p.bus, p.store, p.registry, s.replay_batch, s.sync_window, p.devices),
+            NoticeWorker(p.bus, p.outlet),
             PendingSampler(p.store, s.heartbeat_interval)]
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet), DeviceWorker(p.bus, p.store, p.outlet)]
+    return [Router(p.bus, p.store, p.outlet, p.devices), DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:
-    return [GroupRouter(p.bus, p.store, p.outlet)]
+    return [GroupRouter(p.bus, p.store, p.outlet, p.devices)]
 
 
 def _push(p: Process) -> list[Component]:

@@ -20,6 +20,7 @@ from chatmq.services.api import (
     jobs_routes,
     problems,
     processes_routes,
+    sessions_routes,
     users_routes,
 )
 from chatmq.services.api.body_limit import DEFAULT_MAX_BODY, BodyLimit
@@ -70,6 +71,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1 = APIRouter(prefix=API_PREFIX)
     v1.include_router(auth_routes.router)
     v1.include_router(users_routes.router)
+    v1.include_router(sessions_routes.router)
     v1.include_router(devices_routes.router)
     v1.include_router(jobs_routes.router)
     v1.include_router(groups_routes.router)

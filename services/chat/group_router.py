@@ -15,6 +15,7 @@ from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
+from chatmq.services.chat.devices import DeviceBook, others
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 
@@ -23,15 +24,18 @@ log = logging.getLogger(__name__)
 
 class GroupRouter(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet, devices: DeviceBook | None = None) -> None:
         super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
         self._acceptor = Acceptor(store, outlet)
+        self._devices = devices or DeviceBook(store)
 
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
-        for item in OUTBOX_RECORDS.read_all(records):
+        items = OUTBOX_RECORDS.read_all(records)
+        devices = await self._devices.of({i.sender for i in items if i.client})
+        for item in items:
             env, sender, node = item.env, item.sender, item.node
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
@@ -46,5 +50,6 @@ class GroupRouter(BusWorker):
                 await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
             else:
                 recipients = [m for m in group.member_ids() if m != sender]
-                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients))
+                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, item.client,
+                                        bool(others(devices, sender, item.client))))
         await self._acceptor.accept(batch)

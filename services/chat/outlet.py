@@ -63,6 +63,18 @@ class Outlet:
         await self.to_nodes([(node, user, envs) for node, users in by_node.items() for user, envs in users.items()])
         return offline
 
+    async def copies(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Send each ``(user, client id, envelope)`` to the user's connections but those of that client id
+        (what one device of a user did, for its other devices), where the user is online; nothing is
+        kept for an offline user here (what must reach them is pending in the store)."""
+        by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
+        nodes = await self._registry.nodes_of(list({user for user, _, _ in items}))
+        for user, client, env in items:
+            node = nodes.get(user)
+            if node is not None:
+                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(env)], skip=client or None)))
+        await self._publish(by_node)
+
     async def fan_out(self, key: str, users: list[str], template: bytes) -> list[str]:
         """Send one group message to ``users``: one record per node carrying the member list and the
         envelope without ``to`` (the node fills it in per member), keyed by ``key`` (the group) so the

@@ -4,7 +4,9 @@ Messages: the recipient must be a registered user (else ``unknown_recipient``); 
 message is committed with one pending item for the recipient, acked, and delivered
 when the recipient is online. Receipts: only for messages addressed to the receipt's
 sender (directly or through a group they are in); ``delivered`` removes them from
-the sender's pending queue; the receipt goes back to each message's original sender.
+the sender's pending queue (of a user with several devices: once each device confirmed them);
+the receipt goes back to each message's original sender, and to the user's other devices.
+A message from a user with other devices is also pending for the sender, for them (``DeviceBook``).
 """
 
 from __future__ import annotations
@@ -20,46 +22,67 @@ from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
+from chatmq.services.chat.devices import DeviceBook, others
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
-from chatmq.services.store.base import Route
+from chatmq.services.store.base import DeviceConfirm, Route
 
 log = logging.getLogger(__name__)
 
 
 class Router(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, outlet: Outlet) -> None:
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet, devices: DeviceBook | None = None) -> None:
         super().__init__(bus, "router", [OUTBOX])
         self._store = store
         self._outlet = outlet
         self._acceptor = Acceptor(store, outlet)
         self._routes = Routes()
+        self._devices = devices or DeviceBook(store)
 
     async def process(self, records: list[Record]) -> None:
         items = OUTBOX_RECORDS.read_all(records)
         recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
+        devices = await self._devices.of({i.sender for i in items if i.client})
         batch: list[Submission] = []
-        receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)
+        # the batch's receipts, merged per (user, device, status)
+        receipts: dict[tuple[str, str, str], list[str]] = {}
         for item in items:
             env, sender, node = item.env, item.sender, item.node
             if not isinstance(env, MessageIn):
-                receipts.setdefault((sender, env.status), []).extend(env.ids)
+                receipts.setdefault((sender, item.client, env.status), []).extend(env.ids)
                 continue
             if env.to is None:
                 log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
             elif env.to not in known:
                 await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
             else:
-                batch.append(Submission(sender, node, env.id, env.to, None,
-                                        conversation_key(sender, env.to), env.body, [env.to]))
-        runs = {key: list(dict.fromkeys(ids)) for key, ids in receipts.items()}
-        confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
-        taken = await self._acceptor.accept(batch, confirming)
-        held = {(user, r.server_id): r for (user, _), routes in zip(confirming, taken, strict=True) for r in routes}
+                batch.append(Submission(sender, node, env.id, env.to, None, conversation_key(sender, env.to),
+                                        env.body, [env.to], item.client, bool(others(devices, sender, item.client))))
+        runs: dict[tuple[str, str], list[str]] = {}  # merged per (user, status): what the senders are told
+        for (user, _, status), ids in receipts.items():
+            runs.setdefault((user, status), []).extend(ids)
+        runs = {key: list(dict.fromkeys(ids)) for key, ids in runs.items()}
+        confirming: list[tuple[str, list[str]]] = []
+        on_device: list[DeviceConfirm] = []
+        for (user, client, status), ids in receipts.items():
+            if status == "delivered":
+                peers = others(devices, user, client)
+                if peers:
+                    on_device.append(DeviceConfirm(user, client, list(dict.fromkeys(ids)), peers))
+                else:
+                    confirming.append((user, list(dict.fromkeys(ids))))
+        taken = await self._acceptor.accept(batch, confirming, on_device)
+        confirmers = [user for user, _ in confirming] + [c.user for c in on_device]
+        held = {(user, r.server_id): r for user, routes in zip(confirmers, taken, strict=True) for r in routes}
         self._routes.remember(held.values())
         await self._receipts(runs, held)
+        # a device's receipts, for the user's other devices
+        echoes = [(user, client, receipt_envelope(status, list(dict.fromkeys(ids)), user))
+                  for (user, client, status), ids in receipts.items() if others(devices, user, client)]
+        if echoes:
+            await self._outlet.copies(echoes)
 
     async def _receipts(self, runs: dict[tuple[str, str], list[str]], held: dict[tuple[str, str], Route]) -> None:
         """Answer a batch's receipts merged per (user, status), after the batch's messages. Every

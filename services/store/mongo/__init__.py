@@ -35,6 +35,10 @@ Collections
   finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
   rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
+- ``user_sessions`` ``{_id: user_id, clients: [{client_id, first_seen, last_seen}]}`` and ``device_marks``
+  ``{_id: "<pending key>:<client_id>", user_id, item_id, client_id}``; ``(user_id, client_id)``: a user's
+  devices and the pending items each device of a user with several has had
+  (``chatmq.services.store.mongo.sessions``). Read and written by ``_id`` on the message path.
 - ``shadows`` ``{_id: device_id, desired, reported, version, updated_at}``: device shadows (JSON text),
   read and written by ``_id`` only (``chatmq.services.store.mongo.shadows``).
 - ``commands`` ``{_id: command_id, device_id, name, params, persistent, status, created_at, expires_at, result,

@@ -181,6 +181,8 @@ class MongoUsers(MongoBase):
             await self._coll("devices").delete_many({"owner_id": user_id})
             await self._coll("push_tokens").delete_many({"user_id": user_id})
             await self._coll("pending").delete_many({"user_id": user_id})
+            await self._coll("device_marks").delete_many({"user_id": user_id})
+            await self._coll("user_sessions").delete_one({"_id": user_id})
             await self._coll("users").delete_one({"_id": user_id})
 
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:

@@ -26,7 +26,8 @@ T = TypeVar("T")
 
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
-#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty).
+#: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty). The
+#: devices of a user (``user_sessions``, ``device_marks``, issue 15) are new tables, created on start.
 SCHEMA_VERSION = 3
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -161,6 +162,19 @@ CREATE TABLE IF NOT EXISTS refresh_revoked (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at);
+CREATE TABLE IF NOT EXISTS user_sessions (
+    user_id    TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+);
+CREATE TABLE IF NOT EXISTS device_marks (
+    user_id   TEXT NOT NULL,
+    item_id   TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, item_id, client_id)
+) WITHOUT ROWID;
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"

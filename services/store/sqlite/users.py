@@ -163,6 +163,8 @@ class SQLiteUsers(SQLiteBase):
             conn.execute("DELETE FROM devices WHERE owner_id = ?", (user_id,))
             conn.execute("DELETE FROM push_tokens WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM pending WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM user_sessions WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM device_marks WHERE user_id = ?", (user_id,))
             if conn.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount == 0:
                 raise NotFoundError(f"no user {user_id!r}")
 
