@@ -1,7 +1,7 @@
 """``Outlet``: sends inbox envelopes to users wherever they are.
 
 ``deliver`` sends to users that are online (per the session registry) through their
-node's delivery topic and returns the users that were offline. ``notify`` does the
+nodes' delivery topics (a user's devices may be on several) and returns the users that were offline. ``notify`` does the
 same for receipts and events and keeps them as pending notices for offline users.
 Envelopes are JSON bytes, made once upstream (``chatmq.core.envelopes``); they ride in typed
 ``Delivery`` records as they are.
@@ -53,13 +53,14 @@ class Outlet:
         """Send each ``(user, envelope)`` to online users in order; return the offline users."""
         by_node: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         offline: list[str] = []
-        nodes = await self._registry.nodes_of(list({user for user, _ in items}))
+        nodes = await self._registry.user_nodes(list({user for user, _ in items}))
         for user, env in items:
-            node = nodes.get(user)
-            if node is None:
+            on = nodes.get(user)
+            if on is None:
                 offline.append(user)
             else:
-                by_node[node][user].append(env)
+                for node in on:
+                    by_node[node][user].append(env)
         await self.to_nodes([(node, user, envs) for node, users in by_node.items() for user, envs in users.items()])
         return offline
 
@@ -68,10 +69,9 @@ class Outlet:
         (what one device of a user did, for its other devices), where the user is online; nothing is
         kept for an offline user here (what must reach them is pending in the store)."""
         by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
-        nodes = await self._registry.nodes_of(list({user for user, _, _ in items}))
+        nodes = await self._registry.user_nodes(list({user for user, _, _ in items}))
         for user, client, env in items:
-            node = nodes.get(user)
-            if node is not None:
+            for node in nodes.get(user, ()):
                 by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(env)], skip=client or None)))
         await self._publish(by_node)
 
@@ -86,16 +86,17 @@ class Outlet:
         one bus write per node for the batch. Returns the offline users (once per item)."""
         by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
         offline: list[str] = []
-        nodes = await self._registry.nodes_of(list({u for _, users, _ in items for u in users}))
+        nodes = await self._registry.user_nodes(list({u for _, users, _ in items for u in users}))
         for key, users, envelope in items:
             template = msgspec.Raw(envelope)
             members_on: dict[str, list[str]] = defaultdict(list)
             for user in users:
-                node = nodes.get(user)
-                if node is None:
+                on = nodes.get(user)
+                if on is None:
                     offline.append(user)
                 else:
-                    members_on[node].append(user)
+                    for node in on:
+                        members_on[node].append(user)
             for node, members in members_on.items():
                 by_node[node].append((key.encode(), Delivery.fan_out(members, template)))
         await self._publish(by_node)

@@ -421,19 +421,25 @@ class SessionStore(abc.ABC):
 
 
 class PresenceStore(abc.ABC):
-    """The store's role: the session registry: which node each online user is on."""
+    """The store's role: the session registry: which nodes each online user is on (one entry per
+    (user, node), with the epoch of the user's latest inbox subscription there: a user's devices may
+    be on several nodes)."""
 
     @abc.abstractmethod
     async def set_online(self, user_id: str, node: str, epoch: int) -> bool:
-        """Record ``user_id`` on ``node`` unless a newer epoch is recorded; True when recorded."""
+        """Record ``user_id`` on ``node`` unless a newer epoch is recorded for that node; True when recorded."""
 
     @abc.abstractmethod
     async def set_offline(self, user_id: str, node: str, epoch: int) -> bool:
-        """Remove the user's entry if it is on ``node`` with an epoch not above ``epoch``; True when removed."""
+        """Remove the user's entry on ``node`` if its epoch is not above ``epoch``; True when removed."""
 
     @abc.abstractmethod
+    async def user_nodes(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """``{user_id: [node, ...]}`` for those of ``user_ids`` that are online, newest entry first."""
+
     async def nodes_of(self, user_ids: list[str]) -> dict[str, str]:
-        """``{user_id: node}`` for those of ``user_ids`` that are online."""
+        """``{user_id: node}`` (the newest entry's) for those of ``user_ids`` that are online."""
+        return {user: nodes[0] for user, nodes in (await self.user_nodes(user_ids)).items()}
 
     @abc.abstractmethod
     async def forget_node(self, node: str, before_epoch: int) -> int:

@@ -1304,17 +1304,19 @@ async def test_mongo_keeps_any_json_body(mongo_handles: Callable[[], MongoStore]
 
 async def test_presence_newest_epoch_wins(store: Store) -> None:
     assert await store.set_online("u1", "n1", 10)
-    assert await store.set_online("u1", "n2", 20)  # a newer connection on another node takes over
-    assert not await store.set_online("u1", "n1", 15)  # a late online from the old node does not
-    assert await store.nodes_of(["u1", "u2"]) == {"u1": "n2"}
+    assert await store.set_online("u1", "n2", 20)  # another device on another node: both are kept
+    assert not await store.set_online("u1", "n2", 15)  # a late online on that node does not go back
+    assert await store.nodes_of(["u1", "u2"]) == {"u1": "n2"}  # the newest entry's
+    assert await store.user_nodes(["u1", "u2"]) == {"u1": ["n2", "n1"]}
     assert await store.count_online() == 1
 
 
 async def test_presence_late_offline_cannot_erase_newer_connection(store: Store) -> None:
     await store.set_online("u1", "n1", 10)
     await store.set_online("u1", "n2", 20)
-    assert not await store.set_offline("u1", "n1", 10)  # the old node's disconnect comes late
+    assert await store.set_offline("u1", "n1", 10)  # the device on n1 went; the one on n2 stays
     assert await store.nodes_of(["u1"]) == {"u1": "n2"}
+    assert await store.user_nodes(["u1"]) == {"u1": ["n2"]}
     assert not await store.set_offline("u1", "n2", 19)  # older than the entry
     assert await store.set_offline("u1", "n2", 20)
     assert await store.nodes_of(["u1"]) == {}

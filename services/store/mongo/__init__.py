@@ -139,7 +139,7 @@ deletes by ``_id`` in the small working sets:
 - Receipts (``take_pending``, ``held_routes``) find and delete pending items by their ``_id``, the
   (user, item) key; the routes come from the items, not from ``messages``. Up to ``BY_ID`` ids one
   operation per id, more with one ``$in`` (a scan of ``pending`` in Go: the undelivered items).
-- ``existing_user_ids`` and ``nodes_of`` use one operation by ``_id`` per id for up to ``SHORT``
+- ``existing_user_ids`` and ``user_nodes`` use one operation by ``_id`` per id for up to ``SHORT``
   ids, one ``$in`` operation for more (per id, SQLite scans at ~6 µs a document; ``$in``, one Go
   scan at ~32 µs a document).
 - seq blocks have text ids, so probing for a free block is a SQLite scan, not a Go scan.

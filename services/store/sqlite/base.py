@@ -27,7 +27,8 @@ T = TypeVar("T")
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
 #: refresh token rotation, ``refresh_spent`` and ``refresh_revoked`` (created on start, empty). The
-#: devices of a user (``user_sessions``, ``device_marks``, issue 15) are new tables, created on start.
+#: devices of a user (``user_sessions``, ``device_marks``, issue 15) are new tables, created on start, and
+#: so is the registry's ``presence_nodes`` (an entry per user and node), which replaces ``presence``.
 SCHEMA_VERSION = 3
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -162,6 +163,13 @@ CREATE TABLE IF NOT EXISTS refresh_revoked (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_revoked_expiry ON refresh_revoked (expires_at);
+CREATE TABLE IF NOT EXISTS presence_nodes (
+    user_id TEXT NOT NULL,
+    node    TEXT NOT NULL,
+    epoch   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, node)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS presence_nodes_node ON presence_nodes (node, epoch);
 CREATE TABLE IF NOT EXISTS user_sessions (
     user_id    TEXT NOT NULL,
     client_id  TEXT NOT NULL,
