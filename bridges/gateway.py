@@ -36,6 +36,7 @@ from chatmq.core.device_envelopes import parse_device_outbox
 from chatmq.core.envelopes import (
     EnvelopeLimits,
     MessageIn,
+    TypingIn,
     address,
     envelope_type,
     message_id,
@@ -65,6 +66,9 @@ from chatmq.core.topics import CONNECTIONS, DEVICES, GROUP_OUTBOX, OUTBOX, PRESE
 from chatmq.core.worker import BusWorker
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two ``typing`` envelopes of a user with one state in one conversation (more are dropped).
+TYPING_INTERVAL = 1.0
 
 
 class InboxSink(Protocol):
@@ -132,7 +136,9 @@ class NodeGateway(BusWorker):
         self._devices: dict[str, _Inbox] = {}  # devices reading their inbox here (conns and epoch only)
         self._epochs = _Epochs()
         # metrics: children bound once, so the message path only increments
-        self._in = {t: MESSAGES_IN.labels(node, t) for t in ("message", "group_message", "receipt", "telemetry")}
+        self._in = {t: MESSAGES_IN.labels(node, t)
+                    for t in ("message", "group_message", "receipt", "telemetry", "typing")}
+        self._typing: dict[tuple[str, str, str], float] = {}  # (user, conversation, state) -> when it last went on
         self._out = {t: MESSAGES_OUT.labels(node, t) for t in ("message", "ack", "receipt", "event", "error")}
         self._out_other = MESSAGES_OUT.labels(node, "other")
         self._latency = {path: DELIVERY_LATENCY.labels(node, path) for path in ("live", "replay")}
@@ -207,7 +213,9 @@ class NodeGateway(BusWorker):
             return
         env = parse_outbox(payload, self._limits)
         record = Outbox(identity.id, self.node, env, client_id)
-        if isinstance(env, MessageIn):
+        if isinstance(env, TypingIn):
+            await self._typed(identity.id, env, record)
+        elif isinstance(env, MessageIn):
             if env.group is not None:
                 await self._durably(GROUP_OUTBOX, env.group.encode(), record)
                 self._in["group_message"].inc()
@@ -218,6 +226,24 @@ class NodeGateway(BusWorker):
         else:
             await self._durably(OUTBOX, identity.id.encode(), record)
             self._in["receipt"].inc()
+
+    async def _typed(self, user: str, env: TypingIn, record: Outbox) -> None:
+        """A ``typing`` goes on at most once a second per (user, conversation, state); more are dropped,
+        and so is one the bus cannot take now (it is worth nothing later)."""
+        conversation = env.group if env.group is not None else conversation_key(user, env.to or "")
+        now, key = time.monotonic(), (user, conversation, env.state)
+        if now - self._typing.get(key, -TYPING_INTERVAL) < TYPING_INTERVAL:
+            return
+        if len(self._typing) >= 100_000:
+            self._typing.clear()
+        self._typing[key] = now
+        topic = GROUP_OUTBOX if env.group is not None else OUTBOX
+        try:
+            await self._bus.publish(topic, conversation.encode(), record)
+        except ChatMQError as exc:
+            log.info("a typing of %s dropped: %s", user, exc)
+            return
+        self._in["typing"].inc()
 
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
         """Check the reading (``EnvelopeError`` goes back to the device); put it on the bus unless

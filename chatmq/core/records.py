@@ -14,7 +14,7 @@ the bytes the client sent, validated once at the edge.
 Topics and their records (keys in brackets):
 
 * ``chat.outbox`` (conversation; the user for receipts), ``chat.group-outbox`` (group): ``Outbox``
-  ``{"from", "node", "env": <MessageIn | ReceiptIn>[, "client"]}``.
+  ``{"from", "node", "env": <MessageIn | ReceiptIn | TypingIn>[, "client"]}``.
 * ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"[, "client"]}``,
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 import msgspec
 
 from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport
-from chatmq.core.envelopes import MessageIn, ReceiptIn
+from chatmq.core.envelopes import MessageIn, ReceiptIn, TypingIn
 from chatmq.core.errors import ChatMQError
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Outbox(BusItem, frozen=True, omit_defaults=True):
 
     sender: str = msgspec.field(name="from")
     node: str
-    env: MessageIn | ReceiptIn
+    env: MessageIn | ReceiptIn | TypingIn
     client: str = ""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import MessageIn
+from chatmq.core.envelopes import MessageIn, TypingIn, typing_envelope
 from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
@@ -28,6 +28,7 @@ class GroupRouter(BusWorker):
         super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
         self._acceptor = Acceptor(store, outlet)
+        self._outlet = outlet
         self._devices = devices or DeviceBook(store)
 
     async def process(self, records: list[Record]) -> None:
@@ -35,8 +36,21 @@ class GroupRouter(BusWorker):
         batch: list[Submission] = []
         items = OUTBOX_RECORDS.read_all(records)
         devices = await self._devices.of({i.sender for i in items if i.client})
+        typing: list[tuple[str, list[str], bytes]] = []
         for item in items:
             env, sender, node = item.env, item.sender, item.node
+            if isinstance(env, TypingIn) and env.group is not None:
+                if env.group not in groups:
+                    groups[env.group] = await self._store.get_group(env.group)
+                found = groups[env.group]
+                if found is not None and found.is_member(sender):
+                    members = [m for m in found.member_ids() if m != sender]
+                    typing.append((env.group, members, typing_envelope(sender, None, env.group, env.state)))
+                else:
+                    await self._acceptor.refuse(sender, node, "not_member" if found else "unknown_recipient",
+                                                f"you are not a member of {env.group}" if found
+                                                else f"no group {env.group!r}", None)
+                continue
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
                 continue
@@ -52,4 +66,6 @@ class GroupRouter(BusWorker):
                 recipients = [m for m in group.member_ids() if m != sender]
                 batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, item.client,
                                         bool(others(devices, sender, item.client))))
+        if typing:  # to the members online now, never kept; ahead of the batch's messages
+            await self._outlet.fan_out_many(typing)
         await self._acceptor.accept(batch)

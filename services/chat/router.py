@@ -16,7 +16,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import MessageIn, receipt_envelope
+from chatmq.core.envelopes import MessageIn, ReceiptIn, TypingIn, receipt_envelope, typing_envelope
 from chatmq.core.ids import conversation_key
 from chatmq.core.records import OUTBOX_RECORDS
 from chatmq.core.topics import OUTBOX
@@ -42,15 +42,22 @@ class Router(BusWorker):
 
     async def process(self, records: list[Record]) -> None:
         items = OUTBOX_RECORDS.read_all(records)
-        recipients = {i.env.to for i in items if isinstance(i.env, MessageIn) and i.env.to is not None}
+        recipients = {i.env.to for i in items if isinstance(i.env, MessageIn | TypingIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         devices = await self._devices.of({i.sender for i in items if i.client})
         batch: list[Submission] = []
+        typing: list[tuple[str, bytes]] = []
         # the batch's receipts, merged per (user, device, status)
         receipts: dict[tuple[str, str, str], list[str]] = {}
         for item in items:
             env, sender, node = item.env, item.sender, item.node
-            if not isinstance(env, MessageIn):
+            if isinstance(env, TypingIn):
+                if env.to is not None and env.to in known:
+                    typing.append((env.to, typing_envelope(sender, env.to, None, env.state)))
+                elif env.to is not None:
+                    await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", None)
+                continue
+            if isinstance(env, ReceiptIn):
                 receipts.setdefault((sender, item.client, env.status), []).extend(env.ids)
                 continue
             if env.to is None:
@@ -60,6 +67,8 @@ class Router(BusWorker):
             else:
                 batch.append(Submission(sender, node, env.id, env.to, None, conversation_key(sender, env.to),
                                         env.body, [env.to], item.client, bool(others(devices, sender, item.client))))
+        if typing:  # to the recipients online now, never kept; ahead of the batch's messages
+            await self._outlet.deliver(typing)
         runs: dict[tuple[str, str], list[str]] = {}  # merged per (user, status): what the senders are told
         for (user, _, status), ids in receipts.items():
             runs.setdefault((user, status), []).extend(ids)

@@ -110,7 +110,13 @@ class SessionRegistry(Registry):
         return removed
 
     async def user_nodes(self, users: list[str]) -> dict[str, list[str]]:
-        return {u: self._newest_first(nodes) for u in users if (nodes := self._by_user.get(u))}
+        found: dict[str, list[str]] = {}
+        by_user = self._by_user
+        for u in users:
+            nodes = by_user.get(u)
+            if nodes:
+                found[u] = list(nodes) if len(nodes) == 1 else self._newest_first(nodes)
+        return found
 
     @staticmethod
     def _newest_first(nodes: dict[str, int]) -> list[str]:

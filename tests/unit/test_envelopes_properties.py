@@ -21,12 +21,15 @@ from chatmq.core.envelopes import (
     EnvelopeError,
     ErrorCode,
     MessageIn,
+    OutboxEnvelope,
     ReceiptIn,
+    TypingIn,
     client_id_of,
     message_envelope,
     parse_object,
     parse_outbox,
     receipt_envelope,
+    typing_envelope,
 )
 
 PROPERTY = settings(deadline=2000, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -86,12 +89,14 @@ payloads = st.one_of(
 )
 
 
-def delivered_form(envelope: MessageIn | ReceiptIn) -> bytes:
+def delivered_form(envelope: OutboxEnvelope) -> bytes:
     """The envelope as the server sends it on (to the recipient, or back to the sender), read and
     written again with orjson as the SDK and the history API do."""
     if isinstance(envelope, MessageIn):
         sent = message_envelope("01SERVERID", envelope.id, "sender", envelope.to, envelope.group,
                                 envelope.body, 1_700_000_000_000)
+    elif isinstance(envelope, TypingIn):
+        sent = typing_envelope("sender", envelope.to, envelope.group, envelope.state)
     else:
         sent = receipt_envelope(envelope.status, envelope.ids, "sender")
     return orjson.dumps(orjson.loads(sent))

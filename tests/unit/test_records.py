@@ -19,7 +19,7 @@ import pytest
 from chatmq.core import records as r
 from chatmq.core.bus.base import Record
 from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport, shadow_delta_envelope
-from chatmq.core.envelopes import MessageIn, ReceiptIn, ack_envelope, message_envelope
+from chatmq.core.envelopes import MessageIn, ReceiptIn, TypingIn, ack_envelope, message_envelope
 
 GOLDEN = Path(__file__).parent / "golden" / "records"
 BODY = msgspec.Raw(b'{"text":"hi"}')
@@ -33,6 +33,10 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
     "outbox_group_message": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", MessageIn(id="c2", group="g1", body=BODY))),
     "outbox_receipt": (r.OUTBOX_RECORDS, r.Outbox("ub", "n2", ReceiptIn("delivered", ["s1", "s2"]))),
     "presence_online": (r.PRESENCE_RECORDS, r.Online("ua", "n1", 1767225600000000001)),
+    "presence_online_client": (r.PRESENCE_RECORDS, r.Online("ua", "n1", 1767225600000000001, "phone-1")),
+    "outbox_typing": (r.OUTBOX_RECORDS, r.Outbox("ua", "n1", TypingIn(to="ub", state="start"), "phone-1")),
+    "deliver_copy": (r.DELIVERIES, r.Delivery.live("ua", [msgspec.Raw(MESSAGE)], skip="phone-1")),
+    "deliver_replay_page_client": (r.DELIVERIES, r.Delivery.page("ub", [msgspec.Raw(MESSAGE)], 7, "laptop-2")),
     "presence_offline": (r.PRESENCE_RECORDS, r.Offline("ua", "n1", 1767225600000000001)),
     "presence_node_started": (r.PRESENCE_RECORDS, r.NodeStarted("n1", 1767225600000000000, 1767225600000)),
     "deliver_live": (r.DELIVERIES, r.Delivery.live("ua", [msgspec.Raw(ACK), msgspec.Raw(MESSAGE)])),
