@@ -84,10 +84,15 @@ class _Inbox:
     conns: dict[int, object] = field(default_factory=dict)
     clients: dict[int, str] = field(default_factory=dict)  # each connection's MQTT client id
     epoch: int = 0
-    replaying: bool = False
+    # the replays under way, by the client id they go to ("": to every connection), with their epoch
+    awaiting: dict[str, int] = field(default_factory=dict)
     held: list[tuple[bytes, str | None]] = field(default_factory=list)  # (envelope, client id to skip)
-    replayed: set[str] = field(default_factory=set)
-    replay_to: str | None = None  # the client id the replay under way (or last) goes to; None: every one
+    # the message ids each client's last replay carried ("": every connection's), until its next one
+    replayed: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self.awaiting)
 
     def reading(self, only: str | None = None, skip: Collection[str] = ()) -> list[object]:
         """The connections reading this inbox: only those of client id ``only`` when given, none of
@@ -98,14 +103,17 @@ class _Inbox:
                 if (only is None or self.clients.get(key) == only) and self.clients.get(key) not in skip]
 
     def skips(self, env: bytes, skip: str | None) -> set[str] | None:
-        """Whom a live ``env`` skips (``skip``, and the replay's client when its replay carried it);
-        None when nobody is left (the replay went to every connection)."""
+        """Whom a live ``env`` skips (``skip``, and the clients whose replay carried it, each forgetting it:
+        once is enough); None when nobody is left (a replay to every connection carried it)."""
         skipping = {skip} if skip is not None else set()
-        if self.replayed and (sid := message_id(env)) is not None and sid in self.replayed:
-            if self.replay_to is None:
-                return None
-            skipping.add(self.replay_to)
-        return skipping
+        sid = message_id(env)
+        if sid is None:
+            return skipping
+        for client, ids in self.replayed.items():
+            if sid in ids:
+                ids.discard(sid)
+                skipping.add(client)
+        return None if "" in skipping else skipping
 
 
 class _Epochs:
@@ -172,7 +180,8 @@ class NodeGateway(BusWorker):
         inbox.conns[id(conn)] = conn
         inbox.clients[id(conn)] = client_id
         inbox.epoch = self._epochs.next()
-        inbox.replaying, inbox.replayed, inbox.replay_to = True, set(), client_id or None
+        inbox.awaiting[client_id] = inbox.epoch
+        inbox.replayed[client_id] = set()
         await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch, client_id))
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
@@ -180,7 +189,9 @@ class NodeGateway(BusWorker):
         if inbox is None:
             return
         inbox.conns.pop(id(conn), None)
-        inbox.clients.pop(id(conn), None)
+        client = inbox.clients.pop(id(conn), None)
+        if client is not None and client not in inbox.clients.values():
+            inbox.replayed.pop(client, None)
         if not inbox.conns:
             del self._inboxes[user_id]
             await self._bus.publish(PRESENCE, user_id.encode(), Offline(user_id, self.node, inbox.epoch))
@@ -295,16 +306,23 @@ class NodeGateway(BusWorker):
         if inbox is None:
             return  # not on this node (any more): messages stay pending in the store
         user, envs = item.user, [bytes(e) for e in item.envs]
+        if item.replay is None and item.client is not None:  # an answer to one connection: never held
+            await self._send(user, envs, only=item.client)
+            return
         if item.replay is None:
             await self._live(user, envs, item.skip)
             return
-        if item.epoch != inbox.epoch:
-            return  # a replay superseded by a newer subscription: that one's replay follows
+        target = item.client or ""
+        if inbox.awaiting.get(target) != item.epoch:
+            return  # a replay superseded by a newer subscription of that client: that one's replay follows
         if item.replay == "page":
-            inbox.replayed.update(i for e in envs if (i := message_id(e)) is not None)
+            inbox.replayed.setdefault(target, set()).update(i for e in envs if (i := message_id(e)) is not None)
             await self._send(user, envs, "replay", only=item.client)
-        elif item.replay == "done" and inbox.replaying:
-            held, inbox.replaying, inbox.held = inbox.held, False, []
+        elif item.replay == "done":
+            del inbox.awaiting[target]
+            if inbox.awaiting:
+                return  # another device's replay is under way: held until its end too
+            held, inbox.held = inbox.held, []
             for held_env, held_skip in held:
                 skipping = inbox.skips(held_env, held_skip)
                 if skipping is not None:
@@ -321,10 +339,9 @@ class NodeGateway(BusWorker):
         if inbox.replaying:
             inbox.held.extend((e, skip) for e in envs)
             return
-        if inbox.replayed:
+        if any(inbox.replayed.values()):
             for e in envs:
                 skipping = inbox.skips(e, skip)
-                inbox.replayed.discard(message_id(e) or "")  # the replay carried it: once is enough
                 if skipping is not None:
                     await self._send(user, [e], skip=skipping)
             return

@@ -19,8 +19,9 @@ Topics and their records (keys in brackets):
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
   ``{"user", "envs", "replay": "page", "epoch"[, "client"]}``, replay end ``{"user", "replay": "done", "epoch"
-  [, "client"]}`` (``client``: that device's replay), a copy for a user's other devices ``{"user", "envs",
-  "skip"}``, group
+  [, "client"]}`` (``client``: that device's replay), live envelopes for one device ``{"user", "envs",
+  "client"}`` (an ``ack`` or ``error`` for the connection that published), a copy for a user's other
+  devices ``{"user", "envs", "skip"}``, group
   fan-out ``{"users", "env"}`` (the message without ``to``, which the node fills in per member), envelopes for a
   device's inbox ``{"device", "envs"}``.
 * ``chat.notices`` (first user): ``Notice`` ``{"users", "env"}``.
@@ -150,7 +151,7 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
     users: list[str] | None = None
     env: msgspec.Raw = msgspec.Raw()  # empty unless a fan-out (msgspec takes no ``Raw | None``)
     device: str | None = None
-    client: str | None = None  # only to this MQTT client id of ``user`` (a device's replay)
+    client: str | None = None  # only to this MQTT client id of ``user`` (a device's replay, its answers)
     skip: str | None = None  # to every connection of ``user`` but this client id (a copy for its other devices)
 
     @classmethod
@@ -159,8 +160,9 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
         return cls(envs=envs, device=device)
 
     @classmethod
-    def live(cls, user: str, envs: list[msgspec.Raw], skip: str | None = None) -> Delivery:
-        return cls(user=user, envs=envs, skip=skip)
+    def live(cls, user: str, envs: list[msgspec.Raw], skip: str | None = None,
+             only: str | None = None) -> Delivery:
+        return cls(user=user, envs=envs, skip=skip, client=only)
 
     @classmethod
     def page(cls, user: str, envs: list[msgspec.Raw], epoch: int, client: str | None = None) -> Delivery:

@@ -50,10 +50,11 @@ class Acceptor:
         self._store = store
         self._outlet = outlet
 
-    async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None) -> None:
-        """Answer the sender's connection with an ``error`` envelope."""
+    async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None,
+                     device: str = "") -> None:
+        """Answer the sender's connection (MQTT client id ``device``) with an ``error`` envelope."""
         MESSAGES_REFUSED.labels(code).inc()
-        await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
+        await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)], device)
 
     async def accept(self, subs: list[Submission], confirms: list[tuple[str, list[str]]] | None = None,
                      device_confirms: list[DeviceConfirm] | None = None) -> list[list[Route]]:
@@ -89,14 +90,14 @@ class Acceptor:
         if not subs:
             return taken
         copies = await self._pending_copies(results)
-        acks: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        acks: dict[tuple[str, str, str], list[bytes]] = defaultdict(list)  # by (node, sender, its device)
         deliveries: list[tuple[str, bytes]] = []
         echoes: list[tuple[str, str, bytes]] = []  # (sender, its sending device, envelope) for its other devices
         fan_outs: list[tuple[str, list[str], bytes]] = []
         counts = dict.fromkeys(_ACCEPTED, 0)
         for sub, new, template, result in zip(subs, news, templates, results, strict=True):
             counts["direct" if sub.group is None else "group", "duplicate" if result.duplicate else "new"] += 1
-            acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
+            acks[(sub.node, sub.sender, sub.device)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
             if result.duplicate:
                 for user, env in copies.pop(result.server_id, []):  # in its place: order holds
                     if user == sub.sender:
@@ -113,7 +114,7 @@ class Acceptor:
         for key, count in counts.items():
             if count:
                 _ACCEPTED[key].inc(count)
-        await self._outlet.to_nodes([(node, sender, envs) for (node, sender), envs in acks.items()])
+        await self._outlet.to_nodes([(node, sender, envs, device) for (node, sender, device), envs in acks.items()])
         offline = set(await self._outlet.deliver(deliveries))
         absent = set(await self._outlet.fan_out_many(fan_outs))
         if echoes:

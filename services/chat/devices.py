@@ -2,11 +2,12 @@
 them on the message path without a store read per message.
 
 A user's devices come from the store (``Store.sessions_of``, one read for every user of a batch not
-known or known too long) and are kept ``ttl`` seconds. The storage service records each connect of
-a device (``Store.touch_session``) and tells the book (``forget``) when it shares the process (the
-embedded server), so a new device counts at once there; in a cluster a router learns of it within
-``ttl``. A device it does not know of yet misses nothing it had not already got: the new device's
-first sync reads the last ``sync_window`` of its conversations from history.
+known, known too long, or whose device sending now is not among those known: at most once a second)
+and are kept ``ttl`` seconds. The storage service records each connect of a device
+(``Store.touch_session``) and tells the book (``forget``) when it shares the process (the embedded
+server), so a new device counts at once there; in a cluster a router learns of it within ``ttl``,
+or as soon as it sends anything. A device it does not know of yet misses nothing it had not already
+got: the new device's first sync reads the last ``sync_window`` of its conversations from history.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ class DeviceBook:
         self._store = store
         self._ttl = ttl
         self._size = size
-        self._known: dict[str, tuple[float, tuple[str, ...]]] = {}
+        # user -> (expires, client ids, no new read for an unknown client id before)
+        self._known: dict[str, tuple[float, tuple[str, ...], float]] = {}
 
-    async def of(self, users: Iterable[str]) -> dict[str, tuple[str, ...]]:
-        """The client ids of each of ``users`` (empty for a user with none recorded)."""
+    async def of(self, seen: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+        """The client ids of the user of each ``(user, client id)`` (empty for a user with none recorded),
+        read again where that client id is not among them (a device the book did not know of yet)."""
         now = time.monotonic()
         out: dict[str, tuple[str, ...]] = {}
         missing: list[str] = []
-        for user in users:
+        for user, client in seen:
             entry = self._known.get(user)
-            if entry is not None and entry[0] > now:
+            if entry is not None and entry[0] > now and (client in entry[1] or now < entry[2]):
                 out[user] = entry[1]
-            elif user not in out:
+            elif user not in missing:
                 missing.append(user)
         if missing:
             found = await self._store.sessions_of(missing)
@@ -41,7 +44,7 @@ class DeviceBook:
                 self._known.clear()
             for user in missing:
                 clients = tuple(s.client_id for s in found.get(user, []))
-                self._known[user] = (now + self._ttl, clients)
+                self._known[user] = (now + self._ttl, clients, now + 1.0)
                 out[user] = clients
         return out
 

@@ -35,7 +35,7 @@ class GroupRouter(BusWorker):
         groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
         items = OUTBOX_RECORDS.read_all(records)
-        devices = await self._devices.of({i.sender for i in items if i.client})
+        devices = await self._devices.of({(i.sender, i.client) for i in items if i.client})
         typing: list[tuple[str, list[str], bytes]] = []
         for item in items:
             env, sender, node = item.env, item.sender, item.node
@@ -49,7 +49,7 @@ class GroupRouter(BusWorker):
                 else:
                     await self._acceptor.refuse(sender, node, "not_member" if found else "unknown_recipient",
                                                 f"you are not a member of {env.group}" if found
-                                                else f"no group {env.group!r}", None)
+                                                else f"no group {env.group!r}", None, item.client)
                 continue
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
@@ -59,9 +59,11 @@ class GroupRouter(BusWorker):
                 groups[gid] = await self._store.get_group(gid)
             group = groups[gid]
             if group is None:
-                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id)
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id,
+                                            item.client)
             elif not group.is_member(sender):
-                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
+                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id,
+                                            item.client)
             else:
                 recipients = [m for m in group.member_ids() if m != sender]
                 batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, item.client,

@@ -31,17 +31,19 @@ class Outlet:
         self._store = store
         self._push = push
 
-    async def to_node(self, node: str, user: str, envs: list[bytes]) -> None:
-        """Send to ``user`` on ``node`` (for answers to the connection that asked)."""
-        await self.to_nodes([(node, user, envs)])
+    async def to_node(self, node: str, user: str, envs: list[bytes], client: str = "") -> None:
+        """Send to ``user`` on ``node`` (for answers to the connection that asked: its MQTT client id
+        ``client``, or every connection of the user there when "")."""
+        await self.to_nodes([(node, user, envs, client)])
 
-    async def to_nodes(self, answers: list[tuple[str, str, list[bytes]]]) -> None:
-        """``to_node`` for several ``(node, user, envelopes)`` at once, in order: one bus write per node
-        (on Kafka one round trip for the batch instead of one per user)."""
+    async def to_nodes(self, answers: list[tuple[str, str, list[bytes], str]]) -> None:
+        """``to_node`` for several ``(node, user, envelopes, client id)`` at once, in order: one bus write
+        per node (on Kafka one round trip for the batch instead of one per user)."""
         by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
-        for node, user, envs in answers:
+        for node, user, envs, client in answers:
             if envs:
-                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(e) for e in envs])))
+                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(e) for e in envs],
+                                                                   only=client or None)))
         await self._publish(by_node)
 
     async def _publish(self, by_node: dict[str, list[tuple[bytes, Value]]]) -> None:
@@ -61,7 +63,8 @@ class Outlet:
             else:
                 for node in on:
                     by_node[node][user].append(env)
-        await self.to_nodes([(node, user, envs) for node, users in by_node.items() for user, envs in users.items()])
+        await self.to_nodes([(node, user, envs, "") for node, users in by_node.items()
+                             for user, envs in users.items()])
         return offline
 
     async def copies(self, items: list[tuple[str, str, bytes]]) -> None:

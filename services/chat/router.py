@@ -44,7 +44,7 @@ class Router(BusWorker):
         items = OUTBOX_RECORDS.read_all(records)
         recipients = {i.env.to for i in items if isinstance(i.env, MessageIn | TypingIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
-        devices = await self._devices.of({i.sender for i in items if i.client})
+        devices = await self._devices.of({(i.sender, i.client) for i in items if i.client})
         batch: list[Submission] = []
         typing: list[tuple[str, bytes]] = []
         # the batch's receipts, merged per (user, device, status)
@@ -55,7 +55,8 @@ class Router(BusWorker):
                 if env.to is not None and env.to in known:
                     typing.append((env.to, typing_envelope(sender, env.to, None, env.state)))
                 elif env.to is not None:
-                    await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", None)
+                    await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", None,
+                                                item.client)
                 continue
             if isinstance(env, ReceiptIn):
                 receipts.setdefault((sender, item.client, env.status), []).extend(env.ids)
@@ -63,7 +64,8 @@ class Router(BusWorker):
             if env.to is None:
                 log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
             elif env.to not in known:
-                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id,
+                                            item.client)
             else:
                 batch.append(Submission(sender, node, env.id, env.to, None, conversation_key(sender, env.to),
                                         env.body, [env.to], item.client, bool(others(devices, sender, item.client))))
