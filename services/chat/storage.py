@@ -85,12 +85,14 @@ class ReplayService(BusWorker):
         await self._bus.publish(topic, key, Delivery.done(user, epoch, client or None))
 
     async def _sync(self, user: str, client: str, epoch: int, topic: str, key: bytes) -> set[str]:
-        """A new device's first sync: the newest ``SYNC_MAX`` messages of the last ``sync_window`` that
-        ``user`` sent or got (1:1, or in a group it is in now), oldest first; returns their ids (the
+        """A new device's first sync: the newest ``SYNC_MAX`` messages of the last ``sync_window`` before it
+        subscribed that ``user`` sent or got (1:1, or in a group it is in now), oldest first; returns their ids (the
         pending replay that follows skips them)."""
         groups = [g.group_id for g in await self._store.groups_of(user)]
         cutoff = f"{max(0, now_ms() - self._sync_ms):012x}"
-        messages = await self._store.recent_messages(user, groups, cutoff, SYNC_MAX)
+        # what came after the device subscribed (``epoch``: ns) it gets live or pending, not here
+        until = f"{epoch // 1_000_000 + 1:012x}"
+        messages = await self._store.recent_messages(user, groups, cutoff, SYNC_MAX, until)
         for start in range(0, len(messages), self._page):
             envs = [msgspec.Raw(_envelope(m, user)) for m in messages[start:start + self._page]]
             await self._bus.publish(topic, key, Delivery.page(user, envs, epoch, client))

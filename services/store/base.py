@@ -338,8 +338,10 @@ class MessageStore(abc.ABC):
         """A conversation's messages with server id < ``before`` (all when None), newest first."""
 
     @abc.abstractmethod
-    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int) -> list[StoredMessage]:
-        """Up to ``limit`` of the newest messages with a server id above ``after`` that ``user_id`` sent,
+    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int,
+                              before: str | None = None) -> list[StoredMessage]:
+        """Up to ``limit`` of the newest messages with a server id above ``after`` (and below ``before``,
+        when given) that ``user_id`` sent,
         got 1:1, or that went to one of ``groups``, oldest first: a new device's first sync
         (``sync_window``). Reads history: never on the message path, once per new device."""
 

@@ -214,7 +214,8 @@ class MongoMessages(MongoBase):
             cursor = coll.find(query).sort("_id", DESCENDING).limit(limit)
             return [message_doc(doc) async for doc in cursor]
 
-    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int) -> list[StoredMessage]:
+    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int,
+                              before: str | None = None) -> list[StoredMessage]:
         """A range of ``_id`` (server ids are time-ordered: MongoDB walks its ``_id`` index from
         ``after``; FerretDB scans), filtered to the user's messages, newest first."""
         coll = self._coll("messages")
@@ -223,7 +224,8 @@ class MongoMessages(MongoBase):
         mine: list[Doc] = [{"sender": user_id, "group": None}, {"to": user_id}]
         if groups:
             mine.append({"group": {"$in": unique(groups)[:CHUNK]}})
-        query: Doc = {"_id": {"$gt": after}, "committed": {"$ne": False}, "$or": mine}
+        ids: Doc = {"$gt": after} if before is None else {"$gt": after, "$lt": before}
+        query: Doc = {"_id": ids, "committed": {"$ne": False}, "$or": mine}
         with mongo_errors():
             cursor = coll.find(query).sort("_id", DESCENDING).limit(limit)
             return [message_doc(doc) async for doc in cursor][::-1]

@@ -119,7 +119,8 @@ class SQLiteMessages(SQLiteBase):
 
         return await self._run(op)
 
-    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int) -> list[StoredMessage]:
+    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int,
+                              before: str | None = None) -> list[StoredMessage]:
         """By the primary key's range above ``after`` (server ids are time-ordered), newest first, over
         at most ``SYNC_SCAN`` rows: a bounded read whatever the history holds."""
         gids = unique(groups)[:CHUNK]
@@ -128,9 +129,9 @@ class SQLiteMessages(SQLiteBase):
             in_groups = f" OR group_id IN ({marks(len(gids))})" if gids else ""
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLS} FROM (SELECT {MESSAGE_COLS} FROM messages WHERE server_id > ?"
-                f" ORDER BY server_id DESC LIMIT ?) WHERE (group_id IS NULL AND (sender = ? OR recipient = ?))"
-                f"{in_groups} ORDER BY server_id DESC LIMIT ?",
-                (after, SYNC_SCAN, user_id, user_id, *gids, limit)).fetchall()
+                f" AND server_id < ? ORDER BY server_id DESC LIMIT ?) WHERE (group_id IS NULL AND (sender = ?"
+                f" OR recipient = ?)){in_groups} ORDER BY server_id DESC LIMIT ?",
+                (after, before or "g", SYNC_SCAN, user_id, user_id, *gids, limit)).fetchall()
             return [message_row(r) for r in reversed(rows)]
 
         return await self._run(op) if limit > 0 else []
