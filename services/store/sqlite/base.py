@@ -196,6 +196,17 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def grouped_by_user(conn: sqlite3.Connection, sql: str, user_ids: list[str]) -> dict[str, list[sqlite3.Row]]:
+    """The rows of ``sql`` (its ``{ids}`` an ``IN`` list of user ids, its first column the user id) for
+    ``user_ids``, run in chunks, by user, in the query's order."""
+    found: dict[str, list[sqlite3.Row]] = {}
+    for start in range(0, len(user_ids), CHUNK):
+        chunk = user_ids[start:start + CHUNK]
+        for r in conn.execute(sql.format(ids=marks(len(chunk))), chunk):
+            found.setdefault(r[0], []).append(r)
+    return found
+
+
 def unique(items: Iterable[T]) -> list[T]:
     """``items`` without repeats, first occurrence order kept."""
     return list(dict.fromkeys(items))

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from chatmq.services.store.common import chunks
-from chatmq.services.store.sqlite.base import (
-    CHUNK,
-    SQLiteBase,
-    marks,
-    unique,
-)
+from chatmq.services.store.sqlite.base import SQLiteBase, grouped_by_user, unique
 
 
 class SQLitePresence(SQLiteBase):
@@ -41,12 +35,9 @@ class SQLitePresence(SQLiteBase):
         ids = unique(user_ids)
 
         def op(conn: sqlite3.Connection) -> dict[str, list[str]]:
-            found: dict[str, list[str]] = {}
-            for chunk in chunks(ids, CHUNK):
-                for r in conn.execute(f"SELECT user_id, node FROM presence_nodes WHERE user_id IN"
-                                      f" ({marks(len(chunk))}) ORDER BY epoch DESC", chunk):
-                    found.setdefault(r[0], []).append(r[1])
-            return found
+            rows = grouped_by_user(conn, "SELECT user_id, node FROM presence_nodes WHERE user_id IN ({ids})"
+                                         " ORDER BY epoch DESC", ids)
+            return {user: [r[1] for r in found] for user, found in rows.items()}
 
         return await self._run(op)
 

@@ -6,7 +6,7 @@ import sqlite3
 
 from chatmq.services.store.base import UserSession
 from chatmq.services.store.common import chunks
-from chatmq.services.store.sqlite.base import CHUNK, SQLiteBase, marks, unique
+from chatmq.services.store.sqlite.base import CHUNK, SQLiteBase, grouped_by_user, marks, unique
 
 _COLS = "user_id, client_id, first_seen, last_seen"
 
@@ -40,12 +40,9 @@ class SQLiteSessions(SQLiteBase):
         ids = unique(user_ids)
 
         def op(conn: sqlite3.Connection) -> dict[str, list[UserSession]]:
-            found: dict[str, list[UserSession]] = {}
-            for chunk in chunks(ids, CHUNK):
-                for r in conn.execute(f"SELECT {_COLS} FROM user_sessions WHERE user_id IN ({marks(len(chunk))})"
-                                      " ORDER BY first_seen, client_id", chunk):
-                    found.setdefault(r["user_id"], []).append(_session(r))
-            return found
+            rows = grouped_by_user(conn, f"SELECT {_COLS} FROM user_sessions WHERE user_id IN ({{ids}})"
+                                         " ORDER BY first_seen, client_id", ids)
+            return {user: [_session(r) for r in found] for user, found in rows.items()}
 
         return await self._run(op)
 
