@@ -109,10 +109,12 @@ class _Inbox:
         sid = message_id(env)
         if sid is None:
             return skipping
-        for client, ids in self.replayed.items():
+        for client, ids in list(self.replayed.items()):
             if sid in ids:
                 ids.discard(sid)
                 skipping.add(client)
+                if not ids:
+                    del self.replayed[client]  # only clients with ids left stay: an empty dict is the fast path
         return None if "" in skipping else skipping
 
 
@@ -181,7 +183,7 @@ class NodeGateway(BusWorker):
         inbox.clients[id(conn)] = client_id
         inbox.epoch = self._epochs.next()
         inbox.awaiting[client_id] = inbox.epoch
-        inbox.replayed[client_id] = set()
+        inbox.replayed.pop(client_id, None)
         await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch, client_id))
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
@@ -316,7 +318,9 @@ class NodeGateway(BusWorker):
         if inbox.awaiting.get(target) != item.epoch:
             return  # a replay superseded by a newer subscription of that client: that one's replay follows
         if item.replay == "page":
-            inbox.replayed.setdefault(target, set()).update(i for e in envs if (i := message_id(e)) is not None)
+            carried = {i for e in envs if (i := message_id(e)) is not None}
+            if carried:
+                inbox.replayed.setdefault(target, set()).update(carried)
             await self._send(user, envs, "replay", only=item.client)
         elif item.replay == "done":
             del inbox.awaiting[target]
@@ -339,7 +343,7 @@ class NodeGateway(BusWorker):
         if inbox.replaying:
             inbox.held.extend((e, skip) for e in envs)
             return
-        if any(inbox.replayed.values()):
+        if inbox.replayed:
             for e in envs:
                 skipping = inbox.skips(e, skip)
                 if skipping is not None:
