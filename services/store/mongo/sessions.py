@@ -11,7 +11,7 @@ gone with their pending items.
 from __future__ import annotations
 
 from chatmq.services.store.base import UserSession
-from chatmq.services.store.mongo.base import Doc, MongoBase, mongo_errors, pending_key, unique
+from chatmq.services.store.mongo.base import Doc, MongoBase, each, mongo_errors, pending_key, unique
 
 
 def mark_key(user_id: str, item_id: str, client_id: str) -> str:
@@ -53,10 +53,12 @@ class MongoSessions(MongoBase):
         return known is None, sessions
 
     async def sessions_of(self, user_ids: list[str]) -> dict[str, list[UserSession]]:
-        self._coll("user_sessions")
+        """One ``find_one`` by ``_id`` per user, issued together (``each``): the collection holds every
+        user that ever connected, which a ``$in`` would scan on FerretDB."""
+        coll = self._coll("user_sessions")
         with mongo_errors():
-            found = await self._find_ids("user_sessions", unique(user_ids))
-        return {user: sessions for user, doc in found.items() if (sessions := _sessions(doc))}
+            docs = await each(coll.find_one({"_id": u}) for u in unique(user_ids))
+        return {str(doc["_id"]): sessions for doc in docs if doc is not None and (sessions := _sessions(doc))}
 
     async def remove_session(self, user_id: str, client_id: str) -> bool:
         """The device goes from the user's document, its marks by ``(user_id, client_id)``; then the
