@@ -50,7 +50,6 @@ def test_bench_chat_embedded_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.timeout(300)  # a cluster starts; the 3-devices row connects two more devices per user first
 def test_bench_chat_cluster_quick(tmp_path: Path) -> None:
     if not (os.environ.get("CHATMQ_KAFKA_BOOTSTRAP") and os.environ.get("CHATMQ_MONGO_URL")):
         pytest.skip("CHATMQ_KAFKA_BOOTSTRAP / CHATMQ_MONGO_URL are not set (scripts/services.sh up kafka mongo)")
