@@ -297,7 +297,9 @@ class ChatConnection(asyncio.Protocol):
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row: ``kind`` 1:1 or group; ``paced`` rows send at ``share`` of ``of``'s measured rate."""
+    """One row: ``kind`` 1:1 or group; ``paced`` rows send at ``share`` of ``of``'s measured rate;
+    ``devices``: connections per user (each user's other devices get a copy of what it sends, so a 1:1
+    message makes ``2 × devices - 1`` deliveries)."""
 
     key: str
     title: str
@@ -305,6 +307,7 @@ class RowSpec:
     paced: bool = False
     share: float = 1.0
     of: str | None = None
+    devices: int = 1
 
 
 ROWS = (
@@ -313,6 +316,7 @@ ROWS = (
     RowSpec("one_to_one_quarter", "1:1, a quarter of the max rate", "pairs", paced=True, share=0.25,
             of="one_to_one_max"),
     RowSpec("groups_max", "groups, max rate", "groups"),
+    RowSpec("devices_3_max", "1:1, 3 devices per user, max rate", "pairs", devices=3),
 )
 
 
@@ -857,13 +861,43 @@ async def make_groups(api_url: str, users: list[BenchUser], size: int) -> dict[i
     return targets
 
 
-def pair_targets(users: list[BenchUser]) -> dict[int, Target]:
-    """Users 2k and 2k+1 chat with each other, both ways."""
+def pair_targets(users: list[BenchUser], devices: int = 1) -> dict[int, Target]:
+    """Users 2k and 2k+1 chat with each other, both ways; with ``devices`` connections per user a message
+    reaches the recipient's ``devices`` and the sender's other ``devices - 1``."""
     targets: dict[int, Target] = {}
     for a, b in zip(users[0::2], users[1::2], strict=False):
-        targets[a.index] = Target(b.user_id, None, 1)
-        targets[b.index] = Target(a.user_id, None, 1)
+        targets[a.index] = Target(b.user_id, None, 2 * devices - 1)
+        targets[b.index] = Target(a.user_id, None, 2 * devices - 1)
     return targets
+
+
+#: Added to a user's index for each of its further devices (they never send: no target has their index).
+DEVICE_INDEX = 1_000_000
+
+
+async def add_devices(runner: Runner, users: list[BenchUser], port: int, devices: int) -> int:
+    """Connect each user's devices up to ``devices`` (receive-only connections with client ids of their
+    own), then wait until their first sync (the last ``sync_window`` of their conversations) is over:
+    no arrival for a second. Returns the messages that first sync brought."""
+    have = 1 + max((c.index // DEVICE_INDEX for c in runner.conns), default=0)
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(50)
+    before = runner.tally.stray
+
+    async def one(u: BenchUser, k: int) -> ChatConnection:
+        async with sem:
+            _, conn = await loop.create_connection(
+                lambda: ChatConnection(u.index + k * DEVICE_INDEX, u.user_id, u.token, runner), HOST, port)
+            await asyncio.wait_for(conn.ready, 30)
+            return conn
+
+    runner.conns += await asyncio.gather(*(one(u, k) for k in range(have, devices) for u in users))
+    seen, quiet_since = runner.tally.stray, loop.time()
+    while loop.time() - quiet_since < 1.0:
+        await asyncio.sleep(0.1)
+        if runner.tally.stray != seen:
+            seen, quiet_since = runner.tally.stray, loop.time()
+    return runner.tally.stray - before
 
 
 async def connect_all(runner: Runner, users: list[BenchUser], port: int, concurrency: int = 50) -> None:
@@ -918,8 +952,12 @@ async def run_rows(deployment: Deployment, load: Load, rows: Sequence[RowSpec]) 
                 if base is None or base.send_rate <= 0:
                     continue
                 rate = base.send_rate * spec.share
+            if spec.devices > 1:
+                synced = await add_devices(runner, users, deployment.mqtt_port, spec.devices)
+                echo(f"bench: {spec.devices} devices per user connected (their first sync brought {synced:,} "
+                     f"messages)")
             echo(f"bench: row {spec.title}" + ("" if rate is None else f" at {rate:,.0f} messages/s"))
-            targets = pair_targets(users) if spec.kind == "pairs" else groups
+            targets = pair_targets(users, spec.devices) if spec.kind == "pairs" else groups
             result = await runner.run_row(spec, targets, rate, lambda line: echo(f"bench:   {line}"))
             results[spec.key] = result
             echo(f"bench:   {result.rate:,.0f} deliveries/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +40,7 @@ from chatmq.core.envelopes import (
     EnvelopeLimits,
     MessageIn,
     ReceiptIn,
+    TypingIn,
     address,
     envelope_type,
     message_id,
@@ -70,6 +72,9 @@ from chatmq.core.worker import BusWorker
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two ``typing`` envelopes of a user with one state in one conversation (more are dropped).
+TYPING_INTERVAL = 1.0
+
 
 class InboxSink(Protocol):
     """Where deliveries go: the broker node (``ChatBroker.send``)."""
@@ -82,10 +87,40 @@ class InboxSink(Protocol):
 @dataclass(slots=True)
 class _Inbox:
     conns: dict[int, object] = field(default_factory=dict)
+    clients: dict[int, str] = field(default_factory=dict)  # each connection's MQTT client id
     epoch: int = 0
-    replaying: bool = False
-    held: list[bytes] = field(default_factory=list)
-    replayed: set[str] = field(default_factory=set)
+    # the replays under way, by the client id they go to ("": to every connection), with their epoch
+    awaiting: dict[str, int] = field(default_factory=dict)
+    held: list[tuple[bytes, str | None]] = field(default_factory=list)  # (envelope, client id to skip)
+    # the message ids each client's last replay carried ("": every connection's), until its next one
+    replayed: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self.awaiting)
+
+    def reading(self, only: str | None = None, skip: Collection[str] = ()) -> list[object]:
+        """The connections reading this inbox: only those of client id ``only`` when given, none of
+        the client ids in ``skip``."""
+        if only is None and not skip:
+            return list(self.conns.values())
+        return [c for key, c in self.conns.items()
+                if (only is None or self.clients.get(key) == only) and self.clients.get(key) not in skip]
+
+    def skips(self, env: bytes, skip: str | None) -> set[str] | None:
+        """Whom a live ``env`` skips (``skip``, and the clients whose replay carried it, each forgetting it:
+        once is enough); None when nobody is left (a replay to every connection carried it)."""
+        skipping = {skip} if skip is not None else set()
+        sid = message_id(env)
+        if sid is None:
+            return skipping
+        for client, ids in list(self.replayed.items()):
+            if sid in ids:
+                ids.discard(sid)
+                skipping.add(client)
+                if not ids:
+                    del self.replayed[client]  # only clients with ids left stay: an empty dict is the fast path
+        return None if "" in skipping else skipping
 
 
 class _Epochs:
@@ -117,7 +152,8 @@ class NodeGateway(BusWorker):
         self._epochs = _Epochs()
         # metrics: children bound once, so the message path only increments
         self._in = {t: MESSAGES_IN.labels(node, t)
-                    for t in ("message", "group_message", "receipt", "action", "telemetry", "command")}
+                    for t in ("message", "group_message", "receipt", "action", "telemetry", "command", "typing")}
+        self._typing: dict[tuple[str, str, str], float] = {}  # (user, conversation, state) -> when it last went on
         self._out = {t: MESSAGES_OUT.labels(node, t) for t in ("message", "ack", "receipt", "event", "error")}
         self._out_other = MESSAGES_OUT.labels(node, "other")
         self._latency = {path: DELIVERY_LATENCY.labels(node, path) for path in ("live", "replay")}
@@ -146,18 +182,23 @@ class NodeGateway(BusWorker):
         value = Disconnected(identity.kind, identity.id, client_id, self.node, None, now_ms())
         await self._bus.publish(CONNECTIONS, identity.id.encode(), value)
 
-    async def inbox_subscribed(self, user_id: str, conn: object) -> None:
+    async def inbox_subscribed(self, user_id: str, conn: object, client_id: str = "") -> None:
         inbox = self._inboxes.setdefault(user_id, _Inbox())
         inbox.conns[id(conn)] = conn
+        inbox.clients[id(conn)] = client_id
         inbox.epoch = self._epochs.next()
-        inbox.replaying, inbox.replayed = True, set()
-        await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch))
+        inbox.awaiting[client_id] = inbox.epoch
+        inbox.replayed.pop(client_id, None)
+        await self._bus.publish(PRESENCE, user_id.encode(), Online(user_id, self.node, inbox.epoch, client_id))
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
         inbox = self._inboxes.get(user_id)
         if inbox is None:
             return
         inbox.conns.pop(id(conn), None)
+        client = inbox.clients.pop(id(conn), None)
+        if client is not None and client not in inbox.clients.values():
+            inbox.replayed.pop(client, None)
         if not inbox.conns:
             del self._inboxes[user_id]
             await self._bus.publish(PRESENCE, user_id.encode(), Offline(user_id, self.node, inbox.epoch))
@@ -178,7 +219,7 @@ class NodeGateway(BusWorker):
             await self._durably(DEVICES, identity.id.encode(),
                                 DeviceDown(identity.id, identity.owner, self.node, inbox.epoch, now_ms()))
 
-    async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
+    async def published(self, identity: Identity, topic: str, payload: bytes, client_id: str = "") -> None:
         if identity.kind == "device" and topic == device_outbox_topic(identity.id):
             device_env = parse_device_outbox(payload, self._limits.max_payload)
             await self._durably(DEVICES, identity.id.encode(),
@@ -195,8 +236,10 @@ class NodeGateway(BusWorker):
                                                                           now_ms()))
             self._in["command"].inc()
             return
-        record = Outbox(identity.id, self.node, env)
-        if isinstance(env, MessageIn):
+        record = Outbox(identity.id, self.node, env, client_id)
+        if isinstance(env, TypingIn):
+            await self._typed(identity.id, env, record)
+        elif isinstance(env, MessageIn):
             if env.group is not None:
                 await self._durably(GROUP_OUTBOX, env.group.encode(), record)
                 self._in["group_message"].inc()
@@ -207,6 +250,24 @@ class NodeGateway(BusWorker):
         else:  # receipts and message actions: keyed by their sender (the router finds an action's conversation)
             await self._durably(OUTBOX, identity.id.encode(), record)
             self._in["receipt" if isinstance(env, ReceiptIn) else "action"].inc()
+
+    async def _typed(self, user: str, env: TypingIn, record: Outbox) -> None:
+        """A ``typing`` goes on at most once a second per (user, conversation, state); more are dropped,
+        and so is one the bus cannot take now (it is worth nothing later)."""
+        conversation = env.group if env.group is not None else conversation_key(user, env.to or "")
+        now, key = time.monotonic(), (user, conversation, env.state)
+        if now - self._typing.get(key, -TYPING_INTERVAL) < TYPING_INTERVAL:
+            return
+        if len(self._typing) >= 100_000:
+            self._typing.clear()
+        self._typing[key] = now
+        topic = GROUP_OUTBOX if env.group is not None else OUTBOX
+        try:
+            await self._bus.publish(topic, conversation.encode(), record)
+        except ChatMQError as exc:
+            log.info("a typing of %s dropped: %s", user, exc)
+            return
+        self._in["typing"].inc()
 
     async def _telemetry(self, identity: Identity, payload: bytes) -> None:
         """Check the reading (``EnvelopeError`` goes back to the device); put it on the bus unless
@@ -258,49 +319,62 @@ class NodeGateway(BusWorker):
         if inbox is None:
             return  # not on this node (any more): messages stay pending in the store
         user, envs = item.user, [bytes(e) for e in item.envs]
-        if item.replay is None:
-            await self._live(user, envs)
+        if item.replay is None and item.client is not None:  # an answer to one connection: never held
+            await self._send(user, envs, only=item.client)
             return
-        if item.epoch != inbox.epoch:
-            return  # a replay superseded by a newer subscription: that one's replay follows
+        if item.replay is None:
+            await self._live(user, envs, item.skip)
+            return
+        target = item.client or ""
+        if inbox.awaiting.get(target) != item.epoch:
+            return  # a replay superseded by a newer subscription of that client: that one's replay follows
         if item.replay == "page":
-            inbox.replayed.update(i for e in envs if (i := message_id(e)) is not None)
-            await self._send(user, envs, "replay")
-        elif item.replay == "done" and inbox.replaying:
-            held = [e for e in inbox.held if message_id(e) not in inbox.replayed]
-            inbox.replaying, inbox.held = False, []
-            await self._send(user, held)
+            carried = {i for e in envs if (i := message_id(e)) is not None}
+            if carried:
+                inbox.replayed.setdefault(target, set()).update(carried)
+            await self._send(user, envs, "replay", only=item.client)
+        elif item.replay == "done":
+            del inbox.awaiting[target]
+            if inbox.awaiting:
+                return  # another device's replay is under way: held until its end too
+            held, inbox.held = inbox.held, []
+            for held_env, held_skip in held:
+                skipping = inbox.skips(held_env, held_skip)
+                if skipping is not None:
+                    await self._send(user, [held_env], skip=skipping)
             # kept until the next subscription: a live copy of a replayed message may still come
             # (a router that looked the user up after the replay read the store publishes after it)
 
-    async def _live(self, user: str, envs: list[bytes]) -> None:
-        """Live deliveries: held back while the user's replay is under way, sent otherwise."""
+    async def _live(self, user: str, envs: list[bytes], skip: str | None = None) -> None:
+        """Live deliveries (to every connection of the user but client id ``skip``): held back while
+        the user's replay is under way, sent otherwise."""
         inbox = self._inboxes.get(user)
         if inbox is None:
             return  # not on this node (any more): messages stay pending in the store
         if inbox.replaying:
-            inbox.held.extend(envs)
+            inbox.held.extend((e, skip) for e in envs)
             return
         if inbox.replayed:
-            kept: list[bytes] = []
             for e in envs:
-                sid = message_id(e)
-                if sid is not None and sid in inbox.replayed:
-                    inbox.replayed.discard(sid)  # the replay carried it: once is enough
-                else:
-                    kept.append(e)
-            envs = kept
-        await self._send(user, envs)
+                skipping = inbox.skips(e, skip)
+                if skipping is not None:
+                    await self._send(user, [e], skip=skipping)
+            return
+        await self._send(user, envs, skip=() if skip is None else (skip,))
 
-    async def _send(self, user: str, envs: list[bytes], path: str = "live") -> None:
-        """Write ``envs`` (JSON bytes, made once upstream) to ``user``'s connections; counts them by type
-        and measures each message's latency from its server timestamp (``path``: live or replay)."""
+    async def _send(self, user: str, envs: list[bytes], path: str = "live", *, only: str | None = None,
+                    skip: Collection[str] = ()) -> None:
+        """Write ``envs`` (JSON bytes, made once upstream) to ``user``'s connections (only those of client
+        id ``only``, none of the client ids in ``skip``); counts them by type and measures each message's latency
+        from its server timestamp (``path``: live or replay)."""
         if self._sink is None:
             raise RuntimeError("gateway has no broker attached")
         inbox = self._inboxes.get(user)
         if inbox is None:
             return
-        conns = list(inbox.conns.values())
+        conns = inbox.reading(only, skip)
+        if not conns:
+            return
         now = time.time()
         latency = self._latency[path]
         for env in envs:

@@ -78,8 +78,8 @@ class NodeHooks(Protocol):
     async def disconnected(self, identity: Identity, client_id: str) -> None:
         """An authenticated client's connection ended (cleanly or not)."""
 
-    async def inbox_subscribed(self, user_id: str, conn: object) -> None:
-        """Connection ``conn`` of ``user_id`` now receives ``users/{id}/inbox``."""
+    async def inbox_subscribed(self, user_id: str, conn: object, client_id: str = "") -> None:
+        """Connection ``conn`` (MQTT client id ``client_id``) of ``user_id`` now receives ``users/{id}/inbox``."""
 
     async def inbox_released(self, user_id: str, conn: object) -> None:
         """Connection ``conn`` no longer receives the inbox (unsubscribed or gone)."""
@@ -90,8 +90,9 @@ class NodeHooks(Protocol):
     async def device_released(self, identity: Identity, conn: object) -> None:
         """Connection ``conn`` of a device no longer receives its inbox (unsubscribed or gone)."""
 
-    async def published(self, identity: Identity, topic: str, payload: bytes) -> None:
-        """An ACL-checked PUBLISH; raise ``EnvelopeError`` to answer the user with an ``error``."""
+    async def published(self, identity: Identity, topic: str, payload: bytes, client_id: str = "") -> None:
+        """An ACL-checked PUBLISH of connection ``client_id``; raise ``EnvelopeError`` to answer the user
+        with an ``error``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +248,7 @@ class ChatBroker(NodeBroker):
         topic = inbox_topic(identity.id)
         if session.client_id and self.router.index.qos_of(session.client_id, topic) is not None:
             self._inbox_conns[handler] = identity.id
-            await self._hooks.inbox_subscribed(identity.id, handler)
+            await self._hooks.inbox_subscribed(identity.id, handler, session.client_id or "")
 
     async def _publish_will(self, session: Session) -> None:
         """The will goes where a PUBLISH of its client on that topic would (its topic passed the ACL at
@@ -257,7 +258,7 @@ class ChatBroker(NodeBroker):
         if identity is None or topic is None or not may_publish(identity, topic):
             return
         try:
-            await self._hooks.published(identity, topic, bytes(session.will_message or b""))
+            await self._hooks.published(identity, topic, bytes(session.will_message or b""), session.client_id or "")
         except EnvelopeError as exc:
             log.info("will of %s %s not taken: %s", identity.kind, identity.id, exc.reason)
         except Exception:
@@ -294,7 +295,7 @@ class ChatBroker(NodeBroker):
         pairs = zip(subscription.topics, codes, strict=True)
         if any(topic == wanted and code < 0x80 for (topic, _qos), code in pairs):
             self._inbox_conns[handler] = identity.id
-            await self._hooks.inbox_subscribed(identity.id, handler)
+            await self._hooks.inbox_subscribed(identity.id, handler, session.client_id or "")
         return codes
 
     async def on_unsubscribe(self, session: Session, handler: NodeConnection, unsubscription: UnSubscription) -> None:
@@ -346,7 +347,7 @@ class ChatBroker(NodeBroker):
             return self._refuse(identity, handler, EnvelopeError("rate_limited", "too many messages; slow down",
                                                                  client_id_of(data)))
         try:
-            await self._hooks.published(identity, topic, data)
+            await self._hooks.published(identity, topic, data, client_session.client_id or "")
         except EnvelopeError as exc:
             return self._refuse(identity, handler, exc)
         except Exception:

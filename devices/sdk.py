@@ -449,6 +449,7 @@ class ChatClient:
         self.on_action: Callable[[Envelope], None] | None = None  # edit, delete, reaction
         self.on_receipt: Callable[[Envelope], None] | None = None
         self.on_event: Callable[[Envelope], None] | None = None
+        self.on_typing: Callable[[Envelope], None] | None = None
         self.on_error: Callable[[Envelope], None] | None = None
         self.on_ack: Callable[[Envelope], None] | None = None
         self.on_command_result: Callable[[Envelope], None] | None = None
@@ -466,6 +467,7 @@ class ChatClient:
         self.actions: list[Envelope] = []  # edit, delete, reaction envelopes (server ids deduplicated)
         self.receipts: list[Envelope] = []
         self.events: list[Envelope] = []
+        self.typing: list[Envelope] = []
         self.errors: list[Envelope] = []
         self.acks: dict[str, Envelope] = {}
         self.command_results: dict[str, Envelope] = {}  # by the client id of a command sent with send_command
@@ -1076,6 +1078,16 @@ class ChatClient:
         """Confirm delivery of ``ids`` (needed only with ``auto_delivered=False``)."""
         self.send_receipt("delivered", ids)
 
+    def send_typing(self, *, to: str | None = None, group: str | None = None,
+                    state: Literal["start", "stop"] = "start") -> None:
+        """Tell ``to`` (or the members of ``group``) who are online that this user is typing (or
+        stopped); never stored, at most one of each state a second per conversation."""
+        if (to is None) == (group is None):
+            raise ValueError("exactly one of to and group is required")
+        envelope: Envelope = {"type": "typing", "state": state}
+        envelope["to" if to is not None else "group"] = to if to is not None else group
+        self._publish(envelope)
+
     # ------------------------------------------------------------------ waiting
 
     def wait_for(self, predicate: Callable[[], T], timeout: float) -> T:
@@ -1283,6 +1295,9 @@ class ChatClient:
                     self.command_results[client_id] = envelope
                     self._cond.notify_all()
             self._safe_call(self.on_command_result, envelope)
+        elif kind == "typing":
+            self._keep(self.typing, envelope)
+            self._safe_call(self.on_typing, envelope)
         elif kind == "error":
             with self._cond:
                 self.errors.append(envelope)

@@ -141,7 +141,22 @@ class ReactionIn(msgspec.Struct, frozen=True, tag_field="type", tag="reaction"):
 
 ActionIn = EditIn | DeleteIn | ReactionIn
 
-OutboxEnvelope = MessageIn | ReceiptIn | CommandIn | EditIn | DeleteIn | ReactionIn
+# --- typing (issue 15) ----------------------------------------------------------------------------
+
+class TypingIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="typing"):
+    """``{"type":"typing","to"|"group":…,"state":"start"|"stop"}``: delivered to the recipients that are
+    online, never stored."""
+
+    to: Id | None = None
+    group: Id | None = None
+    state: Literal["start", "stop"]
+
+    def __post_init__(self) -> None:
+        if (self.to is None) == (self.group is None):
+            raise ValueError("exactly one of 'to' and 'group' is required")
+
+
+OutboxEnvelope = MessageIn | ReceiptIn | CommandIn | EditIn | DeleteIn | ReactionIn | TypingIn
 _outbox_decoder: msgspec.json.Decoder[OutboxEnvelope] = msgspec.json.Decoder(OutboxEnvelope)
 
 
@@ -174,7 +189,7 @@ def _reason(exc: msgspec.ValidationError) -> str:
     if "Expected `object`, got" in text and "at `$" not in text:
         return "envelope must be a JSON object"
     if "Missing required field `type`" in text or ("Invalid value" in text and "`$.type`" in text):
-        return "field 'type' must be 'message', 'receipt', 'command', 'edit', 'delete' or 'reaction'"
+        return "field 'type' must be 'message', 'receipt', 'command', 'edit', 'delete', 'reaction' or 'typing'"
     return text.replace("`$.", "`")
 
 
@@ -375,6 +390,18 @@ def action_envelope(server_id: str, client_id: str, sender: str, to: str | None,
 def receipt_envelope(status: str, ids: list[str], sender: str) -> bytes:
     """``receipt`` telling a message's sender that ``sender`` got (or read) ``ids``."""
     return _encoder.encode(_Receipt(status, ids, sender))
+
+
+class _Typing(msgspec.Struct, frozen=True, tag_field="type", tag="typing"):
+    sender: str = msgspec.field(name="from")
+    to: str | None = None
+    group: str | None = None
+    state: str = "start"
+
+
+def typing_envelope(sender: str, to: str | None, group: str | None, state: str) -> bytes:
+    """``typing``: ``sender`` started (or stopped) typing to ``to`` or in ``group``."""
+    return _encoder.encode(_Typing(sender, to, group, state))
 
 
 def error_envelope(code: ErrorCode, reason: str, client_id: str | None = None) -> bytes:

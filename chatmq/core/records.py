@@ -14,14 +14,18 @@ the bytes the client sent, validated once at the edge.
 Topics and their records (keys in brackets):
 
 * ``chat.outbox`` (conversation; the user for receipts), ``chat.group-outbox`` (group): ``Outbox``
-  ``{"from", "node", "env": <MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn>}`` (receipts and
-  message actions keyed by their sender, on ``chat.outbox``); from the API, ``{"from": <blocker>, "node": "",
-  "env": {"type": "blocks_changed", "user": <blocked>}}`` keyed by the pair's conversation (``chat.outbox``)
-  and by each group of the blocker (``chat.group-outbox``), so it comes in order before what follows.
-* ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"}``,
+  ``{"from", "node", "env": <MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn | TypingIn>[, "client"]}``
+  (receipts and message actions keyed by their sender, on ``chat.outbox``); from the API, ``{"from":
+  <blocker>, "node": "", "env": {"type": "blocks_changed", "user": <blocked>}}`` keyed by the pair's
+  conversation (``chat.outbox``) and by each group of the blocker (``chat.group-outbox``), so it comes in
+  order before what follows.
+* ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"[, "client"]}``,
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
-  ``{"user", "envs", "replay": "page", "epoch"}``, replay end ``{"user", "replay": "done", "epoch"}``, group
+  ``{"user", "envs", "replay": "page", "epoch"[, "client"]}``, replay end ``{"user", "replay": "done", "epoch"
+  [, "client"]}`` (``client``: that device's replay), live envelopes for one device ``{"user", "envs",
+  "client"}`` (an ``ack`` or ``error`` for the connection that published), a copy for a user's other
+  devices ``{"user", "envs", "skip"}``, group
   fan-out ``{"users", "env"}`` (the message without ``to``, which the node fills in per member), envelopes for a
   device's inbox ``{"device", "envs"}``.
 * ``chat.notices`` (first user): ``Notice`` ``{"users", "env"}``.
@@ -53,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 import msgspec
 
 from chatmq.core.device_envelopes import CommandResult, JobUpdate, ShadowGet, ShadowReport
-from chatmq.core.envelopes import DeleteIn, EditIn, MessageIn, ReactionIn, ReceiptIn
+from chatmq.core.envelopes import DeleteIn, EditIn, MessageIn, ReactionIn, ReceiptIn, TypingIn
 from chatmq.core.errors import ChatMQError
 
 if TYPE_CHECKING:
@@ -81,13 +85,15 @@ class BlocksChanged(msgspec.Struct, frozen=True, tag_field="type", tag="blocks_c
     user: str
 
 
-class Outbox(BusItem, frozen=True):
-    """A validated outbox envelope from user ``sender`` connected to ``node``, or (from the API, with
-    ``node`` empty) a ``BlocksChanged``."""
+class Outbox(BusItem, frozen=True, omit_defaults=True):
+    """A validated outbox envelope from user ``sender`` connected to ``node`` with MQTT client id
+    ``client`` (its device; "" from a node that did not say), or (from the API, with ``node`` empty) a
+    ``BlocksChanged``."""
 
     sender: str = msgspec.field(name="from")
     node: str
-    env: MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn | BlocksChanged
+    env: MessageIn | ReceiptIn | EditIn | DeleteIn | ReactionIn | TypingIn | BlocksChanged
+    client: str = ""
 
 
 # --- presence and connections ---------------------------------------------------------------------
@@ -98,8 +104,11 @@ class _UserOnNode(BusItem, frozen=True):
     epoch: int
 
 
-class Online(_UserOnNode, frozen=True, tag_field="event", tag="online"):
-    """``user`` subscribed to its inbox on ``node`` (``epoch`` grows with time)."""
+class Online(_UserOnNode, frozen=True, tag_field="event", tag="online", omit_defaults=True):
+    """``user`` subscribed to its inbox on ``node`` (``epoch`` grows with time) with MQTT client id
+    ``client`` (its device; "" from a node that did not say)."""
+
+    client: str = ""
 
 
 class Offline(_UserOnNode, frozen=True, tag_field="event", tag="offline"):
@@ -156,6 +165,8 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
     users: list[str] | None = None
     env: msgspec.Raw = msgspec.Raw()  # empty unless a fan-out (msgspec takes no ``Raw | None``)
     device: str | None = None
+    client: str | None = None  # only to this MQTT client id of ``user`` (a device's replay, its answers)
+    skip: str | None = None  # to every connection of ``user`` but this client id (a copy for its other devices)
 
     @classmethod
     def to_device(cls, device: str, envs: list[msgspec.Raw]) -> Delivery:
@@ -163,16 +174,17 @@ class Delivery(BusItem, frozen=True, omit_defaults=True):
         return cls(envs=envs, device=device)
 
     @classmethod
-    def live(cls, user: str, envs: list[msgspec.Raw]) -> Delivery:
-        return cls(user=user, envs=envs)
+    def live(cls, user: str, envs: list[msgspec.Raw], skip: str | None = None,
+             only: str | None = None) -> Delivery:
+        return cls(user=user, envs=envs, skip=skip, client=only)
 
     @classmethod
-    def page(cls, user: str, envs: list[msgspec.Raw], epoch: int) -> Delivery:
-        return cls(user=user, envs=envs, replay="page", epoch=epoch)
+    def page(cls, user: str, envs: list[msgspec.Raw], epoch: int, client: str | None = None) -> Delivery:
+        return cls(user=user, envs=envs, replay="page", epoch=epoch, client=client)
 
     @classmethod
-    def done(cls, user: str, epoch: int) -> Delivery:
-        return cls(user=user, replay="done", epoch=epoch)
+    def done(cls, user: str, epoch: int, client: str | None = None) -> Delivery:
+        return cls(user=user, replay="done", epoch=epoch, client=client)
 
     @classmethod
     def fan_out(cls, users: list[str], template: msgspec.Raw) -> Delivery:

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     rate_limit_per_sec: float = Field(200.0, gt=0, description="Outbox publishes per second per connection.")
     rate_limit_burst: int = Field(400, gt=0, description="Outbox burst allowance per connection.")
     replay_batch: int = Field(200, gt=0, le=10_000, description="Pending messages per replay page.")
+    sync_window: float = Field(7.0, ge=0, le=366, description="Days of its conversations a user's new device "
+                               "(an MQTT client id it never connected with) gets on its first connect (at most "
+                               "the newest 1000 messages); 0: none.")
     bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
     allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
     broker_queue_size: int = Field(10_000, gt=0, description="Messages queued per MQTT client beyond those in "

@@ -40,6 +40,7 @@ from chatmq.run.components import BrokerNode, HttpServer, http_servers
 from chatmq.run.ops import PendingSampler
 from chatmq.services.api.app import create_app
 from chatmq.services.api.ratelimit import AuthLimits
+from chatmq.services.chat.devices import DeviceBook
 from chatmq.services.chat.feed import BusChatFeed
 from chatmq.services.chat.file_collector import FileCollector
 from chatmq.services.chat.group_router import GroupRouter
@@ -133,6 +134,7 @@ class Process:
     app: FastAPI | None = None
     servers: list[HttpServer] = field(default_factory=list)
     tls: ServerTls | None = None
+    devices: DeviceBook | None = None  # users' devices, shared by the routers and the replay of this process
 
     @property
     def http(self) -> HttpServer | None:
@@ -151,6 +153,7 @@ class Process:
         tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl, s.refresh_reuse_grace)
         use_hash_workers(s.auth_workers)  # argon2 for REST passwords and MQTT device secrets
         process = cls(s, name, cluster, bus, store, registry, tokens, outlet, make_file_store(s, cluster=cluster))
+        process.devices = DeviceBook(store)
         if name in ("serve", "broker", "api"):  # the processes with listeners
             process.tls = ServerTls.of(s)  # ConfigError naming the setting when a file is missing or does not fit
         return process
@@ -170,17 +173,18 @@ class Process:
 
 def _storage(p: Process) -> list[Component]:
     s = p.settings
-    return [ReplayService(p.bus, p.store, p.registry, s.replay_batch), NoticeWorker(p.bus, p.outlet),
-            PendingSampler(p.store, s.heartbeat_interval), FileCollector(p.files, s.file_retention)]
+    return [ReplayService(p.bus, p.store, p.registry, s.replay_batch, s.sync_window, p.devices),
+            NoticeWorker(p.bus, p.outlet), PendingSampler(p.store, s.heartbeat_interval),
+            FileCollector(p.files, s.file_retention)]
 
 
 def _router(p: Process) -> list[Component]:
-    return [Router(p.bus, p.store, p.outlet, p.files, edit_window=p.settings.edit_window),
+    return [Router(p.bus, p.store, p.outlet, p.files, edit_window=p.settings.edit_window, devices=p.devices),
             DeviceWorker(p.bus, p.store, p.outlet)]
 
 
 def _group_router(p: Process) -> list[Component]:
-    return [GroupRouter(p.bus, p.store, p.outlet, p.files)]
+    return [GroupRouter(p.bus, p.store, p.outlet, p.files, p.devices)]
 
 
 def _push(p: Process) -> list[Component]:

@@ -24,6 +24,7 @@ from chatmq.services.api import (
     problems,
     processes_routes,
     search_routes,
+    sessions_routes,
     telemetry_routes,
     users_routes,
 )
@@ -88,6 +89,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(users_routes.router)
     v1.include_router(contacts_routes.router)
     v1.include_router(blocks_routes.router)
+    v1.include_router(sessions_routes.router)
     v1.include_router(devices_routes.router)
     v1.include_router(jobs_routes.router)
     v1.include_router(telemetry_routes.router)

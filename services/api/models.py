@@ -154,6 +154,22 @@ class PushTokenOut(BaseModel):
     created_at: int
 
 
+class UserSessionOut(BaseModel):
+    """One device (MQTT client id) the caller connected with: first and last connect (ms), and whether
+    it is connected now."""
+
+    client_id: str
+    first_seen: int
+    last_seen: int
+    online: bool
+
+
+class UserSessionsOut(BaseModel):
+    """The caller's devices, oldest first."""
+
+    sessions: list[UserSessionOut]
+
+
 # devices -----------------------------------------------------------------------
 class DeviceCreateRequest(_Body):
     """``POST /devices``."""

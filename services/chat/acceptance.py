@@ -29,7 +29,7 @@ from chatmq.core.envelopes import ErrorCode, ack_envelope, address, error_envelo
 from chatmq.core.ids import now_ms, server_id
 from chatmq.core.metrics import MESSAGES_ACCEPTED, MESSAGES_REFUSED
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store.base import AcceptResult, NewMessage, Route, Store
+from chatmq.services.store.base import AcceptResult, DeviceConfirm, NewMessage, Route, Store
 from chatmq.services.store.files import FileStore, may_read
 
 _ACCEPTED = {(kind, result): MESSAGES_ACCEPTED.labels(kind, result)
@@ -49,6 +49,8 @@ class Submission:
     body: msgspec.Raw
     recipients: list[str]
     reply_to: str | None = None  # checked by the router: a message of the same conversation
+    device: str = ""  # the sender's MQTT client id
+    echo: bool = False  # the sender has other devices: they get a copy (pending for the sender)
 
 
 _FILE_KEY = re.compile(rb'"file"')
@@ -92,58 +94,77 @@ class Acceptor:
             kept.append(sub)
         return kept
 
-    async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None) -> None:
-        """Answer the sender's connection with an ``error`` envelope."""
+    async def refuse(self, sender: str, node: str, code: ErrorCode, reason: str, client_id: str | None,
+                     device: str = "") -> None:
+        """Answer the sender's connection (MQTT client id ``device``) with an ``error`` envelope."""
         MESSAGES_REFUSED.labels(code).inc()
-        await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)])
+        await self._outlet.to_node(node, sender, [error_envelope(code, reason, client_id)], device)
 
-    async def accept(self, subs: list[Submission], confirms: list[tuple[str, list[str]]] | None = None
-                     ) -> list[list[Route]]:
+    async def accept(self, subs: list[Submission], confirms: list[tuple[str, list[str]]] | None = None,
+                     device_confirms: list[DeviceConfirm] | None = None) -> list[list[Route]]:
         """Store ``subs`` in one transaction, then ack and deliver in their order. ``confirms`` are the
-        batch's ``delivered`` receipts, ``(user, server ids)``: their pending items are taken in the
-        same unit of work (``Store.commit_batch``) and their routes returned, in order, for the caller
-        to answer."""
+        batch's ``delivered`` receipts, ``(user, server ids)``, of users with one device, and
+        ``device_confirms`` those of users with several: their pending items are taken (or marked) in
+        the same unit of work (``Store.commit_batch``) and their routes returned, in order (those of
+        ``confirms`` first), for the caller to answer. A submission with ``echo`` is also pending for
+        its sender (its sending device marked as having it) and sent to the sender's other devices."""
         confirms = confirms or []
+        device_confirms = device_confirms or []
         subs = await self._with_files(subs)
-        if not subs and not confirms:
+        if not subs and not confirms and not device_confirms:
             return []
         news: list[NewMessage] = []
         templates: list[bytes] = []
         for s in subs:
             sid, ts = server_id(), now_ms()
+            echo = s.echo and s.sender not in s.recipients
             if s.group is None:
                 envelopes = {r: message_envelope(sid, s.client_id, s.sender, r, None, s.body, ts, s.reply_to)
                              for r in s.recipients}
+                if echo and s.to is not None:  # the sender's other devices: the recipient's very envelope
+                    envelopes[s.sender] = envelopes[s.to]
                 templates.append(b"")
             else:
                 template = message_envelope(sid, s.client_id, s.sender, None, s.group, s.body, ts, s.reply_to)
                 envelopes = {r: address(template, r) for r in s.recipients}
+                if echo:  # the sender's other devices: the group's envelope, ``to`` null
+                    envelopes[s.sender] = template
                 templates.append(template)
             news.append(NewMessage(sid, s.client_id, s.sender, s.to, s.group, s.conversation, bytes(s.body), ts,
-                                   envelopes, s.reply_to))
-        results, taken = await self._store.commit_batch(news, confirms)
+                                   envelopes, s.reply_to, s.device if echo else ""))
+        results, taken = await self._store.commit_batch(news, confirms, device_confirms)
         if not subs:
             return taken
         copies = await self.pending_copies(results)
-        acks: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        acks: dict[tuple[str, str, str], list[bytes]] = defaultdict(list)  # by (node, sender, its device)
         deliveries: list[tuple[str, bytes]] = []
+        echoes: list[tuple[str, str, bytes]] = []  # (sender, its sending device, envelope) for its other devices
         fan_outs: list[tuple[str, list[str], bytes]] = []
         counts = dict.fromkeys(_ACCEPTED, 0)
         for sub, new, template, result in zip(subs, news, templates, results, strict=True):
             counts["direct" if sub.group is None else "group", "duplicate" if result.duplicate else "new"] += 1
-            acks[(sub.node, sub.sender)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
+            acks[(sub.node, sub.sender, sub.device)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
             if result.duplicate:
-                deliveries.extend(copies.pop(result.server_id, []))  # in its place: order holds
-            elif sub.group is None:
-                deliveries.extend(new.envelopes.items())
+                for user, env in copies.pop(result.server_id, []):  # in its place: order holds
+                    if user == sub.sender:
+                        echoes.append((user, sub.device, env))
+                    else:
+                        deliveries.append((user, env))
+                continue
+            if sub.sender in new.envelopes:
+                echoes.append((sub.sender, sub.device, new.envelopes[sub.sender]))
+            if sub.group is None:
+                deliveries.extend((u, env) for u, env in new.envelopes.items() if u != sub.sender)
             elif sub.recipients:  # one record per node with the member list, not one per member
                 fan_outs.append((sub.group, sub.recipients, template))
         for key, count in counts.items():
             if count:
                 _ACCEPTED[key].inc(count)
-        await self._outlet.to_nodes([(node, sender, envs) for (node, sender), envs in acks.items()])
+        await self._outlet.to_nodes([(node, sender, envs, device) for (node, sender, device), envs in acks.items()])
         offline = set(await self._outlet.deliver(deliveries))
         absent = set(await self._outlet.fan_out_many(fan_outs))
+        if echoes:
+            await self._outlet.copies(echoes)
         # last, so it never delays an ack or a delivery: pushes for the recipients who are offline
         await self._outlet.push_offline([*((u, env) for u, env in deliveries if u in offline),
                                          *((u, t) for _, users, t in fan_outs for u in users if u in absent)])

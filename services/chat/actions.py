@@ -49,6 +49,7 @@ class ActionSubmission:
     sender: str
     node: str
     env: ActionIn
+    device: str = ""  # the sender's MQTT client id: its ack or error goes to that connection
 
 
 class Refusal(Exception):
@@ -97,7 +98,7 @@ class ActionHandler:
             try:
                 recipients = self._check(sub, targets.get(sub.env.target), groups, now)
             except Refusal as r:
-                await self._acceptor.refuse(sub.sender, sub.node, r.code, r.reason, sub.env.id)
+                await self._acceptor.refuse(sub.sender, sub.node, r.code, r.reason, sub.env.id, sub.device)
                 continue
             target = targets[sub.env.target]
             sid, ts = server_id(), now_ms()
@@ -115,18 +116,18 @@ class ActionHandler:
             return
         results = await self._store.apply_actions([a for _, a, _, _ in accepted])
         copies = await self._acceptor.pending_copies(results)
-        acks: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        acks: dict[tuple[str, str, str], list[bytes]] = defaultdict(list)  # by (node, sender, its device)
         deliveries: list[tuple[str, bytes]] = []
         fan_outs: list[tuple[str, list[str], bytes]] = []
         for (sub, action, template, recipients), result in zip(accepted, results, strict=True):
-            acks[(sub.node, sub.sender)].append(ack_envelope(sub.env.id, result.server_id, result.ts))
+            acks[(sub.node, sub.sender, sub.device)].append(ack_envelope(sub.env.id, result.server_id, result.ts))
             if result.duplicate:
                 deliveries.extend(copies.pop(result.server_id, []))
             elif template is None:
                 deliveries.extend(action.envelopes.items())
             elif recipients:
                 fan_outs.append((targets[action.target].group or "", recipients, template))
-        await self._outlet.to_nodes([(node, sender, envs) for (node, sender), envs in acks.items()])
+        await self._outlet.to_nodes([(node, sender, envs, device) for (node, sender, device), envs in acks.items()])
         await self._outlet.deliver(deliveries)
         await self._outlet.fan_out_many(fan_outs)
 

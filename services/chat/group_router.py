@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import MessageIn
+from chatmq.core.envelopes import MessageIn, TypingIn, typing_envelope
 from chatmq.core.records import OUTBOX_RECORDS, BlocksChanged
 from chatmq.core.topics import GROUP_OUTBOX
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.actions import reply_conversations, reply_refusal
 from chatmq.services.chat.blocks import JOIN_SKEW_MS, BlockList
+from chatmq.services.chat.devices import DeviceBook, others
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
 from chatmq.services.store.files import FileStore
@@ -28,11 +29,14 @@ log = logging.getLogger(__name__)
 
 class GroupRouter(BusWorker):
 
-    def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None) -> None:
+    def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None,
+                 devices: DeviceBook | None = None) -> None:
         super().__init__(bus, "group-router", [GROUP_OUTBOX])
         self._store = store
         self._acceptor = Acceptor(store, outlet, files)
         self._blocks = BlockList(store)
+        self._outlet = outlet
+        self._devices = devices or DeviceBook(store)
 
     async def process(self, records: list[Record]) -> None:
         groups: dict[str, Group | None] = {}
@@ -41,11 +45,25 @@ class GroupRouter(BusWorker):
         replies = await reply_conversations(self._store, items)
         blockers = await self._blocks.lookup(i.sender for i in items if isinstance(i.env, MessageIn))
         fresh: set[str] = set()  # senders whose blockers were read again in this batch
+        devices = await self._devices.of({(i.sender, i.client) for i in items if i.client})
+        typing: list[tuple[str, list[str], bytes]] = []
         for item in items:
             env, sender, node = item.env, item.sender, item.node
             if isinstance(env, BlocksChanged):  # in order: the messages after it see the change
                 blockers[env.user] = await self._blocks.refresh(env.user)
                 fresh.add(env.user)
+                continue
+            if isinstance(env, TypingIn) and env.group is not None:
+                if env.group not in groups:
+                    groups[env.group] = await self._store.get_group(env.group)
+                found = groups[env.group]
+                if found is not None and found.is_member(sender):
+                    members = [m for m in found.member_ids() if m != sender]
+                    typing.append((env.group, members, typing_envelope(sender, None, env.group, env.state)))
+                else:
+                    await self._acceptor.refuse(sender, node, "not_member" if found else "unknown_recipient",
+                                                f"you are not a member of {env.group}" if found
+                                                else f"no group {env.group!r}", None, item.client)
                 continue
             if not isinstance(env, MessageIn) or env.group is None:
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
@@ -55,11 +73,13 @@ class GroupRouter(BusWorker):
                 groups[gid] = await self._store.get_group(gid)
             group = groups[gid]
             if group is None:
-                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id)
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id,
+                                            item.client)
             elif not group.is_member(sender):
-                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id)
+                await self._acceptor.refuse(sender, node, "not_member", f"you are not a member of {gid}", env.id,
+                                            item.client)
             elif env.reply_to is not None and replies.get(env.reply_to) != gid:
-                await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id)
+                await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id, item.client)
             else:
                 joined = max(m.joined_at for m in group.members)
                 if sender not in fresh and joined + JOIN_SKEW_MS >= self._blocks.read_at(sender):
@@ -67,5 +87,8 @@ class GroupRouter(BusWorker):
                     fresh.add(sender)
                 blocking = blockers.get(sender, frozenset())
                 recipients = [m for m in group.member_ids() if m != sender and m not in blocking]
-                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, env.reply_to))
+                batch.append(Submission(sender, node, env.id, None, gid, gid, env.body, recipients, env.reply_to,
+                                        item.client, bool(others(devices, sender, item.client))))
+        if typing:  # to the members online now, never kept; ahead of the batch's messages
+            await self._outlet.fan_out_many(typing)
         await self._acceptor.accept(batch)

@@ -1,7 +1,7 @@
 """``Outlet``: sends inbox envelopes to users wherever they are.
 
 ``deliver`` sends to users that are online (per the session registry) through their
-node's delivery topic and returns the users that were offline. ``notify`` does the
+nodes' delivery topics (a user's devices may be on several) and returns the users that were offline. ``notify`` does the
 same for receipts and events and keeps them as pending notices for offline users.
 Envelopes are JSON bytes, made once upstream (``chatmq.core.envelopes``); they ride in typed
 ``Delivery`` records as they are.
@@ -31,17 +31,19 @@ class Outlet:
         self._store = store
         self._push = push
 
-    async def to_node(self, node: str, user: str, envs: list[bytes]) -> None:
-        """Send to ``user`` on ``node`` (for answers to the connection that asked)."""
-        await self.to_nodes([(node, user, envs)])
+    async def to_node(self, node: str, user: str, envs: list[bytes], client: str = "") -> None:
+        """Send to ``user`` on ``node`` (for answers to the connection that asked: its MQTT client id
+        ``client``, or every connection of the user there when "")."""
+        await self.to_nodes([(node, user, envs, client)])
 
-    async def to_nodes(self, answers: list[tuple[str, str, list[bytes]]]) -> None:
-        """``to_node`` for several ``(node, user, envelopes)`` at once, in order: one bus write per node
-        (on Kafka one round trip for the batch instead of one per user)."""
+    async def to_nodes(self, answers: list[tuple[str, str, list[bytes], str]]) -> None:
+        """``to_node`` for several ``(node, user, envelopes, client id)`` at once, in order: one bus write
+        per node (on Kafka one round trip for the batch instead of one per user)."""
         by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
-        for node, user, envs in answers:
+        for node, user, envs, client in answers:
             if envs:
-                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(e) for e in envs])))
+                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(e) for e in envs],
+                                                                   only=client or None)))
         await self._publish(by_node)
 
     async def _publish(self, by_node: dict[str, list[tuple[bytes, Value]]]) -> None:
@@ -53,15 +55,28 @@ class Outlet:
         """Send each ``(user, envelope)`` to online users in order; return the offline users."""
         by_node: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         offline: list[str] = []
-        nodes = await self._registry.nodes_of(list({user for user, _ in items}))
+        nodes = await self._registry.user_nodes(list({user for user, _ in items}))
         for user, env in items:
-            node = nodes.get(user)
-            if node is None:
+            on = nodes.get(user)
+            if on is None:
                 offline.append(user)
             else:
-                by_node[node][user].append(env)
-        await self.to_nodes([(node, user, envs) for node, users in by_node.items() for user, envs in users.items()])
+                for node in on:
+                    by_node[node][user].append(env)
+        await self.to_nodes([(node, user, envs, "") for node, users in by_node.items()
+                             for user, envs in users.items()])
         return offline
+
+    async def copies(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Send each ``(user, client id, envelope)`` to the user's connections but those of that client id
+        (what one device of a user did, for its other devices), where the user is online; nothing is
+        kept for an offline user here (what must reach them is pending in the store)."""
+        by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
+        nodes = await self._registry.user_nodes(list({user for user, _, _ in items}))
+        for user, client, env in items:
+            for node in nodes.get(user, ()):
+                by_node[node].append((user.encode(), Delivery.live(user, [msgspec.Raw(env)], skip=client or None)))
+        await self._publish(by_node)
 
     async def fan_out(self, key: str, users: list[str], template: bytes) -> list[str]:
         """Send one group message to ``users``: one record per node carrying the member list and the
@@ -74,16 +89,17 @@ class Outlet:
         one bus write per node for the batch. Returns the offline users (once per item)."""
         by_node: dict[str, list[tuple[bytes, Value]]] = defaultdict(list)
         offline: list[str] = []
-        nodes = await self._registry.nodes_of(list({u for _, users, _ in items for u in users}))
+        nodes = await self._registry.user_nodes(list({u for _, users, _ in items for u in users}))
         for key, users, envelope in items:
             template = msgspec.Raw(envelope)
             members_on: dict[str, list[str]] = defaultdict(list)
             for user in users:
-                node = nodes.get(user)
-                if node is None:
+                on = nodes.get(user)
+                if on is None:
                     offline.append(user)
                 else:
-                    members_on[node].append(user)
+                    for node in on:
+                        members_on[node].append(user)
             for node, members in members_on.items():
                 by_node[node].append((key.encode(), Delivery.fan_out(members, template)))
         await self._publish(by_node)

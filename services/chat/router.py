@@ -5,7 +5,9 @@ block the sender (else ``blocked``: nothing is stored, delivered or pushed); the
 message is committed with one pending item for the recipient, acked, and delivered
 when the recipient is online. Receipts: only for messages addressed to the receipt's
 sender (directly or through a group they are in); ``delivered`` removes them from
-the sender's pending queue; the receipt goes back to each message's original sender.
+the sender's pending queue (of a user with several devices: once each device confirmed them);
+the receipt goes back to each message's original sender, and to the user's other devices.
+A message from a user with other devices is also pending for the sender, for them (``DeviceBook``).
 Message actions (edit, delete, reaction, of 1:1 and group messages alike) are handled after the
 batch's messages (``chatmq.services.chat.actions``); a message's ``reply_to`` is checked against
 the store only for the messages that carry one.
@@ -18,7 +20,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
 from chatmq.core.bus.base import Bus, Record
-from chatmq.core.envelopes import MessageIn, ReceiptIn, receipt_envelope
+from chatmq.core.envelopes import MessageIn, ReceiptIn, TypingIn, receipt_envelope, typing_envelope
 from chatmq.core.ids import conversation_key
 from chatmq.core.records import OUTBOX_RECORDS, BlocksChanged
 from chatmq.core.topics import OUTBOX
@@ -26,9 +28,10 @@ from chatmq.core.worker import BusWorker
 from chatmq.services.chat.acceptance import Acceptor, Submission
 from chatmq.services.chat.actions import ActionHandler, ActionSubmission, reply_conversations, reply_refusal
 from chatmq.services.chat.blocks import BlockList
+from chatmq.services.chat.devices import DeviceBook, others
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.store import Group, Store
-from chatmq.services.store.base import Route
+from chatmq.services.store.base import DeviceConfirm, Route
 from chatmq.services.store.files import FileStore
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,10 @@ log = logging.getLogger(__name__)
 class Router(BusWorker):
 
     def __init__(self, bus: Bus, store: Store, outlet: Outlet, files: FileStore | None = None,
-                 edit_window: int = 48 * 3600) -> None:
+                 edit_window: int = 48 * 3600, devices: DeviceBook | None = None) -> None:
         """``files``: where uploads referenced by messages are recorded; ``edit_window``: seconds after
-        sending during which a message may be edited."""
+        sending during which a message may be edited; ``devices``: the users' devices (shared with the
+        replay of this process)."""
         super().__init__(bus, "router", [OUTBOX])
         self._store = store
         self._outlet = outlet
@@ -47,45 +51,80 @@ class Router(BusWorker):
         self._actions = ActionHandler(store, outlet, self._acceptor, edit_window)
         self._routes = Routes()
         self._blocks = BlockList(store)
+        self._devices = devices or DeviceBook(store)
 
     async def process(self, records: list[Record]) -> None:
         items = OUTBOX_RECORDS.read_all(records)
         messages = [i for i in items if isinstance(i.env, MessageIn)]
-        recipients = {i.env.to for i in messages if isinstance(i.env, MessageIn) and i.env.to is not None}
+        recipients = {i.env.to for i in items if isinstance(i.env, MessageIn | TypingIn) and i.env.to is not None}
         known = await self._store.existing_user_ids(sorted(recipients)) if recipients else set()
         replies = await reply_conversations(self._store, items)
-        blockers = await self._blocks.lookup(i.sender for i in messages) if messages else {}
+        typists = {i.sender for i in items if isinstance(i.env, TypingIn) and i.env.to is not None}
+        senders = {i.sender for i in messages} | typists
+        blockers = await self._blocks.lookup(senders) if senders else {}
+        devices = await self._devices.of({(i.sender, i.client) for i in items if i.client})
         batch: list[Submission] = []
         actions: list[ActionSubmission] = []
-        receipts: dict[tuple[str, str], list[str]] = {}  # the batch's receipts, merged per (user, status)
+        typing: list[tuple[str, bytes]] = []
+        # the batch's receipts, merged per (user, device, status)
+        receipts: dict[tuple[str, str, str], list[str]] = {}
         for item in items:
             env, sender, node = item.env, item.sender, item.node
             if isinstance(env, BlocksChanged):  # in order: the messages after it see the change
                 blockers[env.user] = await self._blocks.refresh(env.user)
                 continue
+            if isinstance(env, TypingIn):
+                if env.to is not None and env.to in known:
+                    if env.to not in blockers.get(sender, ()):  # a blocker is not told (nor is the typist)
+                        typing.append((env.to, typing_envelope(sender, env.to, None, env.state)))
+                elif env.to is not None:
+                    await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", None,
+                                                item.client)
+                continue
             if isinstance(env, ReceiptIn):
-                receipts.setdefault((sender, env.status), []).extend(env.ids)
+                receipts.setdefault((sender, item.client, env.status), []).extend(env.ids)
                 continue
             if not isinstance(env, MessageIn):
-                actions.append(ActionSubmission(sender, node, env))
+                actions.append(ActionSubmission(sender, node, env, item.client))
             elif env.to is None:
                 log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
             elif env.to not in known:
-                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id)
+                await self._acceptor.refuse(sender, node, "unknown_recipient", f"no user {env.to!r}", env.id,
+                                            item.client)
             elif env.to in blockers.get(sender, ()):
-                await self._acceptor.refuse(sender, node, "blocked", f"{env.to} blocked you", env.id)
+                await self._acceptor.refuse(sender, node, "blocked", f"{env.to} blocked you", env.id, item.client)
             elif env.reply_to is not None and replies.get(env.reply_to) != conversation_key(sender, env.to):
-                await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id)
+                await self._acceptor.refuse(sender, node, *reply_refusal(env.reply_to), env.id, item.client)
             else:
-                batch.append(Submission(sender, node, env.id, env.to, None,
-                                        conversation_key(sender, env.to), env.body, [env.to], env.reply_to))
-        runs = {key: list(dict.fromkeys(ids)) for key, ids in receipts.items()}
-        confirming = [(user, ids) for (user, status), ids in runs.items() if status == "delivered"]
-        taken = await self._acceptor.accept(batch, confirming)
+                batch.append(Submission(sender, node, env.id, env.to, None, conversation_key(sender, env.to),
+                                        env.body, [env.to], env.reply_to, item.client,
+                                        bool(others(devices, sender, item.client))))
+        if typing:  # to the recipients online now, never kept; ahead of the batch's messages
+            await self._outlet.deliver(typing)
+        runs: dict[tuple[str, str], list[str]] = {}  # merged per (user, status): what the senders are told
+        for (user, _, status), ids in receipts.items():
+            runs.setdefault((user, status), []).extend(ids)
+        runs = {key: list(dict.fromkeys(ids)) for key, ids in runs.items()}
+        confirming: list[tuple[str, list[str]]] = []
+        on_device: list[DeviceConfirm] = []
+        for (user, client, status), ids in receipts.items():
+            if status == "delivered":
+                peers = others(devices, user, client)
+                if peers:
+                    on_device.append(DeviceConfirm(user, client, list(dict.fromkeys(ids)), peers))
+                else:
+                    confirming.append((user, list(dict.fromkeys(ids))))
+        taken = await self._acceptor.accept(batch, confirming, on_device)
         await self._actions.handle(actions)
-        held = {(user, r.server_id): r for (user, _), routes in zip(confirming, taken, strict=True) for r in routes}
+        confirmers = [user for user, _ in confirming] + [c.user for c in on_device]
+        held = {(user, r.server_id): r for user, routes in zip(confirmers, taken, strict=True) for r in routes}
         self._routes.remember(held.values())
         await self._receipts(runs, held)
+        # a device's receipts, for the user's other devices
+        echoes = [(user, client, receipt_envelope(status, list(dict.fromkeys(ids)), user))
+                  for (user, client, status), ids in receipts.items() if others(devices, user, client)]
+        if echoes:
+            await self._outlet.copies(echoes)
 
     async def _receipts(self, runs: dict[tuple[str, str], list[str]], held: dict[tuple[str, str], Route]) -> None:
         """Answer a batch's receipts merged per (user, status), after the batch's messages. Every

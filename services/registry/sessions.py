@@ -1,8 +1,9 @@
-"""The session registry: which node each online user is on.
+"""The session registry: which nodes each online user is on.
 
-Presence records carry an epoch that grows with time; an ``offline`` only removes the
-entry it belongs to (same node, epoch not older), so a late disconnect from an old
-node cannot erase a newer connection, and a newer ``online`` on another node takes over.
+Presence records carry an epoch that grows with time; the registry keeps an entry per (user,
+node): an ``offline`` only removes the entry it belongs to (same node, epoch not older), so a
+late disconnect cannot erase a newer connection on that node, and a user's devices on other
+nodes keep theirs.
 A ``node_started`` record (``{"event": "node_started", "node", "epoch"}``) forgets the
 entries a node had before it restarted.
 
@@ -32,7 +33,8 @@ class Presence:
 
 
 class Registry(abc.ABC):
-    """Where each online user is, fed with ``chat.presence`` records in order per user."""
+    """Where each online user is, fed with ``chat.presence`` records in order per user. A user has an
+    entry per node it reads its inbox on (its devices may be on several)."""
 
     async def update(self, record: PresenceRecord) -> bool:
         """Apply one presence record; True when it changed the registry."""
@@ -52,8 +54,12 @@ class Registry(abc.ABC):
     async def forget_node(self, node: str, before_epoch: int) -> int: ...
 
     @abc.abstractmethod
+    async def user_nodes(self, users: list[str]) -> dict[str, list[str]]:
+        """``{user: [node, ...]}`` for the online ones among ``users``, the newest entry first."""
+
     async def nodes_of(self, users: list[str]) -> dict[str, str]:
-        """``{user: node}`` for the online ones among ``users``."""
+        """``{user: node}`` (the newest entry's) for the online ones among ``users``."""
+        return {user: nodes[0] for user, nodes in (await self.user_nodes(users)).items()}
 
     @abc.abstractmethod
     async def online_count(self) -> int: ...
@@ -74,8 +80,8 @@ class StoreRegistry(Registry):
     async def forget_node(self, node: str, before_epoch: int) -> int:
         return await self._store.forget_node(node, before_epoch)
 
-    async def nodes_of(self, users: list[str]) -> dict[str, str]:
-        return await self._store.nodes_of(users) if users else {}
+    async def user_nodes(self, users: list[str]) -> dict[str, list[str]]:
+        return await self._store.user_nodes(users) if users else {}
 
     async def online_count(self) -> int:
         return await self._store.count_online()
@@ -85,7 +91,7 @@ class SessionRegistry(Registry):
     """The registry in memory (one process)."""
 
     def __init__(self) -> None:
-        self._by_user: dict[str, Presence] = {}
+        self._by_user: dict[str, dict[str, int]] = {}  # user -> {node: epoch}
 
     async def set_online(self, user: str, node: str, epoch: int) -> bool:
         return self.apply(Online(user, node, epoch))
@@ -94,13 +100,29 @@ class SessionRegistry(Registry):
         return self.apply(Offline(user, node, epoch))
 
     async def forget_node(self, node: str, before_epoch: int) -> int:
-        stale = [p.user for p in self._by_user.values() if p.node == node and p.epoch < before_epoch]
-        for user in stale:
-            del self._by_user[user]
-        return len(stale)
+        removed = 0
+        for user, nodes in list(self._by_user.items()):
+            if nodes.get(node, before_epoch) < before_epoch:
+                del nodes[node]
+                removed += 1
+                if not nodes:
+                    del self._by_user[user]
+        return removed
 
-    async def nodes_of(self, users: list[str]) -> dict[str, str]:
-        return {u: p.node for u in users if (p := self._by_user.get(u)) is not None}
+    async def user_nodes(self, users: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        by_user = self._by_user
+        for u in users:
+            nodes = by_user.get(u)
+            if nodes:
+                found[u] = list(nodes) if len(nodes) == 1 else self._newest_first(nodes)
+        return found
+
+    @staticmethod
+    def _newest_first(nodes: dict[str, int]) -> list[str]:
+        if len(nodes) == 1:
+            return list(nodes)
+        return sorted(nodes, key=lambda n: -nodes[n])
 
     async def online_count(self) -> int:
         return len(self._by_user)
@@ -108,23 +130,28 @@ class SessionRegistry(Registry):
     def apply(self, record: Online | Offline) -> bool:
         """Apply one ``online``/``offline`` record at once (synchronously); True when it changed the registry."""
         user, node, epoch = record.user, record.node, record.epoch
-        current = self._by_user.get(user)
+        nodes = self._by_user.get(user)
+        current = nodes.get(node) if nodes else None
         if isinstance(record, Online):
-            if current is not None and current.epoch > epoch:
+            if current is not None and current > epoch:
                 return False
-            self._by_user[user] = Presence(user, node, epoch)
+            self._by_user.setdefault(user, {})[node] = epoch
             return True
-        if current is not None and current.node == node and current.epoch <= epoch:
-            del self._by_user[user]
+        if nodes is not None and current is not None and current <= epoch:
+            del nodes[node]
+            if not nodes:
+                del self._by_user[user]
             return True
         return False
 
     def node_of(self, user: str) -> str | None:
-        p = self._by_user.get(user)
-        return p.node if p else None
+        """The node of the user's newest entry."""
+        nodes = self._by_user.get(user)
+        return self._newest_first(nodes)[0] if nodes else None
 
     def online(self) -> list[Presence]:
-        return list(self._by_user.values())
+        """Every entry."""
+        return [Presence(u, n, e) for u, nodes in self._by_user.items() for n, e in nodes.items()]
 
     def __len__(self) -> int:
         return len(self._by_user)

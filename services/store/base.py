@@ -109,6 +109,8 @@ class NewMessage:
     ts: int  # ms
     envelopes: dict[str, bytes] = field(default_factory=dict)
     reply_to: str | None = None  # the server id of a message of the same conversation (checked)
+    device: str = ""  # the sender's MQTT client id: when ``envelopes`` holds a copy for the sender
+    # (its other devices'), that device is marked as having it (``DeviceConfirm``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,28 @@ class Route:
     @classmethod
     def of(cls, message: StoredMessage) -> Route:
         return cls(message.server_id, message.sender, message.to, message.group)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfirm:
+    """A ``delivered`` receipt from device ``client`` of ``user``, who has other devices (``others``,
+    their client ids): the user's pending items among ``ids`` are marked as had by that device, and
+    each goes once every one of ``others`` has it too (``PendingStore.confirm_on_device``)."""
+
+    user: str
+    client: str
+    ids: list[str]
+    others: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserSession:
+    """One device (MQTT client id) a user connected with: first and last connect (ms)."""
+
+    user_id: str
+    client_id: str
+    first_seen: int
+    last_seen: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +373,14 @@ class MessageStore(abc.ABC):
         reactions; with ``viewer``, without the messages that user deleted for itself."""
 
     @abc.abstractmethod
+    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int,
+                              before: str | None = None) -> list[StoredMessage]:
+        """Up to ``limit`` of the newest messages with a server id above ``after`` (and below ``before``,
+        when given) that ``user_id`` sent,
+        got 1:1, or that went to one of ``groups``, oldest first: a new device's first sync
+        (``sync_window``). Reads history: never on the message path, once per new device."""
+
+    @abc.abstractmethod
     async def count_messages(self) -> int:
         """Messages in history (for operators' statistics: may be an estimate where an exact count
         would scan the collection)."""
@@ -393,6 +425,17 @@ class PendingStore(abc.ABC):
         """As ``take_pending`` without removing anything: the routes of the pending ``message`` items
         each user holds among its ``server_ids`` (for ``read`` receipts)."""
 
+    @abc.abstractmethod
+    async def confirm_on_device(self, wanted: list[DeviceConfirm]) -> list[list[Route]]:
+        """For each ``DeviceConfirm``: mark the user's pending ``message`` items among ``ids`` as had by
+        its device, remove those every other device of the user has had too (with their marks), and
+        return the routes of the items found pending, in the order of ``ids``. Only the pending
+        working set and the marks are touched, by key."""
+
+    @abc.abstractmethod
+    async def device_has(self, user_id: str, client_id: str, item_ids: list[str]) -> set[str]:
+        """Those of ``item_ids`` marked as had by device ``client_id`` of ``user_id``."""
+
     async def remove_pending(self, user_id: str, server_ids: list[str]) -> list[str]:
         """Remove the user's pending ``message`` items among ``server_ids``; returns the removed ids."""
         [taken] = await self.take_pending([(user_id, server_ids)])
@@ -407,20 +450,44 @@ class PendingStore(abc.ABC):
         """Pending ``message`` items of one user, or of everyone."""
 
 
+class SessionStore(abc.ABC):
+    """The store's role: the devices (MQTT client ids) each user connects with."""
+
+    @abc.abstractmethod
+    async def touch_session(self, user_id: str, client_id: str, now: int) -> tuple[bool, list[UserSession]]:
+        """Record a connect of device ``client_id`` of ``user_id`` at ``now`` (ms): True when the device
+        is new, and the user's devices as they are now (this one included)."""
+
+    @abc.abstractmethod
+    async def sessions_of(self, user_ids: list[str]) -> dict[str, list[UserSession]]:
+        """Each user's devices (those of ``user_ids`` with any), oldest first."""
+
+    @abc.abstractmethod
+    async def remove_session(self, user_id: str, client_id: str) -> bool:
+        """Forget device ``client_id`` of ``user_id`` (signed out) with its marks; pending items every
+        remaining device has had go too. False when the user has no such device."""
+
+
 class PresenceStore(abc.ABC):
-    """The store's role: the session registry: which node each online user is on."""
+    """The store's role: the session registry: which nodes each online user is on (one entry per
+    (user, node), with the epoch of the user's latest inbox subscription there: a user's devices may
+    be on several nodes)."""
 
     @abc.abstractmethod
     async def set_online(self, user_id: str, node: str, epoch: int) -> bool:
-        """Record ``user_id`` on ``node`` unless a newer epoch is recorded; True when recorded."""
+        """Record ``user_id`` on ``node`` unless a newer epoch is recorded for that node; True when recorded."""
 
     @abc.abstractmethod
     async def set_offline(self, user_id: str, node: str, epoch: int) -> bool:
-        """Remove the user's entry if it is on ``node`` with an epoch not above ``epoch``; True when removed."""
+        """Remove the user's entry on ``node`` if its epoch is not above ``epoch``; True when removed."""
 
     @abc.abstractmethod
+    async def user_nodes(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """``{user_id: [node, ...]}`` for those of ``user_ids`` that are online, newest entry first."""
+
     async def nodes_of(self, user_ids: list[str]) -> dict[str, str]:
-        """``{user_id: node}`` for those of ``user_ids`` that are online."""
+        """``{user_id: node}`` (the newest entry's) for those of ``user_ids`` that are online."""
+        return {user: nodes[0] for user, nodes in (await self.user_nodes(user_ids)).items()}
 
     @abc.abstractmethod
     async def forget_node(self, node: str, before_epoch: int) -> int:
@@ -885,17 +952,23 @@ class JobStore(abc.ABC):
 
 
 
-class Store(UserStore, GroupStore, MessageStore, ActionStore, PendingStore, PresenceStore, ShadowStore,
+class Store(UserStore, GroupStore, MessageStore, ActionStore, PendingStore, SessionStore, PresenceStore, ShadowStore,
             DeviceStatusStore, DeviceOwedStore, CommandStore, JobStore, SocialStore, ConversationStore, SearchStore,
             Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of
     one class per role). ``start()`` opens (and migrates), ``stop()`` closes; ``ping`` raises ``StoreError``
     saying why when the store cannot answer."""
 
-    async def commit_batch(self, messages: list[NewMessage],
-                           confirms: list[tuple[str, list[str]]]) -> tuple[list[AcceptResult], list[list[Route]]]:
+    async def commit_batch(self, messages: list[NewMessage], confirms: list[tuple[str, list[str]]],
+                           device_confirms: Sequence[DeviceConfirm] = ()
+                           ) -> tuple[list[AcceptResult], list[list[Route]]]:
         """A router batch's writes: ``accept_messages(messages)``, then ``take_pending(confirms)`` (its
-        ``delivered`` receipts), as one unit of work where the backend has transactions (one hand-off
-        and one commit per batch however few messages it holds, so a paced load pays no more per
-        message than a saturating one), one after the other where it does not."""
-        return await self.accept_messages(messages), await self.take_pending(confirms)
+        ``delivered`` receipts of users with one device) and ``confirm_on_device(device_confirms)`` (of
+        users with several; their routes follow those of ``confirms``), as one unit of work where the
+        backend has transactions (one hand-off and one commit per batch however few messages it holds,
+        so a paced load pays no more per message than a saturating one), one after the other where it
+        does not."""
+        accepted, taken = await self.accept_messages(messages), await self.take_pending(confirms)
+        if device_confirms:
+            taken += await self.confirm_on_device(list(device_confirms))
+        return accepted, taken

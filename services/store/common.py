@@ -55,11 +55,14 @@ def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 
 def held_route(user_id: str, server_id: str, envelope: str) -> Route:
     """The route of the pending ``message`` item ``server_id`` held by ``user_id``, from its stored
-    inbox envelope (``from``, ``group``): a group copy was for the group, any other for the user."""
+    inbox envelope (``from``, ``to``, ``group``): a group copy was for the group, a sender's own copy
+    (for its other devices) for its recipient, any other for the user."""
     env = json_object(envelope)
     group = env.get("group")
-    return Route(server_id, str(env["from"]), None if group is not None else user_id,
-                 None if group is None else str(group))
+    if group is not None:
+        return Route(server_id, str(env["from"]), None, str(group))
+    sender, to = str(env["from"]), env.get("to")
+    return Route(server_id, sender, str(to) if sender == user_id and to else user_id, None)
 
 
 def in_order(ids: Sequence[str], routes: Iterable[Route]) -> list[Route]:

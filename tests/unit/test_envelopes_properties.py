@@ -24,12 +24,14 @@ from chatmq.core.envelopes import (
     MessageIn,
     OutboxEnvelope,
     ReceiptIn,
+    TypingIn,
     action_envelope,
     client_id_of,
     message_envelope,
     parse_object,
     parse_outbox,
     receipt_envelope,
+    typing_envelope,
 )
 
 PROPERTY = settings(deadline=2000, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -105,6 +107,8 @@ def delivered_form(envelope: OutboxEnvelope) -> bytes:
     elif isinstance(envelope, CommandIn):  # its params go on to the device
         sent = orjson.dumps({"type": "command", "id": "c1", "name": envelope.name,
                              "params": envelope.params_object(), "expires_at": 1_700_000_000_000})
+    elif isinstance(envelope, TypingIn):
+        sent = typing_envelope("sender", envelope.to, envelope.group, envelope.state)
     elif isinstance(envelope, ReceiptIn):
         sent = receipt_envelope(envelope.status, envelope.ids, "sender")
     else:

@@ -292,6 +292,29 @@ async def test_live_deliveries_during_replay_are_held_until_done(
     assert sink.ids(ALICE)[-1] == "s4"
 
 
+async def test_two_devices_replays_each_go_to_their_device_and_hold_live_until_both_end(
+    gateway: NodeGateway, bus_probe: Probe, sink: RecordingSink
+) -> None:
+    phone, laptop = object(), object()
+    await gateway.inbox_subscribed(ALICE, phone, "phone-1")
+    await gateway.inbox_subscribed(ALICE, laptop, "laptop-1")  # at once: the phone's replay is not superseded
+    phone_epoch, laptop_epoch = [int(_value(r)["epoch"]) for r in await bus_probe.drain() if r.topic == PRESENCE]
+
+    def page(epoch: int, client: str, *envs: dict[str, Any]) -> Record:
+        return record(deliver_topic(NODE), ALICE, {"user": ALICE, "envs": list(envs), "replay": "page",
+                                                   "epoch": epoch, "client": client})
+
+    def done(epoch: int, client: str) -> Record:
+        return record(deliver_topic(NODE), ALICE, {"user": ALICE, "envs": [], "replay": "done", "epoch": epoch,
+                                                   "client": client})
+
+    await gateway.process([page(phone_epoch, "phone-1", _msg("s1")), _live(ALICE, _msg("s1"), _msg("s2")),
+                           done(phone_epoch, "phone-1"), page(laptop_epoch, "laptop-1", _msg("s0"))])
+    assert [(conns, e["id"]) for _u, conns, e in sink.sent] == [([phone], "s1"), ([laptop], "s0")]
+    await gateway.process([done(laptop_epoch, "laptop-1")])  # both over: what was held goes out
+    assert [(conns, e["id"]) for _u, conns, e in sink.sent[2:]] == [([laptop], "s1"), ([phone, laptop], "s2")]
+
+
 async def test_a_live_copy_of_a_replayed_message_after_done_is_dropped(
     gateway: NodeGateway, bus_probe: Probe, sink: RecordingSink
 ) -> None:

@@ -66,13 +66,15 @@ async def test_deliver_of_nothing_publishes_nothing(chat: Chat, outlet: Outlet) 
 
 async def test_deliver_follows_the_registry(chat: Chat, outlet: Outlet) -> None:
     chat.online("u1", NODE, epoch=1)
-    chat.registry.apply(Online("u1", OTHER_NODE, 2))  # moved
+    chat.registry.apply(Online("u1", OTHER_NODE, 2))  # a second device, on the other node
     assert await outlet.deliver([("u1", _env(1))]) == []
+    chat.registry.apply(Offline("u1", NODE, 1))  # the first one went
+    assert await outlet.deliver([("u1", _env(2))]) == []
     chat.registry.apply(Offline("u1", OTHER_NODE, 2))
-    assert await outlet.deliver([("u1", _env(2))]) == ["u1"]
+    assert await outlet.deliver([("u1", _env(3))]) == ["u1"]
 
-    [d] = await chat.deliveries()
-    assert (d.node, d.envs) == (OTHER_NODE, [_sent(1)])
+    got = sorted((d.node, e["id"]) for d in await chat.deliveries() for e in d.envs)
+    assert got == [(NODE, "s1"), (OTHER_NODE, "s1"), (OTHER_NODE, "s2")]
 
 
 async def test_to_node_answers_the_connection_that_asked(chat: Chat, outlet: Outlet) -> None:

@@ -1,4 +1,4 @@
-"""SessionRegistry: epochs decide between nodes."""
+"""SessionRegistry: an entry per (user, node); epochs decide within a node."""
 
 from chatmq.core.records import Connected, Disconnected, Offline, Online
 from chatmq.services.registry.sessions import SessionRegistry
@@ -16,18 +16,22 @@ def test_online_offline() -> None:
     assert r.node_of("u1") is None
 
 
-def test_late_offline_from_old_node_does_not_erase_newer_connection() -> None:
+async def test_a_users_devices_on_two_nodes_each_keep_their_entry() -> None:
     r = SessionRegistry()
     r.apply(ev("online", "u1", "n1", 10))
-    r.apply(ev("online", "u1", "n2", 20))  # takes over
-    assert not r.apply(ev("offline", "u1", "n1", 10))
+    r.apply(ev("online", "u1", "n2", 20))  # another device, on another node
+    assert await r.user_nodes(["u1"]) == {"u1": ["n2", "n1"]}
+    assert r.node_of("u1") == "n2"
+    assert r.apply(ev("offline", "u1", "n1", 10))  # the device on n1 went: the one on n2 is still there
+    assert await r.user_nodes(["u1"]) == {"u1": ["n2"]}
+    assert not r.apply(ev("offline", "u1", "n2", 19))  # a late offline cannot erase the newer connection
     assert r.node_of("u1") == "n2"
 
 
 def test_stale_online_is_ignored() -> None:
     r = SessionRegistry()
     r.apply(ev("online", "u1", "n2", 20))
-    assert not r.apply(ev("online", "u1", "n1", 10))
+    assert not r.apply(ev("online", "u1", "n2", 10))
     assert r.node_of("u1") == "n2"
     assert len(r) == 1
 

@@ -30,6 +30,7 @@ from chatmq.services.store.base import (
     SHADOW_MAX_BYTES,
     SHADOW_MAX_DEPTH,
     DeviceCommand,
+    DeviceConfirm,
     DeviceOwed,
     DeviceStatus,
     DocumentLimitError,
@@ -1309,17 +1310,19 @@ async def test_mongo_keeps_any_json_body(mongo_handles: Callable[[], MongoStore]
 
 async def test_presence_newest_epoch_wins(store: Store) -> None:
     assert await store.set_online("u1", "n1", 10)
-    assert await store.set_online("u1", "n2", 20)  # a newer connection on another node takes over
-    assert not await store.set_online("u1", "n1", 15)  # a late online from the old node does not
-    assert await store.nodes_of(["u1", "u2"]) == {"u1": "n2"}
+    assert await store.set_online("u1", "n2", 20)  # another device on another node: both are kept
+    assert not await store.set_online("u1", "n2", 15)  # a late online on that node does not go back
+    assert await store.nodes_of(["u1", "u2"]) == {"u1": "n2"}  # the newest entry's
+    assert await store.user_nodes(["u1", "u2"]) == {"u1": ["n2", "n1"]}
     assert await store.count_online() == 1
 
 
 async def test_presence_late_offline_cannot_erase_newer_connection(store: Store) -> None:
     await store.set_online("u1", "n1", 10)
     await store.set_online("u1", "n2", 20)
-    assert not await store.set_offline("u1", "n1", 10)  # the old node's disconnect comes late
+    assert await store.set_offline("u1", "n1", 10)  # the device on n1 went; the one on n2 stays
     assert await store.nodes_of(["u1"]) == {"u1": "n2"}
+    assert await store.user_nodes(["u1"]) == {"u1": ["n2"]}
     assert not await store.set_offline("u1", "n2", 19)  # older than the entry
     assert await store.set_offline("u1", "n2", 20)
     assert await store.nodes_of(["u1"]) == {}
@@ -1354,6 +1357,66 @@ async def test_pending_copies_are_what_recipients_still_hold(store: Store) -> No
         ("b", m1.envelopes["b"]), ("b", m2.envelopes["b"]), ("c", m2.envelopes["c"])]
     await store.remove_pending("b", [m1.server_id, m2.server_id])
     assert await store.pending_copies([m1.server_id, m2.server_id]) == [("c", m2.envelopes["c"])]
+
+
+# devices of a user (issue 15) ----------------------------------------------------
+async def test_each_device_of_a_user_confirms_for_itself(store: Store) -> None:
+    assert (await store.touch_session("b", "phone", 1))[0]
+    new, devices = await store.touch_session("b", "laptop", 2)
+    assert new
+    assert [d.client_id for d in devices] == ["phone", "laptop"]
+    assert not (await store.touch_session("b", "phone", 3))[0]  # known: last_seen moves on
+    assert [(d.client_id, d.first_seen, d.last_seen) for d in (await store.sessions_of(["b", "x"]))["b"]] == [
+        ("phone", 1, 3), ("laptop", 2, 2)]
+    m = new_message("a", to="b")
+    await store.accept_messages([m])
+    _, [routes] = await store.commit_batch([], [], [DeviceConfirm("b", "phone", [m.server_id, "nope"], ("laptop",))])
+    assert [(r.server_id, r.sender, r.to) for r in routes] == [(m.server_id, "a", "b")]
+    assert await store.count_pending("b") == 1  # the laptop has not had it
+    assert await store.device_has("b", "phone", [m.server_id]) == {m.server_id}
+    assert await store.device_has("b", "laptop", [m.server_id]) == set()
+    [routes] = await store.confirm_on_device([DeviceConfirm("b", "laptop", [m.server_id], ("phone",))])
+    assert [r.server_id for r in routes] == [m.server_id]
+    assert await store.count_pending("b") == 0
+    assert await store.device_has("b", "phone", [m.server_id]) == set()  # the marks went with the item
+
+
+async def test_signing_a_device_out_settles_what_the_others_had(store: Store) -> None:
+    for client in ("phone", "laptop", "tablet"):
+        await store.touch_session("b", client, 1)
+    m1, m2 = new_message("a", to="b"), new_message("a", to="b")
+    await store.accept_messages([m1, m2])
+    await store.confirm_on_device([DeviceConfirm("b", "phone", [m1.server_id, m2.server_id], ("laptop", "tablet")),
+                                   DeviceConfirm("b", "tablet", [m1.server_id], ("phone", "laptop"))])
+    assert await store.remove_session("b", "laptop")
+    assert not await store.remove_session("b", "laptop")
+    assert [d.client_id for d in (await store.sessions_of(["b"]))["b"]] == ["phone", "tablet"]
+    assert [i.item_id for i in await store.pending("b", 0, 10)] == [m2.server_id]  # the tablet still owes m2
+
+
+async def test_a_senders_copy_for_its_other_devices_is_marked_had_by_the_sending_one(store: Store) -> None:
+    m = new_message("a", to="b", recipients=["b", "a"])
+    m = NewMessage(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body, m.ts, m.envelopes,
+                   device="phone")
+    await store.accept_messages([m])
+    assert await store.device_has("a", "phone", [m.server_id]) == {m.server_id}
+    [route] = (await store.held_routes([("a", [m.server_id])]))[0]
+    assert (route.sender, route.to) == ("a", "a")  # the copy's envelope names no ``to``: its holder
+
+
+async def test_recent_messages_are_the_users_own_in_a_window(store: Store) -> None:
+    old = new_message("a", to="b")
+    await store.accept_messages([old])
+    after = old.server_id
+    m1 = new_message("a", to="b")
+    m2 = new_message("c", group="g1", recipients=["b"])
+    m3 = new_message("b", to="d")
+    other = new_message("c", to="d")
+    await store.accept_messages([m1, m2, m3, other])
+    got = await store.recent_messages("b", ["g1"], after, 10)
+    assert [m.server_id for m in got] == [m1.server_id, m2.server_id, m3.server_id]
+    assert [m.server_id for m in await store.recent_messages("b", [], after, 10)] == [m1.server_id, m3.server_id]
+    assert [m.server_id for m in await store.recent_messages("b", ["g1"], after, 2)] == [m2.server_id, m3.server_id]
 
 
 # operators: token revocation, listings, group deletion, counts ------------------

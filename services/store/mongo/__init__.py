@@ -36,6 +36,10 @@ Collections
   finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
   rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
+- ``user_sessions`` ``{_id: user_id, clients: [{client_id, first_seen, last_seen}]}`` and ``device_marks``
+  ``{_id: "<pending key>:<client_id>", user_id, item_id, client_id}``; ``(user_id, client_id)``: a user's
+  devices and the pending items each device of a user with several has had
+  (``chatmq.services.store.mongo.sessions``). Read and written by ``_id`` on the message path.
 - ``shadow_versions`` ``{_id: "<len(device)>:<device>:<version>", desired, reported, version, updated_at}``
   and ``shadows`` ``{_id: device_id, <the same>}``: device shadows (JSON text), each version inserted once
   (the insert decides a compare-and-swap, across processes on FerretDB too), ``shadows`` a copy of the
@@ -146,7 +150,7 @@ deletes by ``_id`` in the small working sets:
 - Receipts (``take_pending``, ``held_routes``) find and delete pending items by their ``_id``, the
   (user, item) key; the routes come from the items, not from ``messages``. Up to ``BY_ID`` ids one
   operation per id, more with one ``$in`` (a scan of ``pending`` in Go: the undelivered items).
-- ``existing_user_ids`` and ``nodes_of`` use one operation by ``_id`` per id for up to ``SHORT``
+- ``existing_user_ids`` and ``user_nodes`` use one operation by ``_id`` per id for up to ``SHORT``
   ids, one ``$in`` operation for more (per id, SQLite scans at ~6 µs a document; ``$in``, one Go
   scan at ~32 µs a document).
 - seq blocks have text ids, so probing for a free block is a SQLite scan, not a Go scan.

@@ -318,6 +318,7 @@ class MongoBase(Store):
         # a pending item's ``_id`` is its (user, item id) key (``pending_key``); its seq a field
         await db.pending.create_index([("user_id", ASCENDING), ("seq", ASCENDING)], name="user_by_seq")
         await db.pending.create_index([("item_id", ASCENDING)], name="item")
+        await db.device_marks.create_index([("user_id", ASCENDING), ("client_id", ASCENDING)], name="device")
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
         await db.commands.create_index([("device_id", ASCENDING), ("created_at", ASCENDING)], name="device")
         await db.job_executions.create_index([("job_id", ASCENDING)], name="job")

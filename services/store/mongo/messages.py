@@ -29,6 +29,7 @@ from chatmq.services.store.mongo.base import (
     write_errors,
 )
 from chatmq.services.store.mongo.conversations import MongoConversations
+from chatmq.services.store.mongo.sessions import mark_doc
 
 
 class MongoMessages(MongoConversations):
@@ -52,6 +53,10 @@ class MongoMessages(MongoConversations):
             raise StoreError("a server id is used twice in the batch")
         winners: dict[tuple[str, str], tuple[str, int]] = {}
         with mongo_errors():
+            # the sender's copy is for its other devices: the sending one has it (marked first: a mark
+            # whose item never comes is harmless)
+            await self._insert_new("device_marks", [mark_doc(m.sender, m.server_id, m.device) for m in fresh
+                                                    if m.device and m.sender in m.envelopes])
             seqs = iter(await self._reserve_seqs(sum(len(m.envelopes) for m in fresh)))
             records: list[Doc] = [
                 {**history_doc(m), "pending": [pending_doc(next(seqs), user, m.server_id, "message", env.decode())
@@ -213,6 +218,22 @@ class MongoMessages(MongoConversations):
         with mongo_errors():
             cursor = coll.find(query).sort("_id", DESCENDING).limit(limit)
             return [message_doc(doc) async for doc in cursor]
+
+    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int,
+                              before: str | None = None) -> list[StoredMessage]:
+        """A range of ``_id`` (server ids are time-ordered: MongoDB walks its ``_id`` index from
+        ``after``; FerretDB scans), filtered to the user's messages, newest first."""
+        coll = self._coll("messages")
+        if limit <= 0:
+            return []
+        mine: list[Doc] = [{"sender": user_id, "group": None}, {"to": user_id}]
+        if groups:
+            mine.append({"group": {"$in": unique(groups)[:CHUNK]}})
+        ids: Doc = {"$gt": after} if before is None else {"$gt": after, "$lt": before}
+        query: Doc = {"_id": ids, "committed": {"$ne": False}, "$or": mine}
+        with mongo_errors():
+            cursor = coll.find(query).sort("_id", DESCENDING).limit(limit)
+            return [message_doc(doc) async for doc in cursor][::-1]
 
     async def count_messages(self) -> int:
         """The collection's document count from its metadata (``estimated_document_count``: no scan);

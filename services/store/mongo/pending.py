@@ -5,6 +5,7 @@ from __future__ import annotations
 from pymongo import ASCENDING
 
 from chatmq.services.store.base import (
+    DeviceConfirm,
     PendingItem,
     Route,
 )
@@ -12,16 +13,16 @@ from chatmq.services.store.common import chunks, held_route
 from chatmq.services.store.mongo.base import (
     CHUNK,
     Doc,
-    MongoBase,
     mongo_errors,
     pending_doc,
     pending_item_doc,
     pending_key,
     unique,
 )
+from chatmq.services.store.mongo.sessions import MongoSessions, mark_doc, mark_key
 
 
-class MongoPending(MongoBase):
+class MongoPending(MongoSessions):
     """What waits for a user: pending messages until its ``delivered`` receipt, and notices."""
 
     async def add_notices(self, notices: list[tuple[str, str, bytes]]) -> None:
@@ -82,6 +83,27 @@ class MongoPending(MongoBase):
         with mongo_errors():
             found = await self._find_ids("pending", [k for ks in keys for k in ks])
         return [[d for d in (found.get(k) for k in ks) if d is not None and d.get("kind") == "message"] for ks in keys]
+
+    async def confirm_on_device(self, wanted: list[DeviceConfirm]) -> list[list[Route]]:
+        """By ``_id`` only: the pending items, the marks inserted (a repeated one skipped), the other
+        devices' marks of those items, then the deletes of what every device has had."""
+        found = await self._held([(c.user, c.ids) for c in wanted])
+        out: list[list[Route]] = []
+        with mongo_errors():
+            for c, docs in zip(wanted, found, strict=True):
+                held = [str(d["item_id"]) for d in docs]
+                await self._insert_new("device_marks", [mark_doc(c.user, sid, c.client) for sid in held])
+                done = await self._settle(c.user, held, list(c.others))
+                if done:  # this device's marks of them too
+                    await self._delete_ids("device_marks", [mark_key(c.user, sid, c.client) for sid in done])
+                out.append([held_route(c.user, d["item_id"], d["envelope"]) for d in docs])
+        return out
+
+    async def device_has(self, user_id: str, client_id: str, item_ids: list[str]) -> set[str]:
+        ids = unique(item_ids)
+        with mongo_errors():
+            found = await self._find_ids("device_marks", [mark_key(user_id, i, client_id) for i in ids])
+        return {i for i in ids if mark_key(user_id, i, client_id) in found}
 
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
         coll = self._coll("pending")

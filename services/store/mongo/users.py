@@ -186,6 +186,8 @@ class MongoUsers(MongoBase):
             for name, field in (("contacts", "owner"), ("contacts", "contact"), ("blocks", "blocker"),
                                 ("blocks", "blocked"), ("phone_hashes", "owner"), ("conversation_state", "user_id")):
                 await self._coll(name).delete_many({field: user_id})
+            await self._coll("device_marks").delete_many({"user_id": user_id})
+            await self._coll("user_sessions").delete_one({"_id": user_id})
             await self._coll("users").delete_one({"_id": user_id})
 
     async def list_users(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[User]:

@@ -8,7 +8,9 @@ transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), rolled back on any error.
 
 from __future__ import annotations
 
-from chatmq.services.store.base import AcceptResult, NewMessage, Route
+from collections.abc import Sequence
+
+from chatmq.services.store.base import AcceptResult, DeviceConfirm, NewMessage, Route
 from chatmq.services.store.sqlite.actions import SQLiteActions
 from chatmq.services.store.sqlite.base import SCHEMA_VERSION
 from chatmq.services.store.sqlite.commands import SQLiteCommands
@@ -21,6 +23,7 @@ from chatmq.services.store.sqlite.messages import SQLiteMessages
 from chatmq.services.store.sqlite.pending import SQLitePending
 from chatmq.services.store.sqlite.presence import SQLitePresence
 from chatmq.services.store.sqlite.search import SQLiteSearch
+from chatmq.services.store.sqlite.sessions import SQLiteSessions
 from chatmq.services.store.sqlite.shadows import SQLiteShadows
 from chatmq.services.store.sqlite.social import SQLiteSocial
 from chatmq.services.store.sqlite.users import SQLiteUsers
@@ -28,9 +31,9 @@ from chatmq.services.store.sqlite.users import SQLiteUsers
 __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
-class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLiteActions, SQLitePending, SQLitePresence,
-                  SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs, SQLiteSocial,
-                  SQLiteConversations, SQLiteSearch):
+class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLiteActions, SQLitePending, SQLiteSessions,
+                  SQLitePresence, SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs,
+                  SQLiteSocial, SQLiteConversations, SQLiteSearch):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 
     All SQLite work runs on a private single-thread executor that owns the connection,
@@ -39,10 +42,14 @@ class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLiteActions, SQLi
     SQLite failure (the operation's transaction is then rolled back).
     """
 
-    async def commit_batch(self, messages: list[NewMessage],
-                           confirms: list[tuple[str, list[str]]]) -> tuple[list[AcceptResult], list[list[Route]]]:
-        """Both in one transaction, with one hand-off to the store's thread and one commit."""
-        if not messages and not any(ids for _, ids in confirms):
-            return await self._run(lambda conn: ([], [[] for _ in confirms]))
+    async def commit_batch(self, messages: list[NewMessage], confirms: list[tuple[str, list[str]]],
+                           device_confirms: Sequence[DeviceConfirm] = ()
+                           ) -> tuple[list[AcceptResult], list[list[Route]]]:
+        """All in one transaction, with one hand-off to the store's thread and one commit."""
+        if not messages and not any(ids for _, ids in confirms) and not any(c.ids for c in device_confirms):
+            return await self._run(lambda conn: ([], [[] for _ in [*confirms, *device_confirms]]))
         accept, take = self._accept_op(messages), self._routes_op(confirms, remove=True)
-        return await self._write(lambda conn: (accept(conn), take(conn)))
+        if not device_confirms:
+            return await self._write(lambda conn: (accept(conn), take(conn)))
+        on_device = self._device_op(list(device_confirms))
+        return await self._write(lambda conn: (accept(conn), take(conn) + on_device(conn)))

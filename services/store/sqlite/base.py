@@ -32,7 +32,9 @@ T = TypeVar("T")
 #: (``blocks``, ``contacts``, ``phones``, ``phone_hashes``) and of the conversation list
 #: (``conversation_heads``, ``conversation_state``; heads of messages stored before are not made: those
 #: conversations show once they have a new message), and the FTS5 index of message texts (``message_text``,
-#: filled by the first search: ``search_position``).
+#: filled by the first search: ``search_position``); the devices of a user (``user_sessions``,
+#: ``device_marks``) and the registry's ``presence_nodes`` (an entry per user and node), which replaces
+#: ``presence`` (created on start).
 SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -246,6 +248,26 @@ CREATE TABLE IF NOT EXISTS phone_hashes (
     hash  TEXT NOT NULL,
     PRIMARY KEY (owner, hash)
 );
+CREATE TABLE IF NOT EXISTS presence_nodes (
+    user_id TEXT NOT NULL,
+    node    TEXT NOT NULL,
+    epoch   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, node)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS presence_nodes_node ON presence_nodes (node, epoch);
+CREATE TABLE IF NOT EXISTS user_sessions (
+    user_id    TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+);
+CREATE TABLE IF NOT EXISTS device_marks (
+    user_id   TEXT NOT NULL,
+    item_id   TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, item_id, client_id)
+) WITHOUT ROWID;
 """
 
 USER_COLS = "user_id, username, display_name, password_hash, created_at, disabled, is_admin, token_version"
@@ -261,6 +283,17 @@ STORED_COLS = f"{MESSAGE_COLS}, edited_at, deleted"
 
 def marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+def grouped_by_user(conn: sqlite3.Connection, sql: str, user_ids: list[str]) -> dict[str, list[sqlite3.Row]]:
+    """The rows of ``sql`` (its ``{ids}`` an ``IN`` list of user ids, its first column the user id) for
+    ``user_ids``, run in chunks, by user, in the query's order."""
+    found: dict[str, list[sqlite3.Row]] = {}
+    for start in range(0, len(user_ids), CHUNK):
+        chunk = user_ids[start:start + CHUNK]
+        for r in conn.execute(sql.format(ids=marks(len(chunk))), chunk):
+            found.setdefault(r[0], []).append(r)
+    return found
 
 
 def unique(items: Iterable[T]) -> list[T]:

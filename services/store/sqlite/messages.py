@@ -24,6 +24,9 @@ from chatmq.services.store.sqlite.base import (
 )
 from chatmq.services.store.sqlite.conversations import touch_heads
 
+#: The most history rows a new device's first sync reads (``recent_messages``).
+SYNC_SCAN = 100_000
+
 
 class SQLiteMessages(SQLiteBase):
     """Accepting messages (deduped by sender and client id) and reading history."""
@@ -43,13 +46,14 @@ class SQLiteMessages(SQLiteBase):
                 (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts,
                  m.reply_to),
                 [(user, m.server_id, env.decode()) for user, env in m.envelopes.items()],
+                (m.sender, m.server_id, m.device) if m.device and m.sender in m.envelopes else None,
             )
             for m in messages
         ]
 
         def op(conn: sqlite3.Connection) -> list[AcceptResult]:
             results: list[AcceptResult] = []
-            for msg, (row, pending_rows) in zip(messages, rows, strict=True):
+            for msg, (row, pending_rows, mark) in zip(messages, rows, strict=True):
                 # the insert against UNIQUE (sender, client_id) is the dedupe decision: only a
                 # resend reads the earlier message
                 claimed = conn.execute(
@@ -67,6 +71,9 @@ class SQLiteMessages(SQLiteBase):
                     " VALUES (?, ?, 'message', ?)",
                     pending_rows,
                 )
+                if mark is not None:  # the sender's copy is for its other devices: the sending one has it
+                    conn.execute("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id) VALUES (?, ?, ?)",
+                                 mark)
                 results.append(AcceptResult(server_id=msg.server_id, ts=msg.ts, duplicate=False))
             touch_heads(conn, [m for m, r in zip(messages, results, strict=True) if not r.duplicate])
             return results
@@ -121,6 +128,23 @@ class SQLiteMessages(SQLiteBase):
             return [replace(m, reactions=reactions[m.server_id]) if m.server_id in reactions else m for m in rows]
 
         return await self._run(op)
+
+    async def recent_messages(self, user_id: str, groups: list[str], after: str, limit: int,
+                              before: str | None = None) -> list[StoredMessage]:
+        """By the primary key's range above ``after`` (server ids are time-ordered), newest first, over
+        at most ``SYNC_SCAN`` rows: a bounded read whatever the history holds."""
+        gids = unique(groups)[:CHUNK]
+
+        def op(conn: sqlite3.Connection) -> list[StoredMessage]:
+            in_groups = f" OR group_id IN ({marks(len(gids))})" if gids else ""
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLS} FROM (SELECT {MESSAGE_COLS} FROM messages WHERE server_id > ?"
+                f" AND server_id < ? ORDER BY server_id DESC LIMIT ?) WHERE (group_id IS NULL AND (sender = ?"
+                f" OR recipient = ?)){in_groups} ORDER BY server_id DESC LIMIT ?",
+                (after, before or "g", SYNC_SCAN, user_id, user_id, *gids, limit)).fetchall()
+            return [message_row(r) for r in reversed(rows)]
+
+        return await self._run(op) if limit > 0 else []
 
     async def count_messages(self) -> int:
         return await self._run(lambda conn: int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]))

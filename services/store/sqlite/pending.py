@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Literal, cast
 
 from chatmq.services.store.base import (
+    DeviceConfirm,
     PendingItem,
     Route,
 )
@@ -104,6 +105,57 @@ class SQLitePending(SQLiteBase):
             return out
 
         return op
+
+    async def confirm_on_device(self, wanted: list[DeviceConfirm]) -> list[list[Route]]:
+        if not any(c.ids for c in wanted):
+            return await self._run(lambda conn: [[] for _ in wanted])
+        return await self._write(self._device_op(wanted))
+
+    def _device_op(self, wanted: list[DeviceConfirm]) -> Callable[[sqlite3.Connection], list[list[Route]]]:
+        """``confirm_on_device`` as a function of the connection (``commit_batch`` runs it in its
+        transaction)."""
+        asked = [(c, unique(c.ids)) for c in wanted]
+
+        def op(conn: sqlite3.Connection) -> list[list[Route]]:
+            out: list[list[Route]] = []
+            for c, ids in asked:
+                found: list[Route] = []
+                for chunk in chunks(ids, CHUNK):
+                    found.extend(held_route(c.user, r[0], r[1]) for r in conn.execute(
+                        f"SELECT item_id, envelope FROM pending WHERE user_id = ? AND kind = 'message'"
+                        f" AND item_id IN ({marks(len(chunk))})", (c.user, *chunk)).fetchall())
+                held = [r.server_id for r in found]
+                conn.executemany("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id) VALUES (?, ?, ?)",
+                                 [(c.user, sid, c.client) for sid in held])
+                others = list(c.others)
+                for chunk in chunks(held, CHUNK):
+                    done = [r[0] for r in conn.execute(
+                        f"SELECT item_id FROM device_marks WHERE user_id = ? AND item_id IN ({marks(len(chunk))})"
+                        f" AND client_id IN ({marks(len(others))}) GROUP BY item_id HAVING COUNT(*) = ?",
+                        (c.user, *chunk, *others, len(others)))] if others else list(chunk)
+                    if done:
+                        params = (c.user, *done)
+                        conn.execute(f"DELETE FROM pending WHERE user_id = ? AND kind = 'message'"
+                                     f" AND item_id IN ({marks(len(done))})", params)
+                        conn.execute(f"DELETE FROM device_marks WHERE user_id = ? AND item_id IN ({marks(len(done))})",
+                                     params)
+                out.append(in_order(ids, found))
+            return out
+
+        return op
+
+    async def device_has(self, user_id: str, client_id: str, item_ids: list[str]) -> set[str]:
+        ids = unique(item_ids)
+
+        def op(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for chunk in chunks(ids, CHUNK):
+                found.update(r[0] for r in conn.execute(
+                    f"SELECT item_id FROM device_marks WHERE user_id = ? AND client_id = ?"
+                    f" AND item_id IN ({marks(len(chunk))})", (user_id, client_id, *chunk)))
+            return found
+
+        return await self._run(op) if ids else set()
 
     async def remove_notices(self, user_id: str, seqs: list[int]) -> None:
         unique_seqs = unique(seqs)

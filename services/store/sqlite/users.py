@@ -168,6 +168,8 @@ class SQLiteUsers(SQLiteBase):
             for table, column in (("contacts", "owner"), ("contacts", "contact"), ("blocks", "blocker"),
                                   ("blocks", "blocked"), ("phone_hashes", "owner"), ("conversation_state", "user_id")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user_id,))
+            conn.execute("DELETE FROM user_sessions WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM device_marks WHERE user_id = ?", (user_id,))
             if conn.execute("DELETE FROM users WHERE user_id = ?", (user_id,)).rowcount == 0:
                 raise NotFoundError(f"no user {user_id!r}")
 
