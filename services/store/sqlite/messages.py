@@ -138,7 +138,7 @@ class SQLiteMessages(SQLiteBase):
         def op(conn: sqlite3.Connection) -> list[StoredMessage]:
             in_groups = f" OR group_id IN ({marks(len(gids))})" if gids else ""
             rows = conn.execute(
-                f"SELECT {MESSAGE_COLS} FROM (SELECT {MESSAGE_COLS} FROM messages WHERE server_id > ?"
+                f"SELECT {STORED_COLS} FROM (SELECT {STORED_COLS} FROM messages WHERE server_id > ?"
                 f" AND server_id < ? ORDER BY server_id DESC LIMIT ?) WHERE (group_id IS NULL AND (sender = ?"
                 f" OR recipient = ?)){in_groups} ORDER BY server_id DESC LIMIT ?",
                 (after, before or "g", SYNC_SCAN, user_id, user_id, *gids, limit)).fetchall()
