@@ -3,6 +3,7 @@
 
 import { Api, ApiError } from './api.js';
 import { ChatSession } from './session.js';
+import { DevicesPage } from './devices.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKENS_KEY = 'chatmq:tokens';
@@ -118,7 +119,19 @@ async function startSession() {
   await session.start();
 }
 
+// --- the Devices page (devices.js): shown instead of the conversations ------------------------
+let devicesPage = null;
+function showDevices(on) {
+  if (on && !devicesPage) devicesPage = new DevicesPage(api, $('devices-page'));
+  if (devicesPage) (on ? devicesPage.show() : devicesPage.hide());
+  document.querySelector('.panes').hidden = on;
+  $('devices-button').setAttribute('aria-pressed', String(on));
+  $('devices-button').textContent = on ? 'Chats' : 'Devices';
+}
+$('devices-button').addEventListener('click', () => showDevices($('devices-button').getAttribute('aria-pressed') !== 'true'));
+
 function signedOut() {
+  showDevices(false);
   if (session) session.stop();
   session = null;
   $('chat').hidden = true;
