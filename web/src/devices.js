@@ -2,21 +2,10 @@
 // chart of one field, its shadow (edit the desired state), a command form and jobs. Everything goes
 // through the REST API (api.call); all user-provided text goes into the DOM as text, never as HTML.
 
+import { el } from './dom.js';
+
 const SVG = 'http://www.w3.org/2000/svg';
 const POLL_MS = 5000;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
 
 function when(ts) {
   return ts ? new Date(ts).toLocaleString([], { dateStyle: 'short', timeStyle: 'medium' }) : 'never';

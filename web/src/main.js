@@ -4,6 +4,7 @@
 import { Api, ApiError } from './api.js';
 import { ChatSession } from './session.js';
 import { DevicesPage } from './devices.js';
+import { el } from './dom.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKENS_KEY = 'chatmq:tokens';
@@ -33,19 +34,6 @@ function defaultMqttUrl() {
   const ws = secure ? 'wss:' : 'ws:';
   if (!location.port) return `${ws}//${location.host}/mqtt`;
   return `${ws}//${location.hostname}:${secure ? 8084 : 8083}/mqtt`;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
 }
 
 function timeOf(ts) {
