@@ -1,10 +1,10 @@
 // The page: sign-in, the conversation list and the open conversation, drawn from a ChatSession.
 // All user-provided text goes into the DOM as text (textContent), never as HTML.
 
-import { Api, ApiError } from './api.js';
-import { ChatSession } from './session.js';
 import { DevicesPage } from './devices.js';
 import { el } from './dom.js';
+import { Api, ApiError } from './api.js';
+import { ChatSession } from './session.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKENS_KEY = 'chatmq:tokens';
