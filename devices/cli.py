@@ -789,6 +789,15 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
+def _print_answer(profile: str, server: str | None, ca_file: Path | None,
+                  call: Callable[[ChatClient], dict[str, Any]]) -> dict[str, Any]:
+    """``call`` on a REST session of ``profile``; prints its answer as JSON and returns it (exit 1 on an error)."""
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+        answer = call(client)
+    typer.echo(orjson.dumps(answer).decode())
+    return answer
+
+
 def device_command(
     device_id: Annotated[str, typer.Argument(help="The device's id (one of yours).")],
     name: Annotated[str, typer.Argument(help="The command's name.")],
@@ -804,10 +813,8 @@ def device_command(
     """Send a command to one of your devices and print its answer as JSON (exit 1 when the device is offline,
     does not answer in time, or fails the command)."""
     body = _json_object(params, "--params")
-    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
-        answer = client.send_device_command(device_id, name, body, timeout_s=timeout_s, persistent=persistent,
-                                            expires_in_s=expires_in_s)
-    typer.echo(orjson.dumps(answer).decode())
+    answer = _print_answer(profile, server, ca_file, lambda client: client.send_device_command(
+        device_id, name, body, timeout_s=timeout_s, persistent=persistent, expires_in_s=expires_in_s))
     if answer.get("status") == "failed":
         raise typer.Exit(1)
 
@@ -824,10 +831,8 @@ def device_shadow(
 ) -> None:
     """Print one of your devices' shadow as JSON, or change its desired state with `--set`."""
     change = None if desired is None else _json_object(desired, "--set")
-    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
-        shadow = (client.device_shadow(device_id) if change is None
+    _print_answer(profile, server, ca_file, lambda client: client.device_shadow(device_id) if change is None
                   else client.update_device_shadow(device_id, change, version))
-    typer.echo(orjson.dumps(shadow).decode())
 
 
 jobs_app = typer.Typer(help="Jobs across your devices: create, show, cancel (each prints the job as JSON).",
@@ -848,9 +853,8 @@ def job_create(
 ) -> None:
     """Start a job on some or all of your devices and print `{"job_id": ...}`."""
     body = _json_object(document, "DOCUMENT")
-    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
-        created = client.create_job(body, devices or None, rollout_per_minute=rollout_per_minute)
-    typer.echo(orjson.dumps(created).decode())
+    _print_answer(profile, server, ca_file,
+                  lambda client: client.create_job(body, devices or None, rollout_per_minute=rollout_per_minute))
 
 
 @jobs_app.command("show")
@@ -861,9 +865,7 @@ def job_show(
     ca_file: CaFileOpt = None,
 ) -> None:
     """Print a job of yours with its devices' status counts and rows."""
-    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
-        job = client.job(job_id)
-    typer.echo(orjson.dumps(job).decode())
+    _print_answer(profile, server, ca_file, lambda client: client.job(job_id))
 
 
 @jobs_app.command("cancel")
@@ -874,9 +876,7 @@ def job_cancel(
     ca_file: CaFileOpt = None,
 ) -> None:
     """Cancel a job of yours: devices that had not finished it are not sent it again; print the job."""
-    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
-        job = client.cancel_job(job_id)
-    typer.echo(orjson.dumps(job).decode())
+    _print_answer(profile, server, ca_file, lambda client: client.cancel_job(job_id))
 
 
 def main() -> None:  # pragma: no cover - for `python -m chatmq.devices.cli`

@@ -1,6 +1,8 @@
 // The page: sign-in, the conversation list and the open conversation, drawn from a ChatSession.
 // All user-provided text goes into the DOM as text (textContent), never as HTML.
 
+import { DevicesPage } from './devices.js';
+import { el } from './dom.js';
 import { Api, ApiError } from './api.js';
 import { ChatSession } from './session.js';
 import { isAttachment, renderAttachment, setupAttachments } from './attachments.js';
@@ -33,19 +35,6 @@ function defaultMqttUrl() {
   const ws = secure ? 'wss:' : 'ws:';
   if (!location.port) return `${ws}//${location.host}/mqtt`;
   return `${ws}//${location.hostname}:${secure ? 8084 : 8083}/mqtt`;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
 }
 
 function timeOf(ts) {
@@ -121,7 +110,19 @@ async function startSession() {
   await session.start();
 }
 
+// --- the Devices page (devices.js): shown instead of the conversations ------------------------
+let devicesPage = null;
+function showDevices(on) {
+  if (on && !devicesPage) devicesPage = new DevicesPage(api, $('devices-page'));
+  if (devicesPage) (on ? devicesPage.show() : devicesPage.hide());
+  document.querySelector('.panes').hidden = on;
+  $('devices-button').setAttribute('aria-pressed', String(on));
+  $('devices-button').textContent = on ? 'Chats' : 'Devices';
+}
+$('devices-button').addEventListener('click', () => showDevices($('devices-button').getAttribute('aria-pressed') !== 'true'));
+
 function signedOut() {
+  showDevices(false);
   if (session) session.stop();
   session = null;
   $('chat').hidden = true;
