@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -113,6 +114,9 @@ class Profile:
     access_token: str
     refresh_token: str | None
     contacts: dict[str, str] = field(default_factory=dict)
+    #: this profile's device name (made at its first use): the server keeps messages pending per MQTT
+    #: client id (a user's devices), so each command reuses ``cli-<device>-<role>`` instead of a new id a run
+    device: str = ""
 
     def name_of(self, user_id: str | None) -> str:
         """The username for ``user_id`` when known, else the id itself."""
@@ -190,6 +194,7 @@ def load_profile(name: str) -> Profile:
             access_token=str(raw["access_token"]),
             refresh_token=str(raw["refresh_token"]) if raw.get("refresh_token") else None,
             contacts={str(k): str(v) for k, v in (raw.get("contacts") or {}).items()},
+            device=str(raw.get("device") or ""),
         )
     except (KeyError, TypeError, AttributeError):
         raise NotLoggedInError(f"profile {path} is incomplete; log in again") from None
@@ -267,14 +272,22 @@ def _quiet_ctrl_c() -> Iterator[None]:
 
 @contextmanager
 def _session(profile_name: str, server: str | None, mqtt_host: str | None, mqtt_port: int | None,
-             ws: bool, tls: bool = False, ca_file: Path | None = None) -> Iterator[tuple[ChatClient, Profile]]:
+             ws: bool, tls: bool = False, ca_file: Path | None = None,
+             role: str = "send") -> Iterator[tuple[ChatClient, Profile]]:
     """A client logged in from the saved profile, with a fresh access token; closed on exit.
 
-    Refreshed tokens are written back to the profile.
+    Refreshed tokens are written back to the profile. The MQTT client id is the profile's device for
+    ``role`` (``send`` for one-shot commands, ``listen``, ``chat``): the same one every run, so the
+    server does not count a new device of the user each time (each keeps its own pending messages),
+    and a ``listen`` and a ``send`` of one profile running at once do not take each other's session.
     """
     profile = load_profile(profile_name)
+    if not profile.device:
+        profile.device = uuid.uuid4().hex[:12]
+        save_profile(profile_name, profile)
     endpoint = resolve_endpoint(server, mqtt_host, mqtt_port, ws, profile.server, tls=tls, ca_file=ca_file)
     client = make_client(endpoint)
+    client.client_id = f"cli-{profile.device}-{role}"
     try:
         client.set_tokens(profile.user_id, profile.access_token, profile.refresh_token)
 
@@ -686,8 +699,8 @@ def listen(
     """
     inbox: queue.Queue[Envelope] = queue.Queue()
     received = 0
-    with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (
-            client, prof):
+    with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file,
+                                                     role="listen") as (client, prof):
         client.on_message = client.on_action = client.on_receipt = client.on_event = client.on_error = inbox.put
         client.connect(timeout=timeout or 10.0)
         client.on_connection_change = _connection_line
@@ -736,7 +749,8 @@ def chat(
     """
     target, _ = _target(peer, None, group, needs_text=False)
     sent: list[str] = []
-    with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file) as (
+    with _quiet_ctrl_c(), _handle_errors(), _session(profile, server, mqtt_host, mqtt_port, ws, tls, ca_file,
+                                                     role="chat") as (
             client, prof):
         peer_id = None if group else _resolve_user(client, prof, profile, target)
 

@@ -566,3 +566,22 @@ def test_client_help_lists_every_client_command() -> None:
     assert "Chat from the command line" in shown
     for name in ("register", "login", "logout", "send", "listen", "chat"):
         assert re.search(rf"│ {name} ", shown), name
+
+
+def test_each_run_of_a_profile_connects_as_the_same_device(api: FakeApi) -> None:
+    """The server keeps messages pending per MQTT client id (a user's devices, issue 15): a new id a run
+    would make every ``send`` a new device holding the user's messages for good. A profile keeps one
+    device name; its one-shot commands, ``listen`` and ``chat`` each have their own client id of it (so
+    that a ``listen`` and a ``send`` of one profile at once do not take over each other's session)."""
+    save_profile("default", alice_profile(jwt_token(3600)))
+    ids: dict[str, list[str]] = {}
+    for role in ("send", "send", "listen", "chat", "send"):
+        with cli._session("default", None, None, None, ws=False, role=role) as (client, _):
+            ids.setdefault(role, []).append(client.client_id)
+    device = load_profile("default").device
+    assert len(device) == 12
+    assert ids == {"send": [f"cli-{device}-send"] * 3, "listen": [f"cli-{device}-listen"],
+                   "chat": [f"cli-{device}-chat"]}
+    save_profile("other", alice_profile(jwt_token(3600)))
+    with cli._session("other", None, None, None, ws=False) as (client, _):
+        assert client.client_id != f"cli-{device}-send"  # another profile is another device

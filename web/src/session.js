@@ -93,8 +93,22 @@ export class ChatSession extends EventTarget {
     this.client = null;
   }
 
+  // The server keeps messages pending per MQTT client id (each is one of the user's devices): this
+  // tab keeps its name across reconnects and reloads (sessionStorage: one per tab, so two tabs do not
+  // take over each other's session) instead of becoming a new device each time.
+  deviceName() {
+    const key = `chatmq:${this.me.user_id}:device`;
+    let name = null;
+    try { name = sessionStorage.getItem(key); } catch { /* storage refused: a new name */ }
+    if (!name) {
+      name = uuid().slice(0, 8);
+      try { sessionStorage.setItem(key, name); } catch { /* kept for this page only */ }
+    }
+    return name;
+  }
+
   connect() {
-    const clientId = `web-${this.me.user_id}-${uuid().slice(0, 8)}`;
+    const clientId = `web-${this.me.user_id}-${this.deviceName()}`;
     const client = mqtt.connect(this.mqttUrl, {
       clientId,
       username: this.me.user_id,
