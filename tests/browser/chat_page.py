@@ -71,6 +71,12 @@ class ChatPage:
         self.page.goto(self.target.base_url + "/")
         self.expect_online()
 
+    def reload(self) -> None:
+        """Reloads the tab: the same device of the user (the tab keeps its MQTT client id), which
+        knows only what the history API gives."""
+        self.page.reload()
+        self.expect_online()
+
     @property
     def connection(self) -> Locator:
         """The connection indicator (a live status region)."""
