@@ -92,15 +92,17 @@ class ReplayService(BusWorker):
         cutoff = f"{max(0, now_ms() - self._sync_ms):012x}"
         # what came after the device subscribed (``epoch``: ns) it gets live or pending, not here
         until = f"{epoch // 1_000_000 + 1:012x}"
-        messages = await self._store.recent_messages(user, groups, cutoff, SYNC_MAX, until)
+        found = await self._store.recent_messages(user, groups, cutoff, SYNC_MAX, until)
+        messages = [m for m in found if not m.deleted]  # a message deleted for everyone is not sent again
         for start in range(0, len(messages), self._page):
             envs = [msgspec.Raw(_envelope(m, user)) for m in messages[start:start + self._page]]
             await self._bus.publish(topic, key, Delivery.page(user, envs, epoch, client))
-        return {m.server_id for m in messages}
+        return {m.server_id for m in found}
 
 
 def _envelope(m: StoredMessage, user: str) -> bytes:
     """A stored message's inbox envelope as ``user`` gets it (a group message ``to`` the member, or
     ``null`` for its sender's own)."""
     to = m.to if m.group is None else (None if m.sender == user else user)
-    return message_envelope(m.server_id, m.client_id, m.sender, to, m.group, msgspec.Raw(orjson.dumps(m.body)), m.ts)
+    return message_envelope(m.server_id, m.client_id, m.sender, to, m.group, msgspec.Raw(orjson.dumps(m.body)), m.ts,
+                            m.reply_to)

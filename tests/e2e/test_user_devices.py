@@ -127,10 +127,15 @@ def test_a_new_device_gets_the_recent_conversations_first(devices: Device) -> No
     bob.flush()
     alice.wait_messages(1, TIMEOUT)
     alice.flush()
+    reply = alice.wait_ack(alice.send(bob.uid, {"n": 4}, reply_to=sent[0]), TIMEOUT)["id"]
+    alice.wait_ack(alice.delete(sent[1]), TIMEOUT)  # deleted for everyone: not sent to a new device
+    bob.wait_for(lambda: len(bob.messages) >= 4 and len(bob.actions) >= 1, TIMEOUT)
+    bob.flush()
     tablet = devices(b)  # bob's new device: the window's messages both ways, in order
     got = tablet.wait_messages(4, TIMEOUT)
-    assert [m["id"] for m in got] == sent
-    assert [m["from"] for m in got] == [alice.uid] * 3 + [bob.uid]
+    assert [m["id"] for m in got] == [sent[0], sent[2], sent[3], reply]
+    assert [m["from"] for m in got] == [alice.uid, alice.uid, bob.uid, alice.uid]
+    assert got[-1]["reply_to"] == sent[0]
 
 
 def test_sessions_list_and_sign_out(server: Deployment, devices: Device) -> None:
