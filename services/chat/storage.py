@@ -7,8 +7,8 @@ epoch; the node holds live deliveries back until then (see ``NodeGateway``).
 Messages stay pending until the user's ``delivered`` receipt (each device's, for a user with
 several); notices are removed once replayed. A pending item's envelope goes out as the bytes stored
 at accept time. A presence record naming the device (its MQTT client id) records the device's
-connect; a device not seen before first gets the last ``sync_window`` days of its user's
-conversations from history, and a user's device gets only what it has not confirmed yet.
+connect; a device not seen before, of a user with other devices, first gets the last ``sync_window``
+days of its user's conversations from history, and a user's device gets only what it has not confirmed yet.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class ReplayService(BusWorker):
 
     async def replay(self, user: str, node: str, epoch: int, client: str = "") -> None:
         """Send ``user``'s pending items to ``node`` (to device ``client`` there, when named: those it
-        has not had yet, after the last ``sync_window`` of its conversations when it is new), then the
-        replay's end."""
+        has not had yet, after the last ``sync_window`` of its conversations when it is new and the user
+        has other devices), then the replay's end."""
         topic, key = deliver_topic(node), user.encode()
         peers, synced = False, set[str]()
         if client:
@@ -62,7 +62,7 @@ class ReplayService(BusWorker):
             peers = len(sessions) > 1
             if new and self._devices is not None:
                 self._devices.forget(user)
-            if new and self._sync_ms > 0:
+            if new and peers and self._sync_ms > 0:  # a user's only device is owed just what is pending
                 synced = await self._sync(user, client, epoch, topic, key)
         after = 0
         while True:
