@@ -1,0 +1,71 @@
+"""``PresenceWorker``: presence changes from ``chat.presence`` go to the user's online mutual contacts; an
+``offline`` only once the grace passed and no node has the user (``flush`` is given the time)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatmq.core.ids import now_ms
+from chatmq.core.records import Offline, Online, StateSet
+from chatmq.core.topics import PRESENCE
+from chatmq.services.chat.presence_worker import PresenceWorker
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat, record
+
+
+@pytest.fixture
+async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
+    async with open_chat(tmp_path) as c:
+        yield c
+
+
+async def contacts(chat: Chat, a: str, b: str) -> None:
+    await chat.store.add_contact(a, b)
+    await chat.store.add_contact(b, a)
+
+
+def states(chat_envs: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(e["user"], e["state"]) for e in chat_envs]
+
+
+async def test_offline_waits_for_the_users_last_node_and_the_grace(chat: Chat) -> None:
+    a, b, stranger = await chat.user(), await chat.user(), await chat.user()
+    await contacts(chat, a, b)
+    await chat.store.add_contact(stranger, a)  # one-sided
+    chat.online(b)
+    chat.online(stranger)
+    worker = PresenceWorker(chat.bus, chat.store, chat.registry, chat.outlet, grace_ms=5000)
+    chat.online(a, NODE, 1)
+    chat.online(a, OTHER_NODE, 2)
+    await worker.process([record(PRESENCE, a, Online(a, NODE, 1)), record(PRESENCE, a, Online(a, OTHER_NODE, 2))])
+    assert states(envs_of(await chat.deliveries(), b)) == [(a, "online")]  # once, for two devices
+
+    chat.registry.apply(Offline(a, NODE, 1))
+    await worker.process([record(PRESENCE, a, Offline(a, NODE, 1))])
+    await worker.flush(now_ms() + 60_000)  # its device on the other node is still there
+    chat.registry.apply(Offline(a, OTHER_NODE, 2))
+    await worker.process([record(PRESENCE, a, Offline(a, OTHER_NODE, 2))])
+    await worker.flush(now_ms() - 1)  # within the grace
+    assert await chat.deliveries() == []
+    await worker.flush(now_ms() + 5000)
+    deliveries = await chat.deliveries()
+    [offline] = envs_of(deliveries, b)
+    assert (offline["user"], offline["state"]) == (a, "offline")
+    assert envs_of(deliveries, stranger) == []
+    assert (await chat.store.presence_states([a]))[a].state == "offline"
+
+
+async def test_away_and_back_are_changes_a_hidden_user_announces_to_no_one(chat: Chat) -> None:
+    a, b = await chat.user(), await chat.user()
+    await contacts(chat, a, b)
+    chat.online(b)
+    worker = PresenceWorker(chat.bus, chat.store, chat.registry, chat.outlet)
+    await worker.process([record(PRESENCE, a, Online(a, NODE, 1)), record(PRESENCE, a, StateSet(a, "away")),
+                          record(PRESENCE, a, StateSet(a, "away")), record(PRESENCE, a, StateSet(a, "online"))])
+    assert states(envs_of(await chat.deliveries(), b)) == [(a, "online"), (a, "away"), (a, "online")]
+    await chat.store.set_presence_visibility(a, "nobody")
+    await worker.process([record(PRESENCE, a, StateSet(a, "away"))])
+    assert await chat.deliveries() == []
+    assert (await chat.store.presence_states([a]))[a].state == "away"
