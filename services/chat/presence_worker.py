@@ -4,7 +4,9 @@
 Messages never pass here. The announced state is kept in the store (``GET /presence`` reads it).
 
 A user's ``offline`` waits ``OFFLINE_GRACE_MS`` (a tick checks once a second): then, if the session
-registry has no node of the user (a device of it may be on another node), it is announced.
+registry has no node of the user (a device of it may be on another node), it is announced. A node that
+starts (``node_started``) puts every user shown online or away through the same check (the node's users
+are gone; the stored states of an embedded server that stopped are stale).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import presence_envelope
 from chatmq.core.errors import ChatMQError
 from chatmq.core.ids import now_ms
-from chatmq.core.records import PRESENCE_RECORDS, Offline, Online, StateSet
+from chatmq.core.records import PRESENCE_RECORDS, NodeStarted, Offline, Online, StateSet
 from chatmq.core.topics import PRESENCE
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
@@ -53,6 +55,10 @@ class PresenceWorker(BusWorker):
                 self._debounce.went_away(event.user, now_ms())
             elif isinstance(event, StateSet):
                 await self._change(event.user, event.state, only_from={"online", "away"})
+            elif isinstance(event, NodeStarted):  # whoever was on it is gone, unless online elsewhere or again
+                at = now_ms()
+                for user in await self._store.present_users():
+                    self._debounce.went_away(user, at)
 
     async def _ticks(self) -> None:
         while True:

@@ -528,6 +528,10 @@ class PresenceStateStore(abc.ABC):
     async def set_presence_visibility(self, user_id: str, visibility: Visibility) -> None:
         """Record whom ``user_id``'s presence is shown to (its state stays)."""
 
+    @abc.abstractmethod
+    async def present_users(self) -> list[str]:
+        """The users whose state is ``online`` or ``away`` (read when a node starts: a scan)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Contact:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatmq.core.ids import now_ms
-from chatmq.core.records import Offline, Online, StateSet
+from chatmq.core.records import NodeStarted, Offline, Online, StateSet
 from chatmq.core.topics import PRESENCE
 from chatmq.services.chat.presence_worker import PresenceWorker
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat, record
@@ -69,3 +69,20 @@ async def test_away_and_back_are_changes_a_hidden_user_announces_to_no_one(chat:
     await worker.process([record(PRESENCE, a, StateSet(a, "away"))])
     assert await chat.deliveries() == []
     assert (await chat.store.presence_states([a]))[a].state == "away"
+
+
+async def test_a_node_that_starts_takes_the_users_shown_present_offline_unless_online(chat: Chat) -> None:
+    a, b, c = await chat.user(), await chat.user(), await chat.user()
+    await contacts(chat, a, c)
+    await contacts(chat, b, c)
+    chat.online(c, OTHER_NODE)
+    await chat.store.set_presence_state(a, "online", 1)  # stale: the node it was on restarted
+    await chat.store.set_presence_state(b, "away", 1)
+    await chat.store.set_presence_state(c, "online", 1)
+    worker = PresenceWorker(chat.bus, chat.store, chat.registry, chat.outlet, grace_ms=5000)
+    chat.online(b, NODE, 3)
+    await worker.process([record(PRESENCE, NODE, NodeStarted(NODE, 2, 0)), record(PRESENCE, b, Online(b, NODE, 3))])
+    await worker.flush(now_ms() + 5000)
+    assert states(envs_of(await chat.deliveries(), c)) == [(a, "offline")]  # b came back, c is elsewhere
+    shown = await chat.store.presence_states([a, b, c])
+    assert [shown[u].state for u in (a, b, c)] == ["offline", "away", "online"]

@@ -22,3 +22,5 @@ async def test_state_and_visibility_are_set_apart_and_kept_together(store: Store
                                                          "ub": PresenceState("away", 2000, "contacts")}
     await store.set_presence_visibility("ua", "contacts")
     assert (await store.presence_states(["ua"]))["ua"] == PresenceState("offline", 3000, "contacts")
+    await store.set_presence_state("uc", "online", 4000)
+    assert sorted(await store.present_users()) == ["ub", "uc"]

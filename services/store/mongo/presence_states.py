@@ -33,3 +33,8 @@ class MongoPresenceStates(MongoBase):
         with mongo_errors():
             await self._coll("presence_states").update_one(
                 {"_id": user_id}, {"$set": {"visibility": visibility}}, upsert=True)
+
+    async def present_users(self) -> list[str]:
+        with mongo_errors():
+            return [d["_id"] async for d in self._coll("presence_states").find({"state": {"$ne": "offline"}},
+                                                                                {"_id": 1})]

@@ -33,3 +33,7 @@ class SQLitePresenceStates(SQLiteBase):
         await self._write(lambda conn: conn.execute(
             "INSERT INTO presence_states (user_id, visibility) VALUES (?, ?) ON CONFLICT (user_id)"
             " DO UPDATE SET visibility = excluded.visibility", (user_id, visibility)))
+
+    async def present_users(self) -> list[str]:
+        return await self._run(lambda conn: [r[0] for r in conn.execute(
+            "SELECT user_id FROM presence_states WHERE state != 'offline'")])
