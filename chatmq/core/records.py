@@ -21,7 +21,8 @@ Topics and their records (keys in brackets):
   order before what follows.
 * ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"[, "client"]}``,
   ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``, ``StateSet`` ``{"event": "state", "user",
-  "state": "online"|"away"}`` (a user's ``presence`` envelope).
+  "state": "online"|"away"}`` (a user's ``presence`` envelope), ``VisibilitySet`` ``{"event": "visibility",
+  "user", "visibility": "contacts"|"nobody"}`` (from the API).
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
   ``{"user", "envs", "replay": "page", "epoch"[, "client"]}``, replay end ``{"user", "replay": "done", "epoch"
   [, "client"]}`` (``client``: that device's replay), live envelopes for one device ``{"user", "envs",
@@ -131,7 +132,14 @@ class StateSet(BusItem, frozen=True, tag_field="event", tag="state"):
     state: Literal["online", "away"]
 
 
-Presence = Online | Offline | NodeStarted | StateSet
+class VisibilitySet(BusItem, frozen=True, tag_field="event", tag="visibility"):
+    """``user`` changed its ``presence_visibility`` (``PATCH /users/me``; committed already)."""
+
+    user: str
+    visibility: Literal["contacts", "nobody"]
+
+
+Presence = Online | Offline | NodeStarted | StateSet | VisibilitySet
 
 Kind = Literal["user", "device"]
 

@@ -45,7 +45,10 @@ async def patch_me(body: UserPatch, user: CurrentUser, ctx: Ctx) -> UserOut:
         except ConflictError:
             raise ApiError(409, "another user has this phone number") from None
     if body.presence_visibility is not None:
+        before = (await ctx.store.presence_states([user.user_id]))[user.user_id].visibility
         await ctx.store.set_presence_visibility(user.user_id, body.presence_visibility)
+        if before != body.presence_visibility and ctx.feed is not None:
+            await ctx.feed.presence_visibility(user.user_id, body.presence_visibility)
     return await _profile(user, ctx)
 
 

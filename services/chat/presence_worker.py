@@ -18,7 +18,7 @@ from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import presence_envelope
 from chatmq.core.errors import ChatMQError
 from chatmq.core.ids import now_ms
-from chatmq.core.records import PRESENCE_RECORDS, NodeStarted, Offline, Online, StateSet
+from chatmq.core.records import PRESENCE_RECORDS, NodeStarted, Offline, Online, StateSet, VisibilitySet
 from chatmq.core.topics import PRESENCE
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.outlet import Outlet
@@ -55,6 +55,8 @@ class PresenceWorker(BusWorker):
                 self._debounce.went_away(event.user, now_ms())
             elif isinstance(event, StateSet):
                 await self._change(event.user, event.state, only_from={"online", "away"})
+            elif isinstance(event, VisibilitySet):
+                await self._shown(event.user)
             elif isinstance(event, NodeStarted):  # whoever was on it is gone, unless online elsewhere or again
                 at = now_ms()
                 for user in await self._store.present_users():
@@ -78,6 +80,22 @@ class PresenceWorker(BusWorker):
             if user not in online:
                 await self._change(user, "offline", only_from={"online", "away"}, at=at)
 
+    async def _shown(self, user: str) -> None:
+        """``user`` changed its visibility (stored already): its contacts now see it ``offline`` with
+        ``last_seen`` null (``nobody``), or as it is (``contacts``); nothing when it is offline."""
+        stored = (await self._store.presence_states([user]))[user]
+        if stored.state == "offline":
+            return
+        hidden = stored.visibility == "nobody"
+        env = presence_envelope(user, "offline" if hidden else stored.state, None if hidden else stored.since)
+        await self._tell(user, env)
+
+    async def _tell(self, user: str, env: bytes) -> None:
+        """Send ``env`` to ``user``'s mutual contacts that are online."""
+        contacts = await self._store.mutual_contacts(user)
+        if contacts:
+            await self._outlet.deliver([(c, env) for c in sorted(contacts)])
+
     async def _change(self, user: str, state: str, only_from: set[str], at: int | None = None) -> None:
         """Record and announce ``user``'s ``state`` if its stored state is one of ``only_from``."""
         stored = (await self._store.presence_states([user]))[user]
@@ -85,9 +103,5 @@ class PresenceWorker(BusWorker):
             return
         since = now_ms() if at is None else at
         await self._store.set_presence_state(user, state, since)
-        if stored.visibility == "nobody":
-            return
-        contacts = await self._store.mutual_contacts(user)
-        if contacts:
-            env = presence_envelope(user, state, since)
-            await self._outlet.deliver([(c, env) for c in sorted(contacts)])
+        if stored.visibility != "nobody":
+            await self._tell(user, presence_envelope(user, state, since))

@@ -24,6 +24,7 @@ def test_mutual_contacts_see_each_others_presence_and_no_one_else_does(users: Us
         a.add_contact(b.uid)
     carol.add_contact(alice.uid)  # one-sided: carol is not alice's contact
     assert dave.set_presence_visibility("nobody")["presence_visibility"] == "nobody"
+    assert alice.wait_for(lambda: changes(alice.presence_changes), TIMEOUT) == [(dave.uid, "offline")]  # hidden
 
     alice.send_presence("away")
     assert bob.wait_for(lambda: changes(bob.presence_changes), TIMEOUT) == [(alice.uid, "away")]
@@ -32,10 +33,11 @@ def test_mutual_contacts_see_each_others_presence_and_no_one_else_does(users: Us
     bob.disconnect()
     bob.connect()  # back within 5 s: no change
     bob.send_presence("away")
-    assert alice.wait_for(lambda: changes(alice.presence_changes), TIMEOUT) == [(bob.uid, "away")]
-    bob.disconnect()
     alice.wait_for(lambda: len(alice.presence_changes) == 2, TIMEOUT)
-    offline = alice.presence_changes[1]
+    assert changes(alice.presence_changes[1:]) == [(bob.uid, "away")]
+    bob.disconnect()
+    alice.wait_for(lambda: len(alice.presence_changes) == 3, TIMEOUT)
+    offline = alice.presence_changes[2]
     assert (offline["user"], offline["state"]) == (bob.uid, "offline")
     assert isinstance(offline["last_seen"], int)
 
@@ -45,8 +47,16 @@ def test_mutual_contacts_see_each_others_presence_and_no_one_else_does(users: Us
     assert shown[dave.uid] == {"user": dave.uid, "state": "offline", "last_seen": None}  # online, but hidden
     assert shown[alice.uid]["state"] == "away"
     assert carol.presence([alice.uid]) == [{"user": alice.uid, "state": None, "last_seen": None}]
-    assert changes(alice.presence_changes) == [(bob.uid, "away"), (bob.uid, "offline")]  # none of dave's
+    assert changes(alice.presence_changes[1:]) == [(bob.uid, "away"), (bob.uid, "offline")]  # none of dave's
     assert carol.presence_changes == []
+
+    dave.set_presence_visibility("contacts")  # shown again: as he is
+    alice.wait_for(lambda: len(alice.presence_changes) == 4, TIMEOUT)
+    assert changes(alice.presence_changes[3:]) == [(dave.uid, "away")]
+    dave.set_presence_visibility("nobody")  # hidden: offline, never seen
+    alice.wait_for(lambda: len(alice.presence_changes) == 5, TIMEOUT)
+    hidden = alice.presence_changes[4]
+    assert (hidden["user"], hidden["state"], hidden["last_seen"]) == (dave.uid, "offline", None)
 
 
 def test_presence_asks_for_at_most_100_users(users: Users) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatmq.core.ids import now_ms
-from chatmq.core.records import NodeStarted, Offline, Online, StateSet
+from chatmq.core.records import NodeStarted, Offline, Online, StateSet, VisibilitySet
 from chatmq.core.topics import PRESENCE
 from chatmq.services.chat.presence_worker import PresenceWorker
 from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat, record
@@ -86,3 +86,20 @@ async def test_a_node_that_starts_takes_the_users_shown_present_offline_unless_o
     assert states(envs_of(await chat.deliveries(), c)) == [(a, "offline")]  # b came back, c is elsewhere
     shown = await chat.store.presence_states([a, b, c])
     assert [shown[u].state for u in (a, b, c)] == ["offline", "away", "online"]
+
+
+async def test_hiding_shows_contacts_offline_never_seen_and_showing_again_the_state(chat: Chat) -> None:
+    a, b, gone = await chat.user(), await chat.user(), await chat.user()
+    await contacts(chat, a, b)
+    await contacts(chat, gone, b)
+    chat.online(b)
+    await chat.store.set_presence_state(a, "away", 1000)
+    worker = PresenceWorker(chat.bus, chat.store, chat.registry, chat.outlet)
+    await chat.store.set_presence_visibility(a, "nobody")
+    await chat.store.set_presence_visibility(gone, "nobody")  # offline: nothing to hide
+    await worker.process([record(PRESENCE, a, VisibilitySet(a, "nobody")),
+                          record(PRESENCE, gone, VisibilitySet(gone, "nobody"))])
+    await chat.store.set_presence_visibility(a, "contacts")
+    await worker.process([record(PRESENCE, a, VisibilitySet(a, "contacts"))])
+    got = [(e["user"], e["state"], e["last_seen"]) for e in envs_of(await chat.deliveries(), b)]
+    assert got == [(a, "offline", None), (a, "away", 1000)]

@@ -22,5 +22,9 @@ async def test_state_and_visibility_are_set_apart_and_kept_together(store: Store
                                                          "ub": PresenceState("away", 2000, "contacts")}
     await store.set_presence_visibility("ua", "contacts")
     assert (await store.presence_states(["ua"]))["ua"] == PresenceState("offline", 3000, "contacts")
+    await store.set_presence_state("ua", "offline", 1_767_225_600_000)  # ms of 2026: beyond 32 bits
+    since = (await store.presence_states(["ua"]))["ua"].since
+    assert since == 1_767_225_600_000
+    assert type(since) is int  # a plain int (not a BSON Int64), which every encoder takes
     await store.set_presence_state("uc", "online", 4000)
     assert sorted(await store.present_users()) == ["ub", "uc"]

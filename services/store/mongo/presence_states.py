@@ -11,6 +11,11 @@ from chatmq.services.store.base import PresenceState, Visibility
 from chatmq.services.store.mongo.base import MongoBase, each, mongo_errors, unique
 
 
+def _ms(value: object) -> int | None:
+    """A stored time as a plain int (BSON may give an ``Int64``)."""
+    return None if value is None else int(cast(int, value))
+
+
 class MongoPresenceStates(MongoBase):
     """Each user's announced presence and whom it is shown to."""
 
@@ -19,7 +24,7 @@ class MongoPresenceStates(MongoBase):
         ids = unique(user_ids)
         with mongo_errors():
             docs = await each(coll.find_one({"_id": u}) for u in ids)  # bounded by the API (100 ids)
-        found = {d["_id"]: PresenceState(str(d.get("state", "offline")), d.get("since"),
+        found = {d["_id"]: PresenceState(str(d.get("state", "offline")), _ms(d.get("since")),
                                          cast(Visibility, d.get("visibility", "contacts")))
                  for d in docs if d is not None}
         return {u: found.get(u, PresenceState()) for u in ids}
