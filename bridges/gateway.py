@@ -2,7 +2,8 @@
 
 Inbound (node → bus): connects and disconnects go to ``chat.connections``; outbox
 envelopes are parsed and put on ``chat.outbox`` or ``chat.group-outbox`` keyed by
-conversation (receipts and message actions on ``chat.outbox`` keyed by their sender)
+conversation (receipts and message actions on ``chat.outbox`` keyed by their sender; a ``presence``
+as ``StateSet`` on ``chat.presence`` keyed by the user)
 (``EnvelopeError`` goes back to the node, which answers the user); device
 readings are checked (``chatmq.core.readings``: an invalid one is an ``EnvelopeError``
 answered in the device's inbox) and go to ``chat.telemetry``; inbox subscribe and release become
@@ -39,6 +40,7 @@ from chatmq.core.envelopes import (
     CommandIn,
     EnvelopeLimits,
     MessageIn,
+    PresenceIn,
     ReceiptIn,
     TypingIn,
     address,
@@ -64,6 +66,7 @@ from chatmq.core.records import (
     Offline,
     Online,
     Outbox,
+    StateSet,
     TelemetryRecord,
     UserCommand,
 )
@@ -235,6 +238,9 @@ class NodeGateway(BusWorker):
                                                                           env.params_object(), env.timeout_s,
                                                                           now_ms()))
             self._in["command"].inc()
+            return
+        if isinstance(env, PresenceIn):  # with the user's online/offline records, off the message path
+            await self._durably(PRESENCE, identity.id.encode(), StateSet(identity.id, env.state))
             return
         record = Outbox(identity.id, self.node, env, client_id)
         if isinstance(env, TypingIn):

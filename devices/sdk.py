@@ -450,6 +450,7 @@ class ChatClient:
         self.on_receipt: Callable[[Envelope], None] | None = None
         self.on_event: Callable[[Envelope], None] | None = None
         self.on_typing: Callable[[Envelope], None] | None = None
+        self.on_presence: Callable[[Envelope], None] | None = None
         self.on_error: Callable[[Envelope], None] | None = None
         self.on_ack: Callable[[Envelope], None] | None = None
         self.on_command_result: Callable[[Envelope], None] | None = None
@@ -468,6 +469,7 @@ class ChatClient:
         self.receipts: list[Envelope] = []
         self.events: list[Envelope] = []
         self.typing: list[Envelope] = []
+        self.presence_changes: list[Envelope] = []  # contacts' ``presence`` envelopes
         self.errors: list[Envelope] = []
         self.acks: dict[str, Envelope] = {}
         self.command_results: dict[str, Envelope] = {}  # by the client id of a command sent with send_command
@@ -752,6 +754,21 @@ class ChatClient:
         data = self._request("POST", "/contacts/sync", json={"usernames": list(usernames)})
         registered = data.get("registered", {}) if isinstance(data, dict) else {}
         return {str(k): str(v) for k, v in registered.items()}
+
+    def add_contact(self, user_id: str) -> None:
+        """``PUT /contacts/{user_id}``: put ``user_id`` on this user's server-side contact list."""
+        self._request("PUT", f"/contacts/{user_id}")
+
+    def presence(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """``GET /presence``: ``[{user, state, last_seen}]`` of ``user_ids`` (at most 100) as this user may
+        see them (``state`` null for those who are not its mutual contacts)."""
+        data = self._request("GET", "/presence", params={"users": ",".join(user_ids)})
+        return list(data["presence"])
+
+    def set_presence_visibility(self, visibility: Literal["contacts", "nobody"]) -> dict[str, Any]:
+        """``PATCH /users/me``: whom this user's presence is shown to."""
+        data: dict[str, Any] = self._request("PATCH", "/users/me", json={"presence_visibility": visibility})
+        return data
 
     def create_group(self, name: str, members: Iterable[str]) -> dict[str, Any]:
         """``POST /groups``: a group named ``name`` with ``members`` (user ids); the caller is admin."""
@@ -1088,6 +1105,10 @@ class ChatClient:
         envelope["to" if to is not None else "group"] = to if to is not None else group
         self._publish(envelope)
 
+    def send_presence(self, state: Literal["online", "away"]) -> None:
+        """Tell this user's mutual contacts that it is away (or back online)."""
+        self._publish({"type": "presence", "state": state})
+
     # ------------------------------------------------------------------ waiting
 
     def wait_for(self, predicate: Callable[[], T], timeout: float) -> T:
@@ -1298,6 +1319,9 @@ class ChatClient:
         elif kind == "typing":
             self._keep(self.typing, envelope)
             self._safe_call(self.on_typing, envelope)
+        elif kind == "presence":
+            self._keep(self.presence_changes, envelope)
+            self._safe_call(self.on_presence, envelope)
         elif kind == "error":
             with self._cond:
                 self.errors.append(envelope)

@@ -156,7 +156,16 @@ class TypingIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=
             raise ValueError("exactly one of 'to' and 'group' is required")
 
 
-OutboxEnvelope = MessageIn | ReceiptIn | CommandIn | EditIn | DeleteIn | ReactionIn | TypingIn
+# --- presence (issue 15) --------------------------------------------------------------------------
+
+class PresenceIn(msgspec.Struct, frozen=True, tag_field="type", tag="presence"):
+    """``{"type":"presence","state":"online"|"away"}``: the user says it is away (or back); its mutual
+    contacts hear of the change."""
+
+    state: Literal["online", "away"]
+
+
+OutboxEnvelope = MessageIn | ReceiptIn | CommandIn | EditIn | DeleteIn | ReactionIn | TypingIn | PresenceIn
 _outbox_decoder: msgspec.json.Decoder[OutboxEnvelope] = msgspec.json.Decoder(OutboxEnvelope)
 
 
@@ -189,7 +198,8 @@ def _reason(exc: msgspec.ValidationError) -> str:
     if "Expected `object`, got" in text and "at `$" not in text:
         return "envelope must be a JSON object"
     if "Missing required field `type`" in text or ("Invalid value" in text and "`$.type`" in text):
-        return "field 'type' must be 'message', 'receipt', 'command', 'edit', 'delete', 'reaction' or 'typing'"
+        return ("field 'type' must be 'message', 'receipt', 'command', 'edit', 'delete', 'reaction', 'typing'"
+                " or 'presence'")
     return text.replace("`$.", "`")
 
 
@@ -402,6 +412,17 @@ class _Typing(msgspec.Struct, frozen=True, tag_field="type", tag="typing"):
 def typing_envelope(sender: str, to: str | None, group: str | None, state: str) -> bytes:
     """``typing``: ``sender`` started (or stopped) typing to ``to`` or in ``group``."""
     return _encoder.encode(_Typing(sender, to, group, state))
+
+
+class _Presence(msgspec.Struct, frozen=True, tag_field="type", tag="presence"):
+    user: str
+    state: str
+    last_seen: int | None
+
+
+def presence_envelope(user: str, state: str, last_seen: int | None) -> bytes:
+    """``presence``: ``user`` is now ``online``, ``offline`` or ``away`` (since ``last_seen``, ms)."""
+    return _encoder.encode(_Presence(user, state, last_seen))
 
 
 def error_envelope(code: ErrorCode, reason: str, client_id: str | None = None) -> bytes:

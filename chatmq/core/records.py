@@ -20,7 +20,9 @@ Topics and their records (keys in brackets):
   conversation (``chat.outbox``) and by each group of the blocker (``chat.group-outbox``), so it comes in
   order before what follows.
 * ``chat.presence`` (user; node): ``Online`` / ``Offline`` ``{"event", "user", "node", "epoch"[, "client"]}``,
-  ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``.
+  ``NodeStarted`` ``{"event": "node_started", "node", "epoch", "ts"}``, ``StateSet`` ``{"event": "state", "user",
+  "state": "online"|"away"}`` (a user's ``presence`` envelope), ``VisibilitySet`` ``{"event": "visibility",
+  "user", "visibility": "contacts"|"nobody"}`` (from the API).
 * ``chat.deliver.<node>`` (user; group): ``Delivery``: live ``{"user", "envs"}``, replay page
   ``{"user", "envs", "replay": "page", "epoch"[, "client"]}``, replay end ``{"user", "replay": "done", "epoch"
   [, "client"]}`` (``client``: that device's replay), live envelopes for one device ``{"user", "envs",
@@ -123,7 +125,21 @@ class NodeStarted(BusItem, frozen=True, tag_field="event", tag="node_started"):
     ts: int
 
 
-Presence = Online | Offline | NodeStarted
+class StateSet(BusItem, frozen=True, tag_field="event", tag="state"):
+    """``user`` said (a ``presence`` envelope on its outbox) that it is ``away`` or ``online`` again."""
+
+    user: str
+    state: Literal["online", "away"]
+
+
+class VisibilitySet(BusItem, frozen=True, tag_field="event", tag="visibility"):
+    """``user`` changed its ``presence_visibility`` (``PATCH /users/me``; committed already)."""
+
+    user: str
+    visibility: Literal["contacts", "nobody"]
+
+
+Presence = Online | Offline | NodeStarted | StateSet | VisibilitySet
 
 Kind = Literal["user", "device"]
 

@@ -9,7 +9,7 @@
 
 | part | runs |
 |---|---|
-| ``storage`` | presence → registry and offline replay; notices (group events) to users; the pending count |
+| ``storage`` | presence → registry, offline replay, contacts told; notices (group events) to users; pending count |
 | ``router`` | 1:1 messages and receipts (``chat.outbox``); devices: presence and shadows (``chat.devices``) |
 | ``group-router`` | group messages (``chat.group-outbox``) |
 | ``push`` | push notifications for offline users (``chat.push``) through FCM or a webhook (``push_provider``) |
@@ -46,6 +46,7 @@ from chatmq.services.chat.file_collector import FileCollector
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
+from chatmq.services.chat.presence_worker import PresenceWorker
 from chatmq.services.chat.router import Router
 from chatmq.services.chat.storage import ReplayService
 from chatmq.services.devices.link import BusDeviceLink, CommandWaiters
@@ -174,6 +175,7 @@ class Process:
 def _storage(p: Process) -> list[Component]:
     s = p.settings
     return [ReplayService(p.bus, p.store, p.registry, s.replay_batch, s.sync_window, p.devices),
+            PresenceWorker(p.bus, p.store, p.registry, p.outlet),
             NoticeWorker(p.bus, p.outlet), PendingSampler(p.store, s.heartbeat_interval),
             FileCollector(p.files, s.file_retention)]
 

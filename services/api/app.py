@@ -21,6 +21,7 @@ from chatmq.services.api import (
     groups_routes,
     health_routes,
     jobs_routes,
+    presence_routes,
     problems,
     processes_routes,
     search_routes,
@@ -88,6 +89,7 @@ def create_app(store: Store, tokens: TokenService, notifier: Notifier, *, max_pa
     v1.include_router(auth_routes.router)
     v1.include_router(users_routes.router)
     v1.include_router(contacts_routes.router)
+    v1.include_router(presence_routes.router)
     v1.include_router(blocks_routes.router)
     v1.include_router(sessions_routes.router)
     v1.include_router(devices_routes.router)

@@ -91,17 +91,35 @@ class UserOut(BaseModel):
     display_name: str | None
     created_at: int
     phone: str | None = None
+    presence_visibility: Literal["contacts", "nobody"] = "contacts"
 
     @classmethod
-    def of(cls, user: User, phone: str | None = None) -> UserOut:
+    def of(cls, user: User, phone: str | None = None,
+           presence_visibility: Literal["contacts", "nobody"] = "contacts") -> UserOut:
         return cls(user_id=user.user_id, username=user.username, display_name=user.display_name,
-                   created_at=user.created_at, phone=phone)
+                   created_at=user.created_at, phone=phone, presence_visibility=presence_visibility)
 
 
 class UserPatch(_Body):
-    """``PATCH /users/me``: the fields given change (``phone`` null removes the number)."""
+    """``PATCH /users/me``: the fields given change (``phone`` null removes the number;
+    ``presence_visibility``: whom the caller's presence is shown to, its mutual contacts or nobody)."""
 
     phone: Phone | None = None
+    presence_visibility: Literal["contacts", "nobody"] | None = None
+
+
+class PresenceItem(BaseModel):
+    """One user of ``GET /presence``: ``state`` and ``last_seen`` null when the caller may not see them."""
+
+    user: str
+    state: Literal["online", "offline", "away"] | None
+    last_seen: int | None
+
+
+class PresenceOut(BaseModel):
+    """``GET /presence``."""
+
+    presence: list[PresenceItem]
 
 
 class ContactsSyncRequest(_Body):

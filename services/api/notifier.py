@@ -3,7 +3,7 @@ conversations marked read)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from chatmq.core.records import CommandDone
 from chatmq.services.store.base import DeviceCommand
@@ -45,4 +45,8 @@ class ChatFeed(Protocol):
 
     async def read(self, user: str, server_ids: list[str]) -> None:
         """``user`` read ``server_ids``: a ``read`` receipt to their senders."""
+        ...
+
+    async def presence_visibility(self, user: str, visibility: Literal["contacts", "nobody"]) -> None:
+        """``user`` changed its ``presence_visibility``; already committed."""
         ...

@@ -18,6 +18,7 @@ from chatmq.services.api.models import (
     UserPatch,
 )
 from chatmq.services.api.ratelimit import client_address
+from chatmq.services.store.base import User
 
 router = APIRouter(tags=["users"])
 
@@ -25,18 +26,30 @@ router = APIRouter(tags=["users"])
 @router.get("/users/me", response_model=UserOut)
 async def me(user: CurrentUser, ctx: Ctx) -> UserOut:
     """The caller's profile."""
-    return UserOut.of(user, await ctx.store.phone_of(user.user_id))
+    return await _profile(user, ctx)
+
+
+async def _profile(user: User, ctx: Ctx) -> UserOut:
+    visibility = (await ctx.store.presence_states([user.user_id]))[user.user_id].visibility
+    return UserOut.of(user, await ctx.store.phone_of(user.user_id), visibility)
 
 
 @router.patch("/users/me", response_model=UserOut, responses={409: {"description": "Another user has this phone."}})
 async def patch_me(body: UserPatch, user: CurrentUser, ctx: Ctx) -> UserOut:
-    """Change the caller's profile: ``phone`` (E.164, the caller's verified number; null removes it)."""
+    """Change the caller's profile: ``phone`` (E.164, the caller's verified number; null removes it),
+    ``presence_visibility`` (``contacts``: its mutual contacts see its presence; ``nobody``: it shows as
+    offline, never seen)."""
     if "phone" in body.model_fields_set:
         try:
             await ctx.store.set_phone(user.user_id, body.phone)
         except ConflictError:
             raise ApiError(409, "another user has this phone number") from None
-    return UserOut.of(user, await ctx.store.phone_of(user.user_id))
+    if body.presence_visibility is not None:
+        before = (await ctx.store.presence_states([user.user_id]))[user.user_id].visibility
+        await ctx.store.set_presence_visibility(user.user_id, body.presence_visibility)
+        if before != body.presence_visibility and ctx.feed is not None:
+            await ctx.feed.presence_visibility(user.user_id, body.presence_visibility)
+    return await _profile(user, ctx)
 
 
 @router.delete("/users/me", status_code=204, response_class=Response,

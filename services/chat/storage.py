@@ -19,7 +19,7 @@ import orjson
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import message_envelope
 from chatmq.core.ids import now_ms
-from chatmq.core.records import PRESENCE_RECORDS, Delivery, Online
+from chatmq.core.records import PRESENCE_RECORDS, Delivery, Online, StateSet, VisibilitySet
 from chatmq.core.topics import PRESENCE, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.devices import DeviceBook
@@ -47,6 +47,8 @@ class ReplayService(BusWorker):
 
     async def process(self, records: list[Record]) -> None:
         for event in PRESENCE_RECORDS.read_all(records):
+            if isinstance(event, StateSet | VisibilitySet):  # the presence worker's
+                continue
             await self._registry.update(event)
             if isinstance(event, Online):
                 await self.replay(event.user, event.node, event.epoch, event.client)

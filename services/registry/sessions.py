@@ -21,7 +21,6 @@ import abc
 from dataclasses import dataclass
 
 from chatmq.core.records import Connected, ConnectionEvent, NodeStarted, Offline, Online
-from chatmq.core.records import Presence as PresenceRecord
 from chatmq.services.store.base import Store
 
 
@@ -36,7 +35,7 @@ class Registry(abc.ABC):
     """Where each online user is, fed with ``chat.presence`` records in order per user. A user has an
     entry per node it reads its inbox on (its devices may be on several)."""
 
-    async def update(self, record: PresenceRecord) -> bool:
+    async def update(self, record: Online | Offline | NodeStarted) -> bool:
         """Apply one presence record; True when it changed the registry."""
         if isinstance(record, NodeStarted):
             return await self.forget_node(record.node, record.epoch) > 0

@@ -499,6 +499,40 @@ class PresenceStore(abc.ABC):
         """Users with an entry."""
 
 
+Visibility = Literal["contacts", "nobody"]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceState:
+    """A user's presence as its contacts see it: ``state`` ``online``/``offline``/``away`` since ``since``
+    (ms; None: never seen), and whom it is shown to (``visibility``)."""
+
+    state: str = "offline"
+    since: int | None = None
+    visibility: Visibility = "contacts"
+
+
+class PresenceStateStore(abc.ABC):
+    """The store's role: each user's announced presence (state, since when) and presence privacy setting.
+    A user with nothing stored is ``PresenceState()`` (offline, never seen, shown to contacts)."""
+
+    @abc.abstractmethod
+    async def presence_states(self, user_ids: list[str]) -> dict[str, PresenceState]:
+        """The state of each of ``user_ids`` (every one is a key)."""
+
+    @abc.abstractmethod
+    async def set_presence_state(self, user_id: str, state: str, since: int) -> None:
+        """Record ``user_id``'s state (its visibility stays)."""
+
+    @abc.abstractmethod
+    async def set_presence_visibility(self, user_id: str, visibility: Visibility) -> None:
+        """Record whom ``user_id``'s presence is shown to (its state stays)."""
+
+    @abc.abstractmethod
+    async def present_users(self) -> list[str]:
+        """The users whose state is ``online`` or ``away`` (read when a node starts: a scan)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Contact:
     """A user on another user's server-side contact list, since ``added_at`` (ms)."""
@@ -952,7 +986,8 @@ class JobStore(abc.ABC):
 
 
 
-class Store(UserStore, GroupStore, MessageStore, ActionStore, PendingStore, SessionStore, PresenceStore, ShadowStore,
+class Store(UserStore, GroupStore, MessageStore, ActionStore, PendingStore, SessionStore, PresenceStore,
+            PresenceStateStore, ShadowStore,
             DeviceStatusStore, DeviceOwedStore, CommandStore, JobStore, SocialStore, ConversationStore, SearchStore,
             Service):
     """Persistent state of chatmq, every role in one object (one implementation per backend, composed of

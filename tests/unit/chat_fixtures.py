@@ -29,7 +29,7 @@ from chatmq.broker.identity import Identity, outbox_topic
 from chatmq.core import ids
 from chatmq.core.bus.base import Record
 from chatmq.core.bus.memory import MemoryBus, MemoryConsumer
-from chatmq.core.envelopes import CommandIn, MessageIn, message_envelope, parse_outbox
+from chatmq.core.envelopes import CommandIn, MessageIn, PresenceIn, message_envelope, parse_outbox
 from chatmq.core.records import DELIVERIES, BusItem, Notice, Offline, Online, Outbox, encode
 from chatmq.core.topics import GROUP_OUTBOX, NOTICES, OUTBOX, PRESENCE, deliver_topic, topic_specs
 from chatmq.core.worker import BusWorker
@@ -78,7 +78,7 @@ def receipt(status: str, server_ids: list[str]) -> dict[str, Any]:
 def outbox_record(sender: str, env: dict[str, Any], node: str = NODE) -> Record:
     """The bus record ``NodeGateway.published`` makes of ``env`` from ``sender`` on ``node``."""
     parsed = parse_outbox(orjson.dumps(env), MAX_PAYLOAD)
-    assert not isinstance(parsed, CommandIn), "a command goes to chat.devices"
+    assert not isinstance(parsed, CommandIn | PresenceIn), "a command goes to chat.devices, a presence to chat.presence"
     value = Outbox(sender, node, parsed)
     if not isinstance(parsed, MessageIn):
         return record(OUTBOX, sender, value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -73,12 +73,16 @@ class RecordingFeed:
     def __init__(self) -> None:
         self.changes: list[tuple[str, str, list[str]]] = []
         self.reads: list[tuple[str, list[str]]] = []
+        self.visibility: list[tuple[str, str]] = []
 
     async def blocks_changed(self, blocker: str, blocked: str, groups: list[str]) -> None:
         self.changes.append((blocker, blocked, groups))
 
     async def read(self, user: str, server_ids: list[str]) -> None:
         self.reads.append((user, server_ids))
+
+    async def presence_visibility(self, user: str, visibility: Literal["contacts", "nobody"]) -> None:
+        self.visibility.append((user, visibility))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from chatmq.core.envelopes import (
     EnvelopeError,
     EnvelopeLimits,
     MessageIn,
+    PresenceIn,
     ReactionIn,
     ReceiptIn,
     ack_envelope,
@@ -34,6 +35,21 @@ def test_receipt() -> None:
     env = parse_outbox(b'{"type":"receipt","status":"read","ids":["a","b"]}', 1000)
     assert isinstance(env, ReceiptIn)
     assert env.ids == ["a", "b"]
+
+
+def test_presence_says_away_or_online_and_nothing_else() -> None:
+    assert parse_outbox(b'{"type":"presence","state":"away"}', 1000) == PresenceIn("away")
+    assert parse_outbox(b'{"type":"presence","state":"online"}', 1000) == PresenceIn("online")
+    with pytest.raises(EnvelopeError) as info:
+        parse_outbox(b'{"type":"presence","state":"offline"}', 1000)
+    assert (info.value.code, info.value.reason) == ("invalid_envelope", "Invalid enum value 'offline' - at `state`")
+
+
+def test_an_unknown_type_is_told_every_type_there_is() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_outbox(b'{"type":"wave"}', 1000)
+    assert info.value.reason == ("field 'type' must be 'message', 'receipt', 'command', 'edit', 'delete', 'reaction',"
+                                 " 'typing' or 'presence'")
 
 
 @pytest.mark.parametrize(("payload", "code", "client_id"), [

@@ -23,6 +23,7 @@ from chatmq.core.envelopes import (
     ErrorCode,
     MessageIn,
     OutboxEnvelope,
+    PresenceIn,
     ReceiptIn,
     TypingIn,
     action_envelope,
@@ -30,6 +31,7 @@ from chatmq.core.envelopes import (
     message_envelope,
     parse_object,
     parse_outbox,
+    presence_envelope,
     receipt_envelope,
     typing_envelope,
 )
@@ -111,6 +113,8 @@ def delivered_form(envelope: OutboxEnvelope) -> bytes:
         sent = typing_envelope("sender", envelope.to, envelope.group, envelope.state)
     elif isinstance(envelope, ReceiptIn):
         sent = receipt_envelope(envelope.status, envelope.ids, "sender")
+    elif isinstance(envelope, PresenceIn):
+        sent = presence_envelope("sender", envelope.state, 1_700_000_000_000)
     else:
         sent = action_envelope("01SERVERID", envelope.id, "sender", "to", None, envelope, 1_700_000_000_000)
     return orjson.dumps(orjson.loads(sent))

@@ -57,6 +57,8 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
     "deliver_replay_page_client": (r.DELIVERIES, r.Delivery.page("ub", [msgspec.Raw(MESSAGE)], 7, "laptop-2")),
     "presence_offline": (r.PRESENCE_RECORDS, r.Offline("ua", "n1", 1767225600000000001)),
     "presence_node_started": (r.PRESENCE_RECORDS, r.NodeStarted("n1", 1767225600000000000, 1767225600000)),
+    "presence_state": (r.PRESENCE_RECORDS, r.StateSet("ua", "away")),
+    "presence_visibility": (r.PRESENCE_RECORDS, r.VisibilitySet("ua", "nobody")),
     "deliver_live": (r.DELIVERIES, r.Delivery.live("ua", [msgspec.Raw(ACK), msgspec.Raw(MESSAGE)])),
     "deliver_replay_page": (r.DELIVERIES, r.Delivery.page("ub", [msgspec.Raw(MESSAGE)], 7)),
     "deliver_replay_done": (r.DELIVERIES, r.Delivery.done("ub", 7)),

@@ -36,6 +36,7 @@ Collections
   finds and removes an item by ``_id`` alone. (Items of the earlier shape, ``_id`` = seq, are
   rewritten on ``start()``.)
 - ``presence`` ``{_id: user_id, node, epoch}``; ``(node, epoch)``: the session registry.
+- ``presence_states`` ``{_id: user_id, state, since, visibility}``: announced presence and its privacy.
 - ``user_sessions`` ``{_id: user_id, clients: [{client_id, first_seen, last_seen}]}`` and ``device_marks``
   ``{_id: "<pending key>:<client_id>", user_id, item_id, client_id}``; ``(user_id, client_id)``: a user's
   devices and the pending items each device of a user with several has had
@@ -194,6 +195,7 @@ from chatmq.services.store.mongo.jobs import MongoJobs
 from chatmq.services.store.mongo.messages import MongoMessages
 from chatmq.services.store.mongo.pending import MongoPending
 from chatmq.services.store.mongo.presence import MongoPresence
+from chatmq.services.store.mongo.presence_states import MongoPresenceStates
 from chatmq.services.store.mongo.search import MongoSearch
 from chatmq.services.store.mongo.shadows import MongoShadows
 from chatmq.services.store.mongo.social import MongoSocial
@@ -202,7 +204,8 @@ from chatmq.services.store.mongo.users import MongoUsers
 __all__ = ['MongoStore']
 
 
-class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoActions, MongoPending, MongoPresence, MongoShadows,
+class MongoStore(MongoUsers, MongoGroups, MongoMessages, MongoActions, MongoPending, MongoPresence, MongoPresenceStates,
+                 MongoShadows,
                  MongoDeviceStatus, MongoDeviceOwed, MongoCommands, MongoJobs, MongoSocial, MongoSearch):
     """``Store`` on one MongoDB (or FerretDB 1.24) database.
 

@@ -22,6 +22,7 @@ from chatmq.services.store.sqlite.jobs import SQLiteJobs
 from chatmq.services.store.sqlite.messages import SQLiteMessages
 from chatmq.services.store.sqlite.pending import SQLitePending
 from chatmq.services.store.sqlite.presence import SQLitePresence
+from chatmq.services.store.sqlite.presence_states import SQLitePresenceStates
 from chatmq.services.store.sqlite.search import SQLiteSearch
 from chatmq.services.store.sqlite.sessions import SQLiteSessions
 from chatmq.services.store.sqlite.shadows import SQLiteShadows
@@ -32,7 +33,8 @@ __all__ = ['SCHEMA_VERSION', 'SQLiteStore']
 
 
 class SQLiteStore(SQLiteUsers, SQLiteGroups, SQLiteMessages, SQLiteActions, SQLitePending, SQLiteSessions,
-                  SQLitePresence, SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs,
+                  SQLitePresence, SQLitePresenceStates,
+                  SQLiteShadows, SQLiteDeviceStatus, SQLiteDeviceOwed, SQLiteCommands, SQLiteJobs,
                   SQLiteSocial, SQLiteConversations, SQLiteSearch):
     """``Store`` on one SQLite database file (WAL journal, ``synchronous=FULL``).
 

@@ -34,7 +34,7 @@ T = TypeVar("T")
 #: conversations show once they have a new message), and the FTS5 index of message texts (``message_text``,
 #: filled by the first search: ``search_position``); the devices of a user (``user_sessions``,
 #: ``device_marks``) and the registry's ``presence_nodes`` (an entry per user and node), which replaces
-#: ``presence`` (created on start).
+#: ``presence``, and the announced presence of users, ``presence_states`` (created on start).
 SCHEMA_VERSION = 4
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
@@ -255,6 +255,12 @@ CREATE TABLE IF NOT EXISTS presence_nodes (
     PRIMARY KEY (user_id, node)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS presence_nodes_node ON presence_nodes (node, epoch);
+CREATE TABLE IF NOT EXISTS presence_states (
+    user_id    TEXT PRIMARY KEY,
+    state      TEXT NOT NULL DEFAULT 'offline',
+    since      INTEGER,
+    visibility TEXT NOT NULL DEFAULT 'contacts'
+);
 CREATE TABLE IF NOT EXISTS user_sessions (
     user_id    TEXT NOT NULL,
     client_id  TEXT NOT NULL,
