@@ -144,17 +144,18 @@ class Acceptor:
         for sub, new, template, result in zip(subs, news, templates, results, strict=True):
             counts["direct" if sub.group is None else "group", "duplicate" if result.duplicate else "new"] += 1
             acks[(sub.node, sub.sender, sub.device)].append(ack_envelope(sub.client_id, result.server_id, result.ts))
+            to_self = sub.group is None and sub.to == sub.sender  # a note to oneself: every device gets it
             if result.duplicate:
                 for user, env in copies.pop(result.server_id, []):  # in its place: order holds
-                    if user == sub.sender:
+                    if user == sub.sender and not to_self:
                         echoes.append((user, sub.device, env))
                     else:
                         deliveries.append((user, env))
                 continue
-            if sub.sender in new.envelopes:
+            if sub.sender in new.envelopes and not to_self:
                 echoes.append((sub.sender, sub.device, new.envelopes[sub.sender]))
             if sub.group is None:
-                deliveries.extend((u, env) for u, env in new.envelopes.items() if u != sub.sender)
+                deliveries.extend((u, env) for u, env in new.envelopes.items() if u != sub.sender or to_self)
             elif sub.recipients:  # one record per node with the member list, not one per member
                 fan_outs.append((sub.group, sub.recipients, template))
         for key, count in counts.items():
