@@ -265,7 +265,7 @@ async def test_users_me(api: ApiHarness) -> None:
     stored = await api.store.get_user(user_id)
     assert stored is not None
     assert body == {"user_id": user_id, "username": "alice", "display_name": "Alice",
-                    "created_at": stored.created_at, "phone": None}
+                    "created_at": stored.created_at, "phone": None, "presence_visibility": "contacts"}
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer ", "Basic YWxpY2U6cGFzcw==", "Bearer not.a.jwt"])
