@@ -80,6 +80,7 @@ from chatmq.broker.wire import (
     encode_string,
     encode_subscribe,
 )
+from chatmq.core.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RELAY_SRC = Path(__file__).resolve().with_name("mqttrelay.c")  # beside this module, in every clone
@@ -707,14 +708,6 @@ def ensure_relay(src: Path, binary: Path = DEFAULT_RELAY_BIN) -> Path:
 # --------------------------------------------------------------------------------------------
 # Broker processes
 # --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def read_rss_kib(pid: int) -> int:

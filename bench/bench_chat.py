@@ -57,7 +57,6 @@ from chatmq.bench.bench_broker import (
     BenchError,
     bench_command,
     echo,
-    free_port,
     git_commit,
     machine_info,
     raise_nofile,
@@ -78,6 +77,7 @@ from chatmq.broker.wire import (
     encode_subscribe,
 )
 from chatmq.core import ids
+from chatmq.core.ports import free_port
 from chatmq.core.settings import Settings
 from chatmq.run.assembly import make_store
 from chatmq.services.store.base import StoredMessage

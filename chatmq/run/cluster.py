@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatmq.core.errors import ChatMQError
+from chatmq.core.ports import free_port
 from chatmq.core.settings import Settings
 from chatmq.core.tls import ServerTls
 from chatmq.services.api.files_routes import MULTIPART_SLACK
@@ -36,13 +37,6 @@ log = logging.getLogger("chatmq.run.cluster")
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 CLUSTER_CONFIG = Path(str(importlib.resources.files("chatmq.config").joinpath("cluster.toml")))
 _NGINX_TEMPLATE = importlib.resources.files("chatmq.config").joinpath("nginx-cluster.conf")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from chatmq.broker.wire import MQTT_5, MQTT_31, MQTT_311
+from chatmq.core.ports import free_port
 from tests.conformance.raw import RawClient
-from tests.e2e.harness import free_port
 
 
 class PlainNode:

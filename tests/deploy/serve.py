@@ -16,9 +16,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from chatmq.core.ports import free_port
 from chatmq.devices.sdk import release_sockets
 from chatmq.run.cluster import stop_process
-from tests.e2e.harness import Peer, free_port
+from tests.e2e.harness import Peer
 
 TIMEOUT = 15.0
 SERVER_SHUTTING_DOWN = 0x8B

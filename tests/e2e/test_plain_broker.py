@@ -12,8 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chatmq.core.ports import free_port
 from chatmq.devices.sdk import release_sockets
-from tests.e2e.harness import free_port
 
 
 def test_plain_broker_relays_anonymous_clients(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.e2e.harness import free_port
+    from chatmq.core.ports import free_port
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.harness import ClusterDeployment, Deployment, Users, cluster, free_port, serve, user_factory
+from chatmq.core.ports import free_port
+from tests.e2e.harness import ClusterDeployment, Deployment, Users, cluster, serve, user_factory
 from tests.e2e.victoria import INFLUX, TIMEOUT, Telemetry, device_client, influx_env, new_device, publish
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chatmq.core.ports import free_port
 from chatmq.devices.device_client import DeviceClient
 from chatmq.devices.sdk import ChatClient, NotAuthorizedError, TlsError
-from tests.e2e.harness import TlsServer, free_port, start_tls, stop_tls, tls_peer
+from tests.e2e.harness import TlsServer, start_tls, stop_tls, tls_peer
 from tests.fakes.tls import CertFiles, TestCA
 
 pytestmark = pytest.mark.e2e

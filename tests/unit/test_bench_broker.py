@@ -34,6 +34,7 @@ from chatmq.bench.bench_broker import (
     RowResult,
     Status,
 )
+from chatmq.core.ports import free_port
 
 RELAY_LINE = ("port=41234 qos=1 pairs=10 msgs=500000 elapsed=8.39s rate=59610 msg/s "
               "p50=10.6ms p99=34.0ms lost=0")
@@ -305,7 +306,7 @@ def test_receiver_stops_on_a_foreign_packet() -> None:
 
 @pytest.fixture
 async def amqtt_broker() -> AsyncIterator[tuple[Broker, int]]:
-    port = bb.free_port()
+    port = free_port()
     broker = Broker({
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
@@ -336,7 +337,7 @@ async def test_idle_clients_connect_and_subscribe(amqtt_broker: tuple[Broker, in
 
 
 async def test_idle_clients_report_a_broker_that_is_not_there() -> None:
-    clients = IdleClients("127.0.0.1", bb.free_port())
+    clients = IdleClients("127.0.0.1", free_port())
     with pytest.raises(IdleClientError, match="could not open"):
         await clients.open(3, timeout=2.0, attempts=1)
     assert len(clients) == 0
@@ -357,7 +358,7 @@ async def test_fan_load_rejects_an_unknown_mode() -> None:
 
 
 def test_mqtt_ping_without_a_broker() -> None:
-    assert not bb.mqtt_ping("127.0.0.1", bb.free_port(), timeout=1.0)
+    assert not bb.mqtt_ping("127.0.0.1", free_port(), timeout=1.0)
 
 
 # --- sizes, commands, the runner ----------------------------------------------------------
@@ -547,7 +548,7 @@ def test_websocket_frames_carry_their_payload() -> None:
 async def test_websocket_idle_clients_connect_and_subscribe_on_the_plain_node() -> None:
     from chatmq.broker.plain import PlainBroker
 
-    port, ws_port = bb.free_port(), bb.free_port()
+    port, ws_port = free_port(), free_port()
     node = PlainBroker("127.0.0.1", port, ws_port)
     await node.start()
     clients = bb.WsIdleClients("127.0.0.1", ws_port, prefix="w")

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatmq.bench.bench_broker import free_port
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.plain import PlainBroker
 from chatmq.broker.wire import encode_connect
+from chatmq.core.ports import free_port
 from tests.unit.chat_fixtures import eventually
 
 _writers: list[asyncio.StreamWriter] = []

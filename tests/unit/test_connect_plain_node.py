@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatmq.bench.bench_broker import free_port
 from chatmq.broker.plain import PlainBroker
 from chatmq.broker.wire import encode_connect, encode_subscribe
+from chatmq.core.ports import free_port
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chatmq.bench.bench_broker import free_port
 from chatmq.broker.node import TlsListeners
 from chatmq.broker.plain import PlainBroker
 from chatmq.broker.wire import encode_connect, encode_subscribe
+from chatmq.core.ports import free_port
 from chatmq.core.tls import ServerTls
 from tests.fakes.tls import TestCA
 

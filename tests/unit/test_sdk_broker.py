@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chatmq.core.ports import free_port
 from chatmq.devices.sdk import ChatClient, MessageRejectedError, NotAuthorizedError, release_sockets
 
 SERVER_SECRET = "fake-server-secret"
@@ -44,13 +44,6 @@ class TokenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 
     async def authenticate(self, *, session: Session) -> bool | None:
         return session.password in VALID_TOKENS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
