@@ -55,6 +55,7 @@ class DeviceBook:
 
 def others(devices: dict[str, tuple[str, ...]], user: str, client: str) -> tuple[str, ...]:
     """``user``'s devices but ``client`` (none when the node did not say which device ``client`` is)."""
-    if not client:
+    known = devices.get(user)
+    if not client or not known or (len(known) == 1 and known[0] == client):  # the usual case: one device
         return ()
-    return tuple(c for c in devices.get(user, ()) if c != client)
+    return tuple(c for c in known if c != client)

@@ -58,11 +58,17 @@ def held_route(user_id: str, server_id: str, envelope: str) -> Route:
     inbox envelope (``from``, ``to``, ``group``): a group copy was for the group, a sender's own copy
     (for its other devices) for its recipient, any other for the user."""
     env = json_object(envelope)
-    group = env.get("group")
+    group, to = env.get("group"), env.get("to")
+    return route_of(user_id, server_id, str(env["from"]), None if to is None else str(to),
+                    None if group is None else str(group))
+
+
+def route_of(user_id: str, server_id: str, sender: str, to: str | None, group: str | None) -> Route:
+    """``held_route`` from the envelope's ``from``, ``to`` and ``group`` (a store that reads them out of
+    the stored envelope itself, as SQLite's ``->>`` does, without parsing it in Python)."""
     if group is not None:
-        return Route(server_id, str(env["from"]), None, str(group))
-    sender, to = str(env["from"]), env.get("to")
-    return Route(server_id, sender, str(to) if sender == user_id and to else user_id, None)
+        return Route(server_id, sender, None, group)
+    return Route(server_id, sender, to if sender == user_id and to else user_id, None)
 
 
 def in_order(ids: Sequence[str], routes: Iterable[Route]) -> list[Route]:

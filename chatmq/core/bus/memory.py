@@ -55,6 +55,8 @@ class MemoryBus(Bus):
         self.dropped = 0
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
+        # per topic, the members reading it and the groups they belong to (made again on a join or leave)
+        self._readers: dict[str, tuple[list[MemoryConsumer], list[_Group]]] = {}
         self._running = False
         self._unlist: Callable[[], None] | None = None
 
@@ -108,10 +110,16 @@ class MemoryBus(Bus):
             part.records.popleft()
             part.base += 1
             self.dropped += 1
-        for group in self._groups.values():
-            for member in group.members:
-                if topic in member.topics:
-                    member.wake()
+        for member in self._readers_of(topic)[0]:
+            member.wake()
+
+    def _readers_of(self, topic: str) -> tuple[list[MemoryConsumer], list[_Group]]:
+        readers = self._readers.get(topic)
+        if readers is None:
+            groups = [g for g in self._groups.values() if any(topic in m.topics for m in g.members)]
+            readers = ([m for g in groups for m in g.members if topic in m.topics], groups)
+            self._readers[topic] = readers
+        return readers
 
     def consumer(self, group: str, topics: list[str]) -> MemoryConsumer:
         return MemoryConsumer(self, group, topics)
@@ -120,6 +128,7 @@ class MemoryBus(Bus):
     def _join(self, member: MemoryConsumer) -> None:
         group = self._groups.setdefault(member.group, _Group())
         group.members.append(member)
+        self._readers.clear()
         self._rebalance(group)
 
     def _leave(self, member: MemoryConsumer) -> None:
@@ -127,6 +136,7 @@ class MemoryBus(Bus):
         if group is None or member not in group.members:
             return
         group.members.remove(member)
+        self._readers.clear()
         self._rebalance(group)
 
     def _rebalance(self, group: _Group) -> None:
@@ -162,7 +172,7 @@ class MemoryBus(Bus):
         self._trim(tp)
 
     def _trim(self, tp: tuple[str, int]) -> None:
-        readers = [g for g in self._groups.values() if any(tp[0] in m.topics for m in g.members)]
+        readers = self._readers_of(tp[0])[1]
         if not readers:
             return
         low = min(g.committed.get(tp, 0) for g in readers)

@@ -11,13 +11,16 @@ from chatmq.services.store.base import (
     PendingItem,
     Route,
 )
-from chatmq.services.store.common import chunks, held_route, in_order
+from chatmq.services.store.common import chunks, in_order, route_of
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     SQLiteBase,
     marks,
     unique,
 )
+
+# a pending message's route, read out of its stored envelope by SQLite (``route_of``'s arguments but the user)
+ROUTE_COLS = "item_id, envelope ->> '$.from', envelope ->> '$.to', envelope ->> '$.group'"
 
 
 class SQLitePending(SQLiteBase):
@@ -90,15 +93,15 @@ class SQLitePending(SQLiteBase):
                    remove: bool) -> Callable[[sqlite3.Connection], list[list[Route]]]:
         """``take_pending`` (``remove``) or ``held_routes`` as a function of the connection."""
         asked = [(user, unique(server_ids)) for user, server_ids in wanted]
-        verb = "DELETE FROM pending" if remove else "SELECT item_id, envelope FROM pending"
-        tail = " RETURNING item_id, envelope" if remove else ""
+        verb = "DELETE FROM pending" if remove else f"SELECT {ROUTE_COLS} FROM pending"
+        tail = f" RETURNING {ROUTE_COLS}" if remove else ""
 
         def op(conn: sqlite3.Connection) -> list[list[Route]]:
             out: list[list[Route]] = []
             for user, ids in asked:
                 found: list[Route] = []
                 for chunk in chunks(ids, CHUNK):
-                    found.extend(held_route(user, r[0], r[1]) for r in conn.execute(
+                    found.extend(route_of(user, *r) for r in conn.execute(
                         f"{verb} WHERE user_id = ? AND kind = 'message' AND item_id IN ({marks(len(chunk))}){tail}",
                         (user, *chunk)).fetchall())
                 out.append(in_order(ids, found))
@@ -121,8 +124,8 @@ class SQLitePending(SQLiteBase):
             for c, ids in asked:
                 found: list[Route] = []
                 for chunk in chunks(ids, CHUNK):
-                    found.extend(held_route(c.user, r[0], r[1]) for r in conn.execute(
-                        f"SELECT item_id, envelope FROM pending WHERE user_id = ? AND kind = 'message'"
+                    found.extend(route_of(c.user, *r) for r in conn.execute(
+                        f"SELECT {ROUTE_COLS} FROM pending WHERE user_id = ? AND kind = 'message'"
                         f" AND item_id IN ({marks(len(chunk))})", (c.user, *chunk)).fetchall())
                 held = [r.server_id for r in found]
                 conn.executemany("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id) VALUES (?, ?, ?)",
