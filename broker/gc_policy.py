@@ -8,8 +8,10 @@ clients lost a third of their rate to it).
 
 Connections live for minutes to days, so the freezer moves them into the permanent generation
 (``gc.freeze()``), which collections skip: whenever the number of sessions has grown by
-``step`` (or a tenth) since the last freeze and held still for a tick, it collects once and
-freezes what is left. While they are still growing by that much per tick (a burst of
+``step`` (or a tenth) since the last freeze and held still for a tick, it freezes them, without
+a collection (that pass walked every object made since the last freeze, a whole wave of sessions:
+0.3–0.9 s of a stalled node on a loaded machine, ``chatmq bench soak``; the little garbage frozen
+with them waits for the next low point or refresh). While they are still growing by that much per tick (a burst of
 connections), it freezes without collecting (``burst_freezes``): the collector's own full
 passes, which come each time its long-lived objects grew by a quarter, otherwise walked every
 connection of the burst again and again (8 passes, 1.1–1.7 s, while 10,000 clients connected
@@ -67,7 +69,7 @@ class GcFreezer:
         if fallen:
             self._stale = True  # frozen sessions ended: their garbage waits in the permanent generation
         if grown and settled:
-            self._freeze(f"{size} sessions")  # never unfreezing here: a pass over every live session stalls
+            self._freeze(f"{size} sessions", collect=False)  # no pass here: it walks every new session
             self._frozen_at = self._burst_at = size
             self._frozen_peak = max(self._frozen_peak, size)
         elif not settled and size - self._burst_at >= threshold:  # still growing: no pass now
@@ -82,13 +84,15 @@ class GcFreezer:
             self._freeze("refresh", unfreeze=True)
             self._frozen_peak = size
 
-    def _freeze(self, why: str, *, unfreeze: bool = False) -> None:
-        """Collect and freeze what is left; ``unfreeze`` first when frozen garbage is to be reclaimed."""
+    def _freeze(self, why: str, *, unfreeze: bool = False, collect: bool = True) -> None:
+        """Collect (unless not ``collect``) and freeze what is left; ``unfreeze`` first when frozen
+        garbage is to be reclaimed."""
         started = time.perf_counter()
         if unfreeze:
             gc.unfreeze()
             self._stale = False
-        gc.collect()
+        if collect:
+            gc.collect()
         gc.freeze()
         self.freezes += 1
         self._refreshed = time.monotonic()
