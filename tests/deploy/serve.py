@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from chatmq.core.ports import free_port
 from chatmq.devices.sdk import release_sockets
 from chatmq.run.cluster import stop_process
-from tests.e2e.harness import Peer
+from tests.e2e.harness import Peer, launch_serve, wait_serve_ready
 
 TIMEOUT = 15.0
 SERVER_SHUTTING_DOWN = 0x8B
@@ -46,20 +45,9 @@ class Serve:
     def start(self, timeout: float = 60.0) -> None:
         cmd = [*self.command, "serve", "--host", self.host, "--mqtt-port", str(self.mqtt_port),
                "--ws-port", str(self.ws_port), "--http-port", str(self.http_port), "--data-dir", str(self.data_dir)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                         cwd=self.data_dir.parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chatmq serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"chatmq serve did not become ready:\n{self.log()}")
+        self.proc = launch_serve(cmd, self.env, self.log_path, self.data_dir.parent)
+        wait_serve_ready(self.proc, lambda: httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200,
+                         self.log, timeout, poll=0.1)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.proc is not None

@@ -133,6 +133,29 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
+def launch_serve(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``chatmq serve`` (``cmd``), its output appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+
+def wait_serve_ready(proc: subprocess.Popen[bytes], ready: Callable[[], bool], log: Callable[[], str],
+                     timeout: float, poll: float = 0.05) -> None:
+    """Until ``ready()`` (an HTTP error counts as not yet); ``RuntimeError`` with the log when the
+    process exits or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chatmq serve exited with {proc.returncode}:\n{log()}")
+        try:
+            if ready():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
+    raise RuntimeError(f"chatmq serve did not become ready:\n{log()}")
+
+
 @dataclass
 class ServerProcess:
     """One ``chatmq serve`` process; ``start``/``stop`` may be called again (same data dir and ports)."""
@@ -165,22 +188,14 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "chatmq.run.cli", "serve", "--host", self.host,
                "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
                "--http-port", str(self.http_port), "--data-dir", str(self.data_dir), *self.args]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=self.data_dir.parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chatmq serve exited with {self.proc.returncode}:\n{self.log()}")
-            if "ready" in self.log():
-                try:
-                    verify = True if self.ca_file is None else ssl.create_default_context(cafile=str(self.ca_file))
-                    if httpx.get(f"{self.api_url}/healthz", timeout=1, verify=verify).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"chatmq serve did not become ready:\n{self.log()}")
+        self.proc = launch_serve(cmd, env, self.log_path, self.data_dir.parent)
+
+        def healthy() -> bool:
+            verify = True if self.ca_file is None else ssl.create_default_context(cafile=str(self.ca_file))
+            return "ready" in self.log() and httpx.get(f"{self.api_url}/healthz", timeout=1,
+                                                       verify=verify).status_code == 200
+
+        wait_serve_ready(self.proc, healthy, self.log, timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Signal the process and wait; returns its exit code."""
