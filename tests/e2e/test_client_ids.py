@@ -164,6 +164,7 @@ def test_the_same_user_takes_its_client_id_over_on_another_node(
     client_id = f"bobs-tablet-{uuid.uuid4().hex[:8]}"
     first = open_raw(server, raw, server.node_port("n1"), MQTT_311)
     assert first.connect(client_id, username=bob.uid, password=bob.access_token).body[1] == 0
+    assert first.subscribe((f"users/{bob.uid}/inbox", 1)) == [1]
     wait_known_online(server, bob, client_id)
     second = open_raw(server, raw, server.node_port("n2"), MQTT_311)
     assert second.connect(client_id, username=bob.uid, password=bob.access_token).body[1] == 0
