@@ -179,7 +179,7 @@ class NodeGateway(BusWorker):
         value = Connected(identity.kind, identity.id, client_id, self.node, transport, now_ms())
         await self._bus.publish(CONNECTIONS, identity.id.encode(), value)
         if client_id and self._cluster:
-            await announce_takeover(self._bus, self.node, client_id)
+            await announce_takeover(self._bus, self.node, client_id, identity.kind, identity.id)
 
     async def disconnected(self, identity: Identity, client_id: str) -> None:
         value = Disconnected(identity.kind, identity.id, client_id, self.node, None, now_ms())

@@ -13,7 +13,10 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   [MQTT-3.1.4-2]); a persistent CONNECT takes the session over (closing the old connection) and
   resumes its outbox, in flight first with DUP ([MQTT-4.4.0-1]), only for the same user name: a
   persistent CONNECT with another user name ends the old session instead (its queued and in-flight
-  messages are not the new client's to read).
+  messages are not the new client's to read). Where sessions have verified owners (``_owner``: the
+  chat node's users and devices), a CONNECT whose client id is held by another owner's session, live
+  or kept, here or on another node (``_holder_elsewhere``), is refused before it touches any session
+  (``_claim_client_id``: CONNACK 0x02, MQTT 5 0x85); the anonymous plain node has no owners.
   Persistent sessions are kept for anonymous clients too (amqtt dropped them), for
   ``DeliveryLimits.session_expiry`` seconds after their connection ended (then the session, its
   subscriptions and its queue are dropped, as Mosquitto's ``persistent_client_expiration``);
@@ -57,6 +60,7 @@ from amqtt.broker import Broker, Server
 from amqtt.contexts import Action, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.session import Session
@@ -70,6 +74,7 @@ from chatmq.broker.admission import AddressGate, ConnectionPolicy, Refusal
 from chatmq.broker.close_reason import CloseReason
 from chatmq.broker.connection import NodeConnection
 from chatmq.broker.gc_policy import GcFreezer
+from chatmq.broker.identity import Identity, may_take_over
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.pacing import TurnPacer
 from chatmq.broker.router import Router, SubscriptionExtras
@@ -93,6 +98,9 @@ class Verdict(enum.Enum):
     """CONNACK 0x05 after the address's failed-login delay."""
     FORBIDDEN_WILL = "forbidden_will"
     """CONNACK 0x05 at once: the will topic is one the client may not publish to."""
+    CLIENT_ID_TAKEN = "client_id_taken"
+    """CONNACK 0x02 (MQTT 5: 0x85) at once: the client id is held by another principal's session
+    (``NodeBroker._claim_client_id``)."""
 
 
 class NodeBroker(Broker):  # type: ignore[misc]
@@ -127,6 +135,35 @@ class NodeBroker(Broker):  # type: ignore[misc]
     def may_receive(self, session: Session, topic: str) -> bool:
         """Whether ``session`` may be sent a message on ``topic`` (asked when ``checks_receive``)."""
         return True
+
+    def _owner(self, session: Session) -> Identity | None:
+        """The verified principal ``session`` belongs to; None when nobody verified one (the plain node)."""
+        return None
+
+    def _holder_elsewhere(self, client_id: str) -> Identity | None:
+        """The principal holding a live connection with ``client_id`` on another node of the cluster, as
+        far as this node has heard (None: none known; a single node has no others)."""
+        return None
+
+    def _claim_client_id(self, session: Session, claimant: Identity) -> Verdict:
+        """Whether ``claimant``, verified on the CONNECT ``session``, may have its client id:
+        ``CLIENT_ID_TAKEN`` when a session of another principal holds it (``may_take_over``), here (live,
+        or persistent and not expired) or on another node (``_holder_elsewhere``). Touches no session."""
+        client_id = session.client_id
+        if not client_id or session.assigned_client_id:
+            return Verdict.ACCEPTED  # made up by the node: nobody else's
+        holders = [self._holder_elsewhere(client_id)]
+        entry = self._sessions.get(client_id)
+        if entry is not None and self._detached.get(client_id, math.inf) > time.monotonic():
+            holders.append(self._owner(entry[0]))
+        for holder in holders:
+            if not may_take_over(holder, claimant):
+                assert holder is not None
+                log.warning("CONNECT of %s %s from %s refused: client id %r is held by a session of another %s "
+                            "(CONNACK identifier rejected)", claimant.kind, claimant.id, session.remote_address,
+                            client_id, holder.kind)
+                return Verdict.CLIENT_ID_TAKEN
+        return Verdict.ACCEPTED
 
     def _receive_allowed(self, client_id: object, topic: str) -> bool:
         entry = self._sessions.get(client_id)
@@ -401,7 +438,8 @@ class NodeBroker(Broker):  # type: ignore[misc]
     async def _refuse_connect(self, session: Session, handler: NodeConnection, reader: ReaderAdapter,
                               writer: WriterAdapter, verdict: Verdict) -> None:
         """Answer a refused CONNECT (bad credentials: after the address's failed-login delay) with CONNACK
-        not authorized and close the connection. ``session`` is the CONNECT's own: no other is touched."""
+        not authorized (a client id held by another principal: identifier rejected) and close the connection.
+        ``session`` is the CONNECT's own: no other is touched."""
         session.parent = 0
         session.transitions.connect()
         handler.attach(session, reader, writer)
@@ -411,7 +449,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             if delay > 0:
                 log.info("failed login of %r from %s: refused in %.2f s", session.username, address, delay)
                 await asyncio.sleep(delay)
-        await handler.mqtt_connack_authorize(False)
+        await handler.mqtt_connack_refuse(IDENTIFIER_REJECTED if verdict is Verdict.CLIENT_ID_TAKEN else NOT_AUTHORIZED)
         session.transitions.disconnect()
         await close_quietly(writer)  # the refused client may hang up first
 

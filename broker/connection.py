@@ -330,10 +330,14 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         return ended
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
-        """A CONNACK written now (the refusal path; ``bind`` queues the accepting one)."""
+        """amqtt's entry point: ``mqtt_connack_refuse`` with not authorized, or accepted."""
+        await self.mqtt_connack_refuse(CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED)
+
+    async def mqtt_connack_refuse(self, code: int) -> None:
+        """A CONNACK with MQTT 3.1.1 return ``code`` written now (the refusal path; ``bind`` queues the
+        accepting one); at level 5 it becomes its reason code (0x02 identifier rejected: 0x85)."""
         assert self.session is not None
         assert self.writer is not None
-        code = CONNECTION_ACCEPTED if authorize else NOT_AUTHORIZED
         try:
             level = self.session.protocol_level
             self.writer.write(encode_connack(bool(self.session.parent), code, protocol_level=level))

@@ -5,6 +5,8 @@
 * A device may publish only to ``devices/{own id}/telemetry`` and ``devices/{own id}/outbox``, and
   subscribe (and receive) only ``devices/{own id}/inbox``, where the node answers a refused reading
   with an ``error`` and the cloud sends shadows and commands.
+* An MQTT client id belongs to the principal whose session holds it (``may_take_over``): only the same
+  user (or device) may take a held client id over; anyone else's CONNECT with it is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ class Identity:
     kind: Literal["user", "device"]
     id: str
     owner: str | None = None  # a device's owning user
+
+
+def principal_identity(kind: str, principal: str) -> Identity | None:
+    """The identity of a principal named on the bus (``kind``: ``user`` or ``device``); None for any other
+    kind, or no id."""
+    if not principal:
+        return None
+    if kind == "user":
+        return Identity("user", principal)
+    if kind == "device":
+        return Identity("device", principal)
+    return None
 
 
 def inbox_topic(user_id: str) -> str:
@@ -64,3 +78,13 @@ def may_publish(identity: Identity | None, topic: str) -> bool:
     if identity.kind == "user":
         return topic == outbox_topic(identity.id)
     return topic in (telemetry_topic(identity.id), device_outbox_topic(identity.id))
+
+
+def may_take_over(holder: Identity | None, claimant: Identity | None) -> bool:
+    """Whether a CONNECT of ``claimant`` may take over the session of its client id held by ``holder``
+    (a live connection or a persistent session kept for later; None: no session, or one whose owner
+    nobody verified, as on the anonymous plain node). Only the same principal may: the same user, or
+    the same device (a user's device is not the user, nor the other way round)."""
+    if holder is None:
+        return True
+    return claimant is not None and claimant.kind == holder.kind and claimant.id == holder.id

@@ -5,7 +5,10 @@ codecs and sessions) that also replaces:
 
 * ``_check_connect``: CONNECT credentials through ``Authenticator`` (no plugins), and the will's
   topic through the PUBLISH ACL: a will on a topic the client may not publish to is refused
-  (CONNACK 0x05, not authorized); both before any session with its client id is touched;
+  (CONNACK 0x05, not authorized); a client id held by another user's or device's session, here or
+  (in a cluster, ``elsewhere``) live on another node, is refused (CONNACK 0x02, identifier rejected;
+  MQTT 5: 0x85); all before any session with its client id is touched. ``take_over`` is another
+  node's takeover, which closes only the same principal's connection;
 * ``_admitted``: the verified identity goes with the session the CONNECT goes on with, and the
   gateway hears of the connection (``NodeHooks.connected``);
 * ``_publish_will``: a will is taken like a PUBLISH of its client (``NodeHooks.published``: a user's
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +50,7 @@ from chatmq.broker.identity import (
     may_publish,
     may_receive,
     may_subscribe,
+    may_take_over,
 )
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.broker.ratelimit import TokenBucket
@@ -142,11 +147,14 @@ class ChatBroker(NodeBroker):
         limits: DeliveryLimits | None = None,
         tls: TlsListeners | None = None,
         policy: ConnectionPolicy | None = None,
+        elsewhere: Callable[[str], Identity | None] | None = None,
     ) -> None:
         config = {"listeners": listeners_config(host, mqtt_port, ws_port, tls), "plugins": {}}
         super().__init__(config, limits, None if tls is None else tls.contexts, policy)
         self._authenticator = authenticator
         self._hooks = hooks
+        self._elsewhere = elsewhere
+        """In a cluster: who holds a client id live on another node (``_holder_elsewhere``)."""
         self._rate = rate
         self._burst = burst
         # by id(session) (amqtt sessions are unhashable); the value holds the session so the id stays unique
@@ -159,6 +167,12 @@ class ChatBroker(NodeBroker):
     def identity(self, session: Session) -> Identity | None:
         entry = self._identities.get(id(session))
         return entry[1] if entry is not None else None
+
+    def _owner(self, session: Session) -> Identity | None:
+        return self.identity(session)
+
+    def _holder_elsewhere(self, client_id: str) -> Identity | None:
+        return self._elsewhere(client_id) if self._elsewhere is not None else None
 
     def connection_counts(self) -> dict[tuple[str, str], int]:
         """Live authenticated connections by ``(transport, kind)`` (``tcp``/``ws``, ``user``/``device``)."""
@@ -202,6 +216,22 @@ class ChatBroker(NodeBroker):
         await self._close(entry[1], CloseReason.KICKED)
         return True
 
+    async def take_over(self, client_id: str, claimant: Identity) -> bool:
+        """``claimant`` connected with ``client_id`` on another node: close the live connection with that
+        client id here if it is ``claimant``'s own (``may_take_over``); another principal's stays, and
+        False says so. False too when there is no live connection with it here."""
+        entry = self._sessions.get(client_id)
+        if entry is None or entry[0].transitions.state != "connected":
+            return False
+        holder = self.identity(entry[0])
+        if not may_take_over(holder, claimant):
+            assert holder is not None
+            log.warning("takeover of client id %r by %s %s on another node ignored: the connection here is of "
+                        "another %s", client_id, claimant.kind, claimant.id, holder.kind)
+            return False
+        await self._close(entry[1], CloseReason.TAKEN_OVER)
+        return True
+
     async def kick_principal(self, principal_id: str) -> int:
         """Close every live connection of a user or device id, and of the user's devices."""
         doomed = [
@@ -224,6 +254,9 @@ class ChatBroker(NodeBroker):
             log.warning("CONNECT of %s %s (client %r) refused: its will topic %r is not one it may publish to "
                         "(CONNACK not authorized)", identity.kind, identity.id, session.client_id, session.will_topic)
             return Verdict.FORBIDDEN_WILL
+        claim = self._claim_client_id(session, identity)
+        if claim is not Verdict.ACCEPTED:
+            return claim
         self._identities[id(session)] = (session, identity)  # moved to the admitted session by ``_admitted``
         return Verdict.ACCEPTED
 

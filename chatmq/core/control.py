@@ -14,6 +14,8 @@ async def publish_command(bus: Bus, key: str, command: Command) -> None:
     await bus.publish(CONTROL, key.encode(), command)
 
 
-async def announce_takeover(bus: Bus, node: str, client_id: str) -> None:
-    """Tell the other nodes that ``client_id`` is now connected to ``node``."""
-    await publish_command(bus, client_id, Takeover(client_id, node, now_ms()))
+async def announce_takeover(bus: Bus, node: str, client_id: str, kind: str, principal: str) -> None:
+    """Tell the other nodes that ``client_id`` is now connected to ``node`` as ``principal`` (a user or
+    device id; ``kind``: ``user`` or ``device``): they close their connection with it if it is the same
+    principal's."""
+    await publish_command(bus, client_id, Takeover(client_id, node, now_ms(), kind, principal))

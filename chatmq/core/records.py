@@ -35,7 +35,7 @@ Topics and their records (keys in brackets):
   "client_id", "node", "transport", "ts"}``, and ``NodeStarted``.
 * ``chat.control`` (node, client id or principal): ``Kick`` ``{"action": "kick", "client_id", "node", "ts"}``,
   ``KickPrincipal`` ``{"action": "kick_principal", "id", "ts"}``, ``Takeover`` ``{"action": "takeover",
-  "client_id", "node", "ts"}``.
+  "client_id", "node", "ts", "kind", "id"}`` (``kind`` and ``id``: the principal that connected).
 * ``chat.push`` (user): ``PushRecord`` (``chatmq.services.push.records`` builds them).
 * ``chat.telemetry`` (device): ``TelemetryRecord`` ``{"device", "owner", "reading", "ts"}``.
 * ``chat.devices`` (device): ``DeviceUp`` / ``DeviceDown`` ``{"event": "up"|"down", "device", "owner", "node",
@@ -234,7 +234,12 @@ class KickPrincipal(BusItem, frozen=True, tag_field="action", tag="kick_principa
 
 
 class Takeover(_ClientOnNode, frozen=True, tag_field="action", tag="takeover"):
-    """``client_id`` connected to ``node``: the other nodes close theirs."""
+    """``client_id`` connected to ``node`` as the user or device ``id`` (``kind``: ``user`` or ``device``):
+    the other nodes close theirs when it is that same principal's, and leave another's alone. A takeover
+    without ``id`` (from a node before the field came) names nobody and closes nothing."""
+
+    kind: str = ""
+    id: str = ""
 
 
 Command = Kick | KickPrincipal | Takeover

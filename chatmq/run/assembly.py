@@ -213,8 +213,13 @@ def _broker(p: Process) -> list[Component]:
     # in a cluster every reading goes to the bus for the telemetry part; alone, only when it writes them
     p.gateway = NodeGateway(p.bus, s.node, s.envelope_limits(), cluster=p.cluster,
                             telemetry=p.cluster or s.influx_url is not None)
-    p.node = BrokerNode(s, Authenticator(p.store, p.tokens), p.gateway, p.tls)
-    return [p.gateway, ControlWorker(p.bus, s.node, p.node), p.node]
+    # in a cluster, the live connections of every node (client ids held elsewhere are refused): a group
+    # of its own, read from the start, like the API's
+    table = ConnectionTable() if p.cluster else None
+    followers = [] if table is None else [
+        ConnectionFollower(p.bus, table, group=f"node.{s.node}.{uuid.uuid4().hex[:12]}")]
+    p.node = BrokerNode(s, Authenticator(p.store, p.tokens), p.gateway, p.tls, connections=table)
+    return [p.gateway, *followers, ControlWorker(p.bus, s.node, p.node), p.node]
 
 
 def _api(p: Process) -> list[Component]:

@@ -18,6 +18,7 @@ from chatmq.bridges.gateway import NodeGateway
 from chatmq.broker.admission import ConnectionPolicy, Refusal
 from chatmq.broker.authenticator import Authenticator
 from chatmq.broker.close_reason import CloseReason
+from chatmq.broker.identity import Identity, principal_identity
 from chatmq.broker.node import ChatBroker, TlsListeners
 from chatmq.broker.outbox import DeliveryLimits
 from chatmq.core.errors import ChatMQError
@@ -36,6 +37,7 @@ from chatmq.core.metrics import (
 )
 from chatmq.core.settings import Settings
 from chatmq.core.tls import ServerTls
+from chatmq.services.registry.sessions import ConnectionTable
 
 log = logging.getLogger("chatmq")
 
@@ -129,11 +131,14 @@ class BrokerNode:
     """
 
     def __init__(self, settings: Settings, authenticator: Authenticator, gateway: NodeGateway,
-                 tls: ServerTls | None = None) -> None:
+                 tls: ServerTls | None = None, connections: ConnectionTable | None = None) -> None:
+        """``connections``: in a cluster, the live connections of every node (``chat.connections``), so
+        that a CONNECT with a client id another principal holds on another node is refused here."""
         self._settings = settings
         self._authenticator = authenticator
         self._gateway = gateway
         self._tls = tls
+        self._connections = connections
         self.broker: ChatBroker | None = None  # amqtt needs a running loop: made in start()
         self._unlist: Callable[[], None] | None = None
 
@@ -156,6 +161,7 @@ class BrokerNode:
             host=s.host, mqtt_port=s.mqtt_port, ws_port=s.ws_port, authenticator=self._authenticator,
             hooks=self._gateway, rate=s.rate_limit_per_sec, burst=s.rate_limit_burst,
             limits=DeliveryLimits.from_settings(s), tls=tls, policy=ConnectionPolicy.from_settings(s),
+            elsewhere=None if self._connections is None else self._holder_elsewhere,
         )
         self._gateway.attach(self.broker)
         listeners = self._listeners()
@@ -208,6 +214,16 @@ class BrokerNode:
 
     async def kick(self, client_id: str) -> bool:
         return self.broker is not None and await self.broker.kick(client_id)
+
+    def _holder_elsewhere(self, client_id: str) -> Identity | None:
+        """Who holds ``client_id`` live on another node, as ``chat.connections`` told this node so far."""
+        assert self._connections is not None
+        held = self._connections.holder(client_id, other_than=self._settings.node)
+        return None if held is None else principal_identity(held.kind, held.id)
+
+    async def take_over(self, client_id: str, kind: str, principal: str) -> bool:
+        claimant = principal_identity(kind, principal)
+        return self.broker is not None and claimant is not None and await self.broker.take_over(client_id, claimant)
 
     async def kick_principal(self, principal_id: str) -> int:
         return 0 if self.broker is None else await self.broker.kick_principal(principal_id)

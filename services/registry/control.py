@@ -5,8 +5,9 @@ start by a group of its own) and implements ``SessionControl`` with it: listing 
 closing a session publishes a command that the node holding it carries out
 (``ControlWorker``, one per node, in the node's process). A ``kick_principal`` goes to
 every node, since only the nodes know which devices belong to a user. A node that accepts a
-connection publishes a ``takeover`` for its client id, and the other nodes close a connection
-with that id ([MQTT-3.1.4-2] across the cluster: nginx may put the new one on another node). Commands carry their
+connection publishes a ``takeover`` for its client id and principal, and the other nodes close a
+connection with that id if it is the same principal's ([MQTT-3.1.4-2] across the cluster: nginx may
+put the new one on another node); another user's or device's connection stays (``take_over``). Commands carry their
 time; a node ignores those older than itself (a new node's group reads the topic from the
 start).
 """
@@ -31,6 +32,10 @@ class Kicker(Protocol):
     """What a node offers the control worker (``chatmq.run.components.BrokerNode``)."""
 
     async def kick(self, client_id: str) -> bool: ...
+
+    async def take_over(self, client_id: str, kind: str, principal: str) -> bool:
+        """Close the live connection ``client_id`` if it is of ``principal`` (``kind``: user or device)."""
+        ...
 
     async def kick_principal(self, principal_id: str) -> int: ...
 
@@ -83,8 +88,14 @@ class ControlWorker(BusWorker):
                 if command.node == self._node:
                     await self._kicker.kick(command.client_id)
             elif isinstance(command, Takeover):
-                if command.node != self._node and await self._kicker.kick(command.client_id):
-                    log.info("closed %s: the client connected again on node %s", command.client_id, command.node)
+                if command.node == self._node:
+                    continue
+                if not command.id:
+                    log.warning("ignored a takeover of %s from node %s that names no user or device (a node of an "
+                                "older version?)", command.client_id, command.node)
+                elif await self._kicker.take_over(command.client_id, command.kind, command.id):
+                    log.info("closed %s: %s %s connected with it again on node %s", command.client_id,
+                             command.kind, command.id, command.node)
             else:
                 closed = await self._kicker.kick_principal(command.id)
                 if closed:

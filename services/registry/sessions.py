@@ -173,22 +173,41 @@ class ConnectionTable:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], Connection] = {}
+        self._by_client: dict[str, dict[str, Connection]] = {}  # client id -> node -> connection
 
     def apply(self, record: ConnectionEvent) -> None:
         """Apply a ``connected``/``disconnected`` record, or a ``node_started`` (the node's earlier
         connections are gone)."""
         if isinstance(record, NodeStarted):
             for key in [k for k in self._by_key if k[0] == record.node]:
-                del self._by_key[key]
+                self._remove(key)
             return
         key = (record.node, record.client_id)
         if isinstance(record, Connected):
-            self._by_key[key] = Connection(record.kind, record.id, record.client_id, record.node,
-                                           record.transport or "tcp", record.ts)
+            conn = self._by_key[key] = Connection(record.kind, record.id, record.client_id, record.node,
+                                                  record.transport or "tcp", record.ts)
+            self._by_client.setdefault(record.client_id, {})[record.node] = conn
         else:
             current = self._by_key.get(key)
             if current is not None and current.id == record.id:
-                del self._by_key[key]
+                self._remove(key)
+
+    def _remove(self, key: tuple[str, str]) -> None:
+        del self._by_key[key]
+        node, client_id = key
+        nodes = self._by_client.get(client_id)
+        if nodes is not None:
+            nodes.pop(node, None)
+            if not nodes:
+                del self._by_client[client_id]
+
+    def holder(self, client_id: str, other_than: str = "") -> Connection | None:
+        """The newest live connection with ``client_id`` on a node other than ``other_than``."""
+        nodes = self._by_client.get(client_id)
+        if not nodes:
+            return None
+        found = [c for node, c in nodes.items() if node != other_than]
+        return max(found, key=lambda c: c.since) if found else None
 
     def all(self) -> list[Connection]:
         return sorted(self._by_key.values(), key=lambda c: c.since)

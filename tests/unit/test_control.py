@@ -25,6 +25,9 @@ class FakeNode:
     async def kick(self, client_id: str) -> bool:
         return self.conns.pop(client_id, None) is not None
 
+    async def take_over(self, client_id: str, kind: str, principal: str) -> bool:
+        return kind == "user" and self.conns.get(client_id) == principal and await self.kick(client_id)
+
     async def kick_principal(self, principal_id: str) -> int:
         doomed = [c for c, p in self.conns.items() if p == principal_id]
         for c in doomed:
@@ -79,10 +82,26 @@ async def test_kick_principal_reaches_every_node(bus: MemoryBus) -> None:
 async def test_a_takeover_closes_the_client_id_on_the_other_nodes_only(bus: MemoryBus) -> None:
     n1, n2 = FakeNode({"same": "alice"}), FakeNode({"same": "alice", "other": "bob"})
     async with ControlWorker(bus, "n1", n1), ControlWorker(bus, "n2", n2):
-        await announce_takeover(bus, "n2", "same")  # the client connected again, on n2
+        await announce_takeover(bus, "n2", "same", "user", "alice")  # the client connected again, on n2
         await eventually(lambda: "same" not in n1.conns)
         await asyncio.sleep(0.1)
         assert n2.conns == {"same": "alice", "other": "bob"}
+
+
+async def test_a_takeover_by_another_principal_closes_nothing(bus: MemoryBus) -> None:
+    import orjson
+
+    n1 = FakeNode({"phone": "alice", "later": "alice"})
+    worker = ControlWorker(bus, "n1", n1)
+    async with worker:
+        await announce_takeover(bus, "n2", "phone", "user", "mallory")  # someone else's client id
+        await announce_takeover(bus, "n2", "phone", "device", "alice")  # not alice herself
+        await bus.publish(CONTROL, b"phone", orjson.dumps(  # a takeover that names nobody (an older node)
+            {"action": "takeover", "client_id": "phone", "node": "n2", "ts": now_ms()}))
+        await eventually(lambda: worker.processed == 3)
+        assert n1.conns == {"phone": "alice", "later": "alice"}
+        await announce_takeover(bus, "n2", "later", "user", "alice")  # the same user does take it over
+        await eventually(lambda: n1.conns == {"phone": "alice"})
 
 
 async def test_commands_from_before_the_node_started_are_ignored(bus: MemoryBus) -> None:

@@ -1,6 +1,13 @@
 """The per-identity topic ACL of the contract."""
 
-from chatmq.broker.identity import Identity, may_publish, may_receive, may_subscribe
+from chatmq.broker.identity import (
+    Identity,
+    may_publish,
+    may_receive,
+    may_subscribe,
+    may_take_over,
+    principal_identity,
+)
 from chatmq.broker.ratelimit import TokenBucket
 
 alice = Identity("user", "ua")
@@ -44,3 +51,23 @@ def test_token_bucket() -> None:
     assert [bucket.take(t0), bucket.take(t0)] == [True, True]
     assert not bucket.take(t0)
     assert bucket.take(t0 + 0.2)
+
+
+def test_only_the_same_principal_takes_a_held_client_id_over() -> None:
+    bob, bobs_sensor = Identity("user", "ub"), Identity("device", "d2", owner="ub")
+    assert may_take_over(None, alice)  # nobody holds it
+    assert may_take_over(None, None)  # the plain node: nobody verified anyone
+    assert may_take_over(alice, Identity("user", "ua"))  # the same user, another connection
+    assert may_take_over(sensor, Identity("device", "d1"))  # the same device (its owner is not compared)
+    assert not may_take_over(alice, bob)  # another user's client id
+    assert not may_take_over(alice, None)  # held by a verified user: an unverified claim is not hers
+    assert not may_take_over(sensor, bobs_sensor)  # another device
+    assert not may_take_over(sensor, alice)  # the device's owner is not the device
+    assert not may_take_over(alice, Identity("device", "ua"))  # a device whose id looks like the user's
+
+
+def test_a_principal_named_on_the_bus_is_a_user_or_a_device() -> None:
+    assert principal_identity("user", "ua") == Identity("user", "ua")
+    assert principal_identity("device", "d1") == Identity("device", "d1")
+    assert principal_identity("admin", "ua") is None
+    assert principal_identity("user", "") is None

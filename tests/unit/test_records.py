@@ -70,7 +70,7 @@ SAMPLES: dict[str, tuple[r.Codec[Any], r.BusItem]] = {
                                 r.Disconnected("device", "d1", "sensor-1", "n1", None, 1767225600000)),
     "control_kick": (r.COMMANDS, r.Kick("phone-1", "n1", 1767225600000)),
     "control_kick_principal": (r.COMMANDS, r.KickPrincipal("ua", 1767225600000)),
-    "control_takeover": (r.COMMANDS, r.Takeover("phone-1", "n2", 1767225600000)),
+    "control_takeover": (r.COMMANDS, r.Takeover("phone-1", "n2", 1767225600000, "user", "ua")),
     "push_message": (r.PUSHES, r.PushRecord("ub", "message", "ua", False, "s1", "ua", preview="hi")),
     "push_event": (r.PUSHES, r.PushRecord("ub", "event", "g1", True, sender="ua", event="member_added")),
     "telemetry": (r.TELEMETRY_RECORDS, r.TelemetryRecord("d1", "ua", {"temp": 21.5, "ts": 1767225600000},
@@ -132,6 +132,9 @@ LEGACY: list[tuple[r.Codec[Any], dict[str, Any], r.BusItem]] = [
                 "event": None, "preview": None},
      r.PushRecord("ub", "message", "ua", False, "s1", "ua")),
     (r.CONNECTION_RECORDS, {"event": "node_started", "node": "n1", "epoch": 5, "ts": 6}, r.NodeStarted("n1", 5, 6)),
+    # a takeover from a node before it named the principal: names nobody (``ControlWorker`` closes nothing)
+    (r.COMMANDS, {"action": "takeover", "client_id": "phone-1", "node": "n2", "ts": 1},
+     r.Takeover("phone-1", "n2", 1, "", "")),
 ]
 
 

@@ -54,3 +54,26 @@ def test_connection_table() -> None:
     t.apply(conn("connected", "laptop", who="u3", ts=4))  # client id taken over by another user
     t.apply(conn("disconnected", "laptop", who="u1"))  # late disconnect of the old one
     assert [(c.id, c.transport) for c in t.of("u3")] == [("u3", "ws")]
+
+
+def test_the_holder_of_a_client_id_on_another_node() -> None:
+    from chatmq.core.records import NodeStarted
+    from chatmq.services.registry.sessions import ConnectionTable
+
+    t = ConnectionTable()
+    t.apply(conn("connected", "phone", who="u1", node="n1", ts=1))
+    t.apply(conn("connected", "phone", who="u1", node="n2", ts=2))
+    holder = t.holder("phone", other_than="n2")
+    assert holder is not None
+    assert (holder.id, holder.node) == ("u1", "n1")
+    newest = t.holder("phone")
+    assert newest is not None
+    assert newest.node == "n2"
+    assert t.holder("laptop") is None
+    t.apply(conn("disconnected", "phone", who="u2", node="n1"))  # not the holder's: changes nothing
+    assert t.holder("phone", other_than="n2") is not None
+    t.apply(conn("disconnected", "phone", who="u1", node="n1"))
+    assert t.holder("phone", other_than="n2") is None
+    t.apply(NodeStarted("n2", 9, 9))  # n2 restarted: its connections are gone
+    assert t.holder("phone") is None
+    assert t.all() == []
