@@ -16,6 +16,8 @@ import mqtt from 'mqtt';
 export const PAGE = 30;
 /** The server's default `max_payload` (bytes of an outbox envelope). */
 const MAX_PAYLOAD = 65536;
+/** The most ids one receipt may carry (the server's MAX_RECEIPT_IDS). */
+const MAX_RECEIPT_IDS = 1000;
 const STATUS_RANK = { failed: -1, pending: 0, sent: 1, delivered: 2, read: 3 };
 /** How many conversations the list loads at the start (the server's page limit). */
 const CONVERSATIONS = 100;
@@ -661,16 +663,20 @@ export class ChatSession extends EventTarget {
     this.changed();
   }
 
-  /** Marks the conversation read up to its newest message (POST /conversations/{id}/read: the server sends
-   * the `read` receipts and tells this user's other devices), when it has unread messages and the page is
-   * visible. */
+  /** Marks the conversation read up to its newest message, when it has unread messages and the page is
+   * visible: on the server (POST /conversations/{id}/read, which moves the read marker and sends the
+   * senders their `read` receipts), and with a `read` receipt over MQTT for the messages this tab knows,
+   * which the server passes on to this user's other devices (the POST does not tell them). */
   markRead(key) {
     const c = this.convs.get(key);
     if (!c || !this.unreadCount(key) || document.visibilityState === 'hidden') return;
-    const ids = [c.serverLast, ...c.live, ...c.messages.map((m) => m.id)].filter(Boolean);
-    const upTo = ids.reduce((a, b) => (b > a ? b : a));
+    const theirs = c.messages.filter((m) => m.id && m.from !== this.me.user_id).map((m) => m.id);
+    const known = [...new Set([c.serverLast, ...c.live, ...theirs])].filter(Boolean);
+    const upTo = known.reduce((a, b) => (b > a ? b : a));
+    const newly = known.filter((id) => c.readUpTo === null || id > c.readUpTo).sort().slice(-MAX_RECEIPT_IDS);
     c.readUpTo = upTo;
     this.api.markRead(key, upTo).catch((e) => { this.lastError = `Not marked read: ${e.message}`; this.changed(); });
+    if (newly.length) this.publish({ type: 'receipt', status: 'read', ids: newly });
     this.changed();
   }
 
