@@ -372,6 +372,7 @@ $('search-form').addEventListener('submit', async (e) => {
     }) : [el('li', { class: 'hint', text: 'No messages found' })]));
     list.hidden = false;
   } catch (err) {
+    list.hidden = true;
     showError('search-error', err);
   }
 });
