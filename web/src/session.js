@@ -658,6 +658,8 @@ export class ChatSession extends EventTarget {
     if (key) {
       const c = this.conv(key);
       if (c.nextBefore === undefined) this.loadOlder(key).catch(() => {});
+      // asked again on opening: the server announces changes only, not that a contact became mutual
+      if (!c.isGroup) this.refreshPresence([key]).catch(() => {});
       this.markRead(key);
     }
     this.changed();
