@@ -69,7 +69,7 @@ export class ChatSession extends EventTarget {
     this.typingKey = null; // the conversation this tab told `typing start` to, and when
     this.typingAt = 0;
     this.typingIdle = null;
-    this.actions = new Map(); // client id -> action envelope (edit, delete, reaction) waiting for its ack
+    this.actions = new Map(); // client id -> {env, undo} of an action (edit, delete, reaction) waiting for its ack
   }
 
   changed() {
@@ -163,7 +163,7 @@ export class ChatSession extends EventTarget {
         }
         this.setConnection('online');
         for (const m of this.outgoing.values()) this.publish(this.envelopeOf(m));
-        for (const env of this.actions.values()) this.publish(env);
+        for (const { env } of this.actions.values()) this.publish(env);
       });
     });
     client.on('reconnect', () => {
@@ -430,10 +430,11 @@ export class ChatSession extends EventTarget {
   }
 
   // --- message actions (edit, delete, reaction) ----------------------------------------
-  /** Publishes an action (kept until its ack, and sent again on reconnect, as messages are). */
-  act(fields) {
+  /** Publishes an action (kept until its ack, and sent again on reconnect, as messages are); `undo` puts
+   * back what it changed on screen when the server refuses it. */
+  act(fields, undo) {
     const env = { ...fields, id: uuid() };
-    this.actions.set(env.id, env);
+    this.actions.set(env.id, { env, undo });
     this.lastError = null;
     if (this.connection === 'online') this.publish(env);
     this.changed();
@@ -442,13 +443,17 @@ export class ChatSession extends EventTarget {
   /** Replaces the text of an own message (the server allows it within its edit window). */
   edit(m, text) {
     const body = { ...m.body, text };
-    this.act({ type: 'edit', target: m.id, body });
+    const before = { body: m.body, edited_at: m.edited_at };
+    this.act({ type: 'edit', target: m.id, body }, () => Object.assign(m, before));
     Object.assign(m, { body, edited_at: Date.now() });
   }
 
   /** Deletes a message for everyone (own messages) or hides it for this user only (`me`). */
   remove(m, scope) {
-    this.act({ type: 'delete', target: m.id, for: scope });
+    const before = { body: m.body, deleted: m.deleted, reactions: m.reactions };
+    this.act({ type: 'delete', target: m.id, for: scope }, () => {
+      if (scope !== 'me') Object.assign(m, before);
+    });
     if (scope === 'me') this.forget(m);
     else Object.assign(m, { body: {}, deleted: true, reactions: {} });
   }
@@ -461,7 +466,8 @@ export class ChatSession extends EventTarget {
   /** Adds this user's reaction with `emoji` to a message, or takes it back when it is there. */
   react(m, emoji) {
     const mine = (m.reactions[emoji] || []).includes(this.me.user_id);
-    this.act({ type: 'reaction', target: m.id, emoji, remove: mine });
+    this.act({ type: 'reaction', target: m.id, emoji, remove: mine },
+      () => this.applyReaction(m, this.me.user_id, emoji, !mine));
     this.applyReaction(m, this.me.user_id, emoji, mine);
   }
 
@@ -548,7 +554,11 @@ export class ChatSession extends EventTarget {
         this.onEvent(env);
         break;
       case 'error': {
-        if (env.client_id) this.actions.delete(env.client_id);
+        const action = env.client_id && this.actions.get(env.client_id);
+        if (action) {
+          this.actions.delete(env.client_id);
+          if (action.undo) action.undo();
+        }
         const m = env.client_id && this.outgoing.get(env.client_id);
         if (m) {
           this.outgoing.delete(env.client_id);
