@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.chat_page import ChatPage
+from tests.browser.chat_page import ChatPage, Target
 from tests.browser.conftest import Users
 
 pytestmark = pytest.mark.browser
@@ -86,3 +86,19 @@ def test_a_second_browser_of_the_same_user_shows_what_the_first_sent_as_its_own(
         expect(bob.message(text).get_by_role("img")).to_have_count(0)
     expect(bob.log.get_by_role("listitem")).to_have_count(2)
     alice.expect_tick("and this from the phone", "Read")
+
+
+def test_contacts_an_earlier_version_kept_in_the_browser_move_to_the_server(users: Users, target: Target) -> None:
+    alice = users("alice")
+    bob_name = "bob_old_" + alice.username.split("_")[1]
+    target.register(bob_name)
+    user_id = alice.page.evaluate("async () => (await (await fetch('/api/v1/users/me', {headers: {"
+                                  "Authorization: 'Bearer ' + JSON.parse(localStorage.getItem('chatmq:tokens'))"
+                                  ".access_token}})).json()).user_id")
+    # what the client before issue 15 stored: the contacts' usernames in this browser only
+    alice.page.evaluate("([k, v]) => localStorage.setItem(k, v)", [f"chatmq:{user_id}:contacts", f'["{bob_name}"]'])
+    alice.reload()
+    expect(alice.conversation(bob_name)).to_be_visible()
+    laptop = users("alice", same_as=alice)  # now on the server: another browser lists bob too
+    expect(laptop.conversation(bob_name)).to_be_visible()
+    assert alice.page.evaluate("k => localStorage.getItem(k)", f"chatmq:{user_id}:contacts") is None

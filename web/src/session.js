@@ -99,6 +99,7 @@ export class ChatSession extends EventTarget {
     }
     for (const id of blocks.blocked) this.blocked.add(id);
     this.changed();
+    await this.moveStoredContacts();
     await Promise.all([
       this.refreshPresence(this.contacts()),
       ...[...this.convs.keys()].slice(0, 50).map((k) => this.loadOlder(k).catch(() => {})),
@@ -280,6 +281,19 @@ export class ChatSession extends EventTarget {
 
   contacts() {
     return [...this.convs.values()].filter((c) => !c.isGroup && c.key !== this.me.user_id).map((c) => c.key);
+  }
+
+  /** Earlier versions of this client kept the contacts (usernames) and unread ids in localStorage: the
+   * contacts go to the server-side list once, then both keys go. */
+  async moveStoredContacts() {
+    const key = `chatmq:${this.me.user_id}:contacts`;
+    let names = [];
+    try {
+      names = JSON.parse(localStorage.getItem(key)) || [];
+    } catch { /* unreadable: nothing to move */ }
+    if (Array.isArray(names) && names.length) await this.syncContacts(names.filter((n) => typeof n === 'string'));
+    localStorage.removeItem(key);
+    localStorage.removeItem(`chatmq:${this.me.user_id}:unread`);
   }
 
   /** Looks usernames up (POST /contacts/sync) and puts them on the server-side contact list (PUT
