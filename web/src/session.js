@@ -238,7 +238,7 @@ export class ChatSession extends EventTarget {
   /** The newest message of a conversation: loaded, or the list's `last_message`. */
   lastOf(key) {
     const c = this.convs.get(key);
-    const loaded = c.messages.filter((m) => m.id).at(-1) || c.messages.at(-1);
+    const loaded = c.messages.at(-1);
     if (!c.lastMessage) return loaded;
     return loaded && sortKey(loaded) >= c.lastMessage.id ? loaded : c.lastMessage;
   }
