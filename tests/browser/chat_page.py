@@ -63,6 +63,14 @@ class ChatPage:
         self.page.get_by_role("button", name="Create account").click()
         self.expect_online()
 
+    def log_in(self) -> None:
+        """Opens the page and signs in to the existing account (a fresh browser of the user)."""
+        self.page.goto(self.target.page_url)
+        self.page.get_by_label("Username", exact=True).fill(self.username)
+        self.page.get_by_label("Password", exact=True).fill(PASSWORD)
+        self.page.get_by_role("button", name="Log in").click()
+        self.expect_online()
+
     def reopen(self) -> None:
         """Closes the tab and opens a new one in the same browser profile (signs in from storage)."""
         self.page.close()

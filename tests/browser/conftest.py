@@ -89,20 +89,24 @@ def pytest_runtest_makereport(
 
 
 def make_users(browser: Browser, target: Target, test: pytest.Item | None = None) -> Iterator[Users]:
-    """Yields ``make(label, phone=False)``: a new user (unique username starting with ``label``)
-    registered through the page in a fresh browser context (phone-sized with ``phone``).
+    """Yields ``make(label, phone=False, same_as=None)``: a new user (unique username starting with
+    ``label``) registered through the page in a fresh browser context (phone-sized with ``phone``);
+    with ``same_as``, that page's user signed in again in a fresh browser context (another device).
     Afterwards checks that no page raised an uncaught error; when ``test`` failed, saves a
     screenshot of every open page (``failed-<test>-<user>.png`` in test-artifacts/browser/)."""
     contexts: list[BrowserContext] = []
     pages: list[ChatPage] = []
 
-    def make(label: str, phone: bool = False) -> ChatPage:
+    def make(label: str, phone: bool = False, same_as: ChatPage | None = None) -> ChatPage:
         ctx = browser.new_context(viewport=PHONE if phone else DESKTOP,
                                   is_mobile=phone, has_touch=phone)
         contexts.append(ctx)
-        page = ChatPage(ctx, target, f"{label}_{uuid.uuid4().hex[:6]}")
+        page = ChatPage(ctx, target, same_as.username if same_as else f"{label}_{uuid.uuid4().hex[:6]}")
         pages.append(page)
-        page.register()
+        if same_as:
+            page.log_in()
+        else:
+            page.register()
         return page
 
     yield make

@@ -231,8 +231,9 @@ def test_usable_by_keyboard_alone(browser: Browser, target: Target) -> None:
 
 
 def test_an_edit_and_a_delete_change_the_message_shown(users: Users, target: Target) -> None:
-    """Message actions (made here with the SDK: the page has no menu for them yet) show at once in the open
-    conversation, and again from history after a reload; a deleted message's text is gone from both."""
+    """Message actions made by another client (here the SDK) show at once in the open conversation, and
+    again from history after a reload; a deleted message's text is gone from both (the page's own message
+    menu: test_web_message_actions.py)."""
     alice = users("alice")
     name = f"bob_{uuid.uuid4().hex[:6]}"
     target.register(name)

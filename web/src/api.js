@@ -188,6 +188,17 @@ export class Api {
     return this.call('DELETE', `/groups/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}`);
   }
 
+  // --- issue 15: conversations, contacts, presence, blocks, search --------------------------
+  conversations(limit) { return this.call('GET', `/conversations?limit=${limit}`); }
+  markRead(peer, upTo) { return this.call('POST', `/conversations/${encodeURIComponent(peer)}/read`, { up_to: upTo }); }
+  contacts() { return this.call('GET', '/contacts'); }
+  addContact(userId) { return this.call('PUT', `/contacts/${encodeURIComponent(userId)}`); }
+  presence(userIds) { return this.call('GET', `/presence?users=${userIds.map(encodeURIComponent).join(',')}`); }
+  blocks() { return this.call('GET', '/blocks'); }
+  block(userId) { return this.call('PUT', `/blocks/${encodeURIComponent(userId)}`); }
+  unblock(userId) { return this.call('DELETE', `/blocks/${encodeURIComponent(userId)}`); }
+  search(q, limit = 20) { return this.call('GET', `/search?${new URLSearchParams({ q, limit: String(limit) })}`); }
+
   history(peer, before, limit) {
     const q = new URLSearchParams({ limit: String(limit) });
     if (before) q.set('before', before);

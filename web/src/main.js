@@ -41,6 +41,19 @@ function timeOf(ts) {
   return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/** A few reactions offered in the message menu. */
+const EMOJI = ['👍', '❤️', '😂', '😮', '😢'];
+
+/** What a contact's presence reads as: "online", "away", "last seen 14:05" (or on another day), or ''. */
+function presenceText(p) {
+  if (!p || !p.state) return '';
+  if (p.state !== 'offline') return p.state;
+  if (!p.last_seen) return 'offline';
+  const d = new Date(p.last_seen);
+  const today = d.toDateString() === new Date().toDateString();
+  return `last seen ${today ? '' : `${d.toLocaleDateString()} `}${timeOf(p.last_seen)}`;
+}
+
 function textOf(body, deleted = false) {
   if (deleted) return 'This message was deleted';
   if (isAttachment(body)) return body.text || `File: ${body.name || 'file'}`;
@@ -155,7 +168,8 @@ function renderConversationList() {
   const items = session.conversationKeys().map((key) => {
     const c = session.convs.get(key);
     const unread = session.unreadCount(key);
-    const last = c.messages[c.messages.length - 1];
+    const last = session.lastOf(key);
+    const presence = c.isGroup ? null : session.presence.get(key);
     const label = `${session.title(key)}${c.isGroup ? ' (group)' : ''}${unread ? `, ${unread} unread` : ''}`;
     return el('li', {},
       el('button', {
@@ -163,6 +177,8 @@ function renderConversationList() {
         'aria-current': key === session.openKey ? 'true' : null,
         onclick: () => openConversation(key),
       },
+      presence && presence.state
+        ? el('span', { class: `dot ${presence.state}`, title: presenceText(presence) }) : null,
       el('span', { class: 'name', text: session.title(key) }),
       c.isGroup ? el('span', { class: 'kind', text: 'group' }) : null,
       unread ? el('span', { class: 'badge', text: String(unread) }) : null,
@@ -176,18 +192,74 @@ function renderConversationList() {
   }
 }
 
+// --- the message menu: reply, edit, delete, react -------------------------------------------
+let menuFor = null; // the server id of the message whose menu is open
+let composing = null; // {mode: 'reply'|'edit', message} while replying to or editing a message
+
+function quoteOf(id) {
+  const q = session.msgById.get(id);
+  const text = q ? `${session.nameOf(q.from)}: ${textOf(q.body, q.deleted)}` : 'an earlier message';
+  return el('blockquote', { class: 'quote', text: `↪ ${text}` });
+}
+
+function renderReactions(m) {
+  const entries = Object.entries(m.reactions || {});
+  if (!entries.length) return null;
+  return el('span', { class: 'reactions' }, ...entries.map(([emoji, users]) => {
+    const mine = users.includes(session.me.user_id);
+    const names = users.map((u) => (u === session.me.user_id ? 'you' : session.nameOf(u))).join(', ');
+    return el('button', {
+      type: 'button', class: `reaction${mine ? ' mine' : ''}`, 'aria-pressed': String(mine),
+      'aria-label': `${emoji} ${users.length}: ${names}`, title: names, text: `${emoji} ${users.length}`,
+      onclick: () => session.react(m, emoji),
+    });
+  }));
+}
+
+function startComposing(mode, m) {
+  composing = { mode, message: m };
+  menuFor = null;
+  const input = $('composer-input');
+  if (mode === 'edit') input.value = textOf(m.body);
+  render();
+  input.focus();
+}
+
+function renderMenu(m, mine) {
+  const item = (text, fn, cls = 'secondary small') => el('button', {
+    type: 'button', class: cls, text, onclick: () => { menuFor = null; fn(); render(); },
+  });
+  const canEdit = mine && !m.deleted && typeof (m.body && m.body.text) === 'string';
+  return el('div', { class: 'message-menu', role: 'group', 'aria-label': 'Message actions' },
+    item('Reply', () => startComposing('reply', m)),
+    canEdit ? item('Edit', () => startComposing('edit', m)) : null,
+    item('Delete for me', () => session.remove(m, 'me'), 'danger small'),
+    mine && !m.deleted ? item('Delete for everyone', () => session.remove(m, 'everyone'), 'danger small') : null,
+    ...(m.deleted ? [] : EMOJI.map((emoji) => el('button', {
+      type: 'button', class: 'secondary small emoji', 'aria-label': `React ${emoji}`, text: emoji,
+      onclick: () => { menuFor = null; session.react(m, emoji); },
+    }))));
+}
+
 function renderMessage(m, isGroup) {
   const mine = m.from === session.me.user_id;
   const [tick, tickLabel] = mine ? TICKS[m.status] || TICKS.sent : [];
   return el('li', { class: `message ${mine ? 'mine' : 'theirs'}`, 'data-id': m.id || m.client_id },
     isGroup && !mine ? el('span', { class: 'sender', text: session.nameOf(m.from) }) : null,
+    m.reply_to && !m.deleted ? quoteOf(m.reply_to) : null,
     el('span', { class: 'text', text: (m.deleted ? textOf(m.body, true) : isAttachment(m.body) ? (m.body.text || '') : textOf(m.body))
       + (m.edited_at && !m.deleted ? ' (edited)' : '') }),
     isAttachment(m.body) && !m.deleted ? renderAttachment(api, m.body) : null,
     el('span', { class: 'meta' },
       el('time', { datetime: new Date(m.ts).toISOString(), text: timeOf(m.ts) }),
       mine ? el('span', { class: `tick ${m.status}`, role: 'img', 'aria-label': tickLabel, title: m.error || tickLabel,
-        text: tick }) : null));
+        text: tick }) : null,
+      m.id ? el('button', {
+        type: 'button', class: 'menu-button', 'aria-label': 'Message menu', 'aria-expanded': String(menuFor === m.id),
+        text: '⋯', onclick: () => { menuFor = menuFor === m.id ? null : m.id; render(); },
+      }) : null),
+    renderReactions(m),
+    menuFor === m.id ? renderMenu(m, mine) : null);
 }
 
 let renderedKey = null;
@@ -200,6 +272,22 @@ function renderConversation() {
   $('composer').hidden = !key;
   $('empty-hint').hidden = !!key;
   $('members-button').hidden = !(key && key.startsWith('g'));
+  $('block-button').hidden = !key || key.startsWith('g');
+  if (composing && (!key || session.keyOf(composing.message) !== key)) composing = null;
+  $('composer-context').hidden = !composing;
+  if (composing) {
+    $('composer-context-text').textContent = composing.mode === 'edit' ? 'Editing your message'
+      : `Replying to ${session.nameOf(composing.message.from)}: ${textOf(composing.message.body, composing.message.deleted)}`;
+  }
+  const typing = key ? session.typingIn(key).map((u) => session.nameOf(u)) : [];
+  const typingText = typing.length ? `${typing.join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…` : '';
+  if ($('typing').textContent !== typingText) $('typing').textContent = typingText;
+  $('conversation-presence').textContent = key && !key.startsWith('g') ? presenceText(session.presence.get(key)) : '';
+  if (key && !key.startsWith('g')) {
+    const blocked = session.blocked.has(key);
+    $('block-button').textContent = blocked ? 'Unblock' : 'Block';
+    $('block-button').setAttribute('aria-label', `${blocked ? 'Unblock' : 'Block'} ${session.title(key)}`);
+  }
   if (!key) {
     $('conversation-title').textContent = 'No conversation open';
     $('message-list').replaceChildren();
@@ -225,6 +313,7 @@ function renderConversation() {
 }
 
 function openConversation(key) {
+  menuFor = null;
   session.open(key);
   render(); // now, so that the message box is shown before it takes the focus
   $('composer-input').focus();
@@ -236,9 +325,56 @@ $('composer').addEventListener('submit', (e) => {
   const input = $('composer-input');
   const text = input.value.trim();
   if (!text || !session || !session.openKey) return;
-  session.send(session.openKey, text);
+  if (composing && composing.mode === 'edit') session.edit(composing.message, text);
+  else session.send(session.openKey, text, composing ? composing.message.id : null);
+  composing = null;
   input.value = '';
   input.focus();
+  render();
+});
+$('composer-input').addEventListener('input', () => {
+  if (session && session.openKey && $('composer-input').value.trim()) session.composing(session.openKey);
+});
+$('composer-context-cancel').addEventListener('click', () => {
+  if (composing && composing.mode === 'edit') $('composer-input').value = '';
+  composing = null;
+  render();
+  $('composer-input').focus();
+});
+$('block-button').addEventListener('click', async () => {
+  const key = session && session.openKey;
+  if (!key) return;
+  try {
+    await session.setBlocked(key, !session.blocked.has(key));
+  } catch (err) {
+    session.lastError = err.message;
+    session.changed();
+  }
+});
+
+// --- search --------------------------------------------------------------------------------
+$('search-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  showError('search-error', null);
+  const q = $('search-input').value.trim();
+  const list = $('search-results');
+  if (!q) { list.hidden = true; return; }
+  try {
+    const found = await session.search(q);
+    list.replaceChildren(...(found.length ? found.map((m) => {
+      const key = session.keyOf(m);
+      const where = session.title(key);
+      const who = m.from === session.me.user_id ? 'You' : session.nameOf(m.from);
+      return el('li', {}, el('button', {
+        type: 'button', class: 'search-result', 'aria-label': `${where}: ${textOf(m.body)}`,
+        onclick: () => openConversation(key),
+      }, el('span', { class: 'name', text: where }), el('span', { class: 'preview', text: `${who}: ${textOf(m.body)}` })));
+    }) : [el('li', { class: 'hint', text: 'No messages found' })]));
+    list.hidden = false;
+  } catch (err) {
+    list.hidden = true;
+    showError('search-error', err);
+  }
 });
 $('composer-input').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {

@@ -3,7 +3,10 @@
 // Speaks only the public contract: CONNECT with username = user id and password = access
 // token, subscribe users/{me}/inbox (QoS 1) on every connect (the server replays what is
 // pending), publish envelopes to users/{me}/outbox. Every message received gets a
-// `delivered` receipt at once, and a `read` receipt when its conversation is on screen.
+// `delivered` receipt at once; a conversation on screen is marked read on the server
+// (POST /conversations/{id}/read), which sends the `read` receipts and tells the user's other devices.
+// The conversation list, unread counts, contacts and blocks come from the server (issue 15), so a
+// fresh browser shows what another one did.
 // Messages without an `ack` are published again, with the same client id, on every
 // connect (the server dedupes them). The server replays a message until it gets our
 // `delivered`, so repeats are dropped here by server id.
@@ -13,7 +16,16 @@ import mqtt from 'mqtt';
 export const PAGE = 30;
 /** The server's default `max_payload` (bytes of an outbox envelope). */
 const MAX_PAYLOAD = 65536;
+/** The most ids one receipt may carry (the server's MAX_RECEIPT_IDS). */
+const MAX_RECEIPT_IDS = 1000;
 const STATUS_RANK = { failed: -1, pending: 0, sent: 1, delivered: 2, read: 3 };
+/** How many conversations the list loads at the start (the server's page limit). */
+const CONVERSATIONS = 100;
+/** Typing: `start` again after this long while still composing; `stop` after this long idle. */
+const TYPING_REPEAT_MS = 3000;
+const TYPING_IDLE_MS = 4000;
+/** A contact's "is typing" goes away this long after its last `start` when no `stop` came. */
+const TYPING_SHOWN_MS = 6000;
 
 function uuid() {
   if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -50,23 +62,14 @@ export class ChatSession extends EventTarget {
     this.lastError = null;
     this.pendingDelivered = [];
     this.changeQueued = false;
-    this.contactNames = this.load('contacts', []);
-    this.unread = this.load('unread', {});
-    this.readIds = new Set();
-  }
-
-  // --- persistence (per user, in localStorage) ---------------------------------
-  load(name, fallback) {
-    try {
-      const v = localStorage.getItem(`chatmq:${this.me.user_id}:${name}`);
-      return v ? JSON.parse(v) : fallback;
-    } catch {
-      return fallback;
-    }
-  }
-
-  save(name, value) {
-    localStorage.setItem(`chatmq:${this.me.user_id}:${name}`, JSON.stringify(value));
+    this.contactIds = new Set(); // the server-side contact list (GET/PUT /contacts)
+    this.blocked = new Set(); // whom this user blocks (GET/PUT/DELETE /blocks)
+    this.presence = new Map(); // user id -> {state, last_seen} (GET /presence, inbox `presence`)
+    this.typing = new Map(); // conversation key -> Map(user id -> timer of its "is typing")
+    this.typingKey = null; // the conversation this tab told `typing start` to, and when
+    this.typingAt = 0;
+    this.typingIdle = null;
+    this.actions = new Map(); // client id -> {env, undo} of an action (edit, delete, reaction) waiting for its ack
   }
 
   changed() {
@@ -79,12 +82,28 @@ export class ChatSession extends EventTarget {
   }
 
   // --- start and stop ---------------------------------------------------------
-  /** Loads contacts, groups and the first history page of each conversation, then connects. */
+  /** Connects, then loads the conversation list, contacts, blocks, groups, the contacts' presence and the
+   * first history page of each conversation. */
   async start() {
     this.connect();
-    const [groups] = await Promise.all([this.api.groups(), this.syncContacts(this.contactNames)]);
+    const [groups, list, contacts, blocks] = await Promise.all([
+      this.api.groups(), this.api.conversations(CONVERSATIONS), this.api.contacts(), this.api.blocks()]);
     for (const g of groups) this.putGroup(g);
-    await Promise.all([...this.convs.keys()].slice(0, 50).map((k) => this.loadOlder(k).catch(() => {})));
+    for (const item of list.conversations) {
+      const c = this.conv(item.kind === 'group' ? item.group.group_id : item.peer);
+      Object.assign(c, { lastMessage: item.last_message, serverLast: item.last_message.id, serverUnread: item.unread });
+    }
+    for (const { user_id: id } of contacts.contacts) {
+      this.contactIds.add(id);
+      this.conv(id);
+    }
+    for (const id of blocks.blocked) this.blocked.add(id);
+    this.changed();
+    await this.moveStoredContacts();
+    await Promise.all([
+      this.refreshPresence(this.contacts()),
+      ...[...this.convs.keys()].slice(0, 50).map((k) => this.loadOlder(k).catch(() => {})),
+    ]);
     this.changed();
   }
 
@@ -145,6 +164,7 @@ export class ChatSession extends EventTarget {
         }
         this.setConnection('online');
         for (const m of this.outgoing.values()) this.publish(this.envelopeOf(m));
+        for (const { env } of this.actions.values()) this.publish(env);
       });
     });
     client.on('reconnect', () => {
@@ -194,7 +214,12 @@ export class ChatSession extends EventTarget {
   conv(key) {
     let c = this.convs.get(key);
     if (!c) {
-      c = { key, isGroup: key.startsWith('g'), messages: [], nextBefore: undefined, loading: false };
+      c = {
+        key, isGroup: key.startsWith('g'), messages: [], nextBefore: undefined, loading: false,
+        // unread: the list's count (of messages up to serverLast), and others' messages that came since;
+        // readUpTo: the newest server id this user read (on any of its devices)
+        lastMessage: null, serverLast: null, serverUnread: 0, live: new Set(), readUpTo: null,
+      };
       this.convs.set(key, c);
       if (!c.isGroup) this.profile(key);
     }
@@ -202,7 +227,20 @@ export class ChatSession extends EventTarget {
   }
 
   unreadCount(key) {
-    return (this.unread[key] || []).length;
+    const c = this.convs.get(key);
+    if (!c) return 0;
+    const read = (id) => c.readUpTo !== null && id <= c.readUpTo;
+    let n = c.serverLast && !read(c.serverLast) ? c.serverUnread : 0;
+    for (const id of c.live) if ((!c.serverLast || id > c.serverLast) && !read(id)) n += 1;
+    return n;
+  }
+
+  /** The newest message of a conversation: loaded, or the list's `last_message`. */
+  lastOf(key) {
+    const c = this.convs.get(key);
+    const loaded = c.messages.at(-1);
+    if (!c.lastMessage) return loaded;
+    return loaded && sortKey(loaded) >= c.lastMessage.id ? loaded : c.lastMessage;
   }
 
   title(key) {
@@ -225,17 +263,16 @@ export class ChatSession extends EventTarget {
     this.users.set(userId, { user_id: userId, username: userId, display_name: null, loading: true });
     this.api.user(userId).then((u) => {
       this.users.set(userId, u);
-      if (this.convs.has(userId) && !this.contactNames.includes(u.username)) {
-        this.contactNames.push(u.username);
-        this.save('contacts', this.contactNames);
-      }
       this.changed();
     }).catch(() => {});
   }
 
-  /** Conversation keys, the most recent first. */
+  /** Conversation keys, the most recent activity first. */
   conversationKeys() {
-    const last = (c) => (c.messages.length ? sortKey(c.messages[c.messages.length - 1]) : '');
+    const last = (c) => {
+      const m = this.lastOf(c.key);
+      return m ? (m.id || sortKey(m)) : '';
+    };
     return [...this.convs.values()]
       .filter((c) => c.key !== this.me.user_id && (!c.isGroup || this.groups.has(c.key)))
       .sort((a, b) => (last(b) > last(a) ? 1 : last(b) < last(a) ? -1 : this.title(a.key).localeCompare(this.title(b.key))))
@@ -246,19 +283,87 @@ export class ChatSession extends EventTarget {
     return [...this.convs.values()].filter((c) => !c.isGroup && c.key !== this.me.user_id).map((c) => c.key);
   }
 
-  /** Looks usernames up (POST /contacts/sync); returns the ones that are not registered. */
+  /** Earlier versions of this client kept the contacts (usernames) and unread ids in localStorage: the
+   * contacts go to the server-side list once, then both keys go. */
+  async moveStoredContacts() {
+    const key = `chatmq:${this.me.user_id}:contacts`;
+    let names = [];
+    try {
+      names = JSON.parse(localStorage.getItem(key)) || [];
+    } catch { /* unreadable: nothing to move */ }
+    if (Array.isArray(names) && names.length) await this.syncContacts(names.filter((n) => typeof n === 'string'));
+    localStorage.removeItem(key);
+    localStorage.removeItem(`chatmq:${this.me.user_id}:unread`);
+  }
+
+  /** Looks usernames up (POST /contacts/sync) and puts them on the server-side contact list (PUT
+   * /contacts/{id}); returns the ones that are not registered. */
   async syncContacts(usernames) {
     const names = [...new Set(usernames.map((n) => n.trim().toLowerCase()).filter(Boolean))];
     if (!names.length) return [];
     const { registered } = await this.api.syncContacts(names);
-    for (const [username, userId] of Object.entries(registered)) {
-      if (userId === this.me.user_id) continue;
-      if (!this.contactNames.includes(username)) this.contactNames.push(username);
-      this.conv(userId);
+    const added = Object.values(registered).filter((id) => id !== this.me.user_id);
+    await Promise.all(added.map((id) => this.api.addContact(id)));
+    for (const id of added) {
+      this.contactIds.add(id);
+      this.conv(id);
     }
-    this.save('contacts', this.contactNames);
     this.changed();
+    await this.refreshPresence(added);
     return names.filter((n) => !(n in registered));
+  }
+
+  // --- presence and typing --------------------------------------------------------------
+  /** Asks the server for the presence of users (GET /presence; up to 100 at a time). */
+  async refreshPresence(userIds) {
+    for (let i = 0; i < userIds.length; i += 100) {
+      const { presence } = await this.api.presence(userIds.slice(i, i + 100));
+      for (const p of presence) this.presence.set(p.user, { state: p.state, last_seen: p.last_seen });
+    }
+    this.changed();
+  }
+
+  /** Who is typing in a conversation now (user ids). */
+  typingIn(key) {
+    const t = this.typing.get(key);
+    return t ? [...t.keys()] : [];
+  }
+
+  onTyping(env) {
+    if (env.from === this.me.user_id) return;
+    const key = env.group || env.from;
+    let t = this.typing.get(key);
+    if (!t) this.typing.set(key, (t = new Map()));
+    clearTimeout(t.get(env.from));
+    t.delete(env.from);
+    if (env.state === 'start') {
+      t.set(env.from, setTimeout(() => { t.delete(env.from); this.changed(); }, TYPING_SHOWN_MS));
+    }
+  }
+
+  typingEnvelope(key, state) {
+    return key.startsWith('g') ? { type: 'typing', group: key, state } : { type: 'typing', to: key, state };
+  }
+
+  /** The user typed into the message box of a conversation: `typing start` now and then (at most every
+   * TYPING_REPEAT_MS, well below the server's 1/s), `stop` once idle. */
+  composing(key) {
+    if (this.typingKey && this.typingKey !== key) this.stopTyping();
+    const now = Date.now();
+    if (this.typingKey !== key || now - this.typingAt >= TYPING_REPEAT_MS) {
+      this.typingKey = key;
+      this.typingAt = now;
+      this.publish(this.typingEnvelope(key, 'start'));
+    }
+    clearTimeout(this.typingIdle);
+    this.typingIdle = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  stopTyping() {
+    clearTimeout(this.typingIdle);
+    if (!this.typingKey) return;
+    this.publish(this.typingEnvelope(this.typingKey, 'stop'));
+    this.typingKey = null;
   }
 
   /** Loads the next older history page of a conversation (GET /conversations/{id}/messages). */
@@ -292,7 +397,10 @@ export class ChatSession extends EventTarget {
       this.outgoing.delete(env.client_id);
       Object.assign(m, { id: env.id, ts: env.ts, status: 'sent' });
     } else {
-      m = { ...env, seq: ++this.seq, status: mine ? ownStatus : null, deliveredBy: new Set(), readBy: new Set() };
+      m = {
+        ...env, reactions: env.reactions || {}, seq: ++this.seq, status: mine ? (env.status || ownStatus) : null,
+        deliveredBy: new Set(), readBy: new Set(),
+      };
       c.messages.push(m);
     }
     if (!mine) this.profile(env.from);
@@ -306,15 +414,19 @@ export class ChatSession extends EventTarget {
     const env = { type: 'message', id: m.client_id, body: m.body };
     if (m.group) env.group = m.group;
     else env.to = m.to;
+    if (m.reply_to) env.reply_to = m.reply_to;
     return env;
   }
 
-  /** Sends a text (or a message body: a file) to a conversation; it shows at once as pending until the ack. */
-  send(key, text) {
+  /** Sends a text (or a message body: a file) to a conversation, as a reply to server id `replyTo` when
+   * given; it shows at once as pending until the ack. */
+  send(key, text, replyTo = null) {
     const c = this.conv(key);
+    if (this.typingKey === key) this.stopTyping();
     const m = {
       id: null, client_id: uuid(), from: this.me.user_id, to: c.isGroup ? null : key, group: c.isGroup ? key : null,
       body: typeof text === 'string' ? { text } : text, ts: Date.now(), seq: ++this.seq, status: 'pending', deliveredBy: new Set(), readBy: new Set(),
+      reply_to: replyTo, reactions: {},
     };
     c.messages.push(m);
     this.lastError = null;
@@ -331,11 +443,83 @@ export class ChatSession extends EventTarget {
     this.changed();
   }
 
+  // --- message actions (edit, delete, reaction) ----------------------------------------
+  /** Publishes an action (kept until its ack, and sent again on reconnect, as messages are); `undo` puts
+   * back what it changed on screen when the server refuses it. */
+  act(fields, undo) {
+    const env = { ...fields, id: uuid() };
+    this.actions.set(env.id, { env, undo });
+    this.lastError = null;
+    if (this.connection === 'online') this.publish(env);
+    this.changed();
+  }
+
+  /** Replaces the text of an own message (the server allows it within its edit window). */
+  edit(m, text) {
+    const body = { ...m.body, text };
+    const before = { body: m.body, edited_at: m.edited_at };
+    this.act({ type: 'edit', target: m.id, body }, () => Object.assign(m, before));
+    Object.assign(m, { body, edited_at: Date.now() });
+  }
+
+  /** Deletes a message for everyone (own messages) or hides it for this user only (`me`). */
+  remove(m, scope) {
+    const before = { body: m.body, deleted: m.deleted, reactions: m.reactions };
+    this.act({ type: 'delete', target: m.id, for: scope }, () => {
+      if (scope !== 'me') Object.assign(m, before);
+    });
+    if (scope === 'me') this.forget(m);
+    else Object.assign(m, { body: {}, deleted: true, reactions: {} });
+  }
+
+  forget(m) {
+    const c = this.convs.get(this.keyOf(m));
+    if (c) c.messages = c.messages.filter((x) => x !== m);
+  }
+
+  /** Adds this user's reaction with `emoji` to a message, or takes it back when it is there. */
+  react(m, emoji) {
+    const mine = (m.reactions[emoji] || []).includes(this.me.user_id);
+    this.act({ type: 'reaction', target: m.id, emoji, remove: mine },
+      () => this.applyReaction(m, this.me.user_id, emoji, !mine));
+    this.applyReaction(m, this.me.user_id, emoji, mine);
+  }
+
+  applyReaction(m, user, emoji, remove) {
+    const users = (m.reactions[emoji] || []).filter((u) => u !== user);
+    if (!remove) users.push(user);
+    const reactions = { ...m.reactions };
+    if (users.length) reactions[emoji] = users;
+    else delete reactions[emoji];
+    m.reactions = reactions;
+  }
+
+  /** The conversation key of a message. */
+  keyOf(m) {
+    return m.group || (m.from === this.me.user_id ? m.to : m.from);
+  }
+
+  // --- blocking ---------------------------------------------------------------------
+  async setBlocked(userId, on) {
+    await (on ? this.api.block(userId) : this.api.unblock(userId));
+    if (on) this.blocked.add(userId);
+    else this.blocked.delete(userId);
+    this.changed();
+  }
+
+  /** Searches the user's messages (GET /search): history messages, newest first. */
+  async search(q) {
+    const { messages } = await this.api.search(q);
+    for (const m of messages) if (m.from !== this.me.user_id) this.profile(m.from);
+    return messages;
+  }
+
   // --- receiving ------------------------------------------------------------------
   onEnvelope(env) {
     if (!env || typeof env !== 'object') return;
     switch (env.type) {
       case 'ack': {
+        this.actions.delete(env.client_id);
         const m = this.outgoing.get(env.client_id);
         if (m) {
           this.outgoing.delete(env.client_id);
@@ -348,14 +532,12 @@ export class ChatSession extends EventTarget {
         // a repeat of a message already shown (replayed, or loaded from history first) still
         // counts as unread until we sent `read` for it
         this.addMessage(env, 'sent');
+        this.queueDelivered(env.id); // also a copy of what another device of this user sent: pending here too
         if (env.from !== this.me.user_id) {
-          this.queueDelivered(env.id);
           const key = env.group || env.from;
-          const list = this.unread[key] || (this.unread[key] = []);
-          if (!list.includes(env.id) && !this.readIds.has(env.id)) {
-            list.push(env.id);
-            this.save('unread', this.unread);
-          }
+          this.conv(key).live.add(env.id);
+          const t = this.typing.get(key); // a message ends its sender's typing
+          if (t && t.has(env.from)) this.onTyping({ from: env.from, group: env.group, state: 'stop' });
           if (key === this.openKey) this.markRead(key);
         }
         break;
@@ -368,9 +550,17 @@ export class ChatSession extends EventTarget {
         this.queueDelivered(env.id);
         const m = this.msgById.get(env.target);
         if (m && env.type === 'edit') Object.assign(m, { body: env.body, edited_at: env.ts });
-        else if (m && env.type === 'delete') Object.assign(m, { body: {}, deleted: true });
+        else if (m && env.type === 'delete' && env.for === 'me') this.forget(m);
+        else if (m && env.type === 'delete') Object.assign(m, { body: {}, deleted: true, reactions: {} });
+        else if (m && env.type === 'reaction') this.applyReaction(m, env.from, env.emoji, !!env.remove);
         break;
       }
+      case 'presence':
+        this.presence.set(env.user, { state: env.state, last_seen: env.last_seen });
+        break;
+      case 'typing':
+        this.onTyping(env);
+        break;
       case 'receipt':
         this.onReceipt(env);
         break;
@@ -378,6 +568,11 @@ export class ChatSession extends EventTarget {
         this.onEvent(env);
         break;
       case 'error': {
+        const action = env.client_id && this.actions.get(env.client_id);
+        if (action) {
+          this.actions.delete(env.client_id);
+          if (action.undo) action.undo();
+        }
         const m = env.client_id && this.outgoing.get(env.client_id);
         if (m) {
           this.outgoing.delete(env.client_id);
@@ -404,6 +599,11 @@ export class ChatSession extends EventTarget {
   }
 
   onReceipt(env) {
+    if (env.from === this.me.user_id) {
+      // another device of this user: what it read is read here too
+      if (env.status === 'read') this.readElsewhere(env.ids || []);
+      return;
+    }
     for (const id of env.ids || []) {
       const m = this.msgById.get(id);
       if (!m || m.from !== this.me.user_id) continue;
@@ -464,26 +664,45 @@ export class ChatSession extends EventTarget {
     }
   }
 
+  readElsewhere(ids) {
+    for (const c of this.convs.values()) {
+      for (const id of ids) {
+        const m = this.msgById.get(id);
+        const here = m ? this.keyOf(m) === c.key : c.live.has(id) || c.serverLast === id;
+        if (here && (c.readUpTo === null || id > c.readUpTo)) c.readUpTo = id;
+      }
+    }
+  }
+
   // --- reading ----------------------------------------------------------------------
   /** Opens a conversation (null closes it) and marks what is unread there as read. */
   open(key) {
+    if (this.typingKey && this.typingKey !== key) this.stopTyping();
     this.openKey = key;
     if (key) {
       const c = this.conv(key);
       if (c.nextBefore === undefined) this.loadOlder(key).catch(() => {});
+      // asked again on opening: the server announces changes only, not that a contact became mutual
+      if (!c.isGroup) this.refreshPresence([key]).catch(() => {});
       this.markRead(key);
     }
     this.changed();
   }
 
-  /** Sends a `read` receipt for the conversation's unread messages, when the page is visible. */
+  /** Marks the conversation read up to its newest message, when it has unread messages and the page is
+   * visible: on the server (POST /conversations/{id}/read, which moves the read marker and sends the
+   * senders their `read` receipts), and with a `read` receipt over MQTT for the messages this tab knows,
+   * which the server passes on to this user's other devices (the POST does not tell them). */
   markRead(key) {
-    const ids = this.unread[key];
-    if (!ids || !ids.length || document.visibilityState === 'hidden') return;
-    this.publish({ type: 'receipt', status: 'read', ids });
-    for (const id of ids) this.readIds.add(id);
-    delete this.unread[key];
-    this.save('unread', this.unread);
+    const c = this.convs.get(key);
+    if (!c || !this.unreadCount(key) || document.visibilityState === 'hidden') return;
+    const theirs = c.messages.filter((m) => m.id && m.from !== this.me.user_id).map((m) => m.id);
+    const known = [...new Set([c.serverLast, ...c.live, ...theirs])].filter(Boolean);
+    const upTo = known.reduce((a, b) => (b > a ? b : a));
+    const newly = known.filter((id) => c.readUpTo === null || id > c.readUpTo).sort().slice(-MAX_RECEIPT_IDS);
+    c.readUpTo = upTo;
+    this.api.markRead(key, upTo).catch((e) => { this.lastError = `Not marked read: ${e.message}`; this.changed(); });
+    if (newly.length) this.publish({ type: 'receipt', status: 'read', ids: newly });
     this.changed();
   }
 
