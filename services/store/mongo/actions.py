@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chatmq.core.errors import StoreError
 from chatmq.services.store.base import AcceptResult, NewAction
+from chatmq.services.store.common import text_of
 from chatmq.services.store.mongo.base import Doc, MongoBase, claim_key, mongo_errors, pending_doc
 
 
@@ -56,12 +57,18 @@ class MongoActions(MongoBase):
         kind = record["kind"]
         async with self._writes:
             if kind == "edit":
-                await messages.update_one({"_id": target, "deleted": {"$ne": True}},
-                                          {"$set": {"body": record["body"], "edited_at": ts},
-                                           "$addToSet": {"edits": record["sid"]}})
+                # ``text`` follows the body, so a search finds the new text, not the old
+                text = text_of(record["body"].encode())
+                change: Doc = {"$set": {"body": record["body"], "edited_at": ts}, "$addToSet": {"edits": record["sid"]}}
+                if text is None:
+                    change["$unset"] = {"text": ""}
+                else:
+                    change["$set"]["text"] = text
+                await messages.update_one({"_id": target, "deleted": {"$ne": True}}, change)
             elif kind == "delete":
                 doc = await messages.find_one_and_update(
-                    {"_id": target}, {"$set": {"body": "{}", "deleted": True, "reactions": []}})
+                    {"_id": target}, {"$set": {"body": "{}", "deleted": True, "reactions": []},
+                                      "$unset": {"text": ""}})
                 # the bodies still waiting in inboxes go too: the message's copies and its edits'
                 items = [target, *((doc or {}).get("edits") or [])]
                 await self._coll("pending").delete_many({"item_id": {"$in": items}, "kind": "message"})
