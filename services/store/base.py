@@ -215,6 +215,8 @@ class NewAction:
     body: bytes = b""
     emoji: str = ""
     envelopes: dict[str, bytes] = field(default_factory=dict)
+    device: str = ""  # the sender's MQTT client id: when ``envelopes`` holds a copy for the sender (its other
+    # devices'), that device is marked as having it (as a ``NewMessage``'s)
 
 
 class UserStore(abc.ABC):

@@ -18,6 +18,7 @@ from chatmq.core.errors import StoreError
 from chatmq.services.store.base import AcceptResult, NewAction
 from chatmq.services.store.common import text_of
 from chatmq.services.store.mongo.base import Doc, MongoBase, claim_key, mongo_errors, pending_doc
+from chatmq.services.store.mongo.sessions import mark_doc
 
 
 class MongoActions(MongoBase):
@@ -34,6 +35,9 @@ class MongoActions(MongoBase):
                     "sender": a.sender, "kind": a.kind, "target": a.target, "body": a.body.decode(), "emoji": a.emoji,
                     "pending": [pending_doc(next(seqs), user, a.server_id, "message", env.decode())
                                 for user, env in a.envelopes.items()],
+                    # the sending device has its copy for the sender's other devices
+                    "marks": [mark_doc(a.sender, a.server_id, a.device)] if a.device and a.sender in a.envelopes
+                    else [],
                 }
                 try:
                     async with self._writes:
@@ -80,7 +84,8 @@ class MongoActions(MongoBase):
             else:
                 await messages.update_one({"_id": target},
                                           {"$pull": {"reactions": {"u": sender, "e": record["emoji"]}}})
+        await self._insert_new("device_marks", record.get("marks") or [])  # before the items: never unmarked
         await self._insert_pending(record["pending"])
         async with self._writes:
             await self._coll("actions").update_one({"_id": record["_id"]},
-                                                   {"$set": {"done": True, "pending": [], "body": ""}})
+                                                   {"$set": {"done": True, "pending": [], "marks": [], "body": ""}})

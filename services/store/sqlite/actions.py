@@ -33,6 +33,9 @@ class SQLiteActions(SQLiteBase):
                 conn.executemany(
                     "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope) VALUES (?, ?, 'message', ?)",
                     [(user, a.server_id, env.decode()) for user, env in a.envelopes.items()])
+                if a.device and a.sender in a.envelopes:  # the sending device has it: only the others get it
+                    conn.execute("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id) VALUES (?, ?, ?)",
+                                 (a.sender, a.server_id, a.device))
                 results.append(AcceptResult(a.server_id, a.ts, duplicate=False))
             return results
 
