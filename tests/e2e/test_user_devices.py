@@ -129,7 +129,8 @@ def test_the_senders_other_devices_get_its_actions(devices: Device) -> None:
     edit = phone.wait_ack(phone.edit(sid, "hello"), TIMEOUT)
     react = phone.wait_ack(phone.react(sid, "👍"), TIMEOUT)
     gone = phone.wait_ack(phone.delete(sid, "me"), TIMEOUT)
-    got = laptop.wait_for(lambda: laptop.actions if len(laptop.actions) >= 3 else None, TIMEOUT)
+    laptop.wait_for(lambda: len(laptop.actions) >= 3, TIMEOUT)
+    got = list(laptop.actions)
     assert [(x["type"], x["id"], x["from"], x["to"], x["target"]) for x in got] == [
         ("edit", edit["id"], phone.uid, bob.uid, sid), ("reaction", react["id"], phone.uid, bob.uid, sid),
         ("delete", gone["id"], phone.uid, bob.uid, sid)]
@@ -138,7 +139,8 @@ def test_the_senders_other_devices_get_its_actions(devices: Device) -> None:
     bob.wait_for(lambda: len(bob.actions) >= 2, TIMEOUT)
     tablet.clear()
     tablet.connect()
-    back = tablet.wait_for(lambda: tablet.actions if len(tablet.actions) >= 3 else None, TIMEOUT)
+    tablet.wait_for(lambda: len(tablet.actions) >= 3, TIMEOUT)
+    back = list(tablet.actions)
     assert [x["id"] for x in back] == [edit["id"], react["id"], gone["id"]]
     time.sleep(1)  # anything sent back to the phone would have come by now
     assert (phone.actions, [x["type"] for x in bob.actions]) == ([], ["edit", "reaction"])
