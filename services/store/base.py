@@ -469,6 +469,11 @@ class SessionStore(abc.ABC):
         """Forget device ``client_id`` of ``user_id`` (signed out) with its marks; pending items every
         remaining device has had go too. False when the user has no such device."""
 
+    @abc.abstractmethod
+    async def stale_sessions(self, before: int, limit: int) -> list[UserSession]:
+        """Devices whose latest connect (``last_seen``, ms) is before ``before``, oldest first, at most
+        ``limit`` (read by an index on ``last_seen``)."""
+
 
 class PresenceStore(abc.ABC):
     """The store's role: the session registry: which nodes each online user is on (one entry per
