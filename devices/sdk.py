@@ -497,6 +497,7 @@ class ChatClient:
 
     def _make_mqtt(self) -> mqtt.Client:
         """A paho client with this client's options and callbacks installed."""
+        self._mqtt_client_id = self.client_id  # a ``client_id`` set later takes a new paho client (``connect``)
         client = mqtt_client(self.client_id, self.transport, self.mqtt_version)
         if self.transport == "websockets":
             client.ws_set_options(path=self._ws_path)
@@ -883,7 +884,8 @@ class ChatClient:
             raise NotLoggedInError("not logged in")
         if self.token_needs_refresh():
             self.refresh()
-        if self._loop_used:  # connecting again after disconnect(): start from a fresh paho client
+        # connecting again after disconnect(), or with another client id: start from a fresh paho client
+        if self._loop_used or self._mqtt_client_id != self.client_id:
             self.mqtt = self._make_mqtt()
         with self._auth_lock:
             self.mqtt.username_pw_set(user_id, self._access_token)
