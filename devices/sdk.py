@@ -77,6 +77,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -84,6 +85,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.core.errors import ChatMQError
+from chatmq.devices.records import (
+    BlockList,
+    Contact,
+    ContactList,
+    ContactSync,
+    ConversationPage,
+    Presence,
+    PresenceList,
+    S,
+    Session,
+    SessionList,
+    decode,
+)
 
 __all__ = [
     "AckTimeoutError",
@@ -758,7 +772,74 @@ class ChatClient:
 
     def add_contact(self, user_id: str) -> None:
         """``PUT /contacts/{user_id}``: put ``user_id`` on this user's server-side contact list."""
-        self._request("PUT", f"/contacts/{user_id}")
+        self._request("PUT", f"/contacts/{quote(user_id, safe='')}")
+
+    def _typed(self, kind: type[S], method: str, path: str, **kwargs: Any) -> S:
+        """A REST call whose answer is decoded as ``kind`` (``ApiError`` when it has not that shape)."""
+        data = self._request(method, path, **kwargs)
+        try:
+            return decode(data, kind)
+        except msgspec.ValidationError as exc:
+            raise ApiError(200, f"unexpected answer to {method} {path}: {exc}") from None
+
+    def sync_contacts(self, usernames: Iterable[str] = (), phones: Iterable[str] = ()) -> ContactSync:
+        """``POST /contacts/sync``: which of ``usernames`` and ``phones`` (E.164) are users (nothing is added
+        to the contact list)."""
+        return self._typed(ContactSync, "POST", "/contacts/sync",
+                           json={"usernames": list(usernames), "phones": list(phones)})
+
+    def contact_list(self) -> list[Contact]:
+        """``GET /contacts``: this user's server-side contact list, oldest first."""
+        return self._typed(ContactList, "GET", "/contacts").contacts
+
+    def remove_contact(self, user_id: str) -> None:
+        """``DELETE /contacts/{user_id}`` (``ApiError`` 404 when not on the list)."""
+        self._request("DELETE", f"/contacts/{quote(user_id, safe='')}")
+
+    def block(self, user_id: str) -> None:
+        """``PUT /blocks/{user_id}``: nothing ``user_id`` sends reaches this user any more."""
+        self._request("PUT", f"/blocks/{quote(user_id, safe='')}")
+
+    def unblock(self, user_id: str) -> None:
+        """``DELETE /blocks/{user_id}`` (``ApiError`` 404 when not blocked)."""
+        self._request("DELETE", f"/blocks/{quote(user_id, safe='')}")
+
+    def blocked(self) -> list[str]:
+        """``GET /blocks``: the user ids this user blocks, oldest first."""
+        return self._typed(BlockList, "GET", "/blocks").blocked
+
+    def search(self, query: str, conversation: str | None = None, limit: int = 20) -> list[Envelope]:
+        """``GET /search``: the messages of this user's conversations (only ``conversation``, a user or group
+        id, when given) whose text holds every word of ``query``, newest first, as history items."""
+        params: dict[str, Any] = {"q": query, "limit": limit}
+        if conversation is not None:
+            params["conversation"] = conversation
+        data = self._request("GET", "/search", params=params)
+        return list(data["messages"])
+
+    def conversations(self, before: str | None = None, limit: int = 50) -> ConversationPage:
+        """``GET /conversations``: this user's conversations, newest activity first."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return self._typed(ConversationPage, "GET", "/conversations", params=params)
+
+    def mark_conversation_read(self, conversation: str, up_to: str) -> None:
+        """``POST /conversations/{id}/read``: read up to server id ``up_to`` (the senders get a ``read``
+        receipt)."""
+        self._request("POST", f"/conversations/{quote(conversation, safe='')}/read", json={"up_to": up_to})
+
+    def sessions(self) -> list[Session]:
+        """``GET /users/me/sessions``: this user's devices (MQTT client ids), oldest first."""
+        return self._typed(SessionList, "GET", "/users/me/sessions").sessions
+
+    def sign_out_session(self, client_id: str) -> None:
+        """``DELETE /users/me/sessions/{client_id}``: forget that device (``ApiError`` 404 when unknown)."""
+        self._request("DELETE", f"/users/me/sessions/{quote(client_id, safe='')}")
+
+    def presence_of(self, user_ids: Iterable[str]) -> list[Presence]:
+        """``presence`` as typed records."""
+        return self._typed(PresenceList, "GET", "/presence", params={"users": ",".join(user_ids)}).presence
 
     def presence(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
         """``GET /presence``: ``[{user, state, last_seen}]`` of ``user_ids`` (at most 100) as this user may
