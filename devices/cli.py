@@ -808,6 +808,22 @@ def _when(ms: int | None) -> str:
     return "never" if ms is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
 
 
+def _lines(lines: list[str], none: str) -> None:
+    """Print ``lines``, or ``none`` when there are none."""
+    typer.echo("\n".join(lines) if lines else none)
+
+
+@contextmanager
+def _missing(message: str) -> Iterator[None]:
+    """The server's 404 as ``error: <message>`` (exit code 1)."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status_code != 404:
+            raise
+        _fail(message)
+
+
 UsernameArg = Annotated[str, typer.Argument(metavar="USERNAME", help="The user's username.", show_default=False)]
 
 contacts_app = typer.Typer(help="Your contact list on the server: list, add, remove; sync an address book.",
@@ -820,7 +836,7 @@ def contacts_list(server: ServerOpt = None, profile: ProfileOpt = "default", ca_
     with _rest(profile, server, ca_file) as (client, prof):
         contacts = client.contact_list()
         lines = [f"{learn_user(client, prof, c.user_id)} ({c.user_id}) added {_when(c.added_at)}" for c in contacts]
-    typer.echo("\n".join(lines) if lines else "no contacts")
+    _lines(lines, "no contacts")
 
 
 @contacts_app.command("add")
@@ -838,12 +854,8 @@ def contacts_remove(username: UsernameArg, server: ServerOpt = None, profile: Pr
     """Take USERNAME off your contact list."""
     with _rest(profile, server, ca_file) as (client, prof):
         user_id = _resolve_user(client, prof, profile, username)
-        try:
+        with _missing(f"{username} is not on your contact list"):
             client.remove_contact(user_id)
-        except ApiError as exc:
-            if exc.status_code != 404:
-                raise
-            _fail(f"{username} is not on your contact list")
     typer.echo(f"removed {username} from your contacts")
 
 
@@ -890,12 +902,9 @@ def unblock(username: UsernameArg, server: ServerOpt = None, profile: ProfileOpt
             ca_file: CaFileOpt = None) -> None:
     """Lift your block of USERNAME (for what they send from now on)."""
     with _rest(profile, server, ca_file) as (client, prof):
-        try:
-            client.unblock(_resolve_user(client, prof, profile, username))
-        except ApiError as exc:
-            if exc.status_code != 404:
-                raise
-            _fail(f"{username} is not blocked")
+        user_id = _resolve_user(client, prof, profile, username)
+        with _missing(f"{username} is not blocked"):
+            client.unblock(user_id)
     typer.echo(f"unblocked {username}")
 
 
@@ -904,7 +913,7 @@ def blocks(server: ServerOpt = None, profile: ProfileOpt = "default", ca_file: C
     """Print whom you block, oldest first: `<username> (<user id>)`."""
     with _rest(profile, server, ca_file) as (client, prof):
         lines = [f"{learn_user(client, prof, uid)} ({uid})" for uid in client.blocked()]
-    typer.echo("\n".join(lines) if lines else "nobody blocked")
+    _lines(lines, "nobody blocked")
 
 
 def _conversation(client: ChatClient, prof: Profile, profile: str, peer: str | None, group: str | None) -> str:
@@ -940,7 +949,7 @@ def search(
     with _rest(profile, server, ca_file) as (client, prof):
         conversation = _conversation(client, prof, profile, peer, group) or None
         lines = [_message_line(client, prof, m) for m in client.search(query, conversation, limit)]
-    typer.echo("\n".join(lines) if lines else "no messages found")
+    _lines(lines, "no messages found")
 
 
 @app.command()
@@ -961,7 +970,7 @@ def conversations(
             muted = ", muted" if c.muted else ""
             lines.append(f"{name} ({c.id}): {c.unread} unread{muted}: {learn_user(client, prof, last.sender)}: "
                          f"{text}  [{_when(last.ts)}]")
-    typer.echo("\n".join(lines) if lines else "no conversations")
+    _lines(lines, "no conversations")
 
 
 @app.command("read")
@@ -1002,7 +1011,7 @@ def sessions_list(server: ServerOpt = None, profile: ProfileOpt = "default", ca_
         mine = {f"cli-{prof.device}-{role}" for role in ("send", "listen", "chat")} if prof.device else set()
     lines = [f"{s.client_id}  {'online' if s.online else 'offline'}  first {_when(s.first_seen)}  "
              f"last {_when(s.last_seen)}{'  (this profile)' if s.client_id in mine else ''}" for s in found]
-    typer.echo("\n".join(lines) if lines else "no devices")
+    _lines(lines, "no devices")
 
 
 @sessions_app.command("sign-out")
@@ -1014,13 +1023,8 @@ def sessions_sign_out(
     ca_file: CaFileOpt = None,
 ) -> None:
     """Sign one of your devices out: it is forgotten with what it had pending, its connection closes."""
-    with _rest(profile, server, ca_file) as (client, _prof):
-        try:
-            client.sign_out_session(client_id)
-        except ApiError as exc:
-            if exc.status_code != 404:
-                raise
-            _fail(f"no device {client_id} of yours")
+    with _rest(profile, server, ca_file) as (client, _prof), _missing(f"no device {client_id} of yours"):
+        client.sign_out_session(client_id)
     typer.echo(f"signed out {client_id}")
 
 
