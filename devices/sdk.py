@@ -52,6 +52,10 @@ Contracts
   (``file_id``, ``size``, ``content_type``, ``sha256``, ``thumbnail``); send it with
   ``send(to, {"file": file_id, ...})``. ``download_file(file_id, target, offset=0)`` streams it to
   disk (from ``offset`` on with a Range request, appending).
+- Social verbs over REST: ``contact_list``/``add_contact``/``remove_contact``/``sync_contacts`` (usernames
+  and phone numbers), ``block``/``unblock``/``blocked``, ``search``, ``conversations`` and
+  ``mark_conversation_read``, ``sessions``/``sign_out_session`` (the user's devices), ``presence_of``;
+  their answers are typed records (``chatmq.devices.records``), an unknown user ``ApiError`` 404.
 - TLS: ``tls=True`` speaks MQTT over TLS (``mqtts``, or ``wss`` with ``transport="websockets"``);
   an ``https://`` ``api_url`` speaks HTTPS. Both trust the system's CAs, or only ``ca_file``'s when
   it is given. A server certificate that does not verify raises ``TlsError`` (not retried).
@@ -766,9 +770,7 @@ class ChatClient:
 
     def contacts(self, usernames: Iterable[str]) -> dict[str, str]:
         """``POST /contacts/sync``: the registered ones among ``usernames``, as ``{username: user_id}``."""
-        data = self._request("POST", "/contacts/sync", json={"usernames": list(usernames)})
-        registered = data.get("registered", {}) if isinstance(data, dict) else {}
-        return {str(k): str(v) for k, v in registered.items()}
+        return dict(self.sync_contacts(usernames).registered)
 
     def add_contact(self, user_id: str) -> None:
         """``PUT /contacts/{user_id}``: put ``user_id`` on this user's server-side contact list."""
@@ -838,14 +840,13 @@ class ChatClient:
         self._request("DELETE", f"/users/me/sessions/{quote(client_id, safe='')}")
 
     def presence_of(self, user_ids: Iterable[str]) -> list[Presence]:
-        """``presence`` as typed records."""
+        """``GET /presence`` as typed records (``presence`` gives them as dicts)."""
         return self._typed(PresenceList, "GET", "/presence", params={"users": ",".join(user_ids)}).presence
 
     def presence(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
         """``GET /presence``: ``[{user, state, last_seen}]`` of ``user_ids`` (at most 100) as this user may
         see them (``state`` null for those who are not its mutual contacts)."""
-        data = self._request("GET", "/presence", params={"users": ",".join(user_ids)})
-        return list(data["presence"])
+        return [msgspec.to_builtins(p) for p in self.presence_of(user_ids)]
 
     def set_presence_visibility(self, visibility: Literal["contacts", "nobody"]) -> dict[str, Any]:
         """``PATCH /users/me``: whom this user's presence is shown to."""
