@@ -2,7 +2,9 @@
 
 Commands: ``register``, ``login``, ``logout``, ``send``, ``send-file``, ``get-file``, ``listen``, ``chat``, and
 the message actions ``edit``, ``delete``, ``react`` (on a message's server id, as ``send`` prints it or
-``listen --ids`` shows it).
+``listen --ids`` shows it); over REST only: ``contacts list|add|remove|sync``, ``block``, ``unblock``,
+``blocks``, ``search``, ``conversations``, ``read`` (a conversation), ``sessions list|sign-out`` (your
+devices) and ``presence``, each printing readable lines (users by username).
 
 A successful ``login`` saves a profile (``{server, user_id, username, access_token,
 refresh_token, contacts}``) as ``$CHATMQ_HOME/<profile>.json`` (default
@@ -60,7 +62,8 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 app = typer.Typer(
     name="client",
-    help="Chat from the command line: register, log in, send, send files, listen, chat; edit, delete, react.",
+    help="Chat from the command line: register, log in, send, send files, listen, chat; edit, delete, react; "
+         "contacts, blocks, search, conversations, read, sessions, presence.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -364,13 +367,17 @@ def _text_of(body: Any) -> str:
 def learn_sender(client: ChatClient, profile: Profile, envelope: Envelope) -> None:
     """Look up the username of an envelope's unknown sender once, so lines show names, not ids."""
     sender = envelope.get("from")
-    if not isinstance(sender, str) or sender == profile.user_id or sender in profile.contacts.values():
-        return
-    try:
-        found = client.user(sender)
-    except ChatClientError:
-        return
-    profile.contacts[str(found["username"])] = sender
+    if isinstance(sender, str):
+        learn_user(client, profile, sender)
+
+
+def learn_user(client: ChatClient, profile: Profile, user_id: str | None) -> str:
+    """The username of ``user_id`` (looked up once when unknown, kept in ``profile.contacts``), else the id."""
+    if user_id is None or user_id == profile.user_id or user_id in profile.contacts.values():
+        return profile.name_of(user_id)
+    with suppress(ChatClientError):
+        profile.contacts[str(client.user(user_id)["username"])] = user_id
+    return profile.name_of(user_id)
 
 
 def format_envelope(envelope: Envelope, profile: Profile) -> tuple[str, bool]:
@@ -793,6 +800,257 @@ def chat(
             _fail(f"{unacked} of {len(sent)} messages were not acknowledged")
 
 
+# ----------------------------------------------------------------------------- contacts, blocks, search, ...
+
+
+def _when(ms: int | None) -> str:
+    """A time in ms as local ``YYYY-MM-DD HH:MM``; ``never`` for None."""
+    return "never" if ms is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+def _lines(lines: list[str], none: str) -> None:
+    """Print ``lines``, or ``none`` when there are none."""
+    typer.echo("\n".join(lines) if lines else none)
+
+
+@contextmanager
+def _missing(message: str) -> Iterator[None]:
+    """The server's 404 as ``error: <message>`` (exit code 1)."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status_code != 404:
+            raise
+        _fail(message)
+
+
+UsernameArg = Annotated[str, typer.Argument(metavar="USERNAME", help="The user's username.", show_default=False)]
+
+contacts_app = typer.Typer(help="Your contact list on the server: list, add, remove; sync an address book.",
+                           no_args_is_help=True)
+
+
+@contacts_app.command("list")
+def contacts_list(server: ServerOpt = None, profile: ProfileOpt = "default", ca_file: CaFileOpt = None) -> None:
+    """Print your contacts, oldest first: `<username> (<user id>) added <date>`."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        contacts = client.contact_list()
+        lines = [f"{learn_user(client, prof, c.user_id)} ({c.user_id}) added {_when(c.added_at)}" for c in contacts]
+    _lines(lines, "no contacts")
+
+
+@contacts_app.command("add")
+def contacts_add(username: UsernameArg, server: ServerOpt = None, profile: ProfileOpt = "default",
+                 ca_file: CaFileOpt = None) -> None:
+    """Put USERNAME on your contact list (two users on each other's lists see each other's presence)."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        client.add_contact(_resolve_user(client, prof, profile, username))
+    typer.echo(f"added {username} to your contacts")
+
+
+@contacts_app.command("remove")
+def contacts_remove(username: UsernameArg, server: ServerOpt = None, profile: ProfileOpt = "default",
+                    ca_file: CaFileOpt = None) -> None:
+    """Take USERNAME off your contact list."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        user_id = _resolve_user(client, prof, profile, username)
+        with _missing(f"{username} is not on your contact list"):
+            client.remove_contact(user_id)
+    typer.echo(f"removed {username} from your contacts")
+
+
+@contacts_app.command("sync")
+def contacts_sync(
+    usernames: Annotated[list[str] | None, typer.Argument(metavar="[USERNAME]...", help="Usernames to look up.",
+                                                          show_default=False)] = None,
+    phones: Annotated[list[str] | None, typer.Option("--phone", metavar="E164", help="A phone number to look up "
+                                                     "(+ and 7-15 digits; repeat it).", show_default=False)] = None,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Find which of an address book's usernames and phone numbers are users (adds no contact).
+
+    Prints `<username or phone> -> <user id>` for each one found, then `not users: ...`.
+    """
+    names, numbers = usernames or [], phones or []
+    if not names and not numbers:
+        raise typer.BadParameter("give a USERNAME or a --phone")
+    with _rest(profile, server, ca_file) as (client, prof):
+        found = client.sync_contacts(names, numbers)
+        prof.contacts.update(found.registered)
+        save_profile(profile, prof)
+    lines = [f"{key} -> {found.registered.get(key) or found.phones.get(key)}" for key in [*names, *numbers]
+             if key in found.registered or key in found.phones]
+    missing = [key for key in [*names, *numbers] if key not in found.registered and key not in found.phones]
+    if missing:
+        lines.append(f"not users: {', '.join(missing)}")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def block(username: UsernameArg, server: ServerOpt = None, profile: ProfileOpt = "default",
+          ca_file: CaFileOpt = None) -> None:
+    """Block USERNAME: their messages to you are refused, and you get none of theirs in groups."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        client.block(_resolve_user(client, prof, profile, username))
+    typer.echo(f"blocked {username}")
+
+
+@app.command()
+def unblock(username: UsernameArg, server: ServerOpt = None, profile: ProfileOpt = "default",
+            ca_file: CaFileOpt = None) -> None:
+    """Lift your block of USERNAME (for what they send from now on)."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        user_id = _resolve_user(client, prof, profile, username)
+        with _missing(f"{username} is not blocked"):
+            client.unblock(user_id)
+    typer.echo(f"unblocked {username}")
+
+
+@app.command()
+def blocks(server: ServerOpt = None, profile: ProfileOpt = "default", ca_file: CaFileOpt = None) -> None:
+    """Print whom you block, oldest first: `<username> (<user id>)`."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        lines = [f"{learn_user(client, prof, uid)} ({uid})" for uid in client.blocked()]
+    _lines(lines, "nobody blocked")
+
+
+def _conversation(client: ChatClient, prof: Profile, profile: str, peer: str | None, group: str | None) -> str:
+    """The conversation id of ``--with USERNAME`` or ``--group GROUP_ID`` (one at most; None: neither)."""
+    if peer is not None and group is not None:
+        raise typer.BadParameter("give either --with or --group, not both")
+    return group if group is not None else _resolve_user(client, prof, profile, peer) if peer is not None else ""
+
+
+def _message_line(client: ChatClient, prof: Profile, m: Envelope) -> str:
+    """A history message as `[YYYY-MM-DD HH:MM] [<group>] <from>: <text>  #<id>`."""
+    where = f"[{m['group']}] " if m.get("group") else ""
+    edited = " (edited)" if m.get("edited_at") else ""
+    return (f"[{_when(m.get('ts'))}] {where}{learn_user(client, prof, m.get('from'))}: "
+            f"{_text_of(m.get('body'))}{edited}  #{m.get('id')}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="Words the text must hold (all of them, any case).",
+                                         show_default=False)],
+    peer: Annotated[str | None, typer.Option("--with", metavar="USERNAME", help="Only your conversation with "
+                                             "this user.", show_default=False)] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Only this group's conversation.",
+                                              show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="Most messages to show.")] = 20,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Search the texts of your conversations; prints the messages found, newest first:
+    `[YYYY-MM-DD HH:MM] <from>: <text>  #<message id>`."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        conversation = _conversation(client, prof, profile, peer, group) or None
+        lines = [_message_line(client, prof, m) for m in client.search(query, conversation, limit)]
+    _lines(lines, "no messages found")
+
+
+@app.command()
+def conversations(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="Most conversations to show.")] = 20,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Print your conversations, newest activity first:
+    `<username or [group name]> (<id>): <unread> unread[, muted]: <from>: <last text>`."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        lines = []
+        for c in client.conversations(limit=limit).conversations:
+            name = f"[{c.group.name}]" if c.group is not None else learn_user(client, prof, c.peer)
+            last = c.last_message
+            text = "(deleted)" if last.deleted else _text_of(last.body)
+            muted = ", muted" if c.muted else ""
+            lines.append(f"{name} ({c.id}): {c.unread} unread{muted}: {learn_user(client, prof, last.sender)}: "
+                         f"{text}  [{_when(last.ts)}]")
+    _lines(lines, "no conversations")
+
+
+@app.command("read")
+def read_conversation(
+    peer: Annotated[str | None, typer.Argument(metavar="PEER", help="The username of a 1:1 conversation.",
+                                               show_default=False)] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="A group's conversation instead.",
+                                              show_default=False)] = None,
+    up_to: Annotated[str | None, typer.Option("--up-to", metavar="MESSAGE_ID", help="Read up to this message "
+                                              "(default: the newest).", show_default=False)] = None,
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Mark a conversation read (the senders get a `read` receipt); prints `read <conversation> up to <id>`."""
+    if (peer is None) == (group is None):
+        raise typer.BadParameter("give PEER or --group GROUP_ID")
+    with _rest(profile, server, ca_file) as (client, prof):
+        conversation = _conversation(client, prof, profile, peer, group)
+        if up_to is None:
+            newest = client.history(conversation, limit=1)["messages"]
+            if not newest:
+                _fail("no messages in this conversation")
+            up_to = str(newest[0]["id"])
+        client.mark_conversation_read(conversation, up_to)
+    typer.echo(f"read {peer or group} up to {up_to}")
+
+
+sessions_app = typer.Typer(help="Your devices (each MQTT client id you connected with): list, sign out.",
+                           no_args_is_help=True)
+
+
+@sessions_app.command("list")
+def sessions_list(server: ServerOpt = None, profile: ProfileOpt = "default", ca_file: CaFileOpt = None) -> None:
+    """Print your devices, oldest first: `<client id>  online|offline  first <date>  last <date>`."""
+    with _rest(profile, server, ca_file) as (client, prof):
+        found = client.sessions()
+        mine = {f"cli-{prof.device}-{role}" for role in ("send", "listen", "chat")} if prof.device else set()
+    lines = [f"{s.client_id}  {'online' if s.online else 'offline'}  first {_when(s.first_seen)}  "
+             f"last {_when(s.last_seen)}{'  (this profile)' if s.client_id in mine else ''}" for s in found]
+    _lines(lines, "no devices")
+
+
+@sessions_app.command("sign-out")
+def sessions_sign_out(
+    client_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="The device's client id (as `sessions "
+                                             "list` prints it).", show_default=False)],
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Sign one of your devices out: it is forgotten with what it had pending, its connection closes."""
+    with _rest(profile, server, ca_file) as (client, _prof), _missing(f"no device {client_id} of yours"):
+        client.sign_out_session(client_id)
+    typer.echo(f"signed out {client_id}")
+
+
+@app.command()
+def presence(
+    usernames: Annotated[list[str], typer.Argument(metavar="USERNAME...", help="The users (at most 100).",
+                                                   show_default=False)],
+    server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Print each user's presence: `<username>: online|away|offline since <date>` (`, never seen`), or
+    `not shown` (only mutual contacts see each other's)."""
+    usernames = list(dict.fromkeys(usernames))  # the server answers each user once
+    with _rest(profile, server, ca_file) as (client, prof):
+        ids = [_resolve_user(client, prof, profile, name) for name in usernames]
+        shown = client.presence_of(ids)
+    lines = [f"{name}: not shown" if p.state is None else f"{name}: {p.state}, never seen" if p.last_seen is None
+             else f"{name}: {p.state} since {_when(p.last_seen)}" for name, p in zip(usernames, shown, strict=True)]
+    typer.echo("\n".join(lines))
+
+
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(sessions_app, name="sessions")
+
+
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
@@ -803,10 +1061,17 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
+@contextmanager
+def _rest(profile: str, server: str | None, ca_file: Path | None) -> Iterator[tuple[ChatClient, Profile]]:
+    """A REST-only session of ``profile`` (no MQTT), SDK errors as one ``error:`` line and exit code 1."""
+    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as session:
+        yield session
+
+
 def _print_answer(profile: str, server: str | None, ca_file: Path | None,
                   call: Callable[[ChatClient], dict[str, Any]]) -> dict[str, Any]:
     """``call`` on a REST session of ``profile``; prints its answer as JSON and returns it (exit 1 on an error)."""
-    with _handle_errors(), _session(profile, server, None, None, False, False, ca_file) as (client, _prof):
+    with _rest(profile, server, ca_file) as (client, _prof):
         answer = call(client)
     typer.echo(orjson.dumps(answer).decode())
     return answer

@@ -52,6 +52,10 @@ Contracts
   (``file_id``, ``size``, ``content_type``, ``sha256``, ``thumbnail``); send it with
   ``send(to, {"file": file_id, ...})``. ``download_file(file_id, target, offset=0)`` streams it to
   disk (from ``offset`` on with a Range request, appending).
+- Social verbs over REST: ``contact_list``/``add_contact``/``remove_contact``/``sync_contacts`` (usernames
+  and phone numbers), ``block``/``unblock``/``blocked``, ``search``, ``conversations`` and
+  ``mark_conversation_read``, ``sessions``/``sign_out_session`` (the user's devices), ``presence_of``;
+  their answers are typed records (``chatmq.devices.records``), an unknown user ``ApiError`` 404.
 - TLS: ``tls=True`` speaks MQTT over TLS (``mqtts``, or ``wss`` with ``transport="websockets"``);
   an ``https://`` ``api_url`` speaks HTTPS. Both trust the system's CAs, or only ``ca_file``'s when
   it is given. A server certificate that does not verify raises ``TlsError`` (not retried).
@@ -77,6 +81,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -84,6 +89,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.core.errors import ChatMQError
+from chatmq.devices.records import (
+    BlockList,
+    Contact,
+    ContactList,
+    ContactSync,
+    ConversationPage,
+    Presence,
+    PresenceList,
+    S,
+    Session,
+    SessionList,
+    decode,
+)
 
 __all__ = [
     "AckTimeoutError",
@@ -497,6 +515,7 @@ class ChatClient:
 
     def _make_mqtt(self) -> mqtt.Client:
         """A paho client with this client's options and callbacks installed."""
+        self._mqtt_client_id = self.client_id  # a ``client_id`` set later takes a new paho client (``connect``)
         client = mqtt_client(self.client_id, self.transport, self.mqtt_version)
         if self.transport == "websockets":
             client.ws_set_options(path=self._ws_path)
@@ -751,19 +770,83 @@ class ChatClient:
 
     def contacts(self, usernames: Iterable[str]) -> dict[str, str]:
         """``POST /contacts/sync``: the registered ones among ``usernames``, as ``{username: user_id}``."""
-        data = self._request("POST", "/contacts/sync", json={"usernames": list(usernames)})
-        registered = data.get("registered", {}) if isinstance(data, dict) else {}
-        return {str(k): str(v) for k, v in registered.items()}
+        return dict(self.sync_contacts(usernames).registered)
 
     def add_contact(self, user_id: str) -> None:
         """``PUT /contacts/{user_id}``: put ``user_id`` on this user's server-side contact list."""
-        self._request("PUT", f"/contacts/{user_id}")
+        self._request("PUT", f"/contacts/{quote(user_id, safe='')}")
+
+    def _typed(self, kind: type[S], method: str, path: str, **kwargs: Any) -> S:
+        """A REST call whose answer is decoded as ``kind`` (``ApiError`` when it has not that shape)."""
+        data = self._request(method, path, **kwargs)
+        try:
+            return decode(data, kind)
+        except msgspec.ValidationError as exc:
+            raise ApiError(200, f"unexpected answer to {method} {path}: {exc}") from None
+
+    def sync_contacts(self, usernames: Iterable[str] = (), phones: Iterable[str] = ()) -> ContactSync:
+        """``POST /contacts/sync``: which of ``usernames`` and ``phones`` (E.164) are users (nothing is added
+        to the contact list)."""
+        return self._typed(ContactSync, "POST", "/contacts/sync",
+                           json={"usernames": list(usernames), "phones": list(phones)})
+
+    def contact_list(self) -> list[Contact]:
+        """``GET /contacts``: this user's server-side contact list, oldest first."""
+        return self._typed(ContactList, "GET", "/contacts").contacts
+
+    def remove_contact(self, user_id: str) -> None:
+        """``DELETE /contacts/{user_id}`` (``ApiError`` 404 when not on the list)."""
+        self._request("DELETE", f"/contacts/{quote(user_id, safe='')}")
+
+    def block(self, user_id: str) -> None:
+        """``PUT /blocks/{user_id}``: nothing ``user_id`` sends reaches this user any more."""
+        self._request("PUT", f"/blocks/{quote(user_id, safe='')}")
+
+    def unblock(self, user_id: str) -> None:
+        """``DELETE /blocks/{user_id}`` (``ApiError`` 404 when not blocked)."""
+        self._request("DELETE", f"/blocks/{quote(user_id, safe='')}")
+
+    def blocked(self) -> list[str]:
+        """``GET /blocks``: the user ids this user blocks, oldest first."""
+        return self._typed(BlockList, "GET", "/blocks").blocked
+
+    def search(self, query: str, conversation: str | None = None, limit: int = 20) -> list[Envelope]:
+        """``GET /search``: the messages of this user's conversations (only ``conversation``, a user or group
+        id, when given) whose text holds every word of ``query``, newest first, as history items."""
+        params: dict[str, Any] = {"q": query, "limit": limit}
+        if conversation is not None:
+            params["conversation"] = conversation
+        data = self._request("GET", "/search", params=params)
+        return list(data["messages"])
+
+    def conversations(self, before: str | None = None, limit: int = 50) -> ConversationPage:
+        """``GET /conversations``: this user's conversations, newest activity first."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return self._typed(ConversationPage, "GET", "/conversations", params=params)
+
+    def mark_conversation_read(self, conversation: str, up_to: str) -> None:
+        """``POST /conversations/{id}/read``: read up to server id ``up_to`` (the senders get a ``read``
+        receipt)."""
+        self._request("POST", f"/conversations/{quote(conversation, safe='')}/read", json={"up_to": up_to})
+
+    def sessions(self) -> list[Session]:
+        """``GET /users/me/sessions``: this user's devices (MQTT client ids), oldest first."""
+        return self._typed(SessionList, "GET", "/users/me/sessions").sessions
+
+    def sign_out_session(self, client_id: str) -> None:
+        """``DELETE /users/me/sessions/{client_id}``: forget that device (``ApiError`` 404 when unknown)."""
+        self._request("DELETE", f"/users/me/sessions/{quote(client_id, safe='')}")
+
+    def presence_of(self, user_ids: Iterable[str]) -> list[Presence]:
+        """``GET /presence`` as typed records (``presence`` gives them as dicts)."""
+        return self._typed(PresenceList, "GET", "/presence", params={"users": ",".join(user_ids)}).presence
 
     def presence(self, user_ids: Iterable[str]) -> list[dict[str, Any]]:
         """``GET /presence``: ``[{user, state, last_seen}]`` of ``user_ids`` (at most 100) as this user may
         see them (``state`` null for those who are not its mutual contacts)."""
-        data = self._request("GET", "/presence", params={"users": ",".join(user_ids)})
-        return list(data["presence"])
+        return [msgspec.to_builtins(p) for p in self.presence_of(user_ids)]
 
     def set_presence_visibility(self, visibility: Literal["contacts", "nobody"]) -> dict[str, Any]:
         """``PATCH /users/me``: whom this user's presence is shown to."""
@@ -883,7 +966,8 @@ class ChatClient:
             raise NotLoggedInError("not logged in")
         if self.token_needs_refresh():
             self.refresh()
-        if self._loop_used:  # connecting again after disconnect(): start from a fresh paho client
+        # connecting again after disconnect(), or with another client id: start from a fresh paho client
+        if self._loop_used or self._mqtt_client_id != self.client_id:
             self.mqtt = self._make_mqtt()
         with self._auth_lock:
             self.mqtt.username_pw_set(user_id, self._access_token)

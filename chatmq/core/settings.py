@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     sync_window: float = Field(7.0, ge=0, le=366, description="Days of its conversations a user's new device "
                                "(an MQTT client id it never connected with) gets on its first connect (at most "
                                "the newest 1000 messages); 0: none.")
+    device_expiry_days: float = Field(30.0, ge=0, le=3660, description="Days after its latest connect when a "
+                                      "user's device (MQTT client id) is forgotten, as if signed out: it keeps "
+                                      "no more pending messages (checked hourly by the storage part); 0: never.")
     bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
     allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
     broker_queue_size: int = Field(10_000, gt=0, description="Messages queued per MQTT client beyond those in "

@@ -44,6 +44,7 @@ from chatmq.services.chat.devices import DeviceBook
 from chatmq.services.chat.feed import BusChatFeed
 from chatmq.services.chat.file_collector import FileCollector
 from chatmq.services.chat.group_router import GroupRouter
+from chatmq.services.chat.housekeeping import DeviceExpiry, Housekeeping
 from chatmq.services.chat.notices import BusNotifier, NoticeWorker
 from chatmq.services.chat.outlet import Outlet
 from chatmq.services.chat.presence_worker import PresenceWorker
@@ -177,7 +178,8 @@ def _storage(p: Process) -> list[Component]:
     return [ReplayService(p.bus, p.store, p.registry, s.replay_batch, s.sync_window, p.devices),
             PresenceWorker(p.bus, p.store, p.registry, p.outlet),
             NoticeWorker(p.bus, p.outlet), PendingSampler(p.store, s.heartbeat_interval),
-            FileCollector(p.files, s.file_retention)]
+            Housekeeping([FileCollector(p.files, s.file_retention).collect,
+                          DeviceExpiry(p.store, s.device_expiry_days, p.devices).expire])]
 
 
 def _router(p: Process) -> list[Component]:

@@ -92,12 +92,15 @@ def conversations_router(max_page: int) -> APIRouter:
         groups = {g.group_id: g for g in await ctx.store.groups_of(user.user_id)}
         heads = await ctx.store.conversation_heads(user.user_id, list(groups), before, limit)
         states = await ctx.store.conversation_states(user.user_id, [h.conversation for h in heads])
+        # the latest messages as they are now: an edit's body, a delete's tombstone
+        latest = {m.server_id: m for m in await ctx.store.get_messages([h.last_id for h in heads])}
         items: list[ConversationOut] = []
         for head in heads:
             state = states.get(head.conversation)
             unread = await ctx.store.unread(head.conversation, user.user_id, state.read_up_to if state else None,
                                             None, UNREAD_CAP)
-            items.append(_item(user.user_id, head, groups, len(unread), bool(state and state.muted)))
+            items.append(_item(user.user_id, head, latest.get(head.last_id), groups, len(unread),
+                               bool(state and state.muted)))
         return ConversationPage(conversations=items, next_before=heads[-1].last_id if len(heads) == limit else None)
 
     @router.post("/{peer}/read", status_code=204, response_class=Response, responses=_UNKNOWN)
@@ -153,10 +156,13 @@ def conversations_router(max_page: int) -> APIRouter:
     return router
 
 
-def _item(user_id: str, head: ConversationHead, groups: dict[str, Group], unread: int, muted: bool
-          ) -> ConversationOut:
-    last = LastMessage.model_validate({"id": head.last_id, "from": head.last_sender, "body": head.last_body,
-                                       "ts": head.last_ts})
+def _item(user_id: str, head: ConversationHead, now: StoredMessage | None, groups: dict[str, Group], unread: int,
+          muted: bool) -> ConversationOut:
+    """The list item of ``head``, its latest message as ``now`` is (None: as the head was stored)."""
+    last = LastMessage.model_validate({
+        "id": head.last_id, "from": head.last_sender, "ts": head.last_ts,
+        "body": head.last_body if now is None else now.body,
+        "edited_at": None if now is None else now.edited_at, "deleted": now is not None and now.deleted})
     if head.group is not None:
         group = groups[head.group]
         return ConversationOut(id=head.group, kind="group", peer=None, group=GroupRef(group_id=group.group_id,

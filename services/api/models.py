@@ -413,7 +413,8 @@ class SearchResults(BaseModel):
 
 
 class LastMessage(BaseModel):
-    """A conversation's latest message."""
+    """A conversation's latest message, as it is now: after an edit its last body (``edited_at``), after a
+    delete for everyone its tombstone (``deleted``, ``body`` ``{}``), as in history."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
@@ -421,6 +422,8 @@ class LastMessage(BaseModel):
     from_: str = Field(alias="from")
     body: dict[str, Any]
     ts: int
+    edited_at: int | None = None
+    deleted: bool = False
 
 
 class GroupRef(BaseModel):

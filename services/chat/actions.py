@@ -50,6 +50,7 @@ class ActionSubmission:
     node: str
     env: ActionIn
     device: str = ""  # the sender's MQTT client id: its ack or error goes to that connection
+    echo: bool = False  # the sender has other devices: they get a copy (pending for the sender)
 
 
 class Refusal(Exception):
@@ -105,31 +106,48 @@ class ActionHandler:
             template: bytes | None = None
             if target.group is None:
                 envelopes = {r: action_envelope(sid, sub.env.id, sub.sender, r, None, sub.env, ts) for r in recipients}
+                if sub.echo:  # the sender's other devices: the peer's very envelope (``to`` the peer)
+                    peer = target.to if target.sender == sub.sender else target.sender
+                    envelopes[sub.sender] = envelopes.get(peer or "") or action_envelope(
+                        sid, sub.env.id, sub.sender, peer, None, sub.env, ts)
             else:
                 template = action_envelope(sid, sub.env.id, sub.sender, None, target.group, sub.env, ts)
                 envelopes = {r: address(template, r) for r in recipients}
+                if sub.echo:  # the sender's other devices: the group's envelope, ``to`` null
+                    envelopes[sub.sender] = template
             body = bytes(sub.env.body) if isinstance(sub.env, EditIn) else b""
             emoji = "" if isinstance(sub.env, EditIn | DeleteIn) else sub.env.emoji
             accepted.append((sub, NewAction(sid, sub.env.id, sub.sender, _kind(sub.env), target.server_id, ts,
-                                            body, emoji, envelopes), template, recipients))
+                                            body, emoji, envelopes, sub.device if sub.echo else ""),
+                             template, recipients))
         if not accepted:
             return
         results = await self._store.apply_actions([a for _, a, _, _ in accepted])
         copies = await self._acceptor.pending_copies(results)
         acks: dict[tuple[str, str, str], list[bytes]] = defaultdict(list)  # by (node, sender, its device)
         deliveries: list[tuple[str, bytes]] = []
+        echoes: list[tuple[str, str, bytes]] = []  # (sender, its sending device, envelope) for its other devices
         fan_outs: list[tuple[str, list[str], bytes]] = []
         for (sub, action, template, recipients), result in zip(accepted, results, strict=True):
             acks[(sub.node, sub.sender, sub.device)].append(ack_envelope(sub.env.id, result.server_id, result.ts))
             if result.duplicate:
-                deliveries.extend(copies.pop(result.server_id, []))
-            elif template is None:
-                deliveries.extend(action.envelopes.items())
+                for user, env in copies.pop(result.server_id, []):
+                    if user == sub.sender:
+                        echoes.append((user, sub.device, env))
+                    else:
+                        deliveries.append((user, env))
+                continue
+            if sub.sender in action.envelopes:
+                echoes.append((sub.sender, sub.device, action.envelopes[sub.sender]))
+            if template is None:
+                deliveries.extend((u, env) for u, env in action.envelopes.items() if u != sub.sender)
             elif recipients:
                 fan_outs.append((targets[action.target].group or "", recipients, template))
         await self._outlet.to_nodes([(node, sender, envs, device) for (node, sender, device), envs in acks.items()])
         await self._outlet.deliver(deliveries)
         await self._outlet.fan_out_many(fan_outs)
+        if echoes:
+            await self._outlet.copies(echoes)
 
     def _check(self, sub: ActionSubmission, target: StoredMessage | None, groups: dict[str, Group | None],
                now: int) -> list[str]:

@@ -85,7 +85,8 @@ class Router(BusWorker):
                 receipts.setdefault((sender, item.client, env.status), []).extend(env.ids)
                 continue
             if not isinstance(env, MessageIn):
-                actions.append(ActionSubmission(sender, node, env, item.client))
+                actions.append(ActionSubmission(sender, node, env, item.client,
+                                                bool(others(devices, sender, item.client))))
             elif env.to is None:
                 log.warning("skipping a group message on %s (from %s)", OUTBOX, sender)
             elif env.to not in known:

@@ -215,6 +215,8 @@ class NewAction:
     body: bytes = b""
     emoji: str = ""
     envelopes: dict[str, bytes] = field(default_factory=dict)
+    device: str = ""  # the sender's MQTT client id: when ``envelopes`` holds a copy for the sender (its other
+    # devices'), that device is marked as having it (as a ``NewMessage``'s)
 
 
 class UserStore(abc.ABC):
@@ -466,6 +468,11 @@ class SessionStore(abc.ABC):
     async def remove_session(self, user_id: str, client_id: str) -> bool:
         """Forget device ``client_id`` of ``user_id`` (signed out) with its marks; pending items every
         remaining device has had go too. False when the user has no such device."""
+
+    @abc.abstractmethod
+    async def stale_sessions(self, before: int, limit: int) -> list[UserSession]:
+        """Devices whose latest connect (``last_seen``, ms) is before ``before``, oldest first, at most
+        ``limit`` (read by an index on ``last_seen``)."""
 
 
 class PresenceStore(abc.ABC):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Peer, ServerProcess, serve
+from tests.e2e.harness import Peer, ServerProcess, read_store, serve
 
 TIMEOUT = 15
 
@@ -110,3 +110,40 @@ def test_clients_reconnect_by_themselves_after_a_restart(tmp_path: Path) -> None
         alice.close()
         bob.close()
         assert server.stop(signal.SIGTERM) == 0
+
+
+def test_a_device_not_seen_for_device_expiry_days_is_forgotten_with_what_it_owed(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+    server.start()
+    alice = client(server, "alice")
+    tab = client(server, "bob")
+    phone = Peer(server.api_url, server.host, server.mqtt_port, client_id="bob-phone")
+    try:
+        tab.client_id = "bob-tab"
+        tab.connect()  # a browser tab that is closed and never comes back
+        tab.close()
+        time.sleep(8)
+        phone.login("bob", "correct horse battery")
+        phone.connect()
+        phone_seen = time.time()
+        alice.connect()
+        sid = alice.wait_ack(alice.send(phone.uid, "hi"), TIMEOUT)["id"]
+        assert [m["id"] for m in phone.wait_messages(1, TIMEOUT)] == [sid]
+        phone.flush()  # its delivered receipt: the tab still owes it
+        poll(lambda: read_store(server, lambda s: s.device_has(phone.uid, "bob-phone", [sid])) == {sid}, TIMEOUT)
+        phone.close()
+        alice.close()
+        assert server.stop() == 0
+
+        # the storage part's housekeeping runs on start: expire what is older than the phone's connect + 4 s
+        server.env["CHATMQ_DEVICE_EXPIRY_DAYS"] = str((time.time() - phone_seen + 4) / 86_400)
+        server.start()
+        poll(lambda: [s.client_id for s in read_store(server, lambda s: s.sessions_of([phone.uid])).get(
+            phone.uid, [])] == ["bob-phone"], TIMEOUT)
+        # the message the phone had no longer waits for the tab
+        assert read_store(server, lambda s: s.count_pending(phone.uid)) == 0
+    finally:
+        for c in (alice, tab, phone):
+            c.close()
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()

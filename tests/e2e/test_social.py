@@ -120,3 +120,24 @@ def test_search_finds_only_the_callers_conversations(server: Deployment, users: 
     only_bob = api(server, alice, "GET", "/search", params={"q": f"{word} crossing", "conversation": bob.uid})
     assert [m["body"]["text"] for m in only_bob.json()["messages"]] == [f"a {word} crossing"]
     assert len(api(server, carol, "GET", "/search", params={"q": word}).json()["messages"]) == 2
+
+
+def test_an_edit_or_delete_shows_in_the_conversation_list_and_in_search(server: Deployment, users: Users) -> None:
+    alice, bob = users(), users()
+    old, new = f"walrus{uuid.uuid4().hex[:8]}", f"otter{uuid.uuid4().hex[:8]}"  # unique: the deployment is shared
+    sid = alice.wait_ack(alice.send(bob.uid, f"the {old} is here"), TIMEOUT)["id"]
+    assert [m["id"] for m in api(server, bob, "GET", "/search", params={"q": old}).json()["messages"]] == [sid]
+
+    edit = alice.wait_ack(alice.edit(sid, f"the {new} is here"), TIMEOUT)
+    [head] = api(server, bob, "GET", "/conversations").json()["conversations"]
+    assert (head["last_message"]["id"], head["last_message"]["body"], head["last_message"]["edited_at"]) == (
+        sid, {"text": f"the {new} is here"}, edit["ts"])
+    assert api(server, bob, "GET", "/search", params={"q": old}).json()["messages"] == []
+    [found] = api(server, bob, "GET", "/search", params={"q": new}).json()["messages"]
+    assert (found["id"], found["body"]) == (sid, {"text": f"the {new} is here"})
+
+    alice.wait_ack(alice.delete(sid), TIMEOUT)
+    [head] = api(server, alice, "GET", "/conversations").json()["conversations"]
+    assert (head["last_message"]["id"], head["last_message"]["body"], head["last_message"]["deleted"]) == (
+        sid, {}, True)
+    assert api(server, bob, "GET", "/search", params={"q": new}).json()["messages"] == []

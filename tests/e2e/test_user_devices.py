@@ -117,6 +117,35 @@ def test_the_senders_other_devices_get_its_messages_and_receipts(devices: Device
     assert [m["id"] for m in laptop.wait_messages(1, TIMEOUT)] == [later["id"]]
 
 
+def test_the_senders_other_devices_get_its_actions(devices: Device) -> None:
+    a, b = name(), name()
+    phone = devices(a, register=True)
+    laptop = devices(a)
+    tablet = devices(a)
+    tablet.disconnect()  # away: gets them on its next connect
+    bob = devices(b, register=True)
+    sid = phone.wait_ack(phone.send(bob.uid, "helo"), TIMEOUT)["id"]
+    laptop.wait_messages(1, TIMEOUT)
+    edit = phone.wait_ack(phone.edit(sid, "hello"), TIMEOUT)
+    react = phone.wait_ack(phone.react(sid, "👍"), TIMEOUT)
+    gone = phone.wait_ack(phone.delete(sid, "me"), TIMEOUT)
+    laptop.wait_for(lambda: len(laptop.actions) >= 3, TIMEOUT)
+    got = list(laptop.actions)
+    assert [(x["type"], x["id"], x["from"], x["to"], x["target"]) for x in got] == [
+        ("edit", edit["id"], phone.uid, bob.uid, sid), ("reaction", react["id"], phone.uid, bob.uid, sid),
+        ("delete", gone["id"], phone.uid, bob.uid, sid)]
+    assert (got[0]["body"], got[1]["emoji"], got[2]["for"]) == ({"text": "hello"}, "👍", "me")
+    # bob gets the edit and the reaction, never the delete for me
+    bob.wait_for(lambda: len(bob.actions) >= 2, TIMEOUT)
+    tablet.clear()
+    tablet.connect()
+    tablet.wait_for(lambda: len(tablet.actions) >= 3, TIMEOUT)
+    back = list(tablet.actions)
+    assert [x["id"] for x in back] == [edit["id"], react["id"], gone["id"]]
+    time.sleep(1)  # anything sent back to the phone would have come by now
+    assert (phone.actions, [x["type"] for x in bob.actions]) == ([], ["edit", "reaction"])
+
+
 def test_a_new_device_gets_the_recent_conversations_first(devices: Device) -> None:
     a, b = name(), name()
     alice = devices(a, register=True)

@@ -75,11 +75,12 @@ def receipt(status: str, server_ids: list[str]) -> dict[str, Any]:
     return {"type": "receipt", "status": status, "ids": server_ids}
 
 
-def outbox_record(sender: str, env: dict[str, Any], node: str = NODE) -> Record:
-    """The bus record ``NodeGateway.published`` makes of ``env`` from ``sender`` on ``node``."""
+def outbox_record(sender: str, env: dict[str, Any], node: str = NODE, client: str = "") -> Record:
+    """The bus record ``NodeGateway.published`` makes of ``env`` from ``sender`` (MQTT client id ``client``)
+    on ``node``."""
     parsed = parse_outbox(orjson.dumps(env), MAX_PAYLOAD)
     assert not isinstance(parsed, CommandIn | PresenceIn), "a command goes to chat.devices, a presence to chat.presence"
-    value = Outbox(sender, node, parsed)
+    value = Outbox(sender, node, parsed, client)
     if not isinstance(parsed, MessageIn):
         return record(OUTBOX, sender, value)
     if parsed.group is not None:

@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from chatmq.core import ids
+from chatmq.core.records import DELIVERIES
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.router import Router
 from chatmq.services.store.base import StoredMessage
@@ -106,3 +109,38 @@ async def test_a_group_reply_must_answer_a_message_of_that_group(chat: Chat) -> 
         "not_found", f"reply_to {sid!r} names no message of this conversation")
     [reply] = await chat.store.history(one.group_id, None, 1)
     assert reply.reply_to == sid
+
+
+async def test_an_action_of_one_device_is_copied_to_the_senders_other_devices_only(chat: Chat, router: Router) -> None:
+    a, b = await chat.user(), await chat.user()
+    for device in ("phone", "laptop"):
+        await chat.store.touch_session(a, device, ids.now_ms())
+    chat.online(a, NODE)
+    chat.online(b, OTHER_NODE)
+    sid = await chat.commit_message(a, b, "m1")
+    await router.process([outbox_record(a, {"type": "edit", "id": "e1", "target": sid, "body": {"text": "new"}},
+                                        client="phone")])
+
+    sent = [DELIVERIES.read(r) for r in await chat.probe.drain()]
+    to_a = [(d.client, d.skip, [orjson.loads(bytes(e)) for e in d.envs]) for d in sent if d.user == a]
+    [(ack_to, _, [ack]), (only, skip, [copy])] = to_a
+    assert (ack_to, ack["type"], ack["client_id"]) == ("phone", "ack", "e1")
+    # the laptop gets the very edit bob gets (``to`` bob); the phone, which made it, does not
+    assert (only, skip) == (None, "phone")
+    [for_b] = [orjson.loads(bytes(e)) for d in sent if d.user == b for e in d.envs]
+    assert copy == for_b
+    assert (copy["type"], copy["from"], copy["to"], copy["body"]) == ("edit", a, b, {"text": "new"})
+    # pending for a's devices but the phone: the laptop gets it on its next connect
+    [item] = [i for i in await chat.pending(a) if i.item_id == ack["id"]]
+    assert await chat.store.device_has(a, "phone", [item.item_id]) == {item.item_id}
+    assert await chat.store.device_has(a, "laptop", [item.item_id]) == set()
+
+
+async def test_an_action_of_a_users_only_device_is_not_sent_back(chat: Chat, router: Router) -> None:
+    a, b = await chat.user(), await chat.user()
+    await chat.store.touch_session(a, "phone", ids.now_ms())
+    chat.online(a, NODE)
+    sid = await chat.commit_message(a, b, "m1")
+    await router.process([outbox_record(a, reaction("x1", sid), client="phone")])
+    assert [e["type"] for e in envs_of(await chat.deliveries(), a)] == ["ack"]
+    assert [i.item_id for i in await chat.pending(a)] == []

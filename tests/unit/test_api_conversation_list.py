@@ -7,6 +7,7 @@ from typing import Any
 
 from tests.unit.conftest import ApiHarness
 from tests.unit.test_api_conversations import _send
+from tests.unit.test_store_actions import action
 
 V1 = "/api/v1"
 
@@ -33,7 +34,7 @@ async def test_newest_activity_first_with_unread_counts(api: ApiHarness) -> None
     first = got["conversations"][0]
     assert (first["peer"], first["group"], first["muted"]) == (carol, None, False)
     assert first["last_message"] == {"id": last, "from": carol, "body": {"text": "hello 0"},
-                                     "ts": first["last_message"]["ts"]}
+                                     "ts": first["last_message"]["ts"], "edited_at": None, "deleted": False}
     assert got["conversations"][1]["group"] == {"group_id": gid, "name": "team"}
     assert got["next_before"] is None
     # paging
@@ -42,6 +43,21 @@ async def test_newest_activity_first_with_unread_counts(api: ApiHarness) -> None
     rest = await listing(api, alice, limit=2, before=page["next_before"])
     assert [c["id"] for c in rest["conversations"]] == [bob]
     assert (await listing(api, carol))["conversations"][0]["unread"] == 1
+
+
+async def test_the_list_shows_the_last_message_as_edited_and_as_deleted(api: ApiHarness) -> None:
+    alice, bob = await api.user("alice"), await api.user("bob")
+    [older, last] = await _send(api, alice, to=bob, n=2)
+    edit = action(alice, "edit", last, body=b'{"text": "fixed typo"}', to=[bob])
+    await api.store.apply_actions([edit, action(alice, "edit", older, body=b'{"text": "not the last"}')])
+    [item] = (await listing(api, bob))["conversations"]
+    assert item["last_message"] == {"id": last, "from": alice, "body": {"text": "fixed typo"},
+                                    "ts": item["last_message"]["ts"], "edited_at": edit.ts, "deleted": False}
+
+    await api.store.apply_actions([action(alice, "delete", last, to=[bob])])
+    [item] = (await listing(api, alice))["conversations"]
+    assert (item["last_message"]["id"], item["last_message"]["body"], item["last_message"]["deleted"]) == (
+        last, {}, True)
 
 
 async def test_marking_read_clears_unread_and_sends_a_read_receipt(api: ApiHarness) -> None:

@@ -564,7 +564,8 @@ def test_a_prompted_password_is_not_shown_as_required() -> None:
 def test_client_help_lists_every_client_command() -> None:
     shown = _help("client")
     assert "Chat from the command line" in shown
-    for name in ("register", "login", "logout", "send", "listen", "chat"):
+    for name in ("register", "login", "logout", "send", "listen", "chat", "contacts", "block", "unblock", "blocks",
+                 "search", "conversations", "read", "sessions", "presence"):
         assert re.search(rf"│ {name} ", shown), name
 
 

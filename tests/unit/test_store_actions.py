@@ -99,3 +99,14 @@ async def test_sqlite_version_3_database_gets_the_action_columns(tmp_path: Path)
         await store.apply_actions([action("a", "edit", "s1", body=b'{"text":"new"}')])
         [new] = await store.history("a:b", None, 10)
         assert new.body == {"text": "new"}
+
+
+async def test_an_actions_copy_for_the_senders_other_devices_is_marked_had_by_the_sending_device(
+        store: Store) -> None:
+    m = new_message("alice", to="bob")
+    await store.accept_messages([m])
+    edit = replace(action("alice", "edit", m.server_id, body=b'{"text": "e"}', to=["bob", "alice"]), device="phone")
+    await store.apply_actions([edit])
+    assert [i.item_id for i in await store.pending("alice", 0, 10)] == [edit.server_id]
+    assert await store.device_has("alice", "phone", [edit.server_id]) == {edit.server_id}
+    assert await store.device_has("alice", "laptop", [edit.server_id]) == set()

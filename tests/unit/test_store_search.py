@@ -12,6 +12,7 @@ from chatmq.core import ids
 from chatmq.services.store.base import Store, StoredMessage
 from chatmq.services.store.sqlite import SQLiteStore, search
 from tests.unit.test_store import make_store, new_message, store
+from tests.unit.test_store_actions import action
 
 __all__ = ["make_store", "store"]  # the fixtures, used by name below
 
@@ -54,3 +55,27 @@ async def test_sqlite_indexes_what_was_stored_in_chunks_when_searching(tmp_path:
         found = await s.search_messages("ub", [], ["common"], None, 10)
         assert [m.server_id for m in found] == [m.server_id for m in reversed(batch)]
         assert [m.server_id for m in await s.search_messages("ub", [], ["word3"], None, 10)] == [batch[3].server_id]
+
+
+async def test_search_finds_an_edited_message_by_its_new_text_and_a_deleted_one_no_more(store: Store) -> None:
+    a, b = "ua", "ub"
+    indexed = new_message(a, to=b, body={"text": "meet at the harbour"})
+    await store.accept_messages([indexed])
+    assert [m.server_id for m in await store.search_messages(b, [], ["harbour"], None, 10)] == [indexed.server_id]
+    fresh = new_message(a, to=b, body={"text": "bring the kite"})  # stored after the last search
+    gone = new_message(a, to=b, body={"text": "harbour plans secret"})
+    await store.accept_messages([fresh, gone])
+    await store.apply_actions([action(a, "edit", indexed.server_id, body=b'{"text": "meet at the station"}'),
+                               action(a, "edit", fresh.server_id, body=b'{"text": "bring the ball"}'),
+                               action(a, "delete", gone.server_id)])
+
+    assert await store.search_messages(b, [], ["harbour"], None, 10) == []
+    assert await store.search_messages(b, [], ["kite"], None, 10) == []
+    assert await store.search_messages(b, [], ["secret"], None, 10) == []
+    [station] = await store.search_messages(b, [], ["station"], None, 10)
+    assert (station.server_id, station.body, station.edited_at is not None) == (
+        indexed.server_id, {"text": "meet at the station"}, True)
+    assert [m.server_id for m in await store.search_messages(a, [], ["ball"], None, 10)] == [fresh.server_id]
+    # an edit to a body without text leaves the message out of search
+    await store.apply_actions([action(a, "edit", indexed.server_id, body=b'{"sticker": "station"}')])
+    assert await store.search_messages(b, [], ["station"], None, 10) == []

@@ -16,7 +16,9 @@ from pymongo.errors import DuplicateKeyError
 
 from chatmq.core.errors import StoreError
 from chatmq.services.store.base import AcceptResult, NewAction
+from chatmq.services.store.common import text_of
 from chatmq.services.store.mongo.base import Doc, MongoBase, claim_key, mongo_errors, pending_doc
+from chatmq.services.store.mongo.sessions import mark_doc
 
 
 class MongoActions(MongoBase):
@@ -33,6 +35,9 @@ class MongoActions(MongoBase):
                     "sender": a.sender, "kind": a.kind, "target": a.target, "body": a.body.decode(), "emoji": a.emoji,
                     "pending": [pending_doc(next(seqs), user, a.server_id, "message", env.decode())
                                 for user, env in a.envelopes.items()],
+                    # the sending device has its copy for the sender's other devices
+                    "marks": [mark_doc(a.sender, a.server_id, a.device)] if a.device and a.sender in a.envelopes
+                    else [],
                 }
                 try:
                     async with self._writes:
@@ -56,12 +61,18 @@ class MongoActions(MongoBase):
         kind = record["kind"]
         async with self._writes:
             if kind == "edit":
-                await messages.update_one({"_id": target, "deleted": {"$ne": True}},
-                                          {"$set": {"body": record["body"], "edited_at": ts},
-                                           "$addToSet": {"edits": record["sid"]}})
+                # ``text`` follows the body, so a search finds the new text, not the old
+                text = text_of(record["body"].encode())
+                change: Doc = {"$set": {"body": record["body"], "edited_at": ts}, "$addToSet": {"edits": record["sid"]}}
+                if text is None:
+                    change["$unset"] = {"text": ""}
+                else:
+                    change["$set"]["text"] = text
+                await messages.update_one({"_id": target, "deleted": {"$ne": True}}, change)
             elif kind == "delete":
                 doc = await messages.find_one_and_update(
-                    {"_id": target}, {"$set": {"body": "{}", "deleted": True, "reactions": []}})
+                    {"_id": target}, {"$set": {"body": "{}", "deleted": True, "reactions": []},
+                                      "$unset": {"text": ""}})
                 # the bodies still waiting in inboxes go too: the message's copies and its edits'
                 items = [target, *((doc or {}).get("edits") or [])]
                 await self._coll("pending").delete_many({"item_id": {"$in": items}, "kind": "message"})
@@ -73,7 +84,8 @@ class MongoActions(MongoBase):
             else:
                 await messages.update_one({"_id": target},
                                           {"$pull": {"reactions": {"u": sender, "e": record["emoji"]}}})
+        await self._insert_new("device_marks", record.get("marks") or [])  # before the items: never unmarked
         await self._insert_pending(record["pending"])
         async with self._writes:
             await self._coll("actions").update_one({"_id": record["_id"]},
-                                                   {"$set": {"done": True, "pending": [], "body": ""}})
+                                                   {"$set": {"done": True, "pending": [], "marks": [], "body": ""}})

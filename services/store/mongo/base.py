@@ -319,6 +319,7 @@ class MongoBase(Store):
         await db.pending.create_index([("user_id", ASCENDING), ("seq", ASCENDING)], name="user_by_seq")
         await db.pending.create_index([("item_id", ASCENDING)], name="item")
         await db.device_marks.create_index([("user_id", ASCENDING), ("client_id", ASCENDING)], name="device")
+        await db.user_sessions.create_index([("clients.last_seen", ASCENDING)], name="last_seen")  # device expiry
         await db.presence.create_index([("node", ASCENDING), ("epoch", ASCENDING)], name="node_epoch")
         await db.commands.create_index([("device_id", ASCENDING), ("created_at", ASCENDING)], name="device")
         await db.job_executions.create_index([("job_id", ASCENDING)], name="job")

@@ -2,7 +2,8 @@
 
 ``user_sessions`` ``{_id: user_id, clients: [{client_id, first_seen, last_seen}]}``: one document per
 user, read and written by ``_id`` (one consumer at a time writes a user's connects; a sign-out from the
-API may race one and lose it, which the next connect writes again). ``device_marks`` ``{_id:
+API may race one and lose it, which the next connect writes again); devices not seen for long are found by
+the ``clients.last_seen`` index (``stale_sessions``, for device expiry). ``device_marks`` ``{_id:
 "<pending key>:<client_id>", user_id, item_id, client_id}``: the pending items a device of a user with
 several devices has had (``confirm_on_device``), found and removed by ``_id``; a small working set,
 gone with their pending items.
@@ -59,6 +60,15 @@ class MongoSessions(MongoBase):
         with mongo_errors():
             docs = await each(coll.find_one({"_id": u}) for u in unique(user_ids))
         return {str(doc["_id"]): sessions for doc in docs if doc is not None and (sessions := _sessions(doc))}
+
+    async def stale_sessions(self, before: int, limit: int) -> list[UserSession]:
+        """The users' documents with a device seen before ``before`` (by the ``clients.last_seen`` index),
+        those devices of them, oldest first."""
+        coll = self._coll("user_sessions")
+        with mongo_errors():
+            docs = [d async for d in coll.find({"clients.last_seen": {"$lt": before}}).limit(limit)]
+        stale = [s for d in docs for s in _sessions(d) if s.last_seen < before]
+        return sorted(stale, key=lambda s: (s.last_seen, s.user_id, s.client_id))[:limit]
 
     async def remove_session(self, user_id: str, client_id: str) -> bool:
         """The device goes from the user's document, its marks by ``(user_id, client_id)``; then the

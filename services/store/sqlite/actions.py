@@ -6,6 +6,7 @@ import sqlite3
 
 from chatmq.services.store.base import AcceptResult, NewAction
 from chatmq.services.store.sqlite.base import SQLiteBase
+from chatmq.services.store.sqlite.search import reindex
 
 
 class SQLiteActions(SQLiteBase):
@@ -32,6 +33,9 @@ class SQLiteActions(SQLiteBase):
                 conn.executemany(
                     "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope) VALUES (?, ?, 'message', ?)",
                     [(user, a.server_id, env.decode()) for user, env in a.envelopes.items()])
+                if a.device and a.sender in a.envelopes:  # the sending device has it: only the others get it
+                    conn.execute("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id) VALUES (?, ?, ?)",
+                                 (a.sender, a.server_id, a.device))
                 results.append(AcceptResult(a.server_id, a.ts, duplicate=False))
             return results
 
@@ -43,8 +47,10 @@ def _effect(conn: sqlite3.Connection, a: NewAction) -> None:
     if a.kind == "edit":
         conn.execute("UPDATE messages SET body = ?, edited_at = ? WHERE server_id = ? AND deleted = 0",
                      (a.body.decode(), a.ts, a.target))
+        reindex(conn, a.target)
     elif a.kind == "delete":
         conn.execute("UPDATE messages SET body = '{}', deleted = 1 WHERE server_id = ?", (a.target,))
+        reindex(conn, a.target)
         conn.execute("DELETE FROM reactions WHERE server_id = ?", (a.target,))
         # the bodies still waiting in inboxes go too: the message's copies and its edits'
         conn.execute("DELETE FROM pending WHERE kind = 'message' AND (item_id = ? OR item_id IN"

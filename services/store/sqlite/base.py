@@ -268,6 +268,7 @@ CREATE TABLE IF NOT EXISTS user_sessions (
     last_seen  INTEGER NOT NULL,
     PRIMARY KEY (user_id, client_id)
 );
+CREATE INDEX IF NOT EXISTS user_sessions_last_seen ON user_sessions (last_seen);
 CREATE TABLE IF NOT EXISTS device_marks (
     user_id   TEXT NOT NULL,
     item_id   TEXT NOT NULL,

@@ -3,8 +3,9 @@
 ``message_text`` (an FTS5 table, ``rowid`` = the message's ``rowid`` in ``messages``) holds each message's
 ``body.text`` string. It is filled off the hot path: accepting a message writes nothing here; each search
 first indexes the messages stored since the last one (``search_position``), ``CATCH_UP`` at a time, each
-chunk its own transaction so that accepting goes on in between. A message whose text was removed since
-(``body.text`` no longer a string) is not returned.
+chunk its own transaction so that accepting goes on in between. An edit or a delete of a message already
+indexed replaces or removes its row in the same transaction (``reindex``), so a search finds the new text,
+not the old; a message whose text was removed (``body.text`` no longer a string) is not returned either.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ CATCH_UP = 2_000
 def match_query(words: list[str]) -> str:
     """An FTS5 query for every one of ``words``, each quoted (no operator of FTS5's syntax gets through)."""
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def reindex(conn: sqlite3.Connection, server_id: str) -> None:
+    """Index message ``server_id``'s current text again, when it was indexed already (a later catch-up
+    indexes the others as they are then): inside the transaction that changed its body."""
+    row = conn.execute("SELECT m.rowid FROM messages AS m JOIN search_position AS p ON p.id = 1"
+                       " WHERE m.server_id = ? AND m.rowid <= p.last_rowid", (server_id,)).fetchone()
+    if row is None:
+        return
+    conn.execute("DELETE FROM message_text WHERE rowid = ?", (row[0],))
+    conn.execute("INSERT INTO message_text (rowid, text) SELECT rowid, json_extract(body, '$.text')"
+                 " FROM messages WHERE rowid = ? AND json_type(body, '$.text') = 'text'", (row[0],))
 
 
 class SQLiteSearch(SQLiteBase):

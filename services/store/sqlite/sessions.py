@@ -46,6 +46,10 @@ class SQLiteSessions(SQLiteBase):
 
         return await self._run(op)
 
+    async def stale_sessions(self, before: int, limit: int) -> list[UserSession]:
+        return await self._run(lambda conn: [_session(r) for r in conn.execute(
+            f"SELECT {_COLS} FROM user_sessions WHERE last_seen < ? ORDER BY last_seen LIMIT ?", (before, limit))])
+
     async def remove_session(self, user_id: str, client_id: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
             if conn.execute("DELETE FROM user_sessions WHERE user_id = ? AND client_id = ?",
