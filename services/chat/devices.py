@@ -28,13 +28,14 @@ class DeviceBook:
 
     async def of(self, seen: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
         """The client ids of the user of each ``(user, client id)`` (empty for a user with none recorded),
-        read again where that client id is not among them (a device the book did not know of yet)."""
+        read again where that client id is not among them (a device the book did not know of yet; an
+        empty client id, from no device, is content with what the book knows)."""
         now = time.monotonic()
         out: dict[str, tuple[str, ...]] = {}
         missing: list[str] = []
         for user, client in seen:
             entry = self._known.get(user)
-            if entry is not None and entry[0] > now and (client in entry[1] or now < entry[2]):
+            if entry is not None and entry[0] > now and (not client or client in entry[1] or now < entry[2]):
                 out[user] = entry[1]
             elif user not in missing:
                 missing.append(user)

@@ -62,7 +62,10 @@ class Router(BusWorker):
         typists = {i.sender for i in items if isinstance(i.env, TypingIn) and i.env.to is not None}
         senders = {i.sender for i in messages} | typists
         blockers = await self._blocks.lookup(senders) if senders else {}
-        devices = await self._devices.of({(i.sender, i.client) for i in items if i.client})
+        # the devices of the users who sent from one, and of those whose receipts came from no device (the
+        # REST API's ``POST /conversations/{id}/read``): all their devices are told of those
+        devices = await self._devices.of({(i.sender, i.client) for i in items
+                                          if i.client or (isinstance(i.env, ReceiptIn) and i.env.status == "read")})
         batch: list[Submission] = []
         actions: list[ActionSubmission] = []
         typing: list[tuple[str, bytes]] = []
@@ -121,9 +124,10 @@ class Router(BusWorker):
         held = {(user, r.server_id): r for user, routes in zip(confirmers, taken, strict=True) for r in routes}
         self._routes.remember(held.values())
         await self._receipts(runs, held)
-        # a device's receipts, for the user's other devices
+        # a device's receipts, for the user's other devices (a receipt from no device: for all of them)
         echoes = [(user, client, receipt_envelope(status, list(dict.fromkeys(ids)), user))
-                  for (user, client, status), ids in receipts.items() if others(devices, user, client)]
+                  for (user, client, status), ids in receipts.items()
+                  if (others(devices, user, client) if client else devices.get(user))]
         if echoes:
             await self._outlet.copies(echoes)
 

@@ -262,6 +262,22 @@ async def test_read_receipt_keeps_pending_items(chat: Chat, router: Router) -> N
     assert envs_of(await chat.deliveries(), a) == [{"type": "receipt", "status": "read", "ids": [m1], "from": b}]
 
 
+async def test_a_read_from_the_rest_api_reaches_every_device_of_the_reader(chat: Chat, router: Router) -> None:
+    a, b = await chat.user(), await chat.user()
+    for device in ("phone", "laptop"):
+        await chat.store.touch_session(b, device, ids.now_ms())
+    chat.online(a, NODE)
+    chat.online(b, OTHER_NODE)
+    m1 = await chat.commit_message(a, b, "c1")
+
+    await router.process([outbox_record(b, receipt("read", [m1]))])  # no client id: POST .../read
+
+    deliveries = await chat.deliveries()
+    assert envs_of(deliveries, a) == [{"type": "receipt", "status": "read", "ids": [m1], "from": b}]
+    # both of b's devices (none skipped) learn that b read it
+    assert envs_of(deliveries, b) == [{"type": "receipt", "status": "read", "ids": [m1], "from": b}]
+
+
 async def test_receipt_goes_to_each_online_original_sender(chat: Chat, router: Router) -> None:
     a, b, c = await chat.user(), await chat.user(), await chat.user()
     chat.online(a, NODE)
