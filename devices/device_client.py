@@ -197,13 +197,8 @@ class DeviceClient:
 
     def _make_mqtt(self) -> mqtt.Client:
         """A paho client with this device's options and callbacks, in ``mqtt_version``."""
-        client = mqtt_client(self._client_id, self._transport, self.mqtt_version)
-        if self._transport == "websockets":
-            client.ws_set_options(path=self._ws_path)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
+        client = mqtt_client(self._client_id, self._transport, self.mqtt_version, self._ws_path, self._tls)
         client.username_pw_set(self.device_id, self._secret)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

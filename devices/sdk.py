@@ -402,14 +402,23 @@ def release_sockets(client: mqtt.Client) -> None:
         reset(sockpair_only=True)
 
 
-def mqtt_client(client_id: str, transport: Transport, mqtt_version: int) -> mqtt.Client:
+def mqtt_client(client_id: str, transport: Transport, mqtt_version: int, ws_path: str = "/mqtt",
+                tls: ssl.SSLContext | None = None) -> mqtt.Client:
     """A paho client speaking MQTT 5 (``mqtt_version`` 5; a clean start, session expiry 0) or 3.1.1 (4,
-    clean session): either way the session ends with its connection."""
+    clean session): either way the session ends with its connection. Over WebSocket on ``ws_path``; over
+    TLS with ``tls``; paho reconnects by itself with a 1–30 s backoff."""
     if mqtt_version == 5:
-        return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                           transport=transport, protocol=MQTTProtocolVersion.MQTTv5)
-    return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                       transport=transport, clean_session=True)
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             transport=transport, protocol=MQTTProtocolVersion.MQTTv5)
+    else:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             transport=transport, clean_session=True)
+    if transport == "websockets":
+        client.ws_set_options(path=ws_path)
+    if tls is not None:
+        client.tls_set_context(tls)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
 
 
 def open_session(client: mqtt.Client, host: str, port: int, keepalive: int, ready: threading.Event,
@@ -648,12 +657,8 @@ class ChatClient:
 
     def _make_mqtt(self) -> mqtt.Client:
         """A paho client with this client's options and callbacks installed."""
-        client = mqtt_client(self.client_id, self.transport, self.mqtt_version)
-        if self.transport == "websockets":
-            client.ws_set_options(path=self._ws_path)
-        if self._tls and self._tls_context is not None:
-            client.tls_set_context(self._tls_context)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = mqtt_client(self.client_id, self.transport, self.mqtt_version, self._ws_path,
+                             self._tls_context if self._tls else None)
         if self.user_id is not None and self._access_token is not None:
             client.username_pw_set(self.user_id, self._access_token)
         client.on_pre_connect = self._on_mqtt_pre_connect

@@ -701,7 +701,7 @@ def test_clients_sharing_a_login_never_spend_one_refresh_token_twice(api: FakeAp
 
 def puback(client: ChatClient, mid: int, reason: int = 0, code: str | None = None, text: str | None = None) -> None:
     """A PUBACK for packet ``mid`` as paho's network thread reports it (``reason`` >= 0x80: a refusal)."""
-    props = Properties(PacketTypes.PUBACK)
+    props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
     if code is not None:
         props.UserProperty = ("code", code)
     if text is not None:

@@ -398,7 +398,7 @@ def test_a_device_falls_back_to_mqtt_311_on_a_broker_without_mqtt5(broker: Broke
     got: list[bytes] = []
     reader = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="telemetry-reader")
     reader.username_pw_set("reader", SERVER_SECRET)
-    reader.on_message = lambda _c, _u, msg: got.append(msg.payload)
+    reader.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
     reader.connect("127.0.0.1", broker.port)
     reader.loop_start()
     try:
