@@ -80,6 +80,7 @@ from chatmq.core import ids
 from chatmq.core.ports import free_port
 from chatmq.core.settings import Settings
 from chatmq.run.assembly import make_store
+from chatmq.services.chat.presence import OFFLINE_GRACE_MS
 from chatmq.services.store.base import StoredMessage
 
 T = TypeVar("T")
@@ -88,7 +89,9 @@ Mode = Literal["embedded", "cluster"]
 DEFAULT_JSON = "test-artifacts/bench_chat_{mode}.json"
 DEFAULT_MARKDOWN = "test-artifacts/bench_chat_{mode}.md"
 RATE_LIMIT = {"rate_limit_per_sec": "1000000", "rate_limit_burst": "1000000",
-              "auth_rate_per_address": "1000000", "auth_burst_per_address": "1000000"}
+              "auth_rate_per_address": "1000000", "auth_burst_per_address": "1000000",
+              # the presence storm connects 1,100 users from one address, 1,000 of them at once
+              "max_connections_per_address": "0", "connect_rate_per_address": "0"}
 FULL_DURATION, QUICK_DURATION = 15.0, 3.0
 FULL_PAIRS, QUICK_PAIRS = 50, 10
 WINDOW = 20  # messages per sender not yet delivered to every recipient, in the max-rate rows
@@ -161,8 +164,10 @@ class ChatConnection(asyncio.Protocol):
       the burst (at most 1,000 ids per receipt). ``ack``, ``receipt``, ``event`` and ``error``
       envelopes are counted in the tally."""
 
-    def __init__(self, index: int, user_id: str, token: str, scheduler: Scheduler) -> None:
+    def __init__(self, index: int, user_id: str, token: str, scheduler: Scheduler,
+                 client_id: str | None = None) -> None:
         self.index = index
+        self.client_id = client_id or f"bench-{index}-{uuid.uuid4().hex[:8]}"
         self.user_id = user_id
         self._token = token
         self._scheduler = scheduler
@@ -179,8 +184,7 @@ class ChatConnection(asyncio.Protocol):
     # --- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(encode_connect(f"bench-{self.index}-{uuid.uuid4().hex[:8]}", username=self.user_id,
-                                            password=self._token)
+        self.transport.write(encode_connect(self.client_id, username=self.user_id, password=self._token)
                              + encode_subscribe(1, [(f"users/{self.user_id}/inbox", 1)]))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -297,13 +301,14 @@ class ChatConnection(asyncio.Protocol):
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row: ``kind`` 1:1 or group; ``paced`` rows send at ``share`` of ``of``'s measured rate;
+    """One row: ``kind`` 1:1, group or the presence storm (``presence``: users of its own, see
+    ``presence_storm``); ``paced`` rows send at ``share`` of ``of``'s measured rate;
     ``devices``: connections per user (each user's other devices get a copy of what it sends, so a 1:1
     message makes ``2 × devices - 1`` deliveries)."""
 
     key: str
     title: str
-    kind: Literal["pairs", "groups"]
+    kind: Literal["pairs", "groups", "presence"]
     paced: bool = False
     share: float = 1.0
     of: str | None = None
@@ -317,7 +322,12 @@ ROWS = (
             of="one_to_one_max"),
     RowSpec("groups_max", "groups, max rate", "groups"),
     RowSpec("devices_3_max", "1:1, 3 devices per user, max rate", "pairs", devices=3),
+    RowSpec("presence_storm", "presence storm: every user reconnecting", "presence"),
 )
+ROW_KEYS = tuple(spec.key for spec in ROWS)
+DEFAULT_ROWS = tuple(key for key in ROW_KEYS if key != "presence_storm")
+"""What ``chatmq bench chat`` runs without ``--rows``: the storm (a minute and more with its setup, on 1,000
+users) only when asked for."""
 
 
 @dataclass
@@ -916,6 +926,216 @@ async def connect_all(runner: Runner, users: list[BenchUser], port: int, concurr
 
 
 # --------------------------------------------------------------------------------------------
+# The presence storm
+# --------------------------------------------------------------------------------------------
+
+FULL_STORM_USERS, QUICK_STORM_USERS = 1_000, 100
+STORM_CLIQUE = 10  # storm users that are each other's mutual contacts, and of one watcher
+STORM_WAIT = 60.0  # at most this long for a phase's changes to be seen (after the offline grace)
+OFFLINE_GRACE_US = OFFLINE_GRACE_MS * 1000
+PresenceKey = tuple[str, str, str]  # (who sees it, whose change, state)
+
+
+@dataclass
+class PresenceTally:
+    """The presence changes a storm expects each watcher to see, and what arrived.
+
+    ``expect(watcher, user, state, from_us)`` before the change is made: ``from_us`` is when it may first be
+    announced (the reconnect's start for ``online``; the disconnect plus the 5 s grace for ``offline``), and
+    the latency is counted from there. An arrival that was not expected (between reconnecting contacts, whose
+    order decides who sees whom) is ``extra``; one seen twice is ``duplicated``."""
+
+    expected: dict[PresenceKey, int] = field(default_factory=dict)
+    seen: set[PresenceKey] = field(default_factory=set)
+    duplicated: int = 0
+    extra: int = 0
+    latency_us: dict[str, array[int]] = field(default_factory=dict)  # state -> latency of each change seen
+    last_us: dict[str, int] = field(default_factory=dict)  # state -> arrival of its last expected change
+
+    def expect(self, watcher: str, user: str, state: str, from_us: int) -> None:
+        self.expected[(watcher, user, state)] = from_us
+
+    def arrived(self, watcher: str, env: dict[str, Any], at_us: int) -> None:
+        key = (watcher, str(env.get("user")), str(env.get("state")))
+        start = self.expected.get(key)
+        if start is None:
+            self.extra += 1
+        elif key in self.seen:
+            self.duplicated += 1
+        else:
+            self.seen.add(key)
+            self.latency_us.setdefault(key[2], array("q")).append(at_us - start)
+            self.last_us[key[2]] = max(self.last_us.get(key[2], 0), at_us)
+
+    def outstanding(self, state: str | None = None) -> int:
+        """Expected changes (of ``state``) not seen yet."""
+        return sum(1 for key in self.expected if key not in self.seen and state in (None, key[2]))
+
+
+class StormScheduler:
+    """The ``Scheduler`` of the storm's connections: they send no messages; presence goes to ``presence``."""
+
+    def __init__(self) -> None:
+        self.tally = RowTally("storm.")
+        self.presence = PresenceTally()
+
+    def freed(self, sender: ChatConnection) -> None:  # pragma: no cover - the storm sends no messages
+        pass
+
+
+class PresenceConnection(ChatConnection):
+    """A ``ChatConnection`` that hands ``presence`` envelopes to its ``StormScheduler``'s tally."""
+
+    def __init__(self, index: int, user: BenchUser, scheduler: StormScheduler, client_id: str) -> None:
+        super().__init__(index, user.user_id, user.token, scheduler, client_id)
+        self._storm = scheduler
+
+    def _envelope(self, env: dict[str, Any], ids: list[str]) -> None:
+        if env.get("type") == "presence":
+            self._storm.presence.arrived(self.user_id, env, now_us())
+        else:
+            super()._envelope(env, ids)
+
+
+@dataclass(frozen=True)
+class StormTimes:
+    """When the storm's phases began (µs): the first disconnect, the first reconnect."""
+
+    disconnect_us: int
+    reconnect_us: int
+
+
+def storm_result(spec: RowSpec, tally: PresenceTally, changes: int, times: StormTimes, client_cpu: float,
+                 cpu: dict[str, float], cpu_all: dict[str, float], notes: list[str]) -> RowResult:
+    """The storm's row: ``rate`` presence envelopes delivered per second and ``send_rate`` changes per second,
+    both over the phases' busy time (offline: from the end of the grace to the last offline seen; online: from
+    the first reconnect to the last online seen); ``seconds`` from the first disconnect until every watcher saw
+    every change; ``sent`` the changes made, ``cpu_ms_per_message`` CPU ms per change; latency per change seen,
+    from when it could first be announced."""
+    last_off, last_on = tally.last_us.get("offline"), tally.last_us.get("online")
+    busy_us = ((last_off - times.disconnect_us - OFFLINE_GRACE_US) if last_off else 0) \
+        + ((last_on - times.reconnect_us) if last_on else 0)
+    busy = max(busy_us / 1e6, 1e-6)
+    delivered = len(tally.seen)
+    lat = sorted(v for values in tally.latency_us.values() for v in values)
+    p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+    end_us = max(last_off or 0, last_on or 0, times.disconnect_us)
+    notes = [*notes, "presence envelopes/s; a message is one presence change (offline or online)"]
+    for state in ("offline", "online"):
+        values = sorted(v / 1000 for v in tally.latency_us.get(state, ()))
+        if values:
+            notes.append(f"{state} p50 / p99 {_ms(percentile(values, 0.5))} / {_ms(percentile(values, 0.99))} ms")
+    if tally.extra:
+        notes.append(f"{tally.extra:,} presence envelopes between reconnecting contacts (not counted: the order "
+                     f"of the reconnects decides who sees whom)")
+    return RowResult(
+        key=spec.key, title=spec.title, rate=round((delivered + tally.extra) / busy, 1),
+        send_rate=round(changes / busy, 1), target_rate=None, seconds=round((end_us - times.disconnect_us) / 1e6, 2),
+        sent=changes, expected=len(tally.expected), delivered=delivered, lost=len(tally.expected) - delivered,
+        duplicated=tally.duplicated, unacked=0, stray=0, receipts_back=0,
+        p50_ms=None if p50 is None else round(p50 / 1000, 1), p99_ms=None if p99 is None else round(p99 / 1000, 1),
+        client_cpu=client_cpu, cpu=cpu,
+        cpu_ms_per_message={name: round(1000 * used / max(changes, 1), 3) for name, used in cpu_all.items()},
+        errors={}, notes=notes,
+    )
+
+
+async def add_contacts(api_url: str, pairs: Sequence[tuple[BenchUser, BenchUser]], concurrency: int = 16) -> None:
+    """Make each pair mutual contacts (``PUT /contacts/{id}`` both ways), ``concurrency`` requests at a time."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def put(client: httpx.AsyncClient, owner: BenchUser, contact: BenchUser) -> None:
+        async with sem:
+            r = await client.put(f"/api/v1/contacts/{contact.user_id}",
+                                 headers={"Authorization": f"Bearer {owner.token}"})
+            if r.status_code != 204:
+                raise BenchError(f"add contact: {r.status_code} {r.text[:200]}")
+
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+        await asyncio.gather(*(put(client, a, b) for x, y in pairs for a, b in ((x, y), (y, x))))
+
+
+async def _until_seen(tally: PresenceTally, state: str, timeout: float, progress: Callable[[str], None]) -> None:
+    """Wait until every expected ``state`` change was seen, or ``timeout`` seconds passed."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    next_report = start + PROGRESS_EVERY
+    while tally.outstanding(state) and loop.time() - start < timeout:
+        await asyncio.sleep(0.05)
+        if loop.time() >= next_report:
+            next_report += PROGRESS_EVERY
+            progress(f"{state}: {tally.outstanding(state):,} changes not seen yet")
+
+
+async def presence_storm(deployment: Deployment, spec: RowSpec, count: int, tag: str,
+                         progress: Callable[[str], None]) -> RowResult:
+    """``count`` users in cliques of ``STORM_CLIQUE`` mutual contacts (presence visible to contacts, the
+    default), each clique also the mutual contacts of one watcher that stays connected. All connect (the
+    watchers first) and the watchers see them come online; then, measured, every storm user disconnects at
+    once, and once the watchers saw them all go offline (after the 5 s grace) they all reconnect at once. Each
+    watcher expects each change of its clique once (``PresenceTally``)."""
+    watchers_n = math.ceil(count / STORM_CLIQUE)
+    echo(f"bench: presence storm: registering {count} users and {watchers_n} watchers")
+    users = await make_users(deployment.api_url, count + watchers_n, f"{tag}p")
+    storm, watchers = users[:count], users[count:]
+    cliques = [(watchers[k], storm[k * STORM_CLIQUE:(k + 1) * STORM_CLIQUE]) for k in range(watchers_n)]
+    pairs = [(a, b) for w, members in cliques for i, a in enumerate([w, *members]) for b in members[i:]]
+    echo(f"bench: presence storm: {len(pairs):,} mutual contacts")
+    await add_contacts(deployment.api_url, pairs)
+    watcher_of = {u.user_id: w.user_id for w, members in cliques for u in members}
+    scheduler = StormScheduler()
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(200)
+
+    async def connect(u: BenchUser, expect: str | None) -> PresenceConnection:
+        async with sem:
+            if expect is not None:
+                scheduler.presence.expect(watcher_of[u.user_id], u.user_id, expect, now_us())
+            _, conn = await loop.create_connection(
+                lambda: PresenceConnection(u.index, u, scheduler, f"storm-{tag}-{u.index}"), HOST,
+                deployment.mqtt_port)
+            await asyncio.wait_for(conn.ready, 60)
+            return conn
+
+    conns: list[PresenceConnection] = []
+    try:
+        conns += await asyncio.gather(*(connect(w, None) for w in watchers))
+        conns += await asyncio.gather(*(connect(u, "online") for u in storm))
+        await _until_seen(scheduler.presence, "online", STORM_WAIT, progress)
+        if scheduler.presence.outstanding():
+            raise BenchError(f"presence storm: {scheduler.presence.outstanding():,} of {count:,} users not seen "
+                             f"online by their watcher within {STORM_WAIT:.0f} s of connecting")
+        echo(f"bench: presence storm: {count} users online; every one disconnects, then reconnects")
+        scheduler.presence = tally = PresenceTally()
+        meter = CpuMeter(deployment.pids())
+        meter.start()
+        leaving, conns = conns[watchers_n:], conns[:watchers_n]
+        disconnect_us = now_us()
+        for conn in leaving:
+            tally.expect(watcher_of[conn.user_id], conn.user_id, "offline", now_us() + OFFLINE_GRACE_US)
+            conn.close()
+        await _until_seen(tally, "offline", OFFLINE_GRACE_MS / 1000 + STORM_WAIT, progress)
+        reconnect_us = now_us()
+        conns += await asyncio.gather(*(connect(u, "online") for u in storm))
+        await _until_seen(tally, "online", STORM_WAIT, progress)
+        await asyncio.sleep(0.5)  # a moment for duplicates
+        wall, cpu_all = meter.used()
+    finally:
+        for c in conns:
+            c.close()
+        await asyncio.sleep(0.2)
+    used = merge_postgres(cpu_all)
+    cpu = {name: round(v / wall, 3) for name, v in used.items()}
+    client = cpu.pop("client", 0.0)
+    notes = [f"{count:,} users in cliques of {STORM_CLIQUE} mutual contacts, each clique watched by one more "
+             f"contact; offline latency counted from the end of the 5 s grace"]
+    if tally.outstanding():
+        notes.append(f"gave up {STORM_WAIT:.0f} s after a phase: {tally.outstanding():,} changes not seen, "
+                     f"counted as lost")
+    return storm_result(spec, tally, 2 * count, StormTimes(disconnect_us, reconnect_us), client, cpu, used, notes)
+
+
+# --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
 
@@ -927,6 +1147,23 @@ class Load:
     duration: float
     window: int
     prefill: int = 0
+    storm_users: int = FULL_STORM_USERS
+
+
+async def run_all(deployment: Deployment, load: Load, rows: Sequence[RowSpec]) -> list[RowResult]:
+    """The chat rows of ``rows`` (``run_rows``), then the presence storm when it is one of them."""
+    chat_rows = [spec for spec in rows if spec.kind != "presence"]
+    results = await run_rows(deployment, load, chat_rows) if chat_rows else []
+    for spec in rows:
+        if spec.kind == "presence":
+            echo(f"bench: row {spec.title}")
+            result = await presence_storm(deployment, spec, load.storm_users, secrets.token_hex(3),
+                                          lambda line: echo(f"bench:   {line}"))
+            echo(f"bench:   {result.rate:,.0f} presence envelopes/s, every change seen after {result.seconds} s, "
+                 f"p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, lost {result.lost}, duplicated "
+                 f"{result.duplicated}")
+            results.append(result)
+    return results
 
 
 async def run_rows(deployment: Deployment, load: Load, rows: Sequence[RowSpec]) -> list[RowResult]:
@@ -1074,6 +1311,11 @@ def chat(
     window: Annotated[int, typer.Option(help="Messages per sender on their way at max rate.", min=1)] = WINDOW,
     prefill: Annotated[int, typer.Option(help="Messages to store before the run (history the hot path must not "
                                               "read: the rates should not move).", min=0)] = 0,
+    rows: Annotated[str | None, typer.Option(help=f"Rows to run, comma-separated, of {', '.join(ROW_KEYS)} "
+                                                  f"(default: all but presence_storm).")] = None,
+    storm_users: Annotated[int | None, typer.Option(help=f"Users reconnecting in the presence storm (default "
+                                                         f"{FULL_STORM_USERS}; --quick {QUICK_STORM_USERS}).",
+                                                    min=STORM_CLIQUE)] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Where to write the JSON "
                                                    f"(default {DEFAULT_JSON}).")] = None,
     markdown_path: Annotated[Path | None, typer.Option("--markdown", help="Where to write the report "
@@ -1083,8 +1325,16 @@ def chat(
     if mode not in ("embedded", "cluster"):
         typer.echo("bench: --mode is embedded or cluster", err=True)
         raise typer.Exit(2)
+    chosen = DEFAULT_ROWS if rows is None else tuple(k.strip() for k in rows.split(",") if k.strip())
+    unknown = [k for k in chosen if k not in ROW_KEYS]
+    if unknown or not chosen:
+        typer.echo(f"bench: --rows takes row names of {', '.join(ROW_KEYS)}"
+                   + (f"; not {', '.join(unknown)}" if unknown else ""), err=True)
+        raise typer.Exit(2)
+    specs = [spec for spec in ROWS if spec.key in chosen]
     load = Load(cast(Mode, mode), pairs or (QUICK_PAIRS if quick else FULL_PAIRS), group_size,
-                duration or (QUICK_DURATION if quick else FULL_DURATION), window, prefill)
+                duration or (QUICK_DURATION if quick else FULL_DURATION), window, prefill,
+                storm_users or (QUICK_STORM_USERS if quick else FULL_STORM_USERS))
     json_out = json_path or Path(DEFAULT_JSON.format(mode=mode))
     md_out = markdown_path or Path(DEFAULT_MARKDOWN.format(mode=mode))
     started = datetime.now(UTC)
@@ -1092,9 +1342,9 @@ def chat(
     workdir = Path(tempfile.mkdtemp(prefix=f"chatmq-bench-{mode}-"))
     try:
         with bench_command("servers stopped"):
-            raise_nofile(4 * load.pairs + 1024)
+            raise_nofile(4 * load.pairs + 2 * load.storm_users + 1024)
             with deployed(load.mode, workdir, prefill=load.prefill) as deployment:
-                results = _run_loop(run_rows(deployment, load, ROWS))
+                results = _run_loop(run_all(deployment, load, specs))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.monotonic() - t0, 1),

@@ -10,9 +10,12 @@ Contracts
   revoked device), ``SubscribeDeniedError`` when the inbox subscription is refused,
   ``ConnectTimeoutError`` when the broker does not answer and ``ServerUnreachableError``
   when it cannot be reached. paho reconnects by itself afterwards (1–30 s backoff) and
-  subscribes again.
+  subscribes again. Like ``ChatClient`` it speaks MQTT 5 unless ``mqtt_version=4``, and falls back to
+  MQTT 3.1.1 for good when the broker refuses MQTT 5 at the first connect (``mqtt_version`` says which).
 - ``publish`` sends one reading (a JSON object) QoS 1 to ``devices/{id}/telemetry``;
-  while disconnected paho queues it and sends it after reconnecting.
+  while disconnected paho queues it and sends it after reconnecting. With ``timeout`` it waits for the
+  broker's PUBACK; over MQTT 5 a PUBACK that refuses the reading raises ``MessageRejectedError`` with its
+  ``reason_code`` and the chatmq ``code`` and ``reason`` (the ``error`` envelope comes to the inbox too).
 - ``error`` envelopes are kept in ``errors`` (``wait_errors`` blocks for them) and handed
   to ``on_error``, which runs in paho's thread; exceptions it raises are logged.
 - TLS: ``tls=True`` speaks MQTT over TLS, trusting the system's CAs or only ``ca_file``'s. With
@@ -46,21 +49,27 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.devices.sdk import (
     _AUTH_REFUSED,
+    _UNSUPPORTED_PROTOCOL,
     ChatClientError,
     ChatTimeoutError,
     ConnectError,
+    ConnectTimeoutError,
     Envelope,
+    MessageRejectedError,
     NotAuthorizedError,
+    PublishRefusal,
     ServerUnreachableError,
     SubscribeDeniedError,
     Transport,
-    open_session,
+    VersionProbe,
+    mqtt_client,
+    open_probing,
+    publish_refusal,
     release_sockets,
     tls_context,
 )
@@ -151,7 +160,9 @@ class DeviceClient:
         ca_file: str | Path | None = None,
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
+        mqtt_version: int = 5,
     ) -> None:
+        self._probe = VersionProbe(mqtt_version)
         self.device_id = device_id
         self.mqtt_host = mqtt_host
         self.mqtt_port = mqtt_port
@@ -170,19 +181,30 @@ class DeviceClient:
         self._connect_error: ConnectError | None = None
         self._sub_mid: int | None = None
         self._started = False
-        self.mqtt = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                client_id=client_id or f"chatmq-dev-{uuid.uuid4().hex[:16]}",
-                                transport=transport, clean_session=True)
-        if transport == "websockets":
-            self.mqtt.ws_set_options(path=ws_path)
-        if tls:
-            self.mqtt.tls_set_context(tls_context(ca_file, cert_file, key_file))
-        self.mqtt.username_pw_set(device_id, secret)
-        self.mqtt.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_subscribe = self._on_subscribe
-        self.mqtt.on_disconnect = self._on_disconnect
-        self.mqtt.on_message = self._on_message
+        #: what each reading's PUBACK said, by packet id (``None``: accepted); ``publish`` reads its own
+        self._outcomes: dict[int, PublishRefusal | None] = {}
+        self._client_id = client_id or f"chatmq-dev-{uuid.uuid4().hex[:16]}"
+        self._transport: Transport = transport
+        self._ws_path = ws_path
+        self._tls = tls_context(ca_file, cert_file, key_file) if tls else None
+        self._secret = secret
+        self.mqtt = self._make_mqtt()
+
+    @property
+    def mqtt_version(self) -> int:
+        """5: MQTT 5 (until a broker refuses it: then 4); 4: MQTT 3.1.1."""
+        return self._probe.version
+
+    def _make_mqtt(self) -> mqtt.Client:
+        """A paho client with this device's options and callbacks, in ``mqtt_version``."""
+        client = mqtt_client(self._client_id, self._transport, self.mqtt_version, self._ws_path, self._tls)
+        client.username_pw_set(self.device_id, self._secret)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
 
     def __enter__(self) -> DeviceClient:
         return self
@@ -211,10 +233,20 @@ class DeviceClient:
             self._runner = threading.Thread(target=self._run_commands, name=f"commands-{self.device_id}",
                                             daemon=True)
             self._runner.start()
+
+        def fallback() -> mqtt.Client:  # a broker without MQTT 5: the same again with 3.1.1
+            self.mqtt = self._make_mqtt()
+            self._connect_error = None
+            return self.mqtt
+
         try:
-            open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self._keepalive, self._ready, timeout, self.close)
+            open_probing(self.mqtt, self._probe, fallback, self.mqtt_host, self.mqtt_port, self._keepalive,
+                         self._ready, timeout, self._stop_loop)
         except ServerUnreachableError:
             self._started = False
+            raise
+        except ConnectTimeoutError:
+            self.close()
             raise
         if self._connect_error is not None:
             error = self._connect_error
@@ -222,7 +254,8 @@ class DeviceClient:
             raise error
 
     def publish(self, reading: dict[str, Any], timeout: float | None = None) -> None:
-        """Publish one reading QoS 1; with ``timeout``, wait for the broker's PUBACK (``ChatTimeoutError``)."""
+        """Publish one reading QoS 1; with ``timeout``, wait for the broker's PUBACK (``ChatTimeoutError``),
+        and over MQTT 5 raise ``MessageRejectedError`` when it refuses the reading."""
         info = self.mqtt.publish(self.telemetry_topic, orjson.dumps(reading), qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ChatClientError(f"publish failed: {mqtt.error_string(info.rc)}")
@@ -233,6 +266,10 @@ class DeviceClient:
                 raise ChatTimeoutError(f"reading not acknowledged: {exc}") from exc
             if not info.is_published():
                 raise ChatTimeoutError(f"reading not acknowledged within {timeout:g}s")
+            # paho calls on_publish before it marks the reading published: this is its PUBACK's outcome
+            refusal = self._outcomes.pop(info.mid, None)
+            if refusal is not None:
+                raise MessageRejectedError.refused(refusal)
 
     def wait_errors(self, n: int, timeout: float) -> list[Envelope]:
         """Block until at least ``n`` errors arrived; ``ChatTimeoutError`` otherwise."""
@@ -247,17 +284,20 @@ class DeviceClient:
         if not self._started:
             return
         self._started = False
+        self._stop_loop()
+        self.connected = False
+        if self._runner is not None:
+            self._commands.put(None)
+            self._runner.join(5.0)
+            self._runner = None
+
+    def _stop_loop(self) -> None:
         try:
             self.mqtt.disconnect()
         except Exception:  # pragma: no cover - paho may refuse when never connected
             log.debug("disconnect failed", exc_info=True)
         self.mqtt.loop_stop()
         release_sockets(self.mqtt)
-        self.connected = False
-        if self._runner is not None:
-            self._commands.put(None)
-            self._runner.join(5.0)
-            self._runner = None
 
     def _outbox(self, envelope: dict[str, Any]) -> None:
         """Publish ``envelope`` QoS 1 on the device's outbox (queued by paho while disconnected)."""
@@ -318,6 +358,8 @@ class DeviceClient:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
+            if self._probe.connack(reason_code.value == _UNSUPPORTED_PROTOCOL, self._ready):
+                return
             name = reason_code.getName()
             if not self._ready.is_set():
                 self._connect_error = (NotAuthorizedError(f"broker refused the device's credentials: {name}")
@@ -340,7 +382,17 @@ class DeviceClient:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
+        if self._probe.closed(self._ready):
+            return
         self.connected = False
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
+        refusal = publish_refusal(reason_code, properties)
+        self._outcomes[mid] = refusal  # at most one per packet id: a later publish with the id replaces it
+        if refusal is not None:
+            log.info("device %s: publish refused with reason 0x%02X (%s): %s", self.device_id, refusal.reason_code,
+                     refusal.code, refusal.reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -41,6 +41,11 @@ Contracts
   receipt (when ``auto_delivered``) so the server stops replaying it. The receipt is
   published only after the ``on_message`` callback returned, or first thing when a ``read``
   receipt for the message is sent before that (so ``read`` never precedes ``delivered``).
+- Over MQTT 5 the broker also refuses a publish in its PUBACK (reason code >= 0x80, the chatmq error
+  ``code`` as a user property, the reason as the reason string): each refusal is kept in ``refusals``
+  (``PublishRefusal``), and ``wait_ack`` of a refused message raises ``MessageRejectedError`` with its
+  ``reason_code`` (it waits for the PUBACK when the inbox ``error`` came first); over MQTT 3.1.1, and for
+  errors that come later (e.g. ``unknown_recipient``), ``reason_code`` is ``None``.
 - A message whose envelope is larger than ``max_payload`` bytes (default 65,536, the
   server's default) is not published: it gets the ``error`` the server would send
   (code ``too_large``), so ``wait_ack`` raises ``MessageRejectedError`` at once.
@@ -116,6 +121,7 @@ __all__ = [
     "MessageRejectedError",
     "NotAuthorizedError",
     "NotLoggedInError",
+    "PublishRefusal",
     "ServerUnreachableError",
     "SubscribeDeniedError",
     "TlsError",
@@ -212,14 +218,52 @@ class AckTimeoutError(ChatTimeoutError):
 
 
 class MessageRejectedError(ChatClientError):
-    """The server answered a publish with an ``error`` envelope."""
+    """The server refused a publish: with an ``error`` envelope (``code``, ``reason``, ``client_id``) and, over
+    MQTT 5, with a PUBACK whose ``reason_code`` (>= 0x80) says so too (``None`` when no such PUBACK was seen:
+    MQTT 3.1.1, or an error that came later, e.g. ``unknown_recipient`` from the router)."""
 
-    def __init__(self, envelope: Envelope) -> None:
+    def __init__(self, envelope: Envelope, reason_code: int | None = None) -> None:
         self.envelope = envelope
         self.code = str(envelope.get("code", "unknown"))
         self.reason = str(envelope.get("reason", ""))
         self.client_id: str | None = envelope.get("client_id")
-        super().__init__(f"{self.code}: {self.reason}")
+        self.reason_code = reason_code
+        shown = "" if reason_code is None else f" (MQTT reason 0x{reason_code:02X})"
+        super().__init__(f"{self.code}: {self.reason}{shown}")
+
+    @classmethod
+    def refused(cls, refusal: PublishRefusal, envelope: Envelope | None = None) -> MessageRejectedError:
+        """The error for an MQTT 5 ``refusal``; ``envelope``: the inbox ``error`` about it, when it came."""
+        return cls(envelope or refusal.envelope(), refusal.reason_code)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRefusal:
+    """An MQTT 5 broker's refusal of a QoS 1 PUBLISH: the PUBACK's ``reason_code`` (>= 0x80), the chatmq error
+    ``code`` it carries as the user property ``code`` (``unknown`` when absent) and its reason string as
+    ``reason``; ``client_id``: the refused message's client id (``None`` for other publishes)."""
+
+    reason_code: int
+    code: str
+    reason: str
+    client_id: str | None = None
+
+    def envelope(self) -> Envelope:
+        """The inbox ``error`` envelope that says the same."""
+        return {"type": "error", "client_id": self.client_id, "code": self.code, "reason": self.reason}
+
+
+def publish_refusal(reason_code: ReasonCode, properties: Properties | None,
+                    client_id: str | None = None) -> PublishRefusal | None:
+    """The refusal a PUBACK carries (paho's ``on_publish`` arguments); ``None`` when it accepted the PUBLISH."""
+    if not reason_code.is_failure:
+        return None
+    code = "unknown"
+    for name, value in getattr(properties, "UserProperty", None) or ():
+        if name == "code":
+            code = value
+    reason = getattr(properties, "ReasonString", None) or reason_code.getName()
+    return PublishRefusal(reason_code.value, code, reason, client_id)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -376,14 +420,23 @@ def release_sockets(client: mqtt.Client) -> None:
         reset(sockpair_only=True)
 
 
-def mqtt_client(client_id: str, transport: Transport, mqtt_version: int) -> mqtt.Client:
+def mqtt_client(client_id: str, transport: Transport, mqtt_version: int, ws_path: str = "/mqtt",
+                tls: ssl.SSLContext | None = None) -> mqtt.Client:
     """A paho client speaking MQTT 5 (``mqtt_version`` 5; a clean start, session expiry 0) or 3.1.1 (4,
-    clean session): either way the session ends with its connection."""
+    clean session): either way the session ends with its connection. Over WebSocket on ``ws_path``; over
+    TLS with ``tls``; paho reconnects by itself with a 1–30 s backoff."""
     if mqtt_version == 5:
-        return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                           transport=transport, protocol=MQTTProtocolVersion.MQTTv5)
-    return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                       transport=transport, clean_session=True)
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             transport=transport, protocol=MQTTProtocolVersion.MQTTv5)
+    else:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             transport=transport, clean_session=True)
+    if transport == "websockets":
+        client.ws_set_options(path=ws_path)
+    if tls is not None:
+        client.tls_set_context(tls)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
 
 
 def open_session(client: mqtt.Client, host: str, port: int, keepalive: int, ready: threading.Event,
@@ -401,6 +454,110 @@ def open_session(client: mqtt.Client, host: str, port: int, keepalive: int, read
     if not ready.wait(timeout):
         abort()
         raise ConnectTimeoutError(f"no answer from MQTT broker at {host}:{port} within {timeout:g}s")
+
+
+class VersionProbe:
+    """The first connect of a client that speaks MQTT 5 (``version`` 5) until a broker refuses it: a CONNACK
+    "unsupported protocol version", a close before any CONNACK, or no CONNACK within half the connect
+    timeout (``open_probing``). Then ``version`` is 4 (MQTT 3.1.1) for good. The paho callbacks report to
+    it (``connack``, ``closed``) while ``open_probing`` runs."""
+
+    def __init__(self, version: int) -> None:
+        if version not in (4, 5):
+            raise ValueError(f"mqtt_version is 5 (MQTT 5, falling back to 3.1.1) or 4 (MQTT 3.1.1), not {version}")
+        self.version = version
+        self.refused = False  # the broker refused MQTT 5 during this connect
+        self.connack_seen = False
+        self._active = False  # open_probing is running with MQTT 5
+
+    def connack(self, unsupported: bool, ready: threading.Event) -> bool:
+        """A CONNACK came (``unsupported``: "unsupported protocol version"); whether it was the broker
+        refusing MQTT 5 (then ``ready`` is set and the caller ignores it)."""
+        self.connack_seen = True
+        return self._refuse(unsupported, ready)
+
+    def closed(self, ready: threading.Event) -> bool:
+        """The connection closed; whether that was the broker refusing MQTT 5 (no CONNACK came first)."""
+        return self._refuse(not self.connack_seen, ready)
+
+    def _refuse(self, refused: bool, ready: threading.Event) -> bool:
+        if not refused or not self._active or self.refused:
+            return False
+        self.refused = True
+        ready.set()
+        return True
+
+
+def open_probing(client: mqtt.Client, probe: VersionProbe, fallback: Callable[[], mqtt.Client], host: str,
+                 port: int, keepalive: int, ready: threading.Event, timeout: float,
+                 abort: Callable[[], None]) -> None:
+    """``open_session`` in ``probe.version``; when the broker refuses MQTT 5, ``abort`` the attempt and open
+    the session again, in the time left, on ``fallback()`` (a fresh MQTT 3.1.1 client, ``probe.version``
+    already 4). Errors as ``open_session``'s."""
+    deadline = time.monotonic() + timeout
+    probe.refused = probe.connack_seen = False
+    probe._active = probing = probe.version == 5
+    try:
+        try:
+            open_session(client, host, port, keepalive, ready, timeout / 2 if probing else timeout, abort)
+        except ConnectTimeoutError:
+            if not probing or probe.connack_seen:
+                raise
+            probe.refused = True  # no CONNACK at all: a broker that does not read MQTT 5 CONNECTs
+        if not probe.refused:
+            return
+        abort()
+        log.info("MQTT broker %s:%s refused MQTT 5: connecting with MQTT 3.1.1", host, port)
+        probe.version = 4
+        ready.clear()
+        open_session(fallback(), host, port, keepalive, ready, max(0.1, deadline - time.monotonic()), abort)
+    finally:
+        probe._active = False
+
+
+class PublishTracker:
+    """Which client id each QoS 1 PUBLISH in flight carries, to tell whose message an MQTT 5 PUBACK refused
+    (paho reports a PUBACK by packet id only, and may report it before ``publish`` returned the id).
+    ``sent`` after each publish and ``answered`` from ``on_publish`` (either may come first); each returns
+    the refusal it resolved, if any. Ids are 16 bits, so both maps stay small."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[int, str | None] = {}  # packet id -> client id, PUBACK not seen yet
+        self._early: dict[int, tuple[ReasonCode, Properties | None]] = {}  # PUBACKs seen before ``sent``
+        self._waiting: dict[str, mqtt.MQTTMessageInfo] = {}  # client id -> its publish, PUBACK not seen yet
+
+    def sent(self, info: mqtt.MQTTMessageInfo, client_id: str | None) -> PublishRefusal | None:
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._owners[info.mid] = client_id
+                if client_id is not None:
+                    self._waiting[client_id] = info
+                return None
+        return publish_refusal(*early, client_id)
+
+    def awaits(self, client_id: str) -> bool:
+        """Whether the PUBACK of message ``client_id`` may still come (paho marks a publish published only
+        after ``on_publish``)."""
+        with self._lock:
+            info = self._waiting.get(client_id)
+        return info is not None and not _settled(info)
+
+    def answered(self, mid: int, reason_code: ReasonCode, properties: Properties | None) -> PublishRefusal | None:
+        with self._lock:
+            if mid not in self._owners:
+                self._early[mid] = (reason_code, properties)
+                return None
+            client_id = self._owners.pop(mid)
+            if client_id is not None:
+                self._waiting.pop(client_id, None)
+        return publish_refusal(reason_code, properties, client_id)
+
+    def lost(self) -> None:
+        """The connection closed: no PUBACK comes for what is in flight on it."""
+        with self._lock:
+            self._waiting.clear()
 
 
 class ChatClient:
@@ -434,12 +591,8 @@ class ChatClient:
         max_payload: int = MAX_PAYLOAD,
         mqtt_version: int = 5,
     ) -> None:
-        if mqtt_version not in (4, 5):
-            raise ValueError(f"mqtt_version is 5 (MQTT 5, falling back to 3.1.1) or 4 (MQTT 3.1.1), not {mqtt_version}")
-        self.mqtt_version = mqtt_version
-        """5: MQTT 5 (until a broker refuses it: then 4); 4: MQTT 3.1.1."""
-        self._v5_refused = False
-        self._connack_seen = False
+        self._probe = VersionProbe(mqtt_version)
+        self._tracker = PublishTracker()
         base = api_url.rstrip("/")
         if not base.endswith("/api/v1"):
             base += "/api/v1"
@@ -489,11 +642,13 @@ class ChatClient:
         self.typing: list[Envelope] = []
         self.presence_changes: list[Envelope] = []  # contacts' ``presence`` envelopes
         self.errors: list[Envelope] = []
+        self.refusals: list[PublishRefusal] = []  # MQTT 5 PUBACKs that refused a publish
         self.acks: dict[str, Envelope] = {}
         self.command_results: dict[str, Envelope] = {}  # by the client id of a command sent with send_command
         self._unacked: OrderedDict[str, Envelope] = OrderedDict()
         self._send_lock = threading.RLock()  # callbacks under it may send
         self._errors_by_client_id: dict[str, Envelope] = {}
+        self._refusals_by_client_id: dict[str, PublishRefusal] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._handling = 0  # inbox messages whose callback/receipt is in progress
         self._delivery_due: set[str] = set()  # handed to the app, ``delivered`` not yet sent
@@ -513,15 +668,16 @@ class ChatClient:
         self._loop_used = False  # paho's loop_start() leaks its socketpair when called twice
         self.mqtt = self._make_mqtt()
 
+    @property
+    def mqtt_version(self) -> int:
+        """5: MQTT 5 (until a broker refuses it: then 4); 4: MQTT 3.1.1."""
+        return self._probe.version
+
     def _make_mqtt(self) -> mqtt.Client:
         """A paho client with this client's options and callbacks installed."""
         self._mqtt_client_id = self.client_id  # a ``client_id`` set later takes a new paho client (``connect``)
-        client = mqtt_client(self.client_id, self.transport, self.mqtt_version)
-        if self.transport == "websockets":
-            client.ws_set_options(path=self._ws_path)
-        if self._tls and self._tls_context is not None:
-            client.tls_set_context(self._tls_context)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = mqtt_client(self.client_id, self.transport, self.mqtt_version, self._ws_path,
+                             self._tls_context if self._tls else None)
         if self.user_id is not None and self._access_token is not None:
             client.username_pw_set(self.user_id, self._access_token)
         client.on_pre_connect = self._on_mqtt_pre_connect
@@ -529,6 +685,7 @@ class ChatClient:
         client.on_subscribe = self._on_mqtt_subscribe
         client.on_disconnect = self._on_mqtt_disconnect
         client.on_message = self._on_mqtt_message
+        client.on_publish = self._on_mqtt_publish
         return client
 
     # ------------------------------------------------------------------ context
@@ -976,27 +1133,16 @@ class ChatClient:
         self.fatal_error = None
         self._auth_retry_used = False
         self._loop_used = True
-        self._v5_refused = self._connack_seen = False
-        deadline = time.monotonic() + timeout
-        probing = self.mqtt_version == 5
-        try:
-            open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready,
-                         timeout / 2 if probing else timeout, self._stop_loop)
-        except ConnectTimeoutError:
-            if not probing or self._connack_seen:
-                raise
-            self._v5_refused = True  # no CONNACK at all: a broker that does not read MQTT 5 CONNECTs
-        if self._v5_refused:  # a broker without MQTT 5: the same again with 3.1.1
-            self._stop_loop()
-            log.info("MQTT broker %s:%s refused MQTT 5: connecting with MQTT 3.1.1", self.mqtt_host, self.mqtt_port)
-            self.mqtt_version = 4
+
+        def fallback() -> mqtt.Client:  # a broker without MQTT 5: the same again with 3.1.1
             self.mqtt = self._make_mqtt()
             with self._auth_lock:
                 self.mqtt.username_pw_set(user_id, self._access_token)
-            self._ready.clear()
             self._connect_error = None
-            open_session(self.mqtt, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready,
-                         max(0.1, deadline - time.monotonic()), self._stop_loop)
+            return self.mqtt
+
+        open_probing(self.mqtt, self._probe, fallback, self.mqtt_host, self.mqtt_port, self.keepalive, self._ready,
+                     timeout, self._stop_loop)
         if self._connect_error is not None:
             self._stop_loop()
             raise self._connect_error
@@ -1040,7 +1186,7 @@ class ChatClient:
                     log.warning("more than %d messages without an ack; no longer resending %s",
                                 _UNACKED_LIMIT, dropped)
             if self.connected:
-                self._publish(payload)
+                self._publish(payload, str(envelope["id"]))
 
     def unacked(self) -> list[Envelope]:
         """Sent messages that got neither an ``ack`` nor an ``error`` yet, oldest first."""
@@ -1051,21 +1197,25 @@ class ChatClient:
         """On a connect (holding ``_send_lock``): publish what is still unanswered (same client ids)."""
         for envelope in self.unacked():
             try:
-                self._publish(envelope)
+                self._publish(envelope, str(envelope["id"]))
             except ChatClientError as exc:
                 log.warning("could not resend %s: %s", envelope.get("id"), exc)
                 return
 
-    def _publish(self, envelope: Envelope | bytes) -> None:
+    def _publish(self, envelope: Envelope | bytes, client_id: str | None = None) -> None:
+        """Publish QoS 1 on the outbox; ``client_id``: the message's, so that a refusing PUBACK names it."""
         payload = envelope if isinstance(envelope, bytes) else orjson.dumps(envelope)
         info = self.mqtt.publish(self.outbox_topic, payload, qos=1)
         rc = getattr(info, "rc", mqtt.MQTT_ERR_SUCCESS)
         if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise ChatClientError(f"publish failed: {mqtt.error_string(rc)}")
         if isinstance(info, mqtt.MQTTMessageInfo):
+            refusal = self._tracker.sent(info, client_id)
             with self._cond:
                 self._pending = [i for i in self._pending if not _settled(i)]
                 self._pending.append(info)
+            if refusal is not None:
+                self._refused(refusal)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until no inbox message is being handled and every QoS 1 publish was acknowledged.
@@ -1142,7 +1292,7 @@ class ChatClient:
         ``client_id``: the device runs it once."""
         envelope: Envelope = {"type": "command", "id": client_id or new_client_id(), "device": device_id,
                               "name": name, "params": params or {}, "timeout_s": timeout_s}
-        self._publish(envelope)
+        self._publish(envelope, str(envelope["id"]))
         return str(envelope["id"])
 
     def wait_command_result(self, client_id: str, timeout: float) -> Envelope:
@@ -1150,12 +1300,12 @@ class ChatClient:
         ``succeeded``, ``failed`` or ``expired``, ``result``, ``error``). ``MessageRejectedError`` when an
         ``error`` for it came instead (not the user's device, params too large), ``ChatTimeoutError`` when
         nothing came within ``timeout`` seconds."""
-        self.wait_for(lambda: client_id in self.command_results or client_id in self._errors_by_client_id, timeout)
+        self.wait_for(lambda: client_id in self.command_results or self._rejected(client_id), timeout)
         with self._cond:
             result = self.command_results.get(client_id)
             if result is not None:
                 return result
-            raise MessageRejectedError(self._errors_by_client_id[client_id])
+            raise self._rejection(client_id)
 
     def send_receipt(self, status: Literal["delivered", "read"], ids: Iterable[str]) -> None:
         """Publish a ``receipt`` for server ids ``ids``; nothing when ``ids`` is empty."""
@@ -1222,18 +1372,30 @@ class ChatClient:
         Raises ``MessageRejectedError`` when an ``error`` for ``client_id`` arrives instead,
         and ``AckTimeoutError`` when neither arrives within ``timeout`` seconds.
         """
-        def answered() -> bool:
-            return client_id in self.acks or client_id in self._errors_by_client_id
-
         try:
-            self.wait_for(answered, timeout)
+            self.wait_for(lambda: client_id in self.acks or self._rejected(client_id), timeout)
         except ChatTimeoutError:
             raise AckTimeoutError(f"no ack for message {client_id} within {timeout:g}s") from None
         with self._cond:
             ack = self.acks.get(client_id)
             if ack is not None:
                 return ack
-            raise MessageRejectedError(self._errors_by_client_id[client_id])
+            raise self._rejection(client_id)
+
+    def _rejected(self, client_id: str) -> bool:
+        """(Holding ``_cond``.) Whether ``client_id`` was refused: by a PUBACK (MQTT 5), or by an ``error``
+        while its PUBACK is not awaited (which over MQTT 5 may yet bring the reason code)."""
+        return client_id in self._refusals_by_client_id or (
+            client_id in self._errors_by_client_id and not self._tracker.awaits(client_id))
+
+    def _rejection(self, client_id: str) -> MessageRejectedError:
+        """(Holding ``_cond``.) The error for a refused ``client_id`` (see ``_rejected``)."""
+        refusal = self._refusals_by_client_id.get(client_id)
+        envelope = self._errors_by_client_id.get(client_id)
+        if refusal is not None:
+            return MessageRejectedError.refused(refusal, envelope)
+        assert envelope is not None
+        return MessageRejectedError(envelope)
 
     def clear(self) -> None:
         """Forget the kept envelopes (de-duplication memory is kept)."""
@@ -1243,6 +1405,8 @@ class ChatClient:
             self.receipts.clear()
             self.events.clear()
             self.errors.clear()
+            self.refusals.clear()
+            self._refusals_by_client_id.clear()
             self.acks.clear()
             self.command_results.clear()
             self._errors_by_client_id.clear()
@@ -1282,9 +1446,8 @@ class ChatClient:
         properties: Properties | None,
     ) -> None:
         try:
-            self._connack_seen = True
             if reason_code.is_failure:
-                if self._refuses_v5(reason_code.value == _UNSUPPORTED_PROTOCOL):
+                if self._probe.connack(reason_code.value == _UNSUPPORTED_PROTOCOL, self._ready):
                     return
                 self._handle_connack_failure(reason_code)
                 return
@@ -1298,15 +1461,6 @@ class ChatClient:
                 self._set_connected(True)
         except Exception:
             log.exception("error in on_connect")
-
-    def _refuses_v5(self, refused: bool) -> bool:
-        """At the first connect with MQTT 5, whether the broker ``refused`` it (then ``connect`` tries
-        MQTT 3.1.1 and this stops paho's own retries)."""
-        if not refused or self._running or self.mqtt_version != 5 or self._v5_refused:
-            return False
-        self._v5_refused = True
-        self._ready.set()
-        return True
 
     def _handle_connack_failure(self, reason_code: ReasonCode) -> None:
         auth_refused = reason_code.value in _AUTH_REFUSED
@@ -1352,12 +1506,35 @@ class ChatClient:
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if self._refuses_v5(not self._connack_seen):
+        if self._probe.closed(self._ready):
             return
+        self._tracker.lost()
         if reason_code.is_failure:
             log.info("MQTT connection lost (%s)%s", reason_code.getName(),
                      "; reconnecting" if self._running else "")
         self._set_connected(False)
+
+    def _on_mqtt_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                         properties: Properties | None) -> None:
+        """A PUBACK: over MQTT 5 it may refuse the publish (see ``_refused``); wakes ``wait_ack``."""
+        refusal = self._tracker.answered(mid, reason_code, properties)
+        if refusal is not None:
+            self._refused(refusal)
+        else:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _refused(self, refusal: PublishRefusal) -> None:
+        """Keep an MQTT 5 refusal (``refusals``); a refused message is no longer resent, and its ``wait_ack``
+        raises ``MessageRejectedError`` with the reason code."""
+        with self._cond:
+            self.refusals.append(refusal)
+            if refusal.client_id is not None:
+                self._refusals_by_client_id[refusal.client_id] = refusal
+                self._unacked.pop(refusal.client_id, None)
+            self._cond.notify_all()
+        log.info("publish refused with reason 0x%02X (%s) for %s", refusal.reason_code, refusal.code,
+                 refusal.client_id)
 
     def _on_mqtt_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         """Decode one inbox payload and dispatch it; never raises."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chatmq.bench.bench_chat import ROWS
+from chatmq.bench.bench_chat import DEFAULT_ROWS, ROWS
 
 
 def run_bench(tmp_path: Path, mode: str) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def run_bench(tmp_path: Path, mode: str) -> dict[str, Any]:
     assert "Traceback" not in proc.stderr, proc.stderr[-6000:]
     data: dict[str, Any] = json.loads(out_json.read_text())
     rows: list[dict[str, Any]] = data["rows"]
-    assert [r["key"] for r in rows] == [spec.key for spec in ROWS]
+    assert [r["key"] for r in rows] == [spec.key for spec in ROWS if spec.key in DEFAULT_ROWS]
     for row in rows:
         assert row["sent"] > 0, row
         assert row["delivered"] == row["expected"], row
@@ -40,8 +40,25 @@ def run_bench(tmp_path: Path, mode: str) -> dict[str, Any]:
     assert groups["expected"] == 4 * groups["sent"]  # groups of 5: four other members each
     report = out_md.read_text()
     for spec in ROWS:
-        assert spec.title in report
+        assert (spec.title in report) == (spec.key in DEFAULT_ROWS)
     return data
+
+
+def test_bench_chat_presence_storm_quick(tmp_path: Path) -> None:
+    """The storm alone (``--rows``), on 20 users: every watcher sees every change once."""
+    out_json, out_md = tmp_path / "storm.json", tmp_path / "storm.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatmq.run.cli", "bench", "chat", "--quick", "--rows", "presence_storm",
+         "--storm-users", "20", "--json", str(out_json), "--markdown", str(out_md)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    [row] = json.loads(out_json.read_text())["rows"]
+    assert row["key"] == "presence_storm"
+    assert (row["sent"], row["expected"], row["delivered"]) == (40, 40, 40)  # offline and online of 20 users
+    assert (row["lost"], row["duplicated"]) == (0, 0)
+    assert row["p50_ms"] is not None
+    assert "presence storm" in out_md.read_text()
 
 
 def test_bench_chat_embedded_quick(tmp_path: Path) -> None:

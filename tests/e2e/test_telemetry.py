@@ -21,6 +21,7 @@ import pytest
 
 from chatmq.core.ids import now_ms
 from chatmq.devices.device_client import DeviceClient
+from chatmq.devices.sdk import MessageRejectedError
 from tests.e2e.harness import RawClient, Users, cluster, serve, user_factory
 from tests.e2e.victoria import INFLUX, TIMEOUT, Telemetry, device_client, influx_env, new_device, publish
 
@@ -104,8 +105,10 @@ def test_the_sdk_device_client_publishes_readings_and_hears_its_errors(telemetry
     server = telemetry.server
     with DeviceClient(server.host, server.ws_port, made["device_id"], made["secret"], transport="websockets") as dev:
         dev.connect()
-        dev.publish({"temp": "warm"}, timeout=10)
-        [error] = dev.wait_errors(1, TIMEOUT)
+        with pytest.raises(MessageRejectedError) as refused:  # MQTT 5: the PUBACK refuses it
+            dev.publish({"temp": "warm"}, timeout=10)
+        assert refused.value.code == "invalid_envelope"
+        [error] = dev.wait_errors(1, TIMEOUT)  # and the error comes to the inbox
         assert (error["type"], error["code"]) == ("error", "invalid_envelope")
         dev.publish({"temp": 7.5}, timeout=10)
     assert telemetry.readings(made["device_id"], "temp", 1)[1][0][1] == 7.5

@@ -20,7 +20,7 @@ import pytest
 
 from chatmq.core.ports import free_port
 from chatmq.devices.device_client import DeviceClient
-from chatmq.devices.sdk import ChatClient, NotAuthorizedError, TlsError
+from chatmq.devices.sdk import ChatClient, MessageRejectedError, NotAuthorizedError, TlsError
 from tests.e2e.harness import TlsServer, start_tls, stop_tls, tls_peer
 from tests.fakes.tls import CertFiles, TestCA
 
@@ -112,7 +112,8 @@ def test_a_device_connects_with_its_client_certificate_instead_of_a_secret(
 
     dev = device(cert, device_id)
     dev.connect(timeout=TIMEOUT)
-    dev.publish({"temp": "warm"}, timeout=TIMEOUT)  # answered on its inbox: the session is the device's
+    with pytest.raises(MessageRejectedError):  # refused in its PUBACK (MQTT 5) and answered on its inbox:
+        dev.publish({"temp": "warm"}, timeout=TIMEOUT)  # the session is the device's
     [error] = dev.wait_errors(1, TIMEOUT)
     assert error["code"] == "invalid_envelope"
     dev.close()

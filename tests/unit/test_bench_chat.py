@@ -10,9 +10,14 @@ import pytest
 
 from chatmq.bench import bench_chat
 from chatmq.bench.bench_chat import (
+    DEFAULT_ROWS,
+    OFFLINE_GRACE_US,
+    ROW_KEYS,
     ROWS,
     BenchUser,
+    PresenceTally,
     RowResult,
+    StormTimes,
     Target,
     cpu_table,
     markdown_table,
@@ -23,6 +28,7 @@ from chatmq.bench.bench_chat import (
     report_markdown,
     rows_from_json,
     stored_messages,
+    storm_result,
 )
 from chatmq.core.settings import Settings
 from chatmq.run.assembly import make_store
@@ -98,3 +104,37 @@ def test_the_report_line_names_the_prefill() -> None:
             "load": {"pairs": 10, "group_size": 5, "duration": 3.0, "window": 20, "prefill": 1_000_000},
             "machine": {"cores": 2, "cpu": "x", "python": "3.11"}}
     assert "1,000,000 messages stored before the run" in report_markdown([], meta)
+
+
+def test_the_presence_storm_is_a_row_of_its_own_not_run_by_default() -> None:
+    assert "presence_storm" in ROW_KEYS
+    assert "presence_storm" not in DEFAULT_ROWS
+    assert set(ROW_KEYS) - set(DEFAULT_ROWS) == {"presence_storm"}
+
+
+def test_presence_storm_accounting_counts_lost_duplicated_extra_and_latency() -> None:
+    tally = PresenceTally()
+    off_from, on_from = 1_000_000 + OFFLINE_GRACE_US, 20_000_000
+    for user in ("a", "b"):
+        tally.expect("w", user, "offline", off_from)
+        tally.expect("w", user, "online", on_from)
+    tally.arrived("w", {"type": "presence", "user": "a", "state": "offline"}, off_from + 100_000)
+    tally.arrived("w", {"type": "presence", "user": "b", "state": "offline"}, off_from + 300_000)
+    tally.arrived("w", {"type": "presence", "user": "b", "state": "offline"}, off_from + 400_000)  # again
+    tally.arrived("w", {"type": "presence", "user": "a", "state": "online"}, on_from + 50_000)
+    tally.arrived("b", {"type": "presence", "user": "a", "state": "online"}, on_from + 60_000)  # a reconnecting peer
+    assert tally.outstanding() == 1
+    assert tally.outstanding("offline") == 0
+    spec = next(spec for spec in ROWS if spec.key == "presence_storm")
+    row = storm_result(spec, tally, 4, StormTimes(1_000_000, on_from), 0.1, {"serve": 0.5},
+                       {"serve": 0.2, "client": 0.04}, [])
+    assert (row.sent, row.expected, row.delivered, row.lost, row.duplicated) == (4, 4, 3, 1, 1)
+    assert (row.p50_ms, row.p99_ms) == (100.0, 300.0)  # latencies 100, 300 and 50 ms
+    assert row.seconds == 19.05  # from the first disconnect to the last change seen (b's online never came)
+    # busy: offline 0.3 s after the grace + online 0.05 s; 3 expected and 1 extra envelope, 4 changes
+    assert (row.rate, row.send_rate) == (round(4 / 0.35, 1), round(4 / 0.35, 1))
+    assert row.cpu_ms_per_message == {"serve": 50.0, "client": 10.0}
+    assert any("1 presence envelopes between reconnecting contacts" in note for note in row.notes)
+    assert "offline p50 / p99 100.0 / 300.0 ms" in row.notes
+    assert "online p50 / p99 50.0 / 50.0 ms" in row.notes
+    assert "presence storm" in markdown_table([row])

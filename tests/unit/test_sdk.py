@@ -19,6 +19,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from chatmq.core.envelopes import MessageIn, ReceiptIn, parse_outbox
@@ -693,3 +694,82 @@ def test_clients_sharing_a_login_never_spend_one_refresh_token_twice(api: FakeAp
         saved.append(Tokens("someone-else", "a", "r9", None))  # another user's tokens are never taken
         second.refresh()
         assert orjson.loads(api.requests[-1].content) == {"refresh_token": "r3"}
+
+
+# ------------------------------------------------------------------ MQTT 5 refusals in PUBACKs
+
+
+def puback(client: ChatClient, mid: int, reason: int = 0, code: str | None = None, text: str | None = None) -> None:
+    """A PUBACK for packet ``mid`` as paho's network thread reports it (``reason`` >= 0x80: a refusal)."""
+    props = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+    if code is not None:
+        props.UserProperty = ("code", code)
+    if text is not None:
+        props.ReasonString = text
+    handler(client.mqtt.on_publish)(client.mqtt, None, mid, ReasonCode(PacketTypes.PUBACK, identifier=reason), props)
+
+
+def test_a_refusing_puback_names_the_message_and_wait_ack_raises_its_reason_code(
+        client: ChatClient, recorder: Recorder) -> None:
+    first, second = client.send("u_bob", "one"), client.send("u_bob", "two")  # packet ids 1 and 2
+    puback(client, 1)  # accepted: the ack envelope follows in the inbox
+    puback(client, 2, 0x99, "invalid_envelope", "body: nope")
+    with pytest.raises(MessageRejectedError) as refused:
+        client.wait_ack(second, 0.1)
+    assert (refused.value.client_id, refused.value.code, refused.value.reason, refused.value.reason_code) == (
+        second, "invalid_envelope", "body: nope", 0x99)
+    assert [m["id"] for m in client.unacked()] == [first]  # a refused message is not sent again
+    with pytest.raises(AckTimeoutError):
+        client.wait_ack(first, 0.05)
+
+
+def test_a_puback_that_comes_before_publish_returns_still_finds_its_message(
+        client: ChatClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Recorder()
+
+    def answered_at_once(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        info = recorder(topic, payload, qos, retain)
+        puback(client, info.mid, 0x97, "rate_limited", "too many messages; slow down")  # paho's thread was quicker
+        return info
+
+    monkeypatch.setattr(client.mqtt, "publish", answered_at_once)
+    client.connected = True
+    cid = client.send("u_bob", "hi")
+    with pytest.raises(MessageRejectedError) as refused:
+        client.wait_ack(cid, 0.1)
+    assert (refused.value.code, refused.value.reason_code, refused.value.client_id) == ("rate_limited", 0x97, cid)
+
+
+def test_an_error_before_the_refusing_puback_waits_for_its_reason_code(
+        client: ChatClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[mqtt.MQTTMessageInfo] = []
+
+    def in_flight(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        sent.append(mqtt.MQTTMessageInfo(len(sent) + 1))
+        sent[-1].rc = mqtt.MQTT_ERR_SUCCESS
+        return sent[-1]  # not published until its PUBACK
+
+    def refusing_puback() -> None:  # as paho: on_publish first, then the publish is marked published
+        puback(client, 1, 0x83, "too_large", "too big")
+        sent[0]._set_as_published()
+
+    monkeypatch.setattr(client.mqtt, "publish", in_flight)
+    client.connected = True
+    cid = client.send("u_bob", "hi")
+    inbox(client, {"type": "error", "client_id": cid, "code": "too_large", "reason": "too big"})
+    later = threading.Timer(0.1, refusing_puback)
+    later.start()
+    with pytest.raises(MessageRejectedError) as refused:
+        client.wait_ack(cid, 5)
+    later.join()
+    assert (refused.value.code, refused.value.reason_code) == ("too_large", 0x83)
+    assert refused.value.envelope["type"] == "error"  # the inbox error, as it came
+
+
+def test_an_error_after_an_accepting_puback_has_no_reason_code(client: ChatClient, recorder: Recorder) -> None:
+    cid = client.send("u_nobody", "hi")
+    puback(client, 1)  # MQTT 3.1.1, or an error the router finds later (unknown_recipient)
+    inbox(client, {"type": "error", "client_id": cid, "code": "unknown_recipient", "reason": "no such user"})
+    with pytest.raises(MessageRejectedError) as refused:
+        client.wait_ack(cid, 1)
+    assert (refused.value.code, refused.value.reason_code) == ("unknown_recipient", None)

@@ -29,6 +29,7 @@ from amqtt.session import Session
 from paho.mqtt.enums import CallbackAPIVersion
 
 from chatmq.core.ports import free_port
+from chatmq.devices.device_client import DeviceClient
 from chatmq.devices.sdk import ChatClient, MessageRejectedError, NotAuthorizedError, release_sockets
 
 SERVER_SECRET = "fake-server-secret"
@@ -390,3 +391,25 @@ def test_a_message_over_the_payload_limit_is_refused_as_too_large(
         ok = alice.send("u_bob", "x" * 60_000)  # within the limit: sent as usual
         alice.wait_ack(ok, 5)
         assert [orjson.loads(p)["id"] for _, p in server.outbox] == [ok]
+
+
+def test_a_device_falls_back_to_mqtt_311_on_a_broker_without_mqtt5(broker: BrokerThread) -> None:
+    VALID_TOKENS.add("dev-secret")
+    got: list[bytes] = []
+    reader = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="telemetry-reader")
+    reader.username_pw_set("reader", SERVER_SECRET)
+    reader.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
+    reader.connect("127.0.0.1", broker.port)
+    reader.loop_start()
+    try:
+        reader.subscribe("devices/d1/telemetry", 1)
+        time.sleep(0.3)
+        with DeviceClient("127.0.0.1", broker.port, "d1", "dev-secret") as dev:  # MQTT 5 by default
+            dev.connect(timeout=4)  # amqtt answers no MQTT 5 CONNECT: after half the timeout, 3.1.1
+            assert (dev.connected, dev.mqtt_version) == (True, 4)
+            dev.publish({"temp": 20.5}, timeout=5)
+        assert wait_until(lambda: got) == [b'{"temp":20.5}']
+    finally:
+        reader.disconnect()
+        reader.loop_stop()
+        release_sockets(reader)
