@@ -96,8 +96,8 @@ class GcFreezer:
         gc.freeze()
         self.freezes += 1
         self._refreshed = time.monotonic()
-        log.info("gc: froze %d objects (%s) in %.0f ms", gc.get_freeze_count(), why,
-                 (time.perf_counter() - started) * 1000)
+        # not ``gc.get_freeze_count()``: it walks the permanent generation (110 ms at 10,000 sessions)
+        log.info("gc: froze (%s) in %.0f ms", why, (time.perf_counter() - started) * 1000)
 
     async def run(self) -> None:
         while True:

@@ -39,6 +39,11 @@ PUSH_UNPUBLISHED = Counter(
     "Push records for offline users that could not be put on chat.push (the messages were delivered anyway).",
 )
 
+DEVICES_FORGOTTEN = Counter(
+    "chatmq_devices_forgotten_total",
+    "Devices (MQTT client ids) of users signed out because a new one came beyond max_devices_per_user.",
+)
+
 # --- messages ----------------------------------------------------------------------------
 MESSAGES_IN = Counter(
     "chatmq_messages_in_total",

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     device_expiry_days: float = Field(30.0, ge=0, le=3660, description="Days after its latest connect when a "
                                       "user's device (MQTT client id) is forgotten, as if signed out: it keeps "
                                       "no more pending messages (checked hourly by the storage part); 0: never.")
+    max_devices_per_user: int = Field(32, ge=1, le=10_000, description="Devices (MQTT client ids) kept per user: "
+                                      "connecting with a new one beyond them forgets the least recently seen, "
+                                      "as if signed out (a client making a random client id per connect cannot "
+                                      "grow its user's devices, and the work of each connect, without bound).")
     bus_partitions: int = Field(8, gt=0, le=1024, description="Partitions per topic of the in-process bus.")
     allow_anonymous: bool = Field(False, description="Plain MQTT node with no chat logic (chatmq broker).")
     broker_queue_size: int = Field(10_000, gt=0, description="Messages queued per MQTT client beyond those in "

@@ -175,7 +175,8 @@ class Process:
 
 def _storage(p: Process) -> list[Component]:
     s = p.settings
-    return [ReplayService(p.bus, p.store, p.registry, s.replay_batch, s.sync_window, p.devices),
+    return [ReplayService(p.bus, p.store, p.registry, s.replay_batch, s.sync_window, p.devices,
+                          s.max_devices_per_user),
             PresenceWorker(p.bus, p.store, p.registry, p.outlet),
             NoticeWorker(p.bus, p.outlet), PendingSampler(p.store, s.heartbeat_interval),
             Housekeeping([FileCollector(p.files, s.file_retention).collect,

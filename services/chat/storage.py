@@ -13,19 +13,24 @@ days of its user's conversations from history, and a user's device gets only wha
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 import orjson
 
 from chatmq.core.bus.base import Bus, Record
 from chatmq.core.envelopes import message_envelope
 from chatmq.core.ids import now_ms
+from chatmq.core.metrics import DEVICES_FORGOTTEN
 from chatmq.core.records import PRESENCE_RECORDS, Delivery, Online, StateSet, VisibilitySet
 from chatmq.core.topics import PRESENCE, deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.devices import DeviceBook
 from chatmq.services.registry.sessions import Registry
 from chatmq.services.store import Store
-from chatmq.services.store.base import StoredMessage
+from chatmq.services.store.base import StoredMessage, UserSession
+
+log = logging.getLogger(__name__)
 
 #: The most messages a new device's first sync sends (the newest of the window).
 SYNC_MAX = 1000
@@ -35,15 +40,17 @@ _DAY_MS = 86_400_000
 class ReplayService(BusWorker):
 
     def __init__(self, bus: Bus, store: Store, registry: Registry, page: int, sync_window: float = 7.0,
-                 devices: DeviceBook | None = None) -> None:
+                 devices: DeviceBook | None = None, max_devices: int = 32) -> None:
         """``sync_window``: days of its conversations a user's new device gets first (0: none);
-        ``devices``: the routers' book of devices when they share this process (told of new ones)."""
+        ``devices``: the routers' book of devices when they share this process (told of new ones);
+        ``max_devices``: devices kept per user (a new one beyond forgets the least recently seen)."""
         super().__init__(bus, "storage", [PRESENCE])
         self._store = store
         self._registry = registry
         self._page = page
         self._sync_ms = int(sync_window * _DAY_MS)
         self._devices = devices
+        self._max_devices = max_devices
 
     async def process(self, records: list[Record]) -> None:
         for event in PRESENCE_RECORDS.read_all(records):
@@ -53,6 +60,16 @@ class ReplayService(BusWorker):
             if isinstance(event, Online):
                 await self.replay(event.user, event.node, event.epoch, event.client)
 
+    async def _forget_oldest(self, user: str, client: str, sessions: list[UserSession]) -> None:
+        """Sign out ``user``'s least recently seen devices beyond ``max_devices`` (never ``client``, which
+        just connected)."""
+        older = sorted((s for s in sessions if s.client_id != client), key=lambda s: (s.last_seen, s.client_id))
+        for gone in older[:len(sessions) - self._max_devices]:
+            await self._store.remove_session(user, gone.client_id)
+        DEVICES_FORGOTTEN.inc(max(0, len(sessions) - self._max_devices))
+        log.debug("user %s: a device beyond max_devices_per_user (%d): forgot the least recently seen",
+                  user, self._max_devices)
+
     async def replay(self, user: str, node: str, epoch: int, client: str = "") -> None:
         """Send ``user``'s pending items to ``node`` (to device ``client`` there, when named: those it
         has not had yet, after the last ``sync_window`` of its conversations when it is new and the user
@@ -61,6 +78,8 @@ class ReplayService(BusWorker):
         peers, synced = False, set[str]()
         if client:
             new, sessions = await self._store.touch_session(user, client, now_ms())
+            if new and len(sessions) > self._max_devices:
+                await self._forget_oldest(user, client, sessions)
             peers = len(sessions) > 1
             if new and self._devices is not None:
                 self._devices.forget(user)

@@ -197,3 +197,20 @@ async def test_started_replay_follows_presence_from_the_gateway(chat: Chat, repl
 
 async def _is_offline(chat: Chat, user: str) -> bool:
     return chat.registry.node_of(user) is None
+
+
+async def test_a_new_device_beyond_max_devices_forgets_the_least_recently_seen_one(chat: Chat) -> None:
+    """A client making a random client id per connect cannot grow its user's devices without bound."""
+    replay = ReplayService(chat.bus, chat.store, chat.registry, PAGE, max_devices=2)
+    a, b = await chat.user(), await chat.user()
+    await chat.store.touch_session(b, "phone", 1)
+    await chat.store.touch_session(b, "tablet", 2)
+    await chat.store.touch_session(b, "phone", 3)  # the phone was seen after the tablet
+    sent = await chat.commit_message(a, b, "c1")
+    await replay.replay(b, NODE, 1, "laptop")  # a third device: the tablet, least recently seen, goes
+
+    sessions = (await chat.store.sessions_of([b]))[b]
+    assert sorted(s.client_id for s in sessions) == ["laptop", "phone"]
+    await replay.replay(b, NODE, 2, "laptop")  # known: nothing more is forgotten
+    assert sorted(s.client_id for s in (await chat.store.sessions_of([b]))[b]) == ["laptop", "phone"]
+    assert [i.item_id for i in await chat.pending(b)] == [sent]  # still owed to the devices kept
