@@ -77,6 +77,8 @@ class Group:
     name: str
     created_by: str
     created_at: int  # ms
+    #: in the group's order: the creator, then the members as given at creation and as added since
+    #: (an explicit position in the store; members added together share their ``joined_at``)
     members: tuple[GroupMember, ...] = ()
 
     def member_ids(self) -> list[str]:
@@ -327,7 +329,8 @@ class GroupStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members; returns those actually added (not already members)."""
+        """Add plain members, after those already in the group in its order; returns those actually
+        added (not already members)."""
 
     @abc.abstractmethod
     async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
@@ -342,8 +345,8 @@ class GroupStore(abc.ABC):
     @abc.abstractmethod
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
         """Remove a member. When the last admin leaves and members remain, the longest-standing
-        member becomes admin and its id is returned; otherwise None. An empty group is deleted.
-        ``NotFoundError`` when ``user_id`` is not a member."""
+        member (the first in the group's order) becomes admin and its id is returned; otherwise None.
+        An empty group is deleted. ``NotFoundError`` when ``user_id`` is not a member."""
 
 
 class MessageStore(abc.ABC):

@@ -158,8 +158,10 @@ def push_token_doc(doc: Doc) -> PushToken:
 
 
 def member_docs(doc: Doc) -> list[Doc]:
-    """The group document's members, by ``joined_at`` then user id."""
-    return sorted(doc.get("members", []), key=lambda m: (int(m["joined_at"]), str(m["user_id"])))
+    """The group document's members in the group's order: by ``position``, then (members written before
+    positions were, which have none) by ``joined_at``, then user id."""
+    return sorted(doc.get("members", []),
+                  key=lambda m: (int(m.get("position", 0)), int(m["joined_at"]), str(m["user_id"])))
 
 
 def group_doc(doc: Doc) -> Group:

@@ -25,8 +25,8 @@ class MongoGroups(MongoBase):
     """Groups and their members."""
 
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group: ``creator`` is admin (joined first), ``members`` follow in the given
-        order with strictly increasing ``joined_at``; repeats and the creator are skipped.
+        """Create a group: ``creator`` is admin (first), ``members`` follow in the given order (their
+        ``position``), all with the same ``joined_at``; repeats and the creator are skipped.
         ``ConflictError`` when ``group_id`` exists."""
         groups = self._coll("groups")
         others = [m for m in unique(members) if m != creator]
@@ -38,8 +38,9 @@ class MongoGroups(MongoBase):
             "created_at": created_at,
             "v": 0,
             "members": [
-                {"user_id": creator, "role": "admin", "joined_at": created_at},
-                *({"user_id": m, "role": "member", "joined_at": created_at + 1 + i} for i, m in enumerate(others)),
+                {"user_id": creator, "role": "admin", "joined_at": created_at, "position": 0},
+                *({"user_id": m, "role": "member", "joined_at": created_at, "position": 1 + i}
+                  for i, m in enumerate(others)),
             ],
         }
         with mongo_errors():
@@ -76,8 +77,9 @@ class MongoGroups(MongoBase):
         return group_doc(doc)
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members in the given order, after everyone already in the group (strictly
-        later ``joined_at``); returns those added. ``NotFoundError`` when there is no such group."""
+        """Add plain members in the given order, after everyone already in the group (a later
+        ``position``; the members are numbered afresh, which gives those written without one theirs);
+        returns those added. ``NotFoundError`` when there is no such group."""
         groups = self._coll("groups")
         wanted = unique(user_ids)
         with mongo_errors():
@@ -91,9 +93,9 @@ class MongoGroups(MongoBase):
                     new = [u for u in wanted if u not in present]
                     if not new:
                         return []
-                    last = max((int(m["joined_at"]) for m in members), default=0)
-                    base = max(now_ms(), last + 1)
-                    members += [{"user_id": u, "role": "member", "joined_at": base + i} for i, u in enumerate(new)]
+                    joined_at = now_ms()
+                    members += [{"user_id": u, "role": "member", "joined_at": joined_at} for u in new]
+                    members = [{**m, "position": i} for i, m in enumerate(members)]
                     version = int(doc.get("v", 0))
                     result = await groups.update_one(
                         {"_id": group_id, "v": version}, {"$set": {"members": members, "v": version + 1}}
@@ -122,9 +124,9 @@ class MongoGroups(MongoBase):
         return group_doc(doc)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
-        """Remove a member. When the last admin leaves and members remain, the member with the
-        earliest ``joined_at`` (tie: smallest user id) becomes admin and its id is returned;
-        otherwise None. An emptied group is deleted. ``NotFoundError`` when not a member."""
+        """Remove a member. When the last admin leaves and members remain, the first member in the
+        group's order becomes admin and its id is returned; otherwise None. An emptied group is
+        deleted. ``NotFoundError`` when not a member."""
         groups = self._coll("groups")
         with mongo_errors():
             async with self._lock:

@@ -34,8 +34,10 @@ T = TypeVar("T")
 #: conversations show once they have a new message), and the FTS5 index of message texts (``message_text``,
 #: filled by the first search: ``search_position``); the devices of a user (``user_sessions``,
 #: ``device_marks``) and the registry's ``presence_nodes`` (an entry per user and node), which replaces
-#: ``presence``, and the announced presence of users, ``presence_states`` (created on start).
-SCHEMA_VERSION = 4
+#: ``presence``, and the announced presence of users, ``presence_states`` (created on start); 5
+#: ``group_members.position``, the members' explicit order (added on start, numbered in the earlier order:
+#: by ``joined_at``, then user id).
+SCHEMA_VERSION = 5
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -78,6 +80,7 @@ CREATE TABLE IF NOT EXISTS group_members (
     user_id   TEXT NOT NULL,
     role      TEXT NOT NULL CHECK (role IN ('admin', 'member')),
     joined_at INTEGER NOT NULL,
+    position  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (group_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS group_members_user ON group_members (user_id);
@@ -360,6 +363,10 @@ def write_txn(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -
     return result
 
 
+#: The members' order: by ``position`` (increasing per group as members join), ties (none are made) by user id.
+MEMBER_ORDER = "position, user_id"
+
+
 def load_group(conn: sqlite3.Connection, group_id: str) -> Group | None:
     row = conn.execute(
         "SELECT group_id, name, created_by, created_at FROM groups WHERE group_id = ?", (group_id,)
@@ -369,8 +376,7 @@ def load_group(conn: sqlite3.Connection, group_id: str) -> Group | None:
     members = tuple(
         GroupMember(user_id=m["user_id"], role=m["role"], joined_at=m["joined_at"])
         for m in conn.execute(
-            "SELECT user_id, role, joined_at FROM group_members WHERE group_id = ?"
-            " ORDER BY joined_at, user_id",
+            f"SELECT user_id, role, joined_at FROM group_members WHERE group_id = ? ORDER BY {MEMBER_ORDER}",
             (group_id,),
         )
     )
@@ -482,6 +488,14 @@ class SQLiteBase(Store):
                                  ("deleted", "INTEGER NOT NULL DEFAULT 0")):
                 if column not in message_cols:  # a database before version 4
                     conn.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+            member_cols = {row["name"] for row in conn.execute("PRAGMA table_info(group_members)")}
+            if "position" not in member_cols:  # a database before version 5: number the members in their order
+                conn.execute("ALTER TABLE group_members ADD COLUMN position INTEGER NOT NULL DEFAULT 0")
+                conn.execute(
+                    "UPDATE group_members SET position = (SELECT COUNT(*) FROM group_members e"
+                    " WHERE e.group_id = group_members.group_id AND (e.joined_at < group_members.joined_at"
+                    " OR (e.joined_at = group_members.joined_at AND e.user_id < group_members.user_id)))"
+                )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")

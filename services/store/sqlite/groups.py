@@ -10,6 +10,7 @@ from chatmq.services.store.base import (
     Group,
 )
 from chatmq.services.store.sqlite.base import (
+    MEMBER_ORDER,
     SQLiteBase,
     load_group,
     require_group,
@@ -21,8 +22,8 @@ class SQLiteGroups(SQLiteBase):
     """Groups and their members."""
 
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group: ``creator`` is admin (joined first), ``members`` follow in the given
-        order with strictly increasing ``joined_at``; repeats and the creator are skipped.
+        """Create a group: ``creator`` is admin (first), ``members`` follow in the given order (their
+        ``position``), all with the same ``joined_at``; repeats and the creator are skipped.
         ``ConflictError`` when ``group_id`` exists."""
         others = [m for m in unique(members) if m != creator]
 
@@ -35,10 +36,11 @@ class SQLiteGroups(SQLiteBase):
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(f"group {group_id!r} exists") from exc
-            rows = [(group_id, creator, "admin", created_at)]
-            rows += [(group_id, m, "member", created_at + 1 + i) for i, m in enumerate(others)]
+            rows = [(group_id, creator, "admin", created_at, 0)]
+            rows += [(group_id, m, "member", created_at, 1 + i) for i, m in enumerate(others)]
             conn.executemany(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO group_members (group_id, user_id, role, joined_at, position) VALUES (?, ?, ?, ?, ?)",
+                rows,
             )
             return require_group(conn, group_id)
 
@@ -73,19 +75,22 @@ class SQLiteGroups(SQLiteBase):
         return await self._write(op)
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members in the given order, after everyone already in the group (strictly
-        later ``joined_at``); returns those added. ``NotFoundError`` when there is no such group."""
+        """Add plain members in the given order, after everyone already in the group (a later
+        ``position``); returns those added. ``NotFoundError`` when there is no such group."""
         wanted = unique(user_ids)
 
         def op(conn: sqlite3.Connection) -> list[str]:
             group = require_group(conn, group_id)
             present = set(group.member_ids())
             new = [u for u in wanted if u not in present]
-            last = max((m.joined_at for m in group.members), default=0)
-            base = max(now_ms(), last + 1)
+            last = conn.execute(
+                "SELECT COALESCE(MAX(position), -1) FROM group_members WHERE group_id = ?", (group_id,)
+            ).fetchone()[0]
+            joined_at = now_ms()
             conn.executemany(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES (?, ?, 'member', ?)",
-                [(group_id, u, base + i) for i, u in enumerate(new)],
+                "INSERT INTO group_members (group_id, user_id, role, joined_at, position)"
+                " VALUES (?, ?, 'member', ?, ?)",
+                [(group_id, u, joined_at, last + 1 + i) for i, u in enumerate(new)],
             )
             return new
 
@@ -108,9 +113,9 @@ class SQLiteGroups(SQLiteBase):
         return await self._write(op)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
-        """Remove a member. When the last admin leaves and members remain, the member with the
-        earliest ``joined_at`` (tie: smallest user id) becomes admin and its id is returned;
-        otherwise None. An emptied group is deleted. ``NotFoundError`` when not a member."""
+        """Remove a member. When the last admin leaves and members remain, the first member in the
+        group's order becomes admin and its id is returned; otherwise None. An emptied group is
+        deleted. ``NotFoundError`` when not a member."""
 
         def op(conn: sqlite3.Connection) -> str | None:
             cur = conn.execute(
@@ -119,7 +124,7 @@ class SQLiteGroups(SQLiteBase):
             if cur.rowcount == 0:
                 raise NotFoundError(f"{user_id!r} is not a member of {group_id!r}")
             remaining = conn.execute(
-                "SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY joined_at, user_id",
+                f"SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY {MEMBER_ORDER}",
                 (group_id,),
             ).fetchall()
             if not remaining:
