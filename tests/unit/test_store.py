@@ -925,6 +925,20 @@ async def test_sqlite_refuses_newer_schema(tmp_path: Path) -> None:
     await s.stop()
 
 
+async def _check_members_of_the_earlier_order(s: Store) -> None:
+    """Group ``g1`` written before positions (admin joined at 1, ``u-c`` at 3, ``u-b`` and ``u-a`` at 5) is in
+    that order, a tie by user id; a member added comes last, and the first after the admin succeeds it."""
+    group = await s.get_group("g1")
+    assert group is not None
+    assert group.member_ids() == ["admin", "u-c", "u-a", "u-b"]
+    assert await s.add_members("g1", ["u-0"]) == ["u-0"]
+    assert await s.remove_member("g1", "admin") == "u-c"
+    group = await s.get_group("g1")
+    assert group is not None
+    assert [(m.user_id, m.role) for m in group.members] == [
+        ("u-c", "admin"), ("u-a", "member"), ("u-b", "member"), ("u-0", "member")]
+
+
 async def test_sqlite_version_4_group_members_are_numbered_in_their_earlier_order(tmp_path: Path) -> None:
     """A database before positions: its members get theirs on start, in the order they had (by ``joined_at``,
     a tie by user id), and those added later come after them."""
@@ -942,15 +956,7 @@ async def test_sqlite_version_4_group_members_are_numbered_in_their_earlier_orde
         conn.commit()
     async with SQLiteStore(path) as s:
         assert await s._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
-        group = await s.get_group("g1")
-        assert group is not None
-        assert group.member_ids() == ["admin", "u-c", "u-a", "u-b"]
-        assert await s.add_members("g1", ["u-0"]) == ["u-0"]
-        assert await s.remove_member("g1", "admin") == "u-c"
-        group = await s.get_group("g1")
-        assert group is not None
-        assert [(m.user_id, m.role) for m in group.members] == [
-            ("u-c", "admin"), ("u-a", "member"), ("u-b", "member"), ("u-0", "member")]
+        await _check_members_of_the_earlier_order(s)
 
 
 async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
@@ -1200,15 +1206,7 @@ async def test_mongo_members_without_a_position_keep_their_joined_at_order(
     s = mongo_handles()
     await s.start()
     try:
-        group = await s.get_group("g1")
-        assert group is not None
-        assert group.member_ids() == ["admin", "u-c", "u-a", "u-b"]
-        assert await s.add_members("g1", ["u-0"]) == ["u-0"]
-        assert await s.remove_member("g1", "admin") == "u-c"
-        group = await s.get_group("g1")
-        assert group is not None
-        assert [(m.user_id, m.role) for m in group.members] == [
-            ("u-c", "admin"), ("u-a", "member"), ("u-b", "member"), ("u-0", "member")]
+        await _check_members_of_the_earlier_order(s)
     finally:
         await s.stop()
 
