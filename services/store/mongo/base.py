@@ -30,6 +30,7 @@ from chatmq.services.store.base import (
     User,
 )
 from chatmq.services.store.common import body_text, chunks, json_object, text_of
+from chatmq.services.store.common import unique as unique  # the store modules import it from here
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -67,11 +68,6 @@ SHORT = 4
 BY_ID = 32
 
 
-
-
-def unique(items: Iterable[T]) -> list[T]:
-    """``items`` without repeats, first occurrence order kept."""
-    return list(dict.fromkeys(items))
 
 
 async def each(calls: Iterable[Awaitable[T]]) -> list[T]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +20,7 @@ from chatmq.services.store.base import (
     User,
 )
 from chatmq.services.store.common import json_object
+from chatmq.services.store.common import unique as unique  # the store modules import it from here
 from chatmq.services.store.sqlite.checkpoint import Checkpointer
 
 T = TypeVar("T")
@@ -303,11 +304,6 @@ def grouped_by_user(conn: sqlite3.Connection, sql: str, user_ids: list[str]) -> 
         for r in conn.execute(sql.format(ids=marks(len(chunk))), chunk):
             found.setdefault(r[0], []).append(r)
     return found
-
-
-def unique(items: Iterable[T]) -> list[T]:
-    """``items`` without repeats, first occurrence order kept."""
-    return list(dict.fromkeys(items))
 
 
 def user_row(row: sqlite3.Row) -> User:

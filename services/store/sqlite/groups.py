@@ -9,13 +9,20 @@ from chatmq.core.ids import now_ms
 from chatmq.services.store.base import (
     Group,
 )
+from chatmq.services.store.common import Joining, founders, newcomers, successor
 from chatmq.services.store.sqlite.base import (
     MEMBER_ORDER,
     SQLiteBase,
     load_group,
     require_group,
-    unique,
 )
+
+
+def insert_members(conn: sqlite3.Connection, group_id: str, members: list[Joining]) -> None:
+    conn.executemany(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at, position) VALUES (?, ?, ?, ?, ?)",
+        [(group_id, m.user_id, m.role, m.joined_at, m.position) for m in members],
+    )
 
 
 class SQLiteGroups(SQLiteBase):
@@ -25,7 +32,6 @@ class SQLiteGroups(SQLiteBase):
         """Create a group: ``creator`` is admin (first), ``members`` follow in the given order (their
         ``position``), all with the same ``joined_at``; repeats and the creator are skipped.
         ``ConflictError`` when ``group_id`` exists."""
-        others = [m for m in unique(members) if m != creator]
 
         def op(conn: sqlite3.Connection) -> Group:
             created_at = now_ms()
@@ -36,12 +42,7 @@ class SQLiteGroups(SQLiteBase):
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(f"group {group_id!r} exists") from exc
-            rows = [(group_id, creator, "admin", created_at, 0)]
-            rows += [(group_id, m, "member", created_at, 1 + i) for i, m in enumerate(others)]
-            conn.executemany(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at, position) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+            insert_members(conn, group_id, founders(creator, members, created_at))
             return require_group(conn, group_id)
 
         return await self._write(op)
@@ -77,22 +78,15 @@ class SQLiteGroups(SQLiteBase):
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
         """Add plain members in the given order, after everyone already in the group (a later
         ``position``); returns those added. ``NotFoundError`` when there is no such group."""
-        wanted = unique(user_ids)
 
         def op(conn: sqlite3.Connection) -> list[str]:
             group = require_group(conn, group_id)
-            present = set(group.member_ids())
-            new = [u for u in wanted if u not in present]
             last = conn.execute(
                 "SELECT COALESCE(MAX(position), -1) FROM group_members WHERE group_id = ?", (group_id,)
             ).fetchone()[0]
-            joined_at = now_ms()
-            conn.executemany(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at, position)"
-                " VALUES (?, ?, 'member', ?, ?)",
-                [(group_id, u, joined_at, last + 1 + i) for i, u in enumerate(new)],
-            )
-            return new
+            new = newcomers(group.member_ids(), user_ids, last, now_ms())
+            insert_members(conn, group_id, new)
+            return [m.user_id for m in new]
 
         return await self._write(op)
 
@@ -130,13 +124,12 @@ class SQLiteGroups(SQLiteBase):
             if not remaining:
                 conn.execute("DELETE FROM groups WHERE group_id = ?", (group_id,))
                 return None
-            if any(r["role"] == "admin" for r in remaining):
-                return None
-            promoted: str = remaining[0]["user_id"]
-            conn.execute(
-                "UPDATE group_members SET role = 'admin' WHERE group_id = ? AND user_id = ?",
-                (group_id, promoted),
-            )
+            promoted = successor((r["user_id"], r["role"]) for r in remaining)
+            if promoted is not None:
+                conn.execute(
+                    "UPDATE group_members SET role = 'admin' WHERE group_id = ? AND user_id = ?",
+                    (group_id, promoted),
+                )
             return promoted
 
         return await self._write(op)
