@@ -233,15 +233,8 @@ def pending_item_doc(doc: Doc) -> PendingItem:
 
 
 class MongoBase(Store):
-    """``Store`` on one MongoDB (or FerretDB 1.24) database.
-
-    ``url`` is a MongoDB connection string; ``database`` the database to use (created on
-    first write). ``timeout_ms`` bounds server selection and connecting, so ``start()`` and
-    operations against an unreachable server fail with ``StoreError`` instead of hanging.
-    Writes always use ``w="majority", j=True`` (overriding ``w``/``journal`` in the URL): an
-    ``ack`` means durable. Methods called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
-    MongoDB failure. See the module docstring for atomicity, crash windows and races.
-    """
+    """What every part of ``MongoStore`` (``chatmq.services.store.mongo``, whose docstring describes the
+    arguments and guarantees) shares: the client and database, the locks, seq blocks."""
 
     def __init__(self, url: str, database: str = "chatmq", *, timeout_ms: int = 10_000) -> None:
         self._url = url
