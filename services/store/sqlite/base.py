@@ -346,6 +346,16 @@ def message_row(row: sqlite3.Row) -> StoredMessage:
     )
 
 
+def add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add those of ``columns`` (name: type and constraints) that ``table`` lacks (a database of an earlier
+    version); returns their names."""
+    have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+    missing = [name for name in columns if name not in have]
+    for name in missing:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+    return missing
+
+
 def write_txn(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``fn`` in one write transaction: committed when it returns, rolled back when it raises."""
     conn.execute("BEGIN IMMEDIATE")
@@ -472,21 +482,13 @@ class SQLiteBase(Store):
             for statement in _SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            user_cols = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
-            if "token_version" not in user_cols:  # a version 1 database
-                conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
-            command_cols = {row["name"] for row in conn.execute("PRAGMA table_info(commands)")}
-            for column in ("requester", "client_id"):  # commands sent by users over MQTT (issue 14)
-                if column not in command_cols:
-                    conn.execute(f"ALTER TABLE commands ADD COLUMN {column} TEXT")
-            message_cols = {row["name"] for row in conn.execute("PRAGMA table_info(messages)")}
-            for column, kind in (("reply_to", "TEXT"), ("edited_at", "INTEGER"),
-                                 ("deleted", "INTEGER NOT NULL DEFAULT 0")):
-                if column not in message_cols:  # a database before version 4
-                    conn.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
-            member_cols = {row["name"] for row in conn.execute("PRAGMA table_info(group_members)")}
-            if "position" not in member_cols:  # a database before version 5: number the members in their order
-                conn.execute("ALTER TABLE group_members ADD COLUMN position INTEGER NOT NULL DEFAULT 0")
+            add_columns(conn, "users", {"token_version": "INTEGER NOT NULL DEFAULT 0"})  # a version 1 database
+            # commands sent by users over MQTT (issue 14)
+            add_columns(conn, "commands", {"requester": "TEXT", "client_id": "TEXT"})
+            add_columns(conn, "messages", {"reply_to": "TEXT", "edited_at": "INTEGER",  # a database before version 4
+                                           "deleted": "INTEGER NOT NULL DEFAULT 0"})
+            if add_columns(conn, "group_members", {"position": "INTEGER NOT NULL DEFAULT 0"}):
+                # a database before version 5: number the members in their order until then
                 conn.execute(
                     "UPDATE group_members SET position = (SELECT COUNT(*) FROM group_members e"
                     " WHERE e.group_id = group_members.group_id AND (e.joined_at < group_members.joined_at"
