@@ -314,14 +314,16 @@ class GroupStore(abc.ABC):
 
     @abc.abstractmethod
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group; ``creator`` is its admin, ``members`` (deduplicated) plain members."""
+        """Create a group: ``creator`` is its admin (first in its order), ``members`` plain members after it
+        in the order given (repeats and the creator skipped), all joined in the same ms
+        (``common.founders``). ``ConflictError`` when ``group_id`` exists."""
 
     @abc.abstractmethod
     async def get_group(self, group_id: str) -> Group | None: ...
 
     @abc.abstractmethod
     async def groups_of(self, user_id: str) -> list[Group]:
-        """The groups ``user_id`` is a member of, oldest first."""
+        """The groups ``user_id`` is a member of, oldest (by the group's ``created_at``) first."""
 
     @abc.abstractmethod
     async def rename_group(self, group_id: str, name: str) -> Group:
@@ -329,8 +331,9 @@ class GroupStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members, after those already in the group in its order; returns those actually
-        added (not already members)."""
+        """Add plain members in the order given, after those already in the group, all joined in the same
+        ms (``common.newcomers``); returns those actually added (not already members). ``NotFoundError``
+        when there is no such group."""
 
     @abc.abstractmethod
     async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:

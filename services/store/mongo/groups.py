@@ -30,9 +30,6 @@ class MongoGroups(MongoBase):
     """Groups and their members."""
 
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group: ``creator`` is admin (first), ``members`` follow in the given order (their
-        ``position``), all with the same ``joined_at``; repeats and the creator are skipped.
-        ``ConflictError`` when ``group_id`` exists."""
         groups = self._coll("groups")
         created_at = now_ms()
         doc: Doc = {
@@ -57,7 +54,6 @@ class MongoGroups(MongoBase):
         return None if doc is None else group_doc(doc)
 
     async def groups_of(self, user_id: str) -> list[Group]:
-        """The user's groups, oldest (by the group's ``created_at``) first."""
         groups = self._coll("groups")
         with mongo_errors():
             cursor = groups.find({"members.user_id": user_id}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
@@ -77,9 +73,7 @@ class MongoGroups(MongoBase):
         return group_doc(doc)
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members in the given order, after everyone already in the group (a later
-        ``position``; the members are numbered afresh, which gives those written without one theirs);
-        returns those added. ``NotFoundError`` when there is no such group."""
+        """The members are numbered afresh, which gives those written without a position theirs."""
         groups = self._coll("groups")
         with mongo_errors():
             async with self._lock:
@@ -120,9 +114,6 @@ class MongoGroups(MongoBase):
         return group_doc(doc)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
-        """Remove a member. When the last admin leaves and members remain, the first member in the
-        group's order becomes admin and its id is returned; otherwise None. An emptied group is
-        deleted. ``NotFoundError`` when not a member."""
         groups = self._coll("groups")
         with mongo_errors():
             async with self._lock:

@@ -29,10 +29,6 @@ class SQLiteGroups(SQLiteBase):
     """Groups and their members."""
 
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group: ``creator`` is admin (first), ``members`` follow in the given order (their
-        ``position``), all with the same ``joined_at``; repeats and the creator are skipped.
-        ``ConflictError`` when ``group_id`` exists."""
-
         def op(conn: sqlite3.Connection) -> Group:
             created_at = now_ms()
             try:
@@ -51,8 +47,6 @@ class SQLiteGroups(SQLiteBase):
         return await self._run(lambda conn: load_group(conn, group_id))
 
     async def groups_of(self, user_id: str) -> list[Group]:
-        """The user's groups, oldest (by the group's ``created_at``) first."""
-
         def op(conn: sqlite3.Connection) -> list[Group]:
             ids = [
                 r["group_id"]
@@ -76,9 +70,6 @@ class SQLiteGroups(SQLiteBase):
         return await self._write(op)
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members in the given order, after everyone already in the group (a later
-        ``position``); returns those added. ``NotFoundError`` when there is no such group."""
-
         def op(conn: sqlite3.Connection) -> list[str]:
             group = require_group(conn, group_id)
             last = conn.execute(
@@ -107,10 +98,6 @@ class SQLiteGroups(SQLiteBase):
         return await self._write(op)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
-        """Remove a member. When the last admin leaves and members remain, the first member in the
-        group's order becomes admin and its id is returned; otherwise None. An emptied group is
-        deleted. ``NotFoundError`` when not a member."""
-
         def op(conn: sqlite3.Connection) -> str | None:
             cur = conn.execute(
                 "DELETE FROM group_members WHERE group_id = ? AND user_id = ?", (group_id, user_id)
