@@ -226,7 +226,7 @@ class UserStore(abc.ABC):
     async def create_user(
         self, user_id: str, username: str, password_hash: str, display_name: str | None, is_admin: bool = False
     ) -> User:
-        """Insert a user; ``ConflictError`` when the username is taken."""
+        """Insert a user; ``ConflictError`` when the username (or the user id) is taken."""
 
     @abc.abstractmethod
     async def get_user(self, user_id: str) -> User | None: ...
@@ -244,7 +244,7 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     async def set_user_flags(self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None) -> None:
-        """Change a user's flags; ``NotFoundError`` when there is no such user."""
+        """Change the given flags (``None`` leaves one as is); ``NotFoundError`` when there is no such user."""
 
     @abc.abstractmethod
     async def count_users(self) -> int: ...
@@ -281,20 +281,24 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
-        """Register (or re-register, moving it to ``user_id``) a push token."""
+        """Register ``token`` for ``user_id``; a token held by anyone (even another user) is
+        re-registered: it moves to ``user_id`` with the new platform and a fresh ``created_at``."""
 
     @abc.abstractmethod
     async def remove_push_token(self, user_id: str, token: str) -> bool:
         """Remove the caller's token; False when the caller had no such token."""
 
     @abc.abstractmethod
-    async def push_tokens(self, user_id: str) -> list[PushToken]: ...
+    async def push_tokens(self, user_id: str) -> list[PushToken]:
+        """The user's tokens, oldest registration first."""
 
     @abc.abstractmethod
-    async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device: ...
+    async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device:
+        """Insert a device; ``ConflictError`` when ``device_id`` exists."""
 
     @abc.abstractmethod
-    async def get_device(self, device_id: str) -> Device | None: ...
+    async def get_device(self, device_id: str) -> Device | None:
+        """The device, revoked or not."""
 
     @abc.abstractmethod
     async def list_devices(self, owner_id: str) -> list[Device]:
