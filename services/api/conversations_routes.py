@@ -60,10 +60,7 @@ async def _statuses(ctx: ApiContext, user_id: str, conversation: str, group: Gro
         if group is None:
             recipients = [m.to] if m.to is not None and m.to != user_id else []
         else:
-            # joined_at is spread by 1 ms per member to keep the members' order (``create_group``,
-            # ``add_members``), so it may run that far ahead of a message sent at once
-            spread = len(group.members)
-            recipients = [x.user_id for x in group.members if x.user_id != user_id and x.joined_at <= m.ts + spread]
+            recipients = [x.user_id for x in group.members if x.user_id != user_id and x.joined_at <= m.ts]
         read = sum(1 for r in recipients if readers.get(r, "") >= m.server_id)
         delivered = sum(1 for r in recipients if (r, m.server_id) not in held or readers.get(r, "") >= m.server_id)
         status: MessageStatus = ("read" if read == len(recipients) else

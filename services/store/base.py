@@ -77,6 +77,8 @@ class Group:
     name: str
     created_by: str
     created_at: int  # ms
+    #: in the group's order: the creator, then the members as given at creation and as added since
+    #: (an explicit position in the store; members added together share their ``joined_at``)
     members: tuple[GroupMember, ...] = ()
 
     def member_ids(self) -> list[str]:
@@ -226,7 +228,7 @@ class UserStore(abc.ABC):
     async def create_user(
         self, user_id: str, username: str, password_hash: str, display_name: str | None, is_admin: bool = False
     ) -> User:
-        """Insert a user; ``ConflictError`` when the username is taken."""
+        """Insert a user; ``ConflictError`` when the username (or the user id) is taken."""
 
     @abc.abstractmethod
     async def get_user(self, user_id: str) -> User | None: ...
@@ -244,7 +246,7 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     async def set_user_flags(self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None) -> None:
-        """Change a user's flags; ``NotFoundError`` when there is no such user."""
+        """Change the given flags (``None`` leaves one as is); ``NotFoundError`` when there is no such user."""
 
     @abc.abstractmethod
     async def count_users(self) -> int: ...
@@ -281,20 +283,24 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
-        """Register (or re-register, moving it to ``user_id``) a push token."""
+        """Register ``token`` for ``user_id``; a token held by anyone (even another user) is
+        re-registered: it moves to ``user_id`` with the new platform and a fresh ``created_at``."""
 
     @abc.abstractmethod
     async def remove_push_token(self, user_id: str, token: str) -> bool:
         """Remove the caller's token; False when the caller had no such token."""
 
     @abc.abstractmethod
-    async def push_tokens(self, user_id: str) -> list[PushToken]: ...
+    async def push_tokens(self, user_id: str) -> list[PushToken]:
+        """The user's tokens, oldest registration first."""
 
     @abc.abstractmethod
-    async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device: ...
+    async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device:
+        """Insert a device; ``ConflictError`` when ``device_id`` exists."""
 
     @abc.abstractmethod
-    async def get_device(self, device_id: str) -> Device | None: ...
+    async def get_device(self, device_id: str) -> Device | None:
+        """The device, revoked or not."""
 
     @abc.abstractmethod
     async def list_devices(self, owner_id: str) -> list[Device]:
@@ -314,14 +320,16 @@ class GroupStore(abc.ABC):
 
     @abc.abstractmethod
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group; ``creator`` is its admin, ``members`` (deduplicated) plain members."""
+        """Create a group: ``creator`` is its admin (first in its order), ``members`` plain members after it
+        in the order given (repeats and the creator skipped), all joined in the same ms
+        (``common.founders``). ``ConflictError`` when ``group_id`` exists."""
 
     @abc.abstractmethod
     async def get_group(self, group_id: str) -> Group | None: ...
 
     @abc.abstractmethod
     async def groups_of(self, user_id: str) -> list[Group]:
-        """The groups ``user_id`` is a member of, oldest first."""
+        """The groups ``user_id`` is a member of, oldest (by the group's ``created_at``) first."""
 
     @abc.abstractmethod
     async def rename_group(self, group_id: str, name: str) -> Group:
@@ -329,7 +337,9 @@ class GroupStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members; returns those actually added (not already members)."""
+        """Add plain members in the order given, after those already in the group, all joined in the same
+        ms (``common.newcomers``); returns those actually added (not already members). ``NotFoundError``
+        when there is no such group."""
 
     @abc.abstractmethod
     async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
@@ -344,8 +354,8 @@ class GroupStore(abc.ABC):
     @abc.abstractmethod
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
         """Remove a member. When the last admin leaves and members remain, the longest-standing
-        member becomes admin and its id is returned; otherwise None. An empty group is deleted.
-        ``NotFoundError`` when ``user_id`` is not a member."""
+        member (the first in the group's order) becomes admin and its id is returned; otherwise None.
+        An empty group is deleted. ``NotFoundError`` when ``user_id`` is not a member."""
 
 
 class MessageStore(abc.ABC):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 import orjson
@@ -11,6 +12,47 @@ import orjson
 from chatmq.services.store.base import Route
 
 T = TypeVar("T")
+
+
+def unique(items: Iterable[T]) -> list[T]:
+    """``items`` without repeats, first occurrence order kept."""
+    return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True, slots=True)
+class Joining:
+    """A group member as written: ``position`` is its place in the group's order (increasing as members
+    join; members who join together share ``joined_at``)."""
+
+    user_id: str
+    role: Literal["admin", "member"]
+    joined_at: int
+    position: int
+
+
+def founders(creator: str, members: Iterable[str], joined_at: int) -> list[Joining]:
+    """The members of a new group: ``creator`` (admin) first, then ``members`` in the order given (repeats
+    and the creator skipped), all joined at ``joined_at``."""
+    others = [m for m in unique(members) if m != creator]
+    return [Joining(creator, "admin", joined_at, 0),
+            *(Joining(m, "member", joined_at, 1 + i) for i, m in enumerate(others))]
+
+
+def newcomers(present: Iterable[str], wanted: Iterable[str], last_position: int, joined_at: int) -> list[Joining]:
+    """Those of ``wanted`` not ``present`` (repeats skipped), in the order given, as plain members after
+    ``last_position``, all joined at ``joined_at``."""
+    have = set(present)
+    new = [u for u in unique(wanted) if u not in have]
+    return [Joining(u, "member", joined_at, last_position + 1 + i) for i, u in enumerate(new)]
+
+
+def successor(remaining: Iterable[tuple[str, str]]) -> str | None:
+    """Who becomes admin when a member left: of ``remaining`` ``(user_id, role)`` pairs, in the group's
+    order, the first when none is admin; None when one is (or none remain)."""
+    members = list(remaining)
+    if not members or any(role == "admin" for _, role in members):
+        return None
+    return members[0][0]
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ delivery topics of both nodes), so the services' own consumer groups are left al
 Outbox records are built the way ``NodeGateway.published`` builds them (the envelope is
 parsed by ``parse_outbox`` into the typed ``Outbox`` record), so the services see exactly what a
 node sends; ``record`` builds a record from JSON, as a Kafka consumer would get it.
-Each test module wraps ``open_chat`` in its own small fixture.
+The ``chat`` fixture (``tests/unit/conftest.py``) wraps ``open_chat``.
 """
 
 from __future__ import annotations

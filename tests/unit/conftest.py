@@ -2,6 +2,9 @@
 
 API tests: ``api`` is an ``ApiHarness`` (a real ``SQLiteStore`` in ``tmp_path``, a real
 ``TokenService``, a recording notifier and an httpx client on the app).
+
+Chat service tests: ``chat`` is a started ``Chat`` (``tests/unit/chat_fixtures.py``), ``router`` a
+``Router`` on it; a module that needs another harness defines its own ``chat``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import pytest
 from chatmq.core import ids
 from chatmq.core.auth import TokenService, hash_secret
 from chatmq.services.api import create_app
+from chatmq.services.chat.router import Router
 from chatmq.services.registry.sessions import Connection
 from chatmq.services.store.sqlite import SQLiteStore
 from tests.fakes.push import FakePushServer
+from tests.unit.chat_fixtures import Chat, open_chat
 from tests.unit.fake_influx import FakeInflux
 from tests.unit.test_sdk_broker import BrokerThread, FakeChatServer
 
@@ -123,6 +128,17 @@ async def api(tmp_path: Path) -> AsyncIterator[ApiHarness]:
             yield ApiHarness(client, store, tokens, notifier, control, feed)
     finally:
         await store.stop()
+
+
+@pytest.fixture
+async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
+    async with open_chat(tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def router(chat: Chat) -> Router:
+    return Router(chat.bus, chat.store, chat.outlet)
 
 
 # an in-process amqtt broker with a fake chat server on it (tests/unit/test_sdk_broker.py)

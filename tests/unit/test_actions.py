@@ -3,8 +3,6 @@ replies, resends acked once with the first server id, group actions fanned out o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,18 +13,7 @@ from chatmq.core.records import DELIVERIES
 from chatmq.services.chat.group_router import GroupRouter
 from chatmq.services.chat.router import Router
 from chatmq.services.store.base import StoredMessage
-from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, message, open_chat, outbox_record
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
-
-
-@pytest.fixture
-def router(chat: Chat) -> Router:
-    return Router(chat.bus, chat.store, chat.outlet)
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, message, outbox_record
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@ marker and a ``read`` receipt) and the ``status`` of the caller's own messages i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from chatmq.core import ids
 from tests.unit.conftest import ApiHarness
 from tests.unit.test_api_conversations import _send
 from tests.unit.test_store_actions import action
@@ -121,3 +123,22 @@ async def test_group_history_counts_receipts_per_recipient(api: ApiHarness) -> N
     assert (m["status"], m["receipts"]) == ("delivered", {"recipients": 2, "delivered": 2, "read": 1})
     [seen] = (await api.client.get(f"{V1}/conversations/{gid}/messages", headers=api.auth(bob))).json()["messages"]
     assert (seen["status"], seen["receipts"]) == (None, None)
+
+
+async def test_group_receipts_count_every_member_of_a_message_sent_in_the_creations_ms(api: ApiHarness) -> None:
+    """Members created together share the group's ``joined_at`` (their order is a position, not a spread of
+    ``joined_at``): a message stamped in that very ms is for all of them; a later member's is not."""
+    alice, bob, carol, dave = (await api.user("alice"), await api.user("bob"), await api.user("carol"),
+                               await api.user("dave"))
+    group = await api.store.create_group(ids.group_id(), "team", alice, [bob, carol])
+    [sid] = await _send(api, alice, group=group.group_id, recipients=[bob, carol], ts=group.created_at)
+    await asyncio.sleep(0.002)  # dave joins in a later ms than the message's
+    assert await api.store.add_members(group.group_id, [dave]) == [dave]
+    await api.store.remove_pending(bob, [sid])
+    r = await api.client.get(f"{V1}/conversations/{group.group_id}/messages", headers=api.auth(alice))
+    [m] = r.json()["messages"]
+    assert (m["status"], m["receipts"]) == ("sent", {"recipients": 2, "delivered": 1, "read": 0})
+    await api.store.remove_pending(carol, [sid])
+    [m] = (await api.client.get(f"{V1}/conversations/{group.group_id}/messages",
+                                headers=api.auth(alice))).json()["messages"]
+    assert (m["status"], m["receipts"]) == ("delivered", {"recipients": 2, "delivered": 2, "read": 0})

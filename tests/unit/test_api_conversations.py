@@ -23,11 +23,12 @@ V1 = "/api/v1"
 
 
 async def _send(api: ApiHarness, sender: str, *, to: str | None = None, group: str | None = None,
-                recipients: list[str] | None = None, n: int = 1) -> list[str]:
-    """Store ``n`` messages from ``sender`` (oldest first) as the router would; returns their server ids."""
+                recipients: list[str] | None = None, n: int = 1, ts: int | None = None) -> list[str]:
+    """Store ``n`` messages from ``sender`` (oldest first) as the router would, stamped ``ts`` (else now);
+    returns their server ids."""
     batch: list[NewMessage] = []
     for i in range(n):
-        sid, cid, ts = ids.server_id(), str(uuid.uuid4()), ids.now_ms()
+        sid, cid, ts = ids.server_id(), str(uuid.uuid4()), ids.now_ms() if ts is None else ts
         body = {"text": f"hello {i}"}
         targets = recipients if recipients is not None else [to] if to else []
         batch.append(NewMessage(

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from chatmq.core import ids
 from chatmq.core.device_envelopes import CommandResult, JobUpdate
@@ -18,13 +15,7 @@ from chatmq.core.records import CommandRequest, Delivery, DeviceDown, DeviceOut,
 from chatmq.core.topics import COMMAND_RESULTS, DEVICE_EVENTS, DEVICES
 from chatmq.services.devices.worker import DeviceWorker
 from chatmq.services.store.base import MAX_OWED, DeviceCommand, DeviceOwed, Job
-from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, Probe, open_chat, record
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, Probe, record
 
 
 def _device_envs(chat: Chat, records: list[Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,7 +14,7 @@ from chatmq.broker.identity import Identity, outbox_topic, telemetry_topic
 from chatmq.core.bus.base import Record
 from chatmq.core.envelopes import EnvelopeError, ack_envelope, message_envelope, receipt_envelope
 from chatmq.core.topics import CONNECTIONS, GROUP_OUTBOX, OUTBOX, PRESENCE, TELEMETRY, deliver_topic
-from tests.unit.chat_fixtures import NODE, Chat, Probe, eventually, message, open_chat, receipt, record, wire
+from tests.unit.chat_fixtures import NODE, Chat, Probe, eventually, message, receipt, record, wire
 
 MAX = 1024
 ALICE, BOB = "ub-alice", "ua-bob"  # sorted, BOB comes first
@@ -38,12 +37,6 @@ class RecordingSink:
 
     def ids(self, user: str | None = None) -> list[str | None]:
         return [e.get("id") for e in self.envs(user)]
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
 
 
 @pytest.fixture

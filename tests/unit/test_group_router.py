@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import orjson
 import pytest
 
@@ -16,17 +13,10 @@ from tests.unit.chat_fixtures import (
     Chat,
     envs_of,
     message,
-    open_chat,
     outbox_record,
     through_gateway,
     wire,
 )
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
 
 
 @pytest.fixture

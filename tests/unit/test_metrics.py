@@ -4,12 +4,10 @@ bus workers). Counters are process-wide, so each test compares before and after.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
 import msgspec
 import orjson
-import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from chatmq.bridges.gateway import NodeGateway
@@ -22,7 +20,7 @@ from chatmq.core.metrics import CONNECTIONS, CONSUMER_LAG, Family, Sample, Sourc
 from chatmq.core.topics import deliver_topic
 from chatmq.core.worker import BusWorker
 from chatmq.services.chat.router import Router
-from tests.unit.chat_fixtures import NODE, Chat, message, open_chat, outbox_record, record
+from tests.unit.chat_fixtures import NODE, Chat, message, outbox_record, record
 from tests.unit.test_gateway import RecordingSink
 
 
@@ -43,12 +41,6 @@ class Delta:
     def __call__(self, sample: tuple[str, dict[str, str]]) -> float:
         name, labels = sample
         return self._value(name, labels) - self._before[self._key(name, labels)]
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
 
 
 # --- scrape-time sources ---------------------------------------------------------------

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import orjson
-import pytest
 
 from chatmq.core.envelopes import event_envelope
 from chatmq.core.topics import NOTICES
@@ -19,15 +15,8 @@ from tests.unit.chat_fixtures import (
     envs_of,
     eventually,
     notices_record,
-    open_chat,
     wire,
 )
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
 
 
 async def test_notifier_puts_the_envelope_on_chat_notices_keyed_by_the_first_user(chat: Chat) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,13 +10,7 @@ import pytest
 from chatmq.core.envelopes import ack_envelope, encode_event, event_envelope, receipt_envelope
 from chatmq.core.records import Offline, Online
 from chatmq.services.chat.outlet import Outlet
-from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of
 
 
 @pytest.fixture

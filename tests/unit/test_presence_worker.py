@@ -3,22 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from chatmq.core.ids import now_ms
 from chatmq.core.records import NodeStarted, Offline, Online, StateSet, VisibilitySet
 from chatmq.core.topics import PRESENCE
 from chatmq.services.chat.presence_worker import PresenceWorker
-from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, open_chat, record
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
+from tests.unit.chat_fixtures import NODE, OTHER_NODE, Chat, envs_of, record
 
 
 async def contacts(chat: Chat, a: str, b: str) -> None:

@@ -40,17 +40,10 @@ from tests.unit.chat_fixtures import (
     eventually,
     message,
     notices_record,
-    open_chat,
     outbox_record,
     record,
     wire,
 )
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
 
 
 def results(result: str, provider: str = "fcm") -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,24 +24,11 @@ from tests.unit.chat_fixtures import (
     Chat,
     envs_of,
     message,
-    open_chat,
     outbox_record,
     receipt,
     record,
     through_gateway,
 )
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
-
-
-@pytest.fixture
-def router(chat: Chat) -> Router:
-    return Router(chat.bus, chat.store, chat.outlet)
-
 
 # --- messages ------------------------------------------------------------------------
 

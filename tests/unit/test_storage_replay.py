@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import orjson
 import pytest
 
@@ -20,17 +17,10 @@ from tests.unit.chat_fixtures import (
     Chat,
     Delivery,
     eventually,
-    open_chat,
     presence_record,
 )
 
 PAGE = 2
-
-
-@pytest.fixture
-async def chat(tmp_path: Path) -> AsyncIterator[Chat]:
-    async with open_chat(tmp_path) as c:
-        yield c
 
 
 @pytest.fixture

@@ -376,9 +376,8 @@ async def test_create_and_get_group(store: Store) -> None:
     assert group.created_at >= before
     assert group.member_ids() == ["u1", "u2", "u3"]  # creator first, deduplicated
     assert [m.role for m in group.members] == ["admin", "member", "member"]
-    joined = [m.joined_at for m in group.members]
-    assert joined == sorted(joined)
-    assert len(set(joined)) == len(joined)  # strictly increasing
+    assert len({m.joined_at for m in group.members}) == 1  # joined together: the same ms
+    assert group.created_at <= group.members[0].joined_at <= ids.now_ms()
     assert group.is_admin("u1")
     assert not group.is_admin("u2")
     assert group.is_member("u3")
@@ -429,8 +428,7 @@ async def test_add_members_returns_only_new(store: Store) -> None:
     assert [m.role for m in group.members] == ["admin", "member", "member", "member"]
     last_before = max(m.joined_at for m in created.members)
     new_joined = [m.joined_at for m in group.members if m.user_id in ("u3", "u4")]
-    assert all(j > last_before for j in new_joined)
-    assert new_joined[0] < new_joined[1]
+    assert new_joined[0] == new_joined[1] >= last_before  # added together: the same ms
 
     assert await store.add_members("g1", ["u1", "u4"]) == []
     assert await store.add_members("g1", []) == []
@@ -438,6 +436,27 @@ async def test_add_members_returns_only_new(store: Store) -> None:
 
     with pytest.raises(NotFoundError):
         await store.add_members("nope", ["u1"])
+
+
+async def test_members_keep_their_order_not_their_ids_order(store: Store) -> None:
+    """The members' order is explicit (a position): the creator, the members as given, then those added
+    as given, though all created together share one ``joined_at`` and the ids sort otherwise."""
+    await store.create_group("g1", "g", "u5", ["u9", "u2", "u7"])
+    await store.add_members("g1", ["u8", "u1"])
+    await store.add_members("g1", ["u3"])
+    group = await store.get_group("g1")
+    assert group is not None
+    assert group.member_ids() == ["u5", "u9", "u2", "u7", "u8", "u1", "u3"]
+    assert [g.member_ids() for g in await store.groups_of("u1")] == [group.member_ids()]
+
+    await store.remove_member("g1", "u2")
+    assert await store.remove_member("g1", "u5") == "u9"  # the first in the order becomes admin
+    group = await store.get_group("g1")
+    assert group is not None
+    assert [(m.user_id, m.role) for m in group.members] == [
+        ("u9", "admin"), ("u7", "member"), ("u8", "member"), ("u1", "member"), ("u3", "member")]
+    await store.add_members("g1", ["u0"])
+    assert (await store.get_group("g1") or group).member_ids()[-1] == "u0"
 
 
 async def test_remove_plain_member(store: Store) -> None:
@@ -906,24 +925,38 @@ async def test_sqlite_refuses_newer_schema(tmp_path: Path) -> None:
     await s.stop()
 
 
-async def test_sqlite_promotion_tie_breaks_on_user_id(tmp_path: Path) -> None:
-    s = SQLiteStore(tmp_path / "chatmq.db")
-    await s.start()
-    try:
-        await s.create_group("g1", "g", "admin", ["u-b", "u-a", "u-c"])
-        await s._run(
-            lambda conn: conn.execute("UPDATE group_members SET joined_at = 5 WHERE role = 'member'")
-        )
-        assert await s.remove_member("g1", "admin") == "u-a"
-        group = await s.get_group("g1")
-        assert group is not None
-        assert [(m.user_id, m.role) for m in group.members] == [
-            ("u-a", "admin"),
-            ("u-b", "member"),
-            ("u-c", "member"),
-        ]
-    finally:
-        await s.stop()
+async def _check_members_of_the_earlier_order(s: Store) -> None:
+    """Group ``g1`` written before positions (admin joined at 1, ``u-c`` at 3, ``u-b`` and ``u-a`` at 5) is in
+    that order, a tie by user id; a member added comes last, and the first after the admin succeeds it."""
+    group = await s.get_group("g1")
+    assert group is not None
+    assert group.member_ids() == ["admin", "u-c", "u-a", "u-b"]
+    assert await s.add_members("g1", ["u-0"]) == ["u-0"]
+    assert await s.remove_member("g1", "admin") == "u-c"
+    group = await s.get_group("g1")
+    assert group is not None
+    assert [(m.user_id, m.role) for m in group.members] == [
+        ("u-c", "admin"), ("u-a", "member"), ("u-b", "member"), ("u-0", "member")]
+
+
+async def test_sqlite_version_4_group_members_are_numbered_in_their_earlier_order(tmp_path: Path) -> None:
+    """A database before positions: its members get theirs on start, in the order they had (by ``joined_at``,
+    a tie by user id), and those added later come after them."""
+    path = tmp_path / "chatmq.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE groups (group_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_by TEXT NOT NULL,"
+                     " created_at INTEGER NOT NULL)")
+        conn.execute("CREATE TABLE group_members (group_id TEXT NOT NULL REFERENCES groups (group_id) ON DELETE"
+                     " CASCADE, user_id TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('admin', 'member')),"
+                     " joined_at INTEGER NOT NULL, PRIMARY KEY (group_id, user_id))")
+        conn.execute("INSERT INTO groups VALUES ('g1', 'g', 'admin', 1)")
+        conn.executemany("INSERT INTO group_members VALUES ('g1', ?, ?, ?)",
+                         [("u-c", "member", 3), ("u-b", "member", 5), ("admin", "admin", 1), ("u-a", "member", 5)])
+        conn.execute("PRAGMA user_version=4")
+        conn.commit()
+    async with SQLiteStore(path) as s:
+        assert await s._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
+        await _check_members_of_the_earlier_order(s)
 
 
 async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
@@ -1147,6 +1180,33 @@ async def test_mongo_pending_items_of_the_earlier_shape_are_rewritten_on_start(
         assert await s.take_pending([("bob", ["s1"])]) == [[Route("s1", "alice", "bob", None)]]
         await s.remove_notices("bob", [9])
         assert [p.item_id for p in await all_pending(s, "bob")] == ["n2"]
+    finally:
+        await s.stop()
+
+
+@pytest.mark.cluster
+async def test_mongo_members_without_a_position_keep_their_joined_at_order(
+    mongo_handles: Callable[[], MongoStore], tmp_path: Path
+) -> None:
+    """Group members written before positions go by ``joined_at`` (a tie by user id); adding members
+    numbers them all, the newcomers after them."""
+    from pymongo import MongoClient
+
+    assert MONGO_URL is not None
+    client: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, serverSelectionTimeoutMS=5000)
+    try:
+        client[_mongo_database(tmp_path)].groups.insert_one(
+            {"_id": "g1", "name": "g", "created_by": "admin", "created_at": 1, "v": 0, "members": [
+                {"user_id": "u-c", "role": "member", "joined_at": 3},
+                {"user_id": "u-b", "role": "member", "joined_at": 5},
+                {"user_id": "admin", "role": "admin", "joined_at": 1},
+                {"user_id": "u-a", "role": "member", "joined_at": 5}]})
+    finally:
+        client.close()
+    s = mongo_handles()
+    await s.start()
+    try:
+        await _check_members_of_the_earlier_order(s)
     finally:
         await s.stop()
 

@@ -18,10 +18,11 @@ Collections
   ord}``; ``(user_id, created_at)``. ``ord`` is a time-ordered id that breaks ``created_at``
   ties in insertion order (SQLite's ``rowid``).
 - ``groups`` ``{_id: group_id, name, created_by, created_at, v, members: [{user_id, role,
-  joined_at}]}``: members are embedded, so every group change rewrites one document and
-  ``v`` (a version) makes it a compare-and-swap; ``members.user_id`` is indexed (multikey on
-  MongoDB; on FerretDB's SQLite backend that index never matches an array and queries scan,
-  which is correct, only slower).
+  joined_at, position}]}``: members are embedded, ordered by ``position`` (members written before it
+  existed have none and go by ``joined_at``, then user id, until ``add_members`` numbers them all),
+  so every group change rewrites one document and ``v`` (a version) makes it a compare-and-swap;
+  ``members.user_id`` is indexed (multikey on MongoDB; on FerretDB's SQLite backend that index never
+  matches an array and queries scan, which is correct, only slower).
 - ``messages`` ``{_id: server_id, client_id, sender, to, group, conversation, body, ts[, text]}``;
   ``(conversation, _id)``, and on MongoDB a text index on ``text`` (the body's text, for search:
   ``chatmq.services.store.mongo.search``): history, only ever inserted into on the hot path. (Documents with

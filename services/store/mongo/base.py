@@ -30,6 +30,7 @@ from chatmq.services.store.base import (
     User,
 )
 from chatmq.services.store.common import body_text, chunks, json_object, text_of
+from chatmq.services.store.common import unique as unique  # the store modules import it from here
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -67,11 +68,6 @@ SHORT = 4
 BY_ID = 32
 
 
-
-
-def unique(items: Iterable[T]) -> list[T]:
-    """``items`` without repeats, first occurrence order kept."""
-    return list(dict.fromkeys(items))
 
 
 async def each(calls: Iterable[Awaitable[T]]) -> list[T]:
@@ -158,8 +154,10 @@ def push_token_doc(doc: Doc) -> PushToken:
 
 
 def member_docs(doc: Doc) -> list[Doc]:
-    """The group document's members, by ``joined_at`` then user id."""
-    return sorted(doc.get("members", []), key=lambda m: (int(m["joined_at"]), str(m["user_id"])))
+    """The group document's members in the group's order: by ``position``, then (members written before
+    positions were, which have none) by ``joined_at``, then user id."""
+    return sorted(doc.get("members", []),
+                  key=lambda m: (int(m.get("position", 0)), int(m["joined_at"]), str(m["user_id"])))
 
 
 def group_doc(doc: Doc) -> Group:
@@ -235,15 +233,8 @@ def pending_item_doc(doc: Doc) -> PendingItem:
 
 
 class MongoBase(Store):
-    """``Store`` on one MongoDB (or FerretDB 1.24) database.
-
-    ``url`` is a MongoDB connection string; ``database`` the database to use (created on
-    first write). ``timeout_ms`` bounds server selection and connecting, so ``start()`` and
-    operations against an unreachable server fail with ``StoreError`` instead of hanging.
-    Writes always use ``w="majority", j=True`` (overriding ``w``/``journal`` in the URL): an
-    ``ack`` means durable. Methods called before ``start()`` or after ``stop()`` raise ``StoreError``; so does any
-    MongoDB failure. See the module docstring for atomicity, crash windows and races.
-    """
+    """What every part of ``MongoStore`` (``chatmq.services.store.mongo``, whose docstring describes the
+    arguments and guarantees) shares: the client and database, the locks, seq blocks."""
 
     def __init__(self, url: str, database: str = "chatmq", *, timeout_ms: int = 10_000) -> None:
         self._url = url

@@ -10,6 +10,7 @@ from chatmq.core.ids import now_ms
 from chatmq.services.store.base import (
     Group,
 )
+from chatmq.services.store.common import Joining, founders, newcomers, successor
 from chatmq.services.store.mongo.base import (
     _CAS_ATTEMPTS,
     Doc,
@@ -17,19 +18,19 @@ from chatmq.services.store.mongo.base import (
     group_doc,
     member_docs,
     mongo_errors,
-    unique,
 )
+
+
+def joining_doc(m: Joining) -> Doc:
+    """A member's entry in its group's document (``member_docs`` reads them back in order)."""
+    return {"user_id": m.user_id, "role": m.role, "joined_at": m.joined_at, "position": m.position}
 
 
 class MongoGroups(MongoBase):
     """Groups and their members."""
 
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group: ``creator`` is admin (joined first), ``members`` follow in the given
-        order with strictly increasing ``joined_at``; repeats and the creator are skipped.
-        ``ConflictError`` when ``group_id`` exists."""
         groups = self._coll("groups")
-        others = [m for m in unique(members) if m != creator]
         created_at = now_ms()
         doc: Doc = {
             "_id": group_id,
@@ -37,10 +38,7 @@ class MongoGroups(MongoBase):
             "created_by": creator,
             "created_at": created_at,
             "v": 0,
-            "members": [
-                {"user_id": creator, "role": "admin", "joined_at": created_at},
-                *({"user_id": m, "role": "member", "joined_at": created_at + 1 + i} for i, m in enumerate(others)),
-            ],
+            "members": [joining_doc(m) for m in founders(creator, members, created_at)],
         }
         with mongo_errors():
             try:
@@ -56,7 +54,6 @@ class MongoGroups(MongoBase):
         return None if doc is None else group_doc(doc)
 
     async def groups_of(self, user_id: str) -> list[Group]:
-        """The user's groups, oldest (by the group's ``created_at``) first."""
         groups = self._coll("groups")
         with mongo_errors():
             cursor = groups.find({"members.user_id": user_id}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
@@ -76,30 +73,25 @@ class MongoGroups(MongoBase):
         return group_doc(doc)
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members in the given order, after everyone already in the group (strictly
-        later ``joined_at``); returns those added. ``NotFoundError`` when there is no such group."""
+        """The members are numbered afresh, which gives those written without a position theirs."""
         groups = self._coll("groups")
-        wanted = unique(user_ids)
         with mongo_errors():
             async with self._lock:
                 for _ in range(_CAS_ATTEMPTS):
                     doc = await groups.find_one({"_id": group_id})
                     if doc is None:
                         raise NotFoundError(f"no group {group_id!r}")
-                    members = member_docs(doc)
-                    present = {m["user_id"] for m in members}
-                    new = [u for u in wanted if u not in present]
+                    members = [{**m, "position": i} for i, m in enumerate(member_docs(doc))]
+                    new = newcomers((m["user_id"] for m in members), user_ids, len(members) - 1, now_ms())
                     if not new:
                         return []
-                    last = max((int(m["joined_at"]) for m in members), default=0)
-                    base = max(now_ms(), last + 1)
-                    members += [{"user_id": u, "role": "member", "joined_at": base + i} for i, u in enumerate(new)]
+                    members += [joining_doc(m) for m in new]
                     version = int(doc.get("v", 0))
                     result = await groups.update_one(
                         {"_id": group_id, "v": version}, {"$set": {"members": members, "v": version + 1}}
                     )
                     if result.matched_count:
-                        return new
+                        return [m.user_id for m in new]
         raise StoreError(f"group {group_id!r} kept changing; try again")
 
     async def list_groups(self, after: str | None = None, limit: int = 100) -> list[Group]:
@@ -122,9 +114,6 @@ class MongoGroups(MongoBase):
         return group_doc(doc)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
-        """Remove a member. When the last admin leaves and members remain, the member with the
-        earliest ``joined_at`` (tie: smallest user id) becomes admin and its id is returned;
-        otherwise None. An emptied group is deleted. ``NotFoundError`` when not a member."""
         groups = self._coll("groups")
         with mongo_errors():
             async with self._lock:
@@ -139,10 +128,9 @@ class MongoGroups(MongoBase):
                         if (await groups.delete_one({"_id": group_id, "v": version})).deleted_count:
                             return None
                         continue
-                    promoted: str | None = None
-                    if not any(m["role"] == "admin" for m in remaining):
+                    promoted = successor((m["user_id"], m["role"]) for m in remaining)
+                    if promoted is not None:
                         remaining[0] = {**remaining[0], "role": "admin"}
-                        promoted = remaining[0]["user_id"]
                     result = await groups.update_one(
                         {"_id": group_id, "v": version}, {"$set": {"members": remaining, "v": version + 1}}
                     )

@@ -49,7 +49,6 @@ class MongoUsers(MongoBase):
         display_name: str | None,
         is_admin: bool = False,
     ) -> User:
-        """Insert a user; ``ConflictError`` when the username (or the user id) is taken."""
         user = User.new(user_id, username, password_hash, display_name, is_admin)
         users = self._coll("users")
         with mongo_errors():
@@ -106,7 +105,6 @@ class MongoUsers(MongoBase):
     async def set_user_flags(
         self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None
     ) -> None:
-        """Change the given flags (``None`` leaves one as is); ``NotFoundError`` for an unknown user."""
         users = self._coll("users")
         changes: Doc = {}
         if disabled is not None:
@@ -200,8 +198,6 @@ class MongoUsers(MongoBase):
             return [user_doc(doc) async for doc in cursor]
 
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
-        """Register ``token`` for ``user_id``; a token held by anyone (even another user) is
-        re-registered: it moves to ``user_id`` with the new platform and a fresh ``created_at``."""
         tokens = self._coll("push_tokens")
         pt = PushToken(user_id=user_id, platform=platform, token=token, created_at=now_ms())
         update = {
@@ -223,14 +219,12 @@ class MongoUsers(MongoBase):
             return (await tokens.delete_one({"_id": token, "user_id": user_id})).deleted_count > 0
 
     async def push_tokens(self, user_id: str) -> list[PushToken]:
-        """The user's tokens, oldest registration first."""
         tokens = self._coll("push_tokens")
         with mongo_errors():
             cursor = tokens.find({"user_id": user_id}).sort([("created_at", ASCENDING), ("ord", ASCENDING)])
             return [push_token_doc(doc) async for doc in cursor]
 
     async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device:
-        """Insert a device; ``ConflictError`` when ``device_id`` exists."""
         devices = self._coll("devices")
         device = Device(
             device_id=device_id, owner_id=owner_id, name=name, secret_hash=secret_hash, created_at=now_ms()
@@ -253,7 +247,6 @@ class MongoUsers(MongoBase):
         return device
 
     async def get_device(self, device_id: str) -> Device | None:
-        """The device, revoked or not."""
         devices = self._coll("devices")
         with mongo_errors():
             doc = await devices.find_one({"_id": device_id})

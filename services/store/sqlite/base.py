@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +20,7 @@ from chatmq.services.store.base import (
     User,
 )
 from chatmq.services.store.common import json_object
+from chatmq.services.store.common import unique as unique  # the store modules import it from here
 from chatmq.services.store.sqlite.checkpoint import Checkpointer
 
 T = TypeVar("T")
@@ -34,8 +35,10 @@ T = TypeVar("T")
 #: conversations show once they have a new message), and the FTS5 index of message texts (``message_text``,
 #: filled by the first search: ``search_position``); the devices of a user (``user_sessions``,
 #: ``device_marks``) and the registry's ``presence_nodes`` (an entry per user and node), which replaces
-#: ``presence``, and the announced presence of users, ``presence_states`` (created on start).
-SCHEMA_VERSION = 4
+#: ``presence``, and the announced presence of users, ``presence_states`` (created on start); 5
+#: ``group_members.position``, the members' explicit order (added on start, numbered in the earlier order:
+#: by ``joined_at``, then user id).
+SCHEMA_VERSION = 5
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -78,6 +81,7 @@ CREATE TABLE IF NOT EXISTS group_members (
     user_id   TEXT NOT NULL,
     role      TEXT NOT NULL CHECK (role IN ('admin', 'member')),
     joined_at INTEGER NOT NULL,
+    position  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (group_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS group_members_user ON group_members (user_id);
@@ -303,11 +307,6 @@ def grouped_by_user(conn: sqlite3.Connection, sql: str, user_ids: list[str]) -> 
     return found
 
 
-def unique(items: Iterable[T]) -> list[T]:
-    """``items`` without repeats, first occurrence order kept."""
-    return list(dict.fromkeys(items))
-
-
 def user_row(row: sqlite3.Row) -> User:
     return User(
         user_id=row["user_id"],
@@ -348,6 +347,16 @@ def message_row(row: sqlite3.Row) -> StoredMessage:
     )
 
 
+def add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add those of ``columns`` (name: type and constraints) that ``table`` lacks (a database of an earlier
+    version); returns their names."""
+    have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+    missing = [name for name in columns if name not in have]
+    for name in missing:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+    return missing
+
+
 def write_txn(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``fn`` in one write transaction: committed when it returns, rolled back when it raises."""
     conn.execute("BEGIN IMMEDIATE")
@@ -361,6 +370,10 @@ def write_txn(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -
     return result
 
 
+#: The members' order: by ``position`` (increasing per group as members join), ties (none are made) by user id.
+MEMBER_ORDER = "position, user_id"
+
+
 def load_group(conn: sqlite3.Connection, group_id: str) -> Group | None:
     row = conn.execute(
         "SELECT group_id, name, created_by, created_at FROM groups WHERE group_id = ?", (group_id,)
@@ -370,8 +383,7 @@ def load_group(conn: sqlite3.Connection, group_id: str) -> Group | None:
     members = tuple(
         GroupMember(user_id=m["user_id"], role=m["role"], joined_at=m["joined_at"])
         for m in conn.execute(
-            "SELECT user_id, role, joined_at FROM group_members WHERE group_id = ?"
-            " ORDER BY joined_at, user_id",
+            f"SELECT user_id, role, joined_at FROM group_members WHERE group_id = ? ORDER BY {MEMBER_ORDER}",
             (group_id,),
         )
     )
@@ -471,18 +483,18 @@ class SQLiteBase(Store):
             for statement in _SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            user_cols = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
-            if "token_version" not in user_cols:  # a version 1 database
-                conn.execute("ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0")
-            command_cols = {row["name"] for row in conn.execute("PRAGMA table_info(commands)")}
-            for column in ("requester", "client_id"):  # commands sent by users over MQTT (issue 14)
-                if column not in command_cols:
-                    conn.execute(f"ALTER TABLE commands ADD COLUMN {column} TEXT")
-            message_cols = {row["name"] for row in conn.execute("PRAGMA table_info(messages)")}
-            for column, kind in (("reply_to", "TEXT"), ("edited_at", "INTEGER"),
-                                 ("deleted", "INTEGER NOT NULL DEFAULT 0")):
-                if column not in message_cols:  # a database before version 4
-                    conn.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+            add_columns(conn, "users", {"token_version": "INTEGER NOT NULL DEFAULT 0"})  # a version 1 database
+            # commands sent by users over MQTT (issue 14)
+            add_columns(conn, "commands", {"requester": "TEXT", "client_id": "TEXT"})
+            add_columns(conn, "messages", {"reply_to": "TEXT", "edited_at": "INTEGER",  # a database before version 4
+                                           "deleted": "INTEGER NOT NULL DEFAULT 0"})
+            if add_columns(conn, "group_members", {"position": "INTEGER NOT NULL DEFAULT 0"}):
+                # a database before version 5: number the members in their order until then
+                conn.execute(
+                    "UPDATE group_members SET position = (SELECT COUNT(*) FROM group_members e"
+                    " WHERE e.group_id = group_members.group_id AND (e.joined_at < group_members.joined_at"
+                    " OR (e.joined_at = group_members.joined_at AND e.user_id < group_members.user_id)))"
+                )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -9,23 +9,26 @@ from chatmq.core.ids import now_ms
 from chatmq.services.store.base import (
     Group,
 )
+from chatmq.services.store.common import Joining, founders, newcomers, successor
 from chatmq.services.store.sqlite.base import (
+    MEMBER_ORDER,
     SQLiteBase,
     load_group,
     require_group,
-    unique,
 )
+
+
+def insert_members(conn: sqlite3.Connection, group_id: str, members: list[Joining]) -> None:
+    conn.executemany(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at, position) VALUES (?, ?, ?, ?, ?)",
+        [(group_id, m.user_id, m.role, m.joined_at, m.position) for m in members],
+    )
 
 
 class SQLiteGroups(SQLiteBase):
     """Groups and their members."""
 
     async def create_group(self, group_id: str, name: str, creator: str, members: list[str]) -> Group:
-        """Create a group: ``creator`` is admin (joined first), ``members`` follow in the given
-        order with strictly increasing ``joined_at``; repeats and the creator are skipped.
-        ``ConflictError`` when ``group_id`` exists."""
-        others = [m for m in unique(members) if m != creator]
-
         def op(conn: sqlite3.Connection) -> Group:
             created_at = now_ms()
             try:
@@ -35,11 +38,7 @@ class SQLiteGroups(SQLiteBase):
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(f"group {group_id!r} exists") from exc
-            rows = [(group_id, creator, "admin", created_at)]
-            rows += [(group_id, m, "member", created_at + 1 + i) for i, m in enumerate(others)]
-            conn.executemany(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)", rows
-            )
+            insert_members(conn, group_id, founders(creator, members, created_at))
             return require_group(conn, group_id)
 
         return await self._write(op)
@@ -48,8 +47,6 @@ class SQLiteGroups(SQLiteBase):
         return await self._run(lambda conn: load_group(conn, group_id))
 
     async def groups_of(self, user_id: str) -> list[Group]:
-        """The user's groups, oldest (by the group's ``created_at``) first."""
-
         def op(conn: sqlite3.Connection) -> list[Group]:
             ids = [
                 r["group_id"]
@@ -73,21 +70,14 @@ class SQLiteGroups(SQLiteBase):
         return await self._write(op)
 
     async def add_members(self, group_id: str, user_ids: list[str]) -> list[str]:
-        """Add plain members in the given order, after everyone already in the group (strictly
-        later ``joined_at``); returns those added. ``NotFoundError`` when there is no such group."""
-        wanted = unique(user_ids)
-
         def op(conn: sqlite3.Connection) -> list[str]:
             group = require_group(conn, group_id)
-            present = set(group.member_ids())
-            new = [u for u in wanted if u not in present]
-            last = max((m.joined_at for m in group.members), default=0)
-            base = max(now_ms(), last + 1)
-            conn.executemany(
-                "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES (?, ?, 'member', ?)",
-                [(group_id, u, base + i) for i, u in enumerate(new)],
-            )
-            return new
+            last = conn.execute(
+                "SELECT COALESCE(MAX(position), -1) FROM group_members WHERE group_id = ?", (group_id,)
+            ).fetchone()[0]
+            new = newcomers(group.member_ids(), user_ids, last, now_ms())
+            insert_members(conn, group_id, new)
+            return [m.user_id for m in new]
 
         return await self._write(op)
 
@@ -108,10 +98,6 @@ class SQLiteGroups(SQLiteBase):
         return await self._write(op)
 
     async def remove_member(self, group_id: str, user_id: str) -> str | None:
-        """Remove a member. When the last admin leaves and members remain, the member with the
-        earliest ``joined_at`` (tie: smallest user id) becomes admin and its id is returned;
-        otherwise None. An emptied group is deleted. ``NotFoundError`` when not a member."""
-
         def op(conn: sqlite3.Connection) -> str | None:
             cur = conn.execute(
                 "DELETE FROM group_members WHERE group_id = ? AND user_id = ?", (group_id, user_id)
@@ -119,19 +105,18 @@ class SQLiteGroups(SQLiteBase):
             if cur.rowcount == 0:
                 raise NotFoundError(f"{user_id!r} is not a member of {group_id!r}")
             remaining = conn.execute(
-                "SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY joined_at, user_id",
+                f"SELECT user_id, role FROM group_members WHERE group_id = ? ORDER BY {MEMBER_ORDER}",
                 (group_id,),
             ).fetchall()
             if not remaining:
                 conn.execute("DELETE FROM groups WHERE group_id = ?", (group_id,))
                 return None
-            if any(r["role"] == "admin" for r in remaining):
-                return None
-            promoted: str = remaining[0]["user_id"]
-            conn.execute(
-                "UPDATE group_members SET role = 'admin' WHERE group_id = ? AND user_id = ?",
-                (group_id, promoted),
-            )
+            promoted = successor((r["user_id"], r["role"]) for r in remaining)
+            if promoted is not None:
+                conn.execute(
+                    "UPDATE group_members SET role = 'admin' WHERE group_id = ? AND user_id = ?",
+                    (group_id, promoted),
+                )
             return promoted
 
         return await self._write(op)

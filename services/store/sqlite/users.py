@@ -35,7 +35,6 @@ class SQLiteUsers(SQLiteBase):
         display_name: str | None,
         is_admin: bool = False,
     ) -> User:
-        """Insert a user; ``ConflictError`` when the username (or the user id) is taken."""
         user = User.new(user_id, username, password_hash, display_name, is_admin)
 
         def op(conn: sqlite3.Connection) -> User:
@@ -97,8 +96,6 @@ class SQLiteUsers(SQLiteBase):
     async def set_user_flags(
         self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None
     ) -> None:
-        """Change the given flags (``None`` leaves one as is); ``NotFoundError`` for an unknown user."""
-
         def op(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
                 "UPDATE users SET disabled = COALESCE(?, disabled), is_admin = COALESCE(?, is_admin)"
@@ -187,8 +184,6 @@ class SQLiteUsers(SQLiteBase):
         return await self._run(op)
 
     async def add_push_token(self, user_id: str, platform: str, token: str) -> PushToken:
-        """Register ``token`` for ``user_id``; a token held by anyone (even another user) is
-        re-registered: it moves to ``user_id`` with the new platform and a fresh ``created_at``."""
         pt = PushToken(user_id=user_id, platform=platform, token=token, created_at=now_ms())
 
         def op(conn: sqlite3.Connection) -> PushToken:
@@ -210,8 +205,6 @@ class SQLiteUsers(SQLiteBase):
         return await self._write(op)
 
     async def push_tokens(self, user_id: str) -> list[PushToken]:
-        """The user's tokens, oldest registration first."""
-
         def op(conn: sqlite3.Connection) -> list[PushToken]:
             return [
                 PushToken(
@@ -227,7 +220,6 @@ class SQLiteUsers(SQLiteBase):
         return await self._run(op)
 
     async def create_device(self, device_id: str, owner_id: str, name: str, secret_hash: str) -> Device:
-        """Insert a device; ``ConflictError`` when ``device_id`` exists."""
         device = Device(
             device_id=device_id, owner_id=owner_id, name=name, secret_hash=secret_hash, created_at=now_ms()
         )
@@ -245,8 +237,6 @@ class SQLiteUsers(SQLiteBase):
         return await self._write(op)
 
     async def get_device(self, device_id: str) -> Device | None:
-        """The device, revoked or not."""
-
         def op(conn: sqlite3.Connection) -> Device | None:
             row = conn.execute(
                 f"SELECT {DEVICE_COLS} FROM devices WHERE device_id = ?", (device_id,)
