@@ -740,7 +740,10 @@ class ClusterDeployment:
         self.name = f"bench{secrets.token_hex(5)}"
         self.kafka, self.mongo = kafka, mongo
         config = workdir / "cluster.toml"
-        config.write_text(CLUSTER_CONFIG.read_text() + "\n# chatmq bench chat: the limiter is not what is measured\n"
+        # the cluster's settings but those RATE_LIMIT sets (a key twice is not TOML; the file has no tables)
+        kept = [line for line in CLUSTER_CONFIG.read_text().splitlines(keepends=True)
+                if line.split("=", 1)[0].strip() not in RATE_LIMIT]
+        config.write_text("".join(kept) + "\n# chatmq bench chat: the limiter is not what is measured\n"
                           + "".join(f"{k} = {v}\n" for k, v in RATE_LIMIT.items()))
         settings = Settings.load(config, kafka_bootstrap=kafka, mongo_url=mongo, kafka_prefix=f"{self.name}.",
                                  mongo_db=self.name, data_dir=workdir / "cluster", jwt_secret=secrets.token_hex(24))
