@@ -837,8 +837,17 @@ class BenchUser:
 
 
 async def make_users(api_url: str, count: int, tag: str, concurrency: int = 8) -> list[BenchUser]:
-    """Register and log in ``count`` users (``b<tag>_<i>``), ``concurrency`` requests at a time."""
+    """Register and log in ``count`` users (``b<tag>_<i>``), ``concurrency`` requests at a time, with a
+    progress line every ``PROGRESS_EVERY`` seconds (two password hashes each: 1,100 users take minutes)."""
     sem = asyncio.Semaphore(concurrency)
+    made = [0]
+
+    async def progress() -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            echo(f"bench:   registered and logged in {made[0]:,} of {count:,} users "
+                 f"({time.monotonic() - started:.0f} s)")
 
     async def one(client: httpx.AsyncClient, i: int) -> BenchUser:
         name = f"b{tag}_{i}"
@@ -850,10 +859,15 @@ async def make_users(api_url: str, count: int, tag: str, concurrency: int = 8) -
             if r.status_code != 200:
                 raise BenchError(f"login {name}: {r.status_code} {r.text[:200]}")
             body = r.json()
+            made[0] += 1
             return BenchUser(i, body["user_id"], body["access_token"])
 
-    async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
-        return list(await asyncio.gather(*(one(client, i) for i in range(count))))
+    reporter = asyncio.create_task(progress())
+    try:
+        async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+            return list(await asyncio.gather(*(one(client, i) for i in range(count))))
+    finally:
+        reporter.cancel()
 
 
 async def make_groups(api_url: str, users: list[BenchUser], size: int) -> dict[int, Target]:
