@@ -77,6 +77,13 @@ DELIVERY_LATENCY = Histogram(
              3600.0),
 )
 
+EVENT_LOOP_LAG = Histogram(
+    "chatmq_event_loop_lag_seconds",
+    "How late the process's event loop ran a timer (every 0.1 s): the time every client of the process "
+    "waited meanwhile.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
 # --- the bus -----------------------------------------------------------------------------
 BUS_PUBLISH_ERRORS = Counter(
     "chatmq_bus_publish_errors_total",

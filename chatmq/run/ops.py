@@ -7,6 +7,8 @@
 * ``Heartbeat`` publishes ``{instance, part, node, host, pid, ops_url, started, ready, not_ready,
   interval, ts}`` at start and every ``interval`` seconds, and ``{instance, stopped: true, ts}`` when
   it stops. A publish that fails (bus away) is logged and tried again next interval.
+* ``LoopLag`` measures how late the event loop runs a timer (``chatmq_event_loop_lag_seconds``) and
+  logs a lag over ``warn_after`` seconds: a stalled loop holds every client of the process.
 * ``PendingSampler`` sets ``chatmq_pending_messages`` from the store every interval: run it in
   one part only (storage; the embedded server).
 """
@@ -25,7 +27,7 @@ from fastapi import FastAPI
 from chatmq.core.bus.base import Bus
 from chatmq.core.ids import now_ms
 from chatmq.core.lifecycle import Stack
-from chatmq.core.metrics import PENDING_MESSAGES, SOURCES, Sample
+from chatmq.core.metrics import EVENT_LOOP_LAG, PENDING_MESSAGES, SOURCES, Sample
 from chatmq.core.records import Heartbeat as HeartbeatRecord
 from chatmq.core.settings import Settings
 from chatmq.core.topics import HEARTBEATS
@@ -140,6 +142,35 @@ class PendingSampler:
                 await task
 
 
+class LoopLag:
+    """Every ``interval`` seconds, how late the loop woke a sleeping task: observed in
+    ``chatmq_event_loop_lag_seconds``; a lag over ``warn_after`` is logged (at most once a ``interval``)."""
+
+    def __init__(self, interval: float = 0.1, warn_after: float = 0.25) -> None:
+        self.interval, self.warn_after = interval, warn_after
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="loop-lag")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval)
+            lag = max(0.0, loop.time() - before - self.interval)
+            EVENT_LOOP_LAG.observe(lag)
+            if lag > self.warn_after:
+                log.warning("the event loop stalled for %.0f ms (every client of this process waited)", lag * 1000)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def ops_app(part: str) -> FastAPI:
     """The small app of a part without a REST API: ``/metrics``, ``/healthz``, ``/readyz``."""
     app = FastAPI(title=f"chatmq {part}: operations", description="Metrics, liveness and readiness.",
@@ -174,6 +205,7 @@ def operate(stack: Stack, settings: Settings, bus: Bus, part: str, *, app: FastA
     app.state.readiness = stack.readiness
     app.state.processes = processes
     instance = settings.instance or f"{part}@{socket.gethostname()}:{os.getpid()}"
+    stack.components.append(LoopLag())
     stack.components.append(Heartbeat(
         bus, stack, instance=instance, part=part, node=settings.node if part in ("broker", "embedded") else None,
         host=host, ops_url=lambda: f"{http_scheme}://{host}:{served_port()}", interval=settings.heartbeat_interval))

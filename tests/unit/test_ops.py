@@ -4,6 +4,7 @@ pending-messages sampler; ``/readyz`` answers from the stack's readiness."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -14,10 +15,11 @@ from prometheus_client import REGISTRY
 from chatmq.core.bus.memory import MemoryBus
 from chatmq.core.errors import ChatMQError
 from chatmq.core.lifecycle import BusTopics, Stack
+from chatmq.core.metrics import EVENT_LOOP_LAG
 from chatmq.core.settings import Settings
 from chatmq.core.topics import topic_specs
 from chatmq.run.components import HttpServer
-from chatmq.run.ops import Heartbeat, PendingSampler, operate
+from chatmq.run.ops import Heartbeat, LoopLag, PendingSampler, operate
 from chatmq.services.registry.processes import ProcessFollower, ProcessTable
 from chatmq.services.store.base import NewMessage
 from chatmq.services.store.sqlite import SQLiteStore
@@ -68,7 +70,7 @@ async def test_a_part_serves_its_ops_endpoints_and_announces_itself(tmp_path: Pa
             ready = await client.get("/readyz")
             assert ready.status_code == 200
             assert ready.json()["components"] == {"HttpServer": "ok", "BusTopics": "ok", "Switch": "ok",
-                                                  "Heartbeat": "ok"}
+                                                  "LoopLag": "ok", "Heartbeat": "ok"}
             metrics = await client.get("/metrics")
             assert metrics.headers["content-type"].startswith("text/plain")
             assert "chatmq_bus_consumer_lag{" in metrics.text
@@ -108,7 +110,8 @@ async def test_an_app_of_its_own_answers_readiness_and_lists_processes(tmp_path:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         starting = await client.get("/readyz")
         assert starting.status_code == 503
-        assert starting.json()["components"] == {"BusTopics": "not started", "Heartbeat": "not started"}
+        assert starting.json()["components"] == {"BusTopics": "not started", "LoopLag": "not started",
+                                                 "Heartbeat": "not started"}
         await stack.start()
         try:
             assert (await client.get("/readyz")).status_code == 200
@@ -148,3 +151,23 @@ async def test_the_sampler_counts_pending_messages(tmp_path: Path) -> None:
         assert REGISTRY.get_sample_value("chatmq_pending_messages") is None
     finally:
         await store.stop()
+
+
+async def test_a_stalled_event_loop_is_measured_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+
+    def over(bound: str) -> float:
+        samples = next(iter(EVENT_LOOP_LAG.collect())).samples
+        return sum(s.value for s in samples if s.name.endswith("_bucket") and s.labels["le"] == "+Inf") - sum(
+            s.value for s in samples if s.name.endswith("_bucket") and s.labels["le"] == bound)
+
+    before = over("0.1")
+    lag = LoopLag(interval=0.01, warn_after=0.1)
+    await lag.start()
+    try:
+        await asyncio.sleep(0.03)
+        time.sleep(0.2)  # noqa: ASYNC251 (the point: the loop held up, the timer runs ~0.2 s late)
+        await asyncio.sleep(0.05)
+    finally:
+        await lag.stop()
+    assert over("0.1") - before >= 1
+    assert any("event loop stalled for" in r.getMessage() for r in caplog.records)

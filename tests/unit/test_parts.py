@@ -12,21 +12,22 @@ from chatmq.core.lifecycle import Component, Stack
 from chatmq.core.settings import Settings
 from chatmq.run.cluster import CLUSTER_CONFIG
 from chatmq.run.components import BrokerNode, HttpServer
-from chatmq.run.ops import Heartbeat
+from chatmq.run.ops import Heartbeat, LoopLag
 from chatmq.run.parts import PARTS
 from chatmq.services.registry.control import ControlWorker
 from chatmq.services.store.mongo import MongoStore
 
 
 def _without_ops(stack: Stack) -> list[Component]:
-    """The part's own components: without the heartbeat (last) and the ops endpoints' server (first, but
-    for the API, whose own server answers them)."""
+    """The part's own components: without the loop-lag probe and the heartbeat (last) and the ops
+    endpoints' server (first, but for the API, whose own server answers them)."""
     components = stack.components
     assert isinstance(components[-1], Heartbeat), stack.name
+    assert isinstance(components[-2], LoopLag), stack.name
     if stack.name == "api":
-        return components[:-1]
+        return components[:-2]
     assert isinstance(components[0], HttpServer), stack.name
-    return components[1:-1]
+    return components[1:-2]
 
 
 def test_every_part_opens_kafka_and_mongodb_first(tmp_path: Path) -> None:
