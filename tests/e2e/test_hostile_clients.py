@@ -207,7 +207,7 @@ def test_connections_past_max_connections_per_address_are_closed_before_their_co
     assert "address_full" in server.log()
 
 
-def test_another_user_taking_a_persistent_client_id_gets_a_new_session_not_its_messages(
+def test_another_user_cannot_take_a_persistent_client_id_nor_its_messages(
         server: ServerProcess, users: Users, raw: list[RawClient]) -> None:
     alice, bob, mallory = users(connect=False), users(), users(connect=False)
     victim = open_raw(server, raw)
@@ -218,8 +218,12 @@ def test_another_user_taking_a_persistent_client_id_gets_a_new_session_not_its_m
     victim.close()
     thief = open_raw(server, raw)
     connack = thief.connect("shared-id", clean=False, username=mallory.uid, password=mallory.access_token)
-    assert connack.body == b"\x00\x00"  # accepted, with a session of its own (no session present)
-    assert thief.read(1.0) is None  # alice's in-flight message is not resent to mallory
+    assert connack.body == b"\x00\x02"  # refused: identifier rejected (the kept session is alice's)
+    assert thief.closed_by_broker(TIMEOUT)  # alice's in-flight message is not resent to mallory
+    owner = open_raw(server, raw)  # alice's own login resumes her session and gets it
+    assert owner.connect("shared-id", clean=False, username=alice.uid, password=alice.access_token).body == b"\x01\x00"
+    (again,) = owner.publishes(1, timeout=TIMEOUT)
+    assert orjson.loads(again.payload)["body"] == {"text": "for alice only"}
 
 
 NOT_AUTHORIZED = {MQTT_311: 0x05, MQTT_5: 0x87}
