@@ -91,6 +91,7 @@ from chatmq.broker.wire import (
     encode_suback,
     encode_unsuback,
 )
+from chatmq.core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from chatmq.broker.base import NodeBroker
@@ -296,9 +297,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         """End the read loop (unless called from it) and close the connection; harmless twice."""
         task = self._reader_task
         if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
         if self._disconnect_waiter is not None and not self._disconnect_waiter.done():

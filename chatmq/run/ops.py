@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from chatmq.core.lifecycle import Stack
 from chatmq.core.metrics import EVENT_LOOP_LAG, PENDING_MESSAGES, SOURCES, Sample
 from chatmq.core.records import Heartbeat as HeartbeatRecord
 from chatmq.core.settings import Settings
+from chatmq.core.tasks import cancel_and_wait
 from chatmq.core.topics import HEARTBEATS
 from chatmq.run.components import HttpServer
 from chatmq.services.api import health_routes
@@ -94,9 +94,7 @@ class Heartbeat:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         try:
             await self._publish(HeartbeatRecord.stop(self.instance, now_ms()))
         except Exception as exc:  # the bus is going away too: the process will show as missing
@@ -136,10 +134,7 @@ class PendingSampler:
             self._unlist()
             self._unlist = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 class LoopLag:
@@ -165,10 +160,7 @@ class LoopLag:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 def ops_app(part: str) -> FastAPI:

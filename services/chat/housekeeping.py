@@ -7,11 +7,11 @@ connected for ``device_expiry_days``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from chatmq.core.tasks import cancel_and_wait
 from chatmq.services.chat.devices import DeviceBook
 from chatmq.services.store.base import Store, UserSession
 
@@ -40,10 +40,7 @@ class Housekeeping:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 class DeviceExpiry:
