@@ -91,6 +91,7 @@ class InboxSink(Protocol):
 class _Inbox:
     conns: dict[int, object] = field(default_factory=dict)
     clients: dict[int, str] = field(default_factory=dict)  # each connection's MQTT client id
+    by_client: dict[str, dict[int, object]] = field(default_factory=dict)  # the connections of each client id
     epoch: int = 0
     # the replays under way, by the client id they go to ("": to every connection), with their epoch
     awaiting: dict[str, int] = field(default_factory=dict)
@@ -105,10 +106,35 @@ class _Inbox:
     def reading(self, only: str | None = None, skip: Collection[str] = ()) -> list[object]:
         """The connections reading this inbox: only those of client id ``only`` when given, none of
         the client ids in ``skip``."""
-        if only is None and not skip:
+        if only is not None:
+            return [] if only in skip else list(self.by_client.get(only, {}).values())
+        if not skip:
             return list(self.conns.values())
-        return [c for key, c in self.conns.items()
-                if (only is None or self.clients.get(key) == only) and self.clients.get(key) not in skip]
+        return [c for key, c in self.conns.items() if self.clients.get(key) not in skip]
+
+    def attach(self, conn: object, client_id: str) -> None:
+        """``conn`` (of MQTT client id ``client_id``) reads this inbox."""
+        key = id(conn)
+        self.conns[key] = conn
+        self.clients[key] = client_id
+        self.by_client.setdefault(client_id, {})[key] = conn
+
+    def detach(self, conn: object) -> str | None:
+        """``conn`` no longer reads this inbox; returns its client id when that client has no other
+        connection here (in O(1): a wave of thousands of connections of one user leaving must not be
+        quadratic), else None."""
+        key = id(conn)
+        self.conns.pop(key, None)
+        client = self.clients.pop(key, None)
+        if client is None:
+            return None
+        mine = self.by_client.get(client)
+        if mine is not None:
+            mine.pop(key, None)
+            if mine:
+                return None
+            del self.by_client[client]
+        return client
 
     def skips(self, env: bytes, skip: str | None) -> set[str] | None:
         """Whom a live ``env`` skips (``skip``, and the clients whose replay carried it, each forgetting it:
@@ -187,8 +213,7 @@ class NodeGateway(BusWorker):
 
     async def inbox_subscribed(self, user_id: str, conn: object, client_id: str = "") -> None:
         inbox = self._inboxes.setdefault(user_id, _Inbox())
-        inbox.conns[id(conn)] = conn
-        inbox.clients[id(conn)] = client_id
+        inbox.attach(conn, client_id)
         inbox.epoch = self._epochs.next()
         inbox.awaiting[client_id] = inbox.epoch
         inbox.replayed.pop(client_id, None)
@@ -198,9 +223,8 @@ class NodeGateway(BusWorker):
         inbox = self._inboxes.get(user_id)
         if inbox is None:
             return
-        inbox.conns.pop(id(conn), None)
-        client = inbox.clients.pop(id(conn), None)
-        if client is not None and client not in inbox.clients.values():
+        client = inbox.detach(conn)
+        if client is not None:
             inbox.replayed.pop(client, None)
         if not inbox.conns:
             del self._inboxes[user_id]

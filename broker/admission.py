@@ -78,6 +78,9 @@ class ConnectionPolicy:
     """MQTT 5: the longest keep alive a client may ask for (0: any); the CONNACK's Server Keep Alive."""
     sessions_per_turn: int = 0
     """CONNECTs and ended connections taken on per turn of the event loop (``TurnPacer``; 0: any number)."""
+    sessions_turn_interval: float = 0.0
+    """While more wait (a storm), seconds until the next of those turns: the loop is free in between
+    (0: the next turn)."""
     receive_maximum: int = 1024
     """MQTT 5: QoS 2 PUBLISH packets a client may have unreleased at once (the CONNACK's Receive Maximum)."""
 
@@ -98,6 +101,7 @@ class ConnectionPolicy:
             topic_alias_maximum=settings.topic_alias_maximum,
             max_keepalive=settings.max_keepalive,
             sessions_per_turn=settings.sessions_per_turn,
+            sessions_turn_interval=settings.sessions_turn_interval,
             receive_maximum=settings.receive_maximum,
         )
 

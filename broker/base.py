@@ -24,8 +24,9 @@ CONNACK are ``NodeConnection``'s). From the CONNECT on, this class and its helpe
   (amqtt replayed every retained message to every (re)connecting session);
 * an abnormal end (no DISCONNECT, keepalive expiry, protocol error, takeover) publishes the will
   (``_publish_will``); every ended connection is counted by its ``CloseReason`` (``closes``);
-* connection storms: a read CONNECT and an ended connection each wait for their turn (``TurnPacer``,
-  ``sessions_per_turn`` of them per turn of the loop), so that the chat keeps moving meanwhile;
+* connection storms: a read CONNECT and an ended connection (when its read loop sees the end, before
+  any clean-up) each wait for their turn (``TurnPacer``: ``sessions_per_turn`` of them per turn of the
+  loop, ``sessions_turn_interval`` apart while a storm waits), so that the chat keeps moving meanwhile;
 * hostile clients (``ConnectionPolicy``, ``chatmq.broker.admission``): a connection over the node's
   or its address's connection limit, or over its address's connect rate, is closed before its
   CONNECT is read (counted in ``refused``); the whole CONNECT must come within ``connect_timeout``;
@@ -120,7 +121,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
         self.router = Router(limits, self._receive_allowed if self.checks_receive else None)
         self.policy = policy or ConnectionPolicy()
         self.gate = AddressGate(self.policy)
-        self.pacer = TurnPacer(self.policy.sessions_per_turn)
+        self.pacer = TurnPacer(self.policy.sessions_per_turn, self.policy.sessions_turn_interval)
         """CONNECTs (once read) and ended connections take turns through it (``sessions_per_turn``)."""
         self.closes: collections.Counter[CloseReason] = collections.Counter()
         """Connections that ended since the start, by reason."""
@@ -425,8 +426,7 @@ class NodeBroker(Broker):  # type: ignore[misc]
             await self._resumed(client_session, handler)
         await handler.start()
         try:
-            await ended
-            await self.pacer.wait()  # so do thousands of connections lost at once
+            await ended  # its read loop took its turn (the pacer) before it ended: so do thousands lost at once
         except asyncio.CancelledError:  # the listener is going away: end the session as a lost connection
             if not ended.done() or ended.cancelled():
                 ended = asyncio.get_running_loop().create_future()

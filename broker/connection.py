@@ -162,6 +162,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
     close_reason: CloseReason | None = None
     """Why the connection ended (or is ending); None while it is open."""
     _said_goodbye = False  # the client sent DISCONNECT
+    _turn_taken = False  # its end waited for its turn (``_take_turn``)
     _aliases: dict[int, str]
     """MQTT 5: the topic aliases the client set on this connection (at most ``topic_alias_maximum``)."""
 
@@ -418,11 +419,24 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
         finally:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
+            if reason is not CloseReason.SHUTDOWN:
+                await self._take_turn()
             if reason is not CloseReason.SHUTDOWN and self.outbox is not None:
                 self.outbox.flush_control()  # the CONNACK and acks of what came with the DISCONNECT
             self.close(reason)
             await self.handle_connection_closed()
         await self.stop()
+
+    async def _take_turn(self) -> None:
+        """Wait for this ending's turn (the node's ``TurnPacer``) before any of its clean-up: when thousands
+        of connections end at once, each only wakes and queues here in the first turn, and the close work
+        goes a few per turn, so that the loop keeps serving everyone else meanwhile. A cancel (the node
+        shutting down) ends the wait, not the clean-up. Once per connection."""
+        if self._turn_taken:
+            return
+        self._turn_taken = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.node.pacer.wait()
 
     def _who(self) -> str:
         return str(self.session.client_id) if self.session is not None else "?"
@@ -512,6 +526,7 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                     self._said_goodbye = False
                     return self._disconnect(ReasonCode.PROTOCOL_ERROR)  # [MQTT-3.14.2-2]
                 session.session_expiry = props.session_expiry_interval
+            await self._take_turn()  # before the session's end is signalled: its clean-up goes a few per turn
             if reason != ReasonCode.DISCONNECT_WITH_WILL:  # [MQTT-3.14.4-3]: 0x04 keeps the will
                 await self.handle_disconnect(DisconnectPacket())
             return False

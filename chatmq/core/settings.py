@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     sessions_per_turn: int = Field(8, ge=0, le=10_000, description="CONNECTs (once read) and ended connections a "
                                    "node takes on per turn of its event loop; more wait for a later turn, so that a "
                                    "connection storm does not stall the chat (0: no bound).")
+    sessions_turn_interval: float = Field(0.002, ge=0, le=1, description="While CONNECTs or ended connections "
+                                          "wait their turn (a storm), seconds until the node takes on the next "
+                                          "sessions_per_turn: the loop is free in between for everything else, the "
+                                          "store's thread included (0: the next turn of the loop at once).")
     auth_failure_delay: float = Field(0.5, ge=0, le=60, description="Seconds before the CONNACK refusing a "
                                       "client address's first failed MQTT login; doubled for each further "
                                       "failure from that address within a minute.")

@@ -472,3 +472,27 @@ async def test_a_publish_gives_up_after_the_grace_or_on_a_final_error(chat: Chat
     with pytest.raises(BusClosedError):
         await closed.published(Identity("user", ALICE), outbox_topic(ALICE), orjson.dumps(message("c2", to=BOB)))
     assert [r for r in await bus_probe.drain() if r.topic == OUTBOX] == []
+
+
+def test_an_inbox_read_by_thousands_of_connections_finds_each_clients_own_and_forgets_a_client_with_its_last() -> None:
+    """A user's inbox read by many connections (a wave of clients of one user): ``reading(only=...)`` finds a client's
+    connections without a scan, and a client's replay state goes with its last connection, not before."""
+    from chatmq.bridges.gateway import _Inbox
+
+    inbox = _Inbox()
+    conns = [object() for _ in range(3000)]
+    for i, conn in enumerate(conns):
+        inbox.attach(conn, f"c{i % 1000}")  # three connections per client id
+    inbox.replayed["c7"] = {"m1"}
+    assert inbox.reading(only="c7") == [conns[7], conns[1007], conns[2007]]
+    assert inbox.reading(only="c7", skip=("c7",)) == []
+    assert len(inbox.reading(skip=("c7", "c8"))) == 3000 - 6
+    assert inbox.detach(conns[7]) is None  # c7 still has a connection
+    assert inbox.detach(conns[1007]) is None
+    assert inbox.detach(conns[2007]) == "c7"  # its last
+    assert inbox.reading(only="c7") == []
+    assert "c7" not in inbox.by_client
+    assert inbox.detach(conns[7]) is None  # twice: harmless
+    for conn in conns:
+        inbox.detach(conn)
+    assert (inbox.conns, inbox.clients, inbox.by_client) == ({}, {}, {})

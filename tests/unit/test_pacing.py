@@ -63,3 +63,24 @@ async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
     await asyncio.wait_for(third, 1.0)
     assert second.cancelled()
     assert (pacer.waiting, pacer.passed) == (0, 2)
+
+
+async def test_with_an_interval_a_storm_leaves_the_loop_free_between_its_turns() -> None:
+    """``interval``: the next callers go that long after the last ones, not in the next turn; meanwhile the loop
+    runs everything else (and sleeps when there is nothing else), in arrival order still."""
+    pacer = TurnPacer(2, interval=0.02)
+    loop = asyncio.get_running_loop()
+    passed: list[tuple[int, float]] = []
+
+    async def caller(i: int) -> None:
+        await pacer.wait()
+        passed.append((i, loop.time()))
+
+    start = loop.time()
+    await asyncio.gather(*(caller(i) for i in range(8)))
+    assert [i for i, _t in passed] == list(range(8))
+    times = [t - start for _i, t in passed]
+    assert times[1] < 0.02 <= times[2]  # two at once, the next two one interval later, ...
+    assert times[7] >= 3 * 0.02  # four groups: three intervals between them
+    await pacer.wait()  # once the storm is over a caller goes at once
+    assert pacer.waiting == 0

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from chatmq.broker.admission import ConnectionPolicy
 from chatmq.broker.node import TlsListeners
 from chatmq.broker.plain import PlainBroker
-from chatmq.broker.wire import encode_connect, encode_subscribe
+from chatmq.broker.wire import encode_connect, encode_disconnect, encode_subscribe
 from chatmq.core.ports import free_port
 from chatmq.core.tls import ServerTls
 from tests.fakes.tls import TestCA
+from tests.unit.chat_fixtures import eventually
 
 
 async def _session(port: int, junk: bytes) -> None:
@@ -73,5 +75,40 @@ async def test_tls_only_plain_node_serves_mqtts_and_keeps_the_plain_port_closed(
         context = ssl.create_default_context(cafile=str(ca.ca_file))
         connection = await asyncio.open_connection("127.0.0.1", mqtts_port, ssl=context, server_hostname="127.0.0.1")
         await _round_trip(*connection, "secure")
+    finally:
+        await node.shutdown()
+
+
+async def _connected(port: int, client_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_connect(client_id))
+    async with asyncio.timeout(5):
+        assert (await reader.readexactly(4))[:2] == b"\x20\x02"  # CONNACK
+    return reader, writer
+
+
+@pytest.mark.parametrize("goodbye", ["disconnect", "drop"])
+async def test_a_storm_of_ended_connections_is_cleaned_up_a_few_per_turn_each_once(goodbye: str) -> None:
+    """Thousands of connections ending at once must not run their clean-up in one turn of the loop (the soak's
+    ping stalled 0.7 s): every ended connection, by DISCONNECT or dropped, waits for its turn at the node's pacer
+    once, before its clean-up, and then its session is gone."""
+    port = free_port()
+    node = PlainBroker("127.0.0.1", port, policy=ConnectionPolicy(sessions_per_turn=2))
+    await node.start()
+    try:
+        clients = [await _connected(port, f"storm-{i}") for i in range(30)]
+        passed, waited = node.pacer.passed, node.pacer.waited
+        for _reader, writer in clients:
+            if goodbye == "disconnect":
+                writer.write(encode_disconnect())
+            writer.close()
+
+        async def all_ended() -> bool:
+            return node.pacer.passed >= passed + 30 and not any(cid.startswith("storm-") for cid in node._sessions)
+
+        await eventually(all_ended, timeout=10)
+        assert node.pacer.passed == passed + 30  # each ending once: none skipped its turn, none went twice
+        assert node.pacer.waited > waited  # they came in together: most waited for a later turn
+        await _round_trip(*await asyncio.open_connection("127.0.0.1", port), "after-the-storm")
     finally:
         await node.shutdown()
