@@ -14,6 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from chatmq.core.mqtt_topics import device_inbox_topic as device_inbox_topic
+from chatmq.core.mqtt_topics import device_outbox_topic as device_outbox_topic
+from chatmq.core.mqtt_topics import inbox_topic as inbox_topic
+from chatmq.core.mqtt_topics import outbox_topic as outbox_topic
+from chatmq.core.mqtt_topics import telemetry_topic as telemetry_topic
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -34,26 +40,6 @@ def principal_identity(kind: str, principal: str) -> Identity | None:
     if kind == "device":
         return Identity("device", principal)
     return None
-
-
-def inbox_topic(user_id: str) -> str:
-    return f"users/{user_id}/inbox"
-
-
-def outbox_topic(user_id: str) -> str:
-    return f"users/{user_id}/outbox"
-
-
-def telemetry_topic(device_id: str) -> str:
-    return f"devices/{device_id}/telemetry"
-
-
-def device_inbox_topic(device_id: str) -> str:
-    return f"devices/{device_id}/inbox"
-
-
-def device_outbox_topic(device_id: str) -> str:
-    return f"devices/{device_id}/outbox"
 
 
 def own_inbox(identity: Identity) -> str:

@@ -52,6 +52,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from chatmq.core.mqtt_topics import device_inbox_topic, device_outbox_topic, telemetry_topic
 from chatmq.devices.sdk import (
     _AUTH_REFUSED,
     _UNSUPPORTED_PROTOCOL,
@@ -75,17 +76,6 @@ from chatmq.devices.sdk import (
 )
 
 log = logging.getLogger(__name__)
-
-def telemetry_topic(device_id: str) -> str:
-    return f"devices/{device_id}/telemetry"
-
-
-def device_inbox_topic(device_id: str) -> str:
-    return f"devices/{device_id}/inbox"
-
-
-def device_outbox_topic(device_id: str) -> str:
-    return f"devices/{device_id}/outbox"
 
 
 CommandHandler = Callable[[str, dict[str, Any]], "dict[str, Any] | None"]
