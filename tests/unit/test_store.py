@@ -140,7 +140,8 @@ def new_message(
         body=orjson.dumps(body),
         ts=ids.now_ms(),
         envelopes={
-            r: orjson.dumps({"type": "message", "id": sid, "from": sender, "for": r, "group": group, "body": body})
+            r: orjson.dumps({"type": "message", "id": sid, "from": sender, "to": to, "for": r, "group": group,
+                             "body": body})
             for r in recipients
         },
     )
@@ -959,6 +960,24 @@ async def test_sqlite_version_4_group_members_are_numbered_in_their_earlier_orde
         await _check_members_of_the_earlier_order(s)
 
 
+async def test_sqlite_version_5_pending_items_keep_their_routes_read_out_of_their_envelopes(tmp_path: Path) -> None:
+    """Pending items written before their route was stored with them (version 5): a receipt takes them with the route
+    from the envelope, as items written since take theirs from their columns."""
+    path = tmp_path / "chatmq.db"
+    async with SQLiteStore(path) as s:
+        old_direct, old_group = new_message("a", to="b"), new_message("c", group="g1", recipients=["b"])
+        await s.accept_messages([old_direct, old_group])
+        await s._run(lambda conn: conn.execute("UPDATE pending SET route_from = NULL, route_to = NULL,"
+                                               " route_group = NULL"))
+        await s._run(lambda conn: conn.execute("PRAGMA user_version=5"))
+    async with SQLiteStore(path) as s:
+        new = new_message("a", to="b")
+        await s.accept_messages([new])
+        taken = await s.take_pending([("b", [old_direct.server_id, old_group.server_id, new.server_id])])
+    assert taken == [[Route(old_direct.server_id, "a", "b", None), Route(old_group.server_id, "c", None, "g1"),
+                      Route(new.server_id, "a", "b", None)]]
+
+
 async def test_sqlite_restart_after_stop_same_object(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "chatmq.db")
     await s.start()
@@ -1461,7 +1480,7 @@ async def test_a_senders_copy_for_its_other_devices_is_marked_had_by_the_sending
     await store.accept_messages([m])
     assert await store.device_has("a", "phone", [m.server_id]) == {m.server_id}
     [route] = (await store.held_routes([("a", [m.server_id])]))[0]
-    assert (route.sender, route.to) == ("a", "a")  # the copy's envelope names no ``to``: its holder
+    assert (route.sender, route.to) == ("a", "b")  # the sender's copy is of its conversation with b
 
 
 async def test_recent_messages_are_the_users_own_in_a_window(store: Store) -> None:

@@ -37,8 +37,10 @@ T = TypeVar("T")
 #: ``device_marks``) and the registry's ``presence_nodes`` (an entry per user and node), which replaces
 #: ``presence``, and the announced presence of users, ``presence_states`` (created on start); 5
 #: ``group_members.position``, the members' explicit order (added on start, numbered in the earlier order:
-#: by ``joined_at``, then user id).
-SCHEMA_VERSION = 5
+#: by ``joined_at``, then user id); 6 a pending message's route (``pending.route_from``, ``route_to``,
+#: ``route_group``, added on start: a receipt takes the item without parsing its envelope; older rows, and
+#: actions' copies, keep them NULL and are read out of the envelope).
+SCHEMA_VERSION = 6
 
 #: Host parameters per ``IN (...)`` chunk, well below SQLite's variable limit.
 CHUNK = 500
@@ -488,6 +490,7 @@ class SQLiteBase(Store):
             add_columns(conn, "commands", {"requester": "TEXT", "client_id": "TEXT"})
             add_columns(conn, "messages", {"reply_to": "TEXT", "edited_at": "INTEGER",  # a database before version 4
                                            "deleted": "INTEGER NOT NULL DEFAULT 0"})
+            add_columns(conn, "pending", {"route_from": "TEXT", "route_to": "TEXT", "route_group": "TEXT"})  # before 6
             if add_columns(conn, "group_members", {"position": "INTEGER NOT NULL DEFAULT 0"}):
                 # a database before version 5: number the members in their order until then
                 conn.execute(

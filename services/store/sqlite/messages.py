@@ -45,7 +45,7 @@ class SQLiteMessages(SQLiteBase):
             (
                 (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts,
                  m.reply_to),
-                [(user, m.server_id, env.decode()) for user, env in m.envelopes.items()],
+                [(user, m.server_id, env.decode(), m.sender, m.to, m.group) for user, env in m.envelopes.items()],
                 (m.sender, m.server_id, m.device) if m.device and m.sender in m.envelopes else None,
             )
             for m in messages
@@ -66,9 +66,9 @@ class SQLiteMessages(SQLiteBase):
                     ).fetchone()
                     results.append(AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True))
                     continue
-                conn.executemany(
-                    "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope)"
-                    " VALUES (?, ?, 'message', ?)",
+                conn.executemany(  # with its route: a receipt takes it without parsing the envelope
+                    "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope, route_from, route_to,"
+                    " route_group) VALUES (?, ?, 'message', ?, ?, ?, ?)",
                     pending_rows,
                 )
                 if mark is not None:  # the sender's copy is for its other devices: the sending one has it

@@ -19,8 +19,11 @@ from chatmq.services.store.sqlite.base import (
     unique,
 )
 
-# a pending message's route, read out of its stored envelope by SQLite (``route_of``'s arguments but the user)
-ROUTE_COLS = "item_id, envelope ->> '$.from', envelope ->> '$.to', envelope ->> '$.group'"
+# a pending message's route (``route_of``'s arguments but the user): stored with it since schema version 6, else
+# (an older row, an action's copy) read out of its stored envelope by SQLite
+ROUTE_COLS = ("item_id, COALESCE(route_from, envelope ->> '$.from'),"
+              " CASE WHEN route_from IS NULL THEN envelope ->> '$.to' ELSE route_to END,"
+              " CASE WHEN route_from IS NULL THEN envelope ->> '$.group' ELSE route_group END")
 
 
 class SQLitePending(SQLiteBase):
