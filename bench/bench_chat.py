@@ -79,6 +79,7 @@ from chatmq.broker.wire import (
 from chatmq.core import ids
 from chatmq.core.ports import free_port
 from chatmq.core.settings import Settings
+from chatmq.core.tasks import cancel_and_wait
 from chatmq.run.assembly import make_store
 from chatmq.services.chat.presence import OFFLINE_GRACE_MS
 from chatmq.services.store.base import StoredMessage
@@ -483,10 +484,7 @@ class Runner:
                              f"on the way {tally.outstanding:,}")
         finally:
             self._windowed = False
-            if pacer is not None:
-                pacer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pacer
+            await cancel_and_wait(pacer)
         end, end_us = loop.time(), now_us()
         window_deliveries = tally.delivered - delivered_at_from
         window_seconds = max(end - measure_from, 1e-9)

@@ -421,8 +421,8 @@ class NodeConnection(BrokerProtocolHandler):  # type: ignore[misc]
                 self._keepalive_timer.cancel()
             if reason is not CloseReason.SHUTDOWN:
                 await self._take_turn()
-            if reason is not CloseReason.SHUTDOWN and self.outbox is not None:
-                self.outbox.flush_control()  # the CONNACK and acks of what came with the DISCONNECT
+                if self.outbox is not None:
+                    self.outbox.flush_control()  # the CONNACK and acks of what came with the DISCONNECT
             self.close(reason)
             await self.handle_connection_closed()
         await self.stop()

@@ -23,15 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class _Next:
-    """The pacer's next turn: its handle, and when it is due (``loop.time()``; None: the next pass)."""
-
-    handle: asyncio.Handle
-    when: float | None
 
 
 class TurnPacer:
@@ -39,13 +30,14 @@ class TurnPacer:
     later turn (``interval`` seconds after the last one let callers go), in arrival order; ``per_turn``
     0: never waits."""
 
-    __slots__ = ("_armed", "_interval", "_per_turn", "_used", "_waiting", "passed", "waited")
+    __slots__ = ("_armed", "_armed_later", "_interval", "_per_turn", "_used", "_waiting", "passed", "waited")
 
     def __init__(self, per_turn: int, interval: float = 0.0) -> None:
         self._per_turn = per_turn
         self._interval = interval
         self._used = 0
-        self._armed: _Next | None = None
+        self._armed: asyncio.Handle | None = None  # the next turn, when scheduled
+        self._armed_later = False  # ... ``interval`` later (else in the next pass)
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self.passed = 0
         """Callers let through since the start."""
@@ -76,15 +68,13 @@ class TurnPacer:
         """Schedule the next turn: at once (``call_soon``) while nobody waits, ``interval`` later once
         someone does (a next turn already due at once is moved then)."""
         storm = bool(self._waiting) and self._interval > 0
-        if self._armed is not None and (self._armed.when is not None or not storm):
+        if self._armed is not None and (self._armed_later or not storm):
             return  # due at the right time already
         if self._armed is not None:
-            self._armed.handle.cancel()
+            self._armed.cancel()
         loop = asyncio.get_running_loop()
-        if storm:
-            self._armed = _Next(loop.call_later(self._interval, self._next_turn), loop.time() + self._interval)
-        else:
-            self._armed = _Next(loop.call_soon(self._next_turn), None)
+        self._armed_later = storm
+        self._armed = loop.call_later(self._interval, self._next_turn) if storm else loop.call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         self._armed = None
