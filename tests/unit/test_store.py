@@ -16,7 +16,7 @@ import os
 import sqlite3
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -572,6 +572,33 @@ async def test_accept_batch_stores_history_and_pending(store: Store) -> None:
     assert [s.server_id for s in await store.history("g1", None, 10)] == [m3.server_id]
 
 
+async def test_accept_batch_keeps_every_character_and_the_batch_order(store: Store) -> None:
+    """What a message and its envelope hold comes back exactly (quotes, backslashes, escapes, control
+    characters, astral characters), and a batch of many is stored whole, pending in the batch's order."""
+    odd = {"text": 'q"uo\\te \u0000\x01 \n\t ünï 😀 </script>', "k": ["\\u00e9", "\ud7ff"]}
+    m = new_message("alice", to="bob", body=odd)
+    many = [new_message("carol", to="bob") for _ in range(1200)]
+    results = await store.accept_messages([m, *many])
+    assert [r.duplicate for r in results] == [False] * 1201
+    pending = await all_pending(store, "bob")
+    assert [p.item_id for p in pending] == [x.server_id for x in [m, *many]]
+    assert pending[0].envelope == m.envelopes["bob"]
+    assert [p.envelope for p in pending[1:]] == [x.envelopes["bob"] for x in many]
+    (stored,) = await store.get_messages([m.server_id])
+    assert stored.body == odd
+
+
+async def test_a_resend_within_one_batch_is_a_duplicate_of_the_first(store: Store) -> None:
+    first = new_message("alice", to="bob")
+    again = new_message("alice", to="bob", client_id=first.client_id)
+    other = new_message("alice", to="bob")
+    results = await store.accept_messages([first, again, other])
+    assert [(r.server_id, r.ts, r.duplicate) for r in results] == [
+        (first.server_id, first.ts, False), (first.server_id, first.ts, True), (other.server_id, other.ts, False)]
+    assert [p.item_id for p in await all_pending(store, "bob")] == [first.server_id, other.server_id]
+    assert await store.get_messages([again.server_id]) == []
+
+
 async def test_accept_empty_batch(store: Store) -> None:
     assert await store.accept_messages([]) == []
     assert await store.count_pending() == 0
@@ -1014,16 +1041,74 @@ async def _hot_path(store: Store) -> None:
 
 async def test_sqlite_hot_path_only_inserts_into_history(tmp_path: Path) -> None:
     """Accepting and taking receipts never reads, updates or deletes ``messages``: its only
-    statement there is the insert of a new message, whatever history holds."""
+    statement there is the insert of the batch's new messages (one for all), whatever history holds."""
     s = SQLiteStore(tmp_path / "db")
     await s.start()
     try:
-        statements: list[str] = []
-        await s._run(lambda conn: conn.set_trace_callback(statements.append))
-        await _hot_path(s)
-        await s._run(lambda conn: conn.set_trace_callback(None))
+        statements = await _traced(s, _hot_path(s))
         on_messages = [st.split("(")[0].strip() for st in statements if "messages" in st]
-        assert on_messages == ["INSERT INTO messages"] * 2
+        assert on_messages == ["INSERT INTO messages"]
+    finally:
+        await s.stop()
+
+
+async def _traced(s: SQLiteStore, work: Awaitable[object]) -> list[str]:
+    """The SQL statements ``work`` ran on ``s``'s connection."""
+    statements: list[str] = []
+    await s._run(lambda conn: conn.set_trace_callback(statements.append))
+    try:
+        await work
+    finally:
+        await s._run(lambda conn: conn.set_trace_callback(None))
+    return statements
+
+
+async def _hot_path_with_a_resend(s: SQLiteStore) -> None:
+    await _hot_path(s)
+    resend = new_message("alice", to="bob")
+    await s.accept_messages([resend])
+    await s.accept_messages([new_message("alice", to="bob", client_id=resend.client_id)])  # the claims read
+
+
+async def test_sqlite_hot_path_statements_search_by_index(tmp_path: Path) -> None:
+    """Every statement of accepting a batch and taking its receipts (each over the whole batch, through
+    ``json_each``) finds its rows by an index: none scans ``messages``, ``pending`` or the heads."""
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        batched = [st for st in await _traced(s, _hot_path_with_a_resend(s)) if "json_each" in st]
+        assert any(st.startswith("DELETE FROM pending") for st in batched)
+        assert any("FROM messages WHERE (sender, client_id) IN" in st for st in batched)
+        plans = await s._run(lambda conn: [(st, [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + st)])
+                                           for st in batched])
+        for st, plan in plans:
+            assert not [p for p in plan if p.startswith("SCAN") and "json_each" not in p], (st[:80], plan)
+    finally:
+        await s.stop()
+
+
+async def test_sqlite_remembers_users_it_found_until_one_is_deleted(tmp_path: Path) -> None:
+    """``existing_user_ids`` answers ids it found before from memory; a deletion forgets the id, and a
+    lookup begun before the deletion (its read ran first on the store's one thread) is not remembered."""
+    s = SQLiteStore(tmp_path / "db")
+    await s.start()
+    try:
+        for uid in ("u1", "u2"):
+            await s.create_user(uid, uid, "h", None)
+        assert await s.existing_user_ids(["u2", "u3"]) == {"u2"}
+        looked = asyncio.ensure_future(s.existing_user_ids(["u2", "u2"]))
+        assert await _traced(s, looked) == []  # answered from memory
+        assert looked.result() == {"u2"}
+        await s.create_user("u3", "u3", "h", None)
+        assert await s.existing_user_ids(["u3", "u2"]) == {"u2", "u3"}  # not found before: read again
+
+        looking = asyncio.ensure_future(s.existing_user_ids(["u1"]))
+        await asyncio.sleep(0)  # its read is handed to the store's thread
+        await s.delete_user("u1")
+        assert await looking == {"u1"}  # it still existed when read
+        assert await s.existing_user_ids(["u1", "u2"]) == {"u2"}
+        await s.delete_user("u2")
+        assert await s.existing_user_ids(["u2", "u3"]) == {"u3"}
     finally:
         await s.stop()
 

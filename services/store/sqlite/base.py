@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+
+import msgspec
 
 from chatmq.core.errors import NotFoundError, StoreError
 from chatmq.services.store.base import (
@@ -24,6 +26,8 @@ from chatmq.services.store.common import unique as unique  # the store modules i
 from chatmq.services.store.sqlite.checkpoint import Checkpointer
 
 T = TypeVar("T")
+
+_ROWS = msgspec.json.Encoder()
 
 #: The schema version this module creates (kept in ``PRAGMA user_version``). 2 added
 #: ``users.token_version`` (a version 1 database gets the column on start); 3 the tables of
@@ -298,6 +302,17 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def encode_rows(rows: Sequence[Sequence[object]]) -> str:
+    """``rows`` as one JSON array of arrays: one parameter for a statement over all of them (``columns``)."""
+    return _ROWS.encode(rows).decode()
+
+
+def columns(n: int, first: int = 0) -> str:
+    """The select list ``value ->> first, …`` of ``n`` columns of ``json_each`` over ``encode_rows``'s array:
+    JSON strings come out as TEXT, integers as INTEGER, null as NULL."""
+    return ", ".join(f"value ->> {i}" for i in range(first, first + n))
+
+
 def grouped_by_user(conn: sqlite3.Connection, sql: str, user_ids: list[str]) -> dict[str, list[sqlite3.Row]]:
     """The rows of ``sql`` (its ``{ids}`` an ``IN`` list of user ids, its first column the user id) for
     ``user_ids``, run in chunks, by user, in the query's order."""
@@ -421,6 +436,10 @@ class SQLiteBase(Store):
         # Only touched on the executor's thread (and by ``start``/``stop`` through it).
         self._conn: sqlite3.Connection | None = None
         self._checkpointer = Checkpointer(self._path)
+        self._known_users: set[str] = set()
+        """User ids seen to exist (``SQLiteUsers.existing_user_ids``), until ``delete_user`` starts."""
+        self._deletions = 0
+        """``delete_user`` calls begun: a lookup begun before one is not remembered."""
 
     @property
     def path(self) -> Path:

@@ -8,7 +8,7 @@ import sqlite3
 
 from chatmq.services.store.base import ConversationHead, ConversationState, NewMessage
 from chatmq.services.store.common import json_object
-from chatmq.services.store.sqlite.base import CHUNK, SQLiteBase, marks, unique
+from chatmq.services.store.sqlite.base import CHUNK, SQLiteBase, columns, encode_rows, marks, unique
 
 
 def touch_heads(conn: sqlite3.Connection, messages: list[NewMessage]) -> None:
@@ -22,11 +22,13 @@ def touch_heads(conn: sqlite3.Connection, messages: list[NewMessage]) -> None:
     for m in newest.values():
         a, b = sorted((m.sender, m.to)) if m.to is not None else (None, None)
         rows.append((m.conversation, a, b, m.group, m.server_id, m.sender, m.body.decode(), m.ts))
-    conn.executemany(
+    if not rows:
+        return
+    conn.execute(
         "INSERT INTO conversation_heads (conversation, a, b, group_id, last_id, last_sender, last_body, last_ts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation) DO UPDATE SET last_id = excluded.last_id,"
-        " last_sender = excluded.last_sender, last_body = excluded.last_body, last_ts = excluded.last_ts"
-        " WHERE excluded.last_id > conversation_heads.last_id", rows)
+        f" SELECT {columns(8)} FROM json_each(?) WHERE true ON CONFLICT (conversation) DO UPDATE SET"
+        " last_id = excluded.last_id, last_sender = excluded.last_sender, last_body = excluded.last_body,"
+        " last_ts = excluded.last_ts WHERE excluded.last_id > conversation_heads.last_id", (encode_rows(rows),))
 
 
 def _head(row: sqlite3.Row) -> ConversationHead:

@@ -18,6 +18,8 @@ from chatmq.services.store.sqlite.base import (
     MESSAGE_MARKS,
     STORED_COLS,
     SQLiteBase,
+    columns,
+    encode_rows,
     marks,
     message_row,
     unique,
@@ -26,6 +28,24 @@ from chatmq.services.store.sqlite.conversations import touch_heads
 
 #: The most history rows a new device's first sync reads (``recent_messages``).
 SYNC_SCAN = 100_000
+
+
+def _claims(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[AcceptResult]:
+    """What each of ``messages`` came to after an insert that skipped some: stored (its own server id is
+    the one stored for its sender and client id, first in the batch) or a duplicate of the stored one."""
+    stored: dict[tuple[str, str], tuple[str, int]] = {}
+    for r in conn.execute("SELECT sender, client_id, server_id, ts FROM messages WHERE (sender, client_id) IN"
+                          f" (SELECT {columns(2)} FROM json_each(?))",
+                          (encode_rows([(m.sender, m.client_id) for m in messages]),)):
+        stored[(r[0], r[1])] = (r[2], r[3])
+    results: list[AcceptResult] = []
+    taken: set[str] = set()
+    for m in messages:
+        server_id, ts = stored[(m.sender, m.client_id)]
+        duplicate = server_id != m.server_id or server_id in taken
+        taken.add(server_id)
+        results.append(AcceptResult(server_id=server_id, ts=ts, duplicate=duplicate))
+    return results
 
 
 class SQLiteMessages(SQLiteBase):
@@ -39,43 +59,34 @@ class SQLiteMessages(SQLiteBase):
         return await self._write(self._accept_op(messages))
 
     def _accept_op(self, messages: list[NewMessage]) -> Callable[[sqlite3.Connection], list[AcceptResult]]:
-        """``accept_messages`` as a function of the connection, to run inside a write transaction (the
-        rows are made here, on the event loop, so the store's thread only executes)."""
-        rows = [
-            (
-                (m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(), m.ts,
-                 m.reply_to),
-                [(user, m.server_id, env.decode(), m.sender, m.to, m.group) for user, env in m.envelopes.items()],
-                (m.sender, m.server_id, m.device) if m.device and m.sender in m.envelopes else None,
-            )
-            for m in messages
-        ]
+        """``accept_messages`` as a function of the connection, to run inside a write transaction.
+
+        The batch goes to SQLite as a few statements, each over all its rows (``json_each`` of one JSON
+        array made here, on the event loop): the store's thread takes Python's GIL a few times per batch
+        instead of a few times per message, which the event loop would otherwise wait for."""
+        rows = encode_rows([(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(),
+                             m.ts, m.reply_to) for m in messages])
 
         def op(conn: sqlite3.Connection) -> list[AcceptResult]:
-            results: list[AcceptResult] = []
-            for msg, (row, pending_rows, mark) in zip(messages, rows, strict=True):
-                # the insert against UNIQUE (sender, client_id) is the dedupe decision: only a
-                # resend reads the earlier message
-                claimed = conn.execute(
-                    f"INSERT INTO messages ({MESSAGE_COLS}) VALUES ({MESSAGE_MARKS})"
-                    " ON CONFLICT (sender, client_id) DO NOTHING RETURNING 1", row).fetchone()
-                if claimed is None:
-                    earlier = conn.execute(
-                        "SELECT server_id, ts FROM messages WHERE sender = ? AND client_id = ?",
-                        (msg.sender, msg.client_id),
-                    ).fetchone()
-                    results.append(AcceptResult(server_id=earlier["server_id"], ts=earlier["ts"], duplicate=True))
-                    continue
-                conn.executemany(  # with its route: a receipt takes it without parsing the envelope
-                    "INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope, route_from, route_to,"
-                    " route_group) VALUES (?, ?, 'message', ?, ?, ?, ?)",
-                    pending_rows,
-                )
-                if mark is not None:  # the sender's copy is for its other devices: the sending one has it
-                    conn.execute("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id) VALUES (?, ?, ?)",
-                                 mark)
-                results.append(AcceptResult(server_id=msg.server_id, ts=msg.ts, duplicate=False))
-            touch_heads(conn, [m for m, r in zip(messages, results, strict=True) if not r.duplicate])
+            # the insert against UNIQUE (sender, client_id) is the dedupe decision: only when it skipped
+            # some (a resend) are the earlier messages read
+            inserted = conn.execute(f"INSERT INTO messages ({MESSAGE_COLS}) SELECT {columns(9)} FROM json_each(?)"
+                                    " WHERE true ORDER BY key ON CONFLICT (sender, client_id) DO NOTHING",
+                                    (rows,)).rowcount
+            results = ([AcceptResult(server_id=m.server_id, ts=m.ts, duplicate=False) for m in messages]
+                       if inserted == len(messages) else _claims(conn, messages))
+            claimed = [m for m, r in zip(messages, results, strict=True) if not r.duplicate]
+            pending = [(user, m.server_id, env.decode(), m.sender, m.to, m.group)
+                       for m in claimed for user, env in m.envelopes.items()]
+            if pending:  # with its route: a receipt takes it without parsing the envelope
+                conn.execute("INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope, route_from, route_to,"
+                             f" route_group) SELECT {columns(2)}, 'message', {columns(4, 2)} FROM json_each(?)"
+                             " ORDER BY key", (encode_rows(pending),))
+            marked = [(m.sender, m.server_id, m.device) for m in claimed if m.device and m.sender in m.envelopes]
+            if marked:  # the sender's copy is for its other devices: the sending one has it
+                conn.execute("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id)"
+                             f" SELECT {columns(3)} FROM json_each(?)", (encode_rows(marked),))
+            touch_heads(conn, claimed)
             return results
 
         return op

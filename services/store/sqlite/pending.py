@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Literal, cast
 
+import msgspec
+
 from chatmq.services.store.base import (
     DeviceConfirm,
     PendingItem,
@@ -15,9 +17,13 @@ from chatmq.services.store.common import chunks, in_order, route_of
 from chatmq.services.store.sqlite.base import (
     CHUNK,
     SQLiteBase,
+    columns,
+    encode_rows,
     marks,
     unique,
 )
+
+_ROUTES = msgspec.json.Decoder(list[tuple[str, str, str, str | None, str | None]])
 
 # a pending message's route (``route_of``'s arguments but the user): stored with it since schema version 6, else
 # (an older row, an action's copy) read out of its stored envelope by SQLite
@@ -94,21 +100,23 @@ class SQLitePending(SQLiteBase):
 
     def _routes_op(self, wanted: list[tuple[str, list[str]]], *,
                    remove: bool) -> Callable[[sqlite3.Connection], list[list[Route]]]:
-        """``take_pending`` (``remove``) or ``held_routes`` as a function of the connection."""
+        """``take_pending`` (``remove``) or ``held_routes`` as a function of the connection: one statement
+        reads every user's items (their routes as one JSON text: one row, whatever the batch), one removes
+        them, so the store's thread takes Python's GIL a few times per batch."""
         asked = [(user, unique(server_ids)) for user, server_ids in wanted]
-        verb = "DELETE FROM pending" if remove else f"SELECT {ROUTE_COLS} FROM pending"
-        tail = f" RETURNING {ROUTE_COLS}" if remove else ""
+        pairs = encode_rows([(user, server_id) for user, ids in asked for server_id in ids])
 
         def op(conn: sqlite3.Connection) -> list[list[Route]]:
-            out: list[list[Route]] = []
-            for user, ids in asked:
-                found: list[Route] = []
-                for chunk in chunks(ids, CHUNK):
-                    found.extend(route_of(user, *r) for r in conn.execute(
-                        f"{verb} WHERE user_id = ? AND kind = 'message' AND item_id IN ({marks(len(chunk))}){tail}",
-                        (user, *chunk)).fetchall())
-                out.append(in_order(ids, found))
-            return out
+            where = ("WHERE kind = 'message' AND (user_id, item_id) IN"
+                     f" (SELECT {columns(2)} FROM json_each(?))")
+            found: dict[str, list[Route]] = {}
+            text = conn.execute(f"SELECT json_group_array(json_array(user_id, {ROUTE_COLS})) FROM pending {where}",
+                                (pairs,)).fetchone()[0]
+            for user, server_id, sender, to, group in _ROUTES.decode(text):
+                found.setdefault(user, []).append(route_of(user, server_id, sender, to, group))
+            if remove and found:
+                conn.execute(f"DELETE FROM pending {where}", (pairs,))
+            return [in_order(ids, found.get(user, ())) for user, ids in asked]
 
         return op
 

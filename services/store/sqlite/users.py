@@ -23,6 +23,9 @@ from chatmq.services.store.sqlite.base import (
     user_row,
 )
 
+#: How many existing user ids ``existing_user_ids`` remembers at most (then it starts again).
+KNOWN_USERS = 100_000
+
 
 class SQLiteUsers(SQLiteBase):
     """Users, their push tokens and devices."""
@@ -78,11 +81,19 @@ class SQLiteUsers(SQLiteBase):
         return await self._run(op)
 
     async def existing_user_ids(self, user_ids: list[str]) -> set[str]:
+        """Ids seen to exist before are answered from memory (the chat router asks this for every batch,
+        and the API for every request): only the others are looked up, and remembered when found. The
+        store is the only writer of its database that deletes users (``delete_user`` forgets the id first,
+        and a lookup begun before that is not remembered), so the answer is as exact as the table's."""
+        known = self._known_users
         ids = unique(user_ids)
+        missing = [i for i in ids if i not in known]
+        if not missing:
+            return set(ids)
 
         def op(conn: sqlite3.Connection) -> set[str]:
             found: set[str] = set()
-            for chunk in chunks(ids, CHUNK):
+            for chunk in chunks(missing, CHUNK):
                 found.update(
                     row["user_id"]
                     for row in conn.execute(
@@ -91,7 +102,13 @@ class SQLiteUsers(SQLiteBase):
                 )
             return found
 
-        return await self._run(op)
+        deletions = self._deletions
+        found = await self._run(op)
+        if deletions == self._deletions:
+            if len(known) + len(found) > KNOWN_USERS:
+                known.clear()
+            known.update(found)
+        return found | (set(ids) - set(missing))
 
     async def set_user_flags(
         self, user_id: str, *, disabled: bool | None = None, is_admin: bool | None = None
@@ -155,7 +172,10 @@ class SQLiteUsers(SQLiteBase):
 
     async def delete_user(self, user_id: str) -> None:
         """One transaction: the user's devices, push tokens, pending items, phone number, contacts (both
-        ways), blocks (both ways), phone hashes, conversation states, and the user."""
+        ways), blocks (both ways), phone hashes, conversation states, and the user. The id is forgotten
+        by ``existing_user_ids`` first."""
+        self._deletions += 1
+        self._known_users.discard(user_id)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM devices WHERE owner_id = ?", (user_id,))
