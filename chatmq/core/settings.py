@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     auth_workers: int = Field(2, ge=1, le=64, description="Threads that hash and check passwords and device "
                               "secrets (argon2) off the event loop, one pool for REST and MQTT; more checks wait "
                               "their turn.")
+    switch_interval: float = Field(0.0005, gt=0, le=0.1, description="Python's thread switch interval in a "
+                                   "chatmq process (sys.setswitchinterval, seconds): how long the event loop's "
+                                   "thread may keep the GIL while the store's (or another) thread waits for it. "
+                                   "Python's own is 0.005, which makes every store hand-off wait.")
 
     # cluster mode (config/cluster.toml): each part its own process, joined by Kafka, storing in MongoDB
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port[,host:port...].")

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,6 +155,7 @@ class Process:
         outlet = Outlet(bus, registry, store, PushPublisher.from_settings(bus, s))
         tokens = TokenService(s.signing_key(), s.access_token_ttl, s.refresh_token_ttl, s.refresh_reuse_grace)
         use_hash_workers(s.auth_workers)  # argon2 for REST passwords and MQTT device secrets
+        sys.setswitchinterval(s.switch_interval)  # the store's thread gets the GIL in time
         process = cls(s, name, cluster, bus, store, registry, tokens, outlet, make_file_store(s, cluster=cluster))
         process.devices = DeviceBook(store)
         if name in ("serve", "broker", "api"):  # the processes with listeners

@@ -1,5 +1,6 @@
 """Settings precedence and errors."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,23 @@ def test_influx_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         cfg.write_text(f"{key} = {value}\n")
         with pytest.raises(ConfigError, match=key):
             Settings.load(cfg)
+
+
+def test_a_process_takes_its_switch_interval(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``switch_interval`` (default 0.5 ms, below Python's 5 ms, so the store's thread gets the GIL in
+    time) is the process's once it is assembled; out of range is a clear error."""
+    from chatmq.run.assembly import Process
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHATMQ_CONFIG", raising=False)
+    assert Settings.load().switch_interval == 0.0005
+    monkeypatch.setenv("CHATMQ_SWITCH_INTERVAL", "0.002")
+    before = sys.getswitchinterval()
+    try:
+        Process.open(Settings.load(data_dir=tmp_path), "serve", cluster=False)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+    monkeypatch.setenv("CHATMQ_SWITCH_INTERVAL", "0")
+    with pytest.raises(ConfigError, match="switch_interval"):
+        Settings.load()
