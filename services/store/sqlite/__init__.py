@@ -4,6 +4,12 @@ One ``sqlite3`` connection is owned by a dedicated single-thread executor: every
 operation is a plain function run there through ``loop.run_in_executor``, so all SQLite
 access happens on one thread and operations are serialized. Each write is one
 transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), rolled back on any error.
+
+The chat's hot path (``commit_batch``: a router batch's messages and receipts) runs one statement per
+table for the whole batch, over ``json_each`` of one JSON array made on the event loop, so the
+store's thread takes Python's GIL a few times per batch rather than per row (the event loop's thread
+holds it otherwise; see the ``switch_interval`` setting). The store remembers the user ids it found
+(``existing_user_ids``) until ``delete_user`` starts: it is its database's only writer that deletes users.
 """
 
 from __future__ import annotations
