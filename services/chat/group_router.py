@@ -39,9 +39,12 @@ class GroupRouter(BusWorker):
         self._devices = devices or DeviceBook(store)
 
     async def process(self, records: list[Record]) -> None:
-        groups: dict[str, Group | None] = {}
         batch: list[Submission] = []
         items = OUTBOX_RECORDS.read_all(records)
+        # the batch's groups, read at once (one store operation, however many groups the batch names)
+        named = [i.env.group for i in items if isinstance(i.env, MessageIn | TypingIn) and i.env.group is not None]
+        found_groups = await self._store.get_groups(named) if named else {}
+        groups: dict[str, Group | None] = {gid: found_groups.get(gid) for gid in named}
         replies = await reply_conversations(self._store, items)
         blockers = await self._blocks.lookup(i.sender for i in items if isinstance(i.env, MessageIn))
         fresh: set[str] = set()  # senders whose blockers were read again in this batch

@@ -328,6 +328,10 @@ class GroupStore(abc.ABC):
     async def get_group(self, group_id: str) -> Group | None: ...
 
     @abc.abstractmethod
+    async def get_groups(self, group_ids: list[str]) -> dict[str, Group]:
+        """The groups among ``group_ids`` that exist, by id, in one operation (a router batch's groups)."""
+
+    @abc.abstractmethod
     async def groups_of(self, user_id: str) -> list[Group]:
         """The groups ``user_id`` is a member of, oldest (by the group's ``created_at``) first."""
 

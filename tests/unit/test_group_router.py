@@ -180,3 +180,34 @@ async def test_started_group_router_takes_messages_published_by_the_gateway(
     [copy] = envs_of(deliveries, b, OTHER_NODE)
     assert (copy["id"], copy["group"], copy["to"]) == (ack["id"], gid, b)
     assert chat.bus.lag("group-router") == 0
+
+
+async def test_a_batch_reads_its_groups_in_one_store_operation(chat: Chat, group_router: GroupRouter,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many groups a batch names (and one that does not exist), they are read together, then each
+    message is checked against its own group: the members get it, a stranger is refused."""
+    gid, a, b, c = await _team(chat)
+    other = ids.group_id()
+    await chat.store.create_group(other, "pair", b, [c])
+    chat.online(a, NODE)
+    single: list[str] = []
+    real = chat.store.get_group
+
+    async def counted(group_id: str) -> object:
+        single.append(group_id)
+        return await real(group_id)
+
+    monkeypatch.setattr(chat.store, "get_group", counted)
+    await group_router.process([
+        outbox_record(a, message("m1", group=gid)),
+        outbox_record(b, message("m2", group=other)),
+        outbox_record(a, message("m3", group=other)),  # a is no member of it
+        outbox_record(a, message("m4", group="g_missing")),
+        outbox_record(c, message("m5", group=gid)),
+    ])
+    assert single == []
+    envs = envs_of(await chat.deliveries(), a)
+    assert [(e["type"], e.get("client_id"), e.get("code")) for e in envs] == [
+        ("error", "m3", "not_member"), ("error", "m4", "unknown_recipient"), ("ack", "m1", None),
+        ("message", "m5", None)]
+    assert [orjson.loads(i.envelope)["client_id"] for i in await chat.pending(c)] == ["m1", "m2"]

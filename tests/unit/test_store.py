@@ -391,6 +391,14 @@ async def test_create_and_get_group(store: Store) -> None:
     assert await store.get_group("g1") == group
 
 
+async def test_get_groups_reads_many_at_once(store: Store) -> None:
+    g1 = await store.create_group("g1", "one", "u1", ["u2"])
+    g2 = await store.create_group("g2", "two", "u2", [])
+    assert await store.get_groups(["g2", "nope", "g1", "g2"]) == {"g1": g1, "g2": g2}
+    assert await store.get_groups([]) == {}
+    assert await store.get_groups(["nope"]) == {}
+
+
 async def test_create_group_creator_only(store: Store) -> None:
     group = await store.create_group("g1", "solo", "u1", [])
     assert [(m.user_id, m.role) for m in group.members] == [("u1", "admin")]

@@ -53,6 +53,15 @@ class MongoGroups(MongoBase):
             doc = await groups.find_one({"_id": group_id})
         return None if doc is None else group_doc(doc)
 
+    async def get_groups(self, group_ids: list[str]) -> dict[str, Group]:
+        """One query (``_id`` in the ids) for all of them."""
+        ids = list(dict.fromkeys(group_ids))
+        if not ids:
+            return {}
+        groups = self._coll("groups")
+        with mongo_errors():
+            return {doc["_id"]: group_doc(doc) async for doc in groups.find({"_id": {"$in": ids}})}
+
     async def groups_of(self, user_id: str) -> list[Group]:
         groups = self._coll("groups")
         with mongo_errors():

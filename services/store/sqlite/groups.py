@@ -15,6 +15,7 @@ from chatmq.services.store.sqlite.base import (
     SQLiteBase,
     load_group,
     require_group,
+    unique,
 )
 
 
@@ -45,6 +46,15 @@ class SQLiteGroups(SQLiteBase):
 
     async def get_group(self, group_id: str) -> Group | None:
         return await self._run(lambda conn: load_group(conn, group_id))
+
+    async def get_groups(self, group_ids: list[str]) -> dict[str, Group]:
+        """One hand-off to the store's thread for all of them."""
+        ids = unique(group_ids)
+
+        def op(conn: sqlite3.Connection) -> dict[str, Group]:
+            return {g.group_id: g for g in (load_group(conn, gid) for gid in ids) if g is not None}
+
+        return await self._run(op) if ids else {}
 
     async def groups_of(self, user_id: str) -> list[Group]:
         def op(conn: sqlite3.Connection) -> list[Group]:
