@@ -12,6 +12,7 @@ Off the hot path but for the heads' replace; ``unread`` reads ``messages`` by co
 from __future__ import annotations
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from chatmq.services.store.base import ConversationHead, ConversationState, NewMessage
 from chatmq.services.store.common import body_text, json_object
@@ -36,9 +37,12 @@ class MongoConversations(MongoBase):
         async with self._writes:
             for m in newest.values():
                 a, b = sorted((m.sender, m.to)) if m.to is not None else (None, None)
-                await heads.replace_one({"_id": m.conversation}, {
-                    "a": a, "b": b, "group": m.group, "last_id": m.server_id, "last_sender": m.sender,
-                    "last_body": body_text(m.body), "last_ts": m.ts}, upsert=True)
+                head = {"a": a, "b": b, "group": m.group, "last_id": m.server_id, "last_sender": m.sender,
+                        "last_body": body_text(m.body), "last_ts": m.ts}
+                try:
+                    await heads.replace_one({"_id": m.conversation}, head, upsert=True)
+                except DuplicateKeyError:  # another process's upsert inserted this new head first: it exists now
+                    await heads.replace_one({"_id": m.conversation}, head, upsert=True)
 
     async def conversation_heads(self, user_id: str, groups: list[str], before: str | None,
                                  limit: int) -> list[ConversationHead]:
