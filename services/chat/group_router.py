@@ -21,7 +21,7 @@ from chatmq.services.chat.actions import reply_conversations, reply_refusal
 from chatmq.services.chat.blocks import JOIN_SKEW_MS, BlockList
 from chatmq.services.chat.devices import DeviceBook, others
 from chatmq.services.chat.outlet import Outlet
-from chatmq.services.store import Group, Store
+from chatmq.services.store import Store
 from chatmq.services.store.files import FileStore
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ class GroupRouter(BusWorker):
         items = OUTBOX_RECORDS.read_all(records)
         # the batch's groups, read at once (one store operation, however many groups the batch names)
         named = [i.env.group for i in items if isinstance(i.env, MessageIn | TypingIn) and i.env.group is not None]
-        found_groups = await self._store.get_groups(named) if named else {}
-        groups: dict[str, Group | None] = {gid: found_groups.get(gid) for gid in named}
+        groups = await self._store.get_groups(named) if named else {}
         replies = await reply_conversations(self._store, items)
         blockers = await self._blocks.lookup(i.sender for i in items if isinstance(i.env, MessageIn))
         fresh: set[str] = set()  # senders whose blockers were read again in this batch
@@ -57,9 +56,7 @@ class GroupRouter(BusWorker):
                 fresh.add(env.user)
                 continue
             if isinstance(env, TypingIn) and env.group is not None:
-                if env.group not in groups:
-                    groups[env.group] = await self._store.get_group(env.group)
-                found = groups[env.group]
+                found = groups.get(env.group)
                 if found is not None and found.is_member(sender):
                     members = [m for m in found.member_ids() if m != sender]
                     typing.append((env.group, members, typing_envelope(sender, None, env.group, env.state)))
@@ -72,9 +69,7 @@ class GroupRouter(BusWorker):
                 log.warning("skipping a record on %s that is no group message (from %s)", GROUP_OUTBOX, sender)
                 continue
             gid = env.group
-            if gid not in groups:
-                groups[gid] = await self._store.get_group(gid)
-            group = groups[gid]
+            group = groups.get(gid)
             if group is None:
                 await self._acceptor.refuse(sender, node, "unknown_recipient", f"no group {gid!r}", env.id,
                                             item.client)

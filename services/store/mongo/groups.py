@@ -18,6 +18,7 @@ from chatmq.services.store.mongo.base import (
     group_doc,
     member_docs,
     mongo_errors,
+    unique,
 )
 
 
@@ -55,7 +56,7 @@ class MongoGroups(MongoBase):
 
     async def get_groups(self, group_ids: list[str]) -> dict[str, Group]:
         """One query (``_id`` in the ids) for all of them."""
-        ids = list(dict.fromkeys(group_ids))
+        ids = unique(group_ids)
         if not ids:
             return {}
         groups = self._coll("groups")

@@ -48,6 +48,15 @@ def _claims(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[Accept
     return results
 
 
+def _followers(stored: list[NewMessage]) -> tuple[str, str]:
+    """The pending items (each with its route) and the sending device's marks of ``stored``, newly stored
+    messages, each as ``encode_rows``'s JSON ("" for none)."""
+    pending = [(user, m.server_id, env.decode(), m.sender, m.to, m.group)
+               for m in stored for user, env in m.envelopes.items()]
+    marked = [(m.sender, m.server_id, m.device) for m in stored if m.device and m.sender in m.envelopes]
+    return (encode_rows(pending) if pending else "", encode_rows(marked) if marked else "")
+
+
 class SQLiteMessages(SQLiteBase):
     """Accepting messages (deduped by sender and client id) and reading history."""
 
@@ -66,6 +75,7 @@ class SQLiteMessages(SQLiteBase):
         instead of a few times per message, which the event loop would otherwise wait for."""
         rows = encode_rows([(m.server_id, m.client_id, m.sender, m.to, m.group, m.conversation, m.body.decode(),
                              m.ts, m.reply_to) for m in messages])
+        all_stored = _followers(messages)  # what goes with the messages when none is a resend (the usual case)
 
         def op(conn: sqlite3.Connection) -> list[AcceptResult]:
             # the insert against UNIQUE (sender, client_id) is the dedupe decision: only when it skipped
@@ -73,19 +83,20 @@ class SQLiteMessages(SQLiteBase):
             inserted = conn.execute(f"INSERT INTO messages ({MESSAGE_COLS}) SELECT {columns(9)} FROM json_each(?)"
                                     " WHERE true ORDER BY key ON CONFLICT (sender, client_id) DO NOTHING",
                                     (rows,)).rowcount
-            results = ([AcceptResult(server_id=m.server_id, ts=m.ts, duplicate=False) for m in messages]
-                       if inserted == len(messages) else _claims(conn, messages))
-            claimed = [m for m, r in zip(messages, results, strict=True) if not r.duplicate]
-            pending = [(user, m.server_id, env.decode(), m.sender, m.to, m.group)
-                       for m in claimed for user, env in m.envelopes.items()]
+            if inserted == len(messages):
+                results = [AcceptResult(server_id=m.server_id, ts=m.ts, duplicate=False) for m in messages]
+                claimed, (pending, marked) = messages, all_stored
+            else:
+                results = _claims(conn, messages)
+                claimed = [m for m, r in zip(messages, results, strict=True) if not r.duplicate]
+                pending, marked = _followers(claimed)
             if pending:  # with its route: a receipt takes it without parsing the envelope
                 conn.execute("INSERT OR IGNORE INTO pending (user_id, item_id, kind, envelope, route_from, route_to,"
                              f" route_group) SELECT {columns(2)}, 'message', {columns(4, 2)} FROM json_each(?)"
-                             " ORDER BY key", (encode_rows(pending),))
-            marked = [(m.sender, m.server_id, m.device) for m in claimed if m.device and m.sender in m.envelopes]
+                             " ORDER BY key", (pending,))
             if marked:  # the sender's copy is for its other devices: the sending one has it
                 conn.execute("INSERT OR IGNORE INTO device_marks (user_id, item_id, client_id)"
-                             f" SELECT {columns(3)} FROM json_each(?)", (encode_rows(marked),))
+                             f" SELECT {columns(3)} FROM json_each(?)", (marked,))
             touch_heads(conn, claimed)
             return results
 
