@@ -193,18 +193,22 @@ class Routes:
     def __init__(self, size: int = 65_536) -> None:
         self._size = size
         # an OrderedDict: forgetting its oldest is O(1) (a dict's first key, after many deletions at
-        # its front, is found by scanning the deleted slots: it cost a tenth of the CPU of a paced run)
-        self._routes: OrderedDict[str, Route] = OrderedDict()
+        # its front, is found by scanning the deleted slots: it cost a tenth of the CPU of a paced run).
+        # Each route is kept as a tuple of strings, which the garbage collector stops tracking at its
+        # first pass: tens of thousands of long-lived ``Route`` objects made the collector's full passes
+        # come about once a second under load, each stalling the loop for 25-50 ms.
+        self._routes: OrderedDict[str, tuple[str, str | None, str | None]] = OrderedDict()
 
     def __contains__(self, server_id: str) -> bool:
         return server_id in self._routes
 
     def get(self, server_id: str) -> Route | None:
-        return self._routes.get(server_id)
+        kept = self._routes.get(server_id)
+        return None if kept is None else Route(server_id, *kept)
 
     def remember(self, routes: Iterable[Route]) -> None:
         for r in routes:
-            self._routes[r.server_id] = r
+            self._routes[r.server_id] = (r.sender, r.to, r.group)
             self._routes.move_to_end(r.server_id)
         while len(self._routes) > self._size:
             self._routes.popitem(last=False)
