@@ -66,7 +66,7 @@ class EnvelopeLimits:
 
 # --- inbound --------------------------------------------------------------------------------------
 
-class MessageIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message"):
+class MessageIn(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type", tag="message"):
     """``{"type":"message","id":…,"to"|"group":…,"body":{…},"reply_to"?:…}``; ``body`` is the client's JSON
     object as sent (checked against the limits by ``parse_outbox``); ``reply_to`` the server id of a message
     of the same conversation (checked by the router)."""
@@ -82,14 +82,15 @@ class MessageIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
             raise ValueError("exactly one of 'to' and 'group' is required")
 
 
-class ReceiptIn(msgspec.Struct, frozen=True, tag_field="type", tag="receipt"):
-    """``{"type":"receipt","status":"delivered"|"read","ids":[…]}``."""
+class ReceiptIn(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="receipt"):
+    """``{"type":"receipt","status":"delivered"|"read","ids":[…]}``; ``ids`` a tuple (of strings: the
+    garbage collector stops tracking it, as it does not track the struct)."""
 
     status: Literal["delivered", "read"]
-    ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_RECEIPT_IDS)]
+    ids: Annotated[tuple[Id, ...], msgspec.Meta(min_length=1, max_length=MAX_RECEIPT_IDS)]
 
 
-class CommandIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="command"):
+class CommandIn(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type", tag="command"):
     """``{"type":"command","id":…,"device":…,"name":…,"params":{…}?,"timeout_s":30?}``: a command for one of
     the sender's devices, answered with ``command_result`` in the sender's inbox. ``params`` (a JSON object
     within the limits of a message body, checked by ``parse_outbox``) is bounded as a shadow where the
@@ -114,7 +115,7 @@ MAX_EMOJI = 32
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EMOJI)]
 
 
-class EditIn(msgspec.Struct, frozen=True, tag_field="type", tag="edit"):
+class EditIn(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="edit"):
     """``{"type":"edit","id":…,"target":"<server id>","body":{…}}``: the sender's own message gets a new body."""
 
     id: Id
@@ -122,7 +123,7 @@ class EditIn(msgspec.Struct, frozen=True, tag_field="type", tag="edit"):
     body: msgspec.Raw
 
 
-class DeleteIn(msgspec.Struct, frozen=True, tag_field="type", tag="delete"):
+class DeleteIn(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="delete"):
     """``{"type":"delete","id":…,"target":…,"for":"everyone"|"me"}``."""
 
     id: Id
@@ -130,7 +131,7 @@ class DeleteIn(msgspec.Struct, frozen=True, tag_field="type", tag="delete"):
     scope: Literal["everyone", "me"] = msgspec.field(name="for")
 
 
-class ReactionIn(msgspec.Struct, frozen=True, tag_field="type", tag="reaction"):
+class ReactionIn(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="reaction"):
     """``{"type":"reaction","id":…,"target":…,"emoji":"👍","remove":false}``."""
 
     id: Id
@@ -143,7 +144,7 @@ ActionIn = EditIn | DeleteIn | ReactionIn
 
 # --- typing (issue 15) ----------------------------------------------------------------------------
 
-class TypingIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="typing"):
+class TypingIn(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type", tag="typing"):
     """``{"type":"typing","to"|"group":…,"state":"start"|"stop"}``: delivered to the recipients that are
     online, never stored."""
 
@@ -158,7 +159,7 @@ class TypingIn(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=
 
 # --- presence (issue 15) --------------------------------------------------------------------------
 
-class PresenceIn(msgspec.Struct, frozen=True, tag_field="type", tag="presence"):
+class PresenceIn(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="presence"):
     """``{"type":"presence","state":"online"|"away"}``: the user says it is away (or back); its mutual
     contacts hear of the change."""
 

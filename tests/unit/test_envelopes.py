@@ -34,7 +34,7 @@ def test_message_to_user() -> None:
 def test_receipt() -> None:
     env = parse_outbox(b'{"type":"receipt","status":"read","ids":["a","b"]}', 1000)
     assert isinstance(env, ReceiptIn)
-    assert env.ids == ["a", "b"]
+    assert env.ids == ("a", "b")
 
 
 def test_presence_says_away_or_online_and_nothing_else() -> None:

@@ -112,7 +112,7 @@ def delivered_form(envelope: OutboxEnvelope) -> bytes:
     elif isinstance(envelope, TypingIn):
         sent = typing_envelope("sender", envelope.to, envelope.group, envelope.state)
     elif isinstance(envelope, ReceiptIn):
-        sent = receipt_envelope(envelope.status, envelope.ids, "sender")
+        sent = receipt_envelope(envelope.status, list(envelope.ids), "sender")
     elif isinstance(envelope, PresenceIn):
         sent = presence_envelope("sender", envelope.state, 1_700_000_000_000)
     else:
@@ -145,7 +145,7 @@ def test_any_payload_parses_to_a_typed_envelope_or_a_contract_error(payload: byt
         assert (envelope.id, envelope.device, envelope.name, envelope.params_object(), envelope.timeout_s) == (
             raw["id"], raw["device"], raw["name"], raw.get("params", {}), raw.get("timeout_s", 30))
     else:
-        assert (envelope.status, envelope.ids) == (raw["status"], raw["ids"])
+        assert (envelope.status, list(envelope.ids)) == (raw["status"], raw["ids"])
 
 
 @PROPERTY

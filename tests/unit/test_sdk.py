@@ -136,7 +136,7 @@ def test_build_receipt() -> None:
     parsed = parse_outbox(orjson.dumps(envelope), 65536)
     assert isinstance(parsed, ReceiptIn)
     assert parsed.status == "read"
-    assert parsed.ids == ["s1", "s2"]
+    assert parsed.ids == ("s1", "s2")
     with pytest.raises(ValueError, match="at least one"):
         build_receipt("delivered", [])
 
