@@ -4,6 +4,7 @@ measures it (``docs/benchmarks.md``); ``tests/e2e/test_bench_chat.py`` runs it."
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,13 @@ def test_presence_storm_accounting_counts_lost_duplicated_extra_and_latency() ->
     assert "offline p50 / p99 100.0 / 300.0 ms" in row.notes
     assert "online p50 / p99 50.0 / 50.0 ms" in row.notes
     assert "presence storm" in markdown_table([row])
+
+
+def test_the_load_generators_collector_is_off_during_a_row_and_back_after() -> None:
+    assert gc.isenabled()
+    with bench_chat.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), bench_chat.collector_paused():
+        raise RuntimeError("a row failed")
+    assert gc.isenabled()
