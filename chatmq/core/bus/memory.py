@@ -209,6 +209,7 @@ class MemoryConsumer(Consumer):
         self.group = group
         self.topics = frozenset(topics)
         self.positions: dict[tuple[str, int], int] = {}
+        self._next = 0  # where ``getmany`` starts its round of the partitions
         self._event = asyncio.Event()
         self._started = False
         self._stopped = False
@@ -240,13 +241,20 @@ class MemoryConsumer(Consumer):
         while True:
             self._event.clear()
             out: list[Record] = []
-            for tp, position in list(self.positions.items()):
+            # from the partition after the last one read before, round the partitions: a backlog in the
+            # first ones must not starve the rest (it held some users' messages for the whole of a
+            # saturating ``chatmq bench chat`` row)
+            order = list(self.positions)
+            first = self._next % len(order) if order else 0
+            for i in range(len(order)):
                 if len(out) >= max_records:
                     break
-                batch = self._bus._read(tp, position, max_records - len(out))
+                tp = order[(first + i) % len(order)]
+                batch = self._bus._read(tp, self.positions[tp], max_records - len(out))
                 if batch:
                     self.positions[tp] = batch[-1].offset + 1
                     out.extend(batch)
+                self._next = first + i + 1
             if out or self._stopped:
                 return out
             if not self._bus._running:  # a reader of a stopped bus must end, not poll an empty bus forever
