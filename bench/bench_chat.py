@@ -371,7 +371,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """This process's garbage collector off (after a collection) until the block ends, then a
-    collection: its full passes, 30-80 ms each (timed with ``gc.callbacks``), stalled the load
+    collection: its full passes, up to 78 ms each (timed with ``gc.callbacks``), stalled the load
     generator's loop while the server's messages arrived, and were counted as the server's latency."""
     gc.collect()
     gc.disable()

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from chatmq.core.envelopes import EnvelopeError
+from chatmq.core.envelopes import EnvelopeError, Inbound
 
 
-class ShadowReport(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="shadow_report"):
+class ShadowReport(Inbound, frozen=True, tag_field="type", tag="shadow_report"):
     """``state`` merged into the shadow's reported state (``null`` deletes a key); ``version``, when
     given, must be the shadow's current version."""
 
@@ -18,11 +18,11 @@ class ShadowReport(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag=
     version: int | None = None
 
 
-class ShadowGet(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="shadow_get"):
+class ShadowGet(Inbound, frozen=True, tag_field="type", tag="shadow_get"):
     """Asks for the whole shadow (answered with ``shadow``)."""
 
 
-class CommandResult(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="command_result"):
+class CommandResult(Inbound, frozen=True, tag_field="type", tag="command_result"):
     """The device's answer to command ``id``: ``ok`` with a ``result``, or not with an ``error``."""
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -31,7 +31,7 @@ class CommandResult(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag
     error: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
-class JobUpdate(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="job_update"):
+class JobUpdate(Inbound, frozen=True, tag_field="type", tag="job_update"):
     """Where job ``id`` stands on the device: ``in_progress`` (with ``progress``, 0-100), ``succeeded`` or
     ``failed``, with optional ``details``."""
 

@@ -11,10 +11,10 @@ Inbox envelopes inside records (``envs`` of a ``Delivery``, ``env`` of a fan-out
 as they are to the node, which writes them to the inbox unchanged. A message's ``body`` is ``Raw`` too:
 the bytes the client sent, validated once at the edge.
 
-Records, and the client envelopes inside them, are ``gc=False`` structs: the garbage collector does not
-track them (they hold data only, never a cycle). Under load the bus holds tens of thousands of them
-for a while; tracked, they made CPython's full collections come several times a second, each a stalled
-loop of 30-50 ms.
+Records (``BusItem``), and the client envelopes inside them (``chatmq.core.envelopes.Inbound``), are
+``gc=False`` structs: the garbage collector does not track them (they hold data only, never a cycle).
+Under load the bus holds tens of thousands of them for a while; tracked, they made CPython's full
+collections come several times a second, each a stalled loop of 30-50 ms.
 
 Topics and their records (keys in brackets):
 

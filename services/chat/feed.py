@@ -34,6 +34,6 @@ class BusChatFeed:
     async def read(self, user: str, server_ids: list[str]) -> None:
         """A ``read`` receipt from ``user`` for ``server_ids``, as if its client had sent it: the router
         checks and routes it to the messages' senders."""
-        chunks = [server_ids[i:i + MAX_RECEIPT_IDS] for i in range(0, len(server_ids), MAX_RECEIPT_IDS)]
-        await self._bus.publish_many(OUTBOX, [(user.encode(), Outbox(user, "", ReceiptIn("read", tuple(c))))
+        chunks = [tuple(server_ids[i:i + MAX_RECEIPT_IDS]) for i in range(0, len(server_ids), MAX_RECEIPT_IDS)]
+        await self._bus.publish_many(OUTBOX, [(user.encode(), Outbox(user, "", ReceiptIn("read", c)))
                                               for c in chunks])
